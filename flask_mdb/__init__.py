@@ -1,0 +1,1 @@
+"""flask_mdb: the Flask extension of mdb-sync (request-bound scoped databases, auth, websockets)."""

@@ -1,0 +1,51 @@
+"""mdb-sync: a synchronous, thread-safe multi-app runtime on PyMongo.
+
+Each app gets a sandboxed database (collections prefixed with its slug, documents tagged
+with ``app_id``, reads filtered by it), a validated manifest, managed indexes, and services.
+Importing this package does no I/O; :meth:`MongoDBEngine.initialize` connects.
+"""
+
+from .engine import MongoDBEngine
+from .exceptions import (
+    AppConflictError,
+    AppNotActiveError,
+    AppNotFoundError,
+    ConfigurationError,
+    EmbeddedServerError,
+    EmbeddedServerNotInstalled,
+    EngineConnectionError,
+    EngineNotInitializedError,
+    InvalidCollectionName,
+    ManifestValidationError,
+    MongoDBEngineError,
+    QueryValidationError,
+    ResourceLimitExceeded,
+    ScopeError,
+)
+from .manifest import ManifestValidator
+from .scoping import QueryLimits, ScopedCollection, ScopedDatabase
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppConflictError",
+    "AppNotActiveError",
+    "AppNotFoundError",
+    "ConfigurationError",
+    "EmbeddedServerError",
+    "EmbeddedServerNotInstalled",
+    "EngineConnectionError",
+    "EngineNotInitializedError",
+    "InvalidCollectionName",
+    "ManifestValidationError",
+    "ManifestValidator",
+    "MongoDBEngine",
+    "MongoDBEngineError",
+    "QueryLimits",
+    "QueryValidationError",
+    "ResourceLimitExceeded",
+    "ScopeError",
+    "ScopedCollection",
+    "ScopedDatabase",
+    "__version__",
+]

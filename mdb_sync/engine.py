@@ -1,0 +1,413 @@
+"""MongoDBEngine: the client lifecycle, the app registry and the services of one database.
+
+One engine serves many threads: it keeps one :class:`~pymongo.MongoClient` per process,
+created lazily and rebuilt in a forked child (gunicorn ``--preload``, Celery prefork,
+``multiprocessing``), and hands out scoped databases. Nothing touches the network at import
+time or in ``__init__``; :meth:`MongoDBEngine.initialize` connects.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient, uri_parser
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import ConfigurationError as PyMongoConfigurationError
+from pymongo.errors import PyMongoError
+
+from . import embedded
+from .exceptions import (
+    EngineConnectionError,
+    EngineNotInitializedError,
+    InvalidMongoURI,
+)
+from .registry import AppRegistry
+from .scoping import QueryLimits, ScopedDatabase
+
+log = logging.getLogger(__name__)
+
+#: Environment variable holding the MongoDB URI when none is passed.
+MONGO_URI_ENV = "MDB_MONGO_URI"
+#: Environment variable holding the database name when none is passed.
+DB_NAME_ENV = "MDB_DB_NAME"
+DEFAULT_DB_NAME = "mdb_sync"
+DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
+
+_ENGINES: weakref.WeakSet[MongoDBEngine] = weakref.WeakSet()
+_URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
+
+
+def describe_uri(uri: str) -> str:
+    """``mongodb://host:port`` of ``uri``, without credentials, path or options."""
+    match = _URI_HOSTS.match(uri or "")
+    if not match:
+        return "<unparseable URI>"
+    return f"{match.group(1)}://{match.group(2) or '<no host>'}"
+
+
+class MongoDBEngine:
+    """The runtime of one MongoDB database shared by many apps.
+
+    :param mongo_uri: MongoDB connection string; defaults to ``MDB_MONGO_URI``, and without
+        either, the embedded server (see :mod:`mdb_sync.embedded`).
+    :param db_name: database name; defaults to ``MDB_DB_NAME``, then the URI's database,
+        then ``mdb_sync``.
+    :param embedded_dir: directory of the embedded server (``./.mdb`` by default,
+        ``":memory:"`` for a private throwaway server). Ignored when a URI is given.
+    :param limits: :class:`~mdb_sync.scoping.QueryLimits` applied to every scoped operation.
+    :param implicit_apps: if true (the default), :meth:`get_scoped_db` registers an unknown
+        slug as a minimal active app, as the seeds' hello world expects; if false, only
+        apps registered with :meth:`register_app` can be used.
+    :param client_options: passed to :class:`~pymongo.MongoClient` (``serverSelectionTimeoutMS``
+        defaults to 5000 so an unreachable server fails fast).
+    """
+
+    def __init__(
+        self,
+        mongo_uri: str | None = None,
+        db_name: str | None = None,
+        *,
+        embedded_dir: str | os.PathLike[str] | None = None,
+        limits: QueryLimits | None = None,
+        implicit_apps: bool = True,
+        **client_options: Any,
+    ) -> None:
+        self._uri_arg = mongo_uri or os.environ.get(MONGO_URI_ENV) or None
+        self._db_name_arg = db_name or os.environ.get(DB_NAME_ENV) or None
+        self._embedded_dir = embedded_dir
+        self.limits = limits or QueryLimits()
+        self.implicit_apps = implicit_apps
+        self._client_options = dict(client_options)
+        self._client_options.setdefault(
+            "serverSelectionTimeoutMS", DEFAULT_SERVER_SELECTION_TIMEOUT_MS
+        )
+        self._client_options.setdefault("appname", "mdb-sync")
+        self._uri: str | None = None
+        self._db_name: str | None = None
+        self._embedded: embedded.EmbeddedServer | None = None
+        self._embedded_lease_pid: int | None = None
+        self._embedded_owner_pid: int | None = None
+        self._client: MongoClient[Any] | None = None
+        self._client_pid: int | None = None
+        self._initialized = False
+        self._lock = threading.RLock()
+        self._scoped: dict[tuple[Any, ...], ScopedDatabase] = {}
+        self.registry = AppRegistry(self)
+        self._security_events: dict[str, int] = {}
+        _ENGINES.add(self)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def initialize(self) -> MongoDBEngine:
+        """Connect, ping the server and load the registered apps. Idempotent.
+
+        Raises :class:`~mdb_sync.exceptions.EngineConnectionError` (a pymongo
+        ``ConnectionFailure``) naming the host when the URI is malformed or the server does
+        not answer within the server-selection timeout.
+        """
+        with self._lock:
+            if self._initialized:
+                return self
+            if self._uri_arg is None:
+                self._start_embedded()
+            else:
+                self._uri = self._uri_arg
+            self._db_name = self._resolve_db_name()
+            try:
+                self.client.admin.command("ping")
+            except InvalidMongoURI:
+                self._release_embedded()
+                raise
+            except PyMongoError as exc:
+                self._close_client()
+                self._release_embedded()
+                raise EngineConnectionError(
+                    f"cannot reach MongoDB at {describe_uri(self._uri or '')}: {exc}",
+                    context={"host": describe_uri(self._uri or "")},
+                ) from exc
+            self._initialized = True
+        self.registry.load()
+        log.info("engine ready on %s, database %r", self.describe_server(), self._db_name)
+        return self
+
+    def shutdown(self) -> None:
+        """Close the client and release the embedded server. Idempotent."""
+        with self._lock:
+            self._initialized = False
+            self._scoped.clear()
+            self._close_client()
+            self._release_embedded()
+
+    close = shutdown
+
+    def __enter__(self) -> MongoDBEngine:
+        return self.initialize()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._initialized
+
+    @property
+    def db_name(self) -> str:
+        """Name of the database all apps share."""
+        return self._db_name or self._resolve_db_name()
+
+    @property
+    def uses_embedded_server(self) -> bool:
+        return self._uri_arg is None
+
+    @property
+    def embedded_server(self) -> embedded.EmbeddedServer | None:
+        """The embedded server in use, if the engine runs on one."""
+        return self._embedded
+
+    def describe_server(self) -> str:
+        """The server the engine talks to, without credentials (``mongodb://host:port``)."""
+        if self._uri is None and self._uri_arg is not None:
+            return describe_uri(self._uri_arg)
+        return describe_uri(self._uri or "")
+
+    def _resolve_db_name(self) -> str:
+        if self._db_name_arg:
+            return self._db_name_arg
+        uri = self._uri or self._uri_arg or ""
+        match = re.match(r"^mongodb(?:\+srv)?://[^/]*/([^?]+)", uri)
+        return match.group(1) if match else DEFAULT_DB_NAME
+
+    def _require_initialized(self) -> None:
+        if not self._initialized:
+            raise EngineNotInitializedError(
+                "the engine is not initialized: call engine.initialize() first "
+                "(or use `with MongoDBEngine(...) as engine:`)"
+            )
+
+    # --- the embedded server ------------------------------------------------------------------
+
+    def _start_embedded(self) -> None:
+        if str(self._embedded_dir) == embedded.MEMORY:
+            self._embedded = embedded.start_private()
+            self._embedded_owner_pid = os.getpid()
+        else:
+            self._embedded = embedded.acquire(self._embedded_dir)
+            self._embedded_lease_pid = os.getpid()
+        self._uri = self._embedded.uri
+
+    def _release_embedded(self) -> None:
+        server, self._embedded = self._embedded, None
+        if server is None:
+            return
+        if server.is_private:
+            if self._embedded_owner_pid == os.getpid():
+                embedded.stop_private(server)
+        elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
+            embedded.release(server.base_dir)
+        self._embedded_lease_pid = None
+        self._uri = None
+
+    # --- the client ---------------------------------------------------------------------------
+
+    @property
+    def client(self) -> MongoClient[Any]:
+        """The process's MongoClient (engine-internal: apps use scoped databases)."""
+        client = self._client
+        if client is not None and self._client_pid == os.getpid():
+            return client
+        with self._lock:
+            if self._client is None or self._client_pid != os.getpid():
+                self._client = self._make_client()
+                self._client_pid = os.getpid()
+            return self._client
+
+    def _make_client(self) -> MongoClient[Any]:
+        if self._uri is None:
+            raise EngineNotInitializedError("the engine is not initialized: call initialize()")
+        if (
+            self._embedded is not None
+            and not self._embedded.is_private
+            and self._embedded_lease_pid != os.getpid()
+            and self._embedded.base_dir is not None
+        ):
+            # A forked child uses the parent's server: hold a lease of its own.
+            embedded.add_lease(self._embedded.base_dir)
+            self._embedded_lease_pid = os.getpid()
+        try:
+            if self._uri.startswith("mongodb://"):
+                # Strict parse first: pymongo's client only warns about a misspelt option or
+                # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
+                uri_parser.parse_uri(self._uri, warn=False)
+            return MongoClient(self._uri, **self._client_options)
+        except (PyMongoConfigurationError, ValueError, TypeError) as exc:
+            host = describe_uri(self._uri)
+            raise InvalidMongoURI(
+                f"invalid MongoDB URI or client option for {host}: {exc}", context={"host": host}
+            ) from exc
+
+    def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._client_pid == os.getpid():
+            try:
+                client.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                log.debug("error closing the MongoClient", exc_info=True)
+        self._client_pid = None
+
+    def _after_fork_in_child(self) -> None:
+        """Drop the parent's client and locks; the child builds its own on first use."""
+        self._lock = threading.RLock()
+        self._client = None
+        self._client_pid = None
+        self.registry._after_fork_in_child()
+
+    def _database(self) -> Database[Any]:
+        return self.client[self.db_name]
+
+    def _raw_collection(self, physical: str) -> Collection[Any]:
+        return self._database()[physical]
+
+    def _start_session(self, **kwargs: Any) -> Any:
+        self._require_initialized()
+        return self.client.start_session(**kwargs)
+
+    # --- apps ---------------------------------------------------------------------------------
+
+    def get_scoped_db(
+        self,
+        app_slug: str,
+        read_scopes: list[str] | tuple[str, ...] | None = None,
+        write_scope: str | None = None,
+        auto_index: bool = True,
+    ) -> ScopedDatabase:
+        """The sandboxed database of ``app_slug`` (cached; cheap to call per request)."""
+        self._require_initialized()
+        key = (
+            app_slug,
+            tuple(read_scopes) if read_scopes is not None else None,
+            write_scope,
+            auto_index,
+        )
+        db = self._scoped.get(key)
+        if db is not None:
+            return db
+        self.registry.require_usable(app_slug)
+        db = ScopedDatabase(
+            self,
+            app_slug,
+            read_scopes=tuple(read_scopes) if read_scopes is not None else None,
+            write_scope=write_scope,
+            limits=self.limits,
+            auto_index=auto_index,
+        )
+        with self._lock:
+            return self._scoped.setdefault(key, db)
+
+    def load_manifest(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Read and validate a manifest file; see :func:`mdb_sync.manifest.load_manifest`."""
+        from .manifest import load_manifest
+
+        return load_manifest(Path(path))
+
+    def register_app(
+        self, manifest: Mapping[str, Any], create_indexes: bool = True
+    ) -> dict[str, Any]:
+        """Validate and persist ``manifest``; create its declared indexes. All or nothing."""
+        self._require_initialized()
+        result = self.registry.register(manifest, create_indexes=create_indexes)
+        self._forget_scoped(result["slug"])
+        return result
+
+    def get_app(self, slug: str) -> dict[str, Any] | None:
+        """The registered manifest of ``slug``, or None."""
+        self._require_initialized()
+        return self.registry.get_manifest(slug)
+
+    def list_apps(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Registered apps (manifests), optionally only those with ``status``."""
+        self._require_initialized()
+        return self.registry.list(status=status)
+
+    def reload_apps(self) -> int:
+        """Re-read the registry from the database; return the number of active apps."""
+        self._require_initialized()
+        self._scoped.clear()
+        return self.registry.load()
+
+    def unregister_app(self, slug: str) -> bool:
+        """Remove ``slug`` from the registry (its data is kept). True if it was registered."""
+        self._require_initialized()
+        self._forget_scoped(slug)
+        return self.registry.unregister(slug)
+
+    def _forget_scoped(self, slug: str) -> None:
+        with self._lock:
+            for key in [k for k in self._scoped if k[0] == slug]:
+                del self._scoped[key]
+
+    # --- observability ------------------------------------------------------------------------
+
+    def _record_security_event(self, app_slug: str, reason: str) -> None:
+        with self._lock:
+            self._security_events[app_slug] = self._security_events.get(app_slug, 0) + 1
+
+    def get_health_status(self) -> dict[str, Any]:
+        """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``."""
+        checks: list[dict[str, Any]] = [
+            {
+                "name": "engine",
+                "status": "healthy" if self._initialized else "unhealthy",
+                "initialized": self._initialized,
+                "database": self.db_name,
+                "server": self.describe_server(),
+                "embedded": self.uses_embedded_server,
+            }
+        ]
+        if self._initialized:
+            started = time.perf_counter()
+            try:
+                self.client.admin.command("ping")
+                checks.append(
+                    {
+                        "name": "mongodb",
+                        "status": "healthy",
+                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    }
+                )
+            except PyMongoError as exc:
+                checks.append(
+                    {"name": "mongodb", "status": "unhealthy", "error": type(exc).__name__}
+                )
+            checks.append(
+                {"name": "apps", "status": "healthy", "registered": len(self.registry.slugs())}
+            )
+        order = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+        worst = max((c["status"] for c in checks), key=order.__getitem__)
+        return {"status": worst, "checks": checks}
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_ENGINES):
+        engine._after_fork_in_child()
+
+
+def _shutdown_all() -> None:
+    for engine in list(_ENGINES):
+        with contextlib.suppress(Exception):  # interpreter exit: best effort
+            engine.shutdown()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown_all)

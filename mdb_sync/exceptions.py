@@ -1,0 +1,200 @@
+"""One exception hierarchy for the whole library.
+
+Every error the library raises on purpose derives from :class:`MongoDBEngineError`, so a
+caller can catch them all in one place; where a standard or pymongo exception has the same
+meaning, ours derives from it too (``ValueError``, ``PermissionError``, ``LookupError``,
+:class:`pymongo.errors.ConnectionFailure`), so code written against those keeps working.
+
+Messages say *what* went wrong and *where* (an app slug, a collection, a JSON path, a host);
+they never contain credentials or document contents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.errors import ConnectionFailure
+
+
+class MongoDBEngineError(Exception):
+    """Base class of every error raised by mdb-sync.
+
+    :param message: human readable explanation.
+    :param context: machine readable details (app slug, collection, path, ...), never secrets.
+    """
+
+    def __init__(self, message: str, *, context: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context: dict[str, Any] = dict(context or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- configuration and lifecycle -------------------------------------------------------------
+
+
+class ConfigurationError(MongoDBEngineError, ValueError):
+    """An engine, extension or service option is missing or has a bad value."""
+
+
+class EngineNotInitializedError(MongoDBEngineError, RuntimeError):
+    """The engine was used before :meth:`MongoDBEngine.initialize` or after ``shutdown``."""
+
+
+class EngineConnectionError(MongoDBEngineError, ConnectionFailure):
+    """The MongoDB server could not be reached (or the URI naming it is malformed)."""
+
+
+class InvalidMongoURI(EngineConnectionError, ValueError):
+    """The MongoDB connection string is malformed."""
+
+
+class EmbeddedServerError(MongoDBEngineError, RuntimeError):
+    """The embedded server could not be started, found or stopped."""
+
+
+class EmbeddedServerNotInstalled(EmbeddedServerError):
+    """No MongoDB URI was given and the embedded server package is not installed."""
+
+
+# --- apps and manifests -------------------------------------------------------------------------
+
+
+class AppNotFoundError(MongoDBEngineError, LookupError):
+    """No app with this slug is registered."""
+
+
+class AppNotActiveError(MongoDBEngineError, PermissionError):
+    """The app is registered but its status is not ``active``."""
+
+
+class AppConflictError(MongoDBEngineError, ValueError):
+    """An app cannot be registered because its physical names could collide with another's."""
+
+
+class ManifestValidationError(MongoDBEngineError, ValueError):
+    """A manifest is invalid.
+
+    ``errors`` maps each bad JSON path (``managed_indexes.tasks[1].keys``) to its messages.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: dict[str, list[str]] | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, context=context)
+        self.errors: dict[str, list[str]] = dict(errors or {})
+
+    @property
+    def paths(self) -> list[str]:
+        """The JSON paths that failed validation, in order."""
+        return list(self.errors)
+
+
+# --- the sandbox ----------------------------------------------------------------------------------
+
+
+class ScopeError(MongoDBEngineError, PermissionError):
+    """An operation would read, write or reveal data outside the app's scopes."""
+
+
+#: The name the seed documents use for the same error.
+IsolationError = ScopeError
+
+
+class QueryValidationError(MongoDBEngineError, ValueError):
+    """A filter, update or pipeline uses something the sandbox refuses ($where, too deep, ...)."""
+
+
+class InvalidCollectionName(QueryValidationError):
+    """A collection name is empty, too long, reserved or contains forbidden characters."""
+
+
+class ResourceLimitExceeded(MongoDBEngineError):
+    """A document, result or request is larger than the configured limit."""
+
+
+# --- indexes --------------------------------------------------------------------------------------
+
+
+class IndexError_(MongoDBEngineError):
+    """Base class for index management errors (named with a trailing underscore so it does not
+    shadow the builtin ``IndexError``)."""
+
+
+class IndexConflictError(IndexError_):
+    """A declared index has the name of an existing index with different keys or options."""
+
+
+class IndexNotSupportedError(IndexError_):
+    """The server cannot build this index type (e.g. text indexes on the embedded server)."""
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+class AuthError(MongoDBEngineError):
+    """Base class for authentication and authorization errors."""
+
+
+class AuthenticationError(AuthError):
+    """Missing or invalid identity: maps to HTTP 401."""
+
+
+class AuthorizationError(AuthError, PermissionError):
+    """Identity known, action denied: maps to HTTP 403."""
+
+
+class TokenError(AuthenticationError):
+    """A JWT is malformed, expired, revoked, or signed with the wrong key or algorithm."""
+
+
+class RateLimitExceeded(ResourceLimitExceeded):
+    """Too many attempts in the window; ``retry_after`` is the number of seconds to wait."""
+
+    def __init__(
+        self, message: str, *, retry_after: int, context: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, context=context)
+        self.retry_after = retry_after
+
+
+# --- AI services ----------------------------------------------------------------------------------
+
+
+class AIServiceError(MongoDBEngineError):
+    """A language-model or embedding provider failed or is misconfigured."""
+
+
+__all__ = [
+    "AIServiceError",
+    "AppConflictError",
+    "AppNotActiveError",
+    "AppNotFoundError",
+    "AuthError",
+    "AuthenticationError",
+    "AuthorizationError",
+    "ConfigurationError",
+    "EmbeddedServerError",
+    "EmbeddedServerNotInstalled",
+    "EngineConnectionError",
+    "EngineNotInitializedError",
+    "IndexConflictError",
+    "IndexError_",
+    "IndexNotSupportedError",
+    "InvalidCollectionName",
+    "InvalidMongoURI",
+    "IsolationError",
+    "ManifestValidationError",
+    "MongoDBEngineError",
+    "QueryValidationError",
+    "RateLimitExceeded",
+    "ResourceLimitExceeded",
+    "ScopeError",
+    "TokenError",
+]

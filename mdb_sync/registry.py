@@ -1,0 +1,207 @@
+"""The app registry: which apps exist, their manifests and status, persisted in ``apps_config``.
+
+The registry is the source of truth shared by every process (web workers, Celery workers,
+scripts); each engine keeps a cache, refreshed by :meth:`AppRegistry.load` and on a miss.
+
+Registration enforces the physical half of the sandbox contract: two apps whose slugs could
+produce the same physical collection name (``my`` + ``app_tasks`` vs ``my_app`` + ``tasks``)
+are never both registered. The check runs before and after the write, so two processes
+registering overlapping slugs at once cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import AppConflictError, AppNotActiveError, AppNotFoundError, ScopeError
+from .scoping.names import APPS_COLLECTION, overlapping_prefixes, validate_slug
+from .signals import app_registered, app_unregistered
+
+if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
+    from .engine import MongoDBEngine
+
+log = logging.getLogger(__name__)
+
+ACTIVE = "active"
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+class AppRegistry:
+    """Registered apps of one engine (thread-safe cache over ``apps_config``)."""
+
+    def __init__(self, engine: MongoDBEngine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._apps: dict[str, dict[str, Any]] = {}
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+    @property
+    def collection(self) -> Collection[Any]:
+        return self._engine._raw_collection(APPS_COLLECTION)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def load(self) -> int:
+        """Replace the cache with the database's registry; return the number of active apps."""
+        records = {doc["_id"]: doc for doc in self.collection.find({})}
+        with self._lock:
+            self._apps = records
+        return sum(1 for doc in records.values() if doc.get("status") == ACTIVE)
+
+    def _record(self, slug: str, refresh: bool = False) -> dict[str, Any] | None:
+        record = None if refresh else self._apps.get(slug)
+        if record is None:
+            record = self.collection.find_one({"_id": slug})
+            with self._lock:
+                if record is None:
+                    self._apps.pop(slug, None)
+                else:
+                    self._apps[slug] = record
+        return record
+
+    def get_manifest(self, slug: str) -> dict[str, Any] | None:
+        record = self._record(slug)
+        return dict(record["manifest"]) if record else None
+
+    def get_record(self, slug: str) -> dict[str, Any] | None:
+        """The stored registry document of ``slug`` (manifest, status, index outcomes)."""
+        record = self._record(slug)
+        return dict(record) if record else None
+
+    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            records = list(self._apps.values())
+        return [
+            dict(r["manifest"])
+            for r in sorted(records, key=lambda r: r["_id"])
+            if status is None or r.get("status") == status
+        ]
+
+    def slugs(self) -> list[str]:
+        with self._lock:
+            return sorted(self._apps)
+
+    def require_usable(self, slug: str) -> dict[str, Any]:
+        """The record of an active app, registering ``slug`` implicitly when allowed.
+
+        Raises :class:`AppNotFoundError` for an unknown slug when implicit apps are off and
+        :class:`AppNotActiveError` for an inactive or archived app.
+        """
+        validate_slug(slug)
+        record = self._record(slug)
+        if record is None:
+            if not self._engine.implicit_apps:
+                raise AppNotFoundError(
+                    f"app {slug!r} is not registered (register its manifest first)",
+                    context={"app": slug},
+                )
+            self.register({"slug": slug, "name": slug}, create_indexes=False, implicit=True)
+            record = self._record(slug)
+            assert record is not None
+        if record.get("status", ACTIVE) != ACTIVE:
+            raise AppNotActiveError(
+                f"app {slug!r} is {record.get('status')}, not active", context={"app": slug}
+            )
+        return record
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _conflicts(self, slug: str) -> list[str]:
+        escaped = re.escape(slug)
+        query = {
+            "$or": [
+                {"_id": {"$in": overlapping_prefixes(slug)}},
+                {"_id": {"$regex": f"^{escaped}_"}},
+            ]
+        }
+        return sorted(doc["_id"] for doc in self.collection.find(query, {"_id": 1}))
+
+    def _raise_conflict(self, slug: str, others: list[str]) -> None:
+        raise AppConflictError(
+            f"app {slug!r} cannot be registered next to {', '.join(map(repr, others))}: their "
+            "physical collection names could collide (e.g. 'my' + 'app_tasks' and 'my_app' + "
+            "'tasks' are both 'my_app_tasks'); choose a slug that is not a '_'-separated "
+            "prefix of another",
+            context={"app": slug, "conflicts": others},
+        )
+
+    def register(
+        self,
+        manifest: Mapping[str, Any],
+        *,
+        create_indexes: bool = True,
+        implicit: bool = False,
+    ) -> dict[str, Any]:
+        """Validate, persist and (optionally) index ``manifest``.
+
+        Validation and the collision check happen before anything is written, so a
+        manifest that fails them changes nothing.
+        """
+        from .manifest import validate_manifest
+
+        normalized = validate_manifest(manifest)
+        slug = normalized["slug"]
+        try:
+            validate_slug(slug)
+        except ScopeError as exc:
+            from .exceptions import ManifestValidationError
+
+            raise ManifestValidationError(str(exc), errors={"slug": [str(exc)]}) from exc
+        others = self._conflicts(slug)
+        if others:
+            self._raise_conflict(slug, others)
+        now = _now()
+        existing = self.collection.find_one({"_id": slug})
+        record: dict[str, Any] = {
+            "slug": slug,
+            "status": normalized.get("status", ACTIVE),
+            "manifest": normalized,
+            "implicit": implicit,
+            "updated_at": now,
+        }
+        if implicit and existing is not None:
+            return {"slug": slug, "created": False, "indexes": []}
+        self.collection.update_one(
+            {"_id": slug},
+            {"$set": record, "$setOnInsert": {"registered_at": now}},
+            upsert=True,
+        )
+        others = self._conflicts(slug)
+        if others:
+            # Another process registered an overlapping slug meanwhile: undo our insert.
+            if existing is None:
+                self.collection.delete_one({"_id": slug})
+            else:
+                self.collection.replace_one({"_id": slug}, existing)
+            self._raise_conflict(slug, others)
+        outcomes: list[dict[str, Any]] = []
+        if create_indexes and normalized.get("managed_indexes"):
+            from .indexes import ensure_declared_indexes
+
+            outcomes = ensure_declared_indexes(self._engine, slug, normalized["managed_indexes"])
+            self.collection.update_one({"_id": slug}, {"$set": {"index_outcomes": outcomes}})
+        self._record(slug, refresh=True)
+        result = {"slug": slug, "created": existing is None, "indexes": outcomes}
+        app_registered.send(self._engine, slug=slug, manifest=normalized, result=result)
+        log.info("registered app %r%s", slug, " (implicit)" if implicit else "")
+        return result
+
+    def unregister(self, slug: str) -> bool:
+        deleted = self.collection.delete_one({"_id": slug}).deleted_count == 1
+        with self._lock:
+            self._apps.pop(slug, None)
+        if deleted:
+            app_unregistered.send(self._engine, slug=slug)
+        return deleted

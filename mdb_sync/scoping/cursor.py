@@ -1,0 +1,91 @@
+"""pymongo's own :class:`~pymongo.cursor.Cursor`, built from a scoped filter.
+
+Subclassing (rather than wrapping) keeps every chaining method, context manager and
+``to_list`` exactly as pymongo has them. The subclass only closes the paths that would leave
+the sandbox or its limits: ``collection`` returns the scoped collection (never the raw one,
+whose ``.database.client`` would be one attribute away), ``where()`` is refused, batch sizes
+and ``max_time_ms`` are capped, and a result larger than the engine's ``max_result_docs``
+raises :class:`ResourceLimitExceeded` instead of being silently truncated.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pymongo.cursor import Cursor
+
+from ..exceptions import QueryValidationError, ResourceLimitExceeded
+
+if TYPE_CHECKING:
+    from .collection import ScopedCollection
+
+
+class ScopedCursor(Cursor):  # type: ignore[type-arg]
+    """A :class:`pymongo.cursor.Cursor` over one app's documents."""
+
+    def __init__(self, collection: Any, *args: Any, scoped: ScopedCollection, **kwargs: Any):
+        self._mdb_scoped = scoped
+        self._mdb_limits = scoped._limits
+        kwargs["batch_size"] = self._mdb_limits.cap_batch(kwargs.get("batch_size"))
+        kwargs["max_time_ms"] = self._mdb_limits.cap_time(kwargs.get("max_time_ms"))
+        session = kwargs.get("session")
+        if session is not None:
+            kwargs["session"] = scoped._raw_session(session)
+        self._mdb_session = session
+        self._mdb_observed = False
+        super().__init__(collection, *args, **kwargs)
+
+    @property
+    def collection(self) -> ScopedCollection:  # type: ignore[override]
+        """The scoped collection this cursor iterates (not the raw pymongo collection)."""
+        return self._mdb_scoped
+
+    @property
+    def session(self) -> Any:
+        """The session passed to ``find`` (the scoped wrapper), if any."""
+        return self._mdb_session
+
+    def _clone_base(self, session: Any) -> ScopedCursor:
+        clone = self.__class__.__new__(self.__class__)
+        clone._mdb_scoped = self._mdb_scoped
+        clone._mdb_limits = self._mdb_limits
+        clone._mdb_session = self._mdb_session
+        clone._mdb_observed = False
+        Cursor.__init__(clone, self._collection, session=session)
+        return clone
+
+    def where(self, code: Any) -> ScopedCursor:
+        raise QueryValidationError(
+            "cursor.where() is not allowed: server-side JavaScript ($where) is refused",
+            context={"operator": "$where"},
+        )
+
+    def batch_size(self, batch_size: int) -> ScopedCursor:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise TypeError("batch_size must be an integer")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        return super().batch_size(self._mdb_limits.cap_batch(batch_size))
+
+    def max_time_ms(self, max_time_ms: int | None) -> ScopedCursor:
+        if max_time_ms is not None and not isinstance(max_time_ms, int):
+            raise TypeError("max_time_ms must be an integer or None")
+        return super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
+
+    def _refresh(self) -> int:
+        if not self._mdb_observed:
+            self._mdb_observed = True
+            self._mdb_scoped._observe_find(self)
+        count = super()._refresh()
+        if self._retrieved > self._mdb_limits.max_result_docs:
+            self.close()
+            raise ResourceLimitExceeded(
+                f"the query on {self._mdb_scoped.name!r} returns more than "
+                f"{self._mdb_limits.max_result_docs} documents; add a limit, paginate, or raise "
+                "the engine's max_result_docs",
+                context={
+                    "collection": self._mdb_scoped.name,
+                    "limit": self._mdb_limits.max_result_docs,
+                },
+            )
+        return count
