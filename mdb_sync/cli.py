@@ -7,14 +7,63 @@ errors (click's own convention).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from . import __version__, embedded
 from .exceptions import MongoDBEngineError
+
+#: Key of ``click.Context.obj`` holding an engine provided by a host (``flask mdb``).
+ENGINE_KEY = "mdb_engine"
+
+
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--uri``/``--db`` and pass an initialized engine as the ``engine`` argument.
+
+    When the command runs under a host that already has an engine (``flask mdb`` puts it in
+    ``ctx.obj[ENGINE_KEY]``), that engine is used and the options are ignored; otherwise one
+    is created from the options (or ``MDB_MONGO_URI``/``MDB_DB_NAME``, or the embedded
+    server) and shut down afterwards. A connection failure exits with status 1.
+    """
+
+    @click.option(
+        "--uri",
+        envvar="MDB_MONGO_URI",
+        default=None,
+        help="MongoDB URI (env MDB_MONGO_URI; default: the embedded server).",
+    )
+    @click.option(
+        "--db",
+        "db_name",
+        envvar="MDB_DB_NAME",
+        default=None,
+        help="Database name (env MDB_DB_NAME).",
+    )
+    @click.pass_context
+    @functools.wraps(func)
+    def wrapper(ctx: click.Context, uri: str | None, db_name: str | None, **kwargs: Any) -> Any:
+        hosted = (ctx.obj or {}).get(ENGINE_KEY) if isinstance(ctx.obj, dict) else None
+        if hosted is not None:
+            return ctx.invoke(func, engine=hosted, **kwargs)
+        from .engine import MongoDBEngine
+
+        engine = MongoDBEngine(uri, db_name)
+        try:
+            engine.initialize()
+        except MongoDBEngineError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(1)
+        try:
+            return ctx.invoke(func, engine=engine, **kwargs)
+        finally:
+            engine.shutdown()
+
+    return wrapper
 
 
 def _emit(data: Any, as_json: bool, human: str) -> None:

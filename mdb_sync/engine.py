@@ -32,6 +32,7 @@ from .exceptions import (
     EngineNotInitializedError,
     InvalidMongoURI,
 )
+from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
 
@@ -104,7 +105,7 @@ class MongoDBEngine:
         self._lock = threading.RLock()
         self._scoped: dict[tuple[Any, ...], ScopedDatabase] = {}
         self.registry = AppRegistry(self)
-        self._security_events: dict[str, int] = {}
+        self.metrics = MetricsCollector()
         _ENGINES.add(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -249,7 +250,8 @@ class MongoDBEngine:
                 # Strict parse first: pymongo's client only warns about a misspelt option or
                 # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
                 uri_parser.parse_uri(self._uri, warn=False)
-            return MongoClient(self._uri, **self._client_options)
+            options = {**self._client_options, "event_listeners": self._client_event_listeners()}
+            return MongoClient(self._uri, **options)
         except (PyMongoConfigurationError, ValueError, TypeError) as exc:
             host = describe_uri(self._uri)
             raise InvalidMongoURI(
@@ -271,6 +273,7 @@ class MongoDBEngine:
         self._client = None
         self._client_pid = None
         self.registry._after_fork_in_child()
+        self.metrics._after_fork_in_child()
 
     def _database(self) -> Database[Any]:
         return self.client[self.db_name]
@@ -356,11 +359,45 @@ class MongoDBEngine:
             for key in [k for k in self._scoped if k[0] == slug]:
                 del self._scoped[key]
 
+    # --- hooks used by the scoping layer -------------------------------------------------------
+
+    def _observe_query(
+        self,
+        app_slug: str,
+        collection: str,
+        raw: Collection[Any],
+        user_filter: Mapping[str, Any] | None,
+        sort: Any,
+    ) -> None:
+        """Called by scoped collections with each query's filter and sort (query-driven
+        indexing, see :mod:`mdb_sync.indexes`). Must stay cheap: it runs on the caller's
+        thread for every scoped query."""
+
+    def _client_event_listeners(self) -> list[Any]:
+        """pymongo event listeners installed on every client this engine creates."""
+        return list(self._client_options.get("event_listeners") or [])
+
     # --- observability ------------------------------------------------------------------------
 
     def _record_security_event(self, app_slug: str, reason: str) -> None:
-        with self._lock:
-            self._security_events[app_slug] = self._security_events.get(app_slug, 0) + 1
+        self.metrics.increment("security.refused", app=app_slug)
+        from .signals import security_violation
+
+        security_violation.send(self, slug=app_slug, reason=reason)
+
+    def record_operation(
+        self, name: str, duration_ms: float, success: bool = True, app: str | None = None
+    ) -> None:
+        """Record a custom operation in the engine's metrics (e.g. ``"report.build"``)."""
+        self.metrics.record_operation(name, duration_ms, success, app)
+
+    def get_metrics(self) -> dict[str, Any]:
+        """``{"summary": {...}, "apps": {app: {"operations": ..., "counters": ...}}}``."""
+        return self.metrics.snapshot()
+
+    def metrics_text(self) -> str:
+        """The metrics in the Prometheus text exposition format, for a scrape endpoint."""
+        return self.metrics.prometheus_text()
 
     def get_health_status(self) -> dict[str, Any]:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``."""

@@ -93,6 +93,16 @@ class AppRegistry:
         with self._lock:
             return sorted(self._apps)
 
+    def slug_for_physical(self, physical: str) -> str | None:
+        """The registered app owning physical collection ``physical`` (``my_app_tasks`` ->
+        ``my_app``), or None. Unambiguous because overlapping slugs are never registered."""
+        with self._lock:
+            apps = self._apps
+            for i, ch in enumerate(physical):
+                if ch == "_" and physical[:i] in apps:
+                    return physical[:i]
+        return None
+
     def require_usable(self, slug: str) -> dict[str, Any]:
         """The record of an active app, registering ``slug`` implicitly when allowed.
 

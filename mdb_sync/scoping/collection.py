@@ -207,7 +207,8 @@ class ScopedCollection:
         return self._tagged(replacement)
 
     def _observe_find(self, cursor: ScopedCursor) -> None:
-        """Called once when a cursor first runs (hook for query-driven indexing)."""
+        """Called once when a cursor first runs: feeds query-driven indexing."""
+        self._db._observe_query(self._name, self.__coll, cursor._mdb_user_filter, cursor._ordering)
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -278,7 +279,9 @@ class ScopedCollection:
         """Like :meth:`pymongo.collection.Collection.find`, over this app's documents."""
         if "$where" in kwargs or kwargs.get("cursor_type"):
             raise QueryValidationError("tailable and $where cursors are not available here")
-        return ScopedCursor(self.__coll, self._filter(filter), *args, scoped=self, **kwargs)
+        return ScopedCursor(
+            self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
+        )
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
@@ -292,4 +295,37 @@ class ScopedCollection:
     def count_documents(self, filter: Any, **kwargs: Any) -> int:
         kwargs.setdefault("maxTimeMS", self._limits.default_max_time_ms)
         kwargs["maxTimeMS"] = self._limits.cap_time(kwargs["maxTimeMS"])
-        return self.__coll.count_documents(self._filter(filter), **self._kwargs(kwargs))
+        scoped = self._filter(filter)
+        self._db._observe_query(self._name, self.__coll, filter, None)
+        return self.__coll.count_documents(scoped, **self._kwargs(kwargs))
+
+    # --- AI -----------------------------------------------------------------------------------
+
+    def vector_search(
+        self,
+        query_vector: Any = None,
+        *,
+        query_text: str | None = None,
+        path: str | None = None,
+        limit: int = 10,
+        num_candidates: int | None = None,
+        filter: Any = None,
+        index: str | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        """Nearest neighbours of ``query_vector`` (or of ``query_text``'s embedding) among this
+        app's documents: ``$vectorSearch`` where the server has it, an exact k-NN search where
+        it does not; see :func:`mdb_sync.ai.vector_search.vector_search`."""
+        from ..ai.vector_search import vector_search
+
+        return vector_search(
+            self,
+            query_vector,
+            query_text=query_text,
+            path=path,
+            limit=limit,
+            num_candidates=num_candidates,
+            filter=filter,
+            index=index,
+            **kwargs,
+        )

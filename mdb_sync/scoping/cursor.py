@@ -23,8 +23,16 @@ if TYPE_CHECKING:
 class ScopedCursor(Cursor):  # type: ignore[type-arg]
     """A :class:`pymongo.cursor.Cursor` over one app's documents."""
 
-    def __init__(self, collection: Any, *args: Any, scoped: ScopedCollection, **kwargs: Any):
+    def __init__(
+        self,
+        collection: Any,
+        *args: Any,
+        scoped: ScopedCollection,
+        user_filter: Any = None,
+        **kwargs: Any,
+    ):
         self._mdb_scoped = scoped
+        self._mdb_user_filter = user_filter
         self._mdb_limits = scoped._limits
         kwargs["batch_size"] = self._mdb_limits.cap_batch(kwargs.get("batch_size"))
         kwargs["max_time_ms"] = self._mdb_limits.cap_time(kwargs.get("max_time_ms"))
@@ -48,6 +56,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
     def _clone_base(self, session: Any) -> ScopedCursor:
         clone = self.__class__.__new__(self.__class__)
         clone._mdb_scoped = self._mdb_scoped
+        clone._mdb_user_filter = self._mdb_user_filter
         clone._mdb_limits = self._mdb_limits
         clone._mdb_session = self._mdb_session
         clone._mdb_observed = False

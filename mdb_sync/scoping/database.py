@@ -135,6 +135,10 @@ class ScopedDatabase:
 
     # --- engine hooks -------------------------------------------------------------------------
 
+    def _observe_query(self, collection: str, raw: Any, user_filter: Any, sort: Any) -> None:
+        if self._auto_index:
+            self.__engine._observe_query(self.app_slug, collection, raw, user_filter, sort)
+
     def _security_event(self, reason: str, collection: str | None = None) -> None:
         security_log.warning(
             "refused operation for app %r on %r: %s", self.app_slug, collection, reason

@@ -1,0 +1,5 @@
+"""Observability: operation metrics, structured logs with context, health checks."""
+
+from .metrics import MetricsCollector
+
+__all__ = ["MetricsCollector"]

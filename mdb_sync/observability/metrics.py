@@ -1,0 +1,189 @@
+"""Operation metrics: counts, errors and latency percentiles per app and operation.
+
+Recording is cheap and thread-safe: a short lock around a dict lookup, two integer
+increments and a ``deque.append`` into a bounded window; percentiles are computed only when
+someone reads the metrics. Metrics hold names, counts and durations — never document
+contents, filters or credentials.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Latencies kept per (app, operation) for the percentiles.
+DEFAULT_WINDOW = 1024
+#: Label used for operations that belong to no app (engine-internal, registry, admin).
+NO_APP = "-"
+
+
+@dataclass
+class _Series:
+    count: int = 0
+    errors: int = 0
+    total_ms: float = 0.0
+    max_ms: float = 0.0
+    window: deque[float] = field(default_factory=lambda: deque(maxlen=DEFAULT_WINDOW))
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    rank = max(0, math.ceil(q * len(ordered)) - 1)
+    return ordered[rank]
+
+
+class MetricsCollector:
+    """Thread-safe operation statistics and counters of one engine."""
+
+    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+        self._window = window
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._counters: dict[tuple[str, str], float] = {}
+        self._started = time.time()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+    def record_operation(
+        self, name: str, duration_ms: float, success: bool = True, app: str | None = None
+    ) -> None:
+        """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``app``."""
+        key = (app or NO_APP, name)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(window=deque(maxlen=self._window))
+            series.count += 1
+            if not success:
+                series.errors += 1
+            series.total_ms += duration_ms
+            if duration_ms > series.max_ms:
+                series.max_ms = duration_ms
+            series.window.append(duration_ms)
+
+    def increment(self, name: str, value: float = 1, app: str | None = None) -> None:
+        """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...)."""
+        key = (app or NO_APP, name)
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0) + value
+
+    def reset(self) -> None:
+        with self._lock:
+            self._series.clear()
+            self._counters.clear()
+            self._started = time.time()
+
+    def _copy(self) -> tuple[list[tuple[tuple[str, str], _Series, list[float]]], dict[Any, float]]:
+        with self._lock:
+            series = [(k, s, list(s.window)) for k, s in self._series.items()]
+            snapshot = [
+                (k, _Series(s.count, s.errors, s.total_ms, s.max_ms), w) for k, s, w in series
+            ]
+            return snapshot, dict(self._counters)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything recorded so far: per app, per operation, plus a summary."""
+        series, counters = self._copy()
+        apps: dict[str, dict[str, Any]] = {}
+        total = errors = 0
+        for (app, name), s, window in series:
+            ordered = sorted(window)
+            apps.setdefault(app, {}).setdefault("operations", {})[name] = {
+                "count": s.count,
+                "errors": s.errors,
+                "error_rate": round(s.errors / s.count, 6) if s.count else 0.0,
+                "avg_ms": round(s.total_ms / s.count, 3) if s.count else 0.0,
+                "p50_ms": round(_percentile(ordered, 0.50), 3),
+                "p95_ms": round(_percentile(ordered, 0.95), 3),
+                "p99_ms": round(_percentile(ordered, 0.99), 3),
+                "max_ms": round(s.max_ms, 3),
+            }
+            total += s.count
+            errors += s.errors
+        for (app, name), value in counters.items():
+            apps.setdefault(app, {}).setdefault("counters", {})[name] = value
+        return {
+            "summary": {
+                "operations": total,
+                "errors": errors,
+                "error_rate": round(errors / total, 6) if total else 0.0,
+                "apps": sorted(a for a in apps if a != NO_APP),
+                "uptime_seconds": round(time.time() - self._started, 3),
+            },
+            "apps": apps,
+        }
+
+    def prometheus_text(self, prefix: str = "mdb") -> str:
+        """The metrics in the Prometheus text exposition format (version 0.0.4)."""
+        series, counters = self._copy()
+        lines: list[str] = []
+
+        def family(name: str, kind: str, doc: str, samples: Iterable[str]) -> None:
+            samples = list(samples)
+            if samples:
+                lines.append(f"# HELP {prefix}_{name} {doc}")
+                lines.append(f"# TYPE {prefix}_{name} {kind}")
+                lines.extend(samples)
+
+        def labels(app: str, op: str, extra: str = "") -> str:
+            return f'{{app="{_escape(app)}",operation="{_escape(op)}"{extra}}}'
+
+        family(
+            "operations_total",
+            "counter",
+            "Operations recorded, by app and operation.",
+            (f"{prefix}_operations_total{labels(a, o)} {s.count}" for (a, o), s, _ in series),
+        )
+        family(
+            "operation_errors_total",
+            "counter",
+            "Operations that failed, by app and operation.",
+            (
+                f"{prefix}_operation_errors_total{labels(a, o)} {s.errors}"
+                for (a, o), s, _ in series
+            ),
+        )
+        quantiles = []
+        for (a, o), s, window in series:
+            ordered = sorted(window)
+            for q in (0.5, 0.95, 0.99):
+                value = _percentile(ordered, q) / 1000.0
+                quantile = f',quantile="{q}"'
+                quantiles.append(
+                    f"{prefix}_operation_duration_seconds{labels(a, o, quantile)} {value:.6f}"
+                )
+            quantiles.append(
+                f"{prefix}_operation_duration_seconds_sum{labels(a, o)} {s.total_ms / 1000.0:.6f}"
+            )
+            quantiles.append(f"{prefix}_operation_duration_seconds_count{labels(a, o)} {s.count}")
+        family(
+            "operation_duration_seconds",
+            "summary",
+            "Operation latency over the recent window, by app and operation.",
+            quantiles,
+        )
+        by_name: dict[str, list[str]] = {}
+        for (app, name), value in sorted(counters.items()):
+            metric = _metric_name(name)
+            by_name.setdefault(metric, []).append(
+                f'{prefix}_{metric}_total{{app="{_escape(app)}"}} {value:g}'
+            )
+        for metric, samples in by_name.items():
+            family(f"{metric}_total", "counter", f"Counter {metric}.", samples)
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _metric_name(name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    return cleaned or "counter"
