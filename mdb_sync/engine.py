@@ -24,13 +24,14 @@ from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from . import embedded
 from .exceptions import (
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMongoURI,
+    ScopeError,
 )
 from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
@@ -104,6 +105,7 @@ class MongoDBEngine:
         self._initialized = False
         self._lock = threading.RLock()
         self._scoped: dict[tuple[Any, ...], ScopedDatabase] = {}
+        self._app_id_indexed: set[str] = set()
         self.registry = AppRegistry(self)
         self.metrics = MetricsCollector()
         _ENGINES.add(self)
@@ -147,6 +149,7 @@ class MongoDBEngine:
         with self._lock:
             self._initialized = False
             self._scoped.clear()
+            self._app_id_indexed.clear()
             self._close_client()
             self._release_embedded()
 
@@ -294,7 +297,13 @@ class MongoDBEngine:
         write_scope: str | None = None,
         auto_index: bool = True,
     ) -> ScopedDatabase:
-        """The sandboxed database of ``app_slug`` (cached; cheap to call per request)."""
+        """The sandboxed database of ``app_slug`` (cached; cheap to call per request).
+
+        ``read_scopes`` defaults to the manifest's ``data_access.read_scopes``, else the app
+        alone. Reading another app requires that this app's manifest grants it
+        (``data_access.read_scopes``) and that the other app's ``cross_app_policy`` is not
+        ``deny_all``; writes never cross apps (``write_scope`` can only be the app itself).
+        """
         self._require_initialized()
         key = (
             app_slug,
@@ -305,17 +314,59 @@ class MongoDBEngine:
         db = self._scoped.get(key)
         if db is not None:
             return db
-        self.registry.require_usable(app_slug)
+        record = self.registry.require_usable(app_slug)
+        access = (record.get("manifest") or {}).get("data_access") or {}
+        if read_scopes is None and access.get("read_scopes"):
+            read_scopes = [app_slug, *access["read_scopes"]]
+        if read_scopes is not None:
+            read_scopes = tuple(read_scopes)
+            self._check_read_scopes(app_slug, read_scopes, access)
         db = ScopedDatabase(
             self,
             app_slug,
-            read_scopes=tuple(read_scopes) if read_scopes is not None else None,
-            write_scope=write_scope,
+            read_scopes=read_scopes,
+            write_scope=write_scope or access.get("write_scope"),
             limits=self.limits,
             auto_index=auto_index,
         )
         with self._lock:
             return self._scoped.setdefault(key, db)
+
+    def _check_read_scopes(
+        self, app_slug: str, read_scopes: tuple[str, ...], access: Mapping[str, Any]
+    ) -> None:
+        if isinstance(read_scopes, str) or not all(isinstance(s, str) for s in read_scopes):
+            raise ScopeError("read_scopes must be a list of app slugs", context={"app": app_slug})
+        if "*" in read_scopes:
+            raise ScopeError(
+                "the '*' read scope is refused: list the apps to read explicitly",
+                context={"app": app_slug},
+            )
+        granted = set(access.get("read_scopes") or ())
+        for other in dict.fromkeys(read_scopes):
+            if other == app_slug:
+                continue
+            if other not in granted:
+                self._record_security_event(app_slug, f"read scope {other!r} not granted")
+                raise ScopeError(
+                    f"app {app_slug!r} may not read {other!r}: its manifest does not grant it "
+                    "(data_access.read_scopes)",
+                    context={"app": app_slug, "scope": other},
+                )
+            owner = self.registry.get_record(other)
+            if owner is None:
+                raise ScopeError(
+                    f"read scope {other!r} is not a registered app", context={"app": app_slug}
+                )
+            policy = ((owner.get("manifest") or {}).get("data_access") or {}).get(
+                "cross_app_policy", "explicit"
+            )
+            if policy == "deny_all":
+                self._record_security_event(app_slug, f"{other!r} denies cross-app reads")
+                raise ScopeError(
+                    f"app {other!r} denies reads by other apps (cross_app_policy: deny_all)",
+                    context={"app": app_slug, "scope": other},
+                )
 
     def load_manifest(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Read and validate a manifest file; see :func:`mdb_sync.manifest.load_manifest`."""
@@ -355,9 +406,9 @@ class MongoDBEngine:
         return self.registry.unregister(slug)
 
     def _forget_scoped(self, slug: str) -> None:
+        # Grants and policies of one app shape other apps' scoped databases: start afresh.
         with self._lock:
-            for key in [k for k in self._scoped if k[0] == slug]:
-                del self._scoped[key]
+            self._scoped.clear()
 
     # --- hooks used by the scoping layer -------------------------------------------------------
 
@@ -372,6 +423,27 @@ class MongoDBEngine:
         """Called by scoped collections with each query's filter and sort (query-driven
         indexing, see :mod:`mdb_sync.indexes`). Must stay cheap: it runs on the caller's
         thread for every scoped query."""
+
+    def _ensure_app_id_index(self, raw: Collection[Any], force: bool = False) -> None:
+        """Make sure ``raw`` has an index on ``app_id`` (once per process and collection)."""
+        key = raw.name
+        if not force and key in self._app_id_indexed:
+            return
+        try:
+            raw.create_index([("app_id", 1)], name="app_id_1")
+        except OperationFailure as exc:
+            if exc.code not in (85, 86):  # an equivalent index exists under another name
+                log.warning("could not create the app_id index on %s: %s", key, exc)
+                return
+        except PyMongoError as exc:
+            log.warning("could not create the app_id index on %s: %s", key, exc)
+            return
+        with self._lock:
+            self._app_id_indexed.add(key)
+
+    def _forget_app_id_index(self, raw: Collection[Any]) -> None:
+        with self._lock:
+            self._app_id_indexed.discard(raw.name)
 
     def _client_event_listeners(self) -> list[Any]:
         """pymongo event listeners installed on every client this engine creates."""

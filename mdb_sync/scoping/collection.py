@@ -1,70 +1,86 @@
 """ScopedCollection: one app's view of a logical collection.
 
-Every method is written out (allow-listed); there is no ``__getattr__`` delegation to the
-raw pymongo collection, so nothing unscoped is reachable by accident. Reads are filtered by
-``app_id``, writes are tagged with and restricted to the write scope, and pymongo's own
-result objects and cursors are returned.
+Every method is written out (allow-listed); there is no ``__getattr__`` delegation to the raw
+pymongo collection, so nothing unscoped is reachable by accident. Reads are filtered by
+``app_id`` (over every read scope), writes are tagged with and restricted to the write scope,
+and pymongo's own result objects and cursors come back.
+
+A collection of app ``a`` with read scopes ``a`` and ``b`` reads ``a_<name>`` filtered by
+``app_id: "a"`` together with ``b_<name>`` filtered by ``app_id: "b"``, as if they were one
+collection; it writes only to ``a_<name>``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from bson import ObjectId
+from bson import ObjectId, encode
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DocumentTooLarge
-from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
-
-from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
-from .cursor import ScopedCursor
-from .guards import check_query
-from .limits import SERVER_MAX_DOCUMENT_BYTES
-from .session import ScopedSession
-
-if TYPE_CHECKING:
-    from .database import ScopedDatabase
-
-APP_ID = "app_id"
-
-# Update operators whose keys are field paths (``$rename`` values are paths too).
-_PATH_OPERATORS = frozenset(
-    {
-        "$set",
-        "$unset",
-        "$inc",
-        "$mul",
-        "$min",
-        "$max",
-        "$rename",
-        "$currentDate",
-        "$setOnInsert",
-        "$push",
-        "$addToSet",
-        "$pop",
-        "$pull",
-        "$pullAll",
-        "$bit",
-    }
+from pymongo.helpers_shared import _gen_index_name, _index_list
+from pymongo.operations import (
+    DeleteMany,
+    DeleteOne,
+    IndexModel,
+    InsertOne,
+    ReplaceOne,
+    UpdateMany,
+    UpdateOne,
+)
+from pymongo.results import (
+    BulkWriteResult,
+    DeleteResult,
+    InsertManyResult,
+    InsertOneResult,
+    UpdateResult,
 )
 
+from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
+from .changes import collection_change_pipeline
+from .cursor import ScopedCommandCursor, ScopedCursor, scoped_command_cursor
+from .guards import check_query
+from .limits import SERVER_MAX_DOCUMENT_BYTES
+from .multi import MultiScopeCursor
+from .names import physical_name, validate_collection_name
+from .pipeline import PipelineScoper
+from .session import ScopedSession
+from .updates import APP_ID, scoped_replacement, scoped_update, tag_document
 
-def _touches_app_id(path: Any) -> bool:
-    return isinstance(path, str) and (path == APP_ID or path.startswith(APP_ID + "."))
+if TYPE_CHECKING:
+    from pymongo.change_stream import CollectionChangeStream
+
+    from .database import ScopedDatabase
+
+#: Raw collection and the app_id it is read with; the first one is the app's own.
+Source = tuple[Collection[Any], str]
 
 
 class ScopedCollection:
     """A collection of one app: ``db.tasks`` of app ``my_app`` is ``my_app_tasks``."""
 
-    __slots__ = ("__coll", "_db", "_limits", "_name", "_scope_clause", "_write_scope")
+    __slots__ = (
+        "__coll",
+        "__sources",
+        "_db",
+        "_index_lock",
+        "_indexed",
+        "_limits",
+        "_name",
+        "_write_scope",
+    )
 
-    def __init__(self, database: ScopedDatabase, name: str, raw: Collection[Any]) -> None:
+    def __init__(self, database: ScopedDatabase, name: str, sources: list[Source]) -> None:
         self._db = database
         self._name = name
-        self.__coll = raw
+        self.__sources = sources
+        self.__coll = sources[0][0]
         self._limits = database._limits
         self._write_scope = database.write_scope
-        self._scope_clause = {APP_ID: database.write_scope}
+        self._indexed = False
+        self._index_lock = threading.Lock()
 
     # --- identity -----------------------------------------------------------------------------
 
@@ -83,6 +99,22 @@ class ScopedCollection:
         """The scoped database this collection belongs to."""
         return self._db
 
+    @property
+    def codec_options(self) -> Any:
+        return self.__coll.codec_options
+
+    @property
+    def read_preference(self) -> Any:
+        return self.__coll.read_preference
+
+    @property
+    def write_concern(self) -> Any:
+        return self.__coll.write_concern
+
+    @property
+    def read_concern(self) -> Any:
+        return self.__coll.read_concern
+
     def __repr__(self) -> str:
         return f"ScopedCollection(app={self._db.app_slug!r}, name={self._name!r})"
 
@@ -98,8 +130,12 @@ class ScopedCollection:
         raise AttributeError(
             f"ScopedCollection has no attribute {name!r}. Scoped collections expose an "
             "allow-list of pymongo's Collection methods; sub-collections are reached with "
-            f"db[{self._name + '.' + name!r}]"
+            f"db[{self._name + '.' + name!r}] or collection[{name!r}]"
         )
+
+    def __getitem__(self, name: str) -> ScopedCollection:
+        """The sub-collection ``<this name>.<name>`` (pymongo's ``collection[name]``)."""
+        return self._db.get_collection(f"{self._name}.{name}")
 
     def __iter__(self) -> Any:
         raise TypeError("'ScopedCollection' object is not iterable")
@@ -110,12 +146,31 @@ class ScopedCollection:
             "compare with None instead"
         )
 
+    def with_options(
+        self,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: Any = None,
+        read_concern: Any = None,
+    ) -> ScopedCollection:
+        """The same scoped collection with other codec options or read/write settings."""
+        options = {
+            "codec_options": codec_options,
+            "read_preference": read_preference,
+            "write_concern": write_concern,
+            "read_concern": read_concern,
+        }
+        sources = [(raw.with_options(**options), scope) for raw, scope in self.__sources]
+        return ScopedCollection(self._db, self._name, sources)
+
     # --- helpers ------------------------------------------------------------------------------
 
     def _raw_session(self, session: Any) -> Any:
         if session is None:
             return None
         if isinstance(session, ScopedSession):
+            if session._app_slug != self._db.app_slug:
+                raise ScopeError("this session belongs to another app's database")
             return session._raw()
         raise TypeError(
             "session must be a session from this scoped database's client_session(), "
@@ -123,42 +178,50 @@ class ScopedCollection:
         )
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if "session" in kwargs:
+        if kwargs.get("session") is not None:
             kwargs["session"] = self._raw_session(kwargs["session"])
+        if kwargs.get("let") is not None:
+            self._guard(check_query, kwargs["let"], self._limits, "let")
         return kwargs
 
-    def _filter(self, filter: Any, where: str = "filter") -> dict[str, Any]:
+    def _guard(self, check: Any, *args: Any) -> Any:
+        """Run a sandbox check; a refusal is logged and counted as a security event."""
+        try:
+            return check(*args)
+        except (QueryValidationError, ScopeError) as exc:
+            self._db._security_event(str(exc), self._name)
+            raise
+
+    def _filter(
+        self, filter: Any, scope: str | None = None, where: str = "filter"
+    ) -> dict[str, Any]:
         """``{"$and": [filter, {"app_id": scope}]}`` after the guards, or the bare scope."""
+        scope = scope or self._write_scope
         if filter is None:
-            return {APP_ID: self._write_scope}
+            return {APP_ID: scope}
         if not isinstance(filter, Mapping):
             raise TypeError(f"{where} must be a mapping, not {type(filter).__name__}")
         if not filter:
-            return {APP_ID: self._write_scope}
-        check_query(filter, self._limits, where)
-        return {"$and": [filter, {APP_ID: self._write_scope}]}
+            return {APP_ID: scope}
+        self._guard(check_query, filter, self._limits, where)
+        return {"$and": [filter, {APP_ID: scope}]}
+
+    def _update(self, update: Any) -> Any:
+        return self._guard(scoped_update, update, self._write_scope, self._limits)
 
     def _tagged(self, document: Any) -> dict[str, Any]:
-        """A shallow copy of ``document`` carrying the write scope's ``app_id``."""
-        if not isinstance(document, Mapping):
-            raise TypeError(f"document must be a mapping, not {type(document).__name__}")
-        owner = document.get(APP_ID, self._write_scope)
-        if owner != self._write_scope:
-            self._db._security_event("insert carrying another app_id", self._name)
-            raise ScopeError(
-                f"document carries app_id {owner!r}; app {self._write_scope!r} can only write "
-                "its own documents",
-                context={"app": self._write_scope, "collection": self._name},
-            )
-        tagged = dict(document)
-        tagged[APP_ID] = self._write_scope
+        tagged = self._guard(tag_document, document, self._write_scope)
+        if self._limits.max_document_bytes < SERVER_MAX_DOCUMENT_BYTES:
+            self._check_size(tagged)
+        return tagged
+
+    def _replacement(self, replacement: Any) -> dict[str, Any]:
+        tagged = self._guard(scoped_replacement, replacement, self._write_scope)
         if self._limits.max_document_bytes < SERVER_MAX_DOCUMENT_BYTES:
             self._check_size(tagged)
         return tagged
 
     def _check_size(self, document: Mapping[str, Any]) -> None:
-        from bson import encode
-
         size = len(encode(document, codec_options=self.__coll.codec_options))
         if size > self._limits.max_document_bytes:
             raise ResourceLimitExceeded(
@@ -172,43 +235,57 @@ class ScopedCollection:
             f"document too large for {self._name!r}: {exc}", context={"collection": self._name}
         )
 
-    def _check_update(self, update: Any) -> Any:
-        """Refuse operator updates that touch ``app_id``; make pipeline updates harmless."""
-        if isinstance(update, Mapping):
-            if not update:
-                raise ValueError("update cannot be empty")
-            for op, spec in update.items():
-                if not isinstance(op, str) or not op.startswith("$"):
-                    raise ValueError(
-                        "update only works with $ operators; use replace_one() to replace"
-                    )
-                if op in _PATH_OPERATORS and isinstance(spec, Mapping):
-                    for path, value in spec.items():
-                        if _touches_app_id(path) or (op == "$rename" and _touches_app_id(value)):
-                            self._db._security_event(f"update {op} of app_id", self._name)
-                            raise ScopeError(
-                                f"{op} on {path!r} would change app_id, which the sandbox owns",
-                                context={"collection": self._name, "operator": op},
-                            )
-            check_query(update, self._limits, "update")
-            return update
-        if isinstance(update, (list, tuple)):
-            stages = list(update)
-            check_query(stages, self._limits, "update pipeline")
-            # Whatever the stages do, the document ends in this app's scope.
-            return [*stages, {"$set": {APP_ID: self._write_scope}}]
-        raise TypeError(f"update must be a mapping or a list, not {type(update).__name__}")
+    def _max_time(self, kwargs: dict[str, Any]) -> None:
+        kwargs["maxTimeMS"] = self._limits.cap_time(kwargs.get("maxTimeMS"))
 
-    def _replacement(self, replacement: Any) -> dict[str, Any]:
-        if isinstance(replacement, Mapping) and any(
-            isinstance(k, str) and k.startswith("$") for k in replacement
-        ):
-            raise ValueError("replacement can not include $ operators")
-        return self._tagged(replacement)
+    def _before_write(self) -> None:
+        """The first write through this object makes sure the ``app_id`` index exists."""
+        if not self._indexed:
+            with self._index_lock:
+                if not self._indexed:
+                    self._db._ensure_app_id_index(self.__coll)
+                    self._indexed = True
+
+    def _observe(self, filter: Any, sort: Any = None) -> None:
+        self._db._observe_query(self._name, self.__coll, filter, sort)
 
     def _observe_find(self, cursor: ScopedCursor) -> None:
         """Called once when a cursor first runs: feeds query-driven indexing."""
-        self._db._observe_query(self._name, self.__coll, cursor._mdb_user_filter, cursor._ordering)
+        self._observe(cursor._mdb_user_filter, cursor._ordering)
+
+    def _resolve(self, logical: str) -> list[tuple[str, str]]:
+        validate_collection_name(logical)
+        return [(physical_name(scope, logical), scope) for scope in self._db.read_scopes]
+
+    def _own_physical(self, logical: str) -> str:
+        validate_collection_name(logical)
+        return physical_name(self._write_scope, logical)
+
+    def _pipeline(self, pipeline: Any) -> list[dict[str, Any]]:
+        scoper = PipelineScoper(
+            self._resolve,
+            self._own_physical,
+            self._write_scope,
+            self._limits,
+            self.__coll.database.name,
+        )
+        sources = [(raw.name, scope) for raw, scope in self.__sources]
+        return self._guard(scoper.scope, pipeline, sources)
+
+    def _is_multi(self) -> bool:
+        return len(self.__sources) > 1
+
+    def _refuse_foreign_documents(self, action: str) -> None:
+        """Collection-level destructive operations never touch another app's documents."""
+        if self.__coll.find_one({APP_ID: {"$ne": self._write_scope}}, {"_id": 1}) is not None:
+            self._db._security_event(
+                f"{action} of a collection holding other apps' documents", self._name
+            )
+            raise ScopeError(
+                f"cannot {action} {self._name!r}: its physical collection also holds documents of "
+                "other apps; delete this app's documents with delete_many({}) instead",
+                context={"collection": self._name},
+            )
 
     # --- writes -------------------------------------------------------------------------------
 
@@ -216,6 +293,7 @@ class ScopedCollection:
         """Insert ``document`` tagged with this app's ``app_id`` (``document`` gets its
         ``_id``, as with pymongo, but not ``app_id``)."""
         tagged = self._tagged(document)
+        self._before_write()
         try:
             result = self.__coll.insert_one(tagged, **self._kwargs(kwargs))
         except DocumentTooLarge as exc:
@@ -227,17 +305,20 @@ class ScopedCollection:
     def insert_many(
         self, documents: Iterable[Any], ordered: bool = True, **kwargs: Any
     ) -> InsertManyResult:
-        """Insert ``documents``, each tagged with this app's ``app_id``."""
+        """Insert ``documents``, each tagged with this app's ``app_id``; all are checked
+        before any is sent, so a refused document leaves nothing half-written."""
         if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
             raise TypeError("documents must be a non-empty list")
         originals = list(documents)
         if not originals:
             raise TypeError("documents must be a non-empty list")
         tagged = [self._tagged(doc) for doc in originals]
-        for doc, original in zip(tagged, originals, strict=False):
-            doc.setdefault("_id", ObjectId())
-            if "_id" not in original and isinstance(original, dict):
-                original["_id"] = doc["_id"]
+        for doc, original in zip(tagged, originals, strict=True):
+            if "_id" not in doc:
+                doc["_id"] = ObjectId()
+                if isinstance(original, dict):
+                    original["_id"] = doc["_id"]
+        self._before_write()
         try:
             return self.__coll.insert_many(tagged, ordered=ordered, **self._kwargs(kwargs))
         except DocumentTooLarge as exc:
@@ -246,39 +327,137 @@ class ScopedCollection:
     def update_one(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
-        return self.__coll.update_one(
-            self._filter(filter), self._check_update(update), upsert=upsert, **self._kwargs(kwargs)
-        )
+        scoped, checked = self._filter(filter), self._update(update)
+        self._before_write()
+        self._observe(filter)
+        return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
-        return self.__coll.update_many(
-            self._filter(filter), self._check_update(update), upsert=upsert, **self._kwargs(kwargs)
-        )
+        scoped, checked = self._filter(filter), self._update(update)
+        self._before_write()
+        self._observe(filter)
+        return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
 
     def replace_one(
         self, filter: Any, replacement: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
-        return self.__coll.replace_one(
-            self._filter(filter),
-            self._replacement(replacement),
-            upsert=upsert,
-            **self._kwargs(kwargs),
-        )
+        scoped, doc = self._filter(filter), self._replacement(replacement)
+        self._before_write()
+        self._observe(filter)
+        return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
 
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
-        return self.__coll.delete_one(self._filter(filter), **self._kwargs(kwargs))
+        scoped = self._filter(filter)
+        self._observe(filter)
+        return self.__coll.delete_one(scoped, **self._kwargs(kwargs))
 
     def delete_many(self, filter: Any, **kwargs: Any) -> DeleteResult:
-        return self.__coll.delete_many(self._filter(filter), **self._kwargs(kwargs))
+        scoped = self._filter(filter)
+        self._observe(filter)
+        return self.__coll.delete_many(scoped, **self._kwargs(kwargs))
+
+    def find_one_and_update(
+        self,
+        filter: Any,
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        **kwargs: Any,
+    ) -> Any:
+        scoped, checked = self._filter(filter), self._update(update)
+        self._before_write()
+        self._observe(filter, sort)
+        return self.__coll.find_one_and_update(
+            scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
+        )
+
+    def find_one_and_replace(
+        self,
+        filter: Any,
+        replacement: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        **kwargs: Any,
+    ) -> Any:
+        scoped, doc = self._filter(filter), self._replacement(replacement)
+        self._before_write()
+        self._observe(filter, sort)
+        return self.__coll.find_one_and_replace(
+            scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
+        )
+
+    def find_one_and_delete(
+        self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
+    ) -> Any:
+        scoped = self._filter(filter)
+        self._observe(filter, sort)
+        return self.__coll.find_one_and_delete(scoped, projection, sort, **self._kwargs(kwargs))
+
+    def bulk_write(
+        self, requests: Iterable[Any], ordered: bool = True, **kwargs: Any
+    ) -> BulkWriteResult:
+        """Like pymongo's ``bulk_write``: every request is scoped (and all are checked before
+        any is sent)."""
+        if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
+            raise TypeError("requests must be a list of write operations")
+        scoped_requests = [self._bulk_request(r) for r in requests]
+        if not scoped_requests:
+            raise ValueError("requests must not be empty")
+        self._before_write()
+        try:
+            return self.__coll.bulk_write(scoped_requests, ordered=ordered, **self._kwargs(kwargs))
+        except DocumentTooLarge as exc:
+            raise self._too_large(exc) from exc
+
+    def _bulk_request(self, request: Any) -> Any:
+        if getattr(request, "_namespace", None) is not None:
+            raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
+        opts = {
+            k: getattr(request, "_" + k)
+            for k in ("collation", "hint", "array_filters", "sort")
+            if getattr(request, "_" + k, None) is not None
+        }
+        if isinstance(request, InsertOne):
+            original = request._doc
+            tagged = self._tagged(original)
+            if "_id" not in tagged:
+                tagged["_id"] = ObjectId()
+                if isinstance(original, dict):
+                    original["_id"] = tagged["_id"]
+            return InsertOne(tagged)
+        if isinstance(request, (UpdateOne, UpdateMany)):
+            return type(request)(
+                self._filter(request._filter), self._update(request._doc),
+                upsert=bool(request._upsert), **opts,
+            )  # fmt: skip
+        if isinstance(request, ReplaceOne):
+            return ReplaceOne(
+                self._filter(request._filter), self._replacement(request._doc),
+                upsert=bool(request._upsert), **opts,
+            )  # fmt: skip
+        if isinstance(request, (DeleteOne, DeleteMany)):
+            return type(request)(self._filter(request._filter), **opts)
+        raise TypeError(f"{request!r} is not a valid bulk write request")
 
     # --- reads --------------------------------------------------------------------------------
 
-    def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> ScopedCursor:
-        """Like :meth:`pymongo.collection.Collection.find`, over this app's documents."""
-        if "$where" in kwargs or kwargs.get("cursor_type"):
-            raise QueryValidationError("tailable and $where cursors are not available here")
+    def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`pymongo.collection.Collection.find`, over this app's documents.
+
+        Returns pymongo's own :class:`~pymongo.cursor.Cursor` (a :class:`ScopedCursor`); over
+        several read scopes, a :class:`MultiScopeCursor` with the same chaining methods.
+        """
+        if kwargs.get("cursor_type"):
+            raise QueryValidationError("tailable cursors are not available on scoped collections")
+        if self._is_multi():
+            self._filter(filter)  # guards
+            return MultiScopeCursor(self, filter, *args, **kwargs)
         return ScopedCursor(
             self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
@@ -293,11 +472,142 @@ class ScopedCollection:
         return None
 
     def count_documents(self, filter: Any, **kwargs: Any) -> int:
-        kwargs.setdefault("maxTimeMS", self._limits.default_max_time_ms)
-        kwargs["maxTimeMS"] = self._limits.cap_time(kwargs["maxTimeMS"])
-        scoped = self._filter(filter)
-        self._db._observe_query(self._name, self.__coll, filter, None)
-        return self.__coll.count_documents(scoped, **self._kwargs(kwargs))
+        self._max_time(kwargs)
+        kwargs = self._kwargs(kwargs)
+        self._observe(filter)
+        return sum(
+            raw.count_documents(self._filter(filter, scope), **kwargs)
+            for raw, scope in self.__sources
+        )
+
+    def estimated_document_count(self, **kwargs: Any) -> int:
+        """The number of this app's documents. Computed with a scoped count: the collection's
+        metadata count would include other apps' documents where a collection is shared."""
+        kwargs.pop("maxTimeMS", None)
+        return self.count_documents({}, **kwargs)
+
+    def distinct(self, key: str, filter: Any = None, **kwargs: Any) -> list[Any]:
+        if not isinstance(key, str):
+            raise TypeError("key must be an instance of str")
+        self._max_time(kwargs)
+        kwargs = self._kwargs(kwargs)
+        self._observe(filter)
+        values: list[Any] = []
+        seen: set[bytes] = set()
+        for raw, scope in self.__sources:
+            for value in raw.distinct(key, self._filter(filter, scope), **kwargs):
+                marker = encode({"v": value})
+                if marker not in seen:
+                    seen.add(marker)
+                    values.append(value)
+        return values
+
+    def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> ScopedCommandCursor:
+        """Like pymongo's ``aggregate``, over this app's documents (see
+        :mod:`mdb_sync.scoping.pipeline` for how each stage is scoped)."""
+        scoped = self._pipeline(pipeline)
+        self._max_time(kwargs)
+        kwargs["batchSize"] = self._limits.cap_batch(kwargs.get("batchSize"))
+        if any(next(iter(s)) in ("$out", "$merge") for s in scoped):
+            self._before_write()
+        raw_session = self._raw_session(session)
+        cursor = self.__coll.aggregate(scoped, session=raw_session, **self._kwargs(kwargs))
+        return scoped_command_cursor(cursor, self._name, self._limits, session)
+
+    def watch(self, pipeline: Any = None, **kwargs: Any) -> CollectionChangeStream[Any]:
+        """A change stream of this app's documents in this collection (``ns`` shows the app
+        slug and the logical name). Update events carry ``fullDocument`` (``updateLookup``
+        unless another mode is asked for), which is how their scope is checked."""
+        kwargs.setdefault("full_document", "updateLookup")
+        user = self._guard(_change_stages, pipeline, self._limits)
+        branches = [(raw.name, scope) for raw, scope in self.__sources]
+        stages = collection_change_pipeline(branches, self._name, user)
+        if self._is_multi():
+            return self._db._watch_raw(stages, **self._kwargs(kwargs))
+        return self.__coll.watch(stages, **self._kwargs(kwargs))
+
+    # --- indexes ------------------------------------------------------------------------------
+
+    def _index_keys(self, keys: Any, options: Mapping[str, Any]) -> tuple[list[Any], str]:
+        """``app_id`` first (so the index serves scoped queries and uniqueness never spans
+        apps), and the name pymongo would give the caller's keys."""
+        user_keys = _index_list(keys)
+        name = options.get("name") or _gen_index_name(user_keys)
+        if user_keys and user_keys[0][0] == APP_ID:
+            return user_keys, name
+        if "expireAfterSeconds" in options or (user_keys and user_keys[0][1] == "2d"):
+            # TTL indexes are single-field and 2d must lead a compound index: keep as given.
+            return user_keys, name
+        return [(APP_ID, 1), *[k for k in user_keys if k[0] != APP_ID]], name
+
+    def create_index(self, keys: Any, session: Any = None, **kwargs: Any) -> str:
+        """Create an index on this collection; ``app_id`` is prepended to its keys (the name is
+        the one pymongo gives the keys you passed, so ``drop_index`` works as usual)."""
+        self._guard(check_query, kwargs.get("partialFilterExpression") or {}, self._limits, "index")
+        full, name = self._index_keys(keys, kwargs)
+        kwargs["name"] = name
+        self._before_write()
+        return self.__coll.create_index(full, session=self._raw_session(session), **kwargs)
+
+    def create_indexes(
+        self, indexes: Iterable[IndexModel], session: Any = None, **kwargs: Any
+    ) -> list[str]:
+        models = []
+        for model in indexes:
+            if not isinstance(model, IndexModel):
+                raise TypeError(f"{model!r} is not an instance of pymongo.operations.IndexModel")
+            document = dict(model.document)
+            keys = list(document.pop("key").items())
+            document.pop("name", None)
+            self._guard(
+                check_query, document.get("partialFilterExpression") or {}, self._limits, "index"
+            )
+            full, name = self._index_keys(keys, {**document, "name": model.document["name"]})
+            models.append(IndexModel(full, name=name, **document))
+        self._before_write()
+        return self.__coll.create_indexes(models, session=self._raw_session(session), **kwargs)
+
+    def drop_index(self, index_or_name: Any, session: Any = None, **kwargs: Any) -> None:
+        name = (
+            index_or_name
+            if isinstance(index_or_name, str)
+            else _gen_index_name(_index_list(index_or_name))
+        )
+        self.__coll.drop_index(name, session=self._raw_session(session), **kwargs)
+
+    def drop_indexes(self, session: Any = None, **kwargs: Any) -> None:
+        """Drop every index but ``_id``'s; the ``app_id`` index is recreated at once."""
+        self.__coll.drop_indexes(session=self._raw_session(session), **kwargs)
+        self._db._ensure_app_id_index(self.__coll, force=True)
+
+    def list_indexes(self, session: Any = None, **kwargs: Any) -> Any:
+        return self.__coll.list_indexes(session=self._raw_session(session), **kwargs)
+
+    def index_information(self, session: Any = None, **kwargs: Any) -> dict[str, Any]:
+        return self.__coll.index_information(session=self._raw_session(session), **kwargs)
+
+    # --- the collection itself ------------------------------------------------------------------
+
+    def options(self, session: Any = None, **kwargs: Any) -> dict[str, Any]:
+        return self.__coll.options(session=self._raw_session(session), **kwargs)
+
+    def drop(self, session: Any = None, **kwargs: Any) -> None:
+        """Drop this app's collection (refused if other apps' documents share it)."""
+        self._refuse_foreign_documents("drop")
+        self.__coll.drop(session=self._raw_session(session), **kwargs)
+        self._db._forget_collection(self._name, self.__coll)
+
+    def rename(self, new_name: str, session: Any = None, **kwargs: Any) -> ScopedCollection:
+        """Rename within the app (``dropTarget=True`` only replaces a collection of this app)."""
+        target = self._db[new_name]
+        self._refuse_foreign_documents("rename")
+        if kwargs.get("dropTarget"):
+            target._refuse_foreign_documents("replace")
+        self.__coll.rename(
+            physical_name(self._write_scope, new_name), session=self._raw_session(session), **kwargs
+        )
+        self._db._forget_collection(self._name, self.__coll)
+        return target
 
     # --- AI -----------------------------------------------------------------------------------
 
@@ -329,3 +639,21 @@ class ScopedCollection:
             index=index,
             **kwargs,
         )
+
+
+def _change_stages(pipeline: Any, limits: Any) -> list[dict[str, Any]]:
+    """Validate a change-stream pipeline (only the stages change streams allow)."""
+    from .changes import CHANGE_STREAM_STAGES
+
+    if pipeline is None:
+        return []
+    if isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple)):
+        raise QueryValidationError("a change stream pipeline must be a list of stages")
+    for stage in pipeline:
+        if not isinstance(stage, Mapping) or len(stage) != 1:
+            raise QueryValidationError("each change stream stage must have one operator")
+        (op,) = stage
+        if op not in CHANGE_STREAM_STAGES:
+            raise QueryValidationError(f"{op} is not allowed in a change stream pipeline")
+    check_query(list(pipeline), limits, "change stream pipeline")
+    return list(pipeline)

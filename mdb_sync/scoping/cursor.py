@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 
 from ..exceptions import QueryValidationError, ResourceLimitExceeded
@@ -98,3 +99,49 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
                 },
             )
         return count
+
+
+class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
+    """pymongo's :class:`~pymongo.command_cursor.CommandCursor` of a scoped aggregation.
+
+    pymongo builds the cursor; :func:`scoped_command_cursor` re-classes it so that results are
+    bounded like :class:`ScopedCursor`'s and ``session`` returns the scoped session.
+    """
+
+    _mdb_name: str
+    _mdb_limits: Any
+    _mdb_session: Any
+    _mdb_seen: int
+
+    @property
+    def session(self) -> Any:
+        return self._mdb_session
+
+    def _refresh(self) -> int:
+        before = len(self._data)
+        count = super()._refresh()
+        self._mdb_seen += max(0, len(self._data) - before)
+        if self._mdb_seen > self._mdb_limits.max_result_docs:
+            self.close()
+            raise ResourceLimitExceeded(
+                f"the aggregation on {self._mdb_name!r} returns more than "
+                f"{self._mdb_limits.max_result_docs} documents; add a $limit, paginate, or raise "
+                "the engine's max_result_docs",
+                context={"collection": self._mdb_name, "limit": self._mdb_limits.max_result_docs},
+            )
+        return count
+
+
+def scoped_command_cursor(
+    cursor: CommandCursor,
+    name: str,
+    limits: Any,
+    session: Any,  # type: ignore[type-arg]
+) -> ScopedCommandCursor:
+    cursor.__class__ = ScopedCommandCursor
+    scoped: ScopedCommandCursor = cursor  # type: ignore[assignment]
+    scoped._mdb_name = name
+    scoped._mdb_limits = limits
+    scoped._mdb_session = session
+    scoped._mdb_seen = len(scoped._data)
+    return scoped

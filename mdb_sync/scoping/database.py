@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
-from ..exceptions import ScopeError
-from .collection import ScopedCollection
+from ..exceptions import QueryValidationError, ScopeError
+from .changes import database_change_pipeline
+from .collection import ScopedCollection, _change_stages
+from .guards import check_query
 from .limits import QueryLimits
-from .names import physical_name, validate_collection_name, validate_slug
+from .names import logical_name, physical_name, validate_collection_name, validate_slug
 from .session import ScopedSession
 
 if TYPE_CHECKING:
+    from pymongo.change_stream import DatabaseChangeStream
+
     from ..engine import MongoDBEngine
+    from .gridfs import ScopedGridFSBucket
 
 security_log = logging.getLogger("mdb_sync.security")
 
@@ -30,6 +36,18 @@ _UNSCOPED_DATABASE_ATTRIBUTES = frozenset(
     name for name in dir(Database) if not name.startswith("_")
 ) | {"client", "command", "cursor_command", "dereference", "validate_collection"}
 
+# Options of create_collection that keep the collection the app's own. Views (viewOn,
+# pipeline) are refused: a view over another collection would bypass the physical scope.
+_COLLECTION_OPTIONS = frozenset(
+    {
+        "validator", "validationLevel", "validationAction", "capped", "size", "max",
+        "collation", "timeseries", "expireAfterSeconds", "clusteredIndex",
+        "changeStreamPreAndPostImages", "storageEngine", "indexOptionDefaults",
+        "check_exists", "comment", "codec_options", "read_preference", "write_concern",
+        "read_concern",
+    }
+)  # fmt: skip
+
 
 class ScopedDatabase:
     """The sandboxed database of one app (see the sandbox contract in the README)."""
@@ -38,6 +56,7 @@ class ScopedDatabase:
         "__collections",
         "__engine",
         "__lock",
+        "__options",
         "_auto_index",
         "_limits",
         "app_slug",
@@ -54,23 +73,32 @@ class ScopedDatabase:
         write_scope: str | None = None,
         limits: QueryLimits | None = None,
         auto_index: bool = True,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.app_slug: str = validate_slug(app_slug)
         self.write_scope: str = validate_slug(write_scope or app_slug, "write scope")
+        if self.write_scope != self.app_slug:
+            raise ScopeError(
+                f"write scope {self.write_scope!r} is not {app_slug!r}: writes never cross apps",
+                context={"app": app_slug},
+            )
         scopes = tuple(read_scopes) if read_scopes is not None else (self.app_slug,)
-        for scope in scopes:
-            validate_slug(scope, "read scope")
         if not scopes:
             raise ScopeError("read_scopes cannot be empty", context={"app": app_slug})
+        for scope in scopes:
+            validate_slug(scope, "read scope")
         if self.write_scope not in scopes:
             raise ScopeError(
                 f"write scope {self.write_scope!r} must be one of the read scopes {list(scopes)}",
                 context={"app": app_slug},
             )
-        self.read_scopes: tuple[str, ...] = scopes
+        # Own scope first, then the others in the caller's order, without duplicates.
+        ordered = [self.write_scope, *[s for s in scopes if s != self.write_scope]]
+        self.read_scopes: tuple[str, ...] = tuple(dict.fromkeys(ordered))
         self._limits = limits or QueryLimits()
         self._auto_index = auto_index
         self.__engine = engine
+        self.__options = dict(options or {})
         self.__collections: dict[str, ScopedCollection] = {}
         self.__lock = threading.Lock()
 
@@ -80,14 +108,10 @@ class ScopedDatabase:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScopedDatabase):
             return NotImplemented
-        return (self.app_slug, self.read_scopes, self.write_scope) == (
-            other.app_slug,
-            other.read_scopes,
-            other.write_scope,
-        )
+        return (self.app_slug, self.read_scopes) == (other.app_slug, other.read_scopes)
 
     def __hash__(self) -> int:
-        return hash((self.app_slug, self.read_scopes, self.write_scope))
+        return hash((self.app_slug, self.read_scopes))
 
     @property
     def name(self) -> str:
@@ -97,6 +121,32 @@ class ScopedDatabase:
     @property
     def limits(self) -> QueryLimits:
         return self._limits
+
+    def with_options(
+        self,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: Any = None,
+        read_concern: Any = None,
+    ) -> ScopedDatabase:
+        """The same scoped database with other codec options or read/write settings."""
+        options = dict(self.__options)
+        for key, value in (
+            ("codec_options", codec_options),
+            ("read_preference", read_preference),
+            ("write_concern", write_concern),
+            ("read_concern", read_concern),
+        ):
+            if value is not None:
+                options[key] = value
+        return ScopedDatabase(
+            self.__engine,
+            self.app_slug,
+            read_scopes=self.read_scopes,
+            limits=self._limits,
+            auto_index=self._auto_index,
+            options=options,
+        )
 
     # --- collections --------------------------------------------------------------------------
 
@@ -111,8 +161,12 @@ class ScopedDatabase:
     def __getitem__(self, name: str) -> ScopedCollection:
         return self.get_collection(name)
 
-    def get_collection(self, name: str) -> ScopedCollection:
-        """The scoped collection ``name`` (validated; cached per database object)."""
+    def get_collection(self, name: str, **options: Any) -> ScopedCollection:
+        """The scoped collection ``name`` (validated; cached per database object). Options
+        (``codec_options``, ``read_preference``, ``write_concern``, ``read_concern``) are
+        those of pymongo's ``get_collection``."""
+        if options:
+            return self.get_collection(name).with_options(**options)
         coll = self.__collections.get(name)
         if coll is not None:
             return coll
@@ -120,12 +174,100 @@ class ScopedDatabase:
         with self.__lock:
             coll = self.__collections.get(name)
             if coll is None:
-                raw = self.__engine._raw_collection(physical_name(self.write_scope, name))
-                coll = ScopedCollection(self, name, raw)
+                sources = [(self.__raw(physical_name(s, name)), s) for s in self.read_scopes]
+                coll = ScopedCollection(self, name, sources)
                 self.__collections[name] = coll
         return coll
 
-    # --- sessions -----------------------------------------------------------------------------
+    def __raw(self, physical: str) -> Any:
+        raw = self.__engine._raw_collection(physical)
+        return raw.with_options(**self.__options) if self.__options else raw
+
+    def _forget_collection(self, name: str, raw: Any) -> None:
+        with self.__lock:
+            self.__collections.pop(name, None)
+        self.__engine._forget_app_id_index(raw)
+
+    def list_collection_names(
+        self, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[str]:
+        """Names of this app's collections (logical names, without the prefix)."""
+        return [c["name"] for c in self.list_collections(filter, **kwargs)]
+
+    def list_collections(
+        self, filter: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """``listCollections`` of this app's collections, with logical names. A ``name``
+        condition in ``filter`` may be a string or ``{"$in": [...]}`` of logical names."""
+        prefix = f"{self.write_scope}_"
+        query: dict[str, Any] = {"name": {"$regex": "^" + _regex_escape(prefix)}}
+        if filter:
+            filter = dict(filter)
+            check_query(filter, self._limits, "listCollections filter")
+            if "name" in filter:
+                query = {
+                    "$and": [query, {"name": self._physical_name_condition(filter.pop("name"))}]
+                }
+            if filter:
+                query = {"$and": [query, filter]}
+        session = kwargs.pop("session", None)
+        raw_session = session._raw() if isinstance(session, ScopedSession) else None
+        results = []
+        for info in self.__engine._database().list_collections(
+            filter=query, session=raw_session, **kwargs
+        ):
+            name = logical_name(self.write_scope, info["name"])
+            if name is None or name.startswith("system."):
+                continue
+            info = dict(info)
+            info["name"] = name
+            info.pop("idIndex", None)
+            results.append(info)
+        return sorted(results, key=lambda i: i["name"])
+
+    def _physical_name_condition(self, condition: Any) -> Any:
+        if isinstance(condition, str):
+            return physical_name(self.write_scope, condition)
+        if isinstance(condition, Mapping) and set(condition) == {"$in"}:
+            return {"$in": [physical_name(self.write_scope, n) for n in condition["$in"]]}
+        raise QueryValidationError(
+            "a name condition in list_collections must be a string or {'$in': [...]}"
+        )
+
+    def create_collection(self, name: str, **options: Any) -> ScopedCollection:
+        """Create this app's collection ``name`` (validators, capped, timeseries, collation,
+        clustered...). Views are refused: they would read around the physical scope."""
+        validate_collection_name(name)
+        unknown = sorted(set(options) - _COLLECTION_OPTIONS - {"session"})
+        if unknown:
+            raise QueryValidationError(
+                f"create_collection options {unknown} are not available on a scoped database"
+                + (" (views are refused)" if {"viewOn", "pipeline"} & set(unknown) else ""),
+                context={"collection": name},
+            )
+        if "validator" in options:
+            check_query(options["validator"], self._limits, "validator")
+        session = options.pop("session", None)
+        raw_session = session._raw() if isinstance(session, ScopedSession) else None
+        raw = self.__engine._database().create_collection(
+            physical_name(self.write_scope, name), session=raw_session, **options
+        )
+        self.__engine._ensure_app_id_index(raw)
+        return self.get_collection(name)
+
+    def drop_collection(self, name_or_collection: Any, **kwargs: Any) -> None:
+        """Drop this app's collection (never another app's; refused if shared)."""
+        if isinstance(name_or_collection, ScopedCollection):
+            if name_or_collection.database.app_slug != self.app_slug:
+                raise ScopeError("cannot drop another app's collection")
+            name = name_or_collection.name
+        elif isinstance(name_or_collection, str):
+            name = name_or_collection
+        else:
+            raise TypeError("name_or_collection must be a collection name or a ScopedCollection")
+        self.get_collection(name).drop(**kwargs)
+
+    # --- sessions, GridFS, change streams -----------------------------------------------------
 
     def client_session(self, **kwargs: Any) -> ScopedSession:
         """Start a client session for transactions and causal consistency."""
@@ -133,7 +275,37 @@ class ScopedDatabase:
 
     start_session = client_session
 
+    def gridfs(self, bucket_name: str = "fs", **kwargs: Any) -> ScopedGridFSBucket:
+        """A GridFS bucket of this app (``<slug>_<bucket>.files`` / ``.chunks``)."""
+        from .gridfs import ScopedGridFSBucket
+
+        validate_collection_name(bucket_name)
+        return ScopedGridFSBucket(self, bucket_name, self.__engine._database(), **kwargs)
+
+    def watch(self, pipeline: Any = None, **kwargs: Any) -> DatabaseChangeStream[Any]:
+        """A change stream of this app's collections (and its read scopes'), only their
+        documents' changes, with ``ns`` in logical names."""
+        kwargs.setdefault("full_document", "updateLookup")
+        try:
+            user = _change_stages(pipeline, self._limits)
+        except QueryValidationError as exc:
+            self._security_event(str(exc))
+            raise
+        stages = database_change_pipeline(list(self.read_scopes), user)
+        return self._watch_raw(stages, **kwargs)
+
+    def _watch_raw(self, stages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        session = kwargs.get("session")
+        if session is not None:
+            if not isinstance(session, ScopedSession):
+                raise TypeError("session must come from this database's client_session()")
+            kwargs["session"] = session._raw()
+        return self.__engine._database().watch(stages, **kwargs)
+
     # --- engine hooks -------------------------------------------------------------------------
+
+    def _ensure_app_id_index(self, raw: Any, force: bool = False) -> None:
+        self.__engine._ensure_app_id_index(raw, force=force)
 
     def _observe_query(self, collection: str, raw: Any, user_filter: Any, sort: Any) -> None:
         if self._auto_index:
@@ -144,3 +316,9 @@ class ScopedDatabase:
             "refused operation for app %r on %r: %s", self.app_slug, collection, reason
         )
         self.__engine._record_security_event(self.app_slug, reason)
+
+
+def _regex_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)

@@ -1,0 +1,94 @@
+"""Update documents and pipelines: ``app_id`` belongs to the sandbox, not to the caller.
+
+Operator updates that name ``app_id`` (or a path under it) are refused, whatever the operator
+(``$set``, ``$unset``, ``$rename`` in either direction, ``$inc``, ``$setOnInsert``,
+``$currentDate``, ...). Pipeline updates can compute anything, so instead of analysing them
+they are made harmless: a final ``{"$set": {"app_id": <write scope>}}`` stage restores the
+scope whatever the earlier stages did (``$replaceRoot``, ``$project``, ``$unset``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..exceptions import QueryValidationError, ScopeError
+from .guards import check_query
+from .limits import QueryLimits
+
+APP_ID = "app_id"
+
+# Update operators whose keys are field paths (``$rename`` values are paths too).
+PATH_OPERATORS = frozenset(
+    {
+        "$set", "$unset", "$inc", "$mul", "$min", "$max", "$rename", "$currentDate",
+        "$setOnInsert", "$push", "$addToSet", "$pop", "$pull", "$pullAll", "$bit",
+    }
+)  # fmt: skip
+PIPELINE_UPDATE_STAGES = frozenset(
+    {"$addFields", "$set", "$project", "$unset", "$replaceRoot", "$replaceWith"}
+)
+
+
+def touches_app_id(path: Any) -> bool:
+    return isinstance(path, str) and (path == APP_ID or path.startswith(APP_ID + "."))
+
+
+def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
+    """Check ``update`` (operators or pipeline) and return what to send to the server."""
+    if isinstance(update, Mapping):
+        if not update:
+            raise ValueError("update cannot be empty")
+        for op, spec in update.items():
+            if not isinstance(op, str) or not op.startswith("$"):
+                raise ValueError("update only works with $ operators; use replace_one() to replace")
+            if op in PATH_OPERATORS and isinstance(spec, Mapping):
+                for path, value in spec.items():
+                    if touches_app_id(path) or (op == "$rename" and touches_app_id(value)):
+                        raise ScopeError(
+                            f"{op} on {path!r} would change app_id, which the sandbox owns",
+                            context={"operator": op},
+                        )
+        check_query(update, limits, "update")
+        return update
+    if isinstance(update, (list, tuple)):
+        if not update:
+            raise ValueError("update pipeline cannot be empty")
+        if len(update) > limits.max_pipeline_stages:
+            raise QueryValidationError(
+                f"update pipeline has more than {limits.max_pipeline_stages} stages"
+            )
+        for stage in update:
+            if not isinstance(stage, Mapping) or len(stage) != 1:
+                raise QueryValidationError("each update pipeline stage must have one operator")
+            (op,) = stage
+            if op not in PIPELINE_UPDATE_STAGES:
+                raise QueryValidationError(f"{op} is not allowed in an update pipeline")
+        check_query(list(update), limits, "update pipeline")
+        return [*update, {"$set": {APP_ID: write_scope}}]
+    raise TypeError(f"update must be a mapping or a list, not {type(update).__name__}")
+
+
+def scoped_replacement(replacement: Any, write_scope: str) -> dict[str, Any]:
+    """A shallow copy of ``replacement`` carrying ``app_id``; another app's id is refused."""
+    if not isinstance(replacement, Mapping):
+        raise TypeError(f"replacement must be a mapping, not {type(replacement).__name__}")
+    if any(isinstance(k, str) and k.startswith("$") for k in replacement):
+        raise ValueError("replacement can not include $ operators")
+    return tag_document(replacement, write_scope)
+
+
+def tag_document(document: Any, write_scope: str) -> dict[str, Any]:
+    """A shallow copy of ``document`` with ``app_id`` set to the write scope."""
+    if not isinstance(document, Mapping):
+        raise TypeError(f"document must be a mapping, not {type(document).__name__}")
+    owner = document.get(APP_ID, write_scope)
+    if owner != write_scope:
+        raise ScopeError(
+            f"document carries app_id {owner!r}; app {write_scope!r} can only write its own "
+            "documents",
+            context={"app": write_scope},
+        )
+    tagged = dict(document)
+    tagged[APP_ID] = write_scope
+    return tagged
