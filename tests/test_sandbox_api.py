@@ -197,7 +197,7 @@ def test_union_with_graph_lookup_and_facet_are_scoped(apps):
                             "$unionWith": {
                                 "coll": "other",
                                 "pipeline": [
-                                    # ($count inside sub-pipelines is missing from the embedded server; $group works)
+                                    # $count is missing from sub-pipelines on the embedded server
                                     {
                                         "$lookup": {
                                             "from": "items",
