@@ -241,6 +241,9 @@ def test_out_and_merge_write_only_own_collections(apps, raw_db):
     )
     assert raw_db["app_a_merged"].count_documents({"seen": True}) == 5
     assert "seen" not in raw_db["app_a_merged"].find_one({"_id": 1})
+    with pytest.raises(ScopeError, match="other apps"):
+        a.items.aggregate([{"$out": "merged"}])  # app_a_merged holds app_b's document
+    assert raw_db["app_a_merged"].find_one({"_id": 1})["app_id"] == "app_b"
     with pytest.raises(ScopeError):
         a.items.aggregate([{"$out": {"db": "admin", "coll": "x"}}])
     with pytest.raises(ScopeError):

@@ -262,15 +262,23 @@ class ScopedCollection:
         return physical_name(self._write_scope, logical)
 
     def _pipeline(self, pipeline: Any) -> list[dict[str, Any]]:
+        database = self.__coll.database
         scoper = PipelineScoper(
-            self._resolve,
-            self._own_physical,
-            self._write_scope,
-            self._limits,
-            self.__coll.database.name,
+            self._resolve, self._own_physical, self._write_scope, self._limits, database.name
         )
         sources = [(raw.name, scope) for raw, scope in self.__sources]
-        return self._guard(scoper.scope, pipeline, sources)
+        scoped = self._guard(scoper.scope, pipeline, sources)
+        for physical in scoper.replaced:
+            # $out replaces the whole target: never when it also holds other apps' documents.
+            foreign = {APP_ID: {"$ne": self._write_scope}}
+            if database[physical].find_one(foreign, {"_id": 1}) is not None:
+                self._db._security_event("$out over other apps' documents", self._name)
+                raise ScopeError(
+                    "$out would replace a collection that also holds other apps' documents; "
+                    "use $merge instead",
+                    context={"collection": self._name},
+                )
+        return scoped
 
     def _is_multi(self) -> bool:
         return len(self.__sources) > 1

@@ -99,6 +99,7 @@ class PipelineScoper:
     def scope(self, pipeline: Any, sources: Sources) -> list[dict[str, Any]]:
         """The scoped version of ``pipeline`` run on a collection made of ``sources``."""
         self._stages = 0
+        self.replaced = []
         stages = self._validate(pipeline, "pipeline")
         return self._source_pipeline(stages, sources, top=True)
 
@@ -172,7 +173,7 @@ class PipelineScoper:
             elif op == "$unionWith":
                 out.append({op: self._union_with(body)})
             elif op == "$graphLookup":
-                out.append({op: self._graph_lookup(body)})
+                out.extend(self._graph_lookup(body))
             elif op == "$facet":
                 out.append({op: self._facet(body)})
             elif op == "$out":
@@ -240,7 +241,7 @@ class PipelineScoper:
         body["pipeline"] = self._source_pipeline(user, sources)
         return body
 
-    def _graph_lookup(self, body: Any) -> dict[str, Any]:
+    def _graph_lookup(self, body: Any) -> list[dict[str, Any]]:
         if not isinstance(body, Mapping):
             raise QueryValidationError("$graphLookup takes a document")
         body = dict(body)
@@ -254,7 +255,13 @@ class PipelineScoper:
         body["restrictSearchWithMatch"] = (
             {"$and": [restrict, {APP_ID: scope}]} if restrict else {APP_ID: scope}
         )
-        return body
+        # Not every server honours restrictSearchWithMatch (the embedded one ignores it):
+        # filter the result array by scope as well, so other apps' documents never come out.
+        found = body.get("as")
+        if not isinstance(found, str) or not found or found.startswith("$"):
+            raise QueryValidationError("$graphLookup.as must be a field name")
+        keep = {"$filter": {"input": "$" + found, "cond": {"$eq": ["$$this." + APP_ID, scope]}}}
+        return [{"$graphLookup": body}, {"$set": {found: keep}}]
 
     def _facet(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, Mapping):
@@ -280,6 +287,7 @@ class PipelineScoper:
             raise QueryValidationError("$out takes a collection name or a document")
         self._same_database(target, "$out")
         physical = self._own(self._collection(target, "coll", "$out"))
+        self.replaced.append(physical)
         if "timeseries" in target:
             check_query(target["timeseries"], self._limits, "$out.timeseries")
             out_body: Any = {
