@@ -236,18 +236,22 @@ class Num(fields.Field):
         if value != value:  # NaN
             raise ValidationError("must be a number")
         if self.exclusive_minimum and self.minimum is not None and value <= self.minimum:
-            raise ValidationError(f"must be greater than {self.minimum:g}")
+            raise ValidationError(f"must be greater than {_fmt(self.minimum)}")
         _check_range(value, None if self.exclusive_minimum else self.minimum, self.maximum)
         return value
 
 
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 def _check_range(value: float, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and maximum is not None and not minimum <= value <= maximum:
-        raise ValidationError(f"must be between {minimum:g} and {maximum:g}")
+        raise ValidationError(f"must be between {_fmt(minimum)} and {_fmt(maximum)}")
     if minimum is not None and value < minimum:
-        raise ValidationError(f"must be at least {minimum:g}")
+        raise ValidationError(f"must be at least {_fmt(minimum)}")
     if maximum is not None and value > maximum:
-        raise ValidationError(f"must be at most {maximum:g}")
+        raise ValidationError(f"must be at most {_fmt(maximum)}")
 
 
 class Str(fields.Field):

@@ -146,8 +146,8 @@ def downgrade(manifest: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(auth, Mapping):
             problems["auth"] = ["must be an object"]
         else:
-            for key in auth:
-                if key not in ("policy", "users"):
+            for key, value in auth.items():
+                if key not in ("policy", "users") and not (key == "mode" and value == "app"):
                     problems[f"auth.{key}"] = ["has no schema 1.0 equivalent"]
             policy = dict(auth.get("policy") or {})
             if "required" in policy:
