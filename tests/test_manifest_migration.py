@@ -93,7 +93,7 @@ def test_v1_round_trip_is_lossless():
     original = copy.deepcopy(V1_FULL)
     upgraded = migrate_manifest(V1_FULL)
     assert migrate_manifest(upgraded, "1.0") == original
-    assert V1_FULL == original  # inputs are not mutated
+    assert original == V1_FULL  # inputs are not mutated
 
 
 def test_v1_and_migrated_v2_validate_to_the_same_manifest():
