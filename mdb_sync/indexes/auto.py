@@ -31,8 +31,11 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
+from bson import Decimal128, ObjectId, Regex
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
@@ -74,45 +77,53 @@ def query_shape(user_filter: Any, sort: Any) -> Shape | None:
         for field, value in user_filter.items():
             if field == APP_ID or field[:1] == "$":
                 continue
-            if isinstance(value, Mapping) and value:
-                first = next(iter(value))
-                if not isinstance(first, str) or first[:1] != "$":
-                    kind = "eq"  # an embedded-document equality
-                else:
-                    ops = value.keys()
-                    if ops <= _EQUALITY_OPS:
-                        kind = "eq"
-                    elif ops & _RANGE_OPS or str(value.get("$regex", "")).startswith("^"):
-                        kind = "range"
-                    else:
-                        continue
-            elif isinstance(value, re.Pattern) or type(value).__name__ == "Regex":
-                pattern = getattr(value, "pattern", "")
-                if not str(pattern).startswith("^"):
-                    continue
-                kind = "range"
-            else:
-                kind = "eq"
+            kind = _SCALAR_KIND if type(value) in _SCALARS else _kind(value)
+            if kind is None:
+                continue
             if field == "_id":
-                if kind == "eq":
+                if kind is _SCALAR_KIND:
                     return None  # served by the _id index
                 continue
-            (eq if kind == "eq" else rng).append(field)
+            (eq if kind is _SCALAR_KIND else rng).append(field)
     pairs: list[tuple[str, int]] = []
     if sort:
         for field, direction in sort.items():
-            if direction not in (1, -1) or isinstance(direction, bool):
-                continue  # {"$meta": "textScore"} and the like
-            if field not in eq and field != APP_ID:
-                pairs.append((field, int(direction)))
+            ok = direction.__class__ is int and direction in (1, -1)
+            if ok and field not in eq and field != APP_ID:
+                pairs.append((field, direction))
     if not eq and not pairs and not rng:
         return None
-    sorted_fields = {f for f, _ in pairs}
+    if rng and pairs:
+        sorted_fields = {f for f, _ in pairs}
+        rng = [f for f in rng if f not in sorted_fields]
     return (
-        tuple(sorted(set(eq))),
+        tuple(sorted(eq)) if len(eq) > 1 else tuple(eq),
         tuple(pairs),
-        tuple(sorted(set(rng) - sorted_fields)),
+        tuple(sorted(rng)) if len(rng) > 1 else tuple(rng),
     )
+
+
+_SCALAR_KIND = "eq"
+_SCALARS = frozenset({str, int, float, bool, type(None), ObjectId, datetime, Decimal128, UUID})
+
+
+def _kind(value: Any) -> str | None:
+    """``"eq"``, ``"range"`` or None (no index helps) for a non-scalar filter value."""
+    if isinstance(value, Mapping):
+        if not value:
+            return _SCALAR_KIND
+        first = next(iter(value))
+        if not isinstance(first, str) or first[:1] != "$":
+            return _SCALAR_KIND  # an embedded-document equality
+        ops = value.keys()
+        if ops <= _EQUALITY_OPS:
+            return _SCALAR_KIND
+        if ops & _RANGE_OPS or str(value.get("$regex", "")).startswith("^"):
+            return "range"
+        return None
+    if isinstance(value, (re.Pattern, Regex)):
+        return "range" if str(value.pattern).startswith("^") else None
+    return _SCALAR_KIND
 
 
 def shape_keys(shape: Shape) -> list[tuple[str, int]]:
@@ -186,6 +197,7 @@ class AutoIndexManager:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._counts: dict[tuple[str, str, Shape], int] = {}
         self._flushed: dict[tuple[str, str, Shape], int] = {}
         self._state: dict[tuple[str, str, Shape], str] = {}
@@ -366,6 +378,10 @@ class AutoIndexManager:
         """Save the shape counts seen since the last flush in ``mdb.query_shapes``."""
         if not self.persist or not self._engine.is_initialized:
             return
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         counts = dict(self._counts)
         ops = []
         now = _dt.datetime.now(_dt.timezone.utc)
