@@ -325,3 +325,38 @@ def test_cli_sync_exits_1_on_conflict(engine, raw_db):
     result = CliRunner().invoke(cli, ["indexes", "sync", "clib"], obj={ENGINE_KEY: engine})
     assert result.exit_code == 1
     assert "conflict" in result.output
+
+
+def test_forked_child_gets_a_fresh_manager_that_still_builds(engine, raw_db):
+    import os
+
+    _seed(engine, "forkauto", 9)
+    db = engine.get_scoped_db("forkauto")
+    for _ in range(3):
+        db.tasks.find_one({"n": 1})
+    assert engine.auto_indexes.wait_idle(10)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(read_fd)
+            fresh = engine.auto_indexes.shapes() == []
+            for _ in range(3):
+                db.tasks.find_one({"status": "todo"})
+            built = engine.auto_indexes.wait_idle(10)
+            state = engine.auto_indexes.shapes("forkauto")[0]["state"]
+            os.write(write_fd, f"{fresh} {built} {state}".encode())
+            engine.auto_indexes.stop()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    message = os.read(read_fd, 100).decode()
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert message == "True True created"
+    indexes = raw_db["forkauto_tasks"].index_information()
+    assert {"mdb_auto_app_id_1_n_1", "mdb_auto_app_id_1_status_1"} <= set(indexes)
+    assert engine.auto_indexes.shapes("forkauto")[0]["state"] == "created"  # parent unchanged

@@ -92,17 +92,17 @@ def server_keys(keys: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return [(k, plain(v)) for k, v in out]
 
 
-def _subset(wanted: Any, actual: Any) -> bool:
+def subset(wanted: Any, actual: Any) -> bool:
     """Every key of ``wanted`` has the same value in ``actual`` (servers add defaults)."""
     if isinstance(wanted, Mapping):
         return isinstance(actual, Mapping) and all(
-            k in actual and _subset(v, actual[k]) for k, v in wanted.items()
+            k in actual and subset(v, actual[k]) for k, v in wanted.items()
         )
     if isinstance(wanted, list):
         return (
             isinstance(actual, list)
             and len(wanted) == len(actual)
-            and all(_subset(w, a) for w, a in zip(wanted, actual, strict=True))
+            and all(subset(w, a) for w, a in zip(wanted, actual, strict=True))
         )
     return plain(wanted) == plain(actual)
 
@@ -124,7 +124,7 @@ def differences(spec: IndexSpec, info: Mapping[str, Any]) -> dict[str, tuple[Any
     if "collation" in options or "collation" in info:
         wanted = options.get("collation")
         actual = info.get("collation")
-        if wanted is None or actual is None or not _subset(wanted, actual):
+        if wanted is None or actual is None or not subset(wanted, actual):
             diff["collation"] = (wanted, actual)
     for optional in (
         "default_language",
@@ -400,7 +400,7 @@ def reconcile_search(
                 results[spec.name] = _outcome(spec, classify(exc), error_message(exc))
             continue
         definition = current.get("latestDefinition") or current.get("definition") or {}
-        same = current.get("type", "search") == spec.kind and _subset(spec.definition, definition)
+        same = current.get("type", "search") == spec.kind and subset(spec.definition, definition)
         if same:
             ready = current.get("queryable", False)
             results[spec.name] = _outcome(spec, EXISTS if ready else PENDING)

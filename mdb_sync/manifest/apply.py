@@ -23,6 +23,7 @@ from bson import json_util
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from ..exceptions import ManifestValidationError
+from ..indexes.declared import error_message, plain, subset
 from ..scoping.names import physical_name
 
 if TYPE_CHECKING:
@@ -60,10 +61,8 @@ def _create_options(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _same(key: str, wanted: Any, actual: Any) -> bool:
-    from ..indexes.declared import _subset, plain
-
     if key in ("timeseries", "collation"):  # the server fills in defaults
-        return _subset(wanted, actual)
+        return subset(wanted, actual)
     if key == "capped":
         return bool(wanted) == bool(actual)
     return plain(wanted) == plain(actual)
@@ -100,8 +99,6 @@ def apply_collection_settings(
             outcomes.append(_update(db, coll, physical, wanted, current[physical], undo))
     except PyMongoError as exc:
         _rollback(db, undo)
-        from ..indexes.declared import error_message
-
         message = f"the server refused these settings: {error_message(exc)}"
         raise ManifestValidationError(
             f"invalid manifest {slug!r}: collection_settings.{coll}: {message}",

@@ -395,6 +395,11 @@ def flatten_errors(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return out
 
 
+def describe_errors(errors: Mapping[str, list[str]]) -> str:
+    """``path: message; path: message`` for an exception message."""
+    return "; ".join(f"{path or '<root>'}: {', '.join(msgs)}" for path, msgs in errors.items())
+
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 

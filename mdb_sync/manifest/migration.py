@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ManifestValidationError
-from .fields import join_path
+from .fields import describe_errors, join_path
 from .schema import CURRENT_SCHEMA_VERSION, DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS
 
 #: Top-level keys of version 1.0 that 2.0 nests elsewhere.
@@ -173,7 +173,8 @@ def downgrade(manifest: Mapping[str, Any]) -> dict[str, Any]:
             ]
     if problems:
         raise ManifestValidationError(
-            "manifest cannot be expressed in schema 1.0: " + _describe(problems), errors=problems
+            "manifest cannot be expressed in schema 1.0: " + describe_errors(problems),
+            errors=problems,
         )
     out["schema_version"] = "1.0"
     return out
@@ -200,13 +201,9 @@ def migrate_manifest(
     migrated, _, errors = upgrade(manifest)
     if errors:
         raise ManifestValidationError(
-            "cannot migrate manifest: " + _describe(errors), errors=errors
+            "cannot migrate manifest: " + describe_errors(errors), errors=errors
         )
     return migrated if target == CURRENT_SCHEMA_VERSION else downgrade(migrated)
-
-
-def _describe(errors: Mapping[str, list[str]]) -> str:
-    return "; ".join(f"{path or '<root>'}: {', '.join(msgs)}" for path, msgs in errors.items())
 
 
 def remap(path: str, provenance: Mapping[str, str]) -> str:

@@ -42,13 +42,13 @@ from .fields import (
     Num,
     Obj,
     Str,
-    strings,
 )
 
 #: MongoDB allows 64 indexes per collection, one of which is ``_id``.
 MAX_INDEXES_PER_COLLECTION = 63
 INDEX_NAME_RE = r"[^\x00$][^\x00]{0,126}"
 INDEX_NAME_HELP = "must be 1-127 characters, not starting with '$'"
+REQUIRED_FOR = "required for {} indexes"
 
 
 def collection_key(name: str) -> str | None:
@@ -121,24 +121,23 @@ class IndexKeys(AnyObj):
         return keys
 
 
-def _options_fields() -> dict[str, Any]:
-    return {
-        "unique": Bool(),
-        "sparse": Bool(),
-        "hidden": Bool(),
-        "background": Bool(),
-        "partialFilterExpression": AnyObj(),
-        "collation": Obj(CollationSchema),
-        "expireAfterSeconds": Int(minimum=0, maximum=2_147_483_647),
-    }
+class CommonOptionsSchema(BaseSchema):
+    """The options every keyed index type may take, under ``options`` or next to ``keys``."""
+
+    unique = Bool()
+    sparse = Bool()
+    hidden = Bool()
+    background = Bool()
+    partialFilterExpression = AnyObj()
+    collation = Obj(CollationSchema)
+    expireAfterSeconds = Int(minimum=0, maximum=2_147_483_647)
 
 
 #: Options that may be written next to ``keys`` instead of under ``options``.
-SHORTCUT_OPTIONS = tuple(_options_fields())
+SHORTCUT_OPTIONS = tuple(CommonOptionsSchema().fields)
 
 
-class IndexOptionsSchema(BaseSchema):
-    locals().update(_options_fields())
+class IndexOptionsSchema(CommonOptionsSchema):
     name = Str(pattern=INDEX_NAME_RE, pattern_help=INDEX_NAME_HELP)
     weights = MapOf(Int(minimum=1, maximum=99_999))
     default_language = Str(max_len=64)
@@ -229,10 +228,9 @@ class HybridSchema(BaseSchema):
     text_index = Obj(HybridPartSchema, required=True)
 
 
-class IndexDefinitionSchema(BaseSchema):
+class IndexDefinitionSchema(CommonOptionsSchema):
     """One entry of ``managed_indexes.<collection>``."""
 
-    locals().update(_options_fields())
     type = Str(choices=ALL_TYPES)
     name = Str(pattern=INDEX_NAME_RE, pattern_help=INDEX_NAME_HELP)
     keys = IndexKeys()
@@ -399,9 +397,6 @@ def normalize_index(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return out, errors
 
 
-REQUIRED_FOR = "required for {} indexes"
-
-
 def _nested(schema: type, holder: dict[str, Any], key: str, errors: dict[str, Any]) -> None:
     try:
         holder[key] = schema().load(holder[key])
@@ -479,4 +474,4 @@ class ManagedIndexesField(MapOf):
         }
 
 
-__all__ = ["CollationSchema", "IndexDefinitionSchema", "ManagedIndexesField", "strings"]
+__all__ = ["CollationSchema", "IndexDefinitionSchema", "ManagedIndexesField", "collection_key"]

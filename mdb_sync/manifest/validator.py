@@ -30,7 +30,7 @@ from bson import json_util
 from marshmallow import ValidationError
 
 from ..exceptions import ManifestValidationError
-from .fields import LENIENT, flatten_errors
+from .fields import LENIENT, describe_errors, flatten_errors
 from .migration import remap, upgrade
 from .schema import ManifestSchema
 
@@ -66,10 +66,6 @@ def _content_key(manifest: Any, lenient: bool) -> str | None:
         return None  # not serializable: validate without caching (it will be refused anyway)
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{int(lenient)}:{digest}"
-
-
-def describe_errors(errors: Mapping[str, list[str]]) -> str:
-    return "; ".join(f"{path or '<root>'}: {', '.join(msgs)}" for path, msgs in errors.items())
 
 
 def _error(manifest: Any, errors: dict[str, list[str]]) -> ManifestValidationError:
