@@ -142,6 +142,129 @@ def embedded_stop(embedded_dir: str | None, as_json: bool) -> None:
     _emit({"stopped": stopped}, as_json, "stopped" if stopped else "no embedded server was running")
 
 
+# --- manifests and indexes -------------------------------------------------------------------
+
+
+@cli.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--lenient", is_flag=True, help="Keep unknown keys instead of refusing them.")
+@_json_option
+def validate_command(files: tuple[str, ...], lenient: bool, as_json: bool) -> None:
+    """Validate manifest files; exit 1 if any is invalid."""
+    from .manifest import load_manifest
+
+    report = []
+    for path in files:
+        try:
+            manifest = load_manifest(path, lenient=lenient)
+            report.append({"file": path, "valid": True, "slug": manifest["slug"]})
+        except MongoDBEngineError as exc:
+            errors = getattr(exc, "errors", {}) or {"": [str(exc)]}
+            report.append({"file": path, "valid": False, "errors": errors})
+    lines = []
+    for entry in report:
+        if entry["valid"]:
+            lines.append(f"ok      {entry['file']} ({entry['slug']})")
+        else:
+            lines.append(f"INVALID {entry['file']}")
+            for where, messages in entry["errors"].items():
+                lines.append(f"  {where or '<file>'}: {'; '.join(messages)}")
+    _emit(report, as_json, "\n".join(lines))
+    if not all(entry["valid"] for entry in report):
+        sys.exit(1)
+
+
+@cli.group("indexes")
+def indexes_group() -> None:
+    """List, reconcile and suggest the indexes of registered apps."""
+
+
+def _keys_text(keys: Any) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in keys or [])
+
+
+@indexes_group.command("list")
+@click.argument("app", required=False)
+@_json_option
+@engine_options
+def indexes_list(engine: Any, app: str | None, as_json: bool) -> None:
+    """Show every index of APP (or of all registered apps) and where it comes from."""
+    from .indexes.tools import list_indexes
+
+    try:
+        rows = list_indexes(engine, app)
+    except MongoDBEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    lines = [
+        f"{r['slug']}.{r['collection']}  {r['name']}  [{_keys_text(r.get('keys'))}]  "
+        f"{r['origin']}, {r['status']}" + (f": {r['error']}" if r.get("error") else "")
+        for r in rows
+    ]
+    _emit(rows, as_json, "\n".join(lines) or "no indexes")
+
+
+@indexes_group.command("sync")
+@click.argument("app", required=False)
+@click.option("--replace", is_flag=True, help="Rebuild indexes whose definition changed.")
+@click.option(
+    "--wait",
+    "wait",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for Atlas Search indexes to become queryable.",
+)
+@_json_option
+@engine_options
+def indexes_sync(engine: Any, app: str | None, replace: bool, wait: float, as_json: bool) -> None:
+    """Reconcile the declared indexes of APP (or all apps); exit 1 on conflicts or failures."""
+    from .indexes.tools import sync_indexes
+
+    try:
+        results = sync_indexes(engine, app, replace=replace, search_timeout=wait)
+    except MongoDBEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    lines = []
+    for slug, outcomes in results.items():
+        for o in outcomes:
+            error = f": {o['error']}" if o.get("error") else ""
+            lines.append(f"{slug}.{o['collection']}  {o['name']}  {o['status']}{error}")
+    _emit(results, as_json, "\n".join(lines) or "no declared indexes")
+    if any(o["status"] in ("conflict", "failed") for v in results.values() for o in v):
+        sys.exit(1)
+
+
+@indexes_group.command("suggest")
+@click.argument("app", required=False)
+@click.option("--min-count", type=int, default=1, show_default=True, help="Ignore rarer shapes.")
+@click.option("--apply", "apply_", is_flag=True, help="Build the suggested indexes.")
+@_json_option
+@engine_options
+def indexes_suggest(
+    engine: Any, app: str | None, min_count: int, apply_: bool, as_json: bool
+) -> None:
+    """Indexes that the observed queries of APP (or all apps) would use."""
+    from .indexes.tools import apply_suggestions, suggest_indexes
+
+    try:
+        rows = suggest_indexes(engine, app, min_count=min_count)
+    except MongoDBEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
+    data: Any = rows
+    lines = [
+        f"{r['slug']}.{r['collection']}  [{_keys_text(r['keys'])}]  seen {r['count']}x  "
+        f"{r['status']}"
+        for r in rows
+    ]
+    if apply_:
+        built = apply_suggestions(engine, rows)
+        data = {"suggestions": rows, "applied": built}
+        lines += [
+            f"built {b['name']} on {b['slug']}.{b['collection']}: {b['status']}" for b in built
+        ]
+    _emit(data, as_json, "\n".join(lines) or "no query shapes observed yet")
+
+
 def main() -> None:
     """Entry point of the ``mdb`` console script."""
     cli(prog_name="mdb")

@@ -33,6 +33,7 @@ from .exceptions import (
     InvalidMongoURI,
     ScopeError,
 )
+from .indexes.auto import AutoIndexManager
 from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
@@ -108,6 +109,8 @@ class MongoDBEngine:
         self._app_id_indexed: set[str] = set()
         self.registry = AppRegistry(self)
         self.metrics = MetricsCollector()
+        #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
+        self.auto_indexes = AutoIndexManager(self)
         _ENGINES.add(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -146,6 +149,8 @@ class MongoDBEngine:
 
     def shutdown(self) -> None:
         """Close the client and release the embedded server. Idempotent."""
+        if self._initialized:
+            self.auto_indexes.stop()
         with self._lock:
             self._initialized = False
             self._scoped.clear()
@@ -277,6 +282,7 @@ class MongoDBEngine:
         self._client_pid = None
         self.registry._after_fork_in_child()
         self.metrics._after_fork_in_child()
+        self.auto_indexes._after_fork_in_child()
 
     def _database(self) -> Database[Any]:
         return self.client[self.db_name]
@@ -375,11 +381,34 @@ class MongoDBEngine:
         return load_manifest(Path(path))
 
     def register_app(
-        self, manifest: Mapping[str, Any], create_indexes: bool = True
+        self,
+        manifest: Mapping[str, Any],
+        create_indexes: bool = True,
+        *,
+        replace_conflicting_indexes: bool = False,
+        search_index_timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Validate and persist ``manifest``; create its declared indexes. All or nothing."""
+        """Validate and persist ``manifest``, apply its collection settings, reconcile its
+        declared indexes and seed its initial data.
+
+        A manifest that fails validation changes nothing
+        (:class:`~mdb_sync.exceptions.ManifestValidationError` names every bad path). Index
+        problems do not fail the registration: each index's outcome is returned under
+        ``"indexes"`` (``{"collection", "name", "type", "status", "error"?}`` with status
+        ``created``, ``exists``, ``replaced``, ``pending``, ``conflict``, ``not_supported``
+        or ``failed``) and stored in the registry. An index whose name exists with other keys
+        or options is a ``conflict`` unless ``replace_conflicting_indexes`` rebuilds it;
+        ``search_index_timeout`` bounds the wait for new Atlas Search indexes (default 60 s).
+
+        Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
+        """
         self._require_initialized()
-        result = self.registry.register(manifest, create_indexes=create_indexes)
+        result = self.registry.register(
+            manifest,
+            create_indexes=create_indexes,
+            replace_indexes=replace_conflicting_indexes,
+            search_index_timeout=search_index_timeout,
+        )
         self._forget_scoped(result["slug"])
         return result
 
@@ -421,8 +450,9 @@ class MongoDBEngine:
         sort: Any,
     ) -> None:
         """Called by scoped collections with each query's filter and sort (query-driven
-        indexing, see :mod:`mdb_sync.indexes`). Must stay cheap: it runs on the caller's
-        thread for every scoped query."""
+        indexing, see :mod:`mdb_sync.indexes.auto`). Must stay cheap: it runs on the caller's
+        thread for every scoped query; index builds happen on a background thread."""
+        self.auto_indexes.observe(app_slug, collection, raw, user_filter, sort)
 
     def _ensure_app_id_index(self, raw: Collection[Any], force: bool = False) -> None:
         """Make sure ``raw`` has an index on ``app_id`` (once per process and collection)."""

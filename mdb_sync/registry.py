@@ -147,63 +147,126 @@ class AppRegistry:
             context={"app": slug, "conflicts": others},
         )
 
+    def _lookup(self, slug: str) -> tuple[dict[str, Any] | None, list[str]]:
+        """The stored record of ``slug`` and the registered slugs that overlap it, in one
+        query."""
+        escaped = re.escape(slug)
+        query = {
+            "$or": [
+                {"_id": {"$in": [slug, *overlapping_prefixes(slug)]}},
+                {"_id": {"$regex": f"^{escaped}_"}},
+            ]
+        }
+        existing = None
+        others = []
+        for doc in self.collection.find(query):
+            if doc["_id"] == slug:
+                existing = doc
+            else:
+                others.append(doc["_id"])
+        return existing, sorted(others)
+
     def register(
         self,
         manifest: Mapping[str, Any],
         *,
         create_indexes: bool = True,
         implicit: bool = False,
+        replace_indexes: bool = False,
+        search_index_timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Validate, persist and (optionally) index ``manifest``.
+        """Validate, persist and act on ``manifest``.
 
-        Validation and the collision check happen before anything is written, so a
-        manifest that fails them changes nothing.
+        Order, so that a bad manifest changes nothing: validation and the slug-collision
+        check, then ``collection_settings`` (undone and raised if the server refuses one),
+        then the declared indexes (outcomes reported, never raised), then one write of the
+        record, then ``initial_data`` (seeded once). An unchanged re-registration writes
+        nothing and sends no index or collection command besides the listings.
+
+        Returns ``{"slug", "created", "indexes": [outcome...], "collections": [...],
+        "seeded": {collection: n}}``; index outcomes are also stored in the record
+        (``index_outcomes``).
         """
+        from .exceptions import ManifestValidationError
         from .manifest import validate_manifest
+        from .manifest.apply import apply_collection_settings, seed_initial_data
 
         normalized = validate_manifest(manifest)
         slug = normalized["slug"]
         try:
             validate_slug(slug)
         except ScopeError as exc:
-            from .exceptions import ManifestValidationError
-
             raise ManifestValidationError(str(exc), errors={"slug": [str(exc)]}) from exc
-        others = self._conflicts(slug)
+        existing, others = self._lookup(slug)
         if others:
             self._raise_conflict(slug, others)
+        if implicit and existing is not None:
+            return {"slug": slug, "created": False, "indexes": [], "collections": [], "seeded": {}}
+        collections: list[dict[str, Any]] = []
+        if normalized.get("collection_settings"):
+            collections = apply_collection_settings(
+                self._engine, slug, normalized["collection_settings"]
+            )
+        outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
+        if create_indexes:
+            from .indexes import ensure_declared_indexes
+            from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+
+            outcomes = ensure_declared_indexes(
+                self._engine,
+                slug,
+                normalized.get("managed_indexes") or {},
+                replace=replace_indexes,
+                search_timeout=(
+                    DEFAULT_SEARCH_TIMEOUT if search_index_timeout is None else search_index_timeout
+                ),
+                previous=outcomes,
+            )
         now = _now()
-        existing = self.collection.find_one({"_id": slug})
-        record: dict[str, Any] = {
+        fields: dict[str, Any] = {
             "slug": slug,
             "status": normalized.get("status", ACTIVE),
             "manifest": normalized,
             "implicit": implicit,
-            "updated_at": now,
+            "index_outcomes": outcomes,
         }
-        if implicit and existing is not None:
-            return {"slug": slug, "created": False, "indexes": []}
-        self.collection.update_one(
-            {"_id": slug},
-            {"$set": record, "$setOnInsert": {"registered_at": now}},
-            upsert=True,
-        )
-        others = self._conflicts(slug)
-        if others:
-            # Another process registered an overlapping slug meanwhile: undo our insert.
-            if existing is None:
-                self.collection.delete_one({"_id": slug})
-            else:
-                self.collection.replace_one({"_id": slug}, existing)
-            self._raise_conflict(slug, others)
-        outcomes: list[dict[str, Any]] = []
-        if create_indexes and normalized.get("managed_indexes"):
-            from .indexes import ensure_declared_indexes
-
-            outcomes = ensure_declared_indexes(self._engine, slug, normalized["managed_indexes"])
-            self.collection.update_one({"_id": slug}, {"$set": {"index_outcomes": outcomes}})
-        self._record(slug, refresh=True)
-        result = {"slug": slug, "created": existing is None, "indexes": outcomes}
+        changed = existing is None or any(existing.get(k) != v for k, v in fields.items())
+        record = {**(existing or {"_id": slug, "registered_at": now}), **fields}
+        if changed:
+            record["updated_at"] = now
+            self.collection.update_one(
+                {"_id": slug},
+                {"$set": {**fields, "updated_at": now}, "$setOnInsert": {"registered_at": now}},
+                upsert=True,
+            )
+            others = self._conflicts(slug)
+            if others:
+                # Another process registered an overlapping slug meanwhile: undo our write.
+                if existing is None:
+                    self.collection.delete_one({"_id": slug})
+                else:
+                    self.collection.replace_one({"_id": slug}, existing)
+                self._raise_conflict(slug, others)
+        seeded: dict[str, int] = {}
+        if normalized.get("initial_data"):
+            seeded = seed_initial_data(
+                self._engine,
+                slug,
+                normalized["initial_data"],
+                self.collection,
+                record.get("seeded"),
+            )
+            if seeded or not record.get("seeded"):
+                record = self.collection.find_one({"_id": slug}) or record
+        with self._lock:
+            self._apps[slug] = record
+        result = {
+            "slug": slug,
+            "created": existing is None,
+            "indexes": outcomes,
+            "collections": collections,
+            "seeded": seeded,
+        }
         app_registered.send(self._engine, slug=slug, manifest=normalized, result=result)
         log.info("registered app %r%s", slug, " (implicit)" if implicit else "")
         return result

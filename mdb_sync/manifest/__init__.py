@@ -1,4 +1,10 @@
-"""Manifests: an app's declared identity, indexes, auth, realtime and AI configuration."""
+"""Manifests: an app's declared identity, indexes, auth, realtime and AI configuration.
+
+``validate_manifest(manifest)`` returns the normalized (schema 2.0) manifest or raises
+:class:`~mdb_sync.exceptions.ManifestValidationError` naming every bad JSON path;
+``load_manifest(path)`` reads a file first (JSON errors give line and column);
+``migrate_manifest`` moves schema 1.0 keys to 2.0 (and back).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,33 @@ from pathlib import Path
 from typing import Any
 
 from .loader import read_manifest_file
-from .validator import ManifestValidator, validate_manifest
+from .migration import V1_KEYS, migrate_manifest
+from .schema import CURRENT_SCHEMA_VERSION, DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS
+from .validator import (
+    LENIENT_ENV,
+    ManifestValidator,
+    clear_cache,
+    validate_manifest,
+    validate_manifests,
+)
 
 
-def load_manifest(path: str | Path) -> dict[str, Any]:
+def load_manifest(path: str | Path, *, lenient: bool | None = None) -> dict[str, Any]:
     """Read the manifest at ``path`` and return it validated and normalized."""
-    return validate_manifest(read_manifest_file(path))
+    return validate_manifest(read_manifest_file(path), lenient=lenient)
 
 
-__all__ = ["ManifestValidator", "load_manifest", "read_manifest_file", "validate_manifest"]
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "DEFAULT_SCHEMA_VERSION",
+    "LENIENT_ENV",
+    "SCHEMA_VERSIONS",
+    "V1_KEYS",
+    "ManifestValidator",
+    "clear_cache",
+    "load_manifest",
+    "migrate_manifest",
+    "read_manifest_file",
+    "validate_manifest",
+    "validate_manifests",
+]

@@ -9,6 +9,20 @@ from typing import Any
 from ..exceptions import ManifestValidationError
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON silently keeps the last of two equal keys; in a manifest that is a mistake."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"duplicate key {key!r} in one JSON object")
+        result[key] = value
+    return result
+
+
 def read_manifest_file(path: str | Path) -> dict[str, Any]:
     """Parse the JSON manifest at ``path`` (no validation).
 
@@ -31,7 +45,13 @@ def read_manifest_file(path: str | Path) -> dict[str, Any]:
             context={"file": str(path)},
         ) from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise ManifestValidationError(
+            f"invalid manifest {str(path)!r}: {exc}",
+            errors={"": [str(exc)]},
+            context={"file": str(path)},
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ManifestValidationError(
             f"invalid JSON in {str(path)!r} at line {exc.lineno}, column {exc.colno}: {exc.msg}",
