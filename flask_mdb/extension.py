@@ -73,10 +73,10 @@ class MDB:
                 "call init_app once per app"
             )
         state = self._init_state(app)
+        self._init_json(app, state)  # first: it may refuse, and must leave the app untouched
         app.extensions["mdb"] = state
         self._init_binding(app)
         self._init_cors(app, state)
-        self._init_json(app, state)
         self._init_errors(app, state)
         self._init_endpoints(app, state)
         self._init_cli(app)

@@ -37,7 +37,9 @@ class SlugState:
 
     slug: str
     manifest: dict[str, Any]
-    version: Any
+    #: The registry's manifest object this was derived from: the registry replaces it when
+    #: the app is re-registered or reloaded, which is how a stale entry is recognised.
+    source: Any
     values: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,11 +111,11 @@ class MDBState:
 
     def slug_state(self, slug: str, record: dict[str, Any]) -> SlugState:
         """The cached :class:`SlugState` of ``slug`` for its current registry ``record``."""
-        version = (record.get("updated_at"), record.get("status"))
+        source = record.get("manifest")
         cached = self._slugs.get(slug)
-        if cached is not None and cached.version == version:
+        if cached is not None and cached.source is source:
             return cached
-        fresh = SlugState(slug, dict(record.get("manifest") or {}), version)
+        fresh = SlugState(slug, dict(source or {}), source)
         with self._lock:
             self._slugs[slug] = fresh
         return fresh
