@@ -22,6 +22,7 @@ from bson import DBRef, Decimal128, ObjectId, Timestamp
 from bson.binary import UUID_SUBTYPE, Binary
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.local import LocalProxy
 
 from mdb_sync.exceptions import ConfigurationError
 
@@ -34,6 +35,8 @@ def _utc_iso(value: _dt.datetime) -> str:
 
 def bson_default(value: Any) -> Any:
     """``default`` hook for ``json.dumps``: BSON types first, then Flask's defaults."""
+    if type(value) is LocalProxy:  # e.g. flask_mdb.current_app_slug
+        return value._get_current_object()
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, _dt.datetime):

@@ -244,3 +244,23 @@ def test_concurrent_requests_for_different_apps_never_see_each_others_binding(
         stored = list(raw_db[f"{slug}_items"].find())
         assert len(stored) == per_app * rounds
         assert {d["app_id"] for d in stored} == {slug}
+
+
+def test_core_signals_are_re_exported_and_fire_on_first_use(factory, tenants):
+    import mdb_sync.signals
+    from flask_mdb import signals
+
+    assert signals.app_registered is mdb_sync.signals.app_registered
+    assert signals.security_violation is mdb_sync.signals.security_violation
+    app = factory(MDB_MANIFESTS=tenants, MDB_APP_SLUG="acme")
+    engine = app.extensions["mdb"].engine
+    registered = []
+
+    def on_registered(sender, slug, manifest, result):
+        registered.append((sender, slug))
+
+    with signals.app_registered.connected_to(on_registered):
+        _who(app)
+        app.test_client().get("/who")
+        app.test_client().get("/who")
+    assert sorted(registered) == [(engine, "acme"), (engine, "dormant"), (engine, "globex")]

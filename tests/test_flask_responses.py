@@ -268,3 +268,11 @@ def test_objectid_url_converter(factory):
         from flask import url_for
 
         assert url_for("task", task_id=ObjectId(oid)) == f"/tasks/{oid}"
+
+
+def test_the_slug_proxy_serializes(factory):
+    from flask_mdb import current_app_slug
+
+    app = factory(MDB_APP_SLUG="proxied", MDB_JSON_PROVIDER=True)
+    app.add_url_rule("/slug", "slug", lambda: {"app": current_app_slug})
+    assert app.test_client().get("/slug").json == {"app": "proxied"}
