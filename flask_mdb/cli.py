@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from mdb_sync import cli as core_cli
@@ -67,5 +66,4 @@ class MDBGroup(AppGroup):
 @with_appcontext
 def mdb_cli() -> None:
     """mdb-sync commands (apps, indexes, health, export...) on this app's database."""
-    state = get_state(current_app._get_current_object())  # type: ignore[attr-defined]
-    click.get_current_context().obj = HostedEngine(state.ensure_ready)
+    click.get_current_context().obj = HostedEngine(get_state().ensure_ready)

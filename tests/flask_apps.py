@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -48,6 +49,22 @@ class AppFactory:
     def close(self) -> None:
         for mdb, app in self._made:
             mdb.shutdown(app)
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on (for now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Client options that make a connection to an unreachable server fail fast.
+FAIL_FAST = {"serverSelectionTimeoutMS": 300}
+
+
+def unreachable_uri(credentials: str = "") -> str:
+    """A MongoDB URI of a local port nobody listens on."""
+    return f"mongodb://{credentials}127.0.0.1:{free_port()}/?directConnection=true"
 
 
 def write_manifest(directory: Path, slug: str, **keys: Any) -> Path:

@@ -8,14 +8,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from flask_apps import http, serve
+from flask_apps import free_port, http, serve
 from playwright.sync_api import Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,15 +175,9 @@ def test_cross_origin_requests_follow_each_apps_manifest(page, mongo_uri, db_nam
             module.mdb.shutdown(app)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_the_example_runs_as_a_script_on_the_embedded_database(tmp_path):
     """``python examples/todo/app.py``: its own embedded server, stopped on Ctrl-C."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PORT": str(port), "MDB_EMBEDDED_DIR": str(tmp_path / ".mdb")}
     env.pop("MDB_MONGO_URI", None)
     proc = subprocess.Popen(

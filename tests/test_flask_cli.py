@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import click
 import pytest
-from flask_apps import AppFactory, write_manifest
+from flask_apps import FAIL_FAST, AppFactory, unreachable_uri, write_manifest
 
 from mdb_sync import cli as core_cli
 
@@ -119,13 +117,8 @@ def test_every_core_command_but_embedded_is_offered(factory, core_commands):
 
 def test_an_unreachable_server_exits_1_with_the_reason(factory, core_commands):
     core_commands(whoami)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = factory(
-        MDB_MONGO_URI=f"mongodb://127.0.0.1:{port}/?directConnection=true",
-        MDB_CLIENT_OPTIONS={"serverSelectionTimeoutMS": 300},
-    )
+    uri = unreachable_uri()
+    app = factory(MDB_MONGO_URI=uri, MDB_CLIENT_OPTIONS=FAIL_FAST)
     result = app.test_cli_runner().invoke(args=["mdb", "whoami"])
     assert result.exit_code == 1
-    assert f"Error: cannot reach MongoDB at mongodb://127.0.0.1:{port}" in result.output
+    assert f"Error: cannot reach MongoDB at {uri.split('/?')[0]}" in result.output

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-from flask_apps import AppFactory, http, serve
+from flask_apps import FAIL_FAST, AppFactory, http, serve, unreachable_uri
 
 from flask_mdb import db
 
@@ -34,13 +32,8 @@ def test_health_is_json_and_200_when_healthy(factory):
 
 
 def test_health_is_503_when_the_server_is_unreachable(factory):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     app = factory(
-        MDB_MONGO_URI=f"mongodb://127.0.0.1:{port}/?directConnection=true",
-        MDB_CLIENT_OPTIONS={"serverSelectionTimeoutMS": 300},
-        MDB_HEALTH_URL="/health",
+        MDB_MONGO_URI=unreachable_uri(), MDB_CLIENT_OPTIONS=FAIL_FAST, MDB_HEALTH_URL="/health"
     )
     response = app.test_client().get("/health")
     assert response.status_code == 503

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import uuid
 
 import pytest
@@ -11,7 +10,7 @@ from bson import DBRef, Decimal128, ObjectId, Timestamp
 from bson.binary import Binary
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
-from flask_apps import AppFactory, write_manifest
+from flask_apps import FAIL_FAST, AppFactory, unreachable_uri, write_manifest
 from pymongo.errors import ExecutionTimeout
 
 from flask_mdb import MDB, MDBJSONProvider, db
@@ -202,12 +201,9 @@ def test_no_app_bound_maps_to_404(factory):
 
 
 def test_an_unreachable_server_is_503_and_says_nothing_about_it(factory):
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     app = factory(
-        MDB_MONGO_URI=f"mongodb://user:s3cret@127.0.0.1:{port}/?directConnection=true",
-        MDB_CLIENT_OPTIONS={"serverSelectionTimeoutMS": 300},
+        MDB_MONGO_URI=unreachable_uri("user:s3cret@"),
+        MDB_CLIENT_OPTIONS=FAIL_FAST,
         MDB_APP_SLUG="down",
         MDB_ERROR_HANDLERS=True,
     )
