@@ -84,8 +84,7 @@ def _require_binding() -> Binding:
 
 def _get_db() -> ScopedDatabase:
     binding = _require_binding()
-    state = binding.state
-    return state.engine.get_scoped_db(binding.slug, auto_index=state.config["MDB_AUTO_INDEX"])
+    return binding.state.scoped_db(binding.slug)
 
 
 #: The scoped database of the app bound to the current request.

@@ -193,4 +193,4 @@ def _warn_unknown(config: Mapping[str, Any]) -> None:
         if isinstance(key, str) and key.startswith("MDB_") and key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            warnings.warn(f"unknown configuration key {key}{hint}", RuntimeWarning, stacklevel=4)
+            warnings.warn(f"unknown configuration key {key}{hint}", RuntimeWarning, stacklevel=5)

@@ -172,7 +172,7 @@ class MDB:
             binding.Binding(slug, state, "manual", state.slug_state(slug, record))
         )
         try:
-            yield state.engine.get_scoped_db(slug, auto_index=state.config["MDB_AUTO_INDEX"])
+            yield state.scoped_db(slug)
         finally:
             binding.pop_binding(token)
 
@@ -191,13 +191,13 @@ class MDB:
         """The scoped database of ``slug`` (default: the bound app, else ``MDB_APP_SLUG``),
         without binding anything."""
         state = get_state(app)
-        engine = state.ensure_ready()
+        state.ensure_ready()
         slug = slug or binding.get_current_app_slug() or state.default_slug
         if slug is None:
             raise binding.AppNotBoundError(
                 "mdb.get_db() needs a slug: none was given, none is bound and MDB_APP_SLUG is unset"
             )
-        return engine.get_scoped_db(slug, auto_index=state.config["MDB_AUTO_INDEX"])
+        return state.scoped_db(slug)
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Shut down the engine the extension built for ``app`` (a shared engine is left to

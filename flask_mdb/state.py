@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from mdb_sync import MongoDBEngine
+from mdb_sync import MongoDBEngine, ScopedDatabase
 
 from .config import MDBConfig
 
@@ -98,6 +98,10 @@ class MDBState:
                             )
                 self._ready = True
         return engine
+
+    def scoped_db(self, slug: str) -> ScopedDatabase:
+        """The sandboxed database of ``slug`` with this app's settings."""
+        return self.engine.get_scoped_db(slug, auto_index=self.config["MDB_AUTO_INDEX"])
 
     def shutdown(self) -> None:
         """Shut the engine down if the extension built it (a shared engine is its owner's)."""
