@@ -3,7 +3,8 @@
 Each request resolves its app slug — ``MDB_APP_RESOLVER(request)``, else the slug bound to
 the request's blueprint (:meth:`MDB.bind_blueprint`), else ``MDB_APP_SLUG`` — and binds it
 in a :class:`~contextvars.ContextVar` that ``teardown_request`` always resets, so a thread
-reused by the server never carries the previous request's app. ``db`` reads that binding;
+reused by the server never carries the previous request's app (the request's WSGI environ
+keeps it too, for streamed responses that run after teardown). ``db`` reads that binding;
 with none it raises :class:`AppNotBoundError` and never falls back to anything unscoped.
 
 A slug the resolver names must be registered and active (else 404): the resolver reads
@@ -52,21 +53,27 @@ class Binding:
 _binding: contextvars.ContextVar[Binding | None] = contextvars.ContextVar(
     "flask_mdb_binding", default=None
 )
+#: The request's own binding, in its WSGI environ: a streamed response's generator runs
+#: after teardown, in the same request context pushed again, and still needs it.
+ENVIRON_KEY = "flask_mdb.binding"
 
 
 def current_binding() -> Binding | None:
-    """The binding of the current context, or None."""
-    return _binding.get()
+    """The binding of the current context (``mdb.bind`` or the request's), or None."""
+    binding = _binding.get()
+    if binding is None and has_request_context():
+        binding = request.environ.get(ENVIRON_KEY)
+    return binding
 
 
 def get_current_app_slug() -> str | None:
     """The slug of the app bound to the current context, or None when none is."""
-    binding = _binding.get()
+    binding = current_binding()
     return binding.slug if binding is not None else None
 
 
 def _require_binding() -> Binding:
-    binding = _binding.get()
+    binding = current_binding()
     if binding is not None:
         return binding
     if has_request_context():
@@ -163,7 +170,9 @@ def bind_request() -> None:
     if slug is None:
         return
     record = usable_record(state, slug, source)
-    _binding.set(Binding(slug, state, source, state.slug_state(slug, record)))
+    binding = Binding(slug, state, source, state.slug_state(slug, record))
+    request.environ[ENVIRON_KEY] = binding
+    _binding.set(binding)
     app_bound.send(current_app._get_current_object(), slug=slug, source=source)  # type: ignore[attr-defined]
 
 

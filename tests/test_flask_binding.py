@@ -264,3 +264,23 @@ def test_core_signals_are_re_exported_and_fire_on_first_use(factory, tenants):
         app.test_client().get("/who")
         app.test_client().get("/who")
     assert sorted(registered) == [(engine, "acme"), (engine, "dormant"), (engine, "globex")]
+
+
+def test_streamed_responses_keep_their_binding_until_done(factory):
+    from flask import stream_with_context
+
+    app = factory(MDB_APP_SLUG="streamer")
+
+    @app.get("/stream")
+    def stream():
+        db.lines.insert_many([{"n": i} for i in range(3)])
+
+        def rows():
+            for doc in db.lines.find({}, {"_id": 0, "n": 1}).sort("n", 1):
+                yield f"{get_current_app_slug()}:{doc['n']}\n"
+
+        return stream_with_context(rows())
+
+    response = app.test_client().get("/stream")
+    assert response.get_data(as_text=True) == "streamer:0\nstreamer:1\nstreamer:2\n"
+    assert get_current_app_slug() is None
