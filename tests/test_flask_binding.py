@@ -54,6 +54,30 @@ def test_the_resolver_binds_each_request(factory, tenants):
     assert client.get("/who", headers={"X-App": "globex"}).json["slug"] == "globex"
 
 
+def test_resolvers_by_subdomain_and_path_prefix(factory, tenants):
+    by_host = factory(
+        name="by_host",
+        MDB_MANIFESTS=tenants,
+        MDB_APP_RESOLVER=lambda req: req.host.split(".")[0] if req.host.count(".") == 2 else None,
+    )
+    _who(by_host)
+    client = by_host.test_client()
+    assert client.get("/who", base_url="http://globex.example.com").json["slug"] == "globex"
+    assert client.get("/who", base_url="http://evil.example.com").status_code == 404
+
+    by_path = factory(
+        name="by_path", MDB_MANIFESTS=tenants, MDB_APP_RESOLVER="flask_apps:path_prefix_resolver"
+    )
+
+    @by_path.get("/<tenant>/who")
+    def tenant_who(tenant):
+        return {"slug": get_current_app_slug()}
+
+    client = by_path.test_client()
+    assert client.get("/acme/who").json == {"slug": "acme"}
+    assert client.get("/dormant/who").status_code == 404
+
+
 @pytest.mark.parametrize("slug", ["nobody", "dormant", "Not-A-Slug", "x" * 100, "system"])
 def test_a_resolver_naming_no_active_app_is_404(factory, tenants, raw_db, slug):
     app = factory(MDB_MANIFESTS=tenants, MDB_APP_RESOLVER=header_resolver)

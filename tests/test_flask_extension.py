@@ -170,12 +170,12 @@ def test_bad_config_fails_in_init_app_naming_the_key(mongo_uri, key, value, matc
 def test_good_config_values_are_parsed(factory, tmp_path):
     app = factory(
         MDB_QUERY_LIMITS={"max_result_docs": 50},
-        MDB_APP_RESOLVER="flask_apps:AppFactory",  # any importable callable
+        MDB_APP_RESOLVER="flask_apps:path_prefix_resolver",
         MDB_CLIENT_OPTIONS={"maxPoolSize": 7},
     )
     state = app.extensions["mdb"]
     assert state.engine.limits == QueryLimits(max_result_docs=50)
-    assert state.config["MDB_APP_RESOLVER"].__name__ == "AppFactory"
+    assert state.config["MDB_APP_RESOLVER"].__name__ == "path_prefix_resolver"
 
 
 def test_an_unknown_mdb_key_warns_with_a_suggestion(factory):
