@@ -162,7 +162,7 @@ def test_a_re_registered_manifest_changes_the_policy(factory, tmp_path):
     client = app.test_client()
     assert client.get("/x", headers={"Origin": ALLOWED}).headers["Access-Control-Allow-Origin"]
     engine = app.extensions["mdb"].engine
-    engine.register_app({"slug": "moving", "cors": {"allow_origins": [EVIL]}})
+    engine.register_app({"slug": "moving", "name": "moving", "cors": {"allow_origins": [EVIL]}})
     assert (
         "Access-Control-Allow-Origin" not in client.get("/x", headers={"Origin": ALLOWED}).headers
     )

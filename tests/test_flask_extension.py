@@ -184,7 +184,8 @@ def test_an_unknown_mdb_key_warns_with_a_suggestion(factory):
 
 
 def test_manifests_load_at_init_and_register_on_first_request(factory, tmp_path, recorder):
-    write_manifest(tmp_path, "alpha", managed_indexes={"tasks": [{"keys": {"n": 1}}]})
+    index = {"type": "regular", "keys": {"n": 1}, "name": "n_idx"}
+    write_manifest(tmp_path, "alpha", managed_indexes={"tasks": [index]})
     write_manifest(tmp_path, "beta")
     sub = tmp_path / "gamma"
     sub.mkdir()

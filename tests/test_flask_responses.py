@@ -131,7 +131,16 @@ def error_app(factory, tmp_path):
     manifest = write_manifest(
         tmp_path,
         "errs",
-        managed_indexes={"users": [{"keys": {"email": 1}, "options": {"unique": True}}]},
+        managed_indexes={
+            "users": [
+                {
+                    "type": "regular",
+                    "keys": {"email": 1},
+                    "name": "email_unique",
+                    "options": {"unique": True},
+                }
+            ]
+        },
     )
     app = factory(
         MDB_MANIFESTS=str(manifest),
