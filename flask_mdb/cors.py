@@ -165,11 +165,13 @@ class CorsPolicy:
         if "*" not in self.methods and method.upper() not in self.methods:
             return None, f"method {method[:20]!r} is not allowed"
         requested = [h.strip().lower() for h in (request_headers or "").split(",") if h.strip()]
-        if not self.any_header:
+        if self.any_header:
+            refused = [h for h in requested if not _TOKEN_RE.fullmatch(h)]
+        else:
             allowed = {h.lower() for h in self.headers} | _SAFELISTED_HEADERS
             refused = [h for h in requested if h not in allowed]
-            if refused:
-                return None, f"header {refused[0][:100]!r} is not allowed"
+        if refused:
+            return None, f"header {refused[0][:100]!r} is not allowed"
         headers = self._origin_headers(origin)
         headers["Access-Control-Allow-Methods"] = ", ".join(self.methods)
         allow_headers = ", ".join(requested) if self.any_header else ", ".join(self.headers)

@@ -189,7 +189,7 @@ def test_manifests_load_at_init_and_register_on_first_request(factory, tmp_path,
     write_manifest(tmp_path, "beta")
     sub = tmp_path / "gamma"
     sub.mkdir()
-    (sub / "manifest.json").write_text('{"slug": "gamma"}', encoding="utf-8")
+    (sub / "manifest.json").write_text('{"slug": "gamma", "name": "Gamma"}', encoding="utf-8")
     app = factory(MDB_MANIFESTS=str(tmp_path), MDB_APP_SLUG="beta")
     state = app.extensions["mdb"]
     assert [m["slug"] for m in state.manifests] == ["alpha", "beta", "gamma"]
