@@ -1,1 +1,41 @@
-"""flask_mdb: the Flask extension of mdb-sync (request-bound scoped databases, auth, websockets)."""
+"""flask_mdb: the Flask extension of mdb-sync.
+
+::
+
+    from flask import Flask
+    from flask_mdb import MDB, db
+
+    mdb = MDB()
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["MDB_MANIFESTS"] = "manifest.json"   # registered on first use
+        mdb.init_app(app)
+        return app
+
+    @bp.get("/tasks")
+    def tasks():
+        return {"tasks": db.tasks.find({}).to_list(100)}   # the request's app, sandboxed
+"""
+
+from .binding import AppNotBoundError, current_app_slug, db, get_current_app_slug
+from .cors import CorsPolicy
+from .errors import error_response, register_error_handlers
+from .extension import MDB, ObjectIdConverter
+from .json import MDBJSONProvider, bson_default
+from .signals import app_bound
+
+__all__ = [
+    "MDB",
+    "AppNotBoundError",
+    "CorsPolicy",
+    "MDBJSONProvider",
+    "ObjectIdConverter",
+    "app_bound",
+    "bson_default",
+    "current_app_slug",
+    "db",
+    "error_response",
+    "get_current_app_slug",
+    "register_error_handlers",
+]

@@ -1,0 +1,155 @@
+"""A todo app on flask_mdb: two apps ("spaces") served by one Flask process.
+
+``/work/`` and ``/home/`` are two mdb-sync apps, ``todo_work`` and ``todo_home``, each with
+its own manifest in ``manifests/``. A resolver picks the app from the URL's first segment,
+so every request is bound to one app and ``db`` is that app's sandboxed database: a task
+added at ``/work/`` is stored in ``todo_work_tasks`` with ``app_id: "todo_work"`` and can
+never appear at ``/home/``. An unknown space (``/nope/``) is a 404.
+
+Run it on the embedded database (no MongoDB needed; data in ``./.mdb``)::
+
+    python examples/todo/app.py          # http://127.0.0.1:5000  (PORT=... to change)
+
+or on a real server with ``MDB_MONGO_URI=mongodb://...``. ``/health`` and ``/metrics``
+are on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
+
+from flask_mdb import MDB, current_app_slug, db
+
+HERE = Path(__file__).resolve().parent
+SLUG_PREFIX = "todo_"
+MAX_TITLE = 200
+
+mdb = MDB()
+todo = Blueprint("todo", __name__, url_prefix="/<space>")
+
+
+def space_resolver(req: Any) -> str | None:
+    """``/work/...`` -> ``todo_work``; pages outside a space are not bound to any app."""
+    space = (req.view_args or {}).get("space")
+    return f"{SLUG_PREFIX}{space}" if space else None
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, root_path=str(HERE))
+    app.config.update(
+        MDB_DB_NAME=os.environ.get("MDB_DB_NAME", "todo_example"),
+        MDB_MANIFESTS=str(HERE / "manifests"),
+        MDB_APP_RESOLVER=space_resolver,
+        MDB_JSON_PROVIDER=True,
+        MDB_ERROR_HANDLERS=True,
+        MDB_HEALTH_URL="/health",
+        MDB_METRICS_URL="/metrics",
+    )
+    app.config.update(config or {})
+    mdb.init_app(app)
+    app.register_blueprint(todo)
+    app.add_url_rule("/", "index", index)
+    app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
+    return app
+
+
+def index() -> str:
+    spaces = [
+        {"space": m["slug"][len(SLUG_PREFIX) :], "name": m.get("name", m["slug"])}
+        for m in mdb.engine.list_apps(status="active")
+        if m["slug"].startswith(SLUG_PREFIX)
+    ]
+    return render_template("index.html", spaces=spaces)
+
+
+# --- the tasks of the bound app -------------------------------------------------------------
+
+
+def _title(payload: Any) -> str:
+    title = payload.get("title") if isinstance(payload, dict) else None
+    if not isinstance(title, str) or not title.strip():
+        abort(400, description="title: a non-empty string is required")
+    title = title.strip()
+    if len(title) > MAX_TITLE:
+        abort(400, description=f"title: at most {MAX_TITLE} characters")
+    return title
+
+
+def _tasks() -> list[dict[str, Any]]:
+    return db.tasks.find({}).sort("created_at", -1).limit(500).to_list()
+
+
+def _add(title: str) -> dict[str, Any]:
+    task = {"title": title, "done": False, "created_at": dt.datetime.now(dt.timezone.utc)}
+    task["_id"] = db.tasks.insert_one(task).inserted_id
+    return task
+
+
+@todo.get("/")
+def page(space: str) -> str:
+    manifest = mdb.engine.get_app(str(current_app_slug)) or {}
+    return render_template(
+        "tasks.html", space=space, name=manifest.get("name", space), tasks=_tasks()
+    )
+
+
+@todo.post("/tasks")
+def add_form(space: str) -> Any:
+    """The form's own target, for browsers without JavaScript."""
+    _add(_title(request.form))
+    return redirect(url_for("todo.page", space=space), 303)
+
+
+@todo.get("/api/tasks")
+def list_tasks(space: str) -> Any:
+    return {"app": str(current_app_slug), "tasks": _tasks()}
+
+
+@todo.post("/api/tasks")
+def create_task(space: str) -> Any:
+    return {"task": _add(_title(request.get_json(silent=True)))}, 201
+
+
+@todo.patch("/api/tasks/<objectid:task_id>")
+def update_task(space: str, task_id: Any) -> Any:
+    payload = request.get_json(silent=True)
+    changes: dict[str, Any] = {}
+    if isinstance(payload, dict) and "done" in payload:
+        if not isinstance(payload["done"], bool):
+            abort(400, description="done: true or false")
+        changes["done"] = payload["done"]
+    if isinstance(payload, dict) and "title" in payload:
+        changes["title"] = _title(payload)
+    if not changes:
+        abort(400, description="nothing to change: send done and/or title")
+    if db.tasks.update_one({"_id": task_id}, {"$set": changes}).matched_count == 0:
+        abort(404, description="no such task")
+    return {"task": db.tasks.find_one({"_id": task_id})}
+
+
+@todo.delete("/api/tasks/<objectid:task_id>")
+def delete_task(space: str, task_id: Any) -> Any:
+    if db.tasks.delete_one({"_id": task_id}).deleted_count == 0:
+        abort(404, description="no such task")
+    return "", 204
+
+
+@todo.errorhandler(400)
+@todo.errorhandler(404)
+def json_error(error: Any) -> Any:
+    if request.path.split("/")[2:3] == ["api"]:
+        body = {"status": error.code, "type": error.name, "message": error.description}
+        return {"error": body}, error.code
+    return error
+
+
+if __name__ == "__main__":
+    port = int(os.environ.get("PORT", "5000"))
+    application = create_app()
+    print(f"todo example on http://127.0.0.1:{port}/  (Ctrl-C to stop)", flush=True)
+    application.run(host="127.0.0.1", port=port, threaded=True)

@@ -1,0 +1,196 @@
+"""The extension's configuration: ``MDB_*`` keys, their defaults and their validation.
+
+Each option is declared once (key, default, parser); :func:`load_config` sets the defaults
+on the Flask config with ``setdefault`` and parses every value, so a bad value fails in
+``init_app`` with a :class:`~mdb_sync.exceptions.ConfigurationError` (a ``ValueError``)
+naming the key, not on the first request. Features that add options append to
+:data:`OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from werkzeug.utils import ImportStringError, import_string
+
+from mdb_sync.exceptions import ConfigurationError, ScopeError
+from mdb_sync.scoping import QueryLimits, validate_slug
+
+
+def _error(key: str, message: str) -> ConfigurationError:
+    return ConfigurationError(f"{key} {message}", context={"option": key})
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _error(key, f"must be True or False, not {value!r}")
+    return value
+
+
+def _optional_str(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _error(key, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _optional_path(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | os.PathLike):
+        raise _error(key, f"must be a path, not {type(value).__name__}")
+    return os.fspath(value)
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _error(key, f"must be a dict, not {type(value).__name__}")
+    return dict(value)
+
+
+def _query_limits(key: str, value: Any) -> QueryLimits:
+    try:
+        return QueryLimits.from_mapping(_mapping(key, value))
+    except ConfigurationError as exc:
+        raise _error(key, f"is invalid: {exc}") from exc
+
+
+def _slug(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return validate_slug(value)
+    except ScopeError as exc:
+        raise _error(key, f"is invalid: {exc}") from exc
+
+
+def _resolver(key: str, value: Any) -> Callable[[Any], str | None] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportStringError as exc:
+            raise _error(key, f"names nothing importable: {value!r}") from exc
+    if not callable(value):
+        raise _error(key, f"must be a callable (request -> slug or None), not {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _url(key: str, value: Any) -> str | None:
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise _error(
+            key, f"must be a URL path starting with '/' (or None to disable), not {value!r}"
+        )
+    return value
+
+
+def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
+    """Files and directories -> manifest files. A directory contributes its ``*.json`` files
+    and its subdirectories' ``manifest.json``, in name order."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str | os.PathLike):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise _error(key, f"must be a path or a list of paths, not {type(value).__name__}")
+    paths: list[Path] = []
+    for item in value:
+        if not isinstance(item, str | os.PathLike):
+            raise _error(key, f"must list paths, not {type(item).__name__} {item!r}")
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(path.glob("*.json")) + sorted(path.glob("*/manifest.json"))
+            if not found:
+                raise _error(key, f"names the directory {str(path)!r}, which holds no manifest")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise _error(key, f"names {str(path)!r}, which does not exist")
+    return tuple(dict.fromkeys(p.resolve() for p in paths))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``MDB_*`` configuration key."""
+
+    key: str
+    default: Any
+    parse: Callable[[str, Any], Any]
+    doc: str
+
+
+#: Every option the extension reads. The engine options are refused when ``MDB`` was given
+#: an engine (see :data:`ENGINE_OPTIONS`).
+OPTIONS: list[Option] = [
+    Option("MDB_MONGO_URI", None, _optional_str, "MongoDB URI; unset: the embedded server"),
+    Option("MDB_DB_NAME", None, _optional_str, "database shared by the apps"),
+    Option("MDB_EMBEDDED_DIR", None, _optional_path, "directory of the embedded server"),
+    Option("MDB_CLIENT_OPTIONS", None, _mapping, "keyword arguments of pymongo.MongoClient"),
+    Option("MDB_QUERY_LIMITS", None, _query_limits, "QueryLimits fields, e.g. max_result_docs"),
+    Option("MDB_IMPLICIT_APPS", True, _bool, "configured slugs may register themselves"),
+    Option("MDB_MANIFESTS", None, _manifest_paths, "manifest files or directories"),
+    Option("MDB_APP_SLUG", None, _slug, "the app bound when nothing else resolves one"),
+    Option("MDB_APP_RESOLVER", None, _resolver, "callable: request -> slug or None"),
+    Option("MDB_AUTO_INDEX", True, _bool, "query-driven indexes for request databases"),
+    Option("MDB_HEALTH_URL", None, _url, "URL of the JSON health endpoint; None: off"),
+    Option("MDB_METRICS_URL", None, _url, "URL of the Prometheus metrics endpoint; None: off"),
+    Option("MDB_JSON_PROVIDER", False, _bool, "install the BSON-aware JSON provider"),
+    Option("MDB_ERROR_HANDLERS", False, _bool, "answer engine errors with JSON errors"),
+    Option("MDB_CORS", True, _bool, "answer CORS requests from the manifests' cors blocks"),
+]
+
+#: Options that configure an engine the extension builds itself.
+ENGINE_OPTIONS = (
+    "MDB_MONGO_URI",
+    "MDB_DB_NAME",
+    "MDB_EMBEDDED_DIR",
+    "MDB_CLIENT_OPTIONS",
+    "MDB_QUERY_LIMITS",
+    "MDB_IMPLICIT_APPS",
+)
+
+
+class MDBConfig(dict[str, Any]):
+    """The parsed ``MDB_*`` values of one Flask app, by key."""
+
+
+def load_config(config: dict[str, Any], *, engine_given: bool = False) -> MDBConfig:
+    """Set the defaults on ``config`` (a Flask ``app.config``) and parse every option."""
+    parsed = MDBConfig()
+    for option in OPTIONS:
+        value = option.parse(option.key, config.setdefault(option.key, option.default))
+        if (
+            engine_given
+            and option.key in ENGINE_OPTIONS
+            and value != option.parse(option.key, option.default)
+        ):
+            raise _error(
+                option.key,
+                "configures an engine, but MDB was given one (engine=...): configure that "
+                "engine instead, or drop engine= to let the extension build one",
+            )
+        parsed[option.key] = value
+    _warn_unknown(config)
+    return parsed
+
+
+def _warn_unknown(config: Mapping[str, Any]) -> None:
+    known = [option.key for option in OPTIONS]
+    for key in config:
+        if isinstance(key, str) and key.startswith("MDB_") and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.warn(f"unknown configuration key {key}{hint}", RuntimeWarning, stacklevel=5)
