@@ -451,8 +451,12 @@ class MongoDBEngine:
     ) -> None:
         """Called by scoped collections with each query's filter and sort (query-driven
         indexing, see :mod:`mdb_sync.indexes.auto`). Must stay cheap: it runs on the caller's
-        thread for every scoped query; index builds happen on a background thread."""
-        self.auto_indexes.observe(app_slug, collection, raw, user_filter, sort)
+        thread for every scoped query; index builds happen on a background thread. Never
+        fails the query: bookkeeping errors are logged."""
+        try:
+            self.auto_indexes.observe(app_slug, collection, raw, user_filter, sort)
+        except Exception:
+            log.exception("query-driven indexing failed for %s.%s", app_slug, collection)
 
     def _ensure_app_id_index(self, raw: Collection[Any], force: bool = False) -> None:
         """Make sure ``raw`` has an index on ``app_id`` (once per process and collection)."""

@@ -226,7 +226,7 @@ def test_an_invalid_cors_block_stops_init_app(mongo_uri, tmp_path):
     path = write_manifest(tmp_path, "corsy", cors={"allow_origins": ["https://a.example/path"]})
     app = Flask("x")
     app.config.update(MDB_MONGO_URI=mongo_uri, MDB_MANIFESTS=str(path))
-    with pytest.raises(ConfigurationError, match=r"cors\.allow_origins\[0\]"):
+    with pytest.raises(ManifestValidationError, match=r"corsy\.json.*cors\.allow_origins\[0\]"):
         MDB(app)
 
 

@@ -107,7 +107,14 @@ def _snapshot_others(raw_db: Any) -> str:
     """A digest of every byte of B's and C's documents, wherever they are."""
     parts = []
     for name in sorted(raw_db.list_collection_names()):
-        query = {} if not name.startswith(A + "_") else {"app_id": {"$ne": A}}
+        if name.startswith((B + "_", C + "_")):
+            query: dict[str, Any] = {}
+        elif name.startswith(A + "_"):
+            query = {"app_id": {"$ne": A}}
+        elif name == "apps_config":
+            query = {"_id": {"$in": [B, C]}}
+        else:
+            continue  # engine bookkeeping (e.g. saved query shapes)
         for doc in raw_db[name].find(query).sort("_id", 1):
             parts.append(name.encode() + encode(doc))
     return hashlib.sha256(b"".join(parts)).hexdigest()
@@ -172,8 +179,8 @@ def _a_state(raw_db: Any) -> list[Any]:
 
 
 def _scoped(query: Any) -> bool:
-    return query == {"app_id": A} or (
-        isinstance(query, dict) and {"app_id": A} in (query.get("$and") or [])
+    return isinstance(query, dict) and (
+        query.get("app_id") == A or {"app_id": A} in (query.get("$and") or [])
     )
 
 

@@ -20,7 +20,7 @@ from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DocumentTooLarge
-from pymongo.helpers_shared import _gen_index_name, _index_list
+from pymongo.helpers_shared import _gen_index_name, _index_document, _index_list
 from pymongo.operations import (
     DeleteMany,
     DeleteOne,
@@ -47,7 +47,7 @@ from .multi import MultiScopeCursor
 from .names import physical_name, validate_collection_name
 from .pipeline import PipelineScoper
 from .session import ScopedSession
-from .updates import APP_ID, scoped_replacement, scoped_update, tag_document
+from .updates import APP_ID, scope_filter, scoped_replacement, scoped_update, tag_document
 
 if TYPE_CHECKING:
     from pymongo.change_stream import CollectionChangeStream
@@ -195,7 +195,7 @@ class ScopedCollection:
     def _filter(
         self, filter: Any, scope: str | None = None, where: str = "filter"
     ) -> dict[str, Any]:
-        """``{"$and": [filter, {"app_id": scope}]}`` after the guards, or the bare scope."""
+        """The caller's filter, checked by the guards, restricted to ``scope``."""
         scope = scope or self._write_scope
         if filter is None:
             return {APP_ID: scope}
@@ -204,7 +204,7 @@ class ScopedCollection:
         if not filter:
             return {APP_ID: scope}
         self._guard(check_query, filter, self._limits, where)
-        return {"$and": [filter, {APP_ID: scope}]}
+        return scope_filter(filter, scope)
 
     def _update(self, update: Any) -> Any:
         return self._guard(scoped_update, update, self._write_scope, self._limits)
@@ -247,6 +247,8 @@ class ScopedCollection:
                     self._indexed = True
 
     def _observe(self, filter: Any, sort: Any = None) -> None:
+        if sort is not None and not isinstance(sort, Mapping):
+            sort = _index_document(_index_list(sort))  # find_one_and_*(sort=[...])
         self._db._observe_query(self._name, self.__coll, filter, sort)
 
     def _observe_find(self, cursor: ScopedCursor) -> None:

@@ -18,6 +18,7 @@ from pymongo import ASCENDING, DESCENDING
 from .guards import check_query
 from .names import physical_name
 from .session import ScopedSession
+from .updates import scope_filter
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -181,7 +182,7 @@ class ScopedGridFSBucket:
         """Files of this app matching ``filter`` (a cursor of ``GridOut``)."""
         if filter:
             check_query(filter, self._db.limits, "filter")
-            scoped: dict[str, Any] = {"$and": [filter, {APP_ID: self._scope}]}
+            scoped: dict[str, Any] = scope_filter(filter, self._scope)
         else:
             scoped = {APP_ID: self._scope}
         if "session" in kwargs:

@@ -28,6 +28,7 @@ from typing import Any
 from ..exceptions import QueryValidationError, ScopeError
 from .guards import check_query
 from .limits import QueryLimits
+from .updates import scope_filter
 
 APP_ID = "app_id"
 # A variable name for converted $lookup joins (user variable names start with a lowercase letter).
@@ -155,6 +156,11 @@ class PipelineScoper:
                 raise QueryValidationError(f"{first} is only allowed as the first stage")
             check_query(stages[0][1], self._limits, first)
             return [{first: stages[0][1]}, *self._rewrite(stages[1:])]
+        if len(sources) == 1 and first == "$match" and isinstance(stages[0][1], Mapping):
+            # Fold the scope into the caller's first $match: one stage, index-friendly.
+            check_query(stages[0][1], self._limits, "$match")
+            head = {"$match": scope_filter(stages[0][1], sources[0][1])}
+            return [head, *self._rewrite(stages[1:])]
         return self._sources_prefix(sources) + self._rewrite(stages)
 
     def _rewrite(self, stages: list[tuple[str, Any]]) -> list[dict[str, Any]]:
@@ -253,7 +259,7 @@ class PipelineScoper:
         body["from"] = physical
         restrict = body.get("restrictSearchWithMatch")
         body["restrictSearchWithMatch"] = (
-            {"$and": [restrict, {APP_ID: scope}]} if restrict else {APP_ID: scope}
+            scope_filter(restrict, scope) if restrict else {APP_ID: scope}
         )
         # Not every server honours restrictSearchWithMatch (the embedded one ignores it):
         # filter the result array by scope as well, so other apps' documents never come out.
@@ -382,7 +388,7 @@ class PipelineScoper:
         if op == "$geoNear":
             check_query(body, self._limits, op)
             query = body.get("query")
-            body["query"] = {"$and": [query, {APP_ID: scope}]} if query else {APP_ID: scope}
+            body["query"] = scope_filter(query, scope) if query else {APP_ID: scope}
             return [{op: body}]
         if op == "$vectorSearch":
             check_query(body.get("filter") or {}, self._limits, op)
