@@ -5,11 +5,15 @@ Every document is rewritten on the byte level (:mod:`.rawbson`): ``app_id`` is *
 target slug whatever the file says (or removed for a standalone import), so a crafted dump
 can never plant documents in another app's scope; everything else is copied byte for byte.
 
-All or nothing per import: each collection is built (options, documents, indexes) in a
-temporary collection that no app can name (``mdb_import_<token>_...``), and only when all of
-them are complete are they renamed over their targets. A failure drops the temporaries and
-undoes the registration the import made, so nothing is half-written. Without ``drop`` the
-import refuses targets that already hold the app's documents.
+All or nothing per import: everything that can be refused (names, options, index specs,
+slug conflicts, targets holding data) is checked before the first write. Then an existing
+target collection is first renamed aside to a name no app can use (``mdb_import_<token>_old_
+...``), each collection is built in place (created with its options, filled, indexed), and
+only when all are complete are the set-aside collections dropped. A failure drops what was
+built, renames the set-aside collections back and undoes the registration the import made,
+so nothing is lost or half-written. (Building in place rather than renaming a finished
+collection over the target keeps the collection's options on every server.) Without
+``drop`` the import refuses targets that already hold the app's documents.
 """
 
 from __future__ import annotations
@@ -110,12 +114,14 @@ def index_model(spec: Mapping[str, Any], standalone: bool) -> IndexModel | None:
 
 
 class _Plan:
-    """What one collection of the dump becomes: its files, target and temporary names."""
+    """What one collection of the dump becomes: its files, target and set-aside names."""
 
     def __init__(self, app_dir: Path, logical: str, target: str, token: str) -> None:
         self.logical = logical
         self.target = target
-        self.temporary = f"mdb_import_{token}_{target}"
+        self.aside = f"mdb_import_{token}_old_{target}"
+        self.set_aside = False
+        self.built = False
         self.bson = app_dir / f"{logical}{layout.BSON_SUFFIX}"
         metadata = app_dir / f"{logical}{layout.METADATA_SUFFIX}"
         self.metadata = (
@@ -170,18 +176,28 @@ def import_app(
         manifest["slug"] = new_slug
         engine.register_app(manifest, create_indexes=False)
         registered = True
+    existing = set(database.list_collection_names())
     try:
         for plan in plans:
-            _build(engine, plan, new_slug, drop_app_id, progress)
+            if plan.target in existing:
+                database[plan.target].rename(plan.aside)
+                plan.set_aside = True
         for plan in plans:
-            database[plan.temporary].rename(plan.target, dropTarget=True)
+            plan.built = True
+            _build(engine, plan, new_slug, drop_app_id, progress)
     except BaseException:
         for plan in plans:
             with contextlib.suppress(PyMongoError):  # best effort: report the first error
-                database.drop_collection(plan.temporary)
+                if plan.built:
+                    database.drop_collection(plan.target)
+                if plan.set_aside:
+                    database[plan.aside].rename(plan.target)
         if registered:
             engine.unregister_app(new_slug)
         raise
+    for plan in plans:
+        if plan.set_aside:
+            database.drop_collection(plan.aside)
     return {
         "app": new_slug,
         "source_app": slug,
@@ -242,10 +258,10 @@ def _build(
     standalone: bool,
     progress: Progress | None,
 ) -> None:
-    """Create ``plan.temporary`` with the options, documents and indexes of the dump."""
+    """Create ``plan.target`` with the options, documents and indexes of the dump."""
     database = engine._database()
-    database.create_collection(plan.temporary, **plan.metadata["options"])
-    raw = engine._raw_collection(plan.temporary)
+    database.create_collection(plan.target, **plan.metadata["options"])
+    raw = engine._raw_collection(plan.target)
     if plan.bson.is_file():
         with open(plan.bson, "rb") as fh:
             _insert_stream(raw, fh, plan, None if standalone else slug, progress)
