@@ -179,11 +179,13 @@ def test_export_writes_mongodump_layout(engine, shop, raw_db, tmp_path):
     assert summary["collections"] == {"customers": 30, "orders": 40}
 
 
-def test_round_trip_into_a_fresh_database_is_lossless(engine, shop, raw_db, raw_client, tmp_path):
+def test_round_trip_into_a_fresh_database_is_lossless(
+    engine, shop, raw_db, raw_client, mongo_uri, tmp_path
+):
     engine.export_app("shop", tmp_path)
     target_name = f"mdbtest_{uuid.uuid4().hex[:12]}"
     try:
-        with MongoDBEngine(engine.describe_server() + "/?retryWrites=false", target_name) as other:
+        with MongoDBEngine(mongo_uri, target_name) as other:
             result = other.import_app("shop", tmp_path)
             assert result["registered"] is True
             assert other.get_app("shop")["name"] == "Shop"
@@ -220,11 +222,11 @@ def test_import_under_a_new_slug_rewrites_names_and_app_id(engine, shop, raw_db,
     ]
 
 
-def test_standalone_import_drops_app_id(engine, shop, raw_db, raw_client, tmp_path):
+def test_standalone_import_drops_app_id(engine, shop, raw_db, raw_client, mongo_uri, tmp_path):
     engine.export_app("shop", tmp_path)
     target_name = f"mdbtest_{uuid.uuid4().hex[:12]}"
     try:
-        with MongoDBEngine(engine.describe_server() + "/?retryWrites=false", target_name) as alone:
+        with MongoDBEngine(mongo_uri, target_name) as alone:
             result = alone.import_app("shop", tmp_path, drop_app_id=True)
             assert result["standalone"] is True and result["registered"] is False
             assert alone.list_apps() == []
