@@ -167,6 +167,8 @@ def apps_group() -> None:
 @engine_options
 def apps_list(engine: Any, status: str | None, as_json: bool) -> None:
     """List the registered apps."""
+    from .observability.health import PROBLEM_INDEX_STATUSES
+
     rows = []
     for manifest in engine.list_apps(status=status):
         record = engine.registry.get_record(manifest["slug"]) or {}
@@ -179,9 +181,7 @@ def apps_list(engine: Any, status: str | None, as_json: bool) -> None:
                 "implicit": bool(record.get("implicit")),
                 "indexes": len(outcomes),
                 "index_problems": sum(
-                    1
-                    for o in outcomes
-                    if o.get("status") in ("conflict", "not_supported", "failed")
+                    1 for o in outcomes if o.get("status") in PROBLEM_INDEX_STATUSES
                 ),
             }
         )

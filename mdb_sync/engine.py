@@ -412,7 +412,8 @@ class MongoDBEngine:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also
         under its name (``health["mongodb"]["latency_ms"]``, ``health["pool"]``); see
         :mod:`mdb_sync.observability.health`. Waits at most ``timeout`` seconds for the server
-        (default: the server-selection timeout, at most 3 s); never raises."""
+        (default: the server-selection timeout, at most 3 s); a server problem is reported,
+        never raised."""
         from .observability.health import check_health
 
         return check_health(self, timeout=timeout)
