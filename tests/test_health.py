@@ -78,6 +78,18 @@ def test_index_problems_make_the_app_degraded_not_the_engine_unhealthy(engine):
     assert "not supported" in problems[0]["error"]
 
 
+def test_apps_can_opt_out_of_health_checks(engine):
+    engine.register_app({"slug": "optout", "observability": {"health_checks": {"enabled": False}}})
+    engine.registry.collection.update_one(
+        {"_id": "optout"},
+        {"$set": {"index_outcomes": [{"collection": "c", "name": "x", "status": "failed"}]}},
+    )
+    health = engine.get_health_status()
+    assert health["status"] == "healthy"
+    assert health["apps"]["unmonitored"] == ["optout"]
+    assert health["indexes"]["problems"] == []
+
+
 def test_index_the_server_refuses_at_registration_degrades_the_app(engine, raw_db):
     # An index of the same name but other keys already exists: registration must not crash,
     # and health must show the problem.

@@ -149,18 +149,28 @@ def test_module_level_record_operation_without_engine_has_a_collector_of_its_own
     assert collector.snapshot()["apps"]["nowhere"]["operations"]["lonely.op"]["count"] >= 1
 
 
-def test_registration_and_index_events_are_counted(engine):
+def test_registrations_are_counted(engine):
+    engine.register_app({"slug": "counted"})
+    engine.register_app({"slug": "counted", "name": "Counted again"})
+    assert engine.get_metrics()["apps"]["counted"]["counters"]["apps.registered"] == 2
+    engine.unregister_app("counted")
+    assert engine.get_metrics()["apps"]["counted"]["counters"]["apps.unregistered"] == 1
+
+
+def test_manifest_can_turn_an_apps_operation_metrics_off(engine):
+    engine.register_app({"slug": "quiet", "observability": {"metrics": {"enabled": False}}})
     engine.register_app(
-        {
-            "slug": "indexed",
-            "managed_indexes": {"tasks": [{"keys": {"status": 1}, "name": "by_status"}]},
-        }
+        {"slug": "terse", "observability": {"metrics": {"collect_operation_metrics": False}}}
     )
-    counters = engine.get_metrics()["apps"]["indexed"]["counters"]
-    assert counters["apps.registered"] == 1
-    assert counters["indexes.created"] == 1
-    engine.unregister_app("indexed")
-    assert engine.get_metrics()["apps"]["indexed"]["counters"]["apps.unregistered"] == 1
+    engine.get_scoped_db("quiet").items.insert_one({"a": 1})
+    engine.get_scoped_db("terse").items.insert_one({"a": 1})
+    engine.get_scoped_db("loud").items.insert_one({"a": 1})
+    assert _ops(engine, "quiet") == {} and _ops(engine, "terse") == {}
+    assert _ops(engine, "loud")["insert"]["count"] == 1
+    # Re-registering with metrics on takes effect at once.
+    engine.register_app({"slug": "quiet", "observability": {"metrics": {"enabled": True}}})
+    engine.get_scoped_db("quiet").items.insert_one({"a": 2})
+    assert _ops(engine, "quiet")["insert"]["count"] == 1
 
 
 def test_window_is_bounded():

@@ -136,7 +136,13 @@ def _registry_records(engine: MongoDBEngine, timeout: float, fresh: bool) -> lis
             with pymongo.timeout(timeout):
                 return list(
                     engine.registry.collection.find(
-                        {}, {"status": 1, "index_outcomes": 1, "implicit": 1}
+                        {},
+                        {
+                            "status": 1,
+                            "index_outcomes": 1,
+                            "implicit": 1,
+                            "manifest.observability": 1,
+                        },
                     )
                 )
         except PyMongoError:
@@ -154,15 +160,23 @@ def check_apps(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``apps`` check (registered apps, which are degraded) and the ``indexes`` check
     (index outcomes of every app's registration; a failed, conflicting or unsupported index
-    makes its app degraded, not the engine unhealthy)."""
+    makes its app degraded, not the engine unhealthy). Apps whose manifest sets
+    ``observability.health_checks.enabled`` to false are listed as ``unmonitored`` only."""
     records = _registry_records(engine, timeout, fresh)
     by_status: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     problems: list[dict[str, Any]] = []
     degraded: dict[str, list[dict[str, Any]]] = {}
+    unmonitored = []
     for record in sorted(records, key=lambda r: str(r.get("_id"))):
         slug = str(record.get("_id"))
         by_status[str(record.get("status", "active"))] += 1
+        settings = ((record.get("manifest") or {}).get("observability") or {}).get(
+            "health_checks"
+        ) or {}
+        if settings.get("enabled", True) is False:
+            unmonitored.append(slug)
+            continue
         for outcome in record.get("index_outcomes") or []:
             status = str(outcome.get("status", "unknown"))
             outcomes[status] += 1
@@ -184,6 +198,7 @@ def check_apps(
         "registered": len(records),
         "by_status": dict(by_status),
         "degraded": sorted(degraded),
+        "unmonitored": unmonitored,
     }
     indexes = {
         "name": "indexes",

@@ -4,8 +4,9 @@
 operation sample ``(app, command name, duration, success)``. The app is the owner of the
 command's collection (``my_app_tasks`` -> ``my_app``, via the registry); a ``getMore`` belongs
 to its cursor's collection; commands on no app's collection (the registry, ``ping``, admin
-commands) are recorded under ``"-"``. The duration is the driver's own measurement
-(``duration_micros``), so the listener does no timing of its own.
+commands) are recorded under ``"-"``; an app whose manifest sets ``observability.metrics``
+``enabled`` or ``collect_operation_metrics`` to false is not recorded. The duration is the
+driver's own measurement (``duration_micros``), so the listener does no timing of its own.
 
 pymongo calls listeners on the thread that runs the operation, so both listeners only touch
 dictionaries and integers: no I/O, no allocation beyond a tuple, and the only lock is the
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 #: In-flight commands kept at most (a safety net: pymongo always pairs started with
 #: succeeded/failed, but a listener must never grow without bound).
 MAX_IN_FLIGHT = 10_000
+#: Marks the commands of an app whose manifest turns operation metrics off.
+_MUTED = "\x00muted"
 #: pymongo's default ``maxPoolSize``.
 DEFAULT_MAX_POOL_SIZE = 100
 
@@ -61,13 +64,24 @@ class CommandMetricsListener(monitoring.CommandListener):
         registry = self._registry()
         if type(target) is not str or registry is None:
             return NO_APP
-        return registry.slug_for_physical(target) or NO_APP
+        app = registry.slug_for_physical(target)
+        if app is None:
+            return NO_APP
+        # The registry's cache only (never a query from inside a listener): slug_for_physical
+        # has just found the app there.
+        manifest = lambda: (registry._apps.get(app) or {}).get("manifest")  # noqa: E731
+        if not self._metrics.operations_enabled(app, manifest):
+            return _MUTED
+        return app
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
+        app = self._app_of(event)
+        if app is _MUTED:
+            return
         in_flight = self._in_flight
         if len(in_flight) >= MAX_IN_FLIGHT:
             in_flight.clear()
-        in_flight[event.request_id] = (self._app_of(event), event.command_name)
+        in_flight[event.request_id] = (app, event.command_name)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         entry = self._in_flight.pop(event.request_id, None)

@@ -48,6 +48,8 @@ class MetricsCollector:
         self._series: dict[tuple[str, str], _Series] = {}
         self._counters: dict[tuple[str, str], float] = {}
         self._gauge_sources: dict[str, Callable[[], dict[str, float]]] = {}
+        #: app -> whether its operations are recorded (its manifest's ``observability``)
+        self._app_settings: dict[str, bool] = {}
         self._started = time.time()
 
     def _after_fork_in_child(self) -> None:
@@ -58,6 +60,7 @@ class MetricsCollector:
         self._series = {}
         self._counters = {}
         self._gauge_sources = {}
+        self._app_settings = {}
         self._started = time.time()
 
     def record_operation(
@@ -92,6 +95,25 @@ class MetricsCollector:
             success = True
         finally:
             self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, app)
+
+    def operations_enabled(self, app: str, manifest: Any = None) -> bool:
+        """Whether ``app``'s database operations are recorded, from its manifest's
+        ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default
+        true). Cached per app; ``manifest`` is a callable returning the manifest, called
+        on a cache miss only."""
+        enabled = self._app_settings.get(app)
+        if enabled is None:
+            settings = ((manifest() if manifest else None) or {}).get("observability") or {}
+            metrics = settings.get("metrics") or {}
+            enabled = bool(metrics.get("enabled", True)) and bool(
+                metrics.get("collect_operation_metrics", True)
+            )
+            self._app_settings[app] = enabled
+        return enabled
+
+    def forget_app_settings(self, app: str | None) -> None:
+        """Re-read ``app``'s settings on its next operation (after a registration)."""
+        self._app_settings.pop(app or "", None)
 
     def increment(self, name: str, value: float = 1, app: str | None = None) -> None:
         """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...)."""
