@@ -440,3 +440,16 @@ def test_a_plain_mongodump_database_directory_can_be_imported(engine, raw_db, tm
 def test_missing_export_is_a_clear_error(engine, tmp_path):
     with pytest.raises(PortabilityError, match="no export of app 'nothing'"):
         import_app(engine, "nothing", tmp_path)
+
+
+def test_a_failed_replacing_import_puts_the_old_data_back(engine, raw_db, tmp_path):
+    engine.get_scoped_db("evil").notes.insert_many([{"keep": i} for i in range(3)])
+    _crafted_dump(
+        tmp_path,
+        [bson.encode({"_id": 1, "k": 1}), bson.encode({"_id": 2, "k": 1})],
+        {"options": {}, "indexes": [{"v": 2, "key": {"k": 1}, "name": "k_1", "unique": True}]},
+    )
+    with pytest.raises(PortabilityError, match="indexes of 'notes'"):
+        engine.import_app("evil", tmp_path, drop=True)
+    assert sorted(d["keep"] for d in engine.get_scoped_db("evil").notes.find()) == [0, 1, 2]
+    assert not [n for n in raw_db.list_collection_names() if n.startswith("mdb_import_")]

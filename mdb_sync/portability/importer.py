@@ -186,12 +186,13 @@ def import_app(
             plan.built = True
             _build(engine, plan, new_slug, drop_app_id, progress)
     except BaseException:
-        for plan in plans:
-            with contextlib.suppress(PyMongoError):  # best effort: report the first error
-                if plan.built:
+        for plan in plans:  # best effort: the first error is the one reported
+            if plan.built:
+                with contextlib.suppress(PyMongoError):
                     database.drop_collection(plan.target)
-                if plan.set_aside:
-                    database[plan.aside].rename(plan.target)
+            if plan.set_aside:
+                with contextlib.suppress(PyMongoError):
+                    database[plan.aside].rename(plan.target, dropTarget=True)
         if registered:
             engine.unregister_app(new_slug)
         raise
