@@ -265,6 +265,285 @@ def indexes_suggest(
     _emit(data, as_json, "\n".join(lines) or "no query shapes observed yet")
 
 
+# --- apps, health, export / import ---------------------------------------------------------------
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    """A MongoDBEngineError as a click error: message on stderr, exit status 1."""
+    message = str(exc)
+    errors = getattr(exc, "errors", None)
+    if errors:
+        message += "".join(
+            f"\n  {path or '<root>'}: {'; '.join(msgs)}" for path, msgs in errors.items()
+        )
+    return click.ClickException(message)
+
+
+@cli.group("apps")
+def apps_group() -> None:
+    """List, register and inspect apps."""
+
+
+@apps_group.command("list")
+@click.option("--status", type=click.Choice(["active", "inactive", "archived"]), default=None)
+@_json_option
+@engine_options
+def apps_list(engine: Any, status: str | None, as_json: bool) -> None:
+    """List the registered apps."""
+    from .observability.health import PROBLEM_INDEX_STATUSES
+
+    rows = []
+    for manifest in engine.list_apps(status=status):
+        record = engine.registry.get_record(manifest["slug"]) or {}
+        outcomes = record.get("index_outcomes") or []
+        rows.append(
+            {
+                "slug": manifest["slug"],
+                "name": manifest.get("name", manifest["slug"]),
+                "status": record.get("status", manifest.get("status", "active")),
+                "implicit": bool(record.get("implicit")),
+                "indexes": len(outcomes),
+                "index_problems": sum(
+                    1 for o in outcomes if o.get("status") in PROBLEM_INDEX_STATUSES
+                ),
+            }
+        )
+    if not rows:
+        human = "no apps registered"
+    else:
+        width = max(len(r["slug"]) for r in rows)
+        human = "\n".join(
+            f"{r['slug']:<{width}}  {r['status']:<8}  {r['name']}"
+            + (f"  ({r['index_problems']} index problem(s))" if r["index_problems"] else "")
+            for r in rows
+        )
+    _emit(rows, as_json, human)
+
+
+@apps_group.command("register")
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--no-indexes", is_flag=True, help="Do not create the declared indexes.")
+@_json_option
+@engine_options
+def apps_register(engine: Any, manifests: tuple[str, ...], no_indexes: bool, as_json: bool) -> None:
+    """Validate and register MANIFESTS (manifest.json files); exit 1 on the first invalid."""
+    results = []
+    for path in manifests:
+        try:
+            manifest = engine.load_manifest(path)
+            result = engine.register_app(manifest, create_indexes=not no_indexes)
+        except (MongoDBEngineError, OSError) as exc:
+            raise _fail(exc) from exc
+        results.append({"manifest": path, **result})
+    lines = []
+    for r in results:
+        problems = [o for o in r["indexes"] if o.get("status") not in ("created", "exists")]
+        lines.append(
+            f"{'registered' if r['created'] else 'updated'} {r['slug']} ({r['manifest']}): "
+            f"{len(r['indexes'])} index(es)"
+            + (f", {len(problems)} with problems" if problems else "")
+        )
+        lines.extend(
+            f"  {o.get('collection')}.{o.get('name')}: {o.get('status')}"
+            + (f" ({o['error']})" if o.get("error") else "")
+            for o in problems
+        )
+    _emit(results, as_json, "\n".join(lines))
+
+
+@apps_group.command("show")
+@click.argument("slug")
+@_json_option
+@engine_options
+def apps_show(engine: Any, slug: str, as_json: bool) -> None:
+    """Show an app's registration: status, manifest and index outcomes (exit 1 if unknown)."""
+    record = engine.registry.get_record(slug)
+    if record is None:
+        raise click.ClickException(f"app {slug!r} is not registered")
+    record.pop("_id", None)
+    lines = [
+        f"{slug}: {record.get('status', 'active')}"
+        + (" (registered implicitly)" if record.get("implicit") else ""),
+        f"registered: {record.get('registered_at')}  updated: {record.get('updated_at')}",
+    ]
+    for outcome in record.get("index_outcomes") or []:
+        lines.append(
+            f"  index {outcome.get('collection')}.{outcome.get('name')}: {outcome.get('status')}"
+            + (f" ({outcome['error']})" if outcome.get("error") else "")
+        )
+    lines.append("manifest:")
+    lines.append(json.dumps(record.get("manifest", {}), indent=2, default=str))
+    _emit(record, as_json, "\n".join(lines))
+
+
+def _describe_check(check: dict[str, Any]) -> str:
+    name = check["name"]
+    if "error" in check:
+        return f"{check['error']}: {check.get('detail', '')}".strip()
+    if name == "engine":
+        return f"database {check['database']} on {check['server']}"
+    if name == "mongodb":
+        return f"ping {check['latency_ms']} ms"
+    if name == "pool":
+        if not check.get("monitored", True):
+            return "not monitored"
+        return (
+            f"{check['open_connections']} open, {check['in_use']} in use of "
+            f"{check['max_pool_size'] or 'unlimited'}, {check['checkout_failures']} failed "
+            "check-outs"
+        )
+    if name == "apps":
+        degraded = check.get("degraded") or []
+        return f"{check['registered']} registered" + (
+            f", degraded: {', '.join(degraded)}" if degraded else ""
+        )
+    if name == "indexes":
+        return ", ".join(f"{n} {s}" for s, n in sorted(check["outcomes"].items())) or "none"
+    return ""
+
+
+@cli.command("health")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="Seconds to wait for the server (default: the selection timeout, max 3).",
+)
+@click.option("--strict", is_flag=True, help="Exit 1 when degraded too, not only unhealthy.")
+@_json_option
+@engine_options
+def health(engine: Any, timeout: float | None, strict: bool, as_json: bool) -> None:
+    """Check the engine, the server, the pool, the apps and their indexes.
+
+    Exit status 0 when healthy or degraded (1 with --strict), 1 when unhealthy.
+    """
+    report = engine.get_health_status(timeout=timeout)
+    lines = [f"status: {report['status']}"]
+    for check in report["checks"]:
+        lines.append(f"  {check['name']:<8} {check['status']:<9} {_describe_check(check)}")
+    for problem in report.get("indexes", {}).get("problems", []):
+        lines.append(
+            f"    {problem['app']}: index {problem['collection']}.{problem['name']} "
+            f"{problem['status']}" + (f" ({problem['error']})" if problem.get("error") else "")
+        )
+    _emit(report, as_json, "\n".join(lines))
+    if report["status"] == "unhealthy" or (strict and report["status"] != "healthy"):
+        sys.exit(1)
+
+
+def _progress(total: int, label: str) -> Any:
+    return click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True)
+
+
+@cli.command("export")
+@click.argument("app")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing export of APP in DIRECTORY.")
+@_json_option
+@engine_options
+def export_command(engine: Any, app: str, directory: str, force: bool, as_json: bool) -> None:
+    """Export APP to DIRECTORY/APP in mongodump's layout (restorable with mongorestore)."""
+    from .portability import count_app_documents
+
+    try:
+        total = count_app_documents(engine, app)
+        with _progress(total, f"exporting {app}") as bar:
+            result = engine.export_app(
+                app, directory, overwrite=force, progress=lambda docs, _size: bar.update(docs)
+            )
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    lines = [f"exported {app}: {result['documents']} document(s) to {result['directory']}"]
+    lines.extend(
+        f"  {c['collection']}: {c['documents']} document(s), {c['indexes']} index(es)"
+        for c in result["collections"]
+    )
+    lines.extend(f"  skipped {s['collection']} ({s['type']})" for s in result["skipped"])
+    _emit(result, as_json, "\n".join(lines))
+
+
+@cli.command("import")
+@click.argument("app")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--into",
+    "--uri",
+    "into",
+    envvar="MDB_MONGO_URI",
+    default=None,
+    help="MongoDB URI of the target (env MDB_MONGO_URI; default: the embedded server).",
+)
+@click.option("--db", "db_name", envvar="MDB_DB_NAME", default=None, help="Target database.")
+@click.option("--as", "new_slug", default=None, help="Import under this slug instead.")
+@click.option(
+    "--drop-app-id",
+    is_flag=True,
+    help="Standalone target: plain collection names, no app_id, no registration.",
+)
+@click.option("--drop", is_flag=True, help="Replace collections that already hold the app's data.")
+@click.option("--no-register", is_flag=True, help="Do not register the app in the target.")
+@_json_option
+@click.pass_context
+def import_command(
+    ctx: click.Context,
+    app: str,
+    directory: str,
+    into: str | None,
+    db_name: str | None,
+    new_slug: str | None,
+    drop_app_id: bool,
+    drop: bool,
+    no_register: bool,
+    as_json: bool,
+) -> None:
+    """Import the export of APP found in DIRECTORY into a database.
+
+    The target is the database of --into/--db (or of MDB_MONGO_URI/MDB_DB_NAME, or the
+    embedded server; under `flask mdb`, the app's engine unless --into is given).
+    """
+    from .engine import MongoDBEngine
+    from .portability import find_app_dir
+    from .portability.layout import BSON_SUFFIX
+
+    try:
+        source = find_app_dir(directory, app)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    total = sum(p.stat().st_size for p in source.glob(f"*{BSON_SUFFIX}"))
+    hosted = (ctx.obj or {}).get(ENGINE_KEY) if isinstance(ctx.obj, dict) else None
+    engine = hosted if hosted is not None and into is None and db_name is None else None
+    owned = engine is None
+    try:
+        if engine is None:
+            engine = MongoDBEngine(into, db_name).initialize()
+        with _progress(total, f"importing {app}") as bar:
+            result = engine.import_app(
+                app,
+                directory,
+                target_slug=new_slug,
+                drop_app_id=drop_app_id,
+                drop=drop,
+                register=not no_register,
+                progress=lambda _docs, size: bar.update(size),
+            )
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    finally:
+        if owned and engine is not None:
+            engine.shutdown()
+    where = "standalone collections" if drop_app_id else f"app {result['app']}"
+    lines = [
+        f"imported {result['documents']} document(s) of {app} into database "
+        f"{result['database']} as {where}" + (" (registered)" if result["registered"] else "")
+    ]
+    lines.extend(
+        f"  {c['collection']} -> {c['target']}: {c['documents']} document(s), "
+        f"{c['indexes']} index(es)"
+        for c in result["collections"]
+    )
+    _emit(result, as_json, "\n".join(lines))
+
+
 def main() -> None:
     """Entry point of the ``mdb`` console script."""
     cli(prog_name="mdb")

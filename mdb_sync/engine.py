@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import threading
-import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -480,8 +479,18 @@ class MongoDBEngine:
             self._app_id_indexed.discard(raw.name)
 
     def _client_event_listeners(self) -> list[Any]:
-        """pymongo event listeners installed on every client this engine creates."""
-        return list(self._client_options.get("event_listeners") or [])
+        """pymongo event listeners installed on every client this engine creates: the
+        caller's, then the metrics listener and the pool monitor (new ones per client, so a
+        forked child counts its own pool)."""
+        from .observability.listeners import CommandMetricsListener, PoolMonitor
+
+        self._pool_monitor = PoolMonitor()
+        self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
+        return [
+            *(self._client_options.get("event_listeners") or []),
+            CommandMetricsListener(self),
+            self._pool_monitor,
+        ]
 
     # --- observability ------------------------------------------------------------------------
 
@@ -505,39 +514,37 @@ class MongoDBEngine:
         """The metrics in the Prometheus text exposition format, for a scrape endpoint."""
         return self.metrics.prometheus_text()
 
-    def get_health_status(self) -> dict[str, Any]:
-        """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``."""
-        checks: list[dict[str, Any]] = [
-            {
-                "name": "engine",
-                "status": "healthy" if self._initialized else "unhealthy",
-                "initialized": self._initialized,
-                "database": self.db_name,
-                "server": self.describe_server(),
-                "embedded": self.uses_embedded_server,
-            }
-        ]
-        if self._initialized:
-            started = time.perf_counter()
-            try:
-                self.client.admin.command("ping")
-                checks.append(
-                    {
-                        "name": "mongodb",
-                        "status": "healthy",
-                        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                    }
-                )
-            except PyMongoError as exc:
-                checks.append(
-                    {"name": "mongodb", "status": "unhealthy", "error": type(exc).__name__}
-                )
-            checks.append(
-                {"name": "apps", "status": "healthy", "registered": len(self.registry.slugs())}
-            )
-        order = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-        worst = max((c["status"] for c in checks), key=order.__getitem__)
-        return {"status": worst, "checks": checks}
+    def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
+        """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also
+        under its name (``health["mongodb"]["latency_ms"]``, ``health["pool"]``); see
+        :mod:`mdb_sync.observability.health`. Waits at most ``timeout`` seconds for the server
+        (default: the server-selection timeout, at most 3 s); a server problem is reported,
+        never raised."""
+        from .observability.health import check_health
+
+        return check_health(self, timeout=timeout)
+
+    # --- portability --------------------------------------------------------------------------
+
+    def export_app(
+        self, slug: str, directory: str | os.PathLike[str], **options: Any
+    ) -> dict[str, Any]:
+        """Export app ``slug`` in mongodump's directory layout; see
+        :func:`mdb_sync.portability.export_app`."""
+        from .portability import export_app
+
+        self._require_initialized()
+        return export_app(self, slug, directory, **options)
+
+    def import_app(
+        self, slug: str, directory: str | os.PathLike[str], **options: Any
+    ) -> dict[str, Any]:
+        """Import an exported app into this engine's database; see
+        :func:`mdb_sync.portability.import_app`."""
+        from .portability import import_app
+
+        self._require_initialized()
+        return import_app(self, slug, directory, **options)
 
 
 def _after_fork_in_child() -> None:

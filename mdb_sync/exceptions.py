@@ -164,6 +164,14 @@ class RateLimitExceeded(ResourceLimitExceeded):
         self.retry_after = retry_after
 
 
+# --- portability ----------------------------------------------------------------------------------
+
+
+class PortabilityError(MongoDBEngineError, ValueError):
+    """An export or import cannot proceed: a malformed dump file, a refused collection
+    option, a target that already holds the app's data, an existing export directory."""
+
+
 # --- AI services ----------------------------------------------------------------------------------
 
 
@@ -192,6 +200,7 @@ __all__ = [
     "IsolationError",
     "ManifestValidationError",
     "MongoDBEngineError",
+    "PortabilityError",
     "QueryValidationError",
     "RateLimitExceeded",
     "ResourceLimitExceeded",

@@ -1,5 +1,100 @@
-"""Observability: operation metrics, structured logs with context, health checks."""
+"""Observability: operation metrics, structured logs with context, health checks.
 
+* Metrics: every engine has a :class:`MetricsCollector` (``engine.metrics``) fed by a pymongo
+  command listener (per app and operation: count, errors, latency percentiles), by library
+  events (registrations, index creations) and by :func:`record_operation` for custom work.
+  ``engine.get_metrics()`` and ``engine.metrics_text()`` (Prometheus) read it.
+* Logs: :func:`get_logger`, :func:`log_context`, :func:`set_app_context`,
+  :func:`set_correlation_id`, :class:`JSONFormatter`, :func:`configure_logging`.
+* Health: ``engine.get_health_status()`` (:func:`mdb_sync.observability.health.check_health`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .events import connect_event_metrics
+from .logging import (
+    ContextFilter,
+    ContextFormatter,
+    ContextLoggerAdapter,
+    JSONFormatter,
+    accept_correlation_id,
+    clear_app_context,
+    clear_correlation_id,
+    configure_logging,
+    get_app_context,
+    get_correlation_id,
+    get_log_context,
+    get_logger,
+    log_context,
+    new_correlation_id,
+    set_app_context,
+    set_correlation_id,
+)
 from .metrics import MetricsCollector
 
-__all__ = ["MetricsCollector"]
+connect_event_metrics()
+
+_fallback_lock = threading.Lock()
+_fallback: MetricsCollector | None = None
+
+
+def get_metrics_collector() -> MetricsCollector:
+    """The collector that module-level :func:`record_operation` writes to.
+
+    With one initialized engine in the process (the usual case: a web worker, a Celery
+    worker, a script), that engine's ``engine.metrics``, so custom operations appear in
+    ``engine.get_metrics()`` next to the database's. With none or several, a process-wide
+    collector of its own (use ``engine.record_operation`` to pick an engine explicitly).
+    """
+    from ..engine import _ENGINES
+
+    engines = [engine for engine in list(_ENGINES) if engine.is_initialized]
+    if len(engines) == 1:
+        return engines[0].metrics
+    global _fallback
+    with _fallback_lock:
+        if _fallback is None:
+            _fallback = MetricsCollector()
+        return _fallback
+
+
+def record_operation(
+    name: str, duration_ms: float, success: bool = True, app: str | None = None
+) -> None:
+    """Record custom operation ``name`` (``"report.build"``); ``app`` defaults to the app of
+    the current log context (:func:`set_app_context`)."""
+    get_metrics_collector().record_operation(
+        name, duration_ms, success, app if app is not None else get_app_context()
+    )
+
+
+def timed(name: str, app: str | None = None) -> Any:
+    """Context manager recording its block as operation ``name`` (errors count as failures)."""
+    return get_metrics_collector().timed(name, app if app is not None else get_app_context())
+
+
+__all__ = [
+    "ContextFilter",
+    "ContextFormatter",
+    "ContextLoggerAdapter",
+    "JSONFormatter",
+    "MetricsCollector",
+    "accept_correlation_id",
+    "clear_app_context",
+    "clear_correlation_id",
+    "configure_logging",
+    "get_app_context",
+    "get_correlation_id",
+    "get_log_context",
+    "get_logger",
+    "get_metrics_collector",
+    "log_context",
+    "new_correlation_id",
+    "record_operation",
+    "set_app_context",
+    "set_correlation_id",
+    "timed",
+]

@@ -8,11 +8,12 @@ contents, filters or credentials.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +47,21 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
         self._counters: dict[tuple[str, str], float] = {}
+        self._gauge_sources: dict[str, Callable[[], dict[str, float]]] = {}
+        #: app -> whether its operations are recorded (its manifest's ``observability``)
+        self._app_settings: dict[str, bool] = {}
         self._started = time.time()
 
     def _after_fork_in_child(self) -> None:
+        """A forked child starts with empty metrics: it reports its own work only (the
+        parent's history would otherwise be counted once per worker), and the parent's pool
+        gauges describe a pool the child does not have."""
         self._lock = threading.Lock()
+        self._series = {}
+        self._counters = {}
+        self._gauge_sources = {}
+        self._app_settings = {}
+        self._started = time.time()
 
     def record_operation(
         self, name: str, duration_ms: float, success: bool = True, app: str | None = None
@@ -68,11 +80,69 @@ class MetricsCollector:
                 series.max_ms = duration_ms
             series.window.append(duration_ms)
 
+    @contextlib.contextmanager
+    def timed(self, name: str, app: str | None = None) -> Iterator[None]:
+        """Record the block as operation ``name``; an exception counts as an error (and
+        propagates)::
+
+            with engine.metrics.timed("report.build", app="shop"):
+                build_report()
+        """
+        started = time.perf_counter()
+        success = False
+        try:
+            yield
+            success = True
+        finally:
+            self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, app)
+
+    def operations_enabled(self, app: str, manifest: Any = None) -> bool:
+        """Whether ``app``'s database operations are recorded, from its manifest's
+        ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default
+        true). Cached per app; ``manifest`` is a callable returning the manifest, called
+        on a cache miss only."""
+        enabled = self._app_settings.get(app)
+        if enabled is None:
+            settings = ((manifest() if manifest else None) or {}).get("observability") or {}
+            metrics = settings.get("metrics") or {}
+            enabled = bool(metrics.get("enabled", True)) and bool(
+                metrics.get("collect_operation_metrics", True)
+            )
+            self._app_settings[app] = enabled
+        return enabled
+
+    def forget_app_settings(self, app: str | None) -> None:
+        """Re-read ``app``'s settings on its next operation (after a registration)."""
+        self._app_settings.pop(app or "", None)
+
     def increment(self, name: str, value: float = 1, app: str | None = None) -> None:
         """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...)."""
         key = (app or NO_APP, name)
         with self._lock:
             self._counters[key] = self._counters.get(key, 0) + value
+
+    def set_gauge_source(self, name: str, source: Callable[[], dict[str, float]] | None) -> None:
+        """Have ``source()`` report gauges ``<name>.<key>`` each time the metrics are read
+        (the connection pool registers its sizes this way). ``None`` removes it."""
+        with self._lock:
+            if source is None:
+                self._gauge_sources.pop(name, None)
+            else:
+                self._gauge_sources[name] = source
+
+    def gauges(self) -> dict[str, float]:
+        """Current values of the registered gauge sources, as ``{"pool.in_use": 3, ...}``."""
+        with self._lock:
+            sources = list(self._gauge_sources.items())
+        values: dict[str, float] = {}
+        for prefix, source in sources:
+            try:
+                reported = source()
+            except Exception:  # a broken source must not break a scrape
+                continue
+            for key, value in reported.items():
+                values[f"{prefix}.{key}"] = value
+        return values
 
     def reset(self) -> None:
         with self._lock:
@@ -118,6 +188,7 @@ class MetricsCollector:
                 "uptime_seconds": round(time.time() - self._started, 3),
             },
             "apps": apps,
+            "gauges": self.gauges(),
         }
 
     def prometheus_text(self, prefix: str = "mdb") -> str:
@@ -177,6 +248,15 @@ class MetricsCollector:
             )
         for metric, samples in by_name.items():
             family(f"{metric}_total", "counter", f"Counter {metric}.", samples)
+        for name, value in sorted(self.gauges().items()):
+            metric = _metric_name(name)
+            family(metric, "gauge", f"Gauge {name}.", [f"{prefix}_{metric} {value:g}"])
+        family(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the metrics were started or reset.",
+            [f"{prefix}_uptime_seconds {time.time() - self._started:.3f}"],
+        )
         return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,347 @@
+"""Structured logs that carry the active app and correlation id.
+
+The context lives in :mod:`contextvars`, so it belongs to one thread (or one asyncio task)
+and never shows up in another: a web request binds it, a Celery task binds it, and a log
+record made anywhere below picks it up::
+
+    from mdb_sync.observability import get_logger, log_context
+
+    log = get_logger(__name__)
+    with log_context(app_id="shop", correlation_id=request_id):
+        log.info("order placed", extra={"order": order_id})
+        # {"message": "order placed", "app_id": "shop", "correlation_id": "...", "order": ...}
+
+Prefer :func:`log_context` (or a framework integration that resets in ``finally``) over the
+bare ``set_*`` functions in code that runs on pooled threads: a value set and never reset
+stays with the thread and would label the next request's records (the classic leak).
+
+Two ways for records to get the context:
+
+* :func:`get_logger` returns a :class:`ContextLoggerAdapter` that adds it when the record is
+  made;
+* :class:`ContextFilter` on a handler adds it to every record that reaches the handler, also
+  those of plain ``logging.getLogger`` loggers (the library's own, third-party ones).
+
+:class:`JSONFormatter` writes one JSON object per line, redacting values of sensitive keys
+(passwords, tokens, API keys) and credentials in MongoDB URIs. :func:`configure_logging`
+sets all of this up on one logger in one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import re
+import sys
+import traceback
+import uuid
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, TextIO
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+_app_id: ContextVar[str | None] = ContextVar("mdb_app_id", default=None)
+_correlation_id: ContextVar[str | None] = ContextVar("mdb_correlation_id", default=None)
+_fields: ContextVar[Mapping[str, Any]] = ContextVar("mdb_log_fields", default=_EMPTY)
+
+#: Correlation ids and app ids accepted in logs: they often come from request headers, so
+#: anything that could forge a log line or carry markup is refused.
+_ID_RE = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+
+#: Attributes every LogRecord has; never overwritten by context or extra fields.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, __file__, 0, "", None, None))
+) | {"message", "asctime", "taskName"}
+
+_SENSITIVE_KEY = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|authorization|cookie|credential|private[_-]?key",
+    re.IGNORECASE,
+)
+_URI_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)[^@/\s]+@")
+REDACTED = "[REDACTED]"
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid {what} {str(value)[:40]!r}: use 1-128 characters among letters, digits "
+            "and . _ : + / = @ -"
+        )
+    return value
+
+
+# --- the context ------------------------------------------------------------------------------
+
+
+def new_correlation_id() -> str:
+    """A fresh random correlation id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def set_correlation_id(correlation_id: str | None = None) -> str:
+    """Bind ``correlation_id`` (a new one if None) to the current context; return it.
+
+    Raises ``ValueError`` for an id that is not 1-128 characters of ``[A-Za-z0-9._:+/=@-]``
+    (ids often come from request headers; see :func:`accept_correlation_id`).
+    """
+    value = (
+        new_correlation_id()
+        if correlation_id is None
+        else _check_id(correlation_id, "correlation id")
+    )
+    _correlation_id.set(value)
+    return value
+
+
+def accept_correlation_id(candidate: Any) -> str:
+    """``candidate`` if it is an acceptable correlation id (e.g. an ``X-Request-ID`` header),
+    else a new one: an untrusted value is never refused loudly nor logged as it is."""
+    if isinstance(candidate, str) and _ID_RE.fullmatch(candidate):
+        return candidate
+    return new_correlation_id()
+
+
+def get_correlation_id() -> str | None:
+    """The correlation id of the current context, or None."""
+    return _correlation_id.get()
+
+
+def clear_correlation_id() -> None:
+    _correlation_id.set(None)
+
+
+def set_app_context(app_slug: str | None = None, **fields: Any) -> str | None:
+    """Bind the app (and optional extra fields, e.g. ``user_id``) to the current context."""
+    if app_slug is not None:
+        _check_id(app_slug, "app id")
+    _app_id.set(app_slug)
+    if fields:
+        _check_fields(fields)
+        _fields.set(MappingProxyType({**_fields.get(), **fields}))
+    return app_slug
+
+
+def get_app_context() -> str | None:
+    """The app bound to the current context, or None."""
+    return _app_id.get()
+
+
+def clear_app_context() -> None:
+    _app_id.set(None)
+    _fields.set(_EMPTY)
+
+
+def get_log_context() -> dict[str, Any]:
+    """``{"app_id": ..., "correlation_id": ..., **fields}`` of the current context."""
+    return {"app_id": _app_id.get(), "correlation_id": _correlation_id.get(), **_fields.get()}
+
+
+def _check_fields(fields: Mapping[str, Any]) -> None:
+    for key in fields:
+        if not isinstance(key, str) or not key.isidentifier() or key in _RECORD_ATTRIBUTES:
+            raise ValueError(f"{key!r} cannot be a log context field (reserved or not a name)")
+
+
+_UNSET: Any = object()
+
+
+@contextlib.contextmanager
+def log_context(
+    app_id: str | None = _UNSET, correlation_id: str | None = _UNSET, **fields: Any
+) -> Iterator[dict[str, Any]]:
+    """Bind app, correlation id and fields for the block, restoring the previous values on
+    exit (also on an exception). ``correlation_id=None`` makes a new id; leaving an argument
+    out keeps the enclosing value. Yields the active context."""
+    tokens = []
+    try:
+        if app_id is not _UNSET:
+            if app_id is not None:
+                _check_id(app_id, "app id")
+            tokens.append((_app_id, _app_id.set(app_id)))
+        if correlation_id is not _UNSET:
+            value = (
+                new_correlation_id()
+                if correlation_id is None
+                else _check_id(correlation_id, "correlation id")
+            )
+            tokens.append((_correlation_id, _correlation_id.set(value)))
+        if fields:
+            _check_fields(fields)
+            tokens.append((_fields, _fields.set(MappingProxyType({**_fields.get(), **fields}))))
+        yield get_log_context()
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
+def _apply_context(record: logging.LogRecord) -> None:
+    if not hasattr(record, "app_id"):
+        record.app_id = _app_id.get()
+    if not hasattr(record, "correlation_id"):
+        record.correlation_id = _correlation_id.get()
+    for key, value in _fields.get().items():
+        if not hasattr(record, key):
+            setattr(record, key, value)
+
+
+# --- loggers, filters, formatters ------------------------------------------------------------
+
+
+class ContextLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose records carry the current context, fields bound with :meth:`bind`, and
+    the call's own ``extra`` (which wins)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = get_log_context()
+        if self.extra:
+            extra.update(self.extra)
+        if kwargs.get("extra"):
+            extra.update(kwargs["extra"])
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+    def bind(self, **fields: Any) -> ContextLoggerAdapter:
+        """A logger like this one whose records also carry ``fields``."""
+        _check_fields(fields)
+        return ContextLoggerAdapter(self.logger, {**(self.extra or {}), **fields})
+
+
+def get_logger(name: str | None = None, **fields: Any) -> ContextLoggerAdapter:
+    """The logger ``name`` whose records carry ``app_id``, ``correlation_id`` and the context's
+    fields (plus ``fields`` given here)."""
+    if fields:
+        _check_fields(fields)
+    return ContextLoggerAdapter(logging.getLogger(name), dict(fields))
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current context to every record passing through (put it on a handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _apply_context(record)
+        return True
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """``value`` with sensitive entries replaced by ``[REDACTED]`` (recursively) and
+    credentials removed from MongoDB URIs."""
+    if key is not None and _SENSITIVE_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return _URI_CREDENTIALS.sub(r"\1***@", value) if "mongodb" in value else value
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact(v) for v in value]
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record and line: ``timestamp`` (UTC, ISO 8601), ``level``,
+    ``logger``, ``message``, ``app_id``, ``correlation_id``, the record's extra fields, and
+    ``exception`` when there is one. Sensitive keys are redacted (:func:`redact`)."""
+
+    def __init__(self, *, static_fields: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.static_fields = dict(static_fields or {})
+
+    def format(self, record: logging.LogRecord) -> str:
+        _apply_context(record)
+        payload: dict[str, Any] = {
+            "timestamp": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "app_id": record.app_id,  # type: ignore[attr-defined]
+            "correlation_id": record.correlation_id,  # type: ignore[attr-defined]
+            "process": record.process,
+            "thread": record.threadName,
+            "module": record.module,
+            "line": record.lineno,
+        }
+        payload.update(self.static_fields)
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key not in payload and not key.startswith("_"):
+                payload[key] = redact(value, key)
+        if record.exc_info and record.exc_info[0] is not None:
+            payload["exc_type"] = record.exc_info[0].__name__
+            payload["exception"] = redact(
+                "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            )
+        if record.stack_info:
+            payload["stack"] = record.stack_info
+        return json.dumps(payload, default=_json_default, ensure_ascii=False)
+
+
+#: The human-readable format :func:`configure_logging` uses without ``json=True``.
+TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s %(name)s [app=%(app_id)s cid=%(correlation_id)s] %(message)s"
+)
+
+
+class ContextFormatter(logging.Formatter):
+    """A plain :class:`logging.Formatter` that may use ``%(app_id)s`` and
+    ``%(correlation_id)s`` (filled from the context when the record has none)."""
+
+    def __init__(self, fmt: str | None = TEXT_FORMAT, datefmt: str | None = None) -> None:
+        super().__init__(fmt, datefmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        _apply_context(record)
+        return super().format(record)
+
+
+def configure_logging(
+    level: int | str = logging.INFO,
+    *,
+    json: bool = True,
+    stream: TextIO | None = None,
+    logger: str | None = None,
+) -> logging.Handler:
+    """Log ``logger`` (the root logger by default) to ``stream`` (stderr) as JSON lines (or
+    text with ``json=False``), every record carrying the context. Calling it again replaces
+    the handler it installed before, so it is safe in code that may run twice."""
+    target = logging.getLogger(logger)
+    for handler in list(target.handlers):
+        if getattr(handler, "_mdb_handler", False):
+            target.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._mdb_handler = True  # type: ignore[attr-defined]
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(JSONFormatter() if json else ContextFormatter())
+    target.addHandler(handler)
+    target.setLevel(level)
+    return handler
+
+
+__all__ = [
+    "ContextFilter",
+    "ContextFormatter",
+    "ContextLoggerAdapter",
+    "JSONFormatter",
+    "accept_correlation_id",
+    "clear_app_context",
+    "clear_correlation_id",
+    "configure_logging",
+    "get_app_context",
+    "get_correlation_id",
+    "get_log_context",
+    "get_logger",
+    "log_context",
+    "new_correlation_id",
+    "redact",
+    "set_app_context",
+    "set_correlation_id",
+]

@@ -1,0 +1,163 @@
+"""The on-disk layout of an export: mongodump's directory format, plus one summary file.
+
+::
+
+    DIR/<app slug>/<collection>.bson            the app's documents, concatenated BSON
+    DIR/<app slug>/<collection>.metadata.json   {"options", "indexes", "uuid",
+                                                 "collectionName", "type"} (canonical
+                                                 Extended JSON, as mongodump writes it)
+    DIR/<app slug>/mdb-export.json              the app's manifest and the export's counts
+
+The database directory is named after the app and the files after its *logical* collection
+names (``tasks``, not ``my_app_tasks``), so ``mongorestore DIR`` gives a standalone database
+``my_app`` with collections ``tasks``...: what a graduating app wants. mongorestore skips
+``mdb-export.json`` ("don't know what to do with file"); ``mdb import`` reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bson import json_util
+from bson.binary import Binary
+
+from ..exceptions import PortabilityError
+
+BSON_SUFFIX = ".bson"
+METADATA_SUFFIX = ".metadata.json"
+SUMMARY_FILE = "mdb-export.json"
+FORMAT = "mdb-sync-export"
+FORMAT_VERSION = 1
+
+#: Collection options an import recreates. Anything else (``viewOn``/``pipeline`` above
+#: all: a view over another app's collection) is refused, not passed to ``create``.
+ALLOWED_OPTIONS = frozenset(
+    {
+        "capped",
+        "size",
+        "max",
+        "validator",
+        "validationLevel",
+        "validationAction",
+        "collation",
+        "timeseries",
+        "expireAfterSeconds",
+        "clusteredIndex",
+        "changeStreamPreAndPostImages",
+        "storageEngine",
+        "indexOptionDefaults",
+    }
+)
+#: Index fields dropped on import: the namespace of old servers, the obsolete build flag.
+DROPPED_INDEX_FIELDS = frozenset({"ns", "background"})
+
+
+def uuid_hex(info: Mapping[str, Any]) -> str | None:
+    """The collection UUID of a ``listCollections`` entry as mongodump writes it (32 hex)."""
+    uuid = (info.get("info") or {}).get("uuid")
+    if isinstance(uuid, Binary):
+        return bytes(uuid).hex()
+    return None
+
+
+def metadata_document(
+    collection: str, options: Mapping[str, Any], indexes: list[Any], uuid: str | None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"options": dict(options), "indexes": indexes}
+    if uuid:
+        metadata["uuid"] = uuid
+    metadata["collectionName"] = collection
+    metadata["type"] = "collection"
+    return metadata
+
+
+def write_json(path: Path, document: Any, canonical: bool = True) -> None:
+    options = json_util.CANONICAL_JSON_OPTIONS if canonical else json_util.RELAXED_JSON_OPTIONS
+    text = json_util.dumps(document, json_options=options)
+    path.write_text(text, encoding="utf-8")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """A ``.metadata.json`` file, checked: ``options`` an object, ``indexes`` a list of
+    index specs each with a ``key`` object and a ``name``."""
+    try:
+        document = json_util.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError) as exc:
+        raise PortabilityError(f"cannot read {path}: {exc}", context={"file": str(path)}) from exc
+    if not isinstance(document, Mapping):
+        raise PortabilityError(f"{path} is not a JSON object", context={"file": str(path)})
+    options = document.get("options") or {}
+    indexes = document.get("indexes") or []
+    if not isinstance(options, Mapping) or not isinstance(indexes, list):
+        raise PortabilityError(
+            f"{path}: 'options' must be an object and 'indexes' a list",
+            context={"file": str(path)},
+        )
+    refused = sorted(set(options) - ALLOWED_OPTIONS)
+    if refused:
+        raise PortabilityError(
+            f"{path}: collection option(s) {', '.join(refused)} cannot be imported "
+            f"(allowed: {', '.join(sorted(ALLOWED_OPTIONS))})",
+            context={"file": str(path), "options": refused},
+        )
+    for position, spec in enumerate(indexes):
+        if (
+            not isinstance(spec, Mapping)
+            or not isinstance(spec.get("key"), Mapping)
+            or not spec["key"]
+            or not isinstance(spec.get("name"), str)
+        ):
+            raise PortabilityError(
+                f"{path}: index {position} needs a non-empty 'key' object and a 'name'",
+                context={"file": str(path), "index": position},
+            )
+    return {"options": dict(options), "indexes": [dict(spec) for spec in indexes]}
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    document = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **summary,
+    }
+    write_json(path, document, canonical=False)
+
+
+def read_summary(app_dir: Path) -> dict[str, Any] | None:
+    """The export's ``mdb-export.json``, or None for a plain mongodump directory."""
+    path = app_dir / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json_util.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError) as exc:
+        raise PortabilityError(f"cannot read {path}: {exc}", context={"file": str(path)}) from exc
+    if not isinstance(document, Mapping) or document.get("format") != FORMAT:
+        raise PortabilityError(
+            f"{path} is not an mdb-sync export summary", context={"file": str(path)}
+        )
+    if document.get("version", 0) > FORMAT_VERSION:
+        raise PortabilityError(
+            f"{path} was written by a newer mdb-sync (format {document.get('version')})",
+            context={"file": str(path)},
+        )
+    return dict(document)
+
+
+def collection_files(app_dir: Path) -> list[str]:
+    """Collection names found in ``app_dir`` (from ``.bson`` and ``.metadata.json`` files),
+    sorted."""
+    names = set()
+    for entry in os.scandir(app_dir):
+        if not entry.is_file():
+            continue
+        if entry.name.endswith(METADATA_SUFFIX):
+            names.add(entry.name[: -len(METADATA_SUFFIX)])
+        elif entry.name.endswith(BSON_SUFFIX):
+            names.add(entry.name[: -len(BSON_SUFFIX)])
+    return sorted(names)

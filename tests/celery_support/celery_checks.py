@@ -1,0 +1,42 @@
+"""Extra tasks loaded into the example worker by the Celery test (``--include``): they let
+the test observe the worker processes from the outside."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tasks import app, mdb
+
+from mdb_sync.observability import get_app_context, get_correlation_id
+
+
+@app.task(name="checks.rendezvous")
+def rendezvous(app_slug: str, parties: int, timeout: float = 30.0) -> dict:
+    """Write this process's pid, then wait until ``parties`` distinct processes have: only
+    possible when that many pool processes run tasks at the same time."""
+    db = mdb.get_scoped_db(app_slug)
+    db.arrivals.insert_one({"pid": os.getpid()})
+    deadline = time.monotonic() + timeout
+    while len({d["pid"] for d in db.arrivals.find({}, {"pid": 1})}) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the other pool processes never arrived")
+        time.sleep(0.05)
+    engine = mdb.get_engine()
+    return {
+        "pid": os.getpid(),
+        "parent_pid": os.getppid(),
+        "engine_pid": mdb._engine_pid,
+        "client_pid": engine._client_pid,
+        "correlation_id": get_correlation_id(),
+        "app_id": get_app_context(),
+    }
+
+
+@app.task(name="checks.task_metrics")
+def task_metrics() -> dict:
+    apps = mdb.get_engine().get_metrics()["apps"]
+    return {
+        app_id: {name: op["count"] for name, op in data.get("operations", {}).items()}
+        for app_id, data in apps.items()
+    }

@@ -1,0 +1,159 @@
+"""Celery: the example worker runs with the prefork pool, MongoDB as broker and result
+backend, one engine per pool process; tasks write scoped data; the producer's correlation id
+reaches the task's logs; task durations land in the worker's metrics; the example's producer
+script works against the worker."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mdb_sync.observability import log_context
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "celery_worker"
+SUPPORT = Path(__file__).resolve().parent / "celery_support"
+
+
+@pytest.fixture
+def celery_env(mongo_uri, db_name, monkeypatch):
+    monkeypatch.setenv("MDB_MONGO_URI", mongo_uri)
+    monkeypatch.setenv("MDB_DB_NAME", db_name)
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.syspath_prepend(str(SUPPORT))
+    for name in ("tasks", "celery_checks"):
+        sys.modules.pop(name, None)
+    tasks = importlib.import_module("tasks")  # configured from the environment above
+    checks = importlib.import_module("celery_checks")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SUPPORT), str(EXAMPLE), str(ROOT)]),
+    }
+    yield tasks, checks, env
+    for name in ("tasks", "celery_checks"):
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def worker(celery_env, tmp_path):
+    tasks, checks, env = celery_env
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "2",
+                "--include",
+                "celery_checks",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+            ],
+            cwd=EXAMPLE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield tasks, checks, env, proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # warm shutdown: children finish and exit
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        tasks.app.close()
+
+
+def test_prefork_worker_writes_scoped_data(worker, engine, raw_db):
+    tasks, checks, env, proc, log_path = worker
+    assert proc.poll() is None, log_path.read_text()
+    with log_context(app_id="notes_app", correlation_id="req-celery-1"):
+        meeting = [checks.rendezvous.delay("notes_app", 2) for _ in range(2)]
+        notes = [tasks.add_note.delay("notes_app", f"note {i}") for i in range(4)]
+        met = [r.get(timeout=90) for r in meeting]
+        stored = [r.get(timeout=90) for r in notes]
+
+    # Two pool processes ran at once, each with an engine and a client of its own, built in
+    # that process (never inherited through fork from the worker's parent).
+    assert len({m["pid"] for m in met}) == 2
+    assert {m["parent_pid"] for m in met} == {proc.pid}
+    for info in met + stored:
+        assert info["engine_pid"] == info["pid"] == info["client_pid"]
+        assert info["pid"] != proc.pid
+    # The producer's context travelled with the tasks.
+    assert {m["correlation_id"] for m in met} == {"req-celery-1"}
+    assert {m["app_id"] for m in met} == {"notes_app"}
+
+    # The tasks wrote scoped data: physically in notes_app_notes, tagged with app_id.
+    docs = list(raw_db["notes_app_notes"].find())
+    assert sorted(d["text"] for d in docs) == [f"note {i}" for i in range(4)]
+    assert {d["app_id"] for d in docs} == {"notes_app"}
+    assert engine.get_scoped_db("notes_app").notes.count_documents({}) == 4
+    assert tasks.count_notes.delay("notes_app").get(timeout=60) == 4
+
+    # Broker and results live in mdb_celery_* collections, which no app can own.
+    names = set(raw_db.list_collection_names())
+    assert "mdb_celery_messages" in names and "mdb_celery_taskmeta" in names
+
+    metrics = checks.task_metrics.delay().get(timeout=60)
+    recorded = {name for ops in metrics.values() for name in ops}
+    assert "task.notes.add" in recorded or "task.checks.rendezvous" in recorded
+    assert metrics["notes_app"]["insert"] >= 1
+
+    # The example's producer works against the same worker.
+    result = subprocess.run(
+        [sys.executable, "producer.py"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + log_path.read_text()
+    assert result.stdout.count("stored {") == 4
+    assert "notes in notes_app: 8" in result.stdout
+
+
+def test_importing_mdb_sync_does_not_import_celery():
+    code = (
+        "import sys, mdb_sync, mdb_sync.cli, mdb_sync.portability; print('celery' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_broker_settings(monkeypatch):
+    from mdb_sync.celery import mongodb_broker_settings
+    from mdb_sync.exceptions import ConfigurationError
+
+    settings = mongodb_broker_settings("mongodb://u:p@h:1/?retryWrites=false", "appdb")
+    assert settings["broker_url"] == "mongodb://u:p@h:1/appdb?retryWrites=false"
+    assert settings["result_backend"] == settings["broker_url"]
+    assert settings["mongodb_backend_settings"]["taskmeta_collection"] == "mdb_celery_taskmeta"
+    assert settings["broker_transport_options"]["messages_collection"] == "mdb_celery_messages"
+    assert mongodb_broker_settings("mongodb://h/fromuri")["broker_url"] == "mongodb://h/fromuri"
+    monkeypatch.delenv("MDB_MONGO_URI", raising=False)
+    with pytest.raises(ConfigurationError, match="MDB_MONGO_URI"):
+        mongodb_broker_settings()
+    with pytest.raises(ConfigurationError, match="mongodb://"):
+        mongodb_broker_settings("redis://h")
