@@ -16,6 +16,7 @@ against sentence-transformers' own output) with numpy alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,8 @@ from ..exceptions import AIServiceError
 
 #: Environment variable naming a directory with ``model.safetensors`` and ``tokenizer.json``.
 MODEL_DIR_ENV = "MDB_LOCAL_MODEL_DIR"
+#: BLAS threads per encode call (default 1; see :func:`_blas_threads`).
+THREADS_ENV = "MDB_LOCAL_MODEL_THREADS"
 #: The model the local provider ships, and the names it answers to.
 LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
 LOCAL_MODEL_ALIASES = frozenset(
@@ -235,6 +238,22 @@ class WordPieceTokenizer:
 # --- the model --------------------------------------------------------------------------------
 
 
+def _length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by similar length (sorted; a batch closes when full or when the next
+    text is much longer than its first): less padding, same results."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    buckets: list[list[int]] = []
+    for i in order:
+        if (
+            not buckets
+            or len(buckets[-1]) >= batch_size
+            or lengths[i] > 1.5 * lengths[buckets[-1][0]] + 8
+        ):
+            buckets.append([])
+        buckets[-1].append(i)
+    return buckets
+
+
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -333,12 +352,13 @@ class MiniLMEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length sentence embeddings of ``texts`` (longer texts are truncated to 256
         tokens, as sentence-transformers does)."""
+        with _blas_threads():
+            return self._encode(texts, batch_size)
+
+    def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
         encoded = [self.tokenizer.encode(t, self.max_length) for t in texts]
         out = np.zeros((len(encoded), self.hidden), dtype=np.float32)
-        # Similar lengths together: less padding, same results.
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
+        for batch in _length_buckets([len(ids) for ids in encoded], batch_size):
             length = max(len(encoded[i]) for i in batch)
             ids = np.full((len(batch), length), self.tokenizer.pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), length), dtype=np.float32)
@@ -358,6 +378,32 @@ class MiniLMEncoder:
 
 _lock = threading.Lock()
 _encoders: dict[str, MiniLMEncoder] = {}
+_controller: Any = None
+
+
+def _blas_threads() -> Any:
+    """Limit BLAS threads while encoding (``MDB_LOCAL_MODEL_THREADS``, default 1).
+
+    The model runs inside web workers, Celery workers and request threads, usually several
+    per machine; OpenBLAS's own threads on top of those oversubscribe the cores, and under
+    load a 2-thread matrix product was measured 10x slower than a 1-thread one. Needs
+    ``threadpoolctl`` (in the ``ai`` extra); without it nothing is limited.
+    """
+    global _controller
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise AIServiceError(f"{THREADS_ENV} must be an integer, got {raw!r}") from None
+    if threads <= 0:
+        return contextlib.nullcontext()
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return contextlib.nullcontext()
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=threads, user_api="blas")
 
 
 def get_encoder(model_dir: str | os.PathLike[str] | None = None) -> MiniLMEncoder:

@@ -319,7 +319,7 @@ def _scan_projection(projection: Mapping[str, Any] | None, path: str) -> dict[st
         spec[path] = 1
     else:
         spec.pop(path, None)
-    return spec
+    return spec or None
 
 
 def _strip(doc: dict[str, Any], path: str) -> None:
