@@ -234,13 +234,14 @@ class LLMConfig:
 
 
 def _detect_provider(env: Mapping[str, str]) -> str:
-    """The seeds' rule: a provider that was not named is the one the environment sets up."""
+    """The seeds' rule: a provider that was not named is the one the environment sets up
+    (an explicit endpoint first, then an OpenAI key, then an Azure key and endpoint)."""
+    if env.get(BASE_URL_ENV):
+        return "openai_compatible"
     if env.get("OPENAI_API_KEY"):
         return "openai"
     if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
         return "azure"
-    if env.get(BASE_URL_ENV):
-        return "openai_compatible"
     return "openai"
 
 
