@@ -217,7 +217,7 @@ def test_concurrent_ingests_of_one_source_converge(engine, ai_env):
     engine.register_app(ai_manifest("race", ai_env))
     service = engine.get_embedding_service("race")
     kb = engine.get_scoped_db("race").kb
-    texts = [f"Version {i} of the document. " * 3 for i in range(4)]
+    texts = [" ".join([f"Version {i} of the document."] * 3) for i in range(4)]
     threads = [
         threading.Thread(target=service.process_and_store, args=(t, "doc", kb)) for t in texts
     ]
