@@ -22,6 +22,7 @@ import datetime
 import logging
 import math
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,9 +131,43 @@ def server_supports_vector_search(engine: Any) -> bool:
     return known
 
 
-def _forget_support(engine: Any) -> None:
-    with _support_lock:
-        _support.pop(engine, None)
+#: How long a missing or building search index is remembered before asking again.
+INDEX_RECHECK_SECONDS = 30.0
+_index_state: dict[tuple[int, str, str], tuple[bool, float]] = {}
+
+
+def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
+    """Whether the search index ``index`` of ``collection`` exists and is queryable.
+
+    ``$vectorSearch`` on a missing (or still building) index answers an empty result rather
+    than an error; checking first lets the search fall back to the exact method instead of
+    silently finding nothing. A ready index is remembered; a missing one is asked about
+    again after :data:`INDEX_RECHECK_SECONDS`.
+    """
+    from pymongo.errors import PyMongoError
+
+    from ..scoping.names import physical_name
+
+    physical = physical_name(collection.database.write_scope, collection.name)
+    key = (id(engine), physical, index)
+    known = _index_state.get(key)
+    now = time.monotonic()
+    if known is not None and (known[0] or now - known[1] < INDEX_RECHECK_SECONDS):
+        return known[0]
+    try:
+        specs = list(engine._raw_collection(physical).list_search_indexes(index))
+    except PyMongoError:
+        specs = []
+    ready = any(spec.get("queryable") or spec.get("status") == "READY" for spec in specs)
+    if not ready:
+        log.warning(
+            "vector index %r on %s is %s: using the exact search",
+            index,
+            physical,
+            "still building" if specs else "missing",
+        )
+    _index_state[key] = (ready, now)
+    return ready
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -485,6 +520,7 @@ def vector_search(
         and index is not None
         and callable(getattr(type(collection), "aggregate", None))
         and server_supports_vector_search(engine)
+        and search_index_ready(engine, collection, index)
     )
     if use_server:
         results = _server_search(
