@@ -9,21 +9,24 @@ the documents have been read.
 
     .venv/bin/python benchmarks/vector_search.py [--sizes 10000,100000] [--repeat 2]
 
-With no ``MDB_MONGO_URI`` a private in-memory embedded server is started (its reads
-dominate the times; a real mongod is several times faster).
+With no ``MDB_MONGO_URI`` an embedded server is started on a temporary data directory (its
+reads dominate the times; a real mongod is several times faster).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 import time
 import uuid
 from functools import partial
 
 import numpy as np
 
-from mdb_sync import MongoDBEngine, embedded
+from mdb_sync import MongoDBEngine
+from mdb_sync.ai.blas import limit_blas_threads
 from mdb_sync.ai.embeddings import to_bson_vector
 from mdb_sync.ai.vector_search import as_vector
 
@@ -41,7 +44,8 @@ def best_of(repeat: int, fn):
 
 
 def score_top(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
-    scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+    with limit_blas_threads():
+        scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
     return np.argpartition(-scores, LIMIT)[:LIMIT]
 
 
@@ -53,7 +57,8 @@ def raw_search(raw, slug: str, query: np.ndarray, n: int) -> list:
         matrix[i] = as_vector(doc["embedding"])
         ids.append(doc["_id"])
     matrix = matrix[: len(ids)]
-    scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
+    with limit_blas_threads():
+        scores = matrix @ query / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(query))
     top = np.argpartition(-scores, LIMIT)[:LIMIT]
     return [ids[i] for i in top[np.argsort(-scores[top])]]
 
@@ -90,10 +95,11 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     uri = os.environ.get("MDB_MONGO_URI")
-    server = None if uri else embedded.start_private()
+    # The embedded server on disk: 100k vectors outgrow its in-memory storage.
+    data_dir = None if uri else tempfile.mkdtemp(prefix="mdb-bench-vectors-")
     db_name = f"bench_vectors_{uuid.uuid4().hex[:8]}"
     try:
-        with MongoDBEngine(uri or server.uri, db_name) as engine:
+        with MongoDBEngine(uri, db_name, embedded_dir=data_dir) as engine:
             db = engine.get_scoped_db("bench")
             rng = np.random.default_rng(42)
             print(f"server: {engine.describe_server()}; {DIMS} dimensions, top {LIMIT}, ", end="")
@@ -108,8 +114,8 @@ def main() -> None:
                 bench_size(engine, db, rng, n, args.repeat)
             engine.client.drop_database(db_name)
     finally:
-        if server is not None:
-            embedded.stop_private(server)
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -238,3 +238,14 @@ def test_bson_vectors_are_stored_compactly_and_searchable(engine, ai_env, raw_db
     stored = raw_db["compact_kb"].find_one()
     assert stored["embedding"].subtype == 9
     assert kb.vector_search(query_text="vectors", limit=1)[0]["text"] == DOC_V2
+
+
+def test_services_survive_an_engine_restart(engine, ai_env):
+    engine.register_app(ai_manifest("restart", ai_env))
+    before = engine.get_memory_service("restart")
+    before.add("Remember me", user_id="u")
+    engine.shutdown()
+    engine.initialize()
+    after = engine.get_memory_service("restart")
+    assert after is not before, "rebuilt on the new client"
+    assert [m["memory"] for m in after.get_all("u")] == ["Remember me"]

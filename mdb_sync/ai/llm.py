@@ -301,7 +301,8 @@ class LLMService:
             return []
         model = model or self.config.default_embedding_model
         dimensions = dimensions if dimensions is not None else self.config.embedding_dimensions
-        size = min(batch_size or self.config.embedding_batch_size, self.provider.max_batch)
+        limit = getattr(self.provider, "max_batch", 2048)
+        size = min(batch_size or self.config.embedding_batch_size, limit)
         vectors: list[list[float]] = []
         for batch in self._batches(items, size):
             with self.telemetry.operation("llm.embed"):

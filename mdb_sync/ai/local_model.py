@@ -16,7 +16,6 @@ against sentence-transformers' own output) with numpy alone.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -25,16 +24,14 @@ import threading
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..exceptions import AIServiceError
+from .blas import limit_blas_threads
 
 #: Environment variable naming a directory with ``model.safetensors`` and ``tokenizer.json``.
 MODEL_DIR_ENV = "MDB_LOCAL_MODEL_DIR"
-#: BLAS threads per encode call (default 1; see :func:`_blas_threads`).
-THREADS_ENV = "MDB_LOCAL_MODEL_THREADS"
 #: The model the local provider ships, and the names it answers to.
 LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
 LOCAL_MODEL_ALIASES = frozenset(
@@ -352,7 +349,7 @@ class MiniLMEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length sentence embeddings of ``texts`` (longer texts are truncated to 256
         tokens, as sentence-transformers does)."""
-        with _blas_threads():
+        with limit_blas_threads():
             return self._encode(texts, batch_size)
 
     def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
@@ -378,32 +375,6 @@ class MiniLMEncoder:
 
 _lock = threading.Lock()
 _encoders: dict[str, MiniLMEncoder] = {}
-_controller: Any = None
-
-
-def _blas_threads() -> Any:
-    """Limit BLAS threads while encoding (``MDB_LOCAL_MODEL_THREADS``, default 1).
-
-    The model runs inside web workers, Celery workers and request threads, usually several
-    per machine; OpenBLAS's own threads on top of those oversubscribe the cores, and under
-    load a 2-thread matrix product was measured 10x slower than a 1-thread one. Needs
-    ``threadpoolctl`` (in the ``ai`` extra); without it nothing is limited.
-    """
-    global _controller
-    raw = os.environ.get(THREADS_ENV, "1")
-    try:
-        threads = int(raw)
-    except ValueError:
-        raise AIServiceError(f"{THREADS_ENV} must be an integer, got {raw!r}") from None
-    if threads <= 0:
-        return contextlib.nullcontext()
-    if _controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            return contextlib.nullcontext()
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=threads, user_api="blas")
 
 
 def get_encoder(model_dir: str | os.PathLike[str] | None = None) -> MiniLMEncoder:
@@ -418,9 +389,3 @@ def get_encoder(model_dir: str | os.PathLike[str] | None = None) -> MiniLMEncode
             if encoder is None:
                 encoder = _encoders[key] = MiniLMEncoder(path)
     return encoder
-
-
-def model_info() -> dict[str, Any]:
-    """Name, dimensions and location of the local model (loads it)."""
-    encoder = get_encoder()
-    return {"model": LOCAL_MODEL_NAME, "dimensions": encoder.dimensions}

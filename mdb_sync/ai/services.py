@@ -45,7 +45,9 @@ def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
 def _cached(engine: MongoDBEngine, kind: str, slug: str, sections: dict, build: Any) -> Any:
     fingerprint = json.dumps(sections, sort_keys=True, default=str)
     env = tuple(os.environ.get(k) for k in _ENV_KEYS)
-    key = (kind, slug, os.getpid(), fingerprint, env)
+    # The client's identity: services hold scoped collections bound to it, which must not
+    # outlive a shutdown() and initialize() of the engine.
+    key = (kind, slug, os.getpid(), id(engine.client), fingerprint, env)
     with _lock:
         services = _cache.setdefault(engine, {})
         service = services.get(key)

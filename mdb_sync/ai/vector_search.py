@@ -32,6 +32,7 @@ import numpy as np
 from bson import Binary, MaxKey, MinKey, ObjectId, Timestamp
 
 from ..exceptions import QueryValidationError
+from .blas import limit_blas_threads
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +408,9 @@ def exact_search(
             rows.append(vector)
             kept.append(doc)
         if rows:
-            best.add(normalized_scores(np.vstack(rows), query, similarity), kept)
+            with limit_blas_threads():
+                scores = normalized_scores(np.vstack(rows), query, similarity)
+            best.add(scores, kept)
     if skipped:
         log.debug("vector search skipped %d documents without a %d-d %r", skipped, dims, path)
     keep_vector = include_vector or (
@@ -629,4 +632,6 @@ def _server_search(
         pipeline.append({"$project": spec})
     elif not include_vector:
         pipeline.append({"$project": {path: 0}})
+    if "max_time_ms" in kwargs:
+        kwargs["maxTimeMS"] = kwargs.pop("max_time_ms")
     return list(collection.aggregate(pipeline, **kwargs))
