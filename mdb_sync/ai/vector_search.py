@@ -134,7 +134,9 @@ def server_supports_vector_search(engine: Any) -> bool:
 
 #: How long a missing or building search index is remembered before asking again.
 INDEX_RECHECK_SECONDS = 30.0
-_index_state: dict[tuple[int, str, str], tuple[bool, float]] = {}
+_index_state: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple[bool, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
@@ -150,8 +152,10 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
     from ..scoping.names import physical_name
 
     physical = physical_name(collection.database.write_scope, collection.name)
-    key = (id(engine), physical, index)
-    known = _index_state.get(key)
+    key = (physical, index)
+    with _support_lock:
+        states = _index_state.setdefault(engine, {})
+    known = states.get(key)
     now = time.monotonic()
     if known is not None and (known[0] or now - known[1] < INDEX_RECHECK_SECONDS):
         return known[0]
@@ -167,7 +171,7 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
             physical,
             "still building" if specs else "missing",
         )
-    _index_state[key] = (ready, now)
+    states[key] = (ready, now)
     return ready
 
 
