@@ -51,7 +51,6 @@ _LEVELS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 _NON_SPACE = re.compile(r"\S")
 _SPACE_RUN = re.compile(r"\s+")
-LEVEL_NAMES = (*(name for name, _ in _LEVELS), "character")
 
 
 @dataclass

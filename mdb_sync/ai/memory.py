@@ -304,8 +304,8 @@ class MemoryService:
 
     def _decide(
         self, facts: list[str], user_id: str
-    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[list[float]]]:
-        """The model's events for ``facts``, the aliases it saw, and the facts' vectors."""
+    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The model's events for ``facts`` and the aliases of the memories it was shown."""
         vectors = self._embed(facts)
         existing: dict[Any, dict[str, Any]] = {}
         for vector in vectors:
@@ -330,15 +330,15 @@ class MemoryService:
             DECISIONS_SCHEMA,
             model=self.config.chat_model,
         )
-        return reply["memory"], aliases, vectors
+        return reply["memory"], aliases
 
     def _apply(
         self,
-        decision: tuple[list[dict[str, Any]], dict[str, dict[str, Any]], list[list[float]]],
+        decision: tuple[list[dict[str, Any]], dict[str, dict[str, Any]]],
         user_id: str,
         metadata: Mapping[str, Any] | None,
     ) -> list[dict[str, Any]]:
-        events, aliases, _ = decision
+        events, aliases = decision
         touched: set[str] = set()
         to_embed: list[tuple[str, dict[str, Any] | None]] = []  # (text, existing doc)
         deletions: list[dict[str, Any]] = []
