@@ -438,6 +438,27 @@ class MongoDBEngine:
         with self._lock:
             self._scoped.clear()
 
+    # --- AI services --------------------------------------------------------------------------
+
+    def get_llm_service(self, slug: str) -> Any:
+        """The :class:`~mdb_sync.ai.LLMService` of ``slug``, from its manifest's
+        ``llm_config`` and the environment (cached; rebuilt when either changes)."""
+        from .ai.services import llm_service_for
+
+        return llm_service_for(self, slug)
+
+    def get_embedding_service(self, slug: str) -> Any:
+        """The :class:`~mdb_sync.ai.EmbeddingService` of ``slug`` (``embedding_config``)."""
+        from .ai.services import embedding_service_for
+
+        return embedding_service_for(self, slug)
+
+    def get_memory_service(self, slug: str) -> Any:
+        """The :class:`~mdb_sync.ai.MemoryService` of ``slug`` (``memory_config``)."""
+        from .ai.services import memory_service_for
+
+        return memory_service_for(self, slug)
+
     # --- hooks used by the scoping layer -------------------------------------------------------
 
     def _observe_query(

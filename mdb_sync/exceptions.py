@@ -179,7 +179,56 @@ class AIServiceError(MongoDBEngineError):
     """A language-model or embedding provider failed or is misconfigured."""
 
 
+class AIProviderError(AIServiceError):
+    """The provider answered an error, or kept failing after the retries.
+
+    ``status`` is the HTTP status (None for timeouts and connection errors) and
+    ``retry_after`` the seconds the provider asked to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, context=context)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class AIRateLimitError(AIProviderError):
+    """The provider kept answering 429 (or asked to wait longer than the retry budget)."""
+
+
+class ModelNotFoundError(AIServiceError, LookupError):
+    """The provider does not know the model (or deployment) that was asked for."""
+
+
+class StructuredOutputError(AIServiceError, ValueError):
+    """The model's reply did not validate against the requested schema, even after re-asking.
+
+    ``errors`` holds the last validation errors and ``reply`` the last raw reply.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: Any = None,
+        reply: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, context=context)
+        self.errors = errors
+        self.reply = reply
+
+
 __all__ = [
+    "AIProviderError",
+    "AIRateLimitError",
     "AIServiceError",
     "AppConflictError",
     "AppNotActiveError",
@@ -199,11 +248,13 @@ __all__ = [
     "InvalidMongoURI",
     "IsolationError",
     "ManifestValidationError",
+    "ModelNotFoundError",
     "MongoDBEngineError",
     "PortabilityError",
     "QueryValidationError",
     "RateLimitExceeded",
     "ResourceLimitExceeded",
     "ScopeError",
+    "StructuredOutputError",
     "TokenError",
 ]

@@ -1,0 +1,36 @@
+"""AI services: token-aware chunking, embeddings, chat (plain, streamed, structured), vector
+search on every server, and per-user memory — configured from an app's manifest.
+
+Most apps reach them through the engine: ``engine.get_llm_service(slug)``,
+``engine.get_embedding_service(slug)``, ``engine.get_memory_service(slug)`` and
+``db.<collection>.vector_search(...)``. Importing this package loads neither the ``openai``
+client nor a model; both are loaded on first use.
+"""
+
+from .chunking import Chunk, TextChunker, chunk_text
+from .config import EmbeddingConfig, LLMConfig, MemoryConfig
+from .embeddings import EmbeddingService
+from .llm import LLMService
+from .memory import MemoryService
+from .providers import ChatResult, LocalProvider, OpenAIProvider
+from .retry import RetryPolicy
+from .tokens import count_tokens
+from .vector_search import vector_search
+
+__all__ = [
+    "ChatResult",
+    "Chunk",
+    "EmbeddingConfig",
+    "EmbeddingService",
+    "LLMConfig",
+    "LLMService",
+    "LocalProvider",
+    "MemoryConfig",
+    "MemoryService",
+    "OpenAIProvider",
+    "RetryPolicy",
+    "TextChunker",
+    "chunk_text",
+    "count_tokens",
+    "vector_search",
+]

@@ -1,0 +1,356 @@
+"""Providers: where embeddings and chat completions come from.
+
+- :class:`OpenAIProvider` speaks the OpenAI API through the official ``openai`` client:
+  OpenAI itself, Azure OpenAI (deployments as model names, ``api-version``), and any
+  OpenAI-compatible server reached by ``base_url`` (Ollama, vLLM, LM Studio).
+- :class:`LocalProvider` computes embeddings on this machine with all-MiniLM-L6-v2 (no key,
+  no network); it has no chat model of its own, but forwards chat to an OpenAI-compatible
+  ``base_url`` when one is configured (a local Ollama, say).
+
+A provider makes one attempt per call. It raises :class:`~mdb_sync.ai.retry.RetryableError`
+for what may succeed later (429, 5xx, timeouts) and a specific error for what will not (an
+unknown model, a bad key, a rejected request); the services own retries and metrics. The
+HTTP client is created lazily and again in a forked child, so a provider built before
+``fork()`` never shares a connection pool with its parent.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..exceptions import AIProviderError, AIServiceError, ConfigurationError, ModelNotFoundError
+from .config import LLMConfig
+from .retry import RETRYABLE_STATUSES, RetryableError, parse_retry_after
+
+MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: list[list[float]]
+    model: str
+    prompt_tokens: int = 0
+
+
+@dataclass
+class ChatResult:
+    """One chat completion: the reply text, why it stopped, and the tokens it cost."""
+
+    content: str
+    model: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    raw: Any = field(default=None, repr=False)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Provider(Protocol):
+    name: str
+
+    def embed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None
+    ) -> EmbeddingResult: ...
+
+    def chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatResult: ...
+
+    def stream_chat(
+        self, messages: list[dict[str, Any]], *, model: str, **params: Any
+    ) -> Iterator[str | ChatResult]: ...
+
+
+def normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """Chat messages as a list of ``{"role", "content"}`` dicts; a string is one user
+    message. Raises ``ValueError``/``TypeError`` naming the bad message."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if isinstance(messages, dict) or not isinstance(messages, Sequence) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise TypeError(f"messages[{i}] must be a dict, not {type(message).__name__}")
+        role = message.get("role")
+        if role not in MESSAGE_ROLES:
+            raise ValueError(
+                f"messages[{i}].role must be one of {', '.join(sorted(MESSAGE_ROLES))}, "
+                f"got {role!r}"
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise TypeError(f"messages[{i}].content must be a string or a list of parts")
+        out.append(dict(message))
+    return out
+
+
+# --- OpenAI, Azure, OpenAI-compatible ------------------------------------------------------------
+
+
+class OpenAIProvider:
+    """The OpenAI API through the ``openai`` client (``provider`` openai, azure or
+    openai_compatible)."""
+
+    #: Inputs per embeddings request the API accepts.
+    max_batch = 2048
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self.name = config.provider if config.provider != "local" else "openai_compatible"
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._pid: int | None = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    self._client = self._make_client()
+                    self._pid = os.getpid()
+        return self._client
+
+    def _make_client(self) -> Any:
+        try:
+            import openai
+        except ImportError as exc:  # pragma: no cover - the ai extra installs it
+            raise ConfigurationError(
+                'the openai package is missing: pip install "mdb-sync[ai]"'
+            ) from exc
+        config = self.config
+        if config.provider == "azure":
+            return openai.AzureOpenAI(
+                azure_endpoint=config.base_url,
+                api_key=config.api_key,
+                api_version=config.api_version,
+                timeout=config.timeout_seconds,
+                max_retries=0,
+            )
+        return openai.OpenAI(
+            # OpenAI-compatible servers often need no key, but the client wants one.
+            api_key=config.api_key or "unused",
+            base_url=config.base_url,
+            timeout=config.timeout_seconds,
+            max_retries=0,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            if client is not None and self._pid == os.getpid():
+                client.close()
+
+    def _translate(self, exc: Exception, what: str, model: str) -> Exception:
+        import openai
+
+        where = {"provider": self.name, "model": model}
+        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+            return RetryableError(exc, status=None, retry_after=None)
+        if not isinstance(exc, openai.APIStatusError):
+            return exc
+        status = exc.status_code
+        if status in RETRYABLE_STATUSES or status >= 500:
+            headers = exc.response.headers if exc.response is not None else None
+            return RetryableError(exc, status=status, retry_after=parse_retry_after(headers))
+        message = _error_message(exc)
+        if status == 404:
+            return ModelNotFoundError(
+                f"{self.name}: unknown model or deployment {model!r} for {what} ({message})",
+                context=where,
+            )
+        if status in (401, 403):
+            key = "AZURE_OPENAI_API_KEY" if self.name == "azure" else "OPENAI_API_KEY"
+            return AIProviderError(
+                f"{self.name} refused the credentials ({status}): check {key}",
+                status=status,
+                context=where,
+            )
+        return AIProviderError(
+            f"{self.name} rejected the {what} request ({status}): {message}",
+            status=status,
+            context=where,
+        )
+
+    def embed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None = None
+    ) -> EmbeddingResult:
+        kwargs: dict[str, Any] = {"model": model, "input": list(texts)}
+        if dimensions is not None:
+            kwargs["dimensions"] = dimensions
+        try:
+            response = self.client.embeddings.create(**kwargs)
+        except Exception as exc:
+            raise self._translate(exc, "embeddings", model) from exc
+        data = sorted(response.data, key=lambda d: d.index)
+        if len(data) != len(texts):
+            raise AIProviderError(
+                f"{self.name} returned {len(data)} embeddings for {len(texts)} inputs",
+                context={"provider": self.name, "model": model},
+            )
+        usage = getattr(response, "usage", None)
+        return EmbeddingResult(
+            vectors=[list(map(float, d.embedding)) for d in data],
+            model=model,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        )
+
+    def chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatResult:
+        try:
+            response = self.client.chat.completions.create(model=model, messages=messages, **params)
+        except Exception as exc:
+            raise self._translate(exc, "chat", model) from exc
+        if not response.choices:
+            raise AIProviderError(
+                f"{self.name} returned no choices", context={"provider": self.name}
+            )
+        choice = response.choices[0]
+        usage = getattr(response, "usage", None)
+        return ChatResult(
+            content=choice.message.content or "",
+            model=getattr(response, "model", None) or model,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            raw=response,
+        )
+
+    def open_stream(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Any:
+        """Start a streamed completion (the retryable part: the response headers)."""
+        params.setdefault("stream_options", {"include_usage": True})
+        try:
+            return self.client.chat.completions.create(
+                model=model, messages=messages, stream=True, **params
+            )
+        except Exception as exc:
+            raise self._translate(exc, "chat", model) from exc
+
+    def read_stream(self, stream: Any, *, model: str) -> Iterator[str | ChatResult]:
+        """Text deltas of a started stream, then one :class:`ChatResult` with the totals."""
+        parts: list[str] = []
+        finish = None
+        prompt = completion = 0
+        try:
+            with stream:
+                for chunk in stream:
+                    usage = getattr(chunk, "usage", None)
+                    if usage is not None:
+                        prompt = int(usage.prompt_tokens or 0)
+                        completion = int(usage.completion_tokens or 0)
+                    for choice in chunk.choices or ():
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+                        text = getattr(choice.delta, "content", None)
+                        if text:
+                            parts.append(text)
+                            yield text
+        except Exception as exc:
+            error = self._translate(exc, "chat", model)
+            if isinstance(error, RetryableError):
+                error = AIProviderError(
+                    f"{self.name}: the chat stream broke off: {exc}",
+                    status=error.status,
+                    context={"provider": self.name, "model": model},
+                )
+            raise error from exc
+        yield ChatResult("".join(parts), model, finish, prompt, completion)
+
+    def stream_chat(
+        self, messages: list[dict[str, Any]], *, model: str, **params: Any
+    ) -> Iterator[str | ChatResult]:
+        return self.read_stream(self.open_stream(messages, model=model, **params), model=model)
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+    return str(getattr(exc, "message", exc))[:500]
+
+
+# --- local ----------------------------------------------------------------------------------------
+
+
+class LocalProvider:
+    """Embeddings from the bundled all-MiniLM-L6-v2 model; chat forwarded to an
+    OpenAI-compatible ``base_url`` if the configuration has one."""
+
+    name = "local"
+    max_batch = 64
+
+    def __init__(self, config: LLMConfig | None = None) -> None:
+        self.config = config or LLMConfig(provider="local")
+        self._chat: OpenAIProvider | None = None
+        if self.config.base_url:
+            self._chat = OpenAIProvider(self.config)
+
+    @property
+    def encoder(self) -> Any:
+        from .local_model import get_encoder
+
+        return get_encoder()
+
+    def embed(
+        self, texts: Sequence[str], *, model: str, dimensions: int | None = None
+    ) -> EmbeddingResult:
+        from .local_model import LOCAL_DIMENSIONS, LOCAL_MODEL_ALIASES, LOCAL_MODEL_NAME
+
+        if model not in LOCAL_MODEL_ALIASES:
+            raise ModelNotFoundError(
+                f"the local provider has only the {LOCAL_MODEL_NAME!r} embedding model, "
+                f"not {model!r}",
+                context={"provider": "local", "model": model},
+            )
+        if dimensions is not None and dimensions != LOCAL_DIMENSIONS:
+            raise ConfigurationError(
+                f"{LOCAL_MODEL_NAME} embeddings have {LOCAL_DIMENSIONS} dimensions, "
+                f"not {dimensions} (llm_config.embedding_dimensions)"
+            )
+        encoder = self.encoder
+        vectors = encoder.encode(list(texts))
+        tokens = sum(encoder.tokenizer.count(text) for text in texts)
+        return EmbeddingResult(
+            vectors=vectors.tolist(), model=LOCAL_MODEL_NAME, prompt_tokens=tokens
+        )
+
+    def _chat_provider(self) -> OpenAIProvider:
+        if self._chat is None:
+            raise AIServiceError(
+                "the local provider computes embeddings only; for chat set llm_config.base_url "
+                "(or MDB_LLM_BASE_URL) to an OpenAI-compatible server, e.g. "
+                "http://localhost:11434/v1 for Ollama",
+                context={"provider": "local"},
+            )
+        return self._chat
+
+    def chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatResult:
+        return self._chat_provider().chat(messages, model=model, **params)
+
+    def open_stream(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Any:
+        return self._chat_provider().open_stream(messages, model=model, **params)
+
+    def read_stream(self, stream: Any, *, model: str) -> Iterator[str | ChatResult]:
+        return self._chat_provider().read_stream(stream, model=model)
+
+    def stream_chat(
+        self, messages: list[dict[str, Any]], *, model: str, **params: Any
+    ) -> Iterator[str | ChatResult]:
+        return self._chat_provider().stream_chat(messages, model=model, **params)
+
+    def close(self) -> None:
+        if self._chat is not None:
+            self._chat.close()
+
+
+def make_provider(config: LLMConfig) -> OpenAIProvider | LocalProvider:
+    """The provider ``config`` names."""
+    if config.provider == "local":
+        return LocalProvider(config)
+    return OpenAIProvider(config)

@@ -1,0 +1,163 @@
+"""The AI services of a registered app, built from its manifest and the environment.
+
+:meth:`MongoDBEngine.get_llm_service`, :meth:`~MongoDBEngine.get_embedding_service` and
+:meth:`~MongoDBEngine.get_memory_service` land here. Services are cached per engine, app and
+process; the cache key includes the app's AI sections and the environment variables they
+read, so re-registering a manifest or rotating a key takes effect on the next call, and a
+forked worker builds its own HTTP clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConfigurationError
+from .config import EmbeddingConfig, LLMConfig, MemoryConfig
+
+if TYPE_CHECKING:
+    from ..engine import MongoDBEngine
+    from .embeddings import EmbeddingService
+    from .llm import LLMService
+    from .memory import MemoryService
+
+_ENV_KEYS = (
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_OPENAI_API_VERSION",
+    "MDB_LLM_BASE_URL",
+)
+_lock = threading.Lock()
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+
+
+def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
+    engine._require_initialized()
+    engine.registry.require_usable(slug)
+    manifest = engine.get_app(slug) or {}
+    return {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}
+
+
+def _cached(engine: MongoDBEngine, kind: str, slug: str, sections: dict, build: Any) -> Any:
+    fingerprint = json.dumps(sections, sort_keys=True, default=str)
+    env = tuple(os.environ.get(k) for k in _ENV_KEYS)
+    # The client's identity: services hold scoped collections bound to it, which must not
+    # outlive a shutdown() and initialize() of the engine.
+    key = (kind, slug, os.getpid(), id(engine.client), fingerprint, env)
+    with _lock:
+        services = _cache.setdefault(engine, {})
+        service = services.get(key)
+    if service is None:
+        service = build()
+        with _lock:
+            stale = [k for k in services if k[:2] == (kind, slug) and k != key]
+            for k in stale:
+                del services[k]
+            service = services.setdefault(key, service)
+    return service
+
+
+def _disabled(slug: str, section: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"{section}.enabled of app {slug!r}: AI services are off for this app; set "
+        f'"{section}": {{"enabled": true, ...}} in its manifest',
+        context={"path": f"{section}.enabled", "app": slug},
+    )
+
+
+def _llm_config(slug: str, sections: dict) -> LLMConfig:
+    config = LLMConfig.from_manifest(sections["llm_config"], app=slug)
+    config.require_ready(slug)
+    return config
+
+
+def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
+    from .llm import LLMService
+
+    sections = _sections(engine, slug)
+    config = _llm_config(slug, sections)
+    if not config.enabled:
+        raise _disabled(slug, "llm_config")
+    return _cached(
+        engine,
+        "llm",
+        slug,
+        sections,
+        lambda: LLMService(config, metrics=engine.metrics, app=slug),
+    )
+
+
+def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
+    """Enabled by ``embedding_config.enabled`` (true when the section is present), or by
+    ``llm_config.enabled`` when there is no ``embedding_config``."""
+    from .embeddings import EmbeddingService
+    from .llm import LLMService
+
+    sections = _sections(engine, slug)
+    llm_config = _llm_config(slug, sections)
+    if sections["embedding_config"] is None:
+        if not llm_config.enabled:
+            raise _disabled(slug, "embedding_config")
+        config = EmbeddingConfig()
+    else:
+        config = EmbeddingConfig.from_manifest(sections["embedding_config"], app=slug)
+        if not config.enabled:
+            raise _disabled(slug, "embedding_config")
+
+    def build() -> EmbeddingService:
+        llm = LLMService(llm_config, metrics=engine.metrics, app=slug)
+        return EmbeddingService(config=config, llm=llm, app=slug)
+
+    return _cached(engine, "embedding", slug, sections, build)
+
+
+def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
+    from .memory import MemoryService
+
+    sections = _sections(engine, slug)
+    if sections["memory_config"] is None:
+        raise _disabled(slug, "memory_config")
+    config = MemoryConfig.from_manifest(sections["memory_config"], app=slug)
+    if not config.enabled:
+        raise _disabled(slug, "memory_config")
+    llm_config = _llm_config(slug, sections)
+    if config.infer and llm_config.provider == "local" and not llm_config.base_url:
+        raise ConfigurationError(
+            f"memory_config.infer of app {slug!r}: inferring memories needs a chat model; the "
+            "local provider has none unless llm_config.base_url (or MDB_LLM_BASE_URL) names "
+            'an OpenAI-compatible server. Set "infer": false to store messages as they are.',
+            context={"path": "memory_config.infer", "app": slug},
+        )
+    db = engine.get_scoped_db(slug)
+    collection = db[config.collection_name]
+    history = db[config.collection_name + "_history"]
+
+    def build() -> MemoryService:
+        embeddings = embedding_service_for_memory(engine, slug, llm_config, sections)
+        return MemoryService(
+            collection,
+            history_collection=history,
+            llm=embeddings.llm,
+            embeddings=embeddings,
+            config=config,
+        )
+
+    return _cached(engine, "memory", slug, sections, build)
+
+
+def embedding_service_for_memory(
+    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict
+) -> EmbeddingService:
+    """Memory embeds with the app's embedding settings even when ``embedding_config`` is
+    off for documents (memories are short: chunking never applies)."""
+    from .embeddings import EmbeddingService
+    from .llm import LLMService
+
+    section = sections["embedding_config"]
+    config = EmbeddingConfig.from_manifest(section, app=slug) if section else EmbeddingConfig()
+    llm = LLMService(llm_config, metrics=engine.metrics, app=slug)
+    return EmbeddingService(config=config, llm=llm, app=slug)
