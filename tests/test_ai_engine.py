@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from mdb_sync.ai import EmbeddingService, LLMService, MemoryService
-from mdb_sync.exceptions import AIProviderError, ConfigurationError
+from mdb_sync.ai.config import LLMConfig
+from mdb_sync.exceptions import AIProviderError, ConfigurationError, ManifestValidationError
 
 pytest_plugins = ("openai_server",)
 
@@ -86,14 +87,15 @@ def test_token_usage_lands_in_the_engine_metrics_per_app(engine, ai_env):
     assert counters["llm.tokens.completion"] == 4
     assert counters["llm.tokens.embedding"] == 5
     assert apps["meter"]["operations"]["llm.chat"]["count"] == 1
-    assert "other" not in apps
+    other = apps.get("other", {})  # registered, so it has counters of its own, but no LLM use
+    assert not [k for k in other.get("counters", {}) if k.startswith("llm.")]
+    assert not [k for k in other.get("operations", {}) if k.startswith("llm.")]
     assert 'mdb_llm_tokens_prompt_total{app="meter"} 3' in engine.metrics_text()
 
 
 @pytest.mark.parametrize(
     ("sections", "path"),
     [
-        ({"llm_config": {"enabled": False}}, "llm_config.enabled"),
         ({"llm_config": {"enabled": True, "temperature": 3}}, "llm_config.temperature"),
         ({"llm_config": {"enabled": True, "provider": "acme"}}, "llm_config.provider"),
         ({"llm_config": {"enabled": True, "max_retries": -1}}, "llm_config.max_retries"),
@@ -102,32 +104,37 @@ def test_token_usage_lands_in_the_engine_metrics_per_app(engine, ai_env):
         ({"llm_config": {"enabled": True, "api_key": "sk-secret"}}, "llm_config.api_key"),
         ({"llm_config": {"enabled": True, "max_retry": 3}}, "llm_config.max_retry"),
         ({"llm_config": "yes"}, "llm_config"),
+        (
+            {"embedding_config": {"max_tokens_per_chunk": 3}},
+            "embedding_config.max_tokens_per_chunk",
+        ),
+        (
+            {"embedding_config": {"max_tokens_per_chunk": 50, "chunk_overlap_tokens": 50}},
+            "embedding_config.chunk_overlap_tokens",
+        ),
+        ({"memory_config": {"similarity_threshold": 2}}, "memory_config.similarity_threshold"),
+        ({"memory_config": {"collection_name": "system.bad"}}, "memory_config.collection_name"),
     ],
 )
-def test_bad_llm_config_names_its_path(engine, ai_env, sections, path):
-    engine.register_app({"slug": "bad", **sections})
-    with pytest.raises(ConfigurationError) as info:
-        engine.get_llm_service("bad")
-    assert str(info.value).startswith(path)
+def test_bad_ai_config_names_its_path(engine, ai_env, sections, path):
+    """Registration refuses the manifest, naming the path; so does the AI layer's own reader
+    for configuration that does not come through a manifest."""
+    with pytest.raises(ManifestValidationError) as info:
+        engine.register_app({"slug": "bad", **sections})
+    assert path in info.value.paths
     assert "sk-secret" not in str(info.value)
+    ((section, raw),) = sections.items()
+    if section == "llm_config":
+        with pytest.raises(ConfigurationError) as direct:
+            LLMConfig.from_manifest(raw, app="bad")
+        assert str(direct.value).startswith(path)
+        assert "sk-secret" not in str(direct.value)
 
 
-def test_bad_embedding_and_memory_config_name_their_path(engine, ai_env):
-    base = ai_manifest("cfg", ai_env)
-    engine.register_app({**base, "embedding_config": {"max_tokens_per_chunk": 0}})
-    with pytest.raises(ConfigurationError, match=r"^embedding_config\.max_tokens_per_chunk"):
-        engine.get_embedding_service("cfg")
-    engine.register_app(
-        {**base, "embedding_config": {"max_tokens_per_chunk": 50, "chunk_overlap_tokens": 50}}
-    )
-    with pytest.raises(ConfigurationError, match=r"^embedding_config\.chunk_overlap_tokens"):
-        engine.get_embedding_service("cfg")
-    engine.register_app({**base, "memory_config": {"similarity_threshold": 2}})
-    with pytest.raises(ConfigurationError, match=r"^memory_config\.similarity_threshold"):
-        engine.get_memory_service("cfg")
-    engine.register_app({**base, "memory_config": {"collection_name": "system.bad"}})
-    with pytest.raises(Exception, match="system"):
-        engine.get_memory_service("cfg")
+def test_a_disabled_llm_config_is_explained(engine, ai_env):
+    engine.register_app({"slug": "off", "llm_config": {"enabled": False}})
+    with pytest.raises(ConfigurationError, match=r"^llm_config\.enabled"):
+        engine.get_llm_service("off")
 
 
 def test_missing_sections_and_keys_are_explained(engine, ai_env, monkeypatch):

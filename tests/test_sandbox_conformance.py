@@ -44,7 +44,8 @@ def pair(mongo_uri, raw_client):
     names = [f"mdbconf_{uuid.uuid4().hex[:10]}", f"mdbconf_{uuid.uuid4().hex[:10]}"]
     engine = MongoDBEngine(mongo_uri, names[0])
     engine.initialize()
-    scoped = engine.get_scoped_db(SLUG)
+    # No query-driven indexes: an index changes the order of unsorted results.
+    scoped = engine.get_scoped_db(SLUG, auto_index=False)
     yield {
         "scoped": scoped,
         "scoped_raw": raw_client[names[0]],

@@ -92,7 +92,9 @@ def worlds(mongo_uri, raw_client):
         db = full.get_scoped_db(slug)
         for name, docs in colls.items():
             db[name].insert_many([dict(d) for d in docs])
-    dbs = (full.get_scoped_db(A), alone.get_scoped_db(A))
+    # No query-driven indexes here: one built in one world and not yet in the other would
+    # change the order of unsorted results, which is not what this test is about.
+    dbs = (full.get_scoped_db(A, auto_index=False), alone.get_scoped_db(A, auto_index=False))
     raw = (raw_client[names[0]], raw_client[names[1]])
     _reset(raw[0], with_foreign=True)
     frozen = _snapshot_others(raw[0])

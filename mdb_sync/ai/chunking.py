@@ -213,6 +213,11 @@ class _Splitter:
             pos = match.start()
             end, tokens = self.next_chunk(pos, prev_end)
             s, e = self.trimmed(pos, end)
+            if tokens > self.max and pos < prev_end:
+                # Overlapping, the chunk cannot both fit and pass the previous one's end:
+                # give up the overlap for this chunk.
+                pos = prev_end
+                continue
             if e <= prev_end:
                 # The overlap left no room to advance: start right after the last chunk.
                 pos = prev_end

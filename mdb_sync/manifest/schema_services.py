@@ -68,7 +68,8 @@ class WebsocketsField(MapOf):
 
 class LLMConfigSchema(BaseSchema):
     enabled = Bool(load_default=False)
-    provider = Str(choices=("openai", "azure", "openai_compatible", "local"), load_default="openai")
+    # No default: without one the environment decides (MDB_LLM_BASE_URL, OPENAI_API_KEY, Azure).
+    provider = Str(choices=("openai", "azure", "openai_compatible", "local"))
     default_chat_model = Str(max_len=256)
     default_embedding_model = Str(max_len=256)
     base_url = url()
@@ -85,9 +86,11 @@ class EmbeddingConfigSchema(BaseSchema):
     """``default_max_tokens``/``default_tokenizer_model`` (the seeds' spelling) are read as
     ``max_tokens_per_chunk``/``tokenizer_model``."""
 
-    enabled = Bool(load_default=False)
-    max_tokens_per_chunk = Int(minimum=1, maximum=1_000_000)
-    default_max_tokens = Int(minimum=1, maximum=1_000_000)
+    # No default: a present embedding_config block is on unless it says otherwise.
+    enabled = Bool()
+    # At least 4: one character can take four byte-level BPE tokens.
+    max_tokens_per_chunk = Int(minimum=4, maximum=1_000_000)
+    default_max_tokens = Int(minimum=4, maximum=1_000_000)
     tokenizer_model = Str(max_len=256)
     default_tokenizer_model = Str(max_len=256)
     chunk_overlap_tokens = Int(minimum=0, maximum=1_000_000, load_default=0)
@@ -119,7 +122,8 @@ class EmbeddingConfigSchema(BaseSchema):
 
 
 class MemoryConfigSchema(BaseSchema):
-    enabled = Bool(load_default=False)
+    # No default: a present memory_config block is on unless it says otherwise.
+    enabled = Bool()
     collection_name = collection_name(load_default="memories")
     infer = Bool(load_default=True)
     enable_graph = Bool(load_default=False)
