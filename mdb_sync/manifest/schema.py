@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError, post_load, validates_schema
 
-from ..scoping.names import RESERVED_SLUGS, SLUG_RE
+from ..scoping.names import RESERVED_SLUG_PREFIXES, RESERVED_SLUGS, SLUG_RE
 from .fields import BaseSchema, Obj, Str
 from .schema_auth import AuthSchema, TokenManagementSchema
 from .schema_data import collection_settings_field, initial_data_field
@@ -32,7 +32,7 @@ CURRENT_SCHEMA_VERSION = "2.0"
 def _slug(value: str) -> str | None:
     if not SLUG_RE.fullmatch(value):
         return "must be 1-64 lowercase letters, digits, '_' or '-', starting with a letter"
-    if value in RESERVED_SLUGS:
+    if value in RESERVED_SLUGS or value.startswith(RESERVED_SLUG_PREFIXES):
         return f"{value!r} is reserved"
     return None
 

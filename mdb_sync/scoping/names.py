@@ -23,6 +23,8 @@ APPS_COLLECTION = "apps_config"
 #: Slugs the engine keeps for itself: ``apps`` + ``_config`` would be the registry, ``mdb_``
 #: prefixes engine-internal collections, the rest are MongoDB's own databases and namespaces.
 RESERVED_SLUGS = frozenset({"apps", "mdb", "system", "admin", "config", "local"})
+#: Engine-internal collections are named ``mdb_*``: no app slug may produce such a name.
+RESERVED_SLUG_PREFIXES = ("mdb_", "mdb-")
 RESERVED_COLLECTION_NAMES = frozenset({APPS_COLLECTION})
 RESERVED_COLLECTION_PREFIXES = ("system.", "admin.", "config.", "local.")
 
@@ -35,7 +37,7 @@ def validate_slug(slug: object, what: str = "app slug") -> str:
             "starting with a letter",
             context={"slug": repr(slug)},
         )
-    if slug in RESERVED_SLUGS:
+    if slug in RESERVED_SLUGS or slug.startswith(RESERVED_SLUG_PREFIXES):
         raise ScopeError(f"the {what} {slug!r} is reserved", context={"slug": slug})
     return slug
 
