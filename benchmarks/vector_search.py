@@ -1,6 +1,6 @@
 """Exact vector search time for 10k and 100k vectors of 384 dimensions.
 
-Compares ``collection.vector_search`` (exact path: scoped, paged reads, numpy top-k) with
+Compares ``collection.vector_search`` (exact path: one scoped streaming read, numpy top-k) with
 the same search written by hand on raw pymongo (one unscoped ``find`` streaming the vectors
 into a numpy matrix, then a dot product and ``argpartition``), in the same run on the same
 server, for vectors stored as arrays of doubles and as BSON float32 vectors. Both answers

@@ -4,7 +4,7 @@ Where the server has ``$vectorSearch`` (Atlas, or a deployment with a search nod
 collection has a vector index, the search runs there, through the scoped collection's
 ``aggregate`` (the sandbox adds the ``app_id`` filter). Elsewhere — the embedded server, a
 plain mongod — it runs an exact k-nearest-neighbour search: the candidates' vectors are
-read through the scoped collection's ``find`` (so another app's vectors are never read),
+read through the scoped collection in one streaming pass (so another app's vectors are never read),
 scored with numpy a page at a time keeping only the best ``limit``, and the winners are
 fetched whole. Both paths return the same shape: the documents (without the vector unless
 asked) with a ``score`` field, best first.
@@ -18,9 +18,7 @@ the app's manifest (``managed_indexes.<collection>[].definition.fields[]``, type
 
 from __future__ import annotations
 
-import datetime
 import logging
-import math
 import threading
 import time
 import weakref
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bson import Binary, MaxKey, MinKey, ObjectId, Timestamp
+from bson import Binary
 
 from ..exceptions import QueryValidationError
 from .blas import limit_blas_threads
@@ -267,87 +265,26 @@ class _TopK:
 
 # --- the exact search --------------------------------------------------------------------------
 
-#: BSON comparison order of the types an ``_id`` can have, each with a query that selects
-#: exactly that type (range queries only match values of their own type).
-_ID_BRACKETS: tuple[tuple[str, Any], ...] = (
-    ("$eq", MinKey()),
-    ("$eq", None),
-    ("$eq", float("nan")),
-    ("$gte", float("-inf")),
-    ("$gte", ""),
-    ("$gte", {}),
-    ("$gte", Binary(b"", 0)),
-    ("$gte", ObjectId(b"\x00" * 12)),
-    ("$gte", False),
-    ("$gte", datetime.datetime.min),  # dates before year 1 cannot be written from Python
-    ("$gte", Timestamp(0, 0)),
-    ("$eq", MaxKey()),
-)
 
-
-def _bracket(value: Any) -> int:
-    if isinstance(value, MinKey):
-        return 0
-    if value is None:
-        return 1
-    if isinstance(value, bool):
-        return 8
-    if isinstance(value, float) and math.isnan(value):
-        return 2
-    if isinstance(value, (int, float)) or type(value).__name__ in ("Int64", "Decimal128"):
-        return 3
-    if isinstance(value, str):
-        return 4
-    if isinstance(value, Mapping):
-        return 5
-    if isinstance(value, (Binary, bytes)):
-        return 6
-    if isinstance(value, ObjectId):
-        return 7
-    if isinstance(value, Timestamp):
-        return 10
-    if isinstance(value, MaxKey):
-        return 11
-    return 9  # datetimes
-
-
-def _and(filter: Mapping[str, Any] | None, clause: dict[str, Any]) -> dict[str, Any]:
-    return {"$and": [dict(filter), clause]} if filter else clause
-
-
-def _scan_pages(
+def _pages(
     collection: Any,
     filter: Mapping[str, Any] | None,
     projection: dict[str, Any] | None,
     page: int,
     **find_kwargs: Any,
 ) -> Any:
-    """Pages of ``collection.find(filter, projection)`` in ``_id`` order, each a separate
-    query within the sandbox's result limit. Paging is keyed on ``_id`` with ``$gt``; since a
-    range query only matches values of its own BSON type, when one type is exhausted the next
-    page is the lowest documents of all later types (one ``$or`` query)."""
-
-    def query(clause: dict[str, Any] | None) -> list[dict[str, Any]]:
-        spec = _and(filter, clause) if clause else filter
-        cursor = collection.find(spec, projection, **find_kwargs)
-        return list(cursor.sort("_id", 1).limit(page))
-
-    docs = query(None)
-    while True:
+    """The matching documents in lists of ``page``, in one streaming pass over the scoped
+    collection's ``_scan`` cursor (scoped like any read; not bounded by ``max_result_docs``,
+    since only ``page`` documents are held at a time)."""
+    with collection._scan(filter, projection, batch_size=page, **find_kwargs) as cursor:
+        docs: list[dict[str, Any]] = []
+        for doc in cursor:
+            docs.append(doc)
+            if len(docs) == page:
+                yield docs
+                docs = []
         if docs:
             yield docs
-        if len(docs) < page:
-            return
-        last = docs[-1]["_id"]
-        bracket = _bracket(last)
-        if _ID_BRACKETS[bracket][0] == "$gte":
-            docs = query({"_id": {"$gt": last}})
-            if len(docs) == page or bracket + 1 == len(_ID_BRACKETS):
-                continue
-            if docs:
-                yield docs
-        later = [{"_id": {op: low}} for op, low in _ID_BRACKETS[bracket + 1 :]]
-        docs = query({"$or": later}) if later else []
 
 
 def _scan_projection(projection: Mapping[str, Any] | None, path: str) -> dict[str, Any] | None:
@@ -397,7 +334,7 @@ def exact_search(
     dims = query.size
     skipped = 0
     scan = _scan_projection(projection, path)
-    for docs in _scan_pages(collection, filter, scan, page, **dict(find_kwargs or {})):
+    for docs in _pages(collection, filter, scan, page, **dict(find_kwargs or {})):
         rows: list[np.ndarray] = []
         kept: list[Any] = []
         for doc in docs:

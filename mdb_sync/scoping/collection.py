@@ -472,6 +472,31 @@ class ScopedCollection:
             self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
+    def _scan(self, filter: Any = None, projection: Any = None, **kwargs: Any) -> Any:
+        """A scoped cursor over every matching document, exempt from ``max_result_docs``.
+
+        For library code that streams a whole collection in constant memory (exact vector
+        search, exports): the scope and the guards apply as to any read; only the cap that
+        protects apps from loading huge results into memory by accident is lifted.
+        """
+        if self._is_multi():
+            self._filter(filter)  # guards
+            stages: list[dict[str, Any]] = [{"$match": dict(filter)}] if filter else []
+            if projection:
+                stages.append({"$project": dict(projection)})
+            cursor = self.aggregate(stages, **kwargs)
+            cursor._mdb_uncapped = True
+            return cursor
+        return ScopedCursor(
+            self.__coll,
+            self._filter(filter),
+            projection,
+            scoped=self,
+            user_filter=filter,
+            uncapped=True,
+            **kwargs,
+        )
+
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
         if filter is not None and not isinstance(filter, Mapping):

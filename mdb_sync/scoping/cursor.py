@@ -30,10 +30,12 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         *args: Any,
         scoped: ScopedCollection,
         user_filter: Any = None,
+        uncapped: bool = False,
         **kwargs: Any,
     ):
         self._mdb_scoped = scoped
         self._mdb_user_filter = user_filter
+        self._mdb_uncapped = uncapped
         self._mdb_limits = scoped._limits
         kwargs["batch_size"] = self._mdb_limits.cap_batch(kwargs.get("batch_size"))
         kwargs["max_time_ms"] = self._mdb_limits.cap_time(kwargs.get("max_time_ms"))
@@ -58,6 +60,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         clone = self.__class__.__new__(self.__class__)
         clone._mdb_scoped = self._mdb_scoped
         clone._mdb_user_filter = self._mdb_user_filter
+        clone._mdb_uncapped = self._mdb_uncapped
         clone._mdb_limits = self._mdb_limits
         clone._mdb_session = self._mdb_session
         clone._mdb_observed = False
@@ -87,7 +90,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             self._mdb_observed = True
             self._mdb_scoped._observe_find(self)
         count = super()._refresh()
-        if self._retrieved > self._mdb_limits.max_result_docs:
+        if self._retrieved > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
                 f"the query on {self._mdb_scoped.name!r} returns more than "
@@ -112,6 +115,7 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
     _mdb_limits: Any
     _mdb_session: Any
     _mdb_seen: int
+    _mdb_uncapped: bool = False
 
     @property
     def session(self) -> Any:
@@ -121,7 +125,7 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
         before = len(self._data)
         count = super()._refresh()
         self._mdb_seen += max(0, len(self._data) - before)
-        if self._mdb_seen > self._mdb_limits.max_result_docs:
+        if self._mdb_seen > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
                 f"the aggregation on {self._mdb_name!r} returns more than "
