@@ -645,3 +645,22 @@ def test_no_raw_handle_one_attribute_away(apps):
     assert not hasattr(command_cursor, "collection")
     assert a.items.with_options().database is a
     assert a.with_options().app_slug == "app_a"
+
+
+def test_session_comment_and_hint_are_forwarded(engine, recorder):
+    db = engine.get_scoped_db("fwd")
+    db.items.insert_one({"n": 1})
+    db.items.create_index("n")
+    recorder.clear()
+    with db.client_session() as session:
+        db.items.find({"n": 1}, comment="find-c", session=session).hint("n_1").to_list()
+        db.items.update_one({"n": 1}, {"$set": {"m": 1}}, comment="upd-c", session=session)
+        db.items.aggregate([{"$match": {}}], comment="agg-c", session=session).to_list()
+        db.items.count_documents({}, comment="cnt-c", session=session)
+        lsid = session.session_id
+    find = recorder.commands("find")[-1]
+    assert find["comment"] == "find-c" and find["hint"] == "n_1" and find["lsid"] == lsid
+    assert recorder.commands("update")[-1]["comment"] == "upd-c"
+    comments = [c.get("comment") for c in recorder.commands("aggregate")]
+    assert "agg-c" in comments and "cnt-c" in comments
+    assert all(c["lsid"] == lsid for c in recorder.commands("find", "update", "aggregate"))
