@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from . import __version__, embedded
 from .exceptions import MongoDBEngineError
@@ -26,7 +27,8 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--uri``/``--db`` and pass an initialized engine as the ``engine`` argument.
 
     When the command runs under a host that already has an engine (``flask mdb`` puts it in
-    ``ctx.obj[ENGINE_KEY]``), that engine is used and the options are ignored; otherwise one
+    ``ctx.obj[ENGINE_KEY]``), that engine is used and ``--uri``/``--db`` typed on the command
+    line are refused (exit 2) rather than silently ignored; otherwise one
     is created from the options (or ``MDB_MONGO_URI``/``MDB_DB_NAME``, or the embedded
     server) and shut down afterwards. A connection failure exits with status 1.
     """
@@ -47,9 +49,20 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.pass_context
     @functools.wraps(func)
     def wrapper(ctx: click.Context, uri: str | None, db_name: str | None, **kwargs: Any) -> Any:
-        hosted = (ctx.obj or {}).get(ENGINE_KEY) if isinstance(ctx.obj, dict) else None
-        if hosted is not None:
-            return ctx.invoke(func, engine=hosted, **kwargs)
+        if isinstance(ctx.obj, dict) and ENGINE_KEY in ctx.obj:
+            typed = [
+                f"--{name.replace('db_name', 'db')}"
+                for name in ("uri", "db_name")
+                if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+            ]
+            if typed:
+                raise click.UsageError(
+                    f"{' and '.join(typed)} cannot be used here: this command runs on the "
+                    "host application's engine (configure it there, e.g. MDB_MONGO_URI)"
+                )
+            hosted = ctx.obj.get(ENGINE_KEY)
+            if hosted is not None:
+                return ctx.invoke(func, engine=hosted, **kwargs)
         from .engine import MongoDBEngine
 
         engine = MongoDBEngine(uri, db_name)

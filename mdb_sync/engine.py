@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from . import embedded
 from .exceptions import (
+    ConfigurationError,
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMongoURI,
@@ -71,6 +73,9 @@ class MongoDBEngine:
     :param implicit_apps: if true (the default), :meth:`get_scoped_db` registers an unknown
         slug as a minimal active app, as the seeds' hello world expects; if false, only
         apps registered with :meth:`register_app` can be used.
+    :param registry_refresh_seconds: how long this process trusts its cached view of the app
+        registry (default 5 s): an app registered, changed or deactivated by another process
+        is seen here within that delay. ``0`` reads the registry on every lookup.
     :param client_options: passed to :class:`~pymongo.MongoClient` (``serverSelectionTimeoutMS``
         defaults to 5000 so an unreachable server fails fast).
     """
@@ -83,6 +88,7 @@ class MongoDBEngine:
         embedded_dir: str | os.PathLike[str] | None = None,
         limits: QueryLimits | None = None,
         implicit_apps: bool = True,
+        registry_refresh_seconds: float = 5.0,
         **client_options: Any,
     ) -> None:
         self._uri_arg = mongo_uri or os.environ.get(MONGO_URI_ENV) or None
@@ -90,6 +96,9 @@ class MongoDBEngine:
         self._embedded_dir = embedded_dir
         self.limits = limits or QueryLimits()
         self.implicit_apps = implicit_apps
+        if registry_refresh_seconds < 0:
+            raise ConfigurationError("registry_refresh_seconds cannot be negative")
+        self.registry_refresh_seconds = float(registry_refresh_seconds)
         self._client_options = dict(client_options)
         self._client_options.setdefault(
             "serverSelectionTimeoutMS", DEFAULT_SERVER_SELECTION_TIMEOUT_MS
@@ -104,7 +113,8 @@ class MongoDBEngine:
         self._client_pid: int | None = None
         self._initialized = False
         self._lock = threading.RLock()
-        self._scoped: dict[tuple[Any, ...], ScopedDatabase] = {}
+        # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
+        self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
         self._app_id_indexed: set[str] = set()
         self.registry = AppRegistry(self)
         self.metrics = MetricsCollector()
@@ -316,9 +326,9 @@ class MongoDBEngine:
             write_scope,
             auto_index,
         )
-        db = self._scoped.get(key)
-        if db is not None:
-            return db
+        cached = self._scoped.get(key)
+        if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
+            return cached[0]
         record = self.registry.require_usable(app_slug)
         access = (record.get("manifest") or {}).get("data_access") or {}
         if read_scopes is None and access.get("read_scopes"):
@@ -335,7 +345,8 @@ class MongoDBEngine:
             auto_index=auto_index,
         )
         with self._lock:
-            return self._scoped.setdefault(key, db)
+            self._scoped[key] = (db, time.monotonic())
+        return db
 
     def _check_read_scopes(
         self, app_slug: str, read_scopes: tuple[str, ...], access: Mapping[str, Any]

@@ -1,7 +1,9 @@
 """The app registry: which apps exist, their manifests and status, persisted in ``apps_config``.
 
 The registry is the source of truth shared by every process (web workers, Celery workers,
-scripts); each engine keeps a cache, refreshed by :meth:`AppRegistry.load` and on a miss.
+scripts); each engine keeps a cache whose entries (and misses) are re-read after
+``engine.registry_refresh_seconds``, so an app registered, deactivated or changed by another
+process takes effect here within that delay; :meth:`AppRegistry.load` re-reads everything.
 
 Registration enforces the physical half of the sandbox contract: two apps whose slugs could
 produce the same physical collection name (``my`` + ``app_tasks`` vs ``my_app`` + ``tasks``)
@@ -15,6 +17,7 @@ import datetime as _dt
 import logging
 import re
 import threading
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,8 @@ class AppRegistry:
         self._engine = engine
         self._lock = threading.Lock()
         self._apps: dict[str, dict[str, Any]] = {}
+        self._fetched: dict[str, float] = {}  # slug -> monotonic time its record was read
+        self._missing: dict[str, float] = {}  # slug -> monotonic time a lookup found nothing
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -56,19 +61,33 @@ class AppRegistry:
     def load(self) -> int:
         """Replace the cache with the database's registry; return the number of active apps."""
         records = {doc["_id"]: doc for doc in self.collection.find({})}
+        now = time.monotonic()
         with self._lock:
             self._apps = records
+            self._fetched = dict.fromkeys(records, now)
+            self._missing = {}
         return sum(1 for doc in records.values() if doc.get("status") == ACTIVE)
 
     def _record(self, slug: str, refresh: bool = False) -> dict[str, Any] | None:
-        record = None if refresh else self._apps.get(slug)
-        if record is None:
-            record = self.collection.find_one({"_id": slug})
-            with self._lock:
-                if record is None:
-                    self._apps.pop(slug, None)
-                else:
-                    self._apps[slug] = record
+        now = time.monotonic()
+        if not refresh:
+            ttl = self._engine.registry_refresh_seconds
+            record = self._apps.get(slug)
+            if record is not None:
+                if now - self._fetched.get(slug, 0.0) < ttl:
+                    return record
+            elif now - self._missing.get(slug, -ttl) < ttl:
+                return None
+        record = self.collection.find_one({"_id": slug})
+        with self._lock:
+            if record is None:
+                self._apps.pop(slug, None)
+                self._fetched.pop(slug, None)
+                self._missing[slug] = now
+            else:
+                self._apps[slug] = record
+                self._fetched[slug] = now
+                self._missing.pop(slug, None)
         return record
 
     def get_manifest(self, slug: str) -> dict[str, Any] | None:
@@ -118,8 +137,9 @@ class AppRegistry:
                     context={"app": slug},
                 )
             self.register({"slug": slug, "name": slug}, create_indexes=False, implicit=True)
-            record = self._record(slug)
-            assert record is not None
+            record = self._record(slug, refresh=True)
+            if record is None:  # unregistered again by someone else in between
+                raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
         if record.get("status", ACTIVE) != ACTIVE:
             raise AppNotActiveError(
                 f"app {slug!r} is {record.get('status')}, not active", context={"app": slug}
@@ -260,6 +280,8 @@ class AppRegistry:
                 record = self.collection.find_one({"_id": slug}) or record
         with self._lock:
             self._apps[slug] = record
+            self._fetched[slug] = time.monotonic()
+            self._missing.pop(slug, None)
         result = {
             "slug": slug,
             "created": existing is None,
@@ -275,6 +297,8 @@ class AppRegistry:
         deleted = self.collection.delete_one({"_id": slug}).deleted_count == 1
         with self._lock:
             self._apps.pop(slug, None)
+            self._fetched.pop(slug, None)
+            self._missing[slug] = time.monotonic()
         if deleted:
             app_unregistered.send(self._engine, slug=slug)
         return deleted

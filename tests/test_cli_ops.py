@@ -204,3 +204,6 @@ def test_commands_use_a_hosting_engine(run, engine, tmp_path):
     assert result.exit_code == 0, result.output
     assert engine.get_scoped_db("hosted2").items.count_documents({}) == 1
     assert engine.is_initialized  # the host's engine is not shut down by the command
+    # Options that would point elsewhere are refused, not silently ignored.
+    refused = run("apps", "list", "--db", "elsewhere", obj={ENGINE_KEY: engine})
+    assert refused.exit_code == 2 and "--db cannot be used here" in refused.output

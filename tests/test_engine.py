@@ -9,6 +9,7 @@ import pytest
 from pymongo.errors import ConnectionFailure
 
 from mdb_sync import (
+    AppNotFoundError,
     EngineConnectionError,
     EngineNotInitializedError,
     MongoDBEngine,
@@ -134,3 +135,35 @@ def test_scoped_databases_are_cached(engine):
     assert engine.get_scoped_db("cache") is engine.get_scoped_db("cache")
     db = engine.get_scoped_db("cache")
     assert db.tasks is db["tasks"]
+
+
+def test_registry_changes_by_another_process_are_seen_within_the_refresh_delay(
+    mongo_uri, db_name, raw_db
+):
+    import time
+
+    from mdb_sync import AppNotActiveError
+
+    with MongoDBEngine(mongo_uri, db_name, registry_refresh_seconds=0.2) as engine:
+        db = engine.get_scoped_db("fading")
+        db.items.insert_one({"x": 1})
+        # Another process (here: a raw write) deactivates the app.
+        raw_db["apps_config"].update_one({"_id": "fading"}, {"$set": {"status": "inactive"}})
+        assert engine.get_scoped_db("fading") is db, "cached within the delay"
+        time.sleep(0.25)
+        with pytest.raises(AppNotActiveError):
+            engine.get_scoped_db("fading")
+        # A miss is cached too, then re-read.
+        engine.implicit_apps = False
+        with pytest.raises(AppNotFoundError):
+            engine.get_scoped_db("latecomer")
+        raw_db["apps_config"].insert_one(
+            {
+                "_id": "latecomer",
+                "slug": "latecomer",
+                "status": "active",
+                "manifest": {"slug": "latecomer"},
+            }
+        )
+        time.sleep(0.25)
+        assert engine.get_scoped_db("latecomer").app_slug == "latecomer"
