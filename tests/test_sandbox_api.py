@@ -664,3 +664,24 @@ def test_session_comment_and_hint_are_forwarded(engine, recorder):
     comments = [c.get("comment") for c in recorder.commands("aggregate")]
     assert "agg-c" in comments and "cnt-c" in comments
     assert all(c["lsid"] == lsid for c in recorder.commands("find", "update", "aggregate"))
+
+
+def test_expressions_in_options_get_the_same_guards(apps):
+    a, _ = apps
+    js = {"$function": {"body": "function() { return 1 }", "args": [], "lang": "js"}}
+    with pytest.raises(QueryValidationError):
+        a.items.find({}, {"x": js})
+    with pytest.raises(QueryValidationError):
+        a.items.find({}, projection={"x": js})
+    with pytest.raises(QueryValidationError):
+        a.items.find_one_and_update({}, {"$set": {"y": 1}}, projection={"x": js})
+    with pytest.raises(QueryValidationError):
+        a.items.update_many({}, {"$set": {"arr.$[e]": 1}}, array_filters=[{"e": {"$where": "1"}}])
+    with pytest.raises(QueryValidationError):
+        a.items.bulk_write(
+            [UpdateOne({}, {"$set": {"arr.$[e]": 1}}, array_filters=[{"e": {"$where": "1"}}])]
+        )
+    assert (
+        a.items.find({}, {"double": {"$multiply": ["$n", 2]}}).sort("_id").to_list()[1]["double"]
+        == 2
+    )

@@ -180,8 +180,11 @@ class ScopedCollection:
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if kwargs.get("session") is not None:
             kwargs["session"] = self._raw_session(kwargs["session"])
-        if kwargs.get("let") is not None:
-            self._guard(check_query, kwargs["let"], self._limits, "let")
+        # Options that carry expressions or predicates get the same guards as filters
+        # (a find projection may hold aggregation expressions, $function included).
+        for option in ("let", "projection", "array_filters"):
+            if kwargs.get(option) is not None:
+                self._guard(check_query, kwargs[option], self._limits, option)
         return kwargs
 
     def _guard(self, check: Any, *args: Any) -> Any:
@@ -379,6 +382,7 @@ class ScopedCollection:
         **kwargs: Any,
     ) -> Any:
         scoped, checked = self._filter(filter), self._update(update)
+        self._guard(check_query, projection or {}, self._limits, "projection")
         self._before_write()
         self._observe(filter, sort)
         return self.__coll.find_one_and_update(
@@ -396,6 +400,7 @@ class ScopedCollection:
         **kwargs: Any,
     ) -> Any:
         scoped, doc = self._filter(filter), self._replacement(replacement)
+        self._guard(check_query, projection or {}, self._limits, "projection")
         self._before_write()
         self._observe(filter, sort)
         return self.__coll.find_one_and_replace(
@@ -406,6 +411,7 @@ class ScopedCollection:
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
     ) -> Any:
         scoped = self._filter(filter)
+        self._guard(check_query, projection or {}, self._limits, "projection")
         self._observe(filter, sort)
         return self.__coll.find_one_and_delete(scoped, projection, sort, **self._kwargs(kwargs))
 
@@ -433,6 +439,8 @@ class ScopedCollection:
             for k in ("collation", "hint", "array_filters", "sort")
             if getattr(request, "_" + k, None) is not None
         }
+        if "array_filters" in opts:
+            self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
             original = request._doc
             tagged = self._tagged(original)
@@ -465,6 +473,10 @@ class ScopedCollection:
         """
         if kwargs.get("cursor_type"):
             raise QueryValidationError("tailable cursors are not available on scoped collections")
+        if args and args[0] is not None:
+            self._guard(check_query, args[0], self._limits, "projection")
+        if kwargs.get("projection") is not None:
+            self._guard(check_query, kwargs["projection"], self._limits, "projection")
         if self._is_multi():
             self._filter(filter)  # guards
             return MultiScopeCursor(self, filter, *args, **kwargs)
