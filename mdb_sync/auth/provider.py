@@ -124,6 +124,10 @@ class CasbinProvider:
     def _args(self, *values: str) -> tuple[str, ...]:
         return (values[0], self.domain, *values[1:]) if self.domain else values
 
+    def _link(self, subject: str, role: str) -> tuple[str, ...]:
+        """A role link: ``g, subject, role[, domain]`` (the domain comes last in casbin)."""
+        return (subject, role, self.domain) if self.domain else (subject, role)
+
     def check(self, subject: str, resource: str, action: str) -> bool:
         self.maybe_reload()
         return bool(self.enforcer.enforce(*self._args(str(subject), str(resource), str(action))))
@@ -171,19 +175,19 @@ class CasbinProvider:
         return removed
 
     def add_role(self, subject: str, role: str) -> bool:
-        added = bool(self.enforcer.add_grouping_policy(*self._args(subject, role)))
+        added = bool(self.enforcer.add_grouping_policy(*self._link(subject, role)))
         self._saved()
         return added
 
     def remove_role(self, subject: str, role: str) -> bool:
-        removed = bool(self.enforcer.remove_grouping_policy(*self._args(subject, role)))
+        removed = bool(self.enforcer.remove_grouping_policy(*self._link(subject, role)))
         self._saved()
         return removed
 
     def set_roles(self, subject: str, roles: Iterable[str]) -> None:
         """Make ``subject``'s direct roles exactly ``roles``."""
         wanted = set(roles)
-        current = set(self.enforcer.get_filtered_grouping_policy(0, subject))
+        current = self.enforcer.get_filtered_grouping_policy(0, subject)
         current_roles = {
             rule[1] for rule in current if not self.domain or rule[2:3] == [self.domain]
         }
