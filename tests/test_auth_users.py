@@ -264,3 +264,39 @@ def test_the_limit_holds_across_processes(engine, mongo_uri, db_name):
     assert allowed_here == 6
     assert int(out.stdout.strip()) == 4  # only 10 in total, whoever asks
     assert not limiter.hit("app", "login", "1.2.3.4", 10, 300).allowed
+
+
+def _authenticate_in_child(auth, queue) -> None:
+    user = auth.authenticate("ada@example.com", PW)
+    queue.put((user["email"], auth.limiter.hit("users_app", "fork", "k", 5, 60).count))
+
+
+def test_a_forked_worker_uses_the_parents_service(auth):
+    import multiprocessing
+
+    auth.register_user("ada@example.com", PW)
+    auth.limiter.hit("users_app", "fork", "k", 5, 60)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_authenticate_in_child, args=(auth, queue))
+    proc.start()
+    assert queue.get(timeout=60) == ("ada@example.com", 2)
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert auth.limiter.hit("users_app", "fork", "k", 5, 60).count == 3
+
+
+def test_audit_events_are_recorded_when_configured(engine, raw_db):
+    manifest = auth_manifest("audited")
+    manifest["auth"]["audit"] = {"events": ["login", "login_failed"], "retention_days": 7}
+    engine.register_app(manifest)
+    auth = AuthService(engine, "audited", secret=SECRET, hasher=HASHER)
+    user = auth.register_user("ada@example.com", PW)
+    auth.authenticate("ada@example.com", PW)
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("ada@example.com", "wrong pass")
+    events = [(e["event"], e.get("user_id")) for e in raw_db["audited_auth_audit"].find()]
+    assert events == [("login", user["user_id"]), ("login_failed", None)]
+    assert all(e["app_id"] == "audited" for e in raw_db["audited_auth_audit"].find())
+    index = raw_db["audited_auth_audit"].index_information()["retention"]
+    assert index["expireAfterSeconds"] == 7 * 86_400

@@ -45,8 +45,13 @@ class MongoPolicyAdapter(persist.FilteredAdapter, persist.BatchAdapter, UpdateAd
     def __init__(self, engine: MongoDBEngine, slug: str, collection: str) -> None:
         self.engine = engine
         self.slug = slug
-        self.coll = engine.get_scoped_db(slug, auto_index=False)[collection]
+        self.collection = collection
         self._filtered = False
+
+    @property
+    def coll(self) -> Any:
+        # Looked up on each use: after an engine restart or a fork, the engine's new client.
+        return self.engine.get_scoped_db(self.slug, auto_index=False)[self.collection]
 
     # --- versions (cross-process reload) ------------------------------------------------------
 

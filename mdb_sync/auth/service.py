@@ -97,6 +97,7 @@ class AuthService:
         self.policy_reload_interval = policy_reload_interval
         self._provider = provider
         self._provider_lock = threading.Lock()
+        self._audit_indexed = False
         cfg = self.config
         self.users: AppUserStore | None = None
         self.sessions: SessionStore | None = None
@@ -219,6 +220,11 @@ class AuthService:
             return
         coll = self.engine.get_scoped_db(self.slug, auto_index=False)[cfg.audit_collection]
         try:
+            if not self._audit_indexed:  # events expire after auth.audit.retention_days
+                coll.create_index(
+                    "at", name="retention", expireAfterSeconds=cfg.audit_retention_days * 86_400
+                )
+                self._audit_indexed = True
             coll.insert_one({"event": event, "at": store.now(), **fields})
         except Exception:  # auditing never breaks a login
             log.warning(

@@ -73,9 +73,15 @@ class AppUserStore:
     kind = "app"
 
     def __init__(self, engine: MongoDBEngine, slug: str, collection: str = "users") -> None:
+        self.engine = engine
         self.slug = slug
-        self.coll = engine.get_scoped_db(slug, auto_index=False)[collection]
+        self.collection = collection
         self.coll.create_index([("email", 1)], unique=True, name="email_unique")
+
+    @property
+    def coll(self) -> Any:
+        # Looked up on each use: after an engine restart or a fork, the engine's new client.
+        return self.engine.get_scoped_db(self.slug, auto_index=False)[self.collection]
 
     def find_by_email(self, email: str) -> dict[str, Any] | None:
         return self.coll.find_one({"email": email})
@@ -125,8 +131,13 @@ class GlobalUserStore(AppUserStore):
     kind = "global"
 
     def __init__(self, engine: MongoDBEngine, slug: str, collection: str = "users") -> None:
+        self.engine = engine
         self.slug = slug
-        self.coll = store.collection(engine, store.GLOBAL_USERS)  # type: ignore[assignment]
+        self.collection = store.GLOBAL_USERS
+
+    @property
+    def coll(self) -> Any:
+        return store.collection(self.engine, store.GLOBAL_USERS)
 
     def insert(self, doc: dict[str, Any], roles: list[str]) -> dict[str, Any]:
         doc = {
