@@ -156,9 +156,19 @@ def _scrypt_cost(key: str, value: Any) -> int:
     return value
 
 
-def _csp(key: str, value: Any) -> str | None:
-    from .auth.security import csp_value
+def csp_value(policy: str | Mapping[str, Any] | None) -> str | None:
+    """A Content-Security-Policy value from a string or a dict of directives
+    (``{"default-src": "'self'", "img-src": ["'self'", "data:"]}``)."""
+    if policy is None or isinstance(policy, str):
+        return policy
+    parts = []
+    for directive, sources in policy.items():
+        values = sources if isinstance(sources, str) else " ".join(sources)
+        parts.append(f"{directive} {values}".strip())
+    return "; ".join(parts)
 
+
+def _csp(key: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str | Mapping):
         raise _error(key, "must be a string or a dict of directives")
     return csp_value(value)

@@ -149,9 +149,17 @@ class MDB:
         """Login, tokens, RBAC, CSRF and security headers (``MDB_AUTH``; by default on when
         a configured manifest has ``auth`` or ``token_management``). After binding: its
         hooks act on the request's app."""
-        from .auth.setup import init_auth, wants_auth
+        from .auth_switch import wants_auth
 
         if wants_auth(state):
+            try:
+                from .auth.setup import init_auth
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"auth is on (MDB_AUTH, or a manifest's auth block) but {exc.name!r} is "
+                    "not installed: pip install 'mdb-sync[flask,auth]'",
+                    context={"option": "MDB_AUTH"},
+                ) from exc
             init_auth(app, state)
 
     def _init_cli(self, app: Flask) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from ..binding import current_binding
+from ..config import csp_value
 from .current import csrf_problem, current_service
 from .decorators import CSRF_EXEMPT_ATTR, https_refusal
 from .responses import auth_error
@@ -29,18 +30,6 @@ def hsts_value(
     if preload:
         value += "; preload"
     return value
-
-
-def csp_value(policy: str | Mapping[str, Any] | None) -> str | None:
-    """A CSP header value from a string or a dict of directives
-    (``{"default-src": "'self'", "img-src": ["'self'", "data:"]}``)."""
-    if policy is None or isinstance(policy, str):
-        return policy
-    parts = []
-    for directive, sources in policy.items():
-        values = sources if isinstance(sources, str) else " ".join(sources)
-        parts.append(f"{directive} {values}".strip())
-    return "; ".join(parts)
 
 
 def apply_headers(

@@ -41,13 +41,6 @@ log = logging.getLogger("flask_mdb.auth")
 _INSTALLED = "mdb_auth_installed"
 
 
-def wants_auth(state: MDBState) -> bool:
-    setting = state.config["MDB_AUTH"]
-    if setting is not None:
-        return bool(setting)
-    return any(AuthConfig.from_manifest(m).manifest_present for m in state.manifests)
-
-
 def check_startup(app: Flask, state: MDBState) -> None:
     """Refuse to start with a configured manifest whose auth cannot work: tokens without a
     (long enough) secret or key, users without a Flask SECRET_KEY (CSRF needs it)."""
