@@ -552,3 +552,23 @@ def test_apps_without_auth_are_untouched(make_app):
     assert response.status_code == 200
     assert "X-Frame-Options" not in response.headers
     assert client.get("/auth/login", headers={"X-App": "plain", **JSON}).status_code == 404
+
+
+def test_setup_auth_from_manifest_on_a_plain_flask_app(engine, monkeypatch):
+    from flask import Flask
+
+    from flask_mdb.auth import setup_auth_from_manifest
+
+    engine.register_app(auth_manifest("seeded"))
+    app = add_views(Flask("plain"))
+    app.config.update(auth_config())
+    setup_auth_from_manifest(app, engine, "seeded")
+    client = app.test_client()
+    assert client.get("/whoami").status_code == 401
+    register(client, slug="seeded")
+    assert client.get("/whoami").json["email"] == "ada@example.com"
+    other = Flask("nosecret")
+    other.config.update(SECRET_KEY=FLASK_SECRET)
+    monkeypatch.delenv("MDB_JWT_SECRET", raising=False)
+    with pytest.raises(ConfigurationError, match="MDB_JWT_SECRET"):
+        setup_auth_from_manifest(other, engine, "seeded")

@@ -41,11 +41,11 @@ log = logging.getLogger("flask_mdb.auth")
 _INSTALLED = "mdb_auth_installed"
 
 
-def check_startup(app: Flask, state: MDBState) -> None:
-    """Refuse to start with a configured manifest whose auth cannot work: tokens without a
-    (long enough) secret or key, users without a Flask SECRET_KEY (CSRF needs it)."""
+def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) -> None:
+    """Refuse to start with a manifest whose auth cannot work: tokens without a (long
+    enough) secret or key, CSRF-protected users without a Flask SECRET_KEY."""
     config = state.config
-    for manifest in state.manifests:
+    for manifest in manifests:
         cfg = AuthConfig.from_manifest(manifest)
         if cfg.tokens_enabled:
             resolve_keyset(
@@ -59,7 +59,7 @@ def check_startup(app: Flask, state: MDBState) -> None:
                 key_id=config["MDB_JWT_KEY_ID"],
                 secret_option="MDB_JWT_SECRET",
             )
-        if cfg.users_enabled and not app.config.get("SECRET_KEY"):
+        if cfg.users_enabled and cfg.csrf_enabled and not app.config.get("SECRET_KEY"):
             raise ConfigurationError(
                 f"app {cfg.slug!r} has users (auth.users) but the Flask SECRET_KEY is not set: "
                 "CSRF tokens are signed with it (set app.config['SECRET_KEY'])",
@@ -71,7 +71,7 @@ def init_auth(app: Flask, state: MDBState) -> None:
     """The extension's auth step: install everything once per Flask app."""
     if app.extensions.get(_INSTALLED):
         return
-    check_startup(app, state)
+    check_startup(app, state, state.manifests)
     manager = getattr(app, "login_manager", None)
     if manager is None:
         manager = LoginManager()
@@ -132,10 +132,7 @@ def setup_auth_from_manifest(
         manifest = engine.get_app(slug)
         if manifest is None:
             raise ConfigurationError(f"setup_auth_from_manifest: app {slug!r} is not registered")
-        state.manifests = (
-            [*state.manifests, manifest] if manifest not in state.manifests else state.manifests
-        )
-        check_startup(app, state)
+        check_startup(app, state, [manifest])
         with app.app_context():
             record = engine.registry.get_record(slug) or {}
             slug_state = state.slug_state(slug, record)

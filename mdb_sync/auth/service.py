@@ -344,7 +344,7 @@ class AuthService:
 
     def list_users(self, limit: int = 1000) -> list[dict[str, Any]]:
         users = self._require_users()
-        return [public_view(users, d) for d in users.list_ids(limit)]
+        return [public_view(users, d) for d in users.list_docs(limit)]
 
     def _doc(self, user_id: Any) -> dict[str, Any]:
         users = self._require_users()

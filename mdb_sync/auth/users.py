@@ -108,9 +108,9 @@ class AppUserStore:
     def join(self, doc: dict[str, Any], roles: list[str]) -> dict[str, Any]:
         return doc  # app users always belong to their app
 
-    def app_fields(self, prefix_free: dict[str, Any]) -> dict[str, Any]:
+    def app_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Per-app fields (``roles``, ``active``) as they are named in this store."""
-        return prefix_free
+        return fields
 
     def roles_of(self, doc: dict[str, Any]) -> list[str]:
         return list(doc.get("roles") or [])
@@ -121,7 +121,7 @@ class AppUserStore:
     def is_member(self, doc: dict[str, Any]) -> bool:
         return True
 
-    def list_ids(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_docs(self, limit: int = 1000) -> list[dict[str, Any]]:
         return self.coll.find({}, {"password_hash": 0}).sort("email", 1).limit(limit).to_list()
 
 
@@ -164,9 +164,9 @@ class GlobalUserStore(AppUserStore):
         )
         return updated or self.coll.find_one({"_id": doc["_id"]}) or doc
 
-    def app_fields(self, prefix_free: dict[str, Any]) -> dict[str, Any]:
+    def app_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
         out = {}
-        for key, value in prefix_free.items():
+        for key, value in fields.items():
             out[f"apps.{self.slug}.{key}" if key in ("roles", "active") else key] = value
         return out
 
@@ -180,7 +180,7 @@ class GlobalUserStore(AppUserStore):
     def is_member(self, doc: dict[str, Any]) -> bool:
         return self.slug in (doc.get("apps") or {})
 
-    def list_ids(self, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_docs(self, limit: int = 1000) -> list[dict[str, Any]]:
         return list(
             self.coll.find({"app_ids": self.slug}, {"password_hash": 0})
             .sort("email", 1)
