@@ -25,6 +25,25 @@ from .extension import MDB, ObjectIdConverter
 from .json import MDBJSONProvider, bson_default
 from .signals import app_bound
 
+#: Names re-exported from :mod:`flask_mdb.auth`, imported on first use: auth needs the
+#: ``auth`` extra (pyjwt, pycasbin), which an app without sign-in need not install.
+_AUTH_NAMES = (
+    "get_current_user",
+    "login_required",
+    "require_permission",
+    "require_role",
+    "setup_auth_from_manifest",
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _AUTH_NAMES:
+        from . import auth
+
+        return getattr(auth, name)
+    raise AttributeError(f"module 'flask_mdb' has no attribute {name!r}")
+
+
 __all__ = [
     "MDB",
     "AppNotBoundError",
@@ -37,5 +56,10 @@ __all__ = [
     "db",
     "error_response",
     "get_current_app_slug",
+    "get_current_user",
+    "login_required",
     "register_error_handlers",
+    "require_permission",
+    "require_role",
+    "setup_auth_from_manifest",
 ]

@@ -122,6 +122,82 @@ def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(p.resolve() for p in paths))
 
 
+def _optional_bool(key: str, value: Any) -> bool | None:
+    return None if value is None else _bool(key, value)
+
+
+def _secrets(key: str, value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str | bytes) for v in value):
+        raise _error(key, "must be a list of secrets (strings)")
+    return tuple(value)
+
+
+def _secret(key: str, value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | bytes | os.PathLike):
+        raise _error(key, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _error(key, f"must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _scrypt_cost(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 4096 or value & (value - 1):
+        raise _error(key, f"must be a power of two >= 4096 (scrypt N), not {value!r}")
+    return value
+
+
+def csp_value(policy: str | Mapping[str, Any] | None) -> str | None:
+    """A Content-Security-Policy value from a string or a dict of directives
+    (``{"default-src": "'self'", "img-src": ["'self'", "data:"]}``)."""
+    if policy is None or isinstance(policy, str):
+        return policy
+    parts = []
+    for directive, sources in policy.items():
+        values = sources if isinstance(sources, str) else " ".join(sources)
+        parts.append(f"{directive} {values}".strip())
+    return "; ".join(parts)
+
+
+def _csp(key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str | Mapping):
+        raise _error(key, "must be a string or a dict of directives")
+    return csp_value(value)
+
+
+def _provider(key: str, value: Any) -> Any:
+    """An object with ``check``, a ``slug -> provider`` callable or dict, or an import string."""
+    if isinstance(value, str):
+        try:
+            return import_string(value)
+        except ImportStringError as exc:
+            raise _error(key, f"names nothing importable: {value!r}") from exc
+    return value
+
+
+def _url_prefix(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/"):
+        raise _error(
+            key, f"must be a URL path starting with '/', without a trailing '/': {value!r}"
+        )
+    return value
+
+
+def _redirect_path(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise _error(key, f"must be a path on this site starting with '/': {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     """One ``MDB_*`` configuration key."""
@@ -150,6 +226,21 @@ OPTIONS: list[Option] = [
     Option("MDB_JSON_PROVIDER", False, _bool, "install the BSON-aware JSON provider"),
     Option("MDB_ERROR_HANDLERS", False, _bool, "answer engine errors with JSON errors"),
     Option("MDB_CORS", True, _bool, "answer CORS requests from the manifests' cors blocks"),
+    # --- auth (flask_mdb.auth)
+    Option("MDB_AUTH", None, _optional_bool, "install auth; None: when a manifest has auth"),
+    Option("MDB_AUTH_ROUTES", True, _bool, "register the auth blueprint (login, token, ...)"),
+    Option("MDB_AUTH_URL_PREFIX", "/auth", _url_prefix, "URL prefix of the auth blueprint"),
+    Option("MDB_AUTH_HOME", "/", _redirect_path, "where login and logout go without a next"),
+    Option("MDB_JWT_SECRET", None, _secret, "HMAC secret of JWTs (>= 32 bytes)"),
+    Option("MDB_JWT_SECRET_FALLBACKS", None, _secrets, "older JWT secrets, verify only"),
+    Option("MDB_JWT_PRIVATE_KEY", None, _secret, "PEM key (or path) for RS*/ES*/EdDSA tokens"),
+    Option("MDB_JWT_PUBLIC_KEYS", None, _mapping, "{kid: PEM} of older keys, verify only"),
+    Option("MDB_JWT_KEY_ID", None, _optional_str, "kid of MDB_JWT_PRIVATE_KEY"),
+    Option("MDB_AUTH_PROVIDER", None, _provider, "authorization provider (custom)"),
+    Option("MDB_AUTH_POLICY_RELOAD", 5.0, _positive_number, "seconds between policy checks"),
+    Option("MDB_PASSWORD_HASH_COST", 32768, _scrypt_cost, "scrypt N of new password hashes"),
+    Option("MDB_SECURITY_HEADERS", True, _bool, "security headers on apps with auth"),
+    Option("MDB_CONTENT_SECURITY_POLICY", None, _csp, "Content-Security-Policy of those apps"),
 ]
 
 #: Options that configure an engine the extension builds itself.

@@ -79,6 +79,7 @@ class MDB:
         self._init_cors(app, state)
         self._init_errors(app, state)
         self._init_endpoints(app, state)
+        self._init_auth(app, state)
         self._init_cli(app)
         app.url_map.converters.setdefault("objectid", ObjectIdConverter)
 
@@ -143,6 +144,23 @@ class MDB:
         health_url, metrics_url = state.config["MDB_HEALTH_URL"], state.config["MDB_METRICS_URL"]
         if health_url or metrics_url:
             app.register_blueprint(make_blueprint(health_url, metrics_url))
+
+    def _init_auth(self, app: Flask, state: MDBState) -> None:
+        """Login, tokens, RBAC, CSRF and security headers (``MDB_AUTH``; by default on when
+        a configured manifest has ``auth`` or ``token_management``). After binding: its
+        hooks act on the request's app."""
+        from .auth_switch import wants_auth
+
+        if wants_auth(state):
+            try:
+                from .auth.setup import init_auth
+            except ImportError as exc:
+                raise ConfigurationError(
+                    f"auth is on (MDB_AUTH, or a manifest's auth block) but {exc.name!r} is "
+                    "not installed: pip install 'mdb-sync[flask,auth]'",
+                    context={"option": "MDB_AUTH"},
+                ) from exc
+            init_auth(app, state)
 
     def _init_cli(self, app: Flask) -> None:
         if "mdb" not in app.cli.commands:

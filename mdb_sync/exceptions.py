@@ -154,6 +154,14 @@ class TokenError(AuthenticationError):
     """A JWT is malformed, expired, revoked, or signed with the wrong key or algorithm."""
 
 
+class UserInputError(AuthError, ValueError):
+    """A malformed email, a password that breaks the app's rules, an unknown role: HTTP 400."""
+
+
+class UserExistsError(AuthError):
+    """An account with this email already exists for the app: HTTP 409."""
+
+
 class RateLimitExceeded(ResourceLimitExceeded):
     """Too many attempts in the window; ``retry_after`` is the number of seconds to wait."""
 
@@ -257,4 +265,6 @@ __all__ = [
     "ScopeError",
     "StructuredOutputError",
     "TokenError",
+    "UserExistsError",
+    "UserInputError",
 ]

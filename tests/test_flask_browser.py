@@ -1,11 +1,13 @@
 """The todo example in a real browser: headless Chromium (Debian's ``chromium``) driven by
-Playwright, against the example served by a real WSGI server on 127.0.0.1."""
+Playwright, against the example served by a real WSGI server on 127.0.0.1: signing in and
+out, per-user tasks, the admin-only page, CORS with bearer tokens."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +22,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 TODO = ROOT / "examples" / "todo"
 CHROMIUM = "/usr/bin/chromium"
+ADMIN = ("admin@example.com", "todo admin demo")  # seeded by the work space's manifest
+PASSWORD = "correct horse battery"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless",
@@ -67,14 +71,21 @@ def todo(mongo_uri, db_name, tmp_path):
     module = _load_example()
     manifests = tmp_path / "manifests"
     shutil.copytree(TODO / "manifests", manifests)
-    app = module.create_app(
-        {"MDB_MONGO_URI": mongo_uri, "MDB_DB_NAME": db_name, "MDB_MANIFESTS": str(manifests)}
-    )
+    app = module.create_app(_config(mongo_uri, db_name, manifests))
     try:
         with serve(app) as base:
             yield base
     finally:
         module.mdb.shutdown(app)
+
+
+def _config(mongo_uri, db_name, manifests):
+    return {
+        "MDB_MONGO_URI": mongo_uri,
+        "MDB_DB_NAME": db_name,
+        "MDB_MANIFESTS": str(manifests),
+        "MDB_PASSWORD_HASH_COST": 4096,  # cheap hashes: the test signs in many times
+    }
 
 
 def _open(page: Page, url: str) -> None:
@@ -83,9 +94,41 @@ def _open(page: Page, url: str) -> None:
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
 
 
+def _sign_in(page: Page, base: str, space: str, email: str, password: str = PASSWORD,
+             register: bool = False) -> None:  # fmt: skip
+    """Open the space, get sent to its sign-in page, sign in (or register), come back."""
+    page.goto(f"{base}/{space}/")
+    expect(page).to_have_url(re.compile(rf"/{space}/auth/login\?next=%2F{space}%2F$"))
+    if register:
+        page.click("#register-link")
+        page.fill("#email", email)
+        page.fill("#password", password)
+        page.click("#register")
+    else:
+        page.fill("#email", email)
+        page.fill("#password", password)
+        page.click("#sign-in")
+    expect(page).to_have_url(f"{base}/{space}/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#who")).to_have_text(email)
+
+
+def _sign_out(page: Page, base: str) -> None:
+    page.click("#logout")
+    expect(page).to_have_url(f"{base}/")
+
+
+def _token(base: str, space: str, email: str, password: str) -> str:
+    status, _, body = http(
+        f"{base}/{space}/auth/token", "POST", {"email": email, "password": password}
+    )
+    assert status == 200, body
+    return body["access_token"]
+
+
 def test_a_task_added_in_the_browser_is_listed_and_stays_in_its_app(page, todo, raw_db):
     title = "Ship the <b>release</b> & celebrate"
-    _open(page, f"{todo}/work/")
+    _sign_in(page, todo, "work", "ada@example.com", register=True)
     expect(page.locator("#tasks .title")).to_have_count(0)
     page.fill("#new-title", title)
     page.click("#add")
@@ -96,7 +139,7 @@ def test_a_task_added_in_the_browser_is_listed_and_stays_in_its_app(page, todo, 
     page.reload()  # server-rendered from the database
     expect(page.locator("#tasks .title")).to_have_text([title])
 
-    _open(page, f"{todo}/home/")
+    _sign_in(page, todo, "home", "ada@example.com")  # one account, a session per space
     expect(page.locator("#tasks li")).to_have_count(0)
     assert title not in page.content()
     page.fill("#new-title", "Water the plants")
@@ -109,6 +152,7 @@ def test_a_task_added_in_the_browser_is_listed_and_stays_in_its_app(page, todo, 
     home = list(raw_db["todo_home_tasks"].find())
     assert [(d["title"], d["app_id"]) for d in work] == [(title, "todo_work")]
     assert [(d["title"], d["app_id"]) for d in home] == [("Water the plants", "todo_home")]
+    assert work[0]["owner_id"] == home[0]["owner_id"]
 
     page.locator("#tasks li .toggle").check()
     expect(page.locator("#tasks li")).to_have_class("done")
@@ -123,12 +167,57 @@ def test_a_task_added_in_the_browser_is_listed_and_stays_in_its_app(page, todo, 
 
 
 def test_an_invalid_task_shows_the_apis_error(page, todo):
-    _open(page, f"{todo}/work/")
+    _sign_in(page, todo, "work", *ADMIN)
     page.evaluate("document.getElementById('new-title').removeAttribute('required')")
     page.fill("#new-title", "   ")
     page.click("#add")
     expect(page.locator("#error")).to_have_text("title: a non-empty string is required")
     expect(page.locator("#tasks li")).to_have_count(0)
+
+
+def test_sign_in_per_user_tasks_admin_page_and_sign_out(page, todo, raw_db):
+    _sign_in(page, todo, "work", "ada@example.com", register=True)
+    page.fill("#new-title", "Ada's report")
+    page.click("#add")
+    expect(page.locator("#tasks .title")).to_have_text(["Ada's report"])
+    expect(page.locator("#admin-link")).to_have_count(0)
+    assert page.goto(f"{todo}/work/admin").status == 403
+    page.goto(f"{todo}/work/")
+    session = next(c for c in page.context.cookies() if c["name"] == "todo_work_session")
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
+
+    _sign_out(page, todo)
+    assert not [c for c in page.context.cookies() if c["name"] == "todo_work_session"]
+    assert raw_db["mdb_auth_sessions"].count_documents({"app_id": "todo_work"}) == 0
+    page.goto(f"{todo}/work/")  # signed out: back to the sign-in page
+    expect(page).to_have_url(re.compile(r"/work/auth/login"))
+    page.fill("#email", "ada@example.com")
+    page.fill("#password", "not her password")
+    page.click("#sign-in")
+    expect(page.locator("#auth-error")).to_have_text("invalid email or password")
+
+    _sign_in(page, todo, "work", "bob@example.com", register=True)
+    expect(page.locator("#tasks li")).to_have_count(0)  # Ada's tasks are hers
+    _sign_out(page, todo)
+
+    _sign_in(page, todo, "work", *ADMIN)
+    expect(page.locator("#tasks li")).to_have_count(0)
+    page.click("#admin-link")
+    expect(page.locator("#accounts .email")).to_have_text(
+        ["ada@example.com", "admin@example.com", "bob@example.com"]
+    )
+    assert "Ada's report" not in page.content()
+    page.click("text=back to the tasks")
+    _sign_out(page, todo)
+
+    _sign_in(page, todo, "home", *ADMIN)  # an admin at work is a plain user at home
+    expect(page.locator("#admin-link")).to_have_count(0)
+    assert page.goto(f"{todo}/home/admin").status == 403
+    assert page.goto(f"{todo}/home/about").status == 200  # the one public page
+
+    page.goto(f"{todo}/")
+    _sign_in(page, todo, "work", "ada@example.com")
+    expect(page.locator("#tasks .title")).to_have_text(["Ada's report"])
 
 
 def _other_origin_page():
@@ -143,7 +232,8 @@ def _other_origin_page():
 
 def test_cross_origin_requests_follow_each_apps_manifest(page, mongo_uri, db_name, tmp_path):
     """Chromium itself enforces the CORS answers: the work app allows the other origin (with
-    a preflight for its JSON POST), the home app has no cors block, so it is refused."""
+    a preflight for its JSON POST carrying a bearer token), the home app has no cors block,
+    so it is refused."""
     module = _load_example()
     manifests = tmp_path / "manifests"
     shutil.copytree(TODO / "manifests", manifests)
@@ -151,26 +241,30 @@ def test_cross_origin_requests_follow_each_apps_manifest(page, mongo_uri, db_nam
         work = json.loads((manifests / "work.json").read_text())
         work["cors"]["allow_origins"] = [elsewhere]
         (manifests / "work.json").write_text(json.dumps(work))
-        app = module.create_app(
-            {"MDB_MONGO_URI": mongo_uri, "MDB_DB_NAME": db_name, "MDB_MANIFESTS": str(manifests)}
-        )
+        app = module.create_app(_config(mongo_uri, db_name, manifests))
         try:
             with serve(app) as base:
+                work_token = _token(base, "work", *ADMIN)
+                home_token = _token(base, "home", *ADMIN)
                 page.goto(f"{elsewhere}/")
-                script = """async (url) => {
+                script = """async ([url, token]) => {
                     try {
                         const r = await fetch(url, {method: "POST",
-                            headers: {"Content-Type": "application/json"},
+                            headers: {"Content-Type": "application/json",
+                                      "Authorization": "Bearer " + token},
                             body: JSON.stringify({title: "from elsewhere"})});
                         return {status: r.status, body: await r.json()};
                     } catch (err) { return {refused: String(err)}; }
                 }"""
-                allowed = page.evaluate(script, f"{base}/work/api/tasks")
+                allowed = page.evaluate(script, [f"{base}/work/api/tasks", work_token])
                 assert allowed["status"] == 201
                 assert allowed["body"]["task"]["title"] == "from elsewhere"
-                refused = page.evaluate(script, f"{base}/home/api/tasks")
+                refused = page.evaluate(script, [f"{base}/home/api/tasks", home_token])
                 assert "Failed to fetch" in refused["refused"]
-                assert http(f"{base}/home/api/tasks")[2]["tasks"] == []  # preflight stopped it
+                bearer = {"Authorization": f"Bearer {home_token}"}
+                assert http(f"{base}/home/api/tasks", headers=bearer)[2]["tasks"] == []
+                other_app = page.evaluate(script, [f"{base}/work/api/tasks", home_token])
+                assert other_app["status"] == 401  # home's token is not for work
         finally:
             module.mdb.shutdown(app)
 
@@ -200,9 +294,12 @@ def test_the_example_runs_as_a_script_on_the_embedded_database(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the example did not start in 60 s"
             time.sleep(0.1)
-        assert http(f"{base}/work/api/tasks", "POST", {"title": "scripted"})[0] == 201
-        assert http(f"{base}/home/api/tasks")[2]["tasks"] == []
-        assert http(f"{base}/work/api/tasks")[2]["tasks"][0]["title"] == "scripted"
+        assert http(f"{base}/work/api/tasks", "POST", {"title": "scripted"})[0] == 401
+        work = {"Authorization": f"Bearer {_token(base, 'work', *ADMIN)}"}
+        home = {"Authorization": f"Bearer {_token(base, 'home', *ADMIN)}"}
+        assert http(f"{base}/work/api/tasks", "POST", {"title": "scripted"}, work)[0] == 201
+        assert http(f"{base}/home/api/tasks", headers=home)[2]["tasks"] == []
+        assert http(f"{base}/work/api/tasks", headers=work)[2]["tasks"][0]["title"] == "scripted"
         assert (tmp_path / ".mdb" / "server.json").exists()
     finally:
         proc.send_signal(signal.SIGINT)

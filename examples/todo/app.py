@@ -1,4 +1,4 @@
-"""A todo app on flask_mdb: two apps ("spaces") served by one Flask process.
+"""A todo app on flask_mdb: two apps ("spaces") served by one Flask process, with sign-in.
 
 ``/work/`` and ``/home/`` are two mdb-sync apps, ``todo_work`` and ``todo_home``, each with
 its own manifest in ``manifests/``. A resolver picks the app from the URL's first segment,
@@ -6,24 +6,35 @@ so every request is bound to one app and ``db`` is that app's sandboxed database
 added at ``/work/`` is stored in ``todo_work_tasks`` with ``app_id: "todo_work"`` and can
 never appear at ``/home/``. An unknown space (``/nope/``) is a 404.
 
+Both spaces require signing in (``auth.policy.required``). They share one account store
+(``global_users``) with roles per space, and each keeps its own session cookie: an account
+signs in to each space separately. Every task belongs to the account that created it —
+nobody sees or changes anyone else's tasks — and ``/<space>/admin`` lists the space's
+accounts for its admins only. The work space's manifest seeds a demo admin,
+``admin@example.com`` / ``todo admin demo`` (an admin at work, a plain user at home).
+
 Run it on the embedded database (no MongoDB needed; data in ``./.mdb``)::
 
     python examples/todo/app.py          # http://127.0.0.1:5000  (PORT=... to change)
 
-or on a real server with ``MDB_MONGO_URI=mongodb://...``. ``/health`` and ``/metrics``
-are on.
+or on a real server with ``MDB_MONGO_URI=mongodb://...``. Set ``SECRET_KEY`` and
+``MDB_JWT_SECRET`` (32+ random bytes each) to keep sessions and tokens valid across restarts;
+without them this example makes random ones at startup (the library itself never does).
+``/health`` and ``/metrics`` are on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 
 from flask_mdb import MDB, current_app_slug, db
+from flask_mdb.auth import current_service, get_current_user, public, require_role
 
 HERE = Path(__file__).resolve().parent
 SLUG_PREFIX = "todo_"
@@ -42,9 +53,12 @@ def space_resolver(req: Any) -> str | None:
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, root_path=str(HERE))
     app.config.update(
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
+        MDB_JWT_SECRET=os.environ.get("MDB_JWT_SECRET") or secrets.token_urlsafe(48),
         MDB_DB_NAME=os.environ.get("MDB_DB_NAME", "todo_example"),
         MDB_MANIFESTS=str(HERE / "manifests"),
         MDB_APP_RESOLVER=space_resolver,
+        MDB_AUTH_URL_PREFIX="/<space>/auth",  # each space signs in on its own pages
         MDB_JSON_PROVIDER=True,
         MDB_ERROR_HANDLERS=True,
         MDB_HEALTH_URL="/health",
@@ -67,7 +81,13 @@ def index() -> str:
     return render_template("index.html", spaces=spaces)
 
 
-# --- the tasks of the bound app -------------------------------------------------------------
+# --- the signed-in user's tasks in the bound app --------------------------------------------
+
+
+def _owner() -> str:
+    user = get_current_user()
+    assert user is not None  # the manifest's policy lets no anonymous request through
+    return user.id
 
 
 def _title(payload: Any) -> str:
@@ -81,11 +101,16 @@ def _title(payload: Any) -> str:
 
 
 def _tasks() -> list[dict[str, Any]]:
-    return db.tasks.find({}).sort("created_at", -1).limit(500).to_list()
+    return db.tasks.find({"owner_id": _owner()}).sort("created_at", -1).limit(500).to_list()
 
 
 def _add(title: str) -> dict[str, Any]:
-    task = {"title": title, "done": False, "created_at": dt.datetime.now(dt.timezone.utc)}
+    task = {
+        "title": title,
+        "done": False,
+        "owner_id": _owner(),
+        "created_at": dt.datetime.now(dt.timezone.utc),
+    }
     task["_id"] = db.tasks.insert_one(task).inserted_id
     return task
 
@@ -94,7 +119,12 @@ def _add(title: str) -> dict[str, Any]:
 def page(space: str) -> str:
     manifest = mdb.engine.get_app(str(current_app_slug)) or {}
     return render_template(
-        "tasks.html", space=space, name=manifest.get("name", space), tasks=_tasks()
+        "tasks.html",
+        space=space,
+        name=manifest.get("name", space),
+        tasks=_tasks(),
+        user=get_current_user(),
+        is_admin="admin" in get_current_user().roles,  # type: ignore[union-attr]
     )
 
 
@@ -127,16 +157,40 @@ def update_task(space: str, task_id: Any) -> Any:
         changes["title"] = _title(payload)
     if not changes:
         abort(400, description="nothing to change: send done and/or title")
-    if db.tasks.update_one({"_id": task_id}, {"$set": changes}).matched_count == 0:
+    mine = {"_id": task_id, "owner_id": _owner()}
+    if db.tasks.update_one(mine, {"$set": changes}).matched_count == 0:
         abort(404, description="no such task")
-    return {"task": db.tasks.find_one({"_id": task_id})}
+    return {"task": db.tasks.find_one(mine)}
 
 
 @todo.delete("/api/tasks/<objectid:task_id>")
 def delete_task(space: str, task_id: Any) -> Any:
-    if db.tasks.delete_one({"_id": task_id}).deleted_count == 0:
+    if db.tasks.delete_one({"_id": task_id, "owner_id": _owner()}).deleted_count == 0:
         abort(404, description="no such task")
     return "", 204
+
+
+@todo.get("/admin")
+@require_role("admin")
+def admin(space: str) -> str:
+    """The space's accounts and how many tasks each has: admins of this space only."""
+    counts = {
+        row["_id"]: row["n"]
+        for row in db.tasks.aggregate([{"$group": {"_id": "$owner_id", "n": {"$sum": 1}}}])
+    }
+    auth = current_service()
+    assert auth is not None
+    users = [
+        {"email": u["email"], "roles": u["roles"], "tasks": counts.get(u["user_id"], 0)}
+        for u in auth.list_users()
+    ]
+    return render_template("admin.html", space=space, users=users)
+
+
+@todo.get("/about")
+@public
+def about(space: str) -> str:
+    return render_template("about.html", space=space)
 
 
 @todo.errorhandler(400)

@@ -9,9 +9,12 @@
   const input = document.getElementById("new-title");
   const error = document.getElementById("error");
   const count = document.getElementById("count");
+  // Cookie-authenticated changes carry the page's CSRF token (the server refuses them without).
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
 
   async function call(method, url, body) {
     const options = { method, headers: { Accept: "application/json" } };
+    if (method !== "GET") options.headers["X-CSRF-Token"] = csrf;
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);

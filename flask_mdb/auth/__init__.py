@@ -1,0 +1,67 @@
+"""Authentication and authorization for Flask apps on mdb-sync.
+
+::
+
+    from flask_mdb.auth import login_required, require_role, get_current_user
+
+    @bp.get("/admin")
+    @require_role("admin")
+    def admin(): ...
+
+Turned on by the manifest (``auth``, ``token_management``; ``MDB_AUTH`` to force it):
+Flask-Login with server-side sessions in MongoDB, JWT access/refresh tokens, casbin RBAC,
+MongoDB-backed rate limits, CSRF protection and security headers. See the README,
+"Authentication and authorization".
+"""
+
+from .current import (
+    csrf_token,
+    current_service,
+    get_current_user,
+    login_user,
+    logout_user,
+)
+from .decorators import (
+    csrf_exempt,
+    login_required,
+    public,
+    rate_limit_auth,
+    require_permission,
+    require_role,
+    token_security,
+)
+from .security import SecurityMiddleware
+from .setup import auth_url, init_auth, setup_auth_from_manifest
+from .user import AnonymousUser, AuthUser
+from .views import safe_next
+
+
+def get_authz_provider() -> object:
+    """The authorization provider of the request's app (``check(subject, resource, action)``)."""
+    from .current import require_service
+
+    return require_service().authz
+
+
+__all__ = [
+    "AnonymousUser",
+    "AuthUser",
+    "SecurityMiddleware",
+    "auth_url",
+    "csrf_exempt",
+    "csrf_token",
+    "current_service",
+    "get_authz_provider",
+    "get_current_user",
+    "init_auth",
+    "login_required",
+    "login_user",
+    "logout_user",
+    "public",
+    "rate_limit_auth",
+    "require_permission",
+    "require_role",
+    "safe_next",
+    "setup_auth_from_manifest",
+    "token_security",
+]

@@ -1,0 +1,315 @@
+"""Who the current request is, for the app it is bound to: sessions, bearer tokens, CSRF.
+
+Each bound app with an ``auth`` or ``token_management`` block gets an
+:class:`~mdb_sync.auth.AuthService` (cached per manifest version). A request proves its
+user either with ``Authorization: Bearer <access token>`` — then only the token counts,
+never a cookie — or with the app's session cookie (named from the manifest,
+``<slug>_session`` by default), whose id refers to a server-side session. Flask-Login's
+``current_user`` is loaded from either through the login manager's request loader.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from flask import current_app, g, has_request_context, request
+from flask_login import current_user, user_logged_in, user_logged_out
+
+from mdb_sync.auth import AuthService, csrf
+from mdb_sync.auth.store import digest
+from mdb_sync.exceptions import ConfigurationError, TokenError
+
+from ..binding import Binding, current_binding
+from ..state import MDBState, SlugState, get_state
+from .user import AnonymousUser, AuthUser
+
+log = logging.getLogger("flask_mdb.auth")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+CSRF_FIELD = "csrf_token"
+CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
+
+
+# --- the bound app's auth ----------------------------------------------------------------------
+
+
+def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
+    """The :class:`AuthService` of one app, from the extension's config; None when the
+    app's manifest has no auth."""
+    from mdb_sync.auth import AuthConfig
+
+    if not AuthConfig.from_manifest(slug_state.manifest).enabled:
+        return None
+    config = state.config
+    return AuthService(
+        state.engine,
+        slug_state.slug,
+        secret=config["MDB_JWT_SECRET"],
+        secret_fallbacks=config["MDB_JWT_SECRET_FALLBACKS"],
+        private_key=config["MDB_JWT_PRIVATE_KEY"],
+        public_keys=config["MDB_JWT_PUBLIC_KEYS"],
+        key_id=config["MDB_JWT_KEY_ID"],
+        secret_option="MDB_JWT_SECRET",
+        provider=_custom_provider(config["MDB_AUTH_PROVIDER"], slug_state.slug),
+        hasher=_hasher(config["MDB_PASSWORD_HASH_COST"]),
+        policy_reload_interval=config["MDB_AUTH_POLICY_RELOAD"],
+    )
+
+
+_HASHERS: dict[int, Any] = {}
+
+
+def _hasher(cost: int) -> Any:
+    from mdb_sync.auth import PasswordHasher
+
+    if cost not in _HASHERS:
+        _HASHERS[cost] = PasswordHasher(n=cost)
+    return _HASHERS[cost]
+
+
+def _custom_provider(value: Any, slug: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get(slug)
+    if callable(value) and not hasattr(value, "check"):
+        return value(slug)
+    return value
+
+
+def service_for(binding: Binding | None) -> AuthService | None:
+    """The auth of the app bound to the current context, or None."""
+    if binding is None or binding.slug_state is None:
+        return None
+    return binding.state.per_slug(
+        binding.slug_state, "auth", lambda ss: build_service(binding.state, ss)
+    )
+
+
+def service_for_slug(slug: str) -> AuthService | None:
+    state = get_state()
+    state.ensure_ready()
+    record = state.engine.registry.get_record(slug)
+    if record is None or record.get("status", "active") != "active":
+        return None
+    slug_state = state.slug_state(slug, record)
+    return state.per_slug(slug_state, "auth", lambda ss: build_service(state, ss))
+
+
+def current_service() -> AuthService | None:
+    """The auth of the request's app (cached on ``g``)."""
+    if "_mdb_auth" not in g:
+        g._mdb_auth = service_for(current_binding())
+    return g._mdb_auth  # type: ignore[no-any-return]
+
+
+def require_service() -> AuthService:
+    auth = current_service()
+    if auth is None:
+        slug = getattr(current_binding(), "slug", None)
+        raise ConfigurationError(
+            f"no auth for this request: app {slug!r} has no auth or token_management block"
+            if slug
+            else "no app is bound to this request, so there is no auth to use"
+        )
+    return auth
+
+
+# --- loading the user ----------------------------------------------------------------------------
+
+
+def client_ip() -> str:
+    return request.remote_addr or "-"
+
+
+def fingerprint(auth: AuthService) -> dict[str, str] | None:
+    out = {}
+    if auth.config.bind_ip:
+        out["ip"] = digest("ip", client_ip())
+    if auth.config.bind_fingerprint:
+        out["ua"] = digest("ua", request.headers.get("User-Agent", ""))
+    return out or None
+
+
+def bearer_token() -> str | None:
+    """The bearer token of the request, or None (also for other schemes)."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def load_user_from_request(_request: Any = None) -> AuthUser | None:
+    """Flask-Login's request loader: bearer token, else the app's session cookie."""
+    auth = current_service()
+    if auth is None:
+        return None
+    if "Authorization" in request.headers:
+        token = bearer_token()
+        if token is None or auth.tokens is None:
+            g._mdb_token_error = "unsupported authorization scheme"
+            return None
+        try:
+            user, claims = auth.user_from_token(token)
+        except TokenError as exc:
+            g._mdb_token_error = exc.message
+            return None
+        return AuthUser(user, "token", claims=claims, token=token)
+    sid = request.cookies.get(auth.config.session_cookie_name)
+    if sid and auth.sessions is not None:
+        loaded = auth.load_session(sid, fingerprint(auth))
+        if loaded is not None:
+            session, user = loaded
+            g._mdb_session = session
+            return AuthUser(user, "session", session=session)
+    return None
+
+
+def load_user_by_id(user_id: str) -> AuthUser | None:
+    """Flask-Login's user loader (``flask_login.login_user`` stores ``<id>.<version>`` in
+    Flask's session): the user of the *bound* app, while the version still matches."""
+    auth = current_service()
+    if auth is None or auth.users is None or not isinstance(user_id, str):
+        return None
+    oid, _, version = user_id.partition(".")
+    user = auth.get_user(oid)
+    if user is None or not user["active"] or str(user.get("auth_version", 0)) != version:
+        return None
+    return AuthUser(user, "flask-session")
+
+
+def get_current_user() -> AuthUser | None:
+    """The signed-in user of the request (session cookie or bearer token), or None."""
+    if not has_request_context():
+        return None
+    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    return user if isinstance(user, AuthUser) and user.is_authenticated else None
+
+
+# --- logging in and out --------------------------------------------------------------------------
+
+
+def login_user(user: Any, remember: bool = False) -> AuthUser:
+    """Start a new server-side session for ``user`` (a user dict or AuthUser) in the bound
+    app. Any session the browser had is ended first: the id always changes at login."""
+    auth = require_service()
+    data = user.data if isinstance(user, AuthUser) else dict(user)
+    old = request.cookies.get(auth.config.session_cookie_name)
+    if old:
+        auth.end_session(old)
+    sid, session = auth.start_session(data, remember=remember, fingerprint=fingerprint(auth))
+    g._mdb_cookie = ("set", sid, remember)
+    g._mdb_session = session
+    logged_in = AuthUser(data, "session", session=session)
+    g._login_user = logged_in
+    user_logged_in.send(current_app._get_current_object(), user=logged_in)  # type: ignore[attr-defined]
+    return logged_in
+
+
+def logout_user() -> None:
+    """End the request's login: the session (cookie cleared) or the bearer token's login
+    (the token and its refresh family are revoked)."""
+    auth = require_service()
+    user = get_current_user()
+    sid = request.cookies.get(auth.config.session_cookie_name)
+    if user is not None and user.via == "token" and user.token:
+        auth.revoke_token(user.token)
+    if sid:
+        auth.end_session(sid)
+        g._mdb_cookie = ("clear",)
+    g.pop("_mdb_session", None)
+    g._login_user = AnonymousUser()
+    if user is not None:
+        user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
+
+
+# --- CSRF ----------------------------------------------------------------------------------------
+
+
+def _csrf_key() -> bytes:
+    secret = current_app.secret_key
+    if not secret:
+        raise ConfigurationError(
+            "CSRF protection needs the Flask SECRET_KEY: set app.config['SECRET_KEY']",
+            context={"option": "SECRET_KEY"},
+        )
+    return csrf.derive_key(secret)
+
+
+def _seed_cookie(auth: AuthService) -> str:
+    return f"{auth.config.session_cookie_name}_csrf"
+
+
+def _binding(auth: AuthService, create: bool) -> str | None:
+    if request.cookies.get(auth.config.session_cookie_name):
+        current_user._get_current_object()  # type: ignore[attr-defined]  # loads g._mdb_session
+    session = g.get("_mdb_session")
+    if session is not None:
+        return "s:" + str(session.get("csrf"))
+    seed = g.get("_mdb_csrf_seed") or request.cookies.get(_seed_cookie(auth))
+    if seed is None or not (16 <= len(seed) <= 64):
+        if not create:
+            return None
+        seed = g._mdb_csrf_seed = secrets.token_urlsafe(24)
+    return "a:" + seed
+
+
+def csrf_token() -> str:
+    """A CSRF token for the bound app and this browser (put it in forms as ``csrf_token``
+    or send it in the ``X-CSRF-Token`` header)."""
+    auth = require_service()
+    return csrf.make_token(_csrf_key(), auth.slug, _binding(auth, create=True) or "")
+
+
+def csrf_problem(auth: AuthService) -> tuple[int, str] | None:
+    """``(status, message)`` when the request's CSRF token is missing (400) or invalid
+    (403), else None."""
+    token = request.form.get(CSRF_FIELD) if request.form else None
+    for header in CSRF_HEADERS:
+        token = token or request.headers.get(header)
+    problem = csrf.check_token(
+        _csrf_key(), auth.slug, _binding(auth, create=False), token, auth.config.csrf_token_ttl
+    )
+    if problem is None:
+        return None
+    if problem == csrf.MISSING:
+        return 400, "the CSRF token is missing (form field csrf_token or header X-CSRF-Token)"
+    return 403, f"the CSRF token is {problem}: reload the page and try again"
+
+
+# --- cookies -------------------------------------------------------------------------------------
+
+
+def cookie_secure(auth: AuthService) -> bool:
+    setting = auth.config.cookie_secure
+    return request.is_secure if setting == "auto" else setting == "true"
+
+
+def write_cookies(response: Any) -> Any:
+    """``after_request``: set or clear the session cookie, set a new CSRF seed."""
+    auth = g.get("_mdb_auth")
+    if auth is None:
+        return response
+    cfg = auth.config
+    common = {
+        "path": "/",
+        "secure": cookie_secure(auth),
+        "httponly": cfg.cookie_httponly,
+        "samesite": cfg.cookie_samesite,
+    }
+    action = g.get("_mdb_cookie")
+    if action is not None and action[0] == "set":
+        _, sid, remember = action
+        response.set_cookie(
+            cfg.session_cookie_name, sid, max_age=cfg.session_ttl if remember else None, **common
+        )
+        response.headers["Cache-Control"] = "no-store"
+    elif action is not None:
+        response.delete_cookie(cfg.session_cookie_name, **common)
+    seed = g.get("_mdb_csrf_seed")
+    if seed is not None:
+        response.set_cookie(_seed_cookie(auth), seed, **{**common, "httponly": True})
+    if g.get("_mdb_session") is not None or action is not None:
+        response.vary.add("Cookie")
+    return response

@@ -1,0 +1,181 @@
+"""View decorators: who may call a view, how often, and over which transport.
+
+Missing identity is 401 (browsers asking for HTML are sent to the login page instead, when
+the auth routes are on); an identity without the right is 403.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from flask import current_app, redirect, request, url_for
+from werkzeug.routing import BuildError
+
+from mdb_sync.auth import RateLimiter
+
+from ..binding import current_binding
+from ..state import get_state
+from .current import client_ip, csrf_problem, current_service, get_current_user, require_service
+from .responses import auth_error, wants_html
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Attribute set on views that route protection (``auth.policy.required``) leaves open.
+PUBLIC_ATTR = "_mdb_public"
+#: Attribute set on views exempt from the automatic CSRF check.
+CSRF_EXEMPT_ATTR = "_mdb_csrf_exempt"
+
+
+def public(view: F) -> F:
+    """Leave ``view`` open to anonymous callers even when the app's policy requires auth."""
+    setattr(view, PUBLIC_ATTR, True)
+    return view
+
+
+def csrf_exempt(view: F) -> F:
+    """Skip the automatic CSRF check for ``view`` (e.g. a webhook that authenticates itself)."""
+    setattr(view, CSRF_EXEMPT_ATTR, True)
+    return view
+
+
+def unauthorized(message: str = "authentication required") -> Any:
+    """401 for API callers; a redirect to the login page for browsers."""
+    auth = current_service()
+    if wants_html() and auth is not None and auth.users is not None:
+        try:
+            login = url_for("mdb_auth.login", **(request.view_args or {}))
+        except BuildError:
+            login = None
+        if login is not None:
+            return redirect(f"{login}?{urlencode({'next': request.full_path.rstrip('?')})}")
+    headers = {}
+    if auth is not None and auth.tokens is not None:
+        headers["WWW-Authenticate"] = f'Bearer realm="{auth.slug}"'
+    return auth_error(401, message, headers=headers)
+
+
+def forbidden(message: str) -> Any:
+    return auth_error(403, message)
+
+
+def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            response = check()
+            if response is not None:
+                return response
+            return current_app.ensure_sync(view)(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def login_required(view: F) -> F:
+    """Only signed-in users (session or bearer token) of the bound app."""
+
+    def check() -> Any:
+        return unauthorized() if get_current_user() is None else None
+
+    return _wrap(check)(view)
+
+
+def require_role(*roles: str) -> Callable[[F], F]:
+    """Only users with one of ``roles`` in the bound app (inherited casbin roles count)."""
+    if not roles:
+        raise TypeError("require_role needs at least one role")
+
+    def check() -> Any:
+        user = get_current_user()
+        if user is None:
+            return unauthorized()
+        if not set(roles) & require_service().roles_of(user.data):
+            return forbidden(f"this requires the role {' or '.join(map(repr, roles))}")
+        return None
+
+    return _wrap(check)
+
+
+def require_permission(resource: str, action: str) -> Callable[[F], F]:
+    """Only users the app's authorization provider allows ``action`` on ``resource``."""
+
+    def check() -> Any:
+        user = get_current_user()
+        if user is None:
+            return unauthorized()
+        if not require_service().is_allowed(user.data, resource, action):
+            return forbidden(f"permission denied: {action} on {resource}")
+        return None
+
+    return _wrap(check)
+
+
+def limit_response(retry_after: int) -> Any:
+    return auth_error(
+        429,
+        f"too many attempts: retry in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def hit_limit(scope: str, max_attempts: int, window_seconds: int, key: str | None = None) -> Any:
+    """Count one attempt of ``scope`` for the client (MongoDB-backed); a 429 response when
+    over the limit, else None."""
+    binding = current_binding()
+    slug = binding.slug if binding is not None else "-"
+    engine = binding.state.engine if binding is not None else get_state().ensure_ready()
+    attempt = RateLimiter(engine).hit(slug, scope, key or client_ip(), max_attempts, window_seconds)
+    return None if attempt.allowed else limit_response(attempt.retry_after)
+
+
+def rate_limit_auth(
+    max_attempts: int = 5,
+    window_seconds: int = 300,
+    *,
+    scope: str | None = None,
+    key: Callable[[], str] | None = None,
+) -> Callable[[F], F]:
+    """At most ``max_attempts`` calls per client address (or ``key()``) in
+    ``window_seconds``, counted in MongoDB so the limit holds across processes; then 429
+    with ``Retry-After``."""
+    if max_attempts < 1 or window_seconds < 1:
+        raise ValueError("rate_limit_auth needs max_attempts >= 1 and window_seconds >= 1")
+
+    def decorator(view: F) -> F:
+        name = scope or f"view:{view.__module__}.{view.__qualname__}"
+
+        def check() -> Any:
+            return hit_limit(name, max_attempts, window_seconds, key() if key else None)
+
+        return _wrap(check)(view)
+
+    return decorator
+
+
+def https_refusal() -> Any:
+    """A redirect to HTTPS for safe methods, 403 for the others."""
+    if request.method in ("GET", "HEAD"):
+        return redirect(request.url.replace("http://", "https://", 1), 301)
+    return auth_error(403, "HTTPS is required")
+
+
+def token_security(enforce_https: bool = True, check_csrf: bool = True) -> Callable[[F], F]:
+    """Require HTTPS and, for cookie-authenticated unsafe requests, a valid CSRF token
+    (bearer-token requests are exempt: a browser never adds that header on its own)."""
+
+    def check() -> Any:
+        if enforce_https and not request.is_secure:
+            return https_refusal()
+        if check_csrf and request.method not in ("GET", "HEAD", "OPTIONS"):
+            auth = require_service()
+            if "Authorization" not in request.headers:
+                problem = csrf_problem(auth)
+                if problem is not None:
+                    return auth_error(*problem)
+        return None
+
+    return _wrap(check)

@@ -1,0 +1,265 @@
+"""Installing auth on a Flask app: Flask-Login, request hooks, identity seam, blueprint.
+
+:func:`init_auth` is the extension's ``_init_auth`` step (``MDB_AUTH``: on by default when a
+configured manifest has an ``auth`` or ``token_management`` block);
+:func:`setup_auth_from_manifest` does the same for an app set up by hand. Per request, the
+hooks act on the *bound* app's manifest, so one Flask process can serve apps with
+different auth (or none).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from flask_login import LoginManager
+
+from mdb_sync import MongoDBEngine
+from mdb_sync.auth import AuthConfig, resolve_keyset
+from mdb_sync.auth.config import route_matches
+from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
+
+from ..binding import OPS_BLUEPRINT, current_binding
+from ..identity import register_identity_resolver, register_token_verifier
+from ..state import MDBState, get_state
+from . import current
+from .decorators import (
+    CSRF_EXEMPT_ATTR,
+    PUBLIC_ATTR,
+    forbidden,
+    hit_limit,
+    https_refusal,
+    unauthorized,
+)
+from .responses import auth_error
+from .security import apply_headers, hsts_value
+from .user import AnonymousUser
+
+log = logging.getLogger("flask_mdb.auth")
+
+_INSTALLED = "mdb_auth_installed"
+
+
+def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) -> None:
+    """Refuse to start with a manifest whose auth cannot work: tokens without a (long
+    enough) secret or key, CSRF-protected users without a Flask SECRET_KEY."""
+    config = state.config
+    for manifest in manifests:
+        cfg = AuthConfig.from_manifest(manifest)
+        if cfg.tokens_enabled:
+            resolve_keyset(
+                cfg.slug,
+                cfg.algorithm,
+                secret=config["MDB_JWT_SECRET"],
+                secret_fallbacks=config["MDB_JWT_SECRET_FALLBACKS"],
+                secret_env=cfg.secret_env,
+                private_key=config["MDB_JWT_PRIVATE_KEY"],
+                public_keys=config["MDB_JWT_PUBLIC_KEYS"],
+                key_id=config["MDB_JWT_KEY_ID"],
+                secret_option="MDB_JWT_SECRET",
+            )
+        if cfg.users_enabled and cfg.csrf_enabled and not app.config.get("SECRET_KEY"):
+            raise ConfigurationError(
+                f"app {cfg.slug!r} has users (auth.users) but the Flask SECRET_KEY is not set: "
+                "CSRF tokens are signed with it (set app.config['SECRET_KEY'])",
+                context={"option": "SECRET_KEY", "app": cfg.slug},
+            )
+
+
+def init_auth(app: Flask, state: MDBState) -> None:
+    """The extension's auth step: install everything once per Flask app."""
+    if app.extensions.get(_INSTALLED):
+        return
+    check_startup(app, state, state.manifests)
+    manager = getattr(app, "login_manager", None)
+    if manager is None:
+        manager = LoginManager()
+        manager.init_app(app)
+        manager.session_protection = None  # sessions are server-side and rotated at login
+        manager.anonymous_user = AnonymousUser
+        manager.user_loader(current.load_user_by_id)
+        manager.request_loader(current.load_user_from_request)
+        manager.unauthorized_handler(unauthorized)
+    elif manager._request_callback is None:
+        manager.request_loader(current.load_user_from_request)
+    else:
+        log.warning(
+            "the Flask app already has a Flask-Login request loader: mdb-sync sessions and "
+            "bearer tokens are resolved only where it returns None"
+        )
+        theirs = manager._request_callback
+        manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
+    app.before_request(guard)
+    app.after_request(finish)
+    register_identity_resolver(app, _session_identity)
+    register_identity_resolver(app, _bearer_identity)
+    register_token_verifier(app, _verify_token)
+    app.jinja_env.globals.setdefault("csrf_token", current.csrf_token)
+    app.jinja_env.globals.setdefault("auth_url", auth_url)
+    if state.config["MDB_ERROR_HANDLERS"]:
+        app.register_error_handler(UserInputError, lambda exc: auth_error(400, str(exc)))
+        app.register_error_handler(UserExistsError, lambda exc: auth_error(409, str(exc)))
+    if state.config["MDB_AUTH_ROUTES"]:
+        from .views import make_blueprint
+
+        app.register_blueprint(make_blueprint(state.config["MDB_AUTH_URL_PREFIX"]))
+    app.extensions[_INSTALLED] = True
+
+
+def setup_auth_from_manifest(
+    app: Flask, engine: MongoDBEngine | None = None, slug: str | None = None
+) -> None:
+    """Install auth on ``app`` (the seeds' entry point). An app without the MDB extension
+    gets one, on ``engine``, serving ``slug``; with ``slug``, that app's auth is checked
+    now (secrets, keys, model file) so a mistake stops the app at startup."""
+    from ..extension import MDB
+
+    if "mdb" not in app.extensions:
+        if engine is None:
+            raise ConfigurationError(
+                "setup_auth_from_manifest: the app has no MDB extension; pass engine="
+            )
+        if slug is not None:
+            app.config.setdefault("MDB_APP_SLUG", slug)
+        MDB(engine=engine).init_app(app)
+    state = get_state(app)
+    if engine is not None and engine is not state.engine:
+        raise ConfigurationError("setup_auth_from_manifest: engine= is not the app's engine")
+    init_auth(app, state)
+    if slug is not None:
+        engine = state.ensure_ready()
+        manifest = engine.get_app(slug)
+        if manifest is None:
+            raise ConfigurationError(f"setup_auth_from_manifest: app {slug!r} is not registered")
+        check_startup(app, state, [manifest])
+        with app.app_context():
+            record = engine.registry.get_record(slug) or {}
+            slug_state = state.slug_state(slug, record)
+            state.per_slug(slug_state, "auth", lambda ss: current.build_service(state, ss))
+
+
+def auth_url(name: str, **values: Any) -> str:
+    """``url_for`` of an auth endpoint (``login``, ``logout``, ...) keeping the request's
+    URL variables (for prefixes such as ``/<space>/auth``)."""
+    from flask import url_for
+
+    return url_for(f"mdb_auth.{name}", **{**(request.view_args or {}), **values})
+
+
+# --- per request ---------------------------------------------------------------------------------
+
+
+def _is_public(auth: Any, view: Any) -> bool:
+    if view is None or getattr(view, PUBLIC_ATTR, False):
+        return True
+    if request.endpoint == "static" or (request.endpoint or "").endswith(".static"):
+        return True
+    rule = request.url_rule.rule if request.url_rule is not None else ""
+    return route_matches(request.path, auth.config.public_routes) or route_matches(
+        rule, auth.config.public_routes
+    )
+
+
+def guard() -> Any:
+    """``before_request``: HTTPS, CSRF, route rate limits and route protection for the
+    bound app, in that order."""
+    binding = current_binding()
+    if binding is None or request.blueprint == OPS_BLUEPRINT:
+        return None
+    auth = current.current_service()
+    if auth is None:
+        return None
+    cfg = auth.config
+    if cfg.require_https and not request.is_secure:
+        return https_refusal()
+    if request.method == "OPTIONS":
+        return None
+    view = current_app.view_functions.get(request.endpoint or "")
+    if (
+        cfg.csrf_enabled
+        and auth.users is not None
+        and request.method not in current.SAFE_METHODS
+        and "Authorization" not in request.headers
+        and request.cookies.get(cfg.session_cookie_name)
+        and not getattr(view, CSRF_EXEMPT_ATTR, False)
+        and not route_matches(request.path, cfg.csrf_exempt_routes)
+    ):
+        problem = current.csrf_problem(auth)
+        if problem is not None:
+            return auth_error(*problem)
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    for pattern, limit in cfg.route_limits.items():
+        if route_matches(request.path, (pattern,)) or (rule and route_matches(rule, (pattern,))):
+            refused = hit_limit(f"route:{pattern}", limit.max_attempts, limit.window_seconds)
+            if refused is not None:
+                return refused
+    if not cfg.policy_present or _is_public(auth, view):
+        return None
+    user = current.get_current_user()
+    if user is None:
+        if cfg.protects_routes:
+            return unauthorized(g.get("_mdb_token_error") or "authentication required")
+        return None
+    problem = auth.access_problem(user.data)
+    return forbidden(problem) if problem else None
+
+
+def finish(response: Response) -> Response:
+    """``after_request``: cookies, and security headers for apps with auth."""
+    auth = g.get("_mdb_auth")
+    if auth is None:
+        return response
+    current.write_cookies(response)
+    state = get_state()
+    if state.config["MDB_SECURITY_HEADERS"]:
+        hsts = auth.config.hsts
+        apply_headers(
+            response,
+            hsts=(
+                hsts_value(
+                    hsts.get("max_age", 31_536_000),
+                    hsts.get("include_subdomains", True),
+                    hsts.get("preload", False),
+                )
+                if hsts.get("enabled", True)
+                else None
+            ),
+            csp=state.config["MDB_CONTENT_SECURITY_POLICY"],
+        )
+    return response
+
+
+# --- the identity seam ---------------------------------------------------------------------------
+
+
+def _identity(via: str) -> dict[str, Any] | None:
+    user = current.get_current_user()
+    return user.identity() if user is not None and user.via == via else None
+
+
+def _session_identity() -> dict[str, Any] | None:
+    return _identity("session")
+
+
+def _bearer_identity() -> dict[str, Any] | None:
+    return _identity("token")
+
+
+def _verify_token(token: str, app_slug: str) -> dict[str, Any] | None:
+    from mdb_sync.exceptions import TokenError
+
+    try:
+        auth = current.service_for_slug(app_slug)
+        if auth is None or auth.tokens is None:
+            return None
+        user, _claims = auth.user_from_token(token)
+    except (TokenError, ConfigurationError):
+        return None
+    return {
+        "user_id": user["user_id"],
+        "app": app_slug,
+        "email": user.get("email"),
+        "roles": list(user.get("roles") or []),
+        "via": "token",
+    }

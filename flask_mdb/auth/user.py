@@ -1,0 +1,104 @@
+"""The user object Flask-Login hands out (``current_user``) for mdb-sync apps."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flask_login import AnonymousUserMixin, UserMixin
+
+#: Fields of the user document that are never sent to clients.
+_PRIVATE = frozenset({"_id", "auth_version", "password_hash"})
+
+
+class AuthUser(UserMixin):
+    """A signed-in user of the bound app.
+
+    ``via`` says how the request proved it (``"session"`` cookie or bearer ``"token"``).
+    Reads like the user document too (``user["email"]``, ``user.get("roles")``).
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        via: str,
+        *,
+        session: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.data = dict(data)
+        self.via = via
+        self.session = session
+        self.claims = claims
+        self.token = token
+
+    @property
+    def id(self) -> str:
+        return str(self.data["user_id"])
+
+    @property
+    def email(self) -> str | None:
+        return self.data.get("email")
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.data.get("roles") or ())
+
+    @property
+    def app(self) -> str:
+        return str(self.data.get("app", ""))
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self.data.get("active", True))
+
+    def get_id(self) -> str:
+        # Flask-Login's alternative id: a password change (new auth_version) invalidates it.
+        return f"{self.id}.{int(self.data.get('auth_version', 0))}"
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def identity(self) -> dict[str, Any]:
+        """The identity for :mod:`flask_mdb.identity` (websockets, audit, ...)."""
+        return {
+            "user_id": self.id,
+            "app": self.app,
+            "email": self.email,
+            "roles": self.roles,
+            "via": self.via,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The user as a JSON-ready dict (no password hash, no internal counters)."""
+        out: dict[str, Any] = {}
+        for key, value in self.data.items():
+            if key in _PRIVATE:
+                continue
+            out[key] = value.isoformat() if isinstance(value, dt.datetime) else value
+        return out
+
+    def __repr__(self) -> str:
+        return f"<AuthUser {self.id} of {self.app!r} via {self.via}>"
+
+
+class AnonymousUser(AnonymousUserMixin):
+    """No one is signed in; ``roles`` is empty so role checks simply fail."""
+
+    roles: list[str] = []
+    email = None
+    via = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default

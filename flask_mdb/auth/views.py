@@ -1,0 +1,264 @@
+"""The auth blueprint (``MDB_AUTH_ROUTES``, under ``MDB_AUTH_URL_PREFIX``, ``/auth`` by
+default) serving the bound app:
+
+=========================  ===============================================================
+``GET/POST  /login``       HTML form or JSON ``{email, password, remember, next}``
+``GET/POST  /register``    when ``auth.users.allow_registration``
+``POST      /logout``      ends the session, or revokes the bearer token's login
+``POST      /token``       ``{email, password}`` -> access + refresh token (no cookie)
+``POST      /refresh``     ``{refresh_token}`` -> the next pair (the old one is spent)
+``GET       /me``          the signed-in user
+``POST      /password``    ``{current_password, new_password}``
+``GET       /csrf``        a CSRF token for JSON clients of cookie sessions
+=========================  ===============================================================
+
+Failed logins get one answer whatever failed; logins, registrations and refreshes are
+rate-limited per client address (``token_management.security.rate_limiting``); redirects
+after login go only to paths of this site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
+
+from mdb_sync.auth import AuthService
+from mdb_sync.exceptions import AuthenticationError, TokenError, UserExistsError, UserInputError
+
+from . import current
+from .decorators import csrf_exempt, hit_limit, public, unauthorized
+from .responses import auth_error, wants_html
+
+BLUEPRINT = "mdb_auth"
+
+
+def safe_next(target: Any, default: str = "/") -> str:
+    """``target`` when it is a path on this site, else ``default`` (no open redirects:
+    ``//evil.example``, ``https://evil.example``, ``/\\evil.example``, control characters
+    and schemes are refused)."""
+    if not isinstance(target, str) or not target or len(target) > 2048:
+        return default
+    if not target.startswith("/") or target.startswith(("//", "/\\")):
+        return default
+    if any(ord(ch) < 32 or ch == "\\" for ch in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
+def _home() -> str:
+    return str(current_app.extensions["mdb"].config["MDB_AUTH_HOME"])
+
+
+def _auth(need_users: bool = True) -> AuthService:
+    auth = current.current_service()
+    if auth is None or (need_users and auth.users is None):
+        abort(auth_error(404, "this app has no sign-in"))
+    return auth
+
+
+def _payload() -> dict[str, Any]:
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            abort(auth_error(400, "the body must be a JSON object"))
+        return data
+    return request.form.to_dict()
+
+
+def _text(data: dict[str, Any], key: str, required: bool = True) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        abort(auth_error(400, f"{key}: a string is required"))
+    return value
+
+
+def _flag(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "on", "yes"))
+
+
+def _limit(auth: AuthService, name: str) -> None:
+    limit = auth.config.limit(name)
+    if limit is not None:
+        refused = hit_limit(name, limit.max_attempts, limit.window_seconds)
+        if refused is not None:
+            abort(refused)
+
+
+def _check_csrf(auth: AuthService) -> None:
+    if auth.config.csrf_enabled:
+        problem = current.csrf_problem(auth)
+        if problem is not None:
+            abort(auth_error(*problem))
+
+
+def _form(template: str, status: int = 200, **context: Any) -> Any:
+    return render_template(template, **context), status
+
+
+def _user_body(user: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"user": user.to_json()}
+    if user.via == "session" and current.current_service().config.csrf_enabled:  # type: ignore[union-attr]
+        body["csrf_token"] = current.csrf_token()
+    return body
+
+
+@public
+def login(**_view_args: Any) -> Any:
+    auth = _auth()
+    html = not request.is_json
+    next_url = safe_next(request.values.get("next"), _home())
+    if request.method == "GET":
+        if current.get_current_user() is not None and html:
+            return redirect(next_url)
+        return _form("mdb_auth/login.html", next=next_url, auth=auth, error=None)
+    data = _payload()
+    _check_csrf(auth)
+    _limit(auth, "login")
+    email, password = _text(data, "email"), _text(data, "password")
+    try:
+        user = auth.authenticate(email, password)
+    except AuthenticationError as exc:
+        if html and wants_html():
+            return _form("mdb_auth/login.html", 401, next=next_url, auth=auth, error=str(exc))
+        return auth_error(401, str(exc))
+    logged_in = current.login_user(user, remember=_flag(data.get("remember")))
+    if html and wants_html():
+        return redirect(safe_next(data.get("next"), _home()), 303)
+    return jsonify(_user_body(logged_in))
+
+
+@public
+def register(**_view_args: Any) -> Any:
+    auth = _auth()
+    if not auth.config.allow_registration:
+        abort(auth_error(404, "registration is closed for this app"))
+    html = not request.is_json
+    next_url = safe_next(request.values.get("next"), _home())
+    if request.method == "GET":
+        return _form("mdb_auth/register.html", next=next_url, auth=auth, error=None)
+    data = _payload()
+    _check_csrf(auth)
+    _limit(auth, "register")
+    try:
+        user = auth.register_user(_text(data, "email"), _text(data, "password"))
+    except (UserInputError, UserExistsError) as exc:
+        status = 409 if isinstance(exc, UserExistsError) else 400
+        if html and wants_html():
+            return _form("mdb_auth/register.html", status, next=next_url, auth=auth, error=str(exc))
+        return auth_error(status, str(exc))
+    logged_in = current.login_user(user)
+    if html and wants_html():
+        return redirect(safe_next(data.get("next"), _home()), 303)
+    return jsonify(_user_body(logged_in)), 201
+
+
+@public
+def logout(**_view_args: Any) -> Any:
+    auth = _auth(need_users=False)
+    data = _payload() if request.content_length else {}
+    refresh_token = data.get("refresh_token")
+    if isinstance(refresh_token, str) and auth.tokens is not None:
+        with contextlib.suppress(TokenError):  # already expired or revoked: nothing to end
+            auth.revoke_token(refresh_token)
+    if current.get_current_user() is not None or request.cookies.get(
+        auth.config.session_cookie_name
+    ):
+        current.logout_user()
+    if wants_html() and not request.is_json:
+        target = data.get("next") or request.args.get("next")
+        return redirect(safe_next(target, _home()), 303)
+    return jsonify(logged_out=True)
+
+
+@csrf_exempt
+@public
+def token(**_view_args: Any) -> Any:
+    auth = _auth(need_users=True)
+    if auth.tokens is None:
+        abort(auth_error(404, "this app does not issue tokens"))
+    data = _payload()
+    _limit(auth, "login")
+    try:
+        user = auth.authenticate(_text(data, "email"), _text(data, "password"))
+    except AuthenticationError as exc:
+        return auth_error(401, str(exc), html=False)
+    response = jsonify(auth.issue_tokens(user))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@csrf_exempt
+@public
+def refresh(**_view_args: Any) -> Any:
+    auth = _auth(need_users=False)
+    if auth.tokens is None:
+        abort(auth_error(404, "this app does not issue tokens"))
+    data = _payload()
+    _limit(auth, "refresh")
+    try:
+        pair = auth.refresh(_text(data, "refresh_token"))
+    except TokenError as exc:
+        return auth_error(401, exc.message, html=False)
+    response = jsonify(pair)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def me(**_view_args: Any) -> Any:
+    _auth(need_users=False)
+    user = current.get_current_user()
+    if user is None:
+        return unauthorized()
+    return jsonify(_user_body(user))
+
+
+def password(**_view_args: Any) -> Any:
+    auth = _auth()
+    user = current.get_current_user()
+    if user is None:
+        return unauthorized()
+    data = _payload()
+    if user.via != "token":
+        _check_csrf(auth)
+    _limit(auth, "login")
+    try:
+        updated = auth.change_password(
+            user.id, _text(data, "current_password"), _text(data, "new_password")
+        )
+    except AuthenticationError as exc:
+        return auth_error(403, str(exc))
+    except UserInputError as exc:
+        return auth_error(400, str(exc))
+    if user.via == "session":  # every session ended: give this browser a fresh one
+        user = current.login_user(updated, remember=bool((user.session or {}).get("remember")))
+        return jsonify(_user_body(user))
+    return jsonify(user=updated and {"user_id": updated["user_id"]}, tokens_revoked=True)
+
+
+@public
+def csrf(**_view_args: Any) -> Any:
+    _auth()
+    response = jsonify(csrf_token=current.csrf_token())
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def make_blueprint(url_prefix: str) -> Blueprint:
+    bp = Blueprint(BLUEPRINT, __name__, url_prefix=url_prefix, template_folder="templates")
+    bp.add_url_rule("/login", "login", login, methods=["GET", "POST"])
+    bp.add_url_rule("/register", "register", register, methods=["GET", "POST"])
+    bp.add_url_rule("/logout", "logout", logout, methods=["POST"])
+    bp.add_url_rule("/token", "token", token, methods=["POST"])
+    bp.add_url_rule("/refresh", "refresh", refresh, methods=["POST"])
+    bp.add_url_rule("/me", "me", me, methods=["GET"])
+    bp.add_url_rule("/password", "password", password, methods=["POST"])
+    bp.add_url_rule("/csrf", "csrf", csrf, methods=["GET"])
+    return bp

@@ -1,0 +1,21 @@
+"""Whether a Flask app gets auth, decided without importing the auth stack (which needs the
+``auth`` extra: pyjwt, pycasbin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .state import MDBState
+
+
+def wants_auth(state: MDBState) -> bool:
+    """``MDB_AUTH`` if set, else whether a configured manifest has ``auth`` or
+    ``token_management``."""
+    setting = state.config["MDB_AUTH"]
+    if setting is not None:
+        return bool(setting)
+    return any(_has_auth(m) for m in state.manifests)
+
+
+def _has_auth(manifest: dict[str, Any]) -> bool:
+    return bool(manifest.get("auth")) or manifest.get("token_management") is not None

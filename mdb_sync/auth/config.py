@@ -1,0 +1,227 @@
+"""The auth settings of one app, read from its validated manifest.
+
+The manifest schemas (:mod:`mdb_sync.manifest.schema_auth`) validate ``auth`` and
+``token_management``; :class:`AuthConfig` turns them into one typed object with every
+default decided here, so the rest of :mod:`mdb_sync.auth` (and ``flask_mdb``) never digs
+through nested dicts. Absent blocks mean "off": no ``auth.users`` -> no user store, no
+``token_management`` -> no tokens, no ``auth.policy`` -> no route protection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .passwords import PasswordPolicy
+
+#: Login/register limits applied when the manifest sets none: brute force must cost time
+#: even in an app that forgot to configure it (per client address).
+DEFAULT_RATE_LIMITS = {"login": (10, 300), "register": (10, 3600)}
+DEFAULT_POLICY_COLLECTION = "casbin_policies"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    max_attempts: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Everything :mod:`mdb_sync.auth` needs to know about one app's auth."""
+
+    slug: str
+    manifest_present: bool = False
+    # --- users
+    users_enabled: bool = False
+    strategy: str = "app_users"
+    users_collection: str = "users"
+    session_cookie_name: str = ""
+    session_ttl: int = 86_400
+    session_inactivity_timeout: int | None = None
+    max_sessions_per_user: int | None = None
+    allow_registration: bool = False
+    demo_users: tuple[dict[str, Any], ...] = ()
+    roles: tuple[str, ...] = ()
+    default_roles: tuple[str, ...] = ()
+    require_role: str | None = None
+    password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
+    bind_ip: bool = False
+    bind_fingerprint: bool = False
+    # --- authorization
+    policy_present: bool = False
+    policy_required: bool = False
+    allow_anonymous: bool = True
+    provider: str = "casbin"
+    model: str = "rbac"
+    policies_collection: str = DEFAULT_POLICY_COLLECTION
+    link_users_roles: bool = True
+    initial_policies: tuple[Any, ...] = ()
+    initial_roles: tuple[Any, ...] = ()
+    allowed_roles: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ()
+    denied_users: tuple[str, ...] = ()
+    required_permissions: tuple[tuple[str, str], ...] = ()
+    owner_can_access: bool = True
+    owner: str | None = None
+    public_routes: tuple[str, ...] = ()
+    # --- tokens
+    tokens_enabled: bool = False
+    access_ttl: int = 900
+    refresh_ttl: int = 604_800
+    token_rotation: bool = True
+    algorithm: str = "HS256"
+    issuer: str = "mdb-sync"
+    audience: str | None = None
+    leeway: int = 5
+    secret_env: str | None = None
+    # --- transport security
+    require_https: bool = False
+    cookie_secure: str = "auto"  # "auto" | "true" | "false"
+    cookie_samesite: str = "Lax"
+    cookie_httponly: bool = True
+    csrf_enabled: bool = False
+    csrf_exempt_routes: tuple[str, ...] = ()
+    csrf_token_ttl: int = 3600
+    hsts: dict[str, Any] = field(default_factory=dict)
+    # --- rate limits: by name (login, register, refresh, ...) and by route path
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    route_limits: dict[str, RateLimit] = field(default_factory=dict)
+    # --- audit
+    audit_collection: str | None = None
+    audit_retention_days: int = 90
+    audit_events: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        """True when the app uses any auth feature (users, tokens or a policy)."""
+        return self.users_enabled or self.tokens_enabled or self.policy_present
+
+    @property
+    def protects_routes(self) -> bool:
+        return self.policy_present and self.policy_required and not self.allow_anonymous
+
+    def limit(self, name: str) -> RateLimit | None:
+        return self.rate_limits.get(name)
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any] | None) -> AuthConfig:
+        """The config of a *validated* manifest (defaults already filled by the schemas)."""
+        manifest = manifest or {}
+        slug = str(manifest.get("slug", ""))
+        auth: Mapping[str, Any] = manifest.get("auth") or {}
+        users: Mapping[str, Any] = auth.get("users") or {}
+        policy: Mapping[str, Any] | None = auth.get("policy")
+        authz: Mapping[str, Any] = (policy or {}).get("authorization") or {}
+        tm: Mapping[str, Any] | None = manifest.get("token_management")
+        sec: Mapping[str, Any] = (tm or {}).get("security") or {}
+        jwt: Mapping[str, Any] = auth.get("jwt") or {}
+        binding: Mapping[str, Any] = auth.get("session_binding") or {}
+
+        csrf = auth.get("csrf_protection")
+        csrf_block: Mapping[str, Any] = csrf if isinstance(csrf, Mapping) else {}
+        if isinstance(csrf, Mapping):
+            csrf_on = bool(csrf.get("enabled", True))
+        elif isinstance(csrf, bool):
+            csrf_on = csrf
+        else:  # not said in auth: token_management.security decides, else on with users
+            csrf_on = bool(sec.get("csrf_protection", True)) if tm is not None else True
+        users_on = bool(users.get("enabled", False))
+
+        limits = {n: RateLimit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}
+        for name, value in (sec.get("rate_limiting") or {}).items():
+            limits[name] = RateLimit(value["max_attempts"], value["window_seconds"])
+        routes = {
+            path: RateLimit(v["max_attempts"], v["window_seconds"])
+            for path, v in (auth.get("rate_limits") or {}).items()
+        }
+        roles = tuple(auth.get("roles") or ())
+        default_roles = tuple(authz.get("default_roles") or ())
+        if not default_roles and auth.get("default_role"):
+            default_roles = (auth["default_role"],)
+        permissions = tuple(
+            tuple(p.split(":", 1)) for p in (policy or {}).get("required_permissions") or ()
+        )
+        pw_block = auth.get("password_policy") or sec.get("password_policy")
+        audit = auth.get("audit") or {}
+        samesite = str(sec.get("cookie_samesite") or "lax").capitalize()
+        secure = sec.get("cookie_secure", "auto")
+        tokens_on = tm is not None and bool(tm.get("enabled", True))
+        return cls(
+            slug=slug,
+            manifest_present=bool(auth) or tm is not None,
+            users_enabled=users_on,
+            strategy=users.get("strategy", "app_users"),
+            users_collection=users.get("collection_name") or "users",
+            session_cookie_name=users.get("session_cookie_name") or f"{slug}_session",
+            session_ttl=int(users.get("session_ttl_seconds", 86_400)),
+            session_inactivity_timeout=(tm or {}).get("session_inactivity_timeout"),
+            max_sessions_per_user=(tm or {}).get("max_sessions_per_user"),
+            allow_registration=bool(users.get("allow_registration", False)),
+            demo_users=tuple(
+                dict(u)
+                for u in users.get("demo_users") or ()
+                if users.get("demo_user_seed_strategy", "auto") == "auto"
+                and u.get("auto_create", True)
+            ),
+            roles=roles,
+            default_roles=default_roles,
+            require_role=auth.get("require_role"),
+            password_policy=PasswordPolicy.from_manifest(pw_block),
+            bind_ip=bool(binding.get("bind_ip", False)),
+            bind_fingerprint=bool(binding.get("bind_fingerprint", False)),
+            policy_present=policy is not None,
+            policy_required=bool((policy or {}).get("required", False)),
+            allow_anonymous=bool((policy or {}).get("allow_anonymous", policy is None)),
+            provider=(policy or {}).get("provider", "casbin"),
+            model=authz.get("model", "rbac"),
+            policies_collection=authz.get("policies_collection") or DEFAULT_POLICY_COLLECTION,
+            link_users_roles=bool(authz.get("link_users_roles", True)),
+            initial_policies=tuple(authz.get("initial_policies") or ()),
+            initial_roles=tuple(authz.get("initial_roles") or ()),
+            allowed_roles=tuple((policy or {}).get("allowed_roles") or ()),
+            allowed_users=tuple((policy or {}).get("allowed_users") or ()),
+            denied_users=tuple((policy or {}).get("denied_users") or ()),
+            required_permissions=permissions,  # type: ignore[arg-type]
+            owner_can_access=bool((policy or {}).get("owner_can_access", True)),
+            owner=manifest.get("developer_id"),
+            public_routes=tuple(auth.get("public_routes") or ()),
+            tokens_enabled=tokens_on,
+            access_ttl=int((tm or {}).get("access_token_ttl", 900)),
+            refresh_ttl=int((tm or {}).get("refresh_token_ttl", 604_800)),
+            token_rotation=bool((tm or {}).get("token_rotation", True)),
+            algorithm=jwt.get("algorithm", "HS256"),
+            issuer=jwt.get("issuer") or "mdb-sync",
+            audience=jwt.get("audience"),
+            leeway=int(jwt.get("leeway_seconds", 5)),
+            secret_env=jwt.get("secret_env"),
+            require_https=bool(sec.get("require_https", False)),
+            cookie_secure=str(secure).lower(),
+            cookie_samesite=samesite,
+            cookie_httponly=bool(sec.get("cookie_httponly", True)),
+            csrf_enabled=csrf_on and (users_on or bool(csrf_block)),
+            csrf_exempt_routes=tuple(csrf_block.get("exempt_routes") or ()),
+            csrf_token_ttl=int(csrf_block.get("token_ttl", 3600)),
+            hsts=dict((auth.get("security") or {}).get("hsts") or {}),
+            rate_limits=limits,
+            route_limits=routes,
+            audit_collection=(
+                (audit.get("collection_name") or "auth_audit")
+                if audit and audit.get("enabled", True)
+                else None
+            ),
+            audit_retention_days=int(audit.get("retention_days", 90)),
+            audit_events=tuple(audit.get("events") or ()),
+        )
+
+
+def route_matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """``path`` is one of ``patterns``: exact, or a prefix when the pattern ends with ``*``."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if path.startswith(pattern[:-1]):
+                return True
+        elif path == pattern or (pattern.endswith("/") is False and path == pattern + "/"):
+            return True
+    return False

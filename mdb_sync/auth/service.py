@@ -1,0 +1,595 @@
+"""``AuthService``: one app's users, sessions, tokens, authorization and rate limits.
+
+Framework-free, so scripts, notebooks and Celery workers use the same rules as the web app::
+
+    from mdb_sync.auth import get_auth_service
+
+    auth = get_auth_service(engine, "my_app")          # secret from $MDB_JWT_SECRET
+    user = auth.register_user("ada@example.com", "correct horse battery")
+    user = auth.authenticate("ada@example.com", "correct horse battery")
+    tokens = auth.issue_tokens(user)                    # access + refresh
+    auth.is_allowed(user, "reports", "read")            # casbin, from the manifest
+
+Everything comes from the app's registered manifest (``auth``, ``token_management``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import DuplicateKeyError
+
+from ..exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    TokenError,
+    UserExistsError,
+    UserInputError,
+)
+from . import signals, store
+from .config import AuthConfig
+from .keys import resolve_keyset
+from .passwords import PasswordHasher
+from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
+from .ratelimit import RateLimiter
+from .sessions import SessionStore
+from .tokens import TokenManager
+from .users import (
+    AppUserStore,
+    GlobalUserStore,
+    check_profile,
+    normalize_email,
+    parse_user_id,
+    public_view,
+)
+
+if TYPE_CHECKING:
+    from ..engine import MongoDBEngine
+
+log = logging.getLogger("mdb_sync.auth")
+
+#: The one message for every failed login: unknown email, wrong password, inactive user.
+INVALID_CREDENTIALS = "invalid email or password"
+
+
+class AuthService:
+    """The auth of app ``slug`` as its manifest configures it.
+
+    :param secret: the HMAC secret of its tokens (else ``auth.jwt.secret_env``'s variable,
+        else ``$MDB_JWT_SECRET``); required when the app enables ``token_management``.
+    :param private_key: PEM (or path) for RS*/ES*/EdDSA; ``public_keys`` {kid: PEM} of
+        older keys that may still verify; ``key_id`` names the current one.
+    :param provider: an :class:`AuthorizationProvider` to use instead of the manifest's.
+    :param hasher: a :class:`PasswordHasher` (its cost), default scrypt n=2**15.
+    """
+
+    def __init__(
+        self,
+        engine: MongoDBEngine,
+        slug: str,
+        *,
+        secret: Any = None,
+        secret_fallbacks: tuple[Any, ...] = (),
+        private_key: Any = None,
+        public_keys: Mapping[str, Any] | None = None,
+        key_id: str | None = None,
+        secret_option: str = "secret=",
+        provider: AuthorizationProvider | None = None,
+        hasher: PasswordHasher | None = None,
+        policy_reload_interval: float = 5.0,
+        seed: bool = True,
+    ) -> None:
+        engine._require_initialized()
+        record = engine.registry.require_usable(slug)
+        self.engine = engine
+        self.slug = slug
+        self.config = AuthConfig.from_manifest(record.get("manifest") or {"slug": slug})
+        self.hasher = hasher or PasswordHasher()
+        self.limiter = RateLimiter(engine)
+        self.policy_reload_interval = policy_reload_interval
+        self._provider = provider
+        self._provider_lock = threading.Lock()
+        self._audit_indexed = False
+        cfg = self.config
+        self.users: AppUserStore | None = None
+        self.sessions: SessionStore | None = None
+        if cfg.users_enabled:
+            store_cls = GlobalUserStore if cfg.strategy == "global_users" else AppUserStore
+            self.users = store_cls(engine, slug, cfg.users_collection)
+            self.sessions = SessionStore(
+                engine,
+                slug,
+                ttl=cfg.session_ttl,
+                inactivity_timeout=cfg.session_inactivity_timeout,
+                max_per_user=cfg.max_sessions_per_user,
+            )
+        self.tokens: TokenManager | None = None
+        if cfg.tokens_enabled:
+            keys = resolve_keyset(
+                slug,
+                cfg.algorithm,
+                secret=secret,
+                secret_fallbacks=secret_fallbacks,
+                secret_env=cfg.secret_env,
+                private_key=private_key,
+                public_keys=public_keys,
+                key_id=key_id,
+                secret_option=secret_option,
+            )
+            self.tokens = TokenManager(
+                engine,
+                slug,
+                keys,
+                issuer=cfg.issuer,
+                audience=cfg.audience,
+                access_ttl=cfg.access_ttl,
+                refresh_ttl=cfg.refresh_ttl,
+                rotation=cfg.token_rotation,
+                leeway=cfg.leeway,
+                max_families_per_user=cfg.max_sessions_per_user,
+            )
+        if cfg.provider == "custom" and provider is None and cfg.policy_present:
+            raise ConfigurationError(
+                f"auth.policy.provider of {slug!r} is 'custom': pass provider= (flask_mdb: "
+                "MDB_AUTH_PROVIDER)",
+                context={"app": slug, "path": "auth.policy.provider"},
+            )
+        if seed:
+            if cfg.policy_present and (cfg.initial_policies or cfg.initial_roles):
+                authz = self.authz
+                if isinstance(authz, CasbinProvider):
+                    authz.seed(cfg.initial_policies, cfg.initial_roles)
+            self._seed_demo_users()
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def authz(self) -> AuthorizationProvider:
+        """The app's authorization provider (built on first use)."""
+        if self._provider is None:
+            with self._provider_lock:
+                if self._provider is None:
+                    self._provider = self._build_provider()
+        return self._provider
+
+    def _build_provider(self) -> AuthorizationProvider:
+        cfg = self.config
+        if cfg.provider == "oso":
+            return OsoProvider(policy_file=cfg.model if cfg.model not in ("rbac", "acl") else None)
+        if cfg.provider == "custom":
+            raise ConfigurationError(f"app {self.slug!r} has no custom provider set")
+        return CasbinProvider(
+            self.engine,
+            self.slug,
+            model=cfg.model,
+            collection=cfg.policies_collection,
+            reload_interval=self.policy_reload_interval,
+        )
+
+    def _require_users(self) -> AppUserStore:
+        if self.users is None:
+            raise ConfigurationError(
+                f"app {self.slug!r} has no users: set auth.users.enabled in its manifest",
+                context={"app": self.slug, "path": "auth.users.enabled"},
+            )
+        return self.users
+
+    def _require_tokens(self) -> TokenManager:
+        if self.tokens is None:
+            raise ConfigurationError(
+                f"app {self.slug!r} does not issue tokens: add token_management to its manifest",
+                context={"app": self.slug, "path": "token_management"},
+            )
+        return self.tokens
+
+    def _seed_demo_users(self) -> None:
+        if self.users is None:
+            return
+        for demo in self.config.demo_users:
+            if not demo.get("password"):
+                log.warning("app %r: demo user %r has no password; not created", self.slug, demo)
+                continue
+            email = normalize_email(demo["email"])
+            if self.users.find_by_email(email) is not None:
+                continue
+            roles = list(demo.get("roles") or [demo.get("role", "user")])
+            try:
+                self.register_user(
+                    email, demo["password"], roles=roles, **(demo.get("extra_data") or {})
+                )
+            except UserExistsError:
+                continue
+            except UserInputError as exc:
+                raise ConfigurationError(
+                    f"auth.users.demo_users of {self.slug!r}: {email}: {exc}",
+                    context={"app": self.slug, "path": "auth.users.demo_users"},
+                ) from exc
+
+    def audit(self, event: str, **fields: Any) -> None:
+        """Record ``event`` in the app's audit collection when ``auth.audit`` is on."""
+        cfg = self.config
+        if cfg.audit_collection is None or (cfg.audit_events and event not in cfg.audit_events):
+            return
+        coll = self.engine.get_scoped_db(self.slug, auto_index=False)[cfg.audit_collection]
+        try:
+            if not self._audit_indexed:  # events expire after auth.audit.retention_days
+                coll.create_index(
+                    "at", name="retention", expireAfterSeconds=cfg.audit_retention_days * 86_400
+                )
+                self._audit_indexed = True
+            coll.insert_one({"event": event, "at": store.now(), **fields})
+        except Exception:  # auditing never breaks a login
+            log.warning(
+                "app %r: could not write the audit event %r", self.slug, event, exc_info=True
+            )
+
+    # --- users --------------------------------------------------------------------------------
+
+    def _check_roles(self, roles: Any) -> list[str]:
+        if isinstance(roles, str) or not isinstance(roles, Iterable):
+            raise UserInputError("roles must be a list of strings")
+        out = []
+        for role in roles:
+            if not isinstance(role, str) or not role or len(role) > 128:
+                raise UserInputError("roles must be non-empty strings")
+            if self.config.roles and role not in self.config.roles:
+                raise UserInputError(
+                    f"unknown role {role!r} (auth.roles: {', '.join(self.config.roles)})"
+                )
+            out.append(role)
+        return list(dict.fromkeys(out))
+
+    def check_password(self, password: Any, email: str | None = None) -> None:
+        problems = self.config.password_policy.problems(password, email)
+        if problems:
+            raise UserInputError("; ".join(problems))
+
+    def register_user(
+        self, email: Any, password: Any, *, roles: Iterable[str] | None = None, **profile: Any
+    ) -> dict[str, Any]:
+        """Create a user with ``roles`` (default: the manifest's ``default_roles``).
+
+        Raises UserInputError (bad email, weak password, unknown role, reserved profile
+        field) or UserExistsError.
+        """
+        users = self._require_users()
+        email = normalize_email(email)
+        self.check_password(password, email)
+        roles = self._check_roles(self.config.default_roles if roles is None else roles)
+        check_profile(profile)
+        now = store.now()
+        doc = {
+            **profile,
+            "email": email,
+            "password_hash": self.hasher.hash(password),
+            "auth_version": 0,
+            "created_at": now,
+            "updated_at": now,
+            "password_changed_at": now,
+        }
+        try:
+            if isinstance(users, GlobalUserStore) and users.find_by_email(email) is not None:
+                raise DuplicateKeyError("email")
+            created = users.insert(doc, roles)
+        except DuplicateKeyError as exc:
+            raise UserExistsError(
+                "an account with this email already exists", context={"app": self.slug}
+            ) from exc
+        user = public_view(users, created)
+        self._link_roles(user)
+        signals.user_registered.send(self.engine, slug=self.slug, user=user)
+        self.audit("register", user_id=user["user_id"])
+        return user
+
+    def _link_roles(self, user: dict[str, Any]) -> None:
+        if self.config.link_users_roles and self.config.provider == "casbin":
+            authz = self.authz
+            if isinstance(authz, CasbinProvider):
+                authz.set_roles(user["email"], user["roles"])
+
+    def authenticate(self, email: Any, password: Any) -> dict[str, Any]:
+        """The user with this email and password, or AuthenticationError with one message
+        for every failure, after the same amount of work (no user enumeration)."""
+        users = self._require_users()
+        try:
+            normalized = normalize_email(email)
+        except UserInputError:
+            normalized = None
+        doc = users.find_by_email(normalized) if normalized else None
+        if doc is None or not isinstance(password, str):
+            self.hasher.dummy_verify(password)
+            return self._failed()
+        ok = self.hasher.verify(password, doc.get("password_hash"))
+        if not ok or not bool(doc.get("active", True)):
+            return self._failed()
+        if not users.is_member(doc):
+            doc = users.join(doc, list(self.config.default_roles))
+            self._link_roles(public_view(users, doc))
+        if not users.is_active(doc):
+            return self._failed()
+        fields: dict[str, Any] = {"last_login_at": store.now()}
+        if self.hasher.needs_rehash(doc.get("password_hash")):
+            fields["password_hash"] = self.hasher.hash(password)
+        users.update(doc["_id"], fields)
+        user = public_view(users, doc)
+        signals.user_authenticated.send(self.engine, slug=self.slug, user=user)
+        self.audit("login", user_id=user["user_id"])
+        return user
+
+    def _failed(self) -> Any:
+        signals.login_failed.send(self.engine, slug=self.slug, reason="invalid credentials")
+        self.audit("login_failed")
+        raise AuthenticationError(INVALID_CREDENTIALS, context={"app": self.slug})
+
+    def get_user(self, user_id: Any) -> dict[str, Any] | None:
+        """The user (public view) of this app with ``user_id``, or None."""
+        users = self._require_users()
+        doc = users.get(user_id)
+        if doc is None or not users.is_member(doc):
+            return None
+        return public_view(users, doc)
+
+    def get_user_by_email(self, email: Any) -> dict[str, Any] | None:
+        users = self._require_users()
+        doc = users.find_by_email(normalize_email(email))
+        return public_view(users, doc) if doc is not None and users.is_member(doc) else None
+
+    def list_users(self, limit: int = 1000) -> list[dict[str, Any]]:
+        users = self._require_users()
+        return [public_view(users, d) for d in users.list_docs(limit)]
+
+    def _doc(self, user_id: Any) -> dict[str, Any]:
+        users = self._require_users()
+        oid = parse_user_id(user_id if not isinstance(user_id, Mapping) else user_id.get("_id"))
+        doc = users.get(oid) if oid is not None else None
+        if doc is None or not users.is_member(doc):
+            raise UserInputError("no such user", context={"app": self.slug})
+        return doc
+
+    def _revoke_everything(self, doc: dict[str, Any]) -> None:
+        """End the user's sessions and refuse their tokens (new ``auth_version``)."""
+        user_id = str(doc["_id"])
+        shared = isinstance(self.users, GlobalUserStore)
+        if self.sessions is not None:
+            self.sessions.delete_for_user(user_id, all_apps=shared)
+        if self.tokens is not None:
+            self.tokens.revoke_user(user_id, int(doc.get("auth_version", 0)))
+        else:
+            store.collection(self.engine, store.DENYLIST).update_one(
+                {"_id": f"user:{user_id}"},
+                {
+                    "$max": {
+                        "min_version": int(doc.get("auth_version", 0)),
+                        "expires_at": store.now() + dt.timedelta(days=400),
+                    },
+                    "$setOnInsert": {"app_id": self.slug},
+                },
+                upsert=True,
+            )
+
+    def set_password(self, user_id: Any, new_password: Any) -> dict[str, Any]:
+        """Set a new password (an admin reset): every session and token of the user ends."""
+        users = self._require_users()
+        doc = self._doc(user_id)
+        self.check_password(new_password, doc.get("email"))
+        now = store.now()
+        updated = users.update(
+            doc["_id"],
+            {
+                "password_hash": self.hasher.hash(new_password),
+                "password_changed_at": now,
+                "updated_at": now,
+            },
+            bump_version=True,
+        )
+        assert updated is not None
+        self._revoke_everything(updated)
+        user = public_view(users, updated)
+        signals.password_changed.send(self.engine, slug=self.slug, user=user)
+        self.audit("password_changed", user_id=user["user_id"])
+        return user
+
+    def change_password(
+        self, user_id: Any, current_password: Any, new_password: Any
+    ) -> dict[str, Any]:
+        """Change a password after checking the current one (AuthenticationError if wrong);
+        every session and token of the user ends. Returns the updated user."""
+        doc = self._doc(user_id)
+        if not isinstance(current_password, str) or not self.hasher.verify(
+            current_password, doc.get("password_hash")
+        ):
+            raise AuthenticationError("the current password is wrong", context={"app": self.slug})
+        return self.set_password(doc["_id"], new_password)
+
+    def deactivate(self, user_id: Any, *, everywhere: bool = False) -> None:
+        """Disable a user in this app (``everywhere``: the shared account itself) and end
+        their sessions and tokens."""
+        users = self._require_users()
+        doc = self._doc(user_id)
+        fields = {"active": False} if everywhere else users.app_fields({"active": False})
+        updated = users.update(doc["_id"], {**fields, "updated_at": store.now()}, bump_version=True)
+        assert updated is not None
+        self._revoke_everything(updated)
+        signals.user_deactivated.send(self.engine, slug=self.slug, user_id=str(doc["_id"]))
+        self.audit("deactivated", user_id=str(doc["_id"]))
+
+    def activate(self, user_id: Any) -> None:
+        users = self._require_users()
+        doc = self._doc(user_id)
+        fields = {"active": True, **users.app_fields({"active": True})}
+        users.update(doc["_id"], {**fields, "updated_at": store.now()})
+
+    def set_roles(self, user_id: Any, roles: Iterable[str]) -> dict[str, Any]:
+        users = self._require_users()
+        doc = self._doc(user_id)
+        checked = self._check_roles(roles)
+        updated = users.update(doc["_id"], users.app_fields({"roles": checked}))
+        assert updated is not None
+        user = public_view(users, updated)
+        self._link_roles(user)
+        return user
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    def start_session(
+        self, user: dict[str, Any], *, remember: bool = False, fingerprint: dict | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        sessions = self.sessions
+        if sessions is None:
+            raise ConfigurationError(f"app {self.slug!r} has no users (auth.users.enabled)")
+        return sessions.create(user, remember=remember, fingerprint=fingerprint)
+
+    def load_session(
+        self, sid: Any, fingerprint: dict | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(session, user)`` of a live session id, or None. A session whose user changed
+        password or was deactivated since is ended here."""
+        if self.sessions is None:
+            return None
+        session = self.sessions.get(sid, fingerprint)
+        if session is None:
+            return None
+        user = self.get_user(session["user_id"])
+        if (
+            user is None
+            or not user["active"]
+            or int(user.get("auth_version", 0)) != int(session.get("auth_version", 0))
+        ):
+            self.sessions.delete(sid)
+            return None
+        return session, user
+
+    def end_session(self, sid: Any) -> bool:
+        return self.sessions.delete(sid) if self.sessions is not None else False
+
+    # --- tokens -----------------------------------------------------------------------------------
+
+    def issue_tokens(self, user: dict[str, Any]) -> dict[str, Any]:
+        """A new access + refresh token pair (a new refresh family) for ``user``."""
+        pair = self._require_tokens().issue(user)
+        self.audit("tokens_issued", user_id=user["user_id"])
+        return pair
+
+    def user_from_token(self, token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(user, claims)`` of a valid, unrevoked access token of this app, else TokenError."""
+        claims = self._require_tokens().verify(token)
+        user = self.get_user(claims["sub"]) if self.users is not None else None
+        if self.users is None:
+            user = {"user_id": claims["sub"], "roles": [], "app": self.slug, "active": True}
+        if user is None or not user["active"]:
+            raise TokenError("the token's user is unknown or inactive", context={"app": self.slug})
+        return user, claims
+
+    def refresh(self, refresh_token: Any) -> dict[str, Any]:
+        """New tokens for a refresh token (which is spent when rotation is on)."""
+        tokens = self._require_tokens()
+        try:
+            claims, next_jti = tokens.rotate(refresh_token)
+        except TokenError as exc:
+            if exc.context.get("reuse"):
+                signals.token_reuse_detected.send(self.engine, slug=self.slug, user_id=None)
+                self.audit("refresh_reuse")
+            raise
+        user = self.get_user(claims["sub"]) if self.users is not None else None
+        if self.users is None:
+            user = {"user_id": claims["sub"], "auth_version": claims.get("ver", 0)}
+        if user is None or not user.get("active", True):
+            tokens.revoke_family(claims["fam"])
+            raise TokenError("the token's user is unknown or inactive", context={"app": self.slug})
+        pair = tokens.issue(user, family=claims["fam"], refresh_jti=next_jti)
+        if next_jti is None:
+            pair["refresh_token"] = refresh_token
+        return pair
+
+    def revoke_token(self, token: Any) -> dict[str, Any]:
+        """Revoke a token and its family (logout of one login)."""
+        return self._require_tokens().revoke(token)
+
+    # --- authorization ------------------------------------------------------------------------
+
+    def check(self, subject: str, resource: str, action: str) -> bool:
+        return bool(self.authz.check(subject, resource, action))
+
+    def roles_of(self, user: Mapping[str, Any]) -> set[str]:
+        """The user's roles here: stored ones, plus those inherited through casbin."""
+        roles = set(user.get("roles") or ())
+        if self.config.policy_present or self._provider is not None:
+            authz = self.authz
+            if isinstance(authz, CasbinProvider):
+                for subject in [user.get("email"), *list(roles)]:
+                    if subject:
+                        roles.update(authz.roles_for(str(subject)))
+        return roles
+
+    def is_owner(self, user: Mapping[str, Any]) -> bool:
+        owner = self.config.owner
+        return bool(self.config.owner_can_access and owner and user.get("email") == owner.lower())
+
+    def is_allowed(self, user: Mapping[str, Any], resource: str, action: str) -> bool:
+        """May ``user`` (by email, or through any of its roles) ``action`` on ``resource``?"""
+        subjects = [user.get("email"), user.get("user_id"), *sorted(user.get("roles") or ())]
+        return any(self.check(str(s), resource, action) for s in subjects if s)
+
+    def access_problem(self, user: Mapping[str, Any]) -> str | None:
+        """Why the manifest's policy (``allowed_*``, ``denied_users``, ``require_role``,
+        ``required_permissions``) refuses ``user`` on protected routes, or None."""
+        cfg = self.config
+        email = str(user.get("email") or "")
+        if email and email in {u.lower() for u in cfg.denied_users}:
+            return "this account is denied access to the app"
+        if self.is_owner(user):
+            return None
+        listed = email in {u.lower() for u in cfg.allowed_users}
+        if cfg.allowed_users and not listed and not cfg.allowed_roles:
+            return "this account is not allowed to use the app"
+        roles = self.roles_of(user) if (cfg.allowed_roles or cfg.require_role) else set()
+        if cfg.allowed_roles and not (roles & set(cfg.allowed_roles)) and not listed:
+            return "none of the account's roles may use the app"
+        if cfg.require_role and cfg.require_role not in roles:
+            return f"the role {cfg.require_role!r} is required"
+        for resource, action in cfg.required_permissions:
+            if not self.is_allowed(user, resource, action):
+                return f"the permission {resource}:{action} is required"
+        return None
+
+
+# --- a cache for scripts and workers -------------------------------------------------------------
+
+_lock = threading.Lock()
+_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AuthService]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthService:
+    """The :class:`AuthService` of ``slug``, cached per engine, process, client and manifest
+    (re-registering the manifest or restarting the engine builds a new one)."""
+    engine._require_initialized()
+    manifest = engine.get_app(slug) or {}
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [manifest.get("auth"), manifest.get("token_management"), manifest.get("developer_id")],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    option_key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+    key = (slug, os.getpid(), id(engine.client), fingerprint, option_key)
+    with _lock:
+        cached = _cache.setdefault(engine, {}).get(key)
+    if cached is not None:
+        return cached
+    service = AuthService(engine, slug, **options)
+    with _lock:
+        services = _cache.setdefault(engine, {})
+        for stale in [k for k in services if k[0] == slug and k != key]:
+            del services[stale]
+        return services.setdefault(key, service)

@@ -1,0 +1,133 @@
+"""Server-side login sessions (the cookie holds a random id; the server holds the rest).
+
+A signed-cookie session cannot be revoked: a copied cookie works until it expires, logout
+or not. These sessions live in ``mdb_auth_sessions`` keyed by the SHA-256 of their id, so
+logout, a password change or deactivation end them everywhere at once, every process sees
+the same state, and reading the collection reveals no usable id. A new id is issued at
+every login (no session fixation). Each session records the user's ``auth_version`` at
+login: a later password change or deactivation bumps it, which invalidates the session
+even before its document is deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from pymongo import DESCENDING
+
+from . import store
+
+if TYPE_CHECKING:
+    from ..engine import MongoDBEngine
+
+#: How stale ``last_seen`` may get before a request writes it again (limits writes).
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+
+class SessionStore:
+    """The login sessions of one app."""
+
+    def __init__(
+        self,
+        engine: MongoDBEngine,
+        slug: str,
+        *,
+        ttl: int = 86_400,
+        inactivity_timeout: int | None = None,
+        max_per_user: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.slug = slug
+        self.ttl = ttl
+        self.inactivity_timeout = inactivity_timeout
+        self.max_per_user = max_per_user
+
+    @property
+    def coll(self) -> Any:
+        return store.collection(self.engine, store.SESSIONS)
+
+    def create(
+        self,
+        user: dict[str, Any],
+        *,
+        remember: bool = False,
+        fingerprint: dict[str, str] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """A new session for ``user`` (a public user dict): ``(session id, document)``."""
+        sid = secrets.token_urlsafe(32)
+        now = store.now()
+        doc = {
+            "_id": store.digest("session", sid),
+            "app_id": self.slug,
+            "user_id": user["user_id"],
+            "auth_version": int(user.get("auth_version", 0)),
+            "remember": bool(remember),
+            "csrf": secrets.token_hex(16),
+            "created_at": now,
+            "last_seen": now,
+            "absolute_expires_at": now + dt.timedelta(seconds=self.ttl),
+            "expires_at": self._expiry(now, now + dt.timedelta(seconds=self.ttl)),
+            **({"fingerprint": fingerprint} if fingerprint else {}),
+        }
+        self.coll.insert_one(doc)
+        if self.max_per_user:
+            self._trim(user["user_id"])
+        return sid, doc
+
+    def _expiry(self, last_seen: dt.datetime, absolute: dt.datetime) -> dt.datetime:
+        if self.inactivity_timeout:
+            return min(absolute, last_seen + dt.timedelta(seconds=self.inactivity_timeout))
+        return absolute
+
+    def _trim(self, user_id: str) -> None:
+        """Keep the user's newest ``max_per_user`` sessions in this app."""
+        old = self.coll.find(
+            {"app_id": self.slug, "user_id": user_id}, {"_id": 1}, sort=[("created_at", DESCENDING)]
+        ).skip(self.max_per_user)
+        ids = [d["_id"] for d in old]
+        if ids:
+            self.coll.delete_many({"_id": {"$in": ids}})
+
+    def get(self, sid: Any, fingerprint: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """The live session of this app with id ``sid``, or None (unknown, expired, another
+        app's, or presented from another address/browser when the session is bound)."""
+        if not isinstance(sid, str) or not (20 <= len(sid) <= 100):
+            return None
+        doc = self.coll.find_one({"_id": store.digest("session", sid), "app_id": self.slug})
+        if doc is None:
+            return None
+        now = store.now()
+        expires = store.aware(doc.get("expires_at"))
+        if expires is None or expires <= now:
+            self.coll.delete_one({"_id": doc["_id"]})
+            return None
+        if fingerprint:
+            stored = doc.get("fingerprint") or {}
+            if any(stored.get(k) != v for k, v in fingerprint.items()):
+                return None
+        last_seen = store.aware(doc.get("last_seen")) or now
+        if now - last_seen > TOUCH_EVERY:
+            absolute = store.aware(doc.get("absolute_expires_at")) or expires
+            self.coll.update_one(
+                {"_id": doc["_id"]},
+                {"$set": {"last_seen": now, "expires_at": self._expiry(now, absolute)}},
+            )
+        return doc
+
+    def delete(self, sid: Any) -> bool:
+        if not isinstance(sid, str):
+            return False
+        result = self.coll.delete_one({"_id": store.digest("session", sid), "app_id": self.slug})
+        return result.deleted_count == 1
+
+    def delete_for_user(self, user_id: str, *, all_apps: bool = False) -> int:
+        """End every session of ``user_id`` (in this app, or in every app for shared users)."""
+        query: dict[str, Any] = {"user_id": user_id}
+        if not all_apps:
+            query["app_id"] = self.slug
+        return int(self.coll.delete_many(query).deleted_count)
+
+    def count_for_user(self, user_id: str) -> int:
+        return int(self.coll.count_documents({"app_id": self.slug, "user_id": user_id}))

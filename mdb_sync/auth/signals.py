@@ -1,0 +1,37 @@
+"""Signals of authentication events (sender: the engine; ``slug`` and details as keywords).
+
+::
+
+    from mdb_sync.auth.signals import login_failed
+
+    @login_failed.connect
+    def alert(engine, slug, reason, **extra): ...
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: A user registered: ``slug``, ``user``.
+user_registered = _signals.signal("auth-user-registered")
+#: A password check succeeded: ``slug``, ``user``.
+user_authenticated = _signals.signal("auth-user-authenticated")
+#: A password check failed: ``slug`` (no email: failures must not become an oracle).
+login_failed = _signals.signal("auth-login-failed")
+#: A password was changed or reset: ``slug``, ``user``.
+password_changed = _signals.signal("auth-password-changed")
+#: A user was deactivated: ``slug``, ``user_id``.
+user_deactivated = _signals.signal("auth-user-deactivated")
+#: A spent refresh token was presented again and its family revoked: ``slug``, ``user_id``.
+token_reuse_detected = _signals.signal("auth-token-reuse-detected")
+
+__all__ = [
+    "login_failed",
+    "password_changed",
+    "token_reuse_detected",
+    "user_authenticated",
+    "user_deactivated",
+    "user_registered",
+]

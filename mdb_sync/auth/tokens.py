@@ -1,0 +1,276 @@
+"""JSON Web Tokens: short-lived access tokens and rotating refresh tokens.
+
+Verification follows PyJWT's advice and Flask-Security's practice: the algorithm comes from
+the app's configuration (never from the token's header), the key from the token's ``kid``
+among the app's own keys, and ``exp``, ``iat``, ``nbf``, ``sub``, ``jti``, ``aud`` and
+``iss`` are required; ``aud`` must name this app, so another app's token is refused.
+
+Refresh tokens belong to a *family* (one login). Each refresh spends the token and issues
+the next one of the family; presenting a spent one again means it was copied, so the whole
+family is revoked (the thief's copy and the user's session alike). Revocations — a token's
+``jti``, a family, or every token of a user issued before a password change — go to the
+``mdb_auth_denylist`` collection (TTL-indexed), checked on every verification in one query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from pymongo import DESCENDING, ReturnDocument
+
+from ..exceptions import TokenError
+from . import store
+from .keys import KeySet
+
+if TYPE_CHECKING:
+    from ..engine import MongoDBEngine
+
+ACCESS = "access"
+REFRESH = "refresh"
+MAX_TOKEN_CHARS = 8192
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "aud", "iss"]
+
+_MESSAGES: list[tuple[type[Exception], str]] = [
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidAudienceError, "the token was not issued for this app"),
+    (jwt.InvalidIssuerError, "the token has the wrong issuer"),
+    (jwt.InvalidAlgorithmError, "the token's algorithm is not allowed"),
+    (jwt.InvalidSignatureError, "the token's signature is invalid"),
+    (jwt.MissingRequiredClaimError, "the token lacks a required claim"),
+    (jwt.InvalidTokenError, "the token is malformed"),
+]
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class TokenManager:
+    """Issues, verifies, rotates and revokes the tokens of one app."""
+
+    def __init__(
+        self,
+        engine: MongoDBEngine,
+        slug: str,
+        keys: KeySet,
+        *,
+        issuer: str = "mdb-sync",
+        audience: str | None = None,
+        access_ttl: int = 900,
+        refresh_ttl: int = 604_800,
+        rotation: bool = True,
+        leeway: int = 5,
+        max_families_per_user: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.slug = slug
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = [slug] + ([audience] if audience and audience != slug else [])
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.rotation = rotation
+        self.leeway = leeway
+        self.max_families_per_user = max_families_per_user
+
+    @property
+    def families(self) -> Any:
+        return store.collection(self.engine, store.REFRESH_FAMILIES)
+
+    @property
+    def denylist(self) -> Any:
+        return store.collection(self.engine, store.DENYLIST)
+
+    # --- issuing ------------------------------------------------------------------------------
+
+    def _encode(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(
+            claims,
+            self.keys.signing_key,
+            algorithm=self.keys.algorithm,
+            headers={"kid": self.keys.signing_kid},
+        )
+
+    def _claims(self, user: dict[str, Any], kind: str, ttl: int, jti: str, fam: str) -> dict:
+        now = store.now()
+        return {
+            "iss": self.issuer,
+            "aud": self.audience if len(self.audience) > 1 else self.audience[0],
+            "sub": str(user["user_id"]),
+            "iat": now,
+            "nbf": now,
+            "exp": now + dt.timedelta(seconds=ttl),
+            "jti": jti,
+            "typ": kind,
+            "fam": fam,
+            "ver": int(user.get("auth_version", 0)),
+        }
+
+    def issue(
+        self, user: dict[str, Any], *, family: str | None = None, refresh_jti: str | None = None
+    ) -> dict[str, Any]:
+        """An access and a refresh token for ``user`` (a public user dict): a new family,
+        or the next tokens of ``family`` (``refresh_jti`` reserved by :meth:`rotate`)."""
+        if family is None:
+            family, refresh_jti = _new_id(), _new_id()
+            now = store.now()
+            self.families.insert_one(
+                {
+                    "_id": family,
+                    "app_id": self.slug,
+                    "user_id": str(user["user_id"]),
+                    "current_jti": refresh_jti,
+                    "revoked": False,
+                    "created_at": now,
+                    "last_used": now,
+                    "expires_at": now + dt.timedelta(seconds=self.refresh_ttl),
+                }
+            )
+            if self.max_families_per_user:
+                self._trim(str(user["user_id"]))
+        pair = {
+            "access_token": self._encode(
+                self._claims(user, ACCESS, self.access_ttl, _new_id(), family)
+            ),
+            "token_type": "Bearer",
+            "expires_in": self.access_ttl,
+        }
+        if refresh_jti is not None:
+            pair["refresh_token"] = self._encode(
+                self._claims(user, REFRESH, self.refresh_ttl, refresh_jti, family)
+            )
+            pair["refresh_expires_in"] = self.refresh_ttl
+        return pair
+
+    def _trim(self, user_id: str) -> None:
+        old = self.families.find(
+            {"app_id": self.slug, "user_id": user_id, "revoked": False},
+            {"_id": 1},
+            sort=[("created_at", DESCENDING)],
+        ).skip(self.max_families_per_user)
+        for doc in old:
+            self.revoke_family(doc["_id"])
+
+    # --- verifying ----------------------------------------------------------------------------
+
+    def decode(self, token: Any, kind: str = ACCESS) -> dict[str, Any]:
+        """The claims of a well-signed, current token of ``kind`` for this app, without the
+        revocation check (see :meth:`verify`). Raises TokenError saying what is wrong."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise TokenError("the token is missing or malformed", context={"app": self.slug})
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self.keys.key_for(header.get("kid"))
+            if key is None:
+                raise TokenError(
+                    "the token was not signed by a key of this app", context={"app": self.slug}
+                )
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[self.keys.algorithm],
+                audience=self.slug,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.PyJWTError as exc:
+            for cls, message in _MESSAGES:
+                if isinstance(exc, cls):
+                    raise TokenError(message, context={"app": self.slug}) from exc
+            raise TokenError("the token is invalid", context={"app": self.slug}) from exc
+        if claims.get("typ") != kind:
+            raise TokenError(f"not an {kind} token", context={"app": self.slug})
+        if not isinstance(claims.get("fam"), str) or not isinstance(claims.get("ver", 0), int):
+            raise TokenError("the token is malformed", context={"app": self.slug})
+        return claims
+
+    def verify(self, token: Any, kind: str = ACCESS) -> dict[str, Any]:
+        """:meth:`decode`, then refuse revoked tokens (``jti``, family or user)."""
+        claims = self.decode(token, kind)
+        keys = [f"jti:{claims['jti']}", f"fam:{claims['fam']}", f"user:{claims['sub']}"]
+        for entry in self.denylist.find({"_id": {"$in": keys}}):
+            if entry["_id"].startswith("user:") and int(claims.get("ver", 0)) >= int(
+                entry.get("min_version", 0)
+            ):
+                continue
+            raise TokenError("the token has been revoked", context={"app": self.slug})
+        return claims
+
+    # --- refreshing and revoking --------------------------------------------------------------
+
+    def rotate(self, refresh_token: Any) -> tuple[dict[str, Any], str | None]:
+        """Spend ``refresh_token``: ``(its claims, the jti reserved for the next refresh
+        token)`` — None when rotation is off. A spent token presented again revokes its
+        family and raises TokenError."""
+        claims = self.verify(refresh_token, REFRESH)
+        fam, jti = claims["fam"], claims["jti"]
+        now = store.now()
+        live = {"_id": fam, "app_id": self.slug, "revoked": False}
+        if not self.rotation:
+            if self.families.find_one(live, {"_id": 1}) is None:
+                raise TokenError("the refresh token has been revoked", context={"app": self.slug})
+            return claims, None
+        next_jti = _new_id()
+        doc = self.families.find_one_and_update(
+            {**live, "current_jti": jti},
+            {
+                "$set": {
+                    "current_jti": next_jti,
+                    "last_used": now,
+                    "expires_at": now + dt.timedelta(seconds=self.refresh_ttl),
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            if self.families.find_one(live, {"_id": 1}) is not None:
+                self.revoke_family(fam)
+                raise TokenError(
+                    "refresh token reuse detected: this login has been revoked",
+                    context={"app": self.slug, "reuse": True},
+                )
+            raise TokenError("the refresh token has been revoked", context={"app": self.slug})
+        return claims, next_jti
+
+    def revoke(self, token: Any) -> dict[str, Any]:
+        """Revoke a token (access or refresh) and its whole family (logout)."""
+        try:
+            claims = self.decode(token, ACCESS)
+        except TokenError:
+            claims = self.decode(token, REFRESH)
+        until = dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc)
+        self._deny(f"jti:{claims['jti']}", until + dt.timedelta(seconds=self.leeway))
+        self.revoke_family(claims["fam"])
+        return claims
+
+    def revoke_family(self, family: str) -> None:
+        self.families.update_one({"_id": family, "app_id": self.slug}, {"$set": {"revoked": True}})
+        self._deny(f"fam:{family}", self._longest())
+
+    def revoke_user(self, user_id: str, min_version: int) -> None:
+        """Refuse every token of ``user_id`` whose ``ver`` is below ``min_version`` (after a
+        password change or deactivation), in every app that shares the user."""
+        self.denylist.update_one(
+            {"_id": f"user:{user_id}"},
+            {
+                "$max": {"min_version": int(min_version), "expires_at": self._longest()},
+                "$setOnInsert": {"app_id": self.slug},
+            },
+            upsert=True,
+        )
+        self.families.update_many({"user_id": user_id}, {"$set": {"revoked": True}})
+
+    def _longest(self) -> dt.datetime:
+        return store.now() + dt.timedelta(seconds=self.refresh_ttl + self.leeway)
+
+    def _deny(self, key: str, until: dt.datetime) -> None:
+        self.denylist.update_one(
+            {"_id": key},
+            {"$max": {"expires_at": until}, "$setOnInsert": {"app_id": self.slug}},
+            upsert=True,
+        )

@@ -1,0 +1,302 @@
+"""App users and global users, passwords, sessions and rate limits (framework-free)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from auth_apps import SECRET, auth_manifest
+
+from mdb_sync.auth import AuthService, PasswordHasher, PasswordPolicy, RateLimiter
+from mdb_sync.auth.passwords import SCHEME
+from mdb_sync.exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    RateLimitExceeded,
+    UserExistsError,
+    UserInputError,
+)
+
+HASHER = PasswordHasher(n=4096)
+PW = "correct horse battery"
+
+
+@pytest.fixture
+def auth(engine):
+    engine.register_app(auth_manifest("users_app"))
+    return AuthService(engine, "users_app", secret=SECRET, hasher=HASHER)
+
+
+def test_users_live_in_the_apps_scoped_collection_with_a_unique_email(auth, raw_db):
+    user = auth.register_user("  Ada@Example.COM ", PW, name="Ada")
+    assert user["email"] == "ada@example.com" and user["roles"] == ["user"]
+    assert "password_hash" not in user
+    stored = raw_db["users_app_users"].find_one()
+    assert stored["app_id"] == "users_app" and stored["name"] == "Ada"
+    assert stored["password_hash"].startswith(SCHEME + "$1$n=4096,r=8,p=1$")
+    assert PW not in str(stored)
+    index = raw_db["users_app_users"].index_information()["email_unique"]
+    assert index["key"] == [("app_id", 1), ("email", 1)] and index["unique"]
+    with pytest.raises(UserExistsError):
+        auth.register_user("ada@example.com", PW)
+
+
+@pytest.mark.parametrize(
+    "email", [{"$ne": None}, ["a@b.co"], None, "no-at-sign", "a@b", "x" * 250 + "@b.co"]
+)
+def test_malformed_emails_are_refused_before_any_query(auth, recorder, email):
+    with pytest.raises(UserInputError, match="email"):
+        auth.register_user(email, PW)
+    recorder.clear()
+    with pytest.raises(AuthenticationError, match="invalid email or password"):
+        auth.authenticate(email, PW)
+    assert recorder.commands("find") == []
+
+
+def test_passwords_follow_the_policy(auth, engine):
+    with pytest.raises(UserInputError, match="at least 8"):
+        auth.register_user("a@b.co", "short")
+    with pytest.raises(UserInputError, match="too common"):
+        auth.register_user("a@b.co", "password123")
+    with pytest.raises(UserInputError, match="must be a string"):
+        auth.register_user("a@b.co", 12345678)
+    manifest = auth_manifest("strict_pw")
+    manifest["auth"]["password_policy"] = {"min_length": 10, "require_special": True}
+    engine.register_app(manifest)
+    strict = AuthService(engine, "strict_pw", secret=SECRET, hasher=HASHER)
+    with pytest.raises(UserInputError) as info:
+        strict.register_user("a@b.co", "alllowercase")
+    assert "upper-case" in str(info.value) and "digit" in str(info.value)
+    assert strict.register_user("a@b.co", "Good-Pass-2024")["email"] == "a@b.co"
+    assert PasswordPolicy().problems("x" * 2000) == ["password must be at most 1024 characters"]
+
+
+def test_unknown_email_wrong_password_and_inactive_user_fail_alike(auth):
+    user = auth.register_user("ada@example.com", PW)
+    messages = []
+    for email, password in (("nobody@example.com", PW), ("ada@example.com", "wrong pass")):
+        with pytest.raises(AuthenticationError) as info:
+            auth.authenticate(email, password)
+        messages.append(str(info.value))
+    auth.deactivate(user["user_id"])
+    with pytest.raises(AuthenticationError) as info:
+        auth.authenticate("ada@example.com", PW)
+    messages.append(str(info.value))
+    assert messages == ["invalid email or password"] * 3
+
+
+def test_unknown_emails_cost_as_much_as_wrong_passwords(engine):
+    """The dummy check runs the real scrypt: timing does not tell who is registered."""
+    engine.register_app(auth_manifest("timing"))
+    auth = AuthService(engine, "timing", secret=SECRET, hasher=PasswordHasher(n=2**14))
+    auth.register_user("ada@example.com", PW)
+
+    def cost(email):
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            with pytest.raises(AuthenticationError):
+                auth.authenticate(email, "wrong pass")
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    known, unknown = cost("ada@example.com"), cost("nobody@example.com")
+    # Both run one scrypt (~20 ms at this cost); without the dummy check the unknown email
+    # would answer in well under a millisecond.
+    assert unknown > known * 0.5 and unknown > 0.005
+
+
+def test_a_user_of_app_a_cannot_log_into_app_b(engine, auth):
+    engine.register_app(auth_manifest("other_app"))
+    other = AuthService(engine, "other_app", secret=SECRET, hasher=HASHER)
+    user = auth.register_user("ada@example.com", PW)
+    assert auth.authenticate("ada@example.com", PW)["user_id"] == user["user_id"]
+    with pytest.raises(AuthenticationError, match="invalid email or password"):
+        other.authenticate("ada@example.com", PW)
+    assert other.get_user(user["user_id"]) is None
+    sid, _ = auth.start_session(user)
+    assert auth.load_session(sid) is not None
+    assert other.load_session(sid) is None  # the session id is app A's
+
+
+def test_hashes_are_upgraded_on_login_when_the_cost_rises(engine, auth, raw_db):
+    auth.register_user("ada@example.com", PW)
+    stronger = AuthService(engine, "users_app", secret=SECRET, hasher=PasswordHasher(n=8192))
+    stronger.authenticate("ada@example.com", PW)
+    stored = raw_db["users_app_users"].find_one()["password_hash"]
+    assert "n=8192" in stored
+    assert stronger.authenticate("ada@example.com", PW)
+    assert auth.authenticate("ada@example.com", PW)  # the old deployment still verifies it
+
+
+def test_werkzeug_hashes_are_accepted_and_rehashed(auth, raw_db):
+    user = auth.register_user("ada@example.com", PW)
+    salt = "abcdefgh12345678"
+    digest = hashlib.pbkdf2_hmac("sha256", PW.encode(), salt.encode(), 1000).hex()
+    raw_db["users_app_users"].update_one(
+        {"_id": user["_id"]}, {"$set": {"password_hash": f"pbkdf2:sha256:1000${salt}${digest}"}}
+    )
+    assert auth.authenticate("ada@example.com", PW)
+    assert raw_db["users_app_users"].find_one()["password_hash"].startswith(SCHEME)
+    with pytest.raises(ConfigurationError):
+        PasswordHasher(n=1000)
+
+
+def test_change_password_ends_sessions_and_needs_the_current_one(auth):
+    user = auth.register_user("ada@example.com", PW)
+    sid, _ = auth.start_session(user)
+    with pytest.raises(AuthenticationError, match="current password is wrong"):
+        auth.change_password(user["user_id"], "not it at all", "new passphrase here")
+    assert auth.load_session(sid) is not None
+    updated = auth.change_password(user["user_id"], PW, "new passphrase here")
+    assert updated["auth_version"] == 1
+    assert auth.load_session(sid) is None
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("ada@example.com", PW)
+    assert auth.authenticate("ada@example.com", "new passphrase here")
+
+
+def test_sessions_expire_and_are_stored_hashed(engine, raw_db):
+    manifest = auth_manifest("sess")
+    manifest["token_management"]["session_inactivity_timeout"] = 60
+    manifest["token_management"]["max_sessions_per_user"] = 2
+    engine.register_app(manifest)
+    auth = AuthService(engine, "sess", secret=SECRET, hasher=HASHER)
+    user = auth.register_user("ada@example.com", PW)
+    sids = [auth.start_session(user)[0] for _ in range(3)]
+    assert auth.load_session(sids[0]) is None  # only the newest two are kept
+    assert auth.load_session(sids[2]) is not None
+    stored = list(raw_db["mdb_auth_sessions"].find())
+    assert len(stored) == 2 and all(sid not in str(stored) for sid in sids)
+    raw_db["mdb_auth_sessions"].update_many({}, {"$set": {"expires_at": stored[0]["created_at"]}})
+    assert auth.load_session(sids[2]) is None  # expired: refused even before the TTL sweep
+    fingerprint = {"ip": "a"}
+    bound, _ = auth.start_session(user, fingerprint=fingerprint)
+    assert auth.load_session(bound, fingerprint) is not None
+    assert auth.load_session(bound, {"ip": "b"}) is None
+
+
+def test_global_users_are_shared_with_roles_per_app(engine, raw_db):
+    for slug, roles in (("shop", ["customer"]), ("blog", ["reader"])):
+        manifest = auth_manifest(slug)
+        manifest["auth"]["users"]["strategy"] = "global_users"
+        manifest["auth"]["policy"]["authorization"]["default_roles"] = roles
+        engine.register_app(manifest)
+    engine.register_app(auth_manifest("private"))
+    shop = AuthService(engine, "shop", secret=SECRET, hasher=HASHER)
+    blog = AuthService(engine, "blog", secret=SECRET, hasher=HASHER)
+    private = AuthService(engine, "private", secret=SECRET, hasher=HASHER)
+    user = shop.register_user("ada@example.com", PW)
+    assert user["roles"] == ["customer"]
+    assert blog.get_user(user["user_id"]) is None  # not a member yet
+    joined = blog.authenticate("ada@example.com", PW)
+    assert joined["user_id"] == user["user_id"] and joined["roles"] == ["reader"]
+    blog.set_roles(user["user_id"], ["reader", "user"])
+    assert shop.get_user(user["user_id"])["roles"] == ["customer"]
+    with pytest.raises(UserExistsError):
+        blog.register_user("ada@example.com", PW)
+    with pytest.raises(AuthenticationError):
+        private.authenticate("ada@example.com", PW)  # app_users apps never see them
+    stored = raw_db["mdb_auth_users"].find_one()
+    assert sorted(stored["app_ids"]) == ["blog", "shop"]
+    assert "users" not in engine.get_scoped_db("shop").list_collection_names()
+    blog.deactivate(user["user_id"])
+    with pytest.raises(AuthenticationError):
+        blog.authenticate("ada@example.com", PW)
+    assert shop.authenticate("ada@example.com", PW)["roles"] == ["customer"]
+
+
+def test_demo_users_are_seeded_once(engine):
+    manifest = auth_manifest("demo")
+    manifest["auth"]["users"]["demo_users"] = [
+        {"email": "admin@example.com", "password": "demo admin passphrase", "role": "admin"}
+    ]
+    engine.register_app(manifest)
+    auth = AuthService(engine, "demo", secret=SECRET, hasher=HASHER)
+    AuthService(engine, "demo", secret=SECRET, hasher=HASHER)
+    assert [u["email"] for u in auth.list_users()] == ["admin@example.com"]
+    assert auth.authenticate("admin@example.com", "demo admin passphrase")["roles"] == ["admin"]
+
+
+def test_the_rate_limit_counts_in_the_database(engine, raw_db):
+    limiter = RateLimiter(engine)
+    results = [limiter.hit("app", "login", "10.0.0.1", 3, 60) for _ in range(5)]
+    assert [r.allowed for r in results] == [True, True, True, False, False]
+    assert 55 <= results[-1].retry_after <= 60
+    assert limiter.hit("app", "login", "10.0.0.2", 3, 60).allowed  # per key
+    assert limiter.hit("other", "login", "10.0.0.1", 3, 60).allowed  # per app
+    with pytest.raises(RateLimitExceeded) as info:
+        limiter.check("app", "login", "10.0.0.1", 3, 60)
+    assert info.value.retry_after >= 55
+    assert "10.0.0.1" not in str(list(raw_db["mdb_auth_rate_limits"].find()))
+    # A window that is over starts again at one attempt.
+    raw_db["mdb_auth_rate_limits"].update_many(
+        {}, [{"$set": {"window_start": {"$subtract": ["$window_start", 61_000]}}}]
+    )
+    assert limiter.hit("app", "login", "10.0.0.1", 3, 60).count == 1
+    limiter.reset("app", "login", "10.0.0.1")
+    assert limiter.hit("app", "login", "10.0.0.1", 3, 60).allowed
+
+
+_OTHER_PROCESS = """
+import sys
+from mdb_sync import MongoDBEngine
+from mdb_sync.auth import RateLimiter
+uri, db, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with MongoDBEngine(uri, db) as engine:
+    limiter = RateLimiter(engine)
+    print(sum(limiter.hit("app", "login", "1.2.3.4", 10, 300).allowed for _ in range(n)))
+"""
+
+
+def test_the_limit_holds_across_processes(engine, mongo_uri, db_name):
+    limiter = RateLimiter(engine)
+    allowed_here = sum(limiter.hit("app", "login", "1.2.3.4", 10, 300).allowed for _ in range(6))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDB_MONGO")}
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, mongo_uri, db_name, "6"],
+        capture_output=True, text=True, timeout=120, env=env, check=True,
+    )  # fmt: skip
+    assert allowed_here == 6
+    assert int(out.stdout.strip()) == 4  # only 10 in total, whoever asks
+    assert not limiter.hit("app", "login", "1.2.3.4", 10, 300).allowed
+
+
+def _authenticate_in_child(auth, queue) -> None:
+    user = auth.authenticate("ada@example.com", PW)
+    queue.put((user["email"], auth.limiter.hit("users_app", "fork", "k", 5, 60).count))
+
+
+def test_a_forked_worker_uses_the_parents_service(auth):
+    import multiprocessing
+
+    auth.register_user("ada@example.com", PW)
+    auth.limiter.hit("users_app", "fork", "k", 5, 60)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_authenticate_in_child, args=(auth, queue))
+    proc.start()
+    assert queue.get(timeout=60) == ("ada@example.com", 2)
+    proc.join(60)
+    assert proc.exitcode == 0
+    assert auth.limiter.hit("users_app", "fork", "k", 5, 60).count == 3
+
+
+def test_audit_events_are_recorded_when_configured(engine, raw_db):
+    manifest = auth_manifest("audited")
+    manifest["auth"]["audit"] = {"events": ["login", "login_failed"], "retention_days": 7}
+    engine.register_app(manifest)
+    auth = AuthService(engine, "audited", secret=SECRET, hasher=HASHER)
+    user = auth.register_user("ada@example.com", PW)
+    auth.authenticate("ada@example.com", PW)
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("ada@example.com", "wrong pass")
+    events = [(e["event"], e.get("user_id")) for e in raw_db["audited_auth_audit"].find()]
+    assert events == [("login", user["user_id"]), ("login_failed", None)]
+    assert all(e["app_id"] == "audited" for e in raw_db["audited_auth_audit"].find())
+    index = raw_db["audited_auth_audit"].index_information()["retention"]
+    assert index["expireAfterSeconds"] == 7 * 86_400
