@@ -24,6 +24,12 @@ from .errors import error_response, register_error_handlers
 from .extension import MDB, ObjectIdConverter
 from .json import MDBJSONProvider, bson_default
 from .signals import app_bound
+from .websockets import (
+    broadcast_to_app,
+    get_websocket_manager,
+    register_message_handler,
+    send_to_user,
+)
 
 __all__ = [
     "MDB",
@@ -32,10 +38,14 @@ __all__ = [
     "MDBJSONProvider",
     "ObjectIdConverter",
     "app_bound",
+    "broadcast_to_app",
     "bson_default",
     "current_app_slug",
     "db",
     "error_response",
     "get_current_app_slug",
+    "get_websocket_manager",
     "register_error_handlers",
+    "register_message_handler",
+    "send_to_user",
 ]

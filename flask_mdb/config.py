@@ -122,6 +122,18 @@ def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(p.resolve() for p in paths))
 
 
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _error(key, f"must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise _error(key, f"must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Option:
     """One ``MDB_*`` configuration key."""
@@ -150,6 +162,9 @@ OPTIONS: list[Option] = [
     Option("MDB_JSON_PROVIDER", False, _bool, "install the BSON-aware JSON provider"),
     Option("MDB_ERROR_HANDLERS", False, _bool, "answer engine errors with JSON errors"),
     Option("MDB_CORS", True, _bool, "answer CORS requests from the manifests' cors blocks"),
+    Option("MDB_WEBSOCKETS", True, _bool, "serve the websocket endpoints of MDB_MANIFESTS"),
+    Option("MDB_WEBSOCKET_QUEUE_SIZE", 256, _positive_int, "frames a client may lag behind"),
+    Option("MDB_WEBSOCKET_SEND_TIMEOUT", 10.0, _positive_number, "seconds one frame may take"),
 ]
 
 #: Options that configure an engine the extension builds itself.
