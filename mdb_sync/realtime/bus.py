@@ -110,12 +110,12 @@ class EventBus:
         ``mdb_events`` when this bus creates it, default 16 MiB), ``max_message_bytes`` (of a
         message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
         which bounds how long stopping it takes; default 200)."""
+        if mode is not None and mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         with self._lock:
             if self._listener is not None and mode is not None and mode != self.mode:
                 raise RealtimeError("stop the bus before changing its mode (engine.events.stop())")
             if mode is not None:
-                if mode not in MODES:
-                    raise ConfigurationError(f"mode must be one of {', '.join(MODES)}")
                 self.mode = mode
             for name, value, minimum in (
                 ("capped_bytes", capped_bytes, 4096),
