@@ -1,11 +1,12 @@
 """One live websocket connection: who it is, and a bounded queue with a writer thread.
 
-Sending never blocks the sender. Each connection has its own queue of outgoing frames and
-its own writer thread, so a broadcast only appends to queues, and a client that reads
-slowly — or not at all — only fills its own queue. When that queue is full, or one frame has
-been stuck in the socket for longer than the send timeout, the connection is dropped: its
-socket is shut down, which also frees the writer and the reader blocked on it. The other
-connections never wait for it.
+Sending never blocks the sender. A frame goes straight into the socket when the socket takes
+it at once (the common case: no thread switch per client); otherwise it waits in the
+connection's own bounded queue for the connection's writer thread. So a broadcast never
+waits for anyone, and a client that reads slowly — or not at all — only fills its own queue.
+When that queue is full, or one frame has been stuck in the socket for longer than the send
+timeout, the connection is dropped: its socket is shut down, which also frees the writer
+and the reader blocked on it. Frames always leave in the order they were sent, whole.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from wsproto.events import TextMessage
 
 from mdb_sync.realtime import encode_message
 
@@ -40,14 +43,29 @@ class LockedSocket:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._lock = threading.Lock()
+        #: Held while a frame is written (by whichever thread, until its last byte).
+        self.lock = threading.Lock()
 
     def send(self, data: bytes) -> int:
-        with self._lock:
+        with self.lock:
             self._sock.sendall(data)
         return len(data)
 
     sendall = send
+
+    def send_now(self, data: bytes) -> int:
+        """Write what fits in the socket buffer without waiting (the caller holds ``lock``)."""
+        try:
+            return self._sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+
+    def finish(self, data: bytes) -> None:
+        """Write the rest of a frame begun with :meth:`send_now`, then release ``lock``."""
+        try:
+            self._sock.sendall(data)
+        finally:
+            self.lock.release()
 
     def recv(self, size: int) -> bytes:
         return self._sock.recv(size)
@@ -66,6 +84,10 @@ class LockedSocket:
 
 
 _STOP = object()
+
+
+class _Rest(bytes):
+    """The unwritten end of a frame the sender began: the writer finishes it first."""
 
 
 class Connection:
@@ -105,6 +127,13 @@ class Connection:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._send_timeout = send_timeout
         self._sending_since: float | None = None
+        # Order between direct writes and the queue: the writer is "busy" from the moment
+        # something is queued until the queue is empty again, and nothing is written
+        # directly meanwhile.
+        self._order_lock = threading.Lock()
+        self._writer_busy = False
+        sock = getattr(ws, "sock", None)
+        self._direct = isinstance(sock, LockedSocket) and hasattr(ws, "ws")
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
         self._on_drop = on_drop
@@ -143,11 +172,43 @@ class Connection:
         if started is not None and time.monotonic() - started > self._send_timeout:
             self.drop(f"a frame was stuck for more than {self._send_timeout:g} s")
             return False
-        try:
-            self._queue.put_nowait(text)
-        except queue.Full:
+        with self._order_lock:
+            if self._direct and not self._writer_busy and self._write_directly(text):
+                return True
+            try:
+                self._queue.put_nowait(text)
+            except queue.Full:
+                full = True
+            else:
+                full = False
+                self._writer_busy = True
+        if full:
             self.drop(f"its send queue is full ({self._queue.maxsize} frames)")
             return False
+        return True
+
+    def _write_directly(self, text: str) -> bool:
+        """Write the frame on the caller's thread if the socket takes it at once — the usual
+        case, which spares a thread switch per client and per message. What the socket
+        cannot take now is left to the writer thread, with the socket still reserved for
+        this frame. False: the socket is busy, queue the frame instead."""
+        sock: LockedSocket = self.ws.sock
+        if not sock.lock.acquire(blocking=False):
+            return False
+        try:
+            if not self.ws.connected:
+                raise OSError("closed")
+            frame = self.ws.ws.send(TextMessage(data=text))
+            written = sock.send_now(frame)
+        except Exception as exc:  # the client went away
+            sock.lock.release()
+            self._closed_by_peer(exc)
+            return True
+        if written == len(frame):
+            sock.lock.release()
+        else:  # the queue is empty (the writer is idle): the rest goes first
+            self._writer_busy = True
+            self._queue.put_nowait(_Rest(frame[written:]))
         return True
 
     def _write_loop(self) -> None:
@@ -157,12 +218,18 @@ class Connection:
                 return
             self._sending_since = time.monotonic()
             try:
-                self.ws.send(item)
+                if isinstance(item, _Rest):
+                    self.ws.sock.finish(item)
+                else:
+                    self.ws.send(item)
             except Exception as exc:  # the client went away (ConnectionClosed, OSError)
                 self._closed_by_peer(exc)
                 return
             finally:
                 self._sending_since = None
+            with self._order_lock:
+                if self._queue.empty():
+                    self._writer_busy = False
 
     # --- closing ------------------------------------------------------------------------------
 

@@ -109,13 +109,14 @@ class EventBus:
         ``tailable``; default ``MDB_REALTIME_MODE`` or ``auto``), ``capped_bytes`` (size of
         ``mdb_events`` when this bus creates it, default 16 MiB), ``max_message_bytes`` (of a
         message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
-        which bounds how long stopping it takes; default 200)."""
+        which bounds how long stopping it takes; default 200). A new ``mode`` restarts a
+        running listener."""
         if mode is not None and mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        restart = False
         with self._lock:
-            if self._listener is not None and mode is not None and mode != self.mode:
-                raise RealtimeError("stop the bus before changing its mode (engine.events.stop())")
             if mode is not None:
+                restart = mode != self.mode and self._listener is not None
                 self.mode = mode
             for name, value, minimum in (
                 ("capped_bytes", capped_bytes, 4096),
@@ -127,6 +128,9 @@ class EventBus:
                 if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                     raise ConfigurationError(f"{name} must be an integer >= {minimum}")
                 setattr(self, name, value)
+        if restart:  # listen again, the new way
+            self.stop()
+            self.start()
         return self
 
     # --- publishing ---------------------------------------------------------------------------
@@ -257,8 +261,18 @@ class EventBus:
         listener = self._listener
         return listener.mode if listener is not None and listener.alive else None
 
+    def start(self, wait: float | None = OPEN_TIMEOUT) -> None:
+        """Start the listener again after :meth:`stop`, if anything is subscribed."""
+        with self._lock:
+            if not self._subscribers or (self._listener is not None and self._listener.alive):
+                return
+            listener = self._listener = self._start_listener()
+        if wait:
+            listener.opened.wait(wait)
+
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop the listener (subscriptions stay; the next subscription restarts it)."""
+        """Stop the listener; subscriptions stay (:meth:`start`, or the next subscription,
+        starts it again)."""
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
