@@ -1,8 +1,10 @@
 """The todo example in a real browser: headless Chromium (Debian's ``chromium``) driven by
-Playwright, against the example served by a real WSGI server on 127.0.0.1."""
+Playwright, against the example served by a real WSGI server on 127.0.0.1 (and its Celery
+worker, for live updates from a task)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -173,6 +175,78 @@ def test_cross_origin_requests_follow_each_apps_manifest(page, mongo_uri, db_nam
                 assert http(f"{base}/home/api/tasks")[2]["tasks"] == []  # preflight stopped it
         finally:
             module.mdb.shutdown(app)
+
+
+@pytest.fixture
+def todo_worker(mongo_uri, db_name, monkeypatch, tmp_path):
+    """The example's Celery worker (``jobs.py``, solo pool) on the test database."""
+    monkeypatch.setenv("MDB_MONGO_URI", mongo_uri)
+    monkeypatch.setenv("MDB_DB_NAME", db_name)
+    monkeypatch.syspath_prepend(str(TODO))
+    for name in ("jobs", "app"):
+        sys.modules.pop(name, None)
+    jobs = importlib.import_module("jobs")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TODO), str(ROOT)])}
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "jobs", "worker", "-P", "solo",
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
+            ],
+            cwd=TODO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield jobs, proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        jobs.app.close()
+        for name in ("jobs", "app"):
+            sys.modules.pop(name, None)
+
+
+def test_pages_update_live_from_other_browsers_and_a_celery_task(browser, todo, todo_worker):
+    """Two browsers on the work space and one on the home space: a change in one shows up
+    in the other without a reload, and so does a task a Celery worker adds; the home page,
+    another app, never hears of them."""
+    jobs, proc, log_path = todo_worker
+    contexts = [browser.new_context() for _ in range(3)]
+    try:
+        alice, bob, home = (context.new_page() for context in contexts)
+        for page, space in ((alice, "work"), (bob, "work"), (home, "home")):
+            page.set_default_timeout(15_000)
+            _open(page, f"{todo}/{space}/")
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+
+        alice.fill("#new-title", "Written by Alice")
+        alice.click("#add")
+        expect(bob.locator("#tasks .title")).to_have_text(["Written by Alice"])  # no reload
+        bob.locator("#tasks li .toggle").check()
+        expect(alice.locator("#tasks li")).to_have_class("done")
+
+        assert proc.poll() is None, log_path.read_text()
+        done = jobs.add_task_job.delay("work", "Sent from Celery").get(timeout=90)
+        assert done["title"] == "Sent from Celery"
+        for page in (alice, bob):
+            expect(page.locator("#tasks .title")).to_have_text(
+                ["Sent from Celery", "Written by Alice"]
+            )
+        expect(home.locator("#tasks li")).to_have_count(0)
+        assert "Sent from Celery" not in home.content()
+    finally:
+        for context in contexts:
+            context.close()
 
 
 def test_the_example_runs_as_a_script_on_the_embedded_database(tmp_path):

@@ -12,6 +12,17 @@ Run it on the embedded database (no MongoDB needed; data in ``./.mdb``)::
 
 or on a real server with ``MDB_MONGO_URI=mongodb://...``. ``/health`` and ``/metrics``
 are on.
+
+**Live updates.** Each space's manifest declares a websocket endpoint (``/work/live``,
+``/home/live``); every change to a task is broadcast to the space's open pages, which
+refresh their list — whichever browser made the change, and whichever process: another web
+worker, a script, or the Celery worker of ``jobs.py``::
+
+    mdb embedded start                   # one server for the web app and the worker
+    export MDB_MONGO_URI='mongodb://127.0.0.1:PORT/?retryWrites=false&directConnection=true'
+    python examples/todo/app.py &
+    cd examples/todo && celery -A jobs worker -P solo &
+    python -c "import jobs; jobs.add_task_job.delay('work', 'Sent from Celery')"
 """
 
 from __future__ import annotations
@@ -23,7 +34,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 
-from flask_mdb import MDB, current_app_slug, db
+from flask_mdb import MDB, broadcast_to_app, current_app_slug, db
+from mdb_sync import ScopedDatabase
 
 HERE = Path(__file__).resolve().parent
 SLUG_PREFIX = "todo_"
@@ -70,31 +82,55 @@ def index() -> str:
 # --- the tasks of the bound app -------------------------------------------------------------
 
 
-def _title(payload: Any) -> str:
-    title = payload.get("title") if isinstance(payload, dict) else None
+def clean_title(title: Any) -> str:
+    """A task title, or ValueError saying what is wrong with it."""
     if not isinstance(title, str) or not title.strip():
-        abort(400, description="title: a non-empty string is required")
+        raise ValueError("title: a non-empty string is required")
     title = title.strip()
     if len(title) > MAX_TITLE:
-        abort(400, description=f"title: at most {MAX_TITLE} characters")
+        raise ValueError(f"title: at most {MAX_TITLE} characters")
     return title
+
+
+def _title(payload: Any) -> str:
+    try:
+        return clean_title(payload.get("title") if isinstance(payload, dict) else None)
+    except ValueError as exc:
+        abort(400, description=str(exc))
 
 
 def _tasks() -> list[dict[str, Any]]:
     return db.tasks.find({}).sort("created_at", -1).limit(500).to_list()
 
 
-def _add(title: str) -> dict[str, Any]:
-    task = {"title": title, "done": False, "created_at": dt.datetime.now(dt.timezone.utc)}
-    task["_id"] = db.tasks.insert_one(task).inserted_id
+def announce(slug: str, action: str, task: dict[str, Any] | None = None, **extra: Any) -> None:
+    """Tell every open page of ``slug`` — in any process — that its tasks changed."""
+    broadcast_to_app(slug, {"type": "tasks.changed", "action": action, "task": task, **extra})
+
+
+def add_task(database: ScopedDatabase, title: str) -> dict[str, Any]:
+    """Store a task in ``database`` (a space's sandbox) and announce it. Used by the views
+    and by the Celery job (``jobs.py``)."""
+    task = {
+        "title": clean_title(title),
+        "done": False,
+        "created_at": dt.datetime.now(dt.timezone.utc),
+    }
+    task["_id"] = database.tasks.insert_one(task).inserted_id
+    announce(database.app_slug, "added", task)
     return task
+
+
+def _add(title: str) -> dict[str, Any]:
+    return add_task(mdb.get_db(), title)
 
 
 @todo.get("/")
 def page(space: str) -> str:
     manifest = mdb.engine.get_app(str(current_app_slug)) or {}
+    live = (manifest.get("websockets") or {}).get("live", {}).get("path")
     return render_template(
-        "tasks.html", space=space, name=manifest.get("name", space), tasks=_tasks()
+        "tasks.html", space=space, name=manifest.get("name", space), tasks=_tasks(), live=live
     )
 
 
@@ -129,13 +165,16 @@ def update_task(space: str, task_id: Any) -> Any:
         abort(400, description="nothing to change: send done and/or title")
     if db.tasks.update_one({"_id": task_id}, {"$set": changes}).matched_count == 0:
         abort(404, description="no such task")
-    return {"task": db.tasks.find_one({"_id": task_id})}
+    task = db.tasks.find_one({"_id": task_id})
+    announce(str(current_app_slug), "updated", task)
+    return {"task": task}
 
 
 @todo.delete("/api/tasks/<objectid:task_id>")
 def delete_task(space: str, task_id: Any) -> Any:
     if db.tasks.delete_one({"_id": task_id}).deleted_count == 0:
         abort(404, description="no such task")
+    announce(str(current_app_slug), "deleted", task_id=task_id)
     return "", 204
 
 
