@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import pytest
 from bson import Decimal128, ObjectId
-from realtime_support import Inbox
+from realtime_support import Inbox, wait_for
 
 from mdb_sync import MongoDBEngine
 from mdb_sync.exceptions import (
@@ -291,3 +291,64 @@ def test_the_mode_comes_from_the_environment(monkeypatch, mongo_uri, db_name):
     monkeypatch.setenv("MDB_REALTIME_MODE", "smoke-signals")
     with pytest.raises(ConfigurationError, match="MDB_REALTIME_MODE"):
         MongoDBEngine(mongo_uri, db_name).events  # noqa: B018
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_restarted_listener_delivers_what_was_published_meanwhile(engines, mode):
+    web, worker = engines(mode), engines(mode)
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    for i in range(5):
+        worker.events.publish("chat", {"i": i})
+    inbox.wait(5)
+    web.events.stop()
+    for i in range(5, 10):
+        worker.events.publish("chat", {"i": i})  # nobody listens in the web process now
+    web.events.start()
+    assert inbox.wait(10) == [{"i": i} for i in range(10)]
+    worker.events.publish("chat", {"done": True})
+    assert inbox.wait(11)[-1] == {"done": True} and len(inbox.events) == 11
+
+
+def test_a_refused_resume_token_falls_back_to_the_operation_time(engines, caplog):
+    """Some servers refuse a token they issued themselves (the embedded server stamps an idle
+    stream's token with the namespace of the last write anywhere): the listener then resumes
+    from the last operation time it saw, skipping what it had already delivered."""
+    web, worker = engines(), engines()
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    for i in range(5):
+        worker.events.publish("chat", {"i": i})
+    inbox.wait(5)
+    web.events.stop()
+    for i in range(5, 10):
+        worker.events.publish("chat", {"i": i})
+    web.events._resume_point.token = {"_data": "826B0000000000000000"}  # no server takes it
+    with caplog.at_level("INFO", logger="mdb_sync.realtime.listener"):
+        web.events.start()
+        assert inbox.wait(10) == [{"i": i} for i in range(10)]
+    assert "resuming by time" in caplog.text
+    worker.events.publish("chat", {"done": True})
+    assert inbox.wait(11)[-1] == {"done": True} and len(inbox.events) == 11
+
+
+def test_a_tailing_listener_that_fell_behind_the_capped_window_reports_the_gap(engines):
+    web, worker = engines("tailable"), engines("tailable")
+    for engine in (web, worker):
+        engine.events.configure(capped_bytes=4096)
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    worker.events.publish("chat", {"i": 0})
+    inbox.wait(1)
+    web.events.stop()
+    for i in range(1, 101):  # far more than 4 KB: the last event read is pushed out
+        worker.events.publish("chat", {"i": i, "pad": "x" * 50})
+    web.events.start()
+    worker.events.publish("chat", {"i": 101})
+    wait_for(lambda: inbox.messages[-1]["i"] == 101, what="the newest event")
+    received = [m["i"] for m in inbox.messages]
+    assert received[0] == 0 and received[-1] == 101
+    assert received[1:] == list(range(received[1], 102)), "what is left arrives, in order"
+    assert received[1] > 1, "the oldest events were gone"
+    counters = web.get_metrics()["apps"]
+    assert any(c.get("counters", {}).get("realtime.gaps") for c in counters.values())

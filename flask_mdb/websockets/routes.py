@@ -37,7 +37,7 @@ from flask import Flask, Response, current_app, g, has_request_context, jsonify,
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from mdb_sync.exceptions import AppNotFoundError, ConfigurationError
+from mdb_sync.exceptions import AppNotFoundError, AuthError, ConfigurationError
 from mdb_sync.observability import log_context
 from mdb_sync.scoping import validate_slug
 
@@ -56,8 +56,9 @@ STATE_KEY = "mdb_websockets"
 #: Request environ key holding the accepting endpoint's simple-websocket options.
 OPTIONS_KEY = "flask_mdb.websocket_options"
 BEARER_SUBPROTOCOL = "bearer"
-#: How often a connection's thread wakes while idle to notice a close made elsewhere.
-RECEIVE_WAKEUP = 5.0
+#: How often an idle connection's thread wakes anyway (closes wake it at once; this is a
+#: safety net).
+RECEIVE_WAKEUP = 30.0
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 
 _STATES: weakref.WeakSet[WebSocketState] = weakref.WeakSet()
@@ -134,13 +135,9 @@ class WebSocketState:
 
 
 def get_ws_state(app: Flask | None = None) -> WebSocketState:
-    state = get_state(app)  # raises "did you forget init_app" helpfully
+    get_state(app)  # raises "did you forget to call init_app?" helpfully
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    ws_state = app.extensions.get(STATE_KEY)
-    if ws_state is None:  # pragma: no cover - init_app always creates it
-        raise RuntimeError("websockets are not initialized on this app (MDB.init_app)")
-    assert ws_state.mdb_state is state
-    return ws_state  # type: ignore[no-any-return]
+    return app.extensions[STATE_KEY]  # type: ignore[no-any-return]
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -277,7 +274,10 @@ def _identify(slug: str, cookies: bool) -> tuple[Identity | None, str | None]:
     """``(identity, refusal)``: who the client is for app ``slug``, or why it is refused."""
     token = bearer_token()
     if token is not None:
-        identity = verify_token(token, slug)
+        try:
+            identity = verify_token(token, slug)
+        except AuthError:  # a verifier that raises rather than answering None
+            identity = None
         if identity is None or identity.get("app") not in (None, slug):
             return None, "invalid or expired token"
         return identity, None

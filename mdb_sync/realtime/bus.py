@@ -30,7 +30,7 @@ from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 from ..exceptions import ConfigurationError, RealtimeError
 from .codec import encode_message
 from .events import Event, target_id, target_ids
-from .listener import Listener
+from .listener import Listener, ResumePoint
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -88,6 +88,7 @@ class EventBus:
         self._lock = threading.RLock()
         self._subscribers: dict[str, tuple[Subscription, ...]] = {}
         self._listener: Listener | None = None
+        self._resume_point: ResumePoint | None = None
         self._collection_ready = False
         #: This bus's id in the events it publishes (new in every process).
         self.origin = uuid.uuid4().hex
@@ -251,7 +252,7 @@ class EventBus:
 
     def _start_listener(self) -> Listener:
         mode = "tailable" if self.mode == "tailable" else "change_stream"
-        listener = Listener(self, mode)
+        listener = Listener(self, mode, self._resume_point)
         listener.start()
         return listener
 
@@ -271,12 +272,15 @@ class EventBus:
             listener.opened.wait(wait)
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop the listener; subscriptions stay (:meth:`start`, or the next subscription,
-        starts it again)."""
+        """Stop the listener; subscriptions stay. :meth:`start` (or the next subscription)
+        starts it again from where it stopped: events published meanwhile are delivered
+        then, none twice, as long as the server still has them (the oplog's window for a
+        change stream, the capped collection's for a tailable cursor)."""
         with self._lock:
             listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop(timeout)
+            self._resume_point = listener.point  # a restart resumes from there
 
     def close(self) -> None:
         """Stop listening and forget every subscription (the engine's shutdown)."""
@@ -284,6 +288,7 @@ class EventBus:
             self._subscribers.clear()
             self._collection_ready = False
         self.stop()
+        self._resume_point = None
 
     def _after_fork_in_child(self) -> None:
         """The parent's listener thread and subscribers stay in the parent; the child starts
@@ -291,6 +296,7 @@ class EventBus:
         self._lock = threading.RLock()
         self._subscribers = {}
         self._listener = None
+        self._resume_point = None
         self._collection_ready = False
         self.origin = uuid.uuid4().hex
 

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: Server error codes meaning "this deployment has no change streams".
 _NO_CHANGE_STREAMS = frozenset({40573, 40324, 115})
 _MIN_BACKOFF, _MAX_BACKOFF = 0.05, 2.0
-#: Ids of the last events handed over, to skip replays after a resume.
+#: How many of the last events' ids a listener remembers, to skip replays after a resume.
 RECENT_IDS = 1024
 
 
@@ -45,23 +45,35 @@ def change_streams_unsupported(exc: OperationFailure) -> bool:
     return exc.code in _NO_CHANGE_STREAMS or "replica set" in text or "changestream" in text
 
 
+class ResumePoint:
+    """Where a listener is in the event stream — kept by the bus when a listener stops, so
+    the next one (same mode) goes on from there instead of from "now"."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        #: Change streams: the last resume token, and the last operation time seen.
+        self.token: Any = None
+        self.op_time: Any = None
+        #: Tailable cursors: the ``_id`` of the last document read (None: the start).
+        self.last_id: Any = None
+        self.positioned = False
+        #: Ids of the last events handed over, to skip replays after a resume.
+        self.recent: deque[Any] = deque(maxlen=RECENT_IDS)
+        self.recent_ids: set[Any] = set()
+
+
 class Listener:
     """One thread tailing the bus's collection in ``mode`` (``change_stream``/``tailable``)."""
 
-    def __init__(self, bus: EventBus, mode: str) -> None:
+    def __init__(self, bus: EventBus, mode: str, point: ResumePoint | None = None) -> None:
         self.bus = bus
         self.mode = mode
+        self.point = point if point is not None and point.mode == mode else ResumePoint(mode)
         self.opened = threading.Event()
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._version = 0
         self._version_lock = threading.Lock()
-        self._resume_token: Any = None
-        self._op_time: Any = None
-        self._recent: deque[Any] = deque(maxlen=RECENT_IDS)
-        self._recent_ids: set[Any] = set()
-        self._last_id: Any = None
-        self._positioned = False
         self._thread = threading.Thread(
             target=self._run, name=f"mdb-realtime-{bus.origin[:8]}", daemon=True
         )
@@ -139,8 +151,8 @@ class Listener:
         ]
         session = raw.database.client.start_session(causal_consistency=False)
         with session, self._open_stream(raw, pipeline, session) as stream:
-            if self._resume_token is None:
-                self._resume_token = stream.resume_token
+            if self.point.token is None:
+                self.point.token = stream.resume_token
             self.opened.set()
             while not self._stop.is_set() and stream.alive:
                 change = stream.try_next()
@@ -148,9 +160,9 @@ class Listener:
                     self._handle(change.get("fullDocument") or {})
                 token = stream.resume_token
                 if token is not None:
-                    self._resume_token = token
+                    self.point.token = token
                 if session.operation_time is not None:
-                    self._op_time = session.operation_time
+                    self.point.op_time = session.operation_time
                 if change is None and self._version != version:
                     return  # reopen with the new set of apps, from the last token
 
@@ -159,27 +171,27 @@ class Listener:
         (some servers stamp an idle stream's token with another namespace), from the last
         operation time seen (events seen twice that way are skipped by :meth:`_handle`)."""
         options: dict[str, Any] = {"max_await_time_ms": self.bus.max_await_ms, "session": session}
-        if self._resume_token is not None:
+        if self.point.token is not None:
             try:
-                return raw.watch(pipeline, resume_after=self._resume_token, **options)
+                return raw.watch(pipeline, resume_after=self.point.token, **options)
             except OperationFailure as exc:
-                if change_streams_unsupported(exc) or self._op_time is None:
+                if change_streams_unsupported(exc) or self.point.op_time is None:
                     raise
                 log.info("realtime listener: resuming by time, the token was refused: %s", exc)
-                self._resume_token = None
-        if self._op_time is not None:
-            options["start_at_operation_time"] = self._op_time
+                self.point.token = None
+        if self.point.op_time is not None:
+            options["start_at_operation_time"] = self.point.op_time
         return raw.watch(pipeline, **options)
 
     def _tail_capped(self) -> None:
         raw = self.bus._collection(require_capped=True)
-        if not self._positioned:
+        if not self.point.positioned:
             # Start at the end: the newest document now is the last one not for us.
             last = next(iter(raw.find({}, {"_id": 1}).hint([("$natural", -1)]).limit(1)), None)
-            self._last_id = last["_id"] if last else None
-            self._positioned = True
-        skipping = self._last_id is not None
-        if skipping and raw.count_documents({"_id": self._last_id}, limit=1) == 0:
+            self.point.last_id = last["_id"] if last else None
+            self.point.positioned = True
+        skipping = self.point.last_id is not None
+        if skipping and raw.count_documents({"_id": self.point.last_id}, limit=1) == 0:
             self._gap()
             skipping = False
         cursor = raw.find({}, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(
@@ -196,9 +208,9 @@ class Listener:
                         skipping = False
                     continue
                 if skipping:
-                    skipping = doc.get("_id") != self._last_id
+                    skipping = doc.get("_id") != self.point.last_id
                     continue
-                self._last_id = doc.get("_id")
+                self.point.last_id = doc.get("_id")
                 self._handle(doc)
         finally:
             cursor.close()
@@ -206,13 +218,13 @@ class Listener:
 
     def _handle(self, doc: dict[str, Any]) -> None:
         """Hand ``doc`` to the bus once: a resume may replay the last few events."""
-        event_id = doc.get("_id")
-        if event_id in self._recent_ids:
+        event_id, point = doc.get("_id"), self.point
+        if event_id in point.recent_ids:
             return
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_ids.discard(self._recent[0])
-        self._recent.append(event_id)
-        self._recent_ids.add(event_id)
+        if len(point.recent) == point.recent.maxlen:
+            point.recent_ids.discard(point.recent[0])
+        point.recent.append(event_id)
+        point.recent_ids.add(event_id)
         self.bus._receive(doc)
 
     def _gap(self) -> None:
