@@ -56,9 +56,10 @@ STATE_KEY = "mdb_websockets"
 #: Request environ key holding the accepting endpoint's simple-websocket options.
 OPTIONS_KEY = "flask_mdb.websocket_options"
 BEARER_SUBPROTOCOL = "bearer"
-#: How often an idle connection's thread wakes anyway (closes wake it at once; this is a
-#: safety net).
-RECEIVE_WAKEUP = 30.0
+#: How often an idle connection's thread checks that its socket is still open: closes made
+#: here wake it at once, but simple-websocket can close a connection (a message over the
+#: size limit) without waking a waiting receive().
+RECEIVE_WAKEUP = 2.0
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 
 _STATES: weakref.WeakSet[WebSocketState] = weakref.WeakSet()
@@ -324,6 +325,8 @@ def _serve(ws: Any, **path_args: Any) -> None:
             while not connection.closed:
                 data = ws.receive(timeout=RECEIVE_WAKEUP)
                 if data is None:
+                    if not ws.connected:
+                        break
                     continue
                 engine.metrics.increment("ws.messages_received", app=slug)
                 dispatch(connection, data)
