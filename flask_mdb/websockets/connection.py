@@ -294,7 +294,8 @@ class Connection:
             if drain:
                 try:
                     while True:
-                        self._queue.get_nowait()
+                        if isinstance(self._queue.get_nowait(), _Rest):
+                            self.ws.sock.lock.release()  # that frame is abandoned
                 except queue.Empty:
                     pass
             try:

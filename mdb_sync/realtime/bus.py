@@ -106,7 +106,7 @@ class EventBus:
         max_message_bytes: int | None = None,
         max_await_ms: int | None = None,
     ) -> EventBus:
-        """Change settings before the bus is used: ``mode`` (``auto``, ``change_stream``,
+        """Change settings: ``mode`` (``auto``, ``change_stream``,
         ``tailable``; default ``MDB_REALTIME_MODE`` or ``auto``), ``capped_bytes`` (size of
         ``mdb_events`` when this bus creates it, default 16 MiB), ``max_message_bytes`` (of a
         message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
@@ -114,21 +114,22 @@ class EventBus:
         running listener."""
         if mode is not None and mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        sizes = {"capped_bytes": capped_bytes, "max_message_bytes": max_message_bytes}
+        sizes["max_await_ms"] = max_await_ms
+        for name, value in sizes.items():
+            minimum = 4096 if name == "capped_bytes" else 1
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            ):
+                raise ConfigurationError(f"{name} must be an integer >= {minimum}")
         restart = False
         with self._lock:
             if mode is not None:
                 restart = mode != self.mode and self._listener is not None
                 self.mode = mode
-            for name, value, minimum in (
-                ("capped_bytes", capped_bytes, 4096),
-                ("max_message_bytes", max_message_bytes, 1),
-                ("max_await_ms", max_await_ms, 1),
-            ):
-                if value is None:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                    raise ConfigurationError(f"{name} must be an integer >= {minimum}")
-                setattr(self, name, value)
+            for name, value in sizes.items():
+                if value is not None:
+                    setattr(self, name, value)
         if restart:  # listen again, the new way
             self.stop()
             self.start()
