@@ -24,6 +24,12 @@ from .errors import error_response, register_error_handlers
 from .extension import MDB, ObjectIdConverter
 from .json import MDBJSONProvider, bson_default
 from .signals import app_bound
+from .websockets import (
+    broadcast_to_app,
+    get_websocket_manager,
+    register_message_handler,
+    send_to_user,
+)
 
 #: Names re-exported from :mod:`flask_mdb.auth`, imported on first use: auth needs the
 #: ``auth`` extra (pyjwt, pycasbin), which an app without sign-in need not install.
@@ -51,15 +57,19 @@ __all__ = [
     "MDBJSONProvider",
     "ObjectIdConverter",
     "app_bound",
+    "broadcast_to_app",
     "bson_default",
     "current_app_slug",
     "db",
     "error_response",
     "get_current_app_slug",
     "get_current_user",
+    "get_websocket_manager",
     "login_required",
     "register_error_handlers",
+    "register_message_handler",
     "require_permission",
     "require_role",
+    "send_to_user",
     "setup_auth_from_manifest",
 ]

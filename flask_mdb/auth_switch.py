@@ -7,6 +7,11 @@ from typing import Any
 
 from .state import MDBState
 
+#: Attribute of a view function that the auth route guard leaves open to anonymous callers
+#: (set by ``flask_mdb.auth.public``, and on websocket endpoints, which authenticate by their
+#: own manifest settings).
+PUBLIC_ATTR = "_mdb_public"
+
 
 def wants_auth(state: MDBState) -> bool:
     """``MDB_AUTH`` if set, else whether a configured manifest has ``auth`` or

@@ -144,9 +144,21 @@ def _secret(key: str, value: Any) -> Any:
     return value
 
 
-def _positive_number(key: str, value: Any) -> float:
+def _seconds(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise _error(key, f"must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _error(key, f"must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise _error(key, f"must be a number of seconds > 0, not {value!r}")
     return float(value)
 
 
@@ -237,10 +249,14 @@ OPTIONS: list[Option] = [
     Option("MDB_JWT_PUBLIC_KEYS", None, _mapping, "{kid: PEM} of older keys, verify only"),
     Option("MDB_JWT_KEY_ID", None, _optional_str, "kid of MDB_JWT_PRIVATE_KEY"),
     Option("MDB_AUTH_PROVIDER", None, _provider, "authorization provider (custom)"),
-    Option("MDB_AUTH_POLICY_RELOAD", 5.0, _positive_number, "seconds between policy checks"),
+    Option("MDB_AUTH_POLICY_RELOAD", 5.0, _seconds, "seconds between policy checks"),
     Option("MDB_PASSWORD_HASH_COST", 32768, _scrypt_cost, "scrypt N of new password hashes"),
     Option("MDB_SECURITY_HEADERS", True, _bool, "security headers on apps with auth"),
     Option("MDB_CONTENT_SECURITY_POLICY", None, _csp, "Content-Security-Policy of those apps"),
+    # --- websockets (flask_mdb.websockets)
+    Option("MDB_WEBSOCKETS", True, _bool, "serve the websocket endpoints of MDB_MANIFESTS"),
+    Option("MDB_WEBSOCKET_QUEUE_SIZE", 256, _positive_int, "frames a client may lag behind"),
+    Option("MDB_WEBSOCKET_SEND_TIMEOUT", 10.0, _positive_number, "seconds one frame may take"),
 ]
 
 #: Options that configure an engine the extension builds itself.

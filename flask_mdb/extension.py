@@ -20,6 +20,7 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from mdb_sync import MongoDBEngine
 from mdb_sync.exceptions import ConfigurationError, ManifestValidationError, ScopeError
+from mdb_sync.manifest import validate_manifest
 from mdb_sync.scoping import ScopedDatabase, validate_slug
 
 from . import binding, cors
@@ -29,6 +30,7 @@ from .endpoints import make_blueprint
 from .errors import register_error_handlers
 from .json import install_json_provider
 from .state import MDBState, get_state
+from .websockets import routes as websockets
 
 
 class ObjectIdConverter(BaseConverter):
@@ -80,6 +82,7 @@ class MDB:
         self._init_errors(app, state)
         self._init_endpoints(app, state)
         self._init_auth(app, state)
+        self._init_websockets(app, state)
         self._init_cli(app)
         app.url_map.converters.setdefault("objectid", ObjectIdConverter)
 
@@ -162,6 +165,30 @@ class MDB:
                 ) from exc
             init_auth(app, state)
 
+    def _init_websockets(self, app: Flask, state: MDBState) -> None:
+        websockets.init_app(app, state)
+        if state.config["MDB_WEBSOCKETS"]:
+            for manifest in state.manifests:
+                websockets.register_routes(app, manifest)
+
+    def register_websocket_routes(
+        self, app: Flask, slug: str, manifest: dict[str, Any] | None = None
+    ) -> list[str]:
+        """Serve the websocket endpoints of app ``slug`` (from ``manifest``, a configured
+        manifest file, or the registry) on ``app``; return their paths. Call it before the
+        app serves its first request; ``init_app`` already did it for ``MDB_MANIFESTS``."""
+        state = get_state(app)
+        if manifest is None:
+            manifest = websockets.manifest_for(state, slug)
+        else:
+            manifest = validate_manifest(manifest)
+            if manifest["slug"] != slug:
+                raise ConfigurationError(
+                    f"register_websocket_routes: the manifest is app {manifest['slug']!r}, "
+                    f"not {slug!r}"
+                )
+        return websockets.register_routes(app, manifest)
+
     def _init_cli(self, app: Flask) -> None:
         if "mdb" not in app.cli.commands:
             app.cli.add_command(mdb_cli)
@@ -219,7 +246,8 @@ class MDB:
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Shut down the engine the extension built for ``app`` (a shared engine is left to
-        its owner). It reconnects on next use."""
+        its owner). It reconnects on next use. Open websockets are closed first (1001)."""
+        websockets.close_all(app)
         get_state(app).shutdown()
 
 

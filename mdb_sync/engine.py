@@ -120,6 +120,7 @@ class MongoDBEngine:
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
+        self._events: Any = None
         _ENGINES.add(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -160,6 +161,8 @@ class MongoDBEngine:
         """Close the client and release the embedded server. Idempotent."""
         if self._initialized:
             self.auto_indexes.stop()
+        if self._events is not None:
+            self._events.close()
         with self._lock:
             self._initialized = False
             self._scoped.clear()
@@ -292,6 +295,8 @@ class MongoDBEngine:
         self.registry._after_fork_in_child()
         self.metrics._after_fork_in_child()
         self.auto_indexes._after_fork_in_child()
+        if self._events is not None:
+            self._events._after_fork_in_child()
 
     def _database(self) -> Database[Any]:
         return self.client[self.db_name]
@@ -469,6 +474,20 @@ class MongoDBEngine:
         from .ai.services import memory_service_for
 
         return memory_service_for(self, slug)
+
+    # --- realtime -----------------------------------------------------------------------------
+
+    @property
+    def events(self) -> Any:
+        """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
+        to (``publish``) and received from (``subscribe``) every process on the database."""
+        if self._events is None:
+            from .realtime import EventBus
+
+            with self._lock:
+                if self._events is None:
+                    self._events = EventBus(self)
+        return self._events
 
     # --- hooks used by the scoping layer -------------------------------------------------------
 

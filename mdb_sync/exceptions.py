@@ -234,6 +234,17 @@ class StructuredOutputError(AIServiceError, ValueError):
         self.reply = reply
 
 
+# --- realtime -------------------------------------------------------------------------------------
+
+
+class RealtimeError(MongoDBEngineError):
+    """A realtime event could not be published or listened to (see :mod:`mdb_sync.realtime`)."""
+
+
+class InvalidMessageError(RealtimeError, ValueError):
+    """A realtime message cannot be sent: JSON cannot carry it, or it lacks what is required."""
+
+
 __all__ = [
     "AIProviderError",
     "AIRateLimitError",
@@ -253,6 +264,7 @@ __all__ = [
     "IndexError_",
     "IndexNotSupportedError",
     "InvalidCollectionName",
+    "InvalidMessageError",
     "InvalidMongoURI",
     "IsolationError",
     "ManifestValidationError",
@@ -261,6 +273,7 @@ __all__ = [
     "PortabilityError",
     "QueryValidationError",
     "RateLimitExceeded",
+    "RealtimeError",
     "ResourceLimitExceeded",
     "ScopeError",
     "StructuredOutputError",

@@ -1,9 +1,11 @@
 """The todo example in a real browser: headless Chromium (Debian's ``chromium``) driven by
-Playwright, against the example served by a real WSGI server on 127.0.0.1: signing in and
-out, per-user tasks, the admin-only page, CORS with bearer tokens."""
+Playwright, against the example served by a real WSGI server on 127.0.0.1 (and its Celery
+worker, for live updates from a task): signing in and out, per-user tasks, the admin-only
+page, CORS with bearer tokens, live updates."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -267,6 +269,86 @@ def test_cross_origin_requests_follow_each_apps_manifest(page, mongo_uri, db_nam
                 assert other_app["status"] == 401  # home's token is not for work
         finally:
             module.mdb.shutdown(app)
+
+
+@pytest.fixture
+def todo_worker(mongo_uri, db_name, monkeypatch, tmp_path):
+    """The example's Celery worker (``jobs.py``, solo pool) on the test database."""
+    monkeypatch.setenv("MDB_MONGO_URI", mongo_uri)
+    monkeypatch.setenv("MDB_DB_NAME", db_name)
+    # The worker looks accounts up with the apps' auth settings, which issue tokens.
+    monkeypatch.setenv("MDB_JWT_SECRET", "w" * 48)
+    monkeypatch.syspath_prepend(str(TODO))
+    for name in ("jobs", "app"):
+        sys.modules.pop(name, None)
+    jobs = importlib.import_module("jobs")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TODO), str(ROOT)])}
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "jobs", "worker", "-P", "solo",
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO",
+            ],
+            cwd=TODO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield jobs, proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        jobs.app.close()
+        for name in ("jobs", "app"):
+            sys.modules.pop(name, None)
+
+
+def test_pages_update_live_from_other_browsers_and_a_celery_task(browser, todo, todo_worker):
+    """Alice signed in on two browsers of the work space: a change in one shows up in the
+    other without a reload, and so does a task a Celery worker adds for her. Carol, another
+    account of the same space, and Alice's page of the home space (another app) never hear
+    of them."""
+    jobs, proc, log_path = todo_worker
+    contexts = [browser.new_context() for _ in range(4)]
+    try:
+        laptop, phone, carol, home = (context.new_page() for context in contexts)
+        for page in (laptop, phone, carol, home):
+            page.set_default_timeout(15_000)
+        _sign_in(laptop, todo, "work", "alice@example.com", register=True)
+        _sign_in(phone, todo, "work", "alice@example.com")
+        _sign_in(carol, todo, "work", "carol@example.com", register=True)
+        _sign_in(home, todo, "home", "alice@example.com")
+        for page in (laptop, phone, carol, home):
+            expect(page.locator("#live")).to_have_attribute("data-state", "on")
+
+        laptop.fill("#new-title", "Written on the laptop")
+        laptop.click("#add")
+        expect(phone.locator("#tasks .title")).to_have_text(["Written on the laptop"])  # live
+        phone.locator("#tasks li .toggle").check()
+        expect(laptop.locator("#tasks li")).to_have_class("done")
+
+        assert proc.poll() is None, log_path.read_text()
+        done = jobs.add_task_job.delay("work", "alice@example.com", "Sent from Celery")
+        assert done.get(timeout=90)["title"] == "Sent from Celery"
+        for page in (laptop, phone):
+            expect(page.locator("#tasks .title")).to_have_text(
+                ["Sent from Celery", "Written on the laptop"]
+            )
+        for page in (carol, home):
+            expect(page.locator("#tasks li")).to_have_count(0)
+            assert "Sent from Celery" not in page.content()
+    finally:
+        for context in contexts:
+            context.close()
 
 
 def test_the_example_runs_as_a_script_on_the_embedded_database(tmp_path):

@@ -21,6 +21,18 @@ or on a real server with ``MDB_MONGO_URI=mongodb://...``. Set ``SECRET_KEY`` and
 ``MDB_JWT_SECRET`` (32+ random bytes each) to keep sessions and tokens valid across restarts;
 without them this example makes random ones at startup (the library itself never does).
 ``/health`` and ``/metrics`` are on.
+
+**Live updates.** Each space's manifest declares a websocket endpoint (``/work/live``,
+``/home/live``) for signed-in users; every change to a task is sent to its owner's open pages,
+which refresh their list — whichever browser made the change, and whichever process: another
+web worker, a script, or the Celery worker of ``jobs.py``::
+
+    mdb embedded start                   # one server for the web app and the worker
+    export MDB_MONGO_URI='mongodb://127.0.0.1:PORT/?retryWrites=false&directConnection=true'
+    export SECRET_KEY=... MDB_JWT_SECRET=...   # 32+ random bytes each, shared by both
+    python examples/todo/app.py &
+    cd examples/todo && celery -A jobs worker -P solo &
+    python -c "import jobs; jobs.add_task_job.delay('work', 'admin@example.com', 'From Celery')"
 """
 
 from __future__ import annotations
@@ -33,8 +45,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 
-from flask_mdb import MDB, current_app_slug, db
+from flask_mdb import MDB, current_app_slug, db, send_to_user
 from flask_mdb.auth import current_service, get_current_user, public, require_role
+from mdb_sync import ScopedDatabase
 
 HERE = Path(__file__).resolve().parent
 SLUG_PREFIX = "todo_"
@@ -90,39 +103,61 @@ def _owner() -> str:
     return user.id
 
 
-def _title(payload: Any) -> str:
-    title = payload.get("title") if isinstance(payload, dict) else None
+def clean_title(title: Any) -> str:
+    """A task title, or ValueError saying what is wrong with it."""
     if not isinstance(title, str) or not title.strip():
-        abort(400, description="title: a non-empty string is required")
+        raise ValueError("title: a non-empty string is required")
     title = title.strip()
     if len(title) > MAX_TITLE:
-        abort(400, description=f"title: at most {MAX_TITLE} characters")
+        raise ValueError(f"title: at most {MAX_TITLE} characters")
     return title
+
+
+def _title(payload: Any) -> str:
+    try:
+        return clean_title(payload.get("title") if isinstance(payload, dict) else None)
+    except ValueError as exc:
+        abort(400, description=str(exc))
 
 
 def _tasks() -> list[dict[str, Any]]:
     return db.tasks.find({"owner_id": _owner()}).sort("created_at", -1).limit(500).to_list()
 
 
-def _add(title: str) -> dict[str, Any]:
+def announce(slug: str, owner_id: str, action: str, task: Any = None, **extra: Any) -> None:
+    """Tell the owner's open pages of ``slug`` — in any process — that their tasks changed."""
+    message = {"type": "tasks.changed", "action": action, "task": task, **extra}
+    send_to_user(slug, owner_id, message)
+
+
+def add_task(database: ScopedDatabase, owner_id: str, title: str) -> dict[str, Any]:
+    """Store a task of ``owner_id`` in ``database`` (a space's sandbox) and announce it. Used
+    by the views and by the Celery job (``jobs.py``)."""
     task = {
-        "title": title,
+        "title": clean_title(title),
         "done": False,
-        "owner_id": _owner(),
+        "owner_id": owner_id,
         "created_at": dt.datetime.now(dt.timezone.utc),
     }
-    task["_id"] = db.tasks.insert_one(task).inserted_id
+    task["_id"] = database.tasks.insert_one(task).inserted_id
+    announce(database.app_slug, owner_id, "added", task)
     return task
+
+
+def _add(title: str) -> dict[str, Any]:
+    return add_task(db._get_current_object(), _owner(), title)
 
 
 @todo.get("/")
 def page(space: str) -> str:
     manifest = mdb.engine.get_app(str(current_app_slug)) or {}
+    live = (manifest.get("websockets") or {}).get("live", {}).get("path")
     return render_template(
         "tasks.html",
         space=space,
         name=manifest.get("name", space),
         tasks=_tasks(),
+        live=live,
         user=get_current_user(),
         is_admin="admin" in get_current_user().roles,  # type: ignore[union-attr]
     )
@@ -160,13 +195,16 @@ def update_task(space: str, task_id: Any) -> Any:
     mine = {"_id": task_id, "owner_id": _owner()}
     if db.tasks.update_one(mine, {"$set": changes}).matched_count == 0:
         abort(404, description="no such task")
-    return {"task": db.tasks.find_one(mine)}
+    task = db.tasks.find_one(mine)
+    announce(str(current_app_slug), _owner(), "updated", task)
+    return {"task": task}
 
 
 @todo.delete("/api/tasks/<objectid:task_id>")
 def delete_task(space: str, task_id: Any) -> Any:
     if db.tasks.delete_one({"_id": task_id, "owner_id": _owner()}).deleted_count == 0:
         abort(404, description="no such task")
+    announce(str(current_app_slug), _owner(), "deleted", task_id=task_id)
     return "", 204
 
 

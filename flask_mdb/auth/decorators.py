@@ -16,6 +16,7 @@ from werkzeug.routing import BuildError
 
 from mdb_sync.auth import RateLimiter
 
+from ..auth_switch import PUBLIC_ATTR
 from ..binding import current_binding
 from ..state import get_state
 from .current import client_ip, csrf_problem, current_service, get_current_user, require_service
@@ -23,8 +24,6 @@ from .responses import auth_error, wants_html
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Attribute set on views that route protection (``auth.policy.required``) leaves open.
-PUBLIC_ATTR = "_mdb_public"
 #: Attribute set on views exempt from the automatic CSRF check.
 CSRF_EXEMPT_ATTR = "_mdb_csrf_exempt"
 

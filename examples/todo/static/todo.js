@@ -90,8 +90,38 @@
     }
   });
 
+  // Live updates: the space's websocket says when its tasks changed (in this browser or
+  // any other, or in a Celery worker); reconnect with backoff and catch up after a break.
+  const livePath = root.dataset.live;
+  const liveStatus = document.getElementById("live");
+
+  function setLive(state) {
+    liveStatus.dataset.state = state;
+    liveStatus.textContent = state === "on" ? "live" : "offline";
+  }
+
+  function connectLive(delay) {
+    if (!livePath || !("WebSocket" in window)) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${location.host}${livePath}`);
+    socket.addEventListener("message", (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "connected") {
+        setLive("on");
+        delay = 500;
+        refresh().catch((err) => show(err.message));  // what changed while offline
+      } else if (message.type === "tasks.changed") {
+        refresh().catch((err) => show(err.message));
+      }
+    });
+    socket.addEventListener("close", () => {
+      setLive("off");
+      setTimeout(() => connectLive(Math.min(delay * 2, 10000)), delay);
+    });
+  }
+
   refresh().then(
-    () => { document.body.dataset.ready = "true"; },
+    () => { document.body.dataset.ready = "true"; connectLive(500); },
     (err) => { show(err.message); document.body.dataset.ready = "error"; },
   );
 })();

@@ -1,0 +1,108 @@
+"""Websockets declared in the manifest, served with flask-sock, with broadcasts that reach
+every process.
+
+::
+
+    # manifest.json
+    "websockets": {"realtime": {"path": "/ws", "auth": {"required": true}, "ping_interval": 30}}
+
+    from flask_mdb.websockets import broadcast_to_app, register_message_handler
+
+    @register_message_handler("my_app", message_type="subscribe")
+    def subscribe(connection, message):
+        connection.state["channel"] = message["channel"]
+        return {"type": "subscribed"}
+
+    broadcast_to_app("my_app", {"type": "update", "data": {...}})   # any process
+
+``MDB.init_app`` serves the endpoints of the ``MDB_MANIFESTS`` (``mdb.register_websocket_routes(
+app, slug)`` serves another registered app's). Each app has a connection manager per process
+(:func:`get_websocket_manager`); sending goes through the engine's event bus
+(:mod:`mdb_sync.realtime`), so a message published in a request, a script or a Celery task
+reaches the app's clients in every web process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, has_app_context
+
+from mdb_sync import realtime
+from mdb_sync.realtime import Event
+
+from ..state import get_state
+from .connection import Connection
+from .endpoints import Endpoint, endpoints_of
+from .handlers import (
+    MessageError,
+    register_connect_handler,
+    register_disconnect_handler,
+    register_message_handler,
+)
+from .handlers import registry as handler_registry
+from .manager import WebSocketManager, connection_ids
+from .routes import bearer_token, get_websocket_manager
+
+
+def _engine(app: Flask | None) -> Any:
+    if app is not None or has_app_context():
+        return get_state(app).ensure_ready()
+    return None  # outside Flask: the process's engine
+
+
+def broadcast_to_app(
+    app_slug: str,
+    message: Any,
+    *,
+    exclude: Any = None,
+    local_only: bool = False,
+    app: Flask | None = None,
+) -> Event:
+    """Send ``message`` to every connection of ``app_slug`` in every process (with the current
+    Flask app's engine; outside one, the process's). ``exclude``: connection(s) to skip."""
+    return realtime.broadcast_to_app(
+        app_slug,
+        message,
+        exclude=connection_ids(exclude),
+        local_only=local_only,
+        engine=_engine(app),
+    )
+
+
+def send_to_user(
+    app_slug: str,
+    user_id: Any,
+    message: Any,
+    *,
+    exclude: Any = None,
+    local_only: bool = False,
+    app: Flask | None = None,
+) -> Event:
+    """Send ``message`` to every connection of user ``user_id`` of ``app_slug``, in every
+    process."""
+    return realtime.send_to_user(
+        app_slug,
+        user_id,
+        message,
+        exclude=connection_ids(exclude),
+        local_only=local_only,
+        engine=_engine(app),
+    )
+
+
+__all__ = [
+    "Connection",
+    "Endpoint",
+    "MessageError",
+    "WebSocketManager",
+    "bearer_token",
+    "broadcast_to_app",
+    "endpoints_of",
+    "get_websocket_manager",
+    "handler_registry",
+    "register_connect_handler",
+    "register_disconnect_handler",
+    "register_message_handler",
+    "send_to_user",
+]

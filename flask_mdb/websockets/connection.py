@@ -1,0 +1,315 @@
+"""One live websocket connection: who it is, and a bounded queue with a writer thread.
+
+Sending never blocks the sender. A frame goes straight into the socket when the socket takes
+it at once (the common case: no thread switch per client); otherwise it waits in the
+connection's own bounded queue for the connection's writer thread. So a broadcast never
+waits for anyone, and a client that reads slowly — or not at all — only fills its own queue.
+When that queue is full, or one frame has been stuck in the socket for longer than the send
+timeout, the connection is dropped: its socket is shut down, which also frees the writer
+and the reader blocked on it. Frames always leave in the order they were sent, whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from wsproto.events import TextMessage
+
+from mdb_sync.realtime import encode_message
+
+log = logging.getLogger("flask_mdb.websockets")
+
+#: Close codes (RFC 6455).
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+_MAX_REASON = 120  # close reasons are at most 123 bytes
+
+
+class LockedSocket:
+    """The server's socket as simple-websocket uses it, with every write whole and one at a
+    time: the library writes from its reader thread (pings, pongs, close replies) while the
+    connection's writer thread sends messages, and a frame must never be cut by another."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        #: Held while a frame is written (by whichever thread, until its last byte).
+        self.lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self.lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    sendall = send
+
+    def send_now(self, data: bytes) -> int:
+        """Write what fits in the socket buffer without waiting (the caller holds ``lock``)."""
+        try:
+            return self._sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+
+    def finish(self, data: bytes) -> None:
+        """Write the rest of a frame begun with :meth:`send_now`, then release ``lock``."""
+        try:
+            self._sock.sendall(data)
+        finally:
+            self.lock.release()
+
+    def recv(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)  # never under the lock: it is what frees a stuck writer
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+_STOP = object()
+
+
+class _Rest(bytes):
+    """The unwritten end of a frame the sender began: the writer finishes it first."""
+
+
+class Connection:
+    """A client connected to one of an app's websocket endpoints.
+
+    ``id`` is unique across processes (events can target it from anywhere); ``user_id``,
+    ``user_email`` and ``identity`` come from authentication (None when anonymous);
+    ``state`` is a dict for the app's own per-connection data.
+    """
+
+    def __init__(
+        self,
+        ws: Any,
+        *,
+        app_slug: str,
+        endpoint: str | None = None,
+        identity: dict[str, Any] | None = None,
+        user_id: Any = None,
+        user_email: str | None = None,
+        remote_addr: str | None = None,
+        queue_size: int = 256,
+        send_timeout: float = 10.0,
+        on_drop: Callable[[Connection, str], None] | None = None,
+    ) -> None:
+        identity = dict(identity or {})
+        self.id = uuid.uuid4().hex
+        self.app_slug = app_slug
+        self.endpoint = endpoint
+        self.identity = identity
+        uid = user_id if user_id is not None else identity.get("user_id")
+        self.user_id: str | None = None if uid is None else str(uid)
+        self.user_email: str | None = user_email or identity.get("email")
+        self.remote_addr = remote_addr
+        self.connected_at = _dt.datetime.now(_dt.timezone.utc)
+        self.state: dict[str, Any] = {}
+        self.ws = ws
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._send_timeout = send_timeout
+        self._sending_since: float | None = None
+        # Order between direct writes and the queue: the writer is "busy" from the moment
+        # something is queued until the queue is empty again, and nothing is written
+        # directly meanwhile.
+        self._order_lock = threading.Lock()
+        self._writer_busy = False
+        sock = getattr(ws, "sock", None)
+        self._direct = isinstance(sock, LockedSocket) and hasattr(ws, "ws")
+        self._closed = threading.Event()
+        self._close_lock = threading.Lock()
+        self._on_drop = on_drop
+        self.close_reason: str | None = None
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"mdb-ws-writer-{self.id[:8]}", daemon=True
+        )
+        self._writer.start()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id[:8]} app={self.app_slug!r} user={self.user_id!r}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be written."""
+        return self._queue.qsize()
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send(self, message: Any) -> bool:
+        """Queue ``message`` (JSON-encoded now) for this connection; False if the connection
+        is closed or was just dropped because its queue is full."""
+        return self.send_text(encode_message(message))
+
+    send_json = send
+
+    def send_text(self, text: str) -> bool:
+        """Queue a frame that is already JSON text (a broadcast encodes once for all)."""
+        if self._closed.is_set():
+            return False
+        started = self._sending_since
+        if started is not None and time.monotonic() - started > self._send_timeout:
+            self.drop(f"a frame was stuck for more than {self._send_timeout:g} s")
+            return False
+        with self._order_lock:
+            if self._direct and not self._writer_busy and self._write_directly(text):
+                return True
+            try:
+                self._queue.put_nowait(text)
+            except queue.Full:
+                full = True
+            else:
+                full = False
+                self._writer_busy = True
+        if full:
+            self.drop(f"its send queue is full ({self._queue.maxsize} frames)")
+            return False
+        return True
+
+    def _write_directly(self, text: str) -> bool:
+        """Write the frame on the caller's thread if the socket takes it at once — the usual
+        case, which spares a thread switch per client and per message. What the socket
+        cannot take now is left to the writer thread, with the socket still reserved for
+        this frame. False: the socket is busy, queue the frame instead."""
+        sock: LockedSocket = self.ws.sock
+        if not sock.lock.acquire(blocking=False):
+            return False
+        try:
+            if not self.ws.connected:
+                raise OSError("closed")
+            frame = self.ws.ws.send(TextMessage(data=text))
+            written = sock.send_now(frame)
+        except Exception as exc:  # the client went away
+            sock.lock.release()
+            self._closed_by_peer(exc)
+            return True
+        if written == len(frame):
+            sock.lock.release()
+        else:  # the queue is empty (the writer is idle): the rest goes first
+            self._writer_busy = True
+            self._queue.put_nowait(_Rest(frame[written:]))
+        return True
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            self._sending_since = time.monotonic()
+            try:
+                if isinstance(item, _Rest):
+                    self.ws.sock.finish(item)
+                else:
+                    self.ws.send(item)
+            except Exception as exc:  # the client went away (ConnectionClosed, OSError)
+                self._closed_by_peer(exc)
+                return
+            finally:
+                self._sending_since = None
+            with self._order_lock:
+                if self._queue.empty():
+                    self._writer_busy = False
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def close(self, code: int = NORMAL_CLOSURE, reason: str = "", timeout: float = 5.0) -> None:
+        """Close the connection with ``code`` and ``reason`` once the frames already queued
+        are written; a client that does not take them within ``timeout`` seconds is cut."""
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self.close_reason = reason or None
+            self._closed.set()
+        self._stop_writer(drain=False)
+        self._writer.join(timeout)
+        sock = getattr(self.ws, "sock", None)
+        if self._writer.is_alive():
+            self._shutdown_socket()
+        else:
+            try:
+                if sock is not None:
+                    sock.settimeout(timeout)  # the close frame must not wait forever either
+                self.ws.close(
+                    reason=code,
+                    message=reason.encode()[:_MAX_REASON].decode("utf-8", "ignore") or None,
+                )
+            except Exception:  # closed by the client meanwhile
+                pass
+        self._wake_reader()
+
+    def drop(self, reason: str) -> None:
+        """Cut a client that cannot keep up: shut its socket down (no close frame could get
+        through a full buffer) and free every thread blocked on it."""
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self.close_reason = reason
+            self._closed.set()
+        log.warning("websocket %s of app %r dropped: %s", self.id[:8], self.app_slug, reason)
+        self._shutdown_socket()
+        self._stop_writer(drain=True)
+        self._wake_reader()
+        if self._on_drop is not None:
+            self._on_drop(self, reason)
+
+    def _closed_by_peer(self, exc: BaseException) -> None:
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self.close_reason = f"write failed: {exc.__class__.__name__}"
+            self._closed.set()
+        self._wake_reader()
+
+    def _shutdown_socket(self) -> None:
+        sock = getattr(self.ws, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _stop_writer(self, drain: bool) -> None:
+        """Queue the writer's stop; ``drain`` discards what is still queued (and so does a
+        full queue, since waiting for room could take forever)."""
+        while True:
+            if drain:
+                try:
+                    while True:
+                        if isinstance(self._queue.get_nowait(), _Rest):
+                            self.ws.sock.lock.release()  # that frame is abandoned
+                except queue.Empty:
+                    pass
+            try:
+                self._queue.put_nowait(_STOP)
+                return
+            except queue.Full:
+                drain = True
+
+    def _wake_reader(self) -> None:
+        # simple-websocket's receive() waits on this event; wake it so the serving thread sees
+        # the connection is gone at once.
+        event = getattr(self.ws, "event", None)
+        if event is not None:
+            event.set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self._closed.wait(timeout)

@@ -1,0 +1,403 @@
+"""Serving the manifests' websocket endpoints with flask-sock.
+
+Each declared endpoint becomes a flask-sock route (Flask endpoint ``mdb_ws.<slug>.<name>``).
+Before the upgrade is accepted, a ``before_request`` hook:
+
+1. binds the endpoint's app (``flask_mdb.db`` in handlers is that app's sandbox) and reads
+   the endpoint's current settings from the app's registered manifest, so ``auth``,
+   ``ping_interval`` and ``max_message_size`` changes apply to new connections at once;
+2. checks ``Origin`` — a browser's page may open a websocket to any site with the user's
+   cookies, so only pages of the same host, or origins the app's ``cors`` block allows, may
+   connect (a refused handshake is a 403 and is never upgraded). The session cookie is
+   trusted only from the same host or from an allowed origin with ``allow_credentials``;
+   other allowed origins must authenticate with a token;
+3. identifies the client: a bearer token (``Authorization`` header, the ``bearer, <token>``
+   subprotocol, or a ``token`` query parameter) checked by the app's token verifiers, else
+   the session (``flask_mdb.identity``). A token that does not verify is refused rather
+   than downgraded to anonymous.
+
+flask-sock then accepts the connection with the endpoint's own server options (ping interval,
+message size limit, the ``bearer`` subprotocol): they reach flask-sock through
+``SOCK_SERVER_OPTIONS``, which the extension wraps so each endpoint gets its own. A client
+refused by authentication is closed with code 1008 (policy violation) and its reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flask import Flask, Response, current_app, g, has_request_context, jsonify, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from mdb_sync.exceptions import AppNotFoundError, AuthError, ConfigurationError
+from mdb_sync.observability import log_context
+from mdb_sync.scoping import validate_slug
+
+from .. import binding
+from ..auth_switch import PUBLIC_ATTR
+from ..cors import normalize_origin, policy_for
+from ..identity import Identity, current_identity, verify_token
+from ..state import MDBState, get_state
+from .connection import POLICY_VIOLATION, LockedSocket
+from .endpoints import Endpoint, endpoints_of
+from .handlers import MessageError, dispatch, registry
+from .manager import WebSocketManager
+
+log = logging.getLogger("flask_mdb.websockets")
+
+STATE_KEY = "mdb_websockets"
+#: Request environ key holding the accepting endpoint's simple-websocket options.
+OPTIONS_KEY = "flask_mdb.websocket_options"
+BEARER_SUBPROTOCOL = "bearer"
+#: How often an idle connection's thread checks that its socket is still open: closes made
+#: here wake it at once, but simple-websocket can close a connection (a message over the
+#: size limit) without waking a waiting receive().
+RECEIVE_WAKEUP = 2.0
+_SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
+
+_STATES: weakref.WeakSet[WebSocketState] = weakref.WeakSet()
+
+
+class ServerOptions(Mapping[str, Any]):
+    """``SOCK_SERVER_OPTIONS`` for flask-sock: the app's own options, and on a manifest
+    endpoint that endpoint's options on top (its ``bearer`` subprotocol added to the app's)."""
+
+    def __init__(self, base: Mapping[str, Any] | None) -> None:
+        self.base = dict(base or {})
+
+    def _current(self) -> dict[str, Any]:
+        options = dict(self.base)
+        endpoint = request.environ.get(OPTIONS_KEY) if has_request_context() else None
+        if endpoint:
+            subprotocols = options.get("subprotocols") or []
+            if isinstance(subprotocols, str):
+                subprotocols = [subprotocols]
+            options.update(endpoint)
+            options["subprotocols"] = [BEARER_SUBPROTOCOL, *subprotocols]
+        return options
+
+    def __getitem__(self, key: str) -> Any:
+        return self._current()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+class WebSocketState:
+    """The websocket side of one Flask app: its flask-sock routes and connection managers."""
+
+    def __init__(self, app: Flask, mdb_state: MDBState) -> None:
+        self.mdb_state = mdb_state
+        self.sock = Sock(app)
+        self.queue_size: int = mdb_state.config["MDB_WEBSOCKET_QUEUE_SIZE"]
+        self.send_timeout: float = mdb_state.config["MDB_WEBSOCKET_SEND_TIMEOUT"]
+        #: Flask endpoint name -> the endpoint as registered.
+        self.routes: dict[str, Endpoint] = {}
+        self._paths: dict[str, str] = {}
+        self._managers: dict[str, WebSocketManager] = {}
+        self._lock = threading.Lock()
+        _STATES.add(self)
+
+    def manager(self, slug: str) -> WebSocketManager:
+        manager = self._managers.get(slug)
+        if manager is None:
+            with self._lock:
+                manager = self._managers.get(slug)
+                if manager is None:
+                    manager = self._managers[slug] = WebSocketManager(
+                        slug,
+                        self.mdb_state.engine,
+                        queue_size=self.queue_size,
+                        send_timeout=self.send_timeout,
+                    )
+        return manager
+
+    def managers(self) -> list[WebSocketManager]:
+        with self._lock:
+            return list(self._managers.values())
+
+    def close_all(self) -> int:
+        return sum(manager.close_all() for manager in self.managers())
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        for manager in self._managers.values():
+            manager._after_fork_in_child()
+
+
+def get_ws_state(app: Flask | None = None) -> WebSocketState:
+    get_state(app)  # raises "did you forget to call init_app?" helpfully
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    return app.extensions[STATE_KEY]  # type: ignore[no-any-return]
+
+
+# --- setup ----------------------------------------------------------------------------------------
+
+
+def init_app(app: Flask, state: MDBState) -> WebSocketState:
+    """Create the app's websocket state and install the pre-upgrade hook (no I/O)."""
+    ws_state = WebSocketState(app, state)
+    app.extensions[STATE_KEY] = ws_state
+    _wrap_server_options(app)
+    app.before_request(_before_websocket)
+    return ws_state
+
+
+def _wrap_server_options(app: Flask) -> None:
+    options = app.config.get("SOCK_SERVER_OPTIONS")
+    if not isinstance(options, ServerOptions):
+        app.config["SOCK_SERVER_OPTIONS"] = ServerOptions(options)
+
+
+def register_routes(app: Flask, manifest: Mapping[str, Any]) -> list[str]:
+    """Serve every websocket endpoint ``manifest`` declares; return their paths. Registering
+    the same endpoints again does nothing; a path another endpoint serves is refused."""
+    ws_state = app.extensions[STATE_KEY]
+    paths = []
+    for endpoint in endpoints_of(manifest).values():
+        with ws_state._lock:
+            existing = ws_state._paths.get(endpoint.path)
+            if existing == endpoint.flask_endpoint:
+                paths.append(endpoint.path)
+                continue
+            if existing is not None or endpoint.flask_endpoint in ws_state.routes:
+                problem = (
+                    f"its path {endpoint.path!r} is already served by {existing}"
+                    if existing is not None
+                    else "it is already served at another path (restart the app to move it)"
+                )
+                raise ConfigurationError(
+                    f"websocket endpoint {endpoint.name!r} of app {endpoint.app_slug!r}: "
+                    + problem,
+                    context={"app": endpoint.app_slug, "path": endpoint.path},
+                )
+            ws_state.sock.route(endpoint.path, endpoint=endpoint.flask_endpoint)(_serve)
+            # The endpoint authenticates by its own manifest settings (auth.required,
+            # allow_anonymous), not by the app's route policy: keep that guard off the upgrade.
+            setattr(app.view_functions[endpoint.flask_endpoint], PUBLIC_ATTR, True)
+            ws_state.routes[endpoint.flask_endpoint] = endpoint
+            ws_state._paths[endpoint.path] = endpoint.flask_endpoint
+        paths.append(endpoint.path)
+    return paths
+
+
+# --- before the upgrade ------------------------------------------------------------------------
+
+
+def _refuse(status: int, kind: str, message: str) -> Response:
+    response = jsonify(error={"status": status, "type": kind, "message": message})
+    response.status_code = status
+    return response
+
+
+def _before_websocket() -> Response | None:
+    """``before_request``: bind, check Origin, identify — for manifest endpoints only."""
+    name = request.endpoint
+    if not name or not name.startswith("mdb_ws."):
+        return None
+    ws_state: WebSocketState = current_app.extensions[STATE_KEY]
+    registered = ws_state.routes[name]
+    state = ws_state.mdb_state
+    state.ensure_ready()
+    slug = registered.app_slug
+    record = binding.usable_record(state, slug, "websocket")
+    slug_state = state.slug_state(slug, record)
+    endpoint = state.per_slug(slug_state, "websockets", lambda s: endpoints_of(s.manifest)).get(
+        registered.name
+    )
+    if endpoint is None or endpoint.path != registered.path:
+        return _refuse(404, "NotFound", f"app {slug!r} no longer serves this websocket endpoint")
+    bound = binding.Binding(slug, state, "websocket", slug_state)
+    request.environ[binding.ENVIRON_KEY] = bound
+    binding.push_binding(bound)  # reset with the request's own binding at teardown
+
+    origin = request.headers.get("Origin")
+    trusted = _trusted_origin(origin, bound)
+    if trusted is None:
+        engine = state.engine
+        engine.metrics.increment("ws.refused", app=slug)
+        log.warning("websocket to %s refused: origin %r not allowed", request.path, origin)
+        return _refuse(
+            403, "OriginRefused", f"origin {str(origin)[:200]!r} may not open this websocket"
+        )
+    identity, refusal = _identify(slug, cookies=trusted)
+    if refusal is None and identity is None and not endpoint.anonymous_ok:
+        refusal = "authentication required"
+    g._mdb_ws = (endpoint, identity, refusal)
+    request.environ[OPTIONS_KEY] = endpoint.server_options()
+    _wrap_server_options(current_app)  # in case SOCK_SERVER_OPTIONS was replaced after init_app
+    for key in _SOCKET_KEYS:
+        sock = request.environ.get(key)
+        if sock is not None and not isinstance(sock, LockedSocket):
+            request.environ[key] = LockedSocket(sock)
+    return None
+
+
+def _trusted_origin(origin: str | None, bound: binding.Binding) -> bool | None:
+    """None: refuse. Else whether the session cookie may identify the client."""
+    if origin is None:
+        return True  # not a browser: no ambient cookies to abuse
+    normalized = normalize_origin(origin)
+    if normalized is None:
+        return None
+    scheme = normalized.split("://", 1)[0]
+    if normalize_origin(f"{scheme}://{request.host}") == normalized:
+        return True  # same host (the scheme may differ behind a TLS-terminating proxy)
+    policy = policy_for(bound)
+    if policy is None or not policy.allows(origin):
+        return None
+    return policy.credentials and not policy.any_origin
+
+
+def bearer_token() -> str | None:
+    """The bearer token the handshake carries, if any."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if BEARER_SUBPROTOCOL in offered:
+        index = offered.index(BEARER_SUBPROTOCOL)
+        if index + 1 < len(offered) and offered[index + 1]:
+            return offered[index + 1]
+    token = request.args.get("token")
+    return token or None
+
+
+def _identify(slug: str, cookies: bool) -> tuple[Identity | None, str | None]:
+    """``(identity, refusal)``: who the client is for app ``slug``, or why it is refused."""
+    token = bearer_token()
+    if token is not None:
+        try:
+            identity = verify_token(token, slug)
+        except AuthError:  # a verifier that raises rather than answering None
+            identity = None
+        if identity is None or identity.get("app") not in (None, slug):
+            return None, "invalid or expired token"
+        return identity, None
+    if cookies:
+        identity = current_identity()
+        if identity is not None and identity.get("app") in (None, slug):
+            return identity, None
+    return None, None
+
+
+# --- the connection ----------------------------------------------------------------------------
+
+
+def _serve(ws: Any, **path_args: Any) -> None:
+    """The flask-sock view of every manifest endpoint: runs for the connection's lifetime."""
+    endpoint, identity, refusal = g.pop("_mdb_ws")
+    ws_state: WebSocketState = current_app.extensions[STATE_KEY]
+    engine = ws_state.mdb_state.engine
+    slug = endpoint.app_slug
+    if refusal is not None:
+        engine.metrics.increment("ws.refused", app=slug)
+        ws.close(reason=POLICY_VIOLATION, message=refusal)
+        return
+    manager = ws_state.manager(slug)
+    connection = manager.connect(
+        ws, identity=identity, endpoint=endpoint.name, remote_addr=request.remote_addr
+    )
+    connection.state["path_args"] = path_args
+    try:
+        with log_context(app_id=slug):
+            refusal = _run_connect_hooks(connection)
+            if refusal is not None:
+                manager.disconnect(connection, POLICY_VIOLATION, refusal)
+                return
+            connection.send(
+                {
+                    "type": "connected",
+                    "connection_id": connection.id,
+                    "app": slug,
+                    "endpoint": endpoint.name,
+                    "user_id": connection.user_id,
+                }
+            )
+            while not connection.closed:
+                data = ws.receive(timeout=RECEIVE_WAKEUP)
+                if data is None:
+                    if not ws.connected:
+                        break
+                    continue
+                engine.metrics.increment("ws.messages_received", app=slug)
+                dispatch(connection, data)
+    except ConnectionClosed:
+        pass
+    finally:
+        manager.disconnect(connection)
+        for hook in registry.disconnect_hooks(slug):
+            try:
+                hook(connection)
+            except Exception:
+                log.exception("websocket disconnect handler of app %r failed", slug)
+
+
+def _run_connect_hooks(connection: Any) -> str | None:
+    for hook in registry.connect_hooks(connection.app_slug):
+        try:
+            if hook(connection) is False:
+                return "connection refused"
+        except MessageError as exc:
+            return exc.message
+        except Exception:
+            log.exception("websocket connect handler of app %r failed", connection.app_slug)
+            return "connection refused: server error"
+    return None
+
+
+# --- public helpers -----------------------------------------------------------------------------
+
+
+def get_websocket_manager(app_slug: str, app: Flask | None = None) -> WebSocketManager:
+    """The connection manager of ``app_slug`` in this process, for the current Flask app (or
+    ``app``): its live connections, ``broadcast``, ``send_to_user``..."""
+    ws_state = get_ws_state(app)
+    ws_state.mdb_state.ensure_ready()
+    validate_slug(app_slug)
+    return ws_state.manager(app_slug)
+
+
+def manifest_for(state: MDBState, slug: str) -> dict[str, Any]:
+    """The manifest of ``slug``: a configured file's, else the registered one."""
+    for manifest in state.manifests:
+        if manifest["slug"] == slug:
+            return manifest
+    manifest = state.ensure_ready().get_app(slug)
+    if manifest is None:
+        raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
+    return manifest
+
+
+def close_all(app: Flask | None = None) -> int:
+    """Close every websocket of ``app`` (code 1001); return how many there were."""
+    ws_state = (app or current_app).extensions.get(STATE_KEY)  # type: ignore[union-attr]
+    return ws_state.close_all() if ws_state is not None else 0
+
+
+def _close_everything() -> None:
+    for ws_state in list(_STATES):
+        with contextlib.suppress(Exception):  # interpreter exit: best effort
+            ws_state.close_all()
+
+
+def _after_fork_in_child() -> None:
+    for ws_state in list(_STATES):
+        ws_state._after_fork_in_child()
+
+
+atexit.register(_close_everything)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

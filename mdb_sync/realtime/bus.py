@@ -1,0 +1,330 @@
+"""The event bus of an engine: realtime messages that reach every process on the database.
+
+``engine.events.publish(slug, message)`` hands the event at once to this process's
+subscribers of ``slug`` (no database round trip before local delivery), then inserts it into
+the engine-internal capped collection ``mdb_events``. Every other process using the
+database — web workers, Celery workers, scripts — that has subscribers for ``slug`` tails that
+collection (:mod:`mdb_sync.realtime.listener`) and hands the event to its own subscribers.
+A process never receives its own events twice: each bus has an ``origin`` id, and events of
+its own origin are skipped by its listener.
+
+Events are scoped like all data: every event document carries the ``app_id`` of the app it
+was published for, listeners ask the server only for the apps they serve, and an event is
+handed only to subscribers of its own ``app_id``. One publisher's events arrive in the order
+it published them (a single insert stream, read in insertion order). Apps never see the
+collection: ``mdb`` is a reserved slug, so no scoped database can name it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pymongo.collection import Collection
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
+
+from ..exceptions import ConfigurationError, RealtimeError
+from .codec import encode_message
+from .events import Event, target_id, target_ids
+from .listener import Listener, ResumePoint
+
+if TYPE_CHECKING:
+    from ..engine import MongoDBEngine
+
+log = logging.getLogger(__name__)
+
+#: The engine-internal collection holding every app's events.
+EVENTS_COLLECTION = "mdb_events"
+#: How the listener tails it: ``auto`` (a change stream, else a tailable cursor),
+#: ``change_stream`` or ``tailable``.
+MODES = ("auto", "change_stream", "tailable")
+#: Environment variable choosing the mode for every engine of the process.
+MODE_ENV = "MDB_REALTIME_MODE"
+DEFAULT_CAPPED_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+DEFAULT_MAX_AWAIT_MS = 200
+#: How long the first subscription waits for the listener to be listening.
+OPEN_TIMEOUT = 10.0
+
+Subscriber = Callable[[Event], None]
+
+
+def _mode_from_env() -> str:
+    mode = os.environ.get(MODE_ENV, "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise ConfigurationError(f"{MODE_ENV} must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+class Subscription:
+    """What :meth:`EventBus.subscribe` returns; :meth:`cancel` ends it (idempotent)."""
+
+    def __init__(self, bus: EventBus, app_slug: str, callback: Subscriber) -> None:
+        self.bus, self.app_slug, self.callback = bus, app_slug, callback
+
+    def cancel(self) -> None:
+        self.bus._unsubscribe(self)
+
+    @property
+    def active(self) -> bool:
+        """False once cancelled, or once the engine shut down (which ends every subscription)."""
+        return self in self.bus._subscribers.get(self.app_slug, ())
+
+
+class EventBus:
+    """Publishes and delivers one engine's realtime events (``engine.events``).
+
+    Thread-safe. Subscribers are called on the publishing thread for local events and on the
+    listener thread for other processes' events, so they must not block: hand the event to a
+    queue (the websocket connection managers do).
+    """
+
+    def __init__(self, engine: MongoDBEngine) -> None:
+        self._engine = engine
+        self._lock = threading.RLock()
+        self._subscribers: dict[str, tuple[Subscription, ...]] = {}
+        self._listener: Listener | None = None
+        self._resume_point: ResumePoint | None = None
+        self._collection_ready = False
+        #: This bus's id in the events it publishes (new in every process).
+        self.origin = uuid.uuid4().hex
+        self.mode = _mode_from_env()
+        self.collection_name = EVENTS_COLLECTION
+        self.capped_bytes = DEFAULT_CAPPED_BYTES
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self.max_await_ms = DEFAULT_MAX_AWAIT_MS
+
+    def configure(
+        self,
+        *,
+        mode: str | None = None,
+        capped_bytes: int | None = None,
+        max_message_bytes: int | None = None,
+        max_await_ms: int | None = None,
+    ) -> EventBus:
+        """Change settings: ``mode`` (``auto``, ``change_stream``,
+        ``tailable``; default ``MDB_REALTIME_MODE`` or ``auto``), ``capped_bytes`` (size of
+        ``mdb_events`` when this bus creates it, default 16 MiB), ``max_message_bytes`` (of a
+        message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
+        which bounds how long stopping it takes; default 200). A new ``mode`` restarts a
+        running listener."""
+        if mode is not None and mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        sizes = {"capped_bytes": capped_bytes, "max_message_bytes": max_message_bytes}
+        sizes["max_await_ms"] = max_await_ms
+        for name, value in sizes.items():
+            minimum = 4096 if name == "capped_bytes" else 1
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            ):
+                raise ConfigurationError(f"{name} must be an integer >= {minimum}")
+        restart = False
+        with self._lock:
+            if mode is not None:
+                restart = mode != self.mode and self._listener is not None
+                self.mode = mode
+            for name, value in sizes.items():
+                if value is not None:
+                    setattr(self, name, value)
+        if restart:  # listen again, the new way
+            self.stop()
+            self.start()
+        return self
+
+    # --- publishing ---------------------------------------------------------------------------
+
+    def publish(
+        self,
+        app_slug: str,
+        message: Any,
+        *,
+        user_id: Any = None,
+        connection_id: str | None = None,
+        exclude: Any = None,
+        local_only: bool = False,
+    ) -> Event:
+        """Send ``message`` to the live connections of ``app_slug`` in every process.
+
+        ``user_id`` limits it to that user's connections, ``connection_id`` to one
+        connection; ``exclude`` (a connection id or several) skips connections. The message
+        is encoded as JSON now (:class:`~mdb_sync.exceptions.InvalidMessageError` if it
+        cannot be, :class:`~mdb_sync.exceptions.ResourceLimitExceeded` above
+        ``max_message_bytes``) and delivered in this process before this returns; other
+        processes receive it through the database unless ``local_only``.
+        :class:`~mdb_sync.exceptions.RealtimeError` means the database refused or could not
+        be reached: this process's connections got the message, other processes' did not.
+        """
+        engine = self._engine
+        engine._require_initialized()
+        engine.registry.require_usable(app_slug)
+        event = Event(
+            app_id=app_slug,
+            data=encode_message(message, self.max_message_bytes),
+            origin=self.origin,
+            user_id=None if user_id is None else target_id(user_id, "user_id"),
+            connection_id=None
+            if connection_id is None
+            else target_id(connection_id, "connection_id"),
+            exclude=target_ids(exclude, "exclude"),
+        )
+        self.deliver(event)
+        engine.metrics.increment("realtime.published", app=app_slug)
+        if local_only:
+            return event
+        try:
+            self._collection().insert_one(event.to_document())
+        except PyMongoError as exc:
+            engine.metrics.increment("realtime.publish_errors", app=app_slug)
+            raise RealtimeError(
+                f"the event for app {app_slug!r} reached this process's subscribers but could "
+                f"not be stored for the other processes: {exc}",
+                context={"app": app_slug},
+            ) from exc
+        return event
+
+    def deliver(self, event: Event) -> int:
+        """Hand ``event`` to this process's subscribers of its app; return how many got it.
+        A failing subscriber is logged and does not stop the others."""
+        subscribers = self._subscribers.get(event.app_id, ())
+        for subscription in subscribers:
+            try:
+                subscription.callback(event)
+            except Exception:
+                log.exception("realtime subscriber of app %r failed", event.app_id)
+        return len(subscribers)
+
+    def _receive(self, doc: dict[str, Any]) -> None:
+        """An event document from the listener: deliver it unless this bus published it."""
+        if doc.get("origin") == self.origin:
+            return
+        event = Event.from_document(doc)
+        if event is None:
+            return
+        self._count("realtime.received", app=event.app_id)
+        self.deliver(event)
+
+    # --- subscribing --------------------------------------------------------------------------
+
+    def subscribe(
+        self, app_slug: str, callback: Subscriber, *, wait: float | None = OPEN_TIMEOUT
+    ) -> Subscription:
+        """Call ``callback(event)`` for each event of ``app_slug``, from this process and
+        others. The first subscription starts the listener and waits up to ``wait`` seconds
+        until it listens (so events published after this returns are not missed); if the
+        server cannot be reached meanwhile, it keeps trying in the background."""
+        from ..scoping.names import validate_slug
+
+        validate_slug(app_slug)
+        self._engine._require_initialized()
+        subscription = Subscription(self, app_slug, callback)
+        with self._lock:
+            self._subscribers[app_slug] = (*self._subscribers.get(app_slug, ()), subscription)
+            listener = self._listener
+            if listener is None or not listener.alive:
+                listener = self._listener = self._start_listener()
+            else:
+                listener.apps_changed()
+        if wait and not listener.opened.wait(wait):
+            log.warning("realtime listener not listening after %.1f s; retrying", wait)
+        if listener.error is not None:
+            self._unsubscribe(subscription)
+            raise RealtimeError(f"cannot listen for events: {listener.error}") from listener.error
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            current = self._subscribers.get(subscription.app_slug, ())
+            remaining = tuple(s for s in current if s is not subscription)
+            if remaining:
+                self._subscribers[subscription.app_slug] = remaining
+            else:
+                self._subscribers.pop(subscription.app_slug, None)
+            if remaining != current and self._listener is not None:
+                self._listener.apps_changed()
+
+    def subscribed_apps(self) -> list[str]:
+        """The apps this process has subscribers for (the listener's filter)."""
+        with self._lock:
+            return sorted(self._subscribers)
+
+    def _start_listener(self) -> Listener:
+        mode = "tailable" if self.mode == "tailable" else "change_stream"
+        listener = Listener(self, mode, self._resume_point)
+        listener.start()
+        return listener
+
+    @property
+    def listening_mode(self) -> str | None:
+        """``change_stream`` or ``tailable`` while the listener runs, else None."""
+        listener = self._listener
+        return listener.mode if listener is not None and listener.alive else None
+
+    def start(self, wait: float | None = OPEN_TIMEOUT) -> None:
+        """Start the listener again after :meth:`stop`, if anything is subscribed."""
+        with self._lock:
+            if not self._subscribers or (self._listener is not None and self._listener.alive):
+                return
+            listener = self._listener = self._start_listener()
+        if wait:
+            listener.opened.wait(wait)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop the listener; subscriptions stay. :meth:`start` (or the next subscription)
+        starts it again from where it stopped: events published meanwhile are delivered
+        then, none twice, as long as the server still has them (the oplog's window for a
+        change stream, the capped collection's for a tailable cursor)."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop(timeout)
+            self._resume_point = listener.point  # a restart resumes from there
+
+    def close(self) -> None:
+        """Stop listening and forget every subscription (the engine's shutdown)."""
+        with self._lock:
+            self._subscribers.clear()
+            self._collection_ready = False
+        self.stop()
+        self._resume_point = None
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's listener thread and subscribers stay in the parent; the child starts
+        afresh with an origin of its own."""
+        self._lock = threading.RLock()
+        self._subscribers = {}
+        self._listener = None
+        self._resume_point = None
+        self._collection_ready = False
+        self.origin = uuid.uuid4().hex
+
+    # --- the collection -----------------------------------------------------------------------
+
+    def _collection(self, require_capped: bool = False) -> Collection[Any]:
+        """``mdb_events``, created capped on first use (by whichever process comes first)."""
+        raw = self._engine._raw_collection(self.collection_name)
+        if not self._collection_ready:
+            try:
+                raw.database.create_collection(
+                    self.collection_name, capped=True, size=self.capped_bytes, check_exists=False
+                )
+            except CollectionInvalid:
+                pass
+            except OperationFailure as exc:
+                if exc.code != 48:  # NamespaceExists
+                    raise
+            self._collection_ready = True
+        if require_capped and not raw.options().get("capped"):
+            raise RealtimeError(
+                f"{self.collection_name!r} is not a capped collection, which tailing needs: "
+                "drop it (it holds only transient events) and it is created capped"
+            )
+        return raw
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def _count(self, name: str, app: str | None = None) -> None:
+        self._engine.metrics.increment(name, app=app)

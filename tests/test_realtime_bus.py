@@ -1,0 +1,354 @@
+"""The event bus (``engine.events``): local delivery, delivery to other processes through
+MongoDB with a change stream or a tailable cursor, per-app scoping, order, resuming without
+duplicates, fork safety, bad messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from decimal import Decimal
+
+import pytest
+from bson import Decimal128, ObjectId
+from realtime_support import Inbox, wait_for
+
+from mdb_sync import MongoDBEngine
+from mdb_sync.exceptions import (
+    AppNotFoundError,
+    ConfigurationError,
+    InvalidMessageError,
+    RealtimeError,
+    ResourceLimitExceeded,
+    ScopeError,
+)
+from mdb_sync.realtime import EVENTS_COLLECTION, broadcast_to_app, send_to_user
+
+MODES = ["change_stream", "tailable"]
+
+
+@pytest.fixture
+def engines(mongo_uri, db_name, recorder):
+    """Two engines on the same database: each stands for a process of its own (a bus has
+    its own origin, listener and subscribers)."""
+    made = []
+
+    def make(mode="change_stream", **options):
+        engine = MongoDBEngine(mongo_uri, db_name, event_listeners=[recorder], **options)
+        engine.initialize()
+        engine.events.configure(mode=mode)
+        made.append(engine)
+        return engine
+
+    yield make
+    for engine in made:
+        engine.shutdown()
+
+
+def _listener_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("mdb-realtime-")]
+
+
+def test_local_subscribers_get_the_event_before_publish_returns(engine, raw_db):
+    inbox = Inbox()
+    engine.events.subscribe("chat", inbox)
+    event = engine.events.publish("chat", {"type": "hello", "n": 1})
+    assert inbox.messages == [{"type": "hello", "n": 1}]  # no wait: delivered in publish()
+    stored = raw_db[EVENTS_COLLECTION].find_one({"_id": event.id})
+    assert stored["app_id"] == "chat"
+    assert json.loads(stored["data"]) == {"type": "hello", "n": 1}
+    assert stored["origin"] == engine.events.origin
+    assert raw_db[EVENTS_COLLECTION].options()["capped"] is True
+
+
+def test_local_only_stays_in_the_process(engine, raw_db):
+    inbox = Inbox()
+    engine.events.subscribe("chat", inbox)
+    engine.events.publish("chat", {"n": 1}, local_only=True)
+    assert inbox.messages == [{"n": 1}]
+    assert raw_db[EVENTS_COLLECTION].count_documents({"data": {"$regex": "n"}}) == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_other_processes_receive_events_in_order_and_only_their_apps(engines, mode):
+    web, worker = engines(mode), engines(mode)
+    chat, other = Inbox(), Inbox()
+    web.events.subscribe("chat", chat)
+    web.events.subscribe("other", other)
+    assert web.events.listening_mode == mode
+    for i in range(50):
+        worker.events.publish("chat", {"i": i})
+        worker.events.publish("elsewhere", {"i": i})  # nobody here listens to it
+    worker.events.publish("other", {"last": True})
+    assert chat.wait(50) == [{"i": i} for i in range(50)]  # one publisher: its order
+    assert other.wait(1) == [{"last": True}]
+    assert all(e.app_id == "chat" for e in chat.events)
+    assert all(e.origin == worker.events.origin for e in chat.events)
+
+
+def test_the_listener_asks_the_server_only_for_its_apps(engines, recorder):
+    web = engines()
+    web.events.subscribe("chat", Inbox())
+    streams = [
+        c
+        for c in recorder.commands("aggregate")
+        if c.get("aggregate") == EVENTS_COLLECTION and "$changeStream" in c["pipeline"][0]
+    ]
+    assert streams, "no change stream was opened on the events collection"
+    assert streams[-1]["pipeline"][1]["$match"]["fullDocument.app_id"] == {"$in": ["chat"]}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_process_does_not_receive_its_own_events_twice(engines, mode):
+    web, worker = engines(mode), engines(mode)
+    inbox, remote = Inbox(), Inbox()
+    web.events.subscribe("chat", inbox)
+    worker.events.subscribe("chat", remote)
+    for i in range(5):
+        web.events.publish("chat", {"i": i})
+    assert remote.wait(5) == [{"i": i} for i in range(5)]  # the stream carried them...
+    worker.events.publish("chat", {"marker": True})
+    inbox.wait(6)
+    assert inbox.messages == [*({"i": i} for i in range(5)), {"marker": True}]  # ...once here
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_broken_listener_resumes_without_losing_or_repeating(
+    engines, raw_client, db_name, recorder, mode
+):
+    """Kill the listener's server cursor between events: it resumes after the last event it
+    handed over, so nothing is lost and nothing is delivered twice."""
+    web, worker = engines(mode), engines(mode)
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    for i in range(10):
+        worker.events.publish("chat", {"i": i})
+    inbox.wait(10)
+    killed = _kill_event_cursors(raw_client, db_name, recorder)
+    assert killed, "found no server cursor on the events collection to kill"
+    for i in range(10, 20):
+        worker.events.publish("chat", {"i": i})
+    assert inbox.wait(20) == [{"i": i} for i in range(20)]
+    # A new app's subscription reopens the change stream from the last token: still exact.
+    web.events.subscribe("second", Inbox())
+    for i in range(20, 30):
+        worker.events.publish("chat", {"i": i})
+    assert inbox.wait(30) == [{"i": i} for i in range(30)]
+    worker.events.publish("chat", {"done": True})
+    assert inbox.wait(31)[-1] == {"done": True}
+    assert len(inbox.events) == 31
+
+
+def _kill_event_cursors(raw_client, db_name, recorder):
+    """Kill the server cursors the listener reads from (their ids are in its getMores)."""
+    ids = {
+        c["getMore"] for c in recorder.commands("getMore") if c["collection"] == EVENTS_COLLECTION
+    }
+    if ids:
+        raw_client[db_name].command("killCursors", EVENTS_COLLECTION, cursors=sorted(ids))
+    return ids
+
+
+def test_tailing_needs_a_capped_collection(engines, raw_db):
+    raw_db.create_collection(EVENTS_COLLECTION)  # someone made it uncapped
+    web = engines("tailable")
+    with pytest.raises(RealtimeError, match="not a capped collection"):
+        # The listener keeps failing; publishing still works (inserts need no cap).
+        web.events._collection(require_capped=True)
+    web.events.publish("chat", {"ok": True})
+
+
+def test_messages_are_json_encoded_once_with_bson_values(engine):
+    inbox = Inbox()
+    engine.events.subscribe("chat", inbox)
+    oid = ObjectId()
+    when = dt.datetime(2024, 1, 15, 10, 0, tzinfo=dt.timezone.utc)
+    event = engine.events.publish(
+        "chat", {"id": oid, "at": when, "price": Decimal128("1.10"), "d": Decimal("2.5")}
+    )
+    assert json.loads(event.data) == {
+        "id": str(oid),
+        "at": "2024-01-15T10:00:00Z",
+        "price": "1.10",
+        "d": "2.5",
+    }
+    assert inbox.events[0].data is event.data  # the same text for every recipient
+
+
+def test_bad_messages_are_refused_and_nothing_is_stored(mongo_uri, db_name, raw_db):
+    with MongoDBEngine(mongo_uri, db_name, implicit_apps=False) as engine:
+        engine.register_app({"slug": "chat", "name": "chat"})
+        inbox = Inbox()
+        engine.events.subscribe("chat", inbox)
+        with pytest.raises(InvalidMessageError, match="JSON"):
+            engine.events.publish("chat", {"obj": object()})
+        with pytest.raises(InvalidMessageError, match="JSON"):
+            engine.events.publish("chat", {"x": float("nan")})
+        engine.events.configure(max_message_bytes=100)
+        with pytest.raises(ResourceLimitExceeded, match="more than the 100 allowed"):
+            engine.events.publish("chat", {"text": "é" * 60})
+        with pytest.raises(AppNotFoundError):
+            engine.events.publish("nobody", {"x": 1})
+        with pytest.raises(ScopeError):
+            engine.events.publish("mdb_x", {"x": 1})
+        with pytest.raises(InvalidMessageError, match="user_id"):
+            engine.events.publish("chat", {"x": 1}, user_id={"$gt": ""})
+        with pytest.raises(ConfigurationError):
+            engine.events.configure(mode="carrier-pigeon")
+        assert inbox.events == []
+        assert raw_db[EVENTS_COLLECTION].count_documents({"app_id": {"$ne": None}}) == 0
+
+
+def test_targets_user_and_connection_and_exclusions(engine):
+    inbox = Inbox()
+    engine.events.subscribe("chat", inbox)
+    engine.events.publish("chat", {"n": 1}, user_id=ObjectId("65a5f0000000000000000001"))
+    engine.events.publish("chat", {"n": 2}, connection_id="c1", exclude=["c2", "c2"])
+    first, second = inbox.events
+    assert first.user_id == "65a5f0000000000000000001"
+    assert first.reaches("any", "65a5f0000000000000000001")
+    assert not first.reaches("any", "someone-else")
+    assert second.reaches("c1", None) and not second.reaches("c3", None)
+    assert second.exclude == ("c2",)
+
+
+def test_module_functions_find_the_processes_engine(engines):
+    web, worker = engines(), engines()
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    worker.register_app({"slug": "chat", "name": "chat"})
+    with pytest.raises(RealtimeError, match="several engines"):
+        broadcast_to_app("chat", {"x": 1})
+    broadcast_to_app("chat", {"x": 1}, engine=worker)
+    send_to_user("chat", "u1", {"x": 2}, engine=worker)
+    assert inbox.wait(2) == [{"x": 1}, {"x": 2}]
+    assert inbox.events[1].user_id == "u1"
+
+
+def test_shutdown_stops_the_listener(mongo_uri, db_name):
+    before = len(_listener_threads())
+    engine = MongoDBEngine(mongo_uri, db_name)
+    engine.initialize()
+    engine.events.subscribe("chat", Inbox())
+    assert len(_listener_threads()) == before + 1
+    engine.shutdown()
+    assert len(_listener_threads()) == before
+    assert engine.events.listening_mode is None
+
+
+def _publish_in_forked_child(engine, queue):
+    try:
+        engine.events.publish("chat", {"from": "child", "pid": os.getpid()})
+        queue.put(("ok", engine.events.origin))
+    except Exception as exc:  # pragma: no cover - reported to the parent
+        queue.put(("error", repr(exc)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_publishes_with_an_origin_of_its_own(engine):
+    """A child forked after the parent subscribed (gunicorn --preload, Celery prefork) has no
+    listener and a new origin, so the parent's listener delivers the child's events."""
+    inbox = Inbox()
+    engine.events.subscribe("chat", inbox)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_publish_in_forked_child, args=(engine, queue))
+    child.start()
+    status, origin = queue.get(timeout=30)
+    child.join(30)
+    assert status == "ok", origin
+    assert origin != engine.events.origin
+    assert inbox.wait(1)[0]["from"] == "child"
+
+
+def test_a_script_in_another_process_reaches_this_process(engine, mongo_uri, db_name):
+    inbox = Inbox()
+    engine.events.subscribe("chat", inbox)
+    script = textwrap.dedent(
+        f"""
+        from mdb_sync import MongoDBEngine
+        from mdb_sync.realtime import broadcast_to_app
+        with MongoDBEngine({mongo_uri!r}, {db_name!r}):
+            for i in range(3):
+                broadcast_to_app("chat", {{"i": i}})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert inbox.wait(3) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_the_mode_comes_from_the_environment(monkeypatch, mongo_uri, db_name):
+    monkeypatch.setenv("MDB_REALTIME_MODE", "tailable")
+    with MongoDBEngine(mongo_uri, db_name) as engine:
+        inbox = Inbox()
+        engine.events.subscribe("chat", inbox)
+        assert engine.events.listening_mode == "tailable"
+    monkeypatch.setenv("MDB_REALTIME_MODE", "smoke-signals")
+    with pytest.raises(ConfigurationError, match="MDB_REALTIME_MODE"):
+        MongoDBEngine(mongo_uri, db_name).events  # noqa: B018
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_restarted_listener_delivers_what_was_published_meanwhile(engines, mode):
+    web, worker = engines(mode), engines(mode)
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    for i in range(5):
+        worker.events.publish("chat", {"i": i})
+    inbox.wait(5)
+    web.events.stop()
+    for i in range(5, 10):
+        worker.events.publish("chat", {"i": i})  # nobody listens in the web process now
+    web.events.start()
+    assert inbox.wait(10) == [{"i": i} for i in range(10)]
+    worker.events.publish("chat", {"done": True})
+    assert inbox.wait(11)[-1] == {"done": True} and len(inbox.events) == 11
+
+
+def test_a_refused_resume_token_falls_back_to_the_operation_time(engines, caplog):
+    """Some servers refuse a token they issued themselves (the embedded server stamps an idle
+    stream's token with the namespace of the last write anywhere): the listener then resumes
+    from the last operation time it saw, skipping what it had already delivered."""
+    web, worker = engines(), engines()
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    for i in range(5):
+        worker.events.publish("chat", {"i": i})
+    inbox.wait(5)
+    web.events.stop()
+    for i in range(5, 10):
+        worker.events.publish("chat", {"i": i})
+    web.events._resume_point.token = {"_data": "826B0000000000000000"}  # no server takes it
+    with caplog.at_level("INFO", logger="mdb_sync.realtime.listener"):
+        web.events.start()
+        assert inbox.wait(10) == [{"i": i} for i in range(10)]
+    assert "resuming by time" in caplog.text
+    worker.events.publish("chat", {"done": True})
+    assert inbox.wait(11)[-1] == {"done": True} and len(inbox.events) == 11
+
+
+def test_a_tailing_listener_that_fell_behind_the_capped_window_reports_the_gap(engines):
+    web, worker = engines("tailable"), engines("tailable")
+    for engine in (web, worker):
+        engine.events.configure(capped_bytes=4096)
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    worker.events.publish("chat", {"i": 0})
+    inbox.wait(1)
+    web.events.stop()
+    for i in range(1, 101):  # far more than 4 KB: the last event read is pushed out
+        worker.events.publish("chat", {"i": i, "pad": "x" * 50})
+    web.events.start()
+    worker.events.publish("chat", {"i": 101})
+    wait_for(lambda: inbox.messages[-1]["i"] == 101, what="the newest event")
+    received = [m["i"] for m in inbox.messages]
+    assert received[0] == 0 and received[-1] == 101
+    assert received[1:] == list(range(received[1], 102)), "what is left arrives, in order"
+    assert received[1] > 1, "the oldest events were gone"
+    counters = web.get_metrics()["apps"]
+    assert any(c.get("counters", {}).get("realtime.gaps") for c in counters.values())
