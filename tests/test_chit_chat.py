@@ -8,7 +8,7 @@ import http.client
 import importlib.util
 import json
 from pathlib import Path
-from urllib.parse import urlencode
+from typing import Any
 
 import pytest
 import websocket
@@ -53,21 +53,34 @@ def chit_chat(mongo_uri, db_name, llm_server, monkeypatch):
         handler_registry.clear("chit_chat")
 
 
-def sign_in(base: str, name: str) -> str:
-    """POST the sign-in form; return the session cookie."""
+def _request(base: str, method: str, path: str, body: Any = None, headers=None):
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request(
-        "POST",
-        "/login",
-        urlencode({"name": name}),
-        {"Content-Type": "application/x-www-form-urlencoded"},
-    )
+    data = json.dumps(body) if body is not None else None
+    sent = {"Content-Type": "application/json"} if data is not None else {}
+    conn.request(method, path, data, {**sent, **(headers or {})})
     response = conn.getresponse()
-    assert response.status == 303
-    cookie = response.getheader("Set-Cookie").split(";", 1)[0]
+    payload = response.read()
+    cookies = [c.split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or []]
     conn.close()
-    return cookie
+    return response.status, payload, cookies
+
+
+def sign_in(base: str, email: str) -> str:
+    """Register ``email`` through the library's auth endpoints; return the session cookie."""
+    status, body, cookies = _request(base, "GET", "/auth/csrf")
+    assert status == 200, body
+    token = json.loads(body)["csrf_token"]
+    status, body, cookies = _request(
+        base,
+        "POST",
+        "/auth/register",
+        {"email": email, "password": "correct horse battery"},
+        {"X-CSRF-Token": token, "Cookie": "; ".join(cookies)},
+    )
+    assert status in (200, 201), body
+    [session] = [c for c in cookies if c.split("=", 1)[0] != "mdb_csrf"]
+    return session
 
 
 def until(ws, kind):
@@ -88,8 +101,9 @@ def test_chat_with_memory_over_the_websocket(chit_chat, raw_db):
     anonymous = websocket.create_connection(url, timeout=10)
     assert close_frame(anonymous) == (1008, "authentication required")
 
-    ada, hello = connect(url, cookie=sign_in(base, "Ada"))
-    assert hello["user_id"] == "ada"
+    ada, hello = connect(url, cookie=sign_in(base, "ada@example.com"))
+    ada_id = hello["user_id"]
+    assert ada_id
     ada.send(json.dumps({"type": "history", "id": 1}))
     assert recv_json(ada) == {"type": "history", "messages": [], "memories": [], "id": 1}
 
@@ -112,7 +126,7 @@ def test_chat_with_memory_over_the_websocket(chit_chat, raw_db):
         if r.body.get("stream") and r.body["messages"][0]["content"].startswith("You are Chit")
     ]
     system, *turns = prompts[-1]
-    assert "Ada" in system["content"] and "- Loves green tea" in system["content"]
+    assert "talking with ada." in system["content"] and "- Loves green tea" in system["content"]
     assert [t["content"] for t in turns] == [
         "Hi! I really love green tea.",
         "Nice to meet you, I will remember that.",
@@ -120,7 +134,7 @@ def test_chat_with_memory_over_the_websocket(chit_chat, raw_db):
     ]
 
     # Another user has a conversation and memories of their own.
-    bob, _ = connect(url, cookie=sign_in(base, "Bob"))
+    bob, _ = connect(url, cookie=sign_in(base, "bob@example.com"))
     bob.send(json.dumps({"type": "history"}))
     assert recv_json(bob) == {"type": "history", "messages": [], "memories": []}
     memory_id = seen[-1]["memories"][0]["id"]
@@ -133,26 +147,18 @@ def test_chat_with_memory_over_the_websocket(chit_chat, raw_db):
     assert recv_json(ada)["error"]["code"] == "empty"
 
     stored = list(raw_db["chit_chat_messages"].find({}, {"_id": 0, "user_id": 1, "role": 1}))
-    assert {d["user_id"] for d in stored} == {"ada"} and len(stored) == 4
+    assert {d["user_id"] for d in stored} == {ada_id} and len(stored) == 4
     ada.close()
     bob.close()
 
 
-def test_the_page_signs_in_and_opens_the_websocket(chit_chat):
+def test_the_page_needs_a_sign_in_and_opens_the_websocket(chit_chat):
     base, _ = chit_chat
-    host, port = base.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    conn.request("GET", "/")
-    page = conn.getresponse().read().decode()
-    assert 'id="login"' in page and "chat.js" not in page
-    conn.request("GET", "/", headers={"Cookie": sign_in(base, "Ada")})
-    page = conn.getresponse().read().decode()
-    assert 'data-ws="/chat/ws"' in page and "chat.js" in page
-    conn.request(
-        "POST",
-        "/login",
-        urlencode({"name": "<script>"}),
-        {"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    assert conn.getresponse().status == 400
-    conn.close()
+    status, _, _ = _request(base, "GET", "/", headers={"Accept": "text/html"})
+    assert status == 302, "anonymous visitors are sent to the sign-in page"
+    status, page, _ = _request(base, "GET", "/auth/login", headers={"Accept": "text/html"})
+    assert status == 200 and b"password" in page
+    cookie = sign_in(base, "ada@example.com")
+    status, page, _ = _request(base, "GET", "/", headers={"Cookie": cookie, "Accept": "text/html"})
+    assert status == 200
+    assert b'data-ws="/chat/ws"' in page and b"chat.js" in page and b">ada</strong>" in page

@@ -1,8 +1,9 @@
 """Chit Chat: chat with an assistant that remembers you, over a websocket.
 
-You sign in with a name (a demo sign-in: use ``flask_mdb``'s authentication for real users).
-The page opens the app's websocket (``/chat/ws``, declared in ``manifest.json`` with
-``auth.required``: the session cookie identifies you, and a page without one is refused).
+You register and sign in with ``flask_mdb``'s own pages (``/auth/register``, ``/auth/login``:
+the manifest's ``auth`` block enables app users and requires sign-in for every page). The page
+opens the app's websocket (``/chat/ws``, declared in ``manifest.json`` with
+``auth.required``: the session cookie identifies you, and a connection without one is refused).
 Each message you send is stored, the assistant's reply is streamed back word by word, and
 then the memory service (``memory_config``) extracts what is worth remembering about you —
 your name, what you like, your plans — which shapes later replies, also in new
@@ -21,15 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, redirect, render_template, request, session, url_for
+from flask import Flask, render_template
 
-from flask_mdb import MDB, db
-from flask_mdb.identity import register_identity_resolver
+from flask_mdb import MDB, db, get_current_user
 from flask_mdb.websockets import Connection, MessageError, register_message_handler, send_to_user
 from mdb_sync.exceptions import AIServiceError, ConfigurationError
 
@@ -38,7 +37,6 @@ SLUG = "chit_chat"
 MAX_TEXT = 2000
 HISTORY_TURNS = 12
 MEMORIES_IN_PROMPT = 5
-NAME_RE = re.compile(r"[\w .'-]{1,40}")
 SYSTEM_PROMPT = (
     "You are Chit Chat, a warm and concise conversation partner. You are talking with "
     "{name}. What you remember about them (use it naturally, never list it):\n{memories}"
@@ -50,8 +48,8 @@ mdb = MDB()
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, root_path=str(HERE))
     app.config.update(
-        SECRET_KEY=os.environ.get("CHIT_CHAT_SECRET_KEY") or secrets.token_hex(32),
-        SESSION_COOKIE_SAMESITE="Lax",
+        # Set SECRET_KEY (32+ random bytes) to keep sign-ins valid across restarts.
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_hex(32),
         MDB_DB_NAME=os.environ.get("MDB_DB_NAME", "chit_chat_example"),
         MDB_MANIFESTS=str(HERE / "manifest.json"),
         MDB_JSON_PROVIDER=True,
@@ -59,41 +57,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config or {})
     mdb.init_app(app)
-    register_identity_resolver(app, current_user)
     app.add_url_rule("/", "index", index)
-    app.add_url_rule("/login", "login", login, methods=["POST"])
-    app.add_url_rule("/logout", "logout", logout, methods=["POST"])
     return app
 
 
-# --- signing in (a demo: a name in the signed session cookie) -----------------------------------
-
-
-def current_user() -> dict[str, Any] | None:
-    """The identity resolver: the signed-in user of the session, for the websocket."""
-    user_id = session.get("user_id")
-    if not user_id:
-        return None
-    return {"user_id": user_id, "name": session.get("name", user_id), "app": SLUG}
+def _name(email: str) -> str:
+    return email.split("@", 1)[0]
 
 
 def index() -> str:
-    return render_template("index.html", user=current_user())
-
-
-def login() -> Any:
-    name = " ".join(request.form.get("name", "").split())
-    if not NAME_RE.fullmatch(name):
-        return render_template("index.html", user=None, error="Use 1-40 letters."), 400
-    session.clear()
-    session["name"] = name
-    session["user_id"] = name.casefold()
-    return redirect(url_for("index"), 303)
-
-
-def logout() -> Any:
-    session.clear()
-    return redirect(url_for("index"), 303)
+    user = get_current_user()  # the manifest's policy sends anonymous visitors to sign in
+    return render_template("index.html", user=user, name=_name(user.email))
 
 
 # --- the conversation (websocket messages) ------------------------------------------------------
@@ -139,7 +113,7 @@ def chat(connection: Connection, message: Any) -> None:
     if len(text) > MAX_TEXT:
         raise MessageError(f"text: at most {MAX_TEXT} characters", code="too_long")
     user_id = connection.user_id
-    name = connection.identity.get("name", user_id)
+    name = _name(connection.identity.get("email") or user_id)
     earlier = _history(user_id, HISTORY_TURNS)
     said = _store(user_id, "user", text.strip())
     send_to_user(SLUG, user_id, {"type": "message", "message": said})  # every tab, every process
