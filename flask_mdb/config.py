@@ -156,6 +156,10 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def _optional_positive_int(key: str, value: Any) -> int | None:
+    return None if value is None else _positive_int(key, value)
+
+
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise _error(key, f"must be a number of seconds > 0, not {value!r}")
@@ -257,6 +261,14 @@ OPTIONS: list[Option] = [
     Option("MDB_WEBSOCKETS", True, _bool, "serve the websocket endpoints of MDB_MANIFESTS"),
     Option("MDB_WEBSOCKET_QUEUE_SIZE", 256, _positive_int, "frames a client may lag behind"),
     Option("MDB_WEBSOCKET_SEND_TIMEOUT", 10.0, _positive_number, "seconds one frame may take"),
+    Option("MDB_WEBSOCKET_MAX_CONNECTIONS", 1000, _optional_positive_int, "per app and process"),
+    Option("MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER", 16, _optional_positive_int, "per user"),
+    Option(
+        "MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS",
+        None,
+        _optional_positive_int,
+        "anonymous ones per client address (None: no limit)",
+    ),
 ]
 
 #: Options that configure an engine the extension builds itself.

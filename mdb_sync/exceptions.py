@@ -245,6 +245,16 @@ class InvalidMessageError(RealtimeError, ValueError):
     """A realtime message cannot be sent: JSON cannot carry it, or it lacks what is required."""
 
 
+class ConnectionLimitExceeded(RealtimeError, ResourceLimitExceeded):
+    """A websocket client was refused: the app, the user or the client address already has
+    as many live connections in this process as allowed. ``limit`` names which one
+    (``"app"``, ``"user"`` or ``"address"``)."""
+
+    def __init__(self, message: str, *, limit: str, context: dict[str, Any] | None = None) -> None:
+        super().__init__(message, context=context)
+        self.limit = limit
+
+
 __all__ = [
     "AIProviderError",
     "AIRateLimitError",
@@ -256,6 +266,7 @@ __all__ = [
     "AuthenticationError",
     "AuthorizationError",
     "ConfigurationError",
+    "ConnectionLimitExceeded",
     "EmbeddedServerError",
     "EmbeddedServerNotInstalled",
     "EngineConnectionError",

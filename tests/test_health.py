@@ -18,6 +18,7 @@ def test_healthy_engine_reports_every_check(engine):
     names = [check["name"] for check in health["checks"]]
     assert names[:3] == ["engine", "mongodb", "pool"]
     assert {"apps", "indexes"} <= set(names)
+    assert "realtime" not in names  # the engine's event bus was never used
     assert health["mongodb"]["status"] == "healthy"
     assert health["mongodb"]["latency_ms"] > 0
     assert health["pool"]["status"] == "healthy"

@@ -163,6 +163,35 @@ def test_tailing_needs_a_capped_collection(engines, raw_db):
     web.events.publish("chat", {"ok": True})
 
 
+def test_health_reports_a_listener_that_cannot_read(engines, raw_db):
+    raw_db.create_collection(EVENTS_COLLECTION)  # uncapped: a tailing listener cannot read it
+    web = engines("tailable")
+    health = web.get_health_status()
+    assert health["status"] == "healthy" and health["realtime"]["state"] == "idle"
+
+    web.events.subscribe("chat", Inbox(), wait=0.2)
+    health = wait_for(
+        lambda: (h := web.get_health_status())["realtime"]["state"] == "retrying" and h,
+        what="the listener to fail",
+    )
+    assert health["status"] == "degraded"
+    assert health["realtime"]["subscribed_apps"] == ["chat"]
+    assert "not a capped collection" in health["realtime"]["error"]
+    assert "not being received" in health["realtime"]["reason"]
+
+    raw_db.drop_collection(EVENTS_COLLECTION)
+    raw_db.create_collection(EVENTS_COLLECTION, capped=True, size=1 << 20)
+    health = wait_for(
+        lambda: (h := web.get_health_status())["realtime"]["state"] == "listening" and h,
+        what="the listener to recover",
+    )
+    assert health["status"] == "healthy" and health["realtime"]["error"] is None
+
+    web.events.stop()
+    health = web.get_health_status()
+    assert health["status"] == "degraded" and health["realtime"]["state"] == "stopped"
+
+
 def test_messages_are_json_encoded_once_with_bson_values(engine):
     inbox = Inbox()
     engine.events.subscribe("chat", inbox)

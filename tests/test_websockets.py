@@ -390,6 +390,42 @@ def test_a_broadcast_reaches_100_clients(factory, tmp_path, slug):
                 ws.close()
 
 
+def test_connection_limits_per_app_user_and_address(factory, tmp_path, slug):
+    app = make_app(
+        factory,
+        tmp_path,
+        [{"slug": slug, "websockets": endpoint()}],
+        MDB_WEBSOCKET_MAX_CONNECTIONS=3,
+        MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER=2,
+        MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS=1,
+    )
+    with serve(app) as base:
+        url = ws_url(base, "/ws")
+        anonymous, _ = connect(url)
+        ws = websocket.create_connection(url, timeout=10)  # the same address, anonymous
+        assert close_frame(ws) == (1008, "too many connections from this address (at most 1)")
+        ada = [connect(url + "?token=good-ada")[0] for _ in range(2)]  # users: their own limit
+        ws = websocket.create_connection(url + "?token=good-ada", timeout=10)
+        assert close_frame(ws) == (1008, "too many connections for this user (at most 2)")
+        ws = websocket.create_connection(url + "?token=good-bob", timeout=10)  # the app is full
+        assert close_frame(ws) == (1013, "too many connections, try again later")
+        with app.app_context():
+            manager = get_websocket_manager(slug)
+        assert manager.connection_count == 3 and manager.user_ids() == ["ada"]
+        counters = manager.engine.get_metrics()["apps"][slug]["counters"]
+        assert counters["ws.refused"] == 3 and counters["ws.connected"] == 3
+
+        # Closing frees the slots: of the address, of the user, of the app.
+        anonymous.close()
+        ada[0].close()
+        wait_for(lambda: manager.connection_count == 1, what="cleanup after disconnect")
+        anonymous, _ = connect(url)
+        bob, hello = connect(url + "?token=good-bob")
+        assert hello["user_id"] == "bob" and manager.connection_count == 3
+        for ws in (anonymous, bob, ada[1]):
+            ws.close()
+
+
 def test_a_blocked_client_does_not_hold_up_the_others(factory, tmp_path, slug):
     """A client that stops reading fills its own queue and is dropped; the broadcasts and the
     other clients never wait for it."""
@@ -491,7 +527,12 @@ def test_websockets_can_be_left_off_and_bad_options_are_refused(factory, tmp_pat
     write_manifest(tmp_path, slug, websockets=endpoint())
     app = factory(MDB_MANIFESTS=str(tmp_path), MDB_WEBSOCKETS=False)
     assert not [r for r in app.url_map.iter_rules() if r.endpoint.startswith("mdb_ws.")]
-    for key, value in (("MDB_WEBSOCKET_QUEUE_SIZE", 0), ("MDB_WEBSOCKET_SEND_TIMEOUT", "1")):
+    for key, value in (
+        ("MDB_WEBSOCKET_QUEUE_SIZE", 0),
+        ("MDB_WEBSOCKET_SEND_TIMEOUT", "1"),
+        ("MDB_WEBSOCKET_MAX_CONNECTIONS", 0),
+        ("MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER", "16"),
+    ):
         with pytest.raises(ConfigurationError, match=key):
             factory(MDB(), name="bad", **{key: value})
 

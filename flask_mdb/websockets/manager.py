@@ -12,9 +12,10 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from mdb_sync.exceptions import ConnectionLimitExceeded
 from mdb_sync.realtime import Event, Subscription
 
-from .connection import GOING_AWAY, NORMAL_CLOSURE, Connection
+from .connection import GOING_AWAY, NORMAL_CLOSURE, POLICY_VIOLATION, TRY_AGAIN_LATER, Connection
 
 if TYPE_CHECKING:
     from mdb_sync import MongoDBEngine
@@ -38,6 +39,14 @@ class WebSocketManager:
     :param engine: the engine whose event bus carries the app's events.
     :param queue_size: frames each connection may have waiting before it is dropped.
     :param send_timeout: seconds one frame may take to be written before the client is dropped.
+    :param max_connections: live connections the app may have in this process (None: no limit).
+    :param max_per_user: live connections one signed-in user may have (None: no limit).
+    :param max_per_address: live anonymous connections one client address may have (None: no
+        limit). Behind a proxy every client has the proxy's address unless the app trusts the
+        proxy's forwarded headers (werkzeug's ``ProxyFix``).
+
+    Each connection holds a thread (two while frames are queued), so the limits are what stops
+    one client, or a flood of anonymous ones, from exhausting the server.
     """
 
     def __init__(
@@ -47,14 +56,21 @@ class WebSocketManager:
         *,
         queue_size: int = 256,
         send_timeout: float = 10.0,
+        max_connections: int | None = None,
+        max_per_user: int | None = None,
+        max_per_address: int | None = None,
     ) -> None:
         self.app_slug = app_slug
         self.engine = engine
         self.queue_size = queue_size
         self.send_timeout = send_timeout
+        self.max_connections = max_connections
+        self.max_per_user = max_per_user
+        self.max_per_address = max_per_address
         self._lock = threading.Lock()
         self._connections: dict[str, Connection] = {}
         self._by_user: dict[str, set[str]] = {}
+        self._by_address: dict[str, int] = {}
         self._subscription: Subscription | None = None
         self._subscribe_lock = threading.Lock()
 
@@ -76,7 +92,11 @@ class WebSocketManager:
         """Register the accepted websocket ``ws`` (a simple-websocket/flask-sock object) and
         return its :class:`Connection`. The manifest's endpoints do this themselves; call it
         from your own flask-sock routes to give them broadcasts too (and :meth:`disconnect`
-        when they end)."""
+        when they end).
+
+        A client over one of the manager's limits is closed at once — code 1013 (try again
+        later) when the app is full, 1008 (policy violation) when its user or address is —
+        and :class:`~mdb_sync.exceptions.ConnectionLimitExceeded` is raised."""
         self._ensure_subscribed()
         connection = Connection(
             ws,
@@ -91,11 +111,46 @@ class WebSocketManager:
             on_drop=self._dropped,
         )
         with self._lock:
-            self._connections[connection.id] = connection
-            if connection.user_id is not None:
-                self._by_user.setdefault(connection.user_id, set()).add(connection.id)
+            refusal = self._over_limit(connection)
+            if refusal is None:
+                self._connections[connection.id] = connection
+                if connection.user_id is not None:
+                    self._by_user.setdefault(connection.user_id, set()).add(connection.id)
+                elif connection.remote_addr is not None:
+                    address = connection.remote_addr
+                    self._by_address[address] = self._by_address.get(address, 0) + 1
+        if refusal is not None:
+            limit, message = refusal
+            connection.close(TRY_AGAIN_LATER if limit == "app" else POLICY_VIOLATION, message)
+            self._count("ws.refused")
+            log.warning("websocket of app %r refused: %s", self.app_slug, message)
+            raise ConnectionLimitExceeded(
+                f"app {self.app_slug!r}: {message}", limit=limit, context={"app": self.app_slug}
+            )
         self._count("ws.connected")
         return connection
+
+    def _over_limit(self, connection: Connection) -> tuple[str, str] | None:
+        """``(limit, reason)`` if ``connection`` would exceed a limit (called under the lock).
+        The client's own limits come first: waiting will not lift them. The reason is sent to
+        the client, so it names the limit, never other clients."""
+        if connection.user_id is not None:
+            if (
+                self.max_per_user is not None
+                and len(self._by_user.get(connection.user_id, ())) >= self.max_per_user
+            ):
+                return "user", f"too many connections for this user (at most {self.max_per_user})"
+        elif (
+            self.max_per_address is not None
+            and connection.remote_addr is not None
+            and self._by_address.get(connection.remote_addr, 0) >= self.max_per_address
+        ):
+            return "address", (
+                f"too many connections from this address (at most {self.max_per_address})"
+            )
+        if self.max_connections is not None and len(self._connections) >= self.max_connections:
+            return "app", "too many connections, try again later"
+        return None
 
     def disconnect(
         self, connection: Connection, code: int = NORMAL_CLOSURE, reason: str = ""
@@ -103,12 +158,16 @@ class WebSocketManager:
         """Close ``connection`` (if still open) and forget it."""
         with self._lock:
             known = self._connections.pop(connection.id, None) is not None
-            if connection.user_id is not None:
+            if known and connection.user_id is not None:
                 ids = self._by_user.get(connection.user_id)
                 if ids is not None:
                     ids.discard(connection.id)
                     if not ids:
                         del self._by_user[connection.user_id]
+            elif known and connection.remote_addr is not None:
+                left = self._by_address.pop(connection.remote_addr, 1) - 1
+                if left > 0:
+                    self._by_address[connection.remote_addr] = left
         connection.close(code, reason)
         if known:
             self._count("ws.disconnected")
@@ -130,6 +189,7 @@ class WebSocketManager:
         self._subscribe_lock = threading.Lock()
         self._connections = {}
         self._by_user = {}
+        self._by_address = {}
         self._subscription = None
 
     # --- introspection ------------------------------------------------------------------------

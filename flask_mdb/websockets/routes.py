@@ -37,7 +37,12 @@ from flask import Flask, Response, current_app, g, has_request_context, jsonify,
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
-from mdb_sync.exceptions import AppNotFoundError, AuthError, ConfigurationError
+from mdb_sync.exceptions import (
+    AppNotFoundError,
+    AuthError,
+    ConfigurationError,
+    ConnectionLimitExceeded,
+)
 from mdb_sync.observability import log_context
 from mdb_sync.scoping import validate_slug
 
@@ -102,6 +107,11 @@ class WebSocketState:
         self.sock = Sock(app)
         self.queue_size: int = mdb_state.config["MDB_WEBSOCKET_QUEUE_SIZE"]
         self.send_timeout: float = mdb_state.config["MDB_WEBSOCKET_SEND_TIMEOUT"]
+        self.limits: dict[str, int | None] = {
+            "max_connections": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS"],
+            "max_per_user": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER"],
+            "max_per_address": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS"],
+        }
         #: Flask endpoint name -> the endpoint as registered.
         self.routes: dict[str, Endpoint] = {}
         self._paths: dict[str, str] = {}
@@ -120,6 +130,7 @@ class WebSocketState:
                         self.mdb_state.engine,
                         queue_size=self.queue_size,
                         send_timeout=self.send_timeout,
+                        **self.limits,
                     )
         return manager
 
@@ -307,9 +318,12 @@ def _serve(ws: Any, **path_args: Any) -> None:
         ws.close(reason=POLICY_VIOLATION, message=refusal)
         return
     manager = ws_state.manager(slug)
-    connection = manager.connect(
-        ws, identity=identity, endpoint=endpoint.name, remote_addr=request.remote_addr
-    )
+    try:
+        connection = manager.connect(
+            ws, identity=identity, endpoint=endpoint.name, remote_addr=request.remote_addr
+        )
+    except ConnectionLimitExceeded:
+        return  # closed by the manager with the limit's code and reason
     connection.state["path_args"] = path_args
     try:
         with log_context(app_id=slug):

@@ -5,13 +5,15 @@ fully set up.
 
     {"status": "healthy" | "degraded" | "unhealthy",
      "checks": [{"name": "engine", ...}, {"name": "mongodb", "latency_ms": ...},
-                {"name": "pool", ...}, {"name": "apps", ...}, {"name": "indexes", ...}],
+                {"name": "pool", ...}, {"name": "apps", ...}, {"name": "indexes", ...},
+                {"name": "realtime", ...}],
      "engine": {...}, "mongodb": {...}, "pool": {...}, "apps": {...}, "indexes": {...},
      "checked_at": "...", "duration_ms": ...}
 
 The overall status is the worst check's. ``unhealthy`` means the engine cannot serve (not
 initialized, server unreachable); ``degraded`` means it serves but something needs attention
-(an index the server could not build, a pool near its limit) — a load balancer should keep
+(an index the server could not build, a pool near its limit, a realtime listener that cannot
+read other processes' events) — a load balancer should keep
 sending traffic to a degraded instance and stop sending it to an unhealthy one.
 
 A health check never hangs and never raises: the server ping runs under a short client-side
@@ -128,6 +130,23 @@ def check_pool(engine: MongoDBEngine) -> dict[str, Any]:
     return check
 
 
+def check_realtime(engine: MongoDBEngine) -> dict[str, Any] | None:
+    """The realtime listener of this process, if it has an event bus (never creates one):
+    degraded while it has subscribers and cannot read other processes' events — this
+    process's own broadcasts still reach its clients meanwhile."""
+    bus = engine._events
+    if bus is None:
+        return None
+    status = bus.status()
+    check: dict[str, Any] = {"name": "realtime", "status": HEALTHY, **status}
+    if status["state"] in ("retrying", "failed", "stopped"):
+        check["status"] = DEGRADED
+        check["reason"] = "events published by other processes are not being received" + (
+            f": {status['error']}" if status["error"] else " (the listener is stopped)"
+        )
+    return check
+
+
 def _registry_records(engine: MongoDBEngine, timeout: float, fresh: bool) -> list[dict[str, Any]]:
     """The registry documents (status, index outcomes), fresh from the server when it
     answers (other processes may have registered apps), else this engine's cache."""
@@ -231,6 +250,12 @@ def check_health(engine: MongoDBEngine, timeout: float | None = None) -> dict[st
             checks.extend(check_apps(engine, remaining, fresh=mongodb["status"] == HEALTHY))
         except Exception as exc:
             checks.append({"name": "apps", "status": DEGRADED, **_error(exc)})
+        try:
+            realtime = check_realtime(engine)
+        except Exception as exc:
+            realtime = {"name": "realtime", "status": DEGRADED, **_error(exc)}
+        if realtime is not None:
+            checks.append(realtime)
     report: dict[str, Any] = {
         "status": worst(c["status"] for c in checks),
         "checks": checks,

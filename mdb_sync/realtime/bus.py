@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -262,6 +263,38 @@ class EventBus:
         """``change_stream`` or ``tailable`` while the listener runs, else None."""
         listener = self._listener
         return listener.mode if listener is not None and listener.alive else None
+
+    def status(self) -> dict[str, Any]:
+        """What the listener is doing, for health checks (no I/O): ``state`` — ``listening``
+        (a stream or cursor is open), ``starting``, ``retrying`` (reading fails and is being
+        retried: ``error`` and ``failing_seconds`` say why and for how long), ``failed`` (it
+        gave up: change streams required but unavailable), ``stopped`` (:meth:`stop`) or
+        ``idle`` (nothing subscribed) — with the ``mode`` and the ``subscribed_apps``."""
+        with self._lock:
+            listener, apps = self._listener, sorted(self._subscribers)
+        status: dict[str, Any] = {
+            "state": "idle" if not apps else "stopped",
+            "mode": self.mode,
+            "subscribed_apps": apps,
+            "error": None,
+            "failing_seconds": None,
+        }
+        if listener is None:
+            return status
+        status["mode"] = listener.mode
+        since = listener.failing_since
+        if listener.error is not None:
+            status["state"] = "failed"
+            status["error"] = f"{type(listener.error).__name__}: {str(listener.error)[:300]}"
+        elif not listener.alive:
+            pass  # stopped
+        elif since is not None:
+            status["state"] = "retrying"
+            status["error"] = listener.last_error
+            status["failing_seconds"] = round(max(time.time() - since, 0.0), 3)
+        else:
+            status["state"] = "listening" if listener.opened.is_set() else "starting"
+        return status
 
     def start(self, wait: float | None = OPEN_TIMEOUT) -> None:
         """Start the listener again after :meth:`stop`, if anything is subscribed."""

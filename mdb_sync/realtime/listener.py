@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,12 @@ class Listener:
         self.mode = mode
         self.point = point if point is not None and point.mode == mode else ResumePoint(mode)
         self.opened = threading.Event()
+        #: Set when the listener gave up for good (change streams required but unavailable).
         self.error: BaseException | None = None
+        #: While reading fails and is being retried: the latest error, and since when
+        #: (``time.time()``); both None once a stream or cursor is open again.
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
         self._stop = threading.Event()
         self._version = 0
         self._version_lock = threading.Lock()
@@ -125,14 +131,17 @@ class Listener:
                 failing = self._report(exc, failing)
             except PyMongoError as exc:
                 failing = self._report(exc, failing)
-            except Exception:  # never let the thread die silently
+            except Exception as exc:  # never let the thread die silently
                 log.exception("realtime listener failed; restarting")
-                failing = True
+                failing = self._report(exc, True)
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     def _report(self, exc: BaseException, failing: bool) -> bool:
+        self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if self.failing_since is None:
+            self.failing_since = time.time()
         self.bus._count("realtime.listener_errors")
         (log.debug if failing else log.warning)("realtime listener: %s; reconnecting", exc)
         return True
@@ -153,7 +162,7 @@ class Listener:
         with session, self._open_stream(raw, pipeline, session) as stream:
             if self.point.token is None:
                 self.point.token = stream.resume_token
-            self.opened.set()
+            self._listening()
             while not self._stop.is_set() and stream.alive:
                 change = stream.try_next()
                 if change is not None:
@@ -198,7 +207,7 @@ class Listener:
             self.bus.max_await_ms
         )
         try:
-            self.opened.set()
+            self._listening()
             while not self._stop.is_set() and cursor.alive:
                 try:
                     doc = cursor.next()
@@ -215,6 +224,11 @@ class Listener:
         finally:
             cursor.close()
         # A dead cursor (an empty collection, on some servers): the caller reopens it shortly.
+
+    def _listening(self) -> None:
+        """A stream or cursor is open: events of other processes arrive again."""
+        self.last_error = self.failing_since = None
+        self.opened.set()
 
     def _handle(self, doc: dict[str, Any]) -> None:
         """Hand ``doc`` to the bus once: a resume may replay the last few events."""
