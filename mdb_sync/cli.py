@@ -7,9 +7,12 @@ errors (click's own convention).
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
+import queue
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -555,6 +558,118 @@ def import_command(
         for c in result["collections"]
     )
     _emit(result, as_json, "\n".join(lines))
+
+
+# --- realtime events -------------------------------------------------------------------------
+
+
+@cli.group("events")
+def events_group() -> None:
+    """Send realtime messages to an app's live clients, or watch its events go by."""
+
+
+def _registered(engine: Any, app: str) -> None:
+    """Refuse an app that is not registered: a typo must not register a new app."""
+    try:
+        if engine.get_app(app) is None:
+            raise click.ClickException(f"app {app!r} is not registered")
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+
+
+def _event_record(event: Any) -> dict[str, Any]:
+    created = event.created_at
+    if created.tzinfo is None:  # read back from the database: UTC
+        created = created.replace(tzinfo=datetime.timezone.utc)
+    return {
+        "id": str(event.id),
+        "app": event.app_id,
+        "created_at": created.isoformat(timespec="milliseconds"),
+        "user_id": event.user_id,
+        "connection_id": event.connection_id,
+        "exclude": list(event.exclude),
+        "message": event.message,
+    }
+
+
+@events_group.command("publish")
+@click.argument("app")
+@click.argument("message")
+@click.option("--user", "user_id", default=None, help="Send only to this user's connections.")
+@_json_option
+@engine_options
+def events_publish(engine: Any, app: str, message: str, user_id: str | None, as_json: bool) -> None:
+    """Send MESSAGE (JSON text) to the live connections of APP in every process."""
+    try:
+        payload = json.loads(message)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="MESSAGE") from exc
+    _registered(engine, app)
+    try:
+        event = engine.events.publish(app, payload, user_id=user_id)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    target = f"user {user_id!r} of {app}" if user_id is not None else f"every client of {app}"
+    _emit(_event_record(event), as_json, f"published {event.id} to {target}")
+
+
+@events_group.command("tail")
+@click.argument("app")
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N events.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (exit 1 if --count events did not come by then).",
+)
+@_json_option
+@engine_options
+def events_tail(
+    engine: Any, app: str, count: int | None, timeout: float | None, as_json: bool
+) -> None:
+    """Print the events of APP as they are published, by any process, until Ctrl-C.
+
+    One line per event: JSON with --json, else its time, its target and the message.
+    """
+    _registered(engine, app)
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    try:
+        subscription = engine.events.subscribe(app, events.put)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"listening for events of {app} (Ctrl-C to stop)", err=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen = 0
+    try:
+        while count is None or seen < count:
+            wait = 0.5 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                event = events.get(timeout=min(wait, 0.5))
+            except queue.Empty:
+                continue
+            seen += 1
+            record = _event_record(event)
+            if as_json:
+                click.echo(json.dumps(record, default=str))
+            else:
+                target = (
+                    f"user {event.user_id}"
+                    if event.user_id is not None
+                    else f"connection {event.connection_id}"
+                    if event.connection_id is not None
+                    else "all"
+                )
+                message = json.dumps(record["message"], default=str)
+                click.echo(f"{record['created_at']}  {target}  {message}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        subscription.cancel()
+    if count is not None and seen < count:
+        click.echo(f"{seen} of {count} event(s) before the timeout", err=True)
+        sys.exit(1)
 
 
 def main() -> None:
