@@ -395,6 +395,30 @@ def test_brute_force_login_hits_429(make_app):
     assert token_endpoint.status_code == 429  # the same budget: no second door
 
 
+def test_a_locked_account_gets_429_from_every_client_and_door(make_app):
+    manifest = auth_manifest("site")
+    manifest["token_management"]["security"]["account_lockout"] = {"max_failed_attempts": 2}
+    app = make_app(manifest, MDB_APP_SLUG="site")
+    register(app.test_client())
+    guesser = app.test_client()
+    assert [login(guesser, password=f"guess {i}!").status_code for i in range(2)] == [401, 401]
+
+    owner = app.test_client()  # another client, the right password
+    locked = login(owner)
+    assert locked.status_code == 429 and 890 <= int(locked.headers["Retry-After"]) <= 900
+    assert locked.json["error"]["message"].startswith("too many failed sign-ins for this account")
+    token = owner.post("/auth/token", json={"email": "ada@example.com", "password": PASSWORD},
+                       headers={"X-App": "site"})  # fmt: skip
+    assert token.status_code == 429 and token.headers["Retry-After"]
+    page = owner.post(
+        "/auth/login",
+        data={"email": "ada@example.com", "password": PASSWORD, "csrf_token": csrf(owner)},
+        headers={"X-App": "site", "Accept": "text/html"},
+    )
+    assert page.status_code == 429 and page.headers["Retry-After"]
+    assert b"too many failed sign-ins" in page.data and b"<form" in page.data
+
+
 _SERVER = """
 import json, sys
 from flask import Flask

@@ -300,3 +300,82 @@ def test_audit_events_are_recorded_when_configured(engine, raw_db):
     assert all(e["app_id"] == "audited" for e in raw_db["audited_auth_audit"].find())
     index = raw_db["audited_auth_audit"].index_information()["retention"]
     assert index["expireAfterSeconds"] == 7 * 86_400
+
+
+def _lockout_app(engine, slug, **lockout):
+    manifest = auth_manifest(slug)
+    manifest["token_management"]["security"]["account_lockout"] = lockout
+    engine.register_app(manifest)
+    return AuthService(engine, slug, secret=SECRET, hasher=HASHER)
+
+
+def test_account_lockout_stops_a_guesser_whatever_the_email(engine, raw_db):
+    auth = _lockout_app(engine, "locked", max_failed_attempts=3, lockout_duration_seconds=600)
+    auth.register_user("ada@example.com", PW)
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("ada@example.com", "wrong pass")
+    auth.authenticate("ada@example.com", PW)  # a success forgets the failure
+    for _ in range(3):
+        with pytest.raises(AuthenticationError, match="invalid email or password"):
+            auth.authenticate("Ada@Example.com", "wrong pass")
+    with pytest.raises(RateLimitExceeded, match="too many failed sign-ins") as info:
+        auth.authenticate("ada@example.com", PW)  # locked: not even the right password
+    assert 590 <= info.value.retry_after <= 600
+
+    # An email without an account locks the same way: a lock tells nothing about who exists.
+    for _ in range(3):
+        with pytest.raises(AuthenticationError, match="invalid email or password"):
+            auth.authenticate("nobody@example.com", "wrong pass")
+    with pytest.raises(RateLimitExceeded, match="too many failed sign-ins"):
+        auth.authenticate("nobody@example.com", "wrong pass")
+
+    # Other accounts are unaffected; every process sees the lock (it is in the database).
+    auth.register_user("bob@example.com", PW)
+    assert auth.authenticate("bob@example.com", PW)["email"] == "bob@example.com"
+    with pytest.raises(RateLimitExceeded):
+        AuthService(engine, "locked", secret=SECRET, hasher=HASHER).authenticate(
+            "ada@example.com", PW
+        )
+    stored = list(raw_db["mdb_auth_rate_limits"].find({"scope": "lockout"}))
+    assert len(stored) == 2 and "example.com" not in str(stored)  # emails stored hashed
+
+    auth.unlock_account(" ADA@example.com")
+    assert auth.authenticate("ada@example.com", PW)["email"] == "ada@example.com"
+
+
+def test_a_lockout_ends_after_its_duration(engine):
+    auth = _lockout_app(engine, "short_lock", max_failed_attempts=2, lockout_duration_seconds=1)
+    auth.register_user("ada@example.com", PW)
+    for _ in range(2):
+        with pytest.raises(AuthenticationError):
+            auth.authenticate("ada@example.com", "wrong pass")
+    with pytest.raises(RateLimitExceeded):
+        auth.authenticate("ada@example.com", PW)
+    time.sleep(1.2)
+    with pytest.raises(AuthenticationError):  # counting starts afresh: one failure is not a lock
+        auth.authenticate("ada@example.com", "wrong pass")
+    assert auth.authenticate("ada@example.com", PW)["email"] == "ada@example.com"
+
+
+def test_older_security_spellings_act_and_inert_settings_are_reported(engine, caplog):
+    manifest = auth_manifest("spellings")
+    manifest["auth"]["password_policy"] = {"check_breaches": True}
+    manifest["token_management"]["security"].update(
+        session_fingerprinting={"enabled": True},
+        ip_validation={},
+        token_fingerprinting={"enabled": True},
+    )
+    engine.register_app(manifest)
+    with caplog.at_level("WARNING", logger="mdb_sync.auth"):
+        auth = AuthService(engine, "spellings", secret=SECRET, hasher=HASHER)
+    assert auth.config.bind_fingerprint and auth.config.bind_ip
+    assert auth.lockout is None
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "token_management.security.token_fingerprinting has no effect" in warned
+    assert "auth.password_policy.check_breaches" in warned
+
+    manifest = auth_manifest("binding_wins")
+    manifest["auth"]["session_binding"] = {"bind_ip": False}
+    manifest["token_management"]["security"]["ip_validation"] = {"enabled": True}
+    engine.register_app(manifest)
+    assert not AuthService(engine, "binding_wins", secret=SECRET, hasher=HASHER).config.bind_ip

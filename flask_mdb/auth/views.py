@@ -26,7 +26,13 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
 
 from mdb_sync.auth import AuthService
-from mdb_sync.exceptions import AuthenticationError, TokenError, UserExistsError, UserInputError
+from mdb_sync.exceptions import (
+    AuthenticationError,
+    RateLimitExceeded,
+    TokenError,
+    UserExistsError,
+    UserInputError,
+)
 
 from . import current
 from .decorators import csrf_exempt, hit_limit, public, unauthorized
@@ -92,6 +98,13 @@ def _limit(auth: AuthService, name: str) -> None:
             abort(refused)
 
 
+def _refusal(exc: Exception) -> tuple[int, dict[str, str]]:
+    """Status and headers of a refused sign-in: 401, or 429 for a locked account."""
+    if isinstance(exc, RateLimitExceeded):
+        return 429, {"Retry-After": str(exc.retry_after)}
+    return 401, {}
+
+
 def _check_csrf(auth: AuthService) -> None:
     if auth.config.csrf_enabled:
         problem = current.csrf_problem(auth)
@@ -125,10 +138,12 @@ def login(**_view_args: Any) -> Any:
     email, password = _text(data, "email"), _text(data, "password")
     try:
         user = auth.authenticate(email, password)
-    except AuthenticationError as exc:
+    except (AuthenticationError, RateLimitExceeded) as exc:
+        status, headers = _refusal(exc)
         if html and wants_html():
-            return _form("mdb_auth/login.html", 401, next=next_url, auth=auth, error=str(exc))
-        return auth_error(401, str(exc))
+            page = _form("mdb_auth/login.html", status, next=next_url, auth=auth, error=str(exc))
+            return (*page, headers)
+        return auth_error(status, str(exc), headers=headers)
     logged_in = current.login_user(user, remember=_flag(data.get("remember")))
     if html and wants_html():
         return redirect(safe_next(data.get("next"), _home()), 303)
@@ -188,8 +203,9 @@ def token(**_view_args: Any) -> Any:
     _limit(auth, "login")
     try:
         user = auth.authenticate(_text(data, "email"), _text(data, "password"))
-    except AuthenticationError as exc:
-        return auth_error(401, str(exc), html=False)
+    except (AuthenticationError, RateLimitExceeded) as exc:
+        status, headers = _refusal(exc)
+        return auth_error(status, str(exc), headers=headers, html=False)
     response = jsonify(auth.issue_tokens(user))
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .lockout import LockoutPolicy
 from .passwords import PasswordPolicy
 
 #: Login/register limits applied when the manifest sets none: brute force must cost time
@@ -49,6 +50,7 @@ class AuthConfig:
     password_policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     bind_ip: bool = False
     bind_fingerprint: bool = False
+    lockout: LockoutPolicy | None = None
     # --- authorization
     policy_present: bool = False
     policy_required: bool = False
@@ -169,8 +171,11 @@ class AuthConfig:
             default_roles=default_roles,
             require_role=auth.get("require_role"),
             password_policy=PasswordPolicy.from_manifest(pw_block),
-            bind_ip=bool(binding.get("bind_ip", False)),
-            bind_fingerprint=bool(binding.get("bind_fingerprint", False)),
+            bind_ip=bool(binding.get("bind_ip", _switch(sec.get("ip_validation")))),
+            bind_fingerprint=bool(
+                binding.get("bind_fingerprint", _switch(sec.get("session_fingerprinting")))
+            ),
+            lockout=LockoutPolicy.from_manifest(sec.get("account_lockout")),
             policy_present=policy is not None,
             policy_required=bool((policy or {}).get("required", False)),
             allow_anonymous=bool((policy or {}).get("allow_anonymous", policy is None)),
@@ -214,6 +219,32 @@ class AuthConfig:
             audit_retention_days=int(audit.get("retention_days", 90)),
             audit_events=tuple(audit.get("events") or ()),
         )
+
+
+def inert_settings(manifest: Mapping[str, Any] | None) -> list[str]:
+    """The auth settings of ``manifest`` that are accepted (manifests written for other
+    deployments stay valid) but have no effect here — each is logged when the app's auth
+    starts, so nobody believes they are protected by them."""
+    manifest = manifest or {}
+    auth: Mapping[str, Any] = manifest.get("auth") or {}
+    sec: Mapping[str, Any] = (manifest.get("token_management") or {}).get("security") or {}
+    found = []
+    if auth.get("mode") == "shared":
+        found.append("auth.mode 'shared' (use auth.users.strategy 'global_users')")
+    found.extend(f"auth.{key}" for key in ("auth_hub_url", "related_apps") if key in auth)
+    if (auth.get("session_binding") or {}).get("allow_ip_change_with_reauth"):
+        found.append("auth.session_binding.allow_ip_change_with_reauth")
+    if _switch(sec.get("token_fingerprinting")):
+        found.append("token_management.security.token_fingerprinting")
+    for where, block in (("auth", auth), ("token_management.security", sec)):
+        if (block.get("password_policy") or {}).get("check_breaches"):
+            found.append(f"{where}.password_policy.check_breaches (needs a breach service)")
+    return found
+
+
+def _switch(block: Any) -> bool:
+    """An ``{"enabled": ...}`` block (enabled when present, unless it says otherwise)."""
+    return bool(block) and bool(block.get("enabled", True))
 
 
 def route_matches(path: str, patterns: tuple[str, ...] | list[str]) -> bool:

@@ -35,8 +35,9 @@ from ..exceptions import (
     UserInputError,
 )
 from . import signals, store
-from .config import AuthConfig
+from .config import AuthConfig, inert_settings
 from .keys import resolve_keyset
+from .lockout import AccountLockout
 from .passwords import PasswordHasher
 from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
 from .ratelimit import RateLimiter
@@ -91,7 +92,10 @@ class AuthService:
         record = engine.registry.require_usable(slug)
         self.engine = engine
         self.slug = slug
-        self.config = AuthConfig.from_manifest(record.get("manifest") or {"slug": slug})
+        manifest = record.get("manifest") or {"slug": slug}
+        self.config = AuthConfig.from_manifest(manifest)
+        for setting in inert_settings(manifest):
+            log.warning("app %r: the manifest setting %s has no effect", slug, setting)
         self.hasher = hasher or PasswordHasher()
         self.limiter = RateLimiter(engine)
         self.policy_reload_interval = policy_reload_interval
@@ -101,6 +105,7 @@ class AuthService:
         cfg = self.config
         self.users: AppUserStore | None = None
         self.sessions: SessionStore | None = None
+        self.lockout = AccountLockout(engine, slug, cfg.lockout) if cfg.lockout else None
         if cfg.users_enabled:
             store_cls = GlobalUserStore if cfg.strategy == "global_users" else AppUserStore
             self.users = store_cls(engine, slug, cfg.users_collection)
@@ -297,18 +302,29 @@ class AuthService:
 
     def authenticate(self, email: Any, password: Any) -> dict[str, Any]:
         """The user with this email and password, or AuthenticationError with one message
-        for every failure, after the same amount of work (no user enumeration)."""
+        for every failure, after the same amount of work (no user enumeration).
+
+        With ``account_lockout``, an email that failed too often is refused with
+        :class:`~mdb_sync.exceptions.RateLimitExceeded` (``retry_after``) before its password
+        is even checked — the same for every email, existing or not."""
         users = self._require_users()
         try:
             normalized = normalize_email(email)
         except UserInputError:
             normalized = None
+        lockout = self.lockout if normalized else None
+        if lockout is not None:
+            lockout.check(normalized)  # type: ignore[arg-type]
         doc = users.find_by_email(normalized) if normalized else None
         if doc is None or not isinstance(password, str):
             self.hasher.dummy_verify(password)
-            return self._failed()
+            return self._failed(normalized)
         ok = self.hasher.verify(password, doc.get("password_hash"))
-        if not ok or not bool(doc.get("active", True)):
+        if not ok:
+            return self._failed(normalized)
+        if lockout is not None:
+            lockout.succeeded(normalized)  # type: ignore[arg-type]
+        if not bool(doc.get("active", True)):
             return self._failed()
         if not users.is_member(doc):
             doc = users.join(doc, list(self.config.default_roles))
@@ -324,10 +340,20 @@ class AuthService:
         self.audit("login", user_id=user["user_id"])
         return user
 
-    def _failed(self) -> Any:
+    def _failed(self, email: str | None = None) -> Any:
+        """Refuse a login; a wrong password (or an unknown email) counts towards the email's
+        lockout, whether or not an account has it."""
+        if email and self.lockout is not None and self.lockout.failed(email):
+            log.warning("app %r: an account was locked after repeated failed sign-ins", self.slug)
+            self.audit("account_locked")
         signals.login_failed.send(self.engine, slug=self.slug, reason="invalid credentials")
         self.audit("login_failed")
         raise AuthenticationError(INVALID_CREDENTIALS, context={"app": self.slug})
+
+    def unlock_account(self, email: Any) -> None:
+        """Lift ``account_lockout``'s lock on ``email`` and forget its failed sign-ins."""
+        if self.lockout is not None:
+            self.lockout.unlock(normalize_email(email))
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         """The user (public view) of this app with ``user_id``, or None."""

@@ -227,6 +227,23 @@ class AuthSchema(BaseSchema):
             raise ValidationError(errors)
 
 
+class AccountLockoutSchema(BaseSchema):
+    """Lock an account's sign-in after repeated wrong passwords, whichever client sends them
+    (the per-address rate limits do not stop a distributed guesser)."""
+
+    enabled = Bool(load_default=True)
+    max_failed_attempts = Int(minimum=1, maximum=1000, load_default=5)
+    lockout_duration_seconds = Int(minimum=1, maximum=86_400 * 30, load_default=900)
+    reset_on_success = Bool(load_default=True)
+
+
+class BindingSwitchSchema(BaseSchema):
+    """``session_fingerprinting`` / ``ip_validation``: the older spelling of
+    ``auth.session_binding``'s ``bind_fingerprint`` / ``bind_ip``."""
+
+    enabled = Bool(load_default=True)
+
+
 class TokenSecuritySchema(BaseSchema):
     require_https = Bool(load_default=False)
     cookie_secure = OneOfTypes(
@@ -237,9 +254,9 @@ class TokenSecuritySchema(BaseSchema):
     csrf_protection = Bool(load_default=True)
     rate_limiting = MapOf(Obj(RateLimitSchema), key=_ident_key)
     password_policy = Obj(PasswordPolicySchema)
-    session_fingerprinting = AnyObj()
-    account_lockout = AnyObj()
-    ip_validation = AnyObj()
+    session_fingerprinting = Obj(BindingSwitchSchema)
+    account_lockout = Obj(AccountLockoutSchema)
+    ip_validation = Obj(BindingSwitchSchema)
     token_fingerprinting = AnyObj()
 
     @validates_schema
