@@ -295,6 +295,15 @@ def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(message)
 
 
+def _registered(engine: Any, app: str) -> None:
+    """Refuse an app that is not registered: a typo must not register a new app."""
+    try:
+        if engine.get_app(app) is None:
+            raise click.ClickException(f"app {app!r} is not registered")
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+
+
 @cli.group("apps")
 def apps_group() -> None:
     """List, register and inspect apps."""
@@ -560,21 +569,152 @@ def import_command(
     _emit(result, as_json, "\n".join(lines))
 
 
+# --- users ---------------------------------------------------------------------------------
+
+
+@cli.group("users")
+def users_group() -> None:
+    """Manage the users of an app whose manifest enables auth.users."""
+
+
+def _auth_service(engine: Any, app: str) -> Any:
+    """The app's AuthService for administration: no token keys needed (nothing is signed)."""
+    from .auth import AuthService
+
+    _registered(engine, app)
+    try:
+        auth = AuthService(engine, app, signing=False)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    if auth.users is None:
+        raise click.ClickException(f"app {app!r} does not enable auth.users")
+    return auth
+
+
+def _user(auth: Any, email: str) -> dict[str, Any]:
+    try:
+        user = auth.get_user_by_email(email)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    if user is None:
+        raise click.ClickException(f"app {auth.slug!r} has no user with the email {email!r}")
+    return user  # type: ignore[no-any-return]
+
+
+def _user_line(user: dict[str, Any]) -> str:
+    state = "active" if user.get("active", True) else "inactive"
+    return f"{user['email']}  {user['user_id']}  [{', '.join(user.get('roles') or [])}]  {state}"
+
+
+def _password_prompt() -> str:
+    # Prompted, never an option: a password on the command line ends up in shell history.
+    # A script can pipe it twice on stdin.
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    return password
+
+
+@users_group.command("list")
+@click.argument("app")
+@_json_option
+@engine_options
+def users_list(engine: Any, app: str, as_json: bool) -> None:
+    """List the users of APP."""
+    auth = _auth_service(engine, app)
+    users = auth.list_users()
+    _emit(users, as_json, "\n".join(_user_line(u) for u in users) or "no users")
+
+
+@users_group.command("create")
+@click.argument("app")
+@click.argument("email")
+@click.option("--role", "roles", multiple=True, help="A role (repeat; default: the manifest's).")
+@_json_option
+@engine_options
+def users_create(engine: Any, app: str, email: str, roles: tuple[str, ...], as_json: bool) -> None:
+    """Create a user of APP (the password is prompted for)."""
+    auth = _auth_service(engine, app)
+    try:
+        user = auth.register_user(email, _password_prompt(), roles=list(roles) or None)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    _emit(user, as_json, f"created {_user_line(user)}")
+
+
+@users_group.command("set-password")
+@click.argument("app")
+@click.argument("email")
+@engine_options
+def users_set_password(engine: Any, app: str, email: str) -> None:
+    """Set a new password (prompted for); the user's sessions and tokens end."""
+    auth = _auth_service(engine, app)
+    user = _user(auth, email)
+    try:
+        auth.set_password(user["user_id"], _password_prompt())
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"password of {user['email']} changed; their sessions and tokens ended")
+
+
+@users_group.command("roles")
+@click.argument("app")
+@click.argument("email")
+@click.argument("roles", nargs=-1)
+@_json_option
+@engine_options
+def users_roles(engine: Any, app: str, email: str, roles: tuple[str, ...], as_json: bool) -> None:
+    """Show the roles of a user, or set them to ROLES."""
+    auth = _auth_service(engine, app)
+    user = _user(auth, email)
+    if roles:
+        try:
+            user = auth.set_roles(user["user_id"], list(roles))
+        except MongoDBEngineError as exc:
+            raise _fail(exc) from exc
+    _emit(user, as_json, _user_line(user))
+
+
+@users_group.command("deactivate")
+@click.argument("app")
+@click.argument("email")
+@engine_options
+def users_deactivate(engine: Any, app: str, email: str) -> None:
+    """Disable a user of APP; their sessions and tokens end."""
+    auth = _auth_service(engine, app)
+    auth.deactivate(_user(auth, email)["user_id"])
+    click.echo(f"deactivated {email}; their sessions and tokens ended")
+
+
+@users_group.command("activate")
+@click.argument("app")
+@click.argument("email")
+@engine_options
+def users_activate(engine: Any, app: str, email: str) -> None:
+    """Enable a user of APP again."""
+    auth = _auth_service(engine, app)
+    auth.activate(_user(auth, email)["user_id"])
+    click.echo(f"activated {email}")
+
+
+@users_group.command("unlock")
+@click.argument("app")
+@click.argument("email")
+@engine_options
+def users_unlock(engine: Any, app: str, email: str) -> None:
+    """Lift an account lockout (token_management.security.account_lockout) on EMAIL."""
+    auth = _auth_service(engine, app)
+    try:
+        auth.unlock_account(email)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    click.echo(f"unlocked {email}")
+
+
 # --- realtime events -------------------------------------------------------------------------
 
 
 @cli.group("events")
 def events_group() -> None:
     """Send realtime messages to an app's live clients, or watch its events go by."""
-
-
-def _registered(engine: Any, app: str) -> None:
-    """Refuse an app that is not registered: a typo must not register a new app."""
-    try:
-        if engine.get_app(app) is None:
-            raise click.ClickException(f"app {app!r} is not registered")
-    except MongoDBEngineError as exc:
-        raise _fail(exc) from exc
 
 
 def _event_record(event: Any) -> dict[str, Any]:

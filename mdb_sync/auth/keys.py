@@ -152,6 +152,22 @@ def _check_key_type(algorithm: str, key: Any, where: str) -> None:
         raise ConfigurationError(f"{where}: the key does not fit the algorithm {algorithm}")
 
 
+class NoKeys:
+    """The keys of an :class:`~mdb_sync.auth.AuthService` made to administer users
+    (``signing=False``, e.g. ``mdb users``): revoking tokens needs no key; issuing or verifying
+    one raises :class:`ConfigurationError`."""
+
+    def __init__(self, slug: str) -> None:
+        self.slug = slug
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigurationError(
+            f"app {self.slug!r}: this AuthService was made without signing keys "
+            "(signing=False), so it cannot issue or verify tokens",
+            context={"app": self.slug},
+        )
+
+
 def resolve_keyset(
     slug: str,
     algorithm: str,

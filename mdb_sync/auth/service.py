@@ -36,7 +36,7 @@ from ..exceptions import (
 )
 from . import signals, store
 from .config import AuthConfig, inert_settings
-from .keys import resolve_keyset
+from .keys import NoKeys, resolve_keyset
 from .lockout import AccountLockout
 from .passwords import PasswordHasher
 from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
@@ -70,6 +70,8 @@ class AuthService:
         older keys that may still verify; ``key_id`` names the current one.
     :param provider: an :class:`AuthorizationProvider` to use instead of the manifest's.
     :param hasher: a :class:`PasswordHasher` (its cost), default scrypt n=2**15.
+    :param signing: False to administer users, roles and revocations without the token keys
+        (issuing or verifying a token then raises :class:`ConfigurationError`).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class AuthService:
         hasher: PasswordHasher | None = None,
         policy_reload_interval: float = 5.0,
         seed: bool = True,
+        signing: bool = True,
     ) -> None:
         engine._require_initialized()
         record = engine.registry.require_usable(slug)
@@ -118,16 +121,20 @@ class AuthService:
             )
         self.tokens: TokenManager | None = None
         if cfg.tokens_enabled:
-            keys = resolve_keyset(
-                slug,
-                cfg.algorithm,
-                secret=secret,
-                secret_fallbacks=secret_fallbacks,
-                secret_env=cfg.secret_env,
-                private_key=private_key,
-                public_keys=public_keys,
-                key_id=key_id,
-                secret_option=secret_option,
+            keys: Any = (
+                NoKeys(slug)
+                if not signing
+                else resolve_keyset(
+                    slug,
+                    cfg.algorithm,
+                    secret=secret,
+                    secret_fallbacks=secret_fallbacks,
+                    secret_env=cfg.secret_env,
+                    private_key=private_key,
+                    public_keys=public_keys,
+                    key_id=key_id,
+                    secret_option=secret_option,
+                )
             )
             self.tokens = TokenManager(
                 engine,
