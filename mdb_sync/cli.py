@@ -640,72 +640,65 @@ def users_create(engine: Any, app: str, email: str, roles: tuple[str, ...], as_j
     _emit(user, as_json, f"created {_user_line(user)}")
 
 
-@users_group.command("set-password")
-@click.argument("app")
-@click.argument("email")
-@engine_options
-def users_set_password(engine: Any, app: str, email: str) -> None:
+def _user_command(name: str) -> Callable[[Callable[..., Any]], Any]:
+    """A ``mdb users NAME APP EMAIL`` command: the function gets the app's AuthService and
+    the email; engine errors end it with their message and exit status 1."""
+
+    def decorator(func: Callable[..., Any]) -> Any:
+        @users_group.command(name)
+        @click.argument("app")
+        @click.argument("email")
+        @engine_options
+        @functools.wraps(func)
+        def command(engine: Any, app: str, email: str, **kwargs: Any) -> Any:
+            auth = _auth_service(engine, app)
+            try:
+                return func(auth, email, **kwargs)
+            except MongoDBEngineError as exc:
+                raise _fail(exc) from exc
+
+        return command
+
+    return decorator
+
+
+@_user_command("set-password")
+def users_set_password(auth: Any, email: str) -> None:
     """Set a new password (prompted for); the user's sessions and tokens end."""
-    auth = _auth_service(engine, app)
     user = _user(auth, email)
-    try:
-        auth.set_password(user["user_id"], _password_prompt())
-    except MongoDBEngineError as exc:
-        raise _fail(exc) from exc
+    auth.set_password(user["user_id"], _password_prompt())
     click.echo(f"password of {user['email']} changed; their sessions and tokens ended")
 
 
-@users_group.command("roles")
-@click.argument("app")
-@click.argument("email")
+@_user_command("roles")
 @click.argument("roles", nargs=-1)
 @_json_option
-@engine_options
-def users_roles(engine: Any, app: str, email: str, roles: tuple[str, ...], as_json: bool) -> None:
+def users_roles(auth: Any, email: str, roles: tuple[str, ...], as_json: bool) -> None:
     """Show the roles of a user, or set them to ROLES."""
-    auth = _auth_service(engine, app)
     user = _user(auth, email)
     if roles:
-        try:
-            user = auth.set_roles(user["user_id"], list(roles))
-        except MongoDBEngineError as exc:
-            raise _fail(exc) from exc
+        user = auth.set_roles(user["user_id"], list(roles))
     _emit(user, as_json, _user_line(user))
 
 
-@users_group.command("deactivate")
-@click.argument("app")
-@click.argument("email")
-@engine_options
-def users_deactivate(engine: Any, app: str, email: str) -> None:
+@_user_command("deactivate")
+def users_deactivate(auth: Any, email: str) -> None:
     """Disable a user of APP; their sessions and tokens end."""
-    auth = _auth_service(engine, app)
     auth.deactivate(_user(auth, email)["user_id"])
     click.echo(f"deactivated {email}; their sessions and tokens ended")
 
 
-@users_group.command("activate")
-@click.argument("app")
-@click.argument("email")
-@engine_options
-def users_activate(engine: Any, app: str, email: str) -> None:
+@_user_command("activate")
+def users_activate(auth: Any, email: str) -> None:
     """Enable a user of APP again."""
-    auth = _auth_service(engine, app)
     auth.activate(_user(auth, email)["user_id"])
     click.echo(f"activated {email}")
 
 
-@users_group.command("unlock")
-@click.argument("app")
-@click.argument("email")
-@engine_options
-def users_unlock(engine: Any, app: str, email: str) -> None:
+@_user_command("unlock")
+def users_unlock(auth: Any, email: str) -> None:
     """Lift an account lockout (token_management.security.account_lockout) on EMAIL."""
-    auth = _auth_service(engine, app)
-    try:
-        auth.unlock_account(email)
-    except MongoDBEngineError as exc:
-        raise _fail(exc) from exc
+    auth.unlock_account(email)
     click.echo(f"unlocked {email}")
 
 
