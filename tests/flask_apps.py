@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from werkzeug.serving import make_server
 
 from flask_mdb import MDB
+from flask_mdb.testing import LiveServer
 
 
 class AppFactory:
@@ -81,15 +80,8 @@ def write_manifest(directory: Path, slug: str, **keys: Any) -> Path:
 @contextmanager
 def serve(app: Flask) -> Iterator[str]:
     """Serve ``app`` with werkzeug's threaded server on 127.0.0.1; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="wsgi", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with LiveServer(app) as server:
+        yield server.url
 
 
 def http(

@@ -1,0 +1,208 @@
+"""Testing websockets for real: Flask's ``app.test_client()`` cannot open one, so this serves
+the app on 127.0.0.1 and connects real websocket clients to it.
+
+::
+
+    from flask_mdb.testing import LiveServer
+
+    def test_live_updates(app):
+        with LiveServer(app) as server, server.websocket("/ws", token=token) as ws:
+            assert ws.receive_json()["type"] == "connected"   # the manifest endpoints' hello
+            ws.send_json({"type": "ping", "id": 1})
+            assert ws.receive_json() == {"type": "pong", "id": 1}
+            broadcast_to_app("my_app", {"type": "news"})       # from the test's thread
+            assert ws.receive_json(type="news") == {"type": "news"}
+
+A client the server closes reports the close code and reason (``ws.wait_closed()`` →
+``(1008, "authentication required")``); a handshake the server refuses (an ``Origin`` not
+allowed: 403) raises :class:`HandshakeRefused` (a :class:`ConnectionError` with its
+``status``). Stopping the server closes its connections
+(1001), so no test leaves threads or sockets behind.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from flask import Flask
+from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionError as SimpleConnectionError
+from werkzeug.serving import BaseWSGIServer, make_server
+
+__all__ = ["HandshakeRefused", "LiveServer", "WebSocketTestClient"]
+
+#: Seconds a receive waits by default before raising TimeoutError: long enough for a slow CI
+#: machine, short enough that a missing message fails the test rather than hanging it.
+DEFAULT_TIMEOUT = 10.0
+
+
+class HandshakeRefused(ConnectionError):
+    """The server answered the upgrade with an HTTP error (``status``) instead of accepting."""
+
+    def __init__(self, url: str, status: Any) -> None:
+        super().__init__(f"{url}: the server refused the websocket (HTTP {status})")
+        self.status = status
+
+
+class WebSocketTestClient:
+    """A real websocket client (simple-websocket) with JSON helpers and close reporting.
+
+    :param url: ``ws://`` URL.
+    :param token: a bearer token, sent as ``Authorization: Bearer <token>``.
+    :param cookies: cookies to send (e.g. ``{"my_app_session": sid}`` after a login).
+    :param headers: more handshake headers (``Origin``, ...).
+    :param subprotocols: subprotocols to offer.
+    :param timeout: default seconds for :meth:`receive` and :meth:`wait_closed`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        cookies: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        subprotocols: list[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        if cookies:
+            sent["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
+        self.url = url
+        self.timeout = timeout
+        #: ``(code, reason)`` once the server closed the connection, else None.
+        self.closed: tuple[int | None, str] | None = None
+        try:
+            self._ws = Client.connect(url, subprotocols=subprotocols, headers=sent)
+        except SimpleConnectionError as exc:
+            raise HandshakeRefused(url, exc.status_code) from exc
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose."""
+        return self._ws.subprotocol  # type: ignore[no-any-return]
+
+    def send(self, data: str | bytes) -> None:
+        self._ws.send(data)
+
+    def send_json(self, message: Any) -> None:
+        self._ws.send(json.dumps(message))
+
+    def receive(self, timeout: float | None = None) -> str | bytes:
+        """The next message; :class:`TimeoutError` if none comes within ``timeout`` seconds,
+        :class:`ConnectionError` if the server closed the connection (see :attr:`closed`)."""
+        wait = self.timeout if timeout is None else timeout
+        try:
+            data = self._ws.receive(timeout=wait)
+        except ConnectionClosed as exc:
+            self.closed = (exc.reason, exc.message or "")
+            raise ConnectionError(f"closed by the server: {self.closed}") from exc
+        if data is None:
+            if not self._ws.connected:
+                self.closed = (self._ws.close_reason, self._ws.close_message or "")
+                raise ConnectionError(f"closed by the server: {self.closed}")
+            raise TimeoutError(f"no message from {self.url} within {wait:g} s")
+        return data  # type: ignore[no-any-return]
+
+    def receive_json(self, timeout: float | None = None, *, type: str | None = None) -> Any:
+        """The next JSON message (with ``type``: the next one of that ``"type"``, skipping
+        others) within ``timeout`` seconds."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            message = json.loads(self.receive(max(deadline - time.monotonic(), 0.001)))
+            if type is None or (isinstance(message, dict) and message.get("type") == type):
+                return message
+
+    def wait_closed(self, timeout: float | None = None) -> tuple[int | None, str]:
+        """Read until the server closes the connection; its ``(code, reason)``."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while self.closed is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.url} was not closed within the timeout")
+            try:
+                self.receive(remaining)
+            except ConnectionError:
+                break
+        assert self.closed is not None
+        return self.closed
+
+    def close(self) -> None:
+        self._ws.close()
+
+    def __enter__(self) -> WebSocketTestClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LiveServer:
+    """``app`` served by werkzeug's threaded server on 127.0.0.1 in a background thread.
+
+    Use as a context manager (or :meth:`start` / :meth:`stop`). ``url`` is its base URL;
+    :meth:`websocket` connects a :class:`WebSocketTestClient`.
+    """
+
+    def __init__(self, app: Flask, port: int = 0) -> None:
+        self.app = app
+        self.port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the server is not running: use `with LiveServer(app)`")
+        return f"http://127.0.0.1:{self._server.port}"
+
+    def websocket(self, path: str, **options: Any) -> WebSocketTestClient:
+        """Connect to ``path`` (options: see :class:`WebSocketTestClient`)."""
+        return WebSocketTestClient("ws" + self.url[4:] + path, **options)
+
+    def start(self) -> LiveServer:
+        if self._server is None:
+            server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+            thread = threading.Thread(
+                target=server.serve_forever, name="flask-mdb-live-server", daemon=True
+            )
+            thread.start()
+            self._server, self._thread = server, thread
+        return self
+
+    def stop(self) -> None:
+        """Close the app's websockets (1001), then stop serving."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        from .websockets.routes import close_all
+
+        close_all(self.app)
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
