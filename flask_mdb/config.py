@@ -73,17 +73,20 @@ def _slug(key: str, value: Any) -> str | None:
         raise _error(key, f"is invalid: {exc}") from exc
 
 
-def _resolver(key: str, value: Any) -> Callable[[Any], str | None] | None:
-    if value is None:
-        return None
+def _callable(key: str, value: Any, what: str = "a callable") -> Callable[..., Any] | None:
+    """None, a callable, or the import path of one."""
     if isinstance(value, str):
         try:
             value = import_string(value)
         except ImportStringError as exc:
             raise _error(key, f"names nothing importable: {value!r}") from exc
-    if not callable(value):
-        raise _error(key, f"must be a callable (request -> slug or None), not {value!r}")
-    return value  # type: ignore[no-any-return]
+    if value is not None and not callable(value):
+        raise _error(key, f"must be {what}, not {value!r}")
+    return value
+
+
+def _resolver(key: str, value: Any) -> Callable[[Any], str | None] | None:
+    return _callable(key, value, "a callable (request -> slug or None)")
 
 
 def _url(key: str, value: Any) -> str | None:
@@ -255,6 +258,12 @@ OPTIONS: list[Option] = [
     Option("MDB_AUTH_PROVIDER", None, _provider, "authorization provider (custom)"),
     Option("MDB_AUTH_POLICY_RELOAD", 5.0, _seconds, "seconds between policy checks"),
     Option("MDB_PASSWORD_HASH_COST", 32768, _scrypt_cost, "scrypt N of new password hashes"),
+    Option(
+        "MDB_PASSWORD_RESET_SENDER",
+        None,
+        _callable,
+        "callable (user, url) delivering a password-reset link",
+    ),
     Option("MDB_SECURITY_HEADERS", True, _bool, "security headers on apps with auth"),
     Option("MDB_CONTENT_SECURITY_POLICY", None, _csp, "Content-Security-Policy of those apps"),
     # --- websockets (flask_mdb.websockets)

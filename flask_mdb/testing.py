@@ -27,18 +27,34 @@ import threading
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from simple_websocket import Client, ConnectionClosed
 from simple_websocket import ConnectionError as SimpleConnectionError
 from werkzeug.serving import BaseWSGIServer, make_server
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
 __all__ = ["HandshakeRefused", "LiveServer", "WebSocketTestClient"]
 
 #: Seconds a receive waits by default before raising TimeoutError: long enough for a slow CI
 #: machine, short enough that a missing message fails the test rather than hanging it.
 DEFAULT_TIMEOUT = 10.0
+
+
+class _Client(Client):  # type: ignore[misc]
+    """simple-websocket's client, keeping the frames that arrive in the same read as the
+    handshake's response (a refusal's close frame, often): its reader thread would only look
+    at them after its next read, which a closed socket never gives."""
+
+    def handshake(self) -> None:
+        super().handshake()
+        if not self._handle_events():
+            # Closed already: say "connected" so the constructor finishes; the reader thread
+            # then stops at the end of the socket, and the close code stays recorded.
+            self.connected = True
 
 
 class HandshakeRefused(ConnectionError):
@@ -80,7 +96,7 @@ class WebSocketTestClient:
         #: ``(code, reason)`` once the server closed the connection, else None.
         self.closed: tuple[int | None, str] | None = None
         try:
-            self._ws = Client.connect(url, subprotocols=subprotocols, headers=sent)
+            self._ws = _Client.connect(url, subprotocols=subprotocols, headers=sent)
         except SimpleConnectionError as exc:
             raise HandshakeRefused(url, exc.status_code) from exc
 
@@ -150,13 +166,14 @@ class WebSocketTestClient:
 
 
 class LiveServer:
-    """``app`` served by werkzeug's threaded server on 127.0.0.1 in a background thread.
+    """``app`` (a Flask app, or any WSGI callable) served by werkzeug's threaded server on
+    127.0.0.1 in a background thread.
 
     Use as a context manager (or :meth:`start` / :meth:`stop`). ``url`` is its base URL;
     :meth:`websocket` connects a :class:`WebSocketTestClient`.
     """
 
-    def __init__(self, app: Flask, port: int = 0) -> None:
+    def __init__(self, app: Flask | WSGIApplication, port: int = 0) -> None:
         self.app = app
         self.port = port
         self._server: BaseWSGIServer | None = None
@@ -187,9 +204,10 @@ class LiveServer:
         server, thread = self._server, self._thread
         if server is None:
             return
-        from .websockets.routes import close_all
+        if isinstance(self.app, Flask):
+            from .websockets.routes import close_all
 
-        close_all(self.app)
+            close_all(self.app)
         server.shutdown()
         server.server_close()
         if thread is not None:

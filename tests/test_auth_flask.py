@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 from http.cookiejar import CookieJar
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from auth_apps import (
@@ -417,6 +418,83 @@ def test_a_locked_account_gets_429_from_every_client_and_door(make_app):
     )
     assert page.status_code == 429 and page.headers["Retry-After"]
     assert b"too many failed sign-ins" in page.data and b"<form" in page.data
+
+
+def _reset_app(make_app, sender):
+    manifest = auth_manifest("site")
+    manifest["auth"]["users"]["password_reset"] = {"token_ttl_seconds": 600}
+    return make_app(manifest, MDB_APP_SLUG="site", MDB_PASSWORD_RESET_SENDER=sender)
+
+
+def _post(client, path, body):
+    return client.post(path, json=body, headers={"X-App": "site", "X-CSRF-Token": csrf(client)})
+
+
+def test_forgot_password_links_over_http(make_app):
+    outbox = []
+    app = _reset_app(make_app, lambda user, url: outbox.append((user["email"], url)))
+    signed_in = app.test_client()
+    register(signed_in)
+    visitor = app.test_client()
+    known = _post(visitor, "/auth/forgot", {"email": "ada@example.com"})
+    unknown = _post(visitor, "/auth/forgot", {"email": "nobody@example.com"})
+    assert known.status_code == unknown.status_code == 202 and known.json == unknown.json
+    assert [email for email, _ in outbox] == ["ada@example.com"]  # only real accounts get mail
+    link = urlsplit(outbox[0][1])
+    assert (link.scheme, link.path) == ("http", "/auth/reset")
+    token = parse_qs(link.query)["token"][0]
+
+    html = {"X-App": "site", "Accept": "text/html"}
+    page = visitor.get(f"/auth/reset?token={token}", headers=html)
+    assert page.status_code == 200 and token in page.text and 'content="no-referrer"' in page.text
+    weak = _post(visitor, "/auth/reset", {"token": token, "new_password": "short"})
+    assert weak.status_code == 400 and "at least" in weak.json["error"]["message"]
+    new = "a brand new horse battery"
+    done = _post(visitor, "/auth/reset", {"token": token, "new_password": new})
+    assert done.status_code == 200 and done.json["user"]["email"] == "ada@example.com"
+    assert login(visitor, password=new).status_code == 200
+    assert login(app.test_client()).status_code == 401  # the old password is gone
+    spent = _post(visitor, "/auth/reset", {"token": token, "new_password": "another horse 77"})
+    assert spent.status_code == 400 and "invalid or has expired" in spent.json["error"]["message"]
+    assert signed_in.get("/auth/me", headers={"X-App": "site"}).status_code == 401  # ended
+
+    # The browser flow: a form post, then the sign-in page with a notice.
+    _post(visitor, "/auth/forgot", {"email": "ada@example.com"})
+    token = parse_qs(urlsplit(outbox[-1][1]).query)["token"][0]
+    fields = {"token": token, "new_password": "browser horse 9", "csrf_token": csrf(visitor)}
+    form = visitor.post("/auth/reset", headers=html, data=fields)
+    assert form.status_code == 303 and form.headers["Location"].endswith("/auth/login?reset=done")
+    assert "your password was changed" in visitor.get(form.headers["Location"], headers=html).text
+
+    limited = [_post(visitor, "/auth/forgot", {"email": "x@example.com"}).status_code
+               for _ in range(3)]  # fmt: skip
+    assert limited == [202, 202, 429]  # 5 requests per hour per address by default
+
+
+def test_a_failing_sender_does_not_change_the_answer(make_app):
+    def broken(user, url):
+        raise OSError("mail server down")
+
+    app = _reset_app(make_app, broken)
+    register(app.test_client())
+    client = app.test_client()
+    known = _post(client, "/auth/forgot", {"email": "ada@example.com"})
+    unknown = _post(client, "/auth/forgot", {"email": "nobody@example.com"})
+    assert known.status_code == unknown.status_code == 202 and known.json == unknown.json
+
+
+def test_password_reset_needs_a_sender_and_is_off_by_default(make_app):
+    manifest = auth_manifest("site")
+    manifest["auth"]["users"]["password_reset"] = {}
+    with pytest.raises(ConfigurationError, match="MDB_PASSWORD_RESET_SENDER"):
+        make_app(manifest, MDB_APP_SLUG="site")
+
+
+def test_forgot_is_404_without_password_reset(app):
+    client = app.test_client()
+    assert _post(client, "/auth/forgot", {"email": "ada@example.com"}).status_code == 404
+    page = client.get("/auth/login", headers={"X-App": "site", "Accept": "text/html"})
+    assert "forgot-link" not in page.text
 
 
 _SERVER = """

@@ -13,10 +13,12 @@ from auth_apps import SECRET, auth_manifest
 
 from mdb_sync.auth import AuthService, PasswordHasher, PasswordPolicy, RateLimiter
 from mdb_sync.auth.passwords import SCHEME
+from mdb_sync.auth.store import now as store_now
 from mdb_sync.exceptions import (
     AuthenticationError,
     ConfigurationError,
     RateLimitExceeded,
+    TokenError,
     UserExistsError,
     UserInputError,
 )
@@ -379,3 +381,76 @@ def test_older_security_spellings_act_and_inert_settings_are_reported(engine, ca
     manifest["token_management"]["security"]["ip_validation"] = {"enabled": True}
     engine.register_app(manifest)
     assert not AuthService(engine, "binding_wins", secret=SECRET, hasher=HASHER).config.bind_ip
+
+
+def _reset_app(engine, slug="resets", **reset):
+    manifest = auth_manifest(slug)
+    manifest["auth"]["users"]["password_reset"] = reset
+    manifest["token_management"]["security"]["account_lockout"] = {"max_failed_attempts": 1}
+    engine.register_app(manifest)
+    return AuthService(engine, slug, secret=SECRET, hasher=HASHER)
+
+
+def test_password_reset_tokens_are_single_use_hashed_and_voided_by_changes(engine, raw_db):
+    from mdb_sync.auth.signals import password_reset_requested
+
+    auth = _reset_app(engine)
+    ada = auth.register_user("ada@example.com", PW)
+    sid, _ = auth.start_session(ada)
+    sent = []
+    with password_reset_requested.connected_to(lambda _e, **kw: sent.append(kw)):
+        user, token = auth.request_password_reset(" ADA@example.com")
+        assert user["email"] == "ada@example.com"
+        assert auth.request_password_reset("nobody@example.com") is None  # nothing to send
+        assert auth.request_password_reset("not an email") is None
+    assert [(kw["slug"], kw["user"]["email"], kw["token"]) for kw in sent] == [
+        ("resets", "ada@example.com", token)
+    ]
+    stored = raw_db["mdb_auth_resets"].find_one()
+    assert token not in str(stored) and stored["app_id"] == "resets"
+
+    with pytest.raises(UserInputError, match="at least"):
+        auth.reset_password(token, "short")  # refused by the policy: the token stays valid
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("ada@example.com", "a wrong guess 1")  # locks the account (max 1)
+    new = "brand new horse battery"
+    assert auth.reset_password(token, new)["email"] == "ada@example.com"
+    assert auth.authenticate("ada@example.com", new)  # the reset lifted the lock
+    assert auth.load_session(sid) is None  # and ended the sessions
+    with pytest.raises(TokenError, match="invalid or has expired"):
+        auth.reset_password(token, "yet another horse 2")  # spent
+
+    # A later password change voids outstanding tokens; so does deactivation.
+    _, first = auth.request_password_reset("ada@example.com")
+    auth.change_password(ada["user_id"], new, "changed horse battery 3")
+    with pytest.raises(TokenError):
+        auth.reset_password(first, "yet another horse 4")
+    _, second = auth.request_password_reset("ada@example.com")
+    auth.deactivate(ada["user_id"])
+    with pytest.raises(TokenError):
+        auth.reset_password(second, "yet another horse 5")
+    assert auth.request_password_reset("ada@example.com") is None
+
+    # Another app's token, forged or malformed tokens: all refused alike.
+    bob = auth.register_user("bob@example.com", PW)
+    other = _reset_app(engine, "elsewhere")
+    other.register_user("bob@example.com", PW)
+    _, foreign = other.request_password_reset("bob@example.com")
+    for bad in (foreign, "x" * 43, None, {"$ne": None}, "short"):
+        with pytest.raises(TokenError):
+            auth.reset_password(bad, "yet another horse 6")
+    assert auth.authenticate("bob@example.com", PW)["user_id"] == bob["user_id"]
+
+
+def test_password_reset_tokens_expire(engine, raw_db):
+    auth = _reset_app(engine, token_ttl_seconds=300)
+    auth.register_user("ada@example.com", PW)
+    _, token = auth.request_password_reset("ada@example.com")
+    raw_db["mdb_auth_resets"].update_many({}, {"$set": {"expires_at": store_now()}})
+    with pytest.raises(TokenError):
+        auth.reset_password(token, "brand new horse battery")
+
+
+def test_password_reset_is_off_unless_the_manifest_enables_it(auth):
+    with pytest.raises(ConfigurationError, match="password_reset"):
+        auth.request_password_reset("ada@example.com")

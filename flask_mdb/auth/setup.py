@@ -43,7 +43,8 @@ _INSTALLED = "mdb_auth_installed"
 
 def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) -> None:
     """Refuse to start with a manifest whose auth cannot work: tokens without a (long
-    enough) secret or key, CSRF-protected users without a Flask SECRET_KEY."""
+    enough) secret or key, password reset with no way to deliver the link, CSRF-protected
+    users without a Flask SECRET_KEY."""
     config = state.config
     for manifest in manifests:
         cfg = AuthConfig.from_manifest(manifest)
@@ -58,6 +59,18 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
                 public_keys=config["MDB_JWT_PUBLIC_KEYS"],
                 key_id=config["MDB_JWT_KEY_ID"],
                 secret_option="MDB_JWT_SECRET",
+            )
+        if (
+            cfg.users_enabled
+            and cfg.password_reset_ttl is not None
+            and config["MDB_AUTH_ROUTES"]
+            and config["MDB_PASSWORD_RESET_SENDER"] is None
+        ):
+            raise ConfigurationError(
+                f"app {cfg.slug!r} enables auth.users.password_reset but "
+                "MDB_PASSWORD_RESET_SENDER is not set: a callable (user, url) that delivers "
+                "the link to the user's email",
+                context={"option": "MDB_PASSWORD_RESET_SENDER", "app": cfg.slug},
             )
         if cfg.users_enabled and cfg.csrf_enabled and not app.config.get("SECRET_KEY"):
             raise ConfigurationError(

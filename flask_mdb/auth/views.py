@@ -10,9 +10,12 @@ default) serving the bound app:
 ``GET       /me``          the signed-in user
 ``POST      /password``    ``{current_password, new_password}``
 ``GET       /csrf``        a CSRF token for JSON clients of cookie sessions
+``GET/POST  /forgot``      ``{email}``: a reset link goes to ``MDB_PASSWORD_RESET_SENDER``
+``GET/POST  /reset``       ``{token, new_password}`` (``auth.users.password_reset``)
 =========================  ===============================================================
 
-Failed logins get one answer whatever failed; logins, registrations and refreshes are
+Failed logins get one answer whatever failed, and so do reset requests whether or not the
+email has an account; logins, registrations, reset requests and refreshes are
 rate-limited per client address (``token_management.security.rate_limiting``); redirects
 after login go only to paths of this site.
 """
@@ -20,10 +23,19 @@ after login go only to paths of this site.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
 
 from mdb_sync.auth import AuthService
 from mdb_sync.exceptions import (
@@ -37,8 +49,13 @@ from mdb_sync.exceptions import (
 from . import current
 from .decorators import csrf_exempt, hit_limit, public, unauthorized
 from .responses import auth_error, wants_html
+from .setup import auth_url
 
 BLUEPRINT = "mdb_auth"
+#: What a reset request answers, whether or not the email has an account.
+RESET_SENT = "if an account has this email, a link to reset its password is on its way"
+
+log = logging.getLogger("flask_mdb.auth")
 
 
 def safe_next(target: Any, default: str = "/") -> str:
@@ -131,7 +148,9 @@ def login(**_view_args: Any) -> Any:
     if request.method == "GET":
         if current.get_current_user() is not None and html:
             return redirect(next_url)
-        return _form("mdb_auth/login.html", next=next_url, auth=auth, error=None)
+        notice = "your password was changed: sign in with the new one"
+        notice = notice if request.args.get("reset") == "done" else None
+        return _form("mdb_auth/login.html", next=next_url, auth=auth, error=None, notice=notice)
     data = _payload()
     _check_csrf(auth)
     _limit(auth, "login")
@@ -259,6 +278,56 @@ def password(**_view_args: Any) -> Any:
     return jsonify(user=updated and {"user_id": updated["user_id"]}, tokens_revoked=True)
 
 
+def _resets(auth: AuthService) -> None:
+    if auth.resets is None:
+        abort(auth_error(404, "password reset is off for this app"))
+
+
+@public
+def forgot(**_view_args: Any) -> Any:
+    auth = _auth()
+    _resets(auth)
+    if request.method == "GET":
+        return _form("mdb_auth/forgot.html", auth=auth, sent=None, error=None)
+    data = _payload()
+    _check_csrf(auth)
+    _limit(auth, "reset")
+    started = auth.request_password_reset(_text(data, "email"))
+    if started is not None:
+        user, token = started
+        url = auth_url("reset", token=token, _external=True)
+        sender = current_app.extensions["mdb"].config["MDB_PASSWORD_RESET_SENDER"]
+        try:
+            sender(user, url)
+        except Exception:  # the answer must not tell that this email has an account
+            log.exception("MDB_PASSWORD_RESET_SENDER failed for app %r", auth.slug)
+    if not request.is_json and wants_html():
+        return _form("mdb_auth/forgot.html", 202, auth=auth, sent=RESET_SENT, error=None)
+    return jsonify(sent=True, message=RESET_SENT), 202
+
+
+@public
+def reset(**_view_args: Any) -> Any:
+    auth = _auth()
+    _resets(auth)
+    html = not request.is_json and wants_html()
+    if request.method == "GET":
+        token = request.args.get("token", "")
+        return _form("mdb_auth/reset.html", auth=auth, token=token, error=None)
+    data = _payload()
+    _check_csrf(auth)
+    token = _text(data, "token")
+    try:
+        user = auth.reset_password(token, _text(data, "new_password"))
+    except (TokenError, UserInputError) as exc:
+        if html:
+            return _form("mdb_auth/reset.html", 400, auth=auth, token=token, error=str(exc))
+        return auth_error(400, str(exc))
+    if html:
+        return redirect(auth_url("login", reset="done"), 303)
+    return jsonify(reset=True, user={"user_id": user["user_id"], "email": user["email"]})
+
+
 @public
 def csrf(**_view_args: Any) -> Any:
     _auth()
@@ -277,4 +346,6 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     bp.add_url_rule("/me", "me", me, methods=["GET"])
     bp.add_url_rule("/password", "password", password, methods=["POST"])
     bp.add_url_rule("/csrf", "csrf", csrf, methods=["GET"])
+    bp.add_url_rule("/forgot", "forgot", forgot, methods=["GET", "POST"])
+    bp.add_url_rule("/reset", "reset", reset, methods=["GET", "POST"])
     return bp

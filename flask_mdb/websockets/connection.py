@@ -135,6 +135,8 @@ class Connection:
         sock = getattr(ws, "sock", None)
         self._direct = isinstance(sock, LockedSocket) and hasattr(ws, "ws")
         self._closed = threading.Event()
+        #: Set once closing is complete (close frame written or socket shut down).
+        self._finished = threading.Event()
         self._close_lock = threading.Lock()
         self._on_drop = on_drop
         self.close_reason: str | None = None
@@ -256,7 +258,7 @@ class Connection:
                 )
             except Exception:  # closed by the client meanwhile
                 pass
-        self._wake_reader()
+        self._finish()
 
     def drop(self, reason: str) -> None:
         """Cut a client that cannot keep up: shut its socket down (no close frame could get
@@ -269,7 +271,7 @@ class Connection:
         log.warning("websocket %s of app %r dropped: %s", self.id[:8], self.app_slug, reason)
         self._shutdown_socket()
         self._stop_writer(drain=True)
-        self._wake_reader()
+        self._finish()
         if self._on_drop is not None:
             self._on_drop(self, reason)
 
@@ -279,7 +281,7 @@ class Connection:
                 return
             self.close_reason = f"write failed: {exc.__class__.__name__}"
             self._closed.set()
-        self._wake_reader()
+        self._finish()
 
     def _shutdown_socket(self) -> None:
         sock = getattr(self.ws, "sock", None)
@@ -311,5 +313,12 @@ class Connection:
         if event is not None:
             event.set()
 
+    def _finish(self) -> None:
+        self._finished.set()
+        self._wake_reader()
+
     def wait_closed(self, timeout: float | None = None) -> bool:
-        return self._closed.wait(timeout)
+        """Wait until closing is complete — whichever thread closes — so nothing else writes
+        to the socket meanwhile (flask-sock sends its own close frame when the route
+        returns; two close frames written at once would garble the stream)."""
+        return self._finished.wait(timeout)

@@ -67,6 +67,9 @@ BEARER_SUBPROTOCOL = "bearer"
 #: size limit) without waking a waiting receive().
 RECEIVE_WAKEUP = 2.0
 _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
+#: Longest the serving thread waits for another thread's close to finish (Connection.close
+#: gives the client 5 s to take its close frame).
+CLOSE_WAIT = 10.0
 
 _STATES: weakref.WeakSet[WebSocketState] = weakref.WeakSet()
 
@@ -352,6 +355,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
         pass
     finally:
         manager.disconnect(connection)
+        connection.wait_closed(CLOSE_WAIT)  # another thread may still be writing its close
         for hook in registry.disconnect_hooks(slug):
             try:
                 hook(connection)

@@ -18,7 +18,7 @@ from .passwords import PasswordPolicy
 
 #: Login/register limits applied when the manifest sets none: brute force must cost time
 #: even in an app that forgot to configure it (per client address).
-DEFAULT_RATE_LIMITS = {"login": (10, 300), "register": (10, 3600)}
+DEFAULT_RATE_LIMITS = {"login": (10, 300), "register": (10, 3600), "reset": (5, 3600)}
 DEFAULT_POLICY_COLLECTION = "casbin_policies"
 
 
@@ -43,6 +43,8 @@ class AuthConfig:
     session_inactivity_timeout: int | None = None
     max_sessions_per_user: int | None = None
     allow_registration: bool = False
+    #: Seconds a password-reset token lives; None: password reset is off.
+    password_reset_ttl: int | None = None
     demo_users: tuple[dict[str, Any], ...] = ()
     roles: tuple[str, ...] = ()
     default_roles: tuple[str, ...] = ()
@@ -120,6 +122,7 @@ class AuthConfig:
         sec: Mapping[str, Any] = (tm or {}).get("security") or {}
         jwt: Mapping[str, Any] = auth.get("jwt") or {}
         binding: Mapping[str, Any] = auth.get("session_binding") or {}
+        reset: Mapping[str, Any] = users.get("password_reset") or {}
 
         csrf = auth.get("csrf_protection")
         csrf_block: Mapping[str, Any] = csrf if isinstance(csrf, Mapping) else {}
@@ -161,6 +164,9 @@ class AuthConfig:
             session_inactivity_timeout=(tm or {}).get("session_inactivity_timeout"),
             max_sessions_per_user=(tm or {}).get("max_sessions_per_user"),
             allow_registration=bool(users.get("allow_registration", False)),
+            password_reset_ttl=(
+                int(reset.get("token_ttl_seconds", 3600)) if _switch(reset) else None
+            ),
             demo_users=tuple(
                 dict(u)
                 for u in users.get("demo_users") or ()

@@ -41,6 +41,7 @@ from .lockout import AccountLockout
 from .passwords import PasswordHasher
 from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
 from .ratelimit import RateLimiter
+from .resets import ResetTokens
 from .sessions import SessionStore
 from .tokens import TokenManager
 from .users import (
@@ -59,6 +60,8 @@ log = logging.getLogger("mdb_sync.auth")
 
 #: The one message for every failed login: unknown email, wrong password, inactive user.
 INVALID_CREDENTIALS = "invalid email or password"
+#: The one message for every unusable reset token: unknown, expired, spent, voided.
+INVALID_RESET = "this password-reset link is invalid or has expired"
 
 
 class AuthService:
@@ -109,9 +112,12 @@ class AuthService:
         self.users: AppUserStore | None = None
         self.sessions: SessionStore | None = None
         self.lockout = AccountLockout(engine, slug, cfg.lockout) if cfg.lockout else None
+        self.resets: ResetTokens | None = None
         if cfg.users_enabled:
             store_cls = GlobalUserStore if cfg.strategy == "global_users" else AppUserStore
             self.users = store_cls(engine, slug, cfg.users_collection)
+            if cfg.password_reset_ttl is not None:
+                self.resets = ResetTokens(engine, slug, cfg.password_reset_ttl)
             self.sessions = SessionStore(
                 engine,
                 slug,
@@ -441,6 +447,61 @@ class AuthService:
         ):
             raise AuthenticationError("the current password is wrong", context={"app": self.slug})
         return self.set_password(doc["_id"], new_password)
+
+    def request_password_reset(self, email: Any) -> tuple[dict[str, Any], str] | None:
+        """Start a "forgot password" for ``email``: ``(user, token)`` — a single-use token
+        (valid ``auth.users.password_reset.token_ttl_seconds``), also sent with the
+        ``password_reset_requested`` signal — or None when no active account has this email.
+        Callers must answer the same either way (no user enumeration) and deliver the token
+        only to the account's email."""
+        resets = self._require_resets()
+        try:
+            normalized = normalize_email(email)
+        except UserInputError:
+            return None
+        users = self._require_users()
+        doc = users.find_by_email(normalized)
+        if doc is None or not users.is_member(doc) or not users.is_active(doc):
+            return None
+        token = resets.issue(str(doc["_id"]), int(doc.get("auth_version", 0)))
+        user = public_view(users, doc)
+        signals.password_reset_requested.send(self.engine, slug=self.slug, user=user, token=token)
+        self.audit("password_reset_requested", user_id=user["user_id"])
+        return user, token
+
+    def reset_password(self, token: Any, new_password: Any) -> dict[str, Any]:
+        """Set a new password with a reset token; every session and token of the user ends
+        and an account lockout on the email is lifted. :class:`TokenError` for a token that
+        is unknown, expired, spent or voided by a later password change;
+        :class:`UserInputError` for a password the policy refuses (the token stays valid)."""
+        resets = self._require_resets()
+        record = resets.peek(token)
+        users = self._require_users()
+        doc = users.get(record["user_id"]) if record is not None else None
+        if (
+            record is None
+            or doc is None
+            or not users.is_member(doc)
+            or not users.is_active(doc)
+            or int(doc.get("auth_version", 0)) != int(record.get("auth_version", 0))
+        ):
+            raise TokenError(INVALID_RESET, context={"app": self.slug})
+        self.check_password(new_password, doc.get("email"))
+        if not resets.spend(token):
+            raise TokenError(INVALID_RESET, context={"app": self.slug})
+        user = self.set_password(doc["_id"], new_password)
+        if self.lockout is not None:
+            self.lockout.unlock(user["email"])
+        self.audit("password_reset", user_id=user["user_id"])
+        return user
+
+    def _require_resets(self) -> ResetTokens:
+        if self.resets is None:
+            raise ConfigurationError(
+                f"app {self.slug!r} does not enable auth.users.password_reset",
+                context={"app": self.slug},
+            )
+        return self.resets
 
     def deactivate(self, user_id: Any, *, everywhere: bool = False) -> None:
         """Disable a user in this app (``everywhere``: the shared account itself) and end

@@ -22,6 +22,9 @@ user_authenticated = _signals.signal("auth-user-authenticated")
 login_failed = _signals.signal("auth-login-failed")
 #: A password was changed or reset: ``slug``, ``user``.
 password_changed = _signals.signal("auth-password-changed")
+#: A password-reset link was requested for an existing account: ``slug``, ``user``,
+#: ``token`` (deliver it to the user's email, nowhere else).
+password_reset_requested = _signals.signal("auth-password-reset-requested")
 #: A user was deactivated: ``slug``, ``user_id``.
 user_deactivated = _signals.signal("auth-user-deactivated")
 #: A spent refresh token was presented again and its family revoked: ``slug``, ``user_id``.
@@ -30,6 +33,7 @@ token_reuse_detected = _signals.signal("auth-token-reuse-detected")
 __all__ = [
     "login_failed",
     "password_changed",
+    "password_reset_requested",
     "token_reuse_detected",
     "user_authenticated",
     "user_deactivated",

@@ -1,7 +1,8 @@
 """The engine-internal collections of :mod:`mdb_sync.auth`.
 
 Security state that app code must neither read nor rewrite — login sessions, refresh-token
-families, the token deny-list, rate-limit counters, global users, policy versions — lives
+families, the token deny-list, rate-limit counters, password-reset tokens, global users, policy
+versions — lives
 in collections named ``mdb_auth_*``. No app slug can produce an ``mdb_*`` physical name (the
 ``mdb`` prefix is reserved), so no scoped database reaches them; only this package, through
 the engine's own client. Every document carries ``app_id`` (or ``app_ids``) so an app's
@@ -34,6 +35,7 @@ DENYLIST = "mdb_auth_denylist"
 RATE_LIMITS = "mdb_auth_rate_limits"
 GLOBAL_USERS = "mdb_auth_users"
 POLICY_VERSIONS = "mdb_auth_policy_versions"
+RESETS = "mdb_auth_resets"
 
 _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     SESSIONS: [
@@ -46,6 +48,7 @@ _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     ],
     DENYLIST: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
     RATE_LIMITS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
+    RESETS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
     GLOBAL_USERS: [([("email", ASCENDING)], {"name": "email_unique", "unique": True})],
 }
 

@@ -105,6 +105,13 @@ class DemoUserSchema(BaseSchema):
     extra_data = AnyObj()
 
 
+class PasswordResetSchema(BaseSchema):
+    """``auth.users.password_reset``: "forgot password" links (single use, expiring)."""
+
+    enabled = Bool(load_default=True)
+    token_ttl_seconds = Int(minimum=300, maximum=86_400, load_default=3600)
+
+
 class UsersSchema(BaseSchema):
     enabled = Bool(load_default=False)
     strategy = Str(choices=("app_users", "global_users"), load_default="app_users")
@@ -114,6 +121,7 @@ class UsersSchema(BaseSchema):
     )
     session_ttl_seconds = Int(minimum=60, maximum=86_400 * 400, load_default=86_400)
     allow_registration = Bool(load_default=False)
+    password_reset = Obj(PasswordResetSchema)
     demo_users = ListOf(Obj(DemoUserSchema))
     link_platform_users = Bool()
     user_id_field = Str(max_len=128)
