@@ -127,10 +127,9 @@ class AuthService:
             )
         self.tokens: TokenManager | None = None
         if cfg.tokens_enabled:
-            keys: Any = (
-                NoKeys(slug)
-                if not signing
-                else resolve_keyset(
+            keys: Any = NoKeys(slug)
+            if signing:
+                keys = resolve_keyset(
                     slug,
                     cfg.algorithm,
                     secret=secret,
@@ -141,7 +140,6 @@ class AuthService:
                     key_id=key_id,
                     secret_option=secret_option,
                 )
-            )
             self.tokens = TokenManager(
                 engine,
                 slug,
