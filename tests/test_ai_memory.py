@@ -225,3 +225,93 @@ def test_async_mode_queues_adds(make_memory):
     assert memory.add("Queued fact", user_id="judy") == {"results": [], "status": "queued"}
     assert memory.flush(timeout=30) is True
     assert texts(memory.get_all("judy")) == ["Queued fact"]
+
+
+def graph_brain(facts, decide, relations, obsolete=None):
+    """Chat replies of an inferring add with graph memory: facts, the facts' decision, the
+    relations, and — when the user has related relations — the obsolete ones (``obsolete``
+    gets what the model was shown and returns the ids to drop)."""
+
+    def reply(body):
+        system = " ".join(m["content"] for m in body["messages"] if m["role"] == "system")
+        shown = body["messages"][-1]["content"]
+        if "durable facts" in system:
+            return json.dumps({"facts": facts})
+        if "knowledge graph of what the user" in system:
+            return json.dumps({"relations": relations})
+        if "existing relations" in system:
+            return json.dumps({"obsolete": obsolete(json.loads(shown))})
+        return json.dumps({"memory": decide(json.loads(shown))})
+
+    return (reply,) * (4 if obsolete else 3)
+
+
+def test_graph_memory_keeps_relations_and_drops_obsolete_ones(make_memory, llm_server, raw_db):
+    memory = make_memory(infer=True, enable_graph=True)
+    llm_server.script_chat(
+        *graph_brain(
+            ["Lives in Paris", "Works at Acme"],
+            lambda shown: [{"id": "n1", "text": "Lives in Paris", "event": "ADD"}],
+            [
+                {"source": "User", "relationship": "lives in", "destination": "Paris"},
+                {"source": "user", "relationship": "works_at", "destination": "acme"},
+                {"source": "acme", "relationship": "is_in", "destination": "paris"},
+                {"source": "  ", "relationship": "x", "destination": "y"},  # dropped
+            ],
+        )
+    )
+    first = memory.add("I live in Paris and work at Acme, an agency there", user_id="judy")
+    assert first["relations"]["deleted"] == []
+    assert first["relations"]["added"] == [
+        {"source": "user", "relationship": "lives_in", "destination": "paris"},
+        {"source": "user", "relationship": "works_at", "destination": "acme"},
+        {"source": "acme", "relationship": "is_in", "destination": "paris"},
+    ]
+    stored = raw_db["mem_memories_graph"].find_one({"destination": "acme"})
+    assert stored["app_id"] == "mem" and stored["user_id"] == "judy" and stored["embedding"]
+
+    memory.add("Karl lives in Paris too", user_id="karl", infer=False)  # another user
+
+    def obsolete(shown):
+        existing = {(r["source"], r["relationship"], r["destination"]): r["id"]
+                    for r in shown["existing_relations"]}  # fmt: skip
+        assert {s for s, _, _ in existing} <= {"user", "acme"}, "only judy's relations"
+        return [existing[("user", "lives_in", "paris")], "99", "not-an-id"]
+
+    llm_server.script_chat(
+        *graph_brain(
+            ["Moved to Lyon"],
+            lambda shown: [{"id": "n", "text": "Moved to Lyon", "event": "ADD"}],
+            [{"source": "user", "relationship": "lives_in", "destination": "lyon"}],
+            obsolete,
+        )
+    )
+    second = memory.add("I moved to Lyon", user_id="judy")
+    assert second["relations"] == {
+        "added": [{"source": "user", "relationship": "lives_in", "destination": "lyon"}],
+        "deleted": [{"source": "user", "relationship": "lives_in", "destination": "paris"}],
+    }
+    assert {(r["source"], r["destination"]) for r in memory.get_relations("judy")} == {
+        ("user", "lyon"), ("user", "acme"), ("acme", "paris")}  # fmt: skip
+
+    # A search finds the nearest relations, then follows the graph from their entities.
+    found = memory.search_relations("user lives_in lyon", user_id="judy", limit=1, depth=0)
+    assert [(r["destination"], "score" in r) for r in found] == [("lyon", True)]
+    around = memory.search_relations("user lives_in lyon", user_id="judy", limit=10, depth=2)
+    assert {r["destination"] for r in around} == {"lyon", "acme", "paris"}
+    assert memory.get_relations("karl") == [] and memory.search_relations("paris", "karl") == []
+
+    assert len(llm_server.recorded("chat/completions")) == 7  # 3 + 4: nothing left over
+    memory.delete_all("judy")
+    assert memory.get_relations("judy") == []
+
+
+def test_graph_memory_is_off_unless_enabled(make_memory):
+    memory = make_memory()
+    with pytest.raises(AIServiceError, match="enable_graph"):
+        memory.get_relations("judy")
+    graph = make_memory("graphs", enable_graph=True)
+    with pytest.raises(ValueError, match="depth"):
+        graph.search_relations("x", "judy", depth=9)
+    assert graph.add("stored as is", user_id="judy")["results"][0]["event"] == "ADD"
+    assert graph.get_relations("judy") == []  # without infer, no model: no relations

@@ -10,6 +10,7 @@ metrics under the app (``llm.chat``, ``llm.embed``, ``llm.tokens.prompt``,
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -220,6 +221,15 @@ class LLMService:
                     self._record_chat(item)
                 else:
                     yield item
+
+    def ask_structured(
+        self, instructions: str, content: Any, response_model: Any, *, model: str | None = None
+    ) -> Any:
+        """:meth:`chat_structured` for one task: ``instructions`` as the system message and
+        ``content`` (text, or anything JSON can carry) as the user's."""
+        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        messages = [{"role": "system", "content": instructions}, {"role": "user", "content": text}]
+        return self.chat_structured(messages, response_model, model=model)
 
     def chat_structured(
         self,

@@ -12,7 +12,9 @@ memories, whether to add it, update one, delete one (a contradiction) or do noth
 model only ever sees (and can only name) the user's own memories, under short aliases, so a
 reply cannot touch anything else. With ``infer=False`` the messages are stored as they are.
 With ``memory_config.async_mode`` an ``add`` is queued on a small background pool and
-returns at once (``flush()`` waits for the queue).
+returns at once (``flush()`` waits for the queue). With ``memory_config.enable_graph`` an
+inferring ``add`` also keeps the conversation's entities and relations
+(:mod:`mdb_sync.ai.graph_memory`): ``search_relations`` and ``get_relations`` read them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as _dt
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ from bson.errors import InvalidId
 from ..exceptions import AIServiceError
 from .config import MemoryConfig
 from .embeddings import EmbeddingService
+from .graph_memory import RelationGraph
 from .llm import LLMService
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,7 @@ class MemoryService:
     :param llm: the :class:`LLMService` used to extract facts and decide updates.
     :param embeddings: the :class:`EmbeddingService` that embeds memories and queries.
     :param config: a :class:`~mdb_sync.ai.config.MemoryConfig`.
+    :param graph_collection: the scoped collection of relations (``enable_graph``).
     """
 
     def __init__(
@@ -147,16 +150,19 @@ class MemoryService:
         llm: LLMService,
         embeddings: EmbeddingService,
         config: MemoryConfig | None = None,
+        graph_collection: Any = None,
     ) -> None:
         self.collection = collection
         self.history_collection = history_collection
         self.llm = llm
         self.embeddings = embeddings
         self.config = config or MemoryConfig()
+        self.graph: RelationGraph | None = None
         if self.config.enable_graph:
-            log.warning(
-                "memory_config.enable_graph: graph memory is not available; memories are "
-                "stored and searched as vectors"
+            if graph_collection is None:
+                raise ValueError("memory_config.enable_graph needs a graph_collection")
+            self.graph = RelationGraph(
+                graph_collection, llm=llm, embeddings=embeddings, config=self.config
             )
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -250,7 +256,9 @@ class MemoryService:
         """Remember what ``messages`` say about ``user_id``.
 
         Returns ``{"results": [{"id", "memory", "event"}, ...]}`` with one entry per memory
-        added, updated or deleted; in ``async_mode`` ``{"results": [], "status": "queued"}``.
+        added, updated or deleted — and with graph memory and ``infer``, ``"relations":
+        {"added": [...], "deleted": [...]}`` — or in ``async_mode`` ``{"results": [],
+        "status": "queued"}``.
         """
         user_id = _check_user(user_id)
         turns = _messages_text(messages)
@@ -282,16 +290,17 @@ class MemoryService:
                     ]
                 }
             facts = self._extract_facts(turns)
-            if not facts:
-                return {"results": []}
-            return {"results": self._apply(self._decide(facts, user_id), user_id, metadata)}
+            result: dict[str, Any] = {"results": []}
+            if facts:
+                result["results"] = self._apply(self._decide(facts, user_id), user_id, metadata)
+            if self.graph is not None:
+                result["relations"] = self.graph.add(turns, user_id)
+            return result
 
     def _extract_facts(self, turns: list[dict[str, str]]) -> list[str]:
         conversation = "\n".join(f"{t['role']}: {t['content']}" for t in turns)
-        reply = self.llm.chat_structured(
-            [{"role": "system", "content": FACT_PROMPT}, {"role": "user", "content": conversation}],
-            FACTS_SCHEMA,
-            model=self.config.chat_model,
+        reply = self.llm.ask_structured(
+            FACT_PROMPT, conversation, FACTS_SCHEMA, model=self.config.chat_model
         )
         seen: set[str] = set()
         facts = []
@@ -322,13 +331,8 @@ class MemoryService:
             "existing_memories": [{"id": k, "text": d["memory"]} for k, d in aliases.items()],
             "new_facts": facts,
         }
-        reply = self.llm.chat_structured(
-            [
-                {"role": "system", "content": DECISION_PROMPT},
-                {"role": "user", "content": json.dumps(prompt, ensure_ascii=False)},
-            ],
-            DECISIONS_SCHEMA,
-            model=self.config.chat_model,
+        reply = self.llm.ask_structured(
+            DECISION_PROMPT, prompt, DECISIONS_SCHEMA, model=self.config.chat_model
         )
         return reply["memory"], aliases
 
@@ -454,6 +458,30 @@ class MemoryService:
             )
         return [self._public(doc) for doc in docs]
 
+    def search_relations(
+        self, query: str, user_id: str, limit: int = 10, depth: int = 1
+    ) -> list[dict[str, Any]]:
+        """Graph memory: the user's relations (``{"source", "relationship",
+        "destination"}``) most similar to ``query``, each with a ``score``, then those up to
+        ``depth`` hops from their entities — at most ``limit``."""
+        graph = self._require_graph()
+        user_id = _check_user(user_id)
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("query must be a non-empty string")
+        if not isinstance(depth, int) or not 0 <= depth <= 3:
+            raise ValueError("depth must be an integer from 0 to 3")
+        with self.llm.telemetry.operation("memory.search_relations"):
+            return graph.search(query, user_id, limit, depth)
+
+    def get_relations(self, user_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Graph memory: the user's relations, newest first."""
+        return self._require_graph().get_all(_check_user(user_id), limit)
+
+    def _require_graph(self) -> RelationGraph:
+        if self.graph is None:
+            raise AIServiceError("graph memory is off (memory_config.enable_graph)")
+        return self.graph
+
     def get(self, memory_id: Any, user_id: str | None = None) -> dict[str, Any] | None:
         """One memory, or None (also when it belongs to another user than ``user_id``)."""
         spec: dict[str, Any] = {"_id": _object_id(memory_id)}
@@ -535,8 +563,11 @@ class MemoryService:
         return self._delete_doc(doc) if doc else False
 
     def delete_all(self, user_id: str) -> int:
-        """Delete every memory of ``user_id``; return how many there were."""
+        """Delete every memory of ``user_id`` (and their relations, with graph memory);
+        return how many memories there were."""
         user_id = _check_user(user_id)
+        if self.graph is not None:
+            self.graph.delete_all(user_id)
         deleted = 0
         while True:
             docs = list(

@@ -144,6 +144,7 @@ def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
             llm=embeddings.llm,
             embeddings=embeddings,
             config=config,
+            graph_collection=db[config.collection_name + "_graph"] if config.enable_graph else None,
         )
 
     return _cached(engine, "memory", slug, sections, build)
