@@ -5,55 +5,31 @@ Opt in with ``MDB_JSON_PROVIDER = True``, or set ``app.json_provider_class =
 MDBJSONProvider`` yourself, or call :func:`bson_default` from your own provider's
 ``default``. The extension never replaces a custom provider silently.
 
-Conversions: ``ObjectId`` -> its hex string; ``datetime`` -> ISO 8601 in UTC with a ``Z``
-(naive datetimes are UTC, as pymongo returns them); ``date`` -> ``YYYY-MM-DD``;
-``Decimal128`` -> its exact decimal string (a JSON number would lose digits); UUID binaries
--> the UUID string; other binaries and ``bytes`` -> base64; ``DBRef`` -> ``{"$ref", "$id"}``;
-``Timestamp`` -> ``{"t", "i"}``.
+Conversions: those of :mod:`mdb_sync.bson_json` (``ObjectId`` -> its hex string,
+``datetime`` -> ISO 8601 in UTC with a ``Z``, ``Decimal128`` -> its exact decimal string,
+...), the same realtime messages use; anything else goes to Flask's default.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
 from typing import Any
 
-from bson import DBRef, Decimal128, ObjectId, Timestamp
-from bson.binary import UUID_SUBTYPE, Binary
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.local import LocalProxy
 
+from mdb_sync.bson_json import bson_json_default
 from mdb_sync.exceptions import ConfigurationError
-
-
-def _utc_iso(value: _dt.datetime) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return value.isoformat() + "Z"
 
 
 def bson_default(value: Any) -> Any:
     """``default`` hook for ``json.dumps``: BSON types first, then Flask's defaults."""
     if type(value) is LocalProxy:  # e.g. flask_mdb.current_app_slug
         return value._get_current_object()
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, _dt.datetime):
-        return _utc_iso(value)
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    if isinstance(value, Decimal128):
-        return str(value)
-    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
-        return str(value.as_uuid())
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, DBRef):
-        return value.as_doc().to_dict()
-    if isinstance(value, Timestamp):
-        return {"t": value.time, "i": value.inc}
-    return DefaultJSONProvider.default(value)
+    try:
+        return bson_json_default(value)
+    except TypeError:
+        return DefaultJSONProvider.default(value)
 
 
 class MDBJSONProvider(DefaultJSONProvider):

@@ -4,54 +4,27 @@ A message is encoded when it is published — not per connection, and not again 
 processes that receive it — so every client of every process gets the same bytes, an
 unencodable value fails in the publisher's call (not later on a listener thread), and
 BSON never reshapes it on the way (tuples, tz-aware datetimes and ``Decimal`` survive as the
-publisher meant them). BSON values read from MongoDB are rendered as ``flask_mdb``'s JSON
-provider renders them: ``ObjectId`` as its hex string, ``datetime`` as ISO 8601 UTC with a
-``Z``, ``Decimal128``/``Decimal`` as exact decimal strings, UUIDs as strings, bytes as base64.
+publisher meant them). BSON values read from MongoDB are rendered by :mod:`mdb_sync.bson_json`, as
+``flask_mdb``'s JSON provider renders them (``ObjectId`` as its hex string, ``datetime`` as ISO
+8601 UTC with a ``Z``, decimals as exact strings, ...); sets become sorted lists.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import decimal
 import json
-import uuid
 from typing import Any
 
-from bson import DBRef, Decimal128, ObjectId, Timestamp
-from bson.binary import UUID_SUBTYPE, Binary
-
+from ..bson_json import bson_json_default
 from ..exceptions import InvalidMessageError, ResourceLimitExceeded
 
 
-def _utc_iso(value: _dt.datetime) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return value.isoformat() + "Z"
-
-
 def _default(value: Any) -> Any:
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, _dt.datetime):
-        return _utc_iso(value)
-    if isinstance(value, _dt.date):
-        return value.isoformat()
-    if isinstance(value, Decimal128 | decimal.Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
-        return str(value.as_uuid())
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, DBRef):
-        return value.as_doc().to_dict()
-    if isinstance(value, Timestamp):
-        return {"t": value.time, "i": value.inc}
     if isinstance(value, set | frozenset):
         return sorted(value, key=repr)
-    raise TypeError(f"a value of type {type(value).__name__} cannot be sent as JSON")
+    try:
+        return bson_json_default(value)
+    except TypeError:
+        raise TypeError(f"a value of type {type(value).__name__} cannot be sent as JSON") from None
 
 
 def encode_message(message: Any, max_bytes: int | None = None) -> str:
