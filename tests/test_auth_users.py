@@ -442,6 +442,15 @@ def test_password_reset_tokens_are_single_use_hashed_and_voided_by_changes(engin
     assert auth.authenticate("bob@example.com", PW)["user_id"] == bob["user_id"]
 
 
+def test_one_account_gets_a_bounded_number_of_reset_links(engine):
+    auth = _reset_app(engine)
+    auth.register_user("ada@example.com", PW)
+    links = [auth.request_password_reset("ada@example.com") for _ in range(5)]
+    assert [link is not None for link in links] == [True, True, True, False, False]
+    auth.register_user("bob@example.com", PW)
+    assert auth.request_password_reset("bob@example.com") is not None  # per account
+
+
 def test_password_reset_tokens_expire(engine, raw_db):
     auth = _reset_app(engine, token_ttl_seconds=300)
     auth.register_user("ada@example.com", PW)

@@ -60,6 +60,8 @@ log = logging.getLogger("mdb_sync.auth")
 
 #: The one message for every failed login: unknown email, wrong password, inactive user.
 INVALID_CREDENTIALS = "invalid email or password"
+#: Reset links one account may get: (count, window in seconds).
+RESET_LINKS_PER_EMAIL = (3, 3600)
 #: The one message for every unusable reset token: unknown, expired, spent, voided.
 INVALID_RESET = "this password-reset link is invalid or has expired"
 
@@ -451,7 +453,8 @@ class AuthService:
         (valid ``auth.users.password_reset.token_ttl_seconds``), also sent with the
         ``password_reset_requested`` signal — or None when no active account has this email.
         Callers must answer the same either way (no user enumeration) and deliver the token
-        only to the account's email."""
+        only to the account's email. At most :data:`RESET_LINKS_PER_EMAIL` links per account
+        and hour: beyond, None too (nobody can flood a mailbox)."""
         resets = self._require_resets()
         try:
             normalized = normalize_email(email)
@@ -460,6 +463,11 @@ class AuthService:
         users = self._require_users()
         doc = users.find_by_email(normalized)
         if doc is None or not users.is_member(doc) or not users.is_active(doc):
+            return None
+        # However many addresses ask, one mailbox gets a bounded number of links.
+        max_links, window = RESET_LINKS_PER_EMAIL
+        if not self.limiter.hit(self.slug, "reset_email", normalized, max_links, window).allowed:
+            log.warning("app %r: reset links for one account are over the limit", self.slug)
             return None
         token = resets.issue(str(doc["_id"]), int(doc.get("auth_version", 0)))
         user = public_view(users, doc)
