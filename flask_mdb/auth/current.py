@@ -207,6 +207,23 @@ def login_user(user: Any, remember: bool = False) -> AuthUser:
     return logged_in
 
 
+def register_user(
+    email: Any,
+    password: Any,
+    *,
+    roles: Any = None,
+    login: bool = False,
+    **profile: Any,
+) -> dict[str, Any]:
+    """Create a user of the bound app by its manifest's rules (password policy, default
+    roles); ``login`` also signs them in. For registration views of your own — the auth
+    blueprint's ``/register`` does the same."""
+    user = require_service().register_user(email, password, roles=roles, **profile)
+    if login:
+        login_user(user)
+    return user
+
+
 def logout_user() -> None:
     """End the request's login: the session (cookie cleared) or the bearer token's login
     (the token and its refresh family are revoked)."""

@@ -83,6 +83,32 @@ def login_required(view: F) -> F:
     return _wrap(check)(view)
 
 
+def require_auth(view: F | None = None, *, redirect_to: str | None = None) -> Any:
+    """:func:`login_required` as the predecessor spells it, with or without arguments:
+    ``redirect_to`` (a path of this site) sends browsers without a user there, with the page
+    they wanted as ``next``, instead of to the app's login page."""
+    if redirect_to is not None and (
+        not redirect_to.startswith("/") or redirect_to.startswith(("//", "/\\"))
+    ):
+        raise ValueError(f"redirect_to must be a path of this site, not {redirect_to!r}")
+
+    def check() -> Any:
+        if get_current_user() is not None:
+            return None
+        if redirect_to is not None and wants_html():
+            wanted = urlencode({"next": request.full_path.rstrip("?")})
+            return redirect(f"{redirect_to}?{wanted}")
+        return unauthorized()
+
+    decorator = _wrap(check)
+    return decorator(view) if view is not None else decorator
+
+
+def require_admin(view: F) -> F:
+    """Only users with the ``admin`` role (the predecessor's ``@require_admin``)."""
+    return require_role("admin")(view)
+
+
 def require_role(*roles: str) -> Callable[[F], F]:
     """Only users with one of ``roles`` in the bound app (inherited casbin roles count)."""
     if not roles:

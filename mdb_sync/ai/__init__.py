@@ -14,6 +14,7 @@ from .llm import LLMService
 from .memory import MemoryService
 from .providers import ChatResult, LocalProvider, OpenAIProvider
 from .retry import RetryPolicy
+from .services import get_embedding_service
 from .tokens import count_tokens
 from .vector_search import vector_search
 
@@ -32,5 +33,6 @@ __all__ = [
     "TextChunker",
     "chunk_text",
     "count_tokens",
+    "get_embedding_service",
     "vector_search",
 ]

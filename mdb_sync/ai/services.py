@@ -162,3 +162,24 @@ def embedding_service_for_memory(
     config = EmbeddingConfig.from_manifest(section, app=slug) if section else EmbeddingConfig()
     llm = LLMService(llm_config, metrics=engine.metrics, app=slug)
     return EmbeddingService(config=config, llm=llm, app=slug)
+
+
+def get_embedding_service(
+    app_slug: str | None = None, *, engine: MongoDBEngine | None = None
+) -> EmbeddingService:
+    """The predecessor's entry point. With ``app_slug``: that app's service, as
+    ``engine.get_embedding_service(app_slug)`` (the process's engine unless ``engine`` is
+    given). Without: a service configured by the environment alone — ``OPENAI_API_KEY``,
+    Azure's variables, ``MDB_LLM_BASE_URL``; :class:`ConfigurationError` names them when none
+    is set — for a script that embeds or stores chunks (``process_and_store`` into any scoped
+    collection) without an app."""
+    from .embeddings import EmbeddingService
+
+    if app_slug is None:
+        standalone = EmbeddingService()
+        standalone.llm.config.require_ready()  # no key, no endpoint: say so now
+        return standalone
+    from ..realtime import engine_for
+
+    service: EmbeddingService = engine_for(app_slug, engine).get_embedding_service(app_slug)
+    return service

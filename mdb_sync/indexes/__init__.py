@@ -9,7 +9,12 @@ auto-indexing.
 """
 
 from .auto import AutoIndexManager, query_shape, shape_keys
-from .declared import PROBLEM_STATUSES, ensure_declared_indexes, wait_for_search_indexes
+from .declared import (
+    PROBLEM_STATUSES,
+    ensure_declared_indexes,
+    run_index_creation_for_collection,
+    wait_for_search_indexes,
+)
 from .spec import IndexSpec, SearchIndexSpec, plan_indexes
 
 __all__ = [
@@ -20,6 +25,7 @@ __all__ = [
     "ensure_declared_indexes",
     "plan_indexes",
     "query_shape",
+    "run_index_creation_for_collection",
     "shape_keys",
     "wait_for_search_indexes",
 ]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
+from ..exceptions import ScopeError
 from ..scoping.names import physical_name
 from ..signals import index_created, index_failed
 from .spec import IndexSpec, SearchIndexSpec, plan_indexes
@@ -448,3 +449,30 @@ def wait_for_search_indexes(
         if not pending or time.monotonic() >= deadline:
             return states
         time.sleep(min(_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+
+def run_index_creation_for_collection(
+    collection: Any,
+    indexes: list[Mapping[str, Any]],
+    app_slug: str | None = None,
+    *,
+    engine: MongoDBEngine | None = None,
+) -> list[dict[str, Any]]:
+    """Create ``indexes`` (``managed_indexes`` definitions, validated as in a manifest) on
+    the scoped ``collection`` now, and return one outcome per index — the predecessor's manual
+    path; registering a manifest does this for its declared indexes. ``app_slug`` must be the
+    collection's own app; ``engine`` defaults to the process's engine."""
+    from ..manifest import validate_manifest
+    from ..realtime import engine_for
+
+    database = getattr(collection, "database", None)
+    slug = getattr(database, "app_slug", None)
+    if slug is None:
+        raise TypeError("collection must be a scoped collection (engine.get_scoped_db(...).name)")
+    if app_slug is not None and app_slug != slug:
+        raise ScopeError(
+            f"collection {collection.full_name!r} belongs to app {slug!r}, not {app_slug!r}",
+            context={"app": app_slug},
+        )
+    normalized = validate_manifest({"slug": slug, "managed_indexes": {collection.name: indexes}})
+    return ensure_declared_indexes(engine_for(slug, engine), slug, normalized["managed_indexes"])
