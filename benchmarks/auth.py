@@ -8,6 +8,8 @@ rounds):
 * a session cookie: one raw ``find_one`` by ``_id``; ``AuthService.load_session`` (session +
   user);
 * a rate-limited attempt: one raw ``find_one_and_update`` upsert; ``RateLimiter.hit``;
+* account lockout: counting a failed login (``AccountLockout.failed``, one pipeline upsert)
+  and the check every login pays when it is on (``AccountLockout.check``, one ``find_one``);
 * an authorization check: ``CasbinProvider.check`` (in memory, version check off);
 * a password check at the default scrypt cost (n=2**15): the price of a login.
 
@@ -34,6 +36,7 @@ from pymongo import ReturnDocument
 
 from mdb_sync import MongoDBEngine, embedded
 from mdb_sync.auth import AuthService, PasswordHasher
+from mdb_sync.auth.lockout import AccountLockout, LockoutPolicy
 
 SECRET = "benchmark-secret-" + "x" * 32
 MANIFEST = {
@@ -79,6 +82,8 @@ def main() -> None:
             sid, session = auth.start_session(user)
             raw_sessions = engine._raw_collection("mdb_auth_sessions")
             raw_limits = engine._raw_collection("bench_raw_limits")
+            never = LockoutPolicy(max_failed_attempts=10**9, duration_seconds=3600)
+            lockout = AccountLockout(engine, "bench", never)
             ops, rounds = args.ops, args.rounds
 
             def decode() -> Any:
@@ -104,6 +109,12 @@ def main() -> None:
                 ("rate limit", "find_one_and_update", per_op(raw_upsert, ops, rounds),
                  "RateLimiter.hit",
                  per_op(lambda: auth.limiter.hit("bench", "b", "k", 10**9, 3600), ops, rounds)),
+                ("account lockout", "find_one_and_update", None, "AccountLockout.failed",
+                 per_op(lambda: lockout.failed("eve@example.com"), ops, rounds)),
+                ("account lockout", "find_one _id",
+                 per_op(lambda: raw_limits.find_one({"_id": "k"}), ops, rounds),
+                 "AccountLockout.check",
+                 per_op(lambda: lockout.check("ada@example.com"), ops, rounds)),
             ]  # fmt: skip
             check = per_op(lambda: auth.check("user", "reports", "read"), ops, rounds)
             default = PasswordHasher()
