@@ -34,9 +34,13 @@ if TYPE_CHECKING:
 OPS_BLUEPRINT = "mdb_ops"
 
 
-class AppNotBoundError(ScopeError):
+class AppNotBoundError(ScopeError, RuntimeError):
     """``db`` (or ``current_app_slug``) was used where no app is bound: outside a request,
-    or in a request for which no app could be resolved."""
+    or in a request for which no app could be resolved.
+
+    Also a :class:`RuntimeError`, the error Werkzeug's proxies expect from an unbound
+    proxy: Flask's app discovery (``flask --app module``) looks at every module attribute,
+    ``db`` included, and skips those that raise it."""
 
 
 @dataclass(frozen=True)
