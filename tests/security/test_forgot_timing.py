@@ -8,6 +8,7 @@ sender: the medians of both kinds of request stay within 5 ms."""
 from __future__ import annotations
 
 import statistics
+import threading
 
 import pytest
 from flask_apps import AppFactory
@@ -71,3 +72,39 @@ def test_forgot_answers_in_the_same_time_whether_or_not_the_email_has_an_account
     assert sorted(email for email, _ in outbox.sent) == sorted(existing)
     assert all(url.startswith("https://alice.example/auth/reset?token=") for _, url in outbox.sent)
     assert outbox.threads and all("reset" in name for name in outbox.threads)
+
+
+def test_a_flood_of_reset_requests_is_dropped_beyond_the_queue_with_the_same_answer(
+    factory, tmp_path, caplog
+):
+    entered, release = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    def stuck_sender(user, url):  # a mail server that hangs
+        entered.set()
+        release.wait(30)
+        sent.append(user["email"])
+
+    app = make_site(factory, tmp_path, MDB_PASSWORD_RESET_SENDER=stuck_sender,
+                    MDB_EXTERNAL_URL="https://alice.example",
+                    MDB_PASSWORD_RESET_QUEUE_SIZE=2)  # fmt: skip
+    emails = [f"user{i}@example.com" for i in range(6)]
+    with LiveServer(app) as server:
+        for email in emails:
+            register(Browser(server.url, "127.0.0.2"), email)
+        replies = []
+        for i, email in enumerate(emails):  # from six addresses
+            client = Browser(
+                server.url, f"127.0.0.{10 + i}", headers={"Accept": "application/json"}
+            )
+            replies.append(client.post("/auth/forgot", json={"email": email},
+                                       headers={"X-CSRF-Token": client.csrf()}))  # fmt: skip
+            if i == 0:
+                assert entered.wait(10)  # the worker is now stuck in the first send
+        assert {(r.status, r.body) for r in replies} == {(202, replies[0].body)}
+        release.set()
+        wait_for(lambda: len(sent) == 3, what="the queued links")
+        assert app.extensions["mdb_outbox"].join(10)
+    assert sent == emails[:3]  # the one being sent and the two that fitted in the queue
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 3 and all(r.levelname == "WARNING" for r in drops)
