@@ -1,7 +1,9 @@
 """Security headers and HTTPS enforcement.
 
-Responses of apps with an ``auth`` block get them automatically (``MDB_SECURITY_HEADERS``,
-on by default); :class:`SecurityMiddleware` applies them to every response of a Flask app.
+Responses of apps with an ``auth`` block — and responses no app is bound for (unknown apps,
+health, metrics) — get them automatically (``MDB_SECURITY_HEADERS``, on by default; see
+``finish`` in :mod:`.setup`); :class:`SecurityMiddleware` applies them to every response of
+a Flask app.
 Headers a view set itself are left alone. (The header helpers live in
 :mod:`flask_mdb.headers`, which the health and metrics endpoints share.)
 """

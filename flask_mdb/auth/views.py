@@ -10,12 +10,13 @@ default) serving the bound app:
 ``GET       /me``          the signed-in user
 ``POST      /password``    ``{current_password, new_password}``
 ``GET       /csrf``        a CSRF token for JSON clients of cookie sessions
-``GET/POST  /forgot``      ``{email}``: a reset link goes to ``MDB_PASSWORD_RESET_SENDER``
+``GET/POST  /forgot``      ``{email}``: queued; the background sender mails the link
 ``GET/POST  /reset``       ``{token, new_password}`` (``auth.users.password_reset``)
 =========================  ===============================================================
 
 Failed logins get one answer whatever failed, and so do reset requests whether or not the
-email has an account; logins, registrations, reset requests and refreshes are
+email has an account — in the same time too (see :mod:`.reset_links`); every response here
+is ``Cache-Control: no-store``; logins, registrations, reset requests and refreshes are
 rate-limited per client address (``token_management.security.rate_limiting``); redirects
 after login go only to paths of this site.
 """
