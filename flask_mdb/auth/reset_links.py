@@ -25,6 +25,7 @@ from flask import current_app, request
 
 from mdb_sync.auth import AuthService
 from mdb_sync.bson_json import bson_json_default
+from mdb_sync.exceptions import ConfigurationError
 
 from ..binding import Binding, current_binding, pop_binding, push_binding
 from ..links import external_url
@@ -37,8 +38,17 @@ MAX_EMAIL_LENGTH = 320
 
 def request_reset_link(auth: AuthService, email: str) -> bool:
     """Queue the reset link of ``email`` for the background sender; False when the queue
-    was full and the request was dropped (logged). Costs the same for every email."""
+    was full and the request was dropped (logged). Costs the same for every email; a
+    missing sender or public address raises :class:`ConfigurationError` for every email
+    alike (configured manifests are checked at startup instead)."""
     state = get_state()
+    sender = state.config["MDB_PASSWORD_RESET_SENDER"]
+    if sender is None:  # an app registered after startup: refuse every email alike
+        raise ConfigurationError(
+            f"app {auth.slug!r} enables auth.users.password_reset but "
+            "MDB_PASSWORD_RESET_SENDER is not set",
+            context={"option": "MDB_PASSWORD_RESET_SENDER", "app": auth.slug},
+        )
     link = external_url(
         "mdb_auth.reset",
         slug=auth.slug,
@@ -51,7 +61,7 @@ def request_reset_link(auth: AuthService, email: str) -> bool:
         current_binding(),
         email[: MAX_EMAIL_LENGTH + 1],
         link,
-        state.config["MDB_PASSWORD_RESET_SENDER"],
+        sender,
     )
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     outbox = get_outbox(app, state.config["MDB_PASSWORD_RESET_QUEUE_SIZE"], "password-reset")

@@ -17,7 +17,7 @@ from site_apps import Outbox, make_site, register
 
 from flask_mdb.testing import LiveServer
 
-ACCOUNTS = 24  # requests of each kind (existing and unknown emails)
+ACCOUNTS = 30  # requests of each kind (existing and unknown emails)
 
 
 @pytest.fixture
