@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from werkzeug.utils import ImportStringError, import_string
 
@@ -97,6 +98,42 @@ def _url(key: str, value: Any) -> str | None:
             key, f"must be a URL path starting with '/' (or None to disable), not {value!r}"
         )
     return value
+
+
+def external_url_value(key: str, value: Any) -> str:
+    """One external base URL: absolute ``http``/``https`` with a host, no credentials, no
+    query or fragment; returned without its trailing ``/``."""
+    example = "an absolute http(s) URL such as 'https://example.com'"
+    if not isinstance(value, str) or any(c.isspace() or ord(c) < 32 or c == "\\" for c in value):
+        raise _error(key, f"must be {example} (no spaces or control characters), not {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise _error(key, f"is not a valid URL: {value!r} ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _error(key, f"must be {example}, not {value!r}")
+    if "@" in parts.netloc:
+        raise _error(key, f"must not carry credentials: {value!r}")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise _error(key, f"must not have a query string or fragment: {value!r}")
+    return urlunsplit((parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def _external_url(key: str, value: Any) -> str | dict[str, str] | None:
+    """None, one base URL, or ``{app slug: base URL}`` (apps served on different hosts)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Mapping):
+        out = {}
+        for slug, url in value.items():
+            try:
+                validate_slug(slug)
+            except ScopeError as exc:
+                raise _error(key, f"has a key that is not an app slug: {slug!r} ({exc})") from exc
+            out[slug] = external_url_value(f"{key}[{slug!r}]", url)
+        return out
+    return external_url_value(key, value)
 
 
 def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
@@ -263,6 +300,18 @@ OPTIONS: list[Option] = [
         None,
         _callable,
         "callable (user, url) delivering a password-reset link",
+    ),
+    Option(
+        "MDB_PASSWORD_RESET_QUEUE_SIZE",
+        100,
+        _positive_int,
+        "reset requests waiting for the background sender (beyond: dropped, logged)",
+    ),
+    Option(
+        "MDB_EXTERNAL_URL",
+        None,
+        _external_url,
+        "public base URL of absolute links (reset links), or {slug: URL}; never the Host",
     ),
     Option("MDB_SECURITY_HEADERS", True, _bool, "security headers on apps with auth"),
     Option("MDB_CONTENT_SECURITY_POLICY", None, _csp, "Content-Security-Policy of those apps"),

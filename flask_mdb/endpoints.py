@@ -19,6 +19,7 @@ from flask import Blueprint, Response, jsonify
 from mdb_sync.exceptions import MongoDBEngineError
 
 from .binding import OPS_BLUEPRINT
+from .headers import apply_headers, no_store
 from .state import get_state
 
 log = logging.getLogger("flask_mdb")
@@ -27,7 +28,12 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
+    """Never cached, and with the security headers (``MDB_SECURITY_HEADERS``) like every
+    other response of the extension."""
+    no_store(response)
+    config = get_state().config
+    if config["MDB_SECURITY_HEADERS"]:
+        apply_headers(response, hsts=None, csp=config["MDB_CONTENT_SECURITY_POLICY"])
     return response
 
 

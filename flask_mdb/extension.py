@@ -15,7 +15,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask import Blueprint, Flask, Response, g
+from flask import Blueprint, Flask, Response, current_app, g
 from werkzeug.routing import BaseConverter, ValidationError
 
 from mdb_sync import MongoDBEngine
@@ -29,6 +29,7 @@ from .config import load_config
 from .endpoints import make_blueprint
 from .errors import register_error_handlers
 from .json import install_json_provider
+from .outbox import stop_outbox
 from .state import MDBState, get_state
 from .websockets import routes as websockets
 
@@ -246,8 +247,10 @@ class MDB:
 
     def shutdown(self, app: Flask | None = None) -> None:
         """Shut down the engine the extension built for ``app`` (a shared engine is left to
-        its owner). It reconnects on next use. Open websockets are closed first (1001)."""
+        its owner). It reconnects on next use. Open websockets are closed first (1001), and
+        the background sender runs what it holds (password-reset links; at most 10 s)."""
         websockets.close_all(app)
+        stop_outbox(app or current_app._get_current_object())  # type: ignore[attr-defined]
         get_state(app).shutdown()
 
 

@@ -423,7 +423,17 @@ def test_a_locked_account_gets_429_from_every_client_and_door(make_app):
 def _reset_app(make_app, sender):
     manifest = auth_manifest("site")
     manifest["auth"]["users"]["password_reset"] = {"token_ttl_seconds": 600}
-    return make_app(manifest, MDB_APP_SLUG="site", MDB_PASSWORD_RESET_SENDER=sender)
+    return make_app(
+        manifest,
+        MDB_APP_SLUG="site",
+        MDB_PASSWORD_RESET_SENDER=sender,
+        MDB_EXTERNAL_URL="http://site.example",
+    )
+
+
+def _delivered(app):
+    """Wait for the background sender (reset links are sent outside the request)."""
+    assert app.extensions["mdb_outbox"].join(20)
 
 
 def _post(client, path, body):
@@ -439,9 +449,10 @@ def test_forgot_password_links_over_http(make_app):
     known = _post(visitor, "/auth/forgot", {"email": "ada@example.com"})
     unknown = _post(visitor, "/auth/forgot", {"email": "nobody@example.com"})
     assert known.status_code == unknown.status_code == 202 and known.json == unknown.json
+    _delivered(app)
     assert [email for email, _ in outbox] == ["ada@example.com"]  # only real accounts get mail
     link = urlsplit(outbox[0][1])
-    assert (link.scheme, link.path) == ("http", "/auth/reset")
+    assert (link.scheme, link.netloc, link.path) == ("http", "site.example", "/auth/reset")
     token = parse_qs(link.query)["token"][0]
 
     html = {"X-App": "site", "Accept": "text/html"}
@@ -460,6 +471,7 @@ def test_forgot_password_links_over_http(make_app):
 
     # The browser flow: a form post, then the sign-in page with a notice.
     _post(visitor, "/auth/forgot", {"email": "ada@example.com"})
+    _delivered(app)
     token = parse_qs(urlsplit(outbox[-1][1]).query)["token"][0]
     fields = {"token": token, "new_password": "browser horse 9", "csrf_token": csrf(visitor)}
     form = visitor.post("/auth/reset", headers=html, data=fields)
@@ -487,7 +499,7 @@ def test_password_reset_needs_a_sender_and_is_off_by_default(make_app):
     manifest = auth_manifest("site")
     manifest["auth"]["users"]["password_reset"] = {}
     with pytest.raises(ConfigurationError, match="MDB_PASSWORD_RESET_SENDER"):
-        make_app(manifest, MDB_APP_SLUG="site")
+        make_app(manifest, MDB_APP_SLUG="site", MDB_EXTERNAL_URL="https://site.example")
 
 
 def test_forgot_is_404_without_password_reset(app):
@@ -579,10 +591,17 @@ def test_rate_limit_auth_and_token_security_decorators(app):
     register(client)
     plain = client.post("/transfer", headers={"X-App": "site", "X-CSRF-Token": csrf(client)})
     assert plain.status_code == 403 and "HTTPS" in plain.json["error"]["message"]
+    # Over HTTPS the session cookie is __Host-site_session: the browser signs in there.
+    https = {"base_url": "https://localhost", "headers": {"X-App": "site"}}
+    token = client.get("/auth/csrf", **https).json["csrf_token"]
+    signed_in = client.post("/auth/login", json={"email": "ada@example.com", "password": PASSWORD},
+                            base_url="https://localhost",
+                            headers={"X-App": "site", "X-CSRF-Token": token})  # fmt: skip
+    assert signed_in.status_code == 200
+    token = client.get("/auth/csrf", **https).json["csrf_token"]
     secure = client.post(
-        "/transfer", base_url="https://localhost",
-        headers={"X-App": "site", "X-CSRF-Token": csrf(client)},
-    )  # fmt: skip
+        "/transfer", base_url="https://localhost", headers={"X-App": "site", "X-CSRF-Token": token}
+    )
     assert secure.json == {"done": True}
     no_token = client.post("/transfer", base_url="https://localhost", headers={"X-App": "site"})
     assert no_token.status_code == 400

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,44 @@ def test_prefork_worker_writes_scoped_data(worker, engine, raw_db):
     assert result.returncode == 0, result.stderr + log_path.read_text()
     assert result.stdout.count("stored {") == 4
     assert "notes in notes_app: 8" in result.stdout
+
+
+def test_a_celery_task_as_password_reset_sender(worker, mongo_uri, db_name, raw_db, tmp_path):
+    """``MDB_PASSWORD_RESET_SENDER`` may be a Celery task: the web process's background
+    sender queues it with ``(user, url)`` (the user as JSON), and a worker process sends."""
+    from auth_apps import PASSWORD, add_views, auth_config, auth_manifest, write
+    from flask_apps import AppFactory
+
+    _tasks, checks, _env, proc, log_path = worker
+    manifest = auth_manifest("mailer_app")
+    manifest["auth"]["users"]["password_reset"] = {"token_ttl_seconds": 600}
+    write(tmp_path, manifest)
+    factory = AppFactory(mongo_uri, db_name)
+    try:
+        app = add_views(factory(**auth_config(
+            MDB_MANIFESTS=str(tmp_path), MDB_APP_SLUG="mailer_app",
+            MDB_PASSWORD_RESET_SENDER=checks.deliver_reset_link,
+            MDB_EXTERNAL_URL="https://mailer.example",
+        )))  # fmt: skip
+        client = app.test_client()
+        for path, body in (
+            ("/auth/register", {"email": "ada@example.com", "password": PASSWORD}),
+            ("/auth/forgot", {"email": "ada@example.com"}),
+        ):
+            csrf = client.get("/auth/csrf").json["csrf_token"]
+            assert client.post(path, json=body, headers={"X-CSRF-Token": csrf}).status_code in (
+                201,
+                202,
+            )
+        deadline = time.monotonic() + 90
+        while raw_db["mailer_app_outbox"].count_documents({}) == 0:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+    finally:
+        factory.close()
+    [sent] = list(raw_db["mailer_app_outbox"].find())
+    assert sent["to"] == "ada@example.com" and sent["pid"] not in (os.getpid(), proc.pid)
+    assert sent["url"].startswith("https://mailer.example/auth/reset?token=")
 
 
 def test_importing_mdb_sync_does_not_import_celery():

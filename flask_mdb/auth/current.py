@@ -4,8 +4,11 @@ Each bound app with an ``auth`` or ``token_management`` block gets an
 :class:`~mdb_sync.auth.AuthService` (cached per manifest version). A request proves its
 user either with ``Authorization: Bearer <access token>`` — then only the token counts,
 never a cookie — or with the app's session cookie (named from the manifest,
-``<slug>_session`` by default), whose id refers to a server-side session. Flask-Login's
-``current_user`` is loaded from either through the login manager's request loader.
+``<slug>_session`` by default; ``__Host-<slug>_session`` over HTTPS), whose id refers to a
+server-side session. Flask-Login's ``current_user`` is loaded from either through the login
+manager's request loader; a user signed in with ``flask_login.login_user`` is loaded from
+Flask's session. Whenever the identity comes from a cookie — any of these — unsafe requests
+need a CSRF token.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import logging
 import secrets
 from typing import Any
 
+import flask_login
 from flask import current_app, g, has_request_context, request
+from flask import session as flask_session
 from flask_login import current_user, user_logged_in, user_logged_out
 
 from mdb_sync.auth import AuthService, csrf
@@ -30,6 +35,12 @@ log = logging.getLogger("flask_mdb.auth")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CSRF_FIELD = "csrf_token"
 CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
+#: Prefix of cookie names over HTTPS: the browser keeps such a cookie only when it is Secure,
+#: has ``Path=/`` and no ``Domain``, so no sibling subdomain or plain-HTTP page can plant one.
+HOST_PREFIX = "__Host-"
+#: Flask-Login's keys: the user id in Flask's session, and its remember cookie's default name.
+FLASK_LOGIN_USER_KEY = "_user_id"
+REMEMBER_COOKIE_DEFAULT = "remember_token"
 
 
 # --- the bound app's auth ----------------------------------------------------------------------
@@ -140,6 +151,43 @@ def bearer_token() -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+def _cookie_name(auth: AuthService, name: str) -> str:
+    if name.startswith((HOST_PREFIX, "__Secure-")) or not cookie_secure(auth):
+        return name
+    return HOST_PREFIX + name
+
+
+def session_cookie_name(auth: AuthService) -> str:
+    """The name of the app's session cookie in this request: the manifest's
+    ``session_cookie_name``, with the ``__Host-`` prefix when the cookie is Secure (over
+    HTTPS). Only that name is read: over HTTPS a cookie without the prefix is ignored."""
+    return _cookie_name(auth, auth.config.session_cookie_name)
+
+
+def csrf_cookie_name(auth: AuthService) -> str:
+    """The name of the CSRF seed cookie (what anonymous CSRF tokens are bound to)."""
+    return _cookie_name(auth, f"{auth.config.session_cookie_name}_csrf")
+
+
+def remember_cookie_name() -> str:
+    return str(current_app.config.get("REMEMBER_COOKIE_NAME") or REMEMBER_COOKIE_DEFAULT)
+
+
+def flask_login_cookie() -> bool:
+    """True when Flask's session names a Flask-Login user or Flask-Login's remember cookie
+    came with the request (a user signed in with ``flask_login.login_user``)."""
+    return bool(request.cookies.get(remember_cookie_name())) or (
+        flask_session.get(FLASK_LOGIN_USER_KEY) is not None
+    )
+
+
+def cookie_identity(auth: AuthService) -> bool:
+    """True when the request carries a cookie that can sign a user in — the app's session
+    cookie, or Flask-Login's session or remember cookie — whether or not it is still valid:
+    unsafe requests then need a CSRF token (a browser sends cookies to cross-site posts)."""
+    return bool(request.cookies.get(session_cookie_name(auth))) or flask_login_cookie()
+
+
 def load_user_from_request(_request: Any = None) -> AuthUser | None:
     """Flask-Login's request loader: bearer token, else the app's session cookie."""
     auth = current_service()
@@ -156,7 +204,7 @@ def load_user_from_request(_request: Any = None) -> AuthUser | None:
             g._mdb_token_error = exc.message
             return None
         return AuthUser(user, "token", claims=claims, token=token)
-    sid = request.cookies.get(auth.config.session_cookie_name)
+    sid = request.cookies.get(session_cookie_name(auth))
     if sid and auth.sessions is not None:
         loaded = auth.load_session(sid, fingerprint(auth))
         if loaded is not None:
@@ -168,7 +216,10 @@ def load_user_from_request(_request: Any = None) -> AuthUser | None:
 
 def load_user_by_id(user_id: str) -> AuthUser | None:
     """Flask-Login's user loader (``flask_login.login_user`` stores ``<id>.<version>`` in
-    Flask's session): the user of the *bound* app, while the version still matches."""
+    Flask's session): the user of the *bound* app, while the version still matches. A
+    request with an ``Authorization`` header is judged by its token alone."""
+    if has_request_context() and "Authorization" in request.headers:
+        return load_user_from_request()
     auth = current_service()
     if auth is None or auth.users is None or not isinstance(user_id, str):
         return None
@@ -195,7 +246,7 @@ def login_user(user: Any, remember: bool = False) -> AuthUser:
     app. Any session the browser had is ended first: the id always changes at login."""
     auth = require_service()
     data = user.data if isinstance(user, AuthUser) else dict(user)
-    old = request.cookies.get(auth.config.session_cookie_name)
+    old = request.cookies.get(session_cookie_name(auth))
     if old:
         auth.end_session(old)
     sid, session = auth.start_session(data, remember=remember, fingerprint=fingerprint(auth))
@@ -225,19 +276,25 @@ def register_user(
 
 
 def logout_user() -> None:
-    """End the request's login: the session (cookie cleared) or the bearer token's login
-    (the token and its refresh family are revoked)."""
+    """End the request's login: the session (cookie cleared), the bearer token's login (the
+    token and its refresh family are revoked), and a Flask-Login login
+    (``flask_login.login_user``: its user id leaves Flask's session, its remember cookie is
+    cleared)."""
     auth = require_service()
     user = get_current_user()
-    sid = request.cookies.get(auth.config.session_cookie_name)
+    sid = request.cookies.get(session_cookie_name(auth))
     if user is not None and user.via == "token" and user.token:
         auth.revoke_token(user.token)
     if sid:
         auth.end_session(sid)
         g._mdb_cookie = ("clear",)
+    signalled = False
+    if flask_login_cookie():
+        flask_login.logout_user()  # sends user_logged_out for Flask-Login's user
+        signalled = user is None or user.via == "flask-session"
     g.pop("_mdb_session", None)
     g._login_user = AnonymousUser()
-    if user is not None:
+    if user is not None and not signalled:
         user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
 
 
@@ -254,21 +311,23 @@ def _csrf_key() -> bytes:
     return csrf.derive_key(secret)
 
 
-def _seed_cookie(auth: AuthService) -> str:
-    return f"{auth.config.session_cookie_name}_csrf"
-
-
 def _binding(auth: AuthService, create: bool) -> str | None:
-    if request.cookies.get(auth.config.session_cookie_name):
-        current_user._get_current_object()  # type: ignore[attr-defined]  # loads g._mdb_session
+    """What a CSRF token is bound to: the server-side session, else the browser's seed
+    cookie — together with the Flask-Login user's id when the user came from Flask's
+    session, so a token minted for another identity (a planted seed) never fits."""
+    user = None
+    if request.cookies.get(session_cookie_name(auth)) or flask_login_cookie():
+        user = current_user._get_current_object()  # type: ignore[attr-defined]  # loads g._mdb_session
     session = g.get("_mdb_session")
     if session is not None:
         return "s:" + str(session.get("csrf"))
-    seed = g.get("_mdb_csrf_seed") or request.cookies.get(_seed_cookie(auth))
+    seed = g.get("_mdb_csrf_seed") or request.cookies.get(csrf_cookie_name(auth))
     if seed is None or not (16 <= len(seed) <= 64):
         if not create:
             return None
         seed = g._mdb_csrf_seed = secrets.token_urlsafe(24)
+    if user is not None and getattr(user, "is_authenticated", False):
+        return f"f:{user.get_id()}:{seed}"
     return "a:" + seed
 
 
@@ -276,6 +335,7 @@ def csrf_token() -> str:
     """A CSRF token for the bound app and this browser (put it in forms as ``csrf_token``
     or send it in the ``X-CSRF-Token`` header)."""
     auth = require_service()
+    g._mdb_csrf_issued = True  # the response carries a token: it must not be cached
     return csrf.make_token(_csrf_key(), auth.slug, _binding(auth, create=True) or "")
 
 
@@ -304,7 +364,8 @@ def cookie_secure(auth: AuthService) -> bool:
 
 
 def write_cookies(response: Any) -> Any:
-    """``after_request``: set or clear the session cookie, set a new CSRF seed."""
+    """``after_request``: set or clear the session cookie, set a new CSRF seed (both named
+    with ``__Host-`` when Secure; always ``Path=/`` and no ``Domain``)."""
     auth = g.get("_mdb_auth")
     if auth is None:
         return response
@@ -319,14 +380,17 @@ def write_cookies(response: Any) -> Any:
     if action is not None and action[0] == "set":
         _, sid, remember = action
         response.set_cookie(
-            cfg.session_cookie_name, sid, max_age=cfg.session_ttl if remember else None, **common
+            session_cookie_name(auth),
+            sid,
+            max_age=cfg.session_ttl if remember else None,
+            **common,
         )
         response.headers["Cache-Control"] = "no-store"
     elif action is not None:
-        response.delete_cookie(cfg.session_cookie_name, **common)
+        response.delete_cookie(session_cookie_name(auth), **common)
     seed = g.get("_mdb_csrf_seed")
     if seed is not None:
-        response.set_cookie(_seed_cookie(auth), seed, **{**common, "httponly": True})
+        response.set_cookie(csrf_cookie_name(auth), seed, **{**common, "httponly": True})
     if g.get("_mdb_session") is not None or action is not None:
         response.vary.add("Cookie")
     return response

@@ -1,8 +1,11 @@
 """Security headers and HTTPS enforcement.
 
-Responses of apps with an ``auth`` block get them automatically (``MDB_SECURITY_HEADERS``,
-on by default); :class:`SecurityMiddleware` applies them to every response of a Flask app.
-Headers a view set itself are left alone.
+Responses of apps with an ``auth`` block — and responses no app is bound for (unknown apps,
+health, metrics) — get them automatically (``MDB_SECURITY_HEADERS``, on by default; see
+``finish`` in :mod:`.setup`); :class:`SecurityMiddleware` applies them to every response of
+a Flask app.
+Headers a view set itself are left alone. (The header helpers live in
+:mod:`flask_mdb.headers`, which the health and metrics endpoints share.)
 """
 
 from __future__ import annotations
@@ -14,43 +17,10 @@ from flask import Flask, Response, request
 
 from ..binding import current_binding
 from ..config import csp_value
-from .current import csrf_problem, current_service
+from ..headers import REFERRER_POLICY, apply_headers, hsts_value
+from .current import cookie_identity, csrf_problem, current_service
 from .decorators import CSRF_EXEMPT_ATTR, https_refusal
 from .responses import auth_error
-
-REFERRER_POLICY = "strict-origin-when-cross-origin"
-
-
-def hsts_value(
-    max_age: int = 31_536_000, include_subdomains: bool = True, preload: bool = False
-) -> str:
-    value = f"max-age={int(max_age)}"
-    if include_subdomains:
-        value += "; includeSubDomains"
-    if preload:
-        value += "; preload"
-    return value
-
-
-def apply_headers(
-    response: Response,
-    *,
-    hsts: str | None,
-    csp: str | None,
-    frame_options: str | None = "DENY",
-    referrer_policy: str | None = REFERRER_POLICY,
-) -> Response:
-    headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    if frame_options:
-        headers.setdefault("X-Frame-Options", frame_options)
-    if referrer_policy:
-        headers.setdefault("Referrer-Policy", referrer_policy)
-    if csp:
-        headers.setdefault("Content-Security-Policy", csp)
-    if hsts and request.is_secure:  # only over HTTPS: RFC 6797 says to ignore it over HTTP
-        headers.setdefault("Strict-Transport-Security", hsts)
-    return response
 
 
 class SecurityMiddleware:
@@ -107,7 +77,7 @@ class SecurityMiddleware:
                 and auth.users is not None
                 and "Authorization" not in request.headers
                 and not getattr(view, CSRF_EXEMPT_ATTR, False)
-                and request.cookies.get(auth.config.session_cookie_name)
+                and cookie_identity(auth)
             ):
                 problem = csrf_problem(auth)
                 if problem is not None:
@@ -130,3 +100,6 @@ def _view() -> Any:
     from flask import current_app
 
     return current_app.view_functions.get(request.endpoint or "")
+
+
+__all__ = ["REFERRER_POLICY", "SecurityMiddleware", "apply_headers", "hsts_value"]

@@ -21,7 +21,9 @@ from mdb_sync.auth.config import route_matches
 from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
 
 from ..binding import OPS_BLUEPRINT, current_binding
+from ..headers import apply_headers, hsts_value, no_store
 from ..identity import register_identity_resolver, register_token_verifier
+from ..links import require_external_base
 from ..state import MDBState, get_state
 from . import current
 from .decorators import (
@@ -33,18 +35,20 @@ from .decorators import (
     unauthorized,
 )
 from .responses import auth_error
-from .security import apply_headers, hsts_value
 from .user import AnonymousUser
 
 log = logging.getLogger("flask_mdb.auth")
 
 _INSTALLED = "mdb_auth_installed"
+#: Name of the auth blueprint (``/auth/...``): every response of it is ``no-store``.
+AUTH_BLUEPRINT = "mdb_auth"
 
 
 def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) -> None:
     """Refuse to start with a manifest whose auth cannot work: tokens without a (long
-    enough) secret or key, password reset with no way to deliver the link, CSRF-protected
-    users without a Flask SECRET_KEY."""
+    enough) secret or key, password reset with no way to deliver the link or no configured
+    public address to build it from (``MDB_EXTERNAL_URL``: never the request's Host),
+    CSRF-protected users without a Flask SECRET_KEY."""
     config = state.config
     for manifest in manifests:
         cfg = AuthConfig.from_manifest(manifest)
@@ -72,6 +76,8 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
                 "the link to the user's email",
                 context={"option": "MDB_PASSWORD_RESET_SENDER", "app": cfg.slug},
             )
+        if cfg.users_enabled and cfg.password_reset_ttl is not None and config["MDB_AUTH_ROUTES"]:
+            require_external_base(cfg.slug, app, needed_by="password-reset links")
         if cfg.users_enabled and cfg.csrf_enabled and not app.config.get("SECRET_KEY"):
             raise ConfigurationError(
                 f"app {cfg.slug!r} has users (auth.users) but the Flask SECRET_KEY is not set: "
@@ -194,7 +200,7 @@ def guard() -> Any:
         and auth.users is not None
         and request.method not in current.SAFE_METHODS
         and "Authorization" not in request.headers
-        and request.cookies.get(cfg.session_cookie_name)
+        and current.cookie_identity(auth)
         and not getattr(view, CSRF_EXEMPT_ATTR, False)
         and not route_matches(request.path, cfg.csrf_exempt_routes)
     ):
@@ -219,14 +225,22 @@ def guard() -> Any:
 
 
 def finish(response: Response) -> Response:
-    """``after_request``: cookies, and security headers for apps with auth."""
+    """``after_request`` of every response of the Flask app: the bound app's cookies;
+    ``Cache-Control: no-store`` on the auth routes and on any page carrying a CSRF token;
+    the security headers on every response of a bound app with auth — its views, its 404s
+    and errors — and of requests no app is bound for (unknown apps, health, metrics), with
+    HSTS as the bound app's manifest says."""
     auth = g.get("_mdb_auth")
-    if auth is None:
-        return response
-    current.write_cookies(response)
+    if auth is not None:
+        current.write_cookies(response)
+    private = request.blueprint == AUTH_BLUEPRINT or g.get("_mdb_csrf_issued")
+    if private and "no-store" not in (response.headers.get("Cache-Control") or ""):
+        no_store(response)
     state = get_state()
-    if state.config["MDB_SECURITY_HEADERS"]:
-        hsts = auth.config.hsts
+    # Apps without auth served by the same Flask app are left alone; responses no app was
+    # bound for (an unknown app, a path outside every bound blueprint, health) are not.
+    if state.config["MDB_SECURITY_HEADERS"] and (auth is not None or current_binding() is None):
+        hsts = auth.config.hsts if auth is not None else {"enabled": False}
         apply_headers(
             response,
             hsts=(

@@ -10,12 +10,13 @@ default) serving the bound app:
 ``GET       /me``          the signed-in user
 ``POST      /password``    ``{current_password, new_password}``
 ``GET       /csrf``        a CSRF token for JSON clients of cookie sessions
-``GET/POST  /forgot``      ``{email}``: a reset link goes to ``MDB_PASSWORD_RESET_SENDER``
+``GET/POST  /forgot``      ``{email}``: queued; the background sender mails the link
 ``GET/POST  /reset``       ``{token, new_password}`` (``auth.users.password_reset``)
 =========================  ===============================================================
 
 Failed logins get one answer whatever failed, and so do reset requests whether or not the
-email has an account; logins, registrations, reset requests and refreshes are
+email has an account — in the same time too (see :mod:`.reset_links`); every response here
+is ``Cache-Control: no-store``; logins, registrations, reset requests and refreshes are
 rate-limited per client address (``token_management.security.rate_limiting``); redirects
 after login go only to paths of this site.
 """
@@ -27,6 +28,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+import flask_login
 from flask import (
     Blueprint,
     abort,
@@ -48,10 +50,12 @@ from mdb_sync.exceptions import (
 
 from . import current
 from .decorators import csrf_exempt, hit_limit, public, unauthorized
+from .reset_links import request_reset_link
 from .responses import auth_error, wants_html
-from .setup import auth_url
+from .setup import AUTH_BLUEPRINT, auth_url
+from .user import AuthUser
 
-BLUEPRINT = "mdb_auth"
+BLUEPRINT = AUTH_BLUEPRINT
 #: What a reset request answers, whether or not the email has an account.
 RESET_SENT = "if an account has this email, a link to reset its password is on its way"
 
@@ -135,7 +139,7 @@ def _form(template: str, status: int = 200, **context: Any) -> Any:
 
 def _user_body(user: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"user": user.to_json()}
-    if user.via == "session" and current.current_service().config.csrf_enabled:  # type: ignore[union-attr]
+    if user.via in ("session", "flask-session") and current.current_service().config.csrf_enabled:  # type: ignore[union-attr]
         body["csrf_token"] = current.csrf_token()
     return body
 
@@ -202,9 +206,7 @@ def logout(**_view_args: Any) -> Any:
     if isinstance(refresh_token, str) and auth.tokens is not None:
         with contextlib.suppress(TokenError):  # already expired or revoked: nothing to end
             auth.revoke_token(refresh_token)
-    if current.get_current_user() is not None or request.cookies.get(
-        auth.config.session_cookie_name
-    ):
+    if current.get_current_user() is not None or current.cookie_identity(auth):
         current.logout_user()
     if wants_html() and not request.is_json:
         target = data.get("next") or request.args.get("next")
@@ -275,6 +277,10 @@ def password(**_view_args: Any) -> Any:
     if user.via == "session":  # every session ended: give this browser a fresh one
         user = current.login_user(updated, remember=bool((user.session or {}).get("remember")))
         return jsonify(_user_body(user))
+    if user.via == "flask-session":  # the old id (with the old version) no longer loads
+        user = AuthUser(updated, "flask-session")
+        flask_login.login_user(user)
+        return jsonify(_user_body(user))
     return jsonify(user=updated and {"user_id": updated["user_id"]}, tokens_revoked=True)
 
 
@@ -292,15 +298,9 @@ def forgot(**_view_args: Any) -> Any:
     data = _payload()
     _check_csrf(auth)
     _limit(auth, "reset")
-    started = auth.request_password_reset(_text(data, "email"))
-    if started is not None:
-        user, token = started
-        url = auth_url("reset", token=token, _external=True)
-        sender = current_app.extensions["mdb"].config["MDB_PASSWORD_RESET_SENDER"]
-        try:
-            sender(user, url)
-        except Exception:  # the answer must not tell that this email has an account
-            log.exception("MDB_PASSWORD_RESET_SENDER failed for app %r", auth.slug)
+    # The same work for every email: the lookup, the token, the link and the sending happen
+    # on the background sender, so neither the answer nor its timing tells who has an account.
+    request_reset_link(auth, _text(data, "email"))
     if not request.is_json and wants_html():
         return _form("mdb_auth/forgot.html", 202, auth=auth, sent=RESET_SENT, error=None)
     return jsonify(sent=True, message=RESET_SENT), 202

@@ -25,6 +25,13 @@ Two ways for records to get the context:
 :class:`JSONFormatter` writes one JSON object per line, redacting values of sensitive keys
 (passwords, tokens, API keys) and credentials in MongoDB URIs. :func:`configure_logging`
 sets all of this up on one logger in one call.
+
+**Secrets never reach a handler from the library's own loggers** (``mdb_sync.*``,
+``flask_mdb.*``): their records are redacted when they are made (:func:`redact_text` on the
+message and the exception text), whatever handlers the application installs. Other
+loggers — werkzeug's or gunicorn's access log, which print request URLs such as
+``/ws?token=...`` — are redacted by :class:`RedactingFilter` on a handler
+(:func:`configure_logging` puts one on its own).
 """
 
 from __future__ import annotations
@@ -63,6 +70,51 @@ _SENSITIVE_KEY = re.compile(
 )
 _URI_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)[^@/\s]+@")
 REDACTED = "[REDACTED]"
+
+# How secrets are recognised in text (log messages, tracebacks, URLs):
+#: names whose value is a secret, as ``name=value`` anywhere (query strings, cookies, reprs):
+#: ``token``, ``access_token``, ``remember_token``, ``<slug>_session``, ``csrf_token``, ...
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*?(?:token|secret|password|passwd|session|csrf|jwt|api[_-]?key|apikey"
+    r"|credentials?|signature)"
+)
+_SECRET_PAIR = re.compile(rf"(?i)\b({_SECRET_NAME})=([^\s&#;,'\"<>]+)")
+#: shorter names that are secrets in a query string only (OAuth ``code``, API ``key``, ...).
+_QUERY_PAIR = re.compile(r"(?i)([?&;](?:code|key|sig|auth)=)([^\s&#;'\"<>]+)")
+#: ``'token': 'value'`` (a dict's repr, JSON).
+_QUOTED_PAIR = re.compile(rf"(?i)(['\"]{_SECRET_NAME}['\"]\s*:\s*)(['\"])[^'\"]*\2")
+#: ``Authorization: Bearer <token>``, and the websocket subprotocol pair ``bearer, <token>``.
+_BEARER = re.compile(r"(?i)\b(bearer(?:\s+|,\s*))[A-Za-z0-9._~+/=-]{8,}")
+#: a JWT (``eyJ...``.``...``.``...``) wherever it appears.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+#: a bare random token (reset tokens, session ids: ``secrets.token_urlsafe``): 32+ URL-safe
+#: base64 characters mixing upper case, lower case and digits (ids in hex are left alone).
+_OPAQUE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])")
+
+
+def _opaque(match: re.Match[str]) -> str:
+    text = match.group(0)
+    mixed = (
+        any(c.isupper() for c in text)
+        and any(c.islower() for c in text)
+        and any(c.isdigit() for c in text)
+    )
+    return REDACTED if mixed else text
+
+
+def redact_text(text: str) -> str:
+    """``text`` without the secrets it shows: credentials in MongoDB URIs, JWTs, bearer
+    tokens, values of secret-named parameters (``token=``, ``access_token=``,
+    ``<app>_session=``, ``password=``, and ``code=``/``key=`` in query strings) and bare
+    random tokens (32+ URL-safe characters mixing cases and digits)."""
+    if "mongodb" in text:
+        text = _URI_CREDENTIALS.sub(r"\1***@", text)
+    text = _JWT.sub(REDACTED, text)
+    text = _BEARER.sub(rf"\1{REDACTED}", text)
+    text = _QUOTED_PAIR.sub(rf"\1\2{REDACTED}\2", text)
+    text = _SECRET_PAIR.sub(rf"\1={REDACTED}", text)
+    text = _QUERY_PAIR.sub(rf"\1{REDACTED}", text)
+    return _OPAQUE.sub(_opaque, text)
 
 
 def _check_id(value: Any, what: str) -> str:
@@ -227,17 +279,78 @@ class ContextFilter(logging.Filter):
 
 
 def redact(value: Any, key: str | None = None) -> Any:
-    """``value`` with sensitive entries replaced by ``[REDACTED]`` (recursively) and
-    credentials removed from MongoDB URIs."""
+    """``value`` with sensitive entries replaced by ``[REDACTED]`` (recursively) and secrets
+    removed from text (:func:`redact_text`)."""
     if key is not None and _SENSITIVE_KEY.search(key):
         return REDACTED
     if isinstance(value, str):
-        return _URI_CREDENTIALS.sub(r"\1***@", value) if "mongodb" in value else value
+        return redact_text(value)
     if isinstance(value, Mapping):
         return {str(k): redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [redact(v) for v in value]
     return value
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Redact ``record`` in place: its message (formatted with its arguments) and the text
+    of its exception, which formatters then use as is."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it when the record is handled
+        return record
+    cleaned = redact_text(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        cleaned = redact_text(text)
+        if cleaned != text:
+            record.exc_text = cleaned
+    return record
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts every record passing through (:func:`redact_record`). Put it on a handler
+    that receives other libraries' records — werkzeug's or gunicorn's access log prints
+    request URLs, and a websocket URL may carry ``?token=``::
+
+        handler.addFilter(RedactingFilter())
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True
+
+
+#: The library's loggers: their records are redacted when made, wherever they go.
+LIBRARY_LOGGERS = ("mdb_sync", "flask_mdb")
+_LIBRARY_PREFIXES = tuple(f"{name}." for name in LIBRARY_LOGGERS)
+
+
+def _is_library_record(name: str) -> bool:
+    return name in LIBRARY_LOGGERS or name.startswith(_LIBRARY_PREFIXES)
+
+
+def _install_library_redaction() -> None:
+    """Wrap the log record factory once so that records of the library's own loggers are
+    redacted as they are made. A filter on the ``mdb_sync`` logger would not do: a logger's
+    filters do not see its children's records. Other loggers' records are left as they are."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_mdb_redacting", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if _is_library_record(record.name):
+            redact_record(record)
+        return record
+
+    factory._mdb_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_install_library_redaction()
 
 
 def _json_default(value: Any) -> Any:
@@ -320,6 +433,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._mdb_handler = True  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(JSONFormatter() if json else ContextFormatter())
     target.addHandler(handler)
     target.setLevel(level)
@@ -327,10 +441,12 @@ def configure_logging(
 
 
 __all__ = [
+    "LIBRARY_LOGGERS",
     "ContextFilter",
     "ContextFormatter",
     "ContextLoggerAdapter",
     "JSONFormatter",
+    "RedactingFilter",
     "accept_correlation_id",
     "clear_app_context",
     "clear_correlation_id",
@@ -342,6 +458,8 @@ __all__ = [
     "log_context",
     "new_correlation_id",
     "redact",
+    "redact_record",
+    "redact_text",
     "set_app_context",
     "set_correlation_id",
 ]

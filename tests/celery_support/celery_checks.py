@@ -40,3 +40,12 @@ def task_metrics() -> dict:
         app_id: {name: op["count"] for name, op in data.get("operations", {}).items()}
         for app_id, data in apps.items()
     }
+
+
+@app.task(name="checks.deliver_reset_link")
+def deliver_reset_link(user: dict, url: str) -> None:
+    """A password-reset sender run by the worker (``MDB_PASSWORD_RESET_SENDER`` = this task):
+    records what it was asked to deliver, and where it ran."""
+    mdb.get_scoped_db("mailer_app").outbox.insert_one(
+        {"to": user["email"], "user_id": user["user_id"], "url": url, "pid": os.getpid()}
+    )
