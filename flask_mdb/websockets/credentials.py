@@ -12,8 +12,11 @@ while the socket stays open. :class:`Credentials` re-checks that login through
   another process whose revocation event has not arrived yet;
 * when the login lapses (:attr:`Credentials.expires_at`: the session's expiry, the token's
   ``exp``): the connection's own thread wakes then and closes it unless the session was
-  renewed meanwhile;
-* on an ``access`` control event (the user's roles changed), in a short-lived thread.
+  renewed meanwhile.
+
+Revocations themselves arrive as control events (the connection manager closes the
+connections at once); these checks cover what no event announces (an expiry, a session
+swept from the database) and the time an event takes to reach another process.
 
 A refusal closes the connection with :data:`~.connection.CREDENTIALS_REVOKED` (4401) or,
 when the login holds but the app's access policy now refuses the user,

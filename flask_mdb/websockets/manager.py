@@ -6,9 +6,9 @@ every other process through MongoDB; ``local_only=True`` keeps a message in this
 The manager subscribes to its app's events when its first client connects — the server's
 control events included: when credentials are revoked (:mod:`mdb_sync.auth.revocation`,
 from any process) it closes the connections resting on them with code 4401
-(:data:`~.connection.CREDENTIALS_REVOKED`), and when a user's roles change it re-checks
-their connections against the app's access policy (4403,
-:data:`~.connection.ACCESS_REVOKED`, if refused). Control events are never sent to a client.
+(:data:`~.connection.CREDENTIALS_REVOKED`), and when a role change makes the app's access
+policy refuse a user, that user's connections with 4403 (:data:`~.connection.ACCESS_REVOKED`).
+Control events are never sent to a client.
 """
 
 from __future__ import annotations
@@ -302,38 +302,18 @@ class WebSocketManager:
                 connection.send_text(event.data)
 
     def _on_control(self, event: Event) -> None:
-        """A control event: close the connections whose login it revokes (at once, without
-        waiting for their close to complete), re-check those it asks to in a thread."""
+        """A control event: close the connections whose login it revokes — at once (no
+        frame leaves for them any more), without waiting for their close to complete."""
         control = revocation.parse_control(event.data)
         if control is None:
             return
-        candidates = self.connections(event.user_id)
-        rechecks = []
-        for connection in candidates:
-            action = revocation.action_for(control, connection.identity)
-            if action == revocation.REVOKE:
-                if connection.revoke(CREDENTIALS_REVOKED, revocation.REVOKED):
-                    self._count("ws.revoked")
-            elif action == revocation.RECHECK and connection.credentials is not None:
-                rechecks.append(connection)
-        if rechecks:
-            threading.Thread(
-                target=self._recheck, args=(rechecks,), name="mdb-ws-recheck", daemon=True
-            ).start()
-
-    def _recheck(self, connections: list[Connection]) -> None:
-        for connection in connections:
-            if connection.closed:
+        for connection in self.connections(event.user_id):
+            standing = revocation.verdict(control, connection.identity)
+            if standing is None:
                 continue
-            try:
-                standing = connection.credentials.check()
-            except Exception:  # the next message's check tries again
-                log.warning("could not re-check websocket %s", connection.id[:8], exc_info=True)
-                continue
-            if standing is not None and not standing.ok:
-                code = ACCESS_REVOKED if standing.forbidden else CREDENTIALS_REVOKED
-                if connection.revoke(code, standing.problem or revocation.REVOKED):
-                    self._count("ws.revoked")
+            code = ACCESS_REVOKED if standing.forbidden else CREDENTIALS_REVOKED
+            if connection.revoke(code, standing.problem or revocation.REVOKED):
+                self._count("ws.revoked")
 
     def _ensure_subscribed(self) -> None:
         subscription = self._subscription

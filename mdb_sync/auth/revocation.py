@@ -14,7 +14,9 @@ change). Two mechanisms keep such a connection from outliving its login:
                belongs to)
   ``session``  one login session (logout, or evicted by ``max_sessions_per_user``)
   ``family``   one token login (token logout, refresh-token reuse, an evicted family)
-  ``access``   the user's roles changed: re-run the app's access policy for them
+  ``access``   the user's roles changed and the app's access policy now refuses them
+               (the revoking process runs the policy once; the connections close with
+               the policy's reason)
 
   Control events travel in the same stream as messages, so a message published after a
   revocation never reaches a process before the revocation does. Publishing never fails a
@@ -51,9 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mdb_sync.auth")
 
-#: ``op`` of a control event: close the matching connections, or re-check them.
+#: ``op`` of a control event: close the matching connections.
 REVOKE = "revoke"
-RECHECK = "recheck"
 #: What a control event is about (its ``scope``).
 SCOPES = ("user", "session", "family", "access")
 
@@ -93,10 +94,14 @@ def family_revoked(engine: MongoDBEngine, slug: str, family: str, user_id: Any =
     _publish(engine, slug, control, user_id)
 
 
-def access_changed(engine: MongoDBEngine, slug: str, user_id: Any) -> None:
-    """The roles of ``user_id`` changed in ``slug``: its connections re-run the policy."""
-    control = {"op": RECHECK, "scope": "access", "user_id": str(user_id)}
-    _publish(engine, slug, control, user_id)
+def roles_changed(auth: AuthService, user: Mapping[str, Any]) -> None:
+    """``user``'s roles changed in ``auth``'s app: if its access policy now refuses them,
+    their connections close (with the policy's reason)."""
+    problem = auth.access_problem(user) if auth.config.policy_present else None
+    if problem:
+        user_id = str(user["user_id"])
+        control = {"op": REVOKE, "scope": "access", "user_id": user_id, "reason": problem}
+        _publish(auth.engine, auth.slug, control, user_id)
 
 
 def _publish(engine: MongoDBEngine, slug: str, control: dict[str, Any], user_id: Any) -> None:
@@ -126,16 +131,17 @@ def parse_control(text: str) -> dict[str, Any] | None:
         return None
     if (
         not isinstance(control, dict)
-        or control.get("op") not in (REVOKE, RECHECK)
+        or control.get("op") != REVOKE
         or control.get("scope") not in SCOPES
     ):
         return None
     return control
 
 
-def action_for(control: Mapping[str, Any], identity: Mapping[str, Any] | None) -> str | None:
-    """What a connection holding ``identity`` must do about ``control``: :data:`REVOKE`,
-    :data:`RECHECK` or nothing (None). Anonymous connections are never concerned."""
+def verdict(control: Mapping[str, Any], identity: Mapping[str, Any] | None) -> Standing | None:
+    """What ``control`` means for a connection holding ``identity``: a refused
+    :class:`Standing` (close it, with that reason), or None (it is not concerned).
+    Anonymous connections never are."""
     if not identity or identity.get("user_id") is None:
         return None
     scope = control.get("scope")
@@ -148,20 +154,21 @@ def action_for(control: Mapping[str, Any], identity: Mapping[str, Any] | None) -
         # An identity that does not say its version (another resolver's) rests on nothing
         # this revocation spares: close it too.
         if version is None or not isinstance(minimum, int) or int(version) < minimum:
-            return REVOKE
+            return Standing(REVOKED)
         return None
     if scope == "session":
         session = identity.get("session")
         if isinstance(session, Mapping) and session.get("id") == control.get("session"):
-            return REVOKE
+            return Standing(REVOKED)
         return None
     if scope == "family":
         token = identity.get("token")
         if isinstance(token, Mapping) and token.get("family") == control.get("family"):
-            return REVOKE
+            return Standing(REVOKED)
         return None
     if scope == "access" and str(control.get("user_id")) == user_id:
-        return RECHECK
+        reason = control.get("reason")
+        return Standing(str(reason)[:200] if reason else ACCESS_REVOKED, forbidden=True)
     return None
 
 
@@ -258,5 +265,5 @@ def recheck(auth: AuthService, identity: Mapping[str, Any], *, activity: bool = 
     if auth.config.policy_present:
         problem = auth.access_problem(user)
         if problem:
-            return Standing(f"{ACCESS_REVOKED}: {problem}", forbidden=True, expires_at=expiry)
+            return Standing(problem, forbidden=True, expires_at=expiry)
     return Standing(None, expires_at=expiry)

@@ -537,7 +537,7 @@ class AuthService:
         assert updated is not None
         user = public_view(users, updated)
         self._link_roles(user)
-        revocation.access_changed(self.engine, self.slug, user["user_id"])
+        revocation.roles_changed(self, user)
         return user
 
     # --- sessions -------------------------------------------------------------------------------
