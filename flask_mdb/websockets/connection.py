@@ -50,10 +50,20 @@ class LockedSocket:
         self._sock = sock
         #: Held while a frame is written (by whichever thread, until its last byte).
         self.lock = threading.Lock()
+        #: Set by :meth:`seal`: only a close frame may be written any more.
+        self.sealed = False
+
+    def seal(self) -> None:
+        """From now on write nothing but a close frame: a connection whose login was
+        revoked answers nothing more — not even the pongs simple-websocket sends by itself
+        — while its close frame is on the way."""
+        self.sealed = True
 
     def send(self, data: bytes) -> int:
         with self.lock:
-            self._sock.sendall(data)
+            # A server's frame starts with FIN and its opcode; 0x8 is a close frame.
+            if not self.sealed or (data[:1] and (data[0] & 0x0F) == 0x8):
+                self._sock.sendall(data)
         return len(data)
 
     sendall = send
@@ -269,6 +279,9 @@ class Connection:
             self.close_reason = reason
             self.revoked = (code, reason)
             self._closed.set()
+            sock = getattr(self.ws, "sock", None)
+            if isinstance(sock, LockedSocket):
+                sock.seal()
         log.info("websocket %s of app %r closed: %s", self.id[:8], self.app_slug, reason)
         self._discard_queued()
         threading.Thread(

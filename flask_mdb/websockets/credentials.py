@@ -70,6 +70,8 @@ class Credentials:
             self._checked_at = time.monotonic()
             if standing.expires_at is not None:
                 self.expires_at = standing.expires_at
+            if standing.roles is not None:  # handlers read the roles of now, not of the login
+                self.identity["roles"] = list(standing.roles)
         return standing
 
     def due(self) -> bool:

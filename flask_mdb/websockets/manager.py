@@ -312,8 +312,13 @@ class WebSocketManager:
             if standing is None:
                 continue
             code = ACCESS_REVOKED if standing.forbidden else CREDENTIALS_REVOKED
-            if connection.revoke(code, standing.problem or revocation.REVOKED):
-                self._count("ws.revoked")
+            self.revoke(connection, code, standing.problem or revocation.REVOKED)
+
+    def revoke(self, connection: Connection, code: int, reason: str) -> None:
+        """Close ``connection`` because its login ended (:meth:`Connection.revoke`: at once,
+        nothing more sent or handled), counting ``ws.revoked``."""
+        if connection.revoke(code, reason):
+            self._count("ws.revoked")
 
     def _ensure_subscribed(self) -> None:
         subscription = self._subscription

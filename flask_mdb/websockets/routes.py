@@ -11,15 +11,24 @@ Before the upgrade is accepted, a ``before_request`` hook:
    connect (a refused handshake is a 403 and is never upgraded). The session cookie is
    trusted only from the same host or from an allowed origin with ``allow_credentials``;
    other allowed origins must authenticate with a token;
-3. identifies the client: a bearer token (``Authorization`` header, the ``bearer, <token>``
-   subprotocol, or a ``token`` query parameter) checked by the app's token verifiers, else
-   the session (``flask_mdb.identity``). A token that does not verify is refused rather
-   than downgraded to anonymous.
+3. identifies the client for the endpoint's own app — the auth and user the request's other
+   hooks resolved for the app bound before are forgotten first
+   (:func:`flask_mdb.identity.reset_identity`): a bearer token (``Authorization`` header,
+   the ``bearer, <token>`` subprotocol, or a ``token`` query parameter) checked by the
+   app's token verifiers, else the session (``flask_mdb.identity``). A token that does not
+   verify is refused rather than downgraded to anonymous.
 
 flask-sock then accepts the connection with the endpoint's own server options (ping interval,
 message size limit, the ``bearer`` subprotocol): they reach flask-sock through
 ``SOCK_SERVER_OPTIONS``, which the extension wraps so each endpoint gets its own. A client
 refused by authentication is closed with code 1008 (policy violation) and its reason.
+
+Once registered, the connection's login is re-checked (a revocation between the handshake
+and the registration is caught there; a user the app's access policy refuses is closed with
+1008 and the policy's reason), then before each message and when the login lapses
+(:mod:`.credentials`); revocations arrive as control events (:mod:`.manager`). A socket
+whose login ended is closed with 4401 (credentials revoked or lapsed) or 4403 (access
+revoked), and none of its messages is handled any more.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import atexit
 import contextlib
 import logging
 import os
+import socket
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -78,6 +88,8 @@ _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 #: Longest the serving thread waits for another thread's close to finish (Connection.close
 #: gives the client 5 s to take its close frame).
 CLOSE_WAIT = 10.0
+#: Longest a closed connection's client is given to hang up before its socket is closed.
+LINGER = 2.0
 
 _STATES: weakref.WeakSet[WebSocketState] = weakref.WeakSet()
 
@@ -350,7 +362,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
         with log_context(app_id=slug):
             # Registered first, then checked: a revocation after this check reaches the
             # connection as an event, one before it is seen here.
-            refusal = _admission(connection)
+            refusal = _admission(manager, connection)
             if connection.closed:
                 return
             if refusal is None:
@@ -368,7 +380,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
                 }
             )
             while not connection.closed:
-                wait = _until_lapse(connection)
+                wait = _until_lapse(manager, connection)
                 if wait is None:
                     break  # the login lapsed: closed
                 data = ws.receive(timeout=wait)
@@ -379,13 +391,14 @@ def _serve(ws: Any, **path_args: Any) -> None:
                         break
                     continue
                 engine.metrics.increment("ws.messages_received", app=slug)
-                if _may_act(connection):
+                if _may_act(manager, connection):
                     dispatch(connection, data)
     except ConnectionClosed:
         pass
     finally:
         manager.disconnect(connection)
         connection.wait_closed(CLOSE_WAIT)  # another thread may still be writing its close
+        _linger(ws)
         for hook in registry.disconnect_hooks(slug):
             try:
                 hook(connection)
@@ -393,7 +406,23 @@ def _serve(ws: Any, **path_args: Any) -> None:
                 log.exception("websocket disconnect handler of app %r failed", slug)
 
 
-def _admission(connection: Connection) -> str | None:
+def _linger(ws: Any) -> None:
+    """Let a client that was still sending read the close frame: the socket is about to be
+    closed by the server, and closing a socket with unread input sends a TCP reset, which
+    makes the client's system discard what it had not read yet — the close frame, with the
+    code saying why. So stop writing (the client sees the end right after the close frame)
+    and give the client :data:`LINGER` seconds to hang up, while simple-websocket's reader
+    thread reads and discards what it still sends."""
+    sock = getattr(ws, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+    reader = getattr(ws, "thread", None)
+    if reader is not None and reader is not threading.current_thread():
+        reader.join(LINGER)
+
+
+def _admission(manager: WebSocketManager, connection: Connection) -> str | None:
     """Check the just-registered connection's login once more; the refusal, if any (a
     login revoked since the handshake is closed here with 4401)."""
     credentials = connection.credentials
@@ -403,17 +432,17 @@ def _admission(connection: Connection) -> str | None:
         standing = credentials.check()
     except Exception:
         log.exception("websocket of app %r: could not check its login", connection.app_slug)
-        connection.revoke(TRY_AGAIN_LATER, "the login could not be checked, try again later")
+        manager.revoke(connection, TRY_AGAIN_LATER, "the login could not be checked, try later")
         return None
     if standing is None or standing.ok:
         return None
     if standing.forbidden:  # refused at connection time, like any other handshake refusal
         return standing.problem
-    connection.revoke(CREDENTIALS_REVOKED, standing.problem or revocation.REVOKED)
+    manager.revoke(connection, CREDENTIALS_REVOKED, standing.problem or revocation.REVOKED)
     return None
 
 
-def _until_lapse(connection: Connection) -> float | None:
+def _until_lapse(manager: WebSocketManager, connection: Connection) -> float | None:
     """How long the connection's thread may wait for a message: at most
     :data:`RECEIVE_WAKEUP`, and no later than when its login lapses. None: it lapsed and
     the connection is being closed."""
@@ -429,15 +458,15 @@ def _until_lapse(connection: Connection) -> float | None:
         log.warning("could not re-check websocket %s", connection.id[:8], exc_info=True)
         standing = None
     if standing is not None and standing.ok and (credentials.seconds_left() or 1) > 0:
-        return _until_lapse(connection)
+        return _until_lapse(manager, connection)
     if standing is not None and not standing.ok:
-        connection.revoke(close_code(standing), standing.problem or revocation.REVOKED)
+        manager.revoke(connection, close_code(standing), standing.problem or revocation.REVOKED)
     else:
-        connection.revoke(CREDENTIALS_REVOKED, lapsed_reason(credentials))
+        manager.revoke(connection, CREDENTIALS_REVOKED, lapsed_reason(credentials))
     return None
 
 
-def _may_act(connection: Connection) -> bool:
+def _may_act(manager: WebSocketManager, connection: Connection) -> bool:
     """Re-check the connection's login before its message is handled (unless a check
     within ``MDB_WEBSOCKET_RECHECK_INTERVAL`` vouches for it). False: the message is not
     handled (the connection is closed, or the check could not be made)."""
@@ -454,7 +483,7 @@ def _may_act(connection: Connection) -> bool:
         return False
     if standing is None or standing.ok:
         return True
-    connection.revoke(close_code(standing), standing.problem or revocation.REVOKED)
+    manager.revoke(connection, close_code(standing), standing.problem or revocation.REVOKED)
     return False
 
 

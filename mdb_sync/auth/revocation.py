@@ -183,12 +183,14 @@ class Standing:
     :data:`SESSION_EXPIRED`, :data:`TOKEN_EXPIRED`, or the access policy's refusal);
     ``forbidden``: the credentials hold but the app's policy now refuses the user;
     ``expires_at``: when (epoch seconds) the credentials lapse unless renewed — re-check by
-    then at the latest (None: no expiry known).
+    then at the latest (None: no expiry known); ``roles``: the user's roles now (a holder
+    refreshes its copy: a role taken away must not linger in a long-lived identity).
     """
 
     problem: str | None = None
     forbidden: bool = False
     expires_at: float | None = None
+    roles: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -262,8 +264,9 @@ def recheck(auth: AuthService, identity: Mapping[str, Any], *, activity: bool = 
             return Standing(REVOKED)
     else:  # a token-only app: the token is the user (as user_from_token has it)
         user = {"user_id": user_id, "roles": [], "app": auth.slug, "active": True}
+    roles = tuple(user.get("roles") or ())
     if auth.config.policy_present:
         problem = auth.access_problem(user)
         if problem:
-            return Standing(problem, forbidden=True, expires_at=expiry)
-    return Standing(None, expires_at=expiry)
+            return Standing(problem, forbidden=True, expires_at=expiry, roles=roles)
+    return Standing(None, expires_at=expiry, roles=roles)
