@@ -271,18 +271,18 @@ OPTIONS: list[Option] = [
     Option("MDB_WEBSOCKET_QUEUE_SIZE", 256, _positive_int, "frames a client may lag behind"),
     Option("MDB_WEBSOCKET_SEND_TIMEOUT", 10.0, _positive_number, "seconds one frame may take"),
     Option("MDB_WEBSOCKET_MAX_CONNECTIONS", 1000, _optional_positive_int, "per app and process"),
-    Option(
-        "MDB_WEBSOCKET_RECHECK_INTERVAL",
-        0.0,
-        _seconds,
-        "seconds a re-check of a connection's login holds for its next messages (0: each)",
-    ),
     Option("MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER", 16, _optional_positive_int, "per user"),
     Option(
         "MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS",
         None,
         _optional_positive_int,
         "anonymous ones per client address (None: no limit)",
+    ),
+    Option(
+        "MDB_WEBSOCKET_RECHECK_INTERVAL",
+        0.0,
+        _seconds,
+        "seconds a re-check of a connection's login holds for its next messages (0: each)",
     ),
 ]
 
