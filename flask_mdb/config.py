@@ -327,6 +327,12 @@ OPTIONS: list[Option] = [
         _optional_positive_int,
         "anonymous ones per client address (None: no limit)",
     ),
+    Option(
+        "MDB_WEBSOCKET_RECHECK_INTERVAL",
+        0.0,
+        _seconds,
+        "seconds a re-check of a connection's login holds for its next messages (0: each)",
+    ),
 ]
 
 #: Options that configure an engine the extension builds itself.

@@ -1,10 +1,16 @@
 """Who is making the current request: the seam between authentication and other features.
 
-Authentication (sessions, bearer tokens) registers *resolvers* and *token verifiers* here;
-features that need the caller's identity (websocket connections, audit logs, per-user data)
-ask here, without depending on how the identity was established. An identity is a dict
-with at least ``user_id`` and ``app`` (the slug it belongs to), and usually ``email`` and
-``roles``.
+Authentication (sessions, bearer tokens) registers *resolvers*, *token verifiers* and
+*checkers* here; features that need the caller's identity (websocket connections, audit
+logs, per-user data) ask here, without depending on how the identity was established. An
+identity is a dict with at least ``user_id`` and ``app`` (the slug it belongs to), and
+usually ``email`` and ``roles``.
+
+An identity that outlives its request (a websocket's) also says what it rests on, so it can
+be re-checked and revoked later (:mod:`mdb_sync.auth.revocation`): ``auth_version`` (the
+user's, at sign-in), and ``session`` (``{"id": <digest of the session id>, "expires_at"}``)
+or ``token`` (``{"jti", "family", "exp"}``). :func:`check_identity` asks the checkers
+whether it still holds.
 """
 
 from __future__ import annotations
@@ -14,12 +20,18 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from mdb_sync.auth.revocation import Standing
+
 Identity = dict[str, Any]
 Resolver = Callable[[], Identity | None]
 TokenVerifier = Callable[[str, str], Identity | None]
+Checker = Callable[[Identity, bool], Standing | None]
+Reset = Callable[[], None]
 
 _RESOLVERS = "mdb_identity_resolvers"
 _VERIFIERS = "mdb_token_verifiers"
+_CHECKERS = "mdb_identity_checkers"
+_RESETS = "mdb_identity_resets"
 
 
 def register_identity_resolver(app: Flask, resolver: Resolver) -> None:
@@ -31,6 +43,19 @@ def register_token_verifier(app: Flask, verifier: TokenVerifier) -> None:
     """Add ``verifier(token, app_slug)`` returning the token's identity, or None when the
     token is not valid for that app (bad signature, expired, revoked, another app's)."""
     app.extensions.setdefault(_VERIFIERS, []).append(verifier)
+
+
+def register_identity_checker(app: Flask, checker: Checker) -> None:
+    """Add ``checker(identity, activity)`` (called in an app context): the identity's
+    :class:`~mdb_sync.auth.revocation.Standing` now, or None when it did not issue that
+    identity. ``activity``: the client is acting (a session's inactivity timer restarts)."""
+    app.extensions.setdefault(_CHECKERS, []).append(checker)
+
+
+def register_identity_reset(app: Flask, reset: Reset) -> None:
+    """Add ``reset()``: forget what was resolved for the current request, because the
+    request now serves another app (a websocket endpoint binds its own)."""
+    app.extensions.setdefault(_RESETS, []).append(reset)
 
 
 def current_identity() -> Identity | None:
@@ -50,3 +75,20 @@ def verify_token(token: str, app_slug: str) -> Identity | None:
         if identity is not None:
             return identity
     return None
+
+
+def check_identity(identity: Identity, *, activity: bool = False) -> Standing | None:
+    """Whether ``identity`` still holds (revoked, expired, refused by its app's policy
+    since?), from the checker that issued it; None when no checker knows it (an identity
+    of your own resolver, which nothing here can re-check)."""
+    for checker in current_app.extensions.get(_CHECKERS, ()):
+        standing = checker(identity, activity)
+        if standing is not None:
+            return standing
+    return None
+
+
+def reset_identity() -> None:
+    """Forget the identity resolved so far for this request (the bound app changed)."""
+    for reset in current_app.extensions.get(_RESETS, ()):
+        reset()

@@ -230,6 +230,14 @@ def load_user_by_id(user_id: str) -> AuthUser | None:
     return AuthUser(user, "flask-session")
 
 
+def forget_request_user() -> None:
+    """Forget the auth and the user resolved so far for this request: the request now
+    serves another app (a websocket endpoint binds its own app after the request's hooks
+    ran with the default one), whose auth must read its own cookie or token."""
+    for key in ("_mdb_auth", "_mdb_session", "_mdb_token_error", "_login_user"):
+        g.pop(key, None)  # _login_user: Flask-Login's cache of current_user
+
+
 def get_current_user() -> AuthUser | None:
     """The signed-in user of the request (session cookie or bearer token), or None."""
     if not has_request_context():

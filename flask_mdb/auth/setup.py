@@ -16,13 +16,19 @@ from flask import Flask, Response, current_app, g, request
 from flask_login import LoginManager
 
 from mdb_sync import MongoDBEngine
-from mdb_sync.auth import AuthConfig, resolve_keyset
+from mdb_sync.auth import AuthConfig, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
+from mdb_sync.auth.revocation import Standing
 from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
 
 from ..binding import OPS_BLUEPRINT, current_binding
 from ..headers import apply_headers, hsts_value, no_store
-from ..identity import register_identity_resolver, register_token_verifier
+from ..identity import (
+    register_identity_checker,
+    register_identity_reset,
+    register_identity_resolver,
+    register_token_verifier,
+)
 from ..links import require_external_base
 from ..state import MDBState, get_state
 from . import current
@@ -35,7 +41,7 @@ from .decorators import (
     unauthorized,
 )
 from .responses import auth_error
-from .user import AnonymousUser
+from .user import AnonymousUser, AuthUser
 
 log = logging.getLogger("flask_mdb.auth")
 
@@ -114,6 +120,8 @@ def init_auth(app: Flask, state: MDBState) -> None:
     register_identity_resolver(app, _session_identity)
     register_identity_resolver(app, _bearer_identity)
     register_token_verifier(app, _verify_token)
+    register_identity_checker(app, _check_identity)
+    register_identity_reset(app, current.forget_request_user)
     app.jinja_env.globals.setdefault("csrf_token", current.csrf_token)
     app.jinja_env.globals.setdefault("auth_url", auth_url)
     if state.config["MDB_ERROR_HANDLERS"]:
@@ -280,13 +288,21 @@ def _verify_token(token: str, app_slug: str) -> dict[str, Any] | None:
         auth = current.service_for_slug(app_slug)
         if auth is None or auth.tokens is None:
             return None
-        user, _claims = auth.user_from_token(token)
+        user, claims = auth.user_from_token(token)
     except (TokenError, ConfigurationError):
         return None
-    return {
-        "user_id": user["user_id"],
-        "app": app_slug,
-        "email": user.get("email"),
-        "roles": list(user.get("roles") or []),
-        "via": "token",
-    }
+    return {**AuthUser(user, "token", claims=claims).identity(), "app": app_slug}
+
+
+def _check_identity(identity: dict[str, Any], activity: bool) -> Standing | None:
+    """The identity checker: re-check an identity this app's auth issued (a session's or a
+    token's) against the database, by the app's current manifest."""
+    if identity.get("via") not in ("session", "token") or not (
+        "session" in identity or "token" in identity
+    ):
+        return None
+    slug = identity.get("app")
+    auth = current.service_for_slug(slug) if isinstance(slug, str) else None
+    if auth is None:
+        return Standing(revocation.REVOKED)  # the app (or its auth) is gone
+    return revocation.recheck(auth, identity, activity=activity)

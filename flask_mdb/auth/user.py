@@ -71,14 +71,32 @@ class AuthUser(UserMixin):
         return self.data.get(key, default)
 
     def identity(self) -> dict[str, Any]:
-        """The identity for :mod:`flask_mdb.identity` (websockets, audit, ...)."""
-        return {
+        """The identity for :mod:`flask_mdb.identity` (websockets, audit, ...), with what it
+        rests on — the session (the digest of its id, its expiry) or the token (``jti``,
+        family, ``exp``) and the ``auth_version`` — so a connection can be re-checked and
+        revoked later (:mod:`mdb_sync.auth.revocation`)."""
+        identity: dict[str, Any] = {
             "user_id": self.id,
             "app": self.app,
             "email": self.email,
             "roles": self.roles,
             "via": self.via,
+            "auth_version": int(self.data.get("auth_version", 0)),
         }
+        if self.via == "session" and self.session is not None:
+            identity["auth_version"] = int(self.session.get("auth_version", 0))
+            identity["session"] = {
+                "id": self.session["_id"],
+                "expires_at": self.session.get("expires_at"),
+            }
+        elif self.via == "token" and self.claims is not None:
+            identity["auth_version"] = int(self.claims.get("ver", 0))
+            identity["token"] = {
+                "jti": self.claims["jti"],
+                "family": self.claims["fam"],
+                "exp": self.claims["exp"],
+            }
+        return identity
 
     def to_json(self) -> dict[str, Any]:
         """The user as a JSON-ready dict (no password hash, no internal counters)."""

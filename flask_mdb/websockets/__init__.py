@@ -20,6 +20,11 @@ app, slug)`` serves another registered app's). Each app has a connection manager
 (:func:`get_websocket_manager`); sending goes through the engine's event bus
 (:mod:`mdb_sync.realtime`), so a message published in a request, a script or a Celery task
 reaches the app's clients in every web process.
+
+A socket does not outlive its login: a logout, a password change, a deactivation, an expiry
+or a role change the app's policy refuses closes it in every process, with code 4401
+(credentials revoked or lapsed) or 4403 (access revoked), and no message of it is handled
+afterwards (:mod:`.credentials`, :mod:`mdb_sync.auth.revocation`).
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
+#: Close codes of our own (the 4000-4999 range is the application's), mirroring HTTP: the
+#: login the connection rests on was revoked or lapsed — sign in again (or refresh the
+#: token) and reconnect; the login holds but the app's access policy now refuses the user.
+CREDENTIALS_REVOKED = 4401
+ACCESS_REVOKED = 4403
 _MAX_REASON = 120  # close reasons are at most 123 bytes
 
 
@@ -45,10 +50,20 @@ class LockedSocket:
         self._sock = sock
         #: Held while a frame is written (by whichever thread, until its last byte).
         self.lock = threading.Lock()
+        #: Set by :meth:`seal`: only a close frame may be written any more.
+        self.sealed = False
+
+    def seal(self) -> None:
+        """From now on write nothing but a close frame: a connection whose login was
+        revoked answers nothing more — not even the pongs simple-websocket sends by itself
+        — while its close frame is on the way."""
+        self.sealed = True
 
     def send(self, data: bytes) -> int:
         with self.lock:
-            self._sock.sendall(data)
+            # A server's frame starts with FIN and its opcode; 0x8 is a close frame.
+            if not self.sealed or (data[:1] and (data[0] & 0x0F) == 0x8):
+                self._sock.sendall(data)
         return len(data)
 
     sendall = send
@@ -95,7 +110,9 @@ class Connection:
 
     ``id`` is unique across processes (events can target it from anywhere); ``user_id``,
     ``user_email`` and ``identity`` come from authentication (None when anonymous);
-    ``state`` is a dict for the app's own per-connection data.
+    ``state`` is a dict for the app's own per-connection data. ``credentials`` (set by the
+    manifest endpoints for identities the app's auth issued) re-checks the login the
+    connection rests on; ``revoked`` is ``(code, reason)`` once :meth:`revoke` closed it.
     """
 
     def __init__(
@@ -140,6 +157,8 @@ class Connection:
         self._close_lock = threading.Lock()
         self._on_drop = on_drop
         self.close_reason: str | None = None
+        self.credentials: Any = None
+        self.revoked: tuple[int, str] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name=f"mdb-ws-writer-{self.id[:8]}", daemon=True
         )
@@ -175,6 +194,8 @@ class Connection:
             self.drop(f"a frame was stuck for more than {self._send_timeout:g} s")
             return False
         with self._order_lock:
+            if self._closed.is_set():
+                return False
             if self._direct and not self._writer_busy and self._write_directly(text):
                 return True
             try:
@@ -243,6 +264,50 @@ class Connection:
                 return
             self.close_reason = reason or None
             self._closed.set()
+        self._close_after_writer(code, reason, timeout)
+
+    def revoke(self, code: int, reason: str) -> bool:
+        """Close because the login the connection rests on is revoked (or lapsed), without
+        waiting on the caller's thread (a request, or the event listener): from now on
+        nothing more is sent to the client — frames still queued are discarded — and no
+        message of its is handled; the close frame (``code``, ``reason``) is written by a
+        short-lived thread. False if the connection was closed already."""
+        # Under the order lock: once this returns, no sender is still writing a frame.
+        with self._order_lock, self._close_lock:
+            if self._closed.is_set():
+                return False
+            self.close_reason = reason
+            self.revoked = (code, reason)
+            self._closed.set()
+            sock = getattr(self.ws, "sock", None)
+            if isinstance(sock, LockedSocket):
+                sock.seal()
+        log.info("websocket %s of app %r closed: %s", self.id[:8], self.app_slug, reason)
+        self._discard_queued()
+        threading.Thread(
+            target=self._close_after_writer,
+            args=(code, reason),
+            name=f"mdb-ws-revoke-{self.id[:8]}",
+            daemon=True,
+        ).start()
+        return True
+
+    def _discard_queued(self) -> None:
+        """Forget the whole frames waiting for the writer; a frame already begun (always
+        first in the queue) is kept: the close frame must not cut it."""
+        begun = []
+        try:
+            while True:
+                item = self._queue.get_nowait()
+                if isinstance(item, _Rest):
+                    begun.append(item)
+        except queue.Empty:
+            pass
+        for item in begun:
+            self._queue.put_nowait(item)
+
+    def _close_after_writer(self, code: int, reason: str, timeout: float = 5.0) -> None:
+        """The rest of :meth:`close`, once the connection is marked closed."""
         self._stop_writer(drain=False)
         self._writer.join(timeout)
         sock = getattr(self.ws, "sock", None)

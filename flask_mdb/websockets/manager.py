@@ -3,7 +3,12 @@
 Sending goes through the engine's event bus (:mod:`mdb_sync.realtime`), so
 ``manager.broadcast(...)`` reaches the app's connections in this process at once and those in
 every other process through MongoDB; ``local_only=True`` keeps a message in this process.
-The manager subscribes to its app's events when its first client connects.
+The manager subscribes to its app's events when its first client connects — the server's
+control events included: when credentials are revoked (:mod:`mdb_sync.auth.revocation`,
+from any process) it closes the connections resting on them with code 4401
+(:data:`~.connection.CREDENTIALS_REVOKED`), and when a role change makes the app's access
+policy refuse a user, that user's connections with 4403 (:data:`~.connection.ACCESS_REVOKED`).
+Control events are never sent to a client.
 """
 
 from __future__ import annotations
@@ -12,10 +17,20 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from mdb_sync.auth import revocation
 from mdb_sync.exceptions import ConnectionLimitExceeded
 from mdb_sync.realtime import Event, Subscription
+from mdb_sync.realtime.events import CONTROL
 
-from .connection import GOING_AWAY, NORMAL_CLOSURE, POLICY_VIOLATION, TRY_AGAIN_LATER, Connection
+from .connection import (
+    ACCESS_REVOKED,
+    CREDENTIALS_REVOKED,
+    GOING_AWAY,
+    NORMAL_CLOSURE,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    Connection,
+)
 
 if TYPE_CHECKING:
     from mdb_sync import MongoDBEngine
@@ -271,6 +286,9 @@ class WebSocketManager:
     def _on_event(self, event: Event) -> None:
         """An event of the app (from this process or another): queue it for its recipients.
         Runs on the publishing or the listening thread, so it only appends to queues."""
+        if event.kind == CONTROL:
+            self._on_control(event)
+            return
         if event.connection_id is not None:
             connection = self._connections.get(event.connection_id)
             recipients = [connection] if connection is not None else []
@@ -283,6 +301,25 @@ class WebSocketManager:
             if event.reaches(connection.id, connection.user_id):
                 connection.send_text(event.data)
 
+    def _on_control(self, event: Event) -> None:
+        """A control event: close the connections whose login it revokes — at once (no
+        frame leaves for them any more), without waiting for their close to complete."""
+        control = revocation.parse_control(event.data)
+        if control is None:
+            return
+        for connection in self.connections(event.user_id):
+            standing = revocation.verdict(control, connection.identity)
+            if standing is None:
+                continue
+            code = ACCESS_REVOKED if standing.forbidden else CREDENTIALS_REVOKED
+            self.revoke(connection, code, standing.problem or revocation.REVOKED)
+
+    def revoke(self, connection: Connection, code: int, reason: str) -> None:
+        """Close ``connection`` because its login ended (:meth:`Connection.revoke`: at once,
+        nothing more sent or handled), counting ``ws.revoked``."""
+        if connection.revoke(code, reason):
+            self._count("ws.revoked")
+
     def _ensure_subscribed(self) -> None:
         subscription = self._subscription
         if subscription is not None and subscription.active:
@@ -290,7 +327,9 @@ class WebSocketManager:
         with self._subscribe_lock:  # the first subscription may wait for the listener
             subscription = self._subscription
             if subscription is None or not subscription.active:
-                self._subscription = self.engine.events.subscribe(self.app_slug, self._on_event)
+                self._subscription = self.engine.events.subscribe(
+                    self.app_slug, self._on_event, control=True
+                )
 
     def _count(self, name: str) -> None:
         self.engine.metrics.increment(name, app=self.app_slug)

@@ -11,15 +11,24 @@ Before the upgrade is accepted, a ``before_request`` hook:
    connect (a refused handshake is a 403 and is never upgraded). The session cookie is
    trusted only from the same host or from an allowed origin with ``allow_credentials``;
    other allowed origins must authenticate with a token;
-3. identifies the client: a bearer token (``Authorization`` header, the ``bearer, <token>``
-   subprotocol, or a ``token`` query parameter) checked by the app's token verifiers, else
-   the session (``flask_mdb.identity``). A token that does not verify is refused rather
-   than downgraded to anonymous.
+3. identifies the client for the endpoint's own app — the auth and user the request's other
+   hooks resolved for the app bound before are forgotten first
+   (:func:`flask_mdb.identity.reset_identity`): a bearer token (``Authorization`` header,
+   the ``bearer, <token>`` subprotocol, or a ``token`` query parameter) checked by the
+   app's token verifiers, else the session (``flask_mdb.identity``). A token that does not
+   verify is refused rather than downgraded to anonymous.
 
 flask-sock then accepts the connection with the endpoint's own server options (ping interval,
 message size limit, the ``bearer`` subprotocol): they reach flask-sock through
 ``SOCK_SERVER_OPTIONS``, which the extension wraps so each endpoint gets its own. A client
 refused by authentication is closed with code 1008 (policy violation) and its reason.
+
+Once registered, the connection's login is re-checked (a revocation between the handshake
+and the registration is caught there; a user the app's access policy refuses is closed with
+1008 and the policy's reason), then before each message and when the login lapses
+(:mod:`.credentials`); revocations arrive as control events (:mod:`.manager`). A socket
+whose login ended is closed with 4401 (credentials revoked or lapsed) or 4403 (access
+revoked), and none of its messages is handled any more.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import atexit
 import contextlib
 import logging
 import os
+import socket
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -37,6 +47,7 @@ from flask import Flask, Response, current_app, g, has_request_context, jsonify,
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
+from mdb_sync.auth import revocation
 from mdb_sync.exceptions import (
     AppNotFoundError,
     AuthError,
@@ -49,11 +60,18 @@ from mdb_sync.scoping import validate_slug
 from .. import binding
 from ..auth_switch import PUBLIC_ATTR
 from ..cors import normalize_origin, policy_for
-from ..identity import Identity, current_identity, verify_token
+from ..identity import Identity, current_identity, reset_identity, verify_token
 from ..state import MDBState, get_state
-from .connection import POLICY_VIOLATION, LockedSocket
+from .connection import (
+    CREDENTIALS_REVOKED,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    Connection,
+    LockedSocket,
+)
+from .credentials import Credentials, close_code, lapsed_reason
 from .endpoints import Endpoint, endpoints_of
-from .handlers import MessageError, dispatch, registry
+from .handlers import MessageError, dispatch, error_frame, registry
 from .manager import WebSocketManager
 
 log = logging.getLogger("flask_mdb.websockets")
@@ -70,6 +88,8 @@ _SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
 #: Longest the serving thread waits for another thread's close to finish (Connection.close
 #: gives the client 5 s to take its close frame).
 CLOSE_WAIT = 10.0
+#: Longest a closed connection's client is given to hang up before its socket is closed.
+LINGER = 2.0
 
 _STATES: weakref.WeakSet[WebSocketState] = weakref.WeakSet()
 
@@ -110,6 +130,7 @@ class WebSocketState:
         self.sock = Sock(app)
         self.queue_size: int = mdb_state.config["MDB_WEBSOCKET_QUEUE_SIZE"]
         self.send_timeout: float = mdb_state.config["MDB_WEBSOCKET_SEND_TIMEOUT"]
+        self.recheck_interval: float = mdb_state.config["MDB_WEBSOCKET_RECHECK_INTERVAL"]
         self.limits: dict[str, int | None] = {
             "max_connections": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS"],
             "max_per_user": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER"],
@@ -235,6 +256,9 @@ def _before_websocket() -> Response | None:
     bound = binding.Binding(slug, state, "websocket", slug_state)
     request.environ[binding.ENVIRON_KEY] = bound
     binding.push_binding(bound)  # reset with the request's own binding at teardown
+    # The request's hooks ran with the app bound before (MDB_APP_SLUG's, say) and may have
+    # cached its auth and user: this endpoint authenticates against its own app.
+    reset_identity()
 
     origin = request.headers.get("Origin")
     trusted = _trusted_origin(origin, bound)
@@ -328,9 +352,21 @@ def _serve(ws: Any, **path_args: Any) -> None:
     except ConnectionLimitExceeded:
         return  # closed by the manager with the limit's code and reason
     connection.state["path_args"] = path_args
+    if identity is not None:
+        connection.credentials = Credentials(
+            current_app._get_current_object(),  # type: ignore[attr-defined]
+            connection.identity,
+            ws_state.recheck_interval,
+        )
     try:
         with log_context(app_id=slug):
-            refusal = _run_connect_hooks(connection)
+            # Registered first, then checked: a revocation after this check reaches the
+            # connection as an event, one before it is seen here.
+            refusal = _admission(manager, connection)
+            if connection.closed:
+                return
+            if refusal is None:
+                refusal = _run_connect_hooks(connection)
             if refusal is not None:
                 manager.disconnect(connection, POLICY_VIOLATION, refusal)
                 return
@@ -344,23 +380,111 @@ def _serve(ws: Any, **path_args: Any) -> None:
                 }
             )
             while not connection.closed:
-                data = ws.receive(timeout=RECEIVE_WAKEUP)
+                wait = _until_lapse(manager, connection)
+                if wait is None:
+                    break  # the login lapsed: closed
+                data = ws.receive(timeout=wait)
+                if connection.closed:
+                    break  # revoked meanwhile: its last message is not handled
                 if data is None:
                     if not ws.connected:
                         break
                     continue
                 engine.metrics.increment("ws.messages_received", app=slug)
-                dispatch(connection, data)
+                if _may_act(manager, connection):
+                    dispatch(connection, data)
     except ConnectionClosed:
         pass
     finally:
         manager.disconnect(connection)
         connection.wait_closed(CLOSE_WAIT)  # another thread may still be writing its close
+        _linger(ws)
         for hook in registry.disconnect_hooks(slug):
             try:
                 hook(connection)
             except Exception:
                 log.exception("websocket disconnect handler of app %r failed", slug)
+
+
+def _linger(ws: Any) -> None:
+    """Let a client that was still sending read the close frame: the socket is about to be
+    closed by the server, and closing a socket with unread input sends a TCP reset, which
+    makes the client's system discard what it had not read yet — the close frame, with the
+    code saying why. So stop writing (the client sees the end right after the close frame)
+    and give the client :data:`LINGER` seconds to hang up, while simple-websocket's reader
+    thread reads and discards what it still sends."""
+    sock = getattr(ws, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+    reader = getattr(ws, "thread", None)
+    if reader is not None and reader is not threading.current_thread():
+        reader.join(LINGER)
+
+
+def _admission(manager: WebSocketManager, connection: Connection) -> str | None:
+    """Check the just-registered connection's login once more; the refusal, if any (a
+    login revoked since the handshake is closed here with 4401)."""
+    credentials = connection.credentials
+    if credentials is None:
+        return None
+    try:
+        standing = credentials.check()
+    except Exception:
+        log.exception("websocket of app %r: could not check its login", connection.app_slug)
+        manager.revoke(connection, TRY_AGAIN_LATER, "the login could not be checked, try later")
+        return None
+    if standing is None or standing.ok:
+        return None
+    if standing.forbidden:  # refused at connection time, like any other handshake refusal
+        return standing.problem
+    manager.revoke(connection, CREDENTIALS_REVOKED, standing.problem or revocation.REVOKED)
+    return None
+
+
+def _until_lapse(manager: WebSocketManager, connection: Connection) -> float | None:
+    """How long the connection's thread may wait for a message: at most
+    :data:`RECEIVE_WAKEUP`, and no later than when its login lapses. None: it lapsed and
+    the connection is being closed."""
+    credentials = connection.credentials
+    left = credentials.seconds_left() if credentials is not None else None
+    if left is None or left > RECEIVE_WAKEUP:
+        return RECEIVE_WAKEUP
+    if left > 0:
+        return max(left, 0.01)
+    try:  # lapsed, unless renewed meanwhile (an active session)
+        standing = credentials.check()
+    except Exception:
+        log.warning("could not re-check websocket %s", connection.id[:8], exc_info=True)
+        standing = None
+    if standing is not None and standing.ok and (credentials.seconds_left() or 1) > 0:
+        return _until_lapse(manager, connection)
+    if standing is not None and not standing.ok:
+        manager.revoke(connection, close_code(standing), standing.problem or revocation.REVOKED)
+    else:
+        manager.revoke(connection, CREDENTIALS_REVOKED, lapsed_reason(credentials))
+    return None
+
+
+def _may_act(manager: WebSocketManager, connection: Connection) -> bool:
+    """Re-check the connection's login before its message is handled (unless a check
+    within ``MDB_WEBSOCKET_RECHECK_INTERVAL`` vouches for it). False: the message is not
+    handled (the connection is closed, or the check could not be made)."""
+    credentials = connection.credentials
+    if credentials is None or not credentials.due():
+        return True
+    try:
+        standing = credentials.check(activity=True)
+    except Exception:
+        log.warning("could not re-check websocket %s", connection.id[:8], exc_info=True)
+        connection.send(
+            error_frame("unavailable", "the server could not check your login; try again")
+        )
+        return False
+    if standing is None or standing.ok:
+        return True
+    manager.revoke(connection, close_code(standing), standing.problem or revocation.REVOKED)
+    return False
 
 
 def _run_connect_hooks(connection: Any) -> str | None:

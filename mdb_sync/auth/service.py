@@ -34,7 +34,7 @@ from ..exceptions import (
     UserExistsError,
     UserInputError,
 )
-from . import signals, store
+from . import revocation, signals, store
 from .config import AuthConfig, inert_settings
 from .keys import NoKeys, resolve_keyset
 from .lockout import AccountLockout
@@ -413,6 +413,8 @@ class AuthService:
                 },
                 upsert=True,
             )
+        apps = (doc.get("app_ids") or [self.slug]) if shared else [self.slug]
+        revocation.user_revoked(self.engine, apps, user_id, int(doc.get("auth_version", 0)))
 
     def set_password(self, user_id: Any, new_password: Any) -> dict[str, Any]:
         """Set a new password (an admin reset): every session and token of the user ends."""
@@ -535,6 +537,7 @@ class AuthService:
         assert updated is not None
         user = public_view(users, updated)
         self._link_roles(user)
+        revocation.roles_changed(self, user)
         return user
 
     # --- sessions -------------------------------------------------------------------------------
@@ -568,7 +571,10 @@ class AuthService:
         return session, user
 
     def end_session(self, sid: Any) -> bool:
-        return self.sessions.delete(sid) if self.sessions is not None else False
+        ended = self.sessions.delete(sid) if self.sessions is not None else False
+        if ended:  # its open websockets close too, in every process
+            revocation.session_ended(self.engine, self.slug, [store.digest("session", sid)])
+        return ended
 
     # --- tokens -----------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo import DESCENDING
 
-from . import store
+from . import revocation, store
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -89,13 +89,21 @@ class SessionStore:
         ids = [d["_id"] for d in old]
         if ids:
             self.coll.delete_many({"_id": {"$in": ids}})
+            revocation.session_ended(self.engine, self.slug, ids)
 
     def get(self, sid: Any, fingerprint: dict[str, str] | None = None) -> dict[str, Any] | None:
         """The live session of this app with id ``sid``, or None (unknown, expired, another
         app's, or presented from another address/browser when the session is bound)."""
         if not isinstance(sid, str) or not (20 <= len(sid) <= 100):
             return None
-        doc = self.coll.find_one({"_id": store.digest("session", sid), "app_id": self.slug})
+        return self.get_by_digest(store.digest("session", sid), fingerprint)
+
+    def get_by_digest(
+        self, key: str, fingerprint: dict[str, str] | None = None, *, touch: bool = True
+    ) -> dict[str, Any] | None:
+        """:meth:`get` by the stored key (what a connection remembers instead of the id);
+        ``touch=False`` for a check that is no activity of the user's."""
+        doc = self.coll.find_one({"_id": key, "app_id": self.slug})
         if doc is None:
             return None
         now = store.now()
@@ -108,7 +116,7 @@ class SessionStore:
             if any(stored.get(k) != v for k, v in fingerprint.items()):
                 return None
         last_seen = store.aware(doc.get("last_seen")) or now
-        if now - last_seen > TOUCH_EVERY:
+        if touch and now - last_seen > TOUCH_EVERY:
             absolute = store.aware(doc.get("absolute_expires_at")) or expires
             self.coll.update_one(
                 {"_id": doc["_id"]},

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import jwt
 from pymongo import DESCENDING, ReturnDocument
 
 from ..exceptions import TokenError
-from . import store
+from . import revocation, store
 from .keys import KeySet
 
 if TYPE_CHECKING:
@@ -192,14 +193,21 @@ class TokenManager:
     def verify(self, token: Any, kind: str = ACCESS) -> dict[str, Any]:
         """:meth:`decode`, then refuse revoked tokens (``jti``, family or user)."""
         claims = self.decode(token, kind)
+        if self.is_revoked(claims):
+            raise TokenError("the token has been revoked", context={"app": self.slug})
+        return claims
+
+    def is_revoked(self, claims: Mapping[str, Any]) -> bool:
+        """Whether the deny-list refuses a token with these (verified) claims: its ``jti``,
+        its family, or every token of its user below a version (one query)."""
         keys = [f"jti:{claims['jti']}", f"fam:{claims['fam']}", f"user:{claims['sub']}"]
         for entry in self.denylist.find({"_id": {"$in": keys}}):
             if entry["_id"].startswith("user:") and int(claims.get("ver", 0)) >= int(
                 entry.get("min_version", 0)
             ):
                 continue
-            raise TokenError("the token has been revoked", context={"app": self.slug})
-        return claims
+            return True
+        return False
 
     # --- refreshing and revoking --------------------------------------------------------------
 
@@ -251,6 +259,7 @@ class TokenManager:
     def revoke_family(self, family: str) -> None:
         self.families.update_one({"_id": family, "app_id": self.slug}, {"$set": {"revoked": True}})
         self._deny(f"fam:{family}", self._longest())
+        revocation.family_revoked(self.engine, self.slug, family)
 
     def revoke_user(self, user_id: str, min_version: int) -> None:
         """Refuse every token of ``user_id`` whose ``ver`` is below ``min_version`` (after a

@@ -13,6 +13,11 @@ was published for, listeners ask the server only for the apps they serve, and an
 handed only to subscribers of its own ``app_id``. One publisher's events arrive in the order
 it published them (a single insert stream, read in insertion order). Apps never see the
 collection: ``mdb`` is a reserved slug, so no scoped database can name it.
+
+Besides messages, the bus carries the server's *control* events (:meth:`EventBus.publish_control`:
+e.g. "close the connections of these revoked credentials"), in the same stream and so in the
+same order — a message published after a revocation reaches no process before the
+revocation does. They go only to subscribers that asked for them and never to a client.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
@@ -30,7 +35,7 @@ from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from ..exceptions import ConfigurationError, RealtimeError
 from .codec import encode_message
-from .events import Event, target_id, target_ids
+from .events import CONTROL, MESSAGE, Event, target_id, target_ids
 from .listener import Listener, ResumePoint
 
 if TYPE_CHECKING:
@@ -64,8 +69,12 @@ def _mode_from_env() -> str:
 class Subscription:
     """What :meth:`EventBus.subscribe` returns; :meth:`cancel` ends it (idempotent)."""
 
-    def __init__(self, bus: EventBus, app_slug: str, callback: Subscriber) -> None:
+    def __init__(
+        self, bus: EventBus, app_slug: str, callback: Subscriber, control: bool = False
+    ) -> None:
         self.bus, self.app_slug, self.callback = bus, app_slug, callback
+        #: Whether the subscriber also gets the server's control events (``Event.kind``).
+        self.control = control
 
     def cancel(self) -> None:
         self.bus._unsubscribe(self)
@@ -172,6 +181,33 @@ class EventBus:
             else target_id(connection_id, "connection_id"),
             exclude=target_ids(exclude, "exclude"),
         )
+        return self._send(event, local_only)
+
+    def publish_control(
+        self, app_slug: str, control: Mapping[str, Any], *, user_id: Any = None
+    ) -> Event:
+        """Tell the connection managers of ``app_slug`` in every process to act (e.g. close
+        the connections of revoked credentials, :mod:`mdb_sync.auth.revocation`).
+
+        A control event goes only to subscribers that asked for them
+        (``subscribe(..., control=True)``) and is never sent to a client. Only server-side
+        code can publish one: :meth:`publish` — which app code and message handlers use —
+        always makes a plain message, whatever it contains. ``user_id`` names the user it is
+        about (managers then look at that user's connections only)."""
+        engine = self._engine
+        engine._require_initialized()
+        engine.registry.require_usable(app_slug)
+        event = Event(
+            app_id=app_slug,
+            data=encode_message(dict(control), self.max_message_bytes),
+            origin=self.origin,
+            user_id=None if user_id is None else target_id(user_id, "user_id"),
+            kind=CONTROL,
+        )
+        return self._send(event, local_only=False)
+
+    def _send(self, event: Event, local_only: bool) -> Event:
+        engine, app_slug = self._engine, event.app_id
         self.deliver(event)
         engine.metrics.increment("realtime.published", app=app_slug)
         if local_only:
@@ -189,8 +225,11 @@ class EventBus:
 
     def deliver(self, event: Event) -> int:
         """Hand ``event`` to this process's subscribers of its app; return how many got it.
-        A failing subscriber is logged and does not stop the others."""
+        A failing subscriber is logged and does not stop the others. Control events go only
+        to the subscribers that asked for them."""
         subscribers = self._subscribers.get(event.app_id, ())
+        if event.kind != MESSAGE:
+            subscribers = tuple(s for s in subscribers if s.control)
         for subscription in subscribers:
             try:
                 subscription.callback(event)
@@ -211,17 +250,24 @@ class EventBus:
     # --- subscribing --------------------------------------------------------------------------
 
     def subscribe(
-        self, app_slug: str, callback: Subscriber, *, wait: float | None = OPEN_TIMEOUT
+        self,
+        app_slug: str,
+        callback: Subscriber,
+        *,
+        wait: float | None = OPEN_TIMEOUT,
+        control: bool = False,
     ) -> Subscription:
         """Call ``callback(event)`` for each event of ``app_slug``, from this process and
-        others. The first subscription starts the listener and waits up to ``wait`` seconds
-        until it listens (so events published after this returns are not missed); if the
-        server cannot be reached meanwhile, it keeps trying in the background."""
+        others (with ``control``, the server's control events too: see
+        :meth:`publish_control`). The first subscription starts the listener and waits up
+        to ``wait`` seconds until it listens (so events published after this returns are not
+        missed); if the server cannot be reached meanwhile, it keeps trying in the
+        background."""
         from ..scoping.names import validate_slug
 
         validate_slug(app_slug)
         self._engine._require_initialized()
-        subscription = Subscription(self, app_slug, callback)
+        subscription = Subscription(self, app_slug, callback, control)
         with self._lock:
             self._subscribers[app_slug] = (*self._subscribers.get(app_slug, ()), subscription)
             listener = self._listener

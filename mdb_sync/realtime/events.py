@@ -15,6 +15,11 @@ from ..scoping.names import SLUG_RE
 
 #: Longest user or connection id an event may name (ids are opaque strings).
 MAX_ID_LENGTH = 256
+#: Event kinds: an app's ``message`` for its clients, or a server-side ``control`` event
+#: (e.g. revoked credentials) that connection managers act on and never send to a client.
+MESSAGE = "message"
+CONTROL = "control"
+KINDS = (MESSAGE, CONTROL)
 
 
 def _utcnow() -> _dt.datetime:
@@ -53,6 +58,10 @@ class Event:
     ``user_id`` or ``connection_id`` the event is for every connection of the app; with one
     of them, only for that user's connections or that connection. Connections listed in
     ``exclude`` never receive it (e.g. the sender of a chat message).
+
+    ``kind`` is :data:`MESSAGE`, or :data:`CONTROL` for the server's own instructions to
+    connection managers (published only by ``EventBus.publish_control``, handed only to
+    subscribers that ask for them, never sent to a client).
     """
 
     app_id: str
@@ -63,6 +72,7 @@ class Event:
     connection_id: str | None = None
     exclude: tuple[str, ...] = ()
     created_at: _dt.datetime = field(default_factory=_utcnow)
+    kind: str = MESSAGE
 
     @property
     def message(self) -> Any:
@@ -93,6 +103,8 @@ class Event:
             doc["connection_id"] = self.connection_id
         if self.exclude:
             doc["exclude"] = list(self.exclude)
+        if self.kind != MESSAGE:
+            doc["kind"] = self.kind
         return doc
 
     @classmethod
@@ -112,6 +124,9 @@ class Event:
             return None
         if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
             return None
+        kind = doc.get("kind", MESSAGE)
+        if kind not in KINDS:
+            return None
         created = doc.get("created_at")
         return cls(
             app_id=app_id,
@@ -122,4 +137,5 @@ class Event:
             connection_id=connection_id,
             exclude=tuple(exclude),
             created_at=created if isinstance(created, _dt.datetime) else _utcnow(),
+            kind=kind,
         )
