@@ -38,7 +38,8 @@ def _claims(auth, user, **changes):
     now = dt.datetime.now(dt.timezone.utc)
     claims = {
         "iss": "mdb-sync",
-        "aud": "tok",
+        "aud": auth.slug,
+        "app": auth.slug,
         "sub": user["user_id"],
         "iat": now,
         "nbf": now,
@@ -104,9 +105,7 @@ def test_hs_rs_confusion_is_refused(engine):
     assert auth.user_from_token(good)[0]["email"] == "ada@example.com"
 
     header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
-    claims = json.loads(
-        json.dumps(_claims(auth, user, aud="rsapp"), default=lambda d: int(d.timestamp()))
-    )
+    claims = json.loads(json.dumps(_claims(auth, user), default=lambda d: int(d.timestamp())))
     signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
     import hashlib
     import hmac
@@ -139,8 +138,8 @@ def test_expired_and_not_yet_valid_tokens_are_refused(auth, user):
 def test_another_apps_token_is_refused(engine, auth, user):
     engine.register_app(auth_manifest("other"))
     other = AuthService(engine, "other", secret=SECRET, hasher=HASHER)
-    token = auth.issue_tokens(user)["access_token"]  # same secret, another app
-    with pytest.raises(TokenError, match="not issued for this app"):
+    token = auth.issue_tokens(user)["access_token"]  # same secret, another app's derived key
+    with pytest.raises(TokenError, match="not signed by a key of this app"):
         other.user_from_token(token)
     with pytest.raises(TokenError):
         other.refresh(auth.issue_tokens(user)["refresh_token"])
