@@ -268,3 +268,25 @@ def test_missing_or_short_secret_refuses_to_start(engine, monkeypatch):
     monkeypatch.setenv("NAMEDENV_JWT_SECRET", "short")
     with pytest.raises(ConfigurationError, match=r"\$NAMEDENV_JWT_SECRET.*at least 32"):
         AuthService(engine, "namedenv", hasher=HASHER)
+
+
+def test_each_app_signs_with_a_key_derived_from_the_secret_and_its_slug():
+    """HKDF-SHA256 (RFC 5869): an outside service verifying an app's tokens derives the
+    same key from the shared secret; no two apps (nor the secret itself) share it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from mdb_sync.auth.keys import derive_app_key
+
+    for algorithm, size in (("HS256", 32), ("HS384", 48), ("HS512", 64)):
+        expected = HKDF(
+            algorithm=hashes.SHA256(),
+            length=size,
+            salt=b"mdb-sync jwt signing key v1",
+            info=b"mdb-sync app\x1ftok",
+        ).derive(SECRET.encode())
+        assert derive_app_key(SECRET, "tok", algorithm) == expected
+    alpha = KeySet.from_secret("HS256", SECRET, slug="alpha", where="test")
+    beta = KeySet.from_secret("HS256", SECRET, slug="beta", where="test")
+    assert alpha.signing_key != beta.signing_key != SECRET.encode()
+    assert alpha.signing_kid != beta.signing_kid
