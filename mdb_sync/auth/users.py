@@ -7,6 +7,12 @@ apps that choose that strategy, with roles and an active flag *per app* under
 ``apps.<slug>``; an account joins an app (with the app's default roles) on its first login
 there.
 
+A user also records whether its email is *proven* (``email_verified_via``: by whom or what),
+which owner access requires; in a shared store, a proof given by one app (its administrator,
+its ``demo_users``) is kept with that app's membership and holds there only, while a proof
+of the mailbox itself (a completed password reset, a platform administrator) holds for the
+account everywhere.
+
 Stores only read and write documents; hashing, password rules and revocation are the
 :class:`~mdb_sync.auth.service.AuthService`'s business.
 """
