@@ -210,3 +210,21 @@ def test_a_global_users_account_is_counted_once_for_every_app(make_server):
     for slug in ("shop", "blog", "wiki"):
         for answer in _right_password(url, slug, "127.0.0.26"):
             assert answer.status == 429, (slug, answer.body)
+
+
+def test_one_address_bursting_stays_within_its_rate_limit_without_a_500(make_server):
+    """The per-address limit (login: 50 a minute here) races on its first write too."""
+    manifest = _manifest("site")
+    manifest["token_management"]["security"]["rate_limiting"]["login"] = {
+        "max_attempts": 10,
+        "window_seconds": 60,
+    }
+    _app, url = make_server(manifest)
+    calls = [
+        Call("POST", "/auth/token", "127.0.0.40",
+             {"email": f"user{i}@example.com", "password": "guess number 1!"}, {"X-App": "site"})
+        for i in range(24)
+    ]  # fmt: skip
+    codes = statuses(burst(url, calls))
+    assert set(codes) <= {401, 429}, codes
+    assert codes.count(401) <= 10, codes  # one address, at most its limit checked
