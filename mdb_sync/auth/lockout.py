@@ -104,7 +104,9 @@ class AccountLockout:
         return store.digest("rate", SHARED if self.shared else self.slug, SCOPE, email)
 
     def _refusal(self, retry: float) -> RateLimitExceeded:
-        seconds = max(1, math.ceil(retry))
+        # Capped: a lock or window set by a concurrent request may start a little after our
+        # clock reading.
+        seconds = min(max(1, math.ceil(retry)), self.policy.duration_seconds)
         return RateLimitExceeded(
             f"too many failed sign-ins for this account: retry in {seconds} s",
             retry_after=seconds,
