@@ -8,8 +8,12 @@ rounds):
 * a session cookie: one raw ``find_one`` by ``_id``; ``AuthService.load_session`` (session +
   user);
 * a rate-limited attempt: one raw ``find_one_and_update`` upsert; ``RateLimiter.hit``;
-* account lockout: counting a failed login (``AccountLockout.failed``, one pipeline upsert)
-  and the check every login pays when it is on (``AccountLockout.check``, one ``find_one``);
+* account lockout: what one password check pays when it is on — a reservation before the
+  hash (``AccountLockout.reserve``, one pipeline upsert) and its settlement after it, as a
+  success (``succeeded``: one ``delete_one``) or a failure (``failed``: one pipeline
+  update); and the read-only ``AccountLockout.check``;
+* a login (``AuthService.authenticate``, right password, cheap scrypt n=4096 so the
+  lockout's share shows) without and with the lockout: the lockout's added cost per login;
 * an authorization check: ``CasbinProvider.check`` (in memory, version check off);
 * a password check at the default scrypt cost (n=2**15): the price of a login.
 
@@ -85,6 +89,28 @@ def main() -> None:
             never = LockoutPolicy(max_failed_attempts=10**9, duration_seconds=3600)
             lockout = AccountLockout(engine, "bench", never)
             ops, rounds = args.ops, args.rounds
+            locked = dict(MANIFEST, slug="guarded")
+            locked["token_management"] = {
+                "security": {"account_lockout": {"max_failed_attempts": 5}}
+            }
+            engine.register_app(locked)
+            cheap = PasswordHasher(n=4096)
+            plain = AuthService(engine, "bench", secret=SECRET, hasher=cheap)
+            guarded = AuthService(engine, "guarded", secret=SECRET, hasher=cheap)
+            guarded.register_user("ada@example.com", "correct horse battery")
+            logins = max(ops // 10, 20)
+
+            def login_plain() -> Any:
+                return plain.authenticate("ada@example.com", "correct horse battery")
+
+            def login_guarded() -> Any:
+                return guarded.authenticate("ada@example.com", "correct horse battery")
+
+            def settle_success() -> None:
+                lockout.succeeded(lockout.reserve("ada@example.com"))
+
+            def settle_failure() -> None:
+                lockout.failed(lockout.reserve("eve@example.com"))
 
             def decode() -> Any:
                 return jwt.decode(
@@ -109,13 +135,22 @@ def main() -> None:
                 ("rate limit", "find_one_and_update", per_op(raw_upsert, ops, rounds),
                  "RateLimiter.hit",
                  per_op(lambda: auth.limiter.hit("bench", "b", "k", 10**9, 3600), ops, rounds)),
-                ("account lockout", "find_one_and_update", None, "AccountLockout.failed",
-                 per_op(lambda: lockout.failed("eve@example.com"), ops, rounds)),
+                ("account lockout", "find_one_and_update", None, "reserve+succeeded",
+                 per_op(settle_success, ops, rounds)),
+                ("account lockout", "find_one_and_update", None, "reserve+failed",
+                 per_op(settle_failure, ops, rounds)),
                 ("account lockout", "find_one _id",
                  per_op(lambda: raw_limits.find_one({"_id": "k"}), ops, rounds),
                  "AccountLockout.check",
                  per_op(lambda: lockout.check("ada@example.com"), ops, rounds)),
             ]  # fmt: skip
+            # Interleaved rounds, so both logins see the same machine load.
+            plain_us, guarded_us = [], []
+            for _ in range(rounds):
+                plain_us.append(per_op(login_plain, logins, 1))
+                guarded_us.append(per_op(login_guarded, logins, 1))
+            rows.append(("login (n=4096)", "authenticate, no lock", statistics.median(plain_us),
+                         "with account_lockout", statistics.median(guarded_us)))  # fmt: skip
             check = per_op(lambda: auth.check("user", "reports", "read"), ops, rounds)
             default = PasswordHasher()
             stored = default.hash("correct horse battery")
@@ -125,7 +160,7 @@ def main() -> None:
         if server is not None:
             embedded.stop_private(server)
 
-    header = f"{'what':<16}{'raw':<22}{'raw µs':>9}  {'mdb-sync':<20}{'µs':>9}{'ratio':>8}"
+    header = f"{'what':<16}{'raw':<22}{'raw µs':>9}  {'mdb-sync':<21}{'µs':>9}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     raw_cost = None
@@ -133,11 +168,17 @@ def main() -> None:
         raw_cost = raw_us if raw_us is not None else raw_cost
         shown = f"{raw_us:9.1f}" if raw_us is not None else f"{'(same)':>9}"
         print(
-            f"{what:<16}{raw_name:<22}{shown}  {ours_name:<20}{ours_us:9.1f}"
+            f"{what:<16}{raw_name:<22}{shown}  {ours_name:<21}{ours_us:9.1f}"
             f"{ours_us / raw_cost:8.1f}x"
         )
-    print(f"{'authorization':<16}{'':<22}{'':>9}  {'casbin check':<20}{check:9.1f}")
-    print(f"{'password check':<16}{'':<22}{'':>9}  {'scrypt n=2**15':<20}{login:9.0f}")
+    print(f"{'authorization':<16}{'':<22}{'':>9}  {'casbin check':<21}{check:9.1f}")
+    print(f"{'password check':<16}{'':<22}{'':>9}  {'scrypt n=2**15':<21}{login:9.0f}")
+    _what, _raw, plain_us, _ours, guarded_us = rows[-1]
+    added = guarded_us - plain_us
+    print(
+        f"account lockout adds {added:.0f} µs per login: {added / login * 100:.1f}% of one "
+        "password check at the default cost"
+    )
 
 
 if __name__ == "__main__":

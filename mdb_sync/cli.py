@@ -396,8 +396,11 @@ def apps_show(engine: Any, slug: str, as_json: bool) -> None:
             f"  index {outcome.get('collection')}.{outcome.get('name')}: {outcome.get('status')}"
             + (f" ({outcome['error']})" if outcome.get("error") else "")
         )
+    from .auth.demo_users import redact_demo_passwords
+
+    record["manifest"] = redact_demo_passwords(record.get("manifest") or {})
     lines.append("manifest:")
-    lines.append(json.dumps(record.get("manifest", {}), indent=2, default=str))
+    lines.append(json.dumps(record["manifest"], indent=2, default=str))
     _emit(record, as_json, "\n".join(lines))
 
 
@@ -631,10 +634,17 @@ def users_list(engine: Any, app: str, as_json: bool) -> None:
 @_json_option
 @engine_options
 def users_create(engine: Any, app: str, email: str, roles: tuple[str, ...], as_json: bool) -> None:
-    """Create a user of APP (the password is prompted for)."""
+    """Create a user of APP (the password is prompted for); the CLI's operator vouches for
+    the email (the user may be the app's owner, developer_id)."""
     auth = _auth_service(engine, app)
     try:
-        user = auth.register_user(email, _password_prompt(), roles=list(roles) or None)
+        user = auth.create_user(
+            email,
+            _password_prompt(),
+            roles=list(roles) or None,
+            verified_via="cli",
+            platform_admin=True,
+        )
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
     _emit(user, as_json, f"created {_user_line(user)}")
@@ -664,9 +674,10 @@ def _user_command(name: str) -> Callable[[Callable[..., Any]], Any]:
 
 @_user_command("set-password")
 def users_set_password(auth: Any, email: str) -> None:
-    """Set a new password (prompted for); the user's sessions and tokens end."""
+    """Set a new password (prompted for); the user's sessions and tokens end (in every app,
+    for a global_users account: the CLI acts as a platform administrator)."""
     user = _user(auth, email)
-    auth.set_password(user["user_id"], _password_prompt())
+    auth.set_password(user["user_id"], _password_prompt(), platform_admin=True)
     click.echo(f"password of {user['email']} changed; their sessions and tokens ended")
 
 
@@ -698,8 +709,16 @@ def users_activate(auth: Any, email: str) -> None:
 @_user_command("unlock")
 def users_unlock(auth: Any, email: str) -> None:
     """Lift an account lockout (token_management.security.account_lockout) on EMAIL."""
-    auth.unlock_account(email)
+    auth.unlock_account(email, platform_admin=True)
     click.echo(f"unlocked {email}")
+
+
+@_user_command("verify")
+def users_verify(auth: Any, email: str) -> None:
+    """Record that EMAIL is proven (you checked it): the user may then be the app's owner
+    (developer_id with owner_can_access)."""
+    auth.mark_email_verified(_user(auth, email)["user_id"], via="cli", platform_admin=True)
+    click.echo(f"{email}: email verified")
 
 
 # --- realtime events -------------------------------------------------------------------------

@@ -222,6 +222,9 @@ class AppRegistry:
             self._raise_conflict(slug, others)
         if implicit and existing is not None:
             return {"slug": slug, "created": False, "indexes": [], "collections": [], "seeded": {}}
+        from .auth.demo_users import hash_demo_passwords  # the registry keeps no clear password
+
+        normalized = hash_demo_passwords(normalized, (existing or {}).get("manifest"))
         collections: list[dict[str, Any]] = []
         if normalized.get("collection_settings"):
             collections = apply_collection_settings(

@@ -68,14 +68,15 @@ def test_update_delete_and_history(make_memory):
     memory = make_memory()
     [added] = memory.add("I live in Paris", user_id="bob")["results"]
     memory_id = added["id"]
-    updated = memory.update(memory_id, {"content": "I live in Lyon"})
+    updated = memory.update(memory_id, {"content": "I live in Lyon"}, user_id="bob")
     assert updated["memory"] == "I live in Lyon"
     assert texts(memory.search("where does bob live, Lyon?", user_id="bob")) == ["I live in Lyon"]
     memory.update(memory_id, "I live in Nice", user_id="bob")
     assert memory.delete(memory_id, user_id="bob") is True
-    assert memory.get(memory_id) is None
-    assert memory.delete(memory_id) is False
-    events = memory.history(memory_id)
+    assert memory.get(memory_id, user_id="bob") is None
+    assert memory.delete(memory_id, user_id="bob") is False
+    assert memory.history(memory_id, user_id="eve") == []  # another user's: nothing
+    events = memory.history(memory_id, user_id="bob")
     assert [e["event"] for e in events] == ["ADD", "UPDATE", "UPDATE", "DELETE"]
     assert [(e["old_memory"], e["new_memory"]) for e in events] == [
         (None, "I live in Paris"),
@@ -105,8 +106,8 @@ def test_apps_keep_their_own_memories(make_memory):
     [note] = first.add("The launch code is blue", user_id="dave")["results"]
     assert second.get_all("dave") == []
     assert second.search("launch code", user_id="dave") == []
-    assert second.get(note["id"]) is None
-    assert second.delete(note["id"]) is False
+    assert second.get(note["id"], all_users=True) is None
+    assert second.delete(note["id"], all_users=True) is False
     assert texts(first.get_all("dave")) == ["The launch code is blue"]
 
 
@@ -119,11 +120,11 @@ def test_bad_input_is_refused(make_memory):
     with pytest.raises(ValueError, match="messages"):
         memory.add([], user_id="u")
     with pytest.raises(ValueError, match="invalid memory id"):
-        memory.get("not-an-id")
+        memory.get("not-an-id", user_id="u")
     with pytest.raises(ValueError, match="filter key"):
         memory.search("x", user_id="u", filters={"$where": "1"})
     with pytest.raises(ValueError, match="non-empty"):
-        memory.update("0" * 24, "  ")
+        memory.update("0" * 24, "  ", user_id="u")
 
 
 def test_metadata_filters_and_threshold(make_memory):
@@ -186,8 +187,11 @@ def test_inference_adds_updates_and_deletes(make_memory, llm_server):
         "Likes pizza, especially margherita",
         "Works as a teacher",
     ]
-    assert [e["event"] for e in memory.history(ids["Likes pizza"])] == ["ADD", "UPDATE"]
-    assert [e["event"] for e in memory.history(ids["Works as a nurse"])] == ["ADD", "DELETE"]
+    assert [e["event"] for e in memory.history(ids["Likes pizza"], "frank")] == ["ADD", "UPDATE"]
+    assert [e["event"] for e in memory.history(ids["Works as a nurse"], "frank")] == [
+        "ADD",
+        "DELETE",
+    ]
 
 
 def test_the_model_cannot_touch_memories_it_was_not_shown(make_memory, llm_server):

@@ -216,7 +216,7 @@ def test_a_user_of_app_a_cannot_log_into_app_b(make_app):
     assert ok.json == {"email": "ada@example.com", "via": "token"}
     refused = fresh.get("/whoami", headers={"X-App": "beta", "Authorization": f"Bearer {token}"})
     assert refused.status_code == 401
-    assert refused.json["error"]["message"] == "the token was not issued for this app"
+    assert refused.json["error"]["message"] == "the token was not signed by a key of this app"
 
 
 # --- CSRF ---------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def _claims(auth, user, **changes):
     now = dt.datetime.now(dt.timezone.utc)
     claims = {
         "iss": "mdb-sync",
-        "aud": "tok",
+        "aud": auth.slug,
+        "app": auth.slug,
         "sub": user["user_id"],
         "iat": now,
         "nbf": now,
@@ -104,9 +105,7 @@ def test_hs_rs_confusion_is_refused(engine):
     assert auth.user_from_token(good)[0]["email"] == "ada@example.com"
 
     header = {"alg": "HS256", "typ": "JWT", "kid": "k1"}
-    claims = json.loads(
-        json.dumps(_claims(auth, user, aud="rsapp"), default=lambda d: int(d.timestamp()))
-    )
+    claims = json.loads(json.dumps(_claims(auth, user), default=lambda d: int(d.timestamp())))
     signing_input = f"{_b64(header)}.{_b64(claims)}".encode()
     import hashlib
     import hmac
@@ -139,8 +138,8 @@ def test_expired_and_not_yet_valid_tokens_are_refused(auth, user):
 def test_another_apps_token_is_refused(engine, auth, user):
     engine.register_app(auth_manifest("other"))
     other = AuthService(engine, "other", secret=SECRET, hasher=HASHER)
-    token = auth.issue_tokens(user)["access_token"]  # same secret, another app
-    with pytest.raises(TokenError, match="not issued for this app"):
+    token = auth.issue_tokens(user)["access_token"]  # same secret, another app's derived key
+    with pytest.raises(TokenError, match="not signed by a key of this app"):
         other.user_from_token(token)
     with pytest.raises(TokenError):
         other.refresh(auth.issue_tokens(user)["refresh_token"])
@@ -269,3 +268,25 @@ def test_missing_or_short_secret_refuses_to_start(engine, monkeypatch):
     monkeypatch.setenv("NAMEDENV_JWT_SECRET", "short")
     with pytest.raises(ConfigurationError, match=r"\$NAMEDENV_JWT_SECRET.*at least 32"):
         AuthService(engine, "namedenv", hasher=HASHER)
+
+
+def test_each_app_signs_with_a_key_derived_from_the_secret_and_its_slug():
+    """HKDF-SHA256 (RFC 5869): an outside service verifying an app's tokens derives the
+    same key from the shared secret; no two apps (nor the secret itself) share it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from mdb_sync.auth.keys import derive_app_key
+
+    for algorithm, size in (("HS256", 32), ("HS384", 48), ("HS512", 64)):
+        expected = HKDF(
+            algorithm=hashes.SHA256(),
+            length=size,
+            salt=b"mdb-sync jwt signing key v1",
+            info=b"mdb-sync app\x1ftok",
+        ).derive(SECRET.encode())
+        assert derive_app_key(SECRET, "tok", algorithm) == expected
+    alpha = KeySet.from_secret("HS256", SECRET, slug="alpha", where="test")
+    beta = KeySet.from_secret("HS256", SECRET, slug="beta", where="test")
+    assert alpha.signing_key != beta.signing_key != SECRET.encode()
+    assert alpha.signing_kid != beta.signing_kid

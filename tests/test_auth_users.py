@@ -359,6 +359,55 @@ def test_a_lockout_ends_after_its_duration(engine):
     assert auth.authenticate("ada@example.com", PW)["email"] == "ada@example.com"
 
 
+def test_checks_are_reserved_and_a_success_under_a_lock_is_refused(engine, raw_db):
+    """Reserve, then settle: a check in flight holds a slot; a lock set while a correct
+    password is being checked (apps sharing an account may be stricter) refuses it."""
+    from mdb_sync.auth.lockout import AccountLockout, LockoutPolicy
+
+    email = "ada@example.com"
+    strict = AccountLockout(engine, "a", LockoutPolicy(2, 60), shared=True)
+    loose = AccountLockout(engine, "b", LockoutPolicy(3, 60), shared=True)
+    correct = loose.reserve(email)  # ada's own sign-in, hashing
+    guess_a, guess_b = strict.reserve(email), loose.reserve(email)
+    with pytest.raises(RateLimitExceeded):  # 3 checks in flight: loose has no slot left
+        loose.reserve(email)
+    assert loose.failed(guess_b) is False
+    assert strict.failed(guess_a) is True  # strict's 2nd failure locks the shared account
+    with pytest.raises(RateLimitExceeded, match="too many failed sign-ins"):
+        loose.succeeded(correct)
+    with pytest.raises(RateLimitExceeded):
+        strict.reserve(email)
+    [doc] = raw_db["mdb_auth_rate_limits"].find({"scope": "lockout"})
+    assert doc["pending"] == [] and doc["failures"] == 0 and doc["locked_until"]
+    assert "ada" not in str(doc)
+
+    # A reservation whose request died keeps its slot until the window ends (fails closed).
+    per_app = AccountLockout(engine, "c", LockoutPolicy(1, 60))
+    per_app.reserve(email)
+    with pytest.raises(RateLimitExceeded) as info:
+        per_app.reserve(email)
+    assert 50 <= info.value.retry_after <= 60
+
+
+def test_global_users_apps_may_only_tighten_the_shared_lockout(engine):
+    from mdb_sync.auth.lockout import LockoutPolicy
+
+    def policy(**lockout):
+        manifest = auth_manifest("shared_lock")
+        manifest["auth"]["users"]["strategy"] = "global_users"
+        if lockout:
+            manifest["token_management"]["security"]["account_lockout"] = lockout
+        engine.register_app(manifest)
+        return AuthService(engine, "shared_lock", secret=SECRET, hasher=HASHER).lockout
+
+    assert policy().policy == LockoutPolicy()  # none configured: the defaults
+    assert policy(enabled=False).policy == LockoutPolicy()
+    loose = policy(max_failed_attempts=100, lockout_duration_seconds=5)
+    assert loose.shared and loose.policy == LockoutPolicy(5, 900)
+    strict = policy(max_failed_attempts=3, lockout_duration_seconds=3600)
+    assert strict.policy == LockoutPolicy(3, 3600)
+
+
 def test_older_security_spellings_act_and_inert_settings_are_reported(engine, caplog):
     manifest = auth_manifest("spellings")
     manifest["auth"]["password_policy"] = {"check_breaches": True}
@@ -463,3 +512,19 @@ def test_password_reset_tokens_expire(engine, raw_db):
 def test_password_reset_is_off_unless_the_manifest_enables_it(auth):
     with pytest.raises(ConfigurationError, match="password_reset"):
         auth.request_password_reset("ada@example.com")
+
+
+def test_a_registration_cannot_claim_a_proven_email(engine):
+    manifest = auth_manifest("proofs", developer_id="owner@example.com")
+    engine.register_app(manifest)
+    auth = AuthService(engine, "proofs", secret=SECRET, hasher=HASHER)
+    for field in ("email_verified", "email_verified_via", "email_verified_at"):
+        with pytest.raises(UserInputError, match="cannot be set"):
+            auth.register_user("owner@example.com", PW, **{field: "admin"})
+    user = auth.register_user("owner@example.com", PW)
+    assert user["email_verified"] is False and not auth.is_owner(user)
+    proven = auth.mark_email_verified(user["user_id"], via="support ticket 12")
+    assert proven["email_verified"] and proven["email_verified_via"] == "support ticket 12"
+    assert auth.is_owner(proven)
+    made = auth.create_user("staff@example.com", PW)
+    assert made["email_verified"] and made["email_verified_via"] == "admin"

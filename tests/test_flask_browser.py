@@ -24,7 +24,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 ROOT = Path(__file__).resolve().parents[1]
 TODO = ROOT / "examples" / "todo"
 CHROMIUM = "/usr/bin/chromium"
-ADMIN = ("admin@example.com", "todo admin demo")  # seeded by the work space's manifest
+ADMIN = ("admin@example.com", "Todo admin for tests 1")  # the example's TODO_ADMIN_PASSWORD
 PASSWORD = "correct horse battery"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -74,6 +74,7 @@ def todo(mongo_uri, db_name, tmp_path):
     manifests = tmp_path / "manifests"
     shutil.copytree(TODO / "manifests", manifests)
     app = module.create_app(_config(mongo_uri, db_name, manifests))
+    assert module.ensure_admin(app) is None  # the password was given: nothing to show
     try:
         with serve(app) as base:
             yield base
@@ -87,6 +88,7 @@ def _config(mongo_uri, db_name, manifests):
         "MDB_DB_NAME": db_name,
         "MDB_MANIFESTS": str(manifests),
         "MDB_PASSWORD_HASH_COST": 4096,  # cheap hashes: the test signs in many times
+        "TODO_ADMIN_PASSWORD": ADMIN[1],
     }
 
 
@@ -244,6 +246,7 @@ def test_cross_origin_requests_follow_each_apps_manifest(page, mongo_uri, db_nam
         work["cors"]["allow_origins"] = [elsewhere]
         (manifests / "work.json").write_text(json.dumps(work))
         app = module.create_app(_config(mongo_uri, db_name, manifests))
+        module.ensure_admin(app)
         try:
             with serve(app) as base:
                 work_token = _token(base, "work", *ADMIN)
@@ -354,7 +357,8 @@ def test_pages_update_live_from_other_browsers_and_a_celery_task(browser, todo, 
 def test_the_example_runs_as_a_script_on_the_embedded_database(tmp_path):
     """``python examples/todo/app.py``: its own embedded server, stopped on Ctrl-C."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "MDB_EMBEDDED_DIR": str(tmp_path / ".mdb")}
+    env = {**os.environ, "PORT": str(port), "MDB_EMBEDDED_DIR": str(tmp_path / ".mdb"),
+           "TODO_ADMIN_PASSWORD": ADMIN[1]}  # fmt: skip
     env.pop("MDB_MONGO_URI", None)
     proc = subprocess.Popen(
         [sys.executable, str(TODO / "app.py")],

@@ -10,8 +10,10 @@ Both spaces require signing in (``auth.policy.required``). They share one accoun
 (``global_users``) with roles per space, and each keeps its own session cookie: an account
 signs in to each space separately. Every task belongs to the account that created it —
 nobody sees or changes anyone else's tasks — and ``/<space>/admin`` lists the space's
-accounts for its admins only. The work space's manifest seeds a demo admin,
-``admin@example.com`` / ``todo admin demo`` (an admin at work, a plain user at home).
+accounts for its admins only. On first start the work space gets an admin,
+``admin@example.com`` (an admin at work, a plain user at home), whose password is
+``$TODO_ADMIN_PASSWORD`` or, if that is unset, a random one printed once — never a fixed
+password that would open every fresh deployment.
 
 Run it on the embedded database (no MongoDB needed; data in ``./.mdb``)::
 
@@ -48,10 +50,12 @@ from flask import Blueprint, Flask, abort, redirect, render_template, request, u
 from flask_mdb import MDB, current_app_slug, db, send_to_user
 from flask_mdb.auth import current_service, get_current_user, public, require_role
 from mdb_sync import ScopedDatabase
+from mdb_sync.exceptions import UserExistsError
 
 HERE = Path(__file__).resolve().parent
 SLUG_PREFIX = "todo_"
 MAX_TITLE = 200
+ADMIN_EMAIL = "admin@example.com"
 
 mdb = MDB()
 todo = Blueprint("todo", __name__, url_prefix="/<space>")
@@ -83,6 +87,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.add_url_rule("/", "index", index)
     app.add_url_rule("/favicon.ico", "favicon", lambda: ("", 204))
     return app
+
+
+def ensure_admin(app: Flask) -> str | None:
+    """Create the work space's admin account if it does not exist yet. Its password is
+    ``TODO_ADMIN_PASSWORD`` (config or environment); without one a random password is made
+    and returned, for the caller to show once. None when nothing was generated."""
+    password = app.config.get("TODO_ADMIN_PASSWORD") or os.environ.get("TODO_ADMIN_PASSWORD")
+    generated = None if password else secrets.token_urlsafe(12)
+    with app.app_context(), mdb.bind(f"{SLUG_PREFIX}work", app):
+        auth = current_service()
+        assert auth is not None
+        if auth.get_user_by_email(ADMIN_EMAIL) is not None:
+            return None
+        try:
+            auth.create_user(ADMIN_EMAIL, password or generated, roles=["admin"])
+        except UserExistsError:  # another process created it meanwhile
+            return None
+    return generated
 
 
 def index() -> str:
@@ -243,5 +265,8 @@ def json_error(error: Any) -> Any:
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "5000"))
     application = create_app()
+    made = ensure_admin(application)
+    if made is not None:
+        print(f"created the work space's admin: {ADMIN_EMAIL} / {made}  (shown once)", flush=True)
     print(f"todo example on http://127.0.0.1:{port}/  (Ctrl-C to stop)", flush=True)
     application.run(host="127.0.0.1", port=port, threaded=True)

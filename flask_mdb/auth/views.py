@@ -272,6 +272,9 @@ def password(**_view_args: Any) -> Any:
         )
     except AuthenticationError as exc:
         return auth_error(403, str(exc))
+    except RateLimitExceeded as exc:  # the account is locked: current-password guesses count
+        status, headers = _refusal(exc)
+        return auth_error(status, str(exc), headers=headers)
     except UserInputError as exc:
         return auth_error(400, str(exc))
     if user.via == "session":  # every session ended: give this browser a fresh one

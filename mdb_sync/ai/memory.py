@@ -1,8 +1,10 @@
 """MemoryService: what an app remembers about each of its users.
 
 Memories live in a scoped collection of the app (``memory_config.collection_name``, default
-``memories``), each tagged with its ``user_id``; every read filters by the user, so one user's
-memories never appear in another's results, and the sandbox keeps other apps out entirely.
+``memories``), each tagged with its ``user_id``; every read and change names the user and
+filters by it (``get``, ``update``, ``delete`` and ``history`` of one memory too: only an
+administrator's tool passes ``all_users=True`` instead), so one user's memories never appear
+in another's results, and the sandbox keeps other apps out entirely.
 Every change is recorded in ``<collection>_history`` (``ADD``, ``UPDATE``, ``DELETE`` with the
 old and new text), which outlives the memory itself.
 
@@ -98,6 +100,23 @@ def _check_user(user_id: Any) -> str:
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise ValueError(f"user_id is longer than {MAX_USER_ID_LENGTH} characters")
     return user_id
+
+
+def _owned(memory_id: Any, user_id: Any, all_users: bool) -> dict[str, Any]:
+    """The filter of one memory of ``user_id`` (of anyone's with ``all_users``): naming the
+    user is required, so forgetting it can never reach another user's memories."""
+    spec: dict[str, Any] = {"_id": _object_id(memory_id)}
+    if all_users:
+        if user_id is not None:
+            raise ValueError("pass user_id or all_users=True, not both")
+        return spec
+    if user_id is None:
+        raise ValueError(
+            "user_id is required (the memory's owner); an administrator's tool that reads "
+            "any user's memories passes all_users=True"
+        )
+    spec["user_id"] = _check_user(user_id)
+    return spec
 
 
 def _object_id(memory_id: Any) -> ObjectId:
@@ -482,11 +501,12 @@ class MemoryService:
             raise AIServiceError("graph memory is off (memory_config.enable_graph)")
         return self.graph
 
-    def get(self, memory_id: Any, user_id: str | None = None) -> dict[str, Any] | None:
-        """One memory, or None (also when it belongs to another user than ``user_id``)."""
-        spec: dict[str, Any] = {"_id": _object_id(memory_id)}
-        if user_id is not None:
-            spec["user_id"] = _check_user(user_id)
+    def get(
+        self, memory_id: Any, user_id: str | None = None, *, all_users: bool = False
+    ) -> dict[str, Any] | None:
+        """One memory of ``user_id``, or None (also when it belongs to another user).
+        ``all_users=True`` instead of a user: any user's (an administrator's tool)."""
+        spec = _owned(memory_id, user_id, all_users)
         doc = self.collection.find_one(spec, {"embedding": 0})
         return self._public(doc) if doc else None
 
@@ -498,10 +518,15 @@ class MemoryService:
             self._public(d) for d in cursor.sort([("created_at", -1), ("_id", -1)]).limit(limit)
         ]
 
-    def history(self, memory_id: Any) -> list[dict[str, Any]]:
-        """The events of one memory, oldest first (kept after the memory is deleted)."""
-        oid = _object_id(memory_id)
-        cursor = self.history_collection.find({"memory_id": oid})
+    def history(
+        self, memory_id: Any, user_id: str | None = None, *, all_users: bool = False
+    ) -> list[dict[str, Any]]:
+        """The events of one memory of ``user_id``, oldest first (kept after the memory is
+        deleted); empty for another user's memory. ``all_users=True`` instead of a user:
+        any user's (an administrator's tool)."""
+        spec = _owned(memory_id, user_id, all_users)
+        memory = spec.pop("_id")
+        cursor = self.history_collection.find({"memory_id": memory, **spec})
         return [
             {
                 "id": str(event["_id"]),
@@ -525,9 +550,12 @@ class MemoryService:
         *,
         data: Any = None,
         metadata: Mapping[str, Any] | None = None,
+        all_users: bool = False,
     ) -> dict[str, Any]:
-        """Replace a memory's text (``memory`` is the new text, or a dict with ``content``,
-        ``memory`` or ``text``, and optionally ``metadata``); it is re-embedded."""
+        """Replace a memory of ``user_id``'s text (``memory`` is the new text, or a dict
+        with ``content``, ``memory`` or ``text``, and optionally ``metadata``); it is
+        re-embedded. Another user's memory is "not found"; ``all_users=True`` instead of a
+        user: any user's (an administrator's tool)."""
         value = memory if memory is not None else data
         if isinstance(value, Mapping):
             metadata = value.get("metadata", metadata)
@@ -536,15 +564,13 @@ class MemoryService:
             raise ValueError("the new memory must be a non-empty string")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError("metadata must be a mapping")
-        spec: dict[str, Any] = {"_id": _object_id(memory_id)}
-        if user_id is not None:
-            spec["user_id"] = _check_user(user_id)
+        spec = _owned(memory_id, user_id, all_users)
         doc = self.collection.find_one(spec, {"embedding": 0})
         if doc is None:
             raise AIServiceError(f"memory {memory_id!s} not found", context={"id": str(memory_id)})
         text = value.strip()
         self._replace_text(doc, text, self._embed([text])[0], metadata)
-        updated = self.get(doc["_id"])
+        updated = self.get(doc["_id"], doc["user_id"])
         assert updated is not None
         return updated
 
@@ -554,11 +580,12 @@ class MemoryService:
             self._record(doc["_id"], doc["user_id"], "DELETE", doc.get("memory"), None, _now())
         return bool(result.deleted_count)
 
-    def delete(self, memory_id: Any, user_id: str | None = None) -> bool:
-        """Delete one memory; True if it existed (and belonged to ``user_id`` if given)."""
-        spec: dict[str, Any] = {"_id": _object_id(memory_id)}
-        if user_id is not None:
-            spec["user_id"] = _check_user(user_id)
+    def delete(
+        self, memory_id: Any, user_id: str | None = None, *, all_users: bool = False
+    ) -> bool:
+        """Delete one memory of ``user_id``; True if it existed and was theirs.
+        ``all_users=True`` instead of a user: any user's (an administrator's tool)."""
+        spec = _owned(memory_id, user_id, all_users)
         doc = self.collection.find_one(spec, {"memory": 1, "user_id": 1})
         return self._delete_doc(doc) if doc else False
 

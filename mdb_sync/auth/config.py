@@ -133,6 +133,7 @@ class AuthConfig:
         else:  # not said in auth: token_management.security decides, else on with users
             csrf_on = bool(sec.get("csrf_protection", True)) if tm is not None else True
         users_on = bool(users.get("enabled", False))
+        lockout_block = sec.get("account_lockout")
 
         limits = {n: RateLimit(*v) for n, v in DEFAULT_RATE_LIMITS.items()}
         for name, value in (sec.get("rate_limiting") or {}).items():
@@ -181,7 +182,11 @@ class AuthConfig:
             bind_fingerprint=bool(
                 binding.get("bind_fingerprint", _switch(sec.get("session_fingerprinting")))
             ),
-            lockout=LockoutPolicy.from_manifest(sec.get("account_lockout")),
+            lockout=(
+                LockoutPolicy.for_shared_accounts(LockoutPolicy.from_manifest(lockout_block))
+                if users_on and users.get("strategy") == "global_users"
+                else LockoutPolicy.from_manifest(lockout_block)
+            ),
             policy_present=policy is not None,
             policy_required=bool((policy or {}).get("required", False)),
             allow_anonymous=bool((policy or {}).get("allow_anonymous", policy is None)),

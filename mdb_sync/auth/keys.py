@@ -6,6 +6,14 @@ default) and never taken from a token's header. HMAC algorithms use a secret of 
 with the name of the setting to fix. RS*/ES*/EdDSA use a private key (PEM) to sign and its
 public key plus any older public keys to verify. Every token names its key in ``kid``, so a
 new key can sign while tokens of the previous one stay valid until they expire.
+
+One secret usually serves every app of a process (``MDB_JWT_SECRET``), so an app never
+signs with the secret itself: its key is derived from the secret and its slug (HKDF-SHA256,
+RFC 5869, :func:`derive_app_key`), and so is its ``kid``. A token of one app therefore fails
+the signature check of any other, even where they share the secret; an outside service that
+verifies an app's tokens derives the same key. An asymmetric key cannot be derived: apps
+sharing one are kept apart by the token's ``app`` claim and single ``aud``
+(:mod:`mdb_sync.auth.tokens`), which every verification requires to name the verifying app.
 """
 
 from __future__ import annotations
@@ -27,6 +35,23 @@ MIN_SECRET_BYTES = 32
 MIN_RSA_BITS = 2048
 #: The environment variable read when neither the config nor the manifest names a secret.
 SECRET_ENV = "MDB_JWT_SECRET"
+#: Bytes of an app's derived HMAC key, by algorithm (the hash's output size).
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_HKDF_SALT = b"mdb-sync jwt signing key v1"
+
+
+def derive_app_key(secret: str | bytes, slug: str, algorithm: str = "HS256") -> bytes:
+    """App ``slug``'s HMAC key for ``algorithm``: HKDF-SHA256 of ``secret`` with the slug
+    as its context (``info``), so apps sharing one secret never share a key."""
+    ikm = secret.encode("utf-8") if isinstance(secret, str) else secret
+    length = HMAC_KEY_BYTES[algorithm]
+    prk = hmac.new(_HKDF_SALT, ikm, hashlib.sha256).digest()
+    info = b"mdb-sync app\x1f" + slug.encode("utf-8")
+    out, block = b"", b""
+    for counter in range(1, -(-length // 32) + 1):
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out += block
+    return out[:length]
 
 
 @dataclass(frozen=True)
@@ -43,8 +68,16 @@ class KeySet:
 
     @classmethod
     def from_secret(
-        cls, algorithm: str, secret: str | bytes, fallbacks: tuple[Any, ...] = (), *, where: str
+        cls,
+        algorithm: str,
+        secret: str | bytes,
+        fallbacks: tuple[Any, ...] = (),
+        *,
+        slug: str,
+        where: str,
     ) -> KeySet:
+        """The keys of app ``slug``: derived from ``secret`` (signs) and ``fallbacks``
+        (older secrets that still verify)."""
         if algorithm not in HMAC_ALGORITHMS:
             raise ConfigurationError(f"{where}: {algorithm} needs a private key, not a secret")
         keys: dict[str, bytes] = {}
@@ -58,9 +91,10 @@ class KeySet:
                     "print(secrets.token_urlsafe(48))')",
                     context={"option": where},
                 )
-            kid = hmac.new(raw, b"mdb-sync key id", hashlib.sha256).hexdigest()[:16]
-            keys.setdefault(kid, raw)
-            signing = signing or raw
+            key = derive_app_key(raw, slug, algorithm)
+            kid = hmac.new(key, b"mdb-sync key id", hashlib.sha256).hexdigest()[:16]
+            keys.setdefault(kid, key)
+            signing = signing or key
         first = next(iter(keys))
         return cls(algorithm, first, signing, keys)
 
@@ -199,7 +233,9 @@ def resolve_keyset(
                 "(there is no default secret)",
                 context={"app": slug, "option": secret_option},
             )
-        return KeySet.from_secret(algorithm, secret, tuple(secret_fallbacks), where=where)
+        return KeySet.from_secret(
+            algorithm, secret, tuple(secret_fallbacks), slug=slug, where=where
+        )
     if private_key is None:
         raise ConfigurationError(
             f"app {slug!r} signs tokens with {algorithm} (auth.jwt.algorithm) but no private "

@@ -1,21 +1,34 @@
-"""Account lockout: after ``max_failed_attempts`` wrong passwords for one email within
-``lockout_duration_seconds``, sign-in for that email is refused for ``lockout_duration_seconds``
-— whichever client, process or machine the attempts come from. The per-address rate limits
-stop one client; this stops a guesser spread over many addresses.
+"""Account lockout: at most ``max_failed_attempts`` wrong passwords are *checked* for one
+account within ``lockout_duration_seconds`` — whichever client, process or machine the
+attempts come from and however many arrive at once. The per-address rate limits stop one
+client; this stops a guesser spread over many addresses.
+
+A password check is *reserved* before the (slow, ~65 ms) hash is computed and *settled*
+after: one atomic update grants a reservation only while the account is not locked and
+fewer than ``max_failed_attempts`` checks are pending or failed in the current window, so a
+burst of simultaneous guesses gets at most that many checks and every other request is
+refused without one. A wrong password settles as a failure (the last allowed one locks the
+account for ``lockout_duration_seconds``); a correct one settles as a success, which looks
+at the lock again, so a correct password is never accepted once a lock is set. A
+reservation whose request dies before settling keeps its slot until the window ends
+(it fails closed).
 
 Counted per (app, email) whether or not an account has that email, so a lockout reveals
-nothing about which emails exist. State lives in ``mdb_auth_rate_limits`` (keys hashed, TTL
-index), updated with one atomic pipeline per failure so concurrent processes never lose one.
+nothing about which emails exist; a ``global_users`` account is counted once for every app
+sharing it (``shared=True``), so N apps do not give N times the guesses. State lives in
+``mdb_auth_rate_limits`` (keys hashed, TTL index).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from ..exceptions import RateLimitExceeded
 from . import store
@@ -24,6 +37,10 @@ if TYPE_CHECKING:
     from ..engine import MongoDBEngine
 
 SCOPE = "lockout"
+#: The key space of ``global_users`` accounts (one counter per account, for every app).
+SHARED = "global_users"
+#: Attempts at a reservation when a concurrent first write makes the upsert collide.
+_UPSERT_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -44,80 +61,197 @@ class LockoutPolicy:
             reset_on_success=bool(block.get("reset_on_success", True)),
         )
 
+    @classmethod
+    def for_shared_accounts(cls, policy: LockoutPolicy | None) -> LockoutPolicy:
+        """The policy of a ``global_users`` app: its accounts' one counter is shared by
+        every app, so no app may loosen it (nor leave it off) — an app's manifest may only
+        make it stricter than the defaults (fewer attempts, longer locks)."""
+        floor = cls()
+        if policy is None:
+            return floor
+        return cls(
+            max_failed_attempts=min(policy.max_failed_attempts, floor.max_failed_attempts),
+            duration_seconds=max(policy.duration_seconds, floor.duration_seconds),
+            reset_on_success=policy.reset_on_success,
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The right to check one password of ``email`` (settle it with
+    :meth:`AccountLockout.failed` or :meth:`AccountLockout.succeeded`)."""
+
+    email: str
+    grant: str
+
 
 class AccountLockout:
-    """The failed sign-ins of one app's emails."""
+    """The password checks of one app's emails (of every ``global_users`` app's, shared)."""
 
-    def __init__(self, engine: MongoDBEngine, slug: str, policy: LockoutPolicy) -> None:
+    def __init__(
+        self, engine: MongoDBEngine, slug: str, policy: LockoutPolicy, *, shared: bool = False
+    ) -> None:
         self.engine = engine
         self.slug = slug
         self.policy = policy
+        self.shared = shared
 
     @property
     def coll(self) -> Any:
         return store.collection(self.engine, store.RATE_LIMITS)
 
     def _id(self, email: str) -> str:
-        return store.digest("rate", self.slug, SCOPE, email)
+        return store.digest("rate", SHARED if self.shared else self.slug, SCOPE, email)
+
+    def _refusal(self, retry: float) -> RateLimitExceeded:
+        # Capped: a lock or window set by a concurrent request may start a little after our
+        # clock reading.
+        seconds = min(max(1, math.ceil(retry)), self.policy.duration_seconds)
+        return RateLimitExceeded(
+            f"too many failed sign-ins for this account: retry in {seconds} s",
+            retry_after=seconds,
+            context={"app": self.slug, "scope": SCOPE},
+        )
 
     def check(self, email: str) -> None:
-        """Raise :class:`RateLimitExceeded` (with ``retry_after``) while ``email`` is locked."""
+        """Raise :class:`RateLimitExceeded` (with ``retry_after``) while ``email`` is locked
+        (a read only: it reserves nothing)."""
         doc = self.coll.find_one({"_id": self._id(email)}, {"locked_until": 1})
         until = store.aware((doc or {}).get("locked_until"))
         now = store.now()
         if until is not None and until > now:
-            retry = max(1, math.ceil((until - now).total_seconds()))
-            raise RateLimitExceeded(
-                f"too many failed sign-ins for this account: retry in {retry} s",
-                retry_after=retry,
-                context={"app": self.slug, "scope": SCOPE},
-            )
+            raise self._refusal((until - now).total_seconds())
 
-    def failed(self, email: str) -> bool:
-        """Count a wrong password for ``email``; True if that locked it. The count runs in a
-        window of ``duration_seconds`` from the first failure; reaching the maximum locks the
-        email for ``duration_seconds`` and starts counting afresh."""
+    def reserve(self, email: str) -> Reservation:
+        """Reserve one password check for ``email``, or raise :class:`RateLimitExceeded`
+        when it is locked or its checks for this window are all taken."""
         now = store.now()
         period = dt.timedelta(seconds=self.policy.duration_seconds)
-        fresh = {"$or": [{"$not": ["$window_start"]}, {"$lte": ["$window_start", now - period]}]}
-        count = {"$cond": ["$_fresh", 1, {"$add": ["$failures", 1]}]}
+        grant = secrets.token_hex(8)
+        locked = {"$gt": ["$locked_until", now]}
+        fresh = {
+            "$and": [
+                {"$not": ["$_locked"]},
+                {
+                    "$or": [
+                        {"$not": ["$window_start"]},
+                        {"$lte": ["$window_start", now - period]},
+                    ]
+                },
+            ]
+        }
+        taken = {"$add": [{"$size": "$pending"}, "$failures"]}
+        pipeline = [
+            {"$set": {"_locked": locked}},
+            {"$set": {"_fresh": fresh}},
+            {
+                "$set": {
+                    "app_id": {"$ifNull": ["$app_id", self.slug]},
+                    "scope": SCOPE,
+                    "pending": {"$cond": ["$_fresh", [], {"$ifNull": ["$pending", []]}]},
+                    "failures": {"$cond": ["$_fresh", 0, {"$ifNull": ["$failures", 0]}]},
+                    "window_start": {"$cond": ["$_fresh", now, "$window_start"]},
+                }
+            },
+            {
+                "$set": {
+                    "_granted": {
+                        "$and": [
+                            {"$not": ["$_locked"]},
+                            {"$lt": [taken, self.policy.max_failed_attempts]},
+                        ]
+                    }
+                }
+            },
+            {
+                "$set": {
+                    "pending": {
+                        "$cond": ["$_granted", {"$concatArrays": ["$pending", [grant]]}, "$pending"]
+                    },
+                    # Kept until both the window and any lock are over.
+                    "expires_at": {"$max": ["$expires_at", now + 2 * period]},
+                }
+            },
+            {"$unset": ["_locked", "_fresh", "_granted"]},
+        ]
+        key = self._id(email)
+        doc = None
+        for attempt in range(_UPSERT_TRIES):
+            try:
+                doc = self.coll.find_one_and_update(
+                    {"_id": key}, pipeline, upsert=True, return_document=ReturnDocument.AFTER
+                )
+                break
+            except DuplicateKeyError:  # a concurrent first write inserted it: update that one
+                if attempt == _UPSERT_TRIES - 1:
+                    raise
+        if doc is None:
+            # Some servers answer a concurrent upsert without the document it wrote: the
+            # update was applied, so look the grant up rather than writing again.
+            doc = self.coll.find_one({"_id": key}) or {}
+        if grant in (doc.get("pending") or ()):
+            return Reservation(email, grant)
+        until = store.aware(doc.get("locked_until"))
+        start = store.aware(doc.get("window_start"))
+        if until is not None and until > now:
+            retry = (until - now).total_seconds()
+        else:
+            retry = ((start or now) + period - now).total_seconds()
+        raise self._refusal(retry)
+
+    def failed(self, reservation: Reservation) -> bool:
+        """Settle a reservation as a wrong password; True if that locked the account (its
+        ``max_failed_attempts``-th failure in the window). The lock lasts
+        ``duration_seconds`` and counting starts afresh after it."""
+        now = store.now()
+        period = dt.timedelta(seconds=self.policy.duration_seconds)
         locks = {"$gte": ["$failures", self.policy.max_failed_attempts]}
         doc = self.coll.find_one_and_update(
-            {"_id": self._id(email)},
+            {"_id": self._id(reservation.email), "pending": reservation.grant},
             [
-                {"$set": {"_fresh": fresh}},
                 {
                     "$set": {
-                        "app_id": self.slug,
-                        "scope": SCOPE,
-                        "failures": count,
-                        "window_start": {"$cond": ["$_fresh", now, "$window_start"]},
+                        "pending": {
+                            "$filter": {
+                                "input": "$pending",
+                                "cond": {"$ne": ["$$this", reservation.grant]},
+                            }
+                        },
+                        "failures": {"$add": [{"$ifNull": ["$failures", 0]}, 1]},
                     }
                 },
                 {"$set": {"_locks": locks}},
                 {
                     "$set": {
                         "locked_until": {"$cond": ["$_locks", now + period, "$locked_until"]},
+                        "locked_by": {"$cond": ["$_locks", reservation.grant, "$locked_by"]},
+                        "pending": {"$cond": ["$_locks", [], "$pending"]},
                         "failures": {"$cond": ["$_locks", 0, "$failures"]},
                         "window_start": {"$cond": ["$_locks", None, "$window_start"]},
-                        # Kept until both the window and any lock are over.
-                        "expires_at": now + 2 * period,
+                        "expires_at": {"$max": ["$expires_at", now + 2 * period]},
                     }
                 },
-                {"$unset": ["_fresh", "_locks"]},
+                {"$unset": "_locks"},
             ],
-            upsert=True,
             return_document=ReturnDocument.AFTER,
         )
-        until = store.aware(doc.get("locked_until"))
-        return until is not None and until > now
+        return doc is not None and doc.get("locked_by") == reservation.grant
 
-    def succeeded(self, email: str) -> None:
-        """A correct password: forget the failures (``reset_on_success``)."""
+    def succeeded(self, reservation: Reservation) -> None:
+        """Settle a reservation as a correct password: with ``reset_on_success`` the
+        window's failures are forgotten, else only this check is given back. Raises
+        :class:`RateLimitExceeded` if the account was locked meanwhile (a lock is never
+        lifted, nor a password accepted under it, by a success)."""
+        now = store.now()
+        unlocked = {"_id": self._id(reservation.email), "locked_until": {"$not": {"$gt": now}}}
         if self.policy.reset_on_success:
-            # Never lifts a lock that a concurrent failure has just set.
-            unlocked = {"$not": {"$gt": store.now()}}
-            self.coll.delete_one({"_id": self._id(email), "locked_until": unlocked})
+            done = self.coll.delete_one(unlocked).deleted_count
+        else:
+            done = self.coll.update_one(
+                unlocked, {"$pull": {"pending": reservation.grant}}
+            ).matched_count
+        if not done:
+            self.check(reservation.email)  # locked: refused; gone (unlocked): fine
 
     def unlock(self, email: str) -> None:
         """Lift a lock and forget the failures (an administrator's action)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from ..exceptions import RateLimitExceeded
 from . import store
@@ -49,24 +50,34 @@ class RateLimiter:
         now = store.now()
         window = dt.timedelta(seconds=window_seconds)
         fresh = {"$or": [{"$not": ["$window_start"]}, {"$lte": ["$window_start", now - window]}]}
-        doc = self.coll.find_one_and_update(
-            {"_id": store.digest("rate", app, scope, key)},
-            [
-                {"$set": {"_fresh": fresh}},
-                {
-                    "$set": {
-                        "app_id": app,
-                        "scope": scope,
-                        "count": {"$cond": ["$_fresh", 1, {"$add": ["$count", 1]}]},
-                        "window_start": {"$cond": ["$_fresh", now, "$window_start"]},
-                        "expires_at": {"$cond": ["$_fresh", now + window, "$expires_at"]},
-                    }
-                },
-                {"$unset": "_fresh"},
-            ],
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        key_id = store.digest("rate", app, scope, key)
+        pipeline = [
+            {"$set": {"_fresh": fresh}},
+            {
+                "$set": {
+                    "app_id": app,
+                    "scope": scope,
+                    "count": {"$cond": ["$_fresh", 1, {"$add": ["$count", 1]}]},
+                    "window_start": {"$cond": ["$_fresh", now, "$window_start"]},
+                    "expires_at": {"$cond": ["$_fresh", now + window, "$expires_at"]},
+                }
+            },
+            {"$unset": "_fresh"},
+        ]
+        doc = None
+        for attempt in range(3):
+            try:
+                doc = self.coll.find_one_and_update(
+                    {"_id": key_id}, pipeline, upsert=True, return_document=ReturnDocument.AFTER
+                )
+                break
+            except DuplicateKeyError:  # a concurrent first write inserted it: count in that one
+                if attempt == 2:
+                    raise
+        if doc is None:
+            # Some servers answer a concurrent upsert without the document it wrote (the
+            # attempt was counted): read the counter rather than counting again.
+            doc = self.coll.find_one({"_id": key_id}) or {"count": 1, "window_start": now}
         count = int(doc["count"])
         ends = (store.aware(doc["window_start"]) or now) + window
         allowed = count <= max_attempts

@@ -29,6 +29,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ..exceptions import (
     AuthenticationError,
+    AuthorizationError,
     ConfigurationError,
     TokenError,
     UserExistsError,
@@ -37,7 +38,7 @@ from ..exceptions import (
 from . import revocation, signals, store
 from .config import AuthConfig, inert_settings
 from .keys import NoKeys, resolve_keyset
-from .lockout import AccountLockout
+from .lockout import AccountLockout, Reservation
 from .passwords import PasswordHasher
 from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
 from .ratelimit import RateLimiter
@@ -45,6 +46,7 @@ from .resets import ResetTokens
 from .sessions import SessionStore
 from .tokens import TokenManager
 from .users import (
+    MAX_VERIFIED_VIA,
     AppUserStore,
     GlobalUserStore,
     check_profile,
@@ -64,6 +66,12 @@ INVALID_CREDENTIALS = "invalid email or password"
 RESET_LINKS_PER_EMAIL = (3, 3600)
 #: The one message for every unusable reset token: unknown, expired, spent, voided.
 INVALID_RESET = "this password-reset link is invalid or has expired"
+#: Why an app's administration may not change a ``global_users`` account itself.
+SHARED_ACCOUNT = (
+    "{email} is a global_users account shared by several apps: an app's administration acts "
+    "on its membership of the app (roles, active flag, sessions); {what} only through the "
+    "account's own flows or a platform administrator (platform_admin=True, the mdb CLI)"
+)
 
 
 class AuthService:
@@ -113,7 +121,10 @@ class AuthService:
         cfg = self.config
         self.users: AppUserStore | None = None
         self.sessions: SessionStore | None = None
-        self.lockout = AccountLockout(engine, slug, cfg.lockout) if cfg.lockout else None
+        shared = cfg.users_enabled and cfg.strategy == "global_users"
+        self.lockout = (
+            AccountLockout(engine, slug, cfg.lockout, shared=shared) if cfg.lockout else None
+        )
         self.resets: ResetTokens | None = None
         if cfg.users_enabled:
             store_cls = GlobalUserStore if cfg.strategy == "global_users" else AppUserStore
@@ -209,19 +220,33 @@ class AuthService:
         return self.tokens
 
     def _seed_demo_users(self) -> None:
+        """Create the manifest's ``demo_users`` that do not exist yet. The registry keeps
+        only their password hashes (hashed at registration); a clear password still found
+        in an older record is hashed here. Their email counts as proven for this app only
+        (the manifest's author vouches for it, as an administrator would)."""
         if self.users is None:
             return
         for demo in self.config.demo_users:
-            if not demo.get("password"):
-                log.warning("app %r: demo user %r has no password; not created", self.slug, demo)
+            stored, clear = demo.get("password_hash"), demo.get("password")
+            if not stored and not clear:
+                log.warning(
+                    "app %r: demo user %r has no password; not created", self.slug, demo["email"]
+                )
                 continue
             email = normalize_email(demo["email"])
             if self.users.find_by_email(email) is not None:
                 continue
             roles = list(demo.get("roles") or [demo.get("role", "user")])
             try:
-                self.register_user(
-                    email, demo["password"], roles=roles, **(demo.get("extra_data") or {})
+                if not stored:
+                    self.check_password(clear, email)
+                    stored = self.hasher.hash(clear)
+                self._create_user(
+                    email,
+                    stored,
+                    self._check_roles(roles),
+                    check_profile(dict(demo.get("extra_data") or {})),
+                    verified_via="demo_users",
                 )
             except UserExistsError:
                 continue
@@ -277,17 +302,66 @@ class AuthService:
 
         Raises UserInputError (bad email, weak password, unknown role, reserved profile
         field) or UserExistsError.
+
+        A registration (the ``/auth/register`` form's) proves nothing about the email: the
+        user does not count as the app's owner (``developer_id``) until the email is proven
+        (:meth:`create_user`, :meth:`mark_email_verified`, or a completed password reset).
         """
-        users = self._require_users()
+        self._require_users()
         email = normalize_email(email)
         self.check_password(password, email)
         roles = self._check_roles(self.config.default_roles if roles is None else roles)
         check_profile(profile)
+        return self._create_user(email, self.hasher.hash(password), roles, profile)
+
+    def create_user(
+        self,
+        email: Any,
+        password: Any,
+        *,
+        roles: Iterable[str] | None = None,
+        verified_via: str = "admin",
+        platform_admin: bool = False,
+        **profile: Any,
+    ) -> dict[str, Any]:
+        """Create a user as an administrator does: like :meth:`register_user`, and the
+        email counts as proven (``verified_via`` says by whom: ``"admin"``, ``"cli"``, ...),
+        so this user may be the app's owner. For a ``global_users`` account the proof holds
+        in this app only, unless ``platform_admin`` (the mdb CLI, a platform tool) vouches
+        for the account itself."""
+        self._require_users()
+        email = normalize_email(email)
+        via = self._check_via(verified_via)
+        self.check_password(password, email)
+        roles = self._check_roles(self.config.default_roles if roles is None else roles)
+        check_profile(profile)
+        return self._create_user(
+            email, self.hasher.hash(password), roles, profile, verified_via=via,
+            platform_admin=platform_admin,
+        )  # fmt: skip
+
+    @staticmethod
+    def _check_via(via: Any) -> str:
+        if not isinstance(via, str) or not via or len(via) > MAX_VERIFIED_VIA:
+            raise UserInputError(f"verified_via must be a label of 1-{MAX_VERIFIED_VIA} chars")
+        return via
+
+    def _create_user(
+        self,
+        email: str,
+        password_hash: str,
+        roles: list[str],
+        profile: dict[str, Any],
+        *,
+        verified_via: str | None = None,
+        platform_admin: bool = False,
+    ) -> dict[str, Any]:
+        users = self._require_users()
         now = store.now()
         doc = {
             **profile,
             "email": email,
-            "password_hash": self.hasher.hash(password),
+            "password_hash": password_hash,
             "auth_version": 0,
             "created_at": now,
             "updated_at": now,
@@ -301,11 +375,28 @@ class AuthService:
             raise UserExistsError(
                 "an account with this email already exists", context={"app": self.slug}
             ) from exc
+        if verified_via is not None:
+            fields = users.verified_fields(verified_via, account=platform_admin)
+            created = users.update(created["_id"], fields) or created
         user = public_view(users, created)
         self._link_roles(user)
         signals.user_registered.send(self.engine, slug=self.slug, user=user)
         self.audit("register", user_id=user["user_id"])
         return user
+
+    def mark_email_verified(
+        self, user_id: Any, *, via: str = "admin", platform_admin: bool = False
+    ) -> dict[str, Any]:
+        """Record that the user's email is proven (an administrator checked it), so the
+        user may be the app's owner. For a ``global_users`` account: in this app only,
+        unless ``platform_admin``."""
+        users = self._require_users()
+        doc = self._doc(user_id)
+        fields = users.verified_fields(self._check_via(via), account=platform_admin)
+        updated = users.update(doc["_id"], fields)
+        assert updated is not None
+        self.audit("email_verified", user_id=str(doc["_id"]))
+        return public_view(users, updated)
 
     def _link_roles(self, user: dict[str, Any]) -> None:
         if self.config.link_users_roles and self.config.provider == "casbin":
@@ -317,26 +408,25 @@ class AuthService:
         """The user with this email and password, or AuthenticationError with one message
         for every failure, after the same amount of work (no user enumeration).
 
-        With ``account_lockout``, an email that failed too often is refused with
-        :class:`~mdb_sync.exceptions.RateLimitExceeded` (``retry_after``) before its password
-        is even checked — the same for every email, existing or not."""
+        With ``account_lockout``, each password check is reserved before it runs: an email
+        that is locked, or whose checks for the window are all taken by requests in flight,
+        is refused with :class:`~mdb_sync.exceptions.RateLimitExceeded` (``retry_after``)
+        before its password is even checked — the same for every email, existing or not —
+        and a correct password is refused too if a lock was set while it was checked."""
         users = self._require_users()
         try:
             normalized = normalize_email(email)
         except UserInputError:
             normalized = None
-        lockout = self.lockout if normalized else None
-        if lockout is not None:
-            lockout.check(normalized)  # type: ignore[arg-type]
+        reservation = self._reserve_check(normalized)
         doc = users.find_by_email(normalized) if normalized else None
         if doc is None or not isinstance(password, str):
             self.hasher.dummy_verify(password)
-            return self._failed(normalized)
+            return self._failed(reservation)
         ok = self.hasher.verify(password, doc.get("password_hash"))
         if not ok:
-            return self._failed(normalized)
-        if lockout is not None:
-            lockout.succeeded(normalized)  # type: ignore[arg-type]
+            return self._failed(reservation)
+        self._settle_success(reservation)
         if not bool(doc.get("active", True)):
             return self._failed()
         if not users.is_member(doc):
@@ -353,20 +443,45 @@ class AuthService:
         self.audit("login", user_id=user["user_id"])
         return user
 
-    def _failed(self, email: str | None = None) -> Any:
-        """Refuse a login; a wrong password (or an unknown email) counts towards the email's
-        lockout, whether or not an account has it."""
-        if email and self.lockout is not None and self.lockout.failed(email):
+    def _reserve_check(self, email: str | None) -> Reservation | None:
+        """Reserve one password check of ``email`` with the account lockout (raises
+        RateLimitExceeded when there is none left), or None without a lockout."""
+        if self.lockout is None or not email:
+            return None
+        return self.lockout.reserve(email)
+
+    def _settle_success(self, reservation: Reservation | None) -> None:
+        if reservation is not None and self.lockout is not None:
+            self.lockout.succeeded(reservation)
+
+    def _settle_failure(self, reservation: Reservation | None) -> None:
+        if reservation is None or self.lockout is None:
+            return
+        if self.lockout.failed(reservation):
             log.warning("app %r: an account was locked after repeated failed sign-ins", self.slug)
             self.audit("account_locked")
+
+    def _failed(self, reservation: Reservation | None = None) -> Any:
+        """Refuse a login; a wrong password (or an unknown email) counts towards the email's
+        lockout, whether or not an account has it."""
+        self._settle_failure(reservation)
         signals.login_failed.send(self.engine, slug=self.slug, reason="invalid credentials")
         self.audit("login_failed")
         raise AuthenticationError(INVALID_CREDENTIALS, context={"app": self.slug})
 
-    def unlock_account(self, email: Any) -> None:
-        """Lift ``account_lockout``'s lock on ``email`` and forget its failed sign-ins."""
+    def unlock_account(self, email: Any, *, platform_admin: bool = False) -> None:
+        """Lift ``account_lockout``'s lock on ``email`` and forget its failed sign-ins. The
+        lock of a ``global_users`` account guards it in every app: only a platform
+        administrator (``platform_admin``, the mdb CLI) lifts it (or the account's own
+        password reset)."""
+        normalized = normalize_email(email)
         if self.lockout is not None:
-            self.lockout.unlock(normalize_email(email))
+            if self.lockout.shared and not platform_admin:
+                raise AuthorizationError(
+                    SHARED_ACCOUNT.format(email=normalized, what="its lockout is lifted"),
+                    context={"app": self.slug},
+                )
+            self.lockout.unlock(normalized)
 
     def get_user(self, user_id: Any) -> dict[str, Any] | None:
         """The user (public view) of this app with ``user_id``, or None."""
@@ -416,10 +531,30 @@ class AuthService:
         apps = (doc.get("app_ids") or [self.slug]) if shared else [self.slug]
         revocation.user_revoked(self.engine, apps, user_id, int(doc.get("auth_version", 0)))
 
-    def set_password(self, user_id: Any, new_password: Any) -> dict[str, Any]:
-        """Set a new password (an admin reset): every session and token of the user ends."""
-        users = self._require_users()
+    def _shared_account(self, doc: Mapping[str, Any], platform_admin: bool, what: str) -> None:
+        """Refuse an app's administration a change to a ``global_users`` account itself."""
+        if isinstance(self.users, GlobalUserStore) and not platform_admin:
+            raise AuthorizationError(
+                SHARED_ACCOUNT.format(email=doc.get("email"), what=what),
+                context={"app": self.slug},
+            )
+
+    def set_password(
+        self, user_id: Any, new_password: Any, *, platform_admin: bool = False
+    ) -> dict[str, Any]:
+        """Set a new password (an admin reset): every session and token of the user ends.
+
+        A ``global_users`` account's password opens every app sharing it, so one app's
+        administration may not set it: :class:`AuthorizationError` unless
+        ``platform_admin`` (the mdb CLI, a platform tool)."""
         doc = self._doc(user_id)
+        self._shared_account(doc, platform_admin, "its password changes")
+        return self._store_password(doc, new_password)
+
+    def _store_password(
+        self, doc: dict[str, Any], new_password: Any, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        users = self._require_users()
         self.check_password(new_password, doc.get("email"))
         now = store.now()
         updated = users.update(
@@ -428,6 +563,7 @@ class AuthService:
                 "password_hash": self.hasher.hash(new_password),
                 "password_changed_at": now,
                 "updated_at": now,
+                **(extra or {}),
             },
             bump_version=True,
         )
@@ -442,13 +578,20 @@ class AuthService:
         self, user_id: Any, current_password: Any, new_password: Any
     ) -> dict[str, Any]:
         """Change a password after checking the current one (AuthenticationError if wrong);
-        every session and token of the user ends. Returns the updated user."""
+        every session and token of the user ends. Returns the updated user.
+
+        The check of the current password counts towards the account lockout like a
+        sign-in (a stolen session must not become a password oracle):
+        :class:`~mdb_sync.exceptions.RateLimitExceeded` while the account is locked."""
         doc = self._doc(user_id)
+        reservation = self._reserve_check(doc.get("email"))
         if not isinstance(current_password, str) or not self.hasher.verify(
             current_password, doc.get("password_hash")
         ):
+            self._settle_failure(reservation)
             raise AuthenticationError("the current password is wrong", context={"app": self.slug})
-        return self.set_password(doc["_id"], new_password)
+        self._settle_success(reservation)
+        return self._store_password(doc, new_password)
 
     def request_password_reset(self, email: Any) -> tuple[dict[str, Any], str] | None:
         """Start a "forgot password" for ``email``: ``(user, token)`` — a single-use token
@@ -497,7 +640,9 @@ class AuthService:
         self.check_password(new_password, doc.get("email"))
         if not resets.spend(token):
             raise TokenError(INVALID_RESET, context={"app": self.slug})
-        user = self.set_password(doc["_id"], new_password)
+        # The link went to the account's email: following it proves that mailbox.
+        proof = users.verified_fields("password_reset", account=True)
+        user = self._store_password(doc, new_password, proof)
         if self.lockout is not None:
             self.lockout.unlock(user["email"])
         self.audit("password_reset", user_id=user["user_id"])
@@ -511,22 +656,59 @@ class AuthService:
             )
         return self.resets
 
-    def deactivate(self, user_id: Any, *, everywhere: bool = False) -> None:
-        """Disable a user in this app (``everywhere``: the shared account itself) and end
-        their sessions and tokens."""
+    def deactivate(
+        self, user_id: Any, *, everywhere: bool = False, platform_admin: bool = False
+    ) -> None:
+        """Disable a user in this app and end their sessions and tokens here.
+
+        A ``global_users`` account stays usable in the other apps that share it (its
+        membership of this app is disabled, this app's sessions and refresh tokens end);
+        ``everywhere`` disables the account itself, in every app — a platform
+        administrator's act (``platform_admin``)."""
         users = self._require_users()
         doc = self._doc(user_id)
-        fields = {"active": False} if everywhere else users.app_fields({"active": False})
-        updated = users.update(doc["_id"], {**fields, "updated_at": store.now()}, bump_version=True)
-        assert updated is not None
-        self._revoke_everything(updated)
+        shared = isinstance(users, GlobalUserStore)
+        if everywhere:
+            self._shared_account(doc, platform_admin, "it is disabled in every app")
+        if shared and not everywhere:
+            fields = users.app_fields({"active": False})
+            updated = users.update(doc["_id"], {**fields, "updated_at": store.now()})
+            assert updated is not None
+            self._revoke_membership(updated)
+        else:
+            fields = {"active": False} if everywhere else users.app_fields({"active": False})
+            updated = users.update(
+                doc["_id"], {**fields, "updated_at": store.now()}, bump_version=True
+            )
+            assert updated is not None
+            self._revoke_everything(updated)
         signals.user_deactivated.send(self.engine, slug=self.slug, user_id=str(doc["_id"]))
         self.audit("deactivated", user_id=str(doc["_id"]))
 
-    def activate(self, user_id: Any) -> None:
+    def _revoke_membership(self, doc: dict[str, Any]) -> None:
+        """End a shared account's sessions and refresh tokens in this app only (its access
+        tokens here are refused from now on: the membership is inactive)."""
+        user_id = str(doc["_id"])
+        if self.sessions is not None:
+            self.sessions.delete_for_user(user_id)
+        if self.tokens is not None:
+            self.tokens.revoke_user_in_app(user_id)
+        # Every credential of the account in this app, whatever its version, is void here.
+        revocation.user_revoked(
+            self.engine, [self.slug], user_id, int(doc.get("auth_version", 0)) + 1
+        )
+
+    def activate(
+        self, user_id: Any, *, everywhere: bool = False, platform_admin: bool = False
+    ) -> None:
+        """Enable a user in this app again (``everywhere``: also a disabled shared account
+        itself, a platform administrator's act)."""
         users = self._require_users()
         doc = self._doc(user_id)
-        fields = {"active": True, **users.app_fields({"active": True})}
+        fields = users.app_fields({"active": True})
+        if everywhere:
+            self._shared_account(doc, platform_admin, "it is enabled in every app")
+            fields = {"active": True, **fields}
         users.update(doc["_id"], {**fields, "updated_at": store.now()})
 
     def set_roles(self, user_id: Any, roles: Iterable[str]) -> dict[str, Any]:
@@ -636,8 +818,17 @@ class AuthService:
         return roles
 
     def is_owner(self, user: Mapping[str, Any]) -> bool:
+        """The user is the app's ``developer_id`` (with ``owner_can_access``) *and* has
+        proven that email (created by an administrator, the CLI or ``demo_users``, or a
+        completed password reset): holding the address in a self-registered account is
+        not enough."""
         owner = self.config.owner
-        return bool(self.config.owner_can_access and owner and user.get("email") == owner.lower())
+        return bool(
+            self.config.owner_can_access
+            and owner
+            and user.get("email") == owner.lower()
+            and user.get("email_verified") is True
+        )
 
     def is_allowed(self, user: Mapping[str, Any], resource: str, action: str) -> bool:
         """May ``user`` (by email, or through any of its roles) ``action`` on ``resource``?"""

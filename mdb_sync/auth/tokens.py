@@ -2,8 +2,11 @@
 
 Verification follows PyJWT's advice and Flask-Security's practice: the algorithm comes from
 the app's configuration (never from the token's header), the key from the token's ``kid``
-among the app's own keys, and ``exp``, ``iat``, ``nbf``, ``sub``, ``jti``, ``aud`` and
-``iss`` are required; ``aud`` must name this app, so another app's token is refused.
+among the app's own keys (derived per app, :mod:`mdb_sync.auth.keys`), and ``exp``,
+``iat``, ``nbf``, ``sub``, ``jti``, ``aud``, ``iss`` and ``app`` are required. A token has
+one audience, its app's slug, and names the app that issued it in ``app``; both must be
+the verifying app, so a token minted for one app never verifies at another — even with a
+key the apps share (RS*/ES*/EdDSA) and whatever a manifest says.
 
 Refresh tokens belong to a *family* (one login). Each refresh spends the token and issues
 the next one of the family; presenting a spent one again means it was copied, so the whole
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from pymongo import DESCENDING, ReturnDocument
 
-from ..exceptions import TokenError
+from ..exceptions import ConfigurationError, TokenError
 from . import revocation, store
 from .keys import KeySet
 
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 ACCESS = "access"
 REFRESH = "refresh"
 MAX_TOKEN_CHARS = 8192
-REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "aud", "iss"]
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "aud", "iss", "app"]
 
 _MESSAGES: list[tuple[type[Exception], str]] = [
     (jwt.ExpiredSignatureError, "the token has expired"),
@@ -71,7 +74,13 @@ class TokenManager:
         self.slug = slug
         self.keys = keys
         self.issuer = issuer
-        self.audience = [slug] + ([audience] if audience and audience != slug else [])
+        if audience is not None and audience != slug:
+            raise ConfigurationError(
+                f"auth.jwt.audience of {slug!r} is {audience!r}: a token's audience is its own "
+                "app (leave it out)",
+                context={"app": slug, "path": "auth.jwt.audience"},
+            )
+        self.audience = slug
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.rotation = rotation
@@ -100,7 +109,8 @@ class TokenManager:
         now = store.now()
         return {
             "iss": self.issuer,
-            "aud": self.audience if len(self.audience) > 1 else self.audience[0],
+            "aud": self.audience,
+            "app": self.slug,
             "sub": str(user["user_id"]),
             "iat": now,
             "nbf": now,
@@ -184,6 +194,10 @@ class TokenManager:
                 if isinstance(exc, cls):
                     raise TokenError(message, context={"app": self.slug}) from exc
             raise TokenError("the token is invalid", context={"app": self.slug}) from exc
+        # PyJWT accepts a list ``aud`` containing ours: only a token for this app alone
+        # (and issued by it) passes.
+        if claims.get("aud") != self.slug or claims.get("app") != self.slug:
+            raise TokenError("the token was not issued for this app", context={"app": self.slug})
         if claims.get("typ") != kind:
             raise TokenError(f"not an {kind} token", context={"app": self.slug})
         if not isinstance(claims.get("fam"), str) or not isinstance(claims.get("ver", 0), int):
@@ -273,6 +287,13 @@ class TokenManager:
             upsert=True,
         )
         self.families.update_many({"user_id": user_id}, {"$set": {"revoked": True}})
+
+    def revoke_user_in_app(self, user_id: str) -> None:
+        """Revoke the refresh tokens of ``user_id`` in this app only (a shared account
+        leaving one app keeps its logins elsewhere)."""
+        self.families.update_many(
+            {"user_id": user_id, "app_id": self.slug}, {"$set": {"revoked": True}}
+        )
 
     def _longest(self) -> dt.datetime:
         return store.now() + dt.timedelta(seconds=self.refresh_ttl + self.leeway)

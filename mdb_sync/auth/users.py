@@ -7,6 +7,12 @@ apps that choose that strategy, with roles and an active flag *per app* under
 ``apps.<slug>``; an account joins an app (with the app's default roles) on its first login
 there.
 
+A user also records whether its email is *proven* (``email_verified_via``: by whom or what),
+which owner access requires; in a shared store, a proof given by one app (its administrator,
+its ``demo_users``) is kept with that app's membership and holds there only, while a proof
+of the mailbox itself (a completed password reset, a platform administrator) holds for the
+account everywhere.
+
 Stores only read and write documents; hashing, password rules and revocation are the
 :class:`~mdb_sync.auth.service.AuthService`'s business.
 """
@@ -34,9 +40,11 @@ RESERVED_FIELDS = frozenset(
     {
         "_id", "app_id", "app_ids", "apps", "email", "password_hash", "roles", "active",
         "auth_version", "created_at", "updated_at", "password_changed_at", "last_login_at",
-        "user_id", "app",
+        "user_id", "app", "email_verified", "email_verified_via", "email_verified_at",
     }
 )  # fmt: skip
+#: Longest ``verified_via`` label (who or what proved a user's email).
+MAX_VERIFIED_VIA = 64
 _INTERNAL = ("password_hash", "app_id", "app_ids", "apps")
 
 
@@ -115,6 +123,14 @@ class AppUserStore:
     def roles_of(self, doc: dict[str, Any]) -> list[str]:
         return list(doc.get("roles") or [])
 
+    def verified_fields(self, via: str, *, account: bool = True) -> dict[str, Any]:
+        """The fields that record a proof of the user's email (``via``: who or what
+        proved it), for the account or (``account=False``) for this app only."""
+        return {"email_verified_via": via, "email_verified_at": store.now()}
+
+    def is_email_verified(self, doc: dict[str, Any]) -> bool:
+        return bool(doc.get("email_verified_via"))
+
     def is_active(self, doc: dict[str, Any]) -> bool:
         return bool(doc.get("active", True))
 
@@ -173,6 +189,18 @@ class GlobalUserStore(AppUserStore):
     def roles_of(self, doc: dict[str, Any]) -> list[str]:
         return list(((doc.get("apps") or {}).get(self.slug) or {}).get("roles") or [])
 
+    def verified_fields(self, via: str, *, account: bool = True) -> dict[str, Any]:
+        # Another app's administrator may not vouch for an email here: an app's own proof
+        # (its administrator, its demo_users) is kept with its membership.
+        fields = super().verified_fields(via)
+        if account:
+            return fields
+        return {f"apps.{self.slug}.{key}": value for key, value in fields.items()}
+
+    def is_email_verified(self, doc: dict[str, Any]) -> bool:
+        membership = (doc.get("apps") or {}).get(self.slug) or {}
+        return super().is_email_verified(doc) or bool(membership.get("email_verified_via"))
+
     def is_active(self, doc: dict[str, Any]) -> bool:
         membership = (doc.get("apps") or {}).get(self.slug) or {}
         return bool(doc.get("active", True)) and bool(membership.get("active", True))
@@ -194,6 +222,7 @@ def public_view(user_store: AppUserStore, doc: dict[str, Any]) -> dict[str, Any]
     out["user_id"] = str(doc["_id"])
     out["roles"] = user_store.roles_of(doc)
     out["active"] = user_store.is_active(doc)
+    out["email_verified"] = user_store.is_email_verified(doc)
     out["app"] = user_store.slug
     out.setdefault("auth_version", 0)
     return out

@@ -75,6 +75,15 @@ class ManifestSchema(BaseSchema):
             errors["data_access"] = {
                 "write_scope": [f"must be {slug!r}: an app only ever writes its own data"]
             }
+        audience = ((data.get("auth") or {}).get("jwt") or {}).get("audience")
+        if audience is not None and audience != slug:
+            errors["auth"] = {
+                "jwt": {
+                    "audience": [
+                        f"must be {slug!r} (or left out): a token is valid for its own app only"
+                    ]
+                }
+            }
         if errors:
             raise ValidationError(errors)
 

@@ -95,14 +95,34 @@ class PolicySchema(BaseSchema):
     custom_actions = strings()
 
 
+def _password_hash(value: str) -> str | None:
+    if value.startswith(PASSWORD_HASH_PREFIXES):
+        return None
+    return "must be a password hash (mdb-scrypt$..., scrypt:... or pbkdf2:...)"
+
+
+#: The hash formats a demo user's ``password_hash`` may have (those the hasher verifies).
+PASSWORD_HASH_PREFIXES = ("mdb-scrypt$", "scrypt:", "pbkdf2:")
+
+
 class DemoUserSchema(BaseSchema):
+    """A user created when the app's auth starts. Give ``password_hash`` (e.g. from
+    ``PasswordHasher().hash(...)``), or ``password``: the registry stores only its hash
+    (hashed at registration), never the clear password."""
+
     email = Str(required=True, pattern=EMAIL_RE, pattern_help="must be an email address")
     password = Str(max_len=1024)
+    password_hash = Str(max_len=1024, check=_password_hash)
     role = Str(max_len=128, load_default="user")
     roles = strings()
     auto_create = Bool(load_default=True)
     link_to_platform = Bool()
     extra_data = AnyObj()
+
+    @validates_schema
+    def _one_password(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "password" in data and "password_hash" in data:
+            raise ValidationError({"password": ["give password or password_hash, not both"]})
 
 
 class PasswordResetSchema(BaseSchema):

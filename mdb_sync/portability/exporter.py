@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..auth.demo_users import hash_demo_passwords
 from ..exceptions import AppNotFoundError, PortabilityError
 from ..scoping.names import logical_name, validate_slug
 from . import layout, rawbson
@@ -107,7 +108,10 @@ def export_app(
         summary = {
             "app": slug,
             "database": engine.db_name,
-            "manifest": (record or {}).get("manifest") or {"slug": slug},
+            # A record registered before demo passwords were hashed: hash them now.
+            "manifest": hash_demo_passwords(
+                (record or {}).get("manifest") or {"slug": slug}, check_policy=False
+            ),
             "collections": {c["collection"]: c["documents"] for c in collections},
         }
         layout.write_summary(staging / layout.SUMMARY_FILE, summary)
