@@ -11,7 +11,7 @@ from typing import Any
 from auth_apps import PASSWORD, add_views, auth_config, auth_manifest, write
 from flask import Flask
 from flask_apps import AppFactory
-from raw_http import Browser
+from .raw_http import Browser
 
 SLUG = "alice_app"
 #: What the attack tests configure as the site's public address.

@@ -19,12 +19,13 @@ import pytest
 from auth_apps import PASSWORD, header_resolver
 from flask import render_template_string
 from flask_apps import AppFactory, write_manifest
-from raw_http import Browser
-from site_apps import SLUG, make_site, register, site_manifest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_mdb.auth import public
 from flask_mdb.testing import LiveServer
+
+from .raw_http import Browser
+from .site_apps import SLUG, make_site, register, site_manifest
 
 HTTPS = {"X-Forwarded-Proto": "https", "Accept": "application/json"}
 SESSION, SEED = f"{SLUG}_session", f"{SLUG}_session_csrf"

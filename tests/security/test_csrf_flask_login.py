@@ -14,12 +14,13 @@ import pytest
 from auth_apps import PASSWORD
 from flask import request
 from flask_apps import AppFactory
-from raw_http import Browser
-from site_apps import make_site, register, site_manifest
 
 from flask_mdb import db
 from flask_mdb.auth import AuthUser, current_service, get_current_user, login_required, public
 from flask_mdb.testing import LiveServer
+
+from .raw_http import Browser
+from .site_apps import make_site, register, site_manifest
 
 VICTIM = "victim@example.com"
 EVIL_ORIGIN = {"Origin": "https://evil.example", "Accept": "application/json"}

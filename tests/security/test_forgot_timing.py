@@ -12,10 +12,11 @@ import threading
 
 import pytest
 from flask_apps import AppFactory
-from raw_http import Browser, wait_for
-from site_apps import Outbox, make_site, register
 
 from flask_mdb.testing import LiveServer
+
+from .raw_http import Browser, wait_for
+from .site_apps import Outbox, make_site, register
 
 ACCOUNTS = 30  # requests of each kind (existing and unknown emails)
 

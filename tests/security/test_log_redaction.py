@@ -17,11 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from auth_apps import PASSWORD
 from flask_apps import AppFactory
-from raw_http import Browser, wait_for
-from site_apps import EXTERNAL_URL, make_site, register, site_manifest
 
 from flask_mdb.testing import LiveServer
 from mdb_sync.observability import configure_logging
+
+from .raw_http import Browser, wait_for
+from .site_apps import EXTERNAL_URL, make_site, register, site_manifest
 
 VICTIM = "victim@example.com"
 

@@ -13,12 +13,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from auth_apps import header_resolver, write
 from flask_apps import AppFactory
-from raw_http import Browser, wait_for
-from site_apps import EXTERNAL_URL, Outbox, make_site, register, site_manifest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_mdb.testing import LiveServer
 from mdb_sync.exceptions import ConfigurationError
+
+from .raw_http import Browser, wait_for
+from .site_apps import EXTERNAL_URL, Outbox, make_site, register, site_manifest
 
 VICTIM = "victim@example.com"
 FORGED = {

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import pytest
 from flask_apps import AppFactory
-from ws_security_support import (
+
+from flask_mdb.testing import LiveServer
+from flask_mdb.websockets import handler_registry
+
+from .ws_security_support import (
     Browser,
     app_config,
     install,
@@ -20,9 +24,6 @@ from ws_security_support import (
     write_manifests,
     ws_manifest,
 )
-
-from flask_mdb.testing import LiveServer
-from flask_mdb.websockets import handler_registry
 
 ALICE, MALLORY = "alice_app", "mallory_app"
 

@@ -27,7 +27,18 @@ import pytest
 from auth_apps import PASSWORD
 from flask import Flask
 from flask_apps import AppFactory
-from ws_security_support import (
+
+from flask_mdb.auth.current import service_for_slug
+from flask_mdb.testing import LiveServer
+from flask_mdb.websockets import (
+    broadcast_to_app,
+    handler_registry,
+    register_message_handler,
+    send_to_user,
+)
+from mdb_sync.auth import SessionStore, TokenManager
+
+from .ws_security_support import (
     ADMIN_ADDRESS,
     SECOND_SERVER,
     VICTIM_ADDRESS,
@@ -42,16 +53,6 @@ from ws_security_support import (
     write_manifests,
     ws_manifest,
 )
-
-from flask_mdb.auth.current import service_for_slug
-from flask_mdb.testing import LiveServer
-from flask_mdb.websockets import (
-    broadcast_to_app,
-    handler_registry,
-    register_message_handler,
-    send_to_user,
-)
-from mdb_sync.auth import SessionStore, TokenManager
 
 NEW_PASSWORD = "another horse battery"
 #: The issue's bound on how long a revoked socket may stay open.
@@ -347,7 +348,6 @@ def test_a_token_socket_closes_when_its_token_expires(site):
         site.slug,
         tokens.keys,
         issuer=tokens.issuer,
-        audience=tokens.audience[1] if len(tokens.audience) > 1 else None,
         access_ttl=3,
     )
     pair = short.issue(site.service().get_user(user_id))
@@ -496,7 +496,7 @@ def test_a_global_account_deactivated_by_a_script_closes_in_every_app(
                 "from mdb_sync.auth import AuthService\n"
                 "with MongoDBEngine(sys.argv[1], sys.argv[2]) as engine:\n"
                 "    AuthService(engine, sys.argv[3], signing=False)"
-                ".deactivate(sys.argv[4], everywhere=True)\n"
+                ".deactivate(sys.argv[4], everywhere=True, platform_admin=True)\n"
             )
             subprocess.run(
                 [sys.executable, "-c", script, mongo_uri, db_name, slugs[0], user_id],
