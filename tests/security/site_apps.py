@@ -11,6 +11,7 @@ from typing import Any
 from auth_apps import PASSWORD, add_views, auth_config, auth_manifest, write
 from flask import Flask
 from flask_apps import AppFactory
+
 from .raw_http import Browser
 
 SLUG = "alice_app"
