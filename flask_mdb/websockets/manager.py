@@ -136,9 +136,10 @@ class WebSocketManager:
                     self._by_address[address] = self._by_address.get(address, 0) + 1
         if refusal is not None:
             limit, message = refusal
-            connection.close(TRY_AGAIN_LATER if limit == "app" else POLICY_VIOLATION, message)
+            # Counted before the close frame leaves: a client that saw it finds it counted.
             self._count("ws.refused")
             log.warning("websocket of app %r refused: %s", self.app_slug, message)
+            connection.close(TRY_AGAIN_LATER if limit == "app" else POLICY_VIOLATION, message)
             raise ConnectionLimitExceeded(
                 f"app {self.app_slug!r}: {message}", limit=limit, context={"app": self.app_slug}
             )
