@@ -164,7 +164,7 @@ def _start(auth: AuthService, oauth: OAuthSignIn, provider: str, **options: Any)
 
 @public
 def oauth_providers(**_view_args: Any) -> Any:
-    auth, oauth = _service()
+    _auth, oauth = _service()
     return jsonify(
         providers=[
             {
@@ -274,7 +274,7 @@ def oauth_unlink(provider: str, **_view_args: Any) -> Any:
 
 
 def oauth_identities(**_view_args: Any) -> Any:
-    auth, oauth = _service()
+    _auth, oauth = _service()
     user = current.get_current_user()
     if user is None:
         return unauthorized()
