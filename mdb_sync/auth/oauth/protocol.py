@@ -143,6 +143,8 @@ def exchange_code(
     )
     if response.content_type == "application/x-www-form-urlencoded":
         body: Any = dict(parse_qsl(response.body.decode("utf-8", "replace")))
+    elif response.status != 200 and response.content_type != "application/json":
+        body = {"error": f"http_{response.status}"}  # an error page, not an OAuth answer
     else:
         body = response.json(what)
     if not isinstance(body, dict):
