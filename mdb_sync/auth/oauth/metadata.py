@@ -13,6 +13,7 @@ hammer the provider. One fetch per URL runs at a time; other threads wait for it
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -51,6 +52,12 @@ class ProviderCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._fetch_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def after_fork_in_child(self) -> None:
+        """A forked child gets fresh locks (one held by another thread at the fork would
+        never be released there); the cached documents stay valid."""
+        self._lock = threading.Lock()
+        self._fetch_locks = {}
 
     def clear(self) -> None:
         with self._lock:
@@ -157,3 +164,6 @@ def import_keys(doc: Any, what: str) -> KeySet:
 
 #: The cache every sign-in of this process uses.
 DEFAULT_CACHE = ProviderCache()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=DEFAULT_CACHE.after_fork_in_child)

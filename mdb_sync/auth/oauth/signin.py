@@ -29,6 +29,7 @@ Which account an identity signs in to:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -482,6 +483,15 @@ class OAuthSignIn:
 
 _lock = threading.Lock()
 _instances: weakref.WeakKeyDictionary[Any, OAuthSignIn] = weakref.WeakKeyDictionary()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def oauth_for(auth: AuthService) -> OAuthSignIn:
