@@ -24,6 +24,7 @@ from mdb_sync.auth.oauth import (
 )
 from mdb_sync.auth.oauth.http import request as http_request
 from mdb_sync.auth.oauth.metadata import DEFAULT_CACHE
+from mdb_sync.auth.oauth.settings import OIDC_SCOPES
 from mdb_sync.auth.oauth.states import new_key
 from mdb_sync.exceptions import (
     AuthenticationError,
@@ -681,3 +682,31 @@ def test_manifest_is_not_changed_by_reading_it(op):
     before = copy.deepcopy(m)
     validate_manifest(m)
     assert m == before
+
+
+def test_preset_defaults_and_base_url_overrides():
+    from mdb_sync.auth.oauth.settings import provider_settings
+
+    common = {"client_id": "c", "client_secret_env": "E"}
+    google = provider_settings("g", {"preset": "google", **common})
+    assert google.discovery_url == "https://accounts.google.com/.well-known/openid-configuration"
+    assert google.issuer_aliases == ("accounts.google.com",) and google.trust_email
+    github = provider_settings("gh", {"preset": "github", **common})
+    assert (github.authorize_url, github.api_url) == (
+        "https://github.com/login/oauth/authorize",
+        "https://api.github.com",
+    )
+    enterprise = provider_settings(
+        "ghe", {"preset": "github", "base_url": "https://ghe.corp/", **common}
+    )
+    assert (
+        enterprise.api_url == "https://ghe.corp/api/v3" and enterprise.issuer == "https://ghe.corp"
+    )
+    ms = provider_settings("ms", {"preset": "microsoft", "tenant": "contoso.example", **common})
+    assert ms.discovery_url == (
+        "https://login.microsoftonline.com/contoso.example/v2.0/.well-known/openid-configuration"
+    )
+    assert not ms.trust_email and ms.label == "Microsoft"
+    other = provider_settings("corp", {"issuer": "https://id.corp/", **common})
+    assert other.discovery_url == "https://id.corp/.well-known/openid-configuration"
+    assert not other.trust_email and other.label == "corp" and other.scopes == OIDC_SCOPES
