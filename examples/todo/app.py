@@ -35,13 +35,32 @@ web worker, a script, or the Celery worker of ``jobs.py``::
     python examples/todo/app.py &
     cd examples/todo && celery -A jobs worker -P solo &
     python -c "import jobs; jobs.add_task_job.delay('work', 'admin@example.com', 'From Celery')"
+
+**Sign in with an OpenID Connect provider.** With ``TODO_OIDC_ISSUER`` set, each space's
+sign-in page also offers "Sign in with <TODO_OIDC_LABEL>" (``auth.oauth`` is added to the
+manifests this process loads; without it the example runs as before, needing no provider)::
+
+    export TODO_OIDC_ISSUER=https://id.example.com TODO_OIDC_CLIENT_ID=todo
+    export TODO_OIDC_CLIENT_SECRET=...      # the client secret, never in a manifest
+    export TODO_OIDC_LABEL="Example ID"     # the button's name (default "SSO")
+    export MDB_EXTERNAL_URL=http://127.0.0.1:5000   # the callbacks' public address
+
+and register ``<MDB_EXTERNAL_URL>/work/auth/oauth/sso/callback`` and
+``<MDB_EXTERNAL_URL>/home/auth/oauth/sso/callback`` as the client's redirect URIs at the
+provider. ``TODO_OIDC_TRUST_EMAIL=1`` trusts the provider's verified e-mail addresses (an
+account with that address is then signed in; otherwise accounts are keyed by the provider's
+subject only).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import json
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +101,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MDB_METRICS_URL="/metrics",
     )
     app.config.update(config or {})
+    issuer = os.environ.get("TODO_OIDC_ISSUER")
+    if issuer:
+        app.config["MDB_MANIFESTS"] = with_oidc(app.config["MDB_MANIFESTS"], issuer)
+        app.config.setdefault("MDB_EXTERNAL_URL", os.environ.get("MDB_EXTERNAL_URL"))
     mdb.init_app(app)
     app.register_blueprint(todo)
     app.add_url_rule("/", "index", index)
@@ -105,6 +128,25 @@ def ensure_admin(app: Flask) -> str | None:
         except UserExistsError:  # another process created it meanwhile
             return None
     return generated
+
+
+def with_oidc(manifests: Any, issuer: str) -> str:
+    """Copies of the ``manifests`` directory's manifests offering sign-in through the
+    OpenID Connect provider ``issuer`` (``TODO_OIDC_*``), in a temporary directory."""
+    out = Path(tempfile.mkdtemp(prefix="todo-manifests-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    provider = {
+        "issuer": issuer,
+        "client_id": os.environ.get("TODO_OIDC_CLIENT_ID", "todo"),
+        "client_secret_env": "TODO_OIDC_CLIENT_SECRET",
+        "label": os.environ.get("TODO_OIDC_LABEL", "SSO"),
+        "trust_email": os.environ.get("TODO_OIDC_TRUST_EMAIL") == "1",
+    }
+    for path in sorted(Path(manifests).glob("*.json")):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["auth"]["oauth"] = {"providers": {"sso": provider}}
+        (out / path.name).write_text(json.dumps(manifest), encoding="utf-8")
+    return str(out)
 
 
 def index() -> str:

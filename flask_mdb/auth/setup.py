@@ -54,7 +54,8 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
     """Refuse to start with a manifest whose auth cannot work: tokens without a (long
     enough) secret or key, password reset with no way to deliver the link or no configured
     public address to build it from (``MDB_EXTERNAL_URL``: never the request's Host),
-    CSRF-protected users without a Flask SECRET_KEY."""
+    OAuth providers without that address or without their client secret's environment
+    variable, CSRF-protected users without a Flask SECRET_KEY."""
     config = state.config
     for manifest in manifests:
         cfg = AuthConfig.from_manifest(manifest)
@@ -84,6 +85,10 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
             )
         if cfg.users_enabled and cfg.password_reset_ttl is not None and config["MDB_AUTH_ROUTES"]:
             require_external_base(cfg.slug, app, needed_by="password-reset links")
+        if cfg.oauth is not None and config["MDB_AUTH_ROUTES"]:
+            from .oauth_views import check_oauth_startup
+
+            check_oauth_startup(app, cfg)  # a public address for callbacks, the secrets
         if cfg.users_enabled and cfg.csrf_enabled and not app.config.get("SECRET_KEY"):
             raise ConfigurationError(
                 f"app {cfg.slug!r} has users (auth.users) but the Flask SECRET_KEY is not set: "

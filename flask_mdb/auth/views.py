@@ -12,6 +12,7 @@ default) serving the bound app:
 ``GET       /csrf``        a CSRF token for JSON clients of cookie sessions
 ``GET/POST  /forgot``      ``{email}``: queued; the background sender mails the link
 ``GET/POST  /reset``       ``{token, new_password}`` (``auth.users.password_reset``)
+``GET       /oauth/...``   sign-in through providers (``auth.oauth``): see :mod:`.oauth_views`
 =========================  ===============================================================
 
 Failed logins get one answer whatever failed, and so do reset requests whether or not the
@@ -351,4 +352,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     bp.add_url_rule("/csrf", "csrf", csrf, methods=["GET"])
     bp.add_url_rule("/forgot", "forgot", forgot, methods=["GET", "POST"])
     bp.add_url_rule("/reset", "reset", reset, methods=["GET", "POST"])
+    from .oauth_views import register_oauth_routes
+
+    register_oauth_routes(bp)  # /oauth/<provider>/login, /callback, ...
     return bp

@@ -11,6 +11,8 @@
   app's scoped collection through :class:`MongoPolicyAdapter`), :class:`OsoProvider`.
 - :class:`RateLimiter` (counters in MongoDB: limits hold across processes), CSRF helpers
   in :mod:`mdb_sync.auth.csrf`.
+- :mod:`mdb_sync.auth.oauth`: sign-in through OAuth 2.0 / OpenID Connect providers
+  (``auth.oauth``; needs the ``oauth`` extra).
 
 ``flask_mdb.auth`` wires all of it into Flask (Flask-Login, blueprint, decorators, CSRF,
 security headers).

@@ -14,11 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .lockout import LockoutPolicy
+from .oauth.settings import OAuthSettings
 from .passwords import PasswordPolicy
 
 #: Login/register limits applied when the manifest sets none: brute force must cost time
 #: even in an app that forgot to configure it (per client address).
-DEFAULT_RATE_LIMITS = {"login": (10, 300), "register": (10, 3600), "reset": (5, 3600)}
+DEFAULT_RATE_LIMITS = {
+    "login": (10, 300),
+    "register": (10, 3600),
+    "reset": (5, 3600),
+    "oauth": (30, 300),  # OAuth redirects and callbacks (a sign-in is two)
+}
 DEFAULT_POLICY_COLLECTION = "casbin_policies"
 
 
@@ -96,6 +102,8 @@ class AuthConfig:
     audit_collection: str | None = None
     audit_retention_days: int = 90
     audit_events: tuple[str, ...] = ()
+    # --- OAuth / OpenID Connect providers (auth.oauth); None: none
+    oauth: OAuthSettings | None = None
 
     @property
     def enabled(self) -> bool:
@@ -229,6 +237,9 @@ class AuthConfig:
             ),
             audit_retention_days=int(audit.get("retention_days", 90)),
             audit_events=tuple(audit.get("events") or ()),
+            oauth=OAuthSettings.from_manifest(
+                auth.get("oauth"), allow_registration=bool(users.get("allow_registration", False))
+            ),
         )
 
 

@@ -2,7 +2,7 @@
 
 Security state that app code must neither read nor rewrite — login sessions, refresh-token
 families, the token deny-list, rate-limit counters, password-reset tokens, global users, policy
-versions — lives
+versions, pending OAuth sign-ins and the provider identities linked to users — lives
 in collections named ``mdb_auth_*``. No app slug can produce an ``mdb_*`` physical name (the
 ``mdb`` prefix is reserved), so no scoped database reaches them; only this package, through
 the engine's own client. Every document carries ``app_id`` (or ``app_ids``) so an app's
@@ -36,6 +36,8 @@ RATE_LIMITS = "mdb_auth_rate_limits"
 GLOBAL_USERS = "mdb_auth_users"
 POLICY_VERSIONS = "mdb_auth_policy_versions"
 RESETS = "mdb_auth_resets"
+OAUTH_STATES = "mdb_auth_oauth_states"
+IDENTITIES = "mdb_auth_identities"
 
 _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     SESSIONS: [
@@ -50,6 +52,8 @@ _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     RATE_LIMITS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
     RESETS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
     GLOBAL_USERS: [([("email", ASCENDING)], {"name": "email_unique", "unique": True})],
+    OAUTH_STATES: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
+    IDENTITIES: [([("scope", ASCENDING), ("user_id", ASCENDING)], {"name": "scope_user"})],
 }
 
 _lock = threading.Lock()

@@ -31,6 +31,7 @@ from .fields import (
     url,
 )
 from .schema_indexes import collection_key
+from .schema_oauth import OAuthSchema
 
 COOKIE_RE = r"[A-Za-z0-9_-]{1,64}"
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
@@ -243,6 +244,14 @@ class AuthSchema(BaseSchema):
     jwt = Obj(JwtSchema)
     password_policy = Obj(PasswordPolicySchema)
     session_binding = Obj(SessionBindingSchema)
+    oauth = Obj(OAuthSchema)
+
+    @validates_schema
+    def _oauth_needs_users(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "oauth" in data and not (data.get("users") or {}).get("enabled"):
+            raise ValidationError(
+                {"oauth": ["OAuth sign-in needs accounts: set auth.users.enabled to true"]}
+            )
 
     @validates_schema
     def _roles(self, data: dict[str, Any], **kwargs: Any) -> None:
