@@ -8,8 +8,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from oidc_provider import TestProvider
-from raw_http import Browser, Reply
-from site_apps import EXTERNAL_URL, SLUG, make_site, site_manifest
+
+from .raw_http import Browser, Reply
+from .site_apps import EXTERNAL_URL, SLUG, make_site, site_manifest
 
 CLIENT_ID = "alice-app"
 SECRET_ENV = "ALICE_OAUTH_SECRET"

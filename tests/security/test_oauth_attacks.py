@@ -18,7 +18,12 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from auth_apps import PASSWORD
 from flask_apps import AppFactory
-from oauth_site import (
+from oidc_provider import TestProvider
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flask_mdb.testing import LiveServer
+
+from .oauth_site import (
     CLIENT_ID,
     EXTERNAL_URL,
     HTML,
@@ -29,16 +34,14 @@ from oauth_site import (
     consent,
     make_oauth_site,
     me,
+    oauth_manifest,
     query_of,
+    register_client,
     sign_in,
     start,
 )
-from oidc_provider import TestProvider
-from raw_http import Browser
-from site_apps import register
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from flask_mdb.testing import LiveServer
+from .raw_http import Browser
+from .site_apps import make_site, register
 
 VICTIM = "victim@example.com"
 
@@ -382,9 +385,6 @@ def test_an_unverified_email_does_not_reserve_the_address_for_later(site, op, ra
 
 
 def test_callbacks_are_rate_limited_per_client_address(factory, tmp_path, op):
-    from oauth_site import oauth_manifest, register_client
-    from site_apps import make_site
-
     register_client(op)
     manifest = oauth_manifest(op)
     manifest["token_management"]["security"]["rate_limiting"]["oauth"] = {

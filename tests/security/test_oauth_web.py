@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import pytest
 from flask_apps import AppFactory
-from oauth_site import (
+from oidc_provider import TestProvider
+
+from flask_mdb.testing import LiveServer
+from mdb_sync.exceptions import ConfigurationError
+
+from .oauth_site import (
     EXTERNAL_URL,
     HTML,
     JSON,
@@ -23,12 +28,8 @@ from oauth_site import (
     sign_in,
     start,
 )
-from oidc_provider import TestProvider
-from raw_http import Browser
-from site_apps import make_site, register, site_manifest
-
-from flask_mdb.testing import LiveServer
-from mdb_sync.exceptions import ConfigurationError
+from .raw_http import Browser
+from .site_apps import make_site, register, site_manifest
 
 
 @pytest.fixture(scope="module")
