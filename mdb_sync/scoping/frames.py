@@ -37,6 +37,12 @@ _INSTALL = "pip install 'mdb-sync[arrow]' (pymongoarrow, pandas, polars)"
 _NO_CLIENT = SimpleNamespace(client=SimpleNamespace(append_metadata=None))
 
 
+def _writes() -> QueryValidationError:
+    return QueryValidationError(
+        "$out and $merge write: columnar reads only read (run them with aggregate())"
+    )
+
+
 def _api() -> Any:
     try:
         from pymongoarrow import api
@@ -117,10 +123,7 @@ class ScopedBatchSource:
         scoped = self.__scoped
         stages = scoped._pipeline(pipeline)
         if any(next(iter(stage)) in ("$out", "$merge") for stage in stages):
-            raise QueryValidationError(
-                "$out and $merge write: columnar reads only read (run them with aggregate())",
-                context={"collection": scoped.name},
-            )
+            raise _writes()
         limits = scoped._limits
         kwargs["maxTimeMS"] = limits.cap_time(kwargs.pop("max_time_ms", kwargs.get("maxTimeMS")))
         kwargs["batchSize"] = limits.cap_batch(kwargs.get("batchSize"))
@@ -170,6 +173,9 @@ def _pipeline_copy(pipeline: Any) -> list[Any]:
     # pymongoarrow appends a $project for a schema to the list it is given: never the caller's.
     if isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple)):
         raise QueryValidationError("a pipeline must be a list of stages")
+    for stage in pipeline:
+        if isinstance(stage, Mapping) and ({"$out", "$merge"} & set(stage)):
+            raise _writes()
     return list(pipeline)
 
 
