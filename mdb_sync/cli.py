@@ -362,7 +362,11 @@ def apps_register(engine: Any, manifests: tuple[str, ...], no_indexes: bool, as_
         results.append({"manifest": path, **result})
     lines = []
     for r in results:
-        problems = [o for o in r["indexes"] if o.get("status") not in ("created", "exists")]
+        problems = [
+            o
+            for o in r["indexes"]
+            if o.get("status") not in ("created", "exists", "exact_fallback")
+        ]
         lines.append(
             f"{'registered' if r['created'] else 'updated'} {r['slug']} ({r['manifest']}): "
             f"{len(r['indexes'])} index(es)"
