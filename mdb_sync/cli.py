@@ -82,9 +82,20 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _json_default(value: Any) -> Any:
+    """``--json`` output: datetimes in ISO 8601 (UTC, ``Z``), ObjectIds and other BSON values
+    as the JSON responses render them, anything else as its string."""
+    from .bson_json import bson_json_default
+
+    try:
+        return bson_json_default(value)
+    except TypeError:
+        return str(value)
+
+
 def _emit(data: Any, as_json: bool, human: str) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(data, indent=2, default=_json_default))
     else:
         click.echo(human)
 
@@ -334,7 +345,11 @@ def apps_list(engine: Any, status: str | None, as_json: bool) -> None:
             }
         )
     if not rows:
-        human = "no apps registered"
+        human = (
+            f"no apps registered in database {engine.db_name!r} on {engine.describe_server()}"
+            + (f" with status {status}" if status else "")
+            + " (another database? pass --db NAME or set MDB_DB_NAME; another server? --uri)"
+        )
     else:
         width = max(len(r["slug"]) for r in rows)
         human = "\n".join(
@@ -401,7 +416,7 @@ def apps_show(engine: Any, slug: str, as_json: bool) -> None:
             + (f" ({outcome['error']})" if outcome.get("error") else "")
         )
     lines.append("manifest:")
-    lines.append(json.dumps(record.get("manifest", {}), indent=2, default=str))
+    lines.append(json.dumps(record.get("manifest", {}), indent=2, default=_json_default))
     _emit(record, as_json, "\n".join(lines))
 
 
@@ -464,6 +479,13 @@ def _progress(total: int, label: str) -> Any:
     return click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True)
 
 
+def _finish(bar: Any) -> None:
+    """Bring a progress bar to its total once the work is done (an empty export counts 1, a
+    collection that changed meanwhile may count a little less)."""
+    if bar.pos < bar.length:
+        bar.update(bar.length - bar.pos)
+
+
 @cli.command("export")
 @click.argument("app")
 @click.argument("directory", type=click.Path(file_okay=False))
@@ -480,6 +502,7 @@ def export_command(engine: Any, app: str, directory: str, force: bool, as_json: 
             result = engine.export_app(
                 app, directory, overwrite=force, progress=lambda docs, _size: bar.update(docs)
             )
+            _finish(bar)
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
     lines = [f"exported {app}: {result['documents']} document(s) to {result['directory']}"]
@@ -555,6 +578,7 @@ def import_command(
                 register=not no_register,
                 progress=lambda _docs, size: bar.update(size),
             )
+            _finish(bar)
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
     finally:
@@ -789,7 +813,7 @@ def events_tail(
             seen += 1
             record = _event_record(event)
             if as_json:
-                click.echo(json.dumps(record, default=str))
+                click.echo(json.dumps(record, default=_json_default))
             else:
                 target = (
                     f"user {event.user_id}"
@@ -798,7 +822,7 @@ def events_tail(
                     if event.connection_id is not None
                     else "all"
                 )
-                message = json.dumps(record["message"], default=str)
+                message = json.dumps(record["message"], default=_json_default)
                 click.echo(f"{record['created_at']}  {target}  {message}")
     except KeyboardInterrupt:
         pass

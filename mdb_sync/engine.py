@@ -178,6 +178,16 @@ class MongoDBEngine:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
+    def __repr__(self) -> str:
+        from .display import engine_repr
+
+        return engine_repr(self)  # no I/O: what the engine already knows
+
+    def _repr_html_(self) -> str:
+        from .display import engine_html
+
+        return engine_html(self)
+
     @property
     def is_initialized(self) -> bool:
         return self._initialized

@@ -119,6 +119,11 @@ class ScopedCollection:
     def __repr__(self) -> str:
         return f"ScopedCollection(app={self._db.app_slug!r}, name={self._name!r})"
 
+    def _repr_html_(self) -> str:
+        from ..display import collection_html
+
+        return collection_html(self)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScopedCollection):
             return NotImplemented

@@ -106,6 +106,11 @@ class ScopedDatabase:
     def __repr__(self) -> str:
         return f"ScopedDatabase(app={self.app_slug!r}, read_scopes={list(self.read_scopes)!r})"
 
+    def _repr_html_(self) -> str:
+        from ..display import database_html
+
+        return database_html(self)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScopedDatabase):
             return NotImplemented

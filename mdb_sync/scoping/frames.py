@@ -19,7 +19,6 @@ without the collection argument::
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -58,19 +57,6 @@ def _require(module: str, method: str) -> None:
         __import__(module)
     except ImportError as exc:
         raise ConfigurationError(f"{method} needs {module}: {_INSTALL}") from exc
-
-
-def count_documents(batch: bytes) -> int:
-    """The number of BSON documents in a raw batch (each starts with its int32 length)."""
-    count = position = 0
-    end = len(batch)
-    while position < end:
-        (length,) = struct.unpack_from("<i", batch, position)
-        if length < 5:
-            raise ValueError("malformed raw BSON batch")
-        position += length
-        count += 1
-    return count
 
 
 class ScopedBatchSource:
@@ -147,6 +133,8 @@ def _capped(
     """``batches``, stopped with ResourceLimitExceeded past ``max_result_docs`` documents.
     ``observe`` (query-driven indexing) runs when the reading starts: pymongoarrow builds a
     cursor it may never read."""
+    from ..portability.rawbson import count_documents
+
     seen = 0
     if observe is not None:
         observe()
