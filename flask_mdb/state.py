@@ -146,6 +146,12 @@ def get_state(app: Flask | None = None) -> MDBState:
         ) from None
 
 
+def lazy_engines_waiting() -> bool:
+    """Whether this process has an MDB extension whose engine has not started yet (no
+    request served, ``mdb.engine`` not used): what a "no engine" error should explain."""
+    return any(not (state._ready and state.engine.is_initialized) for state in list(_STATES))
+
+
 def _after_fork_in_child() -> None:
     for state in list(_STATES):
         state._after_fork_in_child()
