@@ -69,9 +69,9 @@ def _publish(send: Any, app: Flask | None, **kwargs: Any) -> Event:
         raise RealtimeError(
             f"cannot send to {kwargs['app_slug']!r}: {exc}. Note that flask_mdb starts its "
             "engine lazily, on the first request (or the first use of mdb.engine / "
-            "mdb.get_db()), and this process has an MDB extension whose engine has not started. Outside a request, "
-            "pass app=your_flask_app, call it inside `with app.app_context():`, or start the "
-            "engine first with mdb.get_engine(app)",
+            "mdb.get_db()), and this process has an MDB extension whose engine has not "
+            "started. Outside a request, pass app=your_flask_app, call it inside "
+            "`with app.app_context():`, or start the engine first with mdb.get_engine(app)",
             context={"app": kwargs["app_slug"]},
         ) from exc
 
