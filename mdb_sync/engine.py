@@ -263,6 +263,13 @@ class MongoDBEngine:
                 self._client_pid = os.getpid()
             return self._client
 
+    @property
+    def client_pid(self) -> int | None:
+        """The id of the process that built the current MongoClient (None before it is
+        built). After a fork, the child builds its own on first use: a client is never
+        shared across processes."""
+        return self._client_pid
+
     def _make_client(self) -> MongoClient[Any]:
         if self._uri is None:
             raise EngineNotInitializedError("the engine is not initialized: call initialize()")

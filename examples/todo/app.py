@@ -45,7 +45,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 
-from flask_mdb import MDB, current_app_slug, db, send_to_user
+from flask_mdb import MDB, current_app_slug, db, get_current_db, send_to_user
 from flask_mdb.auth import current_service, get_current_user, public, require_role
 from mdb_sync import ScopedDatabase
 
@@ -145,7 +145,7 @@ def add_task(database: ScopedDatabase, owner_id: str, title: str) -> dict[str, A
 
 
 def _add(title: str) -> dict[str, Any]:
-    return add_task(db._get_current_object(), _owner(), title)
+    return add_task(get_current_db(), _owner(), title)
 
 
 @todo.get("/")
