@@ -336,3 +336,46 @@ def test_file_helpers_check_their_arguments(factory):
             send_file("a.txt", base=None)
         with pytest.raises(Exception, match="name"):
             save_file("a.txt", io.BytesIO(b"x"), base="system.evil")
+
+
+def test_concurrent_uploads_of_two_apps_never_cross(factory, raw_db):
+    """Two clients (distinct addresses) upload and read back the same file name in two apps at
+    once, many times: each always reads its own app's newest version."""
+    app = _files_app(factory)
+    errors: list[str] = []
+
+    def client(address: str, slug: str, rounds: int) -> None:
+        host_port = server.url.split("//")[1]
+        host, port = host_port.split(":")
+        for i in range(rounds):
+            payload = f"{slug}:{i}".encode() * 50
+            body, boundary = _multipart("shared.txt", payload)
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-App": slug}
+            conn = http.client.HTTPConnection(
+                host, int(port), timeout=30, source_address=(address, 0)
+            )
+            try:
+                conn.request("POST", "/files", body=body, headers=headers)
+                posted = conn.getresponse()
+                posted.read()
+                conn.request("GET", "/files/shared.txt", headers={"X-App": slug})
+                got = conn.getresponse()
+                data = got.read()
+            finally:
+                conn.close()
+            if posted.status != 201 or got.status != 200 or data != payload:
+                errors.append(f"{slug} round {i}: {posted.status} {got.status} {data[:20]!r}")
+
+    with LiveServer(app) as server:
+        threads = [
+            threading.Thread(target=client, args=("127.0.0.2", "files_a", 15)),
+            threading.Thread(target=client, args=("127.0.0.3", "files_b", 15)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert errors == []
+    for slug in ("files_a", "files_b"):
+        files = list(raw_db[f"{slug}_fs.files"].find({}, {"app_id": 1}))
+        assert len(files) == 15 and {f["app_id"] for f in files} == {slug}
