@@ -84,18 +84,9 @@ class MDBState:
             if not (self._ready and engine.is_initialized):
                 engine.initialize()
                 for manifest in self.manifests:
+                    # Index problems are logged once, by the registration itself.
                     result = engine.register_app(manifest, create_indexes=True)
                     self.registrations[result["slug"]] = result
-                    for outcome in result.get("indexes", []):
-                        if outcome.get("status") in ("conflict", "not_supported", "failed"):
-                            log.warning(
-                                "app %r: index %r on %r is %s: %s",
-                                result["slug"],
-                                outcome.get("name"),
-                                outcome.get("collection"),
-                                outcome.get("status"),
-                                outcome.get("error", ""),
-                            )
                 self._ready = True
         return engine
 

@@ -379,3 +379,29 @@ def test_concurrent_uploads_of_two_apps_never_cross(factory, raw_db):
     for slug in ("files_a", "files_b"):
         files = list(raw_db[f"{slug}_fs.files"].find({}, {"app_id": 1}))
         assert len(files) == 15 and {f["app_id"] for f in files} == {slug}
+
+
+def test_a_declared_vector_index_is_one_info_line_at_start(factory, tmp_path, caplog):
+    import logging
+
+    from mdb_sync.ai.vector_search import server_supports_vector_search
+
+    vector = {
+        "type": "vectorSearch",
+        "name": "kb_vector",
+        "definition": {
+            "fields": [
+                {"type": "vector", "path": "embedding", "numDimensions": 3, "similarity": "cosine"}
+            ]
+        },
+    }
+    manifest = write_manifest(tmp_path, "kb_flask", managed_indexes={"kb": [vector]})
+    app = factory(MDB_MANIFESTS=str(manifest), MDB_HEALTH_URL="/health")
+    caplog.set_level(logging.INFO)
+    health = app.test_client().get("/health")
+    engine = app.extensions["mdb"].engine
+    if server_supports_vector_search(engine):
+        return  # Atlas builds the index itself
+    mentions = [r for r in caplog.records if "kb_vector" in r.getMessage()]
+    assert [(r.levelno, r.name) for r in mentions] == [(logging.INFO, "mdb_sync.indexes.declared")]
+    assert health.status_code == 200 and health.json["status"] == "healthy"
