@@ -16,17 +16,33 @@
     @bp.get("/tasks")
     def tasks():
         return {"tasks": db.tasks.find({}).to_list(100)}   # the request's app, sandboxed
+
+``db`` is a proxy; :func:`get_current_db` returns the scoped database behind it, for code
+that keeps it (a helper, a thread). Flask-PyMongo's shortcuts are here too:
+:func:`find_one_or_404`, and :func:`send_file` / :func:`save_file` for GridFS.
 """
 
-from .binding import AppNotBoundError, current_app_slug, db, get_current_app_slug
+from .binding import (
+    AppNotBoundError,
+    current_app_slug,
+    db,
+    get_current_app_slug,
+    get_current_db,
+)
 from .cors import CorsPolicy
 from .errors import error_response, register_error_handlers
 from .extension import MDB, ObjectIdConverter
+from .files import save_file, send_file
 from .json import MDBJSONProvider, bson_default
+from .lookups import find_one_or_404
 from .signals import app_bound
 from .websockets import (
+    Connection,
+    MessageError,
     broadcast_to_app,
     get_websocket_manager,
+    register_connect_handler,
+    register_disconnect_handler,
     register_message_handler,
     send_to_user,
 )
@@ -53,8 +69,10 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "MDB",
     "AppNotBoundError",
+    "Connection",
     "CorsPolicy",
     "MDBJSONProvider",
+    "MessageError",
     "ObjectIdConverter",
     "app_bound",
     "broadcast_to_app",
@@ -62,14 +80,20 @@ __all__ = [
     "current_app_slug",
     "db",
     "error_response",
+    "find_one_or_404",
     "get_current_app_slug",
+    "get_current_db",
     "get_current_user",
     "get_websocket_manager",
     "login_required",
+    "register_connect_handler",
+    "register_disconnect_handler",
     "register_error_handlers",
     "register_message_handler",
     "require_permission",
     "require_role",
+    "save_file",
+    "send_file",
     "send_to_user",
     "setup_auth_from_manifest",
 ]

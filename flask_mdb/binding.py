@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flask import abort, current_app, g, has_request_context, request
+from flask import abort, current_app, g, has_app_context, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from mdb_sync.exceptions import AppNotActiveError, AppNotFoundError, ScopeError
@@ -80,6 +80,11 @@ def _require_binding() -> Binding:
     binding = current_binding()
     if binding is not None:
         return binding
+    if has_app_context() and "mdb" not in current_app.extensions:
+        raise AppNotBoundError(
+            f"flask_mdb.db is used in the Flask app {current_app.name!r}, which has no MDB "
+            "extension: did you forget `mdb.init_app(app)` (or `MDB(app)`)?"
+        )
     if has_request_context():
         raise AppNotBoundError(
             f"no app is bound to this request ({request.method} {request.path}): "
@@ -93,13 +98,18 @@ def _require_binding() -> Binding:
     )
 
 
-def _get_db() -> ScopedDatabase:
+def get_current_db() -> ScopedDatabase:
+    """The scoped database of the app bound to the current context — the object behind the
+    ``db`` proxy, to hand to a helper, a thread or a background job that must keep using the
+    request's app after the request is gone. Raises :class:`AppNotBoundError` (a
+    ``RuntimeError``) when no app is bound, like ``db``."""
     binding = _require_binding()
     return binding.state.scoped_db(binding.slug)
 
 
-#: The scoped database of the app bound to the current request.
-db: ScopedDatabase = LocalProxy(_get_db)  # type: ignore[assignment]
+#: The scoped database of the app bound to the current request (a proxy: pass
+#: :func:`get_current_db` to code that keeps it).
+db: ScopedDatabase = LocalProxy(get_current_db)  # type: ignore[assignment]
 #: The slug of the app bound to the current request (raises when none is bound).
 current_app_slug: str = LocalProxy(lambda: _require_binding().slug)  # type: ignore[assignment]
 

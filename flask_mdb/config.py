@@ -136,9 +136,11 @@ def _external_url(key: str, value: Any) -> str | dict[str, str] | None:
     return external_url_value(key, value)
 
 
-def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
+def _manifest_paths(key: str, value: Any, root: str | None = None) -> tuple[Path, ...]:
     """Files and directories -> manifest files. A directory contributes its ``*.json`` files
-    and its subdirectories' ``manifest.json``, in name order."""
+    and its subdirectories' ``manifest.json``, in name order. Relative paths resolve against
+    ``root`` (the app's ``root_path``, as Flask resolves its own files), not the working
+    directory, so ``flask run`` from anywhere finds the same manifests."""
     if value is None or value == "":
         return ()
     if isinstance(value, str | os.PathLike):
@@ -149,7 +151,8 @@ def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
     for item in value:
         if not isinstance(item, str | os.PathLike):
             raise _error(key, f"must list paths, not {type(item).__name__} {item!r}")
-        path = Path(item)
+        given = Path(item)
+        path = given if given.is_absolute() or root is None else Path(root) / given
         if path.is_dir():
             found = sorted(path.glob("*.json")) + sorted(path.glob("*/manifest.json"))
             if not found:
@@ -158,7 +161,15 @@ def _manifest_paths(key: str, value: Any) -> tuple[Path, ...]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise _error(key, f"names {str(path)!r}, which does not exist")
+            where = ""
+            if path is not given:
+                where = f" (relative paths resolve against the app's root_path {root!r})"
+                if given.exists():
+                    where += (
+                        f"; {str(given)!r} exists in the working directory {os.getcwd()!r}: "
+                        "give an absolute path to use it"
+                    )
+            raise _error(key, f"names {str(path)!r}, which does not exist{where}")
     return tuple(dict.fromkeys(p.resolve() for p in paths))
 
 
@@ -350,11 +361,42 @@ class MDBConfig(dict[str, Any]):
     """The parsed ``MDB_*`` values of one Flask app, by key."""
 
 
+#: Shortest Flask ``SECRET_KEY`` accepted (bytes, as for ``MDB_JWT_SECRET``): it signs the
+#: session cookie and the CSRF tokens.
+MIN_SECRET_KEY_BYTES = 32
+
+
+def check_secret_key(config: Mapping[str, Any]) -> None:
+    """Refuse a Flask ``SECRET_KEY`` that is set but is not a string (or bytes) of at least
+    :data:`MIN_SECRET_KEY_BYTES` bytes: a short or guessable key lets anyone forge the
+    signed cookies and CSRF tokens. An unset key is left to the features that need one."""
+    value = config.get("SECRET_KEY")
+    if value is None:
+        return
+    hint = "e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
+    if not isinstance(value, str | bytes):
+        raise _error("SECRET_KEY", f"must be a string of random characters ({hint}), "
+                     f"not {type(value).__name__}")  # fmt: skip
+    size = len(value.encode("utf-8") if isinstance(value, str) else value)
+    if size < MIN_SECRET_KEY_BYTES:
+        raise _error(
+            "SECRET_KEY",
+            f"is {size} bytes long: it must be at least {MIN_SECRET_KEY_BYTES} random bytes "
+            f"({hint})",
+        )
+
+
 def load_config(config: dict[str, Any], *, engine_given: bool = False) -> MDBConfig:
     """Set the defaults on ``config`` (a Flask ``app.config``) and parse every option."""
+    check_secret_key(config)
+    root = getattr(config, "root_path", None)
     parsed = MDBConfig()
     for option in OPTIONS:
-        value = option.parse(option.key, config.setdefault(option.key, option.default))
+        raw = config.setdefault(option.key, option.default)
+        if option.key == "MDB_MANIFESTS":
+            value = _manifest_paths(option.key, raw, root)
+        else:
+            value = option.parse(option.key, raw)
         if (
             engine_given
             and option.key in ENGINE_OPTIONS

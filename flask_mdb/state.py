@@ -84,18 +84,9 @@ class MDBState:
             if not (self._ready and engine.is_initialized):
                 engine.initialize()
                 for manifest in self.manifests:
+                    # Index problems are logged once, by the registration itself.
                     result = engine.register_app(manifest, create_indexes=True)
                     self.registrations[result["slug"]] = result
-                    for outcome in result.get("indexes", []):
-                        if outcome.get("status") in ("conflict", "not_supported", "failed"):
-                            log.warning(
-                                "app %r: index %r on %r is %s: %s",
-                                result["slug"],
-                                outcome.get("name"),
-                                outcome.get("collection"),
-                                outcome.get("status"),
-                                outcome.get("error", ""),
-                            )
                 self._ready = True
         return engine
 
@@ -144,6 +135,12 @@ def get_state(app: Flask | None = None) -> MDBState:
             f"the MDB extension is not registered on the Flask app {app.name!r}: "
             "did you forget to call mdb.init_app(app)?"
         ) from None
+
+
+def lazy_engines_waiting() -> bool:
+    """Whether this process has an MDB extension whose engine has not started yet (no
+    request served, ``mdb.engine`` not used): what a "no engine" error should explain."""
+    return any(not (state._ready and state.engine.is_initialized) for state in list(_STATES))
 
 
 def _after_fork_in_child() -> None:

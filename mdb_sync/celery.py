@@ -164,6 +164,12 @@ class MDBCelery:
 
     engine = property(get_engine)
 
+    @property
+    def engine_pid(self) -> int | None:
+        """The id of the process this worker's engine was built in (None before it is): the
+        current process's in a healthy worker — never the parent's that forked it."""
+        return self._engine_pid
+
     def get_scoped_db(self, app_slug: str, **options: Any) -> ScopedDatabase:
         """The scoped database of ``app_slug`` for use in a task (see ``get_scoped_db``)."""
         return self.get_engine().get_scoped_db(app_slug, **options)

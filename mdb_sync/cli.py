@@ -82,9 +82,20 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _json_default(value: Any) -> Any:
+    """``--json`` output: datetimes in ISO 8601 (UTC, ``Z``), ObjectIds and other BSON values
+    as the JSON responses render them, anything else as its string."""
+    from .bson_json import bson_json_default
+
+    try:
+        return bson_json_default(value)
+    except TypeError:
+        return str(value)
+
+
 def _emit(data: Any, as_json: bool, human: str) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(data, indent=2, default=_json_default))
     else:
         click.echo(human)
 
@@ -334,7 +345,11 @@ def apps_list(engine: Any, status: str | None, as_json: bool) -> None:
             }
         )
     if not rows:
-        human = "no apps registered"
+        human = (
+            f"no apps registered in database {engine.db_name!r} on {engine.describe_server()}"
+            + (f" with status {status}" if status else "")
+            + " (another database? pass --db NAME or set MDB_DB_NAME; another server? --uri)"
+        )
     else:
         width = max(len(r["slug"]) for r in rows)
         human = "\n".join(
@@ -362,7 +377,11 @@ def apps_register(engine: Any, manifests: tuple[str, ...], no_indexes: bool, as_
         results.append({"manifest": path, **result})
     lines = []
     for r in results:
-        problems = [o for o in r["indexes"] if o.get("status") not in ("created", "exists")]
+        problems = [
+            o
+            for o in r["indexes"]
+            if o.get("status") not in ("created", "exists", "exact_fallback")
+        ]
         lines.append(
             f"{'registered' if r['created'] else 'updated'} {r['slug']} ({r['manifest']}): "
             f"{len(r['indexes'])} index(es)"
@@ -400,7 +419,7 @@ def apps_show(engine: Any, slug: str, as_json: bool) -> None:
 
     record["manifest"] = redact_demo_passwords(record.get("manifest") or {})
     lines.append("manifest:")
-    lines.append(json.dumps(record["manifest"], indent=2, default=str))
+    lines.append(json.dumps(record["manifest"], indent=2, default=_json_default))
     _emit(record, as_json, "\n".join(lines))
 
 
@@ -463,6 +482,13 @@ def _progress(total: int, label: str) -> Any:
     return click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=True)
 
 
+def _finish(bar: Any) -> None:
+    """Bring a progress bar to its total once the work is done (an empty export counts 1, a
+    collection that changed meanwhile may count a little less)."""
+    if bar.pos < bar.length:
+        bar.update(bar.length - bar.pos)
+
+
 @cli.command("export")
 @click.argument("app")
 @click.argument("directory", type=click.Path(file_okay=False))
@@ -479,6 +505,7 @@ def export_command(engine: Any, app: str, directory: str, force: bool, as_json: 
             result = engine.export_app(
                 app, directory, overwrite=force, progress=lambda docs, _size: bar.update(docs)
             )
+            _finish(bar)
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
     lines = [f"exported {app}: {result['documents']} document(s) to {result['directory']}"]
@@ -554,6 +581,7 @@ def import_command(
                 register=not no_register,
                 progress=lambda _docs, size: bar.update(size),
             )
+            _finish(bar)
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
     finally:
@@ -804,7 +832,7 @@ def events_tail(
             seen += 1
             record = _event_record(event)
             if as_json:
-                click.echo(json.dumps(record, default=str))
+                click.echo(json.dumps(record, default=_json_default))
             else:
                 target = (
                     f"user {event.user_id}"
@@ -813,7 +841,7 @@ def events_tail(
                     if event.connection_id is not None
                     else "all"
                 )
-                message = json.dumps(record["message"], default=str)
+                message = json.dumps(record["message"], default=_json_default)
                 click.echo(f"{record['created_at']}  {target}  {message}")
     except KeyboardInterrupt:
         pass

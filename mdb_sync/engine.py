@@ -178,6 +178,16 @@ class MongoDBEngine:
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
 
+    def __repr__(self) -> str:
+        from .display import engine_repr
+
+        return engine_repr(self)  # no I/O: what the engine already knows
+
+    def _repr_html_(self) -> str:
+        from .display import engine_html
+
+        return engine_html(self)
+
     @property
     def is_initialized(self) -> bool:
         return self._initialized
@@ -252,6 +262,13 @@ class MongoDBEngine:
                 self._client = self._make_client()
                 self._client_pid = os.getpid()
             return self._client
+
+    @property
+    def client_pid(self) -> int | None:
+        """The id of the process that built the current MongoClient (None before it is
+        built). After a fork, the child builds its own on first use: a client is never
+        shared across processes."""
+        return self._client_pid
 
     def _make_client(self) -> MongoClient[Any]:
         if self._uri is None:

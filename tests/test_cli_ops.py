@@ -85,7 +85,8 @@ def test_apps_errors_exit_1(run, tmp_path):
     unknown = run("apps", "show", "nobody")
     assert unknown.exit_code == 1
     assert "'nobody' is not registered" in unknown.stderr
-    assert run("apps", "list").stdout.strip() == "no apps registered"
+    empty = run("apps", "list").stdout
+    assert empty.startswith("no apps registered in database 'mdbtest_") and "--db" in empty
 
 
 def test_usage_errors_exit_2(run):

@@ -630,7 +630,7 @@ def test_unknown_methods_are_attribute_errors(apps):
     ):
         with pytest.raises(AttributeError, match="allow-list"):
             getattr(a.items, name)
-    for name in ("client", "command", "cursor_command", "dereference", "_private"):
+    for name in ("client", "cursor_command", "dereference", "_private"):
         with pytest.raises(AttributeError):
             getattr(a, name)
 

@@ -45,8 +45,8 @@ def add_note(app_slug: str, text: str) -> dict:
         "id": str(result.inserted_id),
         "pid": os.getpid(),
         # Proof of fork safety: this process's engine built its own client.
-        "engine_pid": mdb._engine_pid,
-        "client_pid": engine._client_pid,
+        "engine_pid": mdb.engine_pid,
+        "client_pid": engine.client_pid,
     }
 
 

@@ -28,8 +28,15 @@ from typing import Any
 
 from flask import Flask, render_template
 
-from flask_mdb import MDB, db, get_current_user
-from flask_mdb.websockets import Connection, MessageError, register_message_handler, send_to_user
+from flask_mdb import (
+    MDB,
+    Connection,
+    MessageError,
+    db,
+    get_current_user,
+    register_message_handler,
+    send_to_user,
+)
 from mdb_sync.exceptions import AIServiceError, ConfigurationError
 
 HERE = Path(__file__).resolve().parent

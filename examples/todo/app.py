@@ -66,7 +66,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, abort, redirect, render_template, request, url_for
 
-from flask_mdb import MDB, current_app_slug, db, send_to_user
+from flask_mdb import MDB, current_app_slug, db, get_current_db, send_to_user
 from flask_mdb.auth import current_service, get_current_user, public, require_role
 from mdb_sync import ScopedDatabase
 from mdb_sync.exceptions import UserExistsError
@@ -209,7 +209,7 @@ def add_task(database: ScopedDatabase, owner_id: str, title: str) -> dict[str, A
 
 
 def _add(title: str) -> dict[str, Any]:
-    return add_task(db._get_current_object(), _owner(), title)
+    return add_task(get_current_db(), _owner(), title)
 
 
 @todo.get("/")

@@ -13,10 +13,15 @@ _PRIVATE = frozenset({"_id", "auth_version", "password_hash"})
 
 
 class AuthUser(UserMixin):
-    """A signed-in user of the bound app.
+    """A signed-in user of the bound app (what ``get_current_user()`` returns).
 
-    ``via`` says how the request proved it (``"session"`` cookie or bearer ``"token"``).
-    Reads like the user document too (``user["email"]``, ``user.get("roles")``).
+    Attributes: ``id`` (the user id, a string), ``email``, ``roles`` (this app's), ``app``
+    (the app slug), ``is_active``, ``via`` — how the request proved it (``"session"`` cookie
+    or bearer ``"token"``) — and ``data``, the user document as the auth API returns it (no
+    password hash; datetimes are timezone-aware UTC). ``session`` (the server-side session)
+    or ``claims`` and ``token`` (the verified access token) are set according to ``via``.
+    Reads like the user document too (``user["email"]``, ``user.get("name")``);
+    :meth:`to_json` is the JSON-ready form.
     """
 
     def __init__(
@@ -36,22 +41,27 @@ class AuthUser(UserMixin):
 
     @property
     def id(self) -> str:
+        """The user id (the user document's ``_id`` as a string)."""
         return str(self.data["user_id"])
 
     @property
     def email(self) -> str | None:
+        """The normalised (lower-case) email address."""
         return self.data.get("email")
 
     @property
     def roles(self) -> list[str]:
+        """The user's roles in this app (shared users have roles per app)."""
         return list(self.data.get("roles") or ())
 
     @property
     def app(self) -> str:
+        """The slug of the app the user signed in to."""
         return str(self.data.get("app", ""))
 
     @property
     def is_active(self) -> bool:
+        """False once the account is deactivated (in this app, or everywhere)."""
         return bool(self.data.get("active", True))
 
     def get_id(self) -> str:

@@ -176,6 +176,9 @@ def login(**_view_args: Any) -> Any:
 
 @public
 def register(**_view_args: Any) -> Any:
+    """Create an account and sign it in at once: like a login, any session the browser had
+    is ended and a new one starts (new session cookie), so the CSRF token changes too — the
+    JSON answer (201) carries the new ``csrf_token`` for the next unsafe request."""
     auth = _auth()
     if not auth.config.allow_registration:
         abort(auth_error(404, "registration is closed for this app"))

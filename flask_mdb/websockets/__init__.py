@@ -34,9 +34,10 @@ from typing import Any
 from flask import Flask, has_app_context
 
 from mdb_sync import realtime
+from mdb_sync.exceptions import RealtimeError
 from mdb_sync.realtime import Event
 
-from ..state import get_state
+from ..state import get_state, lazy_engines_waiting
 from .connection import Connection
 from .endpoints import Endpoint, endpoints_of
 from .handlers import (
@@ -56,6 +57,25 @@ def _engine(app: Flask | None) -> Any:
     return None  # outside Flask: the process's engine
 
 
+def _publish(send: Any, app: Flask | None, **kwargs: Any) -> Event:
+    """Publish with the right engine; before any engine has started, say why (the
+    extension's engine is lazy) instead of only that there is none."""
+    engine = _engine(app)
+    try:
+        return send(engine=engine, **kwargs)  # type: ignore[no-any-return]
+    except RealtimeError as exc:
+        if engine is not None or not lazy_engines_waiting():
+            raise
+        raise RealtimeError(
+            f"cannot send to {kwargs['app_slug']!r}: {exc}. Note that flask_mdb starts its "
+            "engine lazily, on the first request (or the first use of mdb.engine / "
+            "mdb.get_db()), and this process has an MDB extension whose engine has not "
+            "started. Outside a request, pass app=your_flask_app, call it inside "
+            "`with app.app_context():`, or start the engine first with mdb.get_engine(app)",
+            context={"app": kwargs["app_slug"]},
+        ) from exc
+
+
 def broadcast_to_app(
     app_slug: str,
     message: Any,
@@ -65,13 +85,15 @@ def broadcast_to_app(
     app: Flask | None = None,
 ) -> Event:
     """Send ``message`` to every connection of ``app_slug`` in every process (with the current
-    Flask app's engine; outside one, the process's). ``exclude``: connection(s) to skip."""
-    return realtime.broadcast_to_app(
-        app_slug,
-        message,
+    Flask app's engine — or ``app``'s; outside both, the process's). ``exclude``: connection(s)
+    to skip (:class:`Connection` objects or their ids)."""
+    return _publish(
+        realtime.broadcast_to_app,
+        app,
+        app_slug=app_slug,
+        message=message,
         exclude=connection_ids(exclude),
         local_only=local_only,
-        engine=_engine(app),
     )
 
 
@@ -85,14 +107,16 @@ def send_to_user(
     app: Flask | None = None,
 ) -> Event:
     """Send ``message`` to every connection of user ``user_id`` of ``app_slug``, in every
-    process."""
-    return realtime.send_to_user(
-        app_slug,
-        user_id,
-        message,
+    process. ``exclude``: connection(s) to skip — e.g. the sender's own, so a user's other
+    tabs hear of a change but the tab that made it does not."""
+    return _publish(
+        realtime.send_to_user,
+        app,
+        app_slug=app_slug,
+        user_id=user_id,
+        message=message,
         exclude=connection_ids(exclude),
         local_only=local_only,
-        engine=_engine(app),
     )
 
 

@@ -106,13 +106,22 @@ class _Rest(bytes):
 
 
 class Connection:
-    """A client connected to one of an app's websocket endpoints.
+    """A client connected to one of an app's websocket endpoints — what message, connect
+    and disconnect handlers receive (``from flask_mdb import Connection, MessageError``).
 
-    ``id`` is unique across processes (events can target it from anywhere); ``user_id``,
-    ``user_email`` and ``identity`` come from authentication (None when anonymous);
-    ``state`` is a dict for the app's own per-connection data. ``credentials`` (set by the
-    manifest endpoints for identities the app's auth issued) re-checks the login the
-    connection rests on; ``revoked`` is ``(code, reason)`` once :meth:`revoke` closed it.
+    * ``id``: unique across processes (events can target it from anywhere; pass the
+      connection as ``exclude=`` to ``broadcast_to_app`` / ``send_to_user`` to skip it).
+    * ``app_slug``: the app; ``endpoint``: the manifest's endpoint name.
+    * ``user_id``, ``user_email``, ``identity``: from authentication (None when anonymous).
+    * ``state``: a dict for the app's own per-connection data. The values of URL variables
+      of the endpoint's path (``"path": "/rooms/<room>/ws"``) are in
+      ``state["path_args"]`` (``{}`` for a path without variables).
+    * ``remote_addr``, ``connected_at`` (aware UTC).
+    * :meth:`send` queues a JSON message to this client only (never blocks).
+
+    ``credentials`` (set by the manifest endpoints for identities the app's auth issued)
+    re-checks the login the connection rests on; ``revoked`` is ``(code, reason)`` once
+    :meth:`revoke` closed it.
     """
 
     def __init__(

@@ -399,6 +399,9 @@ def vector_search(
     :param num_candidates: ``$vectorSearch``'s candidate pool (default ``20 * limit``, at
         most 10,000); the exact search considers every document anyway.
     :param filter: a query on the documents (scoped and guarded like any ``find`` filter).
+        Chunks stored by ``process_and_store`` keep their metadata under ``metadata``: filter
+        on ``{"metadata.lang": "en"}``. A filter that finds nothing because its field exists
+        only as ``metadata.<field>`` raises :class:`QueryValidationError` naming it.
     :param index: the vector index name (default: the declared one).
     :param similarity: cosine, dotProduct or euclidean (default: the declared index's, else
         cosine).
@@ -494,9 +497,48 @@ def vector_search(
             score_field=score_field,
             find_kwargs=kwargs,
         )
+    if not results and filter:
+        check_filter_fields(collection, filter, kwargs.get("session"))
     if min_score is not None:
         results = [r for r in results if r.get(score_field, 0.0) >= min_score]
     return results
+
+
+def _filter_fields(filter: Mapping[str, Any]) -> list[str]:
+    """The field names a filter tests (top level and inside ``$and``/``$or``/``$nor``)."""
+    fields: list[str] = []
+    for key, value in filter.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, list):
+            for clause in value:
+                if isinstance(clause, Mapping):
+                    fields.extend(_filter_fields(clause))
+        elif isinstance(key, str) and not key.startswith("$"):
+            fields.append(key)
+    return list(dict.fromkeys(fields))
+
+
+def check_filter_fields(collection: Any, filter: Mapping[str, Any], session: Any = None) -> None:
+    """Refuse a filter that found nothing because it names a field the documents keep under
+    ``metadata``: ``process_and_store`` stores a chunk's metadata as ``metadata.<key>``, so
+    ``filter={"lang": "en"}`` matches no chunk and would silently return ``[]``.
+
+    Runs only after a search found nothing (two cheap ``find_one`` per field, through the
+    scoped collection). A field that exists nowhere is not an error — a filter on a field no
+    document has *yet* is a legitimate query.
+    """
+    for field in _filter_fields(filter):
+        if field.split(".")[0] in ("_id", "app_id", "metadata"):
+            continue
+        if collection.find_one({field: {"$exists": True}}, {"_id": 1}, session=session):
+            continue
+        nested = f"metadata.{field}"
+        if collection.find_one({nested: {"$exists": True}}, {"_id": 1}, session=session):
+            raise QueryValidationError(
+                f"vector_search filter names {field!r}, which no document of "
+                f"{collection.name!r} has; stored chunks keep their metadata under 'metadata': "
+                f"filter on {nested!r} (e.g. filter={{{nested!r}: ...}})",
+                context={"collection": collection.name, "field": field, "use": nested},
+            )
 
 
 def _choose_field(

@@ -122,7 +122,7 @@ class SessionStore:
                 {"_id": doc["_id"]},
                 {"$set": {"last_seen": now, "expires_at": self._expiry(now, absolute)}},
             )
-        return doc
+        return store.aware_values(doc)  # type: ignore[no-any-return]
 
     def delete(self, sid: Any) -> bool:
         if not isinstance(sid, str):

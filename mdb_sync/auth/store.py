@@ -71,6 +71,18 @@ def aware(value: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+def aware_values(value: Any) -> Any:
+    """``value`` with every datetime in it (dicts and lists included) as aware UTC: what the
+    auth APIs return, whether the document was just written or read back from the server."""
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, dict):
+        return {k: aware_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [aware_values(v) for v in value]
+    return value
+
+
 def digest(*parts: str) -> str:
     """A stable key for secrets and personal data (session ids, client addresses, emails):
     stored hashed, so reading the collection yields nothing usable."""

@@ -11,7 +11,9 @@ server, Atlas Search anywhere but Atlas) is reported ``not_supported`` and logge
 
 Each index yields one outcome ``{"collection", "name", "type", "status", "error"?}``, with
 status ``created``, ``exists``, ``replaced``, ``pending`` (Atlas index still building),
-``conflict``, ``not_supported`` or ``failed``.
+``conflict``, ``not_supported``, ``failed``, or ``exact_fallback``: a ``vectorSearch`` index
+on a server without Atlas Search, which ``vector_search()`` serves with its exact search — one
+INFO line, and the app stays healthy.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 
 CREATED, EXISTS, REPLACED, PENDING = "created", "exists", "replaced", "pending"
 CONFLICT, NOT_SUPPORTED, FAILED = "conflict", "not_supported", "failed"
+#: A vector index on a server without Atlas Search: ``vector_search()`` serves it with its
+#: exact k-NN search, so the app is fully served (healthy), only not by an index.
+EXACT_FALLBACK = "exact_fallback"
+EXACT_FALLBACK_NOTE = (
+    "this server has no Atlas Vector Search; vector_search() answers with its exact k-NN "
+    "search (every matching document is scored: fine for thousands of vectors, use MongoDB "
+    "Atlas for millions)"
+)
 #: Outcomes that make an app's health ``degraded``.
 PROBLEM_STATUSES = frozenset({CONFLICT, NOT_SUPPORTED, FAILED})
 #: How long registration waits for a new Atlas Search index to become queryable.
@@ -185,6 +195,14 @@ class _Reporter:
                 auto=False,
             )
             self.engine.metrics.increment("index.created", app=self.slug)
+        elif status == EXACT_FALLBACK:
+            log.info(
+                "vector index %r on %s is served by the exact search (no Atlas Vector Search "
+                "on this server)",
+                outcome["name"],
+                where,
+            )
+            self.engine.metrics.increment("index.exact_fallback", app=self.slug)
         elif status in PROBLEM_STATUSES:
             label = "IndexNotSupported" if status == NOT_SUPPORTED else f"index {status}"
             log.warning(
@@ -388,7 +406,7 @@ def reconcile_search(
         message = error_message(exc)
         if status == NOT_SUPPORTED:
             message = f"this server has no Atlas Search (use MongoDB Atlas): {message}"
-        return [reporter.report(_outcome(s, status, message)) for s in specs]
+        return [reporter.report(_unbuilt(s, status, message)) for s in specs]
     results: dict[str, dict[str, Any]] = {}
     waiting: list[SearchIndexSpec] = []
     for spec in specs:
@@ -398,7 +416,7 @@ def reconcile_search(
                 raw.create_search_index(spec.model())
                 waiting.append(spec)
             except PyMongoError as exc:
-                results[spec.name] = _outcome(spec, classify(exc), error_message(exc))
+                results[spec.name] = _unbuilt(spec, classify(exc), error_message(exc))
             continue
         definition = current.get("latestDefinition") or current.get("definition") or {}
         same = current.get("type", "search") == spec.kind and subset(spec.definition, definition)
@@ -425,6 +443,15 @@ def reconcile_search(
             else:
                 results[spec.name] = _outcome(spec, done if state.get("queryable") else PENDING)
     return [reporter.report(results[s.name]) for s in specs]
+
+
+def _unbuilt(spec: SearchIndexSpec, status: str, message: str) -> dict[str, Any]:
+    """The outcome of a search index the server could not build: a vector index the server
+    cannot build at all is served by the exact search (``exact_fallback``, not a problem);
+    a full-text search index has no fallback (``not_supported``)."""
+    if status == NOT_SUPPORTED and spec.kind == "vectorSearch":
+        return _outcome(spec, EXACT_FALLBACK, served_by="exact", note=EXACT_FALLBACK_NOTE)
+    return _outcome(spec, status, message)
 
 
 def wait_for_search_indexes(

@@ -290,10 +290,10 @@ def _insert_stream(
     progress: Progress | None,
 ) -> None:
     batch: list[RawBSONDocument] = []
-    size = 0
+    size = read = 0  # bytes of the batch as written / as read from the dump (the progress)
 
     def flush() -> None:
-        nonlocal batch, size
+        nonlocal batch, size, read
         if batch:
             try:
                 raw.insert_many(batch, ordered=True, bypass_document_validation=True)
@@ -303,9 +303,9 @@ def _insert_stream(
                     context={"collection": plan.logical},
                 ) from exc
             if progress is not None:
-                progress(len(batch), size)
+                progress(len(batch), read)
             plan.documents += len(batch)
-        batch, size = [], 0
+        batch, size, read = [], 0, 0
 
     for position, document in enumerate(rawbson.iter_file(fh, str(plan.bson))):
         try:
@@ -317,6 +317,7 @@ def _insert_stream(
             ) from exc
         batch.append(RawBSONDocument(rewritten))
         size += len(rewritten)
+        read += len(document)
         if len(batch) >= BATCH_DOCUMENTS or size >= BATCH_BYTES:
             flush()
     flush()

@@ -39,6 +39,7 @@ from pymongo.results import (
 )
 
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
+from . import frames
 from .changes import collection_change_pipeline
 from .cursor import ScopedCommandCursor, ScopedCursor, scoped_command_cursor
 from .guards import check_query
@@ -118,6 +119,11 @@ class ScopedCollection:
     def __repr__(self) -> str:
         return f"ScopedCollection(app={self._db.app_slug!r}, name={self._name!r})"
 
+    def _repr_html_(self) -> str:
+        from ..display import collection_html
+
+        return collection_html(self)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScopedCollection):
             return NotImplemented
@@ -127,10 +133,13 @@ class ScopedCollection:
         return hash((self._db, self._name))
 
     def __getattr__(self, name: str) -> Any:
+        from .alternatives import COLLECTION_ALTERNATIVES, instead
+
+        hint = instead(COLLECTION_ALTERNATIVES, name)
         raise AttributeError(
             f"ScopedCollection has no attribute {name!r}. Scoped collections expose an "
-            "allow-list of pymongo's Collection methods; sub-collections are reached with "
-            f"db[{self._name + '.' + name!r}] or collection[{name!r}]"
+            f"allow-list of pymongo's Collection methods.{hint} Sub-collections are reached "
+            f"with db[{self._name + '.' + name!r}] or collection[{name!r}]"
         )
 
     def __getitem__(self, name: str) -> ScopedCollection:
@@ -655,6 +664,23 @@ class ScopedCollection:
         )
         self._db._forget_collection(self._name, self.__coll)
         return target
+
+    # --- columnar reads (pymongoarrow, the ``arrow`` extra; see .frames) ------------------------
+
+    def _batch_source(self) -> Any:
+        """The scoped raw-batch source pymongoarrow reads (never the raw collection)."""
+        from .frames import ScopedBatchSource
+
+        return ScopedBatchSource(self, self.__coll)
+
+    find_arrow_all = frames.find_arrow_all
+    find_pandas_all = frames.find_pandas_all
+    find_polars_all = frames.find_polars_all
+    find_numpy_all = frames.find_numpy_all
+    aggregate_arrow_all = frames.aggregate_arrow_all
+    aggregate_pandas_all = frames.aggregate_pandas_all
+    aggregate_polars_all = frames.aggregate_polars_all
+    aggregate_numpy_all = frames.aggregate_numpy_all
 
     # --- AI -----------------------------------------------------------------------------------
 

@@ -51,6 +51,29 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         """The scoped collection this cursor iterates (not the raw pymongo collection)."""
         return self._mdb_scoped
 
+    def _mdb_query_spec(self) -> dict[str, Any]:
+        """What this cursor was asked for: the caller's filter (not the scoped one), the
+        projection, sort, skip and limit (for displays; no I/O)."""
+        return {
+            "app": self._mdb_scoped.database.app_slug,
+            "collection": self._mdb_scoped.name,
+            "filter": self._mdb_user_filter or {},
+            "projection": self._projection,
+            "sort": dict(self._ordering) if self._ordering else None,
+            "skip": self._skip,
+            "limit": self._limit,
+        }
+
+    def __repr__(self) -> str:
+        from ..display import call_repr, cursor_fields
+
+        return call_repr("ScopedCursor", cursor_fields(self))
+
+    def _repr_html_(self) -> str:
+        from ..display import cursor_html
+
+        return cursor_html(self)
+
     @property
     def session(self) -> Any:
         """The session passed to ``find`` (the scoped wrapper), if any."""

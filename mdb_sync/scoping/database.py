@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.database import Database
 
 from ..exceptions import QueryValidationError, ScopeError
+from .alternatives import DATABASE_ALTERNATIVES, instead
 from .changes import database_change_pipeline
 from .collection import ScopedCollection, _change_stages
 from .guards import check_query
@@ -34,7 +35,7 @@ security_log = logging.getLogger("mdb_sync.security")
 # silently become a collection named "client" for code written against pymongo.
 _UNSCOPED_DATABASE_ATTRIBUTES = frozenset(
     name for name in dir(Database) if not name.startswith("_")
-) | {"client", "command", "cursor_command", "dereference", "validate_collection"}
+) - {"command"} | {"client", "cursor_command", "dereference", "validate_collection"}
 
 # Options of create_collection that keep the collection the app's own. Views (viewOn,
 # pipeline) are refused: a view over another collection would bypass the physical scope.
@@ -105,6 +106,11 @@ class ScopedDatabase:
     def __repr__(self) -> str:
         return f"ScopedDatabase(app={self.app_slug!r}, read_scopes={list(self.read_scopes)!r})"
 
+    def _repr_html_(self) -> str:
+        from ..display import database_html
+
+        return database_html(self)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScopedDatabase):
             return NotImplemented
@@ -154,7 +160,8 @@ class ScopedDatabase:
         if name.startswith("_") or name in _UNSCOPED_DATABASE_ATTRIBUTES:
             raise AttributeError(
                 f"ScopedDatabase has no attribute {name!r} (scoped databases offer no unscoped "
-                f"database operations). To access the {name} collection, use db[{name!r}]."
+                f"database operations).{instead(DATABASE_ALTERNATIVES, name)} To access a "
+                f"collection named {name!r}, use db[{name!r}]."
             )
         return self.get_collection(name)
 
@@ -266,6 +273,41 @@ class ScopedDatabase:
         else:
             raise TypeError("name_or_collection must be a collection name or a ScopedCollection")
         self.get_collection(name).drop(**kwargs)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    def command(
+        self,
+        command: str | Mapping[str, Any],
+        value: Any = 1,
+        check: bool = True,
+        allowable_errors: Any = None,
+        read_preference: Any = None,
+        codec_options: Any = None,
+        session: Any = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Like pymongo's ``Database.command``, for an allow-list: ``ping``, ``hello``,
+        ``buildInfo``, and ``count`` / ``distinct`` / ``collStats`` of this app's own
+        collections, answered from its documents only. Anything else raises
+        :class:`~mdb_sync.exceptions.ScopeError` naming the scoped method to use instead
+        (see :mod:`mdb_sync.scoping.commands`)."""
+        from .commands import run_command
+
+        return run_command(
+            self,
+            self.__engine._database(),
+            command,
+            value,
+            check=check,
+            allowable_errors=allowable_errors,
+            read_preference=read_preference,
+            codec_options=codec_options,
+            session=session,
+            comment=comment,
+            **kwargs,
+        )
 
     # --- sessions, GridFS, change streams -----------------------------------------------------
 

@@ -139,6 +139,11 @@ class MultiScopeCursor:
             stages.append({"$project": self._projection})
         return stages
 
+    def as_aggregation(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """``(pipeline, options)``: the aggregation this find runs (before scoping), with the
+        options and session of ``aggregate`` (for columnar reads of several scopes)."""
+        return self._pipeline(), {**self._options, "session": self._session}
+
     def _run(self) -> ScopedCommandCursor:
         if self._cursor is None:
             self._cursor = self._collection.aggregate(

@@ -26,8 +26,8 @@ def rendezvous(app_slug: str, parties: int, timeout: float = 30.0) -> dict:
     return {
         "pid": os.getpid(),
         "parent_pid": os.getppid(),
-        "engine_pid": mdb._engine_pid,
-        "client_pid": engine._client_pid,
+        "engine_pid": mdb.engine_pid,
+        "client_pid": engine.client_pid,
         "correlation_id": get_correlation_id(),
         "app_id": get_app_context(),
     }
