@@ -16,10 +16,16 @@ initialized, server unreachable); ``degraded`` means it serves but something nee
 read other processes' events) — a load balancer should keep
 sending traffic to a degraded instance and stop sending it to an unhealthy one.
 
-A health check never hangs and never raises: the server ping runs under a short client-side
-timeout (``pymongo.timeout``: it bounds server selection too), so a stopped server makes the
-status ``unhealthy`` within that timeout, and the next check after the server is back reports
-``healthy`` again, with the same client (pymongo reconnects on its own).
+A health check never hangs and never raises. Its bound: it answers within its ``timeout``
+(default: the client's server-selection timeout, at most :data:`DEFAULT_TIMEOUT` = 3 s)
+plus local work (milliseconds), in every outage shape — server down (connection refused),
+stalled (SIGSTOP: connections accepted, nothing answered), restarting, or an embedded server
+being recovered. Only two things wait on the server, both under ``pymongo.timeout`` (which
+bounds server selection, connection and socket reads): the ping, and the fresh registry read
+for the ``apps`` check within what is left of the timeout, only when the ping answered.
+Otherwise the apps check uses the engine's cached registry, without I/O. A stopped server
+makes the status ``unhealthy`` within that timeout, and the next check after the server is
+back reports ``healthy`` again, with the same client (pymongo reconnects on its own).
 """
 
 from __future__ import annotations
@@ -65,10 +71,9 @@ def _timeout_for(engine: MongoDBEngine, timeout: float | None) -> float:
         if timeout <= 0:
             raise ValueError("the health check timeout must be a positive number of seconds")
         return float(timeout)
-    selection_ms = engine._client_options.get("serverSelectionTimeoutMS")
     try:
-        selection = float(selection_ms) / 1000.0
-    except (TypeError, ValueError):
+        selection = float(engine.client.options.server_selection_timeout)
+    except Exception:  # an invalid URI: the ping reports it
         selection = DEFAULT_TIMEOUT
     return min(DEFAULT_TIMEOUT, selection) if selection > 0 else DEFAULT_TIMEOUT
 
@@ -89,6 +94,9 @@ def check_mongodb(engine: MongoDBEngine, timeout: float) -> dict[str, Any]:
     """Ping the server within ``timeout`` seconds; one retry on a connection that the server
     closed while it was away (the pool then reconnects), if time is left."""
     check: dict[str, Any] = {"name": "mongodb", "server": engine.describe_server()}
+    watch = engine.embedded_state
+    if watch is not None:
+        check["embedded"] = watch
     started = time.perf_counter()
     deadline = started + timeout
     for attempt in (1, 2):
@@ -166,12 +174,7 @@ def _registry_records(engine: MongoDBEngine, timeout: float, fresh: bool) -> lis
                 )
         except PyMongoError:
             pass
-    records = []
-    for slug in engine.registry.slugs():
-        record = engine.registry.get_record(slug)
-        if record is not None:
-            records.append(record)
-    return records
+    return engine.registry.cached_records()
 
 
 def check_apps(
