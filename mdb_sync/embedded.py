@@ -85,6 +85,8 @@ STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 #: Longest wait for ``server.lock`` (a start, with the stop of a previous server, fits in it).
 LOCK_TIMEOUT = STARTUP_TIMEOUT + 2 * STOP_TIMEOUT + 10.0
+#: How long a restart waits for the previous server's port to be free before taking another.
+PORT_REUSE_WAIT = 2.0
 #: How often the supervisor looks for live leases (seconds).
 SUPERVISOR_POLL = 1.0
 _INSTALL_HINT = (
@@ -476,6 +478,11 @@ def _spawn(
     ``ping``; return (pid, port, proc)."""
     command = find_server_command()
     output = ""
+    if port is not None:
+        # A server killed a moment ago leaves its port busy for some milliseconds.
+        wait_until = time.monotonic() + PORT_REUSE_WAIT
+        while not _port_free(port) and time.monotonic() < wait_until:
+            time.sleep(0.05)
     for _attempt in range(3):
         if port is None or not _port_free(port):
             port = _free_port()
@@ -598,8 +605,9 @@ def _write_state(base_dir: Path, state: dict[str, Any]) -> None:
     _atomic_write(base_dir / "server.json", json.dumps(state, indent=2))
 
 
-def _server_from_state(base_dir: Path, state: dict[str, Any] | None) -> EmbeddedServer | None:
-    """The server described by ``state`` if it is really running, else None."""
+def _state_process(state: dict[str, Any] | None) -> tuple[int, str, int] | None:
+    """``(pid, host, port)`` of the server ``state`` names, if that process still runs (the
+    same process: not a reused pid) and is a server."""
     if not state:
         return None
     try:
@@ -611,17 +619,7 @@ def _server_from_state(base_dir: Path, state: dict[str, Any] | None) -> Embedded
     token = state.get("pid_start")
     if token is not None and _process_start_token(pid) not in (None, token):
         return None  # the pid was reused by another process
-    if not _ping(host, port):
-        return None
-    return EmbeddedServer(
-        host=host,
-        port=port,
-        pid=pid,
-        base_dir=base_dir,
-        started_at=float(state.get("started_at", 0.0)),
-        pinned=bool(state.get("pinned", False)),
-        durable=bool(state.get("durable", False)),
-    )
+    return pid, host, port
 
 
 @dataclass
@@ -640,10 +638,22 @@ def _locate(base_dir: Path) -> _Found:
     holding the WiredTiger lock of its data directory (a missing or damaged state file)."""
     state, state_file = _load_state(base_dir)
     found = _Found(state, state_file)
-    server = _server_from_state(base_dir, state)
-    if server is not None:
-        found.server, found.pid, found.found_by = server, server.pid, "state file"
-        return found
+    named = _state_process(state)
+    if named is not None:
+        pid, host, port = named
+        found.pid, found.found_by = pid, "state file"
+        if _ping(host, port):
+            assert state is not None
+            found.server = EmbeddedServer(
+                host=host,
+                port=port,
+                pid=pid,
+                base_dir=base_dir,
+                started_at=float(state.get("started_at", 0.0)),
+                pinned=bool(state.get("pinned", False)),
+                durable=bool(state.get("durable", False)),
+            )
+        return found  # running, or holding the directory without answering
     holder = _data_lock_holder(_data_dir(base_dir))
     if holder is None or holder == os.getpid() or not _looks_like_server(holder):
         return found
@@ -655,14 +665,12 @@ def _locate(base_dir: Path) -> _Found:
         return found
     host = _option(args, "--host") or HOST
     if _ping(host, port):
-        same = bool(state) and state.get("pid") == holder
         found.server = EmbeddedServer(
             host=host,
             port=port,
             pid=holder,
             base_dir=base_dir,
-            started_at=float(state.get("started_at", 0.0)) if same and state else time.time(),
-            pinned=bool(state.get("pinned", False)) if same and state else False,
+            started_at=time.time(),
             durable="--sync-on-commit" in args,
         )
     return found

@@ -1,12 +1,14 @@
 """An engine's watch over the embedded server it uses: notices the server died, brings it back.
 
-pymongo's monitor tells us first: a heartbeat to the server fails (at once when the process
-died — its port refuses connections — or after the heartbeat timeout when it hangs). The
-watch then runs one recovery attempt on a background thread, never on the monitor's thread
-or the caller's: :func:`mdb_sync.embedded.recover`, under ``server.lock``, re-attaches to the
-server another process started meanwhile or starts a new one, on the same port when it is
-free (the engine's client then reconnects on its own), else on a new port (the engine then
-builds a new client; scoped collections pick it up on their next operation).
+Two signals say the server is gone: pymongo's monitor reports a failed heartbeat (at once
+when the process died — its port refuses connections — or after the heartbeat timeout when
+it hangs), and, before each operation, the server's pid no longer exists (a process that was
+itself stopped while its server was killed learns it there first). The watch then runs one
+recovery attempt on a background thread, never on the monitor's thread or the caller's:
+:func:`mdb_sync.embedded.recover`, under ``server.lock``, re-attaches to the server another
+process started meanwhile or starts a new one, on the same port when it is free (the
+engine's client then reconnects on its own), else on a new port (the engine then builds a
+new client; scoped collections pick it up on their next operation).
 
 States: ``running``; ``recovering`` (an attempt is under way: operations wait for it, at most
 the server-selection timeout); ``unresponsive`` (the server process is alive but does not
@@ -20,6 +22,7 @@ backoff of 1 s doubling up to 30 s — never a loop). A successful heartbeat mea
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -104,6 +107,18 @@ class EmbeddedWatch:
                     self.state, self.error, self._backoff = RUNNING, None, 0.0
 
     # --- the operation path ------------------------------------------------------------------
+
+    def server_gone(self) -> bool:
+        """True when the server's process no longer exists (one ``kill(pid, 0)``, about a
+        microsecond): checked before each operation, so an operation started after a crash
+        waits for the recovery instead of failing on the dead server's port first."""
+        try:
+            os.kill(self.server.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def check(self, timeout: float) -> None:
         """Called before an operation when the state is not ``running``: wait for a recovery

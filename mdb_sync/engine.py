@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pymongo
 from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -58,6 +59,8 @@ DEFAULT_CONNECT_TIMEOUT_MS = 5_000
 SOCKET_TIMEOUT_MARGIN_MS = 30_000
 #: Longest wait of :meth:`MongoDBEngine.shutdown` for the query-shape flush (seconds).
 SHUTDOWN_FLUSH_TIMEOUT = 2.0
+#: Longest wait of closing the client for the server (ending its sessions; seconds).
+CLOSE_TIMEOUT = 1.0
 #: Longest wait of :meth:`MongoDBEngine.shutdown` for the embedded server's lock (seconds).
 SHUTDOWN_LOCK_TIMEOUT = 15.0
 
@@ -303,14 +306,17 @@ class MongoDBEngine:
             self._client_pid = None
         log.warning("re-attached to the embedded server at %s", describe_uri(server.uri))
         if stale is not None:
-            with contextlib.suppress(Exception):
-                stale.close()
+            _close_client_quietly(stale, timeout=0.2)  # its server is gone
 
     def _check_embedded(self) -> None:
         """Before an operation: fail at once, saying why, when the embedded server is known
         to be down; wait (bounded) for a recovery under way."""
         watch = self._watch
-        if watch is not None and watch.state != RUNNING:
+        if watch is None:
+            return
+        if watch.state == RUNNING and not watch.server.is_private and watch.server_gone():
+            watch.heartbeat_failed()  # noticed before pymongo's monitor: start the recovery
+        if watch.state != RUNNING:
             watch.check(self._server_selection_timeout())
 
     def _server_selection_timeout(self) -> float:
@@ -369,7 +375,8 @@ class MongoDBEngine:
     def client_settings(self) -> dict[str, Any]:
         """The options the engine's client is built with: the caller's, plus the engine's
         defaults (see the class docstring) for timeouts neither they nor the URI set."""
-        given = {k.lower() for k in self._client_options} | _uri_option_names(self._uri or "")
+        uri = self._uri or self._uri_arg or ""
+        given = {k.lower() for k in self._client_options} | _uri_option_names(uri)
         defaults = {
             "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
             "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
@@ -384,10 +391,7 @@ class MongoDBEngine:
     def _close_client(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._client_pid == os.getpid():
-            try:
-                client.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                log.debug("error closing the MongoClient", exc_info=True)
+            _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
         self._client_pid = None
 
     def _after_fork_in_child(self) -> None:
@@ -708,6 +712,17 @@ class MongoDBEngine:
 
         self._require_initialized()
         return import_app(self, slug, directory, **options)
+
+
+def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
+    """Close ``client`` waiting at most ``timeout`` s: pymongo's ``close`` ends the server
+    sessions with a command, which would wait the whole server-selection timeout for a
+    server that is down (the server forgets idle sessions on its own)."""
+    try:
+        with pymongo.timeout(timeout):
+            client.close()
+    except Exception:  # pragma: no cover - closing is best effort
+        log.debug("error closing the MongoClient", exc_info=True)
 
 
 def _after_fork_in_child() -> None:
