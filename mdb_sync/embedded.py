@@ -767,8 +767,9 @@ def _ensure_locked(base_dir: Path, *, pin: bool, durable: bool, timeout: float) 
                 )
         if durable and not server.durable:
             log.warning(
-                "the embedded server of %s runs without --sync-on-commit (started non-durable "
-                "by another process): acknowledged writes may be lost if it crashes",
+                "the embedded server of %s was started without --sync-on-commit (durable="
+                "False): acknowledged writes may be lost if it crashes; it keeps that setting "
+                "until it is stopped",
                 base_dir,
             )
         return server

@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             server.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return supervise(base_dir, server, embedded.SUPERVISOR_POLL)
 
 

@@ -163,7 +163,7 @@ class EmbeddedWatch:
             log.exception("recovering the embedded server failed")
         else:
             engine = self._engine()
-            if replacement is not server and engine is not None:
+            if replacement is not server and engine is not None and not self._closed:
                 engine._embedded_replaced(replacement)
             if replacement.pid != server.pid:
                 self.recoveries += 1

@@ -297,6 +297,8 @@ class MongoDBEngine:
         same address the client reconnects by itself; on a new one, a new client is built
         (scoped collections follow through the client epoch) and the old one closed."""
         with self._lock:
+            if self._watch is None:  # shut down meanwhile
+                return
             old, self._embedded = self._embedded, server
             if old is None or (old.host, old.port) == (server.host, server.port):
                 return

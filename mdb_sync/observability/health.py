@@ -17,8 +17,9 @@ read other processes' events) — a load balancer should keep
 sending traffic to a degraded instance and stop sending it to an unhealthy one.
 
 A health check never hangs and never raises. Its bound: it answers within its ``timeout``
-(default: the client's server-selection timeout, at most :data:`DEFAULT_TIMEOUT` = 3 s)
-plus local work (milliseconds), in every outage shape — server down (connection refused),
+(default: the client's server-selection timeout, at most :data:`DEFAULT_TIMEOUT` = 3 s; the
+server waits get the timeout less :data:`LOCAL_RESERVE` for the local checks) in every
+outage shape — server down (connection refused),
 stalled (SIGSTOP: connections accepted, nothing answered), restarting, or an embedded server
 being recovered. Only two things wait on the server, both under ``pymongo.timeout`` (which
 bounds server selection, connection and socket reads): the ping, and the fresh registry read
@@ -49,6 +50,8 @@ _ORDER = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 #: Longest a health check waits for the server (seconds); never more than the client's own
 #: server-selection timeout.
 DEFAULT_TIMEOUT = 3.0
+#: Part of the timeout kept for the checks that need no server (seconds, at most 10 %).
+LOCAL_RESERVE = 0.1
 #: Pool utilization (connections in use / maxPoolSize on the busiest server) from which the
 #: pool is reported degraded.
 POOL_DEGRADED_UTILIZATION = 0.9
@@ -157,7 +160,11 @@ def check_realtime(engine: MongoDBEngine) -> dict[str, Any] | None:
 
 def _registry_records(engine: MongoDBEngine, timeout: float, fresh: bool) -> list[dict[str, Any]]:
     """The registry documents (status, index outcomes), fresh from the server when it
-    answers (other processes may have registered apps), else this engine's cache."""
+    answers (other processes may have registered apps), else this engine's cache. Not fresh
+    while an embedded server is being recovered (an operation would wait for that)."""
+    embedded_state = engine.embedded_state
+    if embedded_state is not None and embedded_state["state"] != "running":
+        fresh = False
     if fresh:
         try:
             with pymongo.timeout(timeout):
@@ -235,6 +242,9 @@ def check_health(engine: MongoDBEngine, timeout: float | None = None) -> dict[st
     """Run every check (see the module docstring) and combine them."""
     started = time.perf_counter()
     seconds = _timeout_for(engine, timeout)
+    # The server waits get the timeout less a share kept for the local checks, so the whole
+    # report is ready within ``seconds``.
+    seconds = max(seconds - min(LOCAL_RESERVE, seconds * 0.1), 0.001)
     checks = [check_engine(engine)]
     if engine.is_initialized:
         # Each check is guarded: health must answer even when something unexpected breaks

@@ -308,6 +308,9 @@ def test_a_damaged_state_file_never_orphans_the_server(shared_dir):
         info = json.loads(result.output)
         assert info["running"] and info["pid"] == pid
         assert info["state_file"] == "damaged" and info["found_by"] == "data directory lock"
+        result = runner.invoke(cli, ["embedded", "status", "--dir", str(shared_dir)])
+        assert f"running (pid {pid})" in result.output
+        assert "state file damaged: found by the data directory lock" in result.output
         with MongoDBEngine(embedded_dir=shared_dir, db_name="damaged") as second:
             assert second.embedded_server.pid == pid
             second.get_scoped_db("app").notes.insert_one({"ok": True})
