@@ -85,6 +85,8 @@ STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 #: Longest wait for ``server.lock`` (a start, with the stop of a previous server, fits in it).
 LOCK_TIMEOUT = STARTUP_TIMEOUT + 2 * STOP_TIMEOUT + 10.0
+#: Longest wait for a server to answer ``ping`` when looking for it (seconds).
+PING_TIMEOUT = 2.0
 #: How long a restart waits for the previous server's port to be free before taking another.
 PORT_REUSE_WAIT = 2.0
 #: How often the supervisor looks for live leases (seconds).
@@ -633,7 +635,7 @@ class _Found:
     found_by: str | None = None  # "state file" | "data directory lock"
 
 
-def _locate(base_dir: Path) -> _Found:
+def _locate(base_dir: Path, ping_timeout: float = PING_TIMEOUT) -> _Found:
     """Find the server of ``base_dir``: through ``server.json``, else through the process
     holding the WiredTiger lock of its data directory (a missing or damaged state file)."""
     state, state_file = _load_state(base_dir)
@@ -642,7 +644,7 @@ def _locate(base_dir: Path) -> _Found:
     if named is not None:
         pid, host, port = named
         found.pid, found.found_by = pid, "state file"
-        if _ping(host, port):
+        if _ping(host, port, ping_timeout):
             assert state is not None
             found.server = EmbeddedServer(
                 host=host,
@@ -664,7 +666,7 @@ def _locate(base_dir: Path) -> _Found:
     except ValueError:
         return found
     host = _option(args, "--host") or HOST
-    if _ping(host, port):
+    if _ping(host, port, ping_timeout):
         found.server = EmbeddedServer(
             host=host,
             port=port,
@@ -736,8 +738,8 @@ def ensure_running(
 
 
 def _ensure_locked(base_dir: Path, *, pin: bool, durable: bool, timeout: float) -> EmbeddedServer:
-    found = _locate(base_dir)
     deadline = time.monotonic() + timeout
+    found = _locate(base_dir, ping_timeout=min(PING_TIMEOUT, timeout))
     while found.server is None and found.pid is not None:
         # A server holds the data directory without answering: one shutting down or still
         # starting, overloaded, or stopped (SIGSTOP). Wait for it to answer or exit; never
@@ -751,7 +753,8 @@ def _ensure_locked(base_dir: Path, *, pin: bool, durable: bool, timeout: float) 
                 context={"pid": found.pid, "dir": str(base_dir)},
             )
         time.sleep(0.2)
-        found = _locate(base_dir)
+        remaining = max(deadline - time.monotonic(), 0.1)
+        found = _locate(base_dir, ping_timeout=min(PING_TIMEOUT, remaining))
     server = found.server
     if server is not None:
         if found.found_by != "state file" or (pin and not server.pinned):

@@ -327,9 +327,12 @@ class MongoDBEngine:
 
     def _client_generation(self) -> int:
         """The epoch of this process's current client (scoped collections compare it to
-        theirs before each operation), after the embedded server check."""
-        self._check_embedded()
-        if self._client is None or self._client_pid != os.getpid():
+        theirs before each operation), after the embedded server check. On the path of
+        every scoped operation: attribute checks only (a forked child's engine has no client
+        until this builds one)."""
+        if self._watch is not None:
+            self._check_embedded()
+        if self._client is None:
             self.client  # noqa: B018 - builds this process's client, bumping the epoch
         return self._client_epoch
 

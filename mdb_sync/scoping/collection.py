@@ -62,6 +62,7 @@ class ScopedCollection:
     """A collection of one app: ``db.tasks`` of app ``my_app`` is ``my_app_tasks``."""
 
     __slots__ = (
+        "__generation",
         "__options",
         "__state",
         "_db",
@@ -82,7 +83,8 @@ class ScopedCollection:
         self._db = database
         self._name = name
         self.__options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.__state = (database._client_generation(), sources)
+        self.__generation = database._client_generation_getter()
+        self.__state = (self.__generation(), sources)
         self._limits = database._limits
         self._write_scope = database.write_scope
         self._indexed = False
@@ -94,7 +96,7 @@ class ScopedCollection:
         engine's client changed (a forked child, a re-attached embedded server), so a
         scoped collection never uses a parent's or a dead server's client."""
         generation, sources = self.__state
-        current = self._db._client_generation()
+        current = self.__generation()
         if current != generation:
             sources = self._db._raw_sources(self._name)
             if self.__options:

@@ -183,10 +183,10 @@ class ScopedDatabase:
         from the engine's current client."""
         return [(self.__raw(physical_name(s, name)), s) for s in self.read_scopes]
 
-    def _client_generation(self) -> int:
-        """The engine's client epoch (see ``ScopedCollection``): it changes in a forked
-        child and when the embedded server had to be re-attached on a new port."""
-        return self.__engine._client_generation()
+    def _client_generation_getter(self) -> Any:
+        """The engine's client epoch getter (see ``ScopedCollection``): the epoch changes in
+        a forked child and when the embedded server had to be re-attached on a new port."""
+        return self.__engine._client_generation
 
     def __raw(self, physical: str) -> Any:
         raw = self.__engine._raw_collection(physical)

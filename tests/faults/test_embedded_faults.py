@@ -37,6 +37,9 @@ from mdb_sync.cli import cli
 
 pytestmark = pytest.mark.timeout(120)
 
+#: Scheduling slack on a loaded machine, over each bound.
+MARGIN = 2.0
+
 
 @pytest.fixture
 def shared_dir(tmp_path: Path) -> Iterator[Path]:
@@ -54,7 +57,7 @@ class _Writer:
     """Threads writing acknowledged inserts and ``$inc`` through one scoped database, through
     crashes: a write counts as acknowledged only when pymongo returned without error."""
 
-    def __init__(self, db, threads: int = 2) -> None:
+    def __init__(self, db, threads: int = 4) -> None:
         self.db = db
         self.acked_ids: list[list[int]] = [[] for _ in range(threads)]
         self.acked_incs = [0] * threads
@@ -122,7 +125,7 @@ def test_acknowledged_writes_survive_sigkill_of_the_server(shared_dir):
         assert len(acked_ids) >= 3_000 and writer.acked() >= 6_000
         lost = [i for i in acked_ids if i not in stored_ids]
         assert lost == [], f"{len(lost)} of {len(acked_ids)} acknowledged inserts lost"
-        for n in range(2):
+        for n in range(len(writer.threads)):
             value = db.counters.find_one({"_id": n})["value"]
             acked, unknown = writer.acked_incs[n], writer.failed_incs[n]
             assert acked <= value <= acked + unknown, (n, value, acked, unknown)
@@ -332,18 +335,11 @@ def test_a_stopped_server_holding_the_directory_is_left_alone(shared_dir):
         os.kill(pid, signal.SIGSTOP)
         wait_stopped(pid)
         try:
-            result = spawn_python(
-                f"""
-                from mdb_sync import embedded
-                try:
-                    embedded.ensure_running({str(shared_dir)!r}, timeout=2)
-                except Exception as exc:
-                    print(type(exc).__name__, exc, flush=True)
-                """
-            )
-            out, err = result.communicate(timeout=60)
-            assert "EmbeddedServerError" in out and f"pid {pid}" in out, err
-            assert "mdb embedded stop" in out
+            started = time.monotonic()
+            with pytest.raises(embedded.EmbeddedServerError) as info:
+                embedded.ensure_running(shared_dir, timeout=1)
+            assert time.monotonic() - started < 1 + 2 + MARGIN, "its own bound"
+            assert f"pid {pid}" in str(info.value) and "mdb embedded stop" in str(info.value)
             assert embedded.is_alive(pid), "left alone"
         finally:
             os.kill(pid, signal.SIGCONT)
