@@ -49,9 +49,10 @@ MONGO_URI_ENV = "MDB_MONGO_URI"
 DB_NAME_ENV = "MDB_DB_NAME"
 DEFAULT_DB_NAME = "mdb_sync"
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
-#: pymongo's own default (20 s) makes a stalled server (a hung process, a partition without
-#: resets) take heartbeatFrequencyMS + 2 x connectTimeoutMS ~ 50 s to be noticed; 5 s is
-#: ample for a TCP + TLS handshake and makes that ~20 s.
+#: A stalled server (a hung process, a partition without resets) is noticed by pymongo's
+#: monitor after heartbeatFrequencyMS + connectTimeoutMS, and a read it retries waits the
+#: server-selection timeout on top: 35 s with pymongo's own 20 s; 5 s (ample for a TCP + TLS
+#: handshake) makes it ~20 s.
 DEFAULT_CONNECT_TIMEOUT_MS = 5_000
 #: The socket timeout is the longest a scoped operation may run on the server (the
 #: ``QueryLimits.max_time_ms`` cap, 5 min by default) plus this margin: it never cuts a
