@@ -126,18 +126,26 @@ _json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.
 
 @embedded_group.command("start")
 @_dir_option
+@click.option(
+    "--durable/--no-durable",
+    default=None,
+    help="Fsync every commit (--sync-on-commit: acknowledged writes survive a crash; the "
+    "default, unless MDB_EMBEDDED_DURABLE=0), or not (about twice the write throughput). "
+    "Applies to a server this command starts.",
+)
 @_json_option
-def embedded_start(embedded_dir: str | None, as_json: bool) -> None:
+def embedded_start(embedded_dir: str | None, durable: bool | None, as_json: bool) -> None:
     """Start the server (or find the running one) and keep it up until `mdb embedded stop`."""
     try:
-        server = embedded.ensure_running(embedded_dir, pin=True)
+        server = embedded.ensure_running(embedded_dir, pin=True, durable=durable)
     except MongoDBEngineError as exc:
         raise click.ClickException(str(exc)) from exc
     info = embedded.status(embedded_dir)
     _emit(
         info,
         as_json,
-        f"embedded server running (pid {server.pid}) at {server.uri}\n"
+        f"embedded server running (pid {server.pid}, "
+        f"{'durable' if server.durable else 'NOT durable'}) at {server.uri}\n"
         f"data: {info['data_dir']}\nexport MDB_MONGO_URI='{server.uri}'",
     )
 
@@ -146,15 +154,34 @@ def embedded_start(embedded_dir: str | None, as_json: bool) -> None:
 @_dir_option
 @_json_option
 def embedded_status(embedded_dir: str | None, as_json: bool) -> None:
-    """Show whether the server runs, where, and which processes use it (exit 1 if stopped)."""
+    """Show whether the server runs, where, and which processes use it (exit 1 if stopped).
+
+    A missing or damaged state file does not hide a running server: it is found by the lock
+    it holds on its data directory (reported as found_by)."""
     info = embedded.status(embedded_dir)
+    notes = []
+    if info["state_file"] != "ok":
+        notes.append(
+            f"state file {info['state_file']}"
+            + (f": found by the {info['found_by']}" if info.get("found_by") else "")
+            + " (the next start or stop rewrites it)"
+        )
     if info["running"]:
         human = (
             f"running (pid {info['pid']}) at {info['uri']}\ndata: {info['data_dir']}\n"
-            f"pinned: {info['pinned']}; processes using it: {len(info['leases'])}"
+            f"durable: {info['durable']}; pinned: {info['pinned']}; "
+            f"processes using it: {len(info['leases'])}"
+        )
+    elif info.get("pid"):
+        human = (
+            f"not answering: pid {info['pid']} holds {info['data_dir']} (stopped or "
+            f"overloaded); `mdb embedded stop` stops it"
         )
     else:
         human = f"not running (data: {info['data_dir']})"
+        if info.get("stopped_by"):
+            human += f"; stopped with `{info['stopped_by']}`"
+    human = "\n".join([human, *notes])
     _emit(info, as_json, human)
     if not info["running"]:
         sys.exit(1)
@@ -164,8 +191,12 @@ def embedded_status(embedded_dir: str | None, as_json: bool) -> None:
 @_dir_option
 @_json_option
 def embedded_stop(embedded_dir: str | None, as_json: bool) -> None:
-    """Stop the server, whoever started it."""
-    stopped = embedded.stop(embedded_dir)
+    """Stop the server, whoever started it (engines using it then report it stopped, and do
+    not restart it; a new engine or `mdb embedded start` does)."""
+    try:
+        stopped = embedded.stop(embedded_dir)
+    except MongoDBEngineError as exc:
+        raise click.ClickException(str(exc)) from exc
     _emit({"stopped": stopped}, as_json, "stopped" if stopped else "no embedded server was running")
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pymongo
 from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -27,6 +28,7 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import OperationFailure, PyMongoError
 
 from . import embedded
+from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
     EngineConnectionError,
@@ -47,9 +49,30 @@ MONGO_URI_ENV = "MDB_MONGO_URI"
 DB_NAME_ENV = "MDB_DB_NAME"
 DEFAULT_DB_NAME = "mdb_sync"
 DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
+#: A stalled server (a hung process, a partition without resets) is noticed by pymongo's
+#: monitor after heartbeatFrequencyMS + connectTimeoutMS, and a read it retries waits the
+#: server-selection timeout on top: 35 s with pymongo's own 20 s; 5 s (ample for a TCP + TLS
+#: handshake) makes it ~20 s.
+DEFAULT_CONNECT_TIMEOUT_MS = 5_000
+#: The socket timeout is the longest a scoped operation may run on the server (the
+#: ``QueryLimits.max_time_ms`` cap, 5 min by default) plus this margin: it never cuts a
+#: legitimate operation, and bounds every wait on a socket whatever else fails.
+SOCKET_TIMEOUT_MARGIN_MS = 30_000
+#: Longest wait of :meth:`MongoDBEngine.shutdown` for the query-shape flush (seconds).
+SHUTDOWN_FLUSH_TIMEOUT = 2.0
+#: Longest wait of closing the client for the server (ending its sessions; seconds).
+CLOSE_TIMEOUT = 1.0
+#: Longest wait of :meth:`MongoDBEngine.shutdown` for the embedded server's lock (seconds).
+SHUTDOWN_LOCK_TIMEOUT = 15.0
 
 _ENGINES: weakref.WeakSet[MongoDBEngine] = weakref.WeakSet()
 _URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
+
+
+def _uri_option_names(uri: str) -> set[str]:
+    """The option names (lowercase) set in ``uri``'s query string."""
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return {part.split("=", 1)[0].lower() for part in re.split("[&;]", query) if part}
 
 
 def describe_uri(uri: str) -> str:
@@ -76,8 +99,15 @@ class MongoDBEngine:
     :param registry_refresh_seconds: how long this process trusts its cached view of the app
         registry (default 5 s): an app registered, changed or deactivated by another process
         is seen here within that delay. ``0`` reads the registry on every lookup.
-    :param client_options: passed to :class:`~pymongo.MongoClient` (``serverSelectionTimeoutMS``
-        defaults to 5000 so an unreachable server fails fast).
+    :param embedded_durable: whether an embedded server this engine starts fsyncs every
+        commit (``--sync-on-commit``: an acknowledged write survives a crash). Default: true,
+        unless ``MDB_EMBEDDED_DURABLE=0``. A running server keeps the setting it started with.
+    :param client_options: passed to :class:`~pymongo.MongoClient`. Unless given here or in
+        the URI: ``serverSelectionTimeoutMS`` 5000 (an unreachable server fails fast),
+        ``connectTimeoutMS`` 5000, and ``socketTimeoutMS`` the ``limits.max_time_ms`` cap
+        plus 30 s (330 s by default). ``timeoutMS`` (pymongo's client-side operation
+        timeout) is not set by default: it would replace each scoped operation's
+        ``maxTimeMS``; set it for a tighter bound on every operation.
     """
 
     def __init__(
@@ -89,6 +119,7 @@ class MongoDBEngine:
         limits: QueryLimits | None = None,
         implicit_apps: bool = True,
         registry_refresh_seconds: float = 5.0,
+        embedded_durable: bool | None = None,
         **client_options: Any,
     ) -> None:
         self._uri_arg = mongo_uri or os.environ.get(MONGO_URI_ENV) or None
@@ -99,11 +130,8 @@ class MongoDBEngine:
         if registry_refresh_seconds < 0:
             raise ConfigurationError("registry_refresh_seconds cannot be negative")
         self.registry_refresh_seconds = float(registry_refresh_seconds)
+        self._embedded_durable = embedded_durable
         self._client_options = dict(client_options)
-        self._client_options.setdefault(
-            "serverSelectionTimeoutMS", DEFAULT_SERVER_SELECTION_TIMEOUT_MS
-        )
-        self._client_options.setdefault("appname", "mdb-sync")
         self._uri: str | None = None
         self._db_name: str | None = None
         self._embedded: embedded.EmbeddedServer | None = None
@@ -111,6 +139,10 @@ class MongoDBEngine:
         self._embedded_owner_pid: int | None = None
         self._client: MongoClient[Any] | None = None
         self._client_pid: int | None = None
+        # Bumped for every new client (a forked child's, a re-attached embedded server's):
+        # scoped collections rebuild their pymongo collections when it changes.
+        self._client_epoch = 0
+        self._watch: EmbeddedWatch | None = None
         self._initialized = False
         self._lock = threading.RLock()
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
@@ -140,6 +172,7 @@ class MongoDBEngine:
             else:
                 self._uri = self._uri_arg
             self._db_name = self._resolve_db_name()
+            host = describe_uri(self._uri or "")  # before a release forgets the URI
             try:
                 self.client.admin.command("ping")
             except InvalidMongoURI:
@@ -149,8 +182,7 @@ class MongoDBEngine:
                 self._close_client()
                 self._release_embedded()
                 raise EngineConnectionError(
-                    f"cannot reach MongoDB at {describe_uri(self._uri or '')}: {exc}",
-                    context={"host": describe_uri(self._uri or "")},
+                    f"cannot reach MongoDB at {host}: {exc}", context={"host": host}
                 ) from exc
             self._initialized = True
         self.registry.load()
@@ -158,9 +190,15 @@ class MongoDBEngine:
         return self
 
     def shutdown(self) -> None:
-        """Close the client and release the embedded server. Idempotent."""
+        """Close the client and release the embedded server. Idempotent.
+
+        Bounded whatever state the server is in: the query-shape flush waits at most
+        :data:`SHUTDOWN_FLUSH_TIMEOUT` (and is skipped when no server is known to be up),
+        the embedded server's lock at most :data:`SHUTDOWN_LOCK_TIMEOUT`; stopping the
+        embedded server (the last user) takes ~2 s, at most 10 s before SIGKILL.
+        """
         if self._initialized:
-            self.auto_indexes.stop()
+            self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
         with self._lock:
@@ -206,6 +244,14 @@ class MongoDBEngine:
         """The embedded server in use, if the engine runs on one."""
         return self._embedded
 
+    @property
+    def embedded_state(self) -> dict[str, Any] | None:
+        """The embedded server as this engine's watch sees it (``state``: ``running``,
+        ``recovering``, ``unresponsive`` or ``down``; ``pid``, ``port``, ``recoveries``,
+        ``error``), or None without an embedded server. No I/O."""
+        watch = self._watch
+        return watch.status() if watch is not None else None
+
     def describe_server(self) -> str:
         """The server the engine talks to, without credentials (``mongodb://host:port``)."""
         if self._uri is None and self._uri_arg is not None:
@@ -233,21 +279,73 @@ class MongoDBEngine:
             self._embedded = embedded.start_private()
             self._embedded_owner_pid = os.getpid()
         else:
-            self._embedded = embedded.acquire(self._embedded_dir)
+            self._embedded = embedded.acquire(self._embedded_dir, durable=self._embedded_durable)
             self._embedded_lease_pid = os.getpid()
         self._uri = self._embedded.uri
+        self._watch = EmbeddedWatch(self, self._embedded, self._embedded_durable)
 
     def _release_embedded(self) -> None:
         server, self._embedded = self._embedded, None
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
         if server is None:
             return
         if server.is_private:
             if self._embedded_owner_pid == os.getpid():
                 embedded.stop_private(server)
         elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
-            embedded.release(server.base_dir)
+            try:
+                embedded.release(server.base_dir, lock_timeout=SHUTDOWN_LOCK_TIMEOUT)
+            except embedded.EmbeddedServerError as exc:
+                # The lease stays until this process exits; the supervisor reaps it then.
+                log.warning("could not release the embedded server: %s", exc)
         self._embedded_lease_pid = None
         self._uri = None
+
+    def _embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
+        """The watch brought the embedded server back (see :mod:`.embedded_watch`): on the
+        same address the client reconnects by itself; on a new one, a new client is built
+        (scoped collections follow through the client epoch) and the old one closed."""
+        with self._lock:
+            if self._watch is None:  # shut down meanwhile
+                return
+            old, self._embedded = self._embedded, server
+            if old is None or (old.host, old.port) == (server.host, server.port):
+                return
+            self._uri = server.uri
+            stale = self._client if self._client_pid == os.getpid() else None
+            self._client = None
+            self._client_pid = None
+        log.warning("re-attached to the embedded server at %s", describe_uri(server.uri))
+        if stale is not None:
+            _close_client_quietly(stale, timeout=0.2)  # its server is gone
+
+    def _check_embedded(self) -> None:
+        """Before an operation: fail at once, saying why, when the embedded server is known
+        to be down; wait (bounded) for a recovery under way."""
+        watch = self._watch
+        if watch is None:
+            return
+        if watch.state == RUNNING and not watch.server.is_private and watch.server_gone():
+            watch.heartbeat_failed()  # noticed before pymongo's monitor: start the recovery
+        if watch.state != RUNNING:
+            watch.check(self._server_selection_timeout())
+
+    def _server_selection_timeout(self) -> float:
+        """The client's server-selection timeout in seconds."""
+        return float(self.client.options.server_selection_timeout)
+
+    def _client_generation(self) -> int:
+        """The epoch of this process's current client (scoped collections compare it to
+        theirs before each operation), after the embedded server check. On the path of
+        every scoped operation: attribute checks only (a forked child's engine has no client
+        until this builds one)."""
+        if self._watch is not None:
+            self._check_embedded()
+        if self._client is None:
+            self.client  # noqa: B018 - builds this process's client, bumping the epoch
+        return self._client_epoch
 
     # --- the client ---------------------------------------------------------------------------
 
@@ -287,28 +385,48 @@ class MongoDBEngine:
                 # Strict parse first: pymongo's client only warns about a misspelt option or
                 # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
                 uri_parser.parse_uri(self._uri, warn=False)
-            options = {**self._client_options, "event_listeners": self._client_event_listeners()}
-            return MongoClient(self._uri, **options)
+            options = {**self.client_settings(), "event_listeners": self._client_event_listeners()}
+            client: MongoClient[Any] = MongoClient(self._uri, **options)
         except (PyMongoConfigurationError, ValueError, TypeError) as exc:
             host = describe_uri(self._uri)
             raise InvalidMongoURI(
                 f"invalid MongoDB URI or client option for {host}: {exc}", context={"host": host}
             ) from exc
+        self._client_epoch += 1
+        return client
+
+    def client_settings(self) -> dict[str, Any]:
+        """The options the engine's client is built with: the caller's, plus the engine's
+        defaults (see the class docstring) for timeouts neither they nor the URI set."""
+        uri = self._uri or self._uri_arg or ""
+        given = {k.lower() for k in self._client_options} | _uri_option_names(uri)
+        defaults = {
+            "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
+            "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
+            "socketTimeoutMS": self.limits.max_time_ms + SOCKET_TIMEOUT_MARGIN_MS,
+            "appname": "mdb-sync",
+        }
+        settings = {k: v for k, v in defaults.items() if k.lower() not in given}
+        settings.update(self._client_options)
+        settings.pop("event_listeners", None)
+        return settings
 
     def _close_client(self) -> None:
         client, self._client = self._client, None
         if client is not None and self._client_pid == os.getpid():
-            try:
-                client.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                log.debug("error closing the MongoClient", exc_info=True)
+            _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
         self._client_pid = None
 
     def _after_fork_in_child(self) -> None:
-        """Drop the parent's client and locks; the child builds its own on first use."""
+        """Drop the parent's client, cached scoped databases (their collections hold the
+        parent's client) and locks; the child builds its own client on first use, and
+        scoped objects the child still holds rebuild theirs on their next operation."""
         self._lock = threading.RLock()
         self._client = None
         self._client_pid = None
+        self._scoped = {}
+        if self._watch is not None:
+            self._watch._after_fork_in_child()
         self.registry._after_fork_in_child()
         self.metrics._after_fork_in_child()
         self.auto_indexes._after_fork_in_child()
@@ -316,6 +434,7 @@ class MongoDBEngine:
             self._events._after_fork_in_child()
 
     def _database(self) -> Database[Any]:
+        self._check_embedded()
         return self.client[self.db_name]
 
     def _raw_collection(self, physical: str) -> Collection[Any]:
@@ -554,11 +673,14 @@ class MongoDBEngine:
 
         self._pool_monitor = PoolMonitor()
         self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
-        return [
+        listeners = [
             *(self._client_options.get("event_listeners") or []),
             CommandMetricsListener(self),
             self._pool_monitor,
         ]
+        if self._watch is not None:
+            listeners.append(self._watch.listener())
+        return listeners
 
     # --- observability ------------------------------------------------------------------------
 
@@ -613,6 +735,17 @@ class MongoDBEngine:
 
         self._require_initialized()
         return import_app(self, slug, directory, **options)
+
+
+def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
+    """Close ``client`` waiting at most ``timeout`` s: pymongo's ``close`` ends the server
+    sessions with a command, which would wait the whole server-selection timeout for a
+    server that is down (the server forgets idle sessions on its own)."""
+    try:
+        with pymongo.timeout(timeout):
+            client.close()
+    except Exception:  # pragma: no cover - closing is best effort
+        log.debug("error closing the MongoClient", exc_info=True)
 
 
 def _after_fork_in_child() -> None:

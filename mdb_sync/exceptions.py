@@ -59,6 +59,12 @@ class EmbeddedServerNotInstalled(EmbeddedServerError):
     """No MongoDB URI was given and the embedded server package is not installed."""
 
 
+class EmbeddedServerUnavailable(EngineConnectionError, EmbeddedServerError):
+    """The engine's embedded server is gone and could not be brought back (it died and a
+    restart failed, it was stopped with ``mdb embedded stop``, or a private in-memory server
+    exited). The message says which, and what to do; a pymongo ``ConnectionFailure``."""
+
+
 # --- apps and manifests -------------------------------------------------------------------------
 
 

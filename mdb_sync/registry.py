@@ -99,6 +99,12 @@ class AppRegistry:
         record = self._record(slug)
         return dict(record) if record else None
 
+    def cached_records(self) -> list[dict[str, Any]]:
+        """Copies of the cached registry documents, without touching the server (the health
+        check's view when the server does not answer)."""
+        with self._lock:
+            return [dict(record) for record in self._apps.values()]
+
     def list(self, status: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             records = list(self._apps.values())

@@ -147,6 +147,8 @@ def test_cli_start_status_stop(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.output)
     assert info["running"] and info["pinned"]
+    assert info["durable"], "durable by default: the server fsyncs every commit"
+    assert "--sync-on-commit" in embedded._process_args(info["pid"])
     client = MongoClient(info["uri"], serverSelectionTimeoutMS=2000)
     assert client.admin.command("ping")["ok"] == 1
     client.close()
@@ -161,3 +163,16 @@ def test_cli_start_status_stop(tmp_path):
     assert not embedded._pid_alive(info["pid"])
     result = runner.invoke(cli, ["embedded", "stop", "--dir", base])
     assert "no embedded server was running" in result.output
+    result = runner.invoke(cli, ["embedded", "status", "--dir", base])
+    assert result.exit_code == 1 and "stopped with `mdb embedded stop`" in result.output
+
+
+def test_cli_start_not_durable(tmp_path):
+    base = str(tmp_path / "fast")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["embedded", "start", "--dir", base, "--no-durable"])
+    assert result.exit_code == 0 and "NOT durable" in result.output, result.output
+    info = embedded.status(base)
+    assert info["durable"] is False
+    assert "--sync-on-commit" not in embedded._process_args(info["pid"])
+    assert runner.invoke(cli, ["embedded", "stop", "--dir", base]).exit_code == 0

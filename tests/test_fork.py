@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import multiprocessing
 import os
+import warnings
+import weakref
+
+from pymongo import WriteConcern
 
 from mdb_sync import MongoDBEngine
 
@@ -76,3 +82,57 @@ def test_forked_child_keeps_the_shared_embedded_server_alive(tmp_path):
     # The child exited; the parent still has its server.
     assert engine.embedded_server.pid == server_pid and engine.embedded_server.is_running()
     engine.shutdown()
+
+
+def test_a_forked_child_uses_nothing_of_the_parents_client(engine):
+    """Issue 15, item 5: after a fork, the engine's cached scoped databases, the scoped
+    database and collections the child still holds (and ones derived with ``with_options``)
+    all run on the child's own client: pymongo never warns "MongoClient opened before fork",
+    and once they were used the parent's client is unreachable in the child (collected)."""
+    db = engine.get_scoped_db("forksafe")
+    tasks = db.tasks
+    derived = db.with_options().tasks
+    acknowledged = tasks.with_options(write_concern=WriteConcern(w=1))
+    tasks.insert_one({"who": "parent"})
+    parent_client = weakref.ref(engine.client)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(read_fd)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                cached = engine.get_scoped_db("forksafe")
+                tasks.insert_one({"who": "child"})
+                seen = [
+                    cached.tasks.count_documents({}),
+                    db.tasks.count_documents({}),
+                    derived.count_documents({}),
+                    acknowledged.count_documents({}),
+                ]
+                gc.collect()
+            report = {
+                "fresh_cache": cached is not db,
+                "seen": seen,
+                "warnings": [str(w.message) for w in caught],
+                "parent_client_reachable": parent_client() is not None,
+            }
+            os.write(write_fd, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    message = os.read(read_fd, 10_000).decode()
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    report = json.loads(message)
+    assert report == {
+        "fresh_cache": True,
+        "seen": [2, 2, 2, 2],
+        "warnings": [],
+        "parent_client_reachable": False,
+    }
+    assert engine.client is parent_client()
+    assert tasks.count_documents({}) == 2

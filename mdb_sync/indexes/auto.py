@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import pymongo
 from bson import Decimal128, ObjectId, Regex
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
@@ -187,12 +188,16 @@ class AutoIndexManager:
         max_per_collection: int = DEFAULT_MAX_PER_COLLECTION,
         flush_interval: float = 30.0,
         persist: bool = True,
+        flush_timeout: float = 5.0,
     ) -> None:
         self._engine = engine
         self.threshold = threshold
         self.max_per_collection = max_per_collection
         self.flush_interval = flush_interval
         self.persist = persist
+        #: Longest a periodic flush waits for the server (seconds).
+        self.flush_timeout = flush_timeout
+        self._stop_timeout = flush_timeout
         self._reset()
 
     def _reset(self) -> None:
@@ -278,7 +283,7 @@ class AutoIndexManager:
             except queue.Empty:
                 job = None
             if job is _STOP:
-                self.flush()
+                self.flush(timeout=self._stop_timeout)
                 return
             if job is not None:
                 try:
@@ -374,12 +379,22 @@ class AutoIndexManager:
             if slug is None or s == slug
         ]
 
-    def flush(self) -> None:
-        """Save the shape counts seen since the last flush in ``mdb.query_shapes``."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Save the shape counts seen since the last flush in ``mdb.query_shapes``, waiting
+        at most ``timeout`` seconds (default :attr:`flush_timeout`) for the server; skipped
+        while the client knows no server it could write to (a server that is down costs
+        nothing, a stalled one at most the timeout)."""
         if not self.persist or not self._engine.is_initialized:
             return
         with self._flush_lock:
-            self._flush()
+            try:
+                if not self._engine.client.topology_description.has_writable_server():
+                    log.debug("query shapes not saved: no server is known to be up")
+                    return
+            except PyMongoError:
+                return
+            with pymongo.timeout(timeout or self.flush_timeout):
+                self._flush()
 
     def _flush(self) -> None:
         counts = dict(self._counts)
@@ -418,13 +433,16 @@ class AutoIndexManager:
     # --- lifecycle -------------------------------------------------------------------------------
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Finish queued builds, save the shapes and stop the thread."""
+        """Finish queued builds, save the shapes and stop the thread, within ``timeout``
+        seconds: a build or flush still waiting on the server then is abandoned (the thread
+        is a daemon; the engine's shutdown closes its client)."""
+        self._stop_timeout = timeout
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._queue.put(_STOP)
             thread.join(timeout)
         else:
-            self.flush()
+            self.flush(timeout=timeout)
         self._thread = None
 
     def _after_fork_in_child(self) -> None:

@@ -16,10 +16,17 @@ initialized, server unreachable); ``degraded`` means it serves but something nee
 read other processes' events) — a load balancer should keep
 sending traffic to a degraded instance and stop sending it to an unhealthy one.
 
-A health check never hangs and never raises: the server ping runs under a short client-side
-timeout (``pymongo.timeout``: it bounds server selection too), so a stopped server makes the
-status ``unhealthy`` within that timeout, and the next check after the server is back reports
-``healthy`` again, with the same client (pymongo reconnects on its own).
+A health check never hangs and never raises. Its bound: it answers within its ``timeout``
+(default: the client's server-selection timeout, at most :data:`DEFAULT_TIMEOUT` = 3 s; the
+server waits get the timeout less :data:`LOCAL_RESERVE` for the local checks) in every
+outage shape — server down (connection refused),
+stalled (SIGSTOP: connections accepted, nothing answered), restarting, or an embedded server
+being recovered. Only two things wait on the server, both under ``pymongo.timeout`` (which
+bounds server selection, connection and socket reads): the ping, and the fresh registry read
+for the ``apps`` check within what is left of the timeout, only when the ping answered.
+Otherwise the apps check uses the engine's cached registry, without I/O. A stopped server
+makes the status ``unhealthy`` within that timeout, and the next check after the server is
+back reports ``healthy`` again, with the same client (pymongo reconnects on its own).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ _ORDER = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 #: Longest a health check waits for the server (seconds); never more than the client's own
 #: server-selection timeout.
 DEFAULT_TIMEOUT = 3.0
+#: Part of the timeout kept for the checks that need no server (seconds, at most 10 %).
+LOCAL_RESERVE = 0.1
 #: Pool utilization (connections in use / maxPoolSize on the busiest server) from which the
 #: pool is reported degraded.
 POOL_DEGRADED_UTILIZATION = 0.9
@@ -65,10 +74,9 @@ def _timeout_for(engine: MongoDBEngine, timeout: float | None) -> float:
         if timeout <= 0:
             raise ValueError("the health check timeout must be a positive number of seconds")
         return float(timeout)
-    selection_ms = engine._client_options.get("serverSelectionTimeoutMS")
     try:
-        selection = float(selection_ms) / 1000.0
-    except (TypeError, ValueError):
+        selection = float(engine.client.options.server_selection_timeout)
+    except Exception:  # an invalid URI: the ping reports it
         selection = DEFAULT_TIMEOUT
     return min(DEFAULT_TIMEOUT, selection) if selection > 0 else DEFAULT_TIMEOUT
 
@@ -89,6 +97,9 @@ def check_mongodb(engine: MongoDBEngine, timeout: float) -> dict[str, Any]:
     """Ping the server within ``timeout`` seconds; one retry on a connection that the server
     closed while it was away (the pool then reconnects), if time is left."""
     check: dict[str, Any] = {"name": "mongodb", "server": engine.describe_server()}
+    watch = engine.embedded_state
+    if watch is not None:
+        check["embedded"] = watch
     started = time.perf_counter()
     deadline = started + timeout
     for attempt in (1, 2):
@@ -149,7 +160,11 @@ def check_realtime(engine: MongoDBEngine) -> dict[str, Any] | None:
 
 def _registry_records(engine: MongoDBEngine, timeout: float, fresh: bool) -> list[dict[str, Any]]:
     """The registry documents (status, index outcomes), fresh from the server when it
-    answers (other processes may have registered apps), else this engine's cache."""
+    answers (other processes may have registered apps), else this engine's cache. Not fresh
+    while an embedded server is being recovered (an operation would wait for that)."""
+    embedded_state = engine.embedded_state
+    if embedded_state is not None and embedded_state["state"] != "running":
+        fresh = False
     if fresh:
         try:
             with pymongo.timeout(timeout):
@@ -166,12 +181,7 @@ def _registry_records(engine: MongoDBEngine, timeout: float, fresh: bool) -> lis
                 )
         except PyMongoError:
             pass
-    records = []
-    for slug in engine.registry.slugs():
-        record = engine.registry.get_record(slug)
-        if record is not None:
-            records.append(record)
-    return records
+    return engine.registry.cached_records()
 
 
 def check_apps(
@@ -232,6 +242,9 @@ def check_health(engine: MongoDBEngine, timeout: float | None = None) -> dict[st
     """Run every check (see the module docstring) and combine them."""
     started = time.perf_counter()
     seconds = _timeout_for(engine, timeout)
+    # The server waits get the timeout less a share kept for the local checks, so the whole
+    # report is ready within ``seconds``.
+    seconds = max(seconds - min(LOCAL_RESERVE, seconds * 0.1), 0.001)
     checks = [check_engine(engine)]
     if engine.is_initialized:
         # Each check is guarded: health must answer even when something unexpected breaks

@@ -63,8 +63,9 @@ class ScopedCollection:
     """A collection of one app: ``db.tasks`` of app ``my_app`` is ``my_app_tasks``."""
 
     __slots__ = (
-        "__coll",
-        "__sources",
+        "__generation",
+        "__options",
+        "__state",
         "_db",
         "_index_lock",
         "_indexed",
@@ -73,15 +74,40 @@ class ScopedCollection:
         "_write_scope",
     )
 
-    def __init__(self, database: ScopedDatabase, name: str, sources: list[Source]) -> None:
+    def __init__(
+        self,
+        database: ScopedDatabase,
+        name: str,
+        sources: list[Source],
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         self._db = database
         self._name = name
-        self.__sources = sources
-        self.__coll = sources[0][0]
+        self.__options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.__generation = database._client_generation_getter()
+        self.__state = (self.__generation(), sources)
         self._limits = database._limits
         self._write_scope = database.write_scope
         self._indexed = False
         self._index_lock = threading.Lock()
+
+    @property
+    def __sources(self) -> list[Source]:
+        """The pymongo collections, of this process's current client: rebuilt when the
+        engine's client changed (a forked child, a re-attached embedded server), so a
+        scoped collection never uses a parent's or a dead server's client."""
+        generation, sources = self.__state
+        current = self.__generation()
+        if current != generation:
+            sources = self._db._raw_sources(self._name)
+            if self.__options:
+                sources = [(raw.with_options(**self.__options), s) for raw, s in sources]
+            self.__state = (current, sources)
+        return sources
+
+    @property
+    def __coll(self) -> Collection[Any]:
+        return self.__sources[0][0]
 
     # --- identity -----------------------------------------------------------------------------
 
@@ -170,7 +196,7 @@ class ScopedCollection:
             "read_concern": read_concern,
         }
         sources = [(raw.with_options(**options), scope) for raw, scope in self.__sources]
-        return ScopedCollection(self._db, self._name, sources)
+        return ScopedCollection(self._db, self._name, sources, {**self.__options, **options})
 
     # --- helpers ------------------------------------------------------------------------------
 

@@ -181,10 +181,19 @@ class ScopedDatabase:
         with self.__lock:
             coll = self.__collections.get(name)
             if coll is None:
-                sources = [(self.__raw(physical_name(s, name)), s) for s in self.read_scopes]
-                coll = ScopedCollection(self, name, sources)
+                coll = ScopedCollection(self, name, self._raw_sources(name))
                 self.__collections[name] = coll
         return coll
+
+    def _raw_sources(self, name: str) -> list[tuple[Any, str]]:
+        """The pymongo collections behind logical ``name``, one per read scope (own first),
+        from the engine's current client."""
+        return [(self.__raw(physical_name(s, name)), s) for s in self.read_scopes]
+
+    def _client_generation_getter(self) -> Any:
+        """The engine's client epoch getter (see ``ScopedCollection``): the epoch changes in
+        a forked child and when the embedded server had to be re-attached on a new port."""
+        return self.__engine._client_generation
 
     def __raw(self, physical: str) -> Any:
         raw = self.__engine._raw_collection(physical)
