@@ -152,7 +152,9 @@ def test_a_state_not_issued_or_tampered_with_is_refused(site, op):
     url = consent(op, start(browser), "tamper")
     parts = urlsplit(url)
     query = query_of(url)
-    for state in (query["state"][:-1] + "A", "x" * 43, "", "s" * 5000):
+    genuine = query["state"]
+    tampered = genuine[:-1] + ("B" if genuine.endswith("A") else "A")  # never the genuine one
+    for state in (tampered, "x" * 43, "", "s" * 5000):
         forged = f"{EXTERNAL_URL}{parts.path}?{urlencode({**query, 'state': state})}"
         _refused(callback(browser, forged, JSON), 400, "invalid_state")
     no_state = {k: v for k, v in query.items() if k != "state"}
