@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import ConfigurationError
 from . import revocation, store
 from .config import AuthConfig
+from .users import public_view
 
 if TYPE_CHECKING:
     from .service import AuthService
@@ -125,6 +126,7 @@ class HandOff:
     hub: str
     platform_session: str
     authenticated_at: dt.datetime | None
+    auth_version: int = 0
 
 
 class HandOffs:
@@ -200,7 +202,39 @@ class HandOffs:
             hub=hub,
             platform_session=str(doc["platform_session"]),
             authenticated_at=store.aware(doc.get("authenticated_at")),
+            auth_version=int(doc.get("auth_version", 0)),
         )
+
+    def account(self, handoff: HandOff) -> dict[str, Any]:
+        """The user a redeemed hand-off signs in here: the shared account, joining this app
+        (its default roles: this app's own, on top of the platform identity) on its first
+        visit. :class:`HandOffError` (403) for an account disabled (everywhere or here),
+        changed since (a new password) or not allowed to sign in yet (unverified)."""
+        auth = self.auth
+        users = auth.require_users()
+        doc = users.get(handoff.user_id)
+        if doc is None or not bool(doc.get("active", True)):
+            raise HandOffError("this account is disabled", "inactive", 403)
+        if int(doc.get("auth_version", 0)) != handoff.auth_version:
+            raise HandOffError(
+                "this sign-on is unknown, expired or already used: sign in again",
+                "invalid_code",
+                401,
+            )
+        if not users.is_member(doc):
+            roles = list(auth.config.default_roles)
+            doc = users.join(doc, roles)
+            if roles:
+                auth.set_roles(doc["_id"], roles)
+        if not users.is_active(doc):
+            raise HandOffError("this account is disabled in this app", "inactive", 403)
+        user = public_view(users, users.get(doc["_id"]) or doc)
+        if auth.refuses_unverified(user):
+            raise HandOffError(
+                "this account's e-mail address is not verified yet", "unverified", 403
+            )
+        auth.audit("platform_sign_on", user_id=user["user_id"], hub=handoff.hub)
+        return user
 
 
 def platform_apps(auth: AuthService) -> list[str]:

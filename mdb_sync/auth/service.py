@@ -81,6 +81,8 @@ class EmailNotVerified(AuthenticationError):
 
 #: Fields of login tracking (Flask-Security's "trackable").
 TRACKING = ("login_count", "last_login_at", "last_login_ip", "current_login_at", "current_login_ip")
+#: The environment variable of the key that encrypts TOTP secrets (outside Flask).
+TWO_FACTOR_ENV = "MDB_TWO_FACTOR_KEY"
 #: Longest client address recorded.
 MAX_IP = 64
 #: Why an app's administration may not change a ``global_users`` account itself.
@@ -199,7 +201,9 @@ class AuthService:
         )
         #: The TOTP second factor (``auth.users.two_factor``), else None.
         self.second_factor = (
-            SecondFactor(self, cfg.two_factor, two_factor_key or os.environ.get("MDB_TWO_FACTOR_KEY"))
+            SecondFactor(
+                self, cfg.two_factor, two_factor_key or os.environ.get("MDB_TWO_FACTOR_KEY")
+            )
             if cfg.two_factor is not None and self.users is not None
             else None
         )
@@ -614,24 +618,19 @@ class AuthService:
         oid = parse_user_id(user.get("user_id"))
         if oid is None:
             return {}
-        prefix = f"apps.{self.slug}." if isinstance(users, GlobalUserStore) else ""
+        p = f"apps.{self.slug}." if isinstance(users, GlobalUserStore) else ""
         address = (ip or "")[:MAX_IP] or None
         now = store.now()
+        tracked = {
+            f"{p}last_login_at": {"$ifNull": [f"${p}current_login_at", now]},
+            f"{p}last_login_ip": {"$ifNull": [f"${p}current_login_ip", address]},
+            f"{p}current_login_at": now,
+            f"{p}current_login_ip": address,
+            f"{p}login_count": {"$add": [{"$ifNull": [f"${p}login_count", 0]}, 1]},
+        }
         doc = users.coll.find_one_and_update(
-            {"_id": oid},
-            [
-                {
-                    "$set": {
-                        f"{prefix}last_login_at": {"$ifNull": [f"${prefix}current_login_at", now]},
-                        f"{prefix}last_login_ip": {"$ifNull": [f"${prefix}current_login_ip", address]},
-                        f"{prefix}current_login_at": now,
-                        f"{prefix}current_login_ip": address,
-                        f"{prefix}login_count": {"$add": [{"$ifNull": [f"${prefix}login_count", 0]}, 1]},
-                    }
-                }
-            ],
-            return_document=True,
-        )  # fmt: skip
+            {"_id": oid}, [{"$set": tracked}], return_document=True
+        )
         return tracking_of(users, doc or {})
 
     def reauthenticate(self, session_key: str, user_id: Any, password: Any) -> None:

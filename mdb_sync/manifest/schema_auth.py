@@ -289,21 +289,17 @@ class AuthSchema(BaseSchema):
             return  # without it both are inert (logged when the app's auth starts)
         users = data.get("users") or {}
         if not users.get("enabled") or users.get("strategy") != "global_users":
-            raise ValidationError(
-                {"mode": ['"shared" needs auth.users with strategy "global_users" (the '
-                          "platform's account store)"]}  # fmt: skip
-            )
+            message = '"shared" needs auth.users with strategy "global_users"'
+            raise ValidationError({"mode": [message]})
         if not related:
             raise ValidationError(
                 {"related_apps": ["a shared app lists its related apps (a hub) or its hub"]}
             )
-        if hub_url is not None:
-            if len(related) != 1 or next(iter(related.values())).rstrip("/") != hub_url.rstrip(
-                "/"
-            ):
-                raise ValidationError(
-                    {"related_apps": ["a related app names its hub alone, with auth_hub_url"]}
-                )
+        hub_named = next(iter(related.values())).rstrip("/")
+        if hub_url is not None and (len(related) != 1 or hub_named != hub_url.rstrip("/")):
+            raise ValidationError(
+                {"related_apps": ["a related app names its hub alone, with auth_hub_url"]}
+            )
 
     @validates_schema
     def _oauth_needs_users(self, data: dict[str, Any], **kwargs: Any) -> None:
