@@ -66,7 +66,7 @@ def _callback_with(browser: Browser, state_from: str, code: str) -> object:
 
 
 def test_a_replayed_hand_off_is_refused(site):
-    made, victim_jar, attacker_jar = site
+    made, victim_jar, _ = site
     hub, shop = made.tab(HUB, victim_jar, "127.0.0.2"), made.tab(SHOP, victim_jar, "127.0.0.2")
     callback = hand_off(hub, shop)
     assert shop.get(path_of(callback), headers=HTML).status == 303  # used once, by the victim
