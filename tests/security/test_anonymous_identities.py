@@ -169,10 +169,14 @@ def test_one_anonymous_identity_raced_into_two_accounts_goes_to_one(server):
         token = browser.csrf()
         cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
         calls.append(
-            Call("POST", "/auth/login", browser.source,
-                 {"email": email, "password": PASSWORD},  # fmt: skip
-                 headers={"Cookie": cookie, "X-CSRF-Token": token})
-        )  # fmt: skip
+            Call(
+                "POST",
+                "/auth/login",
+                browser.source,
+                {"email": email, "password": PASSWORD},
+                headers={"Cookie": cookie, "X-CSRF-Token": token},
+            )
+        )
     answers = burst(server, calls)
     assert [a.status for a in answers] == [200, 200]
     seen = []
@@ -208,7 +212,7 @@ def test_the_visitors_websocket_closes_when_it_signs_up(server):
     try:
         assert hello["user_id"] == anon_id
         assert _register(visitor, "ws@example.com").status == 201
-        frames, closed = read_frames(ws, timeout=15)
+        _frames, closed = read_frames(ws, timeout=15)
         assert closed == (4401, "credentials revoked")
     finally:
         ws.close()
