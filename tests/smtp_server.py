@@ -24,7 +24,7 @@ class _Handler:
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.inbox.add(list(envelope.rcpt_tos), message)
         return "250 OK"
