@@ -133,7 +133,7 @@ def main() -> None:
                 lambda: codes.append(
                     issuer.issue(
                         SHOP, target, user, platform_session="s" * 64, authenticated_at=None
-                    )  # fmt: skip
+                    )
                 ),
             )
             ids = [d["_id"] for d in raw.find({"_id": {"$ne": "counter"}}, {"_id": 1})]
