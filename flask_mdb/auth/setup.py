@@ -201,7 +201,12 @@ def auth_url(name: str, **values: Any) -> str:
     URL variables (for prefixes such as ``/<space>/auth``)."""
     from flask import url_for
 
-    return url_for(f"mdb_auth.{name}", **{**(request.view_args or {}), **values})
+    endpoint = f"mdb_auth.{name}"
+    wanted: set[str] = set()
+    for rule in current_app.url_map.iter_rules(endpoint):
+        wanted |= rule.arguments
+    kept = {k: v for k, v in (request.view_args or {}).items() if k in wanted}
+    return url_for(endpoint, **{**kept, **values})
 
 
 # --- per request ---------------------------------------------------------------------------------

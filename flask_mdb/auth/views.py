@@ -301,7 +301,9 @@ def password(**_view_args: Any) -> Any:
     except UserInputError as exc:
         return auth_error(400, str(exc))
     if user.via == "session":  # every session ended: give this browser a fresh one
-        user = current.login_user(updated, remember=bool((user.session or {}).get("remember")))
+        user = current.login_user(
+            updated, remember=bool((user.session or {}).get("remember")), track=False
+        )
         return jsonify(_user_body(user))
     if user.via == "flask-session":  # the old id (with the old version) no longer loads
         user = AuthUser(updated, "flask-session")

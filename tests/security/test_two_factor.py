@@ -198,3 +198,37 @@ def test_disabling_needs_a_code(server):
     # Enrolling (and disabling) are fresh_login_required views: a token or session older
     # than auth.users.fresh_login_seconds is sent to re-authenticate (tested with a short
     # window in test_email_verification).
+
+
+def test_a_provider_sign_in_still_needs_the_code(factory, tmp_path, monkeypatch):
+    """The identity provider is one factor; an enrolled account's code is the other."""
+    from oidc_provider import TestProvider
+
+    from .oauth_site import SECRET, SECRET_ENV, callback, consent, oauth_manifest, register_client
+    from .oauth_site import start as start_oauth
+    from .site_apps import EXTERNAL_URL
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    with TestProvider() as op:
+        register_client(op)
+        manifest = oauth_manifest(op)
+        manifest["auth"]["users"]["two_factor"] = {}
+        write(tmp_path, manifest)
+        app = factory(MDB(), **auth_config(MDB_MANIFESTS=str(tmp_path), MDB_APP_SLUG="alice_app",
+                                           MDB_EXTERNAL_URL=EXTERNAL_URL))  # fmt: skip
+        with LiveServer(app) as live:
+            op.add_user("otp-ada", email="otp-ada@example.com")
+            browser = Browser(live.url, "127.0.0.2")
+            first = callback(browser, consent(op, start_oauth(browser), "otp-ada"))
+            assert first.status == 303  # no code enrolled yet: signed in
+            setup = post(browser, "/auth/2fa/setup")  # fresh: the sign-in just happened
+            totp = pyotp.TOTP(setup.json["secret"])
+            assert post(browser, "/auth/2fa/confirm", {"code": totp.now()}).status == 200
+            post(browser, "/auth/logout")
+            again = callback(browser, consent(op, start_oauth(browser), "otp-ada"))
+            assert again.status == 303 and again.header("Location") == "/auth/2fa"
+            assert browser.get("/auth/me", headers=JSON).status == 401
+            assert post(browser, "/auth/2fa", {"code": next_code(totp)}).status == 200
+            assert (
+                browser.get("/auth/me", headers=JSON).json["user"]["email"] == "otp-ada@example.com"
+            )
