@@ -171,10 +171,12 @@ def extra_cookie_name(auth: AuthService, suffix: str) -> str:
     return _cookie_name(auth, f"{auth.config.session_cookie_name}_{suffix}")
 
 
-def queue_cookie(name: str, value: str | None, max_age: int | None = None) -> None:
+def queue_cookie(
+    name: str, value: str | None, max_age: int | None = None, *, samesite: str | None = None
+) -> None:
     """Set (``value``) or clear (None) cookie ``name`` on this request's response, with the
-    session cookie's attributes (HttpOnly, SameSite, Secure, ``Path=/``)."""
-    g.setdefault("_mdb_extra_cookies", {})[name] = (value, max_age)
+    session cookie's attributes (HttpOnly, SameSite — or ``samesite`` —, Secure, ``Path=/``)."""
+    g.setdefault("_mdb_extra_cookies", {})[name] = (value, max_age, samesite)
 
 
 def csrf_cookie_name(auth: AuthService) -> str:
@@ -437,11 +439,12 @@ def write_cookies(response: Any) -> Any:
     seed = g.get("_mdb_csrf_seed")
     if seed is not None:
         response.set_cookie(csrf_cookie_name(auth), seed, **{**common, "httponly": True})
-    for name, (value, max_age) in (g.get("_mdb_extra_cookies") or {}).items():
+    for name, (value, max_age, samesite) in (g.get("_mdb_extra_cookies") or {}).items():
+        attributes = {**common, "httponly": True, "samesite": samesite or common["samesite"]}
         if value is None:
-            response.delete_cookie(name, **{**common, "httponly": True})
+            response.delete_cookie(name, **attributes)
         else:
-            response.set_cookie(name, value, max_age=max_age, **{**common, "httponly": True})
+            response.set_cookie(name, value, max_age=max_age, **attributes)
         response.headers["Cache-Control"] = "no-store"
     if g.get("_mdb_session") is not None or action is not None:
         response.vary.add("Cookie")

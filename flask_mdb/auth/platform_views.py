@@ -91,7 +91,8 @@ def platform_login(**_view_args: Any) -> Any:
     )
     query = urlencode({"app": auth.slug, "return_to": callback_url(auth), "state": state})
     response = redirect(f"{authorize_url(str(auth.config.hub_url))}?{query}", 302)
-    current.queue_cookie(_browser_cookie(auth), key, STATE_TTL)
+    # Lax whatever the session cookie's SameSite: it must come back with the hub's redirect.
+    current.queue_cookie(_browser_cookie(auth), key, STATE_TTL, samesite="Lax")
     return response
 
 
