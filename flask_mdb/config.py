@@ -319,6 +319,25 @@ OPTIONS: list[Option] = [
         "reset requests waiting for the background sender (beyond: dropped, logged)",
     ),
     Option(
+        "MDB_EMAIL_VERIFICATION_SENDER",
+        None,
+        _callable,
+        "callable (user, url) delivering an e-mail verification or change-of-address link",
+    ),
+    Option(
+        "MDB_EMAIL_CHANGE_NOTICE_SENDER",
+        None,
+        _callable,
+        "callable (user, new_email) telling the old address that the account's changes",
+    ),
+    Option(
+        "MDB_ANONYMOUS_UPGRADE",
+        None,
+        _callable,
+        "callable (anonymous_id, user) carrying an anonymous visitor's data to its account",
+    ),
+    Option("MDB_TWO_FACTOR_KEY", None, _secret, "encrypts TOTP secrets; unset: SECRET_KEY"),
+    Option(
         "MDB_EXTERNAL_URL",
         None,
         _external_url,

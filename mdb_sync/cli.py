@@ -665,7 +665,14 @@ def _user(auth: Any, email: str) -> dict[str, Any]:
 
 def _user_line(user: dict[str, Any]) -> str:
     state = "active" if user.get("active", True) else "inactive"
-    return f"{user['email']}  {user['user_id']}  [{', '.join(user.get('roles') or [])}]  {state}"
+    line = f"{user['email']}  {user['user_id']}  [{', '.join(user.get('roles') or [])}]  {state}"
+    if user.get("login_count"):
+        line += f"  logins={user['login_count']}"
+    return line
+
+
+def _when(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value or "-")
 
 
 def _password_prompt() -> str:
@@ -729,6 +736,26 @@ def _user_command(name: str) -> Callable[[Callable[..., Any]], Any]:
         return command
 
     return decorator
+
+
+@_user_command("show")
+@_json_option
+def users_show(auth: Any, email: str, as_json: bool) -> None:
+    """Show a user of APP: roles, status, verified e-mail, second factor, and login tracking
+    (count, current and previous sign-in's time and address)."""
+    user = _user(auth, email)
+    proof = f"yes ({user.get('email_verified_via')})" if user.get("email_verified") else "no"
+    current = f"{_when(user.get('current_login_at'))} from {user.get('current_login_ip') or '-'}"
+    last = f"{_when(user.get('last_login_at'))} from {user.get('last_login_ip') or '-'}"
+    lines = [
+        _user_line(user),
+        f"email verified: {proof}",
+        f"two-factor: {'on' if user.get('two_factor_enabled') else 'off'}",
+        f"logins: {user.get('login_count') or 0}",
+        f"current login: {current}",
+        f"last login: {last}",
+    ]
+    _emit(user, as_json, "\n".join(lines))
 
 
 @_user_command("set-password")

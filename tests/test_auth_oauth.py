@@ -375,6 +375,12 @@ def test_trusted_verified_email_links_to_the_existing_account_unless_configured_
     auth, oauth = service(engine, op, _client(op, "by-email"))
     existing = auth.register_user("known@example.com", PASSWORD)
     op.add_user("known-sso", email="known@example.com", email_verified=True)
+    # Pre-hijacking: an account registered with the address, never proven, is not linked
+    # (whoever registered it would keep a password to the provider user's account).
+    with pytest.raises(IdentityConflict) as refused:
+        sign_in(oauth, op, "sso", "known-sso")
+    assert refused.value.reason == "email_in_use"
+    auth.mark_email_verified(existing["user_id"])  # proven (an e-mail link, an admin)
     result = sign_in(oauth, op, "sso", "known-sso")
     assert result.outcome == "linked" and result.user["user_id"] == existing["user_id"]
 

@@ -111,3 +111,18 @@ def test_an_administering_service_cannot_sign(engine, app, monkeypatch):
     user = admin.register_user("ada@example.com", PASSWORD)
     with pytest.raises(ConfigurationError, match="without signing keys"):
         admin.issue_tokens(user)
+
+
+def test_show_reports_login_tracking(run, engine, app):
+    auth = _service(engine)
+    user = auth.create_user("tracked@example.com", PASSWORD)
+    auth.record_login(user, "203.0.113.7")
+    auth.record_login(user, "198.51.100.2")
+    shown = run("show", app, "tracked@example.com")
+    assert shown.exit_code == 0, shown.output
+    assert "logins: 2" in shown.output
+    assert "current login: " in shown.output and "from 198.51.100.2" in shown.output
+    assert "from 203.0.113.7" in shown.output.split("last login:")[1]
+    data = json.loads(run("show", app, "tracked@example.com", "--json").stdout)
+    assert data["login_count"] == 2 and data["last_login_ip"] == "203.0.113.7"
+    assert "logins=2" in run("list", app).output

@@ -21,6 +21,8 @@ import pytest
 from flask_apps import free_port, http, serve
 from playwright.sync_api import Page, expect, sync_playwright
 
+from flask_mdb.testing import LiveServer
+
 ROOT = Path(__file__).resolve().parents[1]
 TODO = ROOT / "examples" / "todo"
 CHROMIUM = "/usr/bin/chromium"
@@ -73,10 +75,13 @@ def todo(mongo_uri, db_name, tmp_path):
     module = _load_example()
     manifests = tmp_path / "manifests"
     shutil.copytree(TODO / "manifests", manifests)
-    app = module.create_app(_config(mongo_uri, db_name, manifests))
+    port = free_port()  # known first: the spaces' public address is in their manifests
+    base = f"http://127.0.0.1:{port}"
+    config = {**_config(mongo_uri, db_name, manifests), "MDB_EXTERNAL_URL": base}
+    app = module.create_app(config)
     assert module.ensure_admin(app) is None  # the password was given: nothing to show
     try:
-        with serve(app) as base:
+        with LiveServer(app, port=port):
             yield base
     finally:
         module.mdb.shutdown(app)
@@ -222,6 +227,36 @@ def test_sign_in_per_user_tasks_admin_page_and_sign_out(page, todo, raw_db):
     page.goto(f"{todo}/")
     _sign_in(page, todo, "work", "ada@example.com")
     expect(page.locator("#tasks .title")).to_have_text(["Ada's report"])
+
+
+def test_the_team_space_shares_the_work_sign_on(page, todo, raw_db):
+    """``todo_team`` is a related app of ``todo_work`` (the hub): signed in at work, the
+    browser opens the team space and is signed in there too — through the work space, with
+    no form — in a session of its own; "Sign out everywhere" ends both."""
+    _sign_in(page, todo, "work", "ada@example.com", register=True)
+    page.goto(f"{todo}/team/")
+    expect(page).to_have_url(f"{todo}/team/")  # three redirects, no sign-in page
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#who")).to_have_text("ada@example.com")
+    page.fill("#new-title", "Plan the offsite")
+    page.click("#add")
+    expect(page.locator("#tasks .title")).to_have_text(["Plan the offsite"])
+    names = {c["name"] for c in page.context.cookies()}
+    assert {"todo_work_session", "todo_team_session"} <= names  # a session per app
+    assert raw_db["todo_team_tasks"].count_documents({"app_id": "todo_team"}) == 1
+    assert raw_db["todo_work_tasks"].count_documents({}) == 0
+
+    page.click("#logout-everywhere")
+    expect(page).to_have_url(f"{todo}/")
+    page.goto(f"{todo}/work/")
+    expect(page).to_have_url(re.compile(r"/work/auth/login"))
+    page.goto(f"{todo}/team/")  # through the hub, which asks for a sign-in now
+    expect(page).to_have_url(re.compile(r"/work/auth/login\?next=/work/auth/platform/authorize"))
+    page.fill("#email", "ada@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("#sign-in")
+    expect(page).to_have_url(f"{todo}/team/")  # and back to where the browser was going
+    expect(page.locator("#tasks .title")).to_have_text(["Plan the offsite"])
 
 
 def _other_origin_page():

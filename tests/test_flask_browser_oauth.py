@@ -93,6 +93,39 @@ def test_sign_in_with_the_test_provider_and_back_out(page, todo_with_sso, op):  
     expect(page).to_have_url(re.compile(r"/home/auth/login"))
 
 
+def test_one_sign_in_with_the_provider_serves_the_team_space_too(page, todo_with_sso, op):  # noqa: F811
+    """The work space signs in through the test provider; the team space shares the work
+    space's sign-on: it opens signed in, with no second visit to the provider, and "Sign out
+    everywhere" there ends both sessions."""
+    base = todo_with_sso
+    op.add_user("linus", email="linus@example.com", name="Linus")
+    page.goto(f"{base}/work/")
+    page.click("#oauth-sso")
+    expect(page).to_have_url(re.compile(re.escape(op.url) + r"/authorize\?"))
+    page.fill("#op-login", "linus")
+    page.click("#op-allow")
+    expect(page).to_have_url(f"{base}/work/")
+    expect(page.locator("#who")).to_have_text("linus@example.com")
+
+    visits = []
+    page.on("request", lambda request: visits.append(request.url))
+    page.goto(f"{base}/team/")
+    expect(page).to_have_url(f"{base}/team/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#who")).to_have_text("linus@example.com")
+    assert not [url for url in visits if url.startswith(op.url)]  # the provider is not asked
+    assert any("/work/auth/platform/authorize" in url for url in visits)
+    page.fill("#new-title", "Shared sign-on works")
+    page.click("#add")
+    expect(page.locator("#tasks .title")).to_have_text(["Shared sign-on works"])
+
+    page.click("#logout-everywhere")
+    expect(page).to_have_url(f"{base}/")
+    for space in ("work", "team"):
+        page.goto(f"{base}/{space}/")
+        expect(page).to_have_url(re.compile(r"/work/auth/login"))
+
+
 def test_declining_at_the_provider_lands_on_the_sign_in_page_with_the_reason(
     page,  # noqa: F811
     todo_with_sso,

@@ -1,19 +1,20 @@
-"""A todo app on flask_mdb: two apps ("spaces") served by one Flask process, with sign-in.
+"""A todo app on flask_mdb: three apps ("spaces") served by one Flask process, with sign-in.
 
-``/work/`` and ``/home/`` are two mdb-sync apps, ``todo_work`` and ``todo_home``, each with
-its own manifest in ``manifests/``. A resolver picks the app from the URL's first segment,
-so every request is bound to one app and ``db`` is that app's sandboxed database: a task
-added at ``/work/`` is stored in ``todo_work_tasks`` with ``app_id: "todo_work"`` and can
-never appear at ``/home/``. An unknown space (``/nope/``) is a 404.
+``/work/``, ``/home/`` and ``/team/`` are mdb-sync apps, ``todo_work``, ``todo_home`` and
+``todo_team``, each with its own manifest in ``manifests/``. A resolver picks the app from
+the URL's first segment, so every request is bound to one app and ``db`` is that app's
+sandboxed database: a task added at ``/work/`` is stored in ``todo_work_tasks`` with
+``app_id: "todo_work"`` and can never appear at ``/home/``. An unknown space (``/nope/``) is
+a 404.
 
-Both spaces require signing in (``auth.policy.required``). They share one account store
+Every space requires signing in (``auth.policy.required``). They share one account store
 (``global_users``) with roles per space, and each keeps its own session cookie: an account
-signs in to each space separately. Every task belongs to the account that created it —
-nobody sees or changes anyone else's tasks — and ``/<space>/admin`` lists the space's
-accounts for its admins only. On first start the work space gets an admin,
-``admin@example.com`` (an admin at work, a plain user at home), whose password is
-``$TODO_ADMIN_PASSWORD`` or, if that is unset, a random one printed once — never a fixed
-password that would open every fresh deployment.
+signs in to work and home separately (the team space rides on the work sign-in, below).
+Every task belongs to the account that created it — nobody sees or changes anyone else's
+tasks — and ``/<space>/admin`` lists the space's accounts for its admins only. On first
+start the work space gets an admin, ``admin@example.com`` (an admin at work, a plain user
+at home), whose password is ``$TODO_ADMIN_PASSWORD`` or, if that is unset, a random one
+printed once — never a fixed password that would open every fresh deployment.
 
 Run it on the embedded database (no MongoDB needed; data in ``./.mdb``)::
 
@@ -35,6 +36,15 @@ web worker, a script, or the Celery worker of ``jobs.py``::
     python examples/todo/app.py &
     cd examples/todo && celery -A jobs worker -P solo &
     python -c "import jobs; jobs.add_task_job.delay('work', 'admin@example.com', 'From Celery')"
+
+**One sign-in for two apps.** A third space, ``/team/`` (``todo_team``), shares the work
+space's sign-on (``auth.mode: "shared"``: ``todo_work`` is the hub and lists ``todo_team`` in
+``related_apps``; ``todo_team`` names it with ``auth_hub_url``). Someone signed in at work who
+opens ``/team/`` is sent through the work space and comes back signed in — the team space
+gets its own session, its own roles (``member``/``lead``) and its own tokens, through a
+single-use hand-off. "Sign out everywhere" on the team page ends the work session too. The
+manifests name the apps' public addresses (``http://127.0.0.1:5000``); this process writes
+copies with ``MDB_EXTERNAL_URL`` (default: ``http://127.0.0.1:$PORT``) instead.
 
 **Sign in with an OpenID Connect provider.** With ``TODO_OIDC_ISSUER`` set, each space's
 sign-in page also offers "Sign in with <TODO_OIDC_LABEL>" (``auth.oauth`` is added to the
@@ -75,6 +85,8 @@ HERE = Path(__file__).resolve().parent
 SLUG_PREFIX = "todo_"
 MAX_TITLE = 200
 ADMIN_EMAIL = "admin@example.com"
+#: The public address the shipped manifests name (see prepared_manifests).
+SHIPPED_URL = "http://127.0.0.1:5000"
 
 mdb = MDB()
 todo = Blueprint("todo", __name__, url_prefix="/<space>")
@@ -101,10 +113,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MDB_METRICS_URL="/metrics",
     )
     app.config.update(config or {})
-    issuer = os.environ.get("TODO_OIDC_ISSUER")
-    if issuer:
-        app.config["MDB_MANIFESTS"] = with_oidc(app.config["MDB_MANIFESTS"], issuer)
-        app.config.setdefault("MDB_EXTERNAL_URL", os.environ.get("MDB_EXTERNAL_URL"))
+    port = os.environ.get("PORT", "5000")
+    base = app.config.get("MDB_EXTERNAL_URL") or os.environ.get("MDB_EXTERNAL_URL")
+    app.config["MDB_EXTERNAL_URL"] = base = base or f"http://127.0.0.1:{port}"
+    app.config["MDB_MANIFESTS"] = prepared_manifests(
+        app.config["MDB_MANIFESTS"], base, os.environ.get("TODO_OIDC_ISSUER")
+    )
     mdb.init_app(app)
     app.register_blueprint(todo)
     app.add_url_rule("/", "index", index)
@@ -130,9 +144,11 @@ def ensure_admin(app: Flask) -> str | None:
     return generated
 
 
-def with_oidc(manifests: Any, issuer: str) -> str:
-    """Copies of the ``manifests`` directory's manifests offering sign-in through the
-    OpenID Connect provider ``issuer`` (``TODO_OIDC_*``), in a temporary directory."""
+def prepared_manifests(manifests: Any, base: str, issuer: str | None = None) -> str:
+    """Copies of the ``manifests`` directory's manifests, in a temporary directory, naming
+    the spaces' public address ``base`` (the shipped files say ``http://127.0.0.1:5000``)
+    and, with ``issuer``, offering sign-in through that OpenID Connect provider
+    (``TODO_OIDC_*``)."""
     out = Path(tempfile.mkdtemp(prefix="todo-manifests-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)
     provider = {
@@ -144,7 +160,17 @@ def with_oidc(manifests: Any, issuer: str) -> str:
     }
     for path in sorted(Path(manifests).glob("*.json")):
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        manifest["auth"]["oauth"] = {"providers": {"sso": provider}}
+        auth = manifest["auth"]
+        if "auth_hub_url" in auth:
+            auth["auth_hub_url"] = auth["auth_hub_url"].replace(SHIPPED_URL, base.rstrip("/"))
+        auth["related_apps"] = {
+            slug: url.replace(SHIPPED_URL, base.rstrip("/"))
+            for slug, url in (auth.get("related_apps") or {}).items()
+        }
+        if not auth["related_apps"]:
+            del auth["related_apps"]
+        if issuer:
+            auth["oauth"] = {"providers": {"sso": provider}}
         (out / path.name).write_text(json.dumps(manifest), encoding="utf-8")
     return str(out)
 
@@ -222,6 +248,7 @@ def page(space: str) -> str:
         name=manifest.get("name", space),
         tasks=_tasks(),
         live=live,
+        shared=(manifest.get("auth") or {}).get("mode") == "shared",
         user=get_current_user(),
         is_admin="admin" in get_current_user().roles,  # type: ignore[union-attr]
     )

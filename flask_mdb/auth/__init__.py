@@ -14,6 +14,7 @@ MongoDB-backed rate limits, CSRF protection and security headers. See the README
 "Authentication and authorization".
 """
 
+from .anonymous import AnonymousVisitor, caller_key, get_anonymous
 from .current import (
     csrf_token,
     current_service,
@@ -33,6 +34,7 @@ from .decorators import (
     require_role,
     token_security,
 )
+from .fresh import fresh_login_required, is_fresh
 from .security import SecurityMiddleware
 from .setup import auth_url, init_auth, setup_auth_from_manifest
 from .user import AnonymousUser, AuthUser
@@ -48,15 +50,20 @@ def get_authz_provider() -> object:
 
 __all__ = [
     "AnonymousUser",
+    "AnonymousVisitor",
     "AuthUser",
     "SecurityMiddleware",
     "auth_url",
+    "caller_key",
     "csrf_exempt",
     "csrf_token",
     "current_service",
+    "fresh_login_required",
+    "get_anonymous",
     "get_authz_provider",
     "get_current_user",
     "init_auth",
+    "is_fresh",
     "login_required",
     "login_user",
     "logout_user",

@@ -66,6 +66,7 @@ def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
         provider=_custom_provider(config["MDB_AUTH_PROVIDER"], slug_state.slug),
         hasher=_hasher(config["MDB_PASSWORD_HASH_COST"]),
         policy_reload_interval=config["MDB_AUTH_POLICY_RELOAD"],
+        two_factor_key=config["MDB_TWO_FACTOR_KEY"] or current_app.config.get("SECRET_KEY"),
     )
 
 
@@ -164,6 +165,20 @@ def session_cookie_name(auth: AuthService) -> str:
     return _cookie_name(auth, auth.config.session_cookie_name)
 
 
+def extra_cookie_name(auth: AuthService, suffix: str) -> str:
+    """A cookie of the app's auth besides the session's: ``<session cookie>_<suffix>``
+    (``__Host-`` prefixed over HTTPS, like the session cookie)."""
+    return _cookie_name(auth, f"{auth.config.session_cookie_name}_{suffix}")
+
+
+def queue_cookie(
+    name: str, value: str | None, max_age: int | None = None, *, samesite: str | None = None
+) -> None:
+    """Set (``value``) or clear (None) cookie ``name`` on this request's response, with the
+    session cookie's attributes (HttpOnly, SameSite — or ``samesite`` —, Secure, ``Path=/``)."""
+    g.setdefault("_mdb_extra_cookies", {})[name] = (value, max_age, samesite)
+
+
 def csrf_cookie_name(auth: AuthService) -> str:
     """The name of the CSRF seed cookie (what anonymous CSRF tokens are bound to)."""
     return _cookie_name(auth, f"{auth.config.session_cookie_name}_csrf")
@@ -249,15 +264,40 @@ def get_current_user() -> AuthUser | None:
 # --- logging in and out --------------------------------------------------------------------------
 
 
-def login_user(user: Any, remember: bool = False) -> AuthUser:
+def login_user(
+    user: Any,
+    remember: bool = False,
+    *,
+    authenticated_at: Any = None,
+    platform_session: str | None = None,
+    track: bool = True,
+) -> AuthUser:
     """Start a new server-side session for ``user`` (a user dict or AuthUser) in the bound
-    app. Any session the browser had is ended first: the id always changes at login."""
+    app. Any session the browser had is ended first: the id always changes at login.
+
+    The sign-in is counted (``login_count``, times and addresses; ``track=False`` not to),
+    and an anonymous identity the browser had is upgraded to the account
+    (``MDB_ANONYMOUS_UPGRADE`` carries its data over) and ends. ``authenticated_at`` and
+    ``platform_session``: see :meth:`mdb_sync.auth.SessionStore.create`."""
     auth = require_service()
     data = user.data if isinstance(user, AuthUser) else dict(user)
+    from .anonymous import upgrade_request_identity
+
+    upgrade_request_identity(auth, data)  # first: a failing hook leaves no session behind
     old = request.cookies.get(session_cookie_name(auth))
     if old:
         auth.end_session(old)
-    sid, session = auth.start_session(data, remember=remember, fingerprint=fingerprint(auth))
+    if auth.sessions is None:
+        raise ConfigurationError(f"app {auth.slug!r} has no users (auth.users.enabled)")
+    sid, session = auth.sessions.create(
+        data,
+        remember=remember,
+        fingerprint=fingerprint(auth),
+        authenticated_at=authenticated_at,
+        platform_session=platform_session,
+    )
+    if track:
+        data.update(auth.record_login(data, client_ip()))
     g._mdb_cookie = ("set", sid, remember)
     g._mdb_session = session
     logged_in = AuthUser(data, "session", session=session)
@@ -399,6 +439,13 @@ def write_cookies(response: Any) -> Any:
     seed = g.get("_mdb_csrf_seed")
     if seed is not None:
         response.set_cookie(csrf_cookie_name(auth), seed, **{**common, "httponly": True})
+    for name, (value, max_age, samesite) in (g.get("_mdb_extra_cookies") or {}).items():
+        attributes = {**common, "httponly": True, "samesite": samesite or common["samesite"]}
+        if value is None:
+            response.delete_cookie(name, **attributes)
+        else:
+            response.set_cookie(name, value, max_age=max_age, **attributes)
+        response.headers["Cache-Control"] = "no-store"
     if g.get("_mdb_session") is not None or action is not None:
         response.vary.add("Cookie")
     return response

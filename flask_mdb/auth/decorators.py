@@ -44,8 +44,11 @@ def unauthorized(message: str = "authentication required") -> Any:
     """401 for API callers; a redirect to the login page for browsers."""
     auth = current_service()
     if wants_html() and auth is not None and auth.users is not None:
+        # A related app of a platform sends browsers through its hub (signed in there
+        # already: back at once); any other app to its own sign-in page.
+        endpoint = "mdb_auth.platform_login" if auth.config.hub_slug else "mdb_auth.login"
         try:
-            login = url_for("mdb_auth.login", **(request.view_args or {}))
+            login = url_for(endpoint, **(request.view_args or {}))
         except BuildError:
             login = None
         if login is not None:
@@ -72,6 +75,12 @@ def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorator
+
+
+def view_check(check: Callable[[], Any]) -> Callable[[F], F]:
+    """A view decorator running ``check()`` first: a response it returns is the answer
+    (a refusal), None lets the view run."""
+    return _wrap(check)
 
 
 def login_required(view: F) -> F:

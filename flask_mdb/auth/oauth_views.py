@@ -38,6 +38,7 @@ from . import current
 from .decorators import hit_limit, public, unauthorized
 from .responses import auth_error, wants_html
 from .setup import AUTH_BLUEPRINT, auth_url
+from .twofactor_views import needs_second_step, start_second_step
 from .views import safe_next
 
 log = logging.getLogger("flask_mdb.auth")
@@ -218,11 +219,13 @@ def oauth_callback(provider: str, **_view_args: Any) -> Any:
         if _html():
             return redirect(next_url, 303)
         return jsonify(linked=result.provider, identity=result.identity)
-    if result.tokens and auth.tokens is not None:
+    if result.tokens and auth.tokens is not None and not needs_second_step(auth, result.user):
         body = {**auth.issue_tokens(result.user), "outcome": result.outcome}
         response = jsonify(body)
         response.headers["Cache-Control"] = "no-store"
         return response
+    if needs_second_step(auth, result.user):  # the provider is one factor, the code another
+        return start_second_step(auth, result.user, result.remember, next_url)
     logged_in = current.login_user(result.user, remember=result.remember)
     if _html():
         return redirect(next_url, 303)

@@ -38,8 +38,10 @@ def auth_error(
     type: str | None = None,
     headers: dict[str, str] | None = None,
     html: bool | None = None,
+    reason: str | None = None,
 ) -> Response:
-    """A finished error response (``abort(auth_error(...))`` stops a view with it)."""
+    """A finished error response (``abort(auth_error(...))`` stops a view with it);
+    ``reason``: a stable code for clients (``error.reason`` in JSON)."""
     if html if html is not None else wants_html():
         body = "<!doctype html><title>{0} {1}</title><h1>{0} {1}</h1><p>{2}</p>".format(
             status, escape(_TYPES.get(status, "Error")), escape(message)
@@ -51,6 +53,8 @@ def auth_error(
             "type": type or _TYPES.get(status, "Error"),
             "message": message,
         }
+        if reason is not None:
+            error["reason"] = reason
         response = jsonify(error=error)
         response.status_code = status
     for name, value in (headers or {}).items():

@@ -18,6 +18,7 @@ from flask_login import LoginManager
 from mdb_sync import MongoDBEngine
 from mdb_sync.auth import AuthConfig, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
+from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
 
@@ -32,6 +33,7 @@ from ..identity import (
 from ..links import require_external_base
 from ..state import MDBState, get_state
 from . import current
+from .anonymous import anonymous_identity
 from .decorators import (
     CSRF_EXEMPT_ATTR,
     PUBLIC_ATTR,
@@ -57,6 +59,7 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
     OAuth providers without that address or without their client secret's environment
     variable, CSRF-protected users without a Flask SECRET_KEY."""
     config = state.config
+    check_manifests(manifests)  # shared apps among them agree on their hub
     for manifest in manifests:
         cfg = AuthConfig.from_manifest(manifest)
         if cfg.tokens_enabled:
@@ -89,6 +92,27 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
             from .oauth_views import check_oauth_startup
 
             check_oauth_startup(app, cfg)  # a public address for callbacks, the secrets
+        if cfg.verification is not None and config["MDB_AUTH_ROUTES"]:
+            for key in ("MDB_EMAIL_VERIFICATION_SENDER", "MDB_EMAIL_CHANGE_NOTICE_SENDER"):
+                if config[key] is None:
+                    raise ConfigurationError(
+                        f"app {cfg.slug!r} enables auth.users.require_verification but {key} "
+                        "is not set: a callable that delivers the mail (see the README)",
+                        context={"option": key, "app": cfg.slug},
+                    )
+            require_external_base(cfg.slug, app, needed_by="e-mail verification links")
+        if cfg.hub_slug is not None and config["MDB_AUTH_ROUTES"]:
+            require_external_base(cfg.slug, app, needed_by="platform sign-on callback URLs")
+        if (
+            cfg.two_factor is not None
+            and not config["MDB_TWO_FACTOR_KEY"]
+            and not app.config.get("SECRET_KEY")
+        ):
+            raise ConfigurationError(
+                f"app {cfg.slug!r} enables auth.users.two_factor: its TOTP secrets are "
+                "encrypted with MDB_TWO_FACTOR_KEY (or the Flask SECRET_KEY): set one",
+                context={"option": "MDB_TWO_FACTOR_KEY", "app": cfg.slug},
+            )
         if cfg.users_enabled and cfg.csrf_enabled and not app.config.get("SECRET_KEY"):
             raise ConfigurationError(
                 f"app {cfg.slug!r} has users (auth.users) but the Flask SECRET_KEY is not set: "
@@ -124,6 +148,7 @@ def init_auth(app: Flask, state: MDBState) -> None:
     app.after_request(finish)
     register_identity_resolver(app, _session_identity)
     register_identity_resolver(app, _bearer_identity)
+    register_identity_resolver(app, anonymous_identity)  # after any signed-in identity
     register_token_verifier(app, _verify_token)
     register_identity_checker(app, _check_identity)
     register_identity_reset(app, current.forget_request_user)
@@ -176,7 +201,12 @@ def auth_url(name: str, **values: Any) -> str:
     URL variables (for prefixes such as ``/<space>/auth``)."""
     from flask import url_for
 
-    return url_for(f"mdb_auth.{name}", **{**(request.view_args or {}), **values})
+    endpoint = f"mdb_auth.{name}"
+    wanted: set[str] = set()
+    for rule in current_app.url_map.iter_rules(endpoint):
+        wanted |= rule.arguments
+    kept = {k: v for k, v in (request.view_args or {}).items() if k in wanted}
+    return url_for(endpoint, **{**kept, **values})
 
 
 # --- per request ---------------------------------------------------------------------------------
@@ -226,6 +256,19 @@ def guard() -> Any:
             refused = hit_limit(f"route:{pattern}", limit.max_attempts, limit.window_seconds)
             if refused is not None:
                 return refused
+    if (
+        cfg.verification is not None
+        and cfg.verification.unverified == "read_only"
+        and request.method not in current.SAFE_METHODS
+        and request.blueprint != AUTH_BLUEPRINT
+    ):
+        user = current.get_current_user()
+        if user is not None and auth.read_only(user.data):
+            return auth_error(
+                403,
+                "confirm your e-mail address first: until then this account can only read",
+                reason="unverified",
+            )
     if not cfg.policy_present or _is_public(auth, view):
         return None
     user = current.get_current_user()
@@ -302,7 +345,7 @@ def _verify_token(token: str, app_slug: str) -> dict[str, Any] | None:
 def _check_identity(identity: dict[str, Any], activity: bool) -> Standing | None:
     """The identity checker: re-check an identity this app's auth issued (a session's or a
     token's) against the database, by the app's current manifest."""
-    if identity.get("via") not in ("session", "token") or not (
+    if identity.get("via") not in ("session", "token", "anonymous") or not (
         "session" in identity or "token" in identity
     ):
         return None

@@ -33,14 +33,14 @@ import flask_login
 from flask import (
     Blueprint,
     abort,
-    current_app,
     jsonify,
     redirect,
-    render_template,
     request,
 )
 
 from mdb_sync.auth import AuthService
+from mdb_sync.auth.platform import end_platform_session
+from mdb_sync.auth.service import EmailNotVerified
 from mdb_sync.exceptions import (
     AuthenticationError,
     RateLimitExceeded,
@@ -50,13 +50,47 @@ from mdb_sync.exceptions import (
 )
 
 from . import current
-from .decorators import csrf_exempt, hit_limit, public, unauthorized
+from .decorators import csrf_exempt, public, unauthorized
+from .email_links import queue_verification
+from .fresh import reauthenticate
+from .platform_views import register_platform_routes
 from .reset_links import request_reset_link
 from .responses import auth_error, wants_html
 from .setup import AUTH_BLUEPRINT, auth_url
+from .twofactor_views import needs_second_step, register_two_factor_routes, start_second_step
 from .user import AuthUser
+from .verify_views import register_verify_routes
+from .view_helpers import (
+    check_csrf as _check_csrf,
+)
+from .view_helpers import (
+    flag as _flag,
+)
+from .view_helpers import (
+    form as _form,
+)
+from .view_helpers import (
+    home as _home,
+)
+from .view_helpers import (
+    limit as _limit,
+)
+from .view_helpers import (
+    payload as _payload,
+)
+from .view_helpers import (
+    refusal_status as _refusal,
+)
+from .view_helpers import (
+    service_or_404 as _auth,
+)
+from .view_helpers import (
+    text_field as _text,
+)
 
 BLUEPRINT = AUTH_BLUEPRINT
+#: What a registration answers when the address must be proven first.
+VERIFY_SENT = "check your mailbox: a link to confirm the address is on its way"
 #: What a reset request answers, whether or not the email has an account.
 RESET_SENT = "if an account has this email, a link to reset its password is on its way"
 
@@ -79,65 +113,6 @@ def safe_next(target: Any, default: str = "/") -> str:
     return target
 
 
-def _home() -> str:
-    return str(current_app.extensions["mdb"].config["MDB_AUTH_HOME"])
-
-
-def _auth(need_users: bool = True) -> AuthService:
-    auth = current.current_service()
-    if auth is None or (need_users and auth.users is None):
-        abort(auth_error(404, "this app has no sign-in"))
-    return auth
-
-
-def _payload() -> dict[str, Any]:
-    if request.is_json:
-        data = request.get_json(silent=True)
-        if not isinstance(data, dict):
-            abort(auth_error(400, "the body must be a JSON object"))
-        return data
-    return request.form.to_dict()
-
-
-def _text(data: dict[str, Any], key: str, required: bool = True) -> str:
-    value = data.get(key)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        abort(auth_error(400, f"{key}: a string is required"))
-    return value
-
-
-def _flag(value: Any) -> bool:
-    return value is True or (isinstance(value, str) and value.lower() in ("1", "true", "on", "yes"))
-
-
-def _limit(auth: AuthService, name: str) -> None:
-    limit = auth.config.limit(name)
-    if limit is not None:
-        refused = hit_limit(name, limit.max_attempts, limit.window_seconds)
-        if refused is not None:
-            abort(refused)
-
-
-def _refusal(exc: Exception) -> tuple[int, dict[str, str]]:
-    """Status and headers of a refused sign-in: 401, or 429 for a locked account."""
-    if isinstance(exc, RateLimitExceeded):
-        return 429, {"Retry-After": str(exc.retry_after)}
-    return 401, {}
-
-
-def _check_csrf(auth: AuthService) -> None:
-    if auth.config.csrf_enabled:
-        problem = current.csrf_problem(auth)
-        if problem is not None:
-            abort(auth_error(*problem))
-
-
-def _form(template: str, status: int = 200, **context: Any) -> Any:
-    return render_template(template, **context), status
-
-
 def _user_body(user: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"user": user.to_json()}
     if user.via in ("session", "flask-session") and current.current_service().config.csrf_enabled:  # type: ignore[union-attr]
@@ -153,8 +128,11 @@ def login(**_view_args: Any) -> Any:
     if request.method == "GET":
         if current.get_current_user() is not None and html:
             return redirect(next_url)
-        notice = "your password was changed: sign in with the new one"
-        notice = notice if request.args.get("reset") == "done" else None
+        notice = None
+        if request.args.get("reset") == "done":
+            notice = "your password was changed: sign in with the new one"
+        elif request.args.get("verified") == "done":
+            notice = "your e-mail address is confirmed"
         return _form("mdb_auth/login.html", next=next_url, auth=auth, error=None, notice=notice)
     data = _payload()
     _check_csrf(auth)
@@ -164,11 +142,17 @@ def login(**_view_args: Any) -> Any:
         user = auth.authenticate(email, password)
     except (AuthenticationError, RateLimitExceeded) as exc:
         status, headers = _refusal(exc)
+        if isinstance(exc, EmailNotVerified):
+            status = 403
         if html and wants_html():
             page = _form("mdb_auth/login.html", status, next=next_url, auth=auth, error=str(exc))
             return (*page, headers)
-        return auth_error(status, str(exc), headers=headers)
-    logged_in = current.login_user(user, remember=_flag(data.get("remember")))
+        reason = "unverified" if isinstance(exc, EmailNotVerified) else None
+        return auth_error(status, str(exc), headers=headers, reason=reason)
+    remember = _flag(data.get("remember"))
+    if needs_second_step(auth, user):  # no session until the code
+        return start_second_step(auth, user, remember, safe_next(data.get("next"), _home()))
+    logged_in = current.login_user(user, remember=remember)
     if html and wants_html():
         return redirect(safe_next(data.get("next"), _home()), 303)
     return jsonify(_user_body(logged_in))
@@ -189,17 +173,34 @@ def register(**_view_args: Any) -> Any:
     data = _payload()
     _check_csrf(auth)
     _limit(auth, "register")
+    email = _text(data, "email")
+    hidden = auth.email_links is not None and auth.refuses_unverified({})
     try:
-        user = auth.register_user(_text(data, "email"), _text(data, "password"))
-    except (UserInputError, UserExistsError) as exc:
-        status = 409 if isinstance(exc, UserExistsError) else 400
+        user = auth.register_user(email, _text(data, "password"))
+    except UserExistsError:
+        if not hidden:
+            return _registration_refused(html, next_url, auth, 409, "an account with this "
+                                         "email already exists")  # fmt: skip
+        user = None  # answered like a new account: the address's owner learns it by mail
+    except UserInputError as exc:
+        return _registration_refused(html, next_url, auth, 400, str(exc))
+    if auth.email_links is not None:
+        queue_verification(auth, email)  # to the address itself: new or not, unverified or not
+    if hidden or user is None:  # no session before the address is proven
         if html and wants_html():
-            return _form("mdb_auth/register.html", status, next=next_url, auth=auth, error=str(exc))
-        return auth_error(status, str(exc))
+            return _form("mdb_auth/verify_sent.html", 202, auth=auth, message=VERIFY_SENT)
+        return jsonify(verification_sent=True, message=VERIFY_SENT), 202
     logged_in = current.login_user(user)
     if html and wants_html():
         return redirect(safe_next(data.get("next"), _home()), 303)
     return jsonify(_user_body(logged_in)), 201
+
+
+def _registration_refused(html: bool, next_url: str, auth: AuthService, status: int,
+                          message: str) -> Any:  # fmt: skip
+    if html and wants_html():
+        return _form("mdb_auth/register.html", status, next=next_url, auth=auth, error=message)
+    return auth_error(status, message)
 
 
 @public
@@ -210,7 +211,17 @@ def logout(**_view_args: Any) -> Any:
     if isinstance(refresh_token, str) and auth.tokens is not None:
         with contextlib.suppress(TokenError):  # already expired or revoked: nothing to end
             auth.revoke_token(refresh_token)
-    if current.get_current_user() is not None or current.cookie_identity(auth):
+    everywhere = _flag(data.get("everywhere") or request.args.get("everywhere"))
+    user = current.get_current_user()
+    session = user.session if user is not None and user.via == "session" else None
+    if everywhere and session is not None and auth.config.shared:
+        # Logout everywhere: the platform sign-on this session belongs to, in every app.
+        hub_session = session.get("platform_session") or (
+            session["_id"] if auth.config.hub_slug is None else None
+        )
+        if hub_session:
+            end_platform_session(auth, str(hub_session))
+    if user is not None or current.cookie_identity(auth):
         current.logout_user()
     if wants_html() and not request.is_json:
         target = data.get("next") or request.args.get("next")
@@ -228,9 +239,20 @@ def token(**_view_args: Any) -> Any:
     _limit(auth, "login")
     try:
         user = auth.authenticate(_text(data, "email"), _text(data, "password"))
+        if auth.second_factor is not None and user.get("two_factor_enabled"):
+            code = data.get("code") if data.get("recovery_code") is None else None
+            if code is None and data.get("recovery_code") is None:
+                return auth_error(401, "this account needs its second factor: send code",
+                                  html=False, reason="two_factor_required")  # fmt: skip
+            auth.second_factor.verify(
+                user["user_id"], code=code, recovery_code=data.get("recovery_code")
+            )
     except (AuthenticationError, RateLimitExceeded) as exc:
         status, headers = _refusal(exc)
+        if isinstance(exc, EmailNotVerified):
+            status = 403
         return auth_error(status, str(exc), headers=headers, html=False)
+    auth.record_login(user, current.client_ip())
     response = jsonify(auth.issue_tokens(user))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -282,7 +304,9 @@ def password(**_view_args: Any) -> Any:
     except UserInputError as exc:
         return auth_error(400, str(exc))
     if user.via == "session":  # every session ended: give this browser a fresh one
-        user = current.login_user(updated, remember=bool((user.session or {}).get("remember")))
+        user = current.login_user(
+            updated, remember=bool((user.session or {}).get("remember")), track=False
+        )
         return jsonify(_user_body(user))
     if user.via == "flask-session":  # the old id (with the old version) no longer loads
         user = AuthUser(updated, "flask-session")
@@ -358,4 +382,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     from .oauth_views import register_oauth_routes
 
     register_oauth_routes(bp)  # /oauth/<provider>/login, /callback, ...
+    bp.add_url_rule("/reauthenticate", "reauthenticate", reauthenticate, methods=["GET", "POST"])
+    register_platform_routes(bp)  # /platform/login, /authorize, /callback
+    register_verify_routes(bp)  # /verify, /verify/resend, /email
+    register_two_factor_routes(bp)  # /2fa, /2fa/setup, ...
     return bp

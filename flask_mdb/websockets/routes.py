@@ -270,6 +270,8 @@ def _before_websocket() -> Response | None:
             403, "OriginRefused", f"origin {str(origin)[:200]!r} may not open this websocket"
         )
     identity, refusal = _identify(slug, cookies=trusted)
+    if identity is not None and identity.get("anonymous") and not endpoint.anonymous_ok:
+        identity = None  # an anonymous visitor's identity is no sign-in
     if refusal is None and identity is None and not endpoint.anonymous_ok:
         refusal = "authentication required"
     g._mdb_ws = (endpoint, identity, refusal)

@@ -11,6 +11,9 @@
   app's scoped collection through :class:`MongoPolicyAdapter`), :class:`OsoProvider`.
 - :class:`RateLimiter` (counters in MongoDB: limits hold across processes), CSRF helpers
   in :mod:`mdb_sync.auth.csrf`.
+- :mod:`mdb_sync.auth.platform` (one sign-in at a hub app for its related apps),
+  :mod:`~mdb_sync.auth.anonymous` (anonymous visitors' identities and their upgrade),
+  :mod:`~mdb_sync.auth.verification` (e-mail links), :mod:`~mdb_sync.auth.twofactor` (TOTP).
 - :mod:`mdb_sync.auth.oauth`: sign-in through OAuth 2.0 / OpenID Connect providers
   (``auth.oauth``; needs the ``oauth`` extra).
 
@@ -18,15 +21,19 @@
 security headers).
 """
 
+from .anonymous import AnonymousIdentities
 from .config import AuthConfig, RateLimit
 from .keys import KeySet, resolve_keyset
 from .passwords import PasswordHasher, PasswordPolicy
+from .platform import HandOffs
 from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
 from .ratelimit import Attempt, RateLimiter
-from .service import INVALID_CREDENTIALS, AuthService, get_auth_service
+from .service import INVALID_CREDENTIALS, AuthService, EmailNotVerified, get_auth_service
 from .sessions import SessionStore
 from .tokens import TokenManager
+from .twofactor import SecondFactor
 from .users import AppUserStore, GlobalUserStore, normalize_email
+from .verification import EmailLinks
 
 
 def __getattr__(name: str) -> object:
@@ -39,13 +46,17 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "INVALID_CREDENTIALS",
+    "AnonymousIdentities",
     "AppUserStore",
     "Attempt",
     "AuthConfig",
     "AuthService",
     "AuthorizationProvider",
     "CasbinProvider",
+    "EmailLinks",
+    "EmailNotVerified",
     "GlobalUserStore",
+    "HandOffs",
     "KeySet",
     "MongoPolicyAdapter",
     "OsoProvider",
@@ -53,6 +64,7 @@ __all__ = [
     "PasswordPolicy",
     "RateLimit",
     "RateLimiter",
+    "SecondFactor",
     "SessionStore",
     "TokenManager",
     "get_auth_service",

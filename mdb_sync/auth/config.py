@@ -24,6 +24,10 @@ DEFAULT_RATE_LIMITS = {
     "register": (10, 3600),
     "reset": (5, 3600),
     "oauth": (30, 300),  # OAuth redirects and callbacks (a sign-in is two)
+    "platform": (60, 300),  # platform sign-on redirects and hand-offs (a sign-on is two)
+    "verify": (10, 3600),  # verification links asked for again, per client address
+    "two_factor": (30, 300),  # second-step codes, per client address (per account: below)
+    "anonymous": (20, 3600),  # new anonymous identities per client address
 }
 DEFAULT_POLICY_COLLECTION = "casbin_policies"
 
@@ -32,6 +36,24 @@ DEFAULT_POLICY_COLLECTION = "casbin_policies"
 class RateLimit:
     max_attempts: int
     window_seconds: int
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``auth.users.require_verification``."""
+
+    unverified: str = "refuse"  # "refuse": no sign-in until verified; "read_only"
+    token_ttl: int = 86_400
+
+
+@dataclass(frozen=True)
+class TwoFactor:
+    """``auth.users.two_factor``."""
+
+    issuer_name: str | None = None
+    remember_device_days: int = 0
+    max_failed_attempts: int = 5
+    lockout_seconds: int = 900
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,31 @@ class AuthConfig:
     audit_events: tuple[str, ...] = ()
     # --- OAuth / OpenID Connect providers (auth.oauth); None: none
     oauth: OAuthSettings | None = None
+    # --- platform sign-on (auth.mode "shared")
+    mode: str = "app"
+    #: The related apps of a hub, or the hub of a related app: {slug: its auth URL}.
+    related_apps: dict[str, str] = field(default_factory=dict)
+    #: Where a related app's users sign in (the hub's auth URL); None for a hub.
+    hub_url: str | None = None
+    # --- e-mail verification, re-authentication, two-factor
+    verification: Verification | None = None
+    fresh_login_seconds: int = 900
+    two_factor: TwoFactor | None = None
+    # --- anonymous identities (auth.policy.allow_anonymous + auth.anonymous)
+    anonymous_identities: bool = False
+    anonymous_ttl: int = 604_800
+
+    @property
+    def shared(self) -> bool:
+        """Part of a platform sign-on (``auth.mode: "shared"``)."""
+        return self.mode == "shared"
+
+    @property
+    def hub_slug(self) -> str | None:
+        """A related app's hub (None for a hub or an app of its own)."""
+        if not self.shared or self.hub_url is None:
+            return None
+        return next(iter(self.related_apps), None)
 
     @property
     def enabled(self) -> bool:
@@ -162,6 +209,30 @@ class AuthConfig:
         samesite = str(sec.get("cookie_samesite") or "lax").capitalize()
         secure = sec.get("cookie_secure", "auto")
         tokens_on = tm is not None and bool(tm.get("enabled", True))
+        verification = users.get("require_verification")
+        if isinstance(verification, Mapping) and verification.get("enabled", True):
+            verify: Verification | None = Verification(
+                str(verification.get("unverified", "refuse")),
+                int(verification.get("token_ttl_seconds", 86_400)),
+            )
+        else:
+            verify = Verification() if verification is True else None
+        tf_block = users.get("two_factor")
+        two_factor = (
+            TwoFactor(
+                issuer_name=tf_block.get("issuer_name"),
+                remember_device_days=int(tf_block.get("remember_device_days", 0)),
+                max_failed_attempts=int(tf_block.get("max_failed_attempts", 5)),
+                lockout_seconds=int(tf_block.get("lockout_duration_seconds", 900)),
+            )
+            if _switch(tf_block)
+            else None
+        )
+        anonymous: Mapping[str, Any] = auth.get("anonymous") or {}
+        new_anon = anonymous.get("max_new_per_address")
+        if new_anon:
+            limits["anonymous"] = RateLimit(new_anon["max_attempts"], new_anon["window_seconds"])
+        shared = auth.get("mode") == "shared"
         return cls(
             slug=slug,
             manifest_present=bool(auth) or tm is not None,
@@ -240,6 +311,16 @@ class AuthConfig:
             oauth=OAuthSettings.from_manifest(
                 auth.get("oauth"), allow_registration=bool(users.get("allow_registration", False))
             ),
+            mode="shared" if shared else "app",
+            related_apps=dict(auth.get("related_apps") or {}) if shared else {},
+            hub_url=auth.get("auth_hub_url") if shared else None,
+            verification=verify if users_on else None,
+            fresh_login_seconds=int(users.get("fresh_login_seconds", 900)),
+            two_factor=two_factor if users_on else None,
+            anonymous_identities=bool(
+                users_on and policy is not None and policy.get("allow_anonymous") is True
+            ),
+            anonymous_ttl=int(anonymous.get("ttl_seconds", 604_800)),
         )
 
 
@@ -251,9 +332,12 @@ def inert_settings(manifest: Mapping[str, Any] | None) -> list[str]:
     auth: Mapping[str, Any] = manifest.get("auth") or {}
     sec: Mapping[str, Any] = (manifest.get("token_management") or {}).get("security") or {}
     found = []
-    if auth.get("mode") == "shared":
-        found.append("auth.mode 'shared' (use auth.users.strategy 'global_users')")
-    found.extend(f"auth.{key}" for key in ("auth_hub_url", "related_apps") if key in auth)
+    if auth.get("mode") != "shared":  # they mean something in a shared app only
+        found.extend(
+            f"auth.{key} (without mode 'shared')"
+            for key in ("auth_hub_url", "related_apps")
+            if key in auth
+        )
     if (auth.get("session_binding") or {}).get("allow_ip_change_with_reauth"):
         found.append("auth.session_binding.allow_ip_change_with_reauth")
     if _switch(sec.get("token_fingerprinting")):

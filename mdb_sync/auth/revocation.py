@@ -228,6 +228,15 @@ def recheck(auth: AuthService, identity: Mapping[str, Any], *, activity: bool = 
     deny-list entries) and one of the user. ``activity``: the client is acting now, which
     keeps a session with an inactivity timeout alive (as a request does)."""
     now = time.time()
+    if identity.get("anonymous"):  # an anonymous identity: live until upgraded or expired
+        anonymous = identity.get("session")
+        doc = None
+        if auth.anonymous is not None and isinstance(anonymous, Mapping):
+            key = anonymous.get("id")
+            doc = auth.anonymous.get_by_key(key) if isinstance(key, str) else None
+        if doc is None:
+            return Standing(REVOKED)
+        return Standing(None, expires_at=_epoch(doc.get("expires_at")), roles=())
     user_id = str(identity.get("user_id"))
     version = identity.get("auth_version")
     expiry: float | None = None

@@ -36,15 +36,18 @@ from ..exceptions import (
     UserInputError,
 )
 from . import revocation, signals, store
+from .anonymous import AnonymousIdentities, UpgradeHook
 from .config import AuthConfig, inert_settings
 from .keys import NoKeys, resolve_keyset
 from .lockout import AccountLockout, Reservation
 from .passwords import PasswordHasher
+from .platform import HandOffs
 from .provider import AuthorizationProvider, CasbinProvider, OsoProvider
 from .ratelimit import RateLimiter
 from .resets import ResetTokens
 from .sessions import SessionStore
 from .tokens import TokenManager
+from .twofactor import SecondFactor
 from .users import (
     MAX_VERIFIED_VIA,
     AppUserStore,
@@ -54,6 +57,7 @@ from .users import (
     parse_user_id,
     public_view,
 )
+from .verification import EmailLinks
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -66,6 +70,21 @@ INVALID_CREDENTIALS = "invalid email or password"
 RESET_LINKS_PER_EMAIL = (3, 3600)
 #: The one message for every unusable reset token: unknown, expired, spent, voided.
 INVALID_RESET = "this password-reset link is invalid or has expired"
+#: Why a correct password does not sign in (``require_verification`` with ``refuse``).
+UNVERIFIED = "this account's e-mail address is not verified yet: follow the link we sent"
+
+
+class EmailNotVerified(AuthenticationError):
+    """The password is right but the account's e-mail address is not verified yet, and the
+    app refuses such sign-ins (``auth.users.require_verification.unverified: "refuse"``)."""
+
+
+#: Fields of login tracking (Flask-Security's "trackable").
+TRACKING = ("login_count", "last_login_at", "last_login_ip", "current_login_at", "current_login_ip")
+#: The environment variable of the key that encrypts TOTP secrets (outside Flask).
+TWO_FACTOR_ENV = "MDB_TWO_FACTOR_KEY"
+#: Longest client address recorded.
+MAX_IP = 64
 #: Why an app's administration may not change a ``global_users`` account itself.
 SHARED_ACCOUNT = (
     "{email} is a global_users account shared by several apps: an app's administration acts "
@@ -85,6 +104,8 @@ class AuthService:
     :param hasher: a :class:`PasswordHasher` (its cost), default scrypt n=2**15.
     :param signing: False to administer users, roles and revocations without the token keys
         (issuing or verifying a token then raises :class:`ConfigurationError`).
+    :param two_factor_key: the secret TOTP secrets are encrypted with (``auth.users.two_factor``;
+        else ``$MDB_TWO_FACTOR_KEY``).
     """
 
     def __init__(
@@ -103,6 +124,7 @@ class AuthService:
         policy_reload_interval: float = 5.0,
         seed: bool = True,
         signing: bool = True,
+        two_factor_key: Any = None,
     ) -> None:
         engine._require_initialized()
         record = engine.registry.require_usable(slug)
@@ -165,6 +187,26 @@ class AuthService:
                 leeway=cfg.leeway,
                 max_families_per_user=cfg.max_sessions_per_user,
             )
+        #: Platform sign-on hand-offs (``auth.mode: "shared"``), else None.
+        self.handoffs = HandOffs(self) if cfg.shared and self.users is not None else None
+        #: Anonymous identities (``auth.policy.allow_anonymous``), else None.
+        self.anonymous = (
+            AnonymousIdentities(engine, slug, cfg.anonymous_ttl)
+            if cfg.anonymous_identities
+            else None
+        )
+        #: Verification and change-of-address links (``require_verification``), else None.
+        self.email_links = (
+            EmailLinks(self, cfg.verification.token_ttl) if cfg.verification is not None else None
+        )
+        #: The TOTP second factor (``auth.users.two_factor``), else None.
+        self.second_factor = (
+            SecondFactor(
+                self, cfg.two_factor, two_factor_key or os.environ.get("MDB_TWO_FACTOR_KEY")
+            )
+            if cfg.two_factor is not None and self.users is not None
+            else None
+        )
         if cfg.provider == "custom" and provider is None and cfg.policy_present:
             raise ConfigurationError(
                 f"auth.policy.provider of {slug!r} is 'custom': pass provider= (flask_mdb: "
@@ -202,6 +244,10 @@ class AuthService:
             collection=cfg.policies_collection,
             reload_interval=self.policy_reload_interval,
         )
+
+    def require_users(self) -> AppUserStore:
+        """The app's user store, or :class:`ConfigurationError` (no ``auth.users``)."""
+        return self._require_users()
 
     def _require_users(self) -> AppUserStore:
         if self.users is None:
@@ -434,11 +480,12 @@ class AuthService:
             self._link_roles(public_view(users, doc))
         if not users.is_active(doc):
             return self._failed()
-        fields: dict[str, Any] = {"last_login_at": store.now()}
         if self.hasher.needs_rehash(doc.get("password_hash")):
-            fields["password_hash"] = self.hasher.hash(password)
-        users.update(doc["_id"], fields)
+            users.update(doc["_id"], {"password_hash": self.hasher.hash(password)})
         user = public_view(users, doc)
+        if self.refuses_unverified(user):
+            self.audit("login_unverified", user_id=user["user_id"])
+            raise EmailNotVerified(UNVERIFIED, context={"app": self.slug, "reason": "unverified"})
         signals.user_authenticated.send(self.engine, slug=self.slug, user=user)
         self.audit("login", user_id=user["user_id"])
         return user
@@ -507,6 +554,135 @@ class AuthService:
         if doc is None or not users.is_member(doc):
             raise UserInputError("no such user", context={"app": self.slug})
         return doc
+
+    def user_document(self, user_id: Any) -> dict[str, Any]:
+        """The stored document of a user of this app (with its secrets: never hand it out),
+        or :class:`UserInputError`."""
+        return self._doc(user_id)
+
+    # --- e-mail verification ---------------------------------------------------------------------
+
+    def refuses_unverified(self, user: Mapping[str, Any]) -> bool:
+        """Whether ``user`` may not sign in yet: ``require_verification`` with ``refuse``
+        and the address is not proven."""
+        verify = self.config.verification
+        return bool(verify and verify.unverified == "refuse" and not user.get("email_verified"))
+
+    def read_only(self, user: Mapping[str, Any]) -> bool:
+        """Whether ``user`` may only read (``require_verification`` with ``read_only`` and
+        the address not proven yet)."""
+        verify = self.config.verification
+        return bool(verify and verify.unverified == "read_only" and not user.get("email_verified"))
+
+    def _require_links(self) -> EmailLinks:
+        if self.email_links is None:
+            raise ConfigurationError(
+                f"app {self.slug!r} does not enable auth.users.require_verification",
+                context={"app": self.slug, "path": "auth.users.require_verification"},
+            )
+        return self.email_links
+
+    def request_verification(self, email: Any) -> tuple[dict[str, Any], str] | None:
+        """A verification link's token for the account with ``email`` (deliver it to that
+        address only), or None — answer the same either way."""
+        return self._require_links().request(email)
+
+    def request_email_change(
+        self, user_id: Any, new_email: Any
+    ) -> tuple[dict[str, Any], str] | None:
+        """Start changing a user's address: ``(user, token)`` — the token goes to the new
+        address (``user["email"]``), a notice without it to ``user["previous_email"]``."""
+        return self._require_links().request_change(user_id, new_email)
+
+    def confirm_email(self, token: Any) -> tuple[dict[str, Any], str]:
+        """Follow a verification or change-of-address link: ``(user, "verify"|"change")``."""
+        return self._require_links().confirm(token)
+
+    def email_changed(self, old_email: str, user: dict[str, Any]) -> None:
+        """The user's address changed: casbin's rules name users by address."""
+        if self.config.link_users_roles and self.config.provider == "casbin":
+            authz = self.authz
+            if isinstance(authz, CasbinProvider):
+                authz.set_roles(old_email, [])
+        self._link_roles(user)
+        signals.email_changed.send(self.engine, slug=self.slug, user=user, old_email=old_email)
+
+    # --- login tracking, re-authentication, app profiles ------------------------------------------
+
+    def record_login(self, user: Mapping[str, Any], ip: str | None = None) -> dict[str, Any]:
+        """Count a completed sign-in of ``user`` (password and second factor, a provider, a
+        platform hand-off) from ``ip``: ``login_count``, ``current_login_at``/``_ip`` (now)
+        and ``last_login_at``/``_ip`` (the previous sign-in's) — per app for a shared
+        account. One atomic update; returns the tracking fields."""
+        users = self._require_users()
+        oid = parse_user_id(user.get("user_id"))
+        if oid is None:
+            return {}
+        p = f"apps.{self.slug}." if isinstance(users, GlobalUserStore) else ""
+        address = (ip or "")[:MAX_IP] or None
+        now = store.now()
+        tracked = {
+            f"{p}last_login_at": {"$ifNull": [f"${p}current_login_at", now]},
+            f"{p}last_login_ip": {"$ifNull": [f"${p}current_login_ip", address]},
+            f"{p}current_login_at": now,
+            f"{p}current_login_ip": address,
+            f"{p}login_count": {"$add": [{"$ifNull": [f"${p}login_count", 0]}, 1]},
+        }
+        doc = users.coll.find_one_and_update(
+            {"_id": oid}, [{"$set": tracked}], return_document=True
+        )
+        return tracking_of(users, doc or {})
+
+    def reauthenticate(self, session_key: str, user_id: Any, password: Any) -> None:
+        """The signed-in user of the session stored as ``session_key`` proves who they are
+        again: the password (it counts towards the account lockout, like a sign-in), after
+        which ``fresh_login_required`` views accept the session for
+        ``auth.users.fresh_login_seconds``. :class:`AuthenticationError` when wrong."""
+        doc = self._doc(user_id)
+        reservation = self._reserve_check(doc.get("email"))
+        if not isinstance(password, str) or not self.hasher.verify(
+            password, doc.get("password_hash")
+        ):
+            self._settle_failure(reservation)
+            raise AuthenticationError("the password is wrong", context={"app": self.slug})
+        self._settle_success(reservation)
+        if self.sessions is None or self.sessions.reauthenticated(session_key) is None:
+            raise AuthenticationError("the session has ended", context={"app": self.slug})
+        self.audit("reauthenticated", user_id=str(doc["_id"]))
+
+    def set_app_profile(self, user_id: Any, **fields: Any) -> dict[str, Any]:
+        """Set profile fields of the user *in this app* (``None`` removes one). With
+        ``global_users`` they live with the app's membership (``apps.<slug>.profile``) —
+        the hybrid of a platform identity and an app's own fields — and other apps never see
+        them; with ``app_users`` under ``profile`` of the app's own user."""
+        users = self._require_users()
+        doc = self._doc(user_id)
+        check_profile(fields)
+        base = f"apps.{self.slug}.profile" if isinstance(users, GlobalUserStore) else "profile"
+        update: dict[str, Any] = {}
+        for key, value in fields.items():
+            update.setdefault("$unset" if value is None else "$set", {})[f"{base}.{key}"] = value
+        if update:
+            users.coll.update_one({"_id": doc["_id"]}, update)
+        return public_view(users, users.get(doc["_id"]) or doc)
+
+    # --- anonymous identities ------------------------------------------------------------------
+
+    def upgrade_anonymous(
+        self, token: Any, user: Mapping[str, Any], hook: UpgradeHook | None = None
+    ) -> str | None:
+        """Upgrade the anonymous identity of ``token`` to ``user``: ``hook(anonymous_id, user)``
+        carries over what the app chooses, then the identity ends. The anonymous id, or None
+        when there was none to upgrade."""
+        if self.anonymous is None:
+            return None
+        carried = self.anonymous.upgrade(token, user, hook)
+        if carried is not None:
+            signals.anonymous_upgraded.send(
+                self.engine, slug=self.slug, anonymous_id=carried, user=dict(user)
+            )
+            self.audit("anonymous_upgraded", user_id=str(user["user_id"]))
+        return carried
 
     def _revoke_everything(self, doc: dict[str, Any]) -> None:
         """End the user's sessions and refuse their tokens (new ``auth_version``)."""
@@ -792,6 +968,8 @@ class AuthService:
         if user is None or not user.get("active", True):
             tokens.revoke_family(claims["fam"])
             raise TokenError("the token's user is unknown or inactive", context={"app": self.slug})
+        if isinstance(claims.get("auth_time"), int):
+            user = {**user, "auth_time": claims["auth_time"]}
         pair = tokens.issue(user, family=claims["fam"], refresh_jti=next_jti)
         if next_jti is None:
             pair["refresh_token"] = refresh_token
@@ -856,6 +1034,14 @@ class AuthService:
             if not self.is_allowed(user, resource, action):
                 return f"the permission {resource}:{action} is required"
         return None
+
+
+def tracking_of(users: AppUserStore, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The login-tracking fields of ``doc`` in ``users``' app."""
+    source = doc
+    if isinstance(users, GlobalUserStore):
+        source = (doc.get("apps") or {}).get(users.slug) or {}
+    return {key: source.get(key) for key in TRACKING if key in source}
 
 
 # --- a cache for scripts and workers -------------------------------------------------------------

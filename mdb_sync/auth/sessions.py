@@ -54,8 +54,14 @@ class SessionStore:
         *,
         remember: bool = False,
         fingerprint: dict[str, str] | None = None,
+        authenticated_at: dt.datetime | None = None,
+        platform_session: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """A new session for ``user`` (a public user dict): ``(session id, document)``."""
+        """A new session for ``user`` (a public user dict): ``(session id, document)``.
+
+        ``authenticated_at``: when the user last proved who they are (default now; a session
+        born from a platform hand-off carries the hub's), what ``fresh_login_required``
+        reads; ``platform_session``: the hub session it derives from (logout everywhere)."""
         sid = secrets.token_urlsafe(32)
         now = store.now()
         doc = {
@@ -66,10 +72,12 @@ class SessionStore:
             "remember": bool(remember),
             "csrf": secrets.token_hex(16),
             "created_at": now,
+            "authenticated_at": min(authenticated_at or now, now),
             "last_seen": now,
             "absolute_expires_at": now + dt.timedelta(seconds=self.ttl),
             "expires_at": self._expiry(now, now + dt.timedelta(seconds=self.ttl)),
             **({"fingerprint": fingerprint} if fingerprint else {}),
+            **({"platform_session": platform_session} if platform_session else {}),
         }
         self.coll.insert_one(doc)
         if self.max_per_user:
@@ -123,6 +131,15 @@ class SessionStore:
                 {"$set": {"last_seen": now, "expires_at": self._expiry(now, absolute)}},
             )
         return store.aware_values(doc)  # type: ignore[no-any-return]
+
+    def reauthenticated(self, key: str) -> dt.datetime | None:
+        """The user of the session stored as ``key`` proved who they are again (password,
+        code): its ``authenticated_at`` is now; None when the session is gone."""
+        now = store.now()
+        done = self.coll.update_one(
+            {"_id": key, "app_id": self.slug}, {"$set": {"authenticated_at": now}}
+        )
+        return now if done.matched_count else None
 
     def delete(self, sid: Any) -> bool:
         if not isinstance(sid, str):

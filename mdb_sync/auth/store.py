@@ -2,7 +2,8 @@
 
 Security state that app code must neither read nor rewrite — login sessions, refresh-token
 families, the token deny-list, rate-limit counters, password-reset tokens, global users, policy
-versions, pending OAuth sign-ins and the provider identities linked to users — lives
+versions, pending OAuth sign-ins, the provider identities linked to users, platform hand-offs,
+anonymous identities, e-mail links and second-factor state — lives
 in collections named ``mdb_auth_*``. No app slug can produce an ``mdb_*`` physical name (the
 ``mdb`` prefix is reserved), so no scoped database reaches them; only this package, through
 the engine's own client. Every document carries ``app_id`` (or ``app_ids``) so an app's
@@ -38,6 +39,10 @@ POLICY_VERSIONS = "mdb_auth_policy_versions"
 RESETS = "mdb_auth_resets"
 OAUTH_STATES = "mdb_auth_oauth_states"
 IDENTITIES = "mdb_auth_identities"
+HANDOFFS = "mdb_auth_handoffs"
+ANONYMOUS = "mdb_auth_anonymous"
+EMAIL_TOKENS = "mdb_auth_email_tokens"
+SECOND_FACTOR = "mdb_auth_second_factor"
 
 _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     SESSIONS: [
@@ -54,6 +59,10 @@ _INDEXES: dict[str, list[tuple[list[tuple[str, int]], dict[str, Any]]]] = {
     GLOBAL_USERS: [([("email", ASCENDING)], {"name": "email_unique", "unique": True})],
     OAUTH_STATES: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
     IDENTITIES: [([("scope", ASCENDING), ("user_id", ASCENDING)], {"name": "scope_user"})],
+    HANDOFFS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
+    ANONYMOUS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
+    EMAIL_TOKENS: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
+    SECOND_FACTOR: [([("expires_at", ASCENDING)], {"name": "ttl", "expireAfterSeconds": 0})],
 }
 
 _lock = threading.Lock()

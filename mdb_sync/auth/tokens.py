@@ -119,6 +119,9 @@ class TokenManager:
             "typ": kind,
             "fam": fam,
             "ver": int(user.get("auth_version", 0)),
+            # When the user last proved who they are (``fresh_login_required``): the login's
+            # time, carried through the family's refreshes.
+            "auth_time": int(user.get("auth_time") or now.timestamp()),
         }
 
     def issue(

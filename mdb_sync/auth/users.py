@@ -41,11 +41,15 @@ RESERVED_FIELDS = frozenset(
         "_id", "app_id", "app_ids", "apps", "email", "password_hash", "roles", "active",
         "auth_version", "created_at", "updated_at", "password_changed_at", "last_login_at",
         "user_id", "app", "email_verified", "email_verified_via", "email_verified_at",
+        "two_factor", "two_factor_enabled", "login_count", "last_login_ip", "current_login_at",
+        "current_login_ip", "profile", "previous_email",
     }
 )  # fmt: skip
 #: Longest ``verified_via`` label (who or what proved a user's email).
 MAX_VERIFIED_VIA = 64
-_INTERNAL = ("password_hash", "app_id", "app_ids", "apps")
+_INTERNAL = ("password_hash", "app_id", "app_ids", "apps", "two_factor")
+#: Login tracking fields, kept per app for a shared account.
+_TRACKED = ("login_count", "last_login_at", "last_login_ip", "current_login_at", "current_login_ip")
 
 
 def normalize_email(email: Any) -> str:
@@ -225,5 +229,14 @@ def public_view(user_store: AppUserStore, doc: dict[str, Any]) -> dict[str, Any]
     out["active"] = user_store.is_active(doc)
     out["email_verified"] = user_store.is_email_verified(doc)
     out["app"] = user_store.slug
+    out["two_factor_enabled"] = bool((doc.get("two_factor") or {}).get("enabled"))
+    if user_store.kind == "global":  # the app's own view: its tracking, its profile fields
+        membership = (doc.get("apps") or {}).get(user_store.slug) or {}
+        for key in _TRACKED:
+            out.pop(key, None)
+            if key in membership:
+                out[key] = membership[key]
+        if membership.get("profile"):
+            out["profile"] = dict(membership["profile"])
     out.setdefault("auth_version", 0)
     return out

@@ -133,6 +133,26 @@ class PasswordResetSchema(BaseSchema):
     token_ttl_seconds = Int(minimum=300, maximum=86_400, load_default=3600)
 
 
+class VerificationSchema(BaseSchema):
+    """``auth.users.require_verification`` as an object: e-mail addresses are confirmed by a
+    single-use link; what an account may do before (``unverified``)."""
+
+    enabled = Bool(load_default=True)
+    unverified = Str(choices=("refuse", "read_only"), load_default="refuse")
+    token_ttl_seconds = Int(minimum=300, maximum=86_400 * 7, load_default=86_400)
+
+
+class TwoFactorSchema(BaseSchema):
+    """``auth.users.two_factor``: TOTP codes as a second sign-in step, for accounts that
+    enrol (recovery codes, rate-limited checks, optionally remembered devices)."""
+
+    enabled = Bool(load_default=True)
+    issuer_name = Str(max_len=64)
+    remember_device_days = Int(minimum=0, maximum=365, load_default=0)
+    max_failed_attempts = Int(minimum=1, maximum=100, load_default=5)
+    lockout_duration_seconds = Int(minimum=60, maximum=86_400, load_default=900)
+
+
 class UsersSchema(BaseSchema):
     enabled = Bool(load_default=False)
     strategy = Str(choices=("app_users", "global_users"), load_default="app_users")
@@ -148,6 +168,11 @@ class UsersSchema(BaseSchema):
     user_id_field = Str(max_len=128)
     allow_demo_access = Bool()
     demo_user_seed_strategy = Str(choices=("auto", "manual", "disabled"))
+    require_verification = OneOfTypes(
+        (bool, Bool()), (dict, Obj(VerificationSchema)), what="true, false or an object"
+    )
+    fresh_login_seconds = Int(minimum=30, maximum=86_400 * 7)
+    two_factor = Obj(TwoFactorSchema)
 
 
 class CsrfSchema(BaseSchema):
@@ -221,6 +246,14 @@ class SessionBindingSchema(BaseSchema):
     allow_ip_change_with_reauth = Bool()
 
 
+class AnonymousSchema(BaseSchema):
+    """``auth.anonymous``: the server-side identities of anonymous visitors (with
+    ``auth.policy.allow_anonymous``)."""
+
+    ttl_seconds = Int(minimum=60, maximum=86_400 * 90, load_default=604_800)
+    max_new_per_address = Obj(RateLimitSchema)
+
+
 class AuthSchema(BaseSchema):
     """``auth``: ``policy`` (authorization), ``users`` (app users) and the security knobs."""
 
@@ -245,6 +278,28 @@ class AuthSchema(BaseSchema):
     password_policy = Obj(PasswordPolicySchema)
     session_binding = Obj(SessionBindingSchema)
     oauth = Obj(OAuthSchema)
+    anonymous = Obj(AnonymousSchema)
+
+    @validates_schema
+    def _shared_sign_on(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """``mode: "shared"``: a hub lists its ``related_apps``; a related app names its hub
+        in ``related_apps`` (one entry) and where it signs in, ``auth_hub_url``."""
+        hub_url, related = data.get("auth_hub_url"), data.get("related_apps")
+        if data.get("mode") != "shared":
+            return  # without it both are inert (logged when the app's auth starts)
+        users = data.get("users") or {}
+        if not users.get("enabled") or users.get("strategy") != "global_users":
+            message = '"shared" needs auth.users with strategy "global_users"'
+            raise ValidationError({"mode": [message]})
+        if not related:
+            raise ValidationError(
+                {"related_apps": ["a shared app lists its related apps (a hub) or its hub"]}
+            )
+        hub_named = next(iter(related.values())).rstrip("/")
+        if hub_url is not None and (len(related) != 1 or hub_named != hub_url.rstrip("/")):
+            raise ValidationError(
+                {"related_apps": ["a related app names its hub alone, with auth_hub_url"]}
+            )
 
     @validates_schema
     def _oauth_needs_users(self, data: dict[str, Any], **kwargs: Any) -> None:

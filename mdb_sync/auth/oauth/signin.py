@@ -18,7 +18,8 @@ Which account an identity signs in to:
    user): the identity is added to that account, unless it belongs to another one.
 3. A new identity whose e-mail an account already has: linked to that account only when the
    provider is trusted for e-mail (``trust_email``), the provider asserts the address is
-   verified, and ``link_by_email`` is on; otherwise refused (409: sign in to that account and
+   verified, ``link_by_email`` is on and the account's own address is proven (verified);
+   otherwise refused (409: sign in to that account and
    link the provider from there) — an unverified address is how accounts are taken over.
 4. Otherwise a new account (when sign-up is allowed): its e-mail is the provider's only when
    trusted and verified (and then counts as proven); else the account gets a placeholder
@@ -268,7 +269,10 @@ class OAuthSignIn:
         if existing is not None and existing.get("oauth_identity") != self.identities.id_for(
             profile.issuer, profile.subject
         ):
-            if trusted is not None and provider.link_by_email:
+            # Only an account whose own address is proven: an address someone registered
+            # without proving it may be an attacker's (pre-hijacking), who would keep the
+            # password to the account the provider's user is then signed in to.
+            if trusted is not None and provider.link_by_email and users.is_email_verified(existing):
                 _user, ident = self._attach_existing(provider, profile, existing, found)
                 return self._login(existing, provider), ident, "linked"
             self.auth.audit("oauth_email_collision", provider=provider.name)

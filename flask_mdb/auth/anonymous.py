@@ -1,0 +1,128 @@
+"""Anonymous visitors' identities in Flask (``auth.policy.allow_anonymous: true``).
+
+::
+
+    from flask_mdb.auth import get_anonymous, get_current_user
+
+    @app.post("/notes")
+    def add_note():
+        owner = get_current_user() or get_anonymous()   # an account, or this visitor
+        db.notes.insert_one({"owner": owner.id, ...})
+
+``get_anonymous()`` creates the visitor's identity on first use — one document in
+``mdb_auth_anonymous``, and a cookie ``<session cookie>_anon`` (HttpOnly, SameSite, ``__Host-``
+over HTTPS) holding a random token — at most ``auth.anonymous.max_new_per_address`` per
+client address (20 an hour by default; beyond, it returns None). Its ``id`` (``anon:...``)
+is what the visitor's data, rate limits (``rate_limit_auth(key=caller_key)``), websocket
+connections (the identity seam) and AI memories are keyed by.
+
+Registering or signing in — a password, a provider, a platform hand-off — upgrades it in
+the same request (:func:`flask_mdb.auth.login_user`): ``MDB_ANONYMOUS_UPGRADE(anonymous_id,
+user)`` runs with the app bound (re-own the visitor's documents there), then the identity
+ends: its cookie is cleared and refused from then on, its websockets close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import g, request
+
+from mdb_sync.auth import AuthService
+
+from ..state import get_state
+from . import current
+
+COOKIE_SUFFIX = "anon"
+
+
+@dataclass(frozen=True)
+class AnonymousVisitor:
+    """The anonymous identity of the request's visitor."""
+
+    id: str
+    app: str
+    key: str  # the stored key (digest of the token): what a connection re-checks
+    expires_at: Any
+
+    def identity(self) -> dict[str, Any]:
+        """The identity for :mod:`flask_mdb.identity` (websockets): re-checkable and
+        revoked when the visitor signs in."""
+        return {
+            "user_id": self.id,
+            "app": self.app,
+            "anonymous": True,
+            "via": "anonymous",
+            "roles": [],
+            "email": None,
+            "session": {"id": self.key, "expires_at": self.expires_at},
+        }
+
+
+def anonymous_cookie_name(auth: AuthService) -> str:
+    return current.extra_cookie_name(auth, COOKIE_SUFFIX)
+
+
+def _visitor(auth: AuthService, doc: dict[str, Any]) -> AnonymousVisitor:
+    return AnonymousVisitor(doc["anonymous_id"], auth.slug, doc["_id"], doc.get("expires_at"))
+
+
+def get_anonymous(create: bool = True) -> AnonymousVisitor | None:
+    """The request's anonymous visitor (created when ``create`` and there is none yet), or
+    None: someone is signed in, the app has no anonymous identities, or the client address
+    made too many of them lately."""
+    auth = current.current_service()
+    if auth is None or auth.anonymous is None or current.get_current_user() is not None:
+        return None
+    cached = g.get("_mdb_anonymous")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    doc = auth.anonymous.get(request.cookies.get(anonymous_cookie_name(auth)))
+    if doc is None and create:
+        limit = auth.config.limit("anonymous")
+        if limit is not None:
+            from .decorators import hit_limit
+
+            if hit_limit("anonymous", limit.max_attempts, limit.window_seconds) is not None:
+                return None
+        token, doc = auth.anonymous.create()
+        current.queue_cookie(anonymous_cookie_name(auth), token, auth.config.anonymous_ttl)
+    if doc is None:
+        return None
+    visitor = _visitor(auth, doc)
+    g._mdb_anonymous = visitor
+    return visitor
+
+
+def anonymous_identity() -> dict[str, Any] | None:
+    """The identity resolver: the visitor's anonymous identity, when it has one already
+    (never created here)."""
+    visitor = get_anonymous(create=False)
+    return visitor.identity() if visitor is not None else None
+
+
+def caller_key() -> str:
+    """Who is calling, for rate limits: the user's id, else the anonymous visitor's id,
+    else the client address (``rate_limit_auth(key=caller_key)``)."""
+    user = current.get_current_user()
+    if user is not None:
+        return f"user:{user.id}"
+    visitor = get_anonymous(create=False)
+    return visitor.id if visitor is not None else f"ip:{current.client_ip()}"
+
+
+def upgrade_request_identity(auth: AuthService, user: dict[str, Any]) -> str | None:
+    """At a sign-in: upgrade the request's anonymous identity (if any) to ``user``, running
+    ``MDB_ANONYMOUS_UPGRADE``; its cookie is cleared. The anonymous id, or None."""
+    if auth.anonymous is None:
+        return None
+    name = anonymous_cookie_name(auth)
+    token = request.cookies.get(name)
+    if not token:
+        return None
+    hook = get_state().config["MDB_ANONYMOUS_UPGRADE"]
+    carried = auth.upgrade_anonymous(token, user, hook)
+    current.queue_cookie(name, None)
+    g.pop("_mdb_anonymous", None)
+    return carried
