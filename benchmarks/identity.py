@@ -94,13 +94,13 @@ def main() -> None:
             factor = hub.second_factor
             assert isinstance(factor, SecondFactor)
             secret = pyotp.random_base32(32)
-            sealed = factor._seal(user["user_id"], secret)
+            sealed = factor.seal(user["user_id"], secret)
             totp = pyotp.TOTP(secret)
             code = totp.now()
             row("pyotp TOTP.verify (window 1)", lambda: totp.verify(code, valid_window=1))
 
             def cpu_check() -> bool:
-                opened = factor._open(user["user_id"], sealed)
+                opened = factor.unseal(user["user_id"], sealed)
                 otp = pyotp.TOTP(opened)
                 step = int(time.time()) // 30
                 return any(

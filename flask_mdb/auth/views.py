@@ -50,6 +50,7 @@ from mdb_sync.exceptions import (
 )
 
 from . import current
+from . import view_helpers as helpers
 from .decorators import csrf_exempt, public, unauthorized
 from .email_links import queue_verification
 from .fresh import reauthenticate
@@ -60,33 +61,6 @@ from .setup import AUTH_BLUEPRINT, auth_url
 from .twofactor_views import needs_second_step, register_two_factor_routes, start_second_step
 from .user import AuthUser
 from .verify_views import register_verify_routes
-from .view_helpers import (
-    check_csrf as _check_csrf,
-)
-from .view_helpers import (
-    flag as _flag,
-)
-from .view_helpers import (
-    form as _form,
-)
-from .view_helpers import (
-    home as _home,
-)
-from .view_helpers import (
-    limit as _limit,
-)
-from .view_helpers import (
-    payload as _payload,
-)
-from .view_helpers import (
-    refusal_status as _refusal,
-)
-from .view_helpers import (
-    service_or_404 as _auth,
-)
-from .view_helpers import (
-    text_field as _text,
-)
 
 BLUEPRINT = AUTH_BLUEPRINT
 #: What a registration answers when the address must be proven first.
@@ -122,9 +96,9 @@ def _user_body(user: Any) -> dict[str, Any]:
 
 @public
 def login(**_view_args: Any) -> Any:
-    auth = _auth()
+    auth = helpers.service_or_404()
     html = not request.is_json
-    next_url = safe_next(request.values.get("next"), _home())
+    next_url = safe_next(request.values.get("next"), helpers.home())
     if request.method == "GET":
         if current.get_current_user() is not None and html:
             return redirect(next_url)
@@ -133,28 +107,32 @@ def login(**_view_args: Any) -> Any:
             notice = "your password was changed: sign in with the new one"
         elif request.args.get("verified") == "done":
             notice = "your e-mail address is confirmed"
-        return _form("mdb_auth/login.html", next=next_url, auth=auth, error=None, notice=notice)
-    data = _payload()
-    _check_csrf(auth)
-    _limit(auth, "login")
-    email, password = _text(data, "email"), _text(data, "password")
+        return helpers.form(
+            "mdb_auth/login.html", next=next_url, auth=auth, error=None, notice=notice
+        )
+    data = helpers.payload()
+    helpers.check_csrf(auth)
+    helpers.limit(auth, "login")
+    email, password = helpers.text_field(data, "email"), helpers.text_field(data, "password")
     try:
         user = auth.authenticate(email, password)
     except (AuthenticationError, RateLimitExceeded) as exc:
-        status, headers = _refusal(exc)
+        status, headers = helpers.refusal_status(exc)
         if isinstance(exc, EmailNotVerified):
             status = 403
         if html and wants_html():
-            page = _form("mdb_auth/login.html", status, next=next_url, auth=auth, error=str(exc))
+            page = helpers.form(
+                "mdb_auth/login.html", status, next=next_url, auth=auth, error=str(exc)
+            )
             return (*page, headers)
         reason = "unverified" if isinstance(exc, EmailNotVerified) else None
         return auth_error(status, str(exc), headers=headers, reason=reason)
-    remember = _flag(data.get("remember"))
+    remember = helpers.flag(data.get("remember"))
     if needs_second_step(auth, user):  # no session until the code
-        return start_second_step(auth, user, remember, safe_next(data.get("next"), _home()))
+        return start_second_step(auth, user, remember, safe_next(data.get("next"), helpers.home()))
     logged_in = current.login_user(user, remember=remember)
     if html and wants_html():
-        return redirect(safe_next(data.get("next"), _home()), 303)
+        return redirect(safe_next(data.get("next"), helpers.home()), 303)
     return jsonify(_user_body(logged_in))
 
 
@@ -163,20 +141,20 @@ def register(**_view_args: Any) -> Any:
     """Create an account and sign it in at once: like a login, any session the browser had
     is ended and a new one starts (new session cookie), so the CSRF token changes too — the
     JSON answer (201) carries the new ``csrf_token`` for the next unsafe request."""
-    auth = _auth()
+    auth = helpers.service_or_404()
     if not auth.config.allow_registration:
         abort(auth_error(404, "registration is closed for this app"))
     html = not request.is_json
-    next_url = safe_next(request.values.get("next"), _home())
+    next_url = safe_next(request.values.get("next"), helpers.home())
     if request.method == "GET":
-        return _form("mdb_auth/register.html", next=next_url, auth=auth, error=None)
-    data = _payload()
-    _check_csrf(auth)
-    _limit(auth, "register")
-    email = _text(data, "email")
+        return helpers.form("mdb_auth/register.html", next=next_url, auth=auth, error=None)
+    data = helpers.payload()
+    helpers.check_csrf(auth)
+    helpers.limit(auth, "register")
+    email = helpers.text_field(data, "email")
     hidden = auth.email_links is not None and auth.refuses_unverified({})
     try:
-        user = auth.register_user(email, _text(data, "password"))
+        user = auth.register_user(email, helpers.text_field(data, "password"))
     except UserExistsError:
         if not hidden:
             return _registration_refused(html, next_url, auth, 409, "an account with this "
@@ -188,30 +166,32 @@ def register(**_view_args: Any) -> Any:
         queue_verification(auth, email)  # to the address itself: new or not, unverified or not
     if hidden or user is None:  # no session before the address is proven
         if html and wants_html():
-            return _form("mdb_auth/verify_sent.html", 202, auth=auth, message=VERIFY_SENT)
+            return helpers.form("mdb_auth/verify_sent.html", 202, auth=auth, message=VERIFY_SENT)
         return jsonify(verification_sent=True, message=VERIFY_SENT), 202
     logged_in = current.login_user(user)
     if html and wants_html():
-        return redirect(safe_next(data.get("next"), _home()), 303)
+        return redirect(safe_next(data.get("next"), helpers.home()), 303)
     return jsonify(_user_body(logged_in)), 201
 
 
 def _registration_refused(html: bool, next_url: str, auth: AuthService, status: int,
                           message: str) -> Any:  # fmt: skip
     if html and wants_html():
-        return _form("mdb_auth/register.html", status, next=next_url, auth=auth, error=message)
+        return helpers.form(
+            "mdb_auth/register.html", status, next=next_url, auth=auth, error=message
+        )
     return auth_error(status, message)
 
 
 @public
 def logout(**_view_args: Any) -> Any:
-    auth = _auth(need_users=False)
-    data = _payload() if request.content_length else {}
+    auth = helpers.service_or_404(need_users=False)
+    data = helpers.payload() if request.content_length else {}
     refresh_token = data.get("refresh_token")
     if isinstance(refresh_token, str) and auth.tokens is not None:
         with contextlib.suppress(TokenError):  # already expired or revoked: nothing to end
             auth.revoke_token(refresh_token)
-    everywhere = _flag(data.get("everywhere") or request.args.get("everywhere"))
+    everywhere = helpers.flag(data.get("everywhere") or request.args.get("everywhere"))
     user = current.get_current_user()
     session = user.session if user is not None and user.via == "session" else None
     if everywhere and session is not None and auth.config.shared:
@@ -225,20 +205,22 @@ def logout(**_view_args: Any) -> Any:
         current.logout_user()
     if wants_html() and not request.is_json:
         target = data.get("next") or request.args.get("next")
-        return redirect(safe_next(target, _home()), 303)
+        return redirect(safe_next(target, helpers.home()), 303)
     return jsonify(logged_out=True)
 
 
 @csrf_exempt
 @public
 def token(**_view_args: Any) -> Any:
-    auth = _auth(need_users=True)
+    auth = helpers.service_or_404(need_users=True)
     if auth.tokens is None:
         abort(auth_error(404, "this app does not issue tokens"))
-    data = _payload()
-    _limit(auth, "login")
+    data = helpers.payload()
+    helpers.limit(auth, "login")
     try:
-        user = auth.authenticate(_text(data, "email"), _text(data, "password"))
+        user = auth.authenticate(
+            helpers.text_field(data, "email"), helpers.text_field(data, "password")
+        )
         if auth.second_factor is not None and user.get("two_factor_enabled"):
             code = data.get("code") if data.get("recovery_code") is None else None
             if code is None and data.get("recovery_code") is None:
@@ -248,7 +230,7 @@ def token(**_view_args: Any) -> Any:
                 user["user_id"], code=code, recovery_code=data.get("recovery_code")
             )
     except (AuthenticationError, RateLimitExceeded) as exc:
-        status, headers = _refusal(exc)
+        status, headers = helpers.refusal_status(exc)
         if isinstance(exc, EmailNotVerified):
             status = 403
         return auth_error(status, str(exc), headers=headers, html=False)
@@ -261,13 +243,13 @@ def token(**_view_args: Any) -> Any:
 @csrf_exempt
 @public
 def refresh(**_view_args: Any) -> Any:
-    auth = _auth(need_users=False)
+    auth = helpers.service_or_404(need_users=False)
     if auth.tokens is None:
         abort(auth_error(404, "this app does not issue tokens"))
-    data = _payload()
-    _limit(auth, "refresh")
+    data = helpers.payload()
+    helpers.limit(auth, "refresh")
     try:
-        pair = auth.refresh(_text(data, "refresh_token"))
+        pair = auth.refresh(helpers.text_field(data, "refresh_token"))
     except TokenError as exc:
         return auth_error(401, exc.message, html=False)
     response = jsonify(pair)
@@ -276,7 +258,7 @@ def refresh(**_view_args: Any) -> Any:
 
 
 def me(**_view_args: Any) -> Any:
-    _auth(need_users=False)
+    helpers.service_or_404(need_users=False)
     user = current.get_current_user()
     if user is None:
         return unauthorized()
@@ -284,22 +266,24 @@ def me(**_view_args: Any) -> Any:
 
 
 def password(**_view_args: Any) -> Any:
-    auth = _auth()
+    auth = helpers.service_or_404()
     user = current.get_current_user()
     if user is None:
         return unauthorized()
-    data = _payload()
+    data = helpers.payload()
     if user.via != "token":
-        _check_csrf(auth)
-    _limit(auth, "login")
+        helpers.check_csrf(auth)
+    helpers.limit(auth, "login")
     try:
         updated = auth.change_password(
-            user.id, _text(data, "current_password"), _text(data, "new_password")
+            user.id,
+            helpers.text_field(data, "current_password"),
+            helpers.text_field(data, "new_password"),
         )
     except AuthenticationError as exc:
         return auth_error(403, str(exc))
     except RateLimitExceeded as exc:  # the account is locked: current-password guesses count
-        status, headers = _refusal(exc)
+        status, headers = helpers.refusal_status(exc)
         return auth_error(status, str(exc), headers=headers)
     except UserInputError as exc:
         return auth_error(400, str(exc))
@@ -322,37 +306,37 @@ def _resets(auth: AuthService) -> None:
 
 @public
 def forgot(**_view_args: Any) -> Any:
-    auth = _auth()
+    auth = helpers.service_or_404()
     _resets(auth)
     if request.method == "GET":
-        return _form("mdb_auth/forgot.html", auth=auth, sent=None, error=None)
-    data = _payload()
-    _check_csrf(auth)
-    _limit(auth, "reset")
+        return helpers.form("mdb_auth/forgot.html", auth=auth, sent=None, error=None)
+    data = helpers.payload()
+    helpers.check_csrf(auth)
+    helpers.limit(auth, "reset")
     # The same work for every email: the lookup, the token, the link and the sending happen
     # on the background sender, so neither the answer nor its timing tells who has an account.
-    request_reset_link(auth, _text(data, "email"))
+    request_reset_link(auth, helpers.text_field(data, "email"))
     if not request.is_json and wants_html():
-        return _form("mdb_auth/forgot.html", 202, auth=auth, sent=RESET_SENT, error=None)
+        return helpers.form("mdb_auth/forgot.html", 202, auth=auth, sent=RESET_SENT, error=None)
     return jsonify(sent=True, message=RESET_SENT), 202
 
 
 @public
 def reset(**_view_args: Any) -> Any:
-    auth = _auth()
+    auth = helpers.service_or_404()
     _resets(auth)
     html = not request.is_json and wants_html()
     if request.method == "GET":
         token = request.args.get("token", "")
-        return _form("mdb_auth/reset.html", auth=auth, token=token, error=None)
-    data = _payload()
-    _check_csrf(auth)
-    token = _text(data, "token")
+        return helpers.form("mdb_auth/reset.html", auth=auth, token=token, error=None)
+    data = helpers.payload()
+    helpers.check_csrf(auth)
+    token = helpers.text_field(data, "token")
     try:
-        user = auth.reset_password(token, _text(data, "new_password"))
+        user = auth.reset_password(token, helpers.text_field(data, "new_password"))
     except (TokenError, UserInputError) as exc:
         if html:
-            return _form("mdb_auth/reset.html", 400, auth=auth, token=token, error=str(exc))
+            return helpers.form("mdb_auth/reset.html", 400, auth=auth, token=token, error=str(exc))
         return auth_error(400, str(exc))
     if html:
         return redirect(auth_url("login", reset="done"), 303)
@@ -361,7 +345,7 @@ def reset(**_view_args: Any) -> Any:
 
 @public
 def csrf(**_view_args: Any) -> Any:
-    _auth()
+    helpers.service_or_404()
     response = jsonify(csrf_token=current.csrf_token())
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -116,12 +116,15 @@ class SecondFactor:
 
         return AESGCM(self._key)
 
-    def _seal(self, user_id: str, secret: str) -> str:
+    def seal(self, user_id: str, secret: str) -> str:
+        """``secret`` encrypted for storage (AES-256-GCM, bound to ``user_id``)."""
         nonce = secrets.token_bytes(12)
         sealed = self._aead().encrypt(nonce, secret.encode("ascii"), user_id.encode())
         return base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
-    def _open(self, user_id: str, sealed: Any) -> str | None:
+    def unseal(self, user_id: str, sealed: Any) -> str | None:
+        """The secret :meth:`seal` stored for ``user_id``, or None (tampered, another
+        user's, or sealed under another key)."""
         from cryptography.exceptions import InvalidTag
 
         if not isinstance(sealed, str):
@@ -144,7 +147,7 @@ class SecondFactor:
         users = self.auth.require_users()
         doc = self.auth.user_document(user_id)
         secret = _pyotp().random_base32(32)
-        users.update(doc["_id"], {f"{FIELD}.pending": self._seal(str(doc["_id"]), secret)})
+        users.update(doc["_id"], {f"{FIELD}.pending": self.seal(str(doc["_id"]), secret)})
         issuer = self.settings.issuer_name or self.auth.slug
         uri = _pyotp().TOTP(secret).provisioning_uri(name=doc["email"], issuer_name=issuer)
         return {"secret": secret, "provisioning_uri": uri}
@@ -155,7 +158,7 @@ class SecondFactor:
         users = self.auth.require_users()
         doc = self.auth.user_document(user_id)
         uid = str(doc["_id"])
-        secret = self._open(uid, (doc.get(FIELD) or {}).get("pending"))
+        secret = self.unseal(uid, (doc.get(FIELD) or {}).get("pending"))
         if secret is None:
             raise UserInputError("start enrolling first (no secret is being enrolled)")
         step = self._checked(uid, secret, code, last=None)
@@ -165,7 +168,7 @@ class SecondFactor:
             {
                 FIELD: {
                     "enabled": True,
-                    "secret": self._seal(uid, secret),
+                    "secret": self.seal(uid, secret),
                     "last_step": step,
                     "recovery": [_recovery_hash(uid, c) for c in codes],
                     "enabled_at": store.now(),
@@ -242,7 +245,7 @@ class SecondFactor:
             self.lockout.succeeded(reservation)
             self.auth.audit("two_factor_recovery_code_used", user_id=uid)
             return
-        secret = self._open(uid, state.get("secret"))
+        secret = self.unseal(uid, state.get("secret"))
         if secret is None:
             raise AuthenticationError("this account's second factor cannot be read")
         last = int(state.get("last_step", -1))
