@@ -11,9 +11,10 @@ as [1], [2]...; without a chat model the passages themselves are the answer. The
 
 The knowledge base is shared and needs no sign-in (as in the seeds: ``allow_anonymous``), so
 every input is bounded: 20 documents per upload, 500,000 characters per document, 32 queued
-documents per process (then 503), 2 MB per request. Changes are JSON requests: a cross-site
-form cannot send ``application/json`` without the browser asking first (CORS preflight),
-which this app never allows — no page elsewhere can fill your knowledge base.
+documents per process (``RAG_QUEUE_SIZE``; then 503), 2 MB per request. Changes are JSON
+requests: a cross-site form cannot send ``application/json`` without the browser asking
+first (CORS preflight), which this app never allows — no page elsewhere can fill your
+knowledge base.
 
 Run it on the embedded database (no MongoDB, no API key)::
 
@@ -66,10 +67,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MDB_ERROR_HANDLERS=True,
         MDB_HEALTH_URL="/health",
         MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        RAG_QUEUE_SIZE=QUEUE_SIZE,
     )
     app.config.update(config or {})
     mdb.init_app(app)
-    app.extensions[EXTENSION] = Ingestor(app)
+    app.extensions[EXTENSION] = Ingestor(app, app.config["RAG_QUEUE_SIZE"])
     app.add_url_rule("/", "index", index)
     app.add_url_rule("/api/sources", "sources", list_sources)
     app.add_url_rule("/api/sources/<path:source>", "forget", forget, methods=["DELETE"])
@@ -114,16 +116,14 @@ class Ingestor:
     def room(self) -> int:
         return self.jobs.maxsize - self.jobs.qsize()
 
-    def submit(self, source: str, text: str) -> Job:
+    def submit(self, job: Job) -> None:
         """Queue a document (``queue.Full`` when the queue is full)."""
-        job = Job(uuid.uuid4().hex, source, text)
         self.jobs.put_nowait(job)
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="rag-ingest", daemon=True)
                 self._pid = os.getpid()
                 self._thread.start()
-        return job
 
     def stop(self, timeout: float) -> None:
         with self._lock:
@@ -246,15 +246,18 @@ def upload() -> Any:
     except ValueError as exc:
         abort(400, description=str(exc))
     ingestor: Ingestor = current_app.extensions[EXTENSION]
+    full = f"the ingestion queue is full ({ingestor.jobs.maxsize}): try again shortly"
     if ingestor.room() < len(checked):
-        abort(503, description=f"the ingestion queue is full ({QUEUE_SIZE}): try again shortly")
+        abort(503, description=full)
     jobs = []
     for source, text in checked:
+        job = Job(uuid.uuid4().hex, source, text)
+        announce(None, job, "queued")  # before the worker can announce the next stage
         try:
-            job = ingestor.submit(source, text)
-        except queue.Full:
-            abort(503, description=f"the ingestion queue is full ({QUEUE_SIZE}): try again shortly")
-        announce(None, job, "queued")
+            ingestor.submit(job)
+        except queue.Full:  # another upload took the room meanwhile
+            announce(None, job, "failed", error=full)
+            abort(503, description=full)
         jobs.append({"job": job.id, "source": source})
     return {"jobs": jobs}, 202
 

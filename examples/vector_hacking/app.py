@@ -175,16 +175,17 @@ class Attack:
             self._attack()
         except Exception:
             log.exception("attack of connection %s failed", self.connection.id)
-            self.connection.send(
-                {
-                    "type": "run.finished",
-                    "status": "failed",
-                    "error": "the attack failed (see the server's log)",
-                }
-            )
+            self._finish({"status": "failed", "error": "the attack failed (see the server's log)"})
         finally:
             with _lock:
                 _attacks.pop(self.connection.id, None)
+
+    def _finish(self, outcome: dict[str, Any]) -> None:
+        """The last message: sent once this connection may start another attack."""
+        with _lock:
+            if _attacks.get(self.connection.id) is self:
+                del _attacks[self.connection.id]
+        self.connection.send({"type": "run.finished", **outcome})
 
     def _attack(self) -> None:
         llm = self.engine.get_llm_service(SLUG)
@@ -195,9 +196,7 @@ class Attack:
             try:
                 proposed = llm.chat([{"role": "user", "content": TARGET_PROMPT}], temperature=1.0)
             except (AIServiceError, ConfigurationError) as exc:
-                self.connection.send(
-                    {"type": "run.finished", "status": "failed", "error": f"no target: {exc}"}
-                )
+                self._finish({"status": "failed", "error": f"no target: {exc}"})
                 return
             self.target = clean_guess(proposed)[:MAX_TARGET] or "Be mindful of your thoughts"
         target_vector = embeddings.embed_query(self.target)
@@ -287,7 +286,7 @@ class Attack:
             "finished_at": dt.datetime.now(dt.timezone.utc),
         }
         self.db.runs.update_one({"_id": run_id}, {"$set": finished})
-        self.connection.send({"type": "run.finished", "run_id": run_id, **finished})
+        self._finish({"run_id": run_id, **finished})
 
 
 _lock = threading.Lock()
@@ -337,7 +336,7 @@ def _number(message: Any, key: str, default: Any, low: float, high: float, kind:
 
 
 @register_message_handler(SLUG, message_type="start")
-def start(connection: Connection, message: Any) -> dict[str, Any]:
+def start(connection: Connection, message: Any) -> None:
     target = _target(message.get("target"))
     max_steps = _number(message, "max_steps", DEFAULT_STEPS, 1, MAX_STEPS, int)
     threshold = _number(message, "threshold", DEFAULT_THRESHOLD, 0.5, 1.0, float)
@@ -352,8 +351,11 @@ def start(connection: Connection, message: Any) -> dict[str, Any]:
                 code="too_many",
             )
         _attacks[connection.id] = attack
+    accepted = {"type": "accepted", "max_steps": max_steps, "threshold": threshold}
+    if isinstance(message.get("id"), (str, int)):
+        accepted["id"] = message["id"]
+    connection.send(accepted)  # before the attack's own messages
     attack.thread.start()
-    return {"type": "accepted", "max_steps": max_steps, "threshold": threshold}
 
 
 @register_message_handler(SLUG, message_type="stop")
