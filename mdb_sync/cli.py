@@ -1002,6 +1002,15 @@ def schema_apply(
 
     from .schema import apply_schema, as_validator, infer, validate_documents
 
+    if schema_file is not None:
+        ctx = click.get_current_context()
+        inferring = [
+            f"--{name.replace('_', '-')}"
+            for name in ("sample_size", "enum_max", "closed")
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        ]
+        if inferring:
+            raise click.UsageError(f"{', '.join(inferring)}: for inferring, not with --schema")
     coll = _own_collection(engine, app, collection)
     try:
         if schema_file is not None:

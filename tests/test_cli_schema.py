@@ -124,6 +124,8 @@ def test_unknown_apps_bad_schemas_and_empty_collections(run, engine, orders):
     assert result.exit_code == 2 and "not JSON" in result.output
     result = run("apply", APP, "orders", "--schema", "-", input="[]")
     assert result.exit_code == 1 and "a schema must be a JSON object" in result.output
+    result = run("apply", APP, "orders", "--schema", "-", "--closed", input="{}")
+    assert result.exit_code == 2 and "--closed: for inferring, not with --schema" in result.output
     result = run("infer", APP, "orders", "--sample-size", "0")
     assert result.exit_code == 2
     result = run("infer", APP, "system.views")
