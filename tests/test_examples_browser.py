@@ -154,6 +154,7 @@ def test_vector_hacking_streams_each_guess_and_its_similarity(browser, hacking, 
     """The model proposes the target; its guesses, which only ever see similarities, reach
     it in four steps. A second run, on a target typed in the page, is stopped midway."""
     llm_server.script_chat(TARGET, *GUESSES)
+    release = threading.Event()
     context, page = _page(browser)
     try:
         _open(page, f"{hacking}/")
@@ -181,8 +182,6 @@ def test_vector_hacking_streams_each_guess_and_its_similarity(browser, hacking, 
         ]
 
         # A target of your own, and a model that never gets there: stop it midway.
-        release = threading.Event()
-
         def slow_guess(body):
             release.wait(20)
             return "Hello world"

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.cookiejar import CookieJar
@@ -201,10 +202,14 @@ def test_attack_messages_are_checked_and_attacks_are_bounded(hacking, llm_server
 
 
 def test_closing_the_page_stops_its_attack(hacking, llm_server, raw_db):
-    """Without the stop, 50 steps would run (the model answers forever): ``stopped`` is the
-    disconnect's doing."""
+    """Without the stop, all 50 steps would run: ``stopped`` is the disconnect's doing."""
     url, module, release = hacking
-    llm_server.script_chat(_blocking(release))
+
+    def thinking(body):  # 50 steps would take 10 s: ample time for the close to be seen
+        time.sleep(0.2)
+        return "another guess"
+
+    llm_server.script_chat(_blocking(release), *[thinking] * 60)
     ws, _ = connect(url)
     assert _send(ws, type="start", target="Be mindful", max_steps=50)["type"] == "accepted"
     wait_for(lambda: raw_db["vector_hacking_runs"].find_one(), what="the run")
