@@ -177,14 +177,18 @@ class Attack:
             log.exception("attack of connection %s failed", self.connection.id)
             self._finish({"status": "failed", "error": "the attack failed (see the server's log)"})
         finally:
-            with _lock:
-                _attacks.pop(self.connection.id, None)
+            self._release()
 
-    def _finish(self, outcome: dict[str, Any]) -> None:
-        """The last message: sent once this connection may start another attack."""
+    def _release(self) -> None:
+        """Free the connection's slot — if it is still this attack's (the connection may
+        have started its next one already)."""
         with _lock:
             if _attacks.get(self.connection.id) is self:
                 del _attacks[self.connection.id]
+
+    def _finish(self, outcome: dict[str, Any]) -> None:
+        """The last message: sent once this connection may start another attack."""
+        self._release()
         self.connection.send({"type": "run.finished", **outcome})
 
     def _attack(self) -> None:
