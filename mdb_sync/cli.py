@@ -910,6 +910,200 @@ def events_tail(
         sys.exit(1)
 
 
+# --- schemas -------------------------------------------------------------------------------------
+
+
+@cli.group("schema")
+def schema_group() -> None:
+    """Infer the JSON Schema of an app's collection and apply it as its validator."""
+
+
+def _inference_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    from .schema import DEFAULT_ENUM_MAX_VALUES, DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE
+
+    for option in reversed(
+        [
+            click.option(
+                "--sample-size",
+                type=click.IntRange(1, MAX_SAMPLE_SIZE),
+                default=DEFAULT_SAMPLE_SIZE,
+                show_default=True,
+                help="Documents to sample ($sample).",
+            ),
+            click.option(
+                "--enum-max",
+                type=click.IntRange(min=0),
+                default=DEFAULT_ENUM_MAX_VALUES,
+                show_default=True,
+                help="Largest set of string values described as an enum (0: no enums).",
+            ),
+            click.option(
+                "--closed",
+                is_flag=True,
+                help="Refuse fields the sample does not have (additionalProperties: false).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _own_collection(engine: Any, app: str, collection: str) -> Any:
+    _registered(engine, app)
+    try:
+        return engine.get_scoped_db(app, read_scopes=[app], auto_index=False)[collection]
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+
+
+def _fields_text(fields: list[dict[str, Any]]) -> list[str]:
+    width = max([len(f["path"]) for f in fields] + [5])
+    lines = [f"{'field':<{width}}  {'present':>9}  type"]
+    for f in fields:
+        line = f"{f['path']:<{width}}  {f['present']:>4}/{f['of']:<4}  {' | '.join(f['types'])}"
+        if f["required"]:
+            line += "  required"
+        if f["enum"] is not None:
+            line += f"  enum {json.dumps(f['enum'])}"
+        lines.append(line)
+    return lines
+
+
+def _report_text(report: Any) -> str:
+    if report.ok:
+        return f"{report.checked} document(s) checked: none would fail"
+    lines = [f"{report.checked} document(s) checked: {report.failed} would fail"]
+    for doc in report.documents:
+        lines.append(f"  {_json_default(doc['_id'])}: {'; '.join(doc['problems'])}")
+    if report.failed > len(report.documents):
+        lines.append(f"  ... and {report.failed - len(report.documents)} more")
+    return "\n".join(lines)
+
+
+@schema_group.command("infer")
+@click.argument("app")
+@click.argument("collection")
+@_inference_options
+@_json_option
+@engine_options
+def schema_infer(
+    engine: Any,
+    app: str,
+    collection: str,
+    sample_size: int,
+    enum_max: int,
+    closed: bool,
+    as_json: bool,
+) -> None:
+    """Infer the JSON Schema of APP's COLLECTION from a sample of its documents."""
+    from .schema import infer
+
+    coll = _own_collection(engine, app, collection)
+    try:
+        inference = infer(coll, sample_size, enum_max_values=enum_max, closed=closed)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    human = "\n".join(
+        [
+            f"{app}.{collection}: {inference.sampled} document(s) sampled",
+            *_fields_text(inference.fields),
+            "$jsonSchema:",
+            json.dumps(inference.schema, indent=2, default=_json_default),
+        ]
+    )
+    _emit(inference.as_dict(), as_json, human)
+
+
+@schema_group.command("apply")
+@click.argument("app")
+@click.argument("collection")
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="JSON file (- for stdin): a $jsonSchema, a validator, or `schema infer --json` "
+    "output. Default: infer one now.",
+)
+@_inference_options
+@click.option("--level", type=click.Choice(["strict", "moderate"]), default="strict",
+              show_default=True, help="validationLevel.")  # fmt: skip
+@click.option("--action", type=click.Choice(["error", "warn"]), default="error",
+              show_default=True, help="validationAction.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Only list the documents it would refuse.")
+@click.option("--force", is_flag=True, help="Apply even if stored documents would fail.")
+@click.option("--limit", type=click.IntRange(0, 1000), default=20, show_default=True,
+              help="Failing documents to list.")  # fmt: skip
+@_json_option
+@engine_options
+def schema_apply(
+    engine: Any,
+    app: str,
+    collection: str,
+    schema_file: Any,
+    sample_size: int,
+    enum_max: int,
+    closed: bool,
+    level: str,
+    action: str,
+    dry_run: bool,
+    force: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Apply a JSON Schema to APP's COLLECTION as its validator, through the app's manifest
+    (collection_settings), after a dry run over the stored documents.
+
+    Exit 1 when documents would fail: with --dry-run, or without --force (nothing applied).
+    """
+    from bson import json_util
+
+    from .schema import apply_schema, as_validator, infer, validate_documents
+
+    if schema_file is not None:
+        ctx = click.get_current_context()
+        inferring = [
+            f"--{name.replace('_', '-')}"
+            for name in ("sample_size", "enum_max", "closed")
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        ]
+        if inferring:
+            raise click.UsageError(f"{', '.join(inferring)}: for inferring, not with --schema")
+    coll = _own_collection(engine, app, collection)
+    try:
+        if schema_file is not None:
+            try:
+                given = json_util.loads(schema_file.read())
+            except ValueError as exc:
+                raise click.BadParameter(f"not JSON: {exc}", param_hint="--schema") from exc
+            validator = as_validator(given)
+        else:
+            schema = infer(coll, sample_size, enum_max_values=enum_max, closed=closed).schema
+            validator = as_validator(schema)
+        report = validate_documents(coll, validator, limit=limit)
+        if dry_run or (not report.ok and not force):
+            data = {"applied": False, "validator": validator, "report": report.as_dict()}
+            _emit(data, as_json, _report_text(report))
+            if not report.ok:
+                if not dry_run:
+                    click.echo("not applied: pass --force to apply it anyway", err=True)
+                sys.exit(1)
+            return
+        result = apply_schema(
+            engine, app, collection, validator, level=level, action=action,
+            allow_invalid=force, limit=limit,
+        )  # fmt: skip
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    human = (
+        f"applied to {app}.{collection} ({result['status']}; {level}, {action}): "
+        f"{_report_text(report)}\n"
+        f"It is now collection_settings.{collection}.validation of the registered manifest "
+        f"(mdb apps show {app}); put it in the manifest file too."
+    )
+    _emit({"applied": True, **result}, as_json, human)
+
+
 def main() -> None:
     """Entry point of the ``mdb`` console script."""
     cli(prog_name="mdb")

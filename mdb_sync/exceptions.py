@@ -186,6 +186,14 @@ class PortabilityError(MongoDBEngineError, ValueError):
     option, a target that already holds the app's data, an existing export directory."""
 
 
+# --- schemas --------------------------------------------------------------------------------------
+
+
+class SchemaError(MongoDBEngineError, ValueError):
+    """A schema cannot be inferred (no documents to sample), is malformed, or would refuse
+    documents already stored (``context["failed"]``: how many) when applied."""
+
+
 # --- AI services ----------------------------------------------------------------------------------
 
 
