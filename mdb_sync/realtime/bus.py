@@ -31,7 +31,8 @@ from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 from ..exceptions import ConfigurationError, RealtimeError
 from .codec import encode_message
 from .events import Event, target_id, target_ids
-from .listener import Listener, ResumePoint
+from .listener import Listener
+from .position import ResumePoint
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -48,6 +49,9 @@ MODE_ENV = "MDB_REALTIME_MODE"
 DEFAULT_CAPPED_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_AWAIT_MS = 200
+#: Seconds a listener waits for an event missing from its publisher's sequence before it
+#: counts it as lost (events of one publisher can arrive slightly out of order).
+DEFAULT_GAP_GRACE = 2.0
 #: How long the first subscription waits for the listener to be listening.
 OPEN_TIMEOUT = 10.0
 
@@ -98,6 +102,10 @@ class EventBus:
         self.capped_bytes = DEFAULT_CAPPED_BYTES
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.max_await_ms = DEFAULT_MAX_AWAIT_MS
+        self.gap_grace = DEFAULT_GAP_GRACE
+        #: Next sequence number per app of the events this bus stores.
+        self._sequences: dict[str, int] = {}
+        self._sequence_lock = threading.Lock()
 
     def configure(
         self,
@@ -106,15 +114,23 @@ class EventBus:
         capped_bytes: int | None = None,
         max_message_bytes: int | None = None,
         max_await_ms: int | None = None,
+        gap_grace: float | None = None,
     ) -> EventBus:
         """Change settings: ``mode`` (``auto``, ``change_stream``,
         ``tailable``; default ``MDB_REALTIME_MODE`` or ``auto``), ``capped_bytes`` (size of
         ``mdb_events`` when this bus creates it, default 16 MiB), ``max_message_bytes`` (of a
         message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
-        which bounds how long stopping it takes; default 200). A new ``mode`` restarts a
-        running listener."""
+        which bounds how long stopping it takes; default 200), ``gap_grace`` (seconds an
+        event missing from its publisher's sequence is waited for before it is counted in
+        ``realtime.gaps``; default 2). A new ``mode`` restarts a running listener."""
         if mode is not None and mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if gap_grace is not None and (
+            isinstance(gap_grace, bool)
+            or not isinstance(gap_grace, int | float)
+            or not 0 <= gap_grace <= 3600
+        ):
+            raise ConfigurationError("gap_grace must be a number of seconds from 0 to 3600")
         sizes = {"capped_bytes": capped_bytes, "max_message_bytes": max_message_bytes}
         sizes["max_await_ms"] = max_await_ms
         for name, value in sizes.items():
@@ -131,6 +147,8 @@ class EventBus:
             for name, value in sizes.items():
                 if value is not None:
                     setattr(self, name, value)
+            if gap_grace is not None:
+                self.gap_grace = float(gap_grace)
         if restart:  # listen again, the new way
             self.stop()
             self.start()
@@ -176,9 +194,12 @@ class EventBus:
         engine.metrics.increment("realtime.published", app=app_slug)
         if local_only:
             return event
+        document = event.to_document()
+        document["seq"] = self._next_sequence(app_slug)
         try:
-            self._collection().insert_one(event.to_document())
+            self._collection().insert_one(document)
         except PyMongoError as exc:
+            self._collection_ready = False  # a restarted server may have lost the collection
             engine.metrics.increment("realtime.publish_errors", app=app_slug)
             raise RealtimeError(
                 f"the event for app {app_slug!r} reached this process's subscribers but could "
@@ -186,6 +207,14 @@ class EventBus:
                 context={"app": app_slug},
             ) from exc
         return event
+
+    def _next_sequence(self, app_slug: str) -> int:
+        """This bus's next number for ``app_slug``: listeners find a missing or repeated
+        event by it (see :mod:`mdb_sync.realtime.position`)."""
+        with self._sequence_lock:
+            seq = self._sequences.get(app_slug, 0) + 1
+            self._sequences[app_slug] = seq
+            return seq
 
     def deliver(self, event: Event) -> int:
         """Hand ``event`` to this process's subscribers of its app; return how many got it.
@@ -269,7 +298,8 @@ class EventBus:
         (a stream or cursor is open), ``starting``, ``retrying`` (reading fails and is being
         retried: ``error`` and ``failing_seconds`` say why and for how long), ``failed`` (it
         gave up: change streams required but unavailable), ``stopped`` (:meth:`stop`) or
-        ``idle`` (nothing subscribed) — with the ``mode`` and the ``subscribed_apps``."""
+        ``idle`` (nothing subscribed) — with the ``mode``, the ``subscribed_apps`` and how
+        long the last catch-up after a reconnect took (``catch_up_seconds``)."""
         with self._lock:
             listener, apps = self._listener, sorted(self._subscribers)
         status: dict[str, Any] = {
@@ -278,10 +308,13 @@ class EventBus:
             "subscribed_apps": apps,
             "error": None,
             "failing_seconds": None,
+            "catch_up_seconds": None,
         }
         if listener is None:
             return status
         status["mode"] = listener.mode
+        if listener.last_catch_up is not None:
+            status["catch_up_seconds"] = round(listener.last_catch_up, 4)
         since = listener.failing_since
         if listener.error is not None:
             status["state"] = "failed"
@@ -332,6 +365,8 @@ class EventBus:
         self._listener = None
         self._resume_point = None
         self._collection_ready = False
+        self._sequences = {}
+        self._sequence_lock = threading.Lock()
         self.origin = uuid.uuid4().hex
 
     # --- the collection -----------------------------------------------------------------------
@@ -359,5 +394,5 @@ class EventBus:
 
     # --- metrics ------------------------------------------------------------------------------
 
-    def _count(self, name: str, app: str | None = None) -> None:
-        self._engine.metrics.increment(name, app=app)
+    def _count(self, name: str, app: str | None = None, value: int = 1) -> None:
+        self._engine.metrics.increment(name, value, app=app)
