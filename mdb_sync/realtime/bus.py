@@ -13,6 +13,10 @@ was published for, listeners ask the server only for the apps they serve, and an
 handed only to subscribers of its own ``app_id``. One publisher's events arrive in the order
 it published them (a single insert stream, read in insertion order). Apps never see the
 collection: ``mdb`` is a reserved slug, so no scoped database can name it.
+
+Each stored event also carries ``seq``, consecutive per bus and app: listeners use it to hand
+over each event at most once across reconnects and server restarts and to count the events
+that could not be recovered (:mod:`mdb_sync.realtime.position`).
 """
 
 from __future__ import annotations
