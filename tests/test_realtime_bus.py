@@ -389,3 +389,26 @@ def _counter(engine, name, app=None):
     if app is not None:
         return apps.get(app, {}).get("counters", {}).get(name, 0)
     return sum(c.get("counters", {}).get(name, 0) for c in apps.values())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_subscription_does_not_receive_old_events_even_after_a_reconnect(
+    engines, raw_client, db_name, recorder, mode
+):
+    web, worker = engines(mode), engines(mode)
+    chat, news = Inbox(), Inbox()
+    web.events.subscribe("chat", chat)
+    worker.events.publish("chat", {"i": 0})
+    chat.wait(1)
+    for i in range(5):
+        worker.events.publish("news", {"old": i})  # before anyone here listens to news
+    worker.events.publish("chat", {"i": 1})
+    chat.wait(2)  # read after the old news: this process is past them
+    web.events.subscribe("news", news)
+    worker.events.publish("news", {"new": 0})
+    assert news.wait(1) == [{"new": 0}]
+    assert _kill_event_cursors(raw_client, db_name, recorder)  # reconnect, catch up
+    worker.events.publish("news", {"new": 1})
+    worker.events.publish("chat", {"i": 2})
+    assert chat.wait(3) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert news.wait(2) == [{"new": 0}, {"new": 1}]

@@ -255,14 +255,21 @@ class EventBus:
         validate_slug(app_slug)
         self._engine._require_initialized()
         subscription = Subscription(self, app_slug, callback)
+        version = None
         with self._lock:
+            new_app = app_slug not in self._subscribers
             self._subscribers[app_slug] = (*self._subscribers.get(app_slug, ()), subscription)
             listener = self._listener
             if listener is None or not listener.alive:
                 listener = self._listener = self._start_listener()
-            else:
-                listener.apps_changed()
-        if wait and not listener.opened.wait(wait):
+            elif new_app:
+                version = listener.apps_changed()
+        # Until the stream is open again with this app in its filter, the app's events could
+        # pass unseen (the old stream's position moves past events it filters out).
+        listening = listener.opened.wait(wait) if wait else True
+        if wait and version is not None:
+            listening = listener.wait_listening(version, wait)
+        if not listening:
             log.warning("realtime listener not listening after %.1f s; retrying", wait)
         if listener.error is not None:
             self._unsubscribe(subscription)

@@ -25,6 +25,7 @@ every ``max_await_ms``.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo import CursorType
 from pymongo.errors import OperationFailure, PyMongoError
 
-from .position import RECENT_IDS, ResumePoint
+from .position import RECENT_IDS, STALE_SKEW, ResumePoint
 
 if TYPE_CHECKING:
     from pymongo.collection import Collection
@@ -72,9 +73,15 @@ class Listener:
         self.failing_since: float | None = None
         #: Seconds the last catch-up took (None before the first).
         self.last_catch_up: float | None = None
+        #: Whether the next stream must first catch up from the collection: after an error,
+        #: a restart or a refused position — not when it is reopened for a new set of apps
+        #: (the token then covers everything, and a catch-up would hand a newly subscribed
+        #: app its events from before the subscription).
+        self._catch_up_needed = True
         self._stop = threading.Event()
         self._version = 0
-        self._version_lock = threading.Lock()
+        self._open_version = -1  # the version of the app set the open stream filters on
+        self._version_lock = threading.Condition()
         self._thread = threading.Thread(
             target=self._run, name=f"mdb-realtime-{bus.origin[:8]}", daemon=True
         )
@@ -93,11 +100,27 @@ class Listener:
     def alive(self) -> bool:
         return self._thread.is_alive() and not self._stop.is_set()
 
-    def apps_changed(self) -> None:
+    def apps_changed(self) -> int:
         """The set of subscribed apps changed: reopen the stream with the new filter (it
-        resumes from the last token, so the new apps' events are not missed meanwhile)."""
+        resumes from the last token, so the other apps' events are not missed meanwhile).
+        Returns the version to pass to :meth:`wait_listening`."""
         with self._version_lock:
             self._version += 1
+            return self._version
+
+    def wait_listening(self, version: int, timeout: float) -> bool:
+        """Wait until the stream filters on the app set of ``version`` (a tailable cursor
+        reads every app: at once)."""
+        with self._version_lock:
+            return self._version_lock.wait_for(
+                lambda: (
+                    self.mode != "change_stream"
+                    or self._open_version >= version
+                    or not self.alive
+                    or self.error is not None
+                ),
+                timeout,
+            )
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -141,6 +164,7 @@ class Listener:
         if self.failing_since is None:
             self.failing_since = time.time()
         self.bus._count("realtime.listener_errors")
+        self._catch_up_needed = True
         self.bus._collection_ready = False  # the server may have lost it: create it again
         (log.debug if failing else log.warning)("realtime listener: %s; reconnecting", exc)
         return True
@@ -156,6 +180,8 @@ class Listener:
         raw = self._events_collection()
         version, apps = self._current_apps()
         self.point.forget_apps_except(set(apps))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.point.app_since = {app: self.point.app_since.get(app, now) for app in apps}
         scope = {"app_id": {"$in": apps}}
         pipeline = [
             {"$match": {"operationType": "insert", "fullDocument.app_id": {"$in": apps}}},
@@ -166,17 +192,22 @@ class Listener:
             # positions name other events: go on from the collection, not from the token.
             log.info("realtime listener: the server restarted; catching up from the collection")
             self.point.token = self.point.op_time = None
+            self._catch_up_needed = True
         session = raw.database.client.start_session(causal_consistency=False)
         with session, self._open_stream(raw, pipeline, session) as stream:
             servers = self.point.servers = self._server_ids()
             # The stream is open before the collection is read: nothing falls in between.
-            if self.point.positioned:
-                self._catch_up(raw, scope)
-            else:
+            if not self.point.positioned:
                 self._position(raw, scope)
+            elif self._catch_up_needed:
+                self._catch_up(raw, scope)
+            self._catch_up_needed = False
             if self.point.token is None:
                 self.point.token = stream.resume_token
             self._listening()
+            with self._version_lock:
+                self._open_version = version
+                self._version_lock.notify_all()
             while not self._stop.is_set() and stream.alive:
                 change = stream.try_next()
                 if change is not None:
@@ -191,6 +222,7 @@ class Listener:
                     if self._version != version:
                         return  # reopen with the new set of apps, from the last token
                     if self._server_restarted(servers):
+                        self._catch_up_needed = True
                         return  # pymongo resumed the stream by itself: catch up instead
 
     def _open_stream(self, raw: Any, pipeline: list[dict[str, Any]], session: Any) -> Any:
@@ -209,6 +241,7 @@ class Listener:
                 how = "by time" if self.point.op_time is not None else "from the collection"
                 log.info("realtime listener: resuming %s, the token was refused: %s", how, exc)
                 self.point.token = None
+                self._catch_up_needed = True
         if self.point.op_time is not None:
             try:
                 return raw.watch(pipeline, start_at_operation_time=self.point.op_time, **options)
@@ -217,6 +250,7 @@ class Listener:
                     raise
                 log.info("realtime listener: resuming from the collection: %s", exc)
                 self.point.op_time = None
+                self._catch_up_needed = True
         return raw.watch(pipeline, **options)
 
     def _server_ids(self) -> dict[Any, Any]:
@@ -335,9 +369,13 @@ class Listener:
         newest document already read."""
         started = time.monotonic()
         _anchor, gap, backlog = self._find_anchor(raw, scope, keep=True)
-        stale_before = self.point.stale_before() if gap else None
+        gap_cutoff = self.point.stale_before() if gap else None
         for doc in backlog:
-            self._handle(doc, stale_before)
+            # A publisher not heard of yet: not its events from before the app was listened
+            # to (nor, after a gap, from before the listener's position).
+            since = self.point.app_since.get(doc.get("app_id"))
+            cutoffs = [c for c in (gap_cutoff, since and since - STALE_SKEW) if c is not None]
+            self._handle(doc, max(cutoffs) if cutoffs else None)
         self.last_catch_up = time.monotonic() - started
 
     def _gap_found(self) -> None:

@@ -74,6 +74,8 @@ class ResumePoint:
         self.recent: deque[Any] = deque(maxlen=RECENT_IDS)
         self.recent_ids: set[Any] = set()
         self.newest_created: _dt.datetime | None = None
+        #: Change streams: since when each subscribed app has been listened to (UTC).
+        self.app_since: dict[str, _dt.datetime] = {}
         self._sources: OrderedDict[tuple[str, str], _Source] = OrderedDict()
         self._holes: dict[tuple[str, str], _Source] = {}
         #: Lost events counted but not yet reported, per app (see :meth:`take_lost`).
