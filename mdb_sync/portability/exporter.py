@@ -86,6 +86,8 @@ def export_app(
         )
     root = Path(directory)
     app_dir = root / slug
+    if root.is_dir():
+        leftovers.remove_abandoned_exports(root, slug)  # a killed export's, of this app
     if app_dir.exists() and not overwrite and (not app_dir.is_dir() or any(app_dir.iterdir())):
         raise PortabilityError(
             f"{app_dir} already exists; choose another directory or overwrite it "
@@ -93,7 +95,6 @@ def export_app(
             context={"path": str(app_dir)},
         )
     root.mkdir(parents=True, exist_ok=True)
-    leftovers.remove_abandoned_exports(root, slug)
     staging = root / f"{leftovers.staging_prefix(slug)}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:

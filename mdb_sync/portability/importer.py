@@ -261,46 +261,44 @@ def import_app(
         },
     )
     try:
-        keeps_options = _rename_keeps_options(database, token)
-        rename_safe = keeps_options or not any(p.metadata["options"] for p in plans)
-        if manifest is not None:
-            method = journal.IN_PLACE  # a new app: inactive until complete, no renames
-        elif rename_safe:
-            method = journal.STAGED  # built aside, renamed over the targets at the end
-        else:
-            method = journal.IN_PLACE  # an app in use is made inactive meanwhile
-        for plan in plans:
-            if method == journal.STAGED:
-                plan.build = journal.built_name(token, plan.target)
-        log_entry.update(
-            method=method,
-            rename_keeps_options=keeps_options,
-            collections=[p.entry() for p in plans],
-        )
-        if manifest is not None:
-            engine.register_app(
-                {"slug": new_slug, "name": new_slug, "status": "inactive",
-                 "description": journal.PLACEHOLDER},
-                create_indexes=False,
-            )  # fmt: skip
-        elif method == journal.IN_PLACE and in_use:
-            assert record is not None
-            log_entry.update(deactivated=record["manifest"])
-            engine.register_app({**record["manifest"], "status": "inactive"}, create_indexes=False)
-            wait = engine.registry_refresh_seconds if quiesce is None else quiesce
-            time.sleep(max(0.0, wait))  # every process sees it inactive before data moves
+        with log_entry.heartbeat():
+            keeps_options = _rename_keeps_options(database, token)
+            rename_safe = keeps_options or not any(p.metadata["options"] for p in plans)
+            if manifest is not None:
+                method = journal.IN_PLACE  # a new app: inactive until complete, no renames
+            elif rename_safe:
+                method = journal.STAGED  # built aside, renamed over the targets at the end
+            else:
+                method = journal.IN_PLACE  # an app in use is made inactive meanwhile
+            for plan in plans:
+                if method == journal.STAGED:
+                    plan.build = journal.built_name(token, plan.target)
+            log_entry.update(
+                method=method,
+                rename_keeps_options=keeps_options,
+                collections=[p.entry() for p in plans],
+            )
+            if manifest is not None:
+                engine.register_app(
+                    {"slug": new_slug, "name": new_slug, "status": "inactive",
+                     "description": journal.PLACEHOLDER},
+                    create_indexes=False,
+                )  # fmt: skip
+            elif method == journal.IN_PLACE and in_use:
+                assert record is not None
+                log_entry.update(deactivated=record["manifest"])
+                engine.register_app(
+                    {**record["manifest"], "status": "inactive"}, create_indexes=False
+                )
+                wait = engine.registry_refresh_seconds if quiesce is None else quiesce
+                time.sleep(max(0.0, wait))  # every process sees it inactive before data moves
 
-        def step(documents: int, size: int) -> None:
-            log_entry.heartbeat()
-            if progress is not None:
-                progress(documents, size)
-
-        names = set(database.list_collection_names())
-        for plan in plans:
-            if method == journal.IN_PLACE and plan.target in names:
-                database[plan.target].rename(plan.aside)
-            _build(engine, plan, new_slug, drop_app_id, step)
-        log_entry.update(phase=journal.SWITCHING, collections=[p.entry() for p in plans])
+            names = set(database.list_collection_names())
+            for plan in plans:
+                if method == journal.IN_PLACE and plan.target in names:
+                    database[plan.target].rename(plan.aside)
+                _build(engine, plan, new_slug, drop_app_id, progress)
+            log_entry.update(phase=journal.SWITCHING, collections=[p.entry() for p in plans])
     except BaseException:
         try:
             journal.undo(log_entry)
@@ -431,7 +429,7 @@ def _build(
     plan: _Plan,
     slug: str,
     standalone: bool,
-    progress: Progress,
+    progress: Progress | None,
 ) -> None:
     """Create ``plan.build`` with the options, documents and indexes of the dump."""
     database = engine._database()

@@ -20,14 +20,16 @@ Both are idempotent, so a crash during either is recovered by running it again: 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-import time
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel
+from pymongo.errors import PyMongoError
 
 from ..exceptions import PortabilityError
 from . import owner, rawbson
@@ -80,7 +82,6 @@ class Journal:
     def __init__(self, engine: MongoDBEngine, doc: dict[str, Any]) -> None:
         self.engine = engine
         self.doc = doc
-        self._beat = 0.0
 
     @property
     def token(self) -> str:
@@ -102,11 +103,28 @@ class Journal:
         self.collection.update_one({"_id": self.token}, {"$set": fields})
         self.doc.update(fields)
 
-    def heartbeat(self) -> None:
-        """Show that the import still runs (at most every few seconds)."""
-        if time.monotonic() - self._beat >= owner.HEARTBEAT_EVERY:
-            self._beat = time.monotonic()
-            self.update()
+    @contextlib.contextmanager
+    def heartbeat(self) -> Iterator[None]:
+        """While the import runs, show it every few seconds (index builds and waits
+        included), so that no other host takes it for abandoned."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(owner.HEARTBEAT_EVERY):
+                try:
+                    self.collection.update_one(
+                        {"_id": self.token}, {"$set": {"heartbeat_at": owner.now()}}
+                    )
+                except PyMongoError:
+                    log.debug("import %s: heartbeat failed", self.token, exc_info=True)
+
+        thread = threading.Thread(target=beat, name=f"mdb-import-{self.token}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(owner.HEARTBEAT_EVERY + 1)
 
     def alive(self) -> bool:
         return owner.is_alive(self.doc.get("owner"), self.doc.get("heartbeat_at"))

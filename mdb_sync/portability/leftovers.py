@@ -58,7 +58,7 @@ def _export_running(path: Path, kind: str) -> bool:
         record = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = None
-    if isinstance(record, dict) and record.get("host") == owner.this_process()["host"]:
+    if isinstance(record, dict) and record.get("node") == owner.this_process()["node"]:
         return owner.is_alive(record, None)
     # Another host, or no record: running while files in it still change.
     try:

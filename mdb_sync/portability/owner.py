@@ -38,10 +38,22 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
+def _node() -> str:
+    """Which pid namespace on which running kernel this process is in: two containers may
+    share a host name, never a pid namespace; a reboot changes the boot id."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return "|".join(parts)
+
+
 def this_process() -> dict[str, Any]:
     """The record naming this process."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": _start_time(pid)}
+    return {"host": socket.gethostname(), "node": _node(), "pid": pid, "started": _start_time(pid)}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -57,7 +69,7 @@ def _pid_alive(pid: int) -> bool:
 def is_alive(owner: Mapping[str, Any] | None, heartbeat: Any) -> bool:
     """Whether the process ``owner`` (a :func:`this_process` record) still runs: checked
     directly on this host, else judged by ``heartbeat`` (a datetime)."""
-    if isinstance(owner, Mapping) and owner.get("host") == socket.gethostname():
+    if isinstance(owner, Mapping) and owner.get("node") == _node():
         pid = owner.get("pid")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             return False

@@ -57,15 +57,17 @@ def target(server):
     client.close()
 
 
-def write_dump(root: Path, *, documents: int = DOCUMENTS, collections: int = 1, **options):
+def write_dump(
+    root: Path, *, documents: int = DOCUMENTS, collections: int = 1, size: int = 200, **options
+):
     """A dump of app ``shop`` in mongodump's layout, with its manifest: ``orders`` holds
-    ``documents`` documents, and ``collections - 1`` more small collections; ``options``
-    are ``orders``' collection options."""
+    ``documents`` documents of about ``size`` bytes, and ``collections - 1`` more small
+    collections; ``options`` are ``orders``' collection options."""
     app_dir = root / APP
     app_dir.mkdir(parents=True)
     with open(app_dir / "orders.bson", "wb") as fh:
         for n in range(documents):
-            fh.write(bson.encode({"_id": n, "n": n, "app_id": APP, "text": "x" * 200}))
+            fh.write(bson.encode({"_id": n, "n": n, "app_id": APP, "text": "x" * size}))
     indexes = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
     indexes.append({"v": 2, "key": {"app_id": 1, "n": 1}, "name": "by_n"})
     metadata = {"options": options, "indexes": indexes}
@@ -274,8 +276,10 @@ def test_an_import_whose_server_is_killed_is_recovered_after_the_restart(tmp_pat
     client: MongoClient[Any] = MongoClient(server.uri, serverSelectionTimeoutMS=5000)
     try:
         db, raw_db = "crashed", client["crashed"]
-        documents = DOCUMENTS // 15  # a durable server writes slowly
-        dump = write_dump(tmp_path / "dump", documents=documents)
+        # A durable server writes slowly: few documents, but large ones, so that the import
+        # sends several batches (8 MB each) and is killed between them.
+        documents = 240
+        dump = write_dump(tmp_path / "dump", documents=documents, size=100_000)
         process = start_import(server.uri, db, dump)
         wait_for_documents(raw_db, process, 0.4, documents)
         server.kill()
