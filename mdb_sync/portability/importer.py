@@ -264,9 +264,11 @@ def import_app(
         with log_entry.heartbeat():
             keeps_options = _rename_keeps_options(database, token)
             rename_safe = keeps_options or not any(p.metadata["options"] for p in plans)
-            if manifest is not None:
-                method = journal.IN_PLACE  # a new app: inactive until complete, no renames
-            elif rename_safe:
+            # Staged only where someone reads the targets meanwhile: an app in use, or a
+            # standalone database's existing collections. A new app is inactive until
+            # complete; nobody reads a fresh standalone database.
+            read = in_use or (drop_app_id and any(p.existed for p in plans))
+            if manifest is None and read and rename_safe:
                 method = journal.STAGED  # built aside, renamed over the targets at the end
             else:
                 method = journal.IN_PLACE  # an app in use is made inactive meanwhile

@@ -194,7 +194,8 @@ def _check(publisher: Publisher, listener: ListenerProcess, last: int) -> dict[s
     while (gaps := listener.counter("realtime.gaps")) != missing:
         assert time.monotonic() < deadline, f"realtime.gaps is {gaps}, {missing} were not delivered"
         time.sleep(0.1)
-    return {"delivered": len(delivered), "missing": missing, "gaps": gaps}
+    catch_up = listener.metrics()["status"]["catch_up_seconds"]
+    return {"delivered": len(delivered), "missing": missing, "gaps": gaps, "catch_up": catch_up}
 
 
 @pytest.mark.parametrize("mode", MODES)
