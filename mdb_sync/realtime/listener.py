@@ -187,15 +187,20 @@ class Listener:
             {"$match": {"operationType": "insert", "fullDocument.app_id": {"$in": apps}}},
             {"$project": {"fullDocument": 1}},
         ]
-        if self._server_restarted(self.point.servers):
-            # A server that crashed may have lost the end of its history, and then its
-            # positions name other events: go on from the collection, not from the token.
-            log.info("realtime listener: the server restarted; catching up from the collection")
-            self.point.token = self.point.op_time = None
-            self._catch_up_needed = True
         session = raw.database.client.start_session(causal_consistency=False)
         with session, self._open_stream(raw, pipeline, session) as stream:
-            servers = self.point.servers = self._server_ids()
+            servers = self._server_ids()  # known for sure now: the stream was opened there
+            resumed = self.point.token is not None or self.point.op_time is not None
+            if resumed and self._restarted(self.point.servers, servers):
+                # A server that crashed may have lost the end of its history, and then its
+                # positions after it name other events: go on from the collection (in
+                # order, within its capped window), not from the token.
+                log.info("realtime listener: the server restarted; catching up from it")
+                self.point.token = self.point.op_time = None
+                self.point.servers = servers
+                self._catch_up_needed = True
+                return  # reopened at once, from now
+            self.point.servers = servers
             # The stream is open before the collection is read: nothing falls in between.
             if not self.point.positioned:
                 self._position(raw, scope)
@@ -217,13 +222,13 @@ class Listener:
                     self.point.token = token
                 if session.operation_time is not None:
                     self.point.op_time = session.operation_time
+                if self._restarted(servers, self._server_ids()):
+                    self._catch_up_needed = True
+                    return  # pymongo resumed the stream by itself: catch up instead
                 if change is None:
                     self._flush_lost()
                     if self._version != version:
                         return  # reopen with the new set of apps, from the last token
-                    if self._server_restarted(servers):
-                        self._catch_up_needed = True
-                        return  # pymongo resumed the stream by itself: catch up instead
 
     def _open_stream(self, raw: Any, pipeline: list[dict[str, Any]], session: Any) -> Any:
         """The stream, resumed after the last token — or, if the server refuses that token
@@ -263,12 +268,10 @@ class Listener:
                 ids[address] = version["processId"]
         return ids
 
-    def _server_restarted(self, before: dict[Any, Any]) -> bool:
-        """Whether a server known in ``before`` now runs as another process."""
-        if not before:
-            return False
-        now = self._server_ids()
-        return any(before.get(address, pid) != pid for address, pid in now.items())
+    @staticmethod
+    def _restarted(before: dict[Any, Any], now: dict[Any, Any]) -> bool:
+        """Whether a server known in ``before`` runs as another process in ``now``."""
+        return any(address in before and before[address] != pid for address, pid in now.items())
 
     # --- tailable cursors ---------------------------------------------------------------------
 
@@ -387,6 +390,21 @@ class Listener:
             self.bus.collection_name,
         )
 
+    def _look_up(self, wanted: list[tuple[str, str, list[int]]]) -> None:
+        """Hand over the missing events that the collection holds after all, in order."""
+        query = {
+            "$or": [
+                {"origin": origin, "app_id": app, "seq": {"$in": seqs}}
+                for origin, app, seqs in wanted
+            ]
+        }
+        raw = self.bus._collection()
+        found = list(raw.find(query).hint([("$natural", 1)]))
+        for doc in found:
+            self._handle(doc)
+        if found:
+            self.bus._count("realtime.looked_up", value=len(found))
+
     def _listening(self) -> None:
         """A stream or cursor is open: events of other processes arrive again."""
         self.last_error = self.failing_since = None
@@ -400,7 +418,14 @@ class Listener:
             self.bus._count("realtime.replays_skipped")
 
     def _flush_lost(self) -> None:
-        """Count the events given up on (missing for longer than ``gap_grace``)."""
+        """Look for missing events in the collection, then count those given up on (missing
+        for longer than ``gap_grace``)."""
+        wanted = self.point.to_look_up(self.bus.gap_grace / 2)
+        if wanted:
+            try:
+                self._look_up(wanted)
+            except PyMongoError as exc:
+                log.debug("realtime listener: cannot look up missing events: %s", exc)
         self.point.expire(self.bus.gap_grace)
         for app, count in self.point.take_lost().items():
             self.bus._count("realtime.gaps", app=app, value=count)

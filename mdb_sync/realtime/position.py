@@ -14,8 +14,10 @@ Two kinds of memory, both bounded:
   number handed over and the numbers below it still missing. So a replay is recognised
   whatever the id window holds (a number already handed over is never handed over again),
   and a number still missing after the bus's ``gap_grace`` is an event that will not come:
-  it is counted as lost (``realtime.gaps``). A missing event that turns up later is still
-  delivered, once.
+  it is counted as lost (``realtime.gaps``). Halfway through the grace, the listener looks
+  for the missing numbers in the collection itself (a stream resumed from a position a
+  crashed server reused may have passed over them). A missing event that turns up later is
+  still delivered, once.
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ class _Source:
     """One publisher's events for one app: the highest number handed over, and the lower
     ones not seen yet (number -> when it was first missed, ``time.monotonic()``)."""
 
-    __slots__ = ("high", "missing")
+    __slots__ = ("high", "looked_up", "missing")
 
     def __init__(self, high: int) -> None:
         self.high = high
         self.missing: dict[int, float] = {}
+        #: Missing numbers already searched for in the collection.
+        self.looked_up: set[int] = set()
 
 
 class ResumePoint:
@@ -138,6 +142,7 @@ class ResumePoint:
             source.high = seq
             return True
         if source.missing.pop(seq, None) is not None:
+            source.looked_up.discard(seq)
             if not source.missing:
                 self._holes.pop(key, None)
             return True
@@ -164,6 +169,26 @@ class ResumePoint:
             self._count_lost(key[1], 1)
         self._holes[key] = source
 
+    def to_look_up(self, age: float, limit: int = 1000) -> list[tuple[str, str, list[int]]]:
+        """Missing numbers first missed more than ``age`` seconds ago and not looked up yet
+        (each is looked up once): ``[(origin, app, [seq, ...])]``, at most ``limit``."""
+        found: list[tuple[str, str, list[int]]] = []
+        deadline = time.monotonic() - age
+        left = limit
+        for key, source in self._holes.items():
+            due = [
+                seq
+                for seq, since in source.missing.items()
+                if since <= deadline and seq not in source.looked_up
+            ][:left]
+            if due:
+                source.looked_up.update(due)
+                found.append((key[0], key[1], due))
+                left -= len(due)
+            if left <= 0:
+                break
+        return found
+
     def expire(self, grace: float) -> None:
         """Count as lost every number missing for more than ``grace`` seconds."""
         if not self._holes:
@@ -173,6 +198,7 @@ class ResumePoint:
             expired = [seq for seq, since in source.missing.items() if since <= deadline]
             for seq in expired:
                 del source.missing[seq]
+                source.looked_up.discard(seq)
             self._count_lost(key[1], len(expired))
             if not source.missing:
                 del self._holes[key]
