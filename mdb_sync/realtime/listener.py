@@ -154,7 +154,7 @@ class Listener:
                 log.exception("realtime listener failed; restarting")
                 failing = self._report(exc, True)
             finally:
-                self._flush_lost()
+                self._flush_lost(look_up=False)  # the server may be gone: no look-up
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -417,10 +417,10 @@ class Listener:
         elif doc.get("origin") != self.bus.origin:
             self.bus._count("realtime.replays_skipped")
 
-    def _flush_lost(self) -> None:
+    def _flush_lost(self, look_up: bool = True) -> None:
         """Look for missing events in the collection, then count those given up on (missing
         for longer than ``gap_grace``)."""
-        wanted = self.point.to_look_up(self.bus.gap_grace / 2)
+        wanted = self.point.to_look_up(self.bus.gap_grace / 2) if look_up else []
         if wanted:
             try:
                 self._look_up(wanted)
