@@ -48,6 +48,8 @@ _NO_CHANGE_STREAMS = frozenset({40573, 40324, 115})
 _MIN_BACKOFF, _MAX_BACKOFF = 0.05, 2.0
 #: Documents per batch of a catch-up read.
 _CATCH_UP_BATCH = 500
+#: Seconds between two checks for missing events (while reading works).
+_FLUSH_EVERY = 0.1
 
 __all__ = ["RECENT_IDS", "Listener", "ResumePoint", "change_streams_unsupported"]
 
@@ -78,6 +80,7 @@ class Listener:
         #: (the token then covers everything, and a catch-up would hand a newly subscribed
         #: app its events from before the subscription).
         self._catch_up_needed = True
+        self._flushed = 0.0
         self._stop = threading.Event()
         self._version = 0
         self._open_version = -1  # the version of the app set the open stream filters on
@@ -153,8 +156,6 @@ class Listener:
             except Exception as exc:  # never let the thread die silently
                 log.exception("realtime listener failed; restarting")
                 failing = self._report(exc, True)
-            finally:
-                self._flush_lost(look_up=False)  # the server may be gone: no look-up
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -225,10 +226,9 @@ class Listener:
                 if self._restarted(servers, self._server_ids()):
                     self._catch_up_needed = True
                     return  # pymongo resumed the stream by itself: catch up instead
-                if change is None:
-                    self._flush_lost()
-                    if self._version != version:
-                        return  # reopen with the new set of apps, from the last token
+                self._flush_lost()
+                if change is None and self._version != version:
+                    return  # reopen with the new set of apps, from the last token
 
     def _open_stream(self, raw: Any, pipeline: list[dict[str, Any]], session: Any) -> Any:
         """The stream, resumed after the last token — or, if the server refuses that token
@@ -307,6 +307,7 @@ class Listener:
                     skipping = doc.get("_id") != after
                     continue
                 self._handle(doc, stale_before)
+                self._flush_lost()
         finally:
             cursor.close()
         # A dead cursor (an empty collection, on some servers): the caller reopens it shortly.
@@ -417,10 +418,15 @@ class Listener:
         elif doc.get("origin") != self.bus.origin:
             self.bus._count("realtime.replays_skipped")
 
-    def _flush_lost(self, look_up: bool = True) -> None:
+    def _flush_lost(self) -> None:
         """Look for missing events in the collection, then count those given up on (missing
-        for longer than ``gap_grace``)."""
-        wanted = self.point.to_look_up(self.bus.gap_grace / 2) if look_up else []
+        for longer than ``gap_grace``). Only while reading works: while the server is away,
+        nothing is looked up and nothing given up."""
+        now = time.monotonic()
+        if now - self._flushed < _FLUSH_EVERY:
+            return
+        self._flushed = now
+        wanted = self.point.to_look_up(self.bus.gap_grace / 2)
         if wanted:
             try:
                 self._look_up(wanted)
