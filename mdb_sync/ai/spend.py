@@ -16,10 +16,10 @@ reservation and the month's ``spent`` within the budget; a provider counting mor
 than estimated can overshoot by at most that one call's difference.
 
 A process killed between reserve and settle leaves its reservation behind. Each expires
-after ``lease_seconds`` (15 minutes by default); the next call that finds the budget full
-reclaims expired ones and charges them in full (the provider may have billed the call), so a
-crash costs at most its reservation and never blocks the budget for longer than the lease.
-A late settle of a reclaimed reservation changes nothing (it was charged already).
+after ``lease_seconds`` (15 minutes by default); the next reservation of the app reclaims
+expired ones and charges them in full (the provider may have billed the call), so a crash
+costs at most its reservation and holds the budget no longer than the lease. A late settle
+of a reclaimed reservation changes nothing (it was charged already).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from ..exceptions import AIBudgetExceededError
@@ -181,7 +181,17 @@ class SpendLedger:
         }
         doc = None
         for _ in range(4):
-            if self.collection.update_one(condition, update).matched_count:
+            after = self.collection.find_one_and_update(
+                condition,
+                update,
+                projection={"reservations": 1},
+                return_document=ReturnDocument.AFTER,
+            )
+            if after is not None:
+                # Tidy up after crashed callers while we are here (rare: a read of the
+                # in-flight list, which the update returned anyway).
+                with contextlib.suppress(PyMongoError):
+                    self._reclaim(after, now)
                 return Reservation(entry["id"], doc_id, month, amount)
             doc = self.collection.find_one({"_id": doc_id})
             if doc is None:
