@@ -183,6 +183,7 @@ def test_declared_provider_settings_are_checked(engine, two_providers):
         ({"acme": {"api_key": "sk-secret"}}, "llm_config.providers.acme.api_key"),
         ({"acme": {"base_url": "ftp://acme"}}, "llm_config.providers.acme.base_url"),
         ({"acme": {"api_key_env": "NOT A NAME"}}, "llm_config.providers.acme.api_key_env"),
+        ({"acme": {"api_key_env": "MDB_MONGO_URI"}}, "llm_config.providers.acme.api_key_env"),
         ({"Acme": {}}, "llm_config.providers.Acme"),
     ]
     for providers, path in cases:
@@ -218,14 +219,12 @@ def test_a_provider_missing_its_key_is_explained_where_it_is_used(
 def test_keys_never_cross_the_network_in_the_clear(two_providers, monkeypatch):
     """A declared provider on plain http to a non-loopback host is refused before a key is
     sent (https, or http to loopback only)."""
-    monkeypatch.setenv("REMOTE_KEY", "secret")
+    monkeypatch.setenv("REMOTE_API_KEY", "secret")
     config = LLMConfig.from_manifest(
         {
             "enabled": True,
             "provider": "local",
-            "providers": {
-                "remote": {"base_url": "http://192.0.2.10:8000/v1", "api_key_env": "REMOTE_KEY"}
-            },
+            "providers": {"remote": {"base_url": "http://192.0.2.10:8000/v1"}},
         }
     )
     llm = LLMService(config)

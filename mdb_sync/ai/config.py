@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ..exceptions import ConfigurationError
 from .chunking import DEFAULT_MAX_TOKENS, MIN_MAX_TOKENS
 from .routing import (
+    ENV_NAME_HELP,
     ENV_NAME_RE,
     MAX_DECLARED_PROVIDERS,
     PROVIDER_NAME_RE,
@@ -311,7 +312,7 @@ def _read_providers(raw: Any, app: str | None) -> dict[str, dict[str, Any]]:
             raise _fail(r.path("type"), f"must be one of {', '.join(PROVIDER_TYPES)}", app)
         key_env = r.string("api_key_env")
         if key_env is not None and not ENV_NAME_RE.fullmatch(key_env):
-            raise _fail(r.path("api_key_env"), "must be an environment variable name", app)
+            raise _fail(r.path("api_key_env"), ENV_NAME_HELP, app)
         base_url = r.string("base_url")
         settings = {
             "type": kind,

@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 #: How a provider is spoken to (``type`` of a declared provider).
 PROVIDER_TYPES = ("openai", "azure", "openai_compatible", "local")
 PROVIDER_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: ``api_key_env``: a variable whose name ends in ``_API_KEY``, so a manifest can make the
+#: process read API keys and nothing else (not ``MDB_MONGO_URI``, not a signing secret).
+ENV_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,119}_API_KEY")
+ENV_NAME_HELP = "must be an environment variable name ending in _API_KEY (upper case)"
 #: Providers a manifest may declare under ``llm_config.providers``.
 MAX_DECLARED_PROVIDERS = 20
 #: The local model's full Hugging Face name, read as ``local/<it>`` rather than as provider

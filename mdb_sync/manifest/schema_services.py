@@ -68,7 +68,8 @@ class WebsocketsField(MapOf):
 
 PROVIDER_TYPES = ("openai", "azure", "openai_compatible", "local")
 PROVIDER_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
-ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
+#: Only API keys: a manifest cannot make the process read any other variable.
+ENV_NAME_RE = r"[A-Z][A-Z0-9_]{0,119}_API_KEY"
 
 
 def _provider_key(key: str) -> str | None:
@@ -96,7 +97,10 @@ class LLMProviderSchema(BaseSchema):
     type = Str(choices=PROVIDER_TYPES)
     base_url = url()
     api_version = Str(max_len=64)
-    api_key_env = Str(pattern=ENV_NAME_RE, pattern_help="must be an environment variable name")
+    api_key_env = Str(
+        pattern=ENV_NAME_RE,
+        pattern_help="must be an environment variable name ending in _API_KEY (upper case)",
+    )
     timeout_seconds = Num(minimum=0, exclusive_minimum=True, maximum=3600)
     api_key = _NeverInManifest()
 
