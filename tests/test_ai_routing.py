@@ -144,6 +144,9 @@ def test_a_call_may_name_any_configured_provider(engine, two_providers, monkeypa
     assert second.recorded("chat/completions")[-1].body["model"] == "llama3"
     assert llm.chat("hi", model="openai/gpt-4o-mini") == "echo: hi"
     assert first.recorded("chat/completions")[-1].path == "/v1/chat/completions"
+    assert llm.route().provider_name == "azure" and llm.config.provider == "openai"
+    assert llm.chat("hi") == "echo: hi", "Azure, though OpenAI is now the default provider"
+    assert first.recorded("chat/completions")[-1].query["api-version"] == ["2024-10-21"]
     assert "".join(llm.chat("one two three", model="ollama/llama3", stream=True)) == (
         "second: one two three"
     )

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ..exceptions import ConfigurationError
 from .chunking import DEFAULT_MAX_TOKENS, MIN_MAX_TOKENS
 from .routing import (
+    DEFAULT_AZURE_API_VERSION,
     ENV_NAME_HELP,
     ENV_NAME_RE,
     MAX_DECLARED_PROVIDERS,
@@ -37,7 +38,6 @@ MAX_PRICE = 100_000.0
 MAX_PRICE_ENTRIES = 200
 MAX_BUDGET_USD = 1e9
 BASE_URL_ENV = "MDB_LLM_BASE_URL"
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"

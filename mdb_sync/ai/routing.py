@@ -32,6 +32,8 @@ from ..exceptions import ConfigurationError
 if TYPE_CHECKING:
     from .config import LLMConfig
 
+#: The Azure OpenAI API version used when neither the manifest nor the environment says.
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
 #: How a provider is spoken to (``type`` of a declared provider).
 PROVIDER_TYPES = ("openai", "azure", "openai_compatible", "local")
 PROVIDER_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -289,7 +291,12 @@ def resolve_specs(
             base_url = base_url or preset.base_url
         api_version = entry.get("api_version")
         if kind == "azure":
-            api_version = api_version or env.get("AZURE_OPENAI_API_VERSION") or config.api_version
+            api_version = (
+                api_version
+                or env.get("AZURE_OPENAI_API_VERSION")
+                or (config.api_version if config.provider == "azure" else None)
+                or DEFAULT_AZURE_API_VERSION
+            )
         timeout = float(entry.get("timeout_seconds") or config.timeout_seconds)
         api_key = (env.get(key_env) or None) if kind != "local" else None
         if name == config.provider:
