@@ -195,9 +195,7 @@ class LLMService:
 
     def _begin_chat(self, route: Route, conversation: list, params: dict) -> Hold:
         def estimate() -> tuple[int, int]:
-            from .tokens import get_counter
-
-            counter = get_counter(route.model)
+            counter = _estimate_counter()
             limit = params.get("max_tokens") or params.get("max_completion_tokens") or 0
             return estimate_prompt_tokens(counter, conversation, params), int(limit)
 
@@ -207,10 +205,8 @@ class LLMService:
         prompt, completion = result.prompt_tokens, result.completion_tokens
         if not prompt and not completion and result.content and hold.priced:
             # The provider reported no usage: charge our estimate rather than nothing.
-            from .tokens import get_counter
-
             prompt = hold.estimate()[0]
-            completion = get_counter(hold.route.model).count(result.content)
+            completion = _estimate_counter().count(result.content)
         self.telemetry.count("llm.tokens.prompt", result.prompt_tokens)
         self.telemetry.count("llm.tokens.completion", result.completion_tokens)
         self.costs.finish(hold, prompt, completion)
@@ -435,9 +431,7 @@ class LLMService:
 
     @staticmethod
     def _embedding_estimate(route: Route, texts: list[str]) -> tuple[int, int]:
-        from .tokens import get_counter
-
-        return estimate_embedding_tokens(get_counter(route.model), texts), 0
+        return estimate_embedding_tokens(_estimate_counter(), texts), 0
 
     def _batches(self, items: list[str], size: int, route: Route) -> Iterator[list[str]]:
         if isinstance(route.provider, LocalProvider):
@@ -458,6 +452,15 @@ class LLMService:
             tokens += n
         if batch:
             yield batch
+
+
+def _estimate_counter() -> Any:
+    """The tokenizer of cost estimates: ``cl100k_base``, bundled (never a download on the
+    call path) and usually no lower than the newer ``o200k_base`` counts; the
+    estimate's margin covers other vendors' tokenizers."""
+    from .tokens import get_counter
+
+    return get_counter()
 
 
 def _short(errors: Any, limit: int = 800) -> str:
