@@ -225,6 +225,36 @@ class AIRateLimitError(AIProviderError):
     """The provider kept answering 429 (or asked to wait longer than the retry budget)."""
 
 
+class AIBudgetExceededError(AIServiceError, ResourceLimitExceeded):
+    """The app's monthly LLM budget (``llm_config.monthly_budget_usd``) has no room for the
+    call; nothing was sent to the provider.
+
+    ``budget_usd``, ``spent_usd`` and ``reserved_usd`` (calls in flight) describe the month
+    ``month`` (``YYYY-MM``, UTC); ``needed_usd`` is what the call would have reserved and
+    ``resets_at`` when the next month starts.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget_usd: float,
+        spent_usd: float,
+        reserved_usd: float,
+        needed_usd: float,
+        month: str,
+        resets_at: Any = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, context=context)
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.needed_usd = needed_usd
+        self.month = month
+        self.resets_at = resets_at
+
+
 class ModelNotFoundError(AIServiceError, LookupError):
     """The provider does not know the model (or deployment) that was asked for."""
 
@@ -270,6 +300,7 @@ class ConnectionLimitExceeded(RealtimeError, ResourceLimitExceeded):
 
 
 __all__ = [
+    "AIBudgetExceededError",
     "AIProviderError",
     "AIRateLimitError",
     "AIServiceError",

@@ -739,6 +739,22 @@ class ScopedCollection:
             **kwargs,
         )
 
+    def hybrid_search(
+        self,
+        query_text: str,
+        *,
+        limit: int = 10,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        """This app's documents best matching ``query_text`` by keywords and by meaning,
+        fused by reciprocal rank fusion: ``$rankFusion`` over ``$search`` and
+        ``$vectorSearch`` where the server has them, an exact keyword (BM25) and vector
+        search elsewhere; see :func:`mdb_sync.ai.hybrid_search.hybrid_search`."""
+        from ..ai.hybrid_search import hybrid_search
+
+        return hybrid_search(self, query_text, limit=limit, filter=filter, **kwargs)
+
 
 def _change_stages(pipeline: Any, limits: Any) -> list[dict[str, Any]]:
     """Validate a change-stream pipeline (only the stages change streams allow)."""
