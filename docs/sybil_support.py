@@ -270,12 +270,16 @@ def teardown_page(namespace: dict[str, Any]) -> None:
     state = namespace.pop("_docs_state", None)
     if state is None:
         return
+    databases = {state["db"]}
+    _close_flask_apps(namespace)
     for value in list(namespace.values()):
         if isinstance(value, MongoDBEngine):
+            databases.add(value.db_name)
             value.shutdown()
     client: MongoClient[Any] = MongoClient(os.environ["MDB_MONGO_URI"])
     try:
-        client.drop_database(state["db"])
+        for name in databases:
+            client.drop_database(name)
     finally:
         client.close()
     os.chdir(state["cwd"])
@@ -285,6 +289,24 @@ def teardown_page(namespace: dict[str, Any]) -> None:
         else:
             os.environ[key] = value
     state["tmp"].cleanup()
+
+
+def _close_flask_apps(namespace: dict[str, Any]) -> None:
+    """``mdb.shutdown(app)`` for each Flask app and extension a page left behind."""
+    if "flask_mdb" not in sys.modules:
+        return
+    from flask import Flask
+
+    from flask_mdb import MDB
+
+    apps = [v for v in namespace.values() if isinstance(v, Flask) and "mdb" in v.extensions]
+    extensions = [v for v in namespace.values() if isinstance(v, MDB)]
+    for app in apps:
+        for extension in extensions:
+            try:
+                extension.shutdown(app)
+            except Exception:
+                continue
 
 
 def make_sybil(**kwargs: Any) -> Sybil:
