@@ -392,8 +392,8 @@ def infer_schema(
 ) -> dict[str, Any]:
     """The ``$jsonSchema`` inferred from a sample of ``collection`` (see :func:`infer`)::
 
-    schema = infer_schema(db.orders, sample_size=500)
-    db.create_collection("orders_v2", validator={"$jsonSchema": schema})
+        schema = infer_schema(db.orders, sample_size=500)
+        db.create_collection("orders_v2", validator={"$jsonSchema": schema})
     """
     return infer(
         collection,
