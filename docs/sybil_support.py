@@ -10,9 +10,11 @@ Every page runs like one script, top to bottom, in a fresh empty working directo
   (``:caption: manifests/my_app.json``) is also written there, for the blocks that follow;
   a few other captioned files (``prices.json``) are checked by their own loader instead.
 - ``.. code-block:: console`` blocks are shell sessions: each ``$`` line runs with ``bash``
-  in the working directory (``mdb`` and ``python`` are this environment's); lines that
-  follow a command are its expected output, compared as doctest compares (``...`` matches
-  anything). A command must exit 0.
+  in the working directory (``mdb`` and ``python`` are this environment's) — in the
+  repository's root when the block is captioned "in a checkout"; lines that follow a command
+  are its expected output, compared as doctest compares (``...`` matches anything). A command
+  must exit 0. In a block of class ``server`` each command starts a web server: it runs with
+  ``PORT`` set to a free port until ``/`` answers, then it is stopped.
 - ``.. code-block:: shell`` blocks are install commands: they would change the environment
   the suite runs in, so ``tests/test_install_lines.py`` checks each line instead (the extras
   exist, the wheel builds under the name shown, the Git URL form installs).
@@ -28,12 +30,18 @@ say so at their top; nothing else is added to what they show.
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,13 +136,78 @@ def shell_environment() -> dict[str, str]:
     return env
 
 
+def _cwd(example: Example) -> Path:
+    """The page's directory, or the repository's for a block captioned "in a checkout"."""
+    caption = _caption(example) or ""
+    return ROOT if "in a checkout" in caption else Path.cwd()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_server(command: str, cwd: Path, deadline: float = 90.0) -> str | None:
+    """Start a command that serves HTTP on ``$PORT``, wait until ``/`` answers (below 500),
+    then stop it (SIGTERM, then SIGKILL)."""
+    port = _free_port()
+    env = {**shell_environment(), "PORT": str(port)}
+    process = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stop_at = time.monotonic() + deadline
+        while True:
+            if process.poll() is not None:
+                return f"$ {command}\nexited {process.returncode}:\n{process.stdout.read()}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    status = response.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                status = None
+            if status is not None:
+                return None if status < 500 else f"$ {command}\nanswered {status}"
+            if time.monotonic() > stop_at:
+                return f"$ {command}\nserved nothing on port {port} within {deadline:.0f} s"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def evaluate_console(example: Example) -> str | None:
-    """Run each command of a console block; its output must match what the block shows."""
+    """Run each command of a console block; its output must match what the block shows. In a
+    block of class ``server`` each command is a server, started and checked by
+    :func:`run_server` (its output, which names a port, is not compared)."""
     checker = doctest.OutputChecker()
+    options = example.region.lexemes.get("options") or {}
+    server = "server" in options.get("class", "").split()
     for command, expected in _commands(str(example.parsed)):
+        if server:
+            problem = run_server(command, _cwd(example))
+            if problem:
+                return problem
+            continue
         result = subprocess.run(
             ["bash", "-c", command],
-            cwd=Path.cwd(),
+            cwd=_cwd(example),
             env=shell_environment(),
             capture_output=True,
             text=True,
