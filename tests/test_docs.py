@@ -100,7 +100,9 @@ def test_the_manifest_reference_names_every_schema_key():
 
 # --- install lines and extras -----------------------------------------------------------------
 
-_EXTRA_USE = re.compile(r"mdb-sync\[([A-Za-z0-9_,\s-]+)\]|\.whl\[([A-Za-z0-9_,\s-]+)\]|\"\.\[([^\]]+)\]\"")
+_EXTRA_USE = re.compile(
+    r"mdb-sync\[([A-Za-z0-9_,\s-]+)\]|\.whl\[([A-Za-z0-9_,\s-]+)\]|\"\.\[([^\]]+)\]\""
+)
 
 
 def _texts() -> list[Path]:
