@@ -98,6 +98,35 @@ def test_the_manifest_reference_names_every_schema_key():
     assert "" in used
 
 
+def _undescribed(schema, prefix: str = "") -> list[str]:
+    missing = []
+    for name, field in schema.fields.items():
+        path = f"{prefix}.{field.data_key or name}" if prefix else field.data_key or name
+        if not (field.metadata or {}).get("description"):
+            missing.append(path)
+        for nested in _nested_schemas(field):
+            missing += _undescribed(nested, path)
+    return missing
+
+
+def _nested_schemas(field) -> list:
+    if isinstance(field, mf.Obj):
+        return [_nested(field)]
+    if isinstance(field, mf.ListOf):
+        return _nested_schemas(field.inner)
+    if isinstance(field, mf.MapOf):
+        return _nested_schemas(field.values)
+    if isinstance(field, mf.OneOfTypes):
+        return [s for _, choice in field.choices for s in _nested_schemas(choice)]
+    return []
+
+
+def test_every_manifest_key_has_a_description():
+    """``metadata={"description": ...}`` on every field: the reference says what each key
+    does, not only its type."""
+    assert _undescribed(ManifestSchema()) == []
+
+
 # --- install lines and extras -----------------------------------------------------------------
 
 _EXTRA_USE = re.compile(

@@ -15,6 +15,7 @@ the items of an array.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -262,6 +263,12 @@ def keys(section: str | None = None) -> list[Key]:
     return [k for k in everything if k.path == section or k.path.startswith(section + ".")]
 
 
+def _plain(text: str) -> str:
+    """``text`` (a description: plain text) escaped for reStructuredText."""
+    text = re.sub(r"([\\*`|])", r"\\\1", text)
+    return re.sub(r"_(?=\W|$)", r"\\_", text)
+
+
 def render(section: str | None = None) -> str:
     """reStructuredText of one section's keys."""
     lines: list[str] = []
@@ -276,7 +283,7 @@ def render(section: str | None = None) -> str:
         lines.append("   " + "; ".join(facts) + ".")
         if key.description:
             lines.append("")
-            lines.append("   " + key.description)
+            lines.append("   " + _plain(key.description))
         lines.append("")
     return "\n".join(lines)
 
