@@ -8,6 +8,9 @@ Prints three tables:
 2. The commands a repeated registration sends, by name (none of them builds an index).
 3. The auto-index bookkeeping cost per query: ``AutoIndexManager.observe`` alone, and the
    client-side CPU of a scoped ``find_one`` with auto-indexing on and off.
+4. Registration against the size of the registry: a new app, an unchanged re-registration
+   and a refused overlapping slug, with 100 and with 2,000 apps registered (every look-up by
+   slug is indexed, so the times should not grow with the registry).
 
 Run: ``.venv/bin/python benchmarks/registration.py`` (a private embedded server is started
 unless ``MDB_MONGO_URI`` is set).
@@ -30,6 +33,8 @@ from mdb_sync.indexes import plan_indexes
 from mdb_sync.manifest import validate_manifest
 
 RUNS = 15
+REGISTRY_SIZES = (100, 2_000)
+SCALE_SAMPLES = 30
 OBSERVE_CALLS = 200_000
 FIND_CALLS = 1_000
 ROUNDS = 7
@@ -184,6 +189,49 @@ def bench_observe(uri: str) -> list[list[str]]:
     return rows
 
 
+def bench_registry_size(uri: str) -> list[list[str]]:
+    """Median time per registration with ``REGISTRY_SIZES`` apps already registered."""
+    from mdb_sync.exceptions import AppConflictError
+
+    db_name = f"bench_{uuid.uuid4().hex[:8]}"
+    medians: dict[str, list[float]] = {"new app": [], "re-registration": [], "overlap refused": []}
+    with MongoDBEngine(uri, db_name) as engine:
+        registered = 0
+        for size in REGISTRY_SIZES:
+            while registered < size:
+                engine.register_app({"slug": f"tenant{registered:05d}"})
+                registered += 1
+            samples: dict[str, list[float]] = {label: [] for label in medians}
+            for i in range(SCALE_SAMPLES):
+                slug = f"probe{size}x{i}"
+                t = time.perf_counter()
+                engine.register_app({"slug": slug})
+                samples["new app"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                engine.register_app({"slug": slug})
+                samples["re-registration"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                refused = False
+                try:
+                    engine.register_app({"slug": f"{slug}_sub"})
+                except AppConflictError:
+                    refused = True
+                samples["overlap refused"].append(time.perf_counter() - t)
+                assert refused, "an overlapping slug was accepted"
+                engine.unregister_app(slug)  # keep the registry at `size` apps
+            for label, values in samples.items():
+                medians[label].append(statistics.median(values))
+    MongoClient(uri).drop_database(db_name)
+    return [
+        [
+            label,
+            *(f"{v * 1000:8.2f} ms" for v in values),
+            f"{values[-1] / values[0]:5.2f}x",
+        ]
+        for label, values in medians.items()
+    ]
+
+
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}")
@@ -216,6 +264,11 @@ def main() -> None:
             "Auto-index bookkeeping per query",
             ["measure", "with", "without", "ratio"],
             bench_observe(uri),
+        )
+        table(
+            f"Registration vs registry size (median of {SCALE_SAMPLES})",
+            ["operation", *(f"{n:,} apps" for n in REGISTRY_SIZES), "ratio"],
+            bench_registry_size(uri),
         )
     finally:
         if server is not None:

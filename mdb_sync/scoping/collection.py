@@ -17,9 +17,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId, encode
+from bson.raw_bson import RawBSONDocument
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import DocumentTooLarge
+from pymongo.errors import DocumentTooLarge, OperationFailure
 from pymongo.helpers_shared import _gen_index_name, _index_document, _index_list
 from pymongo.operations import (
     DeleteMany,
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 
 #: Raw collection and the app_id it is read with; the first one is the app's own.
 Source = tuple[Collection[Any], str]
+#: Server error codes for a document over 16 MiB (BSONObjectTooLarge; an update whose result
+#: would be too large).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
 
 class ScopedCollection:
@@ -224,19 +228,36 @@ class ScopedCollection:
             self._check_size(tagged)
         return tagged
 
-    def _check_size(self, document: Mapping[str, Any]) -> None:
-        size = len(encode(document, codec_options=self.__coll.codec_options))
-        if size > self._limits.max_document_bytes:
+    def _check_size(self, document: Any, what: str = "document") -> bytes:
+        """The BSON of ``document``, refused when over ``max_document_bytes``."""
+        data = encode(document, codec_options=self.__coll.codec_options)
+        if len(data) > self._limits.max_document_bytes:
             raise ResourceLimitExceeded(
-                f"document of {size} bytes exceeds the limit of "
-                f"{self._limits.max_document_bytes} bytes",
-                context={"collection": self._name, "size": size},
+                f"{what} of {len(data)} bytes for {self._name!r} exceeds the limit of "
+                f"{self._limits.max_document_bytes} bytes; nothing was written",
+                context={"collection": self._name, "size": len(data)},
             )
+        return data
 
-    def _too_large(self, exc: DocumentTooLarge) -> ResourceLimitExceeded:
+    def _encoded(self, document: Mapping[str, Any]) -> RawBSONDocument:
+        """``document`` encoded once and size-checked, for a batch: pymongo sends these bytes
+        as they are (no second encoding), and a batch is checked whole before any of it is
+        sent — pymongo's own check comes batch by batch, after earlier batches were written."""
+        return RawBSONDocument(self._check_size(document))
+
+    def _too_large(self, exc: Exception) -> ResourceLimitExceeded:
         return ResourceLimitExceeded(
-            f"document too large for {self._name!r}: {exc}", context={"collection": self._name}
+            f"document too large for {self._name!r} (limit "
+            f"{min(self._limits.max_document_bytes, SERVER_MAX_DOCUMENT_BYTES)} bytes); nothing "
+            f"was written: {exc}",
+            context={"collection": self._name},
         )
+
+    @staticmethod
+    def _is_too_large(exc: Exception) -> bool:
+        """True for a document pymongo or the server refused as too large (in a
+        single-document operation: nothing was written)."""
+        return isinstance(exc, DocumentTooLarge) or getattr(exc, "code", None) in _TOO_LARGE_CODES
 
     def _max_time(self, kwargs: dict[str, Any]) -> None:
         kwargs["maxTimeMS"] = self._limits.cap_time(kwargs.get("maxTimeMS"))
@@ -309,8 +330,10 @@ class ScopedCollection:
         self._before_write()
         try:
             result = self.__coll.insert_one(tagged, **self._kwargs(kwargs))
-        except DocumentTooLarge as exc:
-            raise self._too_large(exc) from exc
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -319,23 +342,29 @@ class ScopedCollection:
         self, documents: Iterable[Any], ordered: bool = True, **kwargs: Any
     ) -> InsertManyResult:
         """Insert ``documents``, each tagged with this app's ``app_id``; all are checked
-        before any is sent, so a refused document leaves nothing half-written."""
+        (scope and size) before any is sent, so a refused document leaves nothing written."""
         if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
             raise TypeError("documents must be a non-empty list")
         originals = list(documents)
         if not originals:
             raise TypeError("documents must be a non-empty list")
-        tagged = [self._tagged(doc) for doc in originals]
-        for doc, original in zip(tagged, originals, strict=True):
+        ids = []
+        encoded = []
+        for original in originals:
+            doc = self._guard(tag_document, original, self._write_scope)
             if "_id" not in doc:
                 doc["_id"] = ObjectId()
-                if isinstance(original, dict):
-                    original["_id"] = doc["_id"]
+            ids.append(doc["_id"])
+            encoded.append(self._encoded(doc))
+        for original, _id in zip(originals, ids, strict=True):
+            if isinstance(original, dict) and "_id" not in original:
+                original["_id"] = _id
         self._before_write()
         try:
-            return self.__coll.insert_many(tagged, ordered=ordered, **self._kwargs(kwargs))
-        except DocumentTooLarge as exc:
+            result = self.__coll.insert_many(encoded, ordered=ordered, **self._kwargs(kwargs))
+        except DocumentTooLarge as exc:  # pragma: no cover - checked above
             raise self._too_large(exc) from exc
+        return InsertManyResult(ids, result.acknowledged)
 
     def update_one(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
@@ -343,7 +372,12 @@ class ScopedCollection:
         scoped, checked = self._filter(filter), self._update(update)
         self._before_write()
         self._observe(filter)
-        return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        try:
+            return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
@@ -351,7 +385,12 @@ class ScopedCollection:
         scoped, checked = self._filter(filter), self._update(update)
         self._before_write()
         self._observe(filter)
-        return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        try:
+            return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def replace_one(
         self, filter: Any, replacement: Any, upsert: bool = False, **kwargs: Any
@@ -359,7 +398,12 @@ class ScopedCollection:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._before_write()
         self._observe(filter)
-        return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
+        try:
+            return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
@@ -385,9 +429,14 @@ class ScopedCollection:
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._before_write()
         self._observe(filter, sort)
-        return self.__coll.find_one_and_update(
-            scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-        )
+        try:
+            return self.__coll.find_one_and_update(
+                scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
+            )
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def find_one_and_replace(
         self,
@@ -403,9 +452,14 @@ class ScopedCollection:
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._before_write()
         self._observe(filter, sort)
-        return self.__coll.find_one_and_replace(
-            scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-        )
+        try:
+            return self.__coll.find_one_and_replace(
+                scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
+            )
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def find_one_and_delete(
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
@@ -443,20 +497,22 @@ class ScopedCollection:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
             original = request._doc
-            tagged = self._tagged(original)
+            tagged = self._guard(tag_document, original, self._write_scope)
             if "_id" not in tagged:
                 tagged["_id"] = ObjectId()
                 if isinstance(original, dict):
                     original["_id"] = tagged["_id"]
-            return InsertOne(tagged)
+            return InsertOne(self._encoded(tagged))
         if isinstance(request, (UpdateOne, UpdateMany)):
+            update = self._update(request._doc)
+            self._check_size({"u": update}, "update")
             return type(request)(
-                self._filter(request._filter), self._update(request._doc),
-                upsert=bool(request._upsert), **opts,
+                self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, ReplaceOne):
+            replacement = self._guard(scoped_replacement, request._doc, self._write_scope)
             return ReplaceOne(
-                self._filter(request._filter), self._replacement(request._doc),
+                self._filter(request._filter), self._encoded(replacement),
                 upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, (DeleteOne, DeleteMany)):
