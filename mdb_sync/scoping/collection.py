@@ -222,11 +222,11 @@ class ScopedCollection:
             self._check_size(tagged)
         return tagged
 
-    def _replacement(self, replacement: Any) -> dict[str, Any]:
-        tagged = self._guard(scoped_replacement, replacement, self._write_scope)
-        if self._limits.max_document_bytes < SERVER_MAX_DOCUMENT_BYTES:
-            self._check_size(tagged)
-        return tagged
+    def _replacement(self, replacement: Any) -> RawBSONDocument:
+        """The tagged replacement, encoded once and size-checked (pymongo sends the bytes as
+        they are; some servers answer an oversized findAndModify with a bare internal
+        error, so the size is never left to them)."""
+        return self._encoded(self._guard(scoped_replacement, replacement, self._write_scope))
 
     def _check_size(self, document: Any, what: str = "document") -> bytes:
         """The BSON of ``document``, refused when over ``max_document_bytes``."""
@@ -427,6 +427,7 @@ class ScopedCollection:
     ) -> Any:
         scoped, checked = self._filter(filter), self._update(update)
         self._guard(check_query, projection or {}, self._limits, "projection")
+        self._check_size({"u": checked}, "update")  # see _replacement
         self._before_write()
         self._observe(filter, sort)
         try:
@@ -510,9 +511,8 @@ class ScopedCollection:
                 self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, ReplaceOne):
-            replacement = self._guard(scoped_replacement, request._doc, self._write_scope)
             return ReplaceOne(
-                self._filter(request._filter), self._encoded(replacement),
+                self._filter(request._filter), self._replacement(request._doc),
                 upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, (DeleteOne, DeleteMany)):
