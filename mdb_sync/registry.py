@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from .exceptions import AppConflictError, AppNotActiveError, AppNotFoundError, ScopeError
 from .registry_claims import (
@@ -38,6 +38,7 @@ from .registry_claims import (
     abandoned,
     claim_of,
     describe,
+    let_go,
     new_holder,
     segment_lock,
     still_held,
@@ -303,33 +304,47 @@ class AppRegistry:
             if existing is not None:
                 return None
             claim = new_holder()
-            now = claim["at"]
             try:
-                self.collection.insert_one(
-                    {
-                        "_id": slug,
-                        "slug": slug,
-                        "status": REGISTERING,
-                        "manifest": normalized,
-                        "implicit": implicit,
-                        "index_outcomes": [],
-                        "registered_at": now,
-                        "updated_at": now,
-                        "claim": claim,
-                    }
-                )
+                self._insert_claim(slug, claim, lock, normalized, implicit)
             except DuplicateKeyError:
+                let_go(claim)
                 return None
-            if not still_held(self._locks, slug, lock):
-                # Stalled past the lease: another registration may have checked without
-                # seeing this claim. Withdraw rather than risk two overlapping apps.
-                self._release_claim(slug, claim)
-                raise AppConflictError(
-                    f"app {slug!r} was not registered: the registration stalled past its lock "
-                    "lease; nothing was changed, retry",
-                    context={"app": slug},
-                )
+            except BaseException:
+                let_go(claim)
+                raise
             return claim
+
+    def _insert_claim(
+        self,
+        slug: str,
+        claim: dict[str, Any],
+        lock: dict[str, Any],
+        normalized: dict[str, Any],
+        implicit: bool,
+    ) -> None:
+        now = claim["at"]
+        self.collection.insert_one(
+            {
+                "_id": slug,
+                "slug": slug,
+                "status": REGISTERING,
+                "manifest": normalized,
+                "implicit": implicit,
+                "index_outcomes": [],
+                "registered_at": now,
+                "updated_at": now,
+                "claim": claim,
+            }
+        )
+        if not still_held(self._locks, slug, lock):
+            # Stalled past the lease: another registration may have checked without seeing
+            # this claim. Withdraw rather than risk two overlapping apps.
+            self._release_claim(slug, claim)
+            raise AppConflictError(
+                f"app {slug!r} was not registered: the registration stalled past its lock "
+                "lease; nothing was changed, retry",
+                context={"app": slug},
+            )
 
     def _release_claim(self, slug: str, claim: dict[str, Any]) -> None:
         self.collection.delete_one(
@@ -340,11 +355,19 @@ class AppRegistry:
         """Take the abandoned claim of ``record`` over (None if someone else did)."""
         old = claim_of(record) or {}
         claim = new_holder()
-        result = self.collection.update_one(
-            {"_id": slug, "status": REGISTERING, "claim.token": old.get("token")},
-            {"$set": {"claim": claim, "updated_at": claim["at"]}},
-        )
+        try:
+            # Under the segment lock like every claim (and so a lock the same dead attempt
+            # left behind is taken over and released too).
+            with segment_lock(self._locks, slug):
+                result = self.collection.update_one(
+                    {"_id": slug, "status": REGISTERING, "claim.token": old.get("token")},
+                    {"$set": {"claim": claim, "updated_at": claim["at"]}},
+                )
+        except BaseException:
+            let_go(claim)
+            raise
         if result.modified_count != 1:
+            let_go(claim)
             return None
         log.warning("took over the abandoned registration of %r (%s)", slug, describe(old))
         return claim
@@ -387,6 +410,86 @@ class AppRegistry:
                     context={"app": slug},
                 )
 
+    def _apply(
+        self,
+        normalized: dict[str, Any],
+        existing: dict[str, Any] | None,
+        claim: dict[str, Any] | None,
+        *,
+        implicit: bool,
+        create_indexes: bool,
+        replace_indexes: bool,
+        search_index_timeout: float | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """Apply collection settings and indexes, then write the record: the first
+        registration's (``claim``) or an update of ``existing``. Returns ``(record,
+        collections, index outcomes)``, or None when the app was unregistered meanwhile."""
+        from .manifest.apply import apply_collection_settings
+
+        slug = normalized["slug"]
+        try:
+            collections: list[dict[str, Any]] = []
+            if normalized.get("collection_settings"):
+                collections = apply_collection_settings(
+                    self._engine, slug, normalized["collection_settings"]
+                )
+            outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
+            if create_indexes:
+                from .indexes import ensure_declared_indexes
+                from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+
+                outcomes = ensure_declared_indexes(
+                    self._engine,
+                    slug,
+                    normalized.get("managed_indexes") or {},
+                    replace=replace_indexes,
+                    search_timeout=(
+                        DEFAULT_SEARCH_TIMEOUT
+                        if search_index_timeout is None
+                        else search_index_timeout
+                    ),
+                    previous=outcomes,
+                )
+        except BaseException:
+            if claim is not None:
+                try:
+                    self._release_claim(slug, claim)
+                except PyMongoError:  # left "registering": a retry takes it over
+                    log.warning("could not withdraw the failed registration of %r", slug)
+            raise
+        now = _now()
+        fields: dict[str, Any] = {
+            "slug": slug,
+            "status": normalized.get("status", ACTIVE),
+            "manifest": normalized,
+            "implicit": implicit,
+            "index_outcomes": outcomes,
+        }
+        if claim is not None:
+            done = self.collection.update_one(
+                {"_id": slug, "status": REGISTERING, "claim.token": claim["token"]},
+                {"$set": {**fields, "updated_at": now}, "$unset": {"claim": ""}},
+            )
+            if done.matched_count != 1:
+                raise AppConflictError(
+                    f"app {slug!r} was not registered: its registration took longer than "
+                    f"{CLAIM_STALE_SECONDS:.0f} s and was taken over or withdrawn",
+                    context={"app": slug},
+                )
+            record = {"_id": slug, "registered_at": now, **fields, "updated_at": now}
+            return record, collections, outcomes
+        assert existing is not None
+        record = {**existing, **fields}
+        if any(existing.get(k) != v for k, v in fields.items()):
+            record["updated_at"] = now
+            updated = self.collection.update_one(
+                {"_id": slug, "status": {"$ne": REGISTERING}},
+                {"$set": {**fields, "updated_at": now}},
+            )
+            if updated.matched_count != 1:
+                return None  # unregistered meanwhile: claim the slug afresh
+        return record, collections, outcomes
+
     def register(
         self,
         manifest: Mapping[str, Any],
@@ -413,7 +516,7 @@ class AppRegistry:
         """
         from .exceptions import ManifestValidationError
         from .manifest import validate_manifest
-        from .manifest.apply import apply_collection_settings, seed_initial_data
+        from .manifest.apply import seed_initial_data
 
         normalized = validate_manifest(manifest)
         slug = normalized["slug"]
@@ -428,64 +531,20 @@ class AppRegistry:
                     "slug": slug, "created": False, "indexes": [], "collections": [], "seeded": {},
                 }  # fmt: skip
             try:
-                collections: list[dict[str, Any]] = []
-                if normalized.get("collection_settings"):
-                    collections = apply_collection_settings(
-                        self._engine, slug, normalized["collection_settings"]
-                    )
-                outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
-                if create_indexes:
-                    from .indexes import ensure_declared_indexes
-                    from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
-
-                    outcomes = ensure_declared_indexes(
-                        self._engine,
-                        slug,
-                        normalized.get("managed_indexes") or {},
-                        replace=replace_indexes,
-                        search_timeout=(
-                            DEFAULT_SEARCH_TIMEOUT
-                            if search_index_timeout is None
-                            else search_index_timeout
-                        ),
-                        previous=outcomes,
-                    )
-            except BaseException:
-                if claim is not None:
-                    self._release_claim(slug, claim)
-                raise
-            now = _now()
-            fields: dict[str, Any] = {
-                "slug": slug,
-                "status": normalized.get("status", ACTIVE),
-                "manifest": normalized,
-                "implicit": implicit,
-                "index_outcomes": outcomes,
-            }
-            if claim is not None:
-                done = self.collection.update_one(
-                    {"_id": slug, "status": REGISTERING, "claim.token": claim["token"]},
-                    {"$set": {**fields, "updated_at": now}, "$unset": {"claim": ""}},
+                applied = self._apply(
+                    normalized,
+                    existing,
+                    claim,
+                    implicit=implicit,
+                    create_indexes=create_indexes,
+                    replace_indexes=replace_indexes,
+                    search_index_timeout=search_index_timeout,
                 )
-                if done.matched_count != 1:
-                    raise AppConflictError(
-                        f"app {slug!r} was not registered: its registration took longer than "
-                        f"{CLAIM_STALE_SECONDS:.0f} s and was taken over or withdrawn",
-                        context={"app": slug},
-                    )
-                record = {"_id": slug, "registered_at": now, **fields, "updated_at": now}
-            else:
-                assert existing is not None
-                record = {**existing, **fields}
-                if any(existing.get(k) != v for k, v in fields.items()):
-                    record["updated_at"] = now
-                    updated = self.collection.update_one(
-                        {"_id": slug, "status": {"$ne": REGISTERING}},
-                        {"$set": {**fields, "updated_at": now}},
-                    )
-                    if updated.matched_count != 1:
-                        continue  # unregistered meanwhile: claim the slug afresh
-            break
+            finally:
+                let_go(claim)
+            if applied is not None:
+                record, collections, outcomes = applied
+                break
         else:  # pragma: no cover - needs three unregistrations racing one registration
             raise AppConflictError(
                 f"app {slug!r} was unregistered while being registered, three times",

@@ -19,13 +19,15 @@ text before the first ``_``), so that segment is the lock: a registration of a n
 The lock is held for those few indexed round trips only; the slow part of a registration
 (collection settings, index builds, seeding) runs after it, under the pending claim. A lock
 or claim whose holder died is taken over: at once when the holder ran on this host and its
-process is gone, else once it is older than :data:`LOCK_LEASE_SECONDS` (locks) or
-:data:`CLAIM_STALE_SECONDS` (claims).
+process is gone (or is this process, which no longer holds it: an attempt that failed
+half-way, say because the server went away, and is retried), else once it is older than
+:data:`LOCK_LEASE_SECONDS` (locks) or :data:`CLAIM_STALE_SECONDS` (claims).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import socket
 import time
@@ -34,12 +36,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from .exceptions import AppConflictError
 
 if TYPE_CHECKING:
     from pymongo.collection import Collection
+
+log = logging.getLogger(__name__)
 
 #: Engine-internal collection of the per-segment registration locks (empty when idle).
 LOCKS_COLLECTION = "mdb_registry_locks"
@@ -53,6 +57,8 @@ CLAIM_STALE_SECONDS = 300.0
 REGISTERING = "registering"
 
 _HOST = socket.gethostname()
+#: Tokens of the locks and claims this process holds right now.
+_held: set[str] = set()
 
 
 def _now() -> _dt.datetime:
@@ -66,8 +72,17 @@ def segment(slug: str) -> str:
 
 
 def new_holder() -> dict[str, Any]:
-    """Who holds a lock or a claim: a unique token, this host and process, and when."""
-    return {"token": uuid.uuid4().hex, "host": _HOST, "pid": os.getpid(), "at": _now()}
+    """Who holds a lock or a claim: a unique token, this host and process, and when. Call
+    :func:`let_go` once it is released (or abandoned)."""
+    token = uuid.uuid4().hex
+    _held.add(token)
+    return {"token": token, "host": _HOST, "pid": os.getpid(), "at": _now()}
+
+
+def let_go(holder: dict[str, Any] | None) -> None:
+    """This process no longer holds ``holder`` (whatever the database still says)."""
+    if holder is not None:
+        _held.discard(holder["token"])
 
 
 def describe(holder: Any) -> str:
@@ -89,10 +104,13 @@ def _age(holder: dict[str, Any]) -> float:
 
 
 def _process_gone(holder: dict[str, Any]) -> bool:
-    """True when ``holder`` ran on this host and its process no longer exists."""
-    if holder.get("host") != _HOST or holder.get("pid") == os.getpid():
+    """True when ``holder`` ran on this host and its process no longer exists, or is this
+    process and no longer holds it."""
+    if holder.get("host") != _HOST:
         return False
     pid = holder.get("pid")
+    if pid == os.getpid():
+        return holder.get("token") not in _held
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:
@@ -129,32 +147,45 @@ def segment_lock(locks: Collection[Any], slug: str) -> Iterator[dict[str, Any]]:
     """
     key = segment(slug)
     holder = new_holder()
+    try:
+        _acquire(locks, key, holder, slug)
+    except BaseException:
+        let_go(holder)
+        raise
+    try:
+        yield holder
+    finally:
+        let_go(holder)
+        try:
+            locks.delete_one({"_id": key, "token": holder["token"]})
+        except PyMongoError as exc:  # left behind: taken over as abandoned (see above)
+            log.warning("could not release the registry lock of %r: %s", key, exc)
+
+
+def _acquire(locks: Collection[Any], key: str, holder: dict[str, Any], slug: str) -> None:
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     pause = 0.005
     while True:
         try:
             locks.insert_one({"_id": key, **holder})
-            break
+            return
         except DuplicateKeyError:
-            current = locks.find_one({"_id": key})
-            if current is None:
-                continue  # released meanwhile
-            if abandoned(current, LOCK_LEASE_SECONDS):
-                locks.delete_one({"_id": key, "token": current.get("token")})
-                continue
-            if time.monotonic() >= deadline:
-                raise AppConflictError(
-                    f"app {slug!r} cannot be registered now: another registration of a slug "
-                    f"starting with {key!r} ({describe(current)}) holds the registry lock; "
-                    "retry shortly",
-                    context={"app": slug, "segment": key},
-                ) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
-    try:
-        yield holder
-    finally:
-        locks.delete_one({"_id": key, "token": holder["token"]})
+            pass
+        current = locks.find_one({"_id": key})
+        if current is None:
+            continue  # released meanwhile
+        if abandoned(current, LOCK_LEASE_SECONDS):
+            locks.delete_one({"_id": key, "token": current.get("token")})
+            continue
+        if time.monotonic() >= deadline:
+            raise AppConflictError(
+                f"app {slug!r} cannot be registered now: another registration of a slug "
+                f"starting with {key!r} ({describe(current)}) holds the registry lock; "
+                "retry shortly",
+                context={"app": slug, "segment": key},
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def still_held(locks: Collection[Any], slug: str, holder: dict[str, Any]) -> bool:

@@ -218,3 +218,124 @@ def test_retry_of_a_killed_registration_takes_its_claim_over(engine, mongo_uri, 
     record = raw_db.apps_config.find_one({"_id": "again"})
     assert record["status"] == "active" and "claim" not in record
     assert engine.get_scoped_db("again").items.insert_one({"n": 1}).acknowledged
+
+
+class OwnServer:
+    """An embedded server process of this test's own, on a fixed port and data directory,
+    to SIGKILL and restart."""
+
+    def __init__(self, data: Path) -> None:
+        from mdb_sync import embedded
+
+        self.data = data
+        self.port = _free_port()
+        self.command = embedded.find_server_command()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?retryWrites=false&directConnection=true"
+
+    def start(self) -> OwnServer:
+        from pymongo import MongoClient
+
+        self.data.mkdir(parents=True, exist_ok=True)
+        argv = [*self.command, "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--storage-path", str(self.data), "--log-level", "WARNING"]
+        # Durable commits (what was acknowledged survives SIGKILL) and no stray config file.
+        config = self.data.parent / "secantusd.toml"
+        config.write_text("")
+        argv += ["--sync-on-commit", "--config", str(config)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client: MongoClient[Any] = MongoClient(self.uri, serverSelectionTimeoutMS=500)
+        deadline = time.monotonic() + 30
+        try:
+            while True:
+                try:
+                    client.admin.command("ping")
+                    return self
+                except Exception:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_server_killed_mid_registration_then_the_retry_completes_at_once(tmp_path):
+    import threading
+
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    server = OwnServer(tmp_path / "data").start()
+    engine = MongoDBEngine(server.uri, "regcrash", serverSelectionTimeoutMS=1000)
+    raw: MongoClient[Any] = MongoClient(server.uri, serverSelectionTimeoutMS=2000)
+    try:
+        engine.initialize()
+        # Index failures are reported per collection, not raised: with the server gone each
+        # collection costs one server-selection timeout, so keep them few.
+        indexes = {
+            f"c{c}": [{"name": f"i{i}", "keys": {f"f{i}": 1, "g": -1}} for i in range(4)]
+            for c in range(3)
+        }
+        failures: list[BaseException] = []
+
+        def register() -> None:
+            try:
+                engine.register_app({"slug": "crash", "managed_indexes": indexes})
+            except BaseException as exc:
+                failures.append(exc)
+
+        worker = threading.Thread(target=register)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if raw.regcrash.apps_config.find_one({"_id": "crash", "status": REGISTERING}):
+                break
+            time.sleep(0.002)
+        else:  # pragma: no cover
+            raise AssertionError("the registration never reached its pending state")
+        server.kill()  # between the claim and the final write
+        worker.join(60)
+        assert not worker.is_alive()
+        assert len(failures) == 1 and isinstance(failures[0], PyMongoError)  # told, not hung
+
+        server.start()  # same port, same data directory
+        left = raw.regcrash.apps_config.find_one({"_id": "crash"})
+        assert left["status"] == REGISTERING and left["claim"]["pid"] == os.getpid()
+        started = time.monotonic()
+        result = engine.register_app({"slug": "crash", "managed_indexes": indexes})
+        # Whatever survived the crash (the pending record, the lock) was this process's own
+        # abandoned attempt: taken over at once, not after the 15 s lease or 5 min claim.
+        assert time.monotonic() - started < 10
+        assert result["created"] is True
+        record = raw.regcrash.apps_config.find_one({"_id": "crash"})
+        assert record["status"] == "active" and "claim" not in record
+        assert raw.regcrash[LOCKS_COLLECTION].count_documents({}) == 0
+        with pytest.raises(AppConflictError, match="'crash'"):
+            engine.register_app({"slug": "crash_more"})
+    finally:
+        engine.shutdown()
+        raw.close()
+        server.stop()
