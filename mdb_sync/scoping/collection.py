@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bson import ObjectId, encode
 from bson.raw_bson import RawBSONDocument
@@ -60,6 +60,11 @@ Source = tuple[Collection[Any], str]
 #: Server error codes for a document over 16 MiB (BSONObjectTooLarge; an update whose result
 #: would be too large).
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+#: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
+_BULK_OPTIONS = (
+    ("collation", "_collation"), ("hint", "_hint"), ("array_filters", "_array_filters"),
+    ("sort", "_sort"),
+)  # fmt: skip
 
 
 class ScopedCollection:
@@ -232,18 +237,24 @@ class ScopedCollection:
         """The BSON of ``document``, refused when over ``max_document_bytes``."""
         data = encode(document, codec_options=self.__coll.codec_options)
         if len(data) > self._limits.max_document_bytes:
-            raise ResourceLimitExceeded(
-                f"{what} of {len(data)} bytes for {self._name!r} exceeds the limit of "
-                f"{self._limits.max_document_bytes} bytes; nothing was written",
-                context={"collection": self._name, "size": len(data)},
-            )
+            self._refuse_size(len(data), what)
         return data
 
     def _encoded(self, document: Mapping[str, Any]) -> RawBSONDocument:
         """``document`` encoded once and size-checked, for a batch: pymongo sends these bytes
         as they are (no second encoding), and a batch is checked whole before any of it is
         sent — pymongo's own check comes batch by batch, after earlier batches were written."""
-        return RawBSONDocument(self._check_size(document))
+        data = encode(document, codec_options=self.__coll.codec_options)
+        if len(data) > self._limits.max_document_bytes:
+            self._refuse_size(len(data), "document")
+        return RawBSONDocument(data)
+
+    def _refuse_size(self, size: int, what: str) -> NoReturn:
+        raise ResourceLimitExceeded(
+            f"{what} of {size} bytes for {self._name!r} exceeds the limit of "
+            f"{self._limits.max_document_bytes} bytes; nothing was written",
+            context={"collection": self._name, "size": size},
+        )
 
     def _too_large(self, exc: Exception) -> ResourceLimitExceeded:
         return ResourceLimitExceeded(
@@ -427,7 +438,7 @@ class ScopedCollection:
     ) -> Any:
         scoped, checked = self._filter(filter), self._update(update)
         self._guard(check_query, projection or {}, self._limits, "projection")
-        self._check_size({"u": checked}, "update")  # see _replacement
+        self._check_size({"u": checked} if type(checked) is list else checked, "update")
         self._before_write()
         self._observe(filter, sort)
         try:
@@ -489,11 +500,11 @@ class ScopedCollection:
     def _bulk_request(self, request: Any) -> Any:
         if getattr(request, "_namespace", None) is not None:
             raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
-        opts = {
-            k: getattr(request, "_" + k)
-            for k in ("collation", "hint", "array_filters", "sort")
-            if getattr(request, "_" + k, None) is not None
-        }
+        opts = {}
+        for name, attribute in _BULK_OPTIONS:
+            value = getattr(request, attribute, None)
+            if value is not None:
+                opts[name] = value
         if "array_filters" in opts:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
@@ -506,7 +517,7 @@ class ScopedCollection:
             return InsertOne(self._encoded(tagged))
         if isinstance(request, (UpdateOne, UpdateMany)):
             update = self._update(request._doc)
-            self._check_size({"u": update}, "update")
+            self._check_size({"u": update} if type(update) is list else update, "update")
             return type(request)(
                 self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
