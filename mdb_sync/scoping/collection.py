@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bson import ObjectId, encode
-from bson.raw_bson import RawBSONDocument
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DocumentTooLarge, OperationFailure
@@ -60,6 +59,8 @@ Source = tuple[Collection[Any], str]
 #: Server error codes for a document over 16 MiB (BSONObjectTooLarge; an update whose result
 #: would be too large).
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+#: Documents encoded together when a batch's sizes are checked.
+_CHECK_CHUNK = 1000
 #: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
 _BULK_OPTIONS = (
     ("collation", "_collation"), ("hint", "_hint"), ("array_filters", "_array_filters"),
@@ -227,27 +228,31 @@ class ScopedCollection:
             self._check_size(tagged)
         return tagged
 
-    def _replacement(self, replacement: Any) -> RawBSONDocument:
-        """The tagged replacement, encoded once and size-checked (pymongo sends the bytes as
-        they are; some servers answer an oversized findAndModify with a bare internal
-        error, so the size is never left to them)."""
-        return self._encoded(self._guard(scoped_replacement, replacement, self._write_scope))
+    def _replacement(self, replacement: Any) -> dict[str, Any]:
+        tagged = self._guard(scoped_replacement, replacement, self._write_scope)
+        if self._limits.max_document_bytes < SERVER_MAX_DOCUMENT_BYTES:
+            self._check_size(tagged)
+        return tagged
 
-    def _check_size(self, document: Any, what: str = "document") -> bytes:
-        """The BSON of ``document``, refused when over ``max_document_bytes``."""
-        data = encode(document, codec_options=self.__coll.codec_options)
-        if len(data) > self._limits.max_document_bytes:
-            self._refuse_size(len(data), what)
-        return data
+    def _check_size(self, document: Any, what: str = "document") -> None:
+        """Refuse ``document`` (a mapping, or an update pipeline) over ``max_document_bytes``."""
+        # Wrapped: a pipeline is a list; the wrapper adds 7 bytes (length, type, key, end).
+        size = len(encode({"": document}, codec_options=self.__coll.codec_options)) - 7
+        if size > self._limits.max_document_bytes:
+            self._refuse_size(size, what)
 
-    def _encoded(self, document: Mapping[str, Any]) -> RawBSONDocument:
-        """``document`` encoded once and size-checked, for a batch: pymongo sends these bytes
-        as they are (no second encoding), and a batch is checked whole before any of it is
-        sent — pymongo's own check comes batch by batch, after earlier batches were written."""
-        data = encode(document, codec_options=self.__coll.codec_options)
-        if len(data) > self._limits.max_document_bytes:
-            self._refuse_size(len(data), "document")
-        return RawBSONDocument(data)
+    def _check_batch(self, documents: list[Any], what: str = "document") -> None:
+        """Refuse a batch holding a document over ``max_document_bytes`` before any of it is
+        sent (pymongo checks batch by batch, after earlier batches were written, and the
+        server refuses a document only after storing the ones before it). A chunk whose whole
+        encoding fits the limit needs no look at its documents: one C call per chunk."""
+        limit = self._limits.max_document_bytes
+        codec = self.__coll.codec_options
+        for start in range(0, len(documents), _CHECK_CHUNK):
+            chunk = documents[start : start + _CHECK_CHUNK]
+            if len(encode({"": chunk}, codec_options=codec)) > limit:
+                for document in chunk:
+                    self._check_size(document, what)
 
     def _refuse_size(self, size: int, what: str) -> NoReturn:
         raise ResourceLimitExceeded(
@@ -359,23 +364,20 @@ class ScopedCollection:
         originals = list(documents)
         if not originals:
             raise TypeError("documents must be a non-empty list")
-        ids = []
-        encoded = []
+        tagged = []
         for original in originals:
             doc = self._guard(tag_document, original, self._write_scope)
             if "_id" not in doc:
                 doc["_id"] = ObjectId()
-            ids.append(doc["_id"])
-            encoded.append(self._encoded(doc))
-        for original, _id in zip(originals, ids, strict=True):
-            if isinstance(original, dict) and "_id" not in original:
-                original["_id"] = _id
+                if isinstance(original, dict):
+                    original["_id"] = doc["_id"]
+            tagged.append(doc)
+        self._check_batch(tagged)
         self._before_write()
         try:
-            result = self.__coll.insert_many(encoded, ordered=ordered, **self._kwargs(kwargs))
+            return self.__coll.insert_many(tagged, ordered=ordered, **self._kwargs(kwargs))
         except DocumentTooLarge as exc:  # pragma: no cover - checked above
             raise self._too_large(exc) from exc
-        return InsertManyResult(ids, result.acknowledged)
 
     def update_one(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
@@ -438,7 +440,8 @@ class ScopedCollection:
     ) -> Any:
         scoped, checked = self._filter(filter), self._update(update)
         self._guard(check_query, projection or {}, self._limits, "projection")
-        self._check_size({"u": checked} if type(checked) is list else checked, "update")
+        # Some servers answer an oversized findAndModify with a bare internal error.
+        self._check_size(checked, "update")
         self._before_write()
         self._observe(filter, sort)
         try:
@@ -462,6 +465,7 @@ class ScopedCollection:
     ) -> Any:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._guard(check_query, projection or {}, self._limits, "projection")
+        self._check_size(doc)  # see find_one_and_update
         self._before_write()
         self._observe(filter, sort)
         try:
@@ -488,16 +492,20 @@ class ScopedCollection:
         any is sent)."""
         if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
             raise TypeError("requests must be a list of write operations")
-        scoped_requests = [self._bulk_request(r) for r in requests]
+        checked: list[Any] = []
+        scoped_requests = [self._bulk_request(r, checked) for r in requests]
         if not scoped_requests:
             raise ValueError("requests must not be empty")
+        self._check_batch(checked)
         self._before_write()
         try:
             return self.__coll.bulk_write(scoped_requests, ordered=ordered, **self._kwargs(kwargs))
         except DocumentTooLarge as exc:
             raise self._too_large(exc) from exc
 
-    def _bulk_request(self, request: Any) -> Any:
+    def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
+        """The scoped version of ``request``; its document or update goes to ``checked``
+        (sizes are checked for the whole batch before anything is sent)."""
         if getattr(request, "_namespace", None) is not None:
             raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
         opts = {}
@@ -514,17 +522,19 @@ class ScopedCollection:
                 tagged["_id"] = ObjectId()
                 if isinstance(original, dict):
                     original["_id"] = tagged["_id"]
-            return InsertOne(self._encoded(tagged))
+            checked.append(tagged)
+            return InsertOne(tagged)
         if isinstance(request, (UpdateOne, UpdateMany)):
             update = self._update(request._doc)
-            self._check_size({"u": update} if type(update) is list else update, "update")
+            checked.append(update)
             return type(request)(
                 self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, ReplaceOne):
+            replacement = self._guard(scoped_replacement, request._doc, self._write_scope)
+            checked.append(replacement)
             return ReplaceOne(
-                self._filter(request._filter), self._replacement(request._doc),
-                upsert=bool(request._upsert), **opts,
+                self._filter(request._filter), replacement, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, (DeleteOne, DeleteMany)):
             return type(request)(self._filter(request._filter), **opts)
