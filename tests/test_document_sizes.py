@@ -116,3 +116,26 @@ def test_bulk_write_still_works_and_tags_every_document(items, raw_db):
     stored = {d["_id"]: d for d in raw_db.sizes_items.find()}
     assert stored[10] == {"_id": 10, "v": "ins", "w": 1, "app_id": "sizes"}
     assert stored[1] == {"_id": 1, "v": "replaced", "app_id": "sizes"}
+
+
+def test_large_batches_are_checked_chunk_by_chunk(mongo_uri, db_name, raw_db, recorder):
+    """A batch bigger than the limit as a whole (so each document is looked at) is fine when
+    every document fits; one oversized document in a later chunk still stops all of it."""
+    from mdb_sync import MongoDBEngine
+    from mdb_sync.scoping import QueryLimits
+
+    limits = QueryLimits(max_document_bytes=4096)
+    with MongoDBEngine(mongo_uri, db_name, limits=limits, event_listeners=[recorder]) as engine:
+        items = engine.get_scoped_db("chunks").items
+        docs = [{"n": i, "pad": "p" * 100} for i in range(2_500)]
+        assert len(items.insert_many(docs).inserted_ids) == 2_500
+        recorder.clear()
+        batch = [{"n": i} for i in range(2_500)]
+        batch[2_100] = {"n": "big", "pad": "p" * 5_000}
+        with pytest.raises(ResourceLimitExceeded, match="4096") as info:
+            items.insert_many(batch)
+        assert 5_000 < info.value.context["size"] < 5_100
+        with pytest.raises(ResourceLimitExceeded):
+            items.bulk_write([InsertOne(d) for d in batch])
+        assert _writes(recorder) == []
+    assert raw_db.chunks_items.count_documents({}) == 2_500
