@@ -227,7 +227,6 @@ class AutoIndexManager:
         self._per_app: dict[str, int] = {}
         self._marks: dict[tuple[str, str, Shape], tuple[int, float]] = {}
         self._stored_indexes = False
-        self.dropped = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
@@ -463,9 +462,8 @@ class AutoIndexManager:
             if delta <= 0:
                 continue
             slug, collection, shape = key
-            upsert = key in self._flushed or room.get(slug, 0) > 0
             if key not in self._flushed:
-                if not upsert:
+                if room.get(slug, 0) <= 0:
                     continue  # the app's stored shapes are at their bound
                 room[slug] -= 1
             keys = shape_keys(shape)
@@ -512,7 +510,6 @@ class AutoIndexManager:
                 self._per_collection[per_coll] = self._per_collection.get(per_coll, 0) + 1
                 self._per_app[slug] = self._per_app.get(slug, 0) + 1
                 return True
-            self.dropped += 1
         # Every shape of the full scope has its index being built: this one is not counted.
         self._engine.metrics.increment("index.shapes_dropped", app=slug)
         return False
