@@ -34,7 +34,7 @@ from mdb_sync.manifest import validate_manifest
 
 RUNS = 15
 REGISTRY_SIZES = (100, 2_000)
-SCALE_SAMPLES = 30
+SCALE_SAMPLES = 40
 OBSERVE_CALLS = 200_000
 FIND_CALLS = 1_000
 ROUNDS = 7
@@ -190,46 +190,53 @@ def bench_observe(uri: str) -> list[list[str]]:
 
 
 def bench_registry_size(uri: str) -> list[list[str]]:
-    """Median time per registration with ``REGISTRY_SIZES`` apps already registered."""
+    """Median time per registration in a registry of each of ``REGISTRY_SIZES`` apps: one
+    database per size, samples interleaved between them (so the machine's load drifts alike
+    over both)."""
     from mdb_sync.exceptions import AppConflictError
 
-    db_name = f"bench_{uuid.uuid4().hex[:8]}"
-    medians: dict[str, list[float]] = {"new app": [], "re-registration": [], "overlap refused": []}
-    with MongoDBEngine(uri, db_name) as engine:
-        registered = 0
-        for size in REGISTRY_SIZES:
-            while registered < size:
-                engine.register_app({"slug": f"tenant{registered:05d}"})
-                registered += 1
-            samples: dict[str, list[float]] = {label: [] for label in medians}
-            for i in range(SCALE_SAMPLES):
-                slug = f"probe{size}x{i}"
+    labels = ("new app", "re-registration", "overlap refused")
+    samples: dict[int, dict[str, list[float]]] = {
+        n: {k: [] for k in labels} for n in REGISTRY_SIZES
+    }
+    engines = {}
+    for size in REGISTRY_SIZES:
+        engine = MongoDBEngine(uri, f"bench_{uuid.uuid4().hex[:8]}").initialize()
+        for i in range(size):
+            engine.register_app({"slug": f"tenant{i:05d}"})
+        engines[size] = engine
+    try:
+        for i in range(SCALE_SAMPLES):
+            for size, engine in engines.items():
+                slug = f"probe{i}"
                 t = time.perf_counter()
                 engine.register_app({"slug": slug})
-                samples["new app"].append(time.perf_counter() - t)
+                samples[size]["new app"].append(time.perf_counter() - t)
                 t = time.perf_counter()
                 engine.register_app({"slug": slug})
-                samples["re-registration"].append(time.perf_counter() - t)
-                t = time.perf_counter()
+                samples[size]["re-registration"].append(time.perf_counter() - t)
                 refused = False
+                t = time.perf_counter()
                 try:
                     engine.register_app({"slug": f"{slug}_sub"})
                 except AppConflictError:
                     refused = True
-                samples["overlap refused"].append(time.perf_counter() - t)
+                samples[size]["overlap refused"].append(time.perf_counter() - t)
                 assert refused, "an overlapping slug was accepted"
                 engine.unregister_app(slug)  # keep the registry at `size` apps
-            for label, values in samples.items():
-                medians[label].append(statistics.median(values))
-    MongoClient(uri).drop_database(db_name)
-    return [
-        [
-            label,
-            *(f"{v * 1000:8.2f} ms" for v in values),
-            f"{values[-1] / values[0]:5.2f}x",
-        ]
-        for label, values in medians.items()
-    ]
+    finally:
+        client: MongoClient[Any] = MongoClient(uri)
+        for engine in engines.values():
+            client.drop_database(engine.db_name)
+            engine.shutdown()
+        client.close()
+    rows = []
+    for label in labels:
+        medians = [statistics.median(samples[n][label]) for n in REGISTRY_SIZES]
+        rows.append(
+            [label, *(f"{m * 1000:8.2f} ms" for m in medians), f"{medians[-1] / medians[0]:5.2f}x"]
+        )
+    return rows
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -266,7 +273,7 @@ def main() -> None:
             bench_observe(uri),
         )
         table(
-            f"Registration vs registry size (median of {SCALE_SAMPLES})",
+            f"Registration vs registry size (median of {SCALE_SAMPLES}, interleaved)",
             ["operation", *(f"{n:,} apps" for n in REGISTRY_SIZES), "ratio"],
             bench_registry_size(uri),
         )
