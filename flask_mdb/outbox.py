@@ -6,7 +6,8 @@ One :class:`Outbox` per Flask app, with one worker thread per process, started o
 The queue is bounded: when it is full the job is dropped with a warning and the caller's
 answer stays the same (a flood of requests costs a bounded amount of memory, never a slower
 or different answer). A job runs in the Flask app's context, with the submitting request's
-log context (app id, correlation id) but never its request context. Fork-safe: a child
+context (:mod:`mdb_sync.context`: app, correlation id, engine) but never its request
+context. Fork-safe: a child
 process starts with an empty outbox and its own worker (the parent keeps and runs the jobs
 it had queued). :meth:`Outbox.stop` — called by ``mdb.shutdown(app)`` and at interpreter
 exit — lets queued jobs finish within a bound, then stops the worker.
@@ -28,7 +29,7 @@ from typing import Any
 
 from flask import Flask
 
-from mdb_sync.observability.logging import get_log_context, log_context
+from mdb_sync import context
 
 log = logging.getLogger("flask_mdb.outbox")
 
@@ -45,7 +46,7 @@ _OUTBOXES: weakref.WeakSet[Outbox] = weakref.WeakSet()
 class _Job:
     run: Callable[[], Any]
     what: str
-    context: dict[str, Any]
+    context: context.Context
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Outbox:
     def submit(self, run: Callable[[], Any], what: str) -> bool:
         """Queue ``run`` (no arguments) to run on the worker; False when the queue is full
         and the job was dropped. Never blocks and never raises for a full queue."""
-        job = _Job(run, what, _log_fields())
+        job = _Job(run, what, context.current())
         worker = self._running_worker()
         try:
             worker.queue.put_nowait(job)
@@ -130,11 +131,14 @@ class Outbox:
         app = self._app()
         if app is None:
             return
+        token = context.bind(job.context)
         try:
-            with app.app_context(), log_context(**job.context):
+            with app.app_context():
                 job.run()
         except Exception:
             log.exception("%s: %s failed", self.name, job.what)
+        finally:
+            context.reset(token)
 
     # --- waiting and stopping -------------------------------------------------------------------
 
@@ -176,12 +180,6 @@ class Outbox:
         # longer exists, and the parent's worker and queue are the parent's.
         self._lock = threading.Lock()
         self._worker = None
-
-
-def _log_fields() -> dict[str, Any]:
-    context = get_log_context()
-    fields = {k: v for k, v in context.items() if v is not None}
-    return fields
 
 
 def _move(source: queue.Queue[Any], target: queue.Queue[Any]) -> None:
