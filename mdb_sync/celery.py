@@ -26,7 +26,8 @@ Flask view's, a script's ``log_context``) travel with the task as message header
 with the task id as correlation id) and with its engine, so the task's log records link to
 the request that queued it, its custom metrics go to its app, and
 :func:`~mdb_sync.context.current_engine` is the worker's engine. Header values are checked
-like an ``X-Request-ID`` (a bad app id is dropped, a bad correlation id replaced). Each
+like an ``X-Request-ID`` (a bad app id is dropped, a bad correlation id replaced by the
+task id). Each
 task's duration and outcome is recorded in the worker engine's metrics as operation
 ``task.<name>``.
 
@@ -215,14 +216,11 @@ class MDBCelery:
         app_id = getattr(request, APP_HEADER, None)
         if not (isinstance(app_id, str) and context.ID_PATTERN.fullmatch(app_id)):
             app_id = None  # absent, or not an id a log line may carry
+        correlation_id = getattr(request, CORRELATION_HEADER, None)
+        if not (isinstance(correlation_id, str) and context.ID_PATTERN.fullmatch(correlation_id)):
+            correlation_id = context.accept_correlation_id(task_id)  # the task's own id
         engine = self._engine if self._engine_pid == os.getpid() else None
-        task_context = context.Context(
-            app_id=app_id,
-            correlation_id=context.accept_correlation_id(
-                getattr(request, CORRELATION_HEADER, None) or task_id
-            ),
-            engine=engine,
-        )
+        task_context = context.Context(app_id=app_id, correlation_id=correlation_id, engine=engine)
         self._started[task_id or ""] = (time.perf_counter(), context.bind(task_context))
 
     def _on_postrun(
