@@ -143,8 +143,9 @@ class MDB:
             install_json_provider(app)
 
     def _init_errors(self, app: Flask, state: MDBState) -> None:
-        if state.config["MDB_ERROR_HANDLERS"]:
-            register_error_handlers(app)
+        """The library's own exceptions are always answered (the app's handlers still win);
+        pymongo's and bson's only with ``MDB_ERROR_HANDLERS``."""
+        register_error_handlers(app, third_party=state.config["MDB_ERROR_HANDLERS"])
 
     def _init_endpoints(self, app: Flask, state: MDBState) -> None:
         health_url, metrics_url = state.config["MDB_HEALTH_URL"], state.config["MDB_METRICS_URL"]

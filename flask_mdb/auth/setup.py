@@ -20,7 +20,7 @@ from mdb_sync.auth import AuthConfig, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
 from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
-from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
+from mdb_sync.exceptions import ConfigurationError
 
 from ..binding import OPS_BLUEPRINT, current_binding
 from ..headers import apply_headers, hsts_value, no_store
@@ -42,7 +42,7 @@ from .decorators import (
     https_refusal,
     unauthorized,
 )
-from .responses import auth_error
+from .responses import refusal
 from .user import AnonymousUser, AuthUser
 
 log = logging.getLogger("flask_mdb.auth")
@@ -154,9 +154,6 @@ def init_auth(app: Flask, state: MDBState) -> None:
     register_identity_reset(app, current.forget_request_user)
     app.jinja_env.globals.setdefault("csrf_token", current.csrf_token)
     app.jinja_env.globals.setdefault("auth_url", auth_url)
-    if state.config["MDB_ERROR_HANDLERS"]:
-        app.register_error_handler(UserInputError, lambda exc: auth_error(400, str(exc)))
-        app.register_error_handler(UserExistsError, lambda exc: auth_error(409, str(exc)))
     if state.config["MDB_AUTH_ROUTES"]:
         from .views import make_blueprint
 
@@ -234,7 +231,7 @@ def guard() -> Any:
         return None
     cfg = auth.config
     if cfg.require_https and not request.is_secure:
-        return https_refusal()
+        https_refusal()
     if request.method == "OPTIONS":
         return None
     view = current_app.view_functions.get(request.endpoint or "")
@@ -249,13 +246,13 @@ def guard() -> Any:
     ):
         problem = current.csrf_problem(auth)
         if problem is not None:
-            return auth_error(*problem)
+            raise refusal(*problem)
     rule = request.url_rule.rule if request.url_rule is not None else None
     for pattern, limit in cfg.route_limits.items():
         if route_matches(request.path, (pattern,)) or (rule and route_matches(rule, (pattern,))):
             refused = hit_limit(f"route:{pattern}", limit.max_attempts, limit.window_seconds)
             if refused is not None:
-                return refused
+                raise refused
     if (
         cfg.verification is not None
         and cfg.verification.unverified == "read_only"
@@ -264,7 +261,7 @@ def guard() -> Any:
     ):
         user = current.get_current_user()
         if user is not None and auth.read_only(user.data):
-            return auth_error(
+            raise refusal(
                 403,
                 "confirm your e-mail address first: until then this account can only read",
                 reason="unverified",
@@ -274,10 +271,12 @@ def guard() -> Any:
     user = current.get_current_user()
     if user is None:
         if cfg.protects_routes:
-            return unauthorized(g.get("_mdb_token_error") or "authentication required")
+            unauthorized(g.get("_mdb_token_error") or "authentication required")
         return None
     problem = auth.access_problem(user.data)
-    return forbidden(problem) if problem else None
+    if problem:
+        forbidden(problem)
+    return None
 
 
 def finish(response: Response) -> Response:
