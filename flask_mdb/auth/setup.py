@@ -135,14 +135,14 @@ def init_auth(app: Flask, state: MDBState) -> None:
         manager.user_loader(current.load_user_by_id)
         manager.request_loader(current.load_user_from_request)
         manager.unauthorized_handler(unauthorized)
-    elif manager._request_callback is None:
+    elif manager.request_callback is None:
         manager.request_loader(current.load_user_from_request)
     else:
         log.warning(
             "the Flask app already has a Flask-Login request loader: mdb-sync sessions and "
             "bearer tokens are resolved only where it returns None"
         )
-        theirs = manager._request_callback
+        theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
     app.before_request(guard)
     app.after_request(finish)
