@@ -4,9 +4,14 @@ changes one fails here, by name, rather than somewhere in the sandbox."""
 
 from __future__ import annotations
 
+import configparser
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from flask_login import LoginManager, UserMixin, current_user, login_user
+from packaging.requirements import Requirement
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
@@ -186,3 +191,44 @@ def test_the_public_request_loader_property():
 
     manager.request_loader(loader)
     assert manager.request_callback is loader
+
+
+# --- version ceilings ----------------------------------------------------------------------------
+
+#: Dependencies whose private or fast-moving API the library uses: each must have a ceiling.
+CAPPED = (
+    "pymongo",
+    "flask",
+    "werkzeug",
+    "flask-login",
+    "flask-sock",
+    "simple-websocket",
+    "pycasbin",
+    "authlib",
+    "joserfc",
+    "openai",
+    "celery",
+    "secantusdb",
+)
+
+
+def _requirements() -> list[Requirement]:
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    lines = parser["options"]["install_requires"].splitlines()
+    for value in parser["options.extras_require"].values():
+        lines += value.splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.startswith("%")]
+
+
+def test_dependencies_have_ceilings_and_the_installed_versions_fit():
+    requirements = {req.name.lower(): req for req in _requirements()}
+    for name in CAPPED:
+        req = requirements[name]
+        assert any(spec.operator == "<" for spec in req.specifier), f"{name} has no ceiling"
+    for name, req in requirements.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue  # an extra this environment does not install
+        assert req.specifier.contains(installed, prereleases=True), f"{name} {installed} {req}"
