@@ -33,13 +33,12 @@ from mdb_sync import context
 
 log = logging.getLogger("flask_mdb.outbox")
 
-#: Key of the app's outbox in ``app.extensions``.
-EXTENSION_KEY = "mdb_outbox"
 #: Seconds :meth:`Outbox.stop` waits for queued jobs by default.
 STOP_TIMEOUT = 10.0
 
 _STOP = object()
 _OUTBOXES: weakref.WeakSet[Outbox] = weakref.WeakSet()
+_create_lock = threading.Lock()
 
 
 @dataclass
@@ -208,20 +207,30 @@ def _discard(jobs: queue.Queue[Any]) -> int:
 
 
 def get_outbox(app: Flask, maxsize: int, name: str = "outbox") -> Outbox:
-    """The outbox of ``app`` (created on first use)."""
-    outbox = app.extensions.get(EXTENSION_KEY)
+    """The outbox of ``app`` (created on first use, kept in the extension's state)."""
+    from .state import get_state
+
+    state = get_state(app)
+    outbox = state.outbox
     if outbox is None:
-        outbox = app.extensions.setdefault(EXTENSION_KEY, Outbox(app, maxsize, name))
-    return outbox  # type: ignore[no-any-return]
+        with _create_lock:
+            outbox = state.outbox
+            if outbox is None:
+                outbox = state.outbox = Outbox(app, maxsize, name)
+    return outbox
 
 
 def stop_outbox(app: Flask, timeout: float = STOP_TIMEOUT) -> bool:
     """Run what ``app``'s outbox holds (within ``timeout``) and stop its worker."""
-    outbox = app.extensions.get(EXTENSION_KEY)
+    from .state import get_state
+
+    outbox = get_state(app).outbox
     return outbox.stop(timeout) if outbox is not None else True
 
 
 def _after_fork_in_child() -> None:
+    global _create_lock
+    _create_lock = threading.Lock()
     for outbox in list(_OUTBOXES):
         outbox._after_fork_in_child()
 

@@ -24,6 +24,7 @@ from .config import MDBConfig
 
 if TYPE_CHECKING:
     from .extension import MDB
+    from .outbox import Outbox
 
 log = logging.getLogger("flask_mdb")
 
@@ -66,6 +67,10 @@ class MDBState:
         self.registrations: dict[str, dict[str, Any]] = {}
         #: Blueprint name -> app slug (:meth:`MDB.bind_blueprint`).
         self.blueprint_slugs: dict[str, str] = {}
+        #: Whether auth (login, tokens, CSRF...) is installed on the app.
+        self.auth_installed = False
+        #: The background sender of the app (:mod:`flask_mdb.outbox`), once used.
+        self.outbox: Outbox | None = None
         self._ready = False
         self._lock = threading.Lock()
         self._slugs: dict[str, SlugState] = {}

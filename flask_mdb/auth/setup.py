@@ -47,7 +47,6 @@ from .user import AnonymousUser, AuthUser
 
 log = logging.getLogger("flask_mdb.auth")
 
-_INSTALLED = "mdb_auth_installed"
 #: Name of the auth blueprint (``/auth/...``): every response of it is ``no-store``.
 AUTH_BLUEPRINT = "mdb_auth"
 
@@ -123,7 +122,7 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
 
 def init_auth(app: Flask, state: MDBState) -> None:
     """The extension's auth step: install everything once per Flask app."""
-    if app.extensions.get(_INSTALLED):
+    if state.auth_installed:
         return
     check_startup(app, state, state.manifests)
     manager = getattr(app, "login_manager", None)
@@ -158,7 +157,7 @@ def init_auth(app: Flask, state: MDBState) -> None:
         from .views import make_blueprint
 
         app.register_blueprint(make_blueprint(state.config["MDB_AUTH_URL_PREFIX"]))
-    app.extensions[_INSTALLED] = True
+    state.auth_installed = True
 
 
 def setup_auth_from_manifest(
