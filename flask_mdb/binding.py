@@ -59,11 +59,6 @@ class Binding:
     slug_state: SlugState | None = None
 
 
-#: Kept for code that still writes it; the binding lives in :mod:`mdb_sync.context` and the
-#: request's state (:mod:`flask_mdb.request_state`), and nothing reads this key any more.
-ENVIRON_KEY = "flask_mdb.binding"
-
-
 def current_binding() -> Binding | None:
     """The binding of the current context (``mdb.bind`` or the request's), or None."""
     bound = context.current().binding

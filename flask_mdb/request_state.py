@@ -52,8 +52,24 @@ class RequestState:
     cors_done: bool = False
     #: The anonymous visitor of the request, once resolved.
     anonymous: Any = None
-    #: What other parts of the extension keep for the request (by name).
-    values: dict[str, Any] = field(default_factory=dict)
+    # --- auth (flask_mdb.auth.current) ---
+    #: The bound app's ``AuthService`` (None: no auth), once ``auth_resolved``.
+    auth: Any = None
+    auth_resolved: bool = False
+    #: The server-side session the request's user came from, if any.
+    session: Any = None
+    #: Why the request's bearer token was refused, if it was.
+    token_error: str | None = None
+    #: What to do with the session cookie: ``("set", sid, remember)`` or ``("clear",)``.
+    cookie: tuple[Any, ...] | None = None
+    #: A new CSRF seed to set, and whether the response carries a CSRF token.
+    csrf_seed: str | None = None
+    csrf_issued: bool = False
+    #: Other cookies to set or clear: name -> (value or None, max_age, samesite).
+    extra_cookies: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # --- websockets ---
+    #: The websocket endpoint, identity and refusal found before the upgrade.
+    websocket: tuple[Any, ...] | None = None
 
 
 def begin() -> RequestState:
@@ -75,6 +91,14 @@ def current_state() -> RequestState | None:
     while state is not None and state.environ is not request.environ:
         state = state.outer
     return state
+
+
+def ensure_state() -> RequestState:
+    """The state of the current request, started now when the extension's
+    ``before_request`` has not run for it (another hook answered first). Needs a request
+    context."""
+    state = current_state()
+    return state if state is not None else begin()
 
 
 def end(state: RequestState) -> None:

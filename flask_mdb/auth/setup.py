@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask_login import LoginManager
 
 from mdb_sync import MongoDBEngine
@@ -31,6 +31,7 @@ from ..identity import (
     register_token_verifier,
 )
 from ..links import require_external_base
+from ..request_state import current_state
 from ..state import MDBState, get_state
 from . import current
 from .anonymous import anonymous_identity
@@ -270,12 +271,17 @@ def guard() -> Any:
     user = current.get_current_user()
     if user is None:
         if cfg.protects_routes:
-            unauthorized(g.get("_mdb_token_error") or "authentication required")
+            unauthorized(_request_token_error() or "authentication required")
         return None
     problem = auth.access_problem(user.data)
     if problem:
         forbidden(problem)
     return None
+
+
+def _request_token_error() -> str | None:
+    req_state = current_state()
+    return req_state.token_error if req_state is not None else None
 
 
 def finish(response: Response) -> Response:
@@ -284,10 +290,13 @@ def finish(response: Response) -> Response:
     the security headers on every response of a bound app with auth — its views, its 404s
     and errors — and of requests no app is bound for (unknown apps, health, metrics), with
     HSTS as the bound app's manifest says."""
-    auth = g.get("_mdb_auth")
+    req_state = current_state()
+    auth = req_state.auth if req_state is not None else None
     if auth is not None:
         current.write_cookies(response)
-    private = request.blueprint == AUTH_BLUEPRINT or g.get("_mdb_csrf_issued")
+    private = request.blueprint == AUTH_BLUEPRINT or (
+        req_state is not None and req_state.csrf_issued
+    )
     if private and "no-store" not in (response.headers.get("Cache-Control") or ""):
         no_store(response)
     state = get_state()
