@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping
@@ -217,8 +216,9 @@ def check_fields(fields: Mapping[str, Any]) -> None:
 
 # --- engines -------------------------------------------------------------------------------------
 
+#: Every engine of the process (weakly: an engine nobody references is gone). A WeakSet
+#: copes with threads adding while another iterates, and holds no lock a fork could leave held.
 _engines: weakref.WeakSet[MongoDBEngine] = weakref.WeakSet()
-_engines_lock = threading.Lock()
 
 
 class NoCurrentEngineError(EngineNotInitializedError, LookupError):
@@ -228,14 +228,12 @@ class NoCurrentEngineError(EngineNotInitializedError, LookupError):
 
 def track_engine(engine: MongoDBEngine) -> None:
     """Count ``engine`` among the process's engines (every engine does, when built)."""
-    with _engines_lock:
-        _engines.add(engine)
+    _engines.add(engine)
 
 
 def live_engines() -> list[MongoDBEngine]:
     """Every engine of this process that is still referenced (initialized or not)."""
-    with _engines_lock:
-        return list(_engines)
+    return list(_engines)
 
 
 def find_current_engine(app: str | None = None) -> MongoDBEngine | None:
