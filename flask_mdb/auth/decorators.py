@@ -74,6 +74,7 @@ def forbidden(message: str) -> NoReturn:
 def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
     """Run ``check()`` before the view: it raises a refusal, or returns a response (the
     answer) or None (the view runs)."""
+
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

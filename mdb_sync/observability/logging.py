@@ -148,9 +148,7 @@ def get_app_context() -> str | None:
 
 
 def clear_app_context() -> None:
-    _context.replace_current(
-        _context.changed(_context.current(), app_id=None, replace_fields=True)
-    )
+    _context.replace_current(_context.changed(_context.current(), app_id=None, replace_fields=True))
 
 
 def get_log_context() -> dict[str, Any]:
