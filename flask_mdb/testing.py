@@ -27,6 +27,7 @@ allowed: 403) raises :class:`HandshakeRefused` (a :class:`ConnectionError` with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -157,7 +158,9 @@ class WebSocketTestClient:
         return self.closed
 
     def close(self) -> None:
-        self._ws.close()
+        """Close the connection; nothing to do when the server has closed it already."""
+        with contextlib.suppress(ConnectionClosed):
+            self._ws.close()
 
     def __enter__(self) -> WebSocketTestClient:
         return self
