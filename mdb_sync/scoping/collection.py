@@ -20,7 +20,6 @@ from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DocumentTooLarge, OperationFailure
-from pymongo.helpers_shared import _gen_index_name, _index_document, _index_list
 from pymongo.operations import (
     DeleteMany,
     DeleteOne,
@@ -38,6 +37,10 @@ from pymongo.results import (
     UpdateResult,
 )
 
+from .._pymongo_seam import cursor_sort
+from .._pymongo_seam import gen_index_name as _gen_index_name
+from .._pymongo_seam import index_document as _index_document
+from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
 from .changes import collection_change_pipeline
@@ -328,7 +331,7 @@ class ScopedCollection:
 
     def _observe_find(self, cursor: ScopedCursor) -> None:
         """Called once when a cursor first runs: feeds query-driven indexing."""
-        self._observe(cursor._mdb_user_filter, cursor._ordering)
+        self._observe(cursor._mdb_user_filter, cursor_sort(cursor))
 
     def _resolve(self, logical: str) -> list[tuple[str, str]]:
         validate_collection_name(logical)
