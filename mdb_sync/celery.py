@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,6 +46,7 @@ from typing import Any
 from celery import signals
 
 from . import context
+from . import uri as uri_helpers
 from .engine import DB_NAME_ENV, DEFAULT_DB_NAME, MONGO_URI_ENV, MongoDBEngine
 from .exceptions import ConfigurationError
 from .scoping import ScopedDatabase
@@ -58,8 +58,6 @@ APP_HEADER = "mdb_app_id"
 #: Prefix of the broker's and result backend's collections: ``mdb`` is a reserved slug, so
 #: no app can ever own (or drop) them.
 COLLECTION_PREFIX = "mdb_celery"
-
-_URI_PARTS = re.compile(r"^(mongodb(?:\+srv)?://[^/?]*)(?:/([^?]*))?(\?.*)?$")
 
 
 def mongodb_broker_settings(
@@ -82,12 +80,12 @@ def mongodb_broker_settings(
             "the MongoDB broker needs a URI: pass mongo_uri or set MDB_MONGO_URI (for the "
             "embedded server, run `mdb embedded start` and use the URI it prints)"
         )
-    match = _URI_PARTS.match(uri)
-    if not match:
+    if uri_helpers.parse(uri) is None:
         raise ConfigurationError("mongo_uri must be a mongodb:// or mongodb+srv:// URI")
-    base, uri_db, query = match.group(1), match.group(2), match.group(3) or ""
-    database = db_name or os.environ.get(DB_NAME_ENV) or uri_db or DEFAULT_DB_NAME
-    url = f"{base}/{database}{query}"
+    database = (
+        db_name or os.environ.get(DB_NAME_ENV) or uri_helpers.database(uri) or DEFAULT_DB_NAME
+    )
+    url = uri_helpers.with_database(uri, database)
     return {
         "broker_url": url,
         "broker_transport_options": {

@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import OperationFailure, PyMongoError
 
 from . import context, embedded
+from . import uri as uri_helpers
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
@@ -68,21 +68,11 @@ SHUTDOWN_LOCK_TIMEOUT = 15.0
 SCOPED_CACHE_SIZE = 1024
 APP_ID_INDEX_CACHE_SIZE = 4096
 
-_URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
-
-
-def _uri_option_names(uri: str) -> set[str]:
-    """The option names (lowercase) set in ``uri``'s query string."""
-    query = uri.split("?", 1)[1] if "?" in uri else ""
-    return {part.split("=", 1)[0].lower() for part in re.split("[&;]", query) if part}
-
 
 def describe_uri(uri: str) -> str:
-    """``mongodb://host:port`` of ``uri``, without credentials, path or options."""
-    match = _URI_HOSTS.match(uri or "")
-    if not match:
-        return "<unparseable URI>"
-    return f"{match.group(1)}://{match.group(2) or '<no host>'}"
+    """``mongodb://host:port`` of ``uri``, without credentials, path or options (see
+    :func:`mdb_sync.uri.describe`; a ``mongodb+srv://`` name is not resolved)."""
+    return uri_helpers.describe(uri)
 
 
 class MongoDBEngine:
@@ -264,8 +254,7 @@ class MongoDBEngine:
         if self._db_name_arg:
             return self._db_name_arg
         uri = self._uri or self._uri_arg or ""
-        match = re.match(r"^mongodb(?:\+srv)?://[^/]*/([^?]+)", uri)
-        return match.group(1) if match else DEFAULT_DB_NAME
+        return uri_helpers.database(uri) or DEFAULT_DB_NAME
 
     def _require_initialized(self) -> None:
         if not self._initialized:
@@ -401,7 +390,7 @@ class MongoDBEngine:
         """The options the engine's client is built with: the caller's, plus the engine's
         defaults (see the class docstring) for timeouts neither they nor the URI set."""
         uri = self._uri or self._uri_arg or ""
-        given = {k.lower() for k in self._client_options} | _uri_option_names(uri)
+        given = {k.lower() for k in self._client_options} | uri_helpers.option_names(uri)
         defaults = {
             "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
             "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
