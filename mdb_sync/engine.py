@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -705,8 +706,9 @@ class MongoDBEngine:
     def cache_info(self) -> dict[str, dict[str, int]]:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
-        ``app_id_indexes``, ``unknown_slugs``, ``registered_apps`` (no limit: the apps you
-        registered) and ``query_shapes``. None of them grows with what requests ask for."""
+        ``app_id_indexes``, ``vector_index_states`` (search indexes known ready or missing),
+        ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered) and
+        ``query_shapes``. None of them grows with what requests ask for."""
         from .scoping.database import COLLECTION_CACHE_SIZE
 
         with self._lock:
@@ -722,6 +724,13 @@ class MongoDBEngine:
                     "limit": APP_ID_INDEX_CACHE_SIZE,
                 },
             }
+        # Read only if loaded: the AI extra (numpy) is optional, and unloaded means empty.
+        vector_search = sys.modules.get("mdb_sync.ai.vector_search")
+        info["vector_index_states"] = (
+            vector_search.index_state_cache_info(self)
+            if vector_search is not None
+            else {"size": 0, "limit": 0}
+        )
         return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
 
     def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
