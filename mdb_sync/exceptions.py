@@ -125,6 +125,15 @@ class ResourceLimitExceeded(MongoDBEngineError):
     """A document, result or request is larger than the configured limit."""
 
 
+# --- warnings -------------------------------------------------------------------------------------
+
+
+class ManifestWarning(UserWarning):
+    """A manifest is valid but sets something that has no effect (yet): the message names
+    the key's path. Filter it like any warning (``warnings.simplefilter("error",
+    ManifestWarning)`` makes such manifests fail in CI)."""
+
+
 # --- indexes --------------------------------------------------------------------------------------
 
 
@@ -347,6 +356,7 @@ __all__ = [
     "InvalidMongoURI",
     "IsolationError",
     "ManifestValidationError",
+    "ManifestWarning",
     "ModelNotFoundError",
     "MongoDBEngineError",
     "PortabilityError",
