@@ -37,6 +37,7 @@ from .exceptions import (
     ScopeError,
 )
 from .indexes.auto import AutoIndexManager
+from .manifest.model import DataAccess
 from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
@@ -463,9 +464,9 @@ class MongoDBEngine:
         if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
             return cached[0]
         record = self.registry.require_usable(app_slug)
-        access = (record.get("manifest") or {}).get("data_access") or {}
-        if read_scopes is None and access.get("read_scopes"):
-            read_scopes = [app_slug, *access["read_scopes"]]
+        access = DataAccess.from_dict((record.get("manifest") or {}).get("data_access"))
+        if read_scopes is None and access.read_scopes:
+            read_scopes = [app_slug, *access.read_scopes]
         if read_scopes is not None:
             read_scopes = tuple(read_scopes)
             self._check_read_scopes(app_slug, read_scopes, access)
@@ -473,7 +474,7 @@ class MongoDBEngine:
             self,
             app_slug,
             read_scopes=read_scopes,
-            write_scope=write_scope or access.get("write_scope"),
+            write_scope=write_scope or access.write_scope,
             limits=self.limits,
             auto_index=auto_index,
         )
@@ -484,7 +485,7 @@ class MongoDBEngine:
         return db
 
     def _check_read_scopes(
-        self, app_slug: str, read_scopes: tuple[str, ...], access: Mapping[str, Any]
+        self, app_slug: str, read_scopes: tuple[str, ...], access: DataAccess
     ) -> None:
         if isinstance(read_scopes, str) or not all(isinstance(s, str) for s in read_scopes):
             raise ScopeError("read_scopes must be a list of app slugs", context={"app": app_slug})
@@ -493,7 +494,7 @@ class MongoDBEngine:
                 "the '*' read scope is refused: list the apps to read explicitly",
                 context={"app": app_slug},
             )
-        granted = set(access.get("read_scopes") or ())
+        granted = set(access.read_scopes)
         for other in dict.fromkeys(read_scopes):
             if other == app_slug:
                 continue
@@ -509,10 +510,7 @@ class MongoDBEngine:
                 raise ScopeError(
                     f"read scope {other!r} is not a registered app", context={"app": app_slug}
                 )
-            policy = ((owner.get("manifest") or {}).get("data_access") or {}).get(
-                "cross_app_policy", "explicit"
-            )
-            if policy == "deny_all":
+            if DataAccess.from_dict((owner.get("manifest") or {}).get("data_access")).denies_all:
                 self._record_security_event(app_slug, f"{other!r} denies cross-app reads")
                 raise ScopeError(
                     f"app {other!r} denies reads by other apps (cross_app_policy: deny_all)",

@@ -108,7 +108,7 @@ def test_every_inert_key_is_named_with_its_path():
     assert len(EXPECTED) + 4 >= 20  # the ~20 keys the issue counted (logging's 4 under one)
 
 
-def test_the_warning_repeats_for_a_cached_result_and_defaults_never_warn():
+def test_the_warning_repeats_for_a_cached_result_and_normalized_output_never_warns():
     with pytest.warns(ManifestWarning, match=r"observability\.logging is accepted"):
         validate_manifest({"slug": "legacy", "observability": {"logging": {"level": "INFO"}}})
     with pytest.warns(ManifestWarning, match=r"observability\.logging is accepted"):
@@ -123,7 +123,10 @@ def test_the_warning_repeats_for_a_cached_result_and_defaults_never_warn():
                 "auth": {"jwt": {"algorithm": "HS256"}, "csrf_protection": {"enabled": True}},
             }
         )
-        assert normalized["auth"]["jwt"]["token_expiry_hours"] == 24  # a default, no warning
+        # Inert keys get no default: a normalized manifest validated again never warns.
+        assert "token_expiry_hours" not in normalized["auth"]["jwt"]
+        assert "collect_performance_metrics" not in normalized["observability"]["metrics"]
+        validate_manifest(normalized)
         validate_manifest({"slug": "legacy", "auth": {"policy": {"authorization": {"url": None}}}})
 
 

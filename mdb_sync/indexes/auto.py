@@ -49,6 +49,7 @@ from bson import Decimal128, ObjectId, Regex
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
+from ..manifest.model import AutoIndex
 from ..signals import index_created, index_failed
 from .spec import APP_ID, AUTO_PREFIX
 
@@ -274,13 +275,16 @@ class AutoIndexManager:
     def _settings(self, slug: str) -> tuple[int, int] | None:
         record = self._engine.registry._apps.get(slug)
         flag = (record.get("manifest") or {}).get("auto_index", True) if record else True
-        if flag is True:
+        if flag is True:  # the common case, without building anything
             return self.threshold, self.max_per_collection
-        if not flag or not flag.get("enabled", True):
+        settings = AutoIndex.from_value(flag)
+        if not settings.enabled:
             return None
         return (
-            flag.get("threshold", self.threshold),
-            flag.get("max_indexes_per_collection", self.max_per_collection),
+            self.threshold if settings.threshold is None else settings.threshold,
+            self.max_per_collection
+            if settings.max_indexes_per_collection is None
+            else settings.max_indexes_per_collection,
         )
 
     def observe(

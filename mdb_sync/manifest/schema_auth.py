@@ -445,7 +445,6 @@ class CsrfSchema(BaseSchema):
         route(), unique=True, metadata={"description": "Paths exempt from the check."}
     )
     rotate_tokens = Bool(
-        load_default=False,
         metadata={
             "inert": True,
             "description": "Accepted for manifests written for the predecessor; no effect yet.",
@@ -502,7 +501,6 @@ class JwtSchema(BaseSchema):
     token_expiry_hours = Int(
         minimum=1,
         maximum=24 * 365,
-        load_default=24,
         metadata={
             "inert": True,
             "description": (

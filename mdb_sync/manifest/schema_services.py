@@ -473,7 +473,6 @@ class HealthChecksSchema(BaseSchema):
         },
     )
     endpoint = route(
-        load_default="/health",
         metadata={
             "inert": True,
             "description": (
@@ -485,7 +484,6 @@ class HealthChecksSchema(BaseSchema):
     interval_seconds = Int(
         minimum=1,
         maximum=86_400,
-        load_default=30,
         metadata={
             "inert": True,
             "description": "Accepted for manifests written for the predecessor; no effect yet.",
@@ -500,7 +498,6 @@ class MetricsSchema(BaseSchema):
     )
     collect_operation_metrics = Bool(load_default=True, metadata={"description": "As enabled."})
     collect_performance_metrics = Bool(
-        load_default=True,
         metadata={
             "inert": True,
             "description": "Accepted for manifests written for the predecessor; no effect yet.",
@@ -517,7 +514,6 @@ class MetricsSchema(BaseSchema):
 class LoggingSchema(BaseSchema):
     level = Str(
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-        load_default="INFO",
         metadata={
             "inert": True,
             "description": (
@@ -528,21 +524,18 @@ class LoggingSchema(BaseSchema):
     )
     format = Str(
         choices=("json", "text"),
-        load_default="text",
         metadata={
             "inert": True,
             "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     include_request_id = Bool(
-        load_default=True,
         metadata={
             "inert": True,
             "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     log_sensitive_data = Bool(
-        load_default=False,
         metadata={
             "inert": True,
             "description": "Accepted for manifests written for the predecessor; no effect yet.",

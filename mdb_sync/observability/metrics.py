@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..manifest.model import Observability
+
 #: Latencies kept per (app, operation) for the percentiles.
 DEFAULT_WINDOW = 1024
 #: Label used for operations that belong to no app (engine-internal, registry, admin).
@@ -113,11 +115,8 @@ class MetricsCollector:
         on a cache miss only."""
         enabled = self._app_settings.get(app)
         if enabled is None:
-            settings = ((manifest() if manifest else None) or {}).get("observability") or {}
-            metrics = settings.get("metrics") or {}
-            enabled = bool(metrics.get("enabled", True)) and bool(
-                metrics.get("collect_operation_metrics", True)
-            )
+            document = (manifest() if manifest else None) or {}
+            enabled = Observability.from_dict(document.get("observability")).operation_metrics
             self._app_settings[app] = enabled
         return enabled
 
