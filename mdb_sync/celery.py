@@ -47,6 +47,7 @@ from celery import signals
 
 from . import context
 from . import uri as uri_helpers
+from .deprecation import renamed_parameters
 from .engine import DB_NAME_ENV, DEFAULT_DB_NAME, MONGO_URI_ENV, MongoDBEngine
 from .exceptions import ConfigurationError
 from .scoping import ScopedDatabase
@@ -173,9 +174,10 @@ class MDBCelery:
         current process's in a healthy worker — never the parent's that forked it."""
         return self._engine_pid
 
-    def get_scoped_db(self, app_slug: str, **options: Any) -> ScopedDatabase:
-        """The scoped database of ``app_slug`` for use in a task (see ``get_scoped_db``)."""
-        return self.get_engine().get_scoped_db(app_slug, **options)
+    @renamed_parameters(app_slug="slug")
+    def get_scoped_db(self, slug: str, **options: Any) -> ScopedDatabase:
+        """The scoped database of ``slug`` for use in a task (see ``get_scoped_db``)."""
+        return self.get_engine().get_scoped_db(slug, **options)
 
     def shutdown(self) -> None:
         """Shut down this process's engine, if it has one."""
@@ -236,7 +238,7 @@ class MDBCelery:
                 f"task.{getattr(task, 'name', 'unknown')}",
                 (time.perf_counter() - began) * 1000.0,
                 success=state == "SUCCESS",
-                app=app_id,
+                slug=app_id,
             )
 
 

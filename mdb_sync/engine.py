@@ -28,6 +28,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from . import context, embedded
 from . import uri as uri_helpers
+from .deprecation import renamed_parameters
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
@@ -439,14 +440,15 @@ class MongoDBEngine:
 
     # --- apps ---------------------------------------------------------------------------------
 
+    @renamed_parameters(app_slug="slug")
     def get_scoped_db(
         self,
-        app_slug: str,
+        slug: str,
         read_scopes: list[str] | tuple[str, ...] | None = None,
         write_scope: str | None = None,
         auto_index: bool = True,
     ) -> ScopedDatabase:
-        """The sandboxed database of ``app_slug`` (cached; cheap to call per request).
+        """The sandboxed database of ``slug`` (cached; cheap to call per request).
 
         ``read_scopes`` defaults to the manifest's ``data_access.read_scopes``, else the app
         alone. Reading another app requires that this app's manifest grants it
@@ -455,7 +457,7 @@ class MongoDBEngine:
         """
         self._require_initialized()
         key = (
-            app_slug,
+            slug,
             tuple(read_scopes) if read_scopes is not None else None,
             write_scope,
             auto_index,
@@ -463,16 +465,16 @@ class MongoDBEngine:
         cached = self._scoped.get(key)
         if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
             return cached[0]
-        record = self.registry.require_usable(app_slug)
+        record = self.registry.require_usable(slug)
         access = DataAccess.from_dict((record.get("manifest") or {}).get("data_access"))
         if read_scopes is None and access.read_scopes:
-            read_scopes = [app_slug, *access.read_scopes]
+            read_scopes = [slug, *access.read_scopes]
         if read_scopes is not None:
             read_scopes = tuple(read_scopes)
-            self._check_read_scopes(app_slug, read_scopes, access)
+            self._check_read_scopes(slug, read_scopes, access)
         db = ScopedDatabase(
             self,
-            app_slug,
+            slug,
             read_scopes=read_scopes,
             write_scope=write_scope or access.write_scope,
             limits=self.limits,
@@ -679,19 +681,20 @@ class MongoDBEngine:
     # --- observability ------------------------------------------------------------------------
 
     def _record_security_event(self, app_slug: str, reason: str) -> None:
-        self.metrics.increment("security.refused", app=app_slug)
+        self.metrics.increment("security.refused", slug=app_slug)
         from .signals import security_violation
 
         security_violation.send(self, slug=app_slug, reason=reason)
 
+    @renamed_parameters(app="slug")
     def record_operation(
-        self, name: str, duration_ms: float, success: bool = True, app: str | None = None
+        self, name: str, duration_ms: float, success: bool = True, slug: str | None = None
     ) -> None:
         """Record a custom operation in the engine's metrics (e.g. ``"report.build"``);
-        ``app`` defaults to the app of the current context (the request's or task's)."""
-        if app is None:
-            app = context.get_app_id()
-        self.metrics.record_operation(name, duration_ms, success, app)
+        ``slug`` defaults to the app of the current context (the request's or task's)."""
+        if slug is None:
+            slug = context.get_app_id()
+        self.metrics.record_operation(name, duration_ms, success, slug)
 
     def get_metrics(self) -> dict[str, Any]:
         """``{"summary": {...}, "apps": {app: {"operations": ..., "counters": ...}}}``."""

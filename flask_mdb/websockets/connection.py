@@ -24,6 +24,7 @@ from typing import Any
 
 from wsproto.events import TextMessage
 
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.realtime import encode_message
 
 log = logging.getLogger("flask_mdb.websockets")
@@ -124,11 +125,12 @@ class Connection:
     :meth:`revoke` closed it.
     """
 
+    @renamed_parameters(app_slug="slug")
     def __init__(
         self,
         ws: Any,
         *,
-        app_slug: str,
+        slug: str,
         endpoint: str | None = None,
         identity: dict[str, Any] | None = None,
         user_id: Any = None,
@@ -140,7 +142,7 @@ class Connection:
     ) -> None:
         identity = dict(identity or {})
         self.id = uuid.uuid4().hex
-        self.app_slug = app_slug
+        self.app_slug = slug
         self.endpoint = endpoint
         self.identity = identity
         uid = user_id if user_id is not None else identity.get("user_id")

@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from mdb_sync.auth import revocation
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.exceptions import ConnectionLimitExceeded
 from mdb_sync.realtime import Event, Subscription
 from mdb_sync.realtime.events import CONTROL
@@ -64,9 +65,10 @@ class WebSocketManager:
     one client, or a flood of anonymous ones, from exhausting the server.
     """
 
+    @renamed_parameters(app_slug="slug")
     def __init__(
         self,
-        app_slug: str,
+        slug: str,
         engine: MongoDBEngine,
         *,
         queue_size: int = 256,
@@ -75,7 +77,7 @@ class WebSocketManager:
         max_per_user: int | None = None,
         max_per_address: int | None = None,
     ) -> None:
-        self.app_slug = app_slug
+        self.app_slug = slug
         self.engine = engine
         self.queue_size = queue_size
         self.send_timeout = send_timeout
@@ -115,7 +117,7 @@ class WebSocketManager:
         self._ensure_subscribed()
         connection = Connection(
             ws,
-            app_slug=self.app_slug,
+            slug=self.app_slug,
             endpoint=endpoint,
             identity=identity,
             user_id=user_id,
@@ -333,4 +335,4 @@ class WebSocketManager:
                 )
 
     def _count(self, name: str) -> None:
-        self.engine.metrics.increment(name, app=self.app_slug)
+        self.engine.metrics.increment(name, slug=self.app_slug)

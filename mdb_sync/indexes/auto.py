@@ -387,7 +387,7 @@ class AutoIndexManager:
                 self._finish(key, "served")
                 return
             self._finish(key, "failed")
-            self._engine.metrics.increment("index.auto_failed", app=slug)
+            self._engine.metrics.increment("index.auto_failed", slug=slug)
             index_failed.send(
                 self._engine,
                 slug=slug,
@@ -399,7 +399,7 @@ class AutoIndexManager:
             log.warning("auto index %r on %s.%s failed: %s", name, slug, collection, exc)
             return
         self._finish(key, "created")
-        self._engine.metrics.increment("index.auto_created", app=slug)
+        self._engine.metrics.increment("index.auto_created", slug=slug)
         index_created.send(
             self._engine, slug=slug, collection=collection, name=name, keys=keys, auto=True
         )
@@ -530,7 +530,7 @@ class AutoIndexManager:
                 self._per_app[slug] = self._per_app.get(slug, 0) + 1
                 return True
         # Every shape of the full scope has its index being built: this one is not counted.
-        self._engine.metrics.increment("index.shapes_dropped", app=slug)
+        self._engine.metrics.increment("index.shapes_dropped", slug=slug)
         return False
 
     def _full_scope(self, slug: str, collection: str) -> tuple[str | None, str | None] | None:

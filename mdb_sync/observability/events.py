@@ -24,14 +24,14 @@ def _on_app_registered(sender: Any, slug: str | None = None, **_: Any) -> None:
     metrics = _metrics_of(sender)
     if metrics is not None:
         metrics.forget_app_settings(slug)
-        metrics.increment("apps.registered", app=slug)
+        metrics.increment("apps.registered", slug=slug)
 
 
 def _on_app_unregistered(sender: Any, slug: str | None = None, **_: Any) -> None:
     metrics = _metrics_of(sender)
     if metrics is not None:
         metrics.forget_app_settings(slug)
-        metrics.increment("apps.unregistered", app=slug)
+        metrics.increment("apps.unregistered", slug=slug)
 
 
 def connect_event_metrics() -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..deprecation import renamed_parameters
 from ..manifest.model import Observability
 
 #: Latencies kept per (app, operation) for the percentiles.
@@ -75,11 +76,12 @@ class MetricsCollector:
         self._app_settings = {}
         self._started = time.time()
 
+    @renamed_parameters(app="slug")
     def record_operation(
-        self, name: str, duration_ms: float, success: bool = True, app: str | None = None
+        self, name: str, duration_ms: float, success: bool = True, slug: str | None = None
     ) -> None:
-        """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``app``."""
-        key = (app or NO_APP, name)
+        """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``slug``."""
+        key = (slug or NO_APP, name)
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -92,12 +94,13 @@ class MetricsCollector:
                 series.max_ms = duration_ms
             series.window.append(duration_ms)
 
+    @renamed_parameters(app="slug")
     @contextlib.contextmanager
-    def timed(self, name: str, app: str | None = None) -> Iterator[None]:
+    def timed(self, name: str, slug: str | None = None) -> Iterator[None]:
         """Record the block as operation ``name``; an exception counts as an error (and
         propagates)::
 
-            with engine.metrics.timed("report.build", app="shop"):
+            with engine.metrics.timed("report.build", slug="shop"):
                 build_report()
         """
         started = time.perf_counter()
@@ -106,29 +109,32 @@ class MetricsCollector:
             yield
             success = True
         finally:
-            self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, app)
+            self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, slug)
 
-    def operations_enabled(self, app: str, manifest: Any = None) -> bool:
-        """Whether ``app``'s database operations are recorded, from its manifest's
+    @renamed_parameters(app="slug")
+    def operations_enabled(self, slug: str, manifest: Any = None) -> bool:
+        """Whether ``slug``'s database operations are recorded, from its manifest's
         ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default
         true). Cached per app; ``manifest`` is a callable returning the manifest, called
         on a cache miss only."""
-        enabled = self._app_settings.get(app)
+        enabled = self._app_settings.get(slug)
         if enabled is None:
             document = (manifest() if manifest else None) or {}
             enabled = Observability.from_dict(document.get("observability")).operation_metrics
-            self._app_settings[app] = enabled
+            self._app_settings[slug] = enabled
         return enabled
 
-    def forget_app_settings(self, app: str | None) -> None:
-        """Re-read ``app``'s settings on its next operation (after a registration)."""
-        self._app_settings.pop(app or "", None)
+    @renamed_parameters(app="slug")
+    def forget_app_settings(self, slug: str | None) -> None:
+        """Re-read ``slug``'s settings on its next operation (after a registration)."""
+        self._app_settings.pop(slug or "", None)
 
+    @renamed_parameters(app="slug")
     def increment(
         self,
         name: str,
         value: float = 1,
-        app: str | None = None,
+        slug: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> None:
         """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...).
@@ -139,7 +145,7 @@ class MetricsCollector:
         are kept per app and counter (a caller naming unbounded values cannot grow the
         metrics without limit); the rest are counted under ``_other``.
         """
-        key = (app or NO_APP, name)
+        key = (slug or NO_APP, name)
         if not labels:
             with self._lock:
                 self._counters[key] = self._counters.get(key, 0) + value
