@@ -57,6 +57,7 @@ def test_the_document_round_trips_and_is_what_validation_returns():
     assert Manifest.from_dict(m.to_dict()) == m
     assert Manifest.from_dict(m.to_dict(), validate=False) == m
     assert Manifest.from_dict(m) is m
+    assert len({m, Manifest.from_dict(m.to_dict())}) == 1  # hashable, equal ones alike
     copy = m.to_dict()
     copy["auth"]["users"]["enabled"] = False  # a copy: the manifest is unchanged
     assert m.section("auth")["users"]["enabled"] is True

@@ -147,6 +147,11 @@ class Manifest:
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
 
+    def __hash__(self) -> int:
+        # A subset of the compared fields (the mappings are not hashable): equal manifests
+        # hash alike, so a frozen record holding one can be a dict key or a set member.
+        return hash((self.slug, self.name, self.status, self.data_access, self.auto_index))
+
     @property
     def is_active(self) -> bool:
         return self.status == "active"
