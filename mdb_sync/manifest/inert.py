@@ -39,7 +39,7 @@ def inert_paths(schema: Any, data: Any, prefix: str = "") -> list[str]:
     return found
 
 
-def _field_paths(field: ma_fields.Field, value: Any, path: str) -> list[str]:
+def _field_paths(field: ma_fields.Field[Any], value: Any, path: str) -> list[str]:
     if (field.metadata or {}).get(INERT):
         return [] if value is None else [path]  # an explicit null sets nothing
     if isinstance(field, ma_fields.Nested):
