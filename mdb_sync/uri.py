@@ -41,11 +41,22 @@ def describe(uri: str) -> str:
     credentials, database or options."""
     parsed = parse(uri or "")
     if parsed is None:
-        return UNPARSEABLE
+        return _unparsed_hosts(uri or "")
     if parsed.get("fqdn"):
         return f"mongodb+srv://{parsed['fqdn']}"
     hosts = ",".join(_host(h, p) for h, p in parsed["nodelist"])
     return f"mongodb://{hosts or '<no host>'}"
+
+
+def _unparsed_hosts(uri: str) -> str:
+    """The host text of a MongoDB URI pymongo refuses (a bad port, say), so an error can
+    still say where: what follows the last ``@`` before the options, up to the path — never
+    the credentials, even when a password holds an unescaped ``/`` or ``@``."""
+    scheme = next((s for s in SCHEMES if uri.startswith(s)), None)
+    if scheme is None:
+        return UNPARSEABLE
+    hosts = uri[len(scheme) :].split("?", 1)[0].rpartition("@")[2].split("/", 1)[0]
+    return f"{scheme}{hosts or '<no host>'}"
 
 
 def option_names(uri: str) -> set[str]:

@@ -23,7 +23,10 @@ from mdb_sync.exceptions import ConfigurationError
             "mongodb+srv://cluster0.mdb-sync.invalid",
         ),
         ("http://user:s3cret@h/x", "<unparseable URI>"),
-        ("mongodb://user:s3cret@/x", "<unparseable URI>"),
+        # pymongo refuses these; the host text is still shown, the credentials never.
+        ("mongodb://user:s3cret@/x", "mongodb://<no host>"),
+        ("mongodb://user:s3cret@db.example:notaport/", "mongodb://db.example:notaport"),
+        ("mongodb://user:s3/cr@et@h:1/x?w=1", "mongodb://h:1"),
         ("", "<unparseable URI>"),
     ],
 )
