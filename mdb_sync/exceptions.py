@@ -80,6 +80,11 @@ class AppConflictError(MongoDBEngineError, ValueError):
     """An app cannot be registered because its physical names could collide with another's."""
 
 
+class AppVersionConflictError(AppConflictError):
+    """An app's registry record changed (another process or thread wrote it) after the
+    version a compare-and-set change was computed from."""
+
+
 class ManifestValidationError(MongoDBEngineError, ValueError):
     """A manifest is invalid.
 
@@ -307,6 +312,7 @@ __all__ = [
     "AppConflictError",
     "AppNotActiveError",
     "AppNotFoundError",
+    "AppVersionConflictError",
     "AuthError",
     "AuthenticationError",
     "AuthorizationError",

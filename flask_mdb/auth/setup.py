@@ -144,6 +144,12 @@ def init_auth(app: Flask, state: MDBState) -> None:
         )
         theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
+    if state.engine.app_services.auth_defaults is None:
+        # get_auth_service(engine, slug) in a script or task on this engine: this app's
+        # options, so it gets the service its requests use.
+        state.engine.app_services.auth_defaults = lambda slug: current.auth_options(
+            state, app, slug
+        )
     app.before_request(guard)
     app.after_request(finish)
     register_identity_resolver(app, _session_identity)
@@ -188,7 +194,7 @@ def setup_auth_from_manifest(
             raise ConfigurationError(f"setup_auth_from_manifest: app {slug!r} is not registered")
         check_startup(app, state, [manifest])
         with app.app_context():
-            record = engine.registry.get_record(slug) or {}
+            record = engine.registry.require_usable(slug)
             slug_state = state.slug_state(slug, record)
             state.per_slug(slug_state, "auth", lambda ss: current.build_service(state, ss))
 
