@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 from mdb_sync import MongoDBEngine, ScopedDatabase
+from mdb_sync.catalog import AppRecord
 
 from .config import MDBConfig
 
@@ -34,13 +35,13 @@ _STATES: weakref.WeakSet[MDBState] = weakref.WeakSet()
 @dataclass(frozen=True)
 class SlugState:
     """One registered app as a request sees it: its manifest and the key of its registry
-    record's state, ``(slug, incarnation, version)`` — what the values derived from the
+    record's state (:attr:`mdb_sync.catalog.AppRecord.key`) — what the values derived from the
     manifest (auth, CORS policy, websocket endpoints) are cached by, in the engine's per-app
     cache (:mod:`mdb_sync.app_services`), shared with scripts on the same engine."""
 
     slug: str
     manifest: Mapping[str, Any]
-    key: tuple[str, str, int]
+    key: tuple[str, str, int, int]
 
 
 class MDBState:
@@ -110,8 +111,11 @@ class MDBState:
 
     def slug_state(self, slug: str, record: Mapping[str, Any]) -> SlugState:
         """The :class:`SlugState` of ``slug`` for its registry ``record`` (a document)."""
-        key = (slug, str(record.get("incarnation") or ""), int(record.get("version") or 0))
-        return SlugState(slug, record.get("manifest") or {"slug": slug}, key)
+        cached = self.engine.catalog.cached(slug)
+        # The catalog's record of this document (``record`` is a copy of its top level).
+        if cached is None or cached.get("manifest") is not record.get("manifest"):
+            cached = AppRecord.from_document(record)  # a record the catalog no longer holds
+        return SlugState(slug, cached.manifest, cached.key)
 
     def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], Any]) -> Any:
         """The value ``name`` derived from ``slug_state``'s manifest, built with ``build``

@@ -2,7 +2,7 @@
 
 An app's auth service, its AI services (LLM, embeddings, memory), its metrics settings and
 what the Flask extension derives (CORS policy, websocket endpoints) are each built once per
-*state of the app* — the registry record's ``(slug, incarnation, version)``
+*state of the app* — the registry record's ``(slug, incarnation, version, revision)``
 (:attr:`~mdb_sync.catalog.AppRecord.key`) — and reused until that changes. One rule
 invalidates them all, right across processes: every write of a record bumps its version
 (:mod:`mdb_sync.catalog`), and this process sees the new version as soon as its catalog
@@ -39,7 +39,7 @@ APP_SERVICES_CACHE_SIZE = 4096
 #: What ``metrics_enabled`` answers for an app this process has not read yet.
 _DEFAULT_METRICS = True
 
-RecordKey = tuple[str, str, int]
+RecordKey = tuple[str, str, int, int]
 
 
 def operations_enabled(manifest: Mapping[str, Any] | None) -> bool:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +51,11 @@ class AppRecord:
     """One registered app as the registry stores it, read-only.
 
     ``version`` changes on every write of the record (by any process); ``key`` —
-    ``(slug, incarnation, version)`` — identifies this exact state of the app, which is what
-    per-app caches are keyed by. ``manifest`` is the validated manifest (a read-only view:
-    copy it to change it, then register the copy).
+    ``(slug, incarnation, version, revision)`` — identifies this exact state of the app,
+    which is what per-app caches are keyed by. ``revision`` is this process's count of
+    changed documents read for the app: a document changed without a version bump (by an
+    older release or by hand) still makes a new key. ``manifest`` is the validated
+    manifest (a read-only view: copy it to change it, then register the copy).
     """
 
     slug: str
@@ -63,6 +65,7 @@ class AppRecord:
     manifest: Mapping[str, Any] = field(repr=False)
     implicit: bool = False
     claim: Mapping[str, Any] | None = field(default=None, repr=False)
+    revision: int = 0
     _document: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
 
     @classmethod
@@ -83,9 +86,9 @@ class AppRecord:
         )
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        """``(slug, incarnation, version)``: this state of the app, across processes."""
-        return (self.slug, self.incarnation, self.version)
+    def key(self) -> tuple[str, str, int, int]:
+        """``(slug, incarnation, version, revision)``: this state of the app."""
+        return (self.slug, self.incarnation, self.version, self.revision)
 
     @property
     def active(self) -> bool:
@@ -149,13 +152,11 @@ class AppCatalog:
         """``record``, or the cached object when the stored record is unchanged (so what is
         keyed by the object is not rebuilt at every refresh). Caller holds the lock."""
         cached = self._records.get(slug)
-        if (
-            cached is not None
-            and cached.key == record.key
-            and dict(cached.to_document()) == dict(record.to_document())
-        ):
+        if cached is None:
+            return record
+        if cached.to_document() == record.to_document():
             return cached
-        return record
+        return replace(record, revision=cached.revision + 1)
 
     def get(self, slug: str, refresh: bool = False) -> AppRecord | None:
         """The record of ``slug``: cached, read again once older than

@@ -56,9 +56,19 @@ def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
     if not AuthConfig.from_manifest(dict(slug_state.manifest)).enabled:
         return None
     flask_app = current_app._get_current_object()  # type: ignore[attr-defined]
+    offer_auth_defaults(state, flask_app)
     return auth_service_of(
         state.engine, slug_state.slug, *auth_options(state, flask_app, slug_state.slug)
     )
+
+
+def offer_auth_defaults(state: MDBState, flask_app: Any) -> None:
+    """Make this extension's auth options the engine's defaults (unless another Flask app
+    on the engine did first): ``get_auth_service(engine, slug)`` in a script, CLI command or
+    task on this engine then gets the very service the app's requests use."""
+    services = state.engine.app_services
+    if services.auth_defaults is None:
+        services.auth_defaults = lambda slug: auth_options(state, flask_app, slug)
 
 
 def auth_options(state: MDBState, flask_app: Any, slug: str) -> tuple[Any, dict[str, Any]]:

@@ -144,12 +144,7 @@ def init_auth(app: Flask, state: MDBState) -> None:
         )
         theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
-    if state.engine.app_services.auth_defaults is None:
-        # get_auth_service(engine, slug) in a script or task on this engine: this app's
-        # options, so it gets the service its requests use.
-        state.engine.app_services.auth_defaults = lambda slug: current.auth_options(
-            state, app, slug
-        )
+    current.offer_auth_defaults(state, app)
     app.before_request(guard)
     app.after_request(finish)
     register_identity_resolver(app, _session_identity)
