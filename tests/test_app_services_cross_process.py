@@ -141,9 +141,7 @@ def engine_b(mongo_uri: str, db_name: str, engine_a: MongoDBEngine):
     b.close()
 
 
-def test_a_change_made_by_another_process_is_honoured_within_the_refresh_delay(
-    engine_a, engine_b
-):
+def test_a_change_made_by_another_process_is_honoured_within_the_refresh_delay(engine_a, engine_b):
     assert _observed(engine_b) == BEFORE
     changed_at = time.monotonic()
     engine_a.register_app(_changed(MANIFEST))
