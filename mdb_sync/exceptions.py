@@ -39,6 +39,11 @@ class ConfigurationError(MongoDBEngineError, ValueError):
     """An engine, extension or service option is missing or has a bad value."""
 
 
+class AuthNotConfiguredError(ConfigurationError):
+    """Something needs an app's auth (a ``@login_required`` view, say) but the app's
+    manifest has no ``auth`` block; ``context["app"]`` names the app."""
+
+
 class EngineNotInitializedError(MongoDBEngineError, RuntimeError):
     """The engine was used before :meth:`MongoDBEngine.initialize` or after ``shutdown``."""
 
@@ -314,6 +319,7 @@ __all__ = [
     "AppNotFoundError",
     "AppVersionConflictError",
     "AuthError",
+    "AuthNotConfiguredError",
     "AuthenticationError",
     "AuthorizationError",
     "ConfigurationError",
