@@ -104,3 +104,20 @@ class AppRegistry:
 
     def unregister(self, slug: str) -> bool:
         return self.registration.unregister(slug)
+
+    def store_index_outcomes(
+        self,
+        slug: str,
+        outcomes: list[dict[str, Any]],
+        *,
+        expected: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Record ``outcomes`` as ``slug``'s index outcomes (through the catalog: the
+        record's version is bumped); with ``expected``, only while the record still holds
+        exactly those (a registration since, in any process, is not overwritten). True if
+        stored."""
+        where: dict[str, Any] = {} if expected is None else {"index_outcomes": expected}
+        stored = self.catalog.update(slug, where, {"$set": {"index_outcomes": outcomes}})
+        if stored.matched_count:
+            self.catalog.get(slug, refresh=True)
+        return bool(stored.matched_count)
