@@ -20,11 +20,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsproto.events import TextMessage
 
 from mdb_sync.realtime import encode_message
+
+if TYPE_CHECKING:
+    from .manager import WebSocketManager
 
 log = logging.getLogger("flask_mdb.websockets")
 
@@ -118,6 +121,9 @@ class Connection:
       ``state["path_args"]`` (``{}`` for a path without variables).
     * ``remote_addr``, ``connected_at`` (aware UTC).
     * :meth:`send` queues a JSON message to this client only (never blocks).
+    * :meth:`join` / :meth:`leave` put it in or out of a channel of its app (no
+      authorization: the server decides; a client's ``subscribe`` message is authorized),
+      ``channels`` the channels it is in; ``manager`` its app's connection manager.
 
     ``credentials`` (set by the manifest endpoints for identities the app's auth issued)
     re-checks the login the connection rests on; ``revoked`` is ``(code, reason)`` once
@@ -129,6 +135,7 @@ class Connection:
         ws: Any,
         *,
         app_slug: str,
+        manager: WebSocketManager | None = None,
         endpoint: str | None = None,
         identity: dict[str, Any] | None = None,
         user_id: Any = None,
@@ -141,6 +148,7 @@ class Connection:
         identity = dict(identity or {})
         self.id = uuid.uuid4().hex
         self.app_slug = app_slug
+        self._manager = manager
         self.endpoint = endpoint
         self.identity = identity
         uid = user_id if user_id is not None else identity.get("user_id")
@@ -179,6 +187,29 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def manager(self) -> WebSocketManager:
+        """The connection manager of its app in this process."""
+        if self._manager is None:
+            raise RuntimeError(f"{self!r} is not registered with a connection manager")
+        return self._manager
+
+    # --- channels -----------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels of its app this connection is in."""
+        return self.manager.channels_of(self) if self._manager is not None else frozenset()
+
+    def join(self, channel: str) -> bool:
+        """Join ``channel`` of the app (see :meth:`WebSocketManager.join`); False if it was
+        in it already."""
+        return self.manager.join(self, channel)
+
+    def leave(self, channel: str) -> bool:
+        """Leave ``channel``; False if it was not in it."""
+        return self.manager.leave(self, channel)
 
     @property
     def queued(self) -> int:
