@@ -466,7 +466,7 @@ class WebSocketManager:
         return self.engine.events.publish(
             self.app_slug,
             message,
-            channel=channel,
+            channel=validate_channel(channel),  # None is no channel: never the whole app
             exclude=connection_ids(exclude),
             local_only=local_only,
         )

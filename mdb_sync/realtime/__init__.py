@@ -92,8 +92,9 @@ def broadcast_to_channel(
     """Send ``message`` to the live connections of ``app_slug`` that joined ``channel``,
     whichever process holds them. ``exclude``: connection id(s) to skip. The channel name is
     checked (:func:`validate_channel`) before anything is stored."""
+    name = validate_channel(channel)  # None is no channel: never the whole app
     bus = engine_for(app_slug, engine).events
-    return bus.publish(app_slug, message, channel=channel, exclude=exclude, local_only=local_only)
+    return bus.publish(app_slug, message, channel=name, exclude=exclude, local_only=local_only)
 
 
 __all__ = [

@@ -27,17 +27,20 @@ renewed — after ``ttl`` seconds other processes no longer count them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ReturnDocument
+import pymongo
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from ..exceptions import ConfigurationError
 
@@ -49,6 +52,8 @@ log = logging.getLogger(__name__)
 SLOTS_COLLECTION = "mdb_ws_slots"
 DEFAULT_TTL = 15.0
 MIN_TTL = 1.0
+#: Longest any one call on ``mdb_ws_slots`` may take (a connection waits for its reserve).
+DB_TIMEOUT = 5.0
 #: Documents whose every lease lapsed this many ``ttl`` ago are deleted.
 _FORGET_AFTER = 4
 
@@ -92,6 +97,7 @@ class ConnectionSlots:
         self._index_ready = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_renewed: float | None = None  # time.monotonic() of the last renewal
         self.renewals = 0
 
     def _collection(self) -> Collection[Any]:
@@ -108,10 +114,11 @@ class ConnectionSlots:
         first slot that is full (having given back the leases taken before it), or None
         when every one was taken. Raises :class:`pymongo.errors.PyMongoError` when the
         database cannot be reached (nothing is held then)."""
-        raw = self._collection()
         taken: list[str] = []
         self._ensure_renewing()
         try:
+            with pymongo.timeout(DB_TIMEOUT):
+                raw = self._collection()
             for slot in slots:
                 doc_id = slot.doc_id(app_slug)
                 # Held before the write: a renewal meanwhile must not take it for a leak.
@@ -150,14 +157,26 @@ class ConnectionSlots:
                 }
             },
         ]
-        doc = raw.find_one_and_update(
-            {"_id": doc_id},
-            pipeline,
-            projection={"_id": 0, "leases": {"$elemMatch": {"c": connection_id}}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        return bool(doc and doc.get("leases"))
+        with pymongo.timeout(DB_TIMEOUT):
+            for _attempt in range(3):
+                doc = raw.find_one_and_update(
+                    {"_id": doc_id},
+                    pipeline,
+                    projection={"_id": 0, "leases": {"$elemMatch": {"c": connection_id}}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is not None:
+                    return bool(doc.get("leases"))
+                # The first connection of this thing: create its document, then reserve
+                # (not one upsert: concurrent upserts of one new document race on some
+                # servers — the embedded one answers some of them with no document).
+                with contextlib.suppress(DuplicateKeyError):
+                    raw.update_one(
+                        {"_id": doc_id},
+                        {"$setOnInsert": {"app_id": app_slug, "leases": []}},
+                        upsert=True,
+                    )
+        raise OperationFailure(f"the slot document {doc_id!r} keeps disappearing")
 
     def release(self, connection_id: str) -> None:
         """Give back every lease of ``connection_id`` (idempotent). A failure is logged: the
@@ -167,7 +186,9 @@ class ConnectionSlots:
         if held is None:
             return
         try:
-            self._give_back(self._collection(), connection_id, list(held[1]))
+            with pymongo.timeout(DB_TIMEOUT):
+                raw = self._collection()
+            self._give_back(raw, connection_id, list(held[1]))
         except PyMongoError as exc:
             log.warning("websocket slots: could not release %s: %s", connection_id[:8], exc)
 
@@ -178,7 +199,8 @@ class ConnectionSlots:
             self._held.pop(connection_id, None)
         for doc_id in doc_ids:
             try:
-                raw.update_one({"_id": doc_id}, {"$pull": {"leases": {"c": connection_id}}})
+                with pymongo.timeout(DB_TIMEOUT):
+                    raw.update_one({"_id": doc_id}, {"$pull": {"leases": {"c": connection_id}}})
             except PyMongoError:
                 if not quiet:
                     raise
@@ -195,6 +217,8 @@ class ConnectionSlots:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stop.clear()
+            if self._last_renewed is None:  # leases taken from now on are fresh
+                self._last_renewed = time.monotonic()
             self._thread = threading.Thread(
                 target=self._renew_loop, name=f"mdb-ws-slots-{self.process[:8]}", daemon=True
             )
@@ -217,18 +241,47 @@ class ConnectionSlots:
             # A lease taken after this snapshot is not in ``live`` but is newer than it
             # (its connection is held before its lease is written): it is kept.
             now = _now()
-        raw = self._collection()
         mine = {"$eq": ["$$this.p", self.process]}
         held = {"$or": [{"$in": ["$$this.c", live]}, {"$gte": ["$$this.t", now]}]}
         kept = {"$filter": {"input": "$leases", "cond": {"$or": [{"$not": [mine]}, held]}}}
         renewed = {"$cond": [mine, {"$mergeObjects": ["$$this", {"t": now}]}, "$$this"]}
-        raw.update_many(
-            {"leases.p": self.process},
-            [{"$set": {"leases": {"$map": {"input": kept, "in": renewed}}}}],
-        )
         forgotten = now - _dt.timedelta(seconds=self.ttl * _FORGET_AFTER)
-        raw.delete_many({"leases": {"$not": {"$elemMatch": {"t": {"$gte": forgotten}}}}})
+        with pymongo.timeout(DB_TIMEOUT):
+            raw = self._collection()
+            raw.update_many(
+                {"leases.p": self.process},
+                [{"$set": {"leases": {"$map": {"input": kept, "in": renewed}}}}],
+            )
+            raw.delete_many({"leases": {"$not": {"$elemMatch": {"t": {"$gte": forgotten}}}}})
+            last, self._last_renewed = self._last_renewed, time.monotonic()
+            if last is not None and self._last_renewed - last > self.ttl / 2:
+                self._restore(raw, now)
         self.renewals += 1
+
+    def _restore(self, raw: Collection[Any], now: _dt.datetime) -> None:
+        """After renewals failed for a while (the database was away), other processes may
+        have dropped this process's leases as lapsed: put back those of live connections, so
+        they count again (the total may then be over a limit until enough of them close —
+        the truth, rather than room for more)."""
+        with self._lock:
+            held = list(self._held.items())
+        operations = []
+        for connection_id, (app_slug, doc_ids) in held:
+            lease = {"c": connection_id, "p": self.process, "t": now}
+            ids = {"$map": {"input": {"$ifNull": ["$leases", []]}, "in": "$$this.c"}}
+            leases = {"$ifNull": ["$leases", []]}
+            restored = {
+                "$cond": [
+                    {"$in": [connection_id, ids]},
+                    leases,
+                    {"$concatArrays": [leases, [lease]]},
+                ]
+            }
+            pipeline = [{"$set": {"app_id": app_slug, "leases": restored}}]
+            operations += [UpdateOne({"_id": i}, pipeline, upsert=True) for i in doc_ids]
+        if operations:
+            raw.bulk_write(operations, ordered=False)
+            log.info("websocket slots: restored the leases of %d connection(s)", len(held))
 
     def stop(self) -> None:
         """Stop renewing (the engine's shutdown); leases lapse after ``ttl``."""
@@ -243,4 +296,5 @@ class ConnectionSlots:
         self._held = {}
         self._stop = threading.Event()
         self._thread = None
+        self._last_renewed = None
         self.process = uuid.uuid4().hex
