@@ -183,3 +183,25 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def open_from(
+    base: str, path: str, address: str, token: str | None = None
+) -> tuple[websocket.WebSocket, Any]:
+    """A real websocket client connecting from loopback ``address`` (127.0.0.2, ...):
+    ``(ws, hello)`` with the server's ``connected`` frame, or ``(ws, (code, reason))`` when
+    the server closed the connection instead."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30, source_address=(address, 0))
+    header = [f"Authorization: Bearer {token}"] if token else None
+    ws = websocket.create_connection(
+        f"ws://{host}:{port}{path}", socket=sock, timeout=30, header=header
+    )
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            if len(data) < 2:
+                return ws, (None, "")
+            return ws, (struct.unpack("!H", data[:2])[0], data[2:].decode("utf-8", "replace"))
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            return ws, json.loads(data)

@@ -1,7 +1,8 @@
 """Connection slots counted in MongoDB (``mdb_sync.realtime.slots``): the leases behind
 ``MDB_WEBSOCKET_LIMITS_SCOPE = "cluster"``. Each :class:`ConnectionSlots` stands for one
 process (its own process id, leases and renewals); the websocket tests with real second
-server processes are in ``test_ws_cluster_limits.py``."""
+server processes are in ``test_ws_cluster_limits.py``, the faults (a killed web process, a
+stopped database) in ``tests/faults/test_ws_limit_faults.py``."""
 
 from __future__ import annotations
 
@@ -98,23 +99,6 @@ def test_a_dead_process_slots_free_after_the_ttl_and_renewals_keep_the_living(pr
     # The living process renewed its lease meanwhile (every ttl/3): still counted.
     assert living.renewals >= 1
     assert newcomer.reserve("chat", cid(), app) == app[0]
-
-
-def test_a_renewal_drops_a_lease_no_connection_holds(processes, raw_db):
-    """A release that never reached the database (the server was away) leaves a lease
-    behind; the process's next renewal removes it, since no live connection holds it."""
-    slots = processes()
-    kept, leaked = cid(), cid()
-    assert slots.reserve("chat", kept, [Slot("app", "", 5)]) is None
-    assert slots.reserve("chat", leaked, [Slot("app", "", 5)]) is None
-    # The release's write is the part that fails: write it off the books only.
-    raw = raw_db[SLOTS_COLLECTION]
-    before = [lease["c"] for lease in raw.find_one({"_id": "chat:app:"})["leases"]]
-    assert before == [kept, leaked]
-    with slots._lock:  # what release() does before its write
-        slots._held.pop(leaked)
-    slots.renew()
-    assert [lease["c"] for lease in raw.find_one({"_id": "chat:app:"})["leases"]] == [kept]
 
 
 def test_leases_dropped_during_an_outage_are_restored(processes, raw_db):

@@ -117,20 +117,22 @@ class ConnectionSlots:
         taken: list[str] = []
         self._ensure_renewing()
         try:
-            with pymongo.timeout(DB_TIMEOUT):
+            with pymongo.timeout(DB_TIMEOUT):  # the whole reservation, however many slots
                 raw = self._collection()
-            for slot in slots:
-                doc_id = slot.doc_id(app_slug)
-                # Held before the write: a renewal meanwhile must not take it for a leak.
-                with self._lock:
-                    self._held[connection_id] = (app_slug, (*taken, doc_id))
-                taken.append(doc_id)  # given back if anything fails from here on
-                if not self._take(raw, app_slug, doc_id, connection_id, slot.limit):
-                    taken.pop()
-                    self._give_back(raw, connection_id, taken)
-                    return slot
+                for slot in slots:
+                    doc_id = slot.doc_id(app_slug)
+                    # Held before the write: a renewal meanwhile must not take it for a leak.
+                    with self._lock:
+                        self._held[connection_id] = (app_slug, (*taken, doc_id))
+                    if not self._take(raw, app_slug, doc_id, connection_id, slot.limit):
+                        self._give_back(raw, connection_id, taken)
+                        return slot
+                    taken.append(doc_id)
         except PyMongoError:
-            self._give_back(raw, connection_id, taken, quiet=True)
+            # No more waiting on the database: what was taken is no longer held, so the
+            # next renewal removes it.
+            with self._lock:
+                self._held.pop(connection_id, None)
             raise
         return None
 
