@@ -28,7 +28,7 @@ from realtime_support import (
     ws_url,
 )
 
-from flask_mdb import broadcast_to_app, broadcast_to_channel, get_websocket_manager
+from flask_mdb import broadcast_to_app, broadcast_to_channel, db, get_websocket_manager
 from flask_mdb.identity import register_token_verifier
 from flask_mdb.websockets import (
     MessageError,
@@ -412,3 +412,47 @@ def test_members_in_another_server_process_get_the_channel(
         neighbour.close()
     finally:
         second.stop()
+
+
+def test_a_role_change_from_another_process_authorizes_the_channels_again(
+    factory, tmp_path, slug, mongo_uri, db_name
+):
+    """A script process announces that ada's roles changed; this process's listener
+    authorizes her channels again at once — the app's authorizer runs with the app bound
+    (``db`` is its sandbox) — and she leaves those her new roles do not grant."""
+    app = make_app(factory, tmp_path, [slug])
+
+    @register_channel_authorizer(slug)
+    def granted(connection, channel):
+        roles = connection.identity.get("roles") or []
+        return db.grants.count_documents({"channel": channel, "role": {"$in": roles}}) > 0
+
+    with app.app_context():
+        grants = app.extensions["mdb"].extension.get_db(slug).grants
+        grants.insert_many(
+            [{"channel": "vip", "role": "vip"}, {"channel": "news", "role": "reader"}]
+        )
+    with serve(app) as base:
+        ada, _ = connect(ws_url(base, "/ws") + "?token=good-ada~vip~reader")
+        assert subscribe(ada, "vip")["type"] == "subscribed"
+        assert subscribe(ada, "news")["type"] == "subscribed"
+        script = textwrap.dedent(
+            f"""
+            from mdb_sync import MongoDBEngine
+            from mdb_sync.realtime import broadcast_to_app, broadcast_to_channel
+            with MongoDBEngine({mongo_uri!r}, {db_name!r}) as engine:
+                engine.events.publish_control(
+                    {slug!r}, {{"op": "roles", "user_id": "ada", "roles": ["reader"]}},
+                    user_id="ada",
+                )
+                broadcast_to_channel({slug!r}, "vip", {{"after": "the change"}})
+                broadcast_to_channel({slug!r}, "news", {{"news": 1}})
+            """
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+        assert recv_json(ada) == {"type": "unsubscribed", "channel": "vip", "reason": "forbidden"}
+        assert recv_json(ada) == {"news": 1}  # "vip" after the change never came
+        with app.app_context():
+            manager = get_websocket_manager(slug)
+        assert manager.channel_counts() == {"news": 1}
+        ada.close()

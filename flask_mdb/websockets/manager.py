@@ -14,8 +14,9 @@ Channels: :meth:`WebSocketManager.join` / :meth:`~WebSocketManager.leave` put a 
 or out of a named channel of the app (:mod:`.channels` says who may join;
 :mod:`.membership` keeps who is in), and a channel message (``broadcast_to_channel``) reaches
 the members in every process. A connection leaves its channels when it closes — whatever
-closes it, a revocation included — and when its user's roles change its channels are
-suspended until they are authorized again.
+closes it, a revocation included — and when its user's roles change, its channels are
+authorized again at once (in stream order: a channel message published after the change
+reaches it only if the new roles allow).
 
 Limits: per process by default; with ``slots`` (:class:`mdb_sync.realtime.slots.
 ConnectionSlots`, ``MDB_WEBSOCKET_LIMITS_SCOPE = "cluster"``) counted in the database across
@@ -24,15 +25,16 @@ every process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import PyMongoError
 
 from mdb_sync.auth import revocation
-from mdb_sync.exceptions import ChannelLimitExceeded, ChannelRefused, ConnectionLimitExceeded
+from mdb_sync.exceptions import ChannelRefused, ConnectionLimitExceeded
 from mdb_sync.realtime import Event, Subscription
 from mdb_sync.realtime.channels import validate_channel
 from mdb_sync.realtime.events import CONTROL
@@ -81,6 +83,8 @@ class WebSocketManager:
     :param max_channels: channels with members the app may have in this process.
     :param slots: count the connection limits in the database, across every process (the
         limits are then totals over all processes), instead of in this process only.
+    :param app_context: a callable entering the app's context (channel authorizers need it
+        when a role change arrives on the event listener's thread).
 
     Each connection holds a thread (two while frames are queued), so the limits are what stops
     one client, or a flood of anonymous ones, from exhausting the server.
@@ -99,6 +103,7 @@ class WebSocketManager:
         max_channels_per_connection: int | None = 64,
         max_channels: int | None = 10_000,
         slots: ConnectionSlots | None = None,
+        app_context: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.app_slug = app_slug
         self.engine = engine
@@ -113,6 +118,9 @@ class WebSocketManager:
         self._by_address: dict[str, int] = {}
         self._channels = ChannelTable(max_channels_per_connection, max_channels)
         self.slots = slots
+        #: Enters the app's context, where channel authorizers run when a role change
+        #: arrives on the listener's thread (``flask_mdb`` passes its Flask app's).
+        self._app_context = app_context
         self._subscription: Subscription | None = None
         self._subscribe_lock = threading.Lock()
 
@@ -386,38 +394,30 @@ class WebSocketManager:
             return self._channels.counts()
 
     def reauthorize(self, connection: Connection) -> list[str]:
-        """Authorize the connection's suspended channels again (its roles changed): rejoin
-        those it may still join, and tell the client of those it left (``{"type":
-        "unsubscribed", "channel", "reason": "forbidden"}``). Returns the channels it left.
-        Runs on the connection's thread, with the app bound."""
-        with self._lock:
-            suspended = self._channels.take_suspended(connection.id)
+        """Authorize the connection's channels again (its roles changed): it leaves those it
+        may no longer join, and the client is told (``{"type": "unsubscribed", "channel",
+        "reason": "forbidden"}``). Returns the channels it left. An authorizer that fails
+        counts as a refusal. The authorizers run in the app's context with the app bound
+        (``app_context``), whichever thread calls this."""
+        names = sorted(self.channels_of(connection))
+        allowed: dict[str, bool] = dict.fromkeys(names, False)  # fails closed
+        try:
+            with self._app_context() if self._app_context is not None else nullcontext():
+                for name in names:
+                    try:
+                        allowed[name] = bool(_channels.authorized(connection, name))
+                    except Exception:  # a refusal (MessageError) or a failing authorizer
+                        log.warning(
+                            "channel authorizer of app %r failed", self.app_slug, exc_info=True
+                        )
+        except Exception:  # the app's context could not be entered (the app is disabled...)
+            log.warning("channels of app %r not re-authorized", self.app_slug, exc_info=True)
         left = []
-        for name in suspended:
-            try:
-                allowed = _channels.authorized(connection, name)
-            except Exception:  # a refusal (MessageError) or a failing authorizer
-                log.warning("channel authorizer of app %r failed", self.app_slug, exc_info=True)
-                allowed = False
-            if allowed:
-                with self._lock:
-                    if self._connections.get(connection.id) is connection:
-                        with contextlib.suppress(ChannelLimitExceeded):
-                            self._channels.join(connection.id, name)
-                            continue
-            self.count_channel("ws.channel_left", name)
-            left.append(name)
-            connection.send({"type": "unsubscribed", "channel": name, "reason": "forbidden"})
+        for name in names:
+            if not allowed[name] and self.leave(connection, name):
+                left.append(name)
+                connection.send({"type": "unsubscribed", "channel": name, "reason": "forbidden"})
         return left
-
-    def needs_reauthorization(self, connection: Connection) -> bool:
-        with self._lock:
-            return self._channels.has_suspended(connection.id)
-
-    def suspend_channels(self, connection: Connection) -> int:
-        """Stop delivering the connection's channels until :meth:`reauthorize`."""
-        with self._lock:
-            return self._channels.suspend(connection.id)
 
     def count_channel(self, name: str, channel: str, value: int = 1) -> None:
         """Count ``name`` for ``channel`` (a label: at most 100 channels per app and counter
@@ -514,14 +514,15 @@ class WebSocketManager:
 
     def _on_roles(self, user_id: str | None, roles: list[str]) -> None:
         """A user's roles changed (and the app's access policy still admits them): their
-        connections' channels are suspended — nothing of them is delivered — until each
-        connection's thread authorizes them again (within ``RECEIVE_WAKEUP`` seconds, or at
-        its next message)."""
+        connections' channels are authorized again now — on the thread handing over the
+        event, before any later event — so what was published after the change reaches
+        them only if the new roles allow."""
         if user_id is None:
             return
         for connection in self.connections(user_id):
             connection.identity["roles"] = list(roles)
-            self.suspend_channels(connection)
+            if self.channels_of(connection):
+                self.reauthorize(connection)
 
     def revoke(self, connection: Connection, code: int, reason: str) -> None:
         """Close ``connection`` because its login ended (:meth:`Connection.revoke`: at once,

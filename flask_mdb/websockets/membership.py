@@ -22,9 +22,6 @@ class ChannelTable:
         self.max_channels = max_channels
         self._members: dict[str, set[str]] = {}  # channel -> connection ids
         self._channels: dict[str, set[str]] = {}  # connection id -> channels
-        #: Channels taken from a connection until they are authorized again (its roles
-        #: changed): no message of them reaches it meanwhile.
-        self._suspended: dict[str, set[str]] = {}
 
     def join(self, connection_id: str, channel: str) -> bool:
         """Add the membership; False if it existed. Raises
@@ -32,8 +29,7 @@ class ChannelTable:
         mine = self._channels.get(connection_id)
         if mine is not None and channel in mine:
             return False
-        held = len(mine or ()) + len(self._suspended.get(connection_id, ()))
-        if self.max_per_connection is not None and held >= self.max_per_connection:
+        if self.max_per_connection is not None and len(mine or ()) >= self.max_per_connection:
             raise ChannelLimitExceeded(
                 f"a connection may be in at most {self.max_per_connection} channels"
             )
@@ -47,13 +43,7 @@ class ChannelTable:
         return True
 
     def leave(self, connection_id: str, channel: str) -> bool:
-        """Remove the membership (also a suspended one); False if there was none."""
-        suspended = self._suspended.get(connection_id)
-        if suspended is not None and channel in suspended:
-            suspended.discard(channel)
-            if not suspended:
-                del self._suspended[connection_id]
-            return True
+        """Remove the membership; False if there was none."""
         mine = self._channels.get(connection_id)
         if mine is None or channel not in mine:
             return False
@@ -69,27 +59,10 @@ class ChannelTable:
 
     def drop(self, connection_id: str) -> list[str]:
         """Remove every membership of a connection (it closed); return its channels."""
-        self._suspended.pop(connection_id, None)
         channels = sorted(self._channels.get(connection_id, ()))
         for channel in channels:
             self.leave(connection_id, channel)
         return channels
-
-    def suspend(self, connection_id: str) -> int:
-        """Take the connection out of its channels until :meth:`take_suspended`; return how
-        many."""
-        channels = list(self._channels.get(connection_id, ()))
-        for channel in channels:
-            self.leave(connection_id, channel)
-        if channels:
-            self._suspended.setdefault(connection_id, set()).update(channels)
-        return len(channels)
-
-    def take_suspended(self, connection_id: str) -> list[str]:
-        return sorted(self._suspended.pop(connection_id, ()))
-
-    def has_suspended(self, connection_id: str) -> bool:
-        return connection_id in self._suspended
 
     def channels_of(self, connection_id: str) -> frozenset[str]:
         return frozenset(self._channels.get(connection_id, ()))

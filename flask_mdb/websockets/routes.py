@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -144,6 +145,7 @@ class WebSocketState:
         self.limits_scope: str = config["MDB_WEBSOCKET_LIMITS_SCOPE"]
         self.lease_ttl: float = config["MDB_WEBSOCKET_LEASE_TTL"]
         self._slots: ConnectionSlots | None = None
+        self._app = weakref.ref(app)
         #: Flask endpoint name -> the endpoint as registered.
         self.routes: dict[str, Endpoint] = {}
         self._paths: dict[str, str] = {}
@@ -163,9 +165,27 @@ class WebSocketState:
                         queue_size=self.queue_size,
                         send_timeout=self.send_timeout,
                         slots=self._cluster_slots(),
+                        app_context=functools.partial(self._bound, slug),
                         **self.limits,
                     )
         return manager
+
+    @contextlib.contextmanager
+    def _bound(self, slug: str) -> Iterator[None]:
+        """The Flask app's context with ``slug`` bound, as in a connection's own thread:
+        where channel authorizers run when a role change arrives on the listener's."""
+        app = self._app()
+        if app is None:
+            raise RuntimeError("the Flask app of these websockets is gone")
+        with app.app_context():
+            state = self.mdb_state
+            record = binding.usable_record(state, slug, "websocket")
+            bound = binding.Binding(slug, state, "websocket", state.slug_state(slug, record))
+            token = binding.push_binding(bound)
+            try:
+                yield
+            finally:
+                binding.pop_binding(token)
 
     def _cluster_slots(self) -> ConnectionSlots | None:
         """The database-backed connection counts of ``MDB_WEBSOCKET_LIMITS_SCOPE =
@@ -411,8 +431,6 @@ def _serve(ws: Any, **path_args: Any) -> None:
                 data = ws.receive(timeout=wait)
                 if connection.closed:
                     break  # revoked meanwhile: its last message is not handled
-                if manager.needs_reauthorization(connection):  # its roles changed
-                    manager.reauthorize(connection)
                 if data is None:
                     if not ws.connected:
                         break
@@ -513,7 +531,6 @@ def _may_act(manager: WebSocketManager, connection: Connection) -> bool:
         if connection.identity.get("roles") != roles and connection.channels:
             # Changed without an event reaching this process (yet): its channels are
             # authorized again before the message is handled.
-            manager.suspend_channels(connection)
             manager.reauthorize(connection)
         return True
     manager.revoke(connection, close_code(standing), standing.problem or revocation.REVOKED)
