@@ -501,6 +501,23 @@ class EventBus:
             )
         return raw
 
+    def trim(self) -> int:
+        """Trim ``mdb_events`` now when it is a plain collection (publishers do it in the
+        background every few hundred events): delete what lies beyond the newest
+        ``max_events`` events or ``capped_bytes`` bytes. Returns how many were deleted (0
+        for a capped collection, which bounds itself)."""
+        raw = self._collection()
+        if not self._plain:
+            return 0
+        return _store.trim(raw, self.max_events, self.capped_bytes)
+
+    @property
+    def store_kind(self) -> str | None:
+        """``capped`` or ``plain`` once ``mdb_events`` was used by this bus, else None."""
+        if not self._collection_ready:
+            return None
+        return "plain" if self._plain else "capped"
+
     # --- metrics ------------------------------------------------------------------------------
 
     def _count(self, name: str, app: str | None = None, value: int = 1) -> None:
