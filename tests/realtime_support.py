@@ -205,3 +205,48 @@ def open_from(
             return ws, (struct.unpack("!H", data[:2])[0], data[2:].decode("utf-8", "replace"))
         if opcode == websocket.ABNF.OPCODE_TEXT:
             return ws, json.loads(data)
+
+
+class DeflateClient:
+    """A websocket client that negotiates ``permessage-deflate``, as browsers do (wsproto's
+    client side over a plain socket): the server compresses each frame for it."""
+
+    def __init__(self, base: str, path: str) -> None:
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import AcceptConnection, Request
+        from wsproto.extensions import PerMessageDeflate
+
+        host, port = base.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(
+            self.ws.send(
+                Request(host=f"{host}:{port}", target=path, extensions=[PerMessageDeflate()])
+            )
+        )
+        self._pending: list[Any] = []
+        accepted = self._next_event()
+        assert isinstance(accepted, AcceptConnection), accepted
+        self.extensions = [e.name for e in accepted.extensions]
+
+    def _next_event(self) -> Any:
+        while not self._pending:
+            data = self.sock.recv(65536)
+            assert data, "the server closed the connection"
+            self.ws.receive_data(data)
+            self._pending.extend(self.ws.events())
+        return self._pending.pop(0)
+
+    def receive_json(self) -> Any:
+        from wsproto.events import TextMessage
+
+        text = ""
+        while True:
+            event = self._next_event()
+            if isinstance(event, TextMessage):
+                text += event.data
+                if event.message_finished:
+                    return json.loads(text)
+
+    def close(self) -> None:
+        self.sock.close()

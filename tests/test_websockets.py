@@ -16,7 +16,15 @@ import simple_websocket
 import websocket
 from flask import request
 from flask_apps import AppFactory, serve, write_manifest
-from realtime_support import close_frame, connect, raw_client, recv_json, wait_for, ws_url
+from realtime_support import (
+    DeflateClient,
+    close_frame,
+    connect,
+    raw_client,
+    recv_json,
+    wait_for,
+    ws_url,
+)
 
 from flask_mdb import MDB, broadcast_to_app, db, get_websocket_manager
 from flask_mdb.identity import register_identity_resolver, register_token_verifier
@@ -446,6 +454,29 @@ def test_a_broadcast_reaches_100_clients(factory, tmp_path, slug):
         finally:
             for ws in clients:
                 ws.close()
+
+
+def test_compressed_and_plain_clients_get_the_same_broadcasts(factory, tmp_path, slug):
+    """A broadcast builds its frame once for the clients that negotiated no compression;
+    those that did (browsers offer permessage-deflate) get their own compressed frames."""
+    app = make_app(factory, tmp_path, [{"slug": slug, "websockets": endpoint()}])
+    with serve(app) as base:
+        plain = [connect(ws_url(base, "/ws"))[0] for _ in range(3)]
+        deflating = [DeflateClient(base, "/ws") for _ in range(2)]
+        assert all(c.extensions == ["permessage-deflate"] for c in deflating)
+        assert all(c.receive_json()["type"] == "connected" for c in deflating)
+        messages = [{"n": 1}, {"text": "é" * 100}, {"pad": "x" * 70_000, "n": 3}]
+        with app.app_context():
+            for message in messages:
+                broadcast_to_app(slug, message)
+        for ws in plain:
+            assert [recv_json(ws) for _ in messages] == messages
+        for client in deflating:
+            assert [client.receive_json() for _ in messages] == messages
+        for ws in plain:
+            ws.close()
+        for client in deflating:
+            client.close()
 
 
 def test_connection_limits_per_app_user_and_address(factory, tmp_path, slug):

@@ -16,6 +16,7 @@ import datetime as _dt
 import logging
 import queue
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -104,6 +105,21 @@ class LockedSocket:
 _STOP = object()
 
 
+def text_frame(text: str) -> bytes:
+    """A server's text frame carrying ``text`` (RFC 6455: final, unmasked). Without an
+    extension (compression) negotiated, every connection sends these same bytes, so a
+    broadcast builds them once for all its recipients instead of once per connection."""
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 class _Rest(bytes):
     """The unwritten end of a frame the sender began: the writer finishes it first."""
 
@@ -168,6 +184,10 @@ class Connection:
         self._writer_busy = False
         sock = getattr(ws, "sock", None)
         self._direct = isinstance(sock, LockedSocket) and hasattr(ws, "ws")
+        # The handshake offered no compression, so none was negotiated: this connection's
+        # text frames are plain, the same bytes as every other such connection's.
+        offered = (getattr(ws, "environ", None) or {}).get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        self._plain_frames = self._direct and "permessage-deflate" not in str(offered).lower()
         self._closed = threading.Event()
         #: Set once closing is complete (close frame written or socket shut down).
         self._finished = threading.Event()
@@ -225,8 +245,10 @@ class Connection:
 
     send_json = send
 
-    def send_text(self, text: str) -> bool:
-        """Queue a frame that is already JSON text (a broadcast encodes once for all)."""
+    def send_text(self, text: str, frame: bytes | None = None) -> bool:
+        """Queue a frame that is already JSON text (a broadcast encodes once for all;
+        ``frame``: its :func:`text_frame`, which a connection without compression sends as
+        it is)."""
         if self._closed.is_set():
             return False
         started = self._sending_since
@@ -236,7 +258,7 @@ class Connection:
         with self._order_lock:
             if self._closed.is_set():
                 return False
-            if self._direct and not self._writer_busy and self._write_directly(text):
+            if self._direct and not self._writer_busy and self._write_directly(text, frame):
                 return True
             try:
                 self._queue.put_nowait(text)
@@ -250,7 +272,7 @@ class Connection:
             return False
         return True
 
-    def _write_directly(self, text: str) -> bool:
+    def _write_directly(self, text: str, frame: bytes | None = None) -> bool:
         """Write the frame on the caller's thread if the socket takes it at once — the usual
         case, which spares a thread switch per client and per message. What the socket
         cannot take now is left to the writer thread, with the socket still reserved for
@@ -261,7 +283,8 @@ class Connection:
         try:
             if not self.ws.connected:
                 raise OSError("closed")
-            frame = self.ws.ws.send(TextMessage(data=text))
+            if frame is None or not self._plain_frames:
+                frame = self.ws.ws.send(TextMessage(data=text))
             written = sock.send_now(frame)
         except Exception as exc:  # the client went away
             sock.lock.release()

@@ -49,6 +49,7 @@ from .connection import (
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
     Connection,
+    text_frame,
 )
 from .membership import ChannelTable
 
@@ -491,9 +492,10 @@ class WebSocketManager:
         else:
             with self._lock:
                 recipients = list(self._connections.values())
+        frame = text_frame(event.data) if len(recipients) > 1 else None
         for connection in recipients:
             if event.reaches(connection.id, connection.user_id):
-                connection.send_text(event.data)
+                connection.send_text(event.data, frame)
 
     def _on_control(self, event: Event) -> None:
         """A control event: close the connections whose login it revokes — at once (no
