@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from mdb_sync.realtime import Event
 
@@ -212,10 +215,6 @@ class DeflateClient:
     client side over a plain socket): the server compresses each frame for it."""
 
     def __init__(self, base: str, path: str) -> None:
-        from wsproto import ConnectionType, WSConnection
-        from wsproto.events import AcceptConnection, Request
-        from wsproto.extensions import PerMessageDeflate
-
         host, port = base.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=30)
         self.ws = WSConnection(ConnectionType.CLIENT)
@@ -238,8 +237,6 @@ class DeflateClient:
         return self._pending.pop(0)
 
     def receive_json(self) -> Any:
-        from wsproto.events import TextMessage
-
         text = ""
         while True:
             event = self._next_event()

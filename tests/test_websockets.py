@@ -621,6 +621,10 @@ def test_websockets_can_be_left_off_and_bad_options_are_refused(factory, tmp_pat
         ("MDB_WEBSOCKET_SEND_TIMEOUT", "1"),
         ("MDB_WEBSOCKET_MAX_CONNECTIONS", 0),
         ("MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER", "16"),
+        ("MDB_WEBSOCKET_LIMITS_SCOPE", "global"),
+        ("MDB_WEBSOCKET_LEASE_TTL", 0.5),
+        ("MDB_WEBSOCKET_MAX_CHANNELS", 0),
+        ("MDB_WEBSOCKET_MAX_CHANNELS_PER_CONNECTION", "64"),
     ):
         with pytest.raises(ConfigurationError, match=key):
             factory(MDB(), name="bad", **{key: value})

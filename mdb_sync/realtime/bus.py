@@ -2,7 +2,8 @@
 
 ``engine.events.publish(slug, message)`` hands the event at once to this process's
 subscribers of ``slug`` (no database round trip before local delivery), then inserts it into
-the engine-internal capped collection ``mdb_events``. Every other process using the
+the engine-internal bounded collection ``mdb_events`` (capped, or plain and trimmed where
+capped inserts are slow: :mod:`mdb_sync.realtime.store`). Every other process using the
 database — web workers, Celery workers, scripts — that has subscribers for ``slug`` tails that
 collection (:mod:`mdb_sync.realtime.listener`) and hands the event to its own subscribers.
 A process never receives its own events twice: each bus has an ``origin`` id, and events of
@@ -13,6 +14,9 @@ was published for, listeners ask the server only for the apps they serve, and an
 handed only to subscribers of its own ``app_id``. One publisher's events arrive in the order
 it published them (a single insert stream, read in insertion order). Apps never see the
 collection: ``mdb`` is a reserved slug, so no scoped database can name it.
+
+``publish(slug, message, channel=name)`` makes a *channel* event: only the connections that
+joined that channel of the app receive it (:mod:`mdb_sync.realtime.channels`).
 
 Besides messages, the bus carries the server's *control* events (:meth:`EventBus.publish_control`:
 e.g. "close the connections of these revoked credentials"), in the same stream and so in the
