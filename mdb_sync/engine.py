@@ -15,7 +15,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import OperationFailure, PyMongoError
 
-from . import embedded
+from . import context, embedded
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
@@ -64,8 +63,11 @@ SHUTDOWN_FLUSH_TIMEOUT = 2.0
 CLOSE_TIMEOUT = 1.0
 #: Longest wait of :meth:`MongoDBEngine.shutdown` for the embedded server's lock (seconds).
 SHUTDOWN_LOCK_TIMEOUT = 15.0
+#: Scoped databases cached per engine (oldest dropped first) and physical collections whose
+#: ``app_id`` index this process already ensured: bounded whatever names requests bring.
+SCOPED_CACHE_SIZE = 1024
+APP_ID_INDEX_CACHE_SIZE = 4096
 
-_ENGINES: weakref.WeakSet[MongoDBEngine] = weakref.WeakSet()
 _URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
 
 
@@ -153,7 +155,7 @@ class MongoDBEngine:
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
         self._events: Any = None
-        _ENGINES.add(self)
+        context.track_engine(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -486,6 +488,8 @@ class MongoDBEngine:
             auto_index=auto_index,
         )
         with self._lock:
+            if len(self._scoped) >= SCOPED_CACHE_SIZE and key not in self._scoped:
+                del self._scoped[next(iter(self._scoped))]
             self._scoped[key] = (db, time.monotonic())
         return db
 
@@ -659,6 +663,8 @@ class MongoDBEngine:
             log.warning("could not create the app_id index on %s: %s", key, exc)
             return
         with self._lock:
+            if len(self._app_id_indexed) >= APP_ID_INDEX_CACHE_SIZE:
+                self._app_id_indexed.pop()  # an arbitrary one: it costs one createIndex again
             self._app_id_indexed.add(key)
 
     def _forget_app_id_index(self, raw: Collection[Any]) -> None:
@@ -693,7 +699,10 @@ class MongoDBEngine:
     def record_operation(
         self, name: str, duration_ms: float, success: bool = True, app: str | None = None
     ) -> None:
-        """Record a custom operation in the engine's metrics (e.g. ``"report.build"``)."""
+        """Record a custom operation in the engine's metrics (e.g. ``"report.build"``);
+        ``app`` defaults to the app of the current context (the request's or task's)."""
+        if app is None:
+            app = context.get_app_id()
         self.metrics.record_operation(name, duration_ms, success, app)
 
     def get_metrics(self) -> dict[str, Any]:
@@ -703,6 +712,28 @@ class MongoDBEngine:
     def metrics_text(self) -> str:
         """The metrics in the Prometheus text exposition format, for a scrape endpoint."""
         return self.metrics.prometheus_text()
+
+    def cache_info(self) -> dict[str, dict[str, int]]:
+        """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
+        ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
+        ``app_id_indexes``, ``unknown_slugs``, ``registered_apps`` (no limit: the apps you
+        registered) and ``query_shapes``. None of them grows with what requests ask for."""
+        from .scoping.database import COLLECTION_CACHE_SIZE
+
+        with self._lock:
+            databases = [db for db, _ in self._scoped.values()]
+            info = {
+                "scoped_databases": {"size": len(self._scoped), "limit": SCOPED_CACHE_SIZE},
+                "collections_per_database": {
+                    "size": max((db._cached_collections() for db in databases), default=0),
+                    "limit": COLLECTION_CACHE_SIZE,
+                },
+                "app_id_indexes": {
+                    "size": len(self._app_id_indexed),
+                    "limit": APP_ID_INDEX_CACHE_SIZE,
+                },
+            }
+        return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
 
     def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also
@@ -749,12 +780,12 @@ def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
 
 
 def _after_fork_in_child() -> None:
-    for engine in list(_ENGINES):
+    for engine in context.live_engines():
         engine._after_fork_in_child()
 
 
 def _shutdown_all() -> None:
-    for engine in list(_ENGINES):
+    for engine in context.live_engines():
         with contextlib.suppress(Exception):  # interpreter exit: best effort
             engine.shutdown()
 

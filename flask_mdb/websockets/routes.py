@@ -297,8 +297,7 @@ def _before_websocket() -> Response | None:
     if endpoint is None or endpoint.path != registered.path:
         return _refuse(404, "NotFound", f"app {slug!r} no longer serves this websocket endpoint")
     bound = binding.Binding(slug, state, "websocket", slug_state)
-    request.environ[binding.ENVIRON_KEY] = bound
-    binding.push_binding(bound)  # reset with the request's own binding at teardown
+    binding.push_binding(bound)  # reset with the request's own context at teardown
     # The request's hooks ran with the app bound before (MDB_APP_SLUG's, say) and may have
     # cached its auth and user: this endpoint authenticates against its own app.
     reset_identity()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 
+from .._pymongo_seam import cursor_query
 from ..exceptions import QueryValidationError, ResourceLimitExceeded
 
 if TYPE_CHECKING:
@@ -58,10 +59,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             "app": self._mdb_scoped.database.app_slug,
             "collection": self._mdb_scoped.name,
             "filter": self._mdb_user_filter or {},
-            "projection": self._projection,
-            "sort": dict(self._ordering) if self._ordering else None,
-            "skip": self._skip,
-            "limit": self._limit,
+            **cursor_query(self),
         }
 
     def __repr__(self) -> str:
