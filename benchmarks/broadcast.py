@@ -65,8 +65,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUG = "bench_live"
-#: The main branch before channels, cross-process limits and the plain event store.
-DEFAULT_BASELINE = "d7b40f4"
+#: The main branch before channels, cross-process limits and the plain event store (as merged
+#: into: main at the 'context' merge; d7b40f4 is where this work started).
+DEFAULT_BASELINE = "3aa010f"
 
 
 def now() -> float:
