@@ -39,6 +39,11 @@ class ConfigurationError(MongoDBEngineError, ValueError):
     """An engine, extension or service option is missing or has a bad value."""
 
 
+class AuthNotConfiguredError(ConfigurationError):
+    """Something needs an app's auth (a ``@login_required`` view, say) but the app's
+    manifest has no ``auth`` block; ``context["app"]`` names the app."""
+
+
 class EngineNotInitializedError(MongoDBEngineError, RuntimeError):
     """The engine was used before :meth:`MongoDBEngine.initialize` or after ``shutdown``."""
 
@@ -78,6 +83,11 @@ class AppNotActiveError(MongoDBEngineError, PermissionError):
 
 class AppConflictError(MongoDBEngineError, ValueError):
     """An app cannot be registered because its physical names could collide with another's."""
+
+
+class AppVersionConflictError(AppConflictError):
+    """An app's registry record changed (another process or thread wrote it) after the
+    version a compare-and-set change was computed from."""
 
 
 class ManifestValidationError(MongoDBEngineError, ValueError):
@@ -321,7 +331,9 @@ __all__ = [
     "AppConflictError",
     "AppNotActiveError",
     "AppNotFoundError",
+    "AppVersionConflictError",
     "AuthError",
+    "AuthNotConfiguredError",
     "AuthenticationError",
     "AuthorizationError",
     "ChannelLimitExceeded",
