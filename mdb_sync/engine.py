@@ -28,6 +28,8 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from . import context, embedded
 from . import uri as uri_helpers
+from .app_services import AppServices
+from .catalog import AppCatalog
 from .deprecation import renamed_parameters
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
@@ -40,8 +42,10 @@ from .exceptions import (
 from .indexes.auto import AutoIndexManager
 from .manifest.model import DataAccess
 from .observability.metrics import MetricsCollector
+from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+from .scoping.names import APPS_COLLECTION
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +147,17 @@ class MongoDBEngine:
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
         self._app_id_indexed: set[str] = set()
-        self.registry = AppRegistry(self)
+        #: The registered apps (:mod:`mdb_sync.catalog`): the only owner of ``apps_config``.
+        self.catalog = AppCatalog(
+            lambda: self._raw_collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
+        )
+        #: The registration workflow (:mod:`mdb_sync.registration`).
+        self.registration = Registration(self, self.catalog, self._raw_collection)
+        #: Everything derived from an app's manifest, keyed by its record's version
+        #: (:mod:`mdb_sync.app_services`).
+        self.app_services = AppServices(self.catalog)
+        #: The registry as one object (a facade over ``catalog`` and ``registration``).
+        self.registry = AppRegistry(self.catalog, self.registration)
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
@@ -180,7 +194,7 @@ class MongoDBEngine:
                     f"cannot reach MongoDB at {host}: {exc}", context={"host": host}
                 ) from exc
             self._initialized = True
-        self.registry.load()
+        self.catalog.load()
         log.info("engine ready on %s, database %r", self.describe_server(), self._db_name)
         return self
 
@@ -196,6 +210,7 @@ class MongoDBEngine:
             self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
+        self.app_services.clear()
         with self._lock:
             self._initialized = False
             self._scoped.clear()
@@ -421,7 +436,8 @@ class MongoDBEngine:
         self._scoped = {}
         if self._watch is not None:
             self._watch._after_fork_in_child()
-        self.registry._after_fork_in_child()
+        self.catalog.after_fork_in_child()
+        self.app_services.after_fork_in_child()
         self.metrics._after_fork_in_child()
         self.auto_indexes._after_fork_in_child()
         if self._events is not None:
@@ -465,8 +481,8 @@ class MongoDBEngine:
         cached = self._scoped.get(key)
         if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
             return cached[0]
-        record = self.registry.require_usable(slug)
-        access = DataAccess.from_dict((record.get("manifest") or {}).get("data_access"))
+        record = self.registration.require_usable(slug)
+        access = record.typed_manifest.data_access
         if read_scopes is None and access.read_scopes:
             read_scopes = [slug, *access.read_scopes]
         if read_scopes is not None:
@@ -548,7 +564,7 @@ class MongoDBEngine:
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
         self._require_initialized()
-        result = self.registry.register(
+        result = self.registration.register(
             manifest,
             create_indexes=create_indexes,
             replace_indexes=replace_conflicting_indexes,
@@ -560,7 +576,8 @@ class MongoDBEngine:
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
         self._require_initialized()
-        return self.registry.get_manifest(slug)
+        record = self.catalog.get(slug)
+        return dict(record.manifest) if record is not None else None
 
     def list_apps(self, status: str | None = None) -> list[dict[str, Any]]:
         """Registered apps (manifests), optionally only those with ``status``."""
@@ -571,13 +588,14 @@ class MongoDBEngine:
         """Re-read the registry from the database; return the number of active apps."""
         self._require_initialized()
         self._scoped.clear()
-        return self.registry.load()
+        return self.catalog.load()
 
     def unregister_app(self, slug: str) -> bool:
         """Remove ``slug`` from the registry (its data is kept). True if it was registered."""
         self._require_initialized()
         self._forget_scoped(slug)
-        return self.registry.unregister(slug)
+        self.app_services.forget(slug)
+        return self.registration.unregister(slug)
 
     def _forget_scoped(self, slug: str) -> None:
         # Grants and policies of one app shape other apps' scoped databases: start afresh.
@@ -708,8 +726,10 @@ class MongoDBEngine:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
         ``app_id_indexes``, ``vector_index_states`` (search indexes known ready or missing),
-        ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered) and
-        ``query_shapes``. None of them grows with what requests ask for."""
+        ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered),
+        ``app_services`` (what is derived from each app's manifest: auth, AI services, metrics
+        settings, CORS, websockets) and ``query_shapes``. None of them grows with what
+        requests ask for."""
         from .scoping.database import COLLECTION_CACHE_SIZE
 
         with self._lock:
@@ -732,7 +752,12 @@ class MongoDBEngine:
             if vector_search is not None
             else {"size": 0, "limit": 0}
         )
-        return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
+        return {
+            **info,
+            **self.catalog.cache_info(),
+            **self.app_services.cache_info(),
+            **self.auto_indexes.cache_info(),
+        }
 
     def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also

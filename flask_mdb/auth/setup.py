@@ -144,6 +144,7 @@ def init_auth(app: Flask, state: MDBState) -> None:
         )
         theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
+    current.offer_auth_defaults(state, app)
     app.before_request(guard)
     app.after_request(finish)
     register_identity_resolver(app, _session_identity)
@@ -188,7 +189,7 @@ def setup_auth_from_manifest(
             raise ConfigurationError(f"setup_auth_from_manifest: app {slug!r} is not registered")
         check_startup(app, state, [manifest])
         with app.app_context():
-            record = engine.registry.get_record(slug) or {}
+            record = engine.registry.require_usable(slug)
             slug_state = state.slug_state(slug, record)
             state.per_slug(slug_state, "auth", lambda ss: current.build_service(state, ss))
 

@@ -16,12 +16,9 @@ Everything comes from the app's registered manifest (``auth``, ``token_managemen
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -1042,35 +1039,19 @@ def tracking_of(users: AppUserStore, doc: Mapping[str, Any]) -> dict[str, Any]:
     return {key: source.get(key) for key in TRACKING if key in source}
 
 
-# --- a cache for scripts and workers -------------------------------------------------------------
-
-_lock = threading.Lock()
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AuthService]] = (
-    weakref.WeakKeyDictionary()
-)
+# --- the app's service for scripts and workers ---------------------------------------------------
 
 
 def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthService:
-    """The :class:`AuthService` of ``slug``, cached per engine, process, client and manifest
-    (re-registering the manifest or restarting the engine builds a new one)."""
+    """The :class:`AuthService` of ``slug`` from the engine's per-app cache
+    (:mod:`mdb_sync.app_services`): one object per app state and options, shared with the
+    Flask extension on the same engine (without ``options``, the extension's — when one is
+    installed — are used), rebuilt when the app's record changes in any process."""
+    from ..app_services import auth_service_of, options_key
+
     engine._require_initialized()
-    manifest = engine.get_app(slug) or {}
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [manifest.get("auth"), manifest.get("token_management"), manifest.get("developer_id")],
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()
-    option_key = tuple(sorted((k, repr(v)) for k, v in options.items()))
-    key = (slug, os.getpid(), id(engine.client), fingerprint, option_key)
-    with _lock:
-        cached = _cache.setdefault(engine, {}).get(key)
-    if cached is not None:
-        return cached
-    service = AuthService(engine, slug, **options)
-    with _lock:
-        services = _cache.setdefault(engine, {})
-        for stale in [k for k in services if k[0] == slug and k != key]:
-            del services[stale]
-        return services.setdefault(key, service)
+    defaults = engine.app_services.auth_defaults
+    if not options and defaults is not None:
+        key, options = defaults(slug)
+        return auth_service_of(engine, slug, key, options)
+    return auth_service_of(engine, slug, options_key(options), options)

@@ -273,11 +273,11 @@ class AutoIndexManager:
     # --- the query path (caller's thread: keep it cheap) --------------------------------------
 
     def _settings(self, slug: str) -> tuple[int, int] | None:
-        record = self._engine.registry._apps.get(slug)
-        flag = (record.get("manifest") or {}).get("auto_index", True) if record else True
+        record = self._engine.catalog.cached(slug)
+        flag = record.manifest.get("auto_index", True) if record else True
         if flag is True:  # the common case, without building anything
             return self.threshold, self.max_per_collection
-        settings = AutoIndex.from_value(flag)
+        settings = record.typed_manifest.auto_index if record else AutoIndex.from_value(flag)
         if not settings.enabled:
             return None
         return (

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .schema import CURRENT_SCHEMA_VERSION
-
+#: :data:`mdb_sync.manifest.schema.CURRENT_SCHEMA_VERSION` (not imported: the schemas import
+#: the index specs, whose package reads this module; a test keeps the two equal).
+CURRENT_SCHEMA_VERSION = "2.0"
 #: ``websockets.<name>`` defaults (the schema's, for manifests stored before they existed).
 DEFAULT_PING_INTERVAL = 30
 DEFAULT_MAX_MESSAGE_SIZE = 65_536
