@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import MongoClient, uri_parser
@@ -30,6 +30,7 @@ from . import context, embedded
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
+    EmbeddedServerError,
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMongoURI,
@@ -39,6 +40,10 @@ from .indexes.auto import AutoIndexManager
 from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+
+if TYPE_CHECKING:
+    from .ai import EmbeddingService, LLMService, MemoryService
+    from .realtime import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +159,7 @@ class MongoDBEngine:
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
-        self._events: Any = None
+        self._events: EventBus | None = None
         context.track_engine(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -299,7 +304,7 @@ class MongoDBEngine:
         elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
             try:
                 embedded.release(server.base_dir, lock_timeout=SHUTDOWN_LOCK_TIMEOUT)
-            except embedded.EmbeddedServerError as exc:
+            except EmbeddedServerError as exc:
                 # The lease stays until this process exits; the supervisor reaps it then.
                 log.warning("could not release the embedded server: %s", exc)
         self._embedded_lease_pid = None
@@ -596,20 +601,20 @@ class MongoDBEngine:
 
     # --- AI services --------------------------------------------------------------------------
 
-    def get_llm_service(self, slug: str) -> Any:
+    def get_llm_service(self, slug: str) -> LLMService:
         """The :class:`~mdb_sync.ai.LLMService` of ``slug``, from its manifest's
         ``llm_config`` and the environment (cached; rebuilt when either changes)."""
         from .ai.services import llm_service_for
 
         return llm_service_for(self, slug)
 
-    def get_embedding_service(self, slug: str) -> Any:
+    def get_embedding_service(self, slug: str) -> EmbeddingService:
         """The :class:`~mdb_sync.ai.EmbeddingService` of ``slug`` (``embedding_config``)."""
         from .ai.services import embedding_service_for
 
         return embedding_service_for(self, slug)
 
-    def get_memory_service(self, slug: str) -> Any:
+    def get_memory_service(self, slug: str) -> MemoryService:
         """The :class:`~mdb_sync.ai.MemoryService` of ``slug`` (``memory_config``)."""
         from .ai.services import memory_service_for
 
@@ -618,7 +623,7 @@ class MongoDBEngine:
     # --- realtime -----------------------------------------------------------------------------
 
     @property
-    def events(self) -> Any:
+    def events(self) -> EventBus:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
         if self._events is None:

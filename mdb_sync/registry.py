@@ -21,6 +21,7 @@ slugs cannot grow it; registered apps are cached in full (they are what was regi
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import logging
 import threading
@@ -162,7 +163,7 @@ class AppRegistry:
                 "unknown_slugs": {"size": len(self._missing), "limit": MISSING_CACHE_SIZE},
             }
 
-    def slugs(self) -> list[str]:
+    def slugs(self) -> builtins.list[str]:
         with self._lock:
             return sorted(self._apps)
 
@@ -236,7 +237,7 @@ class AppRegistry:
     def _locks(self) -> Collection[Any]:
         return self._engine._raw_collection(LOCKS_COLLECTION)
 
-    def _raise_conflict(self, slug: str, others: list[str]) -> None:
+    def _raise_conflict(self, slug: str, others: builtins.list[str]) -> None:
         raise AppConflictError(
             f"app {slug!r} cannot be registered next to {', '.join(map(repr, others))}: their "
             "physical collection names could collide (e.g. 'my' + 'app_tasks' and 'my_app' + "
@@ -245,7 +246,7 @@ class AppRegistry:
             context={"app": slug, "conflicts": others},
         )
 
-    def _lookup(self, slug: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def _lookup(self, slug: str) -> tuple[dict[str, Any] | None, builtins.list[dict[str, Any]]]:
         """The stored record of ``slug`` and the records whose slugs overlap it.
 
         Two indexed queries: ``$in`` over the slug and its ``_``-prefixes (``a_b_c``: ``a``,
@@ -278,7 +279,9 @@ class AppRegistry:
         self.collection.update_many({"slug": {"$exists": False}}, [{"$set": {"slug": "$_id"}}])
         self._indexed = True
 
-    def _live_conflicts(self, others: list[dict[str, Any]], clean: bool = False) -> list[str]:
+    def _live_conflicts(
+        self, others: builtins.list[dict[str, Any]], clean: bool = False
+    ) -> builtins.list[str]:
         """Slugs of ``others`` that block a registration: registered apps and first
         registrations still running. Abandoned claims do not count (and are removed when
         ``clean``, which is only done under the segment lock)."""
@@ -426,7 +429,7 @@ class AppRegistry:
         create_indexes: bool,
         replace_indexes: bool,
         search_index_timeout: float | None,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
+    ) -> tuple[dict[str, Any], builtins.list[dict[str, Any]], builtins.list[dict[str, Any]]] | None:
         """Apply collection settings and indexes, then write the record: the first
         registration's (``claim``) or an update of ``existing``. Returns ``(record,
         collections, index outcomes)``, or None when the app was unregistered meanwhile."""

@@ -14,6 +14,7 @@ removed by ``mdb cleanup --exports DIR`` (:mod:`.leftovers`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,7 @@ Progress = Callable[[int, int], None]
 def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
     """``listCollections`` entries of the physical collections owned by ``slug``."""
     prefix = slug + "_"
-    owned = []
+    owned: list[dict[str, Any]] = []
     for info in engine._database().list_collections():
         name = info["name"]
         if not name.startswith(prefix) or logical_name(slug, name) is None:
@@ -43,7 +44,7 @@ def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
         owner = engine.registry.slug_for_physical(name)
         if owner not in (slug, None):  # another registered app's ("my" vs "my_app")
             continue
-        owned.append(info)
+        owned.append(dict(info))
     return sorted(owned, key=lambda info: info["name"])
 
 
@@ -59,7 +60,7 @@ def count_app_documents(engine: MongoDBEngine, slug: str) -> int:
 def export_app(
     engine: MongoDBEngine,
     slug: str,
-    directory: str | Path,
+    directory: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
