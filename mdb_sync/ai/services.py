@@ -15,7 +15,8 @@ import json
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..exceptions import ConfigurationError
 from .config import EmbeddingConfig, LLMConfig, MemoryConfig
@@ -35,6 +36,7 @@ _ENV_KEYS = (
     "MDB_LLM_BASE_URL",
 )
 _lock = threading.Lock()
+_S = TypeVar("_S")
 _cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 
 
@@ -49,10 +51,10 @@ def _cached(
     engine: MongoDBEngine,
     kind: str,
     slug: str,
-    sections: dict,
-    build: Any,
+    sections: dict[str, Any],
+    build: Callable[[], _S],
     env_keys: list[str] | tuple[str, ...] = (),
-) -> Any:
+) -> _S:
     fingerprint = json.dumps(sections, sort_keys=True, default=str)
     env = tuple(os.environ.get(k) for k in sorted({*_ENV_KEYS, *env_keys}))
     # The client's identity: services hold scoped collections bound to it, which must not
@@ -68,7 +70,8 @@ def _cached(
             for k in stale:
                 del services[k]
             service = services.setdefault(key, service)
-    return service
+    # The key's first element (kind) fixes what was built for it: the type of build().
+    return cast(_S, service)
 
 
 def _disabled(slug: str, section: str) -> ConfigurationError:
@@ -79,7 +82,7 @@ def _disabled(slug: str, section: str) -> ConfigurationError:
     )
 
 
-def _llm_config(slug: str, sections: dict) -> LLMConfig:
+def _llm_config(slug: str, sections: dict[str, Any]) -> LLMConfig:
     config = LLMConfig.from_manifest(sections["llm_config"], app=slug)
     config.require_ready(slug)
     return config
@@ -179,7 +182,7 @@ def _local_without_chat(config: LLMConfig, model: str) -> bool:
 
 
 def embedding_service_for_memory(
-    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict
+    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict[str, Any]
 ) -> EmbeddingService:
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""
