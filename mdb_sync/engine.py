@@ -144,7 +144,7 @@ class MongoDBEngine:
         self._embedded: embedded.EmbeddedServer | None = None
         self._embedded_lease_pid: int | None = None
         self._embedded_owner_pid: int | None = None
-        self._client: MongoClient[Any] | None = None
+        self._client: MongoClient[dict[str, Any]] | None = None
         self._client_pid: int | None = None
         # Bumped for every new client (a forked child's, a re-attached embedded server's):
         # scoped collections rebuild their pymongo collections when it changes.
@@ -357,7 +357,7 @@ class MongoDBEngine:
     # --- the client ---------------------------------------------------------------------------
 
     @property
-    def client(self) -> MongoClient[Any]:
+    def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
         client = self._client
         if client is not None and self._client_pid == os.getpid():
@@ -375,7 +375,7 @@ class MongoDBEngine:
         shared across processes."""
         return self._client_pid
 
-    def _make_client(self) -> MongoClient[Any]:
+    def _make_client(self) -> MongoClient[dict[str, Any]]:
         if self._uri is None:
             raise EngineNotInitializedError("the engine is not initialized: call initialize()")
         if (
@@ -393,7 +393,7 @@ class MongoDBEngine:
                 # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
                 uri_parser.parse_uri(self._uri, warn=False)
             options = {**self.client_settings(), "event_listeners": self._client_event_listeners()}
-            client: MongoClient[Any] = MongoClient(self._uri, **options)
+            client: MongoClient[dict[str, Any]] = MongoClient(self._uri, **options)
         except (PyMongoConfigurationError, ValueError, TypeError) as exc:
             host = describe_uri(self._uri)
             raise InvalidMongoURI(
@@ -440,11 +440,11 @@ class MongoDBEngine:
         if self._events is not None:
             self._events._after_fork_in_child()
 
-    def _database(self) -> Database[Any]:
+    def _database(self) -> Database[dict[str, Any]]:
         self._check_embedded()
         return self.client[self.db_name]
 
-    def _raw_collection(self, physical: str) -> Collection[Any]:
+    def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
         return self._database()[physical]
 
     def _start_session(self, **kwargs: Any) -> Any:

@@ -40,6 +40,8 @@ from .config import AuthConfig
 from .users import public_view
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from .service import AuthService
 
 #: Seconds a hand-off code lives (the browser needs one redirect to use it).
@@ -136,7 +138,7 @@ class HandOffs:
         self.auth = auth
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.auth.engine, store.HANDOFFS)
 
     @staticmethod

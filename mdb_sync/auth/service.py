@@ -23,7 +23,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo.errors import DuplicateKeyError
 
@@ -286,7 +286,7 @@ class AuthService:
             try:
                 if not stored:
                     self.check_password(clear, email)
-                    stored = self.hasher.hash(clear)
+                    stored = self.hasher.hash(str(clear))
                 self._create_user(
                     email,
                     stored,
@@ -508,7 +508,7 @@ class AuthService:
             log.warning("app %r: an account was locked after repeated failed sign-ins", self.slug)
             self.audit("account_locked")
 
-    def _failed(self, reservation: Reservation | None = None) -> Any:
+    def _failed(self, reservation: Reservation | None = None) -> NoReturn:
         """Refuse a login; a wrong password (or an unknown email) counts towards the email's
         lockout, whether or not an account has it."""
         self._settle_failure(reservation)
@@ -901,7 +901,11 @@ class AuthService:
     # --- sessions -------------------------------------------------------------------------------
 
     def start_session(
-        self, user: dict[str, Any], *, remember: bool = False, fingerprint: dict | None = None
+        self,
+        user: dict[str, Any],
+        *,
+        remember: bool = False,
+        fingerprint: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         sessions = self.sessions
         if sessions is None:
@@ -909,7 +913,7 @@ class AuthService:
         return sessions.create(user, remember=remember, fingerprint=fingerprint)
 
     def load_session(
-        self, sid: Any, fingerprint: dict | None = None
+        self, sid: Any, fingerprint: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """``(session, user)`` of a live session id, or None. A session whose user changed
         password or was deactivated since is ended here."""

@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..auth.demo_users import hash_demo_passwords
 from ..exceptions import AppNotFoundError, PortabilityError
@@ -156,7 +156,11 @@ def _export_collection(
     raw = engine._raw_collection(info["name"])
     documents = written = 0
     with open(staging / f"{logical}{layout.BSON_SUFFIX}", "wb") as fh:
-        for batch in raw.find_raw_batches({"app_id": slug}, batch_size=batch_size):
+        # Raw batches are BSON bytes; pymongo's stubs give them the collection's document type.
+        batches = cast(
+            "Iterable[bytes]", raw.find_raw_batches({"app_id": slug}, batch_size=batch_size)
+        )
+        for batch in batches:
             fh.write(batch)
             count = rawbson.count_documents(batch)
             documents += count

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .. import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ...engine import MongoDBEngine
 
 #: Length bounds of a ``state`` or browser key accepted from a request.
@@ -44,7 +46,7 @@ class PendingSignIns:
         self.ttl = ttl
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.OAUTH_STATES)
 
     def _id(self, state: str) -> str:
@@ -88,4 +90,4 @@ class PendingSignIns:
         expires = store.aware((doc or {}).get("expires_at"))
         if doc is None or expires is None or expires <= store.now():
             return None
-        return doc  # type: ignore[no-any-return]
+        return doc
