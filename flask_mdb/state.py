@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, current_app
 
@@ -42,6 +42,9 @@ class SlugState:
     #: the app is re-registered or reloaded, which is how a stale entry is recognised.
     source: Any
     values: dict[str, Any] = field(default_factory=dict)
+
+
+_T = TypeVar("_T")
 
 
 class MDBState:
@@ -122,10 +125,11 @@ class MDBState:
             self._slugs[slug] = fresh
         return fresh
 
-    def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], Any]) -> Any:
+    def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], _T]) -> _T:
         """``slug_state.values[name]``, built once per manifest version with ``build``."""
         try:
-            return slug_state.values[name]
+            # What is stored under ``name`` is what its one builder returns.
+            return cast(_T, slug_state.values[name])
         except KeyError:
             value = slug_state.values[name] = build(slug_state)
             return value
@@ -136,7 +140,8 @@ def get_state(app: Flask | None = None) -> MDBState:
     if app is None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return app.extensions["mdb"]  # type: ignore[no-any-return]
+        state: MDBState = app.extensions["mdb"]
+        return state
     except KeyError:
         raise RuntimeError(
             f"the MDB extension is not registered on the Flask app {app.name!r}: "

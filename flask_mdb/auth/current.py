@@ -261,7 +261,7 @@ def get_current_user() -> AuthUser | None:
     """The signed-in user of the request (session cookie or bearer token), or None."""
     if not has_request_context():
         return None
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     return user if isinstance(user, AuthUser) and user.is_authenticated else None
 
 
@@ -369,7 +369,7 @@ def _binding(auth: AuthService, create: bool) -> str | None:
     session, so a token minted for another identity (a planted seed) never fits."""
     user = None
     if request.cookies.get(session_cookie_name(auth)) or flask_login_cookie():
-        user = current_user._get_current_object()  # type: ignore[attr-defined]  # loads the session
+        user = current_user._get_current_object()  # loads the session
     state = ensure_state()
     if state.session is not None:
         return "s:" + str(state.session.get("csrf"))

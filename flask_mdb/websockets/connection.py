@@ -20,11 +20,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsproto.events import TextMessage
 
 from mdb_sync.realtime import encode_message
+
+if TYPE_CHECKING:
+    from .credentials import Credentials
 
 log = logging.getLogger("flask_mdb.websockets")
 
@@ -166,7 +169,7 @@ class Connection:
         self._close_lock = threading.Lock()
         self._on_drop = on_drop
         self.close_reason: str | None = None
-        self.credentials: Any = None
+        self.credentials: Credentials | None = None
         self.revoked: tuple[int, str] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name=f"mdb-ws-writer-{self.id[:8]}", daemon=True

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +94,7 @@ def check_pair(auth: AuthService, hub: str, app: str) -> str:
     return callback_url(registered)
 
 
-def check_manifests(manifests: list[Mapping[str, Any]]) -> None:
+def check_manifests(manifests: Sequence[Mapping[str, Any]]) -> None:
     """Refuse (``ConfigurationError``) shared apps among ``manifests`` that do not agree with
     each other: a hub listing an app that names another hub (or none), a related app naming a
     hub that does not list it. Apps whose partner is not among ``manifests`` are checked at

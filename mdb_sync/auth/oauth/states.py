@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .. import store
 
@@ -33,7 +33,7 @@ def new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def valid_key(value: Any) -> bool:
+def valid_key(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and MIN_KEY <= len(value) <= MAX_KEY and value.isascii()
 
 
