@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
+from ..context import current_engine
 from ..exceptions import ScopeError
 from ..scoping.names import physical_name
 from ..signals import index_created, index_failed
@@ -501,7 +502,6 @@ def run_index_creation_for_collection(
     path; registering a manifest does this for its declared indexes. ``app_slug`` must be the
     collection's own app; ``engine`` defaults to the process's engine."""
     from ..manifest import validate_manifest
-    from ..realtime import engine_for
 
     database = getattr(collection, "database", None)
     slug = getattr(database, "app_slug", None)
@@ -513,4 +513,5 @@ def run_index_creation_for_collection(
             context={"app": app_slug},
         )
     normalized = validate_manifest({"slug": slug, "managed_indexes": {collection.name: indexes}})
-    return ensure_declared_indexes(engine_for(slug, engine), slug, normalized["managed_indexes"])
+    engine = engine if engine is not None else current_engine(slug)
+    return ensure_declared_indexes(engine, slug, normalized["managed_indexes"])
