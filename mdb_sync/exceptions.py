@@ -289,10 +289,24 @@ class InvalidMessageError(RealtimeError, ValueError):
     """A realtime message cannot be sent: JSON cannot carry it, or it lacks what is required."""
 
 
+class InvalidChannelError(InvalidMessageError):
+    """A channel name is not acceptable (see :func:`mdb_sync.realtime.validate_channel`)."""
+
+
+class ChannelRefused(RealtimeError, PermissionError):
+    """A connection may not join a channel: the app's channel authorization refused it."""
+
+
+class ChannelLimitExceeded(RealtimeError, ResourceLimitExceeded):
+    """A connection is in as many channels as allowed, or the app has as many channels in
+    this process as allowed."""
+
+
 class ConnectionLimitExceeded(RealtimeError, ResourceLimitExceeded):
     """A websocket client was refused: the app, the user or the client address already has
-    as many live connections in this process as allowed. ``limit`` names which one
-    (``"app"``, ``"user"`` or ``"address"``)."""
+    as many live connections as allowed (in this process, or in every process when the
+    limits are counted in the database). ``limit`` names which one (``"app"``, ``"user"``
+    or ``"address"``)."""
 
     def __init__(self, message: str, *, limit: str, context: dict[str, Any] | None = None) -> None:
         super().__init__(message, context=context)
@@ -310,6 +324,8 @@ __all__ = [
     "AuthError",
     "AuthenticationError",
     "AuthorizationError",
+    "ChannelLimitExceeded",
+    "ChannelRefused",
     "ConfigurationError",
     "ConnectionLimitExceeded",
     "EmbeddedServerError",
@@ -319,6 +335,7 @@ __all__ = [
     "IndexConflictError",
     "IndexError_",
     "IndexNotSupportedError",
+    "InvalidChannelError",
     "InvalidCollectionName",
     "InvalidMessageError",
     "InvalidMongoURI",
