@@ -84,7 +84,8 @@ def _callable(key: str, value: Any, what: str = "a callable") -> Callable[..., A
             raise _error(key, f"names nothing importable: {value!r}") from exc
     if value is not None and not callable(value):
         raise _error(key, f"must be {what}, not {value!r}")
-    return value
+    checked: Callable[..., Any] | None = value
+    return checked
 
 
 def _resolver(key: str, value: Any) -> Callable[[Any], str | None] | None:

@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 
@@ -42,6 +42,9 @@ class SlugState:
     slug: str
     manifest: Mapping[str, Any]
     key: tuple[str, str, int, int]
+
+
+_T = TypeVar("_T")
 
 
 class MDBState:
@@ -117,7 +120,7 @@ class MDBState:
             cached = AppRecord.from_document(record)  # a record the catalog no longer holds
         return SlugState(slug, cached.manifest, cached.key)
 
-    def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], Any]) -> Any:
+    def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], _T]) -> _T:
         """The value ``name`` derived from ``slug_state``'s manifest, built with ``build``
         once per state of the app, in the engine's per-app cache (``flask.<name>``)."""
         return self.engine.app_services.get(
@@ -130,7 +133,8 @@ def get_state(app: Flask | None = None) -> MDBState:
     if app is None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return app.extensions["mdb"]  # type: ignore[no-any-return]
+        state: MDBState = app.extensions["mdb"]
+        return state
     except KeyError:
         raise RuntimeError(
             f"the MDB extension is not registered on the Flask app {app.name!r}: "

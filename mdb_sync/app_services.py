@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .catalog import AppCatalog, AppRecord
 
 if TYPE_CHECKING:
-    from .auth.service import AuthService
+    pass
 
 T = TypeVar("T")
 
@@ -127,22 +127,5 @@ class AppServices:
 
     def auth_service(self, record: AppRecord, build: Callable[[], T], options: Any = ()) -> T:
         """The auth service of app state ``record`` for ``options`` (hashable: see
-        :func:`options_key`), built by ``build`` once."""
+        :func:`mdb_sync.auth.service.options_key`), built by ``build`` once."""
         return self.get(record, "auth", build, options)
-
-
-def options_key(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    """A hashable key of keyword ``options`` (by ``repr``: objects by identity)."""
-    return tuple(sorted((k, repr(v)) for k, v in options.items()))
-
-
-def auth_service_of(
-    engine: Any, slug: str, key: Hashable, options: Mapping[str, Any]
-) -> AuthService:
-    """The one :class:`~mdb_sync.auth.AuthService` of ``slug`` with ``options`` (identified
-    by ``key``) on ``engine``: what ``get_auth_service`` and the Flask extension return."""
-    from .auth.service import AuthService
-
-    record = engine.registration.require_usable(slug)
-    services: AppServices = engine.app_services
-    return services.auth_service(record, lambda: AuthService(engine, slug, **options), key)

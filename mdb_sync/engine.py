@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import MongoClient, uri_parser
@@ -34,6 +34,7 @@ from .deprecation import renamed_parameters
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
+    EmbeddedServerError,
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMongoURI,
@@ -46,6 +47,10 @@ from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
 from .scoping.names import APPS_COLLECTION
+
+if TYPE_CHECKING:
+    from .ai import EmbeddingService, LLMService, MemoryService
+    from .realtime import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +141,7 @@ class MongoDBEngine:
         self._embedded: embedded.EmbeddedServer | None = None
         self._embedded_lease_pid: int | None = None
         self._embedded_owner_pid: int | None = None
-        self._client: MongoClient[Any] | None = None
+        self._client: MongoClient[dict[str, Any]] | None = None
         self._client_pid: int | None = None
         # Bumped for every new client (a forked child's, a re-attached embedded server's):
         # scoped collections rebuild their pymongo collections when it changes.
@@ -161,7 +166,7 @@ class MongoDBEngine:
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
-        self._events: Any = None
+        self._events: EventBus | None = None
         context.track_engine(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -306,7 +311,7 @@ class MongoDBEngine:
         elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
             try:
                 embedded.release(server.base_dir, lock_timeout=SHUTDOWN_LOCK_TIMEOUT)
-            except embedded.EmbeddedServerError as exc:
+            except EmbeddedServerError as exc:
                 # The lease stays until this process exits; the supervisor reaps it then.
                 log.warning("could not release the embedded server: %s", exc)
         self._embedded_lease_pid = None
@@ -359,7 +364,7 @@ class MongoDBEngine:
     # --- the client ---------------------------------------------------------------------------
 
     @property
-    def client(self) -> MongoClient[Any]:
+    def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
         client = self._client
         if client is not None and self._client_pid == os.getpid():
@@ -377,7 +382,7 @@ class MongoDBEngine:
         shared across processes."""
         return self._client_pid
 
-    def _make_client(self) -> MongoClient[Any]:
+    def _make_client(self) -> MongoClient[dict[str, Any]]:
         if self._uri is None:
             raise EngineNotInitializedError("the engine is not initialized: call initialize()")
         if (
@@ -395,7 +400,7 @@ class MongoDBEngine:
                 # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
                 uri_parser.parse_uri(self._uri, warn=False)
             options = {**self.client_settings(), "event_listeners": self._client_event_listeners()}
-            client: MongoClient[Any] = MongoClient(self._uri, **options)
+            client: MongoClient[dict[str, Any]] = MongoClient(self._uri, **options)
         except (PyMongoConfigurationError, ValueError, TypeError) as exc:
             host = describe_uri(self._uri)
             raise InvalidMongoURI(
@@ -443,11 +448,11 @@ class MongoDBEngine:
         if self._events is not None:
             self._events._after_fork_in_child()
 
-    def _database(self) -> Database[Any]:
+    def _database(self) -> Database[dict[str, Any]]:
         self._check_embedded()
         return self.client[self.db_name]
 
-    def _raw_collection(self, physical: str) -> Collection[Any]:
+    def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
         return self._database()[physical]
 
     def _start_session(self, **kwargs: Any) -> Any:
@@ -604,20 +609,20 @@ class MongoDBEngine:
 
     # --- AI services --------------------------------------------------------------------------
 
-    def get_llm_service(self, slug: str) -> Any:
+    def get_llm_service(self, slug: str) -> LLMService:
         """The :class:`~mdb_sync.ai.LLMService` of ``slug``, from its manifest's
         ``llm_config`` and the environment (cached; rebuilt when either changes)."""
         from .ai.services import llm_service_for
 
         return llm_service_for(self, slug)
 
-    def get_embedding_service(self, slug: str) -> Any:
+    def get_embedding_service(self, slug: str) -> EmbeddingService:
         """The :class:`~mdb_sync.ai.EmbeddingService` of ``slug`` (``embedding_config``)."""
         from .ai.services import embedding_service_for
 
         return embedding_service_for(self, slug)
 
-    def get_memory_service(self, slug: str) -> Any:
+    def get_memory_service(self, slug: str) -> MemoryService:
         """The :class:`~mdb_sync.ai.MemoryService` of ``slug`` (``memory_config``)."""
         from .ai.services import memory_service_for
 
@@ -626,7 +631,7 @@ class MongoDBEngine:
     # --- realtime -----------------------------------------------------------------------------
 
     @property
-    def events(self) -> Any:
+    def events(self) -> EventBus:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
         if self._events is None:

@@ -14,6 +14,7 @@ process takes effect here within that delay; :meth:`AppRegistry.load` re-reads e
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +71,12 @@ class AppRegistry:
         record = self.catalog.cached(slug)
         return dict(record.manifest) if record else None
 
-    def cached_records(self) -> list[dict[str, Any]]:
+    def cached_records(self) -> builtins.list[dict[str, Any]]:
         """Copies of the cached registry documents, without touching the server (the health
         check's view when the server does not answer)."""
         return [record.to_document() for record in self.catalog.records()]
 
-    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+    def list(self, status: str | None = None) -> builtins.list[dict[str, Any]]:
         return [
             dict(r.manifest)
             for r in self.catalog.records()
@@ -85,7 +86,7 @@ class AppRegistry:
     def cache_info(self) -> dict[str, dict[str, int]]:
         return self.catalog.cache_info()
 
-    def slugs(self) -> list[str]:
+    def slugs(self) -> builtins.list[str]:
         return self.catalog.slugs()
 
     def slug_for_physical(self, physical: str) -> str | None:
@@ -108,9 +109,9 @@ class AppRegistry:
     def store_index_outcomes(
         self,
         slug: str,
-        outcomes: list[dict[str, Any]],
+        outcomes: builtins.list[dict[str, Any]],
         *,
-        expected: list[dict[str, Any]] | None = None,
+        expected: builtins.list[dict[str, Any]] | None = None,
     ) -> bool:
         """Record ``outcomes`` as ``slug``'s index outcomes (through the catalog: the
         record's version is bumped); with ``expected``, only while the record still holds

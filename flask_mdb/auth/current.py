@@ -48,10 +48,10 @@ HOST_PREFIX = "__Host-"
 def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
     """The :class:`AuthService` of one app, from the extension's config; None when the
     app's manifest has no auth. The engine's one service for the app and these options
-    (:func:`mdb_sync.app_services.auth_service_of`): a script calling
+    (:func:`mdb_sync.auth.service.auth_service_of`): a script calling
     ``get_auth_service(engine, slug)`` on the same engine gets this very object."""
-    from mdb_sync.app_services import auth_service_of
     from mdb_sync.auth import AuthConfig
+    from mdb_sync.auth.service import auth_service_of
 
     if not AuthConfig.from_manifest(dict(slug_state.manifest)).enabled:
         return None
@@ -282,7 +282,7 @@ def get_current_user() -> AuthUser | None:
     """The signed-in user of the request (session cookie or bearer token), or None."""
     if not has_request_context():
         return None
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     return user if isinstance(user, AuthUser) and user.is_authenticated else None
 
 
@@ -390,7 +390,7 @@ def _binding(auth: AuthService, create: bool) -> str | None:
     session, so a token minted for another identity (a planted seed) never fits."""
     user = None
     if request.cookies.get(session_cookie_name(auth)) or flask_login_cookie():
-        user = current_user._get_current_object()  # type: ignore[attr-defined]  # loads the session
+        user = current_user._get_current_object()  # loads the session
     state = ensure_state()
     if state.session is not None:
         return "s:" + str(state.session.get("csrf"))

@@ -22,6 +22,7 @@ from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.exceptions import ConfigurationError
 
+from ..auth_switch import PUBLIC_ATTR
 from ..binding import OPS_BLUEPRINT, current_binding
 from ..headers import apply_headers, hsts_value, no_store
 from ..identity import (
@@ -37,7 +38,6 @@ from . import current
 from .anonymous import anonymous_identity
 from .decorators import (
     CSRF_EXEMPT_ATTR,
-    PUBLIC_ATTR,
     forbidden,
     hit_limit,
     https_refusal,
@@ -274,9 +274,9 @@ def guard() -> Any:
         if cfg.protects_routes:
             unauthorized(_request_token_error() or "authentication required")
         return None
-    problem = auth.access_problem(user.data)
-    if problem:
-        forbidden(problem)
+    denied = auth.access_problem(user.data)
+    if denied:
+        forbidden(denied)
     return None
 
 

@@ -29,6 +29,7 @@ from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.realtime import encode_message
 
 if TYPE_CHECKING:
+    from .credentials import Credentials
     from .manager import WebSocketManager
 
 log = logging.getLogger("flask_mdb.websockets")
@@ -196,7 +197,7 @@ class Connection:
         self._close_lock = threading.Lock()
         self._on_drop = on_drop
         self.close_reason: str | None = None
-        self.credentials: Any = None
+        self.credentials: Credentials | None = None
         self.revoked: tuple[int, str] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name=f"mdb-ws-writer-{self.id[:8]}", daemon=True

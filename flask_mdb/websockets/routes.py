@@ -492,7 +492,9 @@ def _until_lapse(manager: WebSocketManager, connection: Connection) -> float | N
     :data:`RECEIVE_WAKEUP`, and no later than when its login lapses. None: it lapsed and
     the connection is being closed."""
     credentials = connection.credentials
-    left = credentials.seconds_left() if credentials is not None else None
+    if credentials is None:
+        return RECEIVE_WAKEUP
+    left = credentials.seconds_left()
     if left is None or left > RECEIVE_WAKEUP:
         return RECEIVE_WAKEUP
     if left > 0:
@@ -568,15 +570,15 @@ def manifest_for(state: MDBState, slug: str) -> dict[str, Any]:
     for manifest in state.manifests:
         if manifest["slug"] == slug:
             return manifest
-    manifest = state.ensure_ready().get_app(slug)
-    if manifest is None:
+    registered = state.ensure_ready().get_app(slug)
+    if registered is None:
         raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
-    return manifest
+    return registered
 
 
 def close_all(app: Flask | None = None) -> int:
     """Close every websocket of ``app`` (code 1001); return how many there were."""
-    ws_state = (app or current_app).extensions.get(STATE_KEY)  # type: ignore[union-attr]
+    ws_state = (app or current_app).extensions.get(STATE_KEY)
     return ws_state.close_all() if ws_state is not None else 0
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
@@ -35,6 +36,8 @@ _ENV_KEYS = (
     "MDB_LLM_BASE_URL",
 )
 
+_S = TypeVar("_S")
+
 
 def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
     engine._require_initialized()
@@ -49,10 +52,10 @@ def _cached(
     engine: MongoDBEngine,
     kind: str,
     slug: str,
-    sections: dict,
-    build: Any,
+    sections: dict[str, Any],
+    build: Callable[[], _S],
     env_keys: list[str] | tuple[str, ...] = (),
-) -> Any:
+) -> _S:
     env = tuple(os.environ.get(k) for k in sorted({*_ENV_KEYS, *env_keys}))
     return engine.app_services.get(sections["_record"], f"ai.{kind}", build, env)
 
@@ -65,7 +68,7 @@ def _disabled(slug: str, section: str) -> ConfigurationError:
     )
 
 
-def _llm_config(slug: str, sections: dict) -> LLMConfig:
+def _llm_config(slug: str, sections: dict[str, Any]) -> LLMConfig:
     config = LLMConfig.from_manifest(sections["llm_config"], slug=slug)
     config.require_ready(slug)
     return config
@@ -165,7 +168,7 @@ def _local_without_chat(config: LLMConfig, model: str) -> bool:
 
 
 def embedding_service_for_memory(
-    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict
+    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict[str, Any]
 ) -> EmbeddingService:
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""

@@ -105,6 +105,7 @@ def roles_changed(auth: AuthService, user: Mapping[str, Any]) -> None:
     their connections close (with the policy's reason)."""
     problem = auth.access_problem(user) if auth.config.policy_present else None
     user_id = str(user["user_id"])
+    control: dict[str, Any]
     if problem:
         control = {"op": REVOKE, "scope": "access", "user_id": user_id, "reason": problem}
     else:  # still admitted: what it may do (its channels) is decided again

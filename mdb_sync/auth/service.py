@@ -19,8 +19,8 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo.errors import DuplicateKeyError
 
@@ -281,7 +281,7 @@ class AuthService:
             try:
                 if not stored:
                     self.check_password(clear, email)
-                    stored = self.hasher.hash(clear)
+                    stored = self.hasher.hash(str(clear))
                 self._create_user(
                     email,
                     stored,
@@ -503,7 +503,7 @@ class AuthService:
             log.warning("app %r: an account was locked after repeated failed sign-ins", self.slug)
             self.audit("account_locked")
 
-    def _failed(self, reservation: Reservation | None = None) -> Any:
+    def _failed(self, reservation: Reservation | None = None) -> NoReturn:
         """Refuse a login; a wrong password (or an unknown email) counts towards the email's
         lockout, whether or not an account has it."""
         self._settle_failure(reservation)
@@ -896,7 +896,11 @@ class AuthService:
     # --- sessions -------------------------------------------------------------------------------
 
     def start_session(
-        self, user: dict[str, Any], *, remember: bool = False, fingerprint: dict | None = None
+        self,
+        user: dict[str, Any],
+        *,
+        remember: bool = False,
+        fingerprint: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         sessions = self.sessions
         if sessions is None:
@@ -904,7 +908,7 @@ class AuthService:
         return sessions.create(user, remember=remember, fingerprint=fingerprint)
 
     def load_session(
-        self, sid: Any, fingerprint: dict | None = None
+        self, sid: Any, fingerprint: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """``(session, user)`` of a live session id, or None. A session whose user changed
         password or was deactivated since is ended here."""
@@ -1047,11 +1051,26 @@ def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthSe
     (:mod:`mdb_sync.app_services`): one object per app state and options, shared with the
     Flask extension on the same engine (without ``options``, the extension's — when one is
     installed — are used), rebuilt when the app's record changes in any process."""
-    from ..app_services import auth_service_of, options_key
-
     engine._require_initialized()
     defaults = engine.app_services.auth_defaults
     if not options and defaults is not None:
         key, options = defaults(slug)
         return auth_service_of(engine, slug, key, options)
     return auth_service_of(engine, slug, options_key(options), options)
+
+
+def options_key(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable key of keyword ``options`` (by ``repr``: objects by identity)."""
+    return tuple(sorted((k, repr(v)) for k, v in options.items()))
+
+
+def auth_service_of(
+    engine: MongoDBEngine, slug: str, key: Hashable, options: Mapping[str, Any]
+) -> AuthService:
+    """The one :class:`AuthService` of ``slug`` with ``options`` (identified by ``key``) on
+    ``engine``, from its per-app cache: what ``get_auth_service`` and the Flask extension
+    return."""
+    record = engine.registration.require_usable(slug)
+    return engine.app_services.auth_service(
+        record, lambda: AuthService(engine, slug, **options), key
+    )

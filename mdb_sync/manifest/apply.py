@@ -64,7 +64,7 @@ def _same(key: str, wanted: Any, actual: Any) -> bool:
         return subset(wanted, actual)
     if key == "capped":
         return bool(wanted) == bool(actual)
-    return plain(wanted) == plain(actual)
+    return bool(plain(wanted) == plain(actual))
 
 
 def apply_collection_settings(

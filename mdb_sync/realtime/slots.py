@@ -154,7 +154,7 @@ class ConnectionSlots:
             }
         }
         room = {"$lt": [{"$size": "$leases"}, limit]}
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$set": {"app_id": app_slug, "leases": live}},
             {
                 "$set": {
