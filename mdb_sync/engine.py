@@ -37,6 +37,7 @@ from .exceptions import (
     ScopeError,
 )
 from .indexes.auto import AutoIndexManager
+from .indexes.background import DeclaredIndexBuilds
 from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
@@ -152,6 +153,8 @@ class MongoDBEngine:
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
+        #: Declared index builds off the caller's path (``register_app(background_indexes=...)``).
+        self.index_builds = DeclaredIndexBuilds(self)
         self._events: Any = None
         _ENGINES.add(self)
 
@@ -199,6 +202,7 @@ class MongoDBEngine:
         """
         if self._initialized:
             self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        self.index_builds.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
         with self._lock:
@@ -430,6 +434,7 @@ class MongoDBEngine:
         self.registry._after_fork_in_child()
         self.metrics._after_fork_in_child()
         self.auto_indexes._after_fork_in_child()
+        self.index_builds._after_fork_in_child()
         if self._events is not None:
             self._events._after_fork_in_child()
 
@@ -538,6 +543,7 @@ class MongoDBEngine:
         *,
         replace_conflicting_indexes: bool = False,
         search_index_timeout: float | None = None,
+        background_indexes: bool = False,
     ) -> dict[str, Any]:
         """Validate and persist ``manifest``, apply its collection settings, reconcile its
         declared indexes and seed its initial data.
@@ -551,17 +557,43 @@ class MongoDBEngine:
         or options is a ``conflict`` unless ``replace_conflicting_indexes`` rebuilds it;
         ``search_index_timeout`` bounds the wait for new Atlas Search indexes (default 60 s).
 
+        ``background_indexes``: return as soon as the manifest is stored and build the
+        declared indexes on a background thread (see :mod:`mdb_sync.indexes.background`):
+        each is reported ``pending`` — here, in the registry and by
+        :meth:`get_health_status` — until its build is done; :meth:`wait_for_indexes`
+        waits for that. Unique indexes (constraints) are built before returning all the
+        same. The default builds every index before returning.
+
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
         self._require_initialized()
+        background = bool(create_indexes and background_indexes)
         result = self.registry.register(
             manifest,
-            create_indexes=create_indexes,
+            create_indexes=create_indexes and not background,
             replace_indexes=replace_conflicting_indexes,
             search_index_timeout=search_index_timeout,
         )
-        self._forget_scoped(result["slug"])
+        slug = result["slug"]
+        if background:
+            from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+
+            result["indexes"] = self.index_builds.start(
+                slug,
+                (self.registry.get_manifest(slug) or {}).get("managed_indexes") or {},
+                replace=replace_conflicting_indexes,
+                search_timeout=(
+                    DEFAULT_SEARCH_TIMEOUT if search_index_timeout is None else search_index_timeout
+                ),
+                previous=result["indexes"],
+            )
+        self._forget_scoped(slug)
         return result
+
+    def wait_for_indexes(self, slug: str | None = None, timeout: float | None = None) -> bool:
+        """Wait until the background index builds of ``slug`` (default: every app) started
+        by this process are done; False if ``timeout`` seconds passed first."""
+        return self.index_builds.wait(slug, timeout)
 
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""

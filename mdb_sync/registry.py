@@ -302,6 +302,27 @@ class AppRegistry:
         log.info("registered app %r%s", slug, " (implicit)" if implicit else "")
         return result
 
+    def store_index_outcomes(
+        self,
+        slug: str,
+        outcomes: list[dict[str, Any]],
+        *,
+        expected: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Record ``outcomes`` as ``slug``'s index outcomes (a background build's); with
+        ``expected``, only while the record still holds exactly those (a registration
+        since, in any process, is not overwritten). True if stored."""
+        query: dict[str, Any] = {"_id": slug}
+        if expected is not None:
+            query["index_outcomes"] = expected
+        stored = self.collection.update_one(query, {"$set": {"index_outcomes": outcomes}})
+        if stored.matched_count:
+            with self._lock:
+                record = self._apps.get(slug)
+                if record is not None:
+                    self._apps[slug] = {**record, "index_outcomes": outcomes}
+        return bool(stored.matched_count)
+
     def unregister(self, slug: str) -> bool:
         deleted = self.collection.delete_one({"_id": slug}).deleted_count == 1
         with self._lock:

@@ -197,6 +197,7 @@ def check_apps(
     problems: list[dict[str, Any]] = []
     degraded: dict[str, list[dict[str, Any]]] = {}
     unmonitored = []
+    building: set[str] = set()
     for record in sorted(records, key=lambda r: str(r.get("_id"))):
         slug = str(record.get("_id"))
         by_status[str(record.get("status", "active"))] += 1
@@ -209,6 +210,8 @@ def check_apps(
         for outcome in record.get("index_outcomes") or []:
             status = str(outcome.get("status", "unknown"))
             outcomes[status] += 1
+            if status == "pending":
+                building.add(slug)
             if status in PROBLEM_INDEX_STATUSES:
                 problem = {
                     "app": slug,
@@ -234,6 +237,7 @@ def check_apps(
         "status": DEGRADED if problems else HEALTHY,
         "outcomes": dict(outcomes),
         "problems": problems,
+        "pending": sorted(building),
     }
     return apps, indexes
 
