@@ -7,7 +7,9 @@ For small and large documents it times:
 * ``import``: ``engine.import_app`` under a new slug (byte-level app_id rewrite, raw inserts,
   indexes), against raw pymongo ``decode_file_iter`` + ``insert_many`` of decoded dicts —
   what a hand-written restore does;
-* ``import --drop-app-id``: a standalone import into a database of its own.
+* ``import --drop-app-id``: a standalone import into a database of its own;
+* ``import --drop``: replacing the data of the app in use (staged under ``mdb_import_*``
+  names and renamed over it at the end — the embedded server copies on rename).
 
     .venv/bin/python benchmarks/portability.py [--docs 20000]
 
@@ -102,6 +104,7 @@ def main() -> None:
                 t_import = timed(lambda: copy.import_app("bench", out, target_slug="benchcopy"))
             with MongoDBEngine(uri, DB + "_alone") as alone:
                 t_alone = timed(lambda: alone.import_app("bench", out, drop_app_id=True))
+            t_replace = timed(lambda: engine.import_app("bench", out, drop=True))
             t_raw_import = sum(
                 timed(lambda label=label: raw_import(client, workdir / label, label))
                 for label, _, _ in rows
@@ -130,6 +133,7 @@ def main() -> None:
         row("raw decode + insert_many", t_raw_import, None)
         row("mdb import (new slug)", t_import, t_raw_import)
         row("mdb import --drop-app-id", t_alone, t_raw_import)
+        row("mdb import --drop (in use)", t_replace, t_raw_import)
         print(
             "\nvs raw: time relative to the raw pymongo baseline of the same direction "
             "(< 1 is faster).\nmdb import also builds the exported indexes and registers the app."

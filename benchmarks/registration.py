@@ -8,6 +8,9 @@ Prints three tables:
 2. The commands a repeated registration sends, by name (none of them builds an index).
 3. The auto-index bookkeeping cost per query: ``AutoIndexManager.observe`` alone, and the
    client-side CPU of a scoped ``find_one`` with auto-indexing on and off.
+4. Registration against the size of the registry: a new app, an unchanged re-registration
+   and a refused overlapping slug, with 100 and with 2,000 apps registered (every look-up by
+   slug is indexed, so the times should not grow with the registry).
 
 Run: ``.venv/bin/python benchmarks/registration.py`` (a private embedded server is started
 unless ``MDB_MONGO_URI`` is set).
@@ -30,6 +33,8 @@ from mdb_sync.indexes import plan_indexes
 from mdb_sync.manifest import validate_manifest
 
 RUNS = 15
+REGISTRY_SIZES = (100, 2_000)
+SCALE_SAMPLES = 40
 OBSERVE_CALLS = 200_000
 FIND_CALLS = 1_000
 ROUNDS = 7
@@ -184,6 +189,56 @@ def bench_observe(uri: str) -> list[list[str]]:
     return rows
 
 
+def bench_registry_size(uri: str) -> list[list[str]]:
+    """Median time per registration in a registry of each of ``REGISTRY_SIZES`` apps: one
+    database per size, samples interleaved between them (so the machine's load drifts alike
+    over both)."""
+    from mdb_sync.exceptions import AppConflictError
+
+    labels = ("new app", "re-registration", "overlap refused")
+    samples: dict[int, dict[str, list[float]]] = {
+        n: {k: [] for k in labels} for n in REGISTRY_SIZES
+    }
+    engines = {}
+    for size in REGISTRY_SIZES:
+        engine = MongoDBEngine(uri, f"bench_{uuid.uuid4().hex[:8]}").initialize()
+        for i in range(size):
+            engine.register_app({"slug": f"tenant{i:05d}"})
+        engines[size] = engine
+    try:
+        for i in range(SCALE_SAMPLES):
+            for size, engine in engines.items():
+                slug = f"probe{i}"
+                t = time.perf_counter()
+                engine.register_app({"slug": slug})
+                samples[size]["new app"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                engine.register_app({"slug": slug})
+                samples[size]["re-registration"].append(time.perf_counter() - t)
+                refused = False
+                t = time.perf_counter()
+                try:
+                    engine.register_app({"slug": f"{slug}_sub"})
+                except AppConflictError:
+                    refused = True
+                samples[size]["overlap refused"].append(time.perf_counter() - t)
+                assert refused, "an overlapping slug was accepted"
+                engine.unregister_app(slug)  # keep the registry at `size` apps
+    finally:
+        client: MongoClient[Any] = MongoClient(uri)
+        for engine in engines.values():
+            client.drop_database(engine.db_name)
+            engine.shutdown()
+        client.close()
+    rows = []
+    for label in labels:
+        medians = [statistics.median(samples[n][label]) for n in REGISTRY_SIZES]
+        rows.append(
+            [label, *(f"{m * 1000:8.2f} ms" for m in medians), f"{medians[-1] / medians[0]:5.2f}x"]
+        )
+    return rows
+
+
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}")
@@ -216,6 +271,11 @@ def main() -> None:
             "Auto-index bookkeeping per query",
             ["measure", "with", "without", "ratio"],
             bench_observe(uri),
+        )
+        table(
+            f"Registration vs registry size (median of {SCALE_SAMPLES}, interleaved)",
+            ["operation", *(f"{n:,} apps" for n in REGISTRY_SIZES), "ratio"],
+            bench_registry_size(uri),
         )
     finally:
         if server is not None:

@@ -8,6 +8,11 @@ are checked to agree. "numpy only" is the scoring of an in-memory matrix: what i
 the documents have been read.
 
     .venv/bin/python benchmarks/vector_search.py [--sizes 10000,100000] [--repeat 2]
+        [--hybrid-sizes 10000,50000]
+
+A second table compares ``hybrid_search`` (exact fallback: vector k-NN plus the BM25 keyword
+side, fused) with ``vector_search`` alone and ``keyword_search`` alone, on chunks of 100
+words with 384-dimension vectors, for a query of three words (one common, two rare).
 
 With no ``MDB_MONGO_URI`` an embedded server is started on a temporary data directory (its
 reads dominate the times; a real mongod is several times faster).
@@ -28,6 +33,7 @@ import numpy as np
 from mdb_sync import MongoDBEngine
 from mdb_sync.ai.blas import limit_blas_threads
 from mdb_sync.ai.embeddings import to_bson_vector
+from mdb_sync.ai.hybrid_search import keyword_search
 from mdb_sync.ai.vector_search import as_vector
 
 DIMS = 384
@@ -87,12 +93,44 @@ def bench_size(engine, db, rng, n: int, repeat: int) -> None:
         raw.drop()
 
 
+def bench_hybrid(db, rng, n: int, repeat: int) -> None:
+    """hybrid_search against its two halves, on the same documents, in the same run."""
+    vocabulary = np.array([f"w{i}" for i in range(20_000)])
+    weights = 1.0 / np.arange(1, vocabulary.size + 1)  # Zipf: a few common words, many rare
+    weights /= weights.sum()
+    collection = db[f"h{n}"]
+    for start in range(0, n, 1000):
+        size = min(1000, n - start)
+        words = rng.choice(vocabulary, size=(size, 100), p=weights)
+        vectors = rng.normal(size=(size, DIMS)).astype(np.float32)
+        collection.insert_many(
+            [
+                {"text": " ".join(w), "embedding": to_bson_vector(v)}
+                for w, v in zip(words, vectors, strict=True)
+            ]
+        )
+    query_text = "w3 w4000 w15000"
+    query = rng.normal(size=DIMS)
+    vector_s, _ = best_of(repeat, partial(collection.vector_search, query, limit=40))
+    keyword_s, found = best_of(repeat, partial(keyword_search, collection, query_text, limit=40))
+    hybrid_s, fused = best_of(
+        repeat, partial(collection.hybrid_search, query_text, query_vector=query, limit=LIMIT)
+    )
+    print(
+        f"{n:>8,}{vector_s:>11.2f}{keyword_s:>12.2f}{hybrid_s:>11.2f}"
+        f"{hybrid_s / vector_s:>15.2f}x{len(found):>10}{len(fused):>8}"
+    )
+    collection.drop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--hybrid-sizes", default="10000,50000")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    hybrid_sizes = [int(s) for s in args.hybrid_sizes.split(",") if s]
 
     uri = os.environ.get("MDB_MONGO_URI")
     # The embedded server on disk: 100k vectors outgrow its in-memory storage.
@@ -112,6 +150,17 @@ def main() -> None:
             print("-" * len(header))
             for n in sizes:
                 bench_size(engine, db, rng, n, args.repeat)
+            if hybrid_sizes:
+                print("\nhybrid_search (exact fallback) vs its halves, seconds, best of", end="")
+                print(f" {args.repeat}; keyword and vector sides take 40 candidates each\n")
+                header = (
+                    f"{'chunks':>8}{'vector s':>11}{'keyword s':>12}{'hybrid s':>11}"
+                    f"{'hybrid/vector':>16}{'keyword':>10}{'fused':>8}"
+                )
+                print(header)
+                print("-" * len(header))
+                for n in hybrid_sizes:
+                    bench_hybrid(db, rng, n, args.repeat)
             engine.client.drop_database(db_name)
     finally:
         if data_dir is not None:

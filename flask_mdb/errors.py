@@ -29,6 +29,7 @@ from mdb_sync.exceptions import (
     QueryValidationError,
     RateLimitExceeded,
     ResourceLimitExceeded,
+    SchemaError,
     ScopeError,
 )
 
@@ -57,6 +58,7 @@ STATUS_BY_EXCEPTION: list[tuple[type[BaseException], int]] = [
     (EngineNotInitializedError, 503),
     (ConnectionFailure, 503),
     (WriteError, 400),
+    (SchemaError, 400),
     (MongoDBEngineError, 500),
 ]
 

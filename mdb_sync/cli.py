@@ -7,13 +7,16 @@ errors (click's own convention).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
 import queue
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -532,9 +535,9 @@ def export_command(engine: Any, app: str, directory: str, force: bool, as_json: 
 
     try:
         total = count_app_documents(engine, app)
-        with _progress(total, f"exporting {app}") as bar:
+        with _terminated_as_exit() as termination, _progress(total, f"exporting {app}") as bar:
             result = engine.export_app(
-                app, directory, overwrite=force, progress=lambda docs, _size: bar.update(docs)
+                app, directory, overwrite=force, progress=_stepper(termination, bar, False)
             )
             _finish(bar)
     except MongoDBEngineError as exc:
@@ -546,6 +549,64 @@ def export_command(engine: Any, app: str, directory: str, force: bool, as_json: 
     )
     lines.extend(f"  skipped {s['collection']} ({s['type']})" for s in result["skipped"])
     _emit(result, as_json, "\n".join(lines))
+
+
+class _Termination:
+    """SIGTERM during long, undoable work: :meth:`check` (called between batches) ends it
+    like Ctrl-C, through the code that undoes it — at a batch boundary, so no write is left
+    in flight to land after the undo. A second SIGTERM ends it at once. Exit status 143."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise SystemExit(128 + signum)
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise SystemExit(128 + signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _terminated_as_exit() -> Iterator[_Termination]:
+    termination = _Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination
+        return
+    previous = signal.signal(signal.SIGTERM, termination.handle)
+    try:
+        yield termination
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stepper(termination: _Termination, bar: Any, use_size: bool) -> Callable[[int, int], None]:
+    def step(documents: int, size: int) -> None:
+        termination.check()
+        bar.update(size if use_size else documents)
+
+    return step
+
+
+def _registration_lines(registration: dict[str, Any] | None) -> list[str]:
+    if not registration:
+        return []
+    lines = [
+        f"registered {registration['slug']} from the dump's manifest: name "
+        f"{registration['name']!r}, status {registration['status']}, owner "
+        f"{registration['developer_id'] or '(none)'}, users "
+        f"{registration['users'] or '(none)'}",
+        f"  reads: {', '.join(registration['read_scopes'])}",
+    ]
+    if registration["dropped_read_scopes"]:
+        dropped = ", ".join(registration["dropped_read_scopes"])
+        lines.append(
+            f"  dropped grant(s) of the dump's manifest to read: {dropped} (keep one with "
+            "--allow-read-scope APP, if that app's owner allows it)"
+        )
+    return lines
 
 
 @cli.command("import")
@@ -568,6 +629,20 @@ def export_command(engine: Any, app: str, directory: str, force: bool, as_json: 
 )
 @click.option("--drop", is_flag=True, help="Replace collections that already hold the app's data.")
 @click.option("--no-register", is_flag=True, help="Do not register the app in the target.")
+@click.option(
+    "--allow-read-scope",
+    "allow_read_scopes",
+    multiple=True,
+    metavar="APP",
+    help="Keep the dump manifest's grant to read APP (repeat; only if APP's owner allows).",
+)
+@click.option(
+    "--quiesce",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds an app in use stays inactive before its data is replaced in place "
+    "(default: the registry refresh period, 5 s).",
+)
 @_json_option
 @click.pass_context
 def import_command(
@@ -580,12 +655,17 @@ def import_command(
     drop_app_id: bool,
     drop: bool,
     no_register: bool,
+    allow_read_scopes: tuple[str, ...],
+    quiesce: float | None,
     as_json: bool,
 ) -> None:
     """Import the export of APP found in DIRECTORY into a database.
 
     The target is the database of --into/--db (or of MDB_MONGO_URI/MDB_DB_NAME, or the
-    embedded server; under `flask mdb`, the app's engine unless --into is given).
+    embedded server; under `flask mdb`, the app's engine unless --into is given). The app
+    never sees a half-done import; an import that was killed is finished or undone by the
+    next import of the app, or by `mdb cleanup`. The dump's manifest never grants access to
+    another app's data unless --allow-read-scope says so.
     """
     from .engine import MongoDBEngine
     from .portability import find_app_dir
@@ -595,14 +675,14 @@ def import_command(
         source = find_app_dir(directory, app)
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
-    total = sum(p.stat().st_size for p in source.glob(f"*{BSON_SUFFIX}"))
+    total = sum(p.stat().st_size for p in source.glob(f"*{BSON_SUFFIX}") if not p.is_symlink())
     hosted = (ctx.obj or {}).get(ENGINE_KEY) if isinstance(ctx.obj, dict) else None
     engine = hosted if hosted is not None and into is None and db_name is None else None
     owned = engine is None
     try:
         if engine is None:
             engine = MongoDBEngine(into, db_name).initialize()
-        with _progress(total, f"importing {app}") as bar:
+        with _terminated_as_exit() as termination, _progress(total, f"importing {app}") as bar:
             result = engine.import_app(
                 app,
                 directory,
@@ -610,7 +690,9 @@ def import_command(
                 drop_app_id=drop_app_id,
                 drop=drop,
                 register=not no_register,
-                progress=lambda _docs, size: bar.update(size),
+                allow_read_scopes=allow_read_scopes,
+                quiesce=quiesce,
+                progress=_stepper(termination, bar, True),
             )
             _finish(bar)
     except MongoDBEngineError as exc:
@@ -620,15 +702,89 @@ def import_command(
             engine.shutdown()
     where = "standalone collections" if drop_app_id else f"app {result['app']}"
     lines = [
-        f"imported {result['documents']} document(s) of {app} into database "
-        f"{result['database']} as {where}" + (" (registered)" if result["registered"] else "")
+        f"an interrupted import ({r['token']}) of {r['app'] or 'these collections'} was "
+        f"{r['outcome']}"
+        for r in result["recovered"]
     ]
+    verb = "completed the interrupted import of" if result["resumed"] else "imported"
+    lines.append(
+        f"{verb} {result['documents']} document(s) of {app} into database "
+        f"{result['database']} as {where}" + (" (registered)" if result["registered"] else "")
+    )
     lines.extend(
         f"  {c['collection']} -> {c['target']}: {c['documents']} document(s), "
         f"{c['indexes']} index(es)"
         for c in result["collections"]
     )
+    lines.extend(_registration_lines(result.get("registration")))
     _emit(result, as_json, "\n".join(lines))
+
+
+@cli.command("cleanup")
+@click.option(
+    "--exports",
+    "export_dirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Also look for killed exports' staging directories in DIR (repeat).",
+)
+@click.option(
+    "--remove",
+    is_flag=True,
+    help="Finish or undo the abandoned imports and remove the leftovers (default: list).",
+)
+@_json_option
+@engine_options
+def cleanup_command(engine: Any, export_dirs: tuple[str, ...], remove: bool, as_json: bool) -> None:
+    """List what interrupted imports and exports left behind; --remove cleans it up.
+
+    An abandoned import (its process is gone) is finished if it had built everything, else
+    undone: its app is back as it was. Collections named mdb_import_* that no import
+    accounts for are dropped; killed exports' staging directories are removed. Work still
+    running is listed and never touched.
+    """
+    from .portability import leftovers
+
+    try:
+        found = leftovers.import_leftovers(engine)
+        exports = [item for d in export_dirs for item in leftovers.export_leftovers(d)]
+        data: dict[str, Any] = {**found, "exports": exports, "removed": None}
+        if remove:
+            data["removed"] = leftovers.remove_import_leftovers(engine)
+            data["removed"]["exports"] = [
+                item for d in export_dirs for item in leftovers.remove_abandoned_exports(d)
+            ]
+    except (MongoDBEngineError, OSError) as exc:
+        raise _fail(exc) from exc
+    lines = []
+    for item in found["imports"]:
+        state = "running" if item["running"] else f"abandoned: will {item['action']}"
+        lines.append(
+            f"import {item['token']} of {item['app'] or '(standalone)'} ({item['phase']}, "
+            f"{item['owner']}, started {item['started_at']}): {state}"
+        )
+    lines.extend(f"orphaned collection {name}" for name in found["orphans"])
+    lines.extend(
+        f"inactive registration of {slug} left by an import" for slug in found["placeholders"]
+    )
+    for item in exports:
+        state = "running" if item["running"] else f"abandoned: will {item['action']}"
+        lines.append(f"export {item['kind']} directory {item['path']}: {state}")
+    if not lines:
+        lines.append("nothing left behind")
+    elif remove:
+        removed = data["removed"]
+        lines.append(
+            f"done: {len(removed['imports'])} import(s) finished or undone, "
+            f"{len(removed['orphans'])} collection(s) dropped, "
+            f"{len(removed['placeholders'])} registration(s) removed, "
+            f"{len(removed['exports'])} export directory(ies) removed or put back"
+            + (f"; {len(removed['running'])} still running" if removed["running"] else "")
+        )
+    else:
+        lines.append("(run with --remove to clean up)")
+    _emit(data, as_json, "\n".join(lines))
 
 
 # --- users ---------------------------------------------------------------------------------
@@ -908,6 +1064,200 @@ def events_tail(
     if count is not None and seen < count:
         click.echo(f"{seen} of {count} event(s) before the timeout", err=True)
         sys.exit(1)
+
+
+# --- schemas -------------------------------------------------------------------------------------
+
+
+@cli.group("schema")
+def schema_group() -> None:
+    """Infer the JSON Schema of an app's collection and apply it as its validator."""
+
+
+def _inference_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    from .schema import DEFAULT_ENUM_MAX_VALUES, DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE
+
+    for option in reversed(
+        [
+            click.option(
+                "--sample-size",
+                type=click.IntRange(1, MAX_SAMPLE_SIZE),
+                default=DEFAULT_SAMPLE_SIZE,
+                show_default=True,
+                help="Documents to sample ($sample).",
+            ),
+            click.option(
+                "--enum-max",
+                type=click.IntRange(min=0),
+                default=DEFAULT_ENUM_MAX_VALUES,
+                show_default=True,
+                help="Largest set of string values described as an enum (0: no enums).",
+            ),
+            click.option(
+                "--closed",
+                is_flag=True,
+                help="Refuse fields the sample does not have (additionalProperties: false).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _own_collection(engine: Any, app: str, collection: str) -> Any:
+    _registered(engine, app)
+    try:
+        return engine.get_scoped_db(app, read_scopes=[app], auto_index=False)[collection]
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+
+
+def _fields_text(fields: list[dict[str, Any]]) -> list[str]:
+    width = max([len(f["path"]) for f in fields] + [5])
+    lines = [f"{'field':<{width}}  {'present':>9}  type"]
+    for f in fields:
+        line = f"{f['path']:<{width}}  {f['present']:>4}/{f['of']:<4}  {' | '.join(f['types'])}"
+        if f["required"]:
+            line += "  required"
+        if f["enum"] is not None:
+            line += f"  enum {json.dumps(f['enum'])}"
+        lines.append(line)
+    return lines
+
+
+def _report_text(report: Any) -> str:
+    if report.ok:
+        return f"{report.checked} document(s) checked: none would fail"
+    lines = [f"{report.checked} document(s) checked: {report.failed} would fail"]
+    for doc in report.documents:
+        lines.append(f"  {_json_default(doc['_id'])}: {'; '.join(doc['problems'])}")
+    if report.failed > len(report.documents):
+        lines.append(f"  ... and {report.failed - len(report.documents)} more")
+    return "\n".join(lines)
+
+
+@schema_group.command("infer")
+@click.argument("app")
+@click.argument("collection")
+@_inference_options
+@_json_option
+@engine_options
+def schema_infer(
+    engine: Any,
+    app: str,
+    collection: str,
+    sample_size: int,
+    enum_max: int,
+    closed: bool,
+    as_json: bool,
+) -> None:
+    """Infer the JSON Schema of APP's COLLECTION from a sample of its documents."""
+    from .schema import infer
+
+    coll = _own_collection(engine, app, collection)
+    try:
+        inference = infer(coll, sample_size, enum_max_values=enum_max, closed=closed)
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    human = "\n".join(
+        [
+            f"{app}.{collection}: {inference.sampled} document(s) sampled",
+            *_fields_text(inference.fields),
+            "$jsonSchema:",
+            json.dumps(inference.schema, indent=2, default=_json_default),
+        ]
+    )
+    _emit(inference.as_dict(), as_json, human)
+
+
+@schema_group.command("apply")
+@click.argument("app")
+@click.argument("collection")
+@click.option(
+    "--schema",
+    "schema_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="JSON file (- for stdin): a $jsonSchema, a validator, or `schema infer --json` "
+    "output. Default: infer one now.",
+)
+@_inference_options
+@click.option("--level", type=click.Choice(["strict", "moderate"]), default="strict",
+              show_default=True, help="validationLevel.")  # fmt: skip
+@click.option("--action", type=click.Choice(["error", "warn"]), default="error",
+              show_default=True, help="validationAction.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Only list the documents it would refuse.")
+@click.option("--force", is_flag=True, help="Apply even if stored documents would fail.")
+@click.option("--limit", type=click.IntRange(0, 1000), default=20, show_default=True,
+              help="Failing documents to list.")  # fmt: skip
+@_json_option
+@engine_options
+def schema_apply(
+    engine: Any,
+    app: str,
+    collection: str,
+    schema_file: Any,
+    sample_size: int,
+    enum_max: int,
+    closed: bool,
+    level: str,
+    action: str,
+    dry_run: bool,
+    force: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Apply a JSON Schema to APP's COLLECTION as its validator, through the app's manifest
+    (collection_settings), after a dry run over the stored documents.
+
+    Exit 1 when documents would fail: with --dry-run, or without --force (nothing applied).
+    """
+    from bson import json_util
+
+    from .schema import apply_schema, as_validator, infer, validate_documents
+
+    if schema_file is not None:
+        ctx = click.get_current_context()
+        inferring = [
+            f"--{name.replace('_', '-')}"
+            for name in ("sample_size", "enum_max", "closed")
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        ]
+        if inferring:
+            raise click.UsageError(f"{', '.join(inferring)}: for inferring, not with --schema")
+    coll = _own_collection(engine, app, collection)
+    try:
+        if schema_file is not None:
+            try:
+                given = json_util.loads(schema_file.read())
+            except ValueError as exc:
+                raise click.BadParameter(f"not JSON: {exc}", param_hint="--schema") from exc
+            validator = as_validator(given)
+        else:
+            schema = infer(coll, sample_size, enum_max_values=enum_max, closed=closed).schema
+            validator = as_validator(schema)
+        report = validate_documents(coll, validator, limit=limit)
+        if dry_run or (not report.ok and not force):
+            data = {"applied": False, "validator": validator, "report": report.as_dict()}
+            _emit(data, as_json, _report_text(report))
+            if not report.ok:
+                if not dry_run:
+                    click.echo("not applied: pass --force to apply it anyway", err=True)
+                sys.exit(1)
+            return
+        result = apply_schema(
+            engine, app, collection, validator, level=level, action=action,
+            allow_invalid=force, limit=limit,
+        )  # fmt: skip
+    except MongoDBEngineError as exc:
+        raise _fail(exc) from exc
+    human = (
+        f"applied to {app}.{collection} ({result['status']}; {level}, {action}): "
+        f"{_report_text(report)}\n"
+        f"It is now collection_settings.{collection}.validation of the registered manifest "
+        f"(mdb apps show {app}); put it in the manifest file too."
+    )
+    _emit({"applied": True, **result}, as_json, human)
 
 
 def main() -> None:

@@ -65,6 +65,10 @@ SHUTDOWN_FLUSH_TIMEOUT = 2.0
 CLOSE_TIMEOUT = 1.0
 #: Longest wait of :meth:`MongoDBEngine.shutdown` for the embedded server's lock (seconds).
 SHUTDOWN_LOCK_TIMEOUT = 15.0
+#: Scoped databases cached per engine (oldest dropped first) and physical collections whose
+#: ``app_id`` index this process already ensured: bounded whatever names requests bring.
+SCOPED_CACHE_SIZE = 1024
+APP_ID_INDEX_CACHE_SIZE = 4096
 
 _ENGINES: weakref.WeakSet[MongoDBEngine] = weakref.WeakSet()
 _URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
@@ -491,6 +495,8 @@ class MongoDBEngine:
             auto_index=auto_index,
         )
         with self._lock:
+            if len(self._scoped) >= SCOPED_CACHE_SIZE and key not in self._scoped:
+                del self._scoped[next(iter(self._scoped))]
             self._scoped[key] = (db, time.monotonic())
         return db
 
@@ -691,6 +697,8 @@ class MongoDBEngine:
             log.warning("could not create the app_id index on %s: %s", key, exc)
             return
         with self._lock:
+            if len(self._app_id_indexed) >= APP_ID_INDEX_CACHE_SIZE:
+                self._app_id_indexed.pop()  # an arbitrary one: it costs one createIndex again
             self._app_id_indexed.add(key)
 
     def _forget_app_id_index(self, raw: Collection[Any]) -> None:
@@ -735,6 +743,28 @@ class MongoDBEngine:
     def metrics_text(self) -> str:
         """The metrics in the Prometheus text exposition format, for a scrape endpoint."""
         return self.metrics.prometheus_text()
+
+    def cache_info(self) -> dict[str, dict[str, int]]:
+        """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
+        ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
+        ``app_id_indexes``, ``unknown_slugs``, ``registered_apps`` (no limit: the apps you
+        registered) and ``query_shapes``. None of them grows with what requests ask for."""
+        from .scoping.database import COLLECTION_CACHE_SIZE
+
+        with self._lock:
+            databases = [db for db, _ in self._scoped.values()]
+            info = {
+                "scoped_databases": {"size": len(self._scoped), "limit": SCOPED_CACHE_SIZE},
+                "collections_per_database": {
+                    "size": max((db._cached_collections() for db in databases), default=0),
+                    "limit": COLLECTION_CACHE_SIZE,
+                },
+                "app_id_indexes": {
+                    "size": len(self._app_id_indexed),
+                    "limit": APP_ID_INDEX_CACHE_SIZE,
+                },
+            }
+        return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
 
     def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also

@@ -186,6 +186,14 @@ class PortabilityError(MongoDBEngineError, ValueError):
     option, a target that already holds the app's data, an existing export directory."""
 
 
+# --- schemas --------------------------------------------------------------------------------------
+
+
+class SchemaError(MongoDBEngineError, ValueError):
+    """A schema cannot be inferred (no documents to sample), is malformed, or would refuse
+    documents already stored (``context["failed"]``: how many) when applied."""
+
+
 # --- AI services ----------------------------------------------------------------------------------
 
 
@@ -215,6 +223,36 @@ class AIProviderError(AIServiceError):
 
 class AIRateLimitError(AIProviderError):
     """The provider kept answering 429 (or asked to wait longer than the retry budget)."""
+
+
+class AIBudgetExceededError(AIServiceError, ResourceLimitExceeded):
+    """The app's monthly LLM budget (``llm_config.monthly_budget_usd``) has no room for the
+    call; nothing was sent to the provider.
+
+    ``budget_usd``, ``spent_usd`` and ``reserved_usd`` (calls in flight) describe the month
+    ``month`` (``YYYY-MM``, UTC); ``needed_usd`` is what the call would have reserved and
+    ``resets_at`` when the next month starts.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget_usd: float,
+        spent_usd: float,
+        reserved_usd: float,
+        needed_usd: float,
+        month: str,
+        resets_at: Any = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, context=context)
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.needed_usd = needed_usd
+        self.month = month
+        self.resets_at = resets_at
 
 
 class ModelNotFoundError(AIServiceError, LookupError):
@@ -262,6 +300,7 @@ class ConnectionLimitExceeded(RealtimeError, ResourceLimitExceeded):
 
 
 __all__ = [
+    "AIBudgetExceededError",
     "AIProviderError",
     "AIRateLimitError",
     "AIServiceError",

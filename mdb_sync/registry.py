@@ -7,21 +7,42 @@ process takes effect here within that delay; :meth:`AppRegistry.load` re-reads e
 
 Registration enforces the physical half of the sandbox contract: two apps whose slugs could
 produce the same physical collection name (``my`` + ``app_tasks`` vs ``my_app`` + ``tasks``)
-are never both registered. The check runs before and after the write, so two processes
-registering overlapping slugs at once cannot both succeed.
+are never both registered, even when processes register them at the same moment: a new slug
+is claimed under a per-segment lock (see :mod:`mdb_sync.registry_claims`), so exactly one of
+two overlapping registrations wins and the other gets :class:`AppConflictError` naming it;
+of two registrations of the same new slug exactly one reports ``created: True``. Every
+look-up by slug is an indexed query (``_id`` equality, ``$in`` or range), so registration
+costs the same whatever the size of the registry.
+
+The per-process cache of slugs that are *not* registered is bounded
+(:data:`MISSING_CACHE_SIZE` entries, oldest dropped first), so requests naming ever new
+slugs cannot grow it; registered apps are cached in full (they are what was registered).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
 from .exceptions import AppConflictError, AppNotActiveError, AppNotFoundError, ScopeError
+from .registry_claims import (
+    CLAIM_STALE_SECONDS,
+    LOCKS_COLLECTION,
+    REGISTERING,
+    abandoned,
+    claim_of,
+    describe,
+    let_go,
+    new_holder,
+    segment_lock,
+    still_held,
+)
 from .scoping.names import APPS_COLLECTION, overlapping_prefixes, validate_slug
 from .signals import app_registered, app_unregistered
 
@@ -33,6 +54,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTIVE = "active"
+#: At most this many slugs found unregistered are remembered (for ``registry_refresh_seconds``).
+MISSING_CACHE_SIZE = 1024
+#: How long a registration waits for another process's first registration of the same slug.
+REGISTRATION_WAIT_SECONDS = 60.0
+#: How long a look-up (``get_scoped_db``, a request) waits for an app still being registered.
+USE_WAIT_SECONDS = 5.0
+#: Overlapping slugs named in an AppConflictError (the query stops there).
+MAX_REPORTED_CONFLICTS = 10
 
 
 def _now() -> _dt.datetime:
@@ -48,6 +77,7 @@ class AppRegistry:
         self._apps: dict[str, dict[str, Any]] = {}
         self._fetched: dict[str, float] = {}  # slug -> monotonic time its record was read
         self._missing: dict[str, float] = {}  # slug -> monotonic time a lookup found nothing
+        self._indexed = False
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
@@ -83,12 +113,21 @@ class AppRegistry:
             if record is None:
                 self._apps.pop(slug, None)
                 self._fetched.pop(slug, None)
-                self._missing[slug] = now
+                self._remember_missing(slug, now)
             else:
                 self._apps[slug] = record
                 self._fetched[slug] = now
                 self._missing.pop(slug, None)
         return record
+
+    def _remember_missing(self, slug: str, now: float) -> None:
+        """Note that ``slug`` is not registered (caller holds the lock). Oldest first out: the
+        cache never holds more than :data:`MISSING_CACHE_SIZE` slugs, whatever is asked."""
+        missing = self._missing
+        missing.pop(slug, None)
+        missing[slug] = now
+        while len(missing) > MISSING_CACHE_SIZE:
+            del missing[next(iter(missing))]
 
     def get_manifest(self, slug: str) -> dict[str, Any] | None:
         record = self._record(slug)
@@ -114,6 +153,15 @@ class AppRegistry:
             if status is None or r.get("status") == status
         ]
 
+    def cache_info(self) -> dict[str, dict[str, int]]:
+        """Sizes of this process's registry cache: ``registered_apps`` (every app read or
+        registered here; limit 0: bounded by the registry itself) and ``unknown_slugs``."""
+        with self._lock:
+            return {
+                "registered_apps": {"size": len(self._apps), "limit": 0},
+                "unknown_slugs": {"size": len(self._missing), "limit": MISSING_CACHE_SIZE},
+            }
+
     def slugs(self) -> list[str]:
         with self._lock:
             return sorted(self._apps)
@@ -136,6 +184,8 @@ class AppRegistry:
         """
         validate_slug(slug)
         record = self._record(slug)
+        if claim_of(record) is not None:
+            record = self._settled(slug, USE_WAIT_SECONDS)
         if record is None:
             if not self._engine.implicit_apps:
                 raise AppNotFoundError(
@@ -146,23 +196,45 @@ class AppRegistry:
             record = self._record(slug, refresh=True)
             if record is None:  # unregistered again by someone else in between
                 raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
+        claim = claim_of(record)
+        if claim is not None:
+            state = (
+                "registration did not finish (register it again)"
+                if abandoned(claim, CLAIM_STALE_SECONDS)
+                else "registration is still running; it can be used once it finishes"
+            )
+            raise AppNotActiveError(
+                f"app {slug!r} is not usable: its first {state} ({describe(claim)})",
+                context={"app": slug},
+            )
         if record.get("status", ACTIVE) != ACTIVE:
             raise AppNotActiveError(
                 f"app {slug!r} is {record.get('status')}, not active", context={"app": slug}
             )
         return record
 
+    def _settled(self, slug: str, timeout: float) -> dict[str, Any] | None:
+        """The record of ``slug`` once a first registration in progress elsewhere has
+        finished, failed or been abandoned (waiting at most ``timeout`` seconds; a record
+        still pending after that is returned as it is)."""
+        record = self._record(slug, refresh=True)
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            claim = claim_of(record)
+            if claim is None or abandoned(claim, CLAIM_STALE_SECONDS):
+                return record
+            if time.monotonic() >= deadline:
+                return record
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+            record = self._record(slug, refresh=True)
+
     # --- writing ------------------------------------------------------------------------------
 
-    def _conflicts(self, slug: str) -> list[str]:
-        escaped = re.escape(slug)
-        query = {
-            "$or": [
-                {"_id": {"$in": overlapping_prefixes(slug)}},
-                {"_id": {"$regex": f"^{escaped}_"}},
-            ]
-        }
-        return sorted(doc["_id"] for doc in self.collection.find(query, {"_id": 1}))
+    @property
+    def _locks(self) -> Collection[Any]:
+        return self._engine._raw_collection(LOCKS_COLLECTION)
 
     def _raise_conflict(self, slug: str, others: list[str]) -> None:
         raise AppConflictError(
@@ -173,24 +245,256 @@ class AppRegistry:
             context={"app": slug, "conflicts": others},
         )
 
-    def _lookup(self, slug: str) -> tuple[dict[str, Any] | None, list[str]]:
-        """The stored record of ``slug`` and the registered slugs that overlap it, in one
-        query."""
-        escaped = re.escape(slug)
-        query = {
-            "$or": [
-                {"_id": {"$in": [slug, *overlapping_prefixes(slug)]}},
-                {"_id": {"$regex": f"^{escaped}_"}},
-            ]
-        }
+    def _lookup(self, slug: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The stored record of ``slug`` and the records whose slugs overlap it.
+
+        Two indexed queries: ``$in`` over the slug and its ``_``-prefixes (``a_b_c``: ``a``,
+        ``a_b``) on ``_id``, and the range of slugs starting with ``<slug>_`` on the ``slug``
+        index (the embedded server plans a range on ``_id`` as a scan).
+        """
+        self._ensure_indexes()
         existing = None
         others = []
-        for doc in self.collection.find(query):
+        for doc in self.collection.find({"_id": {"$in": [slug, *overlapping_prefixes(slug)]}}):
             if doc["_id"] == slug:
                 existing = doc
             else:
-                others.append(doc["_id"])
-        return existing, sorted(others)
+                others.append(doc)
+        # Slugs use [a-z0-9_-]: those starting with "<slug>_" are exactly [slug_, slug`).
+        longer = self.collection.find(
+            {"slug": {"$gte": slug + "_", "$lt": slug + "`"}},
+            {"_id": 1, "status": 1, "claim": 1},
+            limit=MAX_REPORTED_CONFLICTS,
+        )
+        others.extend(longer)
+        return existing, others
+
+    def _ensure_indexes(self) -> None:
+        """The ``slug`` index the overlap look-up needs (once per process; records written
+        before it existed get their ``slug`` field)."""
+        if self._indexed:
+            return
+        self.collection.create_index([("slug", 1)], name="slug_1")
+        self.collection.update_many({"slug": {"$exists": False}}, [{"$set": {"slug": "$_id"}}])
+        self._indexed = True
+
+    def _live_conflicts(self, others: list[dict[str, Any]], clean: bool = False) -> list[str]:
+        """Slugs of ``others`` that block a registration: registered apps and first
+        registrations still running. Abandoned claims do not count (and are removed when
+        ``clean``, which is only done under the segment lock)."""
+        live = []
+        for other in others:
+            claim = claim_of(other)
+            if claim is not None and abandoned(claim, CLAIM_STALE_SECONDS):
+                if not clean:
+                    continue
+                gone = self.collection.delete_one(
+                    {"_id": other["_id"], "status": REGISTERING, "claim.token": claim.get("token")}
+                )
+                if gone.deleted_count == 1:
+                    continue  # else it was taken over meanwhile: it still blocks
+            live.append(other["_id"])
+        return sorted(live)
+
+    def _claim(
+        self, slug: str, normalized: dict[str, Any], implicit: bool
+    ) -> dict[str, Any] | None:
+        """Claim the new slug ``slug``: under the lock of its segment, check that no app
+        overlaps it and insert its pending record. Returns the claim, or None when a record of
+        ``slug`` itself appeared meanwhile (the caller looks again)."""
+        with segment_lock(self._locks, slug) as lock:
+            existing, others = self._lookup(slug)
+            conflicts = self._live_conflicts(others, clean=True)
+            if conflicts:
+                self._raise_conflict(slug, conflicts)
+            if existing is not None:
+                return None
+            claim = new_holder()
+            try:
+                self._insert_claim(slug, claim, lock, normalized, implicit)
+            except DuplicateKeyError:
+                let_go(claim)
+                return None
+            except BaseException:
+                let_go(claim)
+                raise
+            return claim
+
+    def _insert_claim(
+        self,
+        slug: str,
+        claim: dict[str, Any],
+        lock: dict[str, Any],
+        normalized: dict[str, Any],
+        implicit: bool,
+    ) -> None:
+        now = claim["at"]
+        self.collection.insert_one(
+            {
+                "_id": slug,
+                "slug": slug,
+                "status": REGISTERING,
+                "manifest": normalized,
+                "implicit": implicit,
+                "index_outcomes": [],
+                "registered_at": now,
+                "updated_at": now,
+                "claim": claim,
+            }
+        )
+        if not still_held(self._locks, slug, lock):
+            # Stalled past the lease: another registration may have checked without seeing
+            # this claim. Withdraw rather than risk two overlapping apps.
+            self._release_claim(slug, claim)
+            raise AppConflictError(
+                f"app {slug!r} was not registered: the registration stalled past its lock "
+                "lease; nothing was changed, retry",
+                context={"app": slug},
+            )
+
+    def _release_claim(self, slug: str, claim: dict[str, Any]) -> None:
+        self.collection.delete_one(
+            {"_id": slug, "status": REGISTERING, "claim.token": claim["token"]}
+        )
+
+    def _take_over(self, slug: str, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Take the abandoned claim of ``record`` over (None if someone else did)."""
+        old = claim_of(record) or {}
+        claim = new_holder()
+        try:
+            # Under the segment lock like every claim (and so a lock the same dead attempt
+            # left behind is taken over and released too).
+            with segment_lock(self._locks, slug):
+                result = self.collection.update_one(
+                    {"_id": slug, "status": REGISTERING, "claim.token": old.get("token")},
+                    {"$set": {"claim": claim, "updated_at": claim["at"]}},
+                )
+        except BaseException:
+            let_go(claim)
+            raise
+        if result.modified_count != 1:
+            let_go(claim)
+            return None
+        log.warning("took over the abandoned registration of %r (%s)", slug, describe(old))
+        return claim
+
+    def _own(
+        self, slug: str, normalized: dict[str, Any], implicit: bool
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """``(existing record, claim)``: the registered record of ``slug`` to update (claim
+        None), or the claim of its first registration (existing None) — after overlap
+        checks, waiting for another process's first registration of the same slug."""
+        deadline = time.monotonic() + REGISTRATION_WAIT_SECONDS
+        while True:
+            existing, others = self._lookup(slug)
+            conflicts = self._live_conflicts(others)
+            if conflicts:
+                self._raise_conflict(slug, conflicts)
+            claim: dict[str, Any] | None = None
+            if existing is None:
+                claim = self._claim(slug, normalized, implicit)
+            elif claim_of(existing) is None:
+                return existing, None
+            elif abandoned(claim_of(existing), CLAIM_STALE_SECONDS):
+                claim = self._take_over(slug, existing)
+            else:
+                settled = self._settled(slug, max(0.0, deadline - time.monotonic()))
+                pending = claim_of(settled)
+                if pending is not None and not abandoned(pending, CLAIM_STALE_SECONDS):
+                    raise AppConflictError(
+                        f"app {slug!r} is still being registered by another process "
+                        f"({describe(pending)}) after {REGISTRATION_WAIT_SECONDS:.0f} s; retry "
+                        "once it has finished",
+                        context={"app": slug},
+                    )
+                continue
+            if claim is not None:
+                return None, claim
+            if time.monotonic() >= deadline:  # pragma: no cover - needs a registry in churn
+                raise AppConflictError(
+                    f"app {slug!r} could not be claimed: its record kept changing",
+                    context={"app": slug},
+                )
+
+    def _apply(
+        self,
+        normalized: dict[str, Any],
+        existing: dict[str, Any] | None,
+        claim: dict[str, Any] | None,
+        *,
+        implicit: bool,
+        create_indexes: bool,
+        replace_indexes: bool,
+        search_index_timeout: float | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
+        """Apply collection settings and indexes, then write the record: the first
+        registration's (``claim``) or an update of ``existing``. Returns ``(record,
+        collections, index outcomes)``, or None when the app was unregistered meanwhile."""
+        from .manifest.apply import apply_collection_settings
+
+        slug = normalized["slug"]
+        try:
+            collections: list[dict[str, Any]] = []
+            if normalized.get("collection_settings"):
+                collections = apply_collection_settings(
+                    self._engine, slug, normalized["collection_settings"]
+                )
+            outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
+            if create_indexes:
+                from .indexes import ensure_declared_indexes
+                from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+
+                outcomes = ensure_declared_indexes(
+                    self._engine,
+                    slug,
+                    normalized.get("managed_indexes") or {},
+                    replace=replace_indexes,
+                    search_timeout=(
+                        DEFAULT_SEARCH_TIMEOUT
+                        if search_index_timeout is None
+                        else search_index_timeout
+                    ),
+                    previous=outcomes,
+                )
+        except BaseException:
+            if claim is not None:
+                try:
+                    self._release_claim(slug, claim)
+                except PyMongoError:  # left "registering": a retry takes it over
+                    log.warning("could not withdraw the failed registration of %r", slug)
+            raise
+        now = _now()
+        fields: dict[str, Any] = {
+            "slug": slug,
+            "status": normalized.get("status", ACTIVE),
+            "manifest": normalized,
+            "implicit": implicit,
+            "index_outcomes": outcomes,
+        }
+        if claim is not None:
+            done = self.collection.update_one(
+                {"_id": slug, "status": REGISTERING, "claim.token": claim["token"]},
+                {"$set": {**fields, "updated_at": now}, "$unset": {"claim": ""}},
+            )
+            if done.matched_count != 1:
+                raise AppConflictError(
+                    f"app {slug!r} was not registered: its registration took longer than "
+                    f"{CLAIM_STALE_SECONDS:.0f} s and was taken over or withdrawn",
+                    context={"app": slug},
+                )
+            record = {"_id": slug, "registered_at": now, **fields, "updated_at": now}
+            return record, collections, outcomes
+        assert existing is not None
+        record = {**existing, **fields}
+        if any(existing.get(k) != v for k, v in fields.items()):
+            record["updated_at"] = now
+            updated = self.collection.update_one(
+                {"_id": slug, "status": {"$ne": REGISTERING}},
+                {"$set": {**fields, "updated_at": now}},
+            )
+            if updated.matched_count != 1:
+                return None  # unregistered meanwhile: claim the slug afresh
+        return record, collections, outcomes
 
     def register(
         self,
@@ -204,18 +508,21 @@ class AppRegistry:
         """Validate, persist and act on ``manifest``.
 
         Order, so that a bad manifest changes nothing: validation and the slug-collision
-        check, then ``collection_settings`` (undone and raised if the server refuses one),
-        then the declared indexes (outcomes reported, never raised), then one write of the
-        record, then ``initial_data`` (seeded once). An unchanged re-registration writes
-        nothing and sends no index or collection command besides the listings.
+        check (a new slug is claimed atomically: its record appears with status
+        ``registering``), then ``collection_settings`` (undone and raised if the server
+        refuses one, and the claim withdrawn), then the declared indexes (outcomes reported,
+        never raised), then one write of the record, then ``initial_data`` (seeded once). An
+        unchanged re-registration writes nothing and sends no index or collection command
+        besides the listings.
 
         Returns ``{"slug", "created", "indexes": [outcome...], "collections": [...],
         "seeded": {collection: n}}``; index outcomes are also stored in the record
-        (``index_outcomes``).
+        (``index_outcomes``). Of concurrent registrations of one new slug, exactly one
+        reports ``created: True``; the others wait for it and then update the app.
         """
         from .exceptions import ManifestValidationError
         from .manifest import validate_manifest
-        from .manifest.apply import apply_collection_settings, seed_initial_data
+        from .manifest.apply import seed_initial_data
 
         normalized = validate_manifest(manifest)
         slug = normalized["slug"]
@@ -223,59 +530,37 @@ class AppRegistry:
             validate_slug(slug)
         except ScopeError as exc:
             raise ManifestValidationError(str(exc), errors={"slug": [str(exc)]}) from exc
-        existing, others = self._lookup(slug)
-        if others:
-            self._raise_conflict(slug, others)
-        if implicit and existing is not None:
-            return {"slug": slug, "created": False, "indexes": [], "collections": [], "seeded": {}}
-        from .auth.demo_users import hash_demo_passwords  # the registry keeps no clear password
+        from .auth.demo_users import has_clear_passwords, hash_demo_passwords
 
-        normalized = hash_demo_passwords(normalized, (existing or {}).get("manifest"))
-        collections: list[dict[str, Any]] = []
-        if normalized.get("collection_settings"):
-            collections = apply_collection_settings(
-                self._engine, slug, normalized["collection_settings"]
+        if has_clear_passwords(normalized):  # the registry keeps no clear password
+            stored = self.collection.find_one({"_id": slug}, {"manifest": 1})
+            normalized = hash_demo_passwords(normalized, (stored or {}).get("manifest"))
+        for _attempt in range(3):
+            existing, claim = self._own(slug, normalized, implicit)
+            if implicit and existing is not None:
+                return {
+                    "slug": slug, "created": False, "indexes": [], "collections": [], "seeded": {},
+                }  # fmt: skip
+            try:
+                applied = self._apply(
+                    normalized,
+                    existing,
+                    claim,
+                    implicit=implicit,
+                    create_indexes=create_indexes,
+                    replace_indexes=replace_indexes,
+                    search_index_timeout=search_index_timeout,
+                )
+            finally:
+                let_go(claim)
+            if applied is not None:
+                record, collections, outcomes = applied
+                break
+        else:  # pragma: no cover - needs three unregistrations racing one registration
+            raise AppConflictError(
+                f"app {slug!r} was unregistered while being registered, three times",
+                context={"app": slug},
             )
-        outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
-        if create_indexes:
-            from .indexes import ensure_declared_indexes
-            from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
-
-            outcomes = ensure_declared_indexes(
-                self._engine,
-                slug,
-                normalized.get("managed_indexes") or {},
-                replace=replace_indexes,
-                search_timeout=(
-                    DEFAULT_SEARCH_TIMEOUT if search_index_timeout is None else search_index_timeout
-                ),
-                previous=outcomes,
-            )
-        now = _now()
-        fields: dict[str, Any] = {
-            "slug": slug,
-            "status": normalized.get("status", ACTIVE),
-            "manifest": normalized,
-            "implicit": implicit,
-            "index_outcomes": outcomes,
-        }
-        changed = existing is None or any(existing.get(k) != v for k, v in fields.items())
-        record = {**(existing or {"_id": slug, "registered_at": now}), **fields}
-        if changed:
-            record["updated_at"] = now
-            self.collection.update_one(
-                {"_id": slug},
-                {"$set": {**fields, "updated_at": now}, "$setOnInsert": {"registered_at": now}},
-                upsert=True,
-            )
-            others = self._conflicts(slug)
-            if others:
-                # Another process registered an overlapping slug meanwhile: undo our write.
-                if existing is None:
-                    self.collection.delete_one({"_id": slug})
-                else:
-                    self.collection.replace_one({"_id": slug}, existing)
-                self._raise_conflict(slug, others)
         seeded: dict[str, int] = {}
         if normalized.get("initial_data"):
             seeded = seed_initial_data(
@@ -293,7 +578,7 @@ class AppRegistry:
             self._missing.pop(slug, None)
         result = {
             "slug": slug,
-            "created": existing is None,
+            "created": claim is not None,
             "indexes": outcomes,
             "collections": collections,
             "seeded": seeded,
@@ -328,7 +613,7 @@ class AppRegistry:
         with self._lock:
             self._apps.pop(slug, None)
             self._fetched.pop(slug, None)
-            self._missing[slug] = time.monotonic()
+            self._remember_missing(slug, time.monotonic())
         if deleted:
             app_unregistered.send(self._engine, slug=slug)
         return deleted

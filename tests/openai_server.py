@@ -9,7 +9,9 @@ events), ``GET /v1/models``, and the Azure routes
   are near each other and any test can compute the expected vector with :func:`embed_text`.
   ``float`` and ``base64`` encodings, the ``dimensions`` parameter, and a maximum batch size.
 - Chat replies are scripted (:meth:`OpenAIServer.script_chat`): strings, or callables that
-  receive the request body; without a script the reply echoes the last user message.
+  receive the request body; without a script the reply echoes the last user message
+  (``echo: ...``, or the server's ``echo_prefix``). A reply longer than the request's
+  ``max_tokens`` (tokens are words here) is cut there, with ``finish_reason`` ``length``.
 - Faults are injected (:meth:`OpenAIServer.fail_next`, :meth:`OpenAIServer.delay_next`):
   429 with ``Retry-After``, 500, and responses slower than the client's timeout.
 - Every request is recorded (:attr:`OpenAIServer.requests`) for assertions.
@@ -89,8 +91,10 @@ class OpenAIServer:
         dimensions: int = 32,
         max_batch: int = 2048,
         models: dict[str, str] | None = None,
+        echo_prefix: str = "echo: ",
     ) -> None:
         self.api_key = api_key
+        self.echo_prefix = echo_prefix
         self.dimensions = dimensions
         self.max_batch = max_batch
         self.models = dict(DEFAULT_MODELS if models is None else models)
@@ -213,7 +217,7 @@ class OpenAIServer:
         if reply is None:
             users = [m for m in body.get("messages", []) if m.get("role") == "user"]
             last = users[-1].get("content") if users else ""
-            reply = f"echo: {_text_of(last)}"
+            reply = f"{self.echo_prefix}{_text_of(last)}"
         if isinstance(reply, str):
             reply = {"content": reply}
         return reply
@@ -396,6 +400,11 @@ class _Handler(BaseHTTPRequestHandler):
         content = reply.get("content", "")
         if not isinstance(content, str):
             content = json.dumps(content)
+        finish = reply.get("finish_reason", "stop")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and count_words(content) > limit:
+            words = re.findall(r"\w+\W*", content)
+            content, finish = "".join(words[:limit]).rstrip(), "length"
         prompt_tokens = sum(count_words(_text_of(m.get("content"))) for m in messages)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -404,7 +413,6 @@ class _Handler(BaseHTTPRequestHandler):
         }
         created = int(time.time())
         ident = "chatcmpl-" + hashlib.sha1(content.encode()).hexdigest()[:12]
-        finish = reply.get("finish_reason", "stop")
         if body.get("stream"):
             self._stream(ident, created, model, content, finish, usage, body)
             return
@@ -482,6 +490,28 @@ import pytest  # noqa: E402
 def _openai_server_session():
     with OpenAIServer() as server:
         yield server
+
+
+#: The second server's models: a vendor's names, beside the usual ones.
+SECOND_MODELS = {**DEFAULT_MODELS, "voyage-2": "embedding", "claude-3-5-haiku-latest": "chat"}
+
+
+@pytest.fixture(scope="session")
+def _second_openai_server_session():
+    with OpenAIServer(api_key="second-key", models=SECOND_MODELS, echo_prefix="second: ") as server:
+        yield server
+
+
+@pytest.fixture
+def second_llm_server(_second_openai_server_session):
+    """Another OpenAI-compatible server (key ``second-key``, replies ``second: ...``): a
+    second provider beside :func:`llm_server`."""
+    server = _second_openai_server_session
+    server.reset()
+    server.dimensions, server.max_batch = 32, 2048
+    yield server
+    server.reset()
+    server.dimensions, server.max_batch = 32, 2048
 
 
 @pytest.fixture

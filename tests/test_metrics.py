@@ -256,3 +256,31 @@ def test_forked_child_reports_only_its_own_work(engine):
     os.waitpid(pid, 0)
     assert message == "0 1"
     assert _ops(engine, "forkm")["insert"]["count"] == 1  # the parent's own count
+
+
+def test_labelled_counters_are_bounded_and_exact_in_the_exposition():
+    """Counters split by a label (``llm.cost.usd`` by model): totals per app, one sample per
+    label set, at most MAX_LABEL_SETS sets (the rest under ``_other``), and values printed
+    without losing precision."""
+    from mdb_sync.observability.metrics import MAX_LABEL_SETS
+
+    metrics = MetricsCollector()
+    for i in range(MAX_LABEL_SETS + 50):
+        metrics.increment("llm.cost.usd", 0.5, app="shop", labels={"model": f"lab/m{i}"})
+    metrics.increment("llm.tokens.prompt", 1_234_567, app="shop")
+    metrics.increment("llm.cost.usd", 12.3456789, app="shop", labels={"model": "lab/m0"})
+    app = metrics.snapshot()["apps"]["shop"]
+    assert app["counters"]["llm.cost.usd"] == pytest.approx(0.5 * 150 + 12.3456789)
+    sets = {e["labels"]["model"]: e["value"] for e in app["labelled"]["llm.cost.usd"]}
+    assert len(sets) == MAX_LABEL_SETS + 1 and sets["_other"] == 25.0
+    assert sets["lab/m0"] == pytest.approx(12.8456789)
+    text = metrics.prometheus_text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = families["mdb_llm_cost_usd"].samples
+    assert len(samples) == MAX_LABEL_SETS + 1
+    assert {s.labels["app"] for s in samples} == {"shop"}
+    assert sum(s.value for s in samples) == pytest.approx(75 + 12.3456789)
+    assert 'mdb_llm_tokens_prompt_total{app="shop"} 1234567' in text, "not 1.23457e+06"
+    assert 'mdb_llm_cost_usd_total{app="shop",model="lab/m0"} 12.8456789' in text
+    with pytest.raises(ValueError, match="labels"):
+        metrics.increment("x", labels={str(i): "v" for i in range(5)})

@@ -364,7 +364,7 @@ def test_a_refused_resume_token_falls_back_to_the_operation_time(engines, caplog
 def test_a_tailing_listener_that_fell_behind_the_capped_window_reports_the_gap(engines):
     web, worker = engines("tailable"), engines("tailable")
     for engine in (web, worker):
-        engine.events.configure(capped_bytes=4096)
+        engine.events.configure(capped_bytes=4096, gap_grace=0.2)
     inbox = Inbox()
     web.events.subscribe("chat", inbox)
     worker.events.publish("chat", {"i": 0})
@@ -379,5 +379,36 @@ def test_a_tailing_listener_that_fell_behind_the_capped_window_reports_the_gap(e
     assert received[0] == 0 and received[-1] == 101
     assert received[1:] == list(range(received[1], 102)), "what is left arrives, in order"
     assert received[1] > 1, "the oldest events were gone"
-    counters = web.get_metrics()["apps"]
-    assert any(c.get("counters", {}).get("realtime.gaps") for c in counters.values())
+    # Exactly the events pushed out are counted lost, once their grace is over.
+    wait_for(lambda: _counter(web, "realtime.gaps", "chat") == received[1] - 1, what="gaps")
+    assert _counter(web, "realtime.overflows") == 1
+
+
+def _counter(engine, name, app=None):
+    apps = engine.get_metrics()["apps"]
+    if app is not None:
+        return apps.get(app, {}).get("counters", {}).get(name, 0)
+    return sum(c.get("counters", {}).get(name, 0) for c in apps.values())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_new_subscription_does_not_receive_old_events_even_after_a_reconnect(
+    engines, raw_client, db_name, recorder, mode
+):
+    web, worker = engines(mode), engines(mode)
+    chat, news = Inbox(), Inbox()
+    web.events.subscribe("chat", chat)
+    worker.events.publish("chat", {"i": 0})
+    chat.wait(1)
+    for i in range(5):
+        worker.events.publish("news", {"old": i})  # before anyone here listens to news
+    worker.events.publish("chat", {"i": 1})
+    chat.wait(2)  # read after the old news: this process is past them
+    web.events.subscribe("news", news)
+    worker.events.publish("news", {"new": 0})
+    assert news.wait(1) == [{"new": 0}]
+    assert _kill_event_cursors(raw_client, db_name, recorder)  # reconnect, catch up
+    worker.events.publish("news", {"new": 1})
+    worker.events.publish("chat", {"i": 2})
+    assert chat.wait(3) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert news.wait(2) == [{"new": 0}, {"new": 1}]

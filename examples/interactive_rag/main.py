@@ -20,17 +20,13 @@ import os
 import sys
 from pathlib import Path
 
+import rag
+
 from mdb_sync import MongoDBEngine
-from mdb_sync.exceptions import AIProviderError, AIServiceError, MongoDBEngineError
+from mdb_sync.exceptions import MongoDBEngineError
 
 HERE = Path(__file__).resolve().parent
-SLUG = "interactive_rag"
 TEXT_SUFFIXES = {".md", ".txt", ".rst"}
-RELEVANCE_MARGIN = 0.15
-SYSTEM_PROMPT = (
-    "Answer the question using only the numbered passages. Cite the passages you use as "
-    "[1], [2]... If the passages do not contain the answer, say so."
-)
 
 
 def documents(paths: list[str]) -> list[tuple[str, Path]]:
@@ -53,54 +49,35 @@ def documents(paths: list[str]) -> list[tuple[str, Path]]:
 
 
 def ingest(engine: MongoDBEngine, paths: list[str]) -> None:
-    service = engine.get_embedding_service(SLUG)
-    kb = engine.get_scoped_db(SLUG).knowledge_base
     for source, file in documents(paths):
-        text = file.read_text(encoding="utf-8")
-        title = text.strip().splitlines()[0].lstrip("# ").strip() if text.strip() else source
-        result = service.process_and_store(text, source, kb, metadata={"title": title})
+        result = rag.ingest(engine, source, file.read_text(encoding="utf-8"))
         replaced = f", replaced {result['replaced']}" if result["replaced"] else ""
         print(f"✅ Ingested {source}: {result['chunks']} chunk(s){replaced}")
 
 
 def sources(engine: MongoDBEngine) -> list[str]:
-    kb = engine.get_scoped_db(SLUG).knowledge_base
-    seen: dict[str, str] = {}
-    for doc in kb.find({}, {"source_id": 1, "metadata.title": 1}).sort("source_id", 1):
-        seen.setdefault(doc["source_id"], doc.get("metadata", {}).get("title", ""))
-    return [f"{source} — {title}" for source, title in seen.items()]
+    return [f"{s['source_id']} — {s['title']}" for s in rag.sources(engine)]
 
 
 def ask(engine: MongoDBEngine, question: str, limit: int = 3) -> None:
-    kb = engine.get_scoped_db(SLUG).knowledge_base
-    passages = kb.vector_search(query_text=question, limit=limit)
+    result = rag.answer(engine, question, limit)
+    passages = result["passages"]
     if not passages:
         print("The knowledge base is empty: run `ingest` first.")
         return
-    # Keep the passages about as relevant as the best one, not the merely least unrelated.
-    passages = [p for p in passages if p["score"] >= passages[0]["score"] - RELEVANCE_MARGIN]
-    context = "\n\n".join(f"[{i}] {p['text']}" for i, p in enumerate(passages, 1))
-    try:
-        answer = engine.get_llm_service(SLUG).chat(
-            [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": f"{context}\n\nQuestion: {question}"},
-            ]
-        )
-        print(f"\n{answer.strip()}\n")
-    except AIServiceError as exc:
-        # No chat model (the local provider embeds only), or it failed: the passages are
-        # the answer.
-        if isinstance(exc, AIProviderError):
-            print(f"(the chat model failed: {exc})")
+    if result["answer"] is not None:
+        print(f"\n{result['answer']}\n")
+    else:
+        if result["error"] and result["error"].startswith("the chat model failed"):
+            print(f"({result['error']})")
         print("\nMost relevant passages:\n")
-        for i, passage in enumerate(passages, 1):
+        for passage in passages:
             text = " ".join(passage["text"].split())
-            print(f"[{i}] {text[:300]}{'…' if len(text) > 300 else ''}\n")
+            print(f"[{passage['n']}] {text[:300]}{'…' if len(text) > 300 else ''}\n")
     print("Sources:")
-    for i, passage in enumerate(passages, 1):
+    for passage in passages:
         where = f"chunk {passage['chunk_index']}, score {passage['score']:.3f}"
-        print(f"  [{i}] {passage['source_id']} ({where})")
+        print(f"  [{passage['n']}] {passage['source_id']} ({where})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        with MongoDBEngine(db_name=os.environ.get("MDB_DB_NAME") or SLUG) as engine:
+        with MongoDBEngine(db_name=os.environ.get("MDB_DB_NAME") or rag.SLUG) as engine:
             manifest = engine.load_manifest(HERE / "manifest.json")
             # The declared vector index is an Atlas Search index; where it does not exist
             # (the embedded server, a plain mongod) vector_search runs an exact search, so

@@ -2,9 +2,11 @@
 checked and completed from the environment.
 
 Secrets never live in a manifest (manifests are stored in the database and exported): API
-keys come from the environment only — ``OPENAI_API_KEY``, ``AZURE_OPENAI_API_KEY`` — as do
-``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_VERSION`` and ``MDB_LLM_BASE_URL`` when the
-manifest does not say. Every error names the manifest path (``llm_config.temperature``).
+keys come from the environment only — ``OPENAI_API_KEY``, ``AZURE_OPENAI_API_KEY``, and for
+the providers of ``llm_config.providers`` ``<NAME>_API_KEY`` or the variable their
+``api_key_env`` names — as do ``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_VERSION``,
+``MDB_LLM_BASE_URL`` and ``MDB_LLM_<NAME>_BASE_URL`` when the manifest does not say. Every
+error names the manifest path (``llm_config.temperature``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,25 @@ from urllib.parse import urlsplit
 
 from ..exceptions import ConfigurationError
 from .chunking import DEFAULT_MAX_TOKENS, MIN_MAX_TOKENS
+from .routing import (
+    DEFAULT_AZURE_API_VERSION,
+    ENV_NAME_HELP,
+    ENV_NAME_RE,
+    MAX_DECLARED_PROVIDERS,
+    PROVIDER_NAME_RE,
+    PROVIDER_TYPES,
+    known_providers,
+    model_problem,
+    split_model,
+)
 from .tokens import DEFAULT_TOKENIZER_MODEL
 
-PROVIDERS = ("openai", "azure", "openai_compatible", "local")
+PROVIDERS = PROVIDER_TYPES
+#: Bounds of a price (USD per million tokens) and of the price table's size.
+MAX_PRICE = 100_000.0
+MAX_PRICE_ENTRIES = 200
+MAX_BUDGET_USD = 1e9
 BASE_URL_ENV = "MDB_LLM_BASE_URL"
-DEFAULT_AZURE_API_VERSION = "2024-10-21"
 DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -134,6 +150,14 @@ class LLMConfig:
     max_tokens: int | None = None
     embedding_dimensions: int | None = None
     embedding_batch_size: int = 256
+    #: ``llm_config.providers``: name -> {type, base_url, api_version, api_key_env,
+    #: timeout_seconds} (see :mod:`mdb_sync.ai.routing`).
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``llm_config.prices``: price overrides, USD per million tokens (see
+    #: :mod:`mdb_sync.ai.prices`).
+    prices: Mapping[str, Any] = field(default_factory=dict)
+    #: ``llm_config.monthly_budget_usd``: calls past it are refused (see :mod:`.spend`).
+    monthly_budget_usd: float | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -152,9 +176,21 @@ class LLMConfig:
         known = {
             "enabled", "provider", "default_chat_model", "default_embedding_model", "base_url",
             "api_version", "max_retries", "timeout_seconds", "temperature", "max_tokens",
-            "embedding_dimensions", "embedding_batch_size",
+            "embedding_dimensions", "embedding_batch_size", "providers", "prices",
+            "monthly_budget_usd",
         }  # fmt: skip
         r = _Reader("llm_config", section, app, known)
+        providers = _read_providers(r.get("providers"), app)
+        prices = read_prices(r.get("prices"), app)
+        names = known_providers({"providers": providers})
+        for key in ("default_chat_model", "default_embedding_model"):
+            problem = model_problem(r.get(key), names)
+            if problem:
+                raise _fail(r.path(key), problem, app)
+        for key in prices:
+            prefix, _ = split_model(key)
+            if prefix is not None and prefix not in names:
+                raise _fail(f"llm_config.prices.{key}", model_problem(key, names) or "", app)
         explicit = r.string("provider")
         if explicit is not None and explicit not in PROVIDERS:
             raise _fail("llm_config.provider", f"must be one of {', '.join(PROVIDERS)}", app)
@@ -181,7 +217,22 @@ class LLMConfig:
             max_tokens=r.integer("max_tokens", default=None, minimum=1),
             embedding_dimensions=r.integer("embedding_dimensions", default=None, minimum=1),
             embedding_batch_size=r.integer("embedding_batch_size", default=256, minimum=1),
+            providers=providers,
+            prices=prices,
+            monthly_budget_usd=r.number(
+                "monthly_budget_usd", default=None, low=0, high=MAX_BUDGET_USD, open_low=True
+            ),
         )
+        own = providers.get(provider) or {}
+        for key in ("base_url", "api_version"):
+            top = getattr(config, key)
+            if top is not None and own.get(key) is not None and own[key] != top:
+                raise _fail(
+                    f"llm_config.providers.{provider}.{key}",
+                    f"conflicts with llm_config.{key} (both configure the default provider "
+                    f"{provider!r}); give it in one place",
+                    app,
+                )
         return config.with_environment(env, app=app)
 
     def with_environment(self, environ: Mapping[str, str], *, app: str | None = None) -> LLMConfig:
@@ -231,6 +282,78 @@ class LLMConfig:
                 "http://localhost:11434/v1 for Ollama",
                 app,
             )
+
+
+def _read_providers(raw: Any, app: str | None) -> dict[str, dict[str, Any]]:
+    """``llm_config.providers``, checked: name -> {type, base_url, api_version, api_key_env,
+    timeout_seconds}; never a key itself."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _fail("llm_config.providers", "must be an object of provider name -> settings", app)
+    if len(raw) > MAX_DECLARED_PROVIDERS:
+        raise _fail(
+            "llm_config.providers", f"must have at most {MAX_DECLARED_PROVIDERS} entries", app
+        )
+    out: dict[str, dict[str, Any]] = {}
+    known = {"type", "base_url", "api_version", "api_key_env", "timeout_seconds"}
+    for name, entry in raw.items():
+        path = f"llm_config.providers.{name}"
+        if not isinstance(name, str) or not PROVIDER_NAME_RE.fullmatch(name):
+            raise _fail(
+                f"llm_config.providers.{name}",
+                "provider names must be 1-32 lower-case letters, digits, '_' or '-', "
+                "starting with a letter",
+                app,
+            )
+        r = _Reader(path, entry, app, known)
+        kind = r.string("type")
+        if kind is not None and kind not in PROVIDER_TYPES:
+            raise _fail(r.path("type"), f"must be one of {', '.join(PROVIDER_TYPES)}", app)
+        key_env = r.string("api_key_env")
+        if key_env is not None and not ENV_NAME_RE.fullmatch(key_env):
+            raise _fail(r.path("api_key_env"), ENV_NAME_HELP, app)
+        base_url = r.string("base_url")
+        settings = {
+            "type": kind,
+            "base_url": _check_url(base_url, r.path("base_url"), app) if base_url else None,
+            "api_version": r.string("api_version"),
+            "api_key_env": key_env,
+            "timeout_seconds": r.number(
+                "timeout_seconds", default=None, low=0, high=3600, open_low=True
+            ),
+        }
+        out[name] = {k: v for k, v in settings.items() if v is not None}
+    return out
+
+
+def read_prices(
+    raw: Any, app: str | None, *, where: str = "llm_config.prices"
+) -> dict[str, dict[str, float]]:
+    """``llm_config.prices`` (or the ``MDB_LLM_PRICES`` file): key -> ``{"input": usd,
+    "output": usd}`` per million tokens (a number stands for both)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _fail(where, "must be an object of model -> price", app)
+    if len(raw) > MAX_PRICE_ENTRIES:
+        raise _fail(where, f"must have at most {MAX_PRICE_ENTRIES} entries", app)
+    out: dict[str, dict[str, float]] = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}"
+        if not isinstance(key, str) or not key.strip() or len(key) > 256:
+            raise _fail(
+                path, "keys are model names: 'provider/model', 'provider/*', 'model' or '*'", app
+            )
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = {"input": value, "output": value}
+        r = _Reader(path, value, app, {"input", "output"})
+        price_in = r.number("input", default=None, low=0, high=MAX_PRICE)
+        price_out = r.number("output", default=None, low=0, high=MAX_PRICE)
+        if price_in is None and price_out is None:
+            raise _fail(path, "give input and/or output (USD per million tokens)", app)
+        out[key] = {"input": price_in or 0.0, "output": price_out or 0.0}
+    return out
 
 
 def _detect_provider(env: Mapping[str, str]) -> str:

@@ -22,6 +22,7 @@ from .chunking import Chunk, TextChunker
 from .config import EmbeddingConfig, LLMConfig
 from .llm import LLMService
 from .providers import LocalProvider
+from .routing import split_model
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +106,13 @@ class EmbeddingService:
         chunker = self._chunkers.get(limit)
         if chunker is None:
             overlap = self.config.chunk_overlap_tokens
-            if isinstance(self.llm.provider, LocalProvider):
+            if self._local_model():
                 from .local_model import MAX_SEQ_LENGTH
 
                 capped = min(limit, MAX_SEQ_LENGTH - 2)
                 if capped < limit:
                     log.info("local model: chunks capped at %d tokens (asked %d)", capped, limit)
-                counter = self.llm.provider.encoder.tokenizer
+                counter = self.llm.route(self.default_model).provider.encoder.tokenizer
                 chunker = TextChunker(capped, min(overlap, capped // 2), counter=counter)
             else:
                 if overlap >= limit:
@@ -122,6 +123,15 @@ class EmbeddingService:
                 chunker = TextChunker(limit, overlap, self.config.tokenizer_model)
             self._chunkers[limit] = chunker
         return chunker
+
+    def _local_model(self) -> bool:
+        """Whether the default embedding model is the local one (``local/...``, or a bare
+        name with the local provider as the default)."""
+        prefix, _ = split_model(self.default_model)
+        if prefix is None:
+            return isinstance(self.llm.provider, LocalProvider)
+        spec = self.llm.router.specs.get(prefix)
+        return spec is not None and spec.type == "local"
 
     def split(
         self,

@@ -1,10 +1,13 @@
 """LLMService: chat (plain, streamed, structured) and embeddings for one app.
 
 Built by :meth:`MongoDBEngine.get_llm_service` from the app's ``llm_config`` (or directly:
-``LLMService({"provider": "openai_compatible", "base_url": ...})``). Every call goes through
-the retry policy, and its latency, outcome, retries and tokens are recorded in the engine's
-metrics under the app (``llm.chat``, ``llm.embed``, ``llm.tokens.prompt``,
-``llm.tokens.completion``, ``llm.tokens.embedding``, ``llm.retries``).
+``LLMService({"provider": "openai_compatible", "base_url": ...})``). A model name picks its
+provider (``azure/gpt-4o``, ``voyage/voyage-2``: :mod:`mdb_sync.ai.routing`); a bare name goes
+to the default provider. Every call goes through the retry policy, is priced
+(:mod:`.costs`) and, when the app has a monthly budget, held against it; its latency,
+outcome, retries, tokens and cost are recorded in the engine's metrics under the app
+(``llm.chat``, ``llm.embed``, ``llm.tokens.prompt``, ``llm.tokens.completion``,
+``llm.tokens.embedding``, ``llm.retries``, ``llm.cost.usd`` by model).
 """
 
 from __future__ import annotations
@@ -18,8 +21,17 @@ from typing import Any, TypeVar
 
 from ..exceptions import AIProviderError, AIRateLimitError, AIServiceError, StructuredOutputError
 from .config import LLMConfig
-from .providers import ChatResult, LocalProvider, make_provider, normalize_messages
+from .costs import (
+    BUDGET_DEFAULT_MAX_TOKENS,
+    CostMeter,
+    Hold,
+    estimate_embedding_tokens,
+    estimate_prompt_tokens,
+)
+from .prices import PriceTable
+from .providers import ChatResult, LocalProvider, normalize_messages
 from .retry import RetryableError, RetryPolicy, call_with_retries
+from .routing import ProviderRouter, Route
 from .structured import ResponseSchema, SchemaValidationError, extract_json
 
 log = logging.getLogger(__name__)
@@ -67,10 +79,15 @@ class LLMService:
 
     :param config: an :class:`~mdb_sync.ai.config.LLMConfig`, or a mapping shaped like a
         manifest's ``llm_config`` (completed from the environment).
-    :param provider: a provider object to use instead of the one ``config`` names.
+    :param provider: a provider object to use instead of the one ``config`` names (for
+        model names without a ``provider/`` prefix).
     :param metrics: an engine's ``MetricsCollector`` (``engine.metrics``), with ``app``.
     :param retry: the :class:`~mdb_sync.ai.retry.RetryPolicy` (default: ``max_retries`` from
         the configuration, 0.5 s doubling backoff, ``Retry-After`` up to 60 s).
+    :param ledger: the app's :class:`~mdb_sync.ai.spend.SpendLedger` (the engine passes it):
+        the month's spending across processes, required by ``monthly_budget_usd``.
+    :param prices: a :class:`~mdb_sync.ai.prices.PriceTable` (default: ``config.prices``,
+        ``MDB_LLM_PRICES``, then the list prices).
     """
 
     def __init__(
@@ -81,12 +98,22 @@ class LLMService:
         metrics: Any = None,
         app: str | None = None,
         retry: RetryPolicy | None = None,
+        ledger: Any = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.config = _coerce_config(config)
         self.app = app
-        self.provider = provider or make_provider(self.config)
+        self.router = ProviderRouter(self.config, default=provider)
+        #: The default provider (model names without a ``provider/`` prefix).
+        self.provider = self.router.provider(self.router.default_name)
         self.retry = retry or RetryPolicy(max_retries=self.config.max_retries)
         self.telemetry = Telemetry(metrics, app)
+        self.costs = CostMeter(
+            prices or PriceTable(self.config.prices),
+            self.telemetry,
+            ledger=ledger,
+            budget_usd=self.config.monthly_budget_usd,
+        )
         self._sleep: Callable[[float], None] = time.sleep
 
     def __repr__(self) -> str:
@@ -96,15 +123,32 @@ class LLMService:
         )
 
     def close(self) -> None:
-        """Close the provider's HTTP connections (they are reopened on the next call)."""
-        close = getattr(self.provider, "close", None)
-        if close is not None:
-            close()
+        """Close the providers' HTTP connections (they are reopened on the next call)."""
+        self.router.close()
+
+    def route(self, model: str | None = None, *, embedding: bool = False) -> Route:
+        """Where ``model`` (default: the default chat, or embedding, model) goes: its
+        provider's name and object and the model name that provider is sent. Raises
+        :class:`ConfigurationError` for an unknown ``provider/`` prefix or a provider
+        that is not set up (its key or endpoint missing from the environment)."""
+        default = (
+            self.config.default_embedding_model if embedding else self.config.default_chat_model
+        )
+        return self.router.resolve(model or default)
+
+    def spending(self) -> dict[str, Any]:
+        """This month's spending of the app, across every process: ``spent_usd``,
+        ``reserved_usd`` (calls in flight), ``calls``, ``budget_usd`` (None: no budget)."""
+        return self.costs.spending()
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        provider = getattr(self.provider, "name", self.config.provider)
+    def _call(self, fn: Callable[[], T], what: str, route: Route | None = None) -> T:
+        provider = (
+            route.provider_name
+            if route is not None
+            else getattr(self.provider, "name", self.config.provider)
+        )
 
         def give_up(exc: RetryableError) -> Exception:
             attempts = self.retry.max_retries + 1
@@ -144,11 +188,28 @@ class LLMService:
             params["temperature"] = temperature
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
+        elif self.costs.budget_usd is not None and params.get("max_completion_tokens") is None:
+            # A budgeted call's worst case must be bounded to be reserved.
+            params["max_tokens"] = BUDGET_DEFAULT_MAX_TOKENS
         return model, params
 
-    def _record_chat(self, result: ChatResult) -> None:
+    def _begin_chat(self, route: Route, conversation: list, params: dict) -> Hold:
+        def estimate() -> tuple[int, int]:
+            counter = _estimate_counter()
+            limit = params.get("max_tokens") or params.get("max_completion_tokens") or 0
+            return estimate_prompt_tokens(counter, conversation, params), int(limit)
+
+        return self.costs.begin(route, estimate)
+
+    def _record_chat(self, result: ChatResult, hold: Hold) -> None:
+        prompt, completion = result.prompt_tokens, result.completion_tokens
+        if not prompt and not completion and result.content and hold.priced:
+            # The provider reported no usage: charge our estimate rather than nothing.
+            prompt = hold.estimate()[0]
+            completion = _estimate_counter().count(result.content)
         self.telemetry.count("llm.tokens.prompt", result.prompt_tokens)
         self.telemetry.count("llm.tokens.completion", result.completion_tokens)
+        self.costs.finish(hold, prompt, completion)
 
     # --- chat ---------------------------------------------------------------------------------
 
@@ -168,11 +229,19 @@ class LLMService:
         """
         conversation = normalize_messages(messages)
         model, params = self._chat_params(model, temperature, max_tokens, params)
+        route = self.router.resolve(model)
+        hold = self._begin_chat(route, conversation, params)
         with self.telemetry.operation("llm.chat"):
-            result = self._call(
-                lambda: self.provider.chat(conversation, model=model, **params), "chat"
-            )
-        self._record_chat(result)
+            try:
+                result = self._call(
+                    lambda: route.provider.chat(conversation, model=route.model, **params),
+                    "chat",
+                    route,
+                )
+            except BaseException:
+                self.costs.abort(hold)
+                raise
+        self._record_chat(result, hold)
         return result
 
     def chat(
@@ -209,18 +278,34 @@ class LLMService:
         yielded cannot be taken back). Usage is recorded when the stream ends."""
         conversation = normalize_messages(messages)
         model, params = self._chat_params(model, temperature, max_tokens, params)
-        return self._stream(conversation, model, params)
+        route = self.router.resolve(model)  # an unknown provider fails here, not mid-loop
+        return self._stream(conversation, route, params)
 
-    def _stream(self, conversation: list, model: str, params: dict) -> Iterator[str]:
+    def _stream(self, conversation: list, route: Route, params: dict) -> Iterator[str]:
+        # Reserved when iteration starts: a stream never read holds no budget.
+        hold = self._begin_chat(route, conversation, params)
+        settled = False
         with self.telemetry.operation("llm.chat"):
-            stream = self._call(
-                lambda: self.provider.open_stream(conversation, model=model, **params), "chat"
-            )
-            for item in self.provider.read_stream(stream, model=model):
-                if isinstance(item, ChatResult):
-                    self._record_chat(item)
-                else:
-                    yield item
+            try:
+                stream = self._call(
+                    lambda: route.provider.open_stream(conversation, model=route.model, **params),
+                    "chat",
+                    route,
+                )
+            except BaseException:
+                self.costs.abort(hold)
+                raise
+            try:
+                for item in route.provider.read_stream(stream, model=route.model):
+                    if isinstance(item, ChatResult):
+                        settled = True
+                        self._record_chat(item, hold)
+                    else:
+                        yield item
+            finally:
+                if not settled:
+                    # Broken off or abandoned: the provider may have billed it all.
+                    self.costs.finish_unknown(hold)
 
     def ask_structured(
         self, instructions: str, content: Any, response_model: Any, *, model: str | None = None
@@ -310,17 +395,30 @@ class LLMService:
         if not items:
             return []
         model = model or self.config.default_embedding_model
+        route = self.router.resolve(model)
         dimensions = dimensions if dimensions is not None else self.config.embedding_dimensions
-        limit = getattr(self.provider, "max_batch", 2048)
+        limit = getattr(route.provider, "max_batch", 2048)
         size = min(batch_size or self.config.embedding_batch_size, limit)
         vectors: list[list[float]] = []
-        for batch in self._batches(items, size):
+        for batch in self._batches(items, size, route):
+            hold = self.costs.begin(route, lambda b=batch: self._embedding_estimate(route, b))
             with self.telemetry.operation("llm.embed"):
-                result = self._call(
-                    lambda b=batch: self.provider.embed(b, model=model, dimensions=dimensions),
-                    "embeddings",
-                )
+                try:
+                    result = self._call(
+                        lambda b=batch: route.provider.embed(
+                            b, model=route.model, dimensions=dimensions
+                        ),
+                        "embeddings",
+                        route,
+                    )
+                except BaseException:
+                    self.costs.abort(hold)
+                    raise
             self.telemetry.count("llm.tokens.embedding", result.prompt_tokens)
+            tokens = result.prompt_tokens
+            if not tokens and hold.priced:  # no usage reported: charge our estimate
+                tokens = hold.estimate()[0]
+            self.costs.finish(hold, tokens)
             vectors.extend(result.vectors)
         lengths = {len(v) for v in vectors}
         if len(lengths) > 1 or (dimensions is not None and lengths != {dimensions}):
@@ -331,14 +429,18 @@ class LLMService:
             )
         return vectors
 
-    def _batches(self, items: list[str], size: int) -> Iterator[list[str]]:
-        if isinstance(self.provider, LocalProvider):
+    @staticmethod
+    def _embedding_estimate(route: Route, texts: list[str]) -> tuple[int, int]:
+        return estimate_embedding_tokens(_estimate_counter(), texts), 0
+
+    def _batches(self, items: list[str], size: int, route: Route) -> Iterator[list[str]]:
+        if isinstance(route.provider, LocalProvider):
             for start in range(0, len(items), size):
                 yield items[start : start + size]
             return
         from .tokens import get_counter
 
-        counter = get_counter(self.config.default_embedding_model)
+        counter = get_counter(route.model)
         batch: list[str] = []
         tokens = 0
         for text in items:
@@ -350,6 +452,15 @@ class LLMService:
             tokens += n
         if batch:
             yield batch
+
+
+def _estimate_counter() -> Any:
+    """The tokenizer of cost estimates: ``cl100k_base``, bundled (never a download on the
+    call path) and usually no lower than the newer ``o200k_base`` counts; the
+    estimate's margin covers other vendors' tokenizers."""
+    from .tokens import get_counter
+
+    return get_counter()
 
 
 def _short(errors: Any, limit: int = 800) -> str:

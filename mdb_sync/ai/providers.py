@@ -100,9 +100,14 @@ class OpenAIProvider:
     #: Inputs per embeddings request the API accepts.
     max_batch = 2048
 
-    def __init__(self, config: LLMConfig) -> None:
+    def __init__(
+        self, config: LLMConfig, *, name: str | None = None, key_env: str | None = None
+    ) -> None:
         self.config = config
-        self.name = config.provider if config.provider != "local" else "openai_compatible"
+        self.name = name or (config.provider if config.provider != "local" else "openai_compatible")
+        self.key_env = key_env or (
+            "AZURE_OPENAI_API_KEY" if config.provider == "azure" else "OPENAI_API_KEY"
+        )
         self._lock = threading.Lock()
         self._client: Any = None
         self._pid: int | None = None
@@ -165,9 +170,8 @@ class OpenAIProvider:
                 context=where,
             )
         if status in (401, 403):
-            key = "AZURE_OPENAI_API_KEY" if self.name == "azure" else "OPENAI_API_KEY"
             return AIProviderError(
-                f"{self.name} refused the credentials ({status}): check {key}",
+                f"{self.name} refused the credentials ({status}): check {self.key_env}",
                 status=status,
                 context=where,
             )
@@ -285,8 +289,10 @@ class LocalProvider:
     name = "local"
     max_batch = 64
 
-    def __init__(self, config: LLMConfig | None = None) -> None:
+    def __init__(self, config: LLMConfig | None = None, *, name: str | None = None) -> None:
         self.config = config or LLMConfig(provider="local")
+        if name:
+            self.name = name
         self._chat: OpenAIProvider | None = None
         if self.config.base_url:
             self._chat = OpenAIProvider(self.config)
@@ -349,8 +355,11 @@ class LocalProvider:
             self._chat.close()
 
 
-def make_provider(config: LLMConfig) -> OpenAIProvider | LocalProvider:
-    """The provider ``config`` names."""
+def make_provider(
+    config: LLMConfig, *, name: str | None = None, key_env: str | None = None
+) -> OpenAIProvider | LocalProvider:
+    """The provider ``config`` describes (``name``: how errors and metrics call it;
+    ``key_env``: the variable its key comes from, named when the key is refused)."""
     if config.provider == "local":
-        return LocalProvider(config)
-    return OpenAIProvider(config)
+        return LocalProvider(config, name=name)
+    return OpenAIProvider(config, name=name, key_env=key_env)

@@ -4,7 +4,9 @@
 :meth:`~MongoDBEngine.get_memory_service` land here. Services are cached per engine, app and
 process; the cache key includes the app's AI sections and the environment variables they
 read, so re-registering a manifest or rotating a key takes effect on the next call, and a
-forked worker builds its own HTTP clients.
+forked worker builds its own HTTP clients. Every service of an app shares one spending
+ledger (:mod:`mdb_sync.ai.spend`) in the engine's database, which is how its monthly
+budget holds across services, threads and processes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .config import EmbeddingConfig, LLMConfig, MemoryConfig
+from .routing import environment_names, split_model
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -42,9 +45,16 @@ def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
     return {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}
 
 
-def _cached(engine: MongoDBEngine, kind: str, slug: str, sections: dict, build: Any) -> Any:
+def _cached(
+    engine: MongoDBEngine,
+    kind: str,
+    slug: str,
+    sections: dict,
+    build: Any,
+    env_keys: list[str] | tuple[str, ...] = (),
+) -> Any:
     fingerprint = json.dumps(sections, sort_keys=True, default=str)
-    env = tuple(os.environ.get(k) for k in _ENV_KEYS)
+    env = tuple(os.environ.get(k) for k in sorted({*_ENV_KEYS, *env_keys}))
     # The client's identity: services hold scoped collections bound to it, which must not
     # outlive a shutdown() and initialize() of the engine.
     key = (kind, slug, os.getpid(), id(engine.client), fingerprint, env)
@@ -75,9 +85,15 @@ def _llm_config(slug: str, sections: dict) -> LLMConfig:
     return config
 
 
-def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
+def _llm_service(engine: MongoDBEngine, slug: str, config: LLMConfig) -> LLMService:
     from .llm import LLMService
+    from .spend import SpendLedger
 
+    ledger = SpendLedger(engine, slug)
+    return LLMService(config, metrics=engine.metrics, app=slug, ledger=ledger)
+
+
+def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
     sections = _sections(engine, slug)
     config = _llm_config(slug, sections)
     if not config.enabled:
@@ -87,7 +103,8 @@ def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
         "llm",
         slug,
         sections,
-        lambda: LLMService(config, metrics=engine.metrics, app=slug),
+        lambda: _llm_service(engine, slug, config),
+        environment_names(config),
     )
 
 
@@ -95,7 +112,6 @@ def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
     """Enabled by ``embedding_config.enabled`` (true when the section is present), or by
     ``llm_config.enabled`` when there is no ``embedding_config``."""
     from .embeddings import EmbeddingService
-    from .llm import LLMService
 
     sections = _sections(engine, slug)
     llm_config = _llm_config(slug, sections)
@@ -109,10 +125,10 @@ def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
             raise _disabled(slug, "embedding_config")
 
     def build() -> EmbeddingService:
-        llm = LLMService(llm_config, metrics=engine.metrics, app=slug)
+        llm = _llm_service(engine, slug, llm_config)
         return EmbeddingService(config=config, llm=llm, app=slug)
 
-    return _cached(engine, "embedding", slug, sections, build)
+    return _cached(engine, "embedding", slug, sections, build, environment_names(llm_config))
 
 
 def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
@@ -125,11 +141,13 @@ def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
     if not config.enabled:
         raise _disabled(slug, "memory_config")
     llm_config = _llm_config(slug, sections)
-    if config.infer and llm_config.provider == "local" and not llm_config.base_url:
+    chat_model = config.chat_model or llm_config.default_chat_model
+    if config.infer and _local_without_chat(llm_config, chat_model):
         raise ConfigurationError(
             f"memory_config.infer of app {slug!r}: inferring memories needs a chat model; the "
             "local provider has none unless llm_config.base_url (or MDB_LLM_BASE_URL) names "
-            'an OpenAI-compatible server. Set "infer": false to store messages as they are.',
+            "an OpenAI-compatible server (or the chat model names another provider, e.g. "
+            '"ollama/llama3"). Set "infer": false to store messages as they are.',
             context={"path": "memory_config.infer", "app": slug},
         )
     db = engine.get_scoped_db(slug)
@@ -147,7 +165,17 @@ def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
             graph_collection=db[config.collection_name + "_graph"] if config.enable_graph else None,
         )
 
-    return _cached(engine, "memory", slug, sections, build)
+    return _cached(engine, "memory", slug, sections, build, environment_names(llm_config))
+
+
+def _local_without_chat(config: LLMConfig, model: str) -> bool:
+    """Whether ``model`` routes to the local provider, which has no chat model of its own
+    unless a base_url forwards chat to an OpenAI-compatible server."""
+    prefix, _ = split_model(model)
+    if (prefix or config.provider) != "local":
+        return False
+    own = (config.providers or {}).get("local") or {}
+    return not (config.base_url if config.provider == "local" else None) and not own.get("base_url")
 
 
 def embedding_service_for_memory(
@@ -156,11 +184,10 @@ def embedding_service_for_memory(
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""
     from .embeddings import EmbeddingService
-    from .llm import LLMService
 
     section = sections["embedding_config"]
     config = EmbeddingConfig.from_manifest(section, app=slug) if section else EmbeddingConfig()
-    llm = LLMService(llm_config, metrics=engine.metrics, app=slug)
+    llm = _llm_service(engine, slug, llm_config)
     return EmbeddingService(config=config, llm=llm, app=slug)
 
 

@@ -21,6 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
+from .routing import split_model
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKENIZER_MODEL = "gpt-3.5-turbo"
@@ -56,6 +58,7 @@ def encoding_name_for(model: str) -> str:
         return name.removesuffix("_offline")
     for prefix in _PROVIDER_PREFIXES:
         name = name.removeprefix(prefix)
+    name = split_model(name)[1]  # any other provider/ prefix (voyage/, ollama/...)
     try:
         return tiktoken.encoding_name_for_model(name)
     except KeyError:

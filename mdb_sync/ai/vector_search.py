@@ -59,20 +59,29 @@ class VectorField:
 # --- declared indexes and server support ------------------------------------------------------
 
 
-def _engine_of(collection: Any) -> Any:
+def engine_of(collection: Any) -> Any:
+    """The engine behind a scoped collection (None for anything else)."""
     database = getattr(collection, "database", None)
     return getattr(database, "_ScopedDatabase__engine", None)
+
+
+_engine_of = engine_of
 
 
 def declared_vector_fields(
     manifest: Mapping[str, Any] | None, collection: str
 ) -> list[VectorField]:
-    """The vector fields of the vector indexes ``manifest`` declares on ``collection``."""
+    """The vector fields of the vector indexes ``manifest`` declares on ``collection`` (a
+    ``hybrid`` index's ``vector_index`` included)."""
     if not manifest:
         return []
     found = []
     for spec in (manifest.get("managed_indexes") or {}).get(collection) or []:
-        if not isinstance(spec, Mapping) or spec.get("type") not in VECTOR_INDEX_TYPES:
+        if not isinstance(spec, Mapping):
+            continue
+        if spec.get("type") == "hybrid" and isinstance(spec.get("hybrid"), Mapping):
+            spec = spec["hybrid"].get("vector_index") or {}
+        elif spec.get("type") not in VECTOR_INDEX_TYPES:
             continue
         definition = spec.get("definition") or {}
         for field in definition.get("fields") or []:
@@ -209,12 +218,16 @@ def _decode_binary(value: Binary) -> np.ndarray | None:
     return None
 
 
-def _checked_path(path: Any) -> str:
+def checked_path(path: Any) -> str:
+    """``path`` if it is a plain field path (no ``$``, no empty component, no NUL)."""
     if not isinstance(path, str) or not path or path.startswith("$") or "\x00" in path:
         raise QueryValidationError(f"path must be a field name, got {path!r}")
     if any(not part for part in path.split(".")):
         raise QueryValidationError(f"path {path!r} has an empty component")
     return path
+
+
+_checked_path = checked_path
 
 
 def _get_path(document: Mapping[str, Any], path: str) -> Any:

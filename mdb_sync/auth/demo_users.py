@@ -28,6 +28,11 @@ def _demo_users(manifest: Mapping[str, Any] | None) -> list[Any]:
     return list(users.get("demo_users") or ())
 
 
+def has_clear_passwords(manifest: Mapping[str, Any] | None) -> bool:
+    """Whether ``manifest`` lists a demo user with a clear ``password`` (to be hashed)."""
+    return any(isinstance(d, Mapping) and "password" in d for d in _demo_users(manifest))
+
+
 def hash_demo_passwords(
     manifest: Mapping[str, Any],
     previous: Mapping[str, Any] | None = None,
@@ -38,8 +43,7 @@ def hash_demo_passwords(
     """A copy of the validated ``manifest`` whose demo users carry ``password_hash`` instead
     of ``password``; a hash of ``previous`` (the registered manifest) is reused when it
     matches. :class:`ManifestValidationError` for a password the app's policy refuses."""
-    demos = _demo_users(manifest)
-    if not any(isinstance(d, Mapping) and "password" in d for d in demos):
+    if not has_clear_passwords(manifest):
         return dict(manifest)
     out = copy.deepcopy(dict(manifest))
     policy = AuthConfig.from_manifest(out).password_policy

@@ -20,6 +20,15 @@ per scoped database (``get_scoped_db(slug, auto_index=False)``); tune it per app
 Shapes are also saved (counts only, never values) in the ``mdb.query_shapes`` collection,
 every ``flush_interval`` seconds and at shutdown, so ``mdb indexes suggest`` can show what
 an app's queries would like indexed, across processes and restarts.
+
+Field and collection names can come from users, so both tables are bounded. In memory: at
+most ``max_shapes_per_collection`` (100) shapes per collection, ``max_shapes_per_app``
+(1,000) per app and ``max_shapes`` (10,000) in all; a new shape over a bound evicts the
+least-seen tenth of that collection's, app's or process's shapes (never one whose index is
+being built). Stored: at most ``max_shapes_per_app`` documents per app (checked when new
+shapes are saved, so several processes may overshoot it by one flush each), and each
+document expires ``shape_ttl`` seconds (7 days) after its shape was last seen (a TTL index,
+and a sweep at each save); in memory too, a shape unseen for ``shape_ttl`` is forgotten.
 """
 
 from __future__ import annotations
@@ -55,6 +64,13 @@ log = logging.getLogger(__name__)
 SHAPES_COLLECTION = "mdb.query_shapes"
 DEFAULT_THRESHOLD = 3
 DEFAULT_MAX_PER_COLLECTION = 10
+#: Bounds of the shape tables (see the module docstring).
+DEFAULT_MAX_SHAPES_PER_COLLECTION = 100
+DEFAULT_MAX_SHAPES_PER_APP = 1_000
+DEFAULT_MAX_SHAPES = 10_000
+DEFAULT_SHAPE_TTL = 7 * 24 * 3600.0
+#: Share of a full scope's shapes evicted at once (amortises the scan over many admissions).
+_EVICT_SHARE = 0.1
 #: Longest automatic index (fields, including app_id).
 MAX_FIELDS = 8
 
@@ -198,6 +214,10 @@ class AutoIndexManager:
         #: Longest a periodic flush waits for the server (seconds).
         self.flush_timeout = flush_timeout
         self._stop_timeout = flush_timeout
+        self.max_shapes_per_collection = DEFAULT_MAX_SHAPES_PER_COLLECTION
+        self.max_shapes_per_app = DEFAULT_MAX_SHAPES_PER_APP
+        self.max_shapes = DEFAULT_MAX_SHAPES
+        self.shape_ttl = DEFAULT_SHAPE_TTL
         self._reset()
 
     def _reset(self) -> None:
@@ -206,6 +226,12 @@ class AutoIndexManager:
         self._counts: dict[tuple[str, str, Shape], int] = {}
         self._flushed: dict[tuple[str, str, Shape], int] = {}
         self._state: dict[tuple[str, str, Shape], str] = {}
+        # Bookkeeping of the bounds: shapes per (app, collection) and per app (recounted at
+        # each eviction and expiry), and per shape (count at the last expiry pass, since when).
+        self._per_collection: dict[tuple[str, str], int] = {}
+        self._per_app: dict[str, int] = {}
+        self._marks: dict[tuple[str, str, Shape], tuple[int, float]] = {}
+        self._stored_indexes = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
@@ -213,9 +239,27 @@ class AutoIndexManager:
         self._pending = 0
 
     def configure(
-        self, *, threshold: int | None = None, max_per_collection: int | None = None
+        self,
+        *,
+        threshold: int | None = None,
+        max_per_collection: int | None = None,
+        max_shapes_per_collection: int | None = None,
+        max_shapes_per_app: int | None = None,
+        max_shapes: int | None = None,
+        shape_ttl: float | None = None,
     ) -> None:
-        """Change the engine-wide defaults (an app's manifest may override them)."""
+        """Change the engine-wide defaults (an app's manifest may override the first two)
+        and the bounds of the shape tables (see the module docstring)."""
+        for name, value in (
+            ("max_shapes_per_collection", max_shapes_per_collection),
+            ("max_shapes_per_app", max_shapes_per_app),
+            ("max_shapes", max_shapes),
+            ("shape_ttl", shape_ttl),
+        ):
+            if value is not None:
+                if value <= 0:
+                    raise ValueError(f"{name} must be positive")
+                setattr(self, name, value)
         if threshold is not None:
             if threshold < 1:
                 raise ValueError("threshold must be at least 1")
@@ -251,7 +295,12 @@ class AutoIndexManager:
             return
         key = (slug, collection, shape)
         counts = self._counts
-        count = counts.get(key, 0) + 1
+        count = counts.get(key)
+        if count is None:
+            if not self._admit(key):
+                return
+            count = 0
+        count += 1
         counts[key] = count  # unlocked: a lost increment under a race only delays a build
         if count < settings[0] or key in self._state:
             return
@@ -379,11 +428,28 @@ class AutoIndexManager:
             if slug is None or s == slug
         ]
 
+    def cache_info(self) -> dict[str, dict[str, int]]:
+        """``query_shapes`` (all counted shapes), ``query_shapes_per_app`` and
+        ``query_shapes_per_collection`` (the fullest app / collection), with their bounds."""
+        with self._lock:
+            return {
+                "query_shapes": {"size": len(self._counts), "limit": self.max_shapes},
+                "query_shapes_per_app": {
+                    "size": max(self._per_app.values(), default=0),
+                    "limit": self.max_shapes_per_app,
+                },
+                "query_shapes_per_collection": {
+                    "size": max(self._per_collection.values(), default=0),
+                    "limit": self.max_shapes_per_collection,
+                },
+            }
+
     def flush(self, timeout: float | None = None) -> None:
         """Save the shape counts seen since the last flush in ``mdb.query_shapes``, waiting
         at most ``timeout`` seconds (default :attr:`flush_timeout`) for the server; skipped
         while the client knows no server it could write to (a server that is down costs
         nothing, a stalled one at most the timeout)."""
+        self._expire()
         if not self.persist or not self._engine.is_initialized:
             return
         with self._flush_lock:
@@ -400,11 +466,21 @@ class AutoIndexManager:
         counts = dict(self._counts)
         ops = []
         now = _dt.datetime.now(_dt.timezone.utc)
+        stored = self._engine._raw_collection(SHAPES_COLLECTION)
+        try:
+            room = self._stored_room(stored, counts, now)
+        except PyMongoError as exc:
+            log.debug("could not save query shapes: %s", exc)
+            return
         for key, count in counts.items():
             delta = count - self._flushed.get(key, 0)
             if delta <= 0:
                 continue
             slug, collection, shape = key
+            if key not in self._flushed:
+                if room.get(slug, 0) <= 0:
+                    continue  # the app's stored shapes are at their bound
+                room[slug] -= 1
             keys = shape_keys(shape)
             ops.append(
                 UpdateOne(
@@ -417,6 +493,7 @@ class AutoIndexManager:
                             "keys": [[k, d] for k, d in keys],
                             "shape": [list(shape[0]), [list(p) for p in shape[1]], list(shape[2])],
                             "last_seen": now,
+                            "expires_at": now + _dt.timedelta(seconds=self.shape_ttl),
                         },
                     },
                     upsert=True,
@@ -426,9 +503,110 @@ class AutoIndexManager:
         if not ops:
             return
         try:
-            self._engine._raw_collection(SHAPES_COLLECTION).bulk_write(ops, ordered=False)
+            stored.bulk_write(ops, ordered=False)
         except PyMongoError as exc:
             log.debug("could not save query shapes: %s", exc)
+
+    # --- bounds ----------------------------------------------------------------------------------
+
+    def _admit(self, key: tuple[str, str, Shape]) -> bool:
+        """Start counting a new shape, evicting the least-seen ones of a full scope first;
+        False (the query is not counted) when nothing can be evicted."""
+        slug, collection, _ = key
+        with self._lock:
+            if key in self._counts:
+                return True
+            scope = self._full_scope(slug, collection)
+            while scope is not None and self._evict(scope):  # each pass removes shapes
+                scope = self._full_scope(slug, collection)
+            if scope is None:
+                self._counts[key] = 0
+                per_coll = (slug, collection)
+                self._per_collection[per_coll] = self._per_collection.get(per_coll, 0) + 1
+                self._per_app[slug] = self._per_app.get(slug, 0) + 1
+                return True
+        # Every shape of the full scope has its index being built: this one is not counted.
+        self._engine.metrics.increment("index.shapes_dropped", app=slug)
+        return False
+
+    def _full_scope(self, slug: str, collection: str) -> tuple[str | None, str | None] | None:
+        """The scope a new shape of ``slug``/``collection`` would overflow: ``(slug,
+        collection)``, ``(slug, None)``, ``(None, None)`` (everything), or None."""
+        if self._per_collection.get((slug, collection), 0) >= self.max_shapes_per_collection:
+            return (slug, collection)
+        if self._per_app.get(slug, 0) >= self.max_shapes_per_app:
+            return (slug, None)
+        if len(self._counts) >= self.max_shapes:
+            return (None, None)
+        return None
+
+    def _evict(self, scope: tuple[str | None, str | None]) -> bool:
+        """Forget the least-seen tenth of ``scope``'s shapes (caller holds the lock)."""
+        slug, collection = scope
+        candidates = [
+            (count, key)
+            for key, count in self._counts.items()
+            if (slug is None or key[0] == slug)
+            and (collection is None or key[1] == collection)
+            and self._state.get(key) != "queued"
+        ]
+        if not candidates:
+            return False
+        candidates.sort(key=lambda item: item[0])
+        for _, key in candidates[: max(1, int(len(candidates) * _EVICT_SHARE))]:
+            self._forget(key)
+        self._recount()
+        return True
+
+    def _forget(self, key: tuple[str, str, Shape]) -> None:
+        tables: tuple[dict[Any, Any], ...] = (self._counts, self._flushed, self._state, self._marks)
+        for table in tables:
+            table.pop(key, None)
+
+    def _recount(self) -> None:
+        per_collection: dict[tuple[str, str], int] = {}
+        per_app: dict[str, int] = {}
+        for slug, collection, _ in list(self._counts):
+            per_collection[(slug, collection)] = per_collection.get((slug, collection), 0) + 1
+            per_app[slug] = per_app.get(slug, 0) + 1
+        self._per_collection, self._per_app = per_collection, per_app
+
+    def _expire(self) -> None:
+        """Forget shapes whose count has not moved for ``shape_ttl`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            marks = self._marks
+            expired = []
+            for key, count in list(self._counts.items()):
+                mark = marks.get(key)
+                if mark is None or mark[0] != count:
+                    marks[key] = (count, now)
+                elif now - mark[1] > self.shape_ttl and self._state.get(key) != "queued":
+                    expired.append(key)
+            for key in expired:
+                self._forget(key)
+            if expired:
+                self._recount()
+
+    def _stored_room(
+        self, stored: Collection[Any], counts: dict[tuple[str, str, Shape], int], now: datetime
+    ) -> dict[str, int]:
+        """How many new shapes each app may still store, after removing expired ones (the
+        TTL index does it too, but only once a minute or so)."""
+        if not self._stored_indexes:
+            stored.create_index([("slug", 1)], name="slug_1")
+            stored.create_index([("expires_at", 1)], name="expires_at_1", expireAfterSeconds=0)
+            stored.update_many(  # shapes saved before they had an expiry
+                {"expires_at": {"$exists": False}},
+                {"$set": {"expires_at": now + _dt.timedelta(seconds=self.shape_ttl)}},
+            )
+            self._stored_indexes = True
+        stored.delete_many({"expires_at": {"$lt": now}})
+        new = {key[0] for key in counts if key not in self._flushed}
+        return {
+            slug: self.max_shapes_per_app - stored.count_documents({"slug": slug})
+            for slug in sorted(new)
+        }
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ Each index yields one outcome ``{"collection", "name", "type", "status", "error"
 status ``created``, ``exists``, ``replaced``, ``pending`` (Atlas index still building, or
 a background build not done yet: :mod:`.background`),
 ``conflict``, ``not_supported``, ``failed``, or ``exact_fallback``: a ``vectorSearch`` index
-on a server without Atlas Search, which ``vector_search()`` serves with its exact search — one
-INFO line, and the app stays healthy.
+on a server without Atlas Search, which ``vector_search()`` serves with its exact search (and
+the text half of a ``hybrid`` index, which ``hybrid_search()`` serves with its keyword
+fallback) — one INFO line, and the app stays healthy.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ CONFLICT, NOT_SUPPORTED, FAILED = "conflict", "not_supported", "failed"
 #: A vector index on a server without Atlas Search: ``vector_search()`` serves it with its
 #: exact k-NN search, so the app is fully served (healthy), only not by an index.
 EXACT_FALLBACK = "exact_fallback"
+KEYWORD_FALLBACK_NOTE = (
+    "this server has no Atlas Search; hybrid_search() scores keywords with its exact BM25 "
+    "fallback (computed by the server over the app's documents; use MongoDB Atlas for "
+    "full-text search at scale)"
+)
 EXACT_FALLBACK_NOTE = (
     "this server has no Atlas Vector Search; vector_search() answers with its exact k-NN "
     "search (every matching document is scored: fine for thousands of vectors, use MongoDB "
@@ -197,11 +203,13 @@ class _Reporter:
             )
             self.engine.metrics.increment("index.created", app=self.slug)
         elif status == EXACT_FALLBACK:
+            keyword = outcome.get("served_by") == "keyword"
             log.info(
-                "vector index %r on %s is served by the exact search (no Atlas Vector Search "
-                "on this server)",
+                "%s index %r on %s is served by the %s (no Atlas Search on this server)",
+                "text" if keyword else "vector",
                 outcome["name"],
                 where,
+                "keyword fallback of hybrid_search()" if keyword else "exact search",
             )
             self.engine.metrics.increment("index.exact_fallback", app=self.slug)
         elif status in PROBLEM_STATUSES:
@@ -464,6 +472,8 @@ def _unbuilt(spec: SearchIndexSpec, status: str, message: str) -> dict[str, Any]
     a full-text search index has no fallback (``not_supported``)."""
     if status == NOT_SUPPORTED and spec.kind == "vectorSearch":
         return _outcome(spec, EXACT_FALLBACK, served_by="exact", note=EXACT_FALLBACK_NOTE)
+    if status == NOT_SUPPORTED and spec.type == "hybrid":
+        return _outcome(spec, EXACT_FALLBACK, served_by="keyword", note=KEYWORD_FALLBACK_NOTE)
     return _outcome(spec, status, message)
 
 

@@ -87,6 +87,19 @@ class ManifestSchema(BaseSchema):
         if errors:
             raise ValidationError(errors)
 
+    @validates_schema
+    def _model_providers(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """A ``provider/model`` name must name a configured provider (built-in or declared
+        in ``llm_config.providers``): a typo is refused here, with the list, rather than
+        sent somewhere at the first call."""
+        if not any(data.get(k) for k in ("llm_config", "embedding_config", "memory_config")):
+            return
+        from ..ai.routing import manifest_model_errors
+
+        errors = manifest_model_errors(data)
+        if errors:
+            raise ValidationError(errors)
+
     @post_load
     def _defaults(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["schema_version"] = CURRENT_SCHEMA_VERSION

@@ -66,10 +66,78 @@ class WebsocketsField(MapOf):
         return errors
 
 
+PROVIDER_TYPES = ("openai", "azure", "openai_compatible", "local")
+PROVIDER_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
+#: Only API keys: a manifest cannot make the process read any other variable.
+ENV_NAME_RE = r"[A-Z][A-Z0-9_]{0,119}_API_KEY"
+
+
+def _provider_key(key: str) -> str | None:
+    if re.fullmatch(PROVIDER_NAME_RE, key):
+        return None
+    return (
+        "provider names must be 1-32 lower-case letters, digits, '_' or '-', starting with a letter"
+    )
+
+
+class _NeverInManifest(Str):
+    """A key that must not be in a manifest (it is stored and exported): a secret."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        raise ValidationError(
+            "API keys never go in the manifest: put the key in an environment variable "
+            "(<NAME>_API_KEY, or the one api_key_env names)"
+        )
+
+
+class LLMProviderSchema(BaseSchema):
+    """One entry of ``llm_config.providers``: how a named provider is reached. Its key comes
+    from the environment (``api_key_env``, default ``<NAME>_API_KEY``)."""
+
+    type = Str(choices=PROVIDER_TYPES)
+    base_url = url()
+    api_version = Str(max_len=64)
+    api_key_env = Str(
+        pattern=ENV_NAME_RE,
+        pattern_help="must be an environment variable name ending in _API_KEY (upper case)",
+    )
+    timeout_seconds = Num(minimum=0, exclusive_minimum=True, maximum=3600)
+    api_key = _NeverInManifest()
+
+
+class PriceSchema(BaseSchema):
+    """USD per million tokens."""
+
+    input = Num(minimum=0, maximum=100_000)
+    output = Num(minimum=0, maximum=100_000)
+
+    @validates_schema
+    def _one(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if "input" not in data and "output" not in data:
+            raise ValidationError("give input and/or output (USD per million tokens)")
+
+
+def _price_key(key: str) -> str | None:
+    if not key.strip() or len(key) > 256 or "\x00" in key:
+        return "keys are model names: 'provider/model', 'provider/*', 'model' or '*'"
+    return None
+
+
 class LLMConfigSchema(BaseSchema):
     enabled = Bool(load_default=False)
     # No default: without one the environment decides (MDB_LLM_BASE_URL, OPENAI_API_KEY, Azure).
-    provider = Str(choices=("openai", "azure", "openai_compatible", "local"))
+    provider = Str(choices=PROVIDER_TYPES)
+    providers = MapOf(Obj(LLMProviderSchema), key=_provider_key, max_items=20)
+    prices = MapOf(
+        OneOfTypes(
+            ((int, float), Num(minimum=0, maximum=100_000)),
+            (dict, Obj(PriceSchema)),
+            what="a number or {input, output}",
+        ),
+        key=_price_key,
+        max_items=200,
+    )
+    monthly_budget_usd = Num(minimum=0, exclusive_minimum=True, maximum=1e9)
     default_chat_model = Str(max_len=256)
     default_embedding_model = Str(max_len=256)
     base_url = url()

@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,13 @@ from typing import Any
 DEFAULT_WINDOW = 1024
 #: Label used for operations that belong to no app (engine-internal, registry, admin).
 NO_APP = "-"
+#: Distinct label sets kept per (app, counter); further ones are counted under ``_other``.
+MAX_LABEL_SETS = 100
+#: Labels a counter may carry (beyond ``app``).
+MAX_LABELS = 4
+OTHER = "_other"
+
+Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -47,6 +54,8 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
         self._counters: dict[tuple[str, str], float] = {}
+        #: (app, name) -> labels -> value (``increment(..., labels={"model": ...})``)
+        self._labelled: dict[tuple[str, str], dict[Labels, float]] = {}
         self._gauge_sources: dict[str, Callable[[], dict[str, float]]] = {}
         #: app -> whether its operations are recorded (its manifest's ``observability``)
         self._app_settings: dict[str, bool] = {}
@@ -59,6 +68,7 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._series = {}
         self._counters = {}
+        self._labelled = {}
         self._gauge_sources = {}
         self._app_settings = {}
         self._started = time.time()
@@ -115,11 +125,34 @@ class MetricsCollector:
         """Re-read ``app``'s settings on its next operation (after a registration)."""
         self._app_settings.pop(app or "", None)
 
-    def increment(self, name: str, value: float = 1, app: str | None = None) -> None:
-        """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...)."""
+    def increment(
+        self,
+        name: str,
+        value: float = 1,
+        app: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...).
+
+        ``labels`` split the counter further (``{"model": "openai/gpt-4o-mini"}``): the
+        snapshot lists each label set under ``labelled`` and adds them up in ``counters``;
+        Prometheus gets one sample per label set. At most :data:`MAX_LABEL_SETS` label sets
+        are kept per app and counter (a caller naming unbounded values cannot grow the
+        metrics without limit); the rest are counted under ``_other``.
+        """
         key = (app or NO_APP, name)
+        if not labels:
+            with self._lock:
+                self._counters[key] = self._counters.get(key, 0) + value
+            return
+        if len(labels) > MAX_LABELS:
+            raise ValueError(f"a counter takes at most {MAX_LABELS} labels")
+        label_key = tuple(sorted((str(k), str(v)) for k, v in labels.items()))
         with self._lock:
-            self._counters[key] = self._counters.get(key, 0) + value
+            sets = self._labelled.setdefault(key, {})
+            if label_key not in sets and len(sets) >= MAX_LABEL_SETS:
+                label_key = tuple((k, OTHER) for k, _ in label_key)
+            sets[label_key] = sets.get(label_key, 0) + value
 
     def set_gauge_source(self, name: str, source: Callable[[], dict[str, float]] | None) -> None:
         """Have ``source()`` report gauges ``<name>.<key>`` each time the metrics are read
@@ -148,6 +181,7 @@ class MetricsCollector:
         with self._lock:
             self._series.clear()
             self._counters.clear()
+            self._labelled.clear()
             self._started = time.time()
 
     def _copy(self) -> tuple[list[tuple[tuple[str, str], _Series, list[float]]], dict[Any, float]]:
@@ -157,6 +191,10 @@ class MetricsCollector:
                 (k, _Series(s.count, s.errors, s.total_ms, s.max_ms), w) for k, s, w in series
             ]
             return snapshot, dict(self._counters)
+
+    def _copy_labelled(self) -> dict[tuple[str, str], dict[Labels, float]]:
+        with self._lock:
+            return {key: dict(sets) for key, sets in self._labelled.items()}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything recorded so far: per app, per operation, plus a summary."""
@@ -179,6 +217,13 @@ class MetricsCollector:
             errors += s.errors
         for (app, name), value in counters.items():
             apps.setdefault(app, {}).setdefault("counters", {})[name] = value
+        for (app, name), sets in sorted(self._copy_labelled().items()):
+            entry = apps.setdefault(app, {})
+            totals = entry.setdefault("counters", {})
+            totals[name] = totals.get(name, 0) + sum(sets.values())
+            entry.setdefault("labelled", {})[name] = [
+                {"labels": dict(labels), "value": value} for labels, value in sorted(sets.items())
+            ]
         return {
             "summary": {
                 "operations": total,
@@ -244,13 +289,20 @@ class MetricsCollector:
         for (app, name), value in sorted(counters.items()):
             metric = _metric_name(name)
             by_name.setdefault(metric, []).append(
-                f'{prefix}_{metric}_total{{app="{_escape(app)}"}} {value:g}'
+                f'{prefix}_{metric}_total{{app="{_escape(app)}"}} {_number(value)}'
             )
-        for metric, samples in by_name.items():
+        for (app, name), sets in sorted(self._copy_labelled().items()):
+            metric = _metric_name(name)
+            for labels, value in sorted(sets.items()):
+                extra = "".join(f',{_label_name(k)}="{_escape(v)}"' for k, v in labels)
+                by_name.setdefault(metric, []).append(
+                    f'{prefix}_{metric}_total{{app="{_escape(app)}"{extra}}} {_number(value)}'
+                )
+        for metric, samples in sorted(by_name.items()):
             family(f"{metric}_total", "counter", f"Counter {metric}.", samples)
         for name, value in sorted(self.gauges().items()):
             metric = _metric_name(name)
-            family(metric, "gauge", f"Gauge {name}.", [f"{prefix}_{metric} {value:g}"])
+            family(metric, "gauge", f"Gauge {name}.", [f"{prefix}_{metric} {_number(value)}"])
         family(
             "uptime_seconds",
             "gauge",
@@ -262,6 +314,23 @@ class MetricsCollector:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    """A sample value without losing precision: ``:g`` would print a counter of 1,234,567
+    tokens as ``1.23457e+06``, and a cost of $12.3456789 as ``12.3457``."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+def _label_name(name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return cleaned if cleaned and not cleaned[0].isdigit() and cleaned != "app" else f"l_{cleaned}"
 
 
 def _metric_name(name: str) -> str:

@@ -5,8 +5,11 @@ the ``.bson`` files: constant memory however large the collection, and byte-for-
 server stores, so every BSON type and every ``_id`` survives. Only documents carrying the
 app's ``app_id`` are written (the seeds' ``mongodump --query='{"app_id": ...}'``).
 
-The export is written to a temporary directory next to the target and renamed into place at
-the end, so a failed export leaves nothing behind and never a half-written dump.
+The export is written to a staging directory next to the target (``.<slug>.export-<hex>``,
+which names the process writing it) and renamed into place at the end, so a failed export
+leaves nothing behind and never a half-written dump. A killed export's staging directory
+is removed by the next export of the same app into the same directory, or listed and
+removed by ``mdb cleanup --exports DIR`` (:mod:`.leftovers`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..auth.demo_users import hash_demo_passwords
 from ..exceptions import AppNotFoundError, PortabilityError
 from ..scoping.names import logical_name, validate_slug
-from . import layout, rawbson
+from . import layout, leftovers, rawbson
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -84,6 +87,8 @@ def export_app(
         )
     root = Path(directory)
     app_dir = root / slug
+    if root.is_dir():
+        leftovers.remove_abandoned_exports(root, slug)  # a killed export's, of this app
     if app_dir.exists() and not overwrite and (not app_dir.is_dir() or any(app_dir.iterdir())):
         raise PortabilityError(
             f"{app_dir} already exists; choose another directory or overwrite it "
@@ -91,9 +96,10 @@ def export_app(
             context={"path": str(app_dir)},
         )
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".{slug}.export-{uuid.uuid4().hex[:8]}"
+    staging = root / f"{leftovers.staging_prefix(slug)}{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
+        leftovers.claim(staging)
         collections, skipped = [], []
         for info in infos:
             logical = logical_name(slug, info["name"])
@@ -115,8 +121,9 @@ def export_app(
             "collections": {c["collection"]: c["documents"] for c in collections},
         }
         layout.write_summary(staging / layout.SUMMARY_FILE, summary)
+        leftovers.release(staging)
         if app_dir.exists():
-            old = root / f".{slug}.replaced-{uuid.uuid4().hex[:8]}"
+            old = root / f"{leftovers.replaced_prefix(slug)}{uuid.uuid4().hex[:8]}"
             app_dir.rename(old)
             staging.rename(app_dir)
             shutil.rmtree(old, ignore_errors=True)

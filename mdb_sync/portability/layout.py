@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,48 @@ ALLOWED_OPTIONS = frozenset(
 )
 #: Index fields dropped on import: the namespace of old servers, the obsolete build flag.
 DROPPED_INDEX_FIELDS = frozenset({"ns", "background"})
+#: Largest ``.metadata.json`` or summary file read (they are small; this bounds memory).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+def refuse_links(app_dir: Path) -> None:
+    """Refuse a dump directory holding symbolic links: an import reads only the files in
+    the directory itself, never what a link points to (another app's export, a secret)."""
+    links = sorted(entry.name for entry in os.scandir(app_dir) if entry.is_symlink())
+    if links:
+        raise PortabilityError(
+            f"{app_dir} holds symbolic link(s) {', '.join(links)}: an import never follows "
+            "links; copy the files themselves into the dump directory",
+            context={"path": str(app_dir), "links": links},
+        )
+
+
+def open_dump_file(path: Path) -> Any:
+    """``path`` opened for reading in binary mode: a regular file, never through a symbolic
+    link (``O_NOFOLLOW``: a link swapped in after :func:`refuse_links` is refused too)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise PortabilityError(
+            f"cannot open {path}: {exc.strerror or exc} (symbolic links are not followed)",
+            context={"file": str(path)},
+        ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PortabilityError(f"{path} is not a regular file", context={"file": str(path)})
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _read_text(path: Path) -> str:
+    with open_dump_file(path) as fh:
+        if os.fstat(fh.fileno()).st_size > MAX_JSON_BYTES:
+            raise PortabilityError(
+                f"{path} is larger than {MAX_JSON_BYTES} bytes", context={"file": str(path)}
+            )
+        data = fh.read()
+    return str(data.decode("utf-8"))
 
 
 def uuid_hex(info: Mapping[str, Any]) -> str | None:
@@ -85,7 +128,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """A ``.metadata.json`` file, checked: ``options`` an object, ``indexes`` a list of
     index specs each with a ``key`` object and a ``name``."""
     try:
-        document = json_util.loads(path.read_text(encoding="utf-8"))
+        document = json_util.loads(_read_text(path))
     except (OSError, ValueError, TypeError) as exc:
         raise PortabilityError(f"cannot read {path}: {exc}", context={"file": str(path)}) from exc
     if not isinstance(document, Mapping):
@@ -131,10 +174,10 @@ def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
 def read_summary(app_dir: Path) -> dict[str, Any] | None:
     """The export's ``mdb-export.json``, or None for a plain mongodump directory."""
     path = app_dir / SUMMARY_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        document = json_util.loads(path.read_text(encoding="utf-8"))
+        document = json_util.loads(_read_text(path))
     except (OSError, ValueError, TypeError) as exc:
         raise PortabilityError(f"cannot read {path}: {exc}", context={"file": str(path)}) from exc
     if not isinstance(document, Mapping) or document.get("format") != FORMAT:
@@ -154,7 +197,7 @@ def collection_files(app_dir: Path) -> list[str]:
     sorted."""
     names = set()
     for entry in os.scandir(app_dir):
-        if not entry.is_file():
+        if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
             continue
         if entry.name.endswith(METADATA_SUFFIX):
             names.add(entry.name[: -len(METADATA_SUFFIX)])

@@ -158,3 +158,17 @@ def count_documents(batch: bytes) -> int:
         pos += _int32(batch, pos)
         count += 1
     return count
+
+
+def split(batch: bytes) -> list[bytes]:
+    """The documents of ``batch``, a concatenation of BSON documents (as the server sends
+    them in a raw batch)."""
+    documents = []
+    pos, total = 0, len(batch)
+    while pos < total:
+        size = _int32(batch, pos)
+        if size < 5 or pos + size > total:
+            raise MalformedBSON("bad document length in a batch")
+        documents.append(batch[pos : pos + size])
+        pos += size
+    return documents

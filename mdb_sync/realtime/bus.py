@@ -18,6 +18,11 @@ Besides messages, the bus carries the server's *control* events (:meth:`EventBus
 e.g. "close the connections of these revoked credentials"), in the same stream and so in the
 same order — a message published after a revocation reaches no process before the
 revocation does. They go only to subscribers that asked for them and never to a client.
+
+Each stored event also carries ``seq``, consecutive per bus and app (messages and control
+events alike): listeners use it to hand over each event at most once across reconnects and
+server restarts and to count the events that could not be recovered
+(:mod:`mdb_sync.realtime.position`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 from ..exceptions import ConfigurationError, RealtimeError
 from .codec import encode_message
 from .events import CONTROL, MESSAGE, Event, target_id, target_ids
-from .listener import Listener, ResumePoint
+from .listener import Listener
+from .position import ResumePoint
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -53,6 +59,9 @@ MODE_ENV = "MDB_REALTIME_MODE"
 DEFAULT_CAPPED_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_AWAIT_MS = 200
+#: Seconds a listener waits for an event missing from its publisher's sequence before it
+#: counts it as lost (events of one publisher can arrive slightly out of order).
+DEFAULT_GAP_GRACE = 2.0
 #: How long the first subscription waits for the listener to be listening.
 OPEN_TIMEOUT = 10.0
 
@@ -107,6 +116,10 @@ class EventBus:
         self.capped_bytes = DEFAULT_CAPPED_BYTES
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.max_await_ms = DEFAULT_MAX_AWAIT_MS
+        self.gap_grace = DEFAULT_GAP_GRACE
+        #: Next sequence number per app of the events this bus stores.
+        self._sequences: dict[str, int] = {}
+        self._sequence_lock = threading.Lock()
 
     def configure(
         self,
@@ -115,15 +128,23 @@ class EventBus:
         capped_bytes: int | None = None,
         max_message_bytes: int | None = None,
         max_await_ms: int | None = None,
+        gap_grace: float | None = None,
     ) -> EventBus:
         """Change settings: ``mode`` (``auto``, ``change_stream``,
         ``tailable``; default ``MDB_REALTIME_MODE`` or ``auto``), ``capped_bytes`` (size of
         ``mdb_events`` when this bus creates it, default 16 MiB), ``max_message_bytes`` (of a
         message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
-        which bounds how long stopping it takes; default 200). A new ``mode`` restarts a
-        running listener."""
+        which bounds how long stopping it takes; default 200), ``gap_grace`` (seconds an
+        event missing from its publisher's sequence is waited for before it is counted in
+        ``realtime.gaps``; default 2). A new ``mode`` restarts a running listener."""
         if mode is not None and mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if gap_grace is not None and (
+            isinstance(gap_grace, bool)
+            or not isinstance(gap_grace, int | float)
+            or not 0 <= gap_grace <= 3600
+        ):
+            raise ConfigurationError("gap_grace must be a number of seconds from 0 to 3600")
         sizes = {"capped_bytes": capped_bytes, "max_message_bytes": max_message_bytes}
         sizes["max_await_ms"] = max_await_ms
         for name, value in sizes.items():
@@ -140,6 +161,8 @@ class EventBus:
             for name, value in sizes.items():
                 if value is not None:
                     setattr(self, name, value)
+            if gap_grace is not None:
+                self.gap_grace = float(gap_grace)
         if restart:  # listen again, the new way
             self.stop()
             self.start()
@@ -212,9 +235,12 @@ class EventBus:
         engine.metrics.increment("realtime.published", app=app_slug)
         if local_only:
             return event
+        document = event.to_document()
+        document["seq"] = self._next_sequence(app_slug)
         try:
-            self._collection().insert_one(event.to_document())
+            self._collection().insert_one(document)
         except PyMongoError as exc:
+            self._collection_ready = False  # a restarted server may have lost the collection
             engine.metrics.increment("realtime.publish_errors", app=app_slug)
             raise RealtimeError(
                 f"the event for app {app_slug!r} reached this process's subscribers but could "
@@ -222,6 +248,14 @@ class EventBus:
                 context={"app": app_slug},
             ) from exc
         return event
+
+    def _next_sequence(self, app_slug: str) -> int:
+        """This bus's next number for ``app_slug``: listeners find a missing or repeated
+        event by it (see :mod:`mdb_sync.realtime.position`)."""
+        with self._sequence_lock:
+            seq = self._sequences.get(app_slug, 0) + 1
+            self._sequences[app_slug] = seq
+            return seq
 
     def deliver(self, event: Event) -> int:
         """Hand ``event`` to this process's subscribers of its app; return how many got it.
@@ -268,14 +302,21 @@ class EventBus:
         validate_slug(app_slug)
         self._engine._require_initialized()
         subscription = Subscription(self, app_slug, callback, control)
+        version = None
         with self._lock:
+            new_app = app_slug not in self._subscribers
             self._subscribers[app_slug] = (*self._subscribers.get(app_slug, ()), subscription)
             listener = self._listener
             if listener is None or not listener.alive:
                 listener = self._listener = self._start_listener()
-            else:
-                listener.apps_changed()
-        if wait and not listener.opened.wait(wait):
+            elif new_app:
+                version = listener.apps_changed()
+        # Until the stream is open again with this app in its filter, the app's events could
+        # pass unseen (the old stream's position moves past events it filters out).
+        listening = listener.opened.wait(wait) if wait else True
+        if wait and version is not None:
+            listening = listener.wait_listening(version, wait)
+        if not listening:
             log.warning("realtime listener not listening after %.1f s; retrying", wait)
         if listener.error is not None:
             self._unsubscribe(subscription)
@@ -315,7 +356,8 @@ class EventBus:
         (a stream or cursor is open), ``starting``, ``retrying`` (reading fails and is being
         retried: ``error`` and ``failing_seconds`` say why and for how long), ``failed`` (it
         gave up: change streams required but unavailable), ``stopped`` (:meth:`stop`) or
-        ``idle`` (nothing subscribed) — with the ``mode`` and the ``subscribed_apps``."""
+        ``idle`` (nothing subscribed) — with the ``mode``, the ``subscribed_apps`` and how
+        long the last catch-up after a reconnect took (``catch_up_seconds``)."""
         with self._lock:
             listener, apps = self._listener, sorted(self._subscribers)
         status: dict[str, Any] = {
@@ -324,10 +366,13 @@ class EventBus:
             "subscribed_apps": apps,
             "error": None,
             "failing_seconds": None,
+            "catch_up_seconds": None,
         }
         if listener is None:
             return status
         status["mode"] = listener.mode
+        if listener.last_catch_up is not None:
+            status["catch_up_seconds"] = round(listener.last_catch_up, 4)
         since = listener.failing_since
         if listener.error is not None:
             status["state"] = "failed"
@@ -378,6 +423,8 @@ class EventBus:
         self._listener = None
         self._resume_point = None
         self._collection_ready = False
+        self._sequences = {}
+        self._sequence_lock = threading.Lock()
         self.origin = uuid.uuid4().hex
 
     # --- the collection -----------------------------------------------------------------------
@@ -405,5 +452,5 @@ class EventBus:
 
     # --- metrics ------------------------------------------------------------------------------
 
-    def _count(self, name: str, app: str | None = None) -> None:
-        self._engine.metrics.increment(name, app=app)
+    def _count(self, name: str, app: str | None = None, value: int = 1) -> None:
+        self._engine.metrics.increment(name, value, app=app)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import DocumentTooLarge
+from pymongo.errors import DocumentTooLarge, OperationFailure
 from pymongo.helpers_shared import _gen_index_name, _index_document, _index_list
 from pymongo.operations import (
     DeleteMany,
@@ -57,6 +57,16 @@ if TYPE_CHECKING:
 
 #: Raw collection and the app_id it is read with; the first one is the app's own.
 Source = tuple[Collection[Any], str]
+#: Server error codes for a document over 16 MiB (BSONObjectTooLarge; an update whose result
+#: would be too large).
+_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+#: Documents encoded together when a batch's sizes are checked.
+_CHECK_CHUNK = 1000
+#: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
+_BULK_OPTIONS = (
+    ("collation", "_collation"), ("hint", "_hint"), ("array_filters", "_array_filters"),
+    ("sort", "_sort"),
+)  # fmt: skip
 
 
 class ScopedCollection:
@@ -259,19 +269,46 @@ class ScopedCollection:
             self._check_size(tagged)
         return tagged
 
-    def _check_size(self, document: Mapping[str, Any]) -> None:
-        size = len(encode(document, codec_options=self.__coll.codec_options))
+    def _check_size(self, document: Any, what: str = "document") -> None:
+        """Refuse ``document`` (a mapping, or an update pipeline) over ``max_document_bytes``."""
+        # Wrapped: a pipeline is a list; the wrapper adds 7 bytes (length, type, key, end).
+        size = len(encode({"": document}, codec_options=self.__coll.codec_options)) - 7
         if size > self._limits.max_document_bytes:
-            raise ResourceLimitExceeded(
-                f"document of {size} bytes exceeds the limit of "
-                f"{self._limits.max_document_bytes} bytes",
-                context={"collection": self._name, "size": size},
-            )
+            self._refuse_size(size, what)
 
-    def _too_large(self, exc: DocumentTooLarge) -> ResourceLimitExceeded:
-        return ResourceLimitExceeded(
-            f"document too large for {self._name!r}: {exc}", context={"collection": self._name}
+    def _check_batch(self, documents: list[Any], what: str = "document") -> None:
+        """Refuse a batch holding a document over ``max_document_bytes`` before any of it is
+        sent (pymongo checks batch by batch, after earlier batches were written, and the
+        server refuses a document only after storing the ones before it). A chunk whose whole
+        encoding fits the limit needs no look at its documents: one C call per chunk."""
+        limit = self._limits.max_document_bytes
+        codec = self.__coll.codec_options
+        for start in range(0, len(documents), _CHECK_CHUNK):
+            chunk = documents[start : start + _CHECK_CHUNK]
+            if len(encode({"": chunk}, codec_options=codec)) > limit:
+                for document in chunk:
+                    self._check_size(document, what)
+
+    def _refuse_size(self, size: int, what: str) -> NoReturn:
+        raise ResourceLimitExceeded(
+            f"{what} of {size} bytes for {self._name!r} exceeds the limit of "
+            f"{self._limits.max_document_bytes} bytes; nothing was written",
+            context={"collection": self._name, "size": size},
         )
+
+    def _too_large(self, exc: Exception) -> ResourceLimitExceeded:
+        return ResourceLimitExceeded(
+            f"document too large for {self._name!r} (limit "
+            f"{min(self._limits.max_document_bytes, SERVER_MAX_DOCUMENT_BYTES)} bytes); nothing "
+            f"was written: {exc}",
+            context={"collection": self._name},
+        )
+
+    @staticmethod
+    def _is_too_large(exc: Exception) -> bool:
+        """True for a document pymongo or the server refused as too large (in a
+        single-document operation: nothing was written)."""
+        return isinstance(exc, DocumentTooLarge) or getattr(exc, "code", None) in _TOO_LARGE_CODES
 
     def _max_time(self, kwargs: dict[str, Any]) -> None:
         kwargs["maxTimeMS"] = self._limits.cap_time(kwargs.get("maxTimeMS"))
@@ -344,8 +381,10 @@ class ScopedCollection:
         self._before_write()
         try:
             result = self.__coll.insert_one(tagged, **self._kwargs(kwargs))
-        except DocumentTooLarge as exc:
-            raise self._too_large(exc) from exc
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -354,22 +393,25 @@ class ScopedCollection:
         self, documents: Iterable[Any], ordered: bool = True, **kwargs: Any
     ) -> InsertManyResult:
         """Insert ``documents``, each tagged with this app's ``app_id``; all are checked
-        before any is sent, so a refused document leaves nothing half-written."""
+        (scope and size) before any is sent, so a refused document leaves nothing written."""
         if isinstance(documents, Mapping) or not isinstance(documents, Iterable):
             raise TypeError("documents must be a non-empty list")
         originals = list(documents)
         if not originals:
             raise TypeError("documents must be a non-empty list")
-        tagged = [self._tagged(doc) for doc in originals]
-        for doc, original in zip(tagged, originals, strict=True):
+        tagged = []
+        for original in originals:
+            doc = self._guard(tag_document, original, self._write_scope)
             if "_id" not in doc:
                 doc["_id"] = ObjectId()
                 if isinstance(original, dict):
                     original["_id"] = doc["_id"]
+            tagged.append(doc)
+        self._check_batch(tagged)
         self._before_write()
         try:
             return self.__coll.insert_many(tagged, ordered=ordered, **self._kwargs(kwargs))
-        except DocumentTooLarge as exc:
+        except DocumentTooLarge as exc:  # pragma: no cover - checked above
             raise self._too_large(exc) from exc
 
     def update_one(
@@ -378,7 +420,12 @@ class ScopedCollection:
         scoped, checked = self._filter(filter), self._update(update)
         self._before_write()
         self._observe(filter)
-        return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        try:
+            return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
@@ -386,7 +433,12 @@ class ScopedCollection:
         scoped, checked = self._filter(filter), self._update(update)
         self._before_write()
         self._observe(filter)
-        return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        try:
+            return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def replace_one(
         self, filter: Any, replacement: Any, upsert: bool = False, **kwargs: Any
@@ -394,7 +446,12 @@ class ScopedCollection:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._before_write()
         self._observe(filter)
-        return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
+        try:
+            return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
@@ -418,11 +475,18 @@ class ScopedCollection:
     ) -> Any:
         scoped, checked = self._filter(filter), self._update(update)
         self._guard(check_query, projection or {}, self._limits, "projection")
+        # Some servers answer an oversized findAndModify with a bare internal error.
+        self._check_size(checked, "update")
         self._before_write()
         self._observe(filter, sort)
-        return self.__coll.find_one_and_update(
-            scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-        )
+        try:
+            return self.__coll.find_one_and_update(
+                scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
+            )
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def find_one_and_replace(
         self,
@@ -436,11 +500,17 @@ class ScopedCollection:
     ) -> Any:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._guard(check_query, projection or {}, self._limits, "projection")
+        self._check_size(doc)  # see find_one_and_update
         self._before_write()
         self._observe(filter, sort)
-        return self.__coll.find_one_and_replace(
-            scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-        )
+        try:
+            return self.__coll.find_one_and_replace(
+                scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
+            )
+        except (DocumentTooLarge, OperationFailure) as exc:
+            if self._is_too_large(exc):
+                raise self._too_large(exc) from exc
+            raise
 
     def find_one_and_delete(
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
@@ -457,42 +527,49 @@ class ScopedCollection:
         any is sent)."""
         if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
             raise TypeError("requests must be a list of write operations")
-        scoped_requests = [self._bulk_request(r) for r in requests]
+        checked: list[Any] = []
+        scoped_requests = [self._bulk_request(r, checked) for r in requests]
         if not scoped_requests:
             raise ValueError("requests must not be empty")
+        self._check_batch(checked)
         self._before_write()
         try:
             return self.__coll.bulk_write(scoped_requests, ordered=ordered, **self._kwargs(kwargs))
         except DocumentTooLarge as exc:
             raise self._too_large(exc) from exc
 
-    def _bulk_request(self, request: Any) -> Any:
+    def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
+        """The scoped version of ``request``; its document or update goes to ``checked``
+        (sizes are checked for the whole batch before anything is sent)."""
         if getattr(request, "_namespace", None) is not None:
             raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
-        opts = {
-            k: getattr(request, "_" + k)
-            for k in ("collation", "hint", "array_filters", "sort")
-            if getattr(request, "_" + k, None) is not None
-        }
+        opts = {}
+        for name, attribute in _BULK_OPTIONS:
+            value = getattr(request, attribute, None)
+            if value is not None:
+                opts[name] = value
         if "array_filters" in opts:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
             original = request._doc
-            tagged = self._tagged(original)
+            tagged = self._guard(tag_document, original, self._write_scope)
             if "_id" not in tagged:
                 tagged["_id"] = ObjectId()
                 if isinstance(original, dict):
                     original["_id"] = tagged["_id"]
+            checked.append(tagged)
             return InsertOne(tagged)
         if isinstance(request, (UpdateOne, UpdateMany)):
+            update = self._update(request._doc)
+            checked.append(update)
             return type(request)(
-                self._filter(request._filter), self._update(request._doc),
-                upsert=bool(request._upsert), **opts,
+                self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, ReplaceOne):
+            replacement = self._guard(scoped_replacement, request._doc, self._write_scope)
+            checked.append(replacement)
             return ReplaceOne(
-                self._filter(request._filter), self._replacement(request._doc),
-                upsert=bool(request._upsert), **opts,
+                self._filter(request._filter), replacement, upsert=bool(request._upsert), **opts,
             )  # fmt: skip
         if isinstance(request, (DeleteOne, DeleteMany)):
             return type(request)(self._filter(request._filter), **opts)
@@ -738,6 +815,22 @@ class ScopedCollection:
             index=index,
             **kwargs,
         )
+
+    def hybrid_search(
+        self,
+        query_text: str,
+        *,
+        limit: int = 10,
+        filter: Any = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        """This app's documents best matching ``query_text`` by keywords and by meaning,
+        fused by reciprocal rank fusion: ``$rankFusion`` over ``$search`` and
+        ``$vectorSearch`` where the server has them, an exact keyword (BM25) and vector
+        search elsewhere; see :func:`mdb_sync.ai.hybrid_search.hybrid_search`."""
+        from ..ai.hybrid_search import hybrid_search
+
+        return hybrid_search(self, query_text, limit=limit, filter=filter, **kwargs)
 
 
 def _change_stages(pipeline: Any, limits: Any) -> list[dict[str, Any]]:

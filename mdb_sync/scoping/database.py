@@ -3,6 +3,11 @@
 Collections are reached as attributes or items (``db.tasks``, ``db["tasks"]``), exactly like
 pymongo; each maps to the app's physical collection and filters by ``app_id``. There is no
 path from here to the raw :class:`~pymongo.database.Database` or the client.
+
+The scoped collections a database hands out are cached, at most
+:data:`COLLECTION_CACHE_SIZE` per database (the oldest dropped first): code that names
+collections after user input cannot grow it without bound, and a dropped entry costs only
+its re-creation (a name check and a pymongo ``Collection``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ if TYPE_CHECKING:
     from .gridfs import ScopedGridFSBucket
 
 security_log = logging.getLogger("mdb_sync.security")
+
+#: Scoped collections cached per scoped database.
+COLLECTION_CACHE_SIZE = 256
 
 # pymongo Database attributes that a scoped database does not offer: ``db.client`` must not
 # silently become a collection named "client" for code written against pymongo.
@@ -182,7 +190,10 @@ class ScopedDatabase:
             coll = self.__collections.get(name)
             if coll is None:
                 coll = ScopedCollection(self, name, self._raw_sources(name))
-                self.__collections[name] = coll
+                collections = self.__collections
+                if len(collections) >= COLLECTION_CACHE_SIZE:
+                    del collections[next(iter(collections))]
+                collections[name] = coll
         return coll
 
     def _raw_sources(self, name: str) -> list[tuple[Any, str]]:
@@ -198,6 +209,10 @@ class ScopedDatabase:
     def __raw(self, physical: str) -> Any:
         raw = self.__engine._raw_collection(physical)
         return raw.with_options(**self.__options) if self.__options else raw
+
+    def _cached_collections(self) -> int:
+        """How many scoped collections this database caches (for ``engine.cache_info()``)."""
+        return len(self.__collections)
 
     def _forget_collection(self, name: str, raw: Any) -> None:
         with self.__lock:
