@@ -115,6 +115,11 @@ class AppRegistry:
                 self._fetched.pop(slug, None)
                 self._remember_missing(slug, now)
             else:
+                cached = self._apps.get(slug)
+                if cached is not None and cached == record:
+                    # Unchanged: keep the cached object, so that what was built for it
+                    # (an app's auth, its per-request state) is not rebuilt at every refresh.
+                    record = cached
                 self._apps[slug] = record
                 self._fetched[slug] = now
                 self._missing.pop(slug, None)
@@ -137,6 +142,13 @@ class AppRegistry:
         """The stored registry document of ``slug`` (manifest, status, index outcomes)."""
         record = self._record(slug)
         return dict(record) if record else None
+
+    def cached_manifest(self, slug: str) -> dict[str, Any] | None:
+        """The manifest of ``slug`` in this process's cache, or None: never a query (for
+        code on every operation's path, such as the metrics' per-app settings)."""
+        with self._lock:
+            record = self._apps.get(slug)
+        return record.get("manifest") if record else None
 
     def cached_records(self) -> list[dict[str, Any]]:
         """Copies of the cached registry documents, without touching the server (the health

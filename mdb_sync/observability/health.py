@@ -125,13 +125,12 @@ def check_mongodb(engine: MongoDBEngine, timeout: float) -> dict[str, Any]:
 
 
 def check_pool(engine: MongoDBEngine) -> dict[str, Any]:
-    monitor = getattr(engine, "_pool_monitor", None)
+    """The connection pool's gauges, read now (no I/O)."""
     check: dict[str, Any] = {"name": "pool", "status": HEALTHY}
-    if monitor is None:
-        check["monitored"] = False
-        return check
-    stats = monitor.stats()
+    stats = engine.pool_stats()
     check.update(stats)
+    if stats.get("monitored") is False:
+        return check
     if stats["max_pool_size"] and stats["utilization"] >= POOL_DEGRADED_UTILIZATION:
         check["status"] = DEGRADED
         check["reason"] = (

@@ -4,6 +4,13 @@ Recording is cheap and thread-safe: a short lock around a dict lookup, two integ
 increments and a ``deque.append`` into a bounded window; percentiles are computed only when
 someone reads the metrics. Metrics hold names, counts and durations — never document
 contents, filters or credentials.
+
+Database operations are recorded by the scoped API itself (:class:`OperationMeter`: one
+clock read pair per operation, named like the command it sends — ``find``, ``getMore``,
+``insert``, ``update``, ``delete``, ``aggregate``, ``findAndModify``, ``distinct``,
+``bulkWrite``...). An engine built with ``command_metrics=True`` records every command its
+client sends instead, engine-internal ones included, through pymongo's event listeners
+(:mod:`.listeners`), which cost every operation more.
 """
 
 from __future__ import annotations
@@ -310,6 +317,31 @@ class MetricsCollector:
             [f"{prefix}_uptime_seconds {time.time() - self._started:.3f}"],
         )
         return "\n".join(lines) + "\n"
+
+
+class OperationMeter:
+    """Records one app's scoped operations in its engine's metrics.
+
+    The scoped API calls it once per operation with the operation's name, the
+    ``time.perf_counter()`` read just before the driver was called, and whether the call
+    succeeded: one clock read pair per operation, then :meth:`MetricsCollector.record_operation`
+    (a short lock) — unless the app's manifest turns operation metrics off.
+    """
+
+    __slots__ = ("_app", "_manifest", "_metrics")
+
+    def __init__(
+        self, metrics: MetricsCollector, app: str, manifest: Callable[[], Any] | None = None
+    ) -> None:
+        self._metrics = metrics
+        self._app = app
+        self._manifest = manifest
+
+    def __call__(self, name: str, started: float, success: bool) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        metrics = self._metrics
+        if metrics.operations_enabled(self._app, self._manifest):
+            metrics.record_operation(name, duration_ms, success, self._app)
 
 
 def _escape(value: str) -> str:

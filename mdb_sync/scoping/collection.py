@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bson import ObjectId, encode
@@ -80,6 +81,7 @@ class ScopedCollection:
         "_index_lock",
         "_indexed",
         "_limits",
+        "_meter",
         "_name",
         "_write_scope",
     )
@@ -100,6 +102,8 @@ class ScopedCollection:
         self._write_scope = database.write_scope
         self._indexed = False
         self._index_lock = threading.Lock()
+        #: Records each operation in the engine's metrics (None: pymongo listeners do).
+        self._meter = database._meter
 
     @property
     def __sources(self) -> list[Source]:
@@ -222,7 +226,25 @@ class ScopedCollection:
             f"not {type(session).__name__}"
         )
 
+    def _run(self, name: str, call: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)`` — the driver's operation — recorded as operation
+        ``name`` of the app (one clock read before, one after; a raised error counts as a
+        failed operation)."""
+        meter = self._meter
+        if meter is None:
+            return call(*args, **kwargs)
+        started = perf_counter()
+        try:
+            result = call(*args, **kwargs)
+        except BaseException:
+            meter(name, started, False)
+            raise
+        meter(name, started, True)
+        return result
+
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs:
+            return kwargs
         if kwargs.get("session") is not None:
             kwargs["session"] = self._raw_session(kwargs["session"])
         # Options that carry expressions or predicates get the same guards as filters
@@ -247,7 +269,7 @@ class ScopedCollection:
         scope = scope or self._write_scope
         if filter is None:
             return {APP_ID: scope}
-        if not isinstance(filter, Mapping):
+        if type(filter) is not dict and not isinstance(filter, Mapping):
             raise TypeError(f"{where} must be a mapping, not {type(filter).__name__}")
         if not filter:
             return {APP_ID: scope}
@@ -322,6 +344,8 @@ class ScopedCollection:
                     self._indexed = True
 
     def _observe(self, filter: Any, sort: Any = None) -> None:
+        if not self._db._auto_index:
+            return
         if sort is not None and not isinstance(sort, Mapping):
             sort = _index_document(_index_list(sort))  # find_one_and_*(sort=[...])
         self._db._observe_query(self._name, self.__coll, filter, sort)
@@ -378,9 +402,11 @@ class ScopedCollection:
         """Insert ``document`` tagged with this app's ``app_id`` (``document`` gets its
         ``_id``, as with pymongo, but not ``app_id``)."""
         tagged = self._tagged(document)
-        self._before_write()
+        coll = self.__coll
+        if not self._indexed:
+            self._before_write()
         try:
-            result = self.__coll.insert_one(tagged, **self._kwargs(kwargs))
+            result = self._run("insert", coll.insert_one, tagged, **self._kwargs(kwargs))
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -410,7 +436,9 @@ class ScopedCollection:
         self._check_batch(tagged)
         self._before_write()
         try:
-            return self.__coll.insert_many(tagged, ordered=ordered, **self._kwargs(kwargs))
+            return self._run(  # type: ignore[no-any-return]
+                "insert", self.__coll.insert_many, tagged, ordered=ordered, **self._kwargs(kwargs)
+            )
         except DocumentTooLarge as exc:  # pragma: no cover - checked above
             raise self._too_large(exc) from exc
 
@@ -418,10 +446,14 @@ class ScopedCollection:
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
-        self._before_write()
+        coll = self.__coll
+        if not self._indexed:
+            self._before_write()
         self._observe(filter)
         try:
-            return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+            return self._run(  # type: ignore[no-any-return]
+                "update", coll.update_one, scoped, checked, upsert=upsert, **self._kwargs(kwargs)
+            )
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -434,7 +466,14 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter)
         try:
-            return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+            return self._run(  # type: ignore[no-any-return]
+                "update",
+                self.__coll.update_many,
+                scoped,
+                checked,
+                upsert=upsert,
+                **self._kwargs(kwargs),
+            )
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -447,7 +486,14 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter)
         try:
-            return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
+            return self._run(  # type: ignore[no-any-return]
+                "update",
+                self.__coll.replace_one,
+                scoped,
+                doc,
+                upsert=upsert,
+                **self._kwargs(kwargs),
+            )
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -456,12 +502,12 @@ class ScopedCollection:
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
         self._observe(filter)
-        return self.__coll.delete_one(scoped, **self._kwargs(kwargs))
+        return self._run("delete", self.__coll.delete_one, scoped, **self._kwargs(kwargs))  # type: ignore[no-any-return]
 
     def delete_many(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
         self._observe(filter)
-        return self.__coll.delete_many(scoped, **self._kwargs(kwargs))
+        return self._run("delete", self.__coll.delete_many, scoped, **self._kwargs(kwargs))  # type: ignore[no-any-return]
 
     def find_one_and_update(
         self,
@@ -480,9 +526,12 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter, sort)
         try:
-            return self.__coll.find_one_and_update(
-                scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-            )
+            return self._run(
+                "findAndModify",
+                self.__coll.find_one_and_update,
+                scoped, checked, projection, sort, upsert, return_document,
+                **self._kwargs(kwargs),
+            )  # fmt: skip
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -504,9 +553,12 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter, sort)
         try:
-            return self.__coll.find_one_and_replace(
-                scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-            )
+            return self._run(
+                "findAndModify",
+                self.__coll.find_one_and_replace,
+                scoped, doc, projection, sort, upsert, return_document,
+                **self._kwargs(kwargs),
+            )  # fmt: skip
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -518,7 +570,11 @@ class ScopedCollection:
         scoped = self._filter(filter)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._observe(filter, sort)
-        return self.__coll.find_one_and_delete(scoped, projection, sort, **self._kwargs(kwargs))
+        return self._run(
+            "findAndModify",
+            self.__coll.find_one_and_delete,
+            scoped, projection, sort, **self._kwargs(kwargs),
+        )  # fmt: skip
 
     def bulk_write(
         self, requests: Iterable[Any], ordered: bool = True, **kwargs: Any
@@ -534,7 +590,13 @@ class ScopedCollection:
         self._check_batch(checked)
         self._before_write()
         try:
-            return self.__coll.bulk_write(scoped_requests, ordered=ordered, **self._kwargs(kwargs))
+            return self._run(  # type: ignore[no-any-return]
+                "bulkWrite",
+                self.__coll.bulk_write,
+                scoped_requests,
+                ordered=ordered,
+                **self._kwargs(kwargs),
+            )
         except DocumentTooLarge as exc:
             raise self._too_large(exc) from exc
 
@@ -543,6 +605,8 @@ class ScopedCollection:
         (sizes are checked for the whole batch before anything is sent)."""
         if getattr(request, "_namespace", None) is not None:
             raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
+        if type(request) is InsertOne:  # the most common request, with no options to carry
+            return InsertOne(self._bulk_document(request._doc, checked))
         opts = {}
         for name, attribute in _BULK_OPTIONS:
             value = getattr(request, attribute, None)
@@ -551,14 +615,7 @@ class ScopedCollection:
         if "array_filters" in opts:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
-            original = request._doc
-            tagged = self._guard(tag_document, original, self._write_scope)
-            if "_id" not in tagged:
-                tagged["_id"] = ObjectId()
-                if isinstance(original, dict):
-                    original["_id"] = tagged["_id"]
-            checked.append(tagged)
-            return InsertOne(tagged)
+            return InsertOne(self._bulk_document(request._doc, checked))
         if isinstance(request, (UpdateOne, UpdateMany)):
             update = self._update(request._doc)
             checked.append(update)
@@ -575,6 +632,16 @@ class ScopedCollection:
             return type(request)(self._filter(request._filter), **opts)
         raise TypeError(f"{request!r} is not a valid bulk write request")
 
+    def _bulk_document(self, original: Any, checked: list[Any]) -> dict[str, Any]:
+        """An inserted document, tagged, with its ``_id`` (also given to ``original``)."""
+        tagged = self._guard(tag_document, original, self._write_scope)
+        if "_id" not in tagged:
+            tagged["_id"] = ObjectId()
+            if isinstance(original, dict):
+                original["_id"] = tagged["_id"]
+        checked.append(tagged)
+        return tagged
+
     # --- reads --------------------------------------------------------------------------------
 
     def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -589,11 +656,12 @@ class ScopedCollection:
             self._guard(check_query, args[0], self._limits, "projection")
         if kwargs.get("projection") is not None:
             self._guard(check_query, kwargs["projection"], self._limits, "projection")
-        if self._is_multi():
+        sources = self.__sources
+        if len(sources) > 1:
             self._filter(filter)  # guards
             return MultiScopeCursor(self, filter, *args, **kwargs)
         return ScopedCursor(
-            self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
+            sources[0][0], self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
     def _scan(self, filter: Any = None, projection: Any = None, **kwargs: Any) -> Any:
@@ -623,7 +691,7 @@ class ScopedCollection:
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
-        if filter is not None and not isinstance(filter, Mapping):
+        if filter is not None and type(filter) is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         kwargs["limit"] = -1
         for doc in self.find(filter, *args, **kwargs):
@@ -635,7 +703,7 @@ class ScopedCollection:
         kwargs = self._kwargs(kwargs)
         self._observe(filter)
         return sum(
-            raw.count_documents(self._filter(filter, scope), **kwargs)
+            self._run("aggregate", raw.count_documents, self._filter(filter, scope), **kwargs)
             for raw, scope in self.__sources
         )
 
@@ -654,7 +722,9 @@ class ScopedCollection:
         values: list[Any] = []
         seen: set[bytes] = set()
         for raw, scope in self.__sources:
-            for value in raw.distinct(key, self._filter(filter, scope), **kwargs):
+            for value in self._run(
+                "distinct", raw.distinct, key, self._filter(filter, scope), **kwargs
+            ):
                 marker = encode({"v": value})
                 if marker not in seen:
                     seen.add(marker)
@@ -670,8 +740,10 @@ class ScopedCollection:
         if any(next(iter(s)) in ("$out", "$merge") for s in scoped):
             self._before_write()
         raw_session = self._raw_session(session)
-        cursor = self.__coll.aggregate(scoped, session=raw_session, **self._kwargs(kwargs))
-        return scoped_command_cursor(cursor, self._name, self._limits, session)
+        cursor = self._run(
+            "aggregate", self.__coll.aggregate, scoped, session=raw_session, **self._kwargs(kwargs)
+        )
+        return scoped_command_cursor(cursor, self._name, self._limits, session, self._meter)
 
     def watch(self, pipeline: Any = None, **kwargs: Any) -> CollectionChangeStream[Any]:
         """A change stream of this app's documents in this collection (``ns`` shows the app
@@ -706,7 +778,13 @@ class ScopedCollection:
         full, name = self._index_keys(keys, kwargs)
         kwargs["name"] = name
         self._before_write()
-        return self.__coll.create_index(full, session=self._raw_session(session), **kwargs)
+        return self._run(  # type: ignore[no-any-return]
+            "createIndexes",
+            self.__coll.create_index,
+            full,
+            session=self._raw_session(session),
+            **kwargs,
+        )
 
     def create_indexes(
         self, indexes: Iterable[IndexModel], session: Any = None, **kwargs: Any
@@ -724,7 +802,13 @@ class ScopedCollection:
             full, name = self._index_keys(keys, {**document, "name": model.document["name"]})
             models.append(IndexModel(full, name=name, **document))
         self._before_write()
-        return self.__coll.create_indexes(models, session=self._raw_session(session), **kwargs)
+        return self._run(  # type: ignore[no-any-return]
+            "createIndexes",
+            self.__coll.create_indexes,
+            models,
+            session=self._raw_session(session),
+            **kwargs,
+        )
 
     def drop_index(self, index_or_name: Any, session: Any = None, **kwargs: Any) -> None:
         name = (
@@ -732,11 +816,19 @@ class ScopedCollection:
             if isinstance(index_or_name, str)
             else _gen_index_name(_index_list(index_or_name))
         )
-        self.__coll.drop_index(name, session=self._raw_session(session), **kwargs)
+        self._run(
+            "dropIndexes",
+            self.__coll.drop_index,
+            name,
+            session=self._raw_session(session),
+            **kwargs,
+        )
 
     def drop_indexes(self, session: Any = None, **kwargs: Any) -> None:
         """Drop every index but ``_id``'s; the ``app_id`` index is recreated at once."""
-        self.__coll.drop_indexes(session=self._raw_session(session), **kwargs)
+        self._run(
+            "dropIndexes", self.__coll.drop_indexes, session=self._raw_session(session), **kwargs
+        )
         self._db._ensure_app_id_index(self.__coll, force=True)
 
     def list_indexes(self, session: Any = None, **kwargs: Any) -> Any:
@@ -753,7 +845,7 @@ class ScopedCollection:
     def drop(self, session: Any = None, **kwargs: Any) -> None:
         """Drop this app's collection (refused if other apps' documents share it)."""
         self._refuse_foreign_documents("drop")
-        self.__coll.drop(session=self._raw_session(session), **kwargs)
+        self._run("drop", self.__coll.drop, session=self._raw_session(session), **kwargs)
         self._db._forget_collection(self._name, self.__coll)
 
     def rename(self, new_name: str, session: Any = None, **kwargs: Any) -> ScopedCollection:

@@ -10,6 +10,7 @@ raises :class:`ResourceLimitExceeded` instead of being silently truncated.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from pymongo.command_cursor import CommandCursor
@@ -37,6 +38,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         self._mdb_user_filter = user_filter
         self._mdb_uncapped = uncapped
         self._mdb_limits = scoped._limits
+        self._mdb_meter = scoped._meter
         kwargs["batch_size"] = self._mdb_limits.cap_batch(kwargs.get("batch_size"))
         kwargs["max_time_ms"] = self._mdb_limits.cap_time(kwargs.get("max_time_ms"))
         session = kwargs.get("session")
@@ -85,6 +87,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         clone._mdb_user_filter = self._mdb_user_filter
         clone._mdb_uncapped = self._mdb_uncapped
         clone._mdb_limits = self._mdb_limits
+        clone._mdb_meter = self._mdb_meter
         clone._mdb_session = self._mdb_session
         clone._mdb_observed = False
         Cursor.__init__(clone, self._collection, session=session)
@@ -112,7 +115,18 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         if not self._mdb_observed:
             self._mdb_observed = True
             self._mdb_scoped._observe_find(self)
-        count = super()._refresh()
+        meter = self._mdb_meter
+        if meter is None or self._data or self._killed or self._id == 0:
+            count = super()._refresh()  # nothing is sent (or pymongo's listeners record it)
+        else:
+            name = "find" if self._id is None else "getMore"
+            started = perf_counter()
+            try:
+                count = super()._refresh()
+            except BaseException:
+                meter(name, started, False)
+                raise
+            meter(name, started, True)
         if self._retrieved > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
@@ -139,6 +153,7 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
     _mdb_session: Any
     _mdb_seen: int
     _mdb_uncapped: bool = False
+    _mdb_meter: Any = None
 
     @property
     def session(self) -> Any:
@@ -146,7 +161,17 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
 
     def _refresh(self) -> int:
         before = len(self._data)
-        count = super()._refresh()
+        meter = self._mdb_meter
+        if meter is None or before or self._killed or not self._id:
+            count = super()._refresh()  # nothing is sent (or pymongo's listeners record it)
+        else:
+            started = perf_counter()
+            try:
+                count = super()._refresh()
+            except BaseException:
+                meter("getMore", started, False)
+                raise
+            meter("getMore", started, True)
         self._mdb_seen += max(0, len(self._data) - before)
         if self._mdb_seen > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
@@ -160,15 +185,17 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
 
 
 def scoped_command_cursor(
-    cursor: CommandCursor,
+    cursor: CommandCursor,  # type: ignore[type-arg]
     name: str,
     limits: Any,
-    session: Any,  # type: ignore[type-arg]
+    session: Any,
+    meter: Any = None,
 ) -> ScopedCommandCursor:
     cursor.__class__ = ScopedCommandCursor
     scoped: ScopedCommandCursor = cursor  # type: ignore[assignment]
     scoped._mdb_name = name
     scoped._mdb_limits = limits
     scoped._mdb_session = session
+    scoped._mdb_meter = meter
     scoped._mdb_seen = len(scoped._data)
     return scoped
