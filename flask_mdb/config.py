@@ -294,6 +294,12 @@ OPTIONS: list[Option] = [
     Option("MDB_CLIENT_OPTIONS", None, _mapping, "keyword arguments of pymongo.MongoClient"),
     Option("MDB_QUERY_LIMITS", None, _query_limits, "QueryLimits fields, e.g. max_result_docs"),
     Option("MDB_IMPLICIT_APPS", True, _bool, "configured slugs may register themselves"),
+    Option(
+        "MDB_COMMAND_METRICS",
+        False,
+        _bool,
+        "record every command with pymongo listeners (costs every operation)",
+    ),
     Option("MDB_MANIFESTS", None, _manifest_paths, "manifest files or directories"),
     Option(
         "MDB_INDEX_BUILDS",
@@ -389,6 +395,7 @@ ENGINE_OPTIONS = (
     "MDB_CLIENT_OPTIONS",
     "MDB_QUERY_LIMITS",
     "MDB_IMPLICIT_APPS",
+    "MDB_COMMAND_METRICS",
 )
 
 

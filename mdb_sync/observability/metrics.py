@@ -37,7 +37,7 @@ OTHER = "_other"
 Labels = tuple[tuple[str, str], ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Series:
     count: int = 0
     errors: int = 0
@@ -84,7 +84,9 @@ class MetricsCollector:
         self, name: str, duration_ms: float, success: bool = True, app: str | None = None
     ) -> None:
         """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``app``."""
-        key = (app or NO_APP, name)
+        self._record((app or NO_APP, name), duration_ms, success)
+
+    def _record(self, key: tuple[str, str], duration_ms: float, success: bool) -> None:
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -328,7 +330,7 @@ class OperationMeter:
     (a short lock) — unless the app's manifest turns operation metrics off.
     """
 
-    __slots__ = ("_app", "_manifest", "_metrics")
+    __slots__ = ("_app", "_keys", "_manifest", "_metrics")
 
     def __init__(
         self, metrics: MetricsCollector, app: str, manifest: Callable[[], Any] | None = None
@@ -336,12 +338,19 @@ class OperationMeter:
         self._metrics = metrics
         self._app = app
         self._manifest = manifest
+        self._keys: dict[str, tuple[str, str]] = {}  # operation name -> its series key
 
     def __call__(self, name: str, started: float, success: bool) -> None:
         duration_ms = (time.perf_counter() - started) * 1000.0
         metrics = self._metrics
-        if metrics.operations_enabled(self._app, self._manifest):
-            metrics.record_operation(name, duration_ms, success, self._app)
+        enabled = metrics._app_settings.get(self._app)
+        if enabled is None:
+            enabled = metrics.operations_enabled(self._app, self._manifest)
+        if enabled:
+            key = self._keys.get(name)
+            if key is None:
+                key = self._keys[name] = (self._app, name)
+            metrics._record(key, duration_ms, success)
 
 
 def _escape(value: str) -> str:

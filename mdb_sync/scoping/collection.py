@@ -327,7 +327,7 @@ class ScopedCollection:
         )
 
     @staticmethod
-    def _is_too_large(exc: Exception) -> bool:
+    def _is_too_large(exc: BaseException) -> bool:
         """True for a document pymongo or the server refused as too large (in a
         single-document operation: nothing was written)."""
         return isinstance(exc, DocumentTooLarge) or getattr(exc, "code", None) in _TOO_LARGE_CODES
@@ -363,11 +363,12 @@ class ScopedCollection:
         return physical_name(self._write_scope, logical)
 
     def _pipeline(self, pipeline: Any) -> list[dict[str, Any]]:
-        database = self.__coll.database
+        raw_sources = self.__sources
+        database = raw_sources[0][0].database
         scoper = PipelineScoper(
             self._resolve, self._own_physical, self._write_scope, self._limits, database.name
         )
-        sources = [(raw.name, scope) for raw, scope in self.__sources]
+        sources = [(raw.name, scope) for raw, scope in raw_sources]
         scoped = self._guard(scoper.scope, pipeline, sources)
         for physical in scoper.replaced:
             # $out replaces the whole target: never when it also holds other apps' documents.
@@ -405,12 +406,20 @@ class ScopedCollection:
         coll = self.__coll
         if not self._indexed:
             self._before_write()
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
+        meter = self._meter  # timed inline: the hottest write path
+        started = perf_counter()
         try:
-            result = self._run("insert", coll.insert_one, tagged, **self._kwargs(kwargs))
-        except (DocumentTooLarge, OperationFailure) as exc:
+            result = coll.insert_one(tagged, **kwargs)
+        except BaseException as exc:
+            if meter is not None:
+                meter("insert", started, False)
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
             raise
+        if meter is not None:
+            meter("insert", started, True)
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -450,14 +459,21 @@ class ScopedCollection:
         if not self._indexed:
             self._before_write()
         self._observe(filter)
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
+        meter = self._meter  # timed inline: the hottest write path
+        started = perf_counter()
         try:
-            return self._run(  # type: ignore[no-any-return]
-                "update", coll.update_one, scoped, checked, upsert=upsert, **self._kwargs(kwargs)
-            )
-        except (DocumentTooLarge, OperationFailure) as exc:
+            result = coll.update_one(scoped, checked, upsert=upsert, **kwargs)
+        except BaseException as exc:
+            if meter is not None:
+                meter("update", started, False)
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
             raise
+        if meter is not None:
+            meter("update", started, True)
+        return result
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any

@@ -46,7 +46,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             kwargs["session"] = scoped._raw_session(session)
         self._mdb_session = session
         self._mdb_observed = False
-        super().__init__(collection, *args, **kwargs)
+        Cursor.__init__(self, collection, *args, **kwargs)
 
     @property
     def collection(self) -> ScopedCollection:  # type: ignore[override]
@@ -116,13 +116,14 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             self._mdb_observed = True
             self._mdb_scoped._observe_find(self)
         meter = self._mdb_meter
-        if meter is None or self._data or self._killed or self._id == 0:
-            count = super()._refresh()  # nothing is sent (or pymongo's listeners record it)
+        cursor_id = self._id
+        if meter is None or cursor_id == 0 or self._data or self._killed:
+            count = Cursor._refresh(self)  # nothing is sent (or pymongo's listeners record it)
         else:
-            name = "find" if self._id is None else "getMore"
+            name = "find" if cursor_id is None else "getMore"
             started = perf_counter()
             try:
-                count = super()._refresh()
+                count = Cursor._refresh(self)
             except BaseException:
                 meter(name, started, False)
                 raise
@@ -163,11 +164,11 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
         before = len(self._data)
         meter = self._mdb_meter
         if meter is None or before or self._killed or not self._id:
-            count = super()._refresh()  # nothing is sent (or pymongo's listeners record it)
+            count = CommandCursor._refresh(self)  # nothing sent (or pymongo's listeners record)
         else:
             started = perf_counter()
             try:
-                count = super()._refresh()
+                count = CommandCursor._refresh(self)
             except BaseException:
                 meter("getMore", started, False)
                 raise
