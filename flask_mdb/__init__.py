@@ -30,7 +30,7 @@ from .binding import (
     get_current_db,
 )
 from .cors import CorsPolicy
-from .errors import error_response, register_error_handlers
+from .errors import MDBHTTPError, error_response, http_error, register_error_handlers
 from .extension import MDB, ObjectIdConverter
 from .files import save_file, send_file
 from .json import MDBJSONProvider, bson_default
@@ -71,6 +71,7 @@ __all__ = [
     "AppNotBoundError",
     "Connection",
     "CorsPolicy",
+    "MDBHTTPError",
     "MDBJSONProvider",
     "MessageError",
     "ObjectIdConverter",
@@ -85,6 +86,7 @@ __all__ = [
     "get_current_db",
     "get_current_user",
     "get_websocket_manager",
+    "http_error",
     "login_required",
     "register_connect_handler",
     "register_disconnect_handler",

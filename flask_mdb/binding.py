@@ -1,11 +1,14 @@
-"""Which app a request serves: resolution, the ``ContextVar`` binding, and the ``db`` proxy.
+"""Which app a request serves: resolution, the binding, and the ``db`` proxy.
 
 Each request resolves its app slug — ``MDB_APP_RESOLVER(request)``, else the slug bound to
 the request's blueprint (:meth:`MDB.bind_blueprint`), else ``MDB_APP_SLUG`` — and binds it
-in a :class:`~contextvars.ContextVar` that ``teardown_request`` always resets, so a thread
-reused by the server never carries the previous request's app (the request's WSGI environ
-keeps it too, for streamed responses that run after teardown). ``db`` reads that binding;
-with none it raises :class:`AppNotBoundError` and never falls back to anything unscoped.
+in :mod:`mdb_sync.context`, the one ``ContextVar`` that logging, metrics and Celery read
+too, together with the request's correlation id (a valid ``X-Request-ID``, else a new one,
+echoed in the response) and the engine. ``teardown_request`` always resets it, so a thread
+reused by the server never carries the previous request's app or id (the request's state
+on ``g`` keeps the binding for streamed responses that run after teardown). ``db`` reads
+that binding; with none it raises :class:`AppNotBoundError` and never falls back to
+anything unscoped.
 
 A slug the resolver names must be registered and active (else 404): the resolver reads
 request data (host, path, headers) that a client controls, so it may never create apps.
@@ -18,17 +21,19 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flask import abort, current_app, g, has_app_context, has_request_context, request
+from flask import abort, current_app, has_app_context, has_request_context, request
 from werkzeug.local import LocalProxy
 
+from mdb_sync import context
 from mdb_sync.exceptions import AppNotActiveError, AppNotFoundError, ScopeError
 from mdb_sync.scoping import ScopedDatabase, validate_slug
 
+from . import request_state
 from .signals import app_bound
 from .state import MDBState, SlugState, get_state
 
 if TYPE_CHECKING:
-    from flask import Request
+    from flask import Request, Response
 
 #: Blueprint name of the extension's own endpoints (health, metrics): never bound.
 OPS_BLUEPRINT = "mdb_ops"
@@ -54,20 +59,15 @@ class Binding:
     slug_state: SlugState | None = None
 
 
-_binding: contextvars.ContextVar[Binding | None] = contextvars.ContextVar(
-    "flask_mdb_binding", default=None
-)
-#: The request's own binding, in its WSGI environ: a streamed response's generator runs
-#: after teardown, in the same request context pushed again, and still needs it.
-ENVIRON_KEY = "flask_mdb.binding"
-
-
 def current_binding() -> Binding | None:
     """The binding of the current context (``mdb.bind`` or the request's), or None."""
-    binding = _binding.get()
-    if binding is None and has_request_context():
-        binding = request.environ.get(ENVIRON_KEY)
-    return binding
+    bound = context.current().binding
+    if isinstance(bound, Binding):
+        return bound
+    state = request_state.current_state()
+    if state is not None and state.ended:
+        return state.binding  # a streamed response, after teardown
+    return None
 
 
 def get_current_app_slug() -> str | None:
@@ -114,15 +114,20 @@ db: ScopedDatabase = LocalProxy(get_current_db)  # type: ignore[assignment]
 current_app_slug: str = LocalProxy(lambda: _require_binding().slug)  # type: ignore[assignment]
 
 
-def push_binding(binding: Binding | None) -> contextvars.Token[Binding | None]:
-    return _binding.set(binding)
+def push_binding(binding: Binding | None) -> contextvars.Token[Any]:
+    """Bind ``binding`` (None: no app) in the current context, keeping its correlation id;
+    give the token to :func:`pop_binding` in ``finally``."""
+    base = context.current()
+    if binding is None:
+        return context.bind(context.changed(base, app_id=None, binding=None))
+    return context.bind(
+        context.changed(base, app_id=binding.slug, binding=binding, engine=binding.state.engine)
+    )
 
 
-def pop_binding(token: contextvars.Token[Binding | None]) -> None:
-    try:
-        _binding.reset(token)
-    except ValueError:  # reset from another context (a copied context): unbind regardless
-        _binding.set(None)
+def pop_binding(token: contextvars.Token[Any]) -> None:
+    """Undo :func:`push_binding` (from another context: unbind regardless)."""
+    context.reset(token)
 
 
 # --- request resolution ---------------------------------------------------------------------------
@@ -135,7 +140,7 @@ def resolve_slug(state: MDBState, req: Request) -> tuple[str | None, str]:
         slug = resolver(req)
         if slug is not None:
             return slug, "resolver"
-    slugs = state.extension.blueprint_slugs
+    slugs = state.blueprint_slugs
     if slugs:
         for name in req.blueprints:
             if name in slugs:
@@ -168,30 +173,71 @@ def usable_record(state: MDBState, slug: Any, source: str) -> dict[str, Any]:
         raise
 
 
-def bind_request() -> None:
-    """``before_request``: resolve and bind the request's app (404 when unusable).
+def request_correlation_id(state: MDBState, req: Request) -> str:
+    """The correlation id of ``req``: its ``MDB_REQUEST_ID_HEADER`` (``X-Request-ID``) when
+    ``MDB_TRUST_REQUEST_ID`` and the value is 1-128 characters of ``[A-Za-z0-9._:+/=@-]``
+    (it is client input that goes into every log line), else a new random one."""
+    if state.config["MDB_TRUST_REQUEST_ID"]:
+        return context.accept_correlation_id(req.headers.get(state.config["MDB_REQUEST_ID_HEADER"]))
+    return context.new_correlation_id()
 
-    The context is unbound first, so whatever happens next (an unreachable server, a 404,
-    an error handler) runs with no app bound rather than with a stale one.
+
+def bind_request() -> None:
+    """``before_request``: start the request's context — its correlation id and engine, no
+    app yet — then resolve and bind the request's app (404 when unusable).
+
+    The context starts empty (nothing of what the thread ran before), so whatever happens
+    next (an unreachable server, a 404, an error handler) runs with no app bound rather than
+    with a stale one, and its log records already carry the request's id.
     """
-    g.setdefault("_mdb_binding_tokens", []).append(push_binding(None))
-    g._mdb_started = time.perf_counter()
+    mdb_state = get_state()
+    req_state = request_state.begin()
+    req_state.started = time.perf_counter()
+    req_state.correlation_id = request_correlation_id(mdb_state, request)
+    req_state.context = context.Context(
+        correlation_id=req_state.correlation_id, engine=mdb_state.engine
+    )
+    req_state.token = context.bind(req_state.context)
     if request.blueprint == OPS_BLUEPRINT:
         return
-    state = get_state()
-    state.ensure_ready()
-    slug, source = resolve_slug(state, request)
+    mdb_state.ensure_ready()
+    slug, source = resolve_slug(mdb_state, request)
     if slug is None:
         return
-    record = usable_record(state, slug, source)
-    binding = Binding(slug, state, source, state.slug_state(slug, record))
-    request.environ[ENVIRON_KEY] = binding
-    _binding.set(binding)
+    record = usable_record(mdb_state, slug, source)
+    binding = Binding(slug, mdb_state, source, mdb_state.slug_state(slug, record))
+    req_state.binding = binding
+    req_state.context = context.changed(req_state.context, app_id=slug, binding=binding)
+    context.replace_current(req_state.context)  # the token still undoes the whole request
     app_bound.send(current_app._get_current_object(), slug=slug, source=source)  # type: ignore[attr-defined]
 
 
+def finish_request(response: Response) -> Response:
+    """``after_request``: echo the correlation id (``X-Request-ID``), and record the request
+    count and latency of the bound app in the engine's metrics (operation ``http.request``;
+    a 5xx counts as an error)."""
+    req_state = request_state.current_state()
+    if req_state is None:
+        return response
+    mdb_state = get_state()
+    response.headers[mdb_state.config["MDB_REQUEST_ID_HEADER"]] = req_state.correlation_id
+    bound = current_binding()
+    if bound is not None and req_state.started is not None:
+        bound.state.engine.record_operation(
+            "http.request",
+            (time.perf_counter() - req_state.started) * 1000.0,
+            success=response.status_code < 500,
+            app=bound.slug,
+        )
+    return response
+
+
 def unbind_request(exc: BaseException | None = None) -> None:
-    """``teardown_request``: always undo this request's binding."""
-    tokens = g.get("_mdb_binding_tokens")
-    if tokens:
-        pop_binding(tokens.pop())
+    """``teardown_request``: always undo this request's context."""
+    req_state = request_state.current_state()
+    if req_state is None:
+        return
+    token, req_state.token = req_state.token, None
+    if token is not None:
+        context.reset(token)
+    request_state.end(req_state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -275,6 +276,16 @@ def _redirect_path(key: str, value: Any) -> str:
     return value
 
 
+#: An HTTP header name (RFC 9110 token characters).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def _header_name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise _error(key, f"must be an HTTP header name such as 'X-Request-ID': {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     """One ``MDB_*`` configuration key."""
@@ -313,7 +324,9 @@ OPTIONS: list[Option] = [
     Option("MDB_HEALTH_URL", None, _url, "URL of the JSON health endpoint; None: off"),
     Option("MDB_METRICS_URL", None, _url, "URL of the Prometheus metrics endpoint; None: off"),
     Option("MDB_JSON_PROVIDER", False, _bool, "install the BSON-aware JSON provider"),
-    Option("MDB_ERROR_HANDLERS", False, _bool, "answer engine errors with JSON errors"),
+    Option("MDB_ERROR_HANDLERS", False, _bool, "JSON errors for pymongo's exceptions too"),
+    Option("MDB_REQUEST_ID_HEADER", "X-Request-ID", _header_name, "correlation id header"),
+    Option("MDB_TRUST_REQUEST_ID", True, _bool, "use a valid id the client sends"),
     Option("MDB_CORS", True, _bool, "answer CORS requests from the manifests' cors blocks"),
     # --- auth (flask_mdb.auth)
     Option("MDB_AUTH", None, _optional_bool, "install auth; None: when a manifest has auth"),

@@ -23,11 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Response, g, jsonify, request
+from flask import Response, jsonify, request
 
 from mdb_sync.exceptions import ConfigurationError
 
 from .binding import Binding, current_binding
+from .request_state import current_state
 from .state import SlugState
 
 log = logging.getLogger("flask_mdb")
@@ -255,7 +256,9 @@ def handle_preflight() -> Response | None:
     policy = policy_for(current_binding())
     if policy is None:
         return None
-    g._mdb_cors_done = True
+    state = current_state()
+    if state is not None:
+        state.cors_done = True
     headers, reason = policy.preflight(
         request.headers["Origin"],
         request.headers["Access-Control-Request-Method"],
@@ -280,7 +283,8 @@ def handle_preflight() -> Response | None:
 
 def add_cors_headers(response: Response) -> Response:
     """``after_request``: CORS headers on responses to allowed cross-origin requests."""
-    if g.pop("_mdb_cors_done", False):
+    state = current_state()
+    if state is not None and state.cors_done:
         return response
     origin = request.headers.get("Origin")
     if not origin:

@@ -9,13 +9,12 @@ before first use. ``init_app`` runs small steps (``_init_*``) that later feature
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask import Blueprint, Flask, Response, current_app, g
+from flask import Blueprint, Flask, current_app
 from werkzeug.routing import BaseConverter, ValidationError
 
 from mdb_sync import MongoDBEngine
@@ -30,7 +29,7 @@ from .endpoints import make_blueprint
 from .errors import register_error_handlers
 from .json import install_json_provider
 from .outbox import stop_outbox
-from .state import MDBState, get_state
+from .state import MDBState, get_state, states_of
 from .websockets import routes as websockets
 
 
@@ -61,8 +60,9 @@ class MDB:
 
     def __init__(self, app: Flask | None = None, engine: MongoDBEngine | None = None) -> None:
         self._engine = engine
-        #: Blueprint name -> app slug, see :meth:`bind_blueprint`.
-        self.blueprint_slugs: dict[str, str] = {}
+        # Blueprint name -> app slug declared with bind_blueprint() for every Flask app this
+        # extension serves; each app's state holds its own copy (MDBState.blueprint_slugs).
+        self._blueprint_slugs: dict[str, str] = {}
         if app is not None:
             self.init_app(app)
 
@@ -99,7 +99,9 @@ class MDB:
             **config["MDB_CLIENT_OPTIONS"],
         )
         manifests = self._load_manifests(engine, config["MDB_MANIFESTS"])
-        return MDBState(self, config, engine, self._engine is None, manifests)
+        state = MDBState(self, config, engine, self._engine is None, manifests)
+        state.blueprint_slugs.update(self._blueprint_slugs)
+        return state
 
     @staticmethod
     def _load_manifests(engine: MongoDBEngine, paths: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -129,7 +131,7 @@ class MDB:
 
     def _init_binding(self, app: Flask) -> None:
         app.before_request(binding.bind_request)
-        app.after_request(_record_request)
+        app.after_request(binding.finish_request)
         app.teardown_request(binding.unbind_request)
 
     def _init_cors(self, app: Flask, state: MDBState) -> None:
@@ -142,8 +144,9 @@ class MDB:
             install_json_provider(app)
 
     def _init_errors(self, app: Flask, state: MDBState) -> None:
-        if state.config["MDB_ERROR_HANDLERS"]:
-            register_error_handlers(app)
+        """The library's own exceptions are always answered (the app's handlers still win);
+        pymongo's and bson's only with ``MDB_ERROR_HANDLERS``."""
+        register_error_handlers(app, third_party=state.config["MDB_ERROR_HANDLERS"])
 
     def _init_endpoints(self, app: Flask, state: MDBState) -> None:
         health_url, metrics_url = state.config["MDB_HEALTH_URL"], state.config["MDB_METRICS_URL"]
@@ -197,15 +200,23 @@ class MDB:
 
     # --- binding --------------------------------------------------------------------------------
 
-    def bind_blueprint(self, blueprint: Blueprint | str, slug: str) -> None:
+    def bind_blueprint(
+        self, blueprint: Blueprint | str, slug: str, app: Flask | None = None
+    ) -> None:
         """Serve app ``slug`` on every request routed to ``blueprint`` (or a blueprint
-        nested in it), unless ``MDB_APP_RESOLVER`` names another app."""
+        nested in it), unless ``MDB_APP_RESOLVER`` names another app: in ``app`` only, or
+        without it in every Flask app this extension serves, now and later."""
         name = blueprint if isinstance(blueprint, str) else blueprint.name
         try:
             validate_slug(slug)
         except ScopeError as exc:
             raise ConfigurationError(f"bind_blueprint({name!r}, ...): {exc}") from exc
-        self.blueprint_slugs[name] = slug
+        if app is not None:
+            get_state(app).blueprint_slugs[name] = slug
+            return
+        self._blueprint_slugs[name] = slug
+        for state in states_of(self):
+            state.blueprint_slugs[name] = slug
 
     @contextlib.contextmanager
     def bind(self, slug: str, app: Flask | None = None) -> Iterator[ScopedDatabase]:
@@ -253,18 +264,3 @@ class MDB:
         websockets.close_all(app)
         stop_outbox(app or current_app._get_current_object())  # type: ignore[attr-defined]
         get_state(app).shutdown()
-
-
-def _record_request(response: Response) -> Response:
-    """``after_request``: request count and latency of the bound app in the engine's metrics
-    (operation ``http.request``; a 5xx counts as an error)."""
-    bound = binding.current_binding()
-    started = g.get("_mdb_started")
-    if bound is not None and started is not None:
-        bound.state.engine.record_operation(
-            "http.request",
-            (time.perf_counter() - started) * 1000.0,
-            success=response.status_code < 500,
-            app=bound.slug,
-        )
-    return response

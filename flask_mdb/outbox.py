@@ -6,7 +6,8 @@ One :class:`Outbox` per Flask app, with one worker thread per process, started o
 The queue is bounded: when it is full the job is dropped with a warning and the caller's
 answer stays the same (a flood of requests costs a bounded amount of memory, never a slower
 or different answer). A job runs in the Flask app's context, with the submitting request's
-log context (app id, correlation id) but never its request context. Fork-safe: a child
+context (:mod:`mdb_sync.context`: app, correlation id, engine) but never its request
+context. Fork-safe: a child
 process starts with an empty outbox and its own worker (the parent keeps and runs the jobs
 it had queued). :meth:`Outbox.stop` — called by ``mdb.shutdown(app)`` and at interpreter
 exit — lets queued jobs finish within a bound, then stops the worker.
@@ -28,24 +29,23 @@ from typing import Any
 
 from flask import Flask
 
-from mdb_sync.observability.logging import get_log_context, log_context
+from mdb_sync import context
 
 log = logging.getLogger("flask_mdb.outbox")
 
-#: Key of the app's outbox in ``app.extensions``.
-EXTENSION_KEY = "mdb_outbox"
 #: Seconds :meth:`Outbox.stop` waits for queued jobs by default.
 STOP_TIMEOUT = 10.0
 
 _STOP = object()
 _OUTBOXES: weakref.WeakSet[Outbox] = weakref.WeakSet()
+_create_lock = threading.Lock()
 
 
 @dataclass
 class _Job:
     run: Callable[[], Any]
     what: str
-    context: dict[str, Any]
+    context: context.Context
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Outbox:
     def submit(self, run: Callable[[], Any], what: str) -> bool:
         """Queue ``run`` (no arguments) to run on the worker; False when the queue is full
         and the job was dropped. Never blocks and never raises for a full queue."""
-        job = _Job(run, what, _log_fields())
+        job = _Job(run, what, context.current())
         worker = self._running_worker()
         try:
             worker.queue.put_nowait(job)
@@ -130,11 +130,14 @@ class Outbox:
         app = self._app()
         if app is None:
             return
+        token = context.bind(job.context)
         try:
-            with app.app_context(), log_context(**job.context):
+            with app.app_context():
                 job.run()
         except Exception:
             log.exception("%s: %s failed", self.name, job.what)
+        finally:
+            context.reset(token)
 
     # --- waiting and stopping -------------------------------------------------------------------
 
@@ -178,12 +181,6 @@ class Outbox:
         self._worker = None
 
 
-def _log_fields() -> dict[str, Any]:
-    context = get_log_context()
-    fields = {k: v for k, v in context.items() if v is not None}
-    return fields
-
-
 def _move(source: queue.Queue[Any], target: queue.Queue[Any]) -> None:
     while True:
         try:
@@ -210,20 +207,30 @@ def _discard(jobs: queue.Queue[Any]) -> int:
 
 
 def get_outbox(app: Flask, maxsize: int, name: str = "outbox") -> Outbox:
-    """The outbox of ``app`` (created on first use)."""
-    outbox = app.extensions.get(EXTENSION_KEY)
+    """The outbox of ``app`` (created on first use, kept in the extension's state)."""
+    from .state import get_state
+
+    state = get_state(app)
+    outbox = state.outbox
     if outbox is None:
-        outbox = app.extensions.setdefault(EXTENSION_KEY, Outbox(app, maxsize, name))
-    return outbox  # type: ignore[no-any-return]
+        with _create_lock:
+            outbox = state.outbox
+            if outbox is None:
+                outbox = state.outbox = Outbox(app, maxsize, name)
+    return outbox
 
 
 def stop_outbox(app: Flask, timeout: float = STOP_TIMEOUT) -> bool:
     """Run what ``app``'s outbox holds (within ``timeout``) and stop its worker."""
-    outbox = app.extensions.get(EXTENSION_KEY)
+    from .state import get_state
+
+    outbox = get_state(app).outbox
     return outbox.stop(timeout) if outbox is not None else True
 
 
 def _after_fork_in_child() -> None:
+    global _create_lock
+    _create_lock = threading.Lock()
     for outbox in list(_OUTBOXES):
         outbox._after_fork_in_child()
 

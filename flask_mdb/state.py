@@ -24,6 +24,7 @@ from .config import MDBConfig
 
 if TYPE_CHECKING:
     from .extension import MDB
+    from .outbox import Outbox
 
 log = logging.getLogger("flask_mdb")
 
@@ -64,6 +65,12 @@ class MDBState:
         )
         #: ``register_app`` results of the configured manifests, by slug (after first use).
         self.registrations: dict[str, dict[str, Any]] = {}
+        #: Blueprint name -> app slug (:meth:`MDB.bind_blueprint`).
+        self.blueprint_slugs: dict[str, str] = {}
+        #: Whether auth (login, tokens, CSRF...) is installed on the app.
+        self.auth_installed = False
+        #: The background sender of the app (:mod:`flask_mdb.outbox`), once used.
+        self.outbox: Outbox | None = None
         self._ready = False
         self._lock = threading.Lock()
         self._slugs: dict[str, SlugState] = {}
@@ -140,6 +147,11 @@ def get_state(app: Flask | None = None) -> MDBState:
             f"the MDB extension is not registered on the Flask app {app.name!r}: "
             "did you forget to call mdb.init_app(app)?"
         ) from None
+
+
+def states_of(extension: MDB) -> list[MDBState]:
+    """The states of the Flask apps ``extension`` initialized (and that still exist)."""
+    return [state for state in list(_STATES) if state.extension is extension]
 
 
 def lazy_engines_waiting() -> bool:

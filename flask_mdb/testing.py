@@ -13,6 +13,11 @@ the app on 127.0.0.1 and connects real websocket clients to it.
             broadcast_to_app("my_app", {"type": "news"})       # from the test's thread
             assert ws.receive_json(type="news") == {"type": "news"}
 
+``LiveServer(app, threads=1)`` serves every request on a pool of reused threads instead of
+a new thread per request — as gunicorn's ``gthread`` workers or waitress do — so a test
+can show that nothing of one request (its app, its correlation id) stays with the thread
+for the next.
+
 A client the server closes reports the close code and reason (``ws.wait_closed()`` →
 ``(1008, "authentication required")``); a handshake the server refuses (an ``Origin`` not
 allowed: 403) raises :class:`HandshakeRefused` (a :class:`ConnectionError` with its
@@ -22,10 +27,12 @@ allowed: 403) raises :class:`HandshakeRefused` (a :class:`ConnectionError` with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -151,7 +158,9 @@ class WebSocketTestClient:
         return self.closed
 
     def close(self) -> None:
-        self._ws.close()
+        """Close the connection; nothing to do when the server has closed it already."""
+        with contextlib.suppress(ConnectionClosed):
+            self._ws.close()
 
     def __enter__(self) -> WebSocketTestClient:
         return self
@@ -165,17 +174,48 @@ class WebSocketTestClient:
         self.close()
 
 
+class _PooledWSGIServer(BaseWSGIServer):
+    """werkzeug's server, each connection handled by one of a fixed pool of threads."""
+
+    multithread = True
+
+    def __init__(self, host: str, port: int, app: Any, threads: int) -> None:
+        super().__init__(host, port, app)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flask-mdb-live-pool")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._pool.submit(self._handle, request, client_address)
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class LiveServer:
     """``app`` (a Flask app, or any WSGI callable) served by werkzeug's threaded server on
     127.0.0.1 in a background thread.
 
     Use as a context manager (or :meth:`start` / :meth:`stop`). ``url`` is its base URL;
-    :meth:`websocket` connects a :class:`WebSocketTestClient`.
+    :meth:`websocket` connects a :class:`WebSocketTestClient`. With ``threads``, requests
+    are served by a pool of that many reused threads (a new thread per request otherwise).
     """
 
-    def __init__(self, app: Flask | WSGIApplication, port: int = 0) -> None:
+    def __init__(
+        self, app: Flask | WSGIApplication, port: int = 0, *, threads: int | None = None
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
         self.app = app
         self.port = port
+        self.threads = threads
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -191,7 +231,11 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         if self._server is None:
-            server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+            server: BaseWSGIServer
+            if self.threads is None:
+                server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+            else:
+                server = _PooledWSGIServer("127.0.0.1", self.port, self.app, self.threads)
             thread = threading.Thread(
                 target=server.serve_forever, name="flask-mdb-live-server", daemon=True
             )

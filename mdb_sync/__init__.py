@@ -5,6 +5,7 @@ with ``app_id``, reads filtered by it), a validated manifest, managed indexes, a
 Importing this package does no I/O; :meth:`MongoDBEngine.initialize` connects.
 """
 
+from .context import current_engine
 from .engine import MongoDBEngine
 from .exceptions import (
     AppConflictError,
@@ -64,4 +65,5 @@ __all__ = [
     "UserExistsError",
     "UserInputError",
     "__version__",
+    "current_engine",
 ]

@@ -20,10 +20,15 @@ broker and result backend.
 that runs before the signal), and shut down by ``worker_process_shutdown`` /
 ``worker_shutdown``. The parent process never connects.
 
-**Context.** The producer's correlation id and log app travel with the task (message headers
-``mdb_correlation_id``/``mdb_app_id``); the task runs inside :func:`log_context` with them
-(or with the task id as correlation id), so its log records link to the request that queued
-it. Each task's duration and outcome is recorded in the worker engine's metrics as operation
+**Context.** The producer's current app and correlation id (:mod:`mdb_sync.context`: a
+Flask view's, a script's ``log_context``) travel with the task as message headers
+``mdb_app_id``/``mdb_correlation_id``; the worker runs the task in a context with them (or
+with the task id as correlation id) and with its engine, so the task's log records link to
+the request that queued it, its custom metrics go to its app, and
+:func:`~mdb_sync.context.current_engine` is the worker's engine. Header values are checked
+like an ``X-Request-ID`` (a bad app id is dropped, a bad correlation id replaced by the
+task id). Each
+task's duration and outcome is recorded in the worker engine's metrics as operation
 ``task.<name>``.
 
 This module imports Celery; ``import mdb_sync`` never does.
@@ -41,9 +46,9 @@ from typing import Any
 
 from celery import signals
 
+from . import context
 from .engine import DB_NAME_ENV, DEFAULT_DB_NAME, MONGO_URI_ENV, MongoDBEngine
 from .exceptions import ConfigurationError
-from .observability.logging import accept_correlation_id, get_log_context, log_context
 from .scoping import ScopedDatabase
 
 log = logging.getLogger(__name__)
@@ -198,29 +203,25 @@ class MDBCelery:
     def _on_publish(self, headers: dict[str, Any] | None = None, **_: Any) -> None:
         if headers is None:
             return
-        context = get_log_context()
-        if context["correlation_id"]:
-            headers.setdefault(CORRELATION_HEADER, context["correlation_id"])
-        if context["app_id"]:
-            headers.setdefault(APP_HEADER, context["app_id"])
+        current = context.current()
+        if current.correlation_id:
+            headers.setdefault(CORRELATION_HEADER, current.correlation_id)
+        if current.app_id:
+            headers.setdefault(APP_HEADER, current.app_id)
 
     def _on_prerun(self, task_id: str | None = None, task: Any = None, **_: Any) -> None:
         if getattr(task, "app", None) is not self.celery_app:
             return
         request = getattr(task, "request", None)
-        context = {
-            "correlation_id": accept_correlation_id(
-                getattr(request, CORRELATION_HEADER, None) or task_id
-            )
-        }
         app_id = getattr(request, APP_HEADER, None)
-        scope = log_context(**context, app_id=app_id) if app_id else log_context(**context)
-        try:
-            scope.__enter__()
-        except ValueError:  # an app id that cannot be logged: keep the correlation id only
-            scope = log_context(**context)
-            scope.__enter__()
-        self._started[task_id or ""] = (time.perf_counter(), scope)
+        if not (isinstance(app_id, str) and context.ID_PATTERN.fullmatch(app_id)):
+            app_id = None  # absent, or not an id a log line may carry
+        correlation_id = getattr(request, CORRELATION_HEADER, None)
+        if not (isinstance(correlation_id, str) and context.ID_PATTERN.fullmatch(correlation_id)):
+            correlation_id = context.accept_correlation_id(task_id)  # the task's own id
+        engine = self._engine if self._engine_pid == os.getpid() else None
+        task_context = context.Context(app_id=app_id, correlation_id=correlation_id, engine=engine)
+        self._started[task_id or ""] = (time.perf_counter(), context.bind(task_context))
 
     def _on_postrun(
         self, task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
@@ -228,9 +229,9 @@ class MDBCelery:
         started = self._started.pop(task_id or "", None)
         if started is None:
             return
-        began, scope = started
-        app_id = get_log_context()["app_id"]
-        scope.__exit__(None, None, None)
+        began, token = started
+        app_id = context.get_app_id()
+        context.reset(token)
         engine = self._engine
         if engine is not None and self._engine_pid == os.getpid():
             engine.record_operation(

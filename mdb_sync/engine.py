@@ -15,7 +15,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from pymongo.database import Database
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import OperationFailure, PyMongoError
 
-from . import embedded
+from . import context, embedded
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
@@ -70,7 +69,6 @@ SHUTDOWN_LOCK_TIMEOUT = 15.0
 SCOPED_CACHE_SIZE = 1024
 APP_ID_INDEX_CACHE_SIZE = 4096
 
-_ENGINES: weakref.WeakSet[MongoDBEngine] = weakref.WeakSet()
 #: This process's id, kept current by the fork hook: ``os.getpid()`` is a system call, and
 #: the client's owner is checked on every operation.
 _PID = os.getpid()
@@ -176,7 +174,7 @@ class MongoDBEngine:
         #: Declared index builds off the caller's path (``register_app(background_indexes=...)``).
         self.index_builds = DeclaredIndexBuilds(self)
         self._events: Any = None
-        _ENGINES.add(self)
+        context.track_engine(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -794,7 +792,10 @@ class MongoDBEngine:
     def record_operation(
         self, name: str, duration_ms: float, success: bool = True, app: str | None = None
     ) -> None:
-        """Record a custom operation in the engine's metrics (e.g. ``"report.build"``)."""
+        """Record a custom operation in the engine's metrics (e.g. ``"report.build"``);
+        ``app`` defaults to the app of the current context (the request's or task's)."""
+        if app is None:
+            app = context.get_app_id()
         self.metrics.record_operation(name, duration_ms, success, app)
 
     def get_metrics(self) -> dict[str, Any]:
@@ -879,12 +880,12 @@ def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
 def _after_fork_in_child() -> None:
     global _PID
     _PID = os.getpid()
-    for engine in list(_ENGINES):
+    for engine in context.live_engines():
         engine._after_fork_in_child()
 
 
 def _shutdown_all() -> None:
-    for engine in list(_ENGINES):
+    for engine in context.live_engines():
         with contextlib.suppress(Exception):  # interpreter exit: best effort
             engine.shutdown()
 

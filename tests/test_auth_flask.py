@@ -433,7 +433,7 @@ def _reset_app(make_app, sender):
 
 def _delivered(app):
     """Wait for the background sender (reset links are sent outside the request)."""
-    assert app.extensions["mdb_outbox"].join(20)
+    assert app.extensions["mdb"].outbox.join(20)
 
 
 def _post(client, path, body):

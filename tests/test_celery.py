@@ -173,6 +173,52 @@ def test_a_celery_task_as_password_reset_sender(worker, mongo_uri, db_name, raw_
     assert sent["url"].startswith("https://mailer.example/auth/reset?token=")
 
 
+def test_a_task_sent_from_a_view_carries_its_app_and_correlation_id(worker, mongo_uri, db_name):
+    """A Flask view bound to ``notes_app`` queues a task: the prefork worker runs it with the
+    view's app and the request's X-Request-ID — in its log records, in its custom metrics
+    (recorded without naming an app) — and with the worker's engine as the current one."""
+    from flask_apps import AppFactory
+
+    _tasks, checks, _env, proc, log_path = worker
+    factory = AppFactory(mongo_uri, db_name)
+    try:
+        app = factory(MDB_APP_SLUG="notes_app")
+
+        @app.post("/report")
+        def report():
+            return {"task": checks.context_probe.delay().id}
+
+        client = app.test_client()
+        response = client.post("/report", headers={"X-Request-ID": "view-req-7"})
+        assert response.status_code == 200 and response.headers["X-Request-ID"] == "view-req-7"
+        probe = checks.context_probe.AsyncResult(response.json["task"]).get(timeout=90)
+        # A request without an id of its own: the task carries the id the server made up.
+        other = client.post("/report")
+        other_probe = checks.context_probe.AsyncResult(other.json["task"]).get(timeout=90)
+    finally:
+        factory.close()
+    assert proc.poll() is None, log_path.read_text()
+    assert (probe["app_id"], probe["correlation_id"]) == ("notes_app", "view-req-7")
+    assert probe["logged"] == [["notes_app", "view-req-7"]]
+    assert probe["current_engine_is_workers"] is True
+    assert probe["probe_steps"].get("notes_app", 0) >= 1 and None not in probe["probe_steps"]
+    assert other_probe["correlation_id"] == other.headers["X-Request-ID"] != "view-req-7"
+    assert other_probe["app_id"] == "notes_app"
+
+
+def test_a_task_with_hostile_context_headers_gets_none_of_them(worker):
+    """Message headers are client data too: an app id or correlation id a log line could not
+    carry safely is dropped (no app) or replaced (by the task id)."""
+    _tasks, checks, _env, _proc, _log_path = worker
+    result = checks.context_probe.apply_async(
+        headers={"mdb_app_id": "notes_app\nforged line", "mdb_correlation_id": "x" * 500}
+    )
+    probe = result.get(timeout=90)
+    assert probe["app_id"] is None
+    assert probe["correlation_id"] == result.id
+    assert probe["logged"] == [[None, result.id]]
+
+
 def test_importing_mdb_sync_does_not_import_celery():
     code = (
         "import sys, mdb_sync, mdb_sync.cli, mdb_sync.portability; print('celery' in sys.modules)"

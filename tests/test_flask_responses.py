@@ -228,13 +228,18 @@ def test_an_unreachable_server_is_503_and_says_nothing_about_it(factory):
     assert "s3cret" not in response.get_data(as_text=True)
 
 
-def test_error_handlers_are_opt_in(factory):
+def test_engine_errors_are_always_answered_pymongos_on_request(factory):
     app = factory(MDB_APP_SLUG="noerr")
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.add_url_rule("/t", "t", lambda: str(db.tasks.find_one({"$where": "1"})))
-    response = app.test_client().get("/t")
-    assert response.status_code == 500
-    assert not response.is_json
+    app.add_url_rule("/d", "d", lambda: [db.d.insert_one({"_id": 1}) for _ in range(2)] and "")
+    client = app.test_client()
+    response = client.get("/t")
+    assert response.status_code == 400
+    assert response.json["error"]["type"] == "QueryValidationError"
+    duplicate = client.get("/d")  # pymongo's: MDB_ERROR_HANDLERS is off
+    assert duplicate.status_code == 500
+    assert not duplicate.is_json
 
 
 def test_the_apps_own_handlers_win(factory):

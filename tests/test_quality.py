@@ -14,7 +14,17 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is part of the test extra"
     result = subprocess.run(
-        [ruff, "check", "mdb_sync", "flask_mdb", "tests", "examples", "benchmarks"],
+        [
+            ruff,
+            "check",
+            "mdb_sync",
+            "flask_mdb",
+            "tests",
+            "examples",
+            "benchmarks",
+            "docs",
+            "conftest.py",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -27,10 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g, request
+from flask import request
 
 from mdb_sync.auth import AuthService
 
+from ..request_state import current_state
 from ..state import get_state
 from . import current
 
@@ -75,9 +76,9 @@ def get_anonymous(create: bool = True) -> AnonymousVisitor | None:
     auth = current.current_service()
     if auth is None or auth.anonymous is None or current.get_current_user() is not None:
         return None
-    cached = g.get("_mdb_anonymous")
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
+    state = current_state()
+    if state is not None and state.anonymous is not None:
+        return state.anonymous  # type: ignore[no-any-return]
     doc = auth.anonymous.get(request.cookies.get(anonymous_cookie_name(auth)))
     if doc is None and create:
         limit = auth.config.limit("anonymous")
@@ -91,7 +92,8 @@ def get_anonymous(create: bool = True) -> AnonymousVisitor | None:
     if doc is None:
         return None
     visitor = _visitor(auth, doc)
-    g._mdb_anonymous = visitor
+    if state is not None:
+        state.anonymous = visitor
     return visitor
 
 
@@ -124,5 +126,7 @@ def upgrade_request_identity(auth: AuthService, user: dict[str, Any]) -> str | N
     hook = get_state().config["MDB_ANONYMOUS_UPGRADE"]
     carried = auth.upgrade_anonymous(token, user, hook)
     current.queue_cookie(name, None)
-    g.pop("_mdb_anonymous", None)
+    state = current_state()
+    if state is not None:
+        state.anonymous = None
     return carried

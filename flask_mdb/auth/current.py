@@ -18,15 +18,17 @@ import secrets
 from typing import Any
 
 import flask_login
-from flask import current_app, g, has_request_context, request
-from flask import session as flask_session
+from flask import current_app, has_request_context, request
 from flask_login import current_user, user_logged_in, user_logged_out
+from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 
 from mdb_sync.auth import AuthService, csrf
 from mdb_sync.auth.store import digest
 from mdb_sync.exceptions import ConfigurationError, TokenError
 
+from .. import _flask_login_seam as login_seam
 from ..binding import Binding, current_binding
+from ..request_state import current_state, ensure_state
 from ..state import MDBState, SlugState, get_state
 from .user import AnonymousUser, AuthUser
 
@@ -40,9 +42,6 @@ CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
 #: Prefix of cookie names over HTTPS: the browser keeps such a cookie only when it is Secure,
 #: has ``Path=/`` and no ``Domain``, so no sibling subdomain or plain-HTTP page can plant one.
 HOST_PREFIX = "__Host-"
-#: Flask-Login's keys: the user id in Flask's session, and its remember cookie's default name.
-FLASK_LOGIN_USER_KEY = "_user_id"
-REMEMBER_COOKIE_DEFAULT = "remember_token"
 
 
 # --- the bound app's auth ----------------------------------------------------------------------
@@ -113,10 +112,13 @@ def service_for_slug(slug: str) -> AuthService | None:
 
 
 def current_service() -> AuthService | None:
-    """The auth of the request's app (cached on ``g``)."""
-    if "_mdb_auth" not in g:
-        g._mdb_auth = service_for(current_binding())
-    return g._mdb_auth  # type: ignore[no-any-return]
+    """The auth of the request's app (cached for the request)."""
+    state = current_state()
+    if state is None:  # outside a request (mdb.bind in a script)
+        return service_for(current_binding())
+    if not state.auth_resolved:
+        state.auth, state.auth_resolved = service_for(current_binding()), True
+    return state.auth  # type: ignore[no-any-return]
 
 
 def require_service() -> AuthService:
@@ -178,7 +180,7 @@ def queue_cookie(
 ) -> None:
     """Set (``value``) or clear (None) cookie ``name`` on this request's response, with the
     session cookie's attributes (HttpOnly, SameSite — or ``samesite`` —, Secure, ``Path=/``)."""
-    g.setdefault("_mdb_extra_cookies", {})[name] = (value, max_age, samesite)
+    ensure_state().extra_cookies[name] = (value, max_age, samesite)
 
 
 def csrf_cookie_name(auth: AuthService) -> str:
@@ -194,7 +196,7 @@ def flask_login_cookie() -> bool:
     """True when Flask's session names a Flask-Login user or Flask-Login's remember cookie
     came with the request (a user signed in with ``flask_login.login_user``)."""
     return bool(request.cookies.get(remember_cookie_name())) or (
-        flask_session.get(FLASK_LOGIN_USER_KEY) is not None
+        login_seam.session_user_id() is not None
     )
 
 
@@ -213,12 +215,12 @@ def load_user_from_request(_request: Any = None) -> AuthUser | None:
     if "Authorization" in request.headers:
         token = bearer_token()
         if token is None or auth.tokens is None:
-            g._mdb_token_error = "unsupported authorization scheme"
+            ensure_state().token_error = "unsupported authorization scheme"
             return None
         try:
             user, claims = auth.user_from_token(token)
         except TokenError as exc:
-            g._mdb_token_error = exc.message
+            ensure_state().token_error = exc.message
             return None
         return AuthUser(user, "token", claims=claims, token=token)
     sid = request.cookies.get(session_cookie_name(auth))
@@ -226,7 +228,7 @@ def load_user_from_request(_request: Any = None) -> AuthUser | None:
         loaded = auth.load_session(sid, fingerprint(auth))
         if loaded is not None:
             session, user = loaded
-            g._mdb_session = session
+            ensure_state().session = session
             return AuthUser(user, "session", session=session)
     return None
 
@@ -251,8 +253,10 @@ def forget_request_user() -> None:
     """Forget the auth and the user resolved so far for this request: the request now
     serves another app (a websocket endpoint binds its own app after the request's hooks
     ran with the default one), whose auth must read its own cookie or token."""
-    for key in ("_mdb_auth", "_mdb_session", "_mdb_token_error", "_login_user"):
-        g.pop(key, None)  # _login_user: Flask-Login's cache of current_user
+    state = current_state()
+    if state is not None:
+        state.auth, state.auth_resolved, state.session, state.token_error = None, False, None, None
+    login_seam.forget_request_user()
 
 
 def get_current_user() -> AuthUser | None:
@@ -300,10 +304,10 @@ def login_user(
     )
     if track:
         data.update(auth.record_login(data, client_ip()))
-    g._mdb_cookie = ("set", sid, remember)
-    g._mdb_session = session
+    state = ensure_state()
+    state.cookie, state.session = ("set", sid, remember), session
     logged_in = AuthUser(data, "session", session=session)
-    g._login_user = logged_in
+    login_seam.set_request_user(logged_in)
     user_logged_in.send(current_app._get_current_object(), user=logged_in)  # type: ignore[attr-defined]
     return logged_in
 
@@ -337,13 +341,13 @@ def logout_user() -> None:
         auth.revoke_token(user.token)
     if sid:
         auth.end_session(sid)
-        g._mdb_cookie = ("clear",)
+        ensure_state().cookie = ("clear",)
     signalled = False
     if flask_login_cookie():
         flask_login.logout_user()  # sends user_logged_out for Flask-Login's user
         signalled = user is None or user.via == "flask-session"
-    g.pop("_mdb_session", None)
-    g._login_user = AnonymousUser()
+    ensure_state().session = None
+    login_seam.set_request_user(AnonymousUser())
     if user is not None and not signalled:
         user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
 
@@ -376,15 +380,15 @@ def _binding(auth: AuthService, create: bool) -> str | None:
     session, so a token minted for another identity (a planted seed) never fits."""
     user = None
     if request.cookies.get(session_cookie_name(auth)) or flask_login_cookie():
-        user = current_user._get_current_object()  # type: ignore[attr-defined]  # loads g._mdb_session
-    session = g.get("_mdb_session")
-    if session is not None:
-        return "s:" + str(session.get("csrf"))
-    seed = g.get("_mdb_csrf_seed") or request.cookies.get(csrf_cookie_name(auth))
+        user = current_user._get_current_object()  # type: ignore[attr-defined]  # loads the session
+    state = ensure_state()
+    if state.session is not None:
+        return "s:" + str(state.session.get("csrf"))
+    seed = state.csrf_seed or request.cookies.get(csrf_cookie_name(auth))
     if seed is None or not (16 <= len(seed) <= 64):
         if not create:
             return None
-        seed = g._mdb_csrf_seed = secrets.token_urlsafe(24)
+        seed = state.csrf_seed = secrets.token_urlsafe(24)
     if user is not None and getattr(user, "is_authenticated", False):
         return f"f:{user.get_id()}:{seed}"
     return "a:" + seed
@@ -394,7 +398,7 @@ def csrf_token() -> str:
     """A CSRF token for the bound app and this browser (put it in forms as ``csrf_token``
     or send it in the ``X-CSRF-Token`` header)."""
     auth = require_service()
-    g._mdb_csrf_issued = True  # the response carries a token: it must not be cached
+    ensure_state().csrf_issued = True  # the response carries a token: it must not be cached
     return csrf.make_token(_csrf_key(), auth.slug, _binding(auth, create=True) or "")
 
 
@@ -427,8 +431,9 @@ def cookie_secure(auth: AuthService) -> bool:
 def write_cookies(response: Any) -> Any:
     """``after_request``: set or clear the session cookie, set a new CSRF seed (both named
     with ``__Host-`` when Secure; always ``Path=/`` and no ``Domain``)."""
-    auth = g.get("_mdb_auth")
-    if auth is None:
+    state = current_state()
+    auth = state.auth if state is not None else None
+    if state is None or auth is None:
         return response
     cfg = auth.config
     common = {
@@ -437,7 +442,7 @@ def write_cookies(response: Any) -> Any:
         "httponly": cfg.cookie_httponly,
         "samesite": cfg.cookie_samesite,
     }
-    action = g.get("_mdb_cookie")
+    action = state.cookie
     if action is not None and action[0] == "set":
         _, sid, remember = action
         response.set_cookie(
@@ -449,16 +454,16 @@ def write_cookies(response: Any) -> Any:
         response.headers["Cache-Control"] = "no-store"
     elif action is not None:
         response.delete_cookie(session_cookie_name(auth), **common)
-    seed = g.get("_mdb_csrf_seed")
+    seed = state.csrf_seed
     if seed is not None:
         response.set_cookie(csrf_cookie_name(auth), seed, **{**common, "httponly": True})
-    for name, (value, max_age, samesite) in (g.get("_mdb_extra_cookies") or {}).items():
+    for name, (value, max_age, samesite) in state.extra_cookies.items():
         attributes = {**common, "httponly": True, "samesite": samesite or common["samesite"]}
         if value is None:
             response.delete_cookie(name, **attributes)
         else:
             response.set_cookie(name, value, max_age=max_age, **attributes)
         response.headers["Cache-Control"] = "no-store"
-    if g.get("_mdb_session") is not None or action is not None:
+    if state.session is not None or action is not None:
         response.vary.add("Cookie")
     return response

@@ -1,26 +1,31 @@
 """View decorators: who may call a view, how often, and over which transport.
 
 Missing identity is 401 (browsers asking for HTML are sent to the login page instead, when
-the auth routes are on); an identity without the right is 403.
+the auth routes are on); an identity without the right is 403; too many attempts 429. The
+decorators raise these as HTTP exceptions carrying their status
+(:class:`~flask_mdb.errors.MDBHTTPError`: ``MDBUnauthorized`` is a werkzeug
+``Unauthorized``...), so an error handler the app registers for the status or the class
+answers them; without one, the library's renderer does.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
-from flask import current_app, redirect, request, url_for
+from flask import abort, current_app, redirect, request, url_for
 from werkzeug.routing import BuildError
 
 from mdb_sync.auth import RateLimiter
 
 from ..auth_switch import PUBLIC_ATTR
 from ..binding import current_binding
+from ..errors import MDBHTTPError
 from ..state import get_state
 from .current import client_ip, csrf_problem, current_service, get_current_user, require_service
-from .responses import auth_error, wants_html
+from .responses import refusal, wants_html
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,8 +45,9 @@ def csrf_exempt(view: F) -> F:
     return view
 
 
-def unauthorized(message: str = "authentication required") -> Any:
-    """401 for API callers; a redirect to the login page for browsers."""
+def unauthorized(message: str = "authentication required") -> NoReturn:
+    """Refuse a caller without identity: 401 for API callers (with ``WWW-Authenticate``
+    when the app issues tokens); browsers are redirected to the login page instead."""
     auth = current_service()
     if wants_html() and auth is not None and auth.users is not None:
         # A related app of a platform sends browsers through its hub (signed in there
@@ -52,18 +58,23 @@ def unauthorized(message: str = "authentication required") -> Any:
         except BuildError:
             login = None
         if login is not None:
-            return redirect(f"{login}?{urlencode({'next': request.full_path.rstrip('?')})}")
+            # A redirect is no error: it bypasses the error handlers.
+            abort(redirect(f"{login}?{urlencode({'next': request.full_path.rstrip('?')})}"))
     headers = {}
     if auth is not None and auth.tokens is not None:
         headers["WWW-Authenticate"] = f'Bearer realm="{auth.slug}"'
-    return auth_error(401, message, headers=headers)
+    raise refusal(401, message, headers=headers)
 
 
-def forbidden(message: str) -> Any:
-    return auth_error(403, message)
+def forbidden(message: str) -> NoReturn:
+    """Refuse a caller whose identity lacks the right: 403."""
+    raise refusal(403, message)
 
 
 def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
+    """Run ``check()`` before the view: it raises a refusal, or returns a response (the
+    answer) or None (the view runs)."""
+
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -78,16 +89,17 @@ def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
 
 
 def view_check(check: Callable[[], Any]) -> Callable[[F], F]:
-    """A view decorator running ``check()`` first: a response it returns is the answer
-    (a refusal), None lets the view run."""
+    """A view decorator running ``check()`` first: an HTTP exception it raises, or a
+    response it returns, is the answer (a refusal); None lets the view run."""
     return _wrap(check)
 
 
 def login_required(view: F) -> F:
     """Only signed-in users (session or bearer token) of the bound app."""
 
-    def check() -> Any:
-        return unauthorized() if get_current_user() is None else None
+    def check() -> None:
+        if get_current_user() is None:
+            unauthorized()
 
     return _wrap(check)(view)
 
@@ -106,8 +118,8 @@ def require_auth(view: F | None = None, *, redirect_to: str | None = None) -> An
             return None
         if redirect_to is not None and wants_html():
             wanted = urlencode({"next": request.full_path.rstrip("?")})
-            return redirect(f"{redirect_to}?{wanted}")
-        return unauthorized()
+            abort(redirect(f"{redirect_to}?{wanted}"))
+        unauthorized()
 
     decorator = _wrap(check)
     return decorator(view) if view is not None else decorator
@@ -123,13 +135,12 @@ def require_role(*roles: str) -> Callable[[F], F]:
     if not roles:
         raise TypeError("require_role needs at least one role")
 
-    def check() -> Any:
+    def check() -> None:
         user = get_current_user()
         if user is None:
-            return unauthorized()
+            unauthorized()
         if not set(roles) & require_service().roles_of(user.data):
-            return forbidden(f"this requires the role {' or '.join(map(repr, roles))}")
-        return None
+            forbidden(f"this requires the role {' or '.join(map(repr, roles))}")
 
     return _wrap(check)
 
@@ -137,33 +148,35 @@ def require_role(*roles: str) -> Callable[[F], F]:
 def require_permission(resource: str, action: str) -> Callable[[F], F]:
     """Only users the app's authorization provider allows ``action`` on ``resource``."""
 
-    def check() -> Any:
+    def check() -> None:
         user = get_current_user()
         if user is None:
-            return unauthorized()
+            unauthorized()
         if not require_service().is_allowed(user.data, resource, action):
-            return forbidden(f"permission denied: {action} on {resource}")
-        return None
+            forbidden(f"permission denied: {action} on {resource}")
 
     return _wrap(check)
 
 
-def limit_response(retry_after: int) -> Any:
-    return auth_error(
+def limit_refusal(retry_after: int) -> MDBHTTPError:
+    """The 429 of a caller over a rate limit, with ``Retry-After``."""
+    return refusal(
         429,
         f"too many attempts: retry in {retry_after} s",
         headers={"Retry-After": str(retry_after)},
     )
 
 
-def hit_limit(scope: str, max_attempts: int, window_seconds: int, key: str | None = None) -> Any:
-    """Count one attempt of ``scope`` for the client (MongoDB-backed); a 429 response when
-    over the limit, else None."""
+def hit_limit(
+    scope: str, max_attempts: int, window_seconds: int, key: str | None = None
+) -> MDBHTTPError | None:
+    """Count one attempt of ``scope`` for the client (MongoDB-backed); the 429 to raise
+    when over the limit, else None."""
     binding = current_binding()
     slug = binding.slug if binding is not None else "-"
     engine = binding.state.engine if binding is not None else get_state().ensure_ready()
     attempt = RateLimiter(engine).hit(slug, scope, key or client_ip(), max_attempts, window_seconds)
-    return None if attempt.allowed else limit_response(attempt.retry_after)
+    return None if attempt.allowed else limit_refusal(attempt.retry_after)
 
 
 def rate_limit_auth(
@@ -182,34 +195,35 @@ def rate_limit_auth(
     def decorator(view: F) -> F:
         name = scope or f"view:{view.__module__}.{view.__qualname__}"
 
-        def check() -> Any:
-            return hit_limit(name, max_attempts, window_seconds, key() if key else None)
+        def check() -> None:
+            refused = hit_limit(name, max_attempts, window_seconds, key() if key else None)
+            if refused is not None:
+                raise refused
 
         return _wrap(check)(view)
 
     return decorator
 
 
-def https_refusal() -> Any:
-    """A redirect to HTTPS for safe methods, 403 for the others."""
+def https_refusal() -> NoReturn:
+    """Refuse plain HTTP: a redirect to HTTPS for safe methods, 403 for the others."""
     if request.method in ("GET", "HEAD"):
-        return redirect(request.url.replace("http://", "https://", 1), 301)
-    return auth_error(403, "HTTPS is required")
+        abort(redirect(request.url.replace("http://", "https://", 1), 301))
+    raise refusal(403, "HTTPS is required")
 
 
 def token_security(enforce_https: bool = True, check_csrf: bool = True) -> Callable[[F], F]:
     """Require HTTPS and, for cookie-authenticated unsafe requests, a valid CSRF token
     (bearer-token requests are exempt: a browser never adds that header on its own)."""
 
-    def check() -> Any:
+    def check() -> None:
         if enforce_https and not request.is_secure:
-            return https_refusal()
+            https_refusal()
         if check_csrf and request.method not in ("GET", "HEAD", "OPTIONS"):
             auth = require_service()
             if "Authorization" not in request.headers:
                 problem = csrf_problem(auth)
                 if problem is not None:
-                    return auth_error(*problem)
-        return None
+                    raise refusal(*problem)
 
     return _wrap(check)

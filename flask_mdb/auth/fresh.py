@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 from flask import abort, jsonify, redirect, render_template, request, url_for
@@ -26,7 +26,7 @@ from mdb_sync.exceptions import AuthenticationError, RateLimitExceeded
 
 from . import current
 from .decorators import unauthorized, view_check
-from .responses import auth_error, wants_html
+from .responses import auth_error, refusal, wants_html
 from .user import AuthUser
 from .view_helpers import (
     check_csrf,
@@ -67,9 +67,9 @@ def is_fresh(user: AuthUser | None = None, within: int | None = None) -> bool:
     return when is not None and time.time() - when <= window
 
 
-def reauthentication_required() -> Any:
-    """The refusal of a stale sign-in: the re-authentication page for browsers (when the
-    user has a session to refresh), 401 with the reason otherwise."""
+def reauthentication_required() -> NoReturn:
+    """Refuse a stale sign-in: the re-authentication page for browsers (when the user has a
+    session to refresh), 401 with the reason otherwise."""
     user = current.get_current_user()
     if wants_html() and user is not None and user.via == "session":
         try:
@@ -77,8 +77,8 @@ def reauthentication_required() -> Any:
         except BuildError:
             page = None
         if page is not None:
-            return redirect(f"{page}?{urlencode({'next': request.full_path.rstrip('?')})}")
-    return auth_error(
+            abort(redirect(f"{page}?{urlencode({'next': request.full_path.rstrip('?')})}"))
+    raise refusal(
         401,
         "this needs a recent sign-in: confirm your password",
         reason=REAUTHENTICATION_REQUIRED,
@@ -92,13 +92,12 @@ def fresh_login_required(view: F | None = None, *, within: int | None = None) ->
     if within is not None and within < 1:
         raise ValueError("within must be at least 1 second")
 
-    def check() -> Any:
+    def check() -> None:
         user = current.get_current_user()
         if user is None:
-            return unauthorized()
+            unauthorized()
         if not is_fresh(user, within):
-            return reauthentication_required()
-        return None
+            reauthentication_required()
 
     decorator = view_check(check)
     return decorator(view) if view is not None else decorator

@@ -87,7 +87,7 @@ def _limit(auth: AuthService) -> None:
     if limit is not None:
         refused = hit_limit("oauth", limit.max_attempts, limit.window_seconds)
         if refused is not None:
-            abort(refused)
+            raise refused
 
 
 def _callback_url(auth: AuthService, provider: str) -> str:

@@ -1,15 +1,17 @@
 """Error responses of the auth layer: JSON for API clients, a small page for browsers.
 
-The JSON body is the extension's usual ``{"error": {"status", "type", "message"}}``.
+Both come from the extension's one renderer (:func:`flask_mdb.errors.render_error`): the
+JSON body is the usual ``{"error": {"status", "type", "message"}}``. Decorators and guards
+raise the error (:func:`refusal`); views that answer with it return :func:`auth_error`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from flask import Response
 
-from flask import Response, jsonify, request
-from markupsafe import escape
+from ..errors import MDBHTTPError, http_error, render_error, wants_html
 
+#: The ``type`` the auth layer's errors have always carried, by status.
 _TYPES = {
     400: "BadRequest",
     401: "AuthenticationError",
@@ -20,14 +22,19 @@ _TYPES = {
 }
 
 
-def wants_html() -> bool:
-    """True for a browser navigation (HTML preferred over JSON, not a fetch/XHR)."""
-    if request.is_json or request.headers.get("X-Requested-With") == "XMLHttpRequest":
-        return False
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return (
-        best == "text/html"
-        and request.accept_mimetypes[best] > request.accept_mimetypes["application/json"]
+def refusal(
+    status: int,
+    message: str,
+    *,
+    type: str | None = None,
+    headers: dict[str, str] | None = None,
+    reason: str | None = None,
+) -> MDBHTTPError:
+    """The HTTP error of a refused request (``raise refusal(403, "...")``): the app's error
+    handler for its status or class answers it if there is one, the library's otherwise.
+    ``reason``: a stable code for clients (``error.reason`` in JSON)."""
+    return http_error(
+        status, message, type=type or _TYPES.get(status), headers=headers, reason=reason
     )
 
 
@@ -42,22 +49,8 @@ def auth_error(
 ) -> Response:
     """A finished error response (``abort(auth_error(...))`` stops a view with it);
     ``reason``: a stable code for clients (``error.reason`` in JSON)."""
-    if html if html is not None else wants_html():
-        body = "<!doctype html><title>{0} {1}</title><h1>{0} {1}</h1><p>{2}</p>".format(
-            status, escape(_TYPES.get(status, "Error")), escape(message)
-        )
-        response = Response(body, status, mimetype="text/html")
-    else:
-        error: dict[str, Any] = {
-            "status": status,
-            "type": type or _TYPES.get(status, "Error"),
-            "message": message,
-        }
-        if reason is not None:
-            error["reason"] = reason
-        response = jsonify(error=error)
-        response.status_code = status
-    for name, value in (headers or {}).items():
-        response.headers[name] = value
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
+    error = refusal(status, message, type=type, headers=headers, reason=reason)
+    return render_error(error, html=html)
+
+
+__all__ = ["auth_error", "refusal", "wants_html"]

@@ -20,7 +20,7 @@ from ..config import csp_value
 from ..headers import REFERRER_POLICY, apply_headers, hsts_value
 from .current import cookie_identity, csrf_problem, current_service
 from .decorators import CSRF_EXEMPT_ATTR, https_refusal
-from .responses import auth_error
+from .responses import refusal
 
 
 class SecurityMiddleware:
@@ -68,7 +68,7 @@ class SecurityMiddleware:
 
     def _before(self) -> Any:
         if self.require_https and not request.is_secure:
-            return https_refusal()
+            https_refusal()
         if self.csrf_protection and request.method not in ("GET", "HEAD", "OPTIONS", "TRACE"):
             auth = current_service() if current_binding() is not None else None
             view = _view()
@@ -81,7 +81,7 @@ class SecurityMiddleware:
             ):
                 problem = csrf_problem(auth)
                 if problem is not None:
-                    return auth_error(*problem)
+                    raise refusal(*problem)
         return None
 
     def _after(self, response: Response) -> Response:

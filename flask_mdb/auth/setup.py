@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask_login import LoginManager
 
 from mdb_sync import MongoDBEngine
@@ -20,7 +20,7 @@ from mdb_sync.auth import AuthConfig, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
 from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
-from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
+from mdb_sync.exceptions import ConfigurationError
 
 from ..binding import OPS_BLUEPRINT, current_binding
 from ..headers import apply_headers, hsts_value, no_store
@@ -32,6 +32,7 @@ from ..identity import (
     register_token_verifier,
 )
 from ..links import require_external_base
+from ..request_state import current_state
 from ..state import MDBState, get_state
 from . import current
 from .anonymous import anonymous_identity
@@ -43,12 +44,11 @@ from .decorators import (
     https_refusal,
     unauthorized,
 )
-from .responses import auth_error
+from .responses import refusal
 from .user import AnonymousUser, AuthUser
 
 log = logging.getLogger("flask_mdb.auth")
 
-_INSTALLED = "mdb_auth_installed"
 #: Name of the auth blueprint (``/auth/...``): every response of it is ``no-store``.
 AUTH_BLUEPRINT = "mdb_auth"
 
@@ -124,7 +124,7 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
 
 def init_auth(app: Flask, state: MDBState) -> None:
     """The extension's auth step: install everything once per Flask app."""
-    if app.extensions.get(_INSTALLED):
+    if state.auth_installed:
         return
     check_startup(app, state, state.manifests)
     manager = getattr(app, "login_manager", None)
@@ -136,14 +136,14 @@ def init_auth(app: Flask, state: MDBState) -> None:
         manager.user_loader(current.load_user_by_id)
         manager.request_loader(current.load_user_from_request)
         manager.unauthorized_handler(unauthorized)
-    elif manager._request_callback is None:
+    elif manager.request_callback is None:
         manager.request_loader(current.load_user_from_request)
     else:
         log.warning(
             "the Flask app already has a Flask-Login request loader: mdb-sync sessions and "
             "bearer tokens are resolved only where it returns None"
         )
-        theirs = manager._request_callback
+        theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
     app.before_request(guard)
     app.after_request(finish)
@@ -155,14 +155,11 @@ def init_auth(app: Flask, state: MDBState) -> None:
     register_identity_reset(app, current.forget_request_user)
     app.jinja_env.globals.setdefault("csrf_token", current.csrf_token)
     app.jinja_env.globals.setdefault("auth_url", auth_url)
-    if state.config["MDB_ERROR_HANDLERS"]:
-        app.register_error_handler(UserInputError, lambda exc: auth_error(400, str(exc)))
-        app.register_error_handler(UserExistsError, lambda exc: auth_error(409, str(exc)))
     if state.config["MDB_AUTH_ROUTES"]:
         from .views import make_blueprint
 
         app.register_blueprint(make_blueprint(state.config["MDB_AUTH_URL_PREFIX"]))
-    app.extensions[_INSTALLED] = True
+    state.auth_installed = True
 
 
 def setup_auth_from_manifest(
@@ -235,7 +232,7 @@ def guard() -> Any:
         return None
     cfg = auth.config
     if cfg.require_https and not request.is_secure:
-        return https_refusal()
+        https_refusal()
     if request.method == "OPTIONS":
         return None
     view = current_app.view_functions.get(request.endpoint or "")
@@ -250,13 +247,13 @@ def guard() -> Any:
     ):
         problem = current.csrf_problem(auth)
         if problem is not None:
-            return auth_error(*problem)
+            raise refusal(*problem)
     rule = request.url_rule.rule if request.url_rule is not None else None
     for pattern, limit in cfg.route_limits.items():
         if route_matches(request.path, (pattern,)) or (rule and route_matches(rule, (pattern,))):
             refused = hit_limit(f"route:{pattern}", limit.max_attempts, limit.window_seconds)
             if refused is not None:
-                return refused
+                raise refused
     if (
         cfg.verification is not None
         and cfg.verification.unverified == "read_only"
@@ -265,7 +262,7 @@ def guard() -> Any:
     ):
         user = current.get_current_user()
         if user is not None and auth.read_only(user.data):
-            return auth_error(
+            raise refusal(
                 403,
                 "confirm your e-mail address first: until then this account can only read",
                 reason="unverified",
@@ -275,10 +272,17 @@ def guard() -> Any:
     user = current.get_current_user()
     if user is None:
         if cfg.protects_routes:
-            return unauthorized(g.get("_mdb_token_error") or "authentication required")
+            unauthorized(_request_token_error() or "authentication required")
         return None
     problem = auth.access_problem(user.data)
-    return forbidden(problem) if problem else None
+    if problem:
+        forbidden(problem)
+    return None
+
+
+def _request_token_error() -> str | None:
+    req_state = current_state()
+    return req_state.token_error if req_state is not None else None
 
 
 def finish(response: Response) -> Response:
@@ -287,10 +291,13 @@ def finish(response: Response) -> Response:
     the security headers on every response of a bound app with auth — its views, its 404s
     and errors — and of requests no app is bound for (unknown apps, health, metrics), with
     HSTS as the bound app's manifest says."""
-    auth = g.get("_mdb_auth")
+    req_state = current_state()
+    auth = req_state.auth if req_state is not None else None
     if auth is not None:
         current.write_cookies(response)
-    private = request.blueprint == AUTH_BLUEPRINT or g.get("_mdb_csrf_issued")
+    private = request.blueprint == AUTH_BLUEPRINT or (
+        req_state is not None and req_state.csrf_issued
+    )
     if private and "no-store" not in (response.headers.get("Cache-Control") or ""):
         no_store(response)
     state = get_state()

@@ -56,7 +56,7 @@ def limit(auth: AuthService, name: str) -> None:
     if rule is not None:
         refused = hit_limit(name, rule.max_attempts, rule.window_seconds)
         if refused is not None:
-            abort(refused)
+            raise refused
 
 
 def refusal_status(exc: Exception) -> tuple[int, dict[str, str]]:

@@ -43,7 +43,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, g, has_request_context, jsonify, request
+from flask import Flask, Response, current_app, has_request_context, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -67,6 +67,7 @@ from ..identity import (
     resolved_standing,
     verify_token,
 )
+from ..request_state import current_state, ensure_state
 from ..state import MDBState, get_state
 from .connection import (
     CREDENTIALS_REVOKED,
@@ -260,8 +261,7 @@ def _before_websocket() -> Response | None:
     if endpoint is None or endpoint.path != registered.path:
         return _refuse(404, "NotFound", f"app {slug!r} no longer serves this websocket endpoint")
     bound = binding.Binding(slug, state, "websocket", slug_state)
-    request.environ[binding.ENVIRON_KEY] = bound
-    binding.push_binding(bound)  # reset with the request's own binding at teardown
+    binding.push_binding(bound)  # reset with the request's own context at teardown
     # The request's hooks ran with the app bound before (MDB_APP_SLUG's, say) and may have
     # cached its auth and user: this endpoint authenticates against its own app.
     reset_identity()
@@ -283,7 +283,7 @@ def _before_websocket() -> Response | None:
         identity = None  # an anonymous visitor's identity is no sign-in
     if refusal is None and identity is None and not endpoint.anonymous_ok:
         refusal = "authentication required"
-    g._mdb_ws = (endpoint, identity, refusal, mark)
+    ensure_state().websocket = (endpoint, identity, refusal, mark)
     request.environ[OPTIONS_KEY] = endpoint.server_options()
     _wrap_server_options(current_app)  # in case SOCK_SERVER_OPTIONS was replaced after init_app
     for key in _SOCKET_KEYS:
@@ -347,7 +347,11 @@ def _identify(slug: str, cookies: bool) -> tuple[Identity | None, str | None]:
 
 def _serve(ws: Any, **path_args: Any) -> None:
     """The flask-sock view of every manifest endpoint: runs for the connection's lifetime."""
-    endpoint, identity, refusal, mark = g.pop("_mdb_ws")
+    request_state = current_state()
+    if request_state is None or request_state.websocket is None:
+        raise RuntimeError("a websocket view ran without its handshake (before_request) check")
+    endpoint, identity, refusal, mark = request_state.websocket
+    request_state.websocket = None
     ws_state: WebSocketState = current_app.extensions[STATE_KEY]
     engine = ws_state.mdb_state.engine
     slug = endpoint.app_slug

@@ -253,7 +253,7 @@ class OsoProvider:
         except ImportError as exc:
             raise ConfigurationError(
                 "the oso authorization provider needs the 'oso' package, which is not "
-                "installed: pip install oso (or use the casbin provider)"
+                "installed: pip install 'mdb-sync[oso]' (or use the casbin provider)"
             ) from exc
         self.oso = Oso()
         if policy_file:

@@ -38,25 +38,122 @@ def _slug(value: str) -> str | None:
 
 
 class ManifestSchema(BaseSchema):
-    schema_version = Str(choices=SCHEMA_VERSIONS)
-    slug = Str(required=True, max_len=64, check=_slug)
-    name = Str(max_len=200)
-    description = Str(min_len=0, max_len=10_000)
-    status = Str(choices=STATUSES, load_default="active")
-    developer_id = Str(max_len=256)
-    auth = Obj(AuthSchema)
-    token_management = Obj(TokenManagementSchema)
-    managed_indexes = ManagedIndexesField()
-    collection_settings = collection_settings_field()
-    initial_data = initial_data_field()
-    websockets = WebsocketsField()
-    llm_config = Obj(LLMConfigSchema)
-    embedding_config = Obj(EmbeddingConfigSchema)
-    memory_config = Obj(MemoryConfigSchema)
-    cors = Obj(CorsSchema)
-    data_access = Obj(DataAccessSchema)
-    observability = Obj(ObservabilitySchema)
-    auto_index = auto_index_field()
+    schema_version = Str(
+        choices=SCHEMA_VERSIONS,
+        metadata={
+            "description": "The manifest format; absent: 2.0 (1.0 keys are migrated either way)."
+        },
+    )
+    slug = Str(
+        required=True,
+        max_len=64,
+        check=_slug,
+        metadata={
+            "description": (
+                "The app's identifier: its collections are named <slug>_<name> and its "
+                "documents carry app_id: <slug>. 1-64 lowercase letters, digits, _ or -, "
+                "starting with a letter; reserved: apps, mdb, system, admin, config, local "
+                "and mdb_*."
+            )
+        },
+    )
+    name = Str(max_len=200, metadata={"description": "A human-readable name (default: the slug)."})
+    description = Str(min_len=0, max_len=10_000, metadata={"description": "What the app does."})
+    status = Str(
+        choices=STATUSES,
+        load_default="active",
+        metadata={
+            "description": (
+                "Only an active app can be used; inactive and archived apps raise "
+                "AppNotActiveError."
+            )
+        },
+    )
+    developer_id = Str(
+        max_len=256,
+        metadata={
+            "description": (
+                "The owner's email: with auth.policy.owner_can_access, this account (once its"
+                " email is proven) passes the app's access policy."
+            )
+        },
+    )
+    auth = Obj(
+        AuthSchema,
+        metadata={
+            "description": (
+                "Who may use the app: accounts, sign-in, authorization, sessions, CSRF, "
+                "security headers."
+            )
+        },
+    )
+    token_management = Obj(
+        TokenManagementSchema,
+        metadata={
+            "description": "Access and refresh tokens, cookies, rate limits and account lockout."
+        },
+    )
+    managed_indexes = ManagedIndexesField(
+        metadata={
+            "description": (
+                "The indexes registration creates and reconciles, per logical collection."
+            )
+        }
+    )
+    collection_settings = collection_settings_field(
+        metadata={
+            "description": (
+                "Collections created at registration with validators, collation, capped size "
+                "or time series, per logical collection."
+            )
+        }
+    )
+    initial_data = initial_data_field(
+        metadata={
+            "description": (
+                "Seed documents (Extended JSON allowed), inserted once into each collection "
+                "that holds none of the app's data."
+            )
+        }
+    )
+    websockets = WebsocketsField(
+        metadata={"description": "Websocket endpoints served by flask_mdb, by name."}
+    )
+    llm_config = Obj(
+        LLMConfigSchema,
+        metadata={"description": "Chat and embedding models, providers, prices and budget."},
+    )
+    embedding_config = Obj(
+        EmbeddingConfigSchema,
+        metadata={
+            "description": (
+                "How texts are chunked before embedding (present: on unless enabled is false)."
+            )
+        },
+    )
+    memory_config = Obj(
+        MemoryConfigSchema,
+        metadata={"description": "Per-user memory (present: on unless enabled is false)."},
+    )
+    cors = Obj(
+        CorsSchema,
+        metadata={
+            "description": "Cross-origin requests to the app's routes (absent: same-origin only)."
+        },
+    )
+    data_access = Obj(
+        DataAccessSchema,
+        metadata={
+            "description": "Which other apps this app reads, and whether others may read it."
+        },
+    )
+    observability = Obj(
+        ObservabilitySchema,
+        metadata={"description": "The app's metrics and its part in the health verdict."},
+    )
+    auto_index = auto_index_field(
+        metadata={"description": "Query-driven indexes for this app: true, false or settings."}
+    )
 
     @validates_schema
     def _owned_by_slug(self, data: dict[str, Any], **kwargs: Any) -> None:

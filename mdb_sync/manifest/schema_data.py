@@ -38,10 +38,31 @@ def forbidden_operator(value: Any, depth: int = 0) -> str | None:
 class ValidationSettingsSchema(BaseSchema):
     """``{"validator": {...}}`` or the shortcut ``{"$jsonSchema": {...}}``."""
 
-    validator = AnyObj()
-    json_schema = AnyObj(data_key="$jsonSchema", attribute="$jsonSchema")
-    validationLevel = Str(choices=("off", "strict", "moderate"))
-    validationAction = Str(choices=("error", "warn", "errorAndLog"))
+    validator = AnyObj(
+        metadata={
+            "description": (
+                'The collection\'s validator (a query document, usually {"$jsonSchema": ...}).'
+            )
+        }
+    )
+    json_schema = AnyObj(
+        data_key="$jsonSchema",
+        attribute="$jsonSchema",
+        metadata={
+            "description": (
+                'A $jsonSchema, shorthand for validator: {"$jsonSchema": ...} (a closed '
+                "schema is opened for app_id)."
+            )
+        },
+    )
+    validationLevel = Str(
+        choices=("off", "strict", "moderate"),
+        metadata={"description": "Which writes are validated: strict, moderate or off."},
+    )
+    validationAction = Str(
+        choices=("error", "warn", "errorAndLog"),
+        metadata={"description": "What a failing write does: error, warn or errorAndLog."},
+    )
 
     @validates_schema
     def _one_validator(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -62,11 +83,26 @@ class ValidationSettingsSchema(BaseSchema):
 
 
 class TimeseriesSchema(BaseSchema):
-    timeField = Str(required=True, max_len=256)
-    metaField = Str(max_len=256)
-    granularity = Str(choices=("seconds", "minutes", "hours"))
-    bucketMaxSpanSeconds = Int(minimum=1, maximum=31_536_000)
-    bucketRoundingSeconds = Int(minimum=1, maximum=31_536_000)
+    timeField = Str(
+        required=True,
+        max_len=256,
+        metadata={"description": "The field holding each measurement's date."},
+    )
+    metaField = Str(max_len=256, metadata={"description": "The field identifying a series."})
+    granularity = Str(
+        choices=("seconds", "minutes", "hours"),
+        metadata={"description": "The expected interval between measurements."},
+    )
+    bucketMaxSpanSeconds = Int(
+        minimum=1,
+        maximum=31_536_000,
+        metadata={"description": "A bucket's span (with bucketRoundingSeconds, equal to it)."},
+    )
+    bucketRoundingSeconds = Int(
+        minimum=1,
+        maximum=31_536_000,
+        metadata={"description": "Where buckets start (equal to bucketMaxSpanSeconds)."},
+    )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -85,13 +121,31 @@ class TimeseriesSchema(BaseSchema):
 
 
 class CollectionSettingsSchema(BaseSchema):
-    validation = Obj(ValidationSettingsSchema)
-    collation = Obj(CollationSchema)
-    capped = Bool()
-    size = Int(minimum=1, maximum=2**53)
-    max = Int(minimum=1, maximum=2**31 - 1)
-    timeseries = Obj(TimeseriesSchema)
-    expireAfterSeconds = Int(minimum=0, maximum=2_147_483_647)
+    validation = Obj(
+        ValidationSettingsSchema,
+        metadata={"description": "A document validator, applied with collMod when it changes."},
+    )
+    collation = Obj(
+        CollationSchema,
+        metadata={"description": "The collection's default collation (fixed at creation)."},
+    )
+    capped = Bool(metadata={"description": "A capped collection (needs size; fixed at creation)."})
+    size = Int(
+        minimum=1, maximum=2**53, metadata={"description": "A capped collection's size, in bytes."}
+    )
+    max = Int(
+        minimum=1,
+        maximum=2**31 - 1,
+        metadata={"description": "A capped collection's maximum number of documents."},
+    )
+    timeseries = Obj(
+        TimeseriesSchema, metadata={"description": "A time-series collection (fixed at creation)."}
+    )
+    expireAfterSeconds = Int(
+        minimum=0,
+        maximum=2_147_483_647,
+        metadata={"description": "Seconds after which time-series documents are removed."},
+    )
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -124,9 +178,9 @@ class SeedDocument(AnyObj):
         return document
 
 
-def collection_settings_field() -> MapOf:
-    return MapOf(Obj(CollectionSettingsSchema), key=collection_key)
+def collection_settings_field(**kwargs: Any) -> MapOf:
+    return MapOf(Obj(CollectionSettingsSchema), key=collection_key, **kwargs)
 
 
-def initial_data_field() -> MapOf:
-    return MapOf(ListOf(SeedDocument(), max_items=MAX_SEED_DOCUMENTS), key=collection_key)
+def initial_data_field(**kwargs: Any) -> MapOf:
+    return MapOf(ListOf(SeedDocument(), max_items=MAX_SEED_DOCUMENTS), key=collection_key, **kwargs)

@@ -61,15 +61,34 @@ def collection_key(name: str) -> str | None:
 
 
 class CollationSchema(BaseSchema):
-    locale = Str(required=True, max_len=64)
-    caseLevel = Bool()
-    caseFirst = Str(choices=("upper", "lower", "off"))
-    strength = Int(minimum=1, maximum=5)
-    numericOrdering = Bool()
-    alternate = Str(choices=("non-ignorable", "shifted"))
-    maxVariable = Str(choices=("punct", "space"))
-    normalization = Bool()
-    backwards = Bool()
+    locale = Str(
+        required=True,
+        max_len=64,
+        metadata={"description": "The ICU locale (simple: binary comparison)."},
+    )
+    caseLevel = Bool(metadata={"description": "Compare case at strength 1 or 2."})
+    caseFirst = Str(
+        choices=("upper", "lower", "off"),
+        metadata={"description": "Sort upper or lower case first."},
+    )
+    strength = Int(
+        minimum=1,
+        maximum=5,
+        metadata={"description": "The level of comparison, 1 (base letters) to 5 (identical)."},
+    )
+    numericOrdering = Bool(metadata={"description": "Compare numeric strings as numbers."})
+    alternate = Str(
+        choices=("non-ignorable", "shifted"),
+        metadata={"description": "Whether spaces and punctuation are base characters."},
+    )
+    maxVariable = Str(
+        choices=("punct", "space"),
+        metadata={"description": "With alternate shifted: which characters are ignorable."},
+    )
+    normalization = Bool(metadata={"description": "Check whether text needs normalization."})
+    backwards = Bool(
+        metadata={"description": "Sort strings with diacritics from the back (French)."}
+    )
 
 
 def _field_path_problem(path: str) -> str | None:
@@ -124,13 +143,27 @@ class IndexKeys(AnyObj):
 class CommonOptionsSchema(BaseSchema):
     """The options every keyed index type may take, under ``options`` or next to ``keys``."""
 
-    unique = Bool()
-    sparse = Bool()
-    hidden = Bool()
-    background = Bool()
-    partialFilterExpression = AnyObj()
-    collation = Obj(CollationSchema)
-    expireAfterSeconds = Int(minimum=0, maximum=2_147_483_647)
+    unique = Bool(
+        metadata={
+            "description": (
+                "No two documents of the app with the same keys (app_id is always included)."
+            )
+        }
+    )
+    sparse = Bool(metadata={"description": "Only documents having the indexed fields."})
+    hidden = Bool(metadata={"description": "Hidden from the query planner."})
+    background = Bool(metadata={"description": "Obsolete: accepted and dropped."})
+    partialFilterExpression = AnyObj(
+        metadata={"description": "Only documents matching this filter."}
+    )
+    collation = Obj(CollationSchema, metadata={"description": "The index's collation."})
+    expireAfterSeconds = Int(
+        minimum=0,
+        maximum=2_147_483_647,
+        metadata={
+            "description": "TTL indexes: seconds after the indexed date a document is removed."
+        },
+    )
 
 
 #: Options that may be written next to ``keys`` instead of under ``options``.
@@ -138,18 +171,42 @@ SHORTCUT_OPTIONS = tuple(CommonOptionsSchema().fields)
 
 
 class IndexOptionsSchema(CommonOptionsSchema):
-    name = Str(pattern=INDEX_NAME_RE, pattern_help=INDEX_NAME_HELP)
-    weights = MapOf(Int(minimum=1, maximum=99_999))
-    default_language = Str(max_len=64)
-    language_override = Str(max_len=256)
-    textIndexVersion = Int(minimum=1, maximum=3)
-    index_version_2dsphere = Int(
-        minimum=1, maximum=3, data_key="2dsphereIndexVersion", attribute="2dsphereIndexVersion"
+    name = Str(
+        pattern=INDEX_NAME_RE,
+        pattern_help=INDEX_NAME_HELP,
+        metadata={"description": "The index's name (as the definition's name)."},
     )
-    bits = Int(minimum=1, maximum=32)
-    min = Num()
-    max = Num()
-    wildcardProjection = MapOf(Int(minimum=0, maximum=1))
+    weights = MapOf(
+        Int(minimum=1, maximum=99_999),
+        metadata={"description": "Text indexes: a weight per field."},
+    )
+    default_language = Str(
+        max_len=64,
+        metadata={"description": "Text indexes: the language of stemming and stop words."},
+    )
+    language_override = Str(
+        max_len=256,
+        metadata={"description": "Text indexes: the field naming a document's language."},
+    )
+    textIndexVersion = Int(
+        minimum=1, maximum=3, metadata={"description": "Text indexes: the index version."}
+    )
+    index_version_2dsphere = Int(
+        minimum=1,
+        maximum=3,
+        data_key="2dsphereIndexVersion",
+        attribute="2dsphereIndexVersion",
+        metadata={"description": "2dsphere indexes: the index version."},
+    )
+    bits = Int(
+        minimum=1, maximum=32, metadata={"description": "2d indexes: the geohash precision."}
+    )
+    min = Num(metadata={"description": "2d indexes: the lowest coordinate."})
+    max = Num(metadata={"description": "2d indexes: the highest coordinate."})
+    wildcardProjection = MapOf(
+        Int(minimum=0, maximum=1),
+        metadata={"description": "Wildcard indexes: the fields included (1) or excluded (0)."},
+    )
 
 
 #: Options beyond the common ones, and the types they belong to.
@@ -169,14 +226,29 @@ NO_UNIQUE_TYPES = ("text", "hashed", "geospatial", "wildcard")
 
 
 class VectorFieldSchema(BaseSchema):
-    type = Str(required=True, choices=("vector", "filter", "autoEmbed"))
-    path = Str(required=True, max_len=512)
-    numDimensions = Int(minimum=1, maximum=8192)
-    similarity = Str(choices=("cosine", "euclidean", "dotProduct"))
-    quantization = Str(choices=("none", "scalar", "binary"))
-    hnswOptions = AnyObj()
-    modality = Str(max_len=64)
-    model = Str(max_len=256)
+    type = Str(
+        required=True,
+        choices=("vector", "filter", "autoEmbed"),
+        metadata={
+            "description": (
+                "vector (the embedding), filter (a field $vectorSearch may filter on) or autoEmbed."
+            )
+        },
+    )
+    path = Str(required=True, max_len=512, metadata={"description": "The field's path."})
+    numDimensions = Int(
+        minimum=1, maximum=8192, metadata={"description": "The vectors' size (vector fields)."}
+    )
+    similarity = Str(
+        choices=("cosine", "euclidean", "dotProduct"),
+        metadata={"description": "cosine, euclidean or dotProduct (vector fields)."},
+    )
+    quantization = Str(
+        choices=("none", "scalar", "binary"), metadata={"description": "Atlas vector quantization."}
+    )
+    hnswOptions = AnyObj(metadata={"description": "Atlas HNSW graph options."})
+    modality = Str(max_len=64, metadata={"description": "autoEmbed fields: what is embedded."})
+    model = Str(max_len=256, metadata={"description": "autoEmbed fields: the embedding model."})
 
     @validates_schema
     def _vector_needs(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -187,7 +259,14 @@ class VectorFieldSchema(BaseSchema):
 
 
 class VectorDefinitionSchema(BaseSchema):
-    fields = ListOf(Obj(VectorFieldSchema), required=True, min_items=1)
+    fields = ListOf(
+        Obj(VectorFieldSchema),
+        required=True,
+        min_items=1,
+        metadata={
+            "description": "The vector field and the filter fields (app_id is added as a filter)."
+        },
+    )
 
     @validates_schema
     def _one_vector(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -204,41 +283,94 @@ class VectorDefinitionSchema(BaseSchema):
 
 
 class SearchMappingsSchema(BaseSchema):
-    dynamic = Bool()
-    fields = AnyObj()
+    dynamic = Bool(metadata={"description": "Index every field dynamically."})
+    fields = AnyObj(metadata={"description": "The Atlas Search field mappings."})
 
 
 class SearchDefinitionSchema(BaseSchema):
-    mappings = Obj(SearchMappingsSchema, required=True)
-    analyzer = Str(max_len=128)
-    searchAnalyzer = Str(max_len=128)
-    analyzers = ListOf(AnyObj())
-    storedSource = AnyObj()
-    synonyms = ListOf(AnyObj())
-    numPartitions = Int(minimum=1, maximum=64)
+    mappings = Obj(
+        SearchMappingsSchema,
+        required=True,
+        metadata={"description": "Which fields are indexed, and how (app_id is mapped as token)."},
+    )
+    analyzer = Str(max_len=128, metadata={"description": "The analyzer of indexed text."})
+    searchAnalyzer = Str(max_len=128, metadata={"description": "The analyzer of queries."})
+    analyzers = ListOf(AnyObj(), metadata={"description": "Custom analyzers."})
+    storedSource = AnyObj(metadata={"description": "Fields stored in the search index."})
+    synonyms = ListOf(AnyObj(), metadata={"description": "Synonym mappings."})
+    numPartitions = Int(minimum=1, maximum=64, metadata={"description": "Index partitions."})
 
 
 class HybridPartSchema(BaseSchema):
-    name = Str(pattern=INDEX_NAME_RE, pattern_help=INDEX_NAME_HELP)
-    definition = AnyObj(required=True)
+    name = Str(
+        pattern=INDEX_NAME_RE,
+        pattern_help=INDEX_NAME_HELP,
+        metadata={"description": "The part's index name (default <name>_vector / <name>_text)."},
+    )
+    definition = AnyObj(
+        required=True, metadata={"description": "The part's Atlas index definition."}
+    )
 
 
 class HybridSchema(BaseSchema):
-    vector_index = Obj(HybridPartSchema, required=True)
-    text_index = Obj(HybridPartSchema, required=True)
+    vector_index = Obj(
+        HybridPartSchema, required=True, metadata={"description": "The vector search index."}
+    )
+    text_index = Obj(
+        HybridPartSchema, required=True, metadata={"description": "The full-text search index."}
+    )
 
 
 class IndexDefinitionSchema(CommonOptionsSchema):
     """One entry of ``managed_indexes.<collection>``."""
 
-    type = Str(choices=ALL_TYPES)
-    name = Str(pattern=INDEX_NAME_RE, pattern_help=INDEX_NAME_HELP)
-    keys = IndexKeys()
-    options = Obj(IndexOptionsSchema)
-    include_app_id = Bool()
-    definition = AnyObj()
-    hybrid = Obj(HybridSchema)
-    description = Str(max_len=1000)
+    type = Str(
+        choices=ALL_TYPES,
+        metadata={
+            "description": (
+                "The index type (default: inferred from the keys and options); vector is "
+                "vectorSearch."
+            )
+        },
+    )
+    name = Str(
+        pattern=INDEX_NAME_RE,
+        pattern_help=INDEX_NAME_HELP,
+        metadata={
+            "description": (
+                "The index name (default: MongoDB's name of the final keys, app_id first)."
+            )
+        },
+    )
+    keys = IndexKeys(
+        metadata={
+            "description": (
+                "Field: direction (1, -1, text, 2dsphere, 2d, hashed), as an object or "
+                "[field, direction] pairs; app_id is added first."
+            )
+        }
+    )
+    options = Obj(
+        IndexOptionsSchema,
+        metadata={
+            "description": "The index options (the common ones may also be written next to keys)."
+        },
+    )
+    include_app_id = Bool(
+        metadata={"description": "false leaves app_id out of the keys (never for a unique index)."}
+    )
+    definition = AnyObj(
+        metadata={"description": "vectorSearch and search indexes: the Atlas index definition."}
+    )
+    hybrid = Obj(
+        HybridSchema,
+        metadata={
+            "description": (
+                "hybrid indexes: the vector and text indexes used together by $rankFusion."
+            )
+        },
+    )
+    description = Str(max_len=1000, metadata={"description": "What the index is for."})
 
     @validates_schema(skip_on_field_errors=True)
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:

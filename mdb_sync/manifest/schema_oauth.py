@@ -98,38 +98,104 @@ class OAuthProviderSchema(BaseSchema):
     """One provider: a ``preset`` (google, github, microsoft) or any OpenID Connect issuer
     (``issuer`` or ``discovery_url``)."""
 
-    preset = Str(choices=PRESETS)
-    issuer = _secure_url()
-    discovery_url = _secure_url()
+    preset = Str(
+        choices=PRESETS,
+        metadata={"description": "google, github or microsoft (else issuer or discovery_url)."},
+    )
+    issuer = _secure_url(
+        metadata={
+            "description": (
+                "Any OpenID Connect provider: its issuer (discovery at <issuer>/.well-"
+                "known/openid-configuration)."
+            )
+        }
+    )
+    discovery_url = _secure_url(metadata={"description": "The provider's discovery document."})
     #: Where a preset's endpoints live instead of the public service: a sovereign cloud
     #: (login.microsoftonline.us), GitHub Enterprise Server, a test provider.
-    base_url = _secure_url()
+    base_url = _secure_url(
+        metadata={
+            "description": (
+                "Where a preset's endpoints live instead of the public service (a sovereign "
+                "cloud, GitHub Enterprise Server, a test provider)."
+            )
+        }
+    )
     #: GitHub's API base (default https://api.github.com; GitHub Enterprise: <base>/api/v3).
-    api_url = _secure_url()
-    client_id = Str(max_len=512, required=True)
+    api_url = _secure_url(
+        metadata={"description": "GitHub's API base (default https://api.github.com)."}
+    )
+    client_id = Str(
+        max_len=512,
+        required=True,
+        metadata={"description": "The client id registered with the provider."},
+    )
     client_secret_env = Str(
-        required=True, pattern=ENV_NAME_RE, pattern_help="must be an environment variable name"
+        required=True,
+        pattern=ENV_NAME_RE,
+        pattern_help="must be an environment variable name",
+        metadata={"description": "The environment variable holding the client secret."},
     )
     client_secret = _NeverInManifest(
         "client secrets never go in the manifest: put the secret in an environment variable "
-        "and name that variable in client_secret_env"
+        "and name that variable in client_secret_env",
+        metadata={
+            "description": "Refused: secrets never go in a manifest (use client_secret_env)."
+        },
     )
     scopes = ListOf(
         Str(pattern=SCOPE_RE, pattern_help="must be an OAuth scope (no spaces or quotes)"),
         unique=True,
         min_items=1,
         max_items=50,
+        metadata={
+            "description": (
+                "The scopes asked for (default openid email profile; GitHub read:user user:email)."
+            )
+        },
     )
-    label = Str(max_len=64)
-    trust_email = Bool()
-    link_by_email = Bool()
-    allow_signup = Bool()
-    tenant = Str(pattern=TENANT_RE, pattern_help="must be a tenant id, a domain or 'common'")
+    label = Str(
+        max_len=64, metadata={"description": "The sign-in button's text: Sign in with <label>."}
+    )
+    trust_email = Bool(
+        metadata={
+            "description": (
+                "The provider's verified email addresses are trusted (google and github by "
+                "default)."
+            )
+        }
+    )
+    link_by_email = Bool(
+        metadata={
+            "description": (
+                "A trusted verified address signs in to the existing account that has it."
+            )
+        }
+    )
+    allow_signup = Bool(
+        metadata={
+            "description": (
+                "A first sign-in with an unknown identity creates an account (default: "
+                "auth.oauth.allow_signup)."
+            )
+        }
+    )
+    tenant = Str(
+        pattern=TENANT_RE,
+        pattern_help="must be a tenant id, a domain or 'common'",
+        metadata={
+            "description": (
+                "Microsoft: the tenant (an id, a verified domain, organizations, consumers or"
+                " common)."
+            )
+        },
+    )
     allowed_tenants = ListOf(
         Str(pattern=GUID_RE, pattern_help="must be a tenant id (a GUID)"),
         unique=True,
         min_items=1,
         max_items=100,
+        metadata={"description": "Microsoft with common/organizations: the tenant ids allowed."},
     )
 
     @validates_schema
@@ -170,15 +236,38 @@ class OAuthSchema(BaseSchema):
     """``auth.oauth``: the providers, and what a first sign-in may do."""
 
     providers = MapOf(
-        Obj(OAuthProviderSchema), key=_provider_key, max_items=MAX_PROVIDERS, required=True
+        Obj(OAuthProviderSchema),
+        key=_provider_key,
+        max_items=MAX_PROVIDERS,
+        required=True,
+        metadata={"description": "The providers, by name (the name is in their URLs)."},
     )
     #: A first sign-in with an unknown identity creates an account (default: as
     #: ``auth.users.allow_registration``). Each provider may say otherwise.
-    allow_signup = Bool()
+    allow_signup = Bool(
+        metadata={
+            "description": (
+                "A first sign-in with an unknown identity creates an account (default: "
+                "auth.users.allow_registration)."
+            )
+        }
+    )
     #: Seconds between the redirect to the provider and the callback (the state's life).
-    state_ttl_seconds = Int(minimum=60, maximum=3600, load_default=600)
+    state_ttl_seconds = Int(
+        minimum=60,
+        maximum=3600,
+        load_default=600,
+        metadata={
+            "description": "Seconds a sign-in may take between the redirect and the callback."
+        },
+    )
     #: Seconds any one call to a provider (discovery, keys, token, user info) may take.
-    http_timeout_seconds = Int(minimum=1, maximum=60, load_default=10)
+    http_timeout_seconds = Int(
+        minimum=1,
+        maximum=60,
+        load_default=10,
+        metadata={"description": "Seconds any call to a provider may take."},
+    )
 
     @validates_schema
     def _some(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -38,23 +38,57 @@ def _ident_key(key: str) -> str | None:
 
 
 class WebsocketAuthSchema(BaseSchema):
-    required = Bool(load_default=False)
-    allow_anonymous = Bool(load_default=True)
+    required = Bool(
+        load_default=False,
+        metadata={
+            "description": "Only identified clients may connect (others are closed with 1008)."
+        },
+    )
+    allow_anonymous = Bool(
+        load_default=True,
+        metadata={"description": "Anonymous clients may connect (false: as required)."},
+    )
 
 
 class WebsocketSchema(BaseSchema):
-    path = route(required=True)
-    description = Str(max_len=1000)
-    auth = Obj(WebsocketAuthSchema)
-    ping_interval = Int(minimum=0, maximum=3600, load_default=30)
-    max_message_size = Int(minimum=1, maximum=64 * 1024 * 1024, load_default=65_536)
+    path = route(
+        required=True,
+        metadata={
+            "description": (
+                "The endpoint's URL path; it may hold URL variables (/rooms/<room>/ws), "
+                'found in connection.state["path_args"].'
+            )
+        },
+    )
+    description = Str(max_len=1000, metadata={"description": "What the endpoint is for."})
+    auth = Obj(WebsocketAuthSchema, metadata={"description": "Who may connect."})
+    ping_interval = Int(
+        minimum=0,
+        maximum=3600,
+        load_default=30,
+        metadata={
+            "description": (
+                "Seconds between server pings (0: never); a client that misses one is dropped."
+            )
+        },
+    )
+    max_message_size = Int(
+        minimum=1,
+        maximum=64 * 1024 * 1024,
+        load_default=65_536,
+        metadata={
+            "description": (
+                "The largest message a client may send, in bytes (beyond: closed with 1009)."
+            )
+        },
+    )
 
 
 class WebsocketsField(MapOf):
     """``{name: endpoint}``; two endpoints cannot share a path."""
 
-    def __init__(self) -> None:
-        super().__init__(Obj(WebsocketSchema), key=_ident_key)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(Obj(WebsocketSchema), key=_ident_key, **kwargs)
 
     def check_items(self, items: dict[str, Any]) -> dict[str, Any]:
         seen: dict[str, str] = {}
@@ -94,22 +128,44 @@ class LLMProviderSchema(BaseSchema):
     """One entry of ``llm_config.providers``: how a named provider is reached. Its key comes
     from the environment (``api_key_env``, default ``<NAME>_API_KEY``)."""
 
-    type = Str(choices=PROVIDER_TYPES)
-    base_url = url()
-    api_version = Str(max_len=64)
+    type = Str(
+        choices=PROVIDER_TYPES,
+        metadata={
+            "description": (
+                "How the provider is spoken to: openai_compatible (default), openai, azure or"
+                " local."
+            )
+        },
+    )
+    base_url = url(metadata={"description": "Its endpoint."})
+    api_version = Str(max_len=64, metadata={"description": "Azure's API version."})
     api_key_env = Str(
         pattern=ENV_NAME_RE,
         pattern_help="must be an environment variable name ending in _API_KEY (upper case)",
+        metadata={
+            "description": "The environment variable holding its key (default <NAME>_API_KEY)."
+        },
     )
-    timeout_seconds = Num(minimum=0, exclusive_minimum=True, maximum=3600)
-    api_key = _NeverInManifest()
+    timeout_seconds = Num(
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=3600,
+        metadata={"description": "Seconds one call may take."},
+    )
+    api_key = _NeverInManifest(
+        metadata={"description": "Refused: keys never go in a manifest (use api_key_env)."}
+    )
 
 
 class PriceSchema(BaseSchema):
     """USD per million tokens."""
 
-    input = Num(minimum=0, maximum=100_000)
-    output = Num(minimum=0, maximum=100_000)
+    input = Num(
+        minimum=0, maximum=100_000, metadata={"description": "USD per million prompt tokens."}
+    )
+    output = Num(
+        minimum=0, maximum=100_000, metadata={"description": "USD per million completion tokens."}
+    )
 
     @validates_schema
     def _one(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -124,10 +180,25 @@ def _price_key(key: str) -> str | None:
 
 
 class LLMConfigSchema(BaseSchema):
-    enabled = Bool(load_default=False)
+    enabled = Bool(
+        load_default=False, metadata={"description": "The app's LLM service may be used."}
+    )
     # No default: without one the environment decides (MDB_LLM_BASE_URL, OPENAI_API_KEY, Azure).
-    provider = Str(choices=PROVIDER_TYPES)
-    providers = MapOf(Obj(LLMProviderSchema), key=_provider_key, max_items=20)
+    provider = Str(
+        choices=PROVIDER_TYPES,
+        metadata={
+            "description": (
+                "The default provider of model names without a provider/ prefix (absent: the "
+                "environment decides)."
+            )
+        },
+    )
+    providers = MapOf(
+        Obj(LLMProviderSchema),
+        key=_provider_key,
+        max_items=20,
+        metadata={"description": "Other providers, or other endpoints of built-in ones, by name."},
+    )
     prices = MapOf(
         OneOfTypes(
             ((int, float), Num(minimum=0, maximum=100_000)),
@@ -136,18 +207,62 @@ class LLMConfigSchema(BaseSchema):
         ),
         key=_price_key,
         max_items=200,
+        metadata={
+            "description": (
+                "Prices by provider/model, provider/*, model or * (a number: input and output"
+                " alike)."
+            )
+        },
     )
-    monthly_budget_usd = Num(minimum=0, exclusive_minimum=True, maximum=1e9)
-    default_chat_model = Str(max_len=256)
-    default_embedding_model = Str(max_len=256)
-    base_url = url()
-    api_version = Str(max_len=64)
-    max_retries = Int(minimum=0, maximum=100, load_default=3)
-    timeout_seconds = Num(minimum=0, exclusive_minimum=True, maximum=3600, load_default=60)
-    temperature = Num(minimum=0, maximum=2)
-    max_tokens = Int(minimum=1, maximum=10_000_000)
-    embedding_dimensions = Int(minimum=1, maximum=65_536)
-    embedding_batch_size = Int(minimum=1, maximum=100_000)
+    monthly_budget_usd = Num(
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=1e9,
+        metadata={
+            "description": (
+                "Refuse calls once the month's spending would pass this (AIBudgetExceededError)."
+            )
+        },
+    )
+    default_chat_model = Str(
+        max_len=256, metadata={"description": "The chat model (provider/model or model)."}
+    )
+    default_embedding_model = Str(
+        max_len=256, metadata={"description": "The embedding model (provider/model or model)."}
+    )
+    base_url = url(metadata={"description": "The endpoint of an openai_compatible provider."})
+    api_version = Str(max_len=64, metadata={"description": "Azure's API version."})
+    max_retries = Int(
+        minimum=0,
+        maximum=100,
+        load_default=3,
+        metadata={"description": "Retries on 429, 5xx and timeouts."},
+    )
+    timeout_seconds = Num(
+        minimum=0,
+        exclusive_minimum=True,
+        maximum=3600,
+        load_default=60,
+        metadata={"description": "Seconds one call may take."},
+    )
+    temperature = Num(
+        minimum=0, maximum=2, metadata={"description": "The default sampling temperature."}
+    )
+    max_tokens = Int(
+        minimum=1,
+        maximum=10_000_000,
+        metadata={
+            "description": "The default completion limit (4096 with a budget, unless given)."
+        },
+    )
+    embedding_dimensions = Int(
+        minimum=1,
+        maximum=65_536,
+        metadata={"description": "The size of embeddings, for models that can shorten them."},
+    )
+    embedding_batch_size = Int(
+        minimum=1, maximum=100_000, metadata={"description": "Texts per embedding request."}
+    )
 
 
 class EmbeddingConfigSchema(BaseSchema):
@@ -155,14 +270,38 @@ class EmbeddingConfigSchema(BaseSchema):
     ``max_tokens_per_chunk``/``tokenizer_model``."""
 
     # No default: a present embedding_config block is on unless it says otherwise.
-    enabled = Bool()
+    enabled = Bool(metadata={"description": "The app's embedding service may be used."})
     # At least 4: one character can take four byte-level BPE tokens.
-    max_tokens_per_chunk = Int(minimum=4, maximum=1_000_000)
-    default_max_tokens = Int(minimum=4, maximum=1_000_000)
-    tokenizer_model = Str(max_len=256)
-    default_tokenizer_model = Str(max_len=256)
-    chunk_overlap_tokens = Int(minimum=0, maximum=1_000_000, load_default=0)
-    default_embedding_model = Str(max_len=256)
+    max_tokens_per_chunk = Int(
+        minimum=4,
+        maximum=1_000_000,
+        metadata={"description": "The largest chunk, in tokens (default 1000)."},
+    )
+    default_max_tokens = Int(
+        minimum=4,
+        maximum=1_000_000,
+        metadata={"description": "The seeds' spelling of max_tokens_per_chunk."},
+    )
+    tokenizer_model = Str(
+        max_len=256,
+        metadata={
+            "description": (
+                "The model whose tiktoken encoding counts tokens (default gpt-3.5-turbo)."
+            )
+        },
+    )
+    default_tokenizer_model = Str(
+        max_len=256, metadata={"description": "The seeds' spelling of tokenizer_model."}
+    )
+    chunk_overlap_tokens = Int(
+        minimum=0,
+        maximum=1_000_000,
+        load_default=0,
+        metadata={"description": "Tokens repeated between consecutive chunks."},
+    )
+    default_embedding_model = Str(
+        max_len=256, metadata={"description": "The embedding model (default: llm_config's)."}
+    )
 
     @validates_schema
     def _aliases(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -191,16 +330,53 @@ class EmbeddingConfigSchema(BaseSchema):
 
 class MemoryConfigSchema(BaseSchema):
     # No default: a present memory_config block is on unless it says otherwise.
-    enabled = Bool()
-    collection_name = collection_name(load_default="memories")
-    infer = Bool(load_default=True)
-    enable_graph = Bool(load_default=False)
-    async_mode = Bool(load_default=False)
-    embedding_model = Str(max_len=256)
-    chat_model = Str(max_len=256)
-    similarity_threshold = Num(minimum=0, maximum=1)
-    embedding_model_dims = Int(minimum=1, maximum=65_536)
-    temperature = Num(minimum=0, maximum=2)
+    enabled = Bool(metadata={"description": "The app's memory service may be used."})
+    collection_name = collection_name(
+        load_default="memories", metadata={"description": "The app's collection of memories."}
+    )
+    infer = Bool(
+        load_default=True,
+        metadata={
+            "description": (
+                "The chat model extracts facts and decides to add, update or delete memories."
+            )
+        },
+    )
+    enable_graph = Bool(
+        load_default=False,
+        metadata={
+            "description": (
+                "Also keep the conversation's entities and relations (<collection_name>_graph)."
+            )
+        },
+    )
+    async_mode = Bool(
+        load_default=False,
+        metadata={"description": "Adds are queued on a background pool (flush() waits)."},
+    )
+    embedding_model = Str(
+        max_len=256,
+        metadata={"description": "The embedding model of memories (default: llm_config's)."},
+    )
+    chat_model = Str(
+        max_len=256,
+        metadata={"description": "The chat model of inference (default: llm_config's)."},
+    )
+    similarity_threshold = Num(
+        minimum=0,
+        maximum=1,
+        metadata={"description": "Least similarity of a memory search result."},
+    )
+    embedding_model_dims = Int(
+        minimum=1,
+        maximum=65_536,
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
+    temperature = Num(
+        minimum=0, maximum=2, metadata={"description": "The sampling temperature of inference."}
+    )
 
 
 def _origin(value: str) -> str | None:
@@ -219,15 +395,31 @@ def _method(value: str) -> str | None:
 
 
 class CorsSchema(BaseSchema):
-    enabled = Bool(load_default=True)
-    allow_origins = ListOf(Str(max_len=2048, check=_origin), unique=True)
-    allow_methods = ListOf(
-        Str(max_len=16, check=_method), unique=True, load_default=lambda: list(DEFAULT_CORS_METHODS)
+    enabled = Bool(
+        load_default=True, metadata={"description": "Answer cross-origin requests as below."}
     )
-    allow_headers = strings()
-    expose_headers = strings()
-    allow_credentials = Bool(load_default=False)
-    max_age = Int(minimum=0, maximum=86_400 * 7, load_default=600)
+    allow_origins = ListOf(
+        Str(max_len=2048, check=_origin),
+        unique=True,
+        metadata={"description": "Origins allowed, exactly (scheme://host[:port]), or *."},
+    )
+    allow_methods = ListOf(
+        Str(max_len=16, check=_method),
+        unique=True,
+        load_default=lambda: list(DEFAULT_CORS_METHODS),
+        metadata={"description": "Methods allowed in preflights."},
+    )
+    allow_headers = strings(metadata={"description": "Request headers allowed."})
+    expose_headers = strings(metadata={"description": "Response headers the browser may read."})
+    allow_credentials = Bool(
+        load_default=False, metadata={"description": "Cookies may be sent (never with *)."}
+    )
+    max_age = Int(
+        minimum=0,
+        maximum=86_400 * 7,
+        load_default=600,
+        metadata={"description": "Seconds a preflight answer may be cached."},
+    )
 
     @validates_schema
     def _wildcards(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -248,47 +440,145 @@ def _slug(value: str) -> str | None:
 
 
 class DataAccessSchema(BaseSchema):
-    read_scopes = ListOf(Str(max_len=64, check=_slug), unique=True, min_items=1)
-    write_scope = Str(max_len=64, check=_slug)
-    cross_app_policy = Str(choices=("explicit", "deny_all"), load_default="explicit")
+    read_scopes = ListOf(
+        Str(max_len=64, check=_slug),
+        unique=True,
+        min_items=1,
+        metadata={
+            "description": (
+                "Other apps whose data this app reads (the app itself is always included)."
+            )
+        },
+    )
+    write_scope = Str(max_len=64, check=_slug, metadata={"description": "Only the app itself."})
+    cross_app_policy = Str(
+        choices=("explicit", "deny_all"),
+        load_default="explicit",
+        metadata={
+            "description": (
+                "explicit: apps that name this one in read_scopes may read it; deny_all: none may."
+            )
+        },
+    )
 
 
 class HealthChecksSchema(BaseSchema):
-    enabled = Bool(load_default=True)
-    endpoint = route(load_default="/health")
-    interval_seconds = Int(minimum=1, maximum=86_400, load_default=30)
+    enabled = Bool(
+        load_default=True,
+        metadata={
+            "description": (
+                "false: the app is listed as unmonitored and kept out of the health verdict."
+            )
+        },
+    )
+    endpoint = route(
+        load_default="/health",
+        metadata={
+            "description": (
+                "Accepted for manifests written for the predecessor; no effect yet. The "
+                "health endpoint is MDB_HEALTH_URL."
+            )
+        },
+    )
+    interval_seconds = Int(
+        minimum=1,
+        maximum=86_400,
+        load_default=30,
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
 
 
 class MetricsSchema(BaseSchema):
-    enabled = Bool(load_default=True)
-    collect_operation_metrics = Bool(load_default=True)
-    collect_performance_metrics = Bool(load_default=True)
-    custom_metrics = strings()
+    enabled = Bool(
+        load_default=True,
+        metadata={"description": "Record the app's operations in the engine's metrics."},
+    )
+    collect_operation_metrics = Bool(load_default=True, metadata={"description": "As enabled."})
+    collect_performance_metrics = Bool(
+        load_default=True,
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
+    custom_metrics = strings(
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        }
+    )
 
 
 class LoggingSchema(BaseSchema):
-    level = Str(choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), load_default="INFO")
-    format = Str(choices=("json", "text"), load_default="text")
-    include_request_id = Bool(load_default=True)
-    log_sensitive_data = Bool(load_default=False)
+    level = Str(
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        load_default="INFO",
+        metadata={
+            "description": (
+                "Accepted for manifests written for the predecessor; no effect yet. Logging "
+                "is configured in code (configure_logging)."
+            )
+        },
+    )
+    format = Str(
+        choices=("json", "text"),
+        load_default="text",
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
+    include_request_id = Bool(
+        load_default=True,
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
+    log_sensitive_data = Bool(
+        load_default=False,
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
 
 
 class ObservabilitySchema(BaseSchema):
-    health_checks = Obj(HealthChecksSchema)
-    metrics = Obj(MetricsSchema)
-    logging = Obj(LoggingSchema)
+    health_checks = Obj(
+        HealthChecksSchema, metadata={"description": "The app in the health verdict."}
+    )
+    metrics = Obj(MetricsSchema, metadata={"description": "The app's operation metrics."})
+    logging = Obj(
+        LoggingSchema,
+        metadata={
+            "description": "Accepted for manifests written for the predecessor; no effect yet."
+        },
+    )
 
 
 class AutoIndexSchema(BaseSchema):
-    enabled = Bool(load_default=True)
-    threshold = Int(minimum=1, maximum=1_000_000)
-    max_indexes_per_collection = Int(minimum=0, maximum=60)
+    enabled = Bool(
+        load_default=True,
+        metadata={"description": "Build indexes for the app's frequent query shapes."},
+    )
+    threshold = Int(
+        minimum=1,
+        maximum=1_000_000,
+        metadata={
+            "description": "Times a query shape is seen before its index is built (default 3)."
+        },
+    )
+    max_indexes_per_collection = Int(
+        minimum=0,
+        maximum=60,
+        metadata={"description": "Automatic indexes per collection at most (default 10)."},
+    )
 
 
-def auto_index_field() -> OneOfTypes:
+def auto_index_field(**kwargs: Any) -> OneOfTypes:
     """``auto_index``: ``true``/``false`` or ``{"enabled", "threshold",
     "max_indexes_per_collection"}``."""
-    return OneOfTypes((bool, Bool()), (dict, Obj(AutoIndexSchema)), what="true, false or an object")
+    return OneOfTypes(
+        (bool, Bool()), (dict, Obj(AutoIndexSchema)), what="true, false or an object", **kwargs
+    )
 
 
 __all__ = [

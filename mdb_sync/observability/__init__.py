@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..context import find_current_engine
 from .events import connect_event_metrics
 from .logging import (
     ContextFilter,
@@ -46,16 +47,15 @@ _fallback: MetricsCollector | None = None
 def get_metrics_collector() -> MetricsCollector:
     """The collector that module-level :func:`record_operation` writes to.
 
-    With one initialized engine in the process (the usual case: a web worker, a Celery
-    worker, a script), that engine's ``engine.metrics``, so custom operations appear in
-    ``engine.get_metrics()`` next to the database's. With none or several, a process-wide
-    collector of its own (use ``engine.record_operation`` to pick an engine explicitly).
+    The current engine's ``engine.metrics`` (:func:`mdb_sync.context.current_engine`: the
+    engine of the request or task being served, else the process's one initialized engine),
+    so custom operations appear in ``engine.get_metrics()`` next to the database's. With
+    none, a process-wide collector of its own (use ``engine.record_operation`` to pick an
+    engine explicitly).
     """
-    from ..engine import _ENGINES
-
-    engines = [engine for engine in list(_ENGINES) if engine.is_initialized]
-    if len(engines) == 1:
-        return engines[0].metrics
+    engine = find_current_engine()
+    if engine is not None:
+        return engine.metrics
     global _fallback
     with _fallback_lock:
         if _fallback is None:
@@ -67,7 +67,7 @@ def record_operation(
     name: str, duration_ms: float, success: bool = True, app: str | None = None
 ) -> None:
     """Record custom operation ``name`` (``"report.build"``); ``app`` defaults to the app of
-    the current log context (:func:`set_app_context`)."""
+    the current context (the request's or task's, or :func:`set_app_context`'s)."""
     get_metrics_collector().record_operation(
         name, duration_ms, success, app if app is not None else get_app_context()
     )

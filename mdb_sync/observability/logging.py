@@ -1,8 +1,10 @@
 """Structured logs that carry the active app and correlation id.
 
-The context lives in :mod:`contextvars`, so it belongs to one thread (or one asyncio task)
-and never shows up in another: a web request binds it, a Celery task binds it, and a log
-record made anywhere below picks it up::
+The context is :mod:`mdb_sync.context`'s one ``ContextVar`` — the same current app and
+correlation id that metrics, Celery messages and flask_mdb's request binding use — so it
+belongs to one thread (or one asyncio task) and never shows up in another: a web request
+binds it (``X-Request-ID`` or a new id), a Celery task binds it, and a log record made
+anywhere below picks it up::
 
     from mdb_sync.observability import get_logger, log_context
 
@@ -37,27 +39,18 @@ loggers — werkzeug's or gunicorn's access log, which print request URLs such a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import logging
 import re
 import sys
 import traceback
-import uuid
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
-from types import MappingProxyType
 from typing import Any, TextIO
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-_app_id: ContextVar[str | None] = ContextVar("mdb_app_id", default=None)
-_correlation_id: ContextVar[str | None] = ContextVar("mdb_correlation_id", default=None)
-_fields: ContextVar[Mapping[str, Any]] = ContextVar("mdb_log_fields", default=_EMPTY)
-
-#: Correlation ids and app ids accepted in logs: they often come from request headers, so
-#: anything that could forge a log line or carry markup is refused.
-_ID_RE = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")
+from .. import context as _context
+from ..context import accept_correlation_id, new_correlation_id
 
 #: Attributes every LogRecord has; never overwritten by context or extra fields.
 _RECORD_ATTRIBUTES = frozenset(
@@ -117,21 +110,10 @@ def redact_text(text: str) -> str:
     return _OPAQUE.sub(_opaque, text)
 
 
-def _check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise ValueError(
-            f"invalid {what} {str(value)[:40]!r}: use 1-128 characters among letters, digits "
-            "and . _ : + / = @ -"
-        )
-    return value
-
-
 # --- the context ------------------------------------------------------------------------------
-
-
-def new_correlation_id() -> str:
-    """A fresh random correlation id (32 hex characters)."""
-    return uuid.uuid4().hex
+#
+# The values live in :mod:`mdb_sync.context` (one ContextVar shared with metrics, Celery and
+# flask_mdb's request binding); these functions are the logging-flavoured way to set them.
 
 
 def set_correlation_id(correlation_id: str | None = None) -> str:
@@ -140,62 +122,38 @@ def set_correlation_id(correlation_id: str | None = None) -> str:
     Raises ``ValueError`` for an id that is not 1-128 characters of ``[A-Za-z0-9._:+/=@-]``
     (ids often come from request headers; see :func:`accept_correlation_id`).
     """
-    value = (
-        new_correlation_id()
-        if correlation_id is None
-        else _check_id(correlation_id, "correlation id")
-    )
-    _correlation_id.set(value)
-    return value
-
-
-def accept_correlation_id(candidate: Any) -> str:
-    """``candidate`` if it is an acceptable correlation id (e.g. an ``X-Request-ID`` header),
-    else a new one: an untrusted value is never refused loudly nor logged as it is."""
-    if isinstance(candidate, str) and _ID_RE.fullmatch(candidate):
-        return candidate
-    return new_correlation_id()
+    context = _context.changed(_context.current(), correlation_id=correlation_id)
+    _context.replace_current(context)
+    return context.correlation_id  # type: ignore[return-value]
 
 
 def get_correlation_id() -> str | None:
     """The correlation id of the current context, or None."""
-    return _correlation_id.get()
+    return _context.current().correlation_id
 
 
 def clear_correlation_id() -> None:
-    _correlation_id.set(None)
+    _context.replace_current(dataclasses.replace(_context.current(), correlation_id=None))
 
 
 def set_app_context(app_slug: str | None = None, **fields: Any) -> str | None:
     """Bind the app (and optional extra fields, e.g. ``user_id``) to the current context."""
-    if app_slug is not None:
-        _check_id(app_slug, "app id")
-    _app_id.set(app_slug)
-    if fields:
-        _check_fields(fields)
-        _fields.set(MappingProxyType({**_fields.get(), **fields}))
+    _context.replace_current(_context.changed(_context.current(), app_id=app_slug, fields=fields))
     return app_slug
 
 
 def get_app_context() -> str | None:
     """The app bound to the current context, or None."""
-    return _app_id.get()
+    return _context.current().app_id
 
 
 def clear_app_context() -> None:
-    _app_id.set(None)
-    _fields.set(_EMPTY)
+    _context.replace_current(_context.changed(_context.current(), app_id=None, replace_fields=True))
 
 
 def get_log_context() -> dict[str, Any]:
     """``{"app_id": ..., "correlation_id": ..., **fields}`` of the current context."""
-    return {"app_id": _app_id.get(), "correlation_id": _correlation_id.get(), **_fields.get()}
-
-
-def _check_fields(fields: Mapping[str, Any]) -> None:
-    for key in fields:
-        if not isinstance(key, str) or not key.isidentifier() or key in _RECORD_ATTRIBUTES:
-            raise ValueError(f"{key!r} cannot be a log context field (reserved or not a name)")
+    return _context.current().as_log_fields()
 
 
 _UNSET: Any = object()
@@ -208,34 +166,22 @@ def log_context(
     """Bind app, correlation id and fields for the block, restoring the previous values on
     exit (also on an exception). ``correlation_id=None`` makes a new id; leaving an argument
     out keeps the enclosing value. Yields the active context."""
-    tokens = []
-    try:
-        if app_id is not _UNSET:
-            if app_id is not None:
-                _check_id(app_id, "app id")
-            tokens.append((_app_id, _app_id.set(app_id)))
-        if correlation_id is not _UNSET:
-            value = (
-                new_correlation_id()
-                if correlation_id is None
-                else _check_id(correlation_id, "correlation id")
-            )
-            tokens.append((_correlation_id, _correlation_id.set(value)))
-        if fields:
-            _check_fields(fields)
-            tokens.append((_fields, _fields.set(MappingProxyType({**_fields.get(), **fields}))))
-        yield get_log_context()
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+    kwargs: dict[str, Any] = {}
+    if app_id is not _UNSET:
+        kwargs["app_id"] = app_id
+    if correlation_id is not _UNSET:
+        kwargs["correlation_id"] = correlation_id
+    with _context.bound(**kwargs, **fields) as bound:
+        yield bound.as_log_fields()
 
 
 def _apply_context(record: logging.LogRecord) -> None:
+    context = _context.current()
     if not hasattr(record, "app_id"):
-        record.app_id = _app_id.get()
+        record.app_id = context.app_id
     if not hasattr(record, "correlation_id"):
-        record.correlation_id = _correlation_id.get()
-    for key, value in _fields.get().items():
+        record.correlation_id = context.correlation_id
+    for key, value in context.fields.items():
         if not hasattr(record, key):
             setattr(record, key, value)
 
@@ -258,7 +204,7 @@ class ContextLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def bind(self, **fields: Any) -> ContextLoggerAdapter:
         """A logger like this one whose records also carry ``fields``."""
-        _check_fields(fields)
+        _context.check_fields(fields)
         return ContextLoggerAdapter(self.logger, {**(self.extra or {}), **fields})
 
 
@@ -266,7 +212,7 @@ def get_logger(name: str | None = None, **fields: Any) -> ContextLoggerAdapter:
     """The logger ``name`` whose records carry ``app_id``, ``correlation_id`` and the context's
     fields (plus ``fields`` given here)."""
     if fields:
-        _check_fields(fields)
+        _context.check_fields(fields)
     return ContextLoggerAdapter(logging.getLogger(name), dict(fields))
 
 

@@ -9,14 +9,17 @@ pool was cleared — at the moment they are asked for. The check-out failure cou
 with the engine's ``command_metrics`` on (the :class:`~.listeners.PoolMonitor` counts them
 from the events).
 
-pymongo exposes no public API for these numbers, so they are read from its pool objects; a
-pymongo that stores them differently yields ``{"monitored": False}``, never an error.
+pymongo exposes no public API for these numbers, so they are read from its pool objects
+through :func:`mdb_sync._pymongo_seam.pool_counters`; a pymongo that stores them differently
+yields ``{"monitored": False}``, never an error.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+from .._pymongo_seam import pool_counters
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +28,21 @@ def pool_stats(client: Any) -> dict[str, Any]:
     """Totals over every server of ``client`` (a :class:`~pymongo.MongoClient`), plus the
     busiest server's utilization (in use / max), read now. No I/O, no lock held."""
     try:
-        servers = list(client._topology._servers.values())
-        pools = [server.pool for server in servers]
-        counts = [
-            (len(pool.conns), pool.active_sockets, pool.operation_count, pool.gen.get_overall())
-            for pool in pools
-        ]
-        maximum = pools[0].opts.max_pool_size if pools else _client_max_pool_size(client)
+        pools = pool_counters(client)
+        maximum = pools[0].max_size if pools else _client_max_pool_size(client)
     except (AttributeError, TypeError) as exc:  # another pymongo: no gauges, no failure
         log.debug("pool gauges unavailable: %s", exc)
         return {"monitored": False}
     maximum = maximum or None  # 0 or None: no limit
-    busiest = max((in_use for _idle, in_use, _ops, _gen in counts), default=0)
+    busiest = max((pool.in_use for pool in pools), default=0)
     return {
-        "servers": len(counts),
-        "open_connections": sum(idle + in_use for idle, in_use, _ops, _gen in counts),
-        "in_use": sum(in_use for _idle, in_use, _ops, _gen in counts),
-        "waiting": sum(max(0, ops - in_use) for _idle, in_use, ops, _gen in counts),
+        "servers": len(pools),
+        "open_connections": sum(pool.idle + pool.in_use for pool in pools),
+        "in_use": sum(pool.in_use for pool in pools),
+        "waiting": sum(max(0, pool.operations - pool.in_use) for pool in pools),
         "max_pool_size": maximum,
         "utilization": round(busiest / maximum, 4) if maximum else 0.0,
-        "cleared": sum(generation for _idle, _in_use, _ops, generation in counts),
+        "cleared": sum(pool.generation for pool in pools),
     }
 
 

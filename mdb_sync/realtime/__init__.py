@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..context import NoCurrentEngineError, current_engine
 from ..exceptions import RealtimeError
 from .bus import EVENTS_COLLECTION, MODES, EventBus, Subscription
 from .codec import encode_message
@@ -28,25 +29,15 @@ if TYPE_CHECKING:
 
 
 def engine_for(app_slug: str, engine: MongoDBEngine | None = None) -> MongoDBEngine:
-    """``engine``, else the process's one initialized engine (a web worker's, a Celery
-    worker's, a script's); with several, the only one that has ``app_slug`` registered."""
+    """``engine``, else the current one (:func:`mdb_sync.context.current_engine`: the
+    request's or task's, else the process's one initialized engine; with several, the only
+    one that has ``app_slug`` registered). Raises :class:`RealtimeError` when none fits."""
     if engine is not None:
         return engine
-    from ..engine import _ENGINES
-
-    engines = [e for e in list(_ENGINES) if e.is_initialized]
-    if len(engines) > 1:
-        engines = [e for e in engines if e.registry.get_record(app_slug) is not None]
-    if len(engines) == 1:
-        return engines[0]
-    if not engines:
-        raise RealtimeError(
-            "no initialized engine in this process: pass engine=..., or initialize one first "
-            "(a Celery worker with MDBCelery has one in every pool process)"
-        )
-    raise RealtimeError(
-        f"several engines in this process serve app {app_slug!r}: pass engine=... to choose"
-    )
+    try:
+        return current_engine(app_slug)
+    except NoCurrentEngineError as exc:
+        raise RealtimeError(str(exc), context=exc.context) from exc
 
 
 def broadcast_to_app(

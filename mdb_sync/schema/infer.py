@@ -390,10 +390,12 @@ def infer_schema(
     max_properties: int = DEFAULT_MAX_PROPERTIES,
     closed: bool = False,
 ) -> dict[str, Any]:
-    """The ``$jsonSchema`` inferred from a sample of ``collection`` (see :func:`infer`)::
+    """The ``$jsonSchema`` inferred from a sample of ``collection`` (see :func:`infer`).
 
-    schema = infer_schema(db.orders, sample_size=500)
-    db.create_collection("orders_v2", validator={"$jsonSchema": schema})
+    For example::
+
+        schema = infer_schema(db.orders, sample_size=500)
+        db.create_collection("orders_v2", validator={"$jsonSchema": schema})
     """
     return infer(
         collection,

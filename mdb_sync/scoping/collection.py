@@ -21,7 +21,6 @@ from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DocumentTooLarge, OperationFailure
-from pymongo.helpers_shared import _gen_index_name, _index_document, _index_list
 from pymongo.operations import (
     DeleteMany,
     DeleteOne,
@@ -39,6 +38,10 @@ from pymongo.results import (
     UpdateResult,
 )
 
+from .._pymongo_seam import bulk_request_parts, cursor_sort, insert_request_parts
+from .._pymongo_seam import gen_index_name as _gen_index_name
+from .._pymongo_seam import index_document as _index_document
+from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
 from .changes import collection_change_pipeline
@@ -63,13 +66,9 @@ Source = tuple[Collection[Any], str]
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 #: Documents encoded together when a batch's sizes are checked.
 _CHECK_CHUNK = 1000
+
+
 #: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
-_BULK_OPTIONS = (
-    ("collation", "_collation"), ("hint", "_hint"), ("array_filters", "_array_filters"),
-    ("sort", "_sort"),
-)  # fmt: skip
-
-
 class ScopedCollection:
     """A collection of one app: ``db.tasks`` of app ``my_app`` is ``my_app_tasks``."""
 
@@ -352,7 +351,7 @@ class ScopedCollection:
 
     def _observe_find(self, cursor: ScopedCursor) -> None:
         """Called once when a cursor first runs: feeds query-driven indexing."""
-        self._observe(cursor._mdb_user_filter, cursor._ordering)
+        self._observe(cursor._mdb_user_filter, cursor_sort(cursor))
 
     def _resolve(self, logical: str) -> list[tuple[str, str]]:
         validate_collection_name(logical)
@@ -619,33 +618,28 @@ class ScopedCollection:
     def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
         """The scoped version of ``request``; its document or update goes to ``checked``
         (sizes are checked for the whole batch before anything is sent)."""
-        if getattr(request, "_namespace", None) is not None:
-            raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
         if type(request) is InsertOne:  # the most common request, with no options to carry
-            return InsertOne(self._bulk_document(request._doc, checked))
-        opts = {}
-        for name, attribute in _BULK_OPTIONS:
-            value = getattr(request, attribute, None)
-            if value is not None:
-                opts[name] = value
+            document, namespace = insert_request_parts(request)
+            if namespace is None:
+                return InsertOne(self._bulk_document(document, checked))
+        parts = bulk_request_parts(request)
+        if parts.namespace is not None:
+            raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
+        opts = dict(parts.options)
         if "array_filters" in opts:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
-            return InsertOne(self._bulk_document(request._doc, checked))
+            return InsertOne(self._bulk_document(parts.document, checked))
         if isinstance(request, (UpdateOne, UpdateMany)):
-            update = self._update(request._doc)
+            update = self._update(parts.document)
             checked.append(update)
-            return type(request)(
-                self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
-            )  # fmt: skip
+            return type(request)(self._filter(parts.filter), update, upsert=parts.upsert, **opts)
         if isinstance(request, ReplaceOne):
-            replacement = self._guard(scoped_replacement, request._doc, self._write_scope)
+            replacement = self._guard(scoped_replacement, parts.document, self._write_scope)
             checked.append(replacement)
-            return ReplaceOne(
-                self._filter(request._filter), replacement, upsert=bool(request._upsert), **opts,
-            )  # fmt: skip
+            return ReplaceOne(self._filter(parts.filter), replacement, upsert=parts.upsert, **opts)
         if isinstance(request, (DeleteOne, DeleteMany)):
-            return type(request)(self._filter(request._filter), **opts)
+            return type(request)(self._filter(parts.filter), **opts)
         raise TypeError(f"{request!r} is not a valid bulk write request")
 
     def _bulk_document(self, original: Any, checked: list[Any]) -> dict[str, Any]:

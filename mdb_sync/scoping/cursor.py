@@ -10,20 +10,32 @@ raises :class:`ResourceLimitExceeded` instead of being silently truncated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 
+from .._pymongo_seam import (
+    HookedCommandCursor,
+    HookedCursor,
+    adopt_command_cursor,
+    bare_clone,
+    cursor_query,
+    documents_buffered,
+    documents_retrieved,
+    will_send,
+)
 from ..exceptions import QueryValidationError, ResourceLimitExceeded
 
 if TYPE_CHECKING:
     from .collection import ScopedCollection
 
 
-class ScopedCursor(Cursor):  # type: ignore[type-arg]
-    """A :class:`pymongo.cursor.Cursor` over one app's documents."""
+class ScopedCursor(HookedCursor):
+    """A :class:`pymongo.cursor.Cursor` over one app's documents (pymongo's private hooks
+    reached through :class:`~mdb_sync._pymongo_seam.HookedCursor`)."""
 
     def __init__(
         self,
@@ -60,10 +72,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             "app": self._mdb_scoped.database.app_slug,
             "collection": self._mdb_scoped.name,
             "filter": self._mdb_user_filter or {},
-            "projection": self._projection,
-            "sort": dict(self._ordering) if self._ordering else None,
-            "skip": self._skip,
-            "limit": self._limit,
+            **cursor_query(self),
         }
 
     def __repr__(self) -> str:
@@ -81,8 +90,8 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         """The session passed to ``find`` (the scoped wrapper), if any."""
         return self._mdb_session
 
-    def _clone_base(self, session: Any) -> ScopedCursor:
-        clone = self.__class__.__new__(self.__class__)
+    def _mdb_clone(self, session: Any) -> ScopedCursor:
+        clone = bare_clone(self, session)
         clone._mdb_scoped = self._mdb_scoped
         clone._mdb_user_filter = self._mdb_user_filter
         clone._mdb_uncapped = self._mdb_uncapped
@@ -90,7 +99,6 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         clone._mdb_meter = self._mdb_meter
         clone._mdb_session = self._mdb_session
         clone._mdb_observed = False
-        Cursor.__init__(clone, self._collection, session=session)
         return clone
 
     def where(self, code: Any) -> ScopedCursor:
@@ -111,24 +119,23 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             raise TypeError("max_time_ms must be an integer or None")
         return super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
 
-    def _refresh(self) -> int:
+    def _mdb_fetch(self, fetch: Callable[[], int]) -> int:
         if not self._mdb_observed:
             self._mdb_observed = True
             self._mdb_scoped._observe_find(self)
         meter = self._mdb_meter
-        cursor_id = self._id
-        if meter is None or cursor_id == 0 or self._data or self._killed:
-            count = Cursor._refresh(self)  # nothing is sent (or pymongo's listeners record it)
+        name = None if meter is None else will_send(self)
+        if name is None:
+            count = fetch()  # nothing is sent (or pymongo's listeners record it)
         else:
-            name = "find" if cursor_id is None else "getMore"
             started = perf_counter()
             try:
-                count = Cursor._refresh(self)
+                count = fetch()
             except BaseException:
                 meter(name, started, False)
                 raise
             meter(name, started, True)
-        if self._retrieved > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
+        if documents_retrieved(self) > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
                 f"the query on {self._mdb_scoped.name!r} returns more than "
@@ -142,7 +149,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         return count
 
 
-class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
+class ScopedCommandCursor(HookedCommandCursor):
     """pymongo's :class:`~pymongo.command_cursor.CommandCursor` of a scoped aggregation.
 
     pymongo builds the cursor; :func:`scoped_command_cursor` re-classes it so that results are
@@ -160,20 +167,21 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
     def session(self) -> Any:
         return self._mdb_session
 
-    def _refresh(self) -> int:
-        before = len(self._data)
+    def _mdb_fetch(self, fetch: Callable[[], int]) -> int:
+        before = documents_buffered(self)
         meter = self._mdb_meter
-        if meter is None or before or self._killed or not self._id:
-            count = CommandCursor._refresh(self)  # nothing sent (or pymongo's listeners record)
+        name = None if meter is None else will_send(self)
+        if name is None:
+            count = fetch()  # nothing sent (or pymongo's listeners record it)
         else:
             started = perf_counter()
             try:
-                count = CommandCursor._refresh(self)
+                count = fetch()
             except BaseException:
-                meter("getMore", started, False)
+                meter(name, started, False)
                 raise
-            meter("getMore", started, True)
-        self._mdb_seen += max(0, len(self._data) - before)
+            meter(name, started, True)
+        self._mdb_seen += max(0, documents_buffered(self) - before)
         if self._mdb_seen > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
@@ -192,11 +200,10 @@ def scoped_command_cursor(
     session: Any,
     meter: Any = None,
 ) -> ScopedCommandCursor:
-    cursor.__class__ = ScopedCommandCursor
-    scoped: ScopedCommandCursor = cursor  # type: ignore[assignment]
+    scoped = adopt_command_cursor(cursor, ScopedCommandCursor)
     scoped._mdb_name = name
     scoped._mdb_limits = limits
     scoped._mdb_session = session
     scoped._mdb_meter = meter
-    scoped._mdb_seen = len(scoped._data)
+    scoped._mdb_seen = documents_buffered(scoped)
     return scoped

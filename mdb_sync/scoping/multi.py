@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import InvalidOperation
-from pymongo.helpers_shared import _index_document, _index_list
 
+from .._pymongo_seam import index_document as _index_document
+from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError
 
 if TYPE_CHECKING:

@@ -3,12 +3,19 @@ the test observe the worker processes from the outside."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
 from tasks import app, mdb
 
-from mdb_sync.observability import get_app_context, get_correlation_id
+from mdb_sync import current_engine
+from mdb_sync.observability import (
+    ContextFilter,
+    get_app_context,
+    get_correlation_id,
+    record_operation,
+)
 
 
 @app.task(name="checks.rendezvous")
@@ -49,3 +56,36 @@ def deliver_reset_link(user: dict, url: str) -> None:
     mdb.get_scoped_db("mailer_app").outbox.insert_one(
         {"to": user["email"], "user_id": user["user_id"], "url": url, "pid": os.getpid()}
     )
+
+
+@app.task(name="checks.context_probe")
+def context_probe() -> dict:
+    """What a task sees of the context it was sent from: its app and correlation id (log
+    records carry them), the current engine, and where its custom metrics go."""
+    seen: list[tuple] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.app_id, record.correlation_id))  # type: ignore[attr-defined]
+
+    handler = Keep()
+    handler.addFilter(ContextFilter())
+    probe_log = logging.getLogger("checks.context_probe")
+    probe_log.addHandler(handler)
+    probe_log.setLevel(logging.INFO)
+    try:
+        probe_log.info("probing")
+    finally:
+        probe_log.removeHandler(handler)
+    record_operation("probe.step", 1.0)  # no app given: the task's
+    return {
+        "app_id": get_app_context(),
+        "correlation_id": get_correlation_id(),
+        "logged": seen,
+        "current_engine_is_workers": current_engine() is mdb.get_engine(),
+        "probe_steps": {
+            app_id: data["operations"]["probe.step"]["count"]
+            for app_id, data in mdb.get_engine().get_metrics()["apps"].items()
+            if "probe.step" in data.get("operations", {})
+        },
+    }

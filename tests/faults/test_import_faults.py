@@ -30,6 +30,7 @@ from pymongo import MongoClient
 
 from mdb_sync import MongoDBEngine
 from mdb_sync.exceptions import AppNotActiveError, AppNotFoundError
+from mdb_sync.portability.leftovers import OWNER_FILE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -315,7 +316,10 @@ def test_a_killed_export_leaves_a_staging_directory_that_is_listed_and_removed(t
     argv = [sys.executable, "-m", "mdb_sync.cli", "export", APP, str(out)]
     process = subprocess.Popen([*argv, "--uri", uri, "--db", db], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not list(out.glob(".shop.export-*")):  # there from the start to the final rename
+    # Killed once its staging directory is claimed (there from just after the start to the
+    # final rename). A directory killed before its owner record is written counts as running
+    # until nothing in it changed for owner.STALE_AFTER, like another host's.
+    while not list(out.glob(f".shop.export-*/{OWNER_FILE}")):
         assert process.poll() is None and time.monotonic() < deadline, "missed the export"
         time.sleep(0.002)
     os.kill(process.pid, signal.SIGKILL)

@@ -1,0 +1,262 @@
+"""The seams with pymongo's and Flask-Login's private API: each private name the library uses
+exists on the installed version and still does what the library relies on. A release that
+changes one fails here, by name, rather than somewhere in the sandbox."""
+
+from __future__ import annotations
+
+import configparser
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask_login import LoginManager, UserMixin, current_user, login_user
+from packaging.requirements import Requirement
+from pymongo.command_cursor import CommandCursor
+from pymongo.cursor import Cursor
+from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+
+from flask_mdb import _flask_login_seam as login_seam
+from mdb_sync import _pymongo_seam as seam
+
+# --- pymongo -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def docs(raw_db):
+    coll = raw_db["seam_docs"]
+    coll.insert_many([{"n": n, "even": n % 2 == 0} for n in range(10)])
+    return coll
+
+
+def _holder(owner: str, docs):
+    if owner == "pymongo.helpers_shared":
+        from pymongo import helpers_shared
+
+        return helpers_shared
+    if owner == "pymongo.cursor.Cursor":
+        return docs.find({}, {"n": 1}).sort("n", -1).skip(1).limit(3)
+    if owner == "pymongo.command_cursor.CommandCursor":
+        return docs.aggregate([{"$match": {}}])
+    if owner == "pymongo.operations.UpdateOne":
+        return UpdateOne({"n": 1}, {"$set": {"x": 1}})
+    if owner == "pymongo.operations.InsertOne":
+        return InsertOne({"n": 1})
+    if owner == "pymongo.MongoClient":
+        return docs.database.client
+    if owner == "pymongo.topology.Topology":
+        return docs.database.client._topology
+    if owner == "pymongo.pool.Pool":
+        return next(iter(docs.database.client._topology._servers.values())).pool
+    raise AssertionError(f"no holder for {owner}")
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [(owner, name) for owner, names in seam.PRIVATES.items() for name in names],
+)
+def test_each_pymongo_private_exists(owner, name, docs):
+    holder = _holder(owner, docs)
+    assert hasattr(holder, name), (
+        f"pymongo no longer has {owner}.{name}: mdb_sync/_pymongo_seam.py needs updating"
+    )
+
+
+def test_index_spec_helpers():
+    assert seam.index_list("a") == [("a", 1)]
+    assert seam.index_list("a", -1) == [("a", -1)]
+    assert seam.index_list([("a", 1), ("b", -1)]) == [("a", 1), ("b", -1)]
+    assert seam.index_list({"a": 1, "loc": "2dsphere"}) == [("a", 1), ("loc", "2dsphere")]
+    assert seam.index_document([("a", 1), ("b", -1)]) == {"a": 1, "b": -1}
+    assert seam.gen_index_name([("a", 1), ("b", -1)]) == "a_1_b_-1"
+    with pytest.raises(TypeError):
+        seam.index_document("a")
+
+
+def test_bulk_request_parts():
+    update = seam.bulk_request_parts(
+        UpdateOne({"n": 1}, {"$set": {"x": 1}}, upsert=True, hint="n_1", array_filters=[{"a": 1}])
+    )
+    assert (update.filter, update.document, update.upsert) == ({"n": 1}, {"$set": {"x": 1}}, True)
+    assert update.options == {"hint": "n_1", "array_filters": [{"a": 1}]}
+    assert update.namespace is None
+    many = seam.bulk_request_parts(UpdateMany({"n": 2}, {"$set": {"y": 1}}))
+    assert (many.filter, many.upsert, many.options) == ({"n": 2}, False, {})
+    replace = seam.bulk_request_parts(ReplaceOne({"n": 3}, {"z": 1}, collation={"locale": "fr"}))
+    assert (replace.document, replace.options) == ({"z": 1}, {"collation": {"locale": "fr"}})
+    insert = seam.bulk_request_parts(InsertOne({"n": 4}))
+    assert (insert.document, insert.filter) == ({"n": 4}, None)
+    delete = seam.bulk_request_parts(DeleteOne({"n": 5}))
+    assert (delete.filter, delete.document) == ({"n": 5}, None)
+
+
+def test_insert_request_parts():
+    doc = {"n": 4}
+    assert seam.insert_request_parts(InsertOne(doc)) == (doc, None)
+    assert seam.insert_request_parts(InsertOne(doc))[0] is doc  # the caller's own document
+
+
+def test_pool_counters_read_the_client_pools(docs):
+    client = docs.database.client
+    before = seam.pool_counters(client)
+    assert before and all(isinstance(c, seam.PoolCounters) for c in before)
+    assert sum(c.idle + c.in_use for c in before) >= 1  # the fixture's writes opened one
+    assert before[0].max_size == client.options.pool_options.max_pool_size
+    assert all(c.in_use == 0 and c.operations == 0 for c in before)  # nothing running now
+    generation = before[0].generation
+    client.admin.command("ping")
+    assert seam.pool_counters(client)[0].generation == generation  # not cleared by a ping
+    with pytest.raises(AttributeError):
+        seam.pool_counters(object())
+
+
+class CountingCursor(seam.HookedCursor):
+    fetches: list[tuple[str | None, int]]
+
+    def _mdb_fetch(self, fetch):
+        self.fetches.append((seam.will_send(self), seam.documents_buffered(self)))
+        return fetch()
+
+    def _mdb_clone(self, session):
+        clone = seam.bare_clone(self, session)
+        clone.fetches = []
+        clone.cloned_from = self
+        return clone
+
+
+def test_the_hooked_cursor_sees_every_batch_and_every_clone(docs):
+    cursor = CountingCursor(docs, {}, batch_size=4).sort("n", 1)
+    cursor.fetches = []
+    assert seam.will_send(cursor) == "find"
+    assert seam.cursor_query(cursor) == {
+        "projection": None,
+        "sort": {"n": 1},
+        "skip": 0,
+        "limit": 0,
+    }
+    assert seam.cursor_sort(cursor) == {"n": 1}
+    first = next(cursor)
+    assert first["n"] == 0 and seam.documents_retrieved(cursor) == 4
+    assert seam.documents_buffered(cursor) == 3 and seam.will_send(cursor) is None
+    rest = list(cursor)
+    assert [d["n"] for d in rest] == list(range(1, 10))
+    # find, then getMores until the server says the cursor is done.
+    sent = [name for name, _ in cursor.fetches if name is not None]
+    assert sent[0] == "find" and set(sent[1:]) == {"getMore"} and len(sent) >= 3
+    assert seam.will_send(cursor) is None
+    clone = cursor.clone()
+    assert isinstance(clone, CountingCursor) and clone.cloned_from is cursor
+    assert [d["n"] for d in clone] == list(range(10))  # the query options came along
+    assert clone.fetches and isinstance(cursor, Cursor)
+
+
+class CountingCommandCursor(seam.HookedCommandCursor):
+    def _mdb_fetch(self, fetch):
+        self.fetched = getattr(self, "fetched", 0) + 1
+        return fetch()
+
+
+def test_a_pymongo_command_cursor_can_be_adopted(docs):
+    raw = docs.aggregate([{"$sort": {"n": 1}}], batchSize=3)
+    assert seam.documents_buffered(raw) == 3 and seam.will_send(raw) is None
+    adopted = seam.adopt_command_cursor(raw, CountingCommandCursor)
+    assert adopted is raw and isinstance(adopted, CommandCursor)
+    assert [d["n"] for d in adopted] == list(range(10))
+    assert adopted.fetched >= 2  # the getMores went through the hook
+    with pytest.raises(TypeError, match="HookedCommandCursor"):
+        seam.adopt_command_cursor(docs.aggregate([]), CommandCursor)
+
+
+# --- Flask-Login ---------------------------------------------------------------------------------
+
+
+class User(UserMixin):
+    def __init__(self, user_id: str) -> None:
+        self.id = user_id
+
+
+def _login_app() -> Flask:
+    app = Flask("seam")
+    app.config["SECRET_KEY"] = "seam-test-secret-" + "z" * 20
+    manager = LoginManager(app)
+    manager.user_loader(lambda user_id: User(user_id))
+    manager.request_loader(lambda request: None)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [(owner, name) for owner, names in login_seam.PRIVATES.items() for name in names],
+)
+def test_each_flask_login_private_still_works(owner, name):
+    app = _login_app()
+    with app.test_request_context("/"):
+        if name == "_login_user":
+            ada = User("ada")
+            login_seam.set_request_user(ada)
+            assert current_user._get_current_object() is ada, (
+                "Flask-Login no longer keeps the request's user in g._login_user: "
+                "flask_mdb/_flask_login_seam.py needs updating"
+            )
+            login_seam.forget_request_user()
+            assert current_user.is_anonymous  # resolved again: nobody in this request
+        elif name == "_user_id":
+            login_user(User("bob"))
+            assert login_seam.session_user_id() == "bob", (
+                "flask_login.login_user no longer stores the user id under '_user_id': "
+                "flask_mdb/_flask_login_seam.py needs updating"
+            )
+        else:  # pragma: no cover - a new private without a check
+            raise AssertionError(f"no check for {owner}.{name}")
+
+
+def test_the_public_request_loader_property():
+    manager = LoginManager()
+    assert manager.request_callback is None
+
+    def loader(request):
+        return None
+
+    manager.request_loader(loader)
+    assert manager.request_callback is loader
+
+
+# --- version ceilings ----------------------------------------------------------------------------
+
+#: Dependencies whose private or fast-moving API the library uses: each must have a ceiling.
+CAPPED = (
+    "pymongo",
+    "flask",
+    "werkzeug",
+    "flask-login",
+    "flask-sock",
+    "simple-websocket",
+    "pycasbin",
+    "authlib",
+    "joserfc",
+    "openai",
+    "celery",
+    "secantusdb",
+)
+
+
+def _requirements() -> list[Requirement]:
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    lines = parser["options"]["install_requires"].splitlines()
+    for value in parser["options.extras_require"].values():
+        lines += value.splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.startswith("%")]
+
+
+def test_dependencies_have_ceilings_and_the_installed_versions_fit():
+    requirements = {req.name.lower(): req for req in _requirements()}
+    for name in CAPPED:
+        req = requirements[name]
+        assert any(spec.operator == "<" for spec in req.specifier), f"{name} has no ceiling"
+    for name, req in requirements.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            continue  # an extra this environment does not install
+        assert req.specifier.contains(installed, prereleases=True), f"{name} {installed} {req}"
