@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pymongo import helpers_shared
 from pymongo.command_cursor import CommandCursor
@@ -94,9 +94,9 @@ _BULK_OPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class BulkRequestParts:
-    """What a pymongo bulk write request (``InsertOne``, ``UpdateOne``...) holds."""
+class BulkRequestParts(NamedTuple):
+    """What a pymongo bulk write request (``InsertOne``, ``UpdateOne``...) holds (a named
+    tuple: built for every request of a bulk write, it must cost next to nothing)."""
 
     document: Any
     filter: Any
@@ -115,11 +115,11 @@ def bulk_request_parts(request: Any) -> BulkRequestParts:
         if value is not None:
             options[name] = value
     return BulkRequestParts(
-        document=getattr(request, "_doc", None),
-        filter=getattr(request, "_filter", None),
-        upsert=bool(getattr(request, "_upsert", False)),
-        options=options,
-        namespace=getattr(request, "_namespace", None),
+        getattr(request, "_doc", None),
+        getattr(request, "_filter", None),
+        bool(getattr(request, "_upsert", False)),
+        options,
+        getattr(request, "_namespace", None),
     )
 
 

@@ -625,7 +625,7 @@ class ScopedCollection:
         parts = bulk_request_parts(request)
         if parts.namespace is not None:
             raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
-        opts = dict(parts.options)
+        opts = parts.options  # a dict of this request's own
         if "array_filters" in opts:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
