@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -17,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import MongoClient, uri_parser
@@ -27,9 +28,12 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import OperationFailure, PyMongoError
 
 from . import context, embedded
+from .app_services import AppServices
+from .catalog import AppCatalog
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
+    EmbeddedServerError,
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMongoURI,
@@ -38,8 +42,14 @@ from .exceptions import (
 from .indexes.auto import AutoIndexManager
 from .indexes.background import DeclaredIndexBuilds
 from .observability.metrics import MetricsCollector
+from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+from .scoping.names import APPS_COLLECTION
+
+if TYPE_CHECKING:
+    from .ai import EmbeddingService, LLMService, MemoryService
+    from .realtime import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +164,7 @@ class MongoDBEngine:
         self._embedded: embedded.EmbeddedServer | None = None
         self._embedded_lease_pid: int | None = None
         self._embedded_owner_pid: int | None = None
-        self._client: MongoClient[Any] | None = None
+        self._client: MongoClient[dict[str, Any]] | None = None
         self._client_pid: int | None = None
         # Bumped for every new client (a forked child's, a re-attached embedded server's):
         # scoped collections rebuild their pymongo collections when it changes.
@@ -167,13 +177,23 @@ class MongoDBEngine:
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
         self._app_id_indexed: set[str] = set()
-        self.registry = AppRegistry(self)
+        #: The registered apps (:mod:`mdb_sync.catalog`): the only owner of ``apps_config``.
+        self.catalog = AppCatalog(
+            lambda: self._raw_collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
+        )
+        #: The registration workflow (:mod:`mdb_sync.registration`).
+        self.registration = Registration(self, self.catalog, self._raw_collection)
+        #: Everything derived from an app's manifest, keyed by its record's version
+        #: (:mod:`mdb_sync.app_services`).
+        self.app_services = AppServices(self.catalog)
+        #: The registry as one object (a facade over ``catalog`` and ``registration``).
+        self.registry = AppRegistry(self.catalog, self.registration)
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
         #: Declared index builds off the caller's path (``register_app(background_indexes=...)``).
         self.index_builds = DeclaredIndexBuilds(self)
-        self._events: Any = None
+        self._events: EventBus | None = None
         context.track_engine(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -206,7 +226,7 @@ class MongoDBEngine:
                     f"cannot reach MongoDB at {host}: {exc}", context={"host": host}
                 ) from exc
             self._initialized = True
-        self.registry.load()
+        self.catalog.load()
         log.info("engine ready on %s, database %r", self.describe_server(), self._db_name)
         return self
 
@@ -223,6 +243,7 @@ class MongoDBEngine:
         self.index_builds.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
+        self.app_services.clear()
         with self._lock:
             self._initialized = False
             self._scoped.clear()
@@ -319,7 +340,7 @@ class MongoDBEngine:
         elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
             try:
                 embedded.release(server.base_dir, lock_timeout=SHUTDOWN_LOCK_TIMEOUT)
-            except embedded.EmbeddedServerError as exc:
+            except EmbeddedServerError as exc:
                 # The lease stays until this process exits; the supervisor reaps it then.
                 log.warning("could not release the embedded server: %s", exc)
         self._embedded_lease_pid = None
@@ -373,7 +394,7 @@ class MongoDBEngine:
     # --- the client ---------------------------------------------------------------------------
 
     @property
-    def client(self) -> MongoClient[Any]:
+    def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
         client = self._client
         if client is not None and self._client_pid == _PID:
@@ -391,7 +412,7 @@ class MongoDBEngine:
         shared across processes."""
         return self._client_pid
 
-    def _make_client(self) -> MongoClient[Any]:
+    def _make_client(self) -> MongoClient[dict[str, Any]]:
         if self._uri is None:
             raise EngineNotInitializedError("the engine is not initialized: call initialize()")
         if (
@@ -409,7 +430,7 @@ class MongoDBEngine:
                 # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
                 uri_parser.parse_uri(self._uri, warn=False)
             options = {**self.client_settings(), "event_listeners": self._client_event_listeners()}
-            client: MongoClient[Any] = MongoClient(self._uri, **options)
+            client: MongoClient[dict[str, Any]] = MongoClient(self._uri, **options)
         except (PyMongoConfigurationError, ValueError, TypeError) as exc:
             host = describe_uri(self._uri)
             raise InvalidMongoURI(
@@ -452,18 +473,19 @@ class MongoDBEngine:
         self._scoped = {}
         if self._watch is not None:
             self._watch._after_fork_in_child()
-        self.registry._after_fork_in_child()
+        self.catalog.after_fork_in_child()
+        self.app_services.after_fork_in_child()
         self.metrics._after_fork_in_child()
         self.auto_indexes._after_fork_in_child()
         self.index_builds._after_fork_in_child()
         if self._events is not None:
             self._events._after_fork_in_child()
 
-    def _database(self) -> Database[Any]:
+    def _database(self) -> Database[dict[str, Any]]:
         self._check_embedded()
         return self.client[self.db_name]
 
-    def _raw_collection(self, physical: str) -> Collection[Any]:
+    def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
         """The pymongo collection ``physical`` of the current client (cached per client:
         building a ``Database`` and a ``Collection`` costs more than the lookup)."""
         self._check_embedded()
@@ -508,8 +530,8 @@ class MongoDBEngine:
         cached = self._scoped.get(key)
         if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
             return cached[0]
-        record = self.registry.require_usable(app_slug)
-        access = (record.get("manifest") or {}).get("data_access") or {}
+        record = self.registration.require_usable(app_slug)
+        access = record.manifest.get("data_access") or {}
         if read_scopes is None and access.get("read_scopes"):
             read_scopes = [app_slug, *access["read_scopes"]]
         if read_scopes is not None:
@@ -603,7 +625,7 @@ class MongoDBEngine:
         """
         self._require_initialized()
         background = bool(create_indexes and background_indexes)
-        result = self.registry.register(
+        result = self.registration.register(
             manifest,
             create_indexes=create_indexes and not background,
             replace_indexes=replace_conflicting_indexes,
@@ -633,7 +655,8 @@ class MongoDBEngine:
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
         self._require_initialized()
-        return self.registry.get_manifest(slug)
+        record = self.catalog.get(slug)
+        return dict(record.manifest) if record is not None else None
 
     def list_apps(self, status: str | None = None) -> list[dict[str, Any]]:
         """Registered apps (manifests), optionally only those with ``status``."""
@@ -644,13 +667,14 @@ class MongoDBEngine:
         """Re-read the registry from the database; return the number of active apps."""
         self._require_initialized()
         self._scoped.clear()
-        return self.registry.load()
+        return self.catalog.load()
 
     def unregister_app(self, slug: str) -> bool:
         """Remove ``slug`` from the registry (its data is kept). True if it was registered."""
         self._require_initialized()
         self._forget_scoped(slug)
-        return self.registry.unregister(slug)
+        self.app_services.forget(slug)
+        return self.registration.unregister(slug)
 
     def _forget_scoped(self, slug: str) -> None:
         # Grants and policies of one app shape other apps' scoped databases: start afresh.
@@ -659,20 +683,20 @@ class MongoDBEngine:
 
     # --- AI services --------------------------------------------------------------------------
 
-    def get_llm_service(self, slug: str) -> Any:
+    def get_llm_service(self, slug: str) -> LLMService:
         """The :class:`~mdb_sync.ai.LLMService` of ``slug``, from its manifest's
         ``llm_config`` and the environment (cached; rebuilt when either changes)."""
         from .ai.services import llm_service_for
 
         return llm_service_for(self, slug)
 
-    def get_embedding_service(self, slug: str) -> Any:
+    def get_embedding_service(self, slug: str) -> EmbeddingService:
         """The :class:`~mdb_sync.ai.EmbeddingService` of ``slug`` (``embedding_config``)."""
         from .ai.services import embedding_service_for
 
         return embedding_service_for(self, slug)
 
-    def get_memory_service(self, slug: str) -> Any:
+    def get_memory_service(self, slug: str) -> MemoryService:
         """The :class:`~mdb_sync.ai.MemoryService` of ``slug`` (``memory_config``)."""
         from .ai.services import memory_service_for
 
@@ -681,7 +705,7 @@ class MongoDBEngine:
     # --- realtime -----------------------------------------------------------------------------
 
     @property
-    def events(self) -> Any:
+    def events(self) -> EventBus:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
         if self._events is None:
@@ -778,8 +802,8 @@ class MongoDBEngine:
             return None
         from .observability.metrics import OperationMeter
 
-        registry = self.registry
-        return OperationMeter(self.metrics, app_slug, lambda: registry.cached_manifest(app_slug))
+        enabled = functools.partial(self.app_services.metrics_enabled, app_slug, cached_only=True)
+        return OperationMeter(self.metrics, app_slug, enabled)
 
     # --- observability ------------------------------------------------------------------------
 
@@ -809,9 +833,11 @@ class MongoDBEngine:
     def cache_info(self) -> dict[str, dict[str, int]]:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
-        ``app_id_indexes``, ``raw_collections`` (pymongo collection objects), ``unknown_slugs``,
-        ``registered_apps`` (no limit: the apps you
-        registered) and ``query_shapes``. None of them grows with what requests ask for."""
+        ``app_id_indexes``, ``raw_collections`` (pymongo collection objects),
+        ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered),
+        ``app_services`` (what is derived from each app's manifest: auth, AI services, metrics
+        settings, CORS, websockets) and ``query_shapes``. None of them grows with what
+        requests ask for."""
         from .scoping.database import COLLECTION_CACHE_SIZE
 
         with self._lock:
@@ -831,7 +857,12 @@ class MongoDBEngine:
                     "limit": RAW_COLLECTION_CACHE_SIZE,
                 },
             }
-        return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
+        return {
+            **info,
+            **self.catalog.cache_info(),
+            **self.app_services.cache_info(),
+            **self.auto_indexes.cache_info(),
+        }
 
     def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also

@@ -24,6 +24,8 @@ from pymongo import DESCENDING
 from . import revocation, store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
     from .users import AppUserStore
 
@@ -52,7 +54,7 @@ class SessionStore:
         self.max_per_user = max_per_user
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.SESSIONS)
 
     def create(
@@ -100,7 +102,7 @@ class SessionStore:
         """Keep the user's newest ``max_per_user`` sessions in this app."""
         old = self.coll.find(
             {"app_id": self.slug, "user_id": user_id}, {"_id": 1}, sort=[("created_at", DESCENDING)]
-        ).skip(self.max_per_user)
+        ).skip(self.max_per_user or 0)
         ids = [d["_id"] for d in old]
         if ids:
             self.coll.delete_many({"_id": {"$in": ids}})
@@ -140,7 +142,7 @@ class SessionStore:
         session as :meth:`get_by_digest` has it (None when it is not live), and the user's
         stored document (None when there is none in this app). Nothing is cached: a
         deactivation, password change or logout in any process shows at the next read."""
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"_id": key, "app_id": self.slug}},
             {
                 "$addFields": {

@@ -116,7 +116,7 @@ def digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
-def collection(engine: MongoDBEngine, name: str) -> Collection[Any]:
+def collection(engine: MongoDBEngine, name: str) -> Collection[dict[str, Any]]:
     """An engine-internal collection, with its indexes ensured once per client."""
     coll = engine._raw_collection(name)
     key = (id(engine.client), name)

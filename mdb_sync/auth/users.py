@@ -32,7 +32,10 @@ from ..scoping.names import physical_name, validate_collection_name
 from . import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
+    from ..scoping import ScopedCollection
 
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 MAX_EMAIL = 254
@@ -94,7 +97,7 @@ class AppUserStore:
         self.coll.create_index([("email", 1)], unique=True, name="email_unique")
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> ScopedCollection | Collection[dict[str, Any]]:
         # Looked up on each use: after an engine restart or a fork, the engine's new client.
         return self.engine.get_scoped_db(self.slug, auto_index=False)[self.collection]
 
@@ -169,7 +172,7 @@ class GlobalUserStore(AppUserStore):
         self.source = store.GLOBAL_USERS
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.GLOBAL_USERS)
 
     def owns(self, doc: dict[str, Any]) -> bool:

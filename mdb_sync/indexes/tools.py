@@ -101,8 +101,8 @@ def sync_indexes(
             replace=replace,
             search_timeout=search_timeout,
         )
-        engine.registry.collection.update_one({"_id": app}, {"$set": {"index_outcomes": outcomes}})
-        engine.registry._record(app, refresh=True)
+        engine.catalog.update(app, {}, {"$set": {"index_outcomes": outcomes}})
+        engine.catalog.get(app, refresh=True)
         results[app] = outcomes
     return results
 
@@ -183,9 +183,7 @@ def index_health(engine: MongoDBEngine) -> dict[str, Any]:
     app is ``degraded`` when one of its declared indexes is in conflict, not supported by
     the server, or failed."""
     apps: dict[str, list[dict[str, Any]]] = {}
-    with engine.registry._lock:
-        records = list(engine.registry._apps.values())
-    for record in records:
+    for record in engine.registry.cached_records():
         problems = [
             {k: o.get(k) for k in ("collection", "name", "type", "status", "error")}
             for o in record.get("index_outcomes") or []

@@ -64,8 +64,6 @@ class MetricsCollector:
         #: (app, name) -> labels -> value (``increment(..., labels={"model": ...})``)
         self._labelled: dict[tuple[str, str], dict[Labels, float]] = {}
         self._gauge_sources: dict[str, Callable[[], dict[str, float]]] = {}
-        #: app -> whether its operations are recorded (its manifest's ``observability``)
-        self._app_settings: dict[str, bool] = {}
         self._started = time.time()
 
     def _after_fork_in_child(self) -> None:
@@ -77,16 +75,17 @@ class MetricsCollector:
         self._counters = {}
         self._labelled = {}
         self._gauge_sources = {}
-        self._app_settings = {}
         self._started = time.time()
 
     def record_operation(
         self, name: str, duration_ms: float, success: bool = True, app: str | None = None
     ) -> None:
         """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``app``."""
-        self._record((app or NO_APP, name), duration_ms, success)
+        self.record_series((app or NO_APP, name), duration_ms, success)
 
-    def _record(self, key: tuple[str, str], duration_ms: float, success: bool) -> None:
+    def record_series(self, key: tuple[str, str], duration_ms: float, success: bool) -> None:
+        """Record one sample of series ``key`` — ``(app, operation name)``, built once by
+        the caller (:class:`OperationMeter` keeps one per operation name)."""
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -114,25 +113,6 @@ class MetricsCollector:
             success = True
         finally:
             self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, app)
-
-    def operations_enabled(self, app: str, manifest: Any = None) -> bool:
-        """Whether ``app``'s database operations are recorded, from its manifest's
-        ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default
-        true). Cached per app; ``manifest`` is a callable returning the manifest, called
-        on a cache miss only."""
-        enabled = self._app_settings.get(app)
-        if enabled is None:
-            settings = ((manifest() if manifest else None) or {}).get("observability") or {}
-            metrics = settings.get("metrics") or {}
-            enabled = bool(metrics.get("enabled", True)) and bool(
-                metrics.get("collect_operation_metrics", True)
-            )
-            self._app_settings[app] = enabled
-        return enabled
-
-    def forget_app_settings(self, app: str | None) -> None:
-        """Re-read ``app``'s settings on its next operation (after a registration)."""
-        self._app_settings.pop(app or "", None)
 
     def increment(
         self,
@@ -302,8 +282,8 @@ class MetricsCollector:
             )
         for (app, name), sets in sorted(self._copy_labelled().items()):
             metric = _metric_name(name)
-            for labels, value in sorted(sets.items()):
-                extra = "".join(f',{_label_name(k)}="{_escape(v)}"' for k, v in labels)
+            for label_set, value in sorted(sets.items()):
+                extra = "".join(f',{_label_name(k)}="{_escape(v)}"' for k, v in label_set)
                 by_name.setdefault(metric, []).append(
                     f'{prefix}_{metric}_total{{app="{_escape(app)}"{extra}}} {_number(value)}'
                 )
@@ -328,29 +308,31 @@ class OperationMeter:
     ``time.perf_counter()`` read just before the driver was called, and whether the call
     succeeded: one clock read pair per operation, then :meth:`MetricsCollector.record_operation`
     (a short lock) — unless the app's manifest turns operation metrics off.
+
+    ``enabled`` answers whether the app's operations are recorded: the engine passes
+    :meth:`mdb_sync.app_services.AppServices.metrics_enabled` for the app with
+    ``cached_only`` — never a registry query on an operation's path (an app's operations send
+    commands to its own collections only) — keyed by the catalog record's version. The
+    catalog re-reads the record when the app's scoped database is asked for again
+    (``get_scoped_db``, every ``registry_refresh_seconds``) or at ``reload_apps()``, so a
+    change of ``observability.metrics`` made by any process is honoured then.
     """
 
-    __slots__ = ("_app", "_keys", "_manifest", "_metrics")
+    __slots__ = ("_app", "_enabled", "_keys", "_metrics")
 
-    def __init__(
-        self, metrics: MetricsCollector, app: str, manifest: Callable[[], Any] | None = None
-    ) -> None:
+    def __init__(self, metrics: MetricsCollector, app: str, enabled: Callable[[], bool]) -> None:
         self._metrics = metrics
         self._app = app
-        self._manifest = manifest
+        self._enabled = enabled
         self._keys: dict[str, tuple[str, str]] = {}  # operation name -> its series key
 
     def __call__(self, name: str, started: float, success: bool) -> None:
         duration_ms = (time.perf_counter() - started) * 1000.0
-        metrics = self._metrics
-        enabled = metrics._app_settings.get(self._app)
-        if enabled is None:
-            enabled = metrics.operations_enabled(self._app, self._manifest)
-        if enabled:
+        if self._enabled():
             key = self._keys.get(name)
             if key is None:
                 key = self._keys[name] = (self._app, name)
-            metrics._record(key, duration_ms, success)
+            self._metrics.record_series(key, duration_ms, success)
 
 
 def _escape(value: str) -> str:

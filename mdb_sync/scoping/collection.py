@@ -13,9 +13,9 @@ collection; it writes only to ``a_<name>``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from bson import ObjectId, encode
 from pymongo import ReturnDocument
@@ -55,9 +55,12 @@ from .session import ScopedSession
 from .updates import APP_ID, scope_filter, scoped_replacement, scoped_update, tag_document
 
 if TYPE_CHECKING:
-    from pymongo.change_stream import CollectionChangeStream
+    from pymongo.change_stream import ChangeStream
+    from pymongo.command_cursor import CommandCursor
 
     from .database import ScopedDatabase
+
+_T = TypeVar("_T")
 
 #: Raw collection and the app_id it is read with; the first one is the app's own.
 Source = tuple[Collection[Any], str]
@@ -225,7 +228,7 @@ class ScopedCollection:
             f"not {type(session).__name__}"
         )
 
-    def _run(self, name: str, call: Any, /, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, name: str, call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """``call(*args, **kwargs)`` — the driver's operation — recorded as operation
         ``name`` of the app (one clock read before, one after; a raised error counts as a
         failed operation)."""
@@ -253,7 +256,7 @@ class ScopedCollection:
                 self._guard(check_query, kwargs[option], self._limits, option)
         return kwargs
 
-    def _guard(self, check: Any, *args: Any) -> Any:
+    def _guard(self, check: Callable[..., _T], *args: Any) -> _T:
         """Run a sandbox check; a refusal is logged and counted as a security event."""
         try:
             return check(*args)
@@ -414,7 +417,7 @@ class ScopedCollection:
         except BaseException as exc:
             if meter is not None:
                 meter("insert", started, False)
-            if self._is_too_large(exc):
+            if isinstance(exc, Exception) and self._is_too_large(exc):
                 raise self._too_large(exc) from exc
             raise
         if meter is not None:
@@ -444,7 +447,7 @@ class ScopedCollection:
         self._check_batch(tagged)
         self._before_write()
         try:
-            return self._run(  # type: ignore[no-any-return]
+            return self._run(
                 "insert", self.__coll.insert_many, tagged, ordered=ordered, **self._kwargs(kwargs)
             )
         except DocumentTooLarge as exc:  # pragma: no cover - checked above
@@ -467,7 +470,7 @@ class ScopedCollection:
         except BaseException as exc:
             if meter is not None:
                 meter("update", started, False)
-            if self._is_too_large(exc):
+            if isinstance(exc, Exception) and self._is_too_large(exc):
                 raise self._too_large(exc) from exc
             raise
         if meter is not None:
@@ -481,7 +484,7 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter)
         try:
-            return self._run(  # type: ignore[no-any-return]
+            return self._run(
                 "update",
                 self.__coll.update_many,
                 scoped,
@@ -501,7 +504,7 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter)
         try:
-            return self._run(  # type: ignore[no-any-return]
+            return self._run(
                 "update",
                 self.__coll.replace_one,
                 scoped,
@@ -517,12 +520,12 @@ class ScopedCollection:
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
         self._observe(filter)
-        return self._run("delete", self.__coll.delete_one, scoped, **self._kwargs(kwargs))  # type: ignore[no-any-return]
+        return self._run("delete", self.__coll.delete_one, scoped, **self._kwargs(kwargs))
 
     def delete_many(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
         self._observe(filter)
-        return self._run("delete", self.__coll.delete_many, scoped, **self._kwargs(kwargs))  # type: ignore[no-any-return]
+        return self._run("delete", self.__coll.delete_many, scoped, **self._kwargs(kwargs))
 
     def find_one_and_update(
         self,
@@ -533,7 +536,7 @@ class ScopedCollection:
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
         **kwargs: Any,
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         scoped, checked = self._filter(filter), self._update(update)
         self._guard(check_query, projection or {}, self._limits, "projection")
         # Some servers answer an oversized findAndModify with a bare internal error.
@@ -561,7 +564,7 @@ class ScopedCollection:
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
         **kwargs: Any,
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._check_size(doc)  # see find_one_and_update
@@ -581,7 +584,7 @@ class ScopedCollection:
 
     def find_one_and_delete(
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         scoped = self._filter(filter)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._observe(filter, sort)
@@ -605,7 +608,7 @@ class ScopedCollection:
         self._check_batch(checked)
         self._before_write()
         try:
-            return self._run(  # type: ignore[no-any-return]
+            return self._run(
                 "bulkWrite",
                 self.__coll.bulk_write,
                 scoped_requests,
@@ -654,7 +657,9 @@ class ScopedCollection:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def find(
+        self, filter: Any = None, *args: Any, **kwargs: Any
+    ) -> ScopedCursor | MultiScopeCursor:
         """Like :meth:`pymongo.collection.Collection.find`, over this app's documents.
 
         Returns pymongo's own :class:`~pymongo.cursor.Cursor` (a :class:`ScopedCursor`); over
@@ -674,7 +679,9 @@ class ScopedCollection:
             sources[0][0], self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
-    def _scan(self, filter: Any = None, projection: Any = None, **kwargs: Any) -> Any:
+    def _scan(
+        self, filter: Any = None, projection: Any = None, **kwargs: Any
+    ) -> ScopedCursor | ScopedCommandCursor:
         """A scoped cursor over every matching document, exempt from ``max_result_docs``.
 
         For library code that streams a whole collection in constant memory (exact vector
@@ -699,7 +706,7 @@ class ScopedCollection:
             **kwargs,
         )
 
-    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
         if filter is not None and type(filter) is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
@@ -755,7 +762,7 @@ class ScopedCollection:
         )
         return scoped_command_cursor(cursor, self._name, self._limits, session, self._meter)
 
-    def watch(self, pipeline: Any = None, **kwargs: Any) -> CollectionChangeStream[Any]:
+    def watch(self, pipeline: Any = None, **kwargs: Any) -> ChangeStream[Any]:
         """A change stream of this app's documents in this collection (``ns`` shows the app
         slug and the logical name). Update events carry ``fullDocument`` (``updateLookup``
         unless another mode is asked for), which is how their scope is checked."""
@@ -788,7 +795,7 @@ class ScopedCollection:
         full, name = self._index_keys(keys, kwargs)
         kwargs["name"] = name
         self._before_write()
-        return self._run(  # type: ignore[no-any-return]
+        return self._run(
             "createIndexes",
             self.__coll.create_index,
             full,
@@ -812,7 +819,7 @@ class ScopedCollection:
             full, name = self._index_keys(keys, {**document, "name": model.document["name"]})
             models.append(IndexModel(full, name=name, **document))
         self._before_write()
-        return self._run(  # type: ignore[no-any-return]
+        return self._run(
             "createIndexes",
             self.__coll.create_indexes,
             models,
@@ -841,16 +848,18 @@ class ScopedCollection:
         )
         self._db._ensure_app_id_index(self.__coll, force=True)
 
-    def list_indexes(self, session: Any = None, **kwargs: Any) -> Any:
+    def list_indexes(
+        self, session: Any = None, **kwargs: Any
+    ) -> CommandCursor[MutableMapping[str, Any]]:
         return self.__coll.list_indexes(session=self._raw_session(session), **kwargs)
 
     def index_information(self, session: Any = None, **kwargs: Any) -> dict[str, Any]:
-        return self.__coll.index_information(session=self._raw_session(session), **kwargs)
+        return dict(self.__coll.index_information(session=self._raw_session(session), **kwargs))
 
     # --- the collection itself ------------------------------------------------------------------
 
     def options(self, session: Any = None, **kwargs: Any) -> dict[str, Any]:
-        return self.__coll.options(session=self._raw_session(session), **kwargs)
+        return dict(self.__coll.options(session=self._raw_session(session), **kwargs))
 
     def drop(self, session: Any = None, **kwargs: Any) -> None:
         """Drop this app's collection (refused if other apps' documents share it)."""

@@ -112,12 +112,14 @@ class ScopedCursor(HookedCursor):
             raise TypeError("batch_size must be an integer")
         if batch_size < 0:
             raise ValueError("batch_size must be >= 0")
-        return super().batch_size(self._mdb_limits.cap_batch(batch_size))
+        super().batch_size(self._mdb_limits.cap_batch(batch_size))
+        return self
 
     def max_time_ms(self, max_time_ms: int | None) -> ScopedCursor:
         if max_time_ms is not None and not isinstance(max_time_ms, int):
             raise TypeError("max_time_ms must be an integer or None")
-        return super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
+        super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
+        return self
 
     def _mdb_fetch(self, fetch: Callable[[], int]) -> int:
         if not self._mdb_observed:
@@ -194,7 +196,7 @@ class ScopedCommandCursor(HookedCommandCursor):
 
 
 def scoped_command_cursor(
-    cursor: CommandCursor,  # type: ignore[type-arg]
+    cursor: CommandCursor[dict[str, Any]],
     name: str,
     limits: Any,
     session: Any,
