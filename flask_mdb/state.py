@@ -83,18 +83,23 @@ class MDBState:
 
     # --- the engine -----------------------------------------------------------------------------
 
-    def ensure_ready(self) -> MongoDBEngine:
+    def ensure_ready(self, *, blocking: bool = False) -> MongoDBEngine:
         """Initialize the engine and register the configured manifests, once per process
-        (and again if someone shut the engine down). Thread-safe."""
+        (and again if someone shut the engine down). Thread-safe. Declared indexes are
+        built as ``MDB_INDEX_BUILDS`` says, or before returning with ``blocking``."""
         engine = self.engine
         if self._ready and engine.is_initialized:
             return engine
         with self._lock:
             if not (self._ready and engine.is_initialized):
                 engine.initialize()
+                background = not blocking and self.config["MDB_INDEX_BUILDS"] == "background"
                 for manifest in self.manifests:
-                    # Index problems are logged once, by the registration itself.
-                    result = engine.register_app(manifest, create_indexes=True)
+                    # Index problems are logged once, by the registration itself. In the
+                    # background, the first request does not wait for index builds.
+                    result = engine.register_app(
+                        manifest, create_indexes=True, background_indexes=background
+                    )
                     self.registrations[result["slug"]] = result
                 self._ready = True
         return engine

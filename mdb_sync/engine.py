@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -39,6 +40,7 @@ from .exceptions import (
     ScopeError,
 )
 from .indexes.auto import AutoIndexManager
+from .indexes.background import DeclaredIndexBuilds
 from .observability.metrics import MetricsCollector
 from .registration import Registration
 from .registry import AppRegistry
@@ -77,6 +79,11 @@ SHUTDOWN_LOCK_TIMEOUT = 15.0
 SCOPED_CACHE_SIZE = 1024
 APP_ID_INDEX_CACHE_SIZE = 4096
 
+#: This process's id, kept current by the fork hook: ``os.getpid()`` is a system call, and
+#: the client's owner is checked on every operation.
+_PID = os.getpid()
+#: pymongo collection objects cached per engine (see ``_raw_collection``).
+RAW_COLLECTION_CACHE_SIZE = 4096
 _URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
 
 
@@ -113,6 +120,11 @@ class MongoDBEngine:
     :param embedded_durable: whether an embedded server this engine starts fsyncs every
         commit (``--sync-on-commit``: an acknowledged write survives a crash). Default: true,
         unless ``MDB_EMBEDDED_DURABLE=0``. A running server keeps the setting it started with.
+    :param command_metrics: record every command the client sends (pymongo command and
+        connection-pool listeners: engine-internal commands too, ``getMore`` batches, timings
+        by the driver, and the pool's check-out failure counters) instead of the scoped API's
+        operations. Off by default: listeners make pymongo build and publish several event
+        objects per operation (~15-20% of a simple operation's client CPU).
     :param client_options: passed to :class:`~pymongo.MongoClient`. Unless given here or in
         the URI: ``serverSelectionTimeoutMS`` 5000 (an unreachable server fails fast),
         ``connectTimeoutMS`` 5000, and ``socketTimeoutMS`` the ``limits.max_time_ms`` cap
@@ -131,6 +143,7 @@ class MongoDBEngine:
         implicit_apps: bool = True,
         registry_refresh_seconds: float = 5.0,
         embedded_durable: bool | None = None,
+        command_metrics: bool = False,
         **client_options: Any,
     ) -> None:
         self._uri_arg = mongo_uri or os.environ.get(MONGO_URI_ENV) or None
@@ -142,7 +155,10 @@ class MongoDBEngine:
             raise ConfigurationError("registry_refresh_seconds cannot be negative")
         self.registry_refresh_seconds = float(registry_refresh_seconds)
         self._embedded_durable = embedded_durable
+        #: Whether pymongo listeners record every command (see the class docstring).
+        self.command_metrics = bool(command_metrics)
         self._client_options = dict(client_options)
+        self._pool_monitor: Any = None
         self._uri: str | None = None
         self._db_name: str | None = None
         self._embedded: embedded.EmbeddedServer | None = None
@@ -155,6 +171,8 @@ class MongoDBEngine:
         self._client_epoch = 0
         self._watch: EmbeddedWatch | None = None
         self._initialized = False
+        # physical name -> (client, its pymongo collection); see _raw_collection
+        self._raw_collections: dict[str, tuple[MongoClient[Any], Collection[Any]]] = {}
         self._lock = threading.RLock()
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
@@ -173,6 +191,8 @@ class MongoDBEngine:
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
+        #: Declared index builds off the caller's path (``register_app(background_indexes=...)``).
+        self.index_builds = DeclaredIndexBuilds(self)
         self._events: EventBus | None = None
         context.track_engine(self)
 
@@ -220,6 +240,7 @@ class MongoDBEngine:
         """
         if self._initialized:
             self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        self.index_builds.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
         self.app_services.clear()
@@ -339,6 +360,7 @@ class MongoDBEngine:
             stale = self._client if self._client_pid == os.getpid() else None
             self._client = None
             self._client_pid = None
+            self._raw_collections = {}
         log.warning("re-attached to the embedded server at %s", describe_uri(server.uri))
         if stale is not None:
             _close_client_quietly(stale, timeout=0.2)  # its server is gone
@@ -375,7 +397,7 @@ class MongoDBEngine:
     def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
         client = self._client
-        if client is not None and self._client_pid == os.getpid():
+        if client is not None and self._client_pid == _PID:
             return client
         with self._lock:
             if self._client is None or self._client_pid != os.getpid():
@@ -435,6 +457,7 @@ class MongoDBEngine:
 
     def _close_client(self) -> None:
         client, self._client = self._client, None
+        self._raw_collections = {}
         if client is not None and self._client_pid == os.getpid():
             _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
         self._client_pid = None
@@ -446,6 +469,7 @@ class MongoDBEngine:
         self._lock = threading.RLock()
         self._client = None
         self._client_pid = None
+        self._raw_collections = {}
         self._scoped = {}
         if self._watch is not None:
             self._watch._after_fork_in_child()
@@ -453,6 +477,7 @@ class MongoDBEngine:
         self.app_services.after_fork_in_child()
         self.metrics._after_fork_in_child()
         self.auto_indexes._after_fork_in_child()
+        self.index_builds._after_fork_in_child()
         if self._events is not None:
             self._events._after_fork_in_child()
 
@@ -461,7 +486,19 @@ class MongoDBEngine:
         return self.client[self.db_name]
 
     def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
-        return self._database()[physical]
+        """The pymongo collection ``physical`` of the current client (cached per client:
+        building a ``Database`` and a ``Collection`` costs more than the lookup)."""
+        self._check_embedded()
+        client = self.client
+        cache = self._raw_collections
+        cached = cache.get(physical)
+        if cached is not None and cached[0] is client:
+            return cached[1]
+        coll = client[self.db_name][physical]
+        if len(cache) >= RAW_COLLECTION_CACHE_SIZE:
+            cache.clear()  # names chosen by callers: never without bound
+        cache[physical] = (client, coll)
+        return coll
 
     def _start_session(self, **kwargs: Any) -> Any:
         self._require_initialized()
@@ -563,6 +600,7 @@ class MongoDBEngine:
         *,
         replace_conflicting_indexes: bool = False,
         search_index_timeout: float | None = None,
+        background_indexes: bool = False,
     ) -> dict[str, Any]:
         """Validate and persist ``manifest``, apply its collection settings, reconcile its
         declared indexes and seed its initial data.
@@ -576,17 +614,43 @@ class MongoDBEngine:
         or options is a ``conflict`` unless ``replace_conflicting_indexes`` rebuilds it;
         ``search_index_timeout`` bounds the wait for new Atlas Search indexes (default 60 s).
 
+        ``background_indexes``: return as soon as the manifest is stored and build the
+        declared indexes on a background thread (see :mod:`mdb_sync.indexes.background`):
+        each is reported ``pending`` — here, in the registry and by
+        :meth:`get_health_status` — until its build is done; :meth:`wait_for_indexes`
+        waits for that. Unique indexes (constraints) are built before returning all the
+        same. The default builds every index before returning.
+
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
         self._require_initialized()
+        background = bool(create_indexes and background_indexes)
         result = self.registration.register(
             manifest,
-            create_indexes=create_indexes,
+            create_indexes=create_indexes and not background,
             replace_indexes=replace_conflicting_indexes,
             search_index_timeout=search_index_timeout,
         )
-        self._forget_scoped(result["slug"])
+        slug = result["slug"]
+        if background:
+            from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+
+            result["indexes"] = self.index_builds.start(
+                slug,
+                (self.registry.get_manifest(slug) or {}).get("managed_indexes") or {},
+                replace=replace_conflicting_indexes,
+                search_timeout=(
+                    DEFAULT_SEARCH_TIMEOUT if search_index_timeout is None else search_index_timeout
+                ),
+                previous=result["indexes"],
+            )
+        self._forget_scoped(slug)
         return result
+
+    def wait_for_indexes(self, slug: str | None = None, timeout: float | None = None) -> bool:
+        """Wait until the background index builds of ``slug`` (default: every app) started
+        by this process are done; False if ``timeout`` seconds passed first."""
+        return self.index_builds.wait(slug, timeout)
 
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
@@ -696,20 +760,50 @@ class MongoDBEngine:
 
     def _client_event_listeners(self) -> list[Any]:
         """pymongo event listeners installed on every client this engine creates: the
-        caller's, then the metrics listener and the pool monitor (new ones per client, so a
-        forked child counts its own pool)."""
-        from .observability.listeners import CommandMetricsListener, PoolMonitor
+        caller's, the embedded server's heartbeat watch, and — with ``command_metrics`` only
+        — the command metrics listener and the pool monitor (new ones per client, so a
+        forked child counts its own pool). Without them the scoped API records operations
+        and the pool gauges are read on demand (:mod:`.observability.pool`)."""
+        listeners = list(self._client_options.get("event_listeners") or [])
+        if self.command_metrics:
+            from .observability.listeners import CommandMetricsListener, PoolMonitor
 
-        self._pool_monitor = PoolMonitor()
-        self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
-        listeners = [
-            *(self._client_options.get("event_listeners") or []),
-            CommandMetricsListener(self),
-            self._pool_monitor,
-        ]
+            self._pool_monitor = PoolMonitor()
+            self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
+            listeners += [CommandMetricsListener(self), self._pool_monitor]
+        else:
+            from .observability.pool import gauges
+
+            self._pool_monitor = None
+            self.metrics.set_gauge_source("pool", lambda: gauges(self.pool_stats()))
         if self._watch is not None:
             listeners.append(self._watch.listener())
         return listeners
+
+    def pool_stats(self) -> dict[str, Any]:
+        """The connection pool now: ``open_connections``, ``in_use``, ``waiting``,
+        ``max_pool_size``, ``utilization`` (busiest server), ``cleared`` — plus
+        ``checkout_failures``/``checkout_timeouts`` with ``command_metrics``.
+        ``{"monitored": False}`` before this process has a client. No I/O."""
+        monitor = self._pool_monitor
+        if monitor is not None:
+            return monitor.stats()  # type: ignore[no-any-return]
+        client = self._client
+        if client is None or self._client_pid != os.getpid():
+            return {"monitored": False}
+        from .observability.pool import pool_stats
+
+        return pool_stats(client)
+
+    def _operation_meter(self, app_slug: str) -> Any:
+        """What the scoped API of ``app_slug`` records its operations with (None with
+        ``command_metrics``: the listeners record them)."""
+        if self.command_metrics:
+            return None
+        from .observability.metrics import OperationMeter
+
+        enabled = functools.partial(self.app_services.metrics_enabled, app_slug, cached_only=True)
+        return OperationMeter(self.metrics, app_slug, enabled)
 
     # --- observability ------------------------------------------------------------------------
 
@@ -739,10 +833,11 @@ class MongoDBEngine:
     def cache_info(self) -> dict[str, dict[str, int]]:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
-        ``app_id_indexes``, ``unknown_slugs``, ``registered_apps`` (no limit: the apps you
-        registered), ``app_services`` (what is derived from each app's manifest: auth, AI
-        services, metrics settings, CORS, websockets) and ``query_shapes``. None of them grows
-        with what requests ask for."""
+        ``app_id_indexes``, ``raw_collections`` (pymongo collection objects),
+        ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered),
+        ``app_services`` (what is derived from each app's manifest: auth, AI services, metrics
+        settings, CORS, websockets) and ``query_shapes``. None of them grows with what
+        requests ask for."""
         from .scoping.database import COLLECTION_CACHE_SIZE
 
         with self._lock:
@@ -756,6 +851,10 @@ class MongoDBEngine:
                 "app_id_indexes": {
                     "size": len(self._app_id_indexed),
                     "limit": APP_ID_INDEX_CACHE_SIZE,
+                },
+                "raw_collections": {
+                    "size": len(self._raw_collections),
+                    "limit": RAW_COLLECTION_CACHE_SIZE,
                 },
             }
         return {
@@ -810,6 +909,8 @@ def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _PID
+    _PID = os.getpid()
     for engine in context.live_engines():
         engine._after_fork_in_child()
 

@@ -36,6 +36,7 @@ from .exceptions import (
     AppVersionConflictError,
     ScopeError,
 )
+from .indexes.declared import CREATED, EXISTS
 from .registry_claims import (
     CLAIM_STALE_SECONDS,
     LOCKS_COLLECTION,
@@ -71,6 +72,23 @@ UPDATE_ATTEMPTS = 20
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _created_earlier(
+    earlier: list[dict[str, Any]], outcomes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``outcomes`` of a retried registration, an index its earlier attempt created
+    reported as ``created`` (not ``exists``): the attempt lost the record write to another
+    (a background index build storing its outcomes, say), not the index it built."""
+    created = {(o.get("collection"), o.get("name")) for o in earlier if o.get("status") == CREATED}
+    if not created:
+        return outcomes
+    return [
+        {**o, "status": CREATED}
+        if o.get("status") == EXISTS and (o.get("collection"), o.get("name")) in created
+        else o
+        for o in outcomes
+    ]
 
 
 def _version(doc: Mapping[str, Any]) -> int:
@@ -355,11 +373,13 @@ class Registration:
         create_indexes: bool,
         replace_indexes: bool,
         search_index_timeout: float | None,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
         """Apply collection settings and indexes, then write the record: the first
         registration's (``claim``) or an update of ``existing`` (only if it still has the
         version read). Returns ``(record, collections, index outcomes)``, or None when the
-        record was unregistered or written by someone else meanwhile."""
+        record was unregistered or written by someone else meanwhile — then ``earlier``
+        (if given) holds the index outcomes of this attempt, for the next one."""
         from .manifest.apply import apply_collection_settings
 
         slug = normalized["slug"]
@@ -386,6 +406,9 @@ class Registration:
                     ),
                     previous=outcomes,
                 )
+                if earlier is not None:
+                    outcomes = _created_earlier(earlier, outcomes)
+                    earlier[:] = outcomes
         except BaseException:
             if claim is not None:
                 try:
@@ -471,6 +494,7 @@ class Registration:
         if has_clear_passwords(normalized):  # the registry keeps no clear password
             stored = self._registry.find_one({"_id": slug}, {"manifest": 1})
             normalized = hash_demo_passwords(normalized, (stored or {}).get("manifest"))
+        earlier: list[dict[str, Any]] = []  # index outcomes of an attempt that lost a race
         for _attempt in range(3):
             existing, claim = self._own(slug, normalized, implicit)
             if expected_version is not None and (
@@ -493,6 +517,7 @@ class Registration:
                     create_indexes=create_indexes,
                     replace_indexes=replace_indexes,
                     search_index_timeout=search_index_timeout,
+                    earlier=earlier,
                 )
             finally:
                 let_go(claim)

@@ -20,6 +20,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from bson import ObjectId
 from pymongo import ASCENDING
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -80,9 +81,26 @@ def aware(value: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+#: Types that hold no datetime (skipped without a call, by exact type).
+_NO_DATETIME = frozenset({str, int, float, bool, type(None), bytes, ObjectId})
+_UTC = dt.timezone.utc
+
+
 def aware_values(value: Any) -> Any:
     """``value`` with every datetime in it (dicts and lists included) as aware UTC: what the
     auth APIs return, whether the document was just written or read back from the server."""
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            item_kind = type(item)
+            if item_kind in _NO_DATETIME:
+                out[key] = item
+            elif item_kind is dt.datetime:
+                out[key] = item if item.tzinfo else item.replace(tzinfo=_UTC)
+            else:
+                out[key] = aware_values(item)
+        return out
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
     if isinstance(value, dict):
@@ -102,6 +120,9 @@ def collection(engine: MongoDBEngine, name: str) -> Collection[dict[str, Any]]:
     """An engine-internal collection, with its indexes ensured once per client."""
     coll = engine._raw_collection(name)
     key = (id(engine.client), name)
+    done = _ensured.get(engine)
+    if done is not None and key in done:  # the common case, without the lock
+        return coll
     with _lock:
         done = _ensured.setdefault(engine, set())
         if key in done:

@@ -68,6 +68,7 @@ class ScopedDatabase:
         "__options",
         "_auto_index",
         "_limits",
+        "_meter",
         "app_slug",
         "read_scopes",
         "write_scope",
@@ -106,6 +107,8 @@ class ScopedDatabase:
         self.read_scopes: tuple[str, ...] = tuple(dict.fromkeys(ordered))
         self._limits = limits or QueryLimits()
         self._auto_index = auto_index
+        #: Records the operations of this app's collections (None: pymongo listeners do).
+        self._meter = engine._operation_meter(self.app_slug)
         self.__engine = engine
         self.__options = dict(options or {})
         self.__collections: dict[str, ScopedCollection] = {}
