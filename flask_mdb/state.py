@@ -76,7 +76,7 @@ class MDBState:
         self._slugs: dict[str, SlugState] = {}
         _STATES.add(self)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     # --- the engine -----------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def lazy_engines_waiting() -> bool:
 
 def _after_fork_in_child() -> None:
     for state in list(_STATES):
-        state._after_fork_in_child()
+        state.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

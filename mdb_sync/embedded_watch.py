@@ -70,7 +70,7 @@ class EmbeddedWatch:
         self._next_attempt = 0.0
         self._closed = False
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._reset()
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from . import context, embedded
 from .embedded_watch import RUNNING, EmbeddedWatch
@@ -39,6 +39,9 @@ from .indexes.auto import AutoIndexManager
 from .observability.metrics import MetricsCollector
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+from .scoping.host import StorageScopeHost
+from .storage import APP_ID_INDEX_CACHE_SIZE as APP_ID_INDEX_CACHE_SIZE
+from .storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,6 @@ SHUTDOWN_LOCK_TIMEOUT = 15.0
 #: Scoped databases cached per engine (oldest dropped first) and physical collections whose
 #: ``app_id`` index this process already ensured: bounded whatever names requests bring.
 SCOPED_CACHE_SIZE = 1024
-APP_ID_INDEX_CACHE_SIZE = 4096
 
 _URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
 
@@ -149,7 +151,18 @@ class MongoDBEngine:
         self._lock = threading.RLock()
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
-        self._app_id_indexed: set[str] = set()
+        #: The storage service (:mod:`mdb_sync.storage`): the database, raw and internal
+        #: collections, sessions. Engine-internal: apps use scoped databases.
+        self.storage = Storage(
+            client=lambda: self.client,
+            db_name=lambda: self.db_name,
+            before_use=self._check_embedded,
+            generation=self._client_generation,
+            require_ready=self._require_initialized,
+        )
+        self._scope_host = StorageScopeHost(
+            self.storage, self._observe_query, self._record_security_event
+        )
         self.registry = AppRegistry(self)
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
@@ -206,7 +219,7 @@ class MongoDBEngine:
         with self._lock:
             self._initialized = False
             self._scoped.clear()
-            self._app_id_indexed.clear()
+            self.storage.reset()
             self._close_client()
             self._release_embedded()
 
@@ -267,12 +280,16 @@ class MongoDBEngine:
         match = re.match(r"^mongodb(?:\+srv)?://[^/]*/([^?]+)", uri)
         return match.group(1) if match else DEFAULT_DB_NAME
 
-    def _require_initialized(self) -> None:
+    def require_initialized(self) -> None:
+        """Raise :class:`~mdb_sync.exceptions.EngineNotInitializedError` unless
+        :meth:`initialize` ran (services built on the engine check it first)."""
         if not self._initialized:
             raise EngineNotInitializedError(
                 "the engine is not initialized: call engine.initialize() first "
                 "(or use `with MongoDBEngine(...) as engine:`)"
             )
+
+    _require_initialized = require_initialized
 
     # --- the embedded server ------------------------------------------------------------------
 
@@ -419,32 +436,35 @@ class MongoDBEngine:
             _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
         self._client_pid = None
 
-    def _after_fork_in_child(self) -> None:
-        """Drop the parent's client, cached scoped databases (their collections hold the
-        parent's client) and locks; the child builds its own client on first use, and
-        scoped objects the child still holds rebuild theirs on their next operation."""
+    def after_fork_in_child(self) -> None:
+        """Internal (the fork handler calls it): drop the parent's client, cached scoped
+        databases (their collections hold the parent's client) and locks; the child builds
+        its own client on first use, and scoped objects the child still holds rebuild theirs
+        on their next operation."""
         self._lock = threading.RLock()
         self._client = None
         self._client_pid = None
         self._scoped = {}
+        self.storage.after_fork_in_child()
         if self._watch is not None:
-            self._watch._after_fork_in_child()
-        self.registry._after_fork_in_child()
-        self.metrics._after_fork_in_child()
-        self.auto_indexes._after_fork_in_child()
+            self._watch.after_fork_in_child()
+        self.registry.after_fork_in_child()
+        self.metrics.after_fork_in_child()
+        self.auto_indexes.after_fork_in_child()
         if self._events is not None:
-            self._events._after_fork_in_child()
+            self._events.after_fork_in_child()
 
+    def owns(self, database: object) -> bool:
+        """Whether ``database`` is a scoped database of this engine (used by services such
+        as vector search, given only a scoped collection, to find its app's engine)."""
+        return isinstance(database, ScopedDatabase) and database.is_hosted_by(self._scope_host)
+
+    # Kept for tests and scripts written against earlier versions: use ``engine.storage``.
     def _database(self) -> Database[Any]:
-        self._check_embedded()
-        return self.client[self.db_name]
+        return self.storage.database()
 
     def _raw_collection(self, physical: str) -> Collection[Any]:
-        return self._database()[physical]
-
-    def _start_session(self, **kwargs: Any) -> Any:
-        self._require_initialized()
-        return self.client.start_session(**kwargs)
+        return self.storage.collection(physical)
 
     # --- apps ---------------------------------------------------------------------------------
 
@@ -480,7 +500,7 @@ class MongoDBEngine:
             read_scopes = tuple(read_scopes)
             self._check_read_scopes(app_slug, read_scopes, access)
         db = ScopedDatabase(
-            self,
+            self._scope_host,
             app_slug,
             read_scopes=read_scopes,
             write_scope=write_scope or access.get("write_scope"),
@@ -648,29 +668,6 @@ class MongoDBEngine:
         except Exception:
             log.exception("query-driven indexing failed for %s.%s", app_slug, collection)
 
-    def _ensure_app_id_index(self, raw: Collection[Any], force: bool = False) -> None:
-        """Make sure ``raw`` has an index on ``app_id`` (once per process and collection)."""
-        key = raw.name
-        if not force and key in self._app_id_indexed:
-            return
-        try:
-            raw.create_index([("app_id", 1)], name="app_id_1")
-        except OperationFailure as exc:
-            if exc.code not in (85, 86):  # an equivalent index exists under another name
-                log.warning("could not create the app_id index on %s: %s", key, exc)
-                return
-        except PyMongoError as exc:
-            log.warning("could not create the app_id index on %s: %s", key, exc)
-            return
-        with self._lock:
-            if len(self._app_id_indexed) >= APP_ID_INDEX_CACHE_SIZE:
-                self._app_id_indexed.pop()  # an arbitrary one: it costs one createIndex again
-            self._app_id_indexed.add(key)
-
-    def _forget_app_id_index(self, raw: Collection[Any]) -> None:
-        with self._lock:
-            self._app_id_indexed.discard(raw.name)
-
     def _client_event_listeners(self) -> list[Any]:
         """pymongo event listeners installed on every client this engine creates: the
         caller's, then the metrics listener and the pool monitor (new ones per client, so a
@@ -725,13 +722,10 @@ class MongoDBEngine:
             info = {
                 "scoped_databases": {"size": len(self._scoped), "limit": SCOPED_CACHE_SIZE},
                 "collections_per_database": {
-                    "size": max((db._cached_collections() for db in databases), default=0),
+                    "size": max((db.cached_collections() for db in databases), default=0),
                     "limit": COLLECTION_CACHE_SIZE,
                 },
-                "app_id_indexes": {
-                    "size": len(self._app_id_indexed),
-                    "limit": APP_ID_INDEX_CACHE_SIZE,
-                },
+                **self.storage.cache_info(),
             }
         return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
 
@@ -781,7 +775,7 @@ def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
 
 def _after_fork_in_child() -> None:
     for engine in context.live_engines():
-        engine._after_fork_in_child()
+        engine.after_fork_in_child()
 
 
 def _shutdown_all() -> None:

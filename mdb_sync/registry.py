@@ -77,14 +77,13 @@ class AppRegistry:
         self._apps: dict[str, dict[str, Any]] = {}
         self._fetched: dict[str, float] = {}  # slug -> monotonic time its record was read
         self._missing: dict[str, float] = {}  # slug -> monotonic time a lookup found nothing
-        self._indexed = False
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     @property
     def collection(self) -> Collection[Any]:
-        return self._engine._raw_collection(APPS_COLLECTION)
+        return self._engine.storage.system(APPS_COLLECTION)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -234,7 +233,7 @@ class AppRegistry:
 
     @property
     def _locks(self) -> Collection[Any]:
-        return self._engine._raw_collection(LOCKS_COLLECTION)
+        return self._engine.storage.system(LOCKS_COLLECTION)
 
     def _raise_conflict(self, slug: str, others: list[str]) -> None:
         raise AppConflictError(
@@ -252,7 +251,6 @@ class AppRegistry:
         ``a_b``) on ``_id``, and the range of slugs starting with ``<slug>_`` on the ``slug``
         index (the embedded server plans a range on ``_id`` as a scan).
         """
-        self._ensure_indexes()
         existing = None
         others = []
         for doc in self.collection.find({"_id": {"$in": [slug, *overlapping_prefixes(slug)]}}):
@@ -268,15 +266,6 @@ class AppRegistry:
         )
         others.extend(longer)
         return existing, others
-
-    def _ensure_indexes(self) -> None:
-        """The ``slug`` index the overlap look-up needs (once per process; records written
-        before it existed get their ``slug`` field)."""
-        if self._indexed:
-            return
-        self.collection.create_index([("slug", 1)], name="slug_1")
-        self.collection.update_many({"slug": {"$exists": False}}, [{"$set": {"slug": "$_id"}}])
-        self._indexed = True
 
     def _live_conflicts(self, others: list[dict[str, Any]], clean: bool = False) -> list[str]:
         """Slugs of ``others`` that block a registration: registered apps and first

@@ -165,10 +165,10 @@ class WebSocketState:
     def close_all(self) -> int:
         return sum(manager.close_all() for manager in self.managers())
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         for manager in self._managers.values():
-            manager._after_fork_in_child()
+            manager.after_fork_in_child()
 
 
 def get_ws_state(app: Flask | None = None) -> WebSocketState:
@@ -538,7 +538,7 @@ def _close_everything() -> None:
 
 def _after_fork_in_child() -> None:
     for ws_state in list(_STATES):
-        ws_state._after_fork_in_child()
+        ws_state.after_fork_in_child()
 
 
 atexit.register(_close_everything)

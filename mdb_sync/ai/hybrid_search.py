@@ -382,7 +382,7 @@ def server_supports_rank_fusion(engine: Any) -> bool:
 
             stage = {"input": {"pipelines": {"probe": [{"$sort": {"_id": 1}}]}}}
             try:
-                engine._database().command(
+                engine.storage.database().command(
                     "aggregate",
                     "mdb_rank_fusion_probe",
                     pipeline=[{"$rankFusion": stage}],

@@ -39,7 +39,7 @@ _cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.Wea
 
 
 def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
-    engine._require_initialized()
+    engine.require_initialized()
     engine.registry.require_usable(slug)
     manifest = engine.get_app(slug) or {}
     return {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}

@@ -123,7 +123,7 @@ def server_supports_vector_search(engine: Any) -> bool:
                 "limit": 1,
             }
             try:
-                engine._database().command(
+                engine.storage.database().command(
                     "aggregate",
                     "mdb_vector_search_probe",
                     pipeline=[{"$vectorSearch": stage}],
@@ -167,7 +167,7 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
     if known is not None and (known[0] or now - known[1] < INDEX_RECHECK_SECONDS):
         return known[0]
     try:
-        specs = list(engine._raw_collection(physical).list_search_indexes(index))
+        specs = list(engine.storage.collection(physical).list_search_indexes(index))
     except PyMongoError:
         specs = []
     ready = any(spec.get("queryable") or spec.get("status") == "READY" for spec in specs)

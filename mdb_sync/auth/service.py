@@ -126,7 +126,7 @@ class AuthService:
         signing: bool = True,
         two_factor_key: Any = None,
     ) -> None:
-        engine._require_initialized()
+        engine.require_initialized()
         record = engine.registry.require_usable(slug)
         self.engine = engine
         self.slug = slug
@@ -1055,7 +1055,7 @@ _cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AuthService]] = (
 def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthService:
     """The :class:`AuthService` of ``slug``, cached per engine, process, client and manifest
     (re-registering the manifest or restarting the engine builds a new one)."""
-    engine._require_initialized()
+    engine.require_initialized()
     manifest = engine.get_app(slug) or {}
     fingerprint = hashlib.sha256(
         json.dumps(

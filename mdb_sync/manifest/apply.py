@@ -73,7 +73,7 @@ def apply_collection_settings(
 ) -> list[dict[str, Any]]:
     """Create or update the collections of ``settings``; one outcome per collection
     (``created``, ``updated``, ``exists`` or ``conflict``)."""
-    db = engine._database()
+    db = engine.storage.database()
     names = {coll: physical_name(slug, coll) for coll in settings}
     current = {
         info["name"]: info.get("options", {})

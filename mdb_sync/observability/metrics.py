@@ -61,7 +61,7 @@ class MetricsCollector:
         self._app_settings: dict[str, bool] = {}
         self._started = time.time()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """A forked child starts with empty metrics: it reports its own work only (the
         parent's history would otherwise be counted once per worker), and the parent's pool
         gauges describe a pool the child does not have."""

@@ -36,7 +36,7 @@ def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
     """``listCollections`` entries of the physical collections owned by ``slug``."""
     prefix = slug + "_"
     owned = []
-    for info in engine._database().list_collections():
+    for info in engine.storage.database().list_collections():
         name = info["name"]
         if not name.startswith(prefix) or logical_name(slug, name) is None:
             continue
@@ -50,7 +50,7 @@ def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
 def count_app_documents(engine: MongoDBEngine, slug: str) -> int:
     """Documents an export of ``slug`` would write (for a progress bar's length)."""
     return sum(
-        engine._raw_collection(info["name"]).count_documents({"app_id": slug})
+        engine.storage.collection(info["name"]).count_documents({"app_id": slug})
         for info in app_collections(engine, slug)
         if info.get("type", "collection") == "collection"
     )
@@ -152,7 +152,7 @@ def _export_collection(
     progress: Progress | None,
     batch_size: int,
 ) -> dict[str, Any]:
-    raw = engine._raw_collection(info["name"])
+    raw = engine.storage.collection(info["name"])
     documents = written = 0
     with open(staging / f"{logical}{layout.BSON_SUFFIX}", "wb") as fh:
         for batch in raw.find_raw_batches({"app_id": slug}, batch_size=batch_size):

@@ -36,8 +36,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
-from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
+from .. import storage
 from ..exceptions import ConfigurationError, RealtimeError
 from .codec import encode_message
 from .events import CONTROL, MESSAGE, Event, target_id, target_ids
@@ -50,13 +51,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The engine-internal collection holding every app's events.
-EVENTS_COLLECTION = "mdb_events"
+EVENTS_COLLECTION = storage.EVENTS
 #: How the listener tails it: ``auto`` (a change stream, else a tailable cursor),
 #: ``change_stream`` or ``tailable``.
 MODES = ("auto", "change_stream", "tailable")
 #: Environment variable choosing the mode for every engine of the process.
 MODE_ENV = "MDB_REALTIME_MODE"
-DEFAULT_CAPPED_BYTES = 16 * 1024 * 1024
+DEFAULT_CAPPED_BYTES = storage.EVENTS_CAPPED_BYTES
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_AWAIT_MS = 200
 #: Seconds a listener waits for an event missing from its publisher's sequence before it
@@ -86,12 +87,12 @@ class Subscription:
         self.control = control
 
     def cancel(self) -> None:
-        self.bus._unsubscribe(self)
+        self.bus.unsubscribe(self)
 
     @property
     def active(self) -> bool:
         """False once cancelled, or once the engine shut down (which ends every subscription)."""
-        return self in self.bus._subscribers.get(self.app_slug, ())
+        return self.bus.is_subscribed(self)
 
 
 class EventBus:
@@ -108,7 +109,6 @@ class EventBus:
         self._subscribers: dict[str, tuple[Subscription, ...]] = {}
         self._listener: Listener | None = None
         self._resume_point: ResumePoint | None = None
-        self._collection_ready = False
         #: This bus's id in the events it publishes (new in every process).
         self.origin = uuid.uuid4().hex
         self.mode = _mode_from_env()
@@ -192,7 +192,7 @@ class EventBus:
         be reached: this process's connections got the message, other processes' did not.
         """
         engine = self._engine
-        engine._require_initialized()
+        engine.require_initialized()
         engine.registry.require_usable(app_slug)
         event = Event(
             app_id=app_slug,
@@ -218,7 +218,7 @@ class EventBus:
         always makes a plain message, whatever it contains. ``user_id`` names the user it is
         about (managers then look at that user's connections only)."""
         engine = self._engine
-        engine._require_initialized()
+        engine.require_initialized()
         engine.registry.require_usable(app_slug)
         event = Event(
             app_id=app_slug,
@@ -238,9 +238,9 @@ class EventBus:
         document = event.to_document()
         document["seq"] = self._next_sequence(app_slug)
         try:
-            self._collection().insert_one(document)
+            self.collection().insert_one(document)
         except PyMongoError as exc:
-            self._collection_ready = False  # a restarted server may have lost the collection
+            self.collection_lost()  # a restarted server may have lost the collection
             engine.metrics.increment("realtime.publish_errors", app=app_slug)
             raise RealtimeError(
                 f"the event for app {app_slug!r} reached this process's subscribers but could "
@@ -271,14 +271,14 @@ class EventBus:
                 log.exception("realtime subscriber of app %r failed", event.app_id)
         return len(subscribers)
 
-    def _receive(self, doc: dict[str, Any]) -> None:
+    def receive(self, doc: dict[str, Any]) -> None:
         """An event document from the listener: deliver it unless this bus published it."""
         if doc.get("origin") == self.origin:
             return
         event = Event.from_document(doc)
         if event is None:
             return
-        self._count("realtime.received", app=event.app_id)
+        self.increment("realtime.received", app=event.app_id)
         self.deliver(event)
 
     # --- subscribing --------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class EventBus:
         from ..scoping.names import validate_slug
 
         validate_slug(app_slug)
-        self._engine._require_initialized()
+        self._engine.require_initialized()
         subscription = Subscription(self, app_slug, callback, control)
         version = None
         with self._lock:
@@ -319,11 +319,11 @@ class EventBus:
         if not listening:
             log.warning("realtime listener not listening after %.1f s; retrying", wait)
         if listener.error is not None:
-            self._unsubscribe(subscription)
+            self.unsubscribe(subscription)
             raise RealtimeError(f"cannot listen for events: {listener.error}") from listener.error
         return subscription
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
             current = self._subscribers.get(subscription.app_slug, ())
             remaining = tuple(s for s in current if s is not subscription)
@@ -411,38 +411,35 @@ class EventBus:
         """Stop listening and forget every subscription (the engine's shutdown)."""
         with self._lock:
             self._subscribers.clear()
-            self._collection_ready = False
+            self.collection_lost()
         self.stop()
         self._resume_point = None
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """The parent's listener thread and subscribers stay in the parent; the child starts
         afresh with an origin of its own."""
         self._lock = threading.RLock()
         self._subscribers = {}
         self._listener = None
         self._resume_point = None
-        self._collection_ready = False
+        self.collection_lost()
         self._sequences = {}
         self._sequence_lock = threading.Lock()
         self.origin = uuid.uuid4().hex
 
     # --- the collection -----------------------------------------------------------------------
 
-    def _collection(self, require_capped: bool = False) -> Collection[Any]:
-        """``mdb_events``, created capped on first use (by whichever process comes first)."""
-        raw = self._engine._raw_collection(self.collection_name)
-        if not self._collection_ready:
-            try:
-                raw.database.create_collection(
-                    self.collection_name, capped=True, size=self.capped_bytes, check_exists=False
-                )
-            except CollectionInvalid:
-                pass
-            except OperationFailure as exc:
-                if exc.code != 48:  # NamespaceExists
-                    raise
-            self._collection_ready = True
+    @property
+    def engine(self) -> MongoDBEngine:
+        return self._engine
+
+    def is_subscribed(self, subscription: Subscription) -> bool:
+        return subscription in self._subscribers.get(subscription.app_slug, ())
+
+    def collection(self, require_capped: bool = False) -> Collection[Any]:
+        """``mdb_events``, created capped on first use (by whichever process comes first;
+        see :mod:`mdb_sync.storage`). Internal: for this bus and its listener."""
+        raw = self._engine.storage.system(self.collection_name, capped_bytes=self.capped_bytes)
         if require_capped and not raw.options().get("capped"):
             raise RealtimeError(
                 f"{self.collection_name!r} is not a capped collection, which tailing needs: "
@@ -450,7 +447,11 @@ class EventBus:
             )
         return raw
 
+    def collection_lost(self) -> None:
+        """The server may have lost ``mdb_events``: create it again on next use."""
+        self._engine.storage.forget(self.collection_name)
+
     # --- metrics ------------------------------------------------------------------------------
 
-    def _count(self, name: str, app: str | None = None, value: int = 1) -> None:
+    def increment(self, name: str, app: str | None = None, value: int = 1) -> None:
         self._engine.metrics.increment(name, value, app=app)

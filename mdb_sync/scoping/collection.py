@@ -97,7 +97,7 @@ class ScopedCollection:
         self._db = database
         self._name = name
         self.__options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.__generation = database._client_generation_getter()
+        self.__generation = database.client_generation_getter()
         self.__state = (self.__generation(), sources)
         self._limits = database._limits
         self._write_scope = database.write_scope
