@@ -60,9 +60,18 @@ class VectorField:
 
 
 def engine_of(collection: Any) -> Any:
-    """The engine behind a scoped collection (None for anything else)."""
+    """The engine behind a scoped collection (None for anything else): the live engine of
+    this process that recognises the collection's database as its own (a scoped database
+    itself hands out no path to its engine)."""
+    from ..context import live_engines
+
     database = getattr(collection, "database", None)
-    return getattr(database, "_ScopedDatabase__engine", None)
+    if database is None:
+        return None
+    for engine in live_engines():
+        if engine.owns(database):
+            return engine
+    return None
 
 
 _engine_of = engine_of
@@ -289,7 +298,7 @@ def _pages(
     """The matching documents in lists of ``page``, in one streaming pass over the scoped
     collection's ``_scan`` cursor (scoped like any read; not bounded by ``max_result_docs``,
     since only ``page`` documents are held at a time)."""
-    with collection._scan(filter, projection, batch_size=page, **find_kwargs) as cursor:
+    with collection.scan(filter, projection, batch_size=page, **find_kwargs) as cursor:
         docs: list[dict[str, Any]] = []
         for doc in cursor:
             docs.append(doc)

@@ -599,12 +599,12 @@ class ScopedCollection:
             self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
-    def _scan(self, filter: Any = None, projection: Any = None, **kwargs: Any) -> Any:
+    def scan(self, filter: Any = None, projection: Any = None, **kwargs: Any) -> Any:
         """A scoped cursor over every matching document, exempt from ``max_result_docs``.
 
-        For library code that streams a whole collection in constant memory (exact vector
-        search, exports): the scope and the guards apply as to any read; only the cap that
-        protects apps from loading huge results into memory by accident is lifted.
+        For code that streams a whole collection in constant memory (exact vector search,
+        exports): the scope, the guards and ``max_time_ms`` apply as to any read; only the
+        cap that protects from loading huge results into memory by accident is lifted.
         """
         if self._is_multi():
             self._filter(filter)  # guards
