@@ -81,6 +81,11 @@ class MDBState:
 
     # --- the engine -----------------------------------------------------------------------------
 
+    @property
+    def started(self) -> bool:
+        """Whether the engine was started for a request or by ``mdb.engine`` (no I/O)."""
+        return self._ready and self.engine.is_initialized
+
     def ensure_ready(self) -> MongoDBEngine:
         """Initialize the engine and register the configured manifests, once per process
         (and again if someone shut the engine down). Thread-safe."""
@@ -152,7 +157,7 @@ def states_of(extension: MDB) -> list[MDBState]:
 def lazy_engines_waiting() -> bool:
     """Whether this process has an MDB extension whose engine has not started yet (no
     request served, ``mdb.engine`` not used): what a "no engine" error should explain."""
-    return any(not (state._ready and state.engine.is_initialized) for state in list(_STATES))
+    return any(not state.started for state in list(_STATES))
 
 
 def _after_fork_in_child() -> None:

@@ -164,7 +164,7 @@ class EmbeddedWatch:
         else:
             engine = self._engine()
             if replacement is not server and engine is not None and not self._closed:
-                engine._embedded_replaced(replacement)
+                engine.embedded_replaced(replacement)
             if replacement.pid != server.pid:
                 self.recoveries += 1
             self.server = replacement

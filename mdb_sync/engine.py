@@ -322,8 +322,8 @@ class MongoDBEngine:
         self._embedded_lease_pid = None
         self._uri = None
 
-    def _embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
-        """The watch brought the embedded server back (see :mod:`.embedded_watch`): on the
+    def embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
+        """Internal: the watch brought the embedded server back (see :mod:`.embedded_watch`): on the
         same address the client reconnects by itself; on a new one, a new client is built
         (scoped collections follow through the client epoch) and the old one closed."""
         with self._lock:
@@ -636,6 +636,11 @@ class MongoDBEngine:
         return memory_service_for(self, slug)
 
     # --- realtime -----------------------------------------------------------------------------
+
+    @property
+    def events_if_started(self) -> Any:
+        """The event bus if something already used :attr:`events` (never creates one)."""
+        return self._events
 
     @property
     def events(self) -> Any:

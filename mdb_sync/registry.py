@@ -132,6 +132,15 @@ class AppRegistry:
         record = self._record(slug)
         return dict(record["manifest"]) if record else None
 
+    def cached_record(self, slug: str) -> dict[str, Any] | None:
+        """The cached record of ``slug`` as it is (no copy, no query): for per-query paths
+        that must stay cheap and never touch the network. Do not modify it."""
+        return self._apps.get(slug)
+
+    def refresh_record(self, slug: str) -> dict[str, Any] | None:
+        """Re-read ``slug``'s record from the database into the cache."""
+        return self._record(slug, refresh=True)
+
     def get_record(self, slug: str) -> dict[str, Any] | None:
         """The stored registry document of ``slug`` (manifest, status, index outcomes)."""
         record = self._record(slug)

@@ -273,7 +273,7 @@ class AutoIndexManager:
     # --- the query path (caller's thread: keep it cheap) --------------------------------------
 
     def _settings(self, slug: str) -> tuple[int, int] | None:
-        record = self._engine.registry._apps.get(slug)
+        record = self._engine.registry.cached_record(slug)
         flag = (record.get("manifest") or {}).get("auto_index", True) if record else True
         if flag is True:
             return self.threshold, self.max_per_collection

@@ -30,7 +30,9 @@ def _apps(engine: MongoDBEngine, slug: str | None) -> list[str]:
 
 def app_collections(engine: MongoDBEngine, slug: str) -> list[str]:
     """Logical names of the collections ``slug`` has on the server."""
-    names = engine.storage.database().list_collection_names(filter={"name": {"$regex": f"^{slug}_"}})
+    names = engine.storage.database().list_collection_names(
+        filter={"name": {"$regex": f"^{slug}_"}}
+    )
     out = []
     for physical in names:
         if engine.registry.slug_for_physical(physical) == slug:
@@ -102,7 +104,7 @@ def sync_indexes(
             search_timeout=search_timeout,
         )
         engine.registry.collection.update_one({"_id": app}, {"$set": {"index_outcomes": outcomes}})
-        engine.registry._record(app, refresh=True)
+        engine.registry.refresh_record(app)
         results[app] = outcomes
     return results
 
@@ -183,8 +185,7 @@ def index_health(engine: MongoDBEngine) -> dict[str, Any]:
     app is ``degraded`` when one of its declared indexes is in conflict, not supported by
     the server, or failed."""
     apps: dict[str, list[dict[str, Any]]] = {}
-    with engine.registry._lock:
-        records = list(engine.registry._apps.values())
+    records = engine.registry.cached_records()
     for record in records:
         problems = [
             {k: o.get(k) for k in ("collection", "name", "type", "status", "error")}

@@ -69,7 +69,7 @@ class CommandMetricsListener(monitoring.CommandListener):
             return NO_APP
         # The registry's cache only (never a query from inside a listener): slug_for_physical
         # has just found the app there.
-        manifest = lambda: (registry._apps.get(app) or {}).get("manifest")  # noqa: E731
+        manifest = lambda: (registry.cached_record(app) or {}).get("manifest")  # noqa: E731
         if not self._metrics.operations_enabled(app, manifest):
             return _MUTED
         return app
