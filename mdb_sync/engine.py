@@ -454,6 +454,12 @@ class MongoDBEngine:
         if self._events is not None:
             self._events.after_fork_in_child()
 
+    @property
+    def scope_host(self) -> StorageScopeHost:
+        """Internal: what this engine's scoped databases are built on (for the registration
+        workflow, which seeds an app before it is usable through :meth:`get_scoped_db`)."""
+        return self._scope_host
+
     def owns(self, database: object) -> bool:
         """Whether ``database`` is a scoped database of this engine (used by services such
         as vector search, given only a scoped collection, to find its app's engine)."""

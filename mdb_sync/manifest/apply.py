@@ -195,7 +195,7 @@ def seed_initial_data(
         )
         if claim.modified_count != 1:
             continue  # another process claimed it
-        db = db or ScopedDatabase(engine, slug, limits=engine.limits, auto_index=False)
+        db = db or ScopedDatabase(engine.scope_host, slug, limits=engine.limits, auto_index=False)
         target = db[coll]
         if not documents or target.count_documents({}, limit=1):
             counts[coll] = 0
