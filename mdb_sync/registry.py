@@ -83,7 +83,8 @@ class AppRegistry:
 
     @property
     def collection(self) -> Collection[Any]:
-        return self._engine.storage.system(APPS_COLLECTION)
+        # Raw: reading the registry creates nothing; the registration path prepares it.
+        return self._engine.storage.collection(APPS_COLLECTION)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -260,6 +261,7 @@ class AppRegistry:
         ``a_b``) on ``_id``, and the range of slugs starting with ``<slug>_`` on the ``slug``
         index (the embedded server plans a range on ``_id`` as a scan).
         """
+        self._engine.storage.system(APPS_COLLECTION)  # the slug index (once per process)
         existing = None
         others = []
         for doc in self.collection.find({"_id": {"$in": [slug, *overlapping_prefixes(slug)]}}):
