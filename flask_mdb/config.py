@@ -84,7 +84,8 @@ def _callable(key: str, value: Any, what: str = "a callable") -> Callable[..., A
             raise _error(key, f"names nothing importable: {value!r}") from exc
     if value is not None and not callable(value):
         raise _error(key, f"must be {what}, not {value!r}")
-    return value
+    checked: Callable[..., Any] | None = value
+    return checked
 
 
 def _resolver(key: str, value: Any) -> Callable[[Any], str | None] | None:
@@ -215,6 +216,18 @@ def _optional_positive_int(key: str, value: Any) -> int | None:
 def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise _error(key, f"must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
+def _limits_scope(key: str, value: Any) -> str:
+    if value not in ("process", "cluster"):
+        raise _error(key, f'must be "process" or "cluster", not {value!r}')
+    return str(value)
+
+
+def _lease_ttl(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= 3600:
+        raise _error(key, f"must be a number of seconds from 1 to 3600, not {value!r}")
     return float(value)
 
 
@@ -362,8 +375,37 @@ OPTIONS: list[Option] = [
     Option("MDB_WEBSOCKETS", True, _bool, "serve the websocket endpoints of MDB_MANIFESTS"),
     Option("MDB_WEBSOCKET_QUEUE_SIZE", 256, _positive_int, "frames a client may lag behind"),
     Option("MDB_WEBSOCKET_SEND_TIMEOUT", 10.0, _positive_number, "seconds one frame may take"),
-    Option("MDB_WEBSOCKET_MAX_CONNECTIONS", 1000, _optional_positive_int, "per app and process"),
+    Option(
+        "MDB_WEBSOCKET_MAX_CONNECTIONS",
+        1000,
+        _optional_positive_int,
+        "per app (and process, unless the limits scope is cluster)",
+    ),
     Option("MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER", 16, _optional_positive_int, "per user"),
+    Option(
+        "MDB_WEBSOCKET_LIMITS_SCOPE",
+        "process",
+        _limits_scope,
+        'connection limits counted per "process", or across every process ("cluster")',
+    ),
+    Option(
+        "MDB_WEBSOCKET_LEASE_TTL",
+        15.0,
+        _lease_ttl,
+        "cluster limits: seconds until a dead process's connections stop counting",
+    ),
+    Option(
+        "MDB_WEBSOCKET_MAX_CHANNELS_PER_CONNECTION",
+        64,
+        _optional_positive_int,
+        "channels one connection may be in",
+    ),
+    Option(
+        "MDB_WEBSOCKET_MAX_CHANNELS",
+        10_000,
+        _optional_positive_int,
+        "channels with members per app and process",
+    ),
     Option(
         "MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS",
         None,

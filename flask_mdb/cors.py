@@ -237,7 +237,7 @@ def policy_for(binding: Binding | None) -> CorsPolicy | None:
     """The CORS policy of the bound app, or None (no app, no block, or CORS off)."""
     if binding is None or binding.slug_state is None or not binding.state.config["MDB_CORS"]:
         return None
-    return binding.state.per_slug(binding.slug_state, "cors", _build_policy)  # type: ignore[no-any-return]
+    return binding.state.per_slug(binding.slug_state, "cors", _build_policy)
 
 
 def _is_preflight() -> bool:

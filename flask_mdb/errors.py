@@ -45,6 +45,7 @@ from mdb_sync.exceptions import (
     AppNotFoundError,
     AuthenticationError,
     AuthorizationError,
+    ChannelRefused,
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMessageError,
@@ -70,6 +71,7 @@ STATUS_BY_EXCEPTION: list[tuple[type[BaseException], int]] = [
     (ResourceLimitExceeded, 413),
     (AuthenticationError, 401),
     (AuthorizationError, 403),
+    (ChannelRefused, 403),
     (UserInputError, 400),
     (UserExistsError, 409),
     (AppNotBoundError, 404),
@@ -94,9 +96,9 @@ STATUS_BY_EXCEPTION: list[tuple[type[BaseException], int]] = [
 ]
 
 #: The library's own exceptions: always answered (subclasses by Flask's MRO lookup).
-LIBRARY_EXCEPTIONS: tuple[type[BaseException], ...] = (MongoDBEngineError,)
+LIBRARY_EXCEPTIONS: tuple[type[Exception], ...] = (MongoDBEngineError,)
 #: pymongo's and bson's exceptions, answered with ``MDB_ERROR_HANDLERS``.
-THIRD_PARTY_EXCEPTIONS: tuple[type[BaseException], ...] = (
+THIRD_PARTY_EXCEPTIONS: tuple[type[Exception], ...] = (
     InvalidId,
     InvalidDocument,
     ConnectionFailure,
@@ -160,7 +162,7 @@ class MDBHTTPError(HTTPException):
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         return [*self.headers.items(), ("Cache-Control", "no-store")]
 
-    def get_response(self, environ: Any = None, scope: Any = None) -> Response:  # type: ignore[override]
+    def get_response(self, environ: Any = None, scope: Any = None) -> Response:
         """The library's rendering (:func:`render_error`); the app's handlers come first."""
         return render_error(self)
 

@@ -128,7 +128,8 @@ def send_file(
         response.cache_control.private = True
     else:
         response.cache_control.public = True
-    return response.make_conditional(request, accept_ranges=True, complete_length=grid_out.length)
+    response.make_conditional(request, accept_ranges=True, complete_length=grid_out.length)
+    return response
 
 
 def _download_name(filename: str) -> dict[str, str]:

@@ -61,7 +61,7 @@ def register_identity_reset(app: Flask, reset: Reset) -> None:
 def current_identity() -> Identity | None:
     """The identity of the current request, from the first resolver that knows it."""
     for resolver in current_app.extensions.get(_RESOLVERS, ()):
-        identity = resolver()
+        identity: Identity | None = resolver()
         if identity is not None:
             return identity
     return None
@@ -71,7 +71,7 @@ def verify_token(token: str, app_slug: str) -> Identity | None:
     """The identity a bearer token carries for ``app_slug``, or None if no verifier accepts it
     (for transports that cannot send an ``Authorization`` header, e.g. websockets)."""
     for verifier in current_app.extensions.get(_VERIFIERS, ()):
-        identity = verifier(token, app_slug)
+        identity: Identity | None = verifier(token, app_slug)
         if identity is not None:
             return identity
     return None
@@ -82,7 +82,7 @@ def check_identity(identity: Identity, *, activity: bool = False) -> Standing | 
     since?), from the checker that issued it; None when no checker knows it (an identity
     of your own resolver, which nothing here can re-check)."""
     for checker in current_app.extensions.get(_CHECKERS, ()):
-        standing = checker(identity, activity)
+        standing: Standing | None = checker(identity, activity)
         if standing is not None:
             return standing
     return None

@@ -35,7 +35,7 @@ def bson_default(value: Any) -> Any:
 class MDBJSONProvider(DefaultJSONProvider):
     """Flask's JSON provider with :func:`bson_default`."""
 
-    default = staticmethod(bson_default)  # type: ignore[assignment]
+    default = staticmethod(bson_default)
 
 
 def install_json_provider(app: Flask) -> None:

@@ -12,13 +12,14 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app
 
 from mdb_sync import MongoDBEngine, ScopedDatabase
+from mdb_sync.catalog import AppRecord
 
 from .config import MDBConfig
 
@@ -31,17 +32,19 @@ log = logging.getLogger("flask_mdb")
 _STATES: weakref.WeakSet[MDBState] = weakref.WeakSet()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SlugState:
-    """What the extension derived from one registered app's manifest (CORS policy, and
-    whatever other features compute per app), cached until the registry record changes."""
+    """One registered app as a request sees it: its manifest and the key of its registry
+    record's state (:attr:`mdb_sync.catalog.AppRecord.key`) — what the values derived from the
+    manifest (auth, CORS policy, websocket endpoints) are cached by, in the engine's per-app
+    cache (:mod:`mdb_sync.app_services`), shared with scripts on the same engine."""
 
     slug: str
-    manifest: dict[str, Any]
-    #: The registry's manifest object this was derived from: the registry replaces it when
-    #: the app is re-registered or reloaded, which is how a stale entry is recognised.
-    source: Any
-    values: dict[str, Any] = field(default_factory=dict)
+    manifest: Mapping[str, Any]
+    key: tuple[str, str, int, int]
+
+
+_T = TypeVar("_T")
 
 
 class MDBState:
@@ -73,7 +76,6 @@ class MDBState:
         self.outbox: Outbox | None = None
         self._ready = False
         self._lock = threading.Lock()
-        self._slugs: dict[str, SlugState] = {}
         _STATES.add(self)
 
     def after_fork_in_child(self) -> None:
@@ -110,30 +112,25 @@ class MDBState:
         """Shut the engine down if the extension built it (a shared engine is its owner's)."""
         with self._lock:
             self._ready = False
-            self._slugs.clear()
         if self.owns_engine:
             self.engine.shutdown()
 
     # --- per-app state ---------------------------------------------------------------------------
 
-    def slug_state(self, slug: str, record: dict[str, Any]) -> SlugState:
-        """The cached :class:`SlugState` of ``slug`` for its current registry ``record``."""
-        source = record.get("manifest")
-        cached = self._slugs.get(slug)
-        if cached is not None and cached.source is source:
-            return cached
-        fresh = SlugState(slug, dict(source or {}), source)
-        with self._lock:
-            self._slugs[slug] = fresh
-        return fresh
+    def slug_state(self, slug: str, record: Mapping[str, Any]) -> SlugState:
+        """The :class:`SlugState` of ``slug`` for its registry ``record`` (a document)."""
+        cached = self.engine.catalog.cached(slug)
+        # The catalog's record of this document (``record`` is a copy of its top level).
+        if cached is None or cached.get("manifest") is not record.get("manifest"):
+            cached = AppRecord.from_document(record)  # a record the catalog no longer holds
+        return SlugState(slug, cached.manifest, cached.key)
 
-    def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], Any]) -> Any:
-        """``slug_state.values[name]``, built once per manifest version with ``build``."""
-        try:
-            return slug_state.values[name]
-        except KeyError:
-            value = slug_state.values[name] = build(slug_state)
-            return value
+    def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], _T]) -> _T:
+        """The value ``name`` derived from ``slug_state``'s manifest, built with ``build``
+        once per state of the app, in the engine's per-app cache (``flask.<name>``)."""
+        return self.engine.app_services.get(
+            slug_state.key, f"flask.{name}", lambda: build(slug_state), id(self)
+        )
 
 
 def get_state(app: Flask | None = None) -> MDBState:
@@ -141,7 +138,8 @@ def get_state(app: Flask | None = None) -> MDBState:
     if app is None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
-        return app.extensions["mdb"]  # type: ignore[no-any-return]
+        state: MDBState = app.extensions["mdb"]
+        return state
     except KeyError:
         raise RuntimeError(
             f"the MDB extension is not registered on the Flask app {app.name!r}: "

@@ -51,14 +51,15 @@ __all__ = ["HandshakeRefused", "LiveServer", "WebSocketTestClient"]
 DEFAULT_TIMEOUT = 10.0
 
 
-class _Client(Client):  # type: ignore[misc]
+class _Client(Client):
     """simple-websocket's client, keeping the frames that arrive in the same read as the
     handshake's response (a refusal's close frame, often): its reader thread would only look
     at them after its next read, which a closed socket never gives."""
 
     def handshake(self) -> None:
         super().handshake()
-        if not self._handle_events():
+        # A private step of simple-websocket's reader (not in its stubs); see the docstring.
+        if not self._handle_events():  # type: ignore[attr-defined]
             # Closed already: say "connected" so the constructor finishes; the reader thread
             # then stops at the end of the socket, and the close code stays recorded.
             self.connected = True
@@ -103,14 +104,18 @@ class WebSocketTestClient:
         #: ``(code, reason)`` once the server closed the connection, else None.
         self.closed: tuple[int | None, str] | None = None
         try:
-            self._ws = _Client.connect(url, subprotocols=subprotocols, headers=sent)
+            self._ws = _Client.connect(
+                url,
+                subprotocols=subprotocols,
+                headers=[(k.encode("ascii"), v.encode("ascii")) for k, v in sent.items()],
+            )
         except SimpleConnectionError as exc:
             raise HandshakeRefused(url, exc.status_code) from exc
 
     @property
     def subprotocol(self) -> str | None:
         """The subprotocol the server chose."""
-        return self._ws.subprotocol  # type: ignore[no-any-return]
+        return self._ws.subprotocol
 
     def send(self, data: str | bytes) -> None:
         self._ws.send(data)
@@ -132,7 +137,7 @@ class WebSocketTestClient:
                 self.closed = (self._ws.close_reason, self._ws.close_message or "")
                 raise ConnectionError(f"closed by the server: {self.closed}")
             raise TimeoutError(f"no message from {self.url} within {wait:g} s")
-        return data  # type: ignore[no-any-return]
+        return data
 
     def receive_json(self, timeout: float | None = None, *, type: str | None = None) -> Any:
         """The next JSON message (with ``type``: the next one of that ``"type"``, skipping

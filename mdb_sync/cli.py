@@ -54,7 +54,7 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )
     @click.pass_context
     @functools.wraps(func)
-    def wrapper(ctx: click.Context, uri: str | None, db_name: str | None, **kwargs: Any) -> Any:
+    def wrapper(ctx: click.Context, /, uri: str | None, db_name: str | None, **kwargs: Any) -> Any:
         if isinstance(ctx.obj, dict) and ENGINE_KEY in ctx.obj:
             typed = [
                 f"--{name.replace('db_name', 'db')}"

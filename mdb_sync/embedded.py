@@ -882,7 +882,7 @@ if hasattr(os, "register_at_fork"):
 
 def _live_leases(base_dir: Path) -> list[int]:
     """Pids holding a lease on ``base_dir``'s server; leases of dead processes are removed."""
-    alive = []
+    alive: list[int] = []
     lease_dir = base_dir / "leases"
     if not lease_dir.is_dir():
         return alive

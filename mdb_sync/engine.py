@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import MongoClient, uri_parser
@@ -27,9 +27,12 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 
 from . import context, embedded
+from .app_services import AppServices
+from .catalog import AppCatalog
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
+    EmbeddedServerError,
     EngineConnectionError,
     EngineNotInitializedError,
     InvalidMongoURI,
@@ -37,11 +40,17 @@ from .exceptions import (
 )
 from .indexes.auto import AutoIndexManager
 from .observability.metrics import MetricsCollector
+from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
 from .scoping.host import StorageScopeHost
+from .scoping.names import APPS_COLLECTION
 from .storage import APP_ID_INDEX_CACHE_SIZE as APP_ID_INDEX_CACHE_SIZE
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from .ai import EmbeddingService, LLMService, MemoryService
+    from .realtime import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +150,7 @@ class MongoDBEngine:
         self._embedded: embedded.EmbeddedServer | None = None
         self._embedded_lease_pid: int | None = None
         self._embedded_owner_pid: int | None = None
-        self._client: MongoClient[Any] | None = None
+        self._client: MongoClient[dict[str, Any]] | None = None
         self._client_pid: int | None = None
         # Bumped for every new client (a forked child's, a re-attached embedded server's):
         # scoped collections rebuild their pymongo collections when it changes.
@@ -163,11 +172,21 @@ class MongoDBEngine:
         self._scope_host = StorageScopeHost(
             self.storage, self._observe_query, self._record_security_event
         )
-        self.registry = AppRegistry(self)
+        #: The registered apps (:mod:`mdb_sync.catalog`): the only owner of ``apps_config``.
+        self.catalog = AppCatalog(
+            lambda: self.storage.collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
+        )
+        #: The registration workflow (:mod:`mdb_sync.registration`).
+        self.registration = Registration(self, self.catalog, self.storage.system)
+        #: Everything derived from an app's manifest, keyed by its record's version
+        #: (:mod:`mdb_sync.app_services`).
+        self.app_services = AppServices(self.catalog)
+        #: The registry as one object (a facade over ``catalog`` and ``registration``).
+        self.registry = AppRegistry(self.catalog, self.registration)
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
-        self._events: Any = None
+        self._events: EventBus | None = None
         context.track_engine(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -200,7 +219,7 @@ class MongoDBEngine:
                     f"cannot reach MongoDB at {host}: {exc}", context={"host": host}
                 ) from exc
             self._initialized = True
-        self.registry.load()
+        self.catalog.load()
         log.info("engine ready on %s, database %r", self.describe_server(), self._db_name)
         return self
 
@@ -216,6 +235,7 @@ class MongoDBEngine:
             self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
+        self.app_services.clear()
         with self._lock:
             self._initialized = False
             self._scoped.clear()
@@ -316,7 +336,7 @@ class MongoDBEngine:
         elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
             try:
                 embedded.release(server.base_dir, lock_timeout=SHUTDOWN_LOCK_TIMEOUT)
-            except embedded.EmbeddedServerError as exc:
+            except EmbeddedServerError as exc:
                 # The lease stays until this process exits; the supervisor reaps it then.
                 log.warning("could not release the embedded server: %s", exc)
         self._embedded_lease_pid = None
@@ -369,7 +389,7 @@ class MongoDBEngine:
     # --- the client ---------------------------------------------------------------------------
 
     @property
-    def client(self) -> MongoClient[Any]:
+    def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
         client = self._client
         if client is not None and self._client_pid == os.getpid():
@@ -387,7 +407,7 @@ class MongoDBEngine:
         shared across processes."""
         return self._client_pid
 
-    def _make_client(self) -> MongoClient[Any]:
+    def _make_client(self) -> MongoClient[dict[str, Any]]:
         if self._uri is None:
             raise EngineNotInitializedError("the engine is not initialized: call initialize()")
         if (
@@ -405,7 +425,7 @@ class MongoDBEngine:
                 # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
                 uri_parser.parse_uri(self._uri, warn=False)
             options = {**self.client_settings(), "event_listeners": self._client_event_listeners()}
-            client: MongoClient[Any] = MongoClient(self._uri, **options)
+            client: MongoClient[dict[str, Any]] = MongoClient(self._uri, **options)
         except (PyMongoConfigurationError, ValueError, TypeError) as exc:
             host = describe_uri(self._uri)
             raise InvalidMongoURI(
@@ -448,7 +468,8 @@ class MongoDBEngine:
         self.storage.after_fork_in_child()
         if self._watch is not None:
             self._watch.after_fork_in_child()
-        self.registry.after_fork_in_child()
+        self.catalog.after_fork_in_child()
+        self.app_services.after_fork_in_child()
         self.metrics.after_fork_in_child()
         self.auto_indexes.after_fork_in_child()
         if self._events is not None:
@@ -466,10 +487,10 @@ class MongoDBEngine:
         return isinstance(database, ScopedDatabase) and database.is_hosted_by(self._scope_host)
 
     # Kept for tests and scripts written against earlier versions: use ``engine.storage``.
-    def _database(self) -> Database[Any]:
+    def _database(self) -> Database[dict[str, Any]]:
         return self.storage.database()
 
-    def _raw_collection(self, physical: str) -> Collection[Any]:
+    def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
         return self.storage.collection(physical)
 
     # --- apps ---------------------------------------------------------------------------------
@@ -498,8 +519,8 @@ class MongoDBEngine:
         cached = self._scoped.get(key)
         if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
             return cached[0]
-        record = self.registry.require_usable(app_slug)
-        access = (record.get("manifest") or {}).get("data_access") or {}
+        record = self.registration.require_usable(app_slug)
+        access = record.manifest.get("data_access") or {}
         if read_scopes is None and access.get("read_scopes"):
             read_scopes = [app_slug, *access["read_scopes"]]
         if read_scopes is not None:
@@ -584,7 +605,7 @@ class MongoDBEngine:
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
         self._require_initialized()
-        result = self.registry.register(
+        result = self.registration.register(
             manifest,
             create_indexes=create_indexes,
             replace_indexes=replace_conflicting_indexes,
@@ -596,7 +617,8 @@ class MongoDBEngine:
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
         self._require_initialized()
-        return self.registry.get_manifest(slug)
+        record = self.catalog.get(slug)
+        return dict(record.manifest) if record is not None else None
 
     def list_apps(self, status: str | None = None) -> list[dict[str, Any]]:
         """Registered apps (manifests), optionally only those with ``status``."""
@@ -607,13 +629,14 @@ class MongoDBEngine:
         """Re-read the registry from the database; return the number of active apps."""
         self._require_initialized()
         self._scoped.clear()
-        return self.registry.load()
+        return self.catalog.load()
 
     def unregister_app(self, slug: str) -> bool:
         """Remove ``slug`` from the registry (its data is kept). True if it was registered."""
         self._require_initialized()
         self._forget_scoped(slug)
-        return self.registry.unregister(slug)
+        self.app_services.forget(slug)
+        return self.registration.unregister(slug)
 
     def _forget_scoped(self, slug: str) -> None:
         # Grants and policies of one app shape other apps' scoped databases: start afresh.
@@ -622,20 +645,20 @@ class MongoDBEngine:
 
     # --- AI services --------------------------------------------------------------------------
 
-    def get_llm_service(self, slug: str) -> Any:
+    def get_llm_service(self, slug: str) -> LLMService:
         """The :class:`~mdb_sync.ai.LLMService` of ``slug``, from its manifest's
         ``llm_config`` and the environment (cached; rebuilt when either changes)."""
         from .ai.services import llm_service_for
 
         return llm_service_for(self, slug)
 
-    def get_embedding_service(self, slug: str) -> Any:
+    def get_embedding_service(self, slug: str) -> EmbeddingService:
         """The :class:`~mdb_sync.ai.EmbeddingService` of ``slug`` (``embedding_config``)."""
         from .ai.services import embedding_service_for
 
         return embedding_service_for(self, slug)
 
-    def get_memory_service(self, slug: str) -> Any:
+    def get_memory_service(self, slug: str) -> MemoryService:
         """The :class:`~mdb_sync.ai.MemoryService` of ``slug`` (``memory_config``)."""
         from .ai.services import memory_service_for
 
@@ -644,12 +667,12 @@ class MongoDBEngine:
     # --- realtime -----------------------------------------------------------------------------
 
     @property
-    def events_if_started(self) -> Any:
+    def events_if_started(self) -> EventBus | None:
         """The event bus if something already used :attr:`events` (never creates one)."""
         return self._events
 
     @property
-    def events(self) -> Any:
+    def events(self) -> EventBus:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
         if self._events is None:
@@ -725,7 +748,9 @@ class MongoDBEngine:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
         ``app_id_indexes``, ``unknown_slugs``, ``registered_apps`` (no limit: the apps you
-        registered) and ``query_shapes``. None of them grows with what requests ask for."""
+        registered), ``app_services`` (what is derived from each app's manifest: auth, AI
+        services, metrics settings, CORS, websockets) and ``query_shapes``. None of them grows
+        with what requests ask for."""
         from .scoping.database import COLLECTION_CACHE_SIZE
 
         with self._lock:
@@ -738,7 +763,12 @@ class MongoDBEngine:
                 },
                 **self.storage.cache_info(),
             }
-        return {**info, **self.registry.cache_info(), **self.auto_indexes.cache_info()}
+        return {
+            **info,
+            **self.catalog.cache_info(),
+            **self.app_services.cache_info(),
+            **self.auto_indexes.cache_info(),
+        }
 
     def get_health_status(self, timeout: float | None = None) -> dict[str, Any]:
         """``{"status": "healthy"|"degraded"|"unhealthy", "checks": [...]}``, each check also

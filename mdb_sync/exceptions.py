@@ -39,6 +39,11 @@ class ConfigurationError(MongoDBEngineError, ValueError):
     """An engine, extension or service option is missing or has a bad value."""
 
 
+class AuthNotConfiguredError(ConfigurationError):
+    """Something needs an app's auth (a ``@login_required`` view, say) but the app's
+    manifest has no ``auth`` block; ``context["app"]`` names the app."""
+
+
 class EngineNotInitializedError(MongoDBEngineError, RuntimeError):
     """The engine was used before :meth:`MongoDBEngine.initialize` or after ``shutdown``."""
 
@@ -78,6 +83,11 @@ class AppNotActiveError(MongoDBEngineError, PermissionError):
 
 class AppConflictError(MongoDBEngineError, ValueError):
     """An app cannot be registered because its physical names could collide with another's."""
+
+
+class AppVersionConflictError(AppConflictError):
+    """An app's registry record changed (another process or thread wrote it) after the
+    version a compare-and-set change was computed from."""
 
 
 class ManifestValidationError(MongoDBEngineError, ValueError):
@@ -289,10 +299,24 @@ class InvalidMessageError(RealtimeError, ValueError):
     """A realtime message cannot be sent: JSON cannot carry it, or it lacks what is required."""
 
 
+class InvalidChannelError(InvalidMessageError):
+    """A channel name is not acceptable (see :func:`mdb_sync.realtime.validate_channel`)."""
+
+
+class ChannelRefused(RealtimeError, PermissionError):
+    """A connection may not join a channel: the app's channel authorization refused it."""
+
+
+class ChannelLimitExceeded(RealtimeError, ResourceLimitExceeded):
+    """A connection is in as many channels as allowed, or the app has as many channels in
+    this process as allowed."""
+
+
 class ConnectionLimitExceeded(RealtimeError, ResourceLimitExceeded):
     """A websocket client was refused: the app, the user or the client address already has
-    as many live connections in this process as allowed. ``limit`` names which one
-    (``"app"``, ``"user"`` or ``"address"``)."""
+    as many live connections as allowed (in this process, or in every process when the
+    limits are counted in the database). ``limit`` names which one (``"app"``, ``"user"``
+    or ``"address"``)."""
 
     def __init__(self, message: str, *, limit: str, context: dict[str, Any] | None = None) -> None:
         super().__init__(message, context=context)
@@ -307,9 +331,13 @@ __all__ = [
     "AppConflictError",
     "AppNotActiveError",
     "AppNotFoundError",
+    "AppVersionConflictError",
     "AuthError",
+    "AuthNotConfiguredError",
     "AuthenticationError",
     "AuthorizationError",
+    "ChannelLimitExceeded",
+    "ChannelRefused",
     "ConfigurationError",
     "ConnectionLimitExceeded",
     "EmbeddedServerError",
@@ -319,6 +347,7 @@ __all__ = [
     "IndexConflictError",
     "IndexError_",
     "IndexNotSupportedError",
+    "InvalidChannelError",
     "InvalidCollectionName",
     "InvalidMessageError",
     "InvalidMongoURI",

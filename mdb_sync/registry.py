@@ -1,598 +1,124 @@
-"""The app registry: which apps exist, their manifests and status, persisted in ``apps_config``.
+"""``engine.registry``: the app registry as one object, a facade over two services.
 
-The registry is the source of truth shared by every process (web workers, Celery workers,
-scripts); each engine keeps a cache whose entries (and misses) are re-read after
+The registry of apps (``apps_config``) is owned by the app catalog
+(:mod:`mdb_sync.catalog`: the cached, versioned :class:`~mdb_sync.catalog.AppRecord` of
+each app, and every write of a record) and changed by the registration workflow
+(:mod:`mdb_sync.registration`). :class:`AppRegistry` keeps the methods ``engine.registry``
+always had, returning registry documents as dicts; new code uses ``engine.catalog`` and
+``engine.registration``.
+
+Each engine re-reads a cached record (and a cached miss) after
 ``engine.registry_refresh_seconds``, so an app registered, deactivated or changed by another
 process takes effect here within that delay; :meth:`AppRegistry.load` re-reads everything.
-
-Registration enforces the physical half of the sandbox contract: two apps whose slugs could
-produce the same physical collection name (``my`` + ``app_tasks`` vs ``my_app`` + ``tasks``)
-are never both registered, even when processes register them at the same moment: a new slug
-is claimed under a per-segment lock (see :mod:`mdb_sync.registry_claims`), so exactly one of
-two overlapping registrations wins and the other gets :class:`AppConflictError` naming it;
-of two registrations of the same new slug exactly one reports ``created: True``. Every
-look-up by slug is an indexed query (``_id`` equality, ``$in`` or range), so registration
-costs the same whatever the size of the registry.
-
-The per-process cache of slugs that are *not* registered is bounded
-(:data:`MISSING_CACHE_SIZE` entries, oldest dropped first), so requests naming ever new
-slugs cannot grow it; registered apps are cached in full (they are what was registered).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import logging
-import threading
-import time
+import builtins
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pymongo.errors import DuplicateKeyError, PyMongoError
-
-from .exceptions import AppConflictError, AppNotActiveError, AppNotFoundError, ScopeError
-from .registry_claims import (
-    CLAIM_STALE_SECONDS,
-    LOCKS_COLLECTION,
-    REGISTERING,
-    abandoned,
-    claim_of,
-    describe,
-    let_go,
-    new_holder,
-    segment_lock,
-    still_held,
+from .catalog import ACTIVE, MISSING_CACHE_SIZE, AppCatalog
+from .registration import (
+    MAX_REPORTED_CONFLICTS,
+    REGISTRATION_WAIT_SECONDS,
+    USE_WAIT_SECONDS,
+    Registration,
 )
-from .scoping.names import APPS_COLLECTION, overlapping_prefixes, validate_slug
-from .signals import app_registered, app_unregistered
 
 if TYPE_CHECKING:
     from pymongo.collection import Collection
 
-    from .engine import MongoDBEngine
-
-log = logging.getLogger(__name__)
-
-ACTIVE = "active"
-#: At most this many slugs found unregistered are remembered (for ``registry_refresh_seconds``).
-MISSING_CACHE_SIZE = 1024
-#: How long a registration waits for another process's first registration of the same slug.
-REGISTRATION_WAIT_SECONDS = 60.0
-#: How long a look-up (``get_scoped_db``, a request) waits for an app still being registered.
-USE_WAIT_SECONDS = 5.0
-#: Overlapping slugs named in an AppConflictError (the query stops there).
-MAX_REPORTED_CONFLICTS = 10
-
-
-def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+__all__ = [
+    "ACTIVE",
+    "MAX_REPORTED_CONFLICTS",
+    "MISSING_CACHE_SIZE",
+    "REGISTRATION_WAIT_SECONDS",
+    "USE_WAIT_SECONDS",
+    "AppRegistry",
+]
 
 
 class AppRegistry:
-    """Registered apps of one engine (thread-safe cache over ``apps_config``)."""
+    """Registered apps of one engine (the public face of its catalog and registration)."""
 
-    def __init__(self, engine: MongoDBEngine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-        self._apps: dict[str, dict[str, Any]] = {}
-        self._fetched: dict[str, float] = {}  # slug -> monotonic time its record was read
-        self._missing: dict[str, float] = {}  # slug -> monotonic time a lookup found nothing
-
-    def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, catalog: AppCatalog, registration: Registration) -> None:
+        self.catalog = catalog
+        self.registration = registration
 
     @property
     def collection(self) -> Collection[Any]:
-        # Raw: reading the registry creates nothing; the registration path prepares it.
-        return self._engine.storage.collection(APPS_COLLECTION)
+        return self.catalog.collection
 
     # --- reading ------------------------------------------------------------------------------
 
     def load(self) -> int:
         """Replace the cache with the database's registry; return the number of active apps."""
-        records = {doc["_id"]: doc for doc in self.collection.find({})}
-        now = time.monotonic()
-        with self._lock:
-            self._apps = records
-            self._fetched = dict.fromkeys(records, now)
-            self._missing = {}
-        return sum(1 for doc in records.values() if doc.get("status") == ACTIVE)
-
-    def _record(self, slug: str, refresh: bool = False) -> dict[str, Any] | None:
-        now = time.monotonic()
-        if not refresh:
-            ttl = self._engine.registry_refresh_seconds
-            record = self._apps.get(slug)
-            if record is not None:
-                if now - self._fetched.get(slug, 0.0) < ttl:
-                    return record
-            elif now - self._missing.get(slug, -ttl) < ttl:
-                return None
-        record = self.collection.find_one({"_id": slug})
-        with self._lock:
-            if record is None:
-                self._apps.pop(slug, None)
-                self._fetched.pop(slug, None)
-                self._remember_missing(slug, now)
-            else:
-                self._apps[slug] = record
-                self._fetched[slug] = now
-                self._missing.pop(slug, None)
-        return record
-
-    def _remember_missing(self, slug: str, now: float) -> None:
-        """Note that ``slug`` is not registered (caller holds the lock). Oldest first out: the
-        cache never holds more than :data:`MISSING_CACHE_SIZE` slugs, whatever is asked."""
-        missing = self._missing
-        missing.pop(slug, None)
-        missing[slug] = now
-        while len(missing) > MISSING_CACHE_SIZE:
-            del missing[next(iter(missing))]
+        return self.catalog.load()
 
     def get_manifest(self, slug: str) -> dict[str, Any] | None:
-        record = self._record(slug)
-        return dict(record["manifest"]) if record else None
-
-    def cached_record(self, slug: str) -> dict[str, Any] | None:
-        """The cached record of ``slug`` as it is (no copy, no query): for per-query paths
-        that must stay cheap and never touch the network. Do not modify it."""
-        return self._apps.get(slug)
-
-    def refresh_record(self, slug: str) -> dict[str, Any] | None:
-        """Re-read ``slug``'s record from the database into the cache."""
-        return self._record(slug, refresh=True)
+        record = self.catalog.get(slug)
+        return dict(record.manifest) if record else None
 
     def get_record(self, slug: str) -> dict[str, Any] | None:
-        """The stored registry document of ``slug`` (manifest, status, index outcomes)."""
-        record = self._record(slug)
-        return dict(record) if record else None
+        """The stored registry document of ``slug`` (manifest, status, index outcomes,
+        ``version``)."""
+        record = self.catalog.get(slug)
+        return record.to_document() if record else None
 
-    def cached_records(self) -> list[dict[str, Any]]:
+    def cached_manifest(self, slug: str) -> dict[str, Any] | None:
+        """The manifest of ``slug`` in this process's cache, or None: never a query."""
+        record = self.catalog.cached(slug)
+        return dict(record.manifest) if record else None
+
+    def cached_records(self) -> builtins.list[dict[str, Any]]:
         """Copies of the cached registry documents, without touching the server (the health
         check's view when the server does not answer)."""
-        with self._lock:
-            return [dict(record) for record in self._apps.values()]
+        return [record.to_document() for record in self.catalog.records()]
 
-    def list(self, status: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            records = list(self._apps.values())
+    def list(self, status: str | None = None) -> builtins.list[dict[str, Any]]:
         return [
-            dict(r["manifest"])
-            for r in sorted(records, key=lambda r: r["_id"])
+            dict(r.manifest)
+            for r in self.catalog.records()
             if status is None or r.get("status") == status
         ]
 
     def cache_info(self) -> dict[str, dict[str, int]]:
-        """Sizes of this process's registry cache: ``registered_apps`` (every app read or
-        registered here; limit 0: bounded by the registry itself) and ``unknown_slugs``."""
-        with self._lock:
-            return {
-                "registered_apps": {"size": len(self._apps), "limit": 0},
-                "unknown_slugs": {"size": len(self._missing), "limit": MISSING_CACHE_SIZE},
-            }
+        return self.catalog.cache_info()
 
-    def slugs(self) -> list[str]:
-        with self._lock:
-            return sorted(self._apps)
+    def slugs(self) -> builtins.list[str]:
+        return self.catalog.slugs()
 
     def slug_for_physical(self, physical: str) -> str | None:
-        """The registered app owning physical collection ``physical`` (``my_app_tasks`` ->
-        ``my_app``), or None. Unambiguous because overlapping slugs are never registered."""
-        with self._lock:
-            apps = self._apps
-            for i, ch in enumerate(physical):
-                if ch == "_" and physical[:i] in apps:
-                    return physical[:i]
-        return None
+        return self.catalog.slug_for_physical(physical)
 
     def require_usable(self, slug: str) -> dict[str, Any]:
-        """The record of an active app, registering ``slug`` implicitly when allowed.
-
-        Raises :class:`AppNotFoundError` for an unknown slug when implicit apps are off and
-        :class:`AppNotActiveError` for an inactive or archived app.
-        """
-        validate_slug(slug)
-        record = self._record(slug)
-        if claim_of(record) is not None:
-            record = self._settled(slug, USE_WAIT_SECONDS)
-        if record is None:
-            if not self._engine.implicit_apps:
-                raise AppNotFoundError(
-                    f"app {slug!r} is not registered (register its manifest first)",
-                    context={"app": slug},
-                )
-            self.register({"slug": slug, "name": slug}, create_indexes=False, implicit=True)
-            record = self._record(slug, refresh=True)
-            if record is None:  # unregistered again by someone else in between
-                raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
-        claim = claim_of(record)
-        if claim is not None:
-            state = (
-                "registration did not finish (register it again)"
-                if abandoned(claim, CLAIM_STALE_SECONDS)
-                else "registration is still running; it can be used once it finishes"
-            )
-            raise AppNotActiveError(
-                f"app {slug!r} is not usable: its first {state} ({describe(claim)})",
-                context={"app": slug},
-            )
-        if record.get("status", ACTIVE) != ACTIVE:
-            raise AppNotActiveError(
-                f"app {slug!r} is {record.get('status')}, not active", context={"app": slug}
-            )
-        return record
-
-    def _settled(self, slug: str, timeout: float) -> dict[str, Any] | None:
-        """The record of ``slug`` once a first registration in progress elsewhere has
-        finished, failed or been abandoned (waiting at most ``timeout`` seconds; a record
-        still pending after that is returned as it is)."""
-        record = self._record(slug, refresh=True)
-        deadline = time.monotonic() + timeout
-        pause = 0.01
-        while True:
-            claim = claim_of(record)
-            if claim is None or abandoned(claim, CLAIM_STALE_SECONDS):
-                return record
-            if time.monotonic() >= deadline:
-                return record
-            time.sleep(pause)
-            pause = min(pause * 2, 0.25)
-            record = self._record(slug, refresh=True)
+        """The record of an active app, registering ``slug`` implicitly when allowed (see
+        :meth:`~mdb_sync.registration.Registration.require_usable`)."""
+        return self.registration.require_usable(slug).to_document()
 
     # --- writing ------------------------------------------------------------------------------
 
-    @property
-    def _locks(self) -> Collection[Any]:
-        return self._engine.storage.system(LOCKS_COLLECTION)
-
-    def _raise_conflict(self, slug: str, others: list[str]) -> None:
-        raise AppConflictError(
-            f"app {slug!r} cannot be registered next to {', '.join(map(repr, others))}: their "
-            "physical collection names could collide (e.g. 'my' + 'app_tasks' and 'my_app' + "
-            "'tasks' are both 'my_app_tasks'); choose a slug that is not a '_'-separated "
-            "prefix of another",
-            context={"app": slug, "conflicts": others},
-        )
-
-    def _lookup(self, slug: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        """The stored record of ``slug`` and the records whose slugs overlap it.
-
-        Two indexed queries: ``$in`` over the slug and its ``_``-prefixes (``a_b_c``: ``a``,
-        ``a_b``) on ``_id``, and the range of slugs starting with ``<slug>_`` on the ``slug``
-        index (the embedded server plans a range on ``_id`` as a scan).
-        """
-        self._engine.storage.system(APPS_COLLECTION)  # the slug index (once per process)
-        existing = None
-        others = []
-        for doc in self.collection.find({"_id": {"$in": [slug, *overlapping_prefixes(slug)]}}):
-            if doc["_id"] == slug:
-                existing = doc
-            else:
-                others.append(doc)
-        # Slugs use [a-z0-9_-]: those starting with "<slug>_" are exactly [slug_, slug`).
-        longer = self.collection.find(
-            {"slug": {"$gte": slug + "_", "$lt": slug + "`"}},
-            {"_id": 1, "status": 1, "claim": 1},
-            limit=MAX_REPORTED_CONFLICTS,
-        )
-        others.extend(longer)
-        return existing, others
-
-    def _live_conflicts(self, others: list[dict[str, Any]], clean: bool = False) -> list[str]:
-        """Slugs of ``others`` that block a registration: registered apps and first
-        registrations still running. Abandoned claims do not count (and are removed when
-        ``clean``, which is only done under the segment lock)."""
-        live = []
-        for other in others:
-            claim = claim_of(other)
-            if claim is not None and abandoned(claim, CLAIM_STALE_SECONDS):
-                if not clean:
-                    continue
-                gone = self.collection.delete_one(
-                    {"_id": other["_id"], "status": REGISTERING, "claim.token": claim.get("token")}
-                )
-                if gone.deleted_count == 1:
-                    continue  # else it was taken over meanwhile: it still blocks
-            live.append(other["_id"])
-        return sorted(live)
-
-    def _claim(
-        self, slug: str, normalized: dict[str, Any], implicit: bool
-    ) -> dict[str, Any] | None:
-        """Claim the new slug ``slug``: under the lock of its segment, check that no app
-        overlaps it and insert its pending record. Returns the claim, or None when a record of
-        ``slug`` itself appeared meanwhile (the caller looks again)."""
-        with segment_lock(self._locks, slug) as lock:
-            existing, others = self._lookup(slug)
-            conflicts = self._live_conflicts(others, clean=True)
-            if conflicts:
-                self._raise_conflict(slug, conflicts)
-            if existing is not None:
-                return None
-            claim = new_holder()
-            try:
-                self._insert_claim(slug, claim, lock, normalized, implicit)
-            except DuplicateKeyError:
-                let_go(claim)
-                return None
-            except BaseException:
-                let_go(claim)
-                raise
-            return claim
-
-    def _insert_claim(
-        self,
-        slug: str,
-        claim: dict[str, Any],
-        lock: dict[str, Any],
-        normalized: dict[str, Any],
-        implicit: bool,
-    ) -> None:
-        now = claim["at"]
-        self.collection.insert_one(
-            {
-                "_id": slug,
-                "slug": slug,
-                "status": REGISTERING,
-                "manifest": normalized,
-                "implicit": implicit,
-                "index_outcomes": [],
-                "registered_at": now,
-                "updated_at": now,
-                "claim": claim,
-            }
-        )
-        if not still_held(self._locks, slug, lock):
-            # Stalled past the lease: another registration may have checked without seeing
-            # this claim. Withdraw rather than risk two overlapping apps.
-            self._release_claim(slug, claim)
-            raise AppConflictError(
-                f"app {slug!r} was not registered: the registration stalled past its lock "
-                "lease; nothing was changed, retry",
-                context={"app": slug},
-            )
-
-    def _release_claim(self, slug: str, claim: dict[str, Any]) -> None:
-        self.collection.delete_one(
-            {"_id": slug, "status": REGISTERING, "claim.token": claim["token"]}
-        )
-
-    def _take_over(self, slug: str, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Take the abandoned claim of ``record`` over (None if someone else did)."""
-        old = claim_of(record) or {}
-        claim = new_holder()
-        try:
-            # Under the segment lock like every claim (and so a lock the same dead attempt
-            # left behind is taken over and released too).
-            with segment_lock(self._locks, slug):
-                result = self.collection.update_one(
-                    {"_id": slug, "status": REGISTERING, "claim.token": old.get("token")},
-                    {"$set": {"claim": claim, "updated_at": claim["at"]}},
-                )
-        except BaseException:
-            let_go(claim)
-            raise
-        if result.modified_count != 1:
-            let_go(claim)
-            return None
-        log.warning("took over the abandoned registration of %r (%s)", slug, describe(old))
-        return claim
-
-    def _own(
-        self, slug: str, normalized: dict[str, Any], implicit: bool
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """``(existing record, claim)``: the registered record of ``slug`` to update (claim
-        None), or the claim of its first registration (existing None) — after overlap
-        checks, waiting for another process's first registration of the same slug."""
-        deadline = time.monotonic() + REGISTRATION_WAIT_SECONDS
-        while True:
-            existing, others = self._lookup(slug)
-            conflicts = self._live_conflicts(others)
-            if conflicts:
-                self._raise_conflict(slug, conflicts)
-            claim: dict[str, Any] | None = None
-            if existing is None:
-                claim = self._claim(slug, normalized, implicit)
-            elif claim_of(existing) is None:
-                return existing, None
-            elif abandoned(claim_of(existing), CLAIM_STALE_SECONDS):
-                claim = self._take_over(slug, existing)
-            else:
-                settled = self._settled(slug, max(0.0, deadline - time.monotonic()))
-                pending = claim_of(settled)
-                if pending is not None and not abandoned(pending, CLAIM_STALE_SECONDS):
-                    raise AppConflictError(
-                        f"app {slug!r} is still being registered by another process "
-                        f"({describe(pending)}) after {REGISTRATION_WAIT_SECONDS:.0f} s; retry "
-                        "once it has finished",
-                        context={"app": slug},
-                    )
-                continue
-            if claim is not None:
-                return None, claim
-            if time.monotonic() >= deadline:  # pragma: no cover - needs a registry in churn
-                raise AppConflictError(
-                    f"app {slug!r} could not be claimed: its record kept changing",
-                    context={"app": slug},
-                )
-
-    def _apply(
-        self,
-        normalized: dict[str, Any],
-        existing: dict[str, Any] | None,
-        claim: dict[str, Any] | None,
-        *,
-        implicit: bool,
-        create_indexes: bool,
-        replace_indexes: bool,
-        search_index_timeout: float | None,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
-        """Apply collection settings and indexes, then write the record: the first
-        registration's (``claim``) or an update of ``existing``. Returns ``(record,
-        collections, index outcomes)``, or None when the app was unregistered meanwhile."""
-        from .manifest.apply import apply_collection_settings
-
-        slug = normalized["slug"]
-        try:
-            collections: list[dict[str, Any]] = []
-            if normalized.get("collection_settings"):
-                collections = apply_collection_settings(
-                    self._engine, slug, normalized["collection_settings"]
-                )
-            outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
-            if create_indexes:
-                from .indexes import ensure_declared_indexes
-                from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
-
-                outcomes = ensure_declared_indexes(
-                    self._engine,
-                    slug,
-                    normalized.get("managed_indexes") or {},
-                    replace=replace_indexes,
-                    search_timeout=(
-                        DEFAULT_SEARCH_TIMEOUT
-                        if search_index_timeout is None
-                        else search_index_timeout
-                    ),
-                    previous=outcomes,
-                )
-        except BaseException:
-            if claim is not None:
-                try:
-                    self._release_claim(slug, claim)
-                except PyMongoError:  # left "registering": a retry takes it over
-                    log.warning("could not withdraw the failed registration of %r", slug)
-            raise
-        now = _now()
-        fields: dict[str, Any] = {
-            "slug": slug,
-            "status": normalized.get("status", ACTIVE),
-            "manifest": normalized,
-            "implicit": implicit,
-            "index_outcomes": outcomes,
-        }
-        if claim is not None:
-            done = self.collection.update_one(
-                {"_id": slug, "status": REGISTERING, "claim.token": claim["token"]},
-                {"$set": {**fields, "updated_at": now}, "$unset": {"claim": ""}},
-            )
-            if done.matched_count != 1:
-                raise AppConflictError(
-                    f"app {slug!r} was not registered: its registration took longer than "
-                    f"{CLAIM_STALE_SECONDS:.0f} s and was taken over or withdrawn",
-                    context={"app": slug},
-                )
-            record = {"_id": slug, "registered_at": now, **fields, "updated_at": now}
-            return record, collections, outcomes
-        assert existing is not None
-        record = {**existing, **fields}
-        if any(existing.get(k) != v for k, v in fields.items()):
-            record["updated_at"] = now
-            updated = self.collection.update_one(
-                {"_id": slug, "status": {"$ne": REGISTERING}},
-                {"$set": {**fields, "updated_at": now}},
-            )
-            if updated.matched_count != 1:
-                return None  # unregistered meanwhile: claim the slug afresh
-        return record, collections, outcomes
-
-    def register(
-        self,
-        manifest: Mapping[str, Any],
-        *,
-        create_indexes: bool = True,
-        implicit: bool = False,
-        replace_indexes: bool = False,
-        search_index_timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Validate, persist and act on ``manifest``.
-
-        Order, so that a bad manifest changes nothing: validation and the slug-collision
-        check (a new slug is claimed atomically: its record appears with status
-        ``registering``), then ``collection_settings`` (undone and raised if the server
-        refuses one, and the claim withdrawn), then the declared indexes (outcomes reported,
-        never raised), then one write of the record, then ``initial_data`` (seeded once). An
-        unchanged re-registration writes nothing and sends no index or collection command
-        besides the listings.
-
-        Returns ``{"slug", "created", "indexes": [outcome...], "collections": [...],
-        "seeded": {collection: n}}``; index outcomes are also stored in the record
-        (``index_outcomes``). Of concurrent registrations of one new slug, exactly one
-        reports ``created: True``; the others wait for it and then update the app.
-        """
-        from .exceptions import ManifestValidationError
-        from .manifest import validate_manifest
-        from .manifest.apply import seed_initial_data
-
-        normalized = validate_manifest(manifest)
-        slug = normalized["slug"]
-        try:
-            validate_slug(slug)
-        except ScopeError as exc:
-            raise ManifestValidationError(str(exc), errors={"slug": [str(exc)]}) from exc
-        from .auth.demo_users import has_clear_passwords, hash_demo_passwords
-
-        if has_clear_passwords(normalized):  # the registry keeps no clear password
-            stored = self.collection.find_one({"_id": slug}, {"manifest": 1})
-            normalized = hash_demo_passwords(normalized, (stored or {}).get("manifest"))
-        for _attempt in range(3):
-            existing, claim = self._own(slug, normalized, implicit)
-            if implicit and existing is not None:
-                return {
-                    "slug": slug, "created": False, "indexes": [], "collections": [], "seeded": {},
-                }  # fmt: skip
-            try:
-                applied = self._apply(
-                    normalized,
-                    existing,
-                    claim,
-                    implicit=implicit,
-                    create_indexes=create_indexes,
-                    replace_indexes=replace_indexes,
-                    search_index_timeout=search_index_timeout,
-                )
-            finally:
-                let_go(claim)
-            if applied is not None:
-                record, collections, outcomes = applied
-                break
-        else:  # pragma: no cover - needs three unregistrations racing one registration
-            raise AppConflictError(
-                f"app {slug!r} was unregistered while being registered, three times",
-                context={"app": slug},
-            )
-        seeded: dict[str, int] = {}
-        if normalized.get("initial_data"):
-            seeded = seed_initial_data(
-                self._engine,
-                slug,
-                normalized["initial_data"],
-                self.collection,
-                record.get("seeded"),
-            )
-            if seeded or not record.get("seeded"):
-                record = self.collection.find_one({"_id": slug}) or record
-        with self._lock:
-            self._apps[slug] = record
-            self._fetched[slug] = time.monotonic()
-            self._missing.pop(slug, None)
-        result = {
-            "slug": slug,
-            "created": claim is not None,
-            "indexes": outcomes,
-            "collections": collections,
-            "seeded": seeded,
-        }
-        app_registered.send(self._engine, slug=slug, manifest=normalized, result=result)
-        log.info("registered app %r%s", slug, " (implicit)" if implicit else "")
-        return result
+    def register(self, manifest: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+        """See :meth:`~mdb_sync.registration.Registration.register`."""
+        return self.registration.register(manifest, **options)
 
     def unregister(self, slug: str) -> bool:
-        deleted = self.collection.delete_one({"_id": slug}).deleted_count == 1
-        with self._lock:
-            self._apps.pop(slug, None)
-            self._fetched.pop(slug, None)
-            self._remember_missing(slug, time.monotonic())
-        if deleted:
-            app_unregistered.send(self._engine, slug=slug)
-        return deleted
+        return self.registration.unregister(slug)
+
+    def store_index_outcomes(
+        self,
+        slug: str,
+        outcomes: builtins.list[dict[str, Any]],
+        *,
+        expected: builtins.list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Record ``outcomes`` as ``slug``'s index outcomes (through the catalog: the
+        record's version is bumped); with ``expected``, only while the record still holds
+        exactly those (a registration since, in any process, is not overwritten). True if
+        stored."""
+        where: dict[str, Any] = {} if expected is None else {"index_outcomes": expected}
+        stored = self.catalog.update(slug, where, {"$set": {"index_outcomes": outcomes}})
+        if stored.matched_count:
+            self.catalog.get(slug, refresh=True)
+        return bool(stored.matched_count)

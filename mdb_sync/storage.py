@@ -32,7 +32,7 @@ from pymongo import ASCENDING
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, CollectionInvalid, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class IndexSpec:
 @dataclass(frozen=True)
 class InternalCollection:
     """An engine-internal collection: its name, the module that owns (reads and writes) it,
-    its indexes, whether it is capped, and the names it had before (migrated on first use).
+    its indexes, and the names it had before (migrated on first use).
     ``upgrade`` runs once per process after the indexes (fixing documents written by an
     older version); it must be idempotent."""
 
@@ -65,7 +65,6 @@ class InternalCollection:
     owner: str
     purpose: str
     indexes: tuple[IndexSpec, ...] = ()
-    capped_bytes: int | None = None
     legacy: tuple[str, ...] = ()
     upgrade: Callable[[Collection[Any]], None] | None = None
 
@@ -87,6 +86,7 @@ def _add_slug_field(coll: Collection[Any]) -> None:
 APPS_CONFIG = "apps_config"
 REGISTRY_LOCKS = "mdb_registry_locks"
 EVENTS = "mdb_events"
+WS_SLOTS = "mdb_ws_slots"
 QUERY_SHAPES = "mdb_query_shapes"
 LLM_SPEND = "mdb_llm_spend"
 AUTH_SESSIONS = "mdb_auth_sessions"
@@ -105,8 +105,6 @@ AUTH_SECOND_FACTOR = "mdb_auth_second_factor"
 #: The name fixed by the design (DESIGN.md: the registry lives in ``apps_config``); every
 #: other internal collection is ``mdb_*``.
 DESIGN_FIXED_NAMES = frozenset({APPS_CONFIG})
-#: Default size of the capped ``mdb_events`` collection (bytes).
-EVENTS_CAPPED_BYTES = 16 * 1024 * 1024
 
 _AUTH = "mdb_sync.auth.store"
 _TABLE = (
@@ -125,8 +123,14 @@ _TABLE = (
     InternalCollection(
         EVENTS,
         "mdb_sync.realtime.bus",
-        "realtime events shared by every process (capped)",
-        capped_bytes=EVENTS_CAPPED_BYTES,
+        "realtime events shared by every process: capped, or plain and trimmed where capped "
+        "inserts are slow (the bus chooses and creates it: mdb_sync.realtime.store)",
+    ),
+    InternalCollection(
+        WS_SLOTS,
+        "mdb_sync.realtime.slots",
+        "cluster-wide websocket connection leases",
+        (IndexSpec("leases.p_1", (("leases.p", ASCENDING),)),),
     ),
     InternalCollection(
         QUERY_SHAPES,
@@ -222,12 +226,13 @@ class Storage:
 
     # --- raw access -----------------------------------------------------------------------------
 
-    def database(self) -> Database[Any]:
+    def database(self) -> Database[dict[str, Any]]:
         """The engine's database (engine-internal: apps get scoped databases)."""
         self._before_use()
-        return self._client()[self._db_name()]
+        database: Database[dict[str, Any]] = self._client()[self._db_name()]
+        return database
 
-    def collection(self, physical: str) -> Collection[Any]:
+    def collection(self, physical: str) -> Collection[dict[str, Any]]:
         """The raw collection ``physical`` (an app's physical collection, or one of an
         internal family such as ``mdb_import_*``), with nothing prepared."""
         return self.database()[physical]
@@ -240,10 +245,9 @@ class Storage:
 
     # --- internal collections -------------------------------------------------------------------
 
-    def system(self, name: str, *, capped_bytes: int | None = None) -> Collection[Any]:
+    def system(self, name: str) -> Collection[dict[str, Any]]:
         """The internal collection ``name`` (it must be in :data:`INTERNAL_COLLECTIONS`),
-        migrated from its old names, created capped if it is, with its indexes — all once
-        per process and client. ``capped_bytes`` overrides the table's capped size."""
+        migrated from its old names, with its indexes — once per process and client."""
         spec = INTERNAL_COLLECTIONS.get(name)
         if spec is None:
             raise KeyError(f"{name!r} is not an internal collection of the naming table")
@@ -251,21 +255,17 @@ class Storage:
         key = (os.getpid(), self.client_generation(), name)
         if key in self._prepared:
             return coll
-        if self._prepare(spec, coll, capped_bytes):
+        if self._prepare(spec, coll):
             with self._lock:
                 self._prepared.add(key)
         return coll
 
-    def _prepare(
-        self, spec: InternalCollection, coll: Collection[Any], capped_bytes: int | None
-    ) -> bool:
-        """Migrate, create and index ``spec``'s collection; False when the server could not
+    def _prepare(self, spec: InternalCollection, coll: Collection[dict[str, Any]]) -> bool:
+        """Migrate and index ``spec``'s collection; False when the server could not
         be reached (tried again on the next use)."""
         try:
             for old in spec.legacy:
                 migrate_collection(coll.database, old, spec.name)
-            if spec.capped_bytes is not None:
-                _create_capped(coll.database, spec.name, capped_bytes or spec.capped_bytes)
             for index in spec.indexes:
                 _create_index(coll, index)
             if spec.upgrade is not None:
@@ -339,17 +339,6 @@ def _create_index(coll: Collection[Any], index: IndexSpec) -> None:
         coll.create_index(list(index.keys), name=index.name, **index.options)
     except OperationFailure as exc:
         if exc.code not in _INDEX_EXISTS:  # an equivalent index exists: fine
-            raise
-
-
-def _create_capped(db: Database[Any], name: str, size: int) -> None:
-    """Create ``name`` capped, unless it exists (whichever process comes first creates it)."""
-    try:
-        db.create_collection(name, capped=True, size=size, check_exists=False)
-    except CollectionInvalid:
-        pass
-    except OperationFailure as exc:
-        if exc.code != _NAMESPACE_EXISTS:
             raise
 
 

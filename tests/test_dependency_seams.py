@@ -1,22 +1,29 @@
 """The seams with pymongo's and Flask-Login's private API: each private name the library uses
-exists on the installed version and still does what the library relies on. A release that
-changes one fails here, by name, rather than somewhere in the sandbox."""
+exists on the installed version and still does what the library relies on, and the frames a
+broadcast builds itself are the bytes wsproto would send. A release that changes one fails
+here, by name, rather than somewhere in the sandbox."""
 
 from __future__ import annotations
 
 import configparser
+import inspect
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
+import simple_websocket
 from flask import Flask
 from flask_login import LoginManager, UserMixin, current_user, login_user
 from packaging.requirements import Requirement
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from flask_mdb import _flask_login_seam as login_seam
+from flask_mdb.websockets.connection import text_frame
 from mdb_sync import _pymongo_seam as seam
 
 # --- pymongo -------------------------------------------------------------------------------------
@@ -191,6 +198,47 @@ def test_the_public_request_loader_property():
 
     manager.request_loader(loader)
     assert manager.request_callback is loader
+
+
+# --- simple-websocket / wsproto -----------------------------------------------------------------
+
+
+def _server_connection(extensions: list) -> WSConnection:
+    """A server-side wsproto connection after a handshake offering ``extensions``, the way
+    simple-websocket's ``Server`` accepts (it offers ``permessage-deflate`` back)."""
+    client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(Request(host="h", target="/ws", extensions=extensions)))
+    request = next(server.events())
+    server.send(AcceptConnection(extensions=[PerMessageDeflate()]))
+    assert isinstance(request, Request)
+    return server
+
+
+@pytest.mark.parametrize("size", [0, 5, 125, 126, 65535, 65536, 200_000])
+def test_a_broadcast_frame_is_what_wsproto_sends_without_compression(size):
+    """A broadcast writes :func:`text_frame`'s bytes itself to every connection whose
+    handshake offered no compression, instead of asking wsproto per connection: the bytes
+    must be the ones wsproto would have written, at every length encoding."""
+    text = ("é" if size % 2 else "a") * (size // 2 if size % 2 else size)
+    server = _server_connection([])
+    assert server.send(TextMessage(data=text)) == text_frame(text)
+    assert server.send(TextMessage(data=text)) == text_frame(text)  # no state carried over
+
+
+def test_a_compressed_connection_gets_its_own_frames():
+    """With ``permessage-deflate`` offered (browsers do), simple-websocket's server accepts
+    it and wsproto's frames differ: such connections are never given the shared frame."""
+    text = "x" * 500
+    assert _server_connection([PerMessageDeflate()]).send(TextMessage(data=text)) != text_frame(
+        text
+    )
+    assert "environ" in inspect.signature(simple_websocket.Server.__init__).parameters
+    source = inspect.getsource(simple_websocket.Server.__init__)
+    assert "self.environ = environ" in source, (
+        "simple_websocket.Server no longer keeps the WSGI environ the handshake came with: "
+        "flask_mdb/websockets/connection.py reads the offered extensions from it"
+    )
+    assert "PerMessageDeflate" in inspect.getsource(simple_websocket.ws)
 
 
 # --- version ceilings ----------------------------------------------------------------------------

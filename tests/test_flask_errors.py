@@ -11,8 +11,15 @@ from flask_apps import AppFactory
 from werkzeug.exceptions import Forbidden, HTTPException, Unauthorized
 
 from flask_mdb import db
-from flask_mdb.errors import MDBHTTPError, http_error
-from mdb_sync.exceptions import QueryValidationError, ScopeError
+from flask_mdb.errors import MDBHTTPError, http_error, status_for
+from flask_mdb.websockets import broadcast_to_channel
+from mdb_sync.exceptions import (
+    ChannelLimitExceeded,
+    ChannelRefused,
+    InvalidChannelError,
+    QueryValidationError,
+    ScopeError,
+)
 
 JSON = {"Accept": "application/json"}
 
@@ -188,3 +195,22 @@ def test_http_error_classes():
     assert ("Retry-After", "3") in error.get_headers()
     with pytest.raises(ValueError, match="no HTTP error class for status 299"):
         http_error(299, "not an error")
+
+
+def test_channel_errors_from_a_view(factory, tmp_path):
+    """Server code using the channel API in a view gets a client error, not a 500: a bad
+    channel name 400, a refused join 403, a channel bound 413."""
+
+    def register(app):
+        @app.get("/open/channel/<name>")
+        def to_channel(name):
+            broadcast_to_channel("errs", name, {"type": "x"}, local_only=True)
+            return {"sent": name}
+
+    client = make_app(factory, tmp_path, register).test_client()
+    assert client.get("/open/channel/rooms-1", headers=JSON).json == {"sent": "rooms-1"}
+    bad = client.get("/open/channel/a..b", headers=JSON)
+    assert bad.status_code == 400 and bad.json["error"]["type"] == "InvalidChannelError"
+    assert status_for(ChannelRefused("no")) == 403
+    assert status_for(ChannelLimitExceeded("too many")) == 413
+    assert status_for(InvalidChannelError("bad")) == 400

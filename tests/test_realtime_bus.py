@@ -28,6 +28,7 @@ from mdb_sync.exceptions import (
     ScopeError,
 )
 from mdb_sync.realtime import EVENTS_COLLECTION, broadcast_to_app, send_to_user
+from mdb_sync.realtime.store import server_scans_capped_inserts
 
 MODES = ["change_stream", "tailable"]
 
@@ -63,7 +64,10 @@ def test_local_subscribers_get_the_event_before_publish_returns(engine, raw_db):
     assert stored["app_id"] == "chat"
     assert json.loads(stored["data"]) == {"type": "hello", "n": 1}
     assert stored["origin"] == engine.events.origin
-    assert raw_db[EVENTS_COLLECTION].options()["capped"] is True
+    # Capped, except on a server whose capped inserts scan the collection (the embedded
+    # one): there a plain collection, trimmed (see test_a_plain_store_is_trimmed...).
+    scans = server_scans_capped_inserts(raw_db[EVENTS_COLLECTION])
+    assert bool(raw_db[EVENTS_COLLECTION].options().get("capped")) is not scans
 
 
 def test_local_only_stays_in_the_process(engine, raw_db):
@@ -412,3 +416,56 @@ def test_a_new_subscription_does_not_receive_old_events_even_after_a_reconnect(
     worker.events.publish("chat", {"i": 2})
     assert chat.wait(3) == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert news.wait(2) == [{"new": 0}, {"new": 1}]
+
+
+# --- the store: capped, or plain and trimmed ------------------------------------------------------
+
+
+def test_a_plain_store_is_trimmed_to_its_bounds(engines, raw_db):
+    """Where capped inserts scan the collection (the embedded server), events are kept in a
+    plain collection that publishers trim in the background — by count and by bytes — and
+    delivery across processes is unchanged."""
+    web, worker = engines(), engines()
+    for engine in (web, worker):
+        engine.events.configure(store="plain", max_events=100)
+    inbox = Inbox()
+    web.events.subscribe("chat", inbox)
+    for i in range(600):
+        worker.events.publish("chat", {"i": i})
+    assert [m["i"] for m in inbox.wait(600)] == list(range(600))
+    assert worker.events.store_kind == "plain" and not raw_db[EVENTS_COLLECTION].options()
+    # Trimmed in the background after the 1st, 257th and 513th event: bounded meanwhile.
+    wait_for(
+        lambda: raw_db[EVENTS_COLLECTION].count_documents({}) <= 100 + 600 - 513,
+        what="the background trims",
+    )
+    worker.events.trim()
+    left = list(raw_db[EVENTS_COLLECTION].find({}, {"data": 1}).sort("created_at", 1))
+    assert len(left) <= 100
+    assert json.loads(left[-1]["data"]) == {"i": 599}  # the newest stay
+    # Bytes bound too (capped_bytes): big messages leave fewer events.
+    worker.events.configure(capped_bytes=8192)
+    for i in range(20):
+        worker.events.publish("chat", {"i": 600 + i, "pad": "x" * 1000})
+    worker.events.trim()
+    sizes = [d["size"] + 160 for d in raw_db[EVENTS_COLLECTION].find({}, {"size": 1})]
+    assert sum(sizes) <= 8192 and len(sizes) >= 6
+    worker.events.publish("chat", {"after": "trim"})
+    assert inbox.wait(621)[-1] == {"after": "trim"}
+
+
+def test_the_store_kind_can_be_chosen(engines, raw_db, raw_client, db_name):
+    capped = engines()
+    capped.events.configure(store="capped", capped_bytes=1 << 20)
+    capped.events.publish("chat", {"n": 1})
+    assert raw_db[EVENTS_COLLECTION].options()["capped"] is True
+    assert capped.events.store_kind == "capped" and capped.events.trim() == 0
+    with pytest.raises(ConfigurationError, match="store must be one of"):
+        capped.events.configure(store="redis")
+    with pytest.raises(ConfigurationError, match="max_events"):
+        capped.events.configure(max_events=0)
+    # A tailing listener needs a capped collection: "auto" never makes a plain one for it.
+    raw_client.drop_database(db_name)
+    tailing = engines("tailable")
+    tailing.events.publish("chat", {"n": 2})
+    assert raw_db[EVENTS_COLLECTION].options()["capped"] is True

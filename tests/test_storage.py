@@ -73,7 +73,6 @@ def test_the_collections_the_engine_creates_are_all_in_the_table(engine, raw_db)
     assert internal <= set(storage.INTERNAL_COLLECTIONS)
     indexes = raw_db[auth_store.SESSIONS].index_information()
     assert indexes["ttl"]["expireAfterSeconds"] == 0 and "app_user" in indexes
-    assert raw_db["mdb_events"].options()["capped"] is True
 
 
 def test_a_name_outside_the_table_is_refused(engine):

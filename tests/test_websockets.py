@@ -16,11 +16,20 @@ import simple_websocket
 import websocket
 from flask import request
 from flask_apps import AppFactory, serve, write_manifest
-from realtime_support import close_frame, connect, raw_client, recv_json, wait_for, ws_url
+from realtime_support import (
+    DeflateClient,
+    close_frame,
+    connect,
+    raw_client,
+    recv_json,
+    wait_for,
+    ws_url,
+)
 
 from flask_mdb import MDB, broadcast_to_app, db, get_websocket_manager
 from flask_mdb.identity import register_identity_resolver, register_token_verifier
 from flask_mdb.websockets import (
+    UNHANDLED,
     MessageError,
     handler_registry,
     register_connect_handler,
@@ -164,6 +173,63 @@ def test_a_catch_all_handler_gets_the_other_types(factory, tmp_path, slug):
         ws.close()
     with pytest.raises(ConfigurationError, match="already has a websocket handler"):
         register_message_handler(slug, lambda c, m: None)
+
+
+def test_a_catch_all_handler_leaves_the_built_in_messages_working(factory, tmp_path, slug):
+    """A catch-all handler registered as the seeds do (no type) sees what no typed handler or
+    built-in type takes: ``ping``, ``subscribe`` and ``unsubscribe`` keep working, a frame
+    that is not an object with a type never reaches it, and it can say "not mine"
+    (``UNHANDLED``) to give the client the ``unknown_type`` error."""
+    app = make_app(factory, tmp_path, [{"slug": slug, "websockets": endpoint()}])
+    seen = []
+
+    def seeds_style(connection, message):
+        seen.append(message)
+        if message["type"] == "chat":
+            return {"type": "echo", "text": message.get("text")}
+        return UNHANDLED
+
+    register_message_handler(slug, seeds_style)
+    with serve(app) as base:
+        ws, _ = connect(ws_url(base, "/ws"))
+        ws.send(json.dumps({"type": "ping", "id": 1}))
+        assert recv_json(ws) == {"type": "pong", "id": 1}
+        ws.send(json.dumps({"type": "subscribe", "channel": "news", "id": 2}))
+        assert recv_json(ws) == {"type": "subscribed", "channel": "news", "id": 2}
+        ws.send(json.dumps({"type": "unsubscribe", "channel": "news", "id": 3}))
+        assert recv_json(ws) == {"type": "unsubscribed", "channel": "news", "id": 3}
+        ws.send(json.dumps({"type": "chat", "text": "hi", "id": 4}))
+        assert recv_json(ws) == {"type": "echo", "text": "hi", "id": 4}
+        ws.send(json.dumps({"type": "mystery", "id": 5}))
+        assert recv_json(ws) == {
+            "type": "error",
+            "id": 5,
+            "error": {
+                "code": "unknown_type",
+                "message": "no handler for messages of type 'mystery'",
+            },
+        }
+        for frame in ([1, 2], {"no": "type"}, {"type": 7}, "text"):
+            ws.send(json.dumps(frame))
+            assert recv_json(ws)["error"]["code"] == "bad_message"
+        ws.close()
+    assert [m["type"] for m in seen] == ["chat", "mystery"]
+
+
+def test_a_typed_handler_takes_over_a_built_in_type(factory, tmp_path, slug):
+    app = make_app(factory, tmp_path, [{"slug": slug, "websockets": endpoint()}])
+    register_message_handler(slug, lambda c, m: {"type": "my-pong"}, message_type="ping")
+    register_message_handler(slug, lambda c, m: {"type": "mine"}, message_type="subscribe")
+    register_message_handler(slug, lambda c, m: {"type": "catch-all"})
+    with serve(app) as base:
+        ws, _ = connect(ws_url(base, "/ws"))
+        ws.send(json.dumps({"type": "ping"}))
+        assert recv_json(ws) == {"type": "my-pong"}
+        ws.send(json.dumps({"type": "subscribe", "channel": "news"}))
+        assert recv_json(ws) == {"type": "mine"}
+        ws.send(json.dumps({"type": "unsubscribe", "channel": "news"}))
+        assert recv_json(ws) == {"type": "unsubscribed", "channel": "news"}  # still built in
+        ws.close()
 
 
 def test_a_connect_handler_can_refuse(factory, tmp_path, slug):
@@ -390,6 +456,29 @@ def test_a_broadcast_reaches_100_clients(factory, tmp_path, slug):
                 ws.close()
 
 
+def test_compressed_and_plain_clients_get_the_same_broadcasts(factory, tmp_path, slug):
+    """A broadcast builds its frame once for the clients that negotiated no compression;
+    those that did (browsers offer permessage-deflate) get their own compressed frames."""
+    app = make_app(factory, tmp_path, [{"slug": slug, "websockets": endpoint()}])
+    with serve(app) as base:
+        plain = [connect(ws_url(base, "/ws"))[0] for _ in range(3)]
+        deflating = [DeflateClient(base, "/ws") for _ in range(2)]
+        assert all(c.extensions == ["permessage-deflate"] for c in deflating)
+        assert all(c.receive_json()["type"] == "connected" for c in deflating)
+        messages = [{"n": 1}, {"text": "é" * 100}, {"pad": "x" * 70_000, "n": 3}]
+        with app.app_context():
+            for message in messages:
+                broadcast_to_app(slug, message)
+        for ws in plain:
+            assert [recv_json(ws) for _ in messages] == messages
+        for client in deflating:
+            assert [client.receive_json() for _ in messages] == messages
+        for ws in plain:
+            ws.close()
+        for client in deflating:
+            client.close()
+
+
 def test_connection_limits_per_app_user_and_address(factory, tmp_path, slug):
     app = make_app(
         factory,
@@ -532,6 +621,10 @@ def test_websockets_can_be_left_off_and_bad_options_are_refused(factory, tmp_pat
         ("MDB_WEBSOCKET_SEND_TIMEOUT", "1"),
         ("MDB_WEBSOCKET_MAX_CONNECTIONS", 0),
         ("MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER", "16"),
+        ("MDB_WEBSOCKET_LIMITS_SCOPE", "global"),
+        ("MDB_WEBSOCKET_LEASE_TTL", 0.5),
+        ("MDB_WEBSOCKET_MAX_CHANNELS", 0),
+        ("MDB_WEBSOCKET_MAX_CHANNELS_PER_CONNECTION", "64"),
     ):
         with pytest.raises(ConfigurationError, match=key):
             factory(MDB(), name="bad", **{key: value})

@@ -47,25 +47,46 @@ HOST_PREFIX = "__Host-"
 
 def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
     """The :class:`AuthService` of one app, from the extension's config; None when the
-    app's manifest has no auth."""
+    app's manifest has no auth. The engine's one service for the app and these options
+    (:func:`mdb_sync.auth.service.auth_service_of`): a script calling
+    ``get_auth_service(engine, slug)`` on the same engine gets this very object."""
     from mdb_sync.auth import AuthConfig
+    from mdb_sync.auth.service import auth_service_of
 
-    if not AuthConfig.from_manifest(slug_state.manifest).enabled:
+    if not AuthConfig.from_manifest(dict(slug_state.manifest)).enabled:
         return None
+    flask_app = current_app._get_current_object()  # type: ignore[attr-defined]
+    offer_auth_defaults(state, flask_app)
+    return auth_service_of(
+        state.engine, slug_state.slug, *auth_options(state, flask_app, slug_state.slug)
+    )
+
+
+def offer_auth_defaults(state: MDBState, flask_app: Any) -> None:
+    """Make this extension's auth options the engine's defaults (unless another Flask app
+    on the engine did first): ``get_auth_service(engine, slug)`` in a script, CLI command or
+    task on this engine then gets the very service the app's requests use."""
+    services = state.engine.app_services
+    if services.auth_defaults is None:
+        services.auth_defaults = lambda slug: auth_options(state, flask_app, slug)
+
+
+def auth_options(state: MDBState, flask_app: Any, slug: str) -> tuple[Any, dict[str, Any]]:
+    """``(key, options)``: the :class:`AuthService` options of app ``slug`` from the
+    extension's config, and what identifies them in the engine's per-app cache (this
+    extension state: a callable ``MDB_AUTH_PROVIDER`` builds a new provider per call)."""
     config = state.config
-    return AuthService(
-        state.engine,
-        slug_state.slug,
+    return ("flask_mdb", id(state)), dict(
         secret=config["MDB_JWT_SECRET"],
         secret_fallbacks=config["MDB_JWT_SECRET_FALLBACKS"],
         private_key=config["MDB_JWT_PRIVATE_KEY"],
         public_keys=config["MDB_JWT_PUBLIC_KEYS"],
         key_id=config["MDB_JWT_KEY_ID"],
         secret_option="MDB_JWT_SECRET",
-        provider=_custom_provider(config["MDB_AUTH_PROVIDER"], slug_state.slug),
+        provider=_custom_provider(config["MDB_AUTH_PROVIDER"], slug),
         hasher=_hasher(config["MDB_PASSWORD_HASH_COST"]),
         policy_reload_interval=config["MDB_AUTH_POLICY_RELOAD"],
-        two_factor_key=config["MDB_TWO_FACTOR_KEY"] or current_app.config.get("SECRET_KEY"),
+        two_factor_key=config["MDB_TWO_FACTOR_KEY"] or flask_app.config.get("SECRET_KEY"),
     )
 
 
@@ -261,7 +282,7 @@ def get_current_user() -> AuthUser | None:
     """The signed-in user of the request (session cookie or bearer token), or None."""
     if not has_request_context():
         return None
-    user = current_user._get_current_object()  # type: ignore[attr-defined]
+    user = current_user._get_current_object()
     return user if isinstance(user, AuthUser) and user.is_authenticated else None
 
 
@@ -369,7 +390,7 @@ def _binding(auth: AuthService, create: bool) -> str | None:
     session, so a token minted for another identity (a planted seed) never fits."""
     user = None
     if request.cookies.get(session_cookie_name(auth)) or flask_login_cookie():
-        user = current_user._get_current_object()  # type: ignore[attr-defined]  # loads the session
+        user = current_user._get_current_object()  # loads the session
     state = ensure_state()
     if state.session is not None:
         return "s:" + str(state.session.get("csrf"))

@@ -19,6 +19,7 @@ from flask import abort, current_app, redirect, request, url_for
 from werkzeug.routing import BuildError
 
 from mdb_sync.auth import RateLimiter
+from mdb_sync.exceptions import AuthNotConfiguredError
 
 from ..auth_switch import PUBLIC_ATTR
 from ..binding import current_binding
@@ -26,6 +27,7 @@ from ..errors import MDBHTTPError
 from ..state import get_state
 from .current import client_ip, csrf_problem, current_service, get_current_user, require_service
 from .responses import refusal, wants_html
+from .user import AuthUser
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,6 +73,22 @@ def forbidden(message: str) -> NoReturn:
     raise refusal(403, message)
 
 
+def _signed_in_user() -> AuthUser | None:
+    """The request's signed-in user, for a decorator that needs one: raises
+    :class:`~mdb_sync.exceptions.AuthNotConfiguredError` (naming the app and the missing
+    ``auth`` key) when the bound app's manifest has no auth, instead of failing somewhere
+    inside Flask-Login — a configuration mistake, never a silent 401 for everyone."""
+    binding = current_binding()
+    if binding is not None and (not get_state().auth_installed or current_service() is None):
+        raise AuthNotConfiguredError(
+            f"app {binding.slug!r} has no 'auth' (or 'token_management') block in its "
+            f"manifest, but the view {request.endpoint!r} requires a signed-in user: add "
+            '"auth": {"users": {"enabled": true}} to the manifest (or remove the decorator)',
+            context={"app": binding.slug, "path": "auth"},
+        )
+    return get_current_user()
+
+
 def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
     """Run ``check()`` before the view: it raises a refusal, or returns a response (the
     answer) or None (the view runs)."""
@@ -98,7 +116,7 @@ def login_required(view: F) -> F:
     """Only signed-in users (session or bearer token) of the bound app."""
 
     def check() -> None:
-        if get_current_user() is None:
+        if _signed_in_user() is None:
             unauthorized()
 
     return _wrap(check)(view)
@@ -114,7 +132,7 @@ def require_auth(view: F | None = None, *, redirect_to: str | None = None) -> An
         raise ValueError(f"redirect_to must be a path of this site, not {redirect_to!r}")
 
     def check() -> Any:
-        if get_current_user() is not None:
+        if _signed_in_user() is not None:
             return None
         if redirect_to is not None and wants_html():
             wanted = urlencode({"next": request.full_path.rstrip("?")})
@@ -136,7 +154,7 @@ def require_role(*roles: str) -> Callable[[F], F]:
         raise TypeError("require_role needs at least one role")
 
     def check() -> None:
-        user = get_current_user()
+        user = _signed_in_user()
         if user is None:
             unauthorized()
         if not set(roles) & require_service().roles_of(user.data):
@@ -149,7 +167,7 @@ def require_permission(resource: str, action: str) -> Callable[[F], F]:
     """Only users the app's authorization provider allows ``action`` on ``resource``."""
 
     def check() -> None:
-        user = get_current_user()
+        user = _signed_in_user()
         if user is None:
             unauthorized()
         if not require_service().is_allowed(user.data, resource, action):

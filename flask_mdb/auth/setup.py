@@ -22,6 +22,7 @@ from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.exceptions import ConfigurationError
 
+from ..auth_switch import PUBLIC_ATTR
 from ..binding import OPS_BLUEPRINT, current_binding
 from ..headers import apply_headers, hsts_value, no_store
 from ..identity import (
@@ -37,7 +38,6 @@ from . import current
 from .anonymous import anonymous_identity
 from .decorators import (
     CSRF_EXEMPT_ATTR,
-    PUBLIC_ATTR,
     forbidden,
     hit_limit,
     https_refusal,
@@ -144,6 +144,7 @@ def init_auth(app: Flask, state: MDBState) -> None:
         )
         theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
+    current.offer_auth_defaults(state, app)
     app.before_request(guard)
     app.after_request(finish)
     register_identity_resolver(app, _session_identity)
@@ -188,7 +189,7 @@ def setup_auth_from_manifest(
             raise ConfigurationError(f"setup_auth_from_manifest: app {slug!r} is not registered")
         check_startup(app, state, [manifest])
         with app.app_context():
-            record = engine.registry.get_record(slug) or {}
+            record = engine.registry.require_usable(slug)
             slug_state = state.slug_state(slug, record)
             state.per_slug(slug_state, "auth", lambda ss: current.build_service(state, ss))
 
@@ -273,9 +274,9 @@ def guard() -> Any:
         if cfg.protects_routes:
             unauthorized(_request_token_error() or "authentication required")
         return None
-    problem = auth.access_problem(user.data)
-    if problem:
-        forbidden(problem)
+    denied = auth.access_problem(user.data)
+    if denied:
+        forbidden(denied)
     return None
 
 

@@ -6,14 +6,12 @@ every process.
     # manifest.json
     "websockets": {"realtime": {"path": "/ws", "auth": {"required": true}, "ping_interval": 30}}
 
-    from flask_mdb.websockets import broadcast_to_app, register_message_handler
-
-    @register_message_handler("my_app", message_type="subscribe")
-    def subscribe(connection, message):
-        connection.state["channel"] = message["channel"]
-        return {"type": "subscribed"}
+    from flask_mdb.websockets import broadcast_to_app, broadcast_to_channel
 
     broadcast_to_app("my_app", {"type": "update", "data": {...}})   # any process
+    # clients send {"type": "subscribe", "channel": "rooms/42"} (authorized by the app's RBAC,
+    # or register_channel_authorizer), then:
+    broadcast_to_channel("my_app", "rooms/42", {"type": "said", "text": "hi"})
 
 ``MDB.init_app`` serves the endpoints of the ``MDB_MANIFESTS`` (``mdb.register_websocket_routes(
 app, slug)`` serves another registered app's). Each app has a connection manager per process
@@ -38,9 +36,12 @@ from mdb_sync.exceptions import RealtimeError
 from mdb_sync.realtime import Event
 
 from ..state import get_state, lazy_engines_waiting
+from .channels import authorizers as channel_authorizers
+from .channels import register_channel_authorizer
 from .connection import Connection
 from .endpoints import Endpoint, endpoints_of
 from .handlers import (
+    UNHANDLED,
     MessageError,
     register_connect_handler,
     register_disconnect_handler,
@@ -120,16 +121,43 @@ def send_to_user(
     )
 
 
+def broadcast_to_channel(
+    app_slug: str,
+    channel: str,
+    message: Any,
+    *,
+    exclude: Any = None,
+    local_only: bool = False,
+    app: Flask | None = None,
+) -> Event:
+    """Send ``message`` to the connections of ``app_slug`` that joined ``channel``, in
+    every process (engine: as for :func:`broadcast_to_app`). ``exclude``: connection(s) to
+    skip. A bad channel name raises :class:`~mdb_sync.exceptions.InvalidChannelError`."""
+    return _publish(
+        realtime.broadcast_to_channel,
+        app,
+        app_slug=app_slug,
+        channel=channel,
+        message=message,
+        exclude=connection_ids(exclude),
+        local_only=local_only,
+    )
+
+
 __all__ = [
+    "UNHANDLED",
     "Connection",
     "Endpoint",
     "MessageError",
     "WebSocketManager",
     "bearer_token",
     "broadcast_to_app",
+    "broadcast_to_channel",
+    "channel_authorizers",
     "endpoints_of",
     "get_websocket_manager",
     "handler_registry",
+    "register_channel_authorizer",
     "register_connect_handler",
     "register_disconnect_handler",
     "register_message_handler",

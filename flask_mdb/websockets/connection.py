@@ -16,15 +16,20 @@ import datetime as _dt
 import logging
 import queue
 import socket
+import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsproto.events import TextMessage
 
 from mdb_sync.realtime import encode_message
+
+if TYPE_CHECKING:
+    from .credentials import Credentials
+    from .manager import WebSocketManager
 
 log = logging.getLogger("flask_mdb.websockets")
 
@@ -101,6 +106,21 @@ class LockedSocket:
 _STOP = object()
 
 
+def text_frame(text: str) -> bytes:
+    """A server's text frame carrying ``text`` (RFC 6455: final, unmasked). Without an
+    extension (compression) negotiated, every connection sends these same bytes, so a
+    broadcast builds them once for all its recipients instead of once per connection."""
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
 class _Rest(bytes):
     """The unwritten end of a frame the sender began: the writer finishes it first."""
 
@@ -118,6 +138,9 @@ class Connection:
       ``state["path_args"]`` (``{}`` for a path without variables).
     * ``remote_addr``, ``connected_at`` (aware UTC).
     * :meth:`send` queues a JSON message to this client only (never blocks).
+    * :meth:`join` / :meth:`leave` put it in or out of a channel of its app (no
+      authorization: the server decides; a client's ``subscribe`` message is authorized),
+      ``channels`` the channels it is in; ``manager`` its app's connection manager.
 
     ``credentials`` (set by the manifest endpoints for identities the app's auth issued)
     re-checks the login the connection rests on; ``revoked`` is ``(code, reason)`` once
@@ -129,6 +152,7 @@ class Connection:
         ws: Any,
         *,
         app_slug: str,
+        manager: WebSocketManager | None = None,
         endpoint: str | None = None,
         identity: dict[str, Any] | None = None,
         user_id: Any = None,
@@ -141,6 +165,7 @@ class Connection:
         identity = dict(identity or {})
         self.id = uuid.uuid4().hex
         self.app_slug = app_slug
+        self._manager = manager
         self.endpoint = endpoint
         self.identity = identity
         uid = user_id if user_id is not None else identity.get("user_id")
@@ -160,13 +185,17 @@ class Connection:
         self._writer_busy = False
         sock = getattr(ws, "sock", None)
         self._direct = isinstance(sock, LockedSocket) and hasattr(ws, "ws")
+        # The handshake offered no compression, so none was negotiated: this connection's
+        # text frames are plain, the same bytes as every other such connection's.
+        offered = (getattr(ws, "environ", None) or {}).get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        self._plain_frames = self._direct and "permessage-deflate" not in str(offered).lower()
         self._closed = threading.Event()
         #: Set once closing is complete (close frame written or socket shut down).
         self._finished = threading.Event()
         self._close_lock = threading.Lock()
         self._on_drop = on_drop
         self.close_reason: str | None = None
-        self.credentials: Any = None
+        self.credentials: Credentials | None = None
         self.revoked: tuple[int, str] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name=f"mdb-ws-writer-{self.id[:8]}", daemon=True
@@ -179,6 +208,29 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def manager(self) -> WebSocketManager:
+        """The connection manager of its app in this process."""
+        if self._manager is None:
+            raise RuntimeError(f"{self!r} is not registered with a connection manager")
+        return self._manager
+
+    # --- channels -----------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """The channels of its app this connection is in."""
+        return self.manager.channels_of(self) if self._manager is not None else frozenset()
+
+    def join(self, channel: str) -> bool:
+        """Join ``channel`` of the app (see :meth:`WebSocketManager.join`); False if it was
+        in it already."""
+        return self.manager.join(self, channel)
+
+    def leave(self, channel: str) -> bool:
+        """Leave ``channel``; False if it was not in it."""
+        return self.manager.leave(self, channel)
 
     @property
     def queued(self) -> int:
@@ -194,8 +246,10 @@ class Connection:
 
     send_json = send
 
-    def send_text(self, text: str) -> bool:
-        """Queue a frame that is already JSON text (a broadcast encodes once for all)."""
+    def send_text(self, text: str, frame: bytes | None = None) -> bool:
+        """Queue a frame that is already JSON text (a broadcast encodes once for all;
+        ``frame``: its :func:`text_frame`, which a connection without compression sends as
+        it is)."""
         if self._closed.is_set():
             return False
         started = self._sending_since
@@ -205,7 +259,7 @@ class Connection:
         with self._order_lock:
             if self._closed.is_set():
                 return False
-            if self._direct and not self._writer_busy and self._write_directly(text):
+            if self._direct and not self._writer_busy and self._write_directly(text, frame):
                 return True
             try:
                 self._queue.put_nowait(text)
@@ -219,7 +273,7 @@ class Connection:
             return False
         return True
 
-    def _write_directly(self, text: str) -> bool:
+    def _write_directly(self, text: str, frame: bytes | None = None) -> bool:
         """Write the frame on the caller's thread if the socket takes it at once — the usual
         case, which spares a thread switch per client and per message. What the socket
         cannot take now is left to the writer thread, with the socket still reserved for
@@ -230,7 +284,8 @@ class Connection:
         try:
             if not self.ws.connected:
                 raise OSError("closed")
-            frame = self.ws.ws.send(TextMessage(data=text))
+            if frame is None or not self._plain_frames:
+                frame = self.ws.ws.send(TextMessage(data=text))
             written = sock.send_now(frame)
         except Exception as exc:  # the client went away
             sock.lock.release()

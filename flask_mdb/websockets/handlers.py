@@ -4,17 +4,27 @@ Clients send JSON objects with a ``type`` (and optionally an ``id`` to match the
 
     {"type": "chat", "id": 7, "text": "hello"}
 
-A handler registered for that type (else the app's catch-all handler) is called with the
-connection and the decoded message, on the connection's own thread, with the app bound
-(``flask_mdb.db`` is its sandboxed database). What it returns (if not None) is sent back, with
-the request's ``id``. A bad message never kills the connection: it is answered with an error
-frame ::
+Which handler runs, in this order (the first that applies):
+
+1. a frame that is not a JSON object with a string ``type`` is answered with an error
+   (``bad_json``, ``bad_message``) — no handler sees it;
+2. the handler registered for that ``type`` (an app may take over a built-in type this way);
+3. the built-in types: ``ping`` (answered ``pong``), ``subscribe`` and ``unsubscribe``
+   (channels, :mod:`.channels`);
+4. the app's catch-all handler (registered without a type); returning :data:`UNHANDLED`
+   from it means "not mine" — the client then gets the ``unknown_type`` error;
+5. the ``unknown_type`` error.
+
+So a catch-all handler, as the seeds register them, never silences ``ping`` or the channel
+messages. A handler is called with the connection and the decoded message, on the
+connection's own thread, with the app bound (``flask_mdb.db`` is its sandboxed database).
+What it returns (if not None) is sent back, with the request's ``id``. A bad message never
+kills the connection: it is answered with an error frame ::
 
     {"type": "error", "id": 7, "error": {"code": "bad_json", "message": "..."}}
 
 with ``code`` one of ``bad_json``, ``bad_message``, ``unknown_type``, ``internal_error`` or
-the code of a :class:`MessageError` the handler raised. ``{"type": "ping"}`` is answered with
-``{"type": "pong"}`` unless the app handles ``ping`` itself.
+the code of a :class:`MessageError` the handler raised.
 """
 
 from __future__ import annotations
@@ -38,6 +48,19 @@ ConnectionHandler = Callable[["Connection"], Any]
 
 #: The key of an app's catch-all handler.
 ANY_TYPE: str | None = None
+
+
+class _Unhandled:
+    """What a catch-all handler returns for a message it does not handle."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNHANDLED"
+
+
+#: Returned by a catch-all handler: "not a type I handle" (the client gets ``unknown_type``).
+UNHANDLED = _Unhandled()
 
 
 class MessageError(MongoDBEngineError, ValueError):
@@ -86,10 +109,18 @@ class HandlerRegistry:
                 hooks[slug].append(handler)
 
     def message_handler(self, slug: str, message_type: Any) -> MessageHandler | None:
+        """The handler registered for ``message_type``, else the catch-all (or None)."""
         handlers = self._messages.get(slug) or {}
         if isinstance(message_type, str) and message_type in handlers:
             return handlers[message_type]
         return handlers.get(ANY_TYPE)
+
+    def typed_handler(self, slug: str, message_type: str) -> MessageHandler | None:
+        """The handler registered for exactly ``message_type``."""
+        return (self._messages.get(slug) or {}).get(message_type)
+
+    def catch_all(self, slug: str) -> MessageHandler | None:
+        return (self._messages.get(slug) or {}).get(ANY_TYPE)
 
     def connect_hooks(self, slug: str) -> list[ConnectionHandler]:
         return list(self._connects.get(slug, ()))
@@ -115,8 +146,9 @@ def register_message_handler(
     app_slug: str, handler: MessageHandler | None = None, message_type: str | None = None
 ) -> Any:
     """Handle the JSON messages clients of ``app_slug`` send: those of ``message_type``, or
-    (without one) every type that has no handler of its own. ``handler(connection, message)``
-    may return a reply. Also a decorator::
+    (without one) every type that has no handler of its own and is not built in (``ping``,
+    ``subscribe``, ``unsubscribe``; a catch-all returns :data:`UNHANDLED` for a type it does
+    not know). ``handler(connection, message)`` may return a reply. Also a decorator::
 
         @register_message_handler("chat", message_type="say")
         def say(connection, message):
@@ -185,26 +217,24 @@ def dispatch(connection: Connection, raw: str | bytes) -> None:
     ):
         request_id = None
     message_type = message.get("type") if isinstance(message, dict) else None
-    handler = registry.message_handler(connection.app_slug, message_type)
+    if not isinstance(message_type, str):
+        connection.send(
+            error_frame("bad_message", 'send a JSON object with a string "type"', request_id)
+        )
+        return
+    slug = connection.app_slug
+    handler = registry.typed_handler(slug, message_type) or BUILT_IN.get(message_type)
+    catch_all = handler is None
+    if catch_all:
+        handler = registry.catch_all(slug)
     if handler is None:
-        if message_type == "ping":
-            connection.send(_with_id({"type": "pong"}, request_id))
-        elif not isinstance(message, dict) or not isinstance(message_type, str):
-            connection.send(
-                error_frame("bad_message", 'send a JSON object with a string "type"', request_id)
-            )
-        else:
-            connection.send(
-                error_frame(
-                    "unknown_type",
-                    f"no handler for messages of type {message_type[:100]!r}",
-                    request_id,
-                )
-            )
+        _unknown(connection, message_type, request_id)
         return
     try:
         reply = handler(connection, message)
-        if reply is not None:
+        if catch_all and reply is UNHANDLED:
+            _unknown(connection, message_type, request_id)
+        elif reply is not None:
             connection.send(_with_id(reply, request_id))
     except MessageError as exc:
         connection.send(error_frame(exc.code, exc.message, request_id))
@@ -217,6 +247,39 @@ def dispatch(connection: Connection, raw: str | bytes) -> None:
         connection.send(
             error_frame("internal_error", "the server could not handle this message", request_id)
         )
+
+
+def _unknown(connection: Connection, message_type: str, request_id: Any) -> None:
+    connection.send(
+        error_frame(
+            "unknown_type", f"no handler for messages of type {message_type[:100]!r}", request_id
+        )
+    )
+
+
+def _pong(connection: Connection, message: Any) -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+def _subscribe(connection: Connection, message: Any) -> Any:
+    from .channels import subscribe
+
+    return subscribe(connection, message)
+
+
+def _unsubscribe(connection: Connection, message: Any) -> Any:
+    from .channels import unsubscribe
+
+    return unsubscribe(connection, message)
+
+
+#: The built-in message types (after the app's handlers for the same type, before its
+#: catch-all).
+BUILT_IN: dict[str, MessageHandler] = {
+    "ping": _pong,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+}
 
 
 def _with_id(reply: Any, request_id: Any) -> Any:

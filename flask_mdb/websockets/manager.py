@@ -9,19 +9,38 @@ from any process) it closes the connections resting on them with code 4401
 (:data:`~.connection.CREDENTIALS_REVOKED`), and when a role change makes the app's access
 policy refuse a user, that user's connections with 4403 (:data:`~.connection.ACCESS_REVOKED`).
 Control events are never sent to a client.
+
+Channels: :meth:`WebSocketManager.join` / :meth:`~WebSocketManager.leave` put a connection in
+or out of a named channel of the app (:mod:`.channels` says who may join;
+:mod:`.membership` keeps who is in), and a channel message (``broadcast_to_channel``) reaches
+the members in every process. A connection leaves its channels when it closes — whatever
+closes it, a revocation included — and when its user's roles change, its channels are
+authorized again at once (in stream order: a channel message published after the change
+reaches it only if the new roles allow).
+
+Limits: per process by default; with ``slots`` (:class:`mdb_sync.realtime.slots.
+ConnectionSlots`, ``MDB_WEBSOCKET_LIMITS_SCOPE = "cluster"``) counted in the database across
+every process.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from mdb_sync.auth import revocation
-from mdb_sync.exceptions import ConnectionLimitExceeded
-from mdb_sync.realtime import Event, Subscription
-from mdb_sync.realtime.events import CONTROL
+from pymongo.errors import PyMongoError
 
+from mdb_sync.auth import revocation
+from mdb_sync.exceptions import ChannelRefused, ConnectionLimitExceeded
+from mdb_sync.realtime import Event, Subscription
+from mdb_sync.realtime.channels import validate_channel
+from mdb_sync.realtime.events import CONTROL
+from mdb_sync.realtime.slots import ConnectionSlots, Slot
+
+from . import channels as _channels
 from .connection import (
     ACCESS_REVOKED,
     CREDENTIALS_REVOKED,
@@ -30,7 +49,9 @@ from .connection import (
     POLICY_VIOLATION,
     TRY_AGAIN_LATER,
     Connection,
+    text_frame,
 )
+from .membership import ChannelTable
 
 if TYPE_CHECKING:
     from mdb_sync import MongoDBEngine
@@ -59,6 +80,12 @@ class WebSocketManager:
     :param max_per_address: live anonymous connections one client address may have (None: no
         limit). Behind a proxy every client has the proxy's address unless the app trusts the
         proxy's forwarded headers (werkzeug's ``ProxyFix``).
+    :param max_channels_per_connection: channels one connection may be in (None: no limit).
+    :param max_channels: channels with members the app may have in this process.
+    :param slots: count the connection limits in the database, across every process (the
+        limits are then totals over all processes), instead of in this process only.
+    :param app_context: a callable entering the app's context (channel authorizers need it
+        when a role change arrives on the event listener's thread).
 
     Each connection holds a thread (two while frames are queued), so the limits are what stops
     one client, or a flood of anonymous ones, from exhausting the server.
@@ -74,6 +101,10 @@ class WebSocketManager:
         max_connections: int | None = None,
         max_per_user: int | None = None,
         max_per_address: int | None = None,
+        max_channels_per_connection: int | None = 64,
+        max_channels: int | None = 10_000,
+        slots: ConnectionSlots | None = None,
+        app_context: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.app_slug = app_slug
         self.engine = engine
@@ -86,6 +117,11 @@ class WebSocketManager:
         self._connections: dict[str, Connection] = {}
         self._by_user: dict[str, set[str]] = {}
         self._by_address: dict[str, int] = {}
+        self._channels = ChannelTable(max_channels_per_connection, max_channels)
+        self.slots = slots
+        #: Enters the app's context, where channel authorizers run when a role change
+        #: arrives on the listener's thread (``flask_mdb`` passes its Flask app's).
+        self._app_context = app_context
         self._subscription: Subscription | None = None
         self._subscribe_lock = threading.Lock()
 
@@ -111,10 +147,13 @@ class WebSocketManager:
 
         A client over one of the manager's limits is closed at once — code 1013 (try again
         later) when the app is full, 1008 (policy violation) when its user or address is —
-        and :class:`~mdb_sync.exceptions.ConnectionLimitExceeded` is raised."""
+        and :class:`~mdb_sync.exceptions.ConnectionLimitExceeded` is raised. With limits
+        counted in the database, one that cannot be checked (the database is unreachable)
+        refuses the client with 1013."""
         self._ensure_subscribed()
         connection = Connection(
             ws,
+            manager=self,
             app_slug=self.app_slug,
             endpoint=endpoint,
             identity=identity,
@@ -125,8 +164,15 @@ class WebSocketManager:
             send_timeout=self.send_timeout,
             on_drop=self._dropped,
         )
+        refusal = None
+        if self.slots is not None:
+            with self._lock:  # over already in this process alone: no need to ask
+                refusal = self._over_limit(connection)
+            if refusal is None:
+                refusal = self._reserve(connection)
         with self._lock:
-            refusal = self._over_limit(connection)
+            if refusal is None and self.slots is None:
+                refusal = self._over_limit(connection)
             if refusal is None:
                 self._connections[connection.id] = connection
                 if connection.user_id is not None:
@@ -146,6 +192,38 @@ class WebSocketManager:
         self._count("ws.connected")
         return connection
 
+    def _slots_of(self, connection: Connection) -> list[Slot]:
+        """The limited things ``connection`` counts in: its user (or anonymous address), then
+        the app."""
+        slots = []
+        if connection.user_id is not None:
+            if self.max_per_user is not None:
+                slots.append(Slot("user", connection.user_id, self.max_per_user))
+        elif self.max_per_address is not None and connection.remote_addr is not None:
+            slots.append(Slot("address", connection.remote_addr, self.max_per_address))
+        if self.max_connections is not None:
+            slots.append(Slot("app", "", self.max_connections))
+        return slots
+
+    def _reserve(self, connection: Connection) -> tuple[str, str] | None:
+        """Take the connection's slots in the database (cross-process limits)."""
+        assert self.slots is not None
+        try:
+            full = self.slots.reserve(self.app_slug, connection.id, self._slots_of(connection))
+        except PyMongoError as exc:
+            log.warning("websocket of app %r: cannot count connections: %s", self.app_slug, exc)
+            return "app", "the server cannot take connections now, try again later"
+        if full is None:
+            return None
+        return full.kind, self._limit_reason(full.kind)
+
+    def _limit_reason(self, limit: str) -> str:
+        if limit == "user":
+            return f"too many connections for this user (at most {self.max_per_user})"
+        if limit == "address":
+            return f"too many connections from this address (at most {self.max_per_address})"
+        return "too many connections, try again later"
+
     def _over_limit(self, connection: Connection) -> tuple[str, str] | None:
         """``(limit, reason)`` if ``connection`` would exceed a limit (called under the lock).
         The client's own limits come first: waiting will not lift them. The reason is sent to
@@ -155,25 +233,24 @@ class WebSocketManager:
                 self.max_per_user is not None
                 and len(self._by_user.get(connection.user_id, ())) >= self.max_per_user
             ):
-                return "user", f"too many connections for this user (at most {self.max_per_user})"
+                return "user", self._limit_reason("user")
         elif (
             self.max_per_address is not None
             and connection.remote_addr is not None
             and self._by_address.get(connection.remote_addr, 0) >= self.max_per_address
         ):
-            return "address", (
-                f"too many connections from this address (at most {self.max_per_address})"
-            )
+            return "address", self._limit_reason("address")
         if self.max_connections is not None and len(self._connections) >= self.max_connections:
-            return "app", "too many connections, try again later"
+            return "app", self._limit_reason("app")
         return None
 
     def disconnect(
         self, connection: Connection, code: int = NORMAL_CLOSURE, reason: str = ""
     ) -> None:
-        """Close ``connection`` (if still open) and forget it."""
+        """Close ``connection`` (if still open) and forget it: its channels, its slots."""
         with self._lock:
             known = self._connections.pop(connection.id, None) is not None
+            channels_left = self._channels.drop(connection.id) if known else []
             if known and connection.user_id is not None:
                 ids = self._by_user.get(connection.user_id)
                 if ids is not None:
@@ -187,6 +264,10 @@ class WebSocketManager:
         connection.close(code, reason)
         if known:
             self._count("ws.disconnected")
+            for channel in channels_left:
+                self.count_channel("ws.channel_left", channel)
+            if self.slots is not None:
+                self.slots.release(connection.id)
 
     def close_all(self, code: int = GOING_AWAY, reason: str = "server shutting down") -> int:
         """Close every connection (server shutdown); return how many there were."""
@@ -206,6 +287,9 @@ class WebSocketManager:
         self._connections = {}
         self._by_user = {}
         self._by_address = {}
+        self._channels = ChannelTable(
+            self._channels.max_per_connection, self._channels.max_channels
+        )
         self._subscription = None
 
     # --- introspection ------------------------------------------------------------------------
@@ -248,7 +332,98 @@ class WebSocketManager:
             "users": users,
             "anonymous": sum(1 for c in connections if c.user_id is None),
             "queued_frames": sum(c.queued for c in connections),
+            "channels": self.channel_counts(),
         }
+
+    # --- channels -----------------------------------------------------------------------------
+
+    def join(self, connection: Connection, channel: str) -> bool:
+        """Put ``connection`` in ``channel`` of the app — no authorization: the server
+        decides (a client's ``subscribe`` goes through :meth:`subscribe`). False if it was a
+        member already. Raises :class:`~mdb_sync.exceptions.InvalidChannelError` (a bad
+        name), :class:`~mdb_sync.exceptions.ChannelLimitExceeded`, or
+        :class:`~mdb_sync.exceptions.ChannelRefused` for a connection that is not a live
+        connection of this app (membership never crosses apps)."""
+        name = validate_channel(channel)
+        with self._lock:
+            if self._connections.get(connection.id) is not connection:
+                raise ChannelRefused(
+                    f"{connection!r} is not a live connection of app {self.app_slug!r}"
+                )
+            joined = self._channels.join(connection.id, name)
+        if joined:
+            self.count_channel("ws.channel_joined", name)
+        return joined
+
+    def subscribe(self, connection: Connection, channel: str) -> bool:
+        """What a client's ``subscribe`` message does: join ``channel`` if its authorizer
+        lets the connection (:mod:`.channels`), else raise
+        :class:`~mdb_sync.exceptions.ChannelRefused` (counted in ``ws.channel_refused``).
+        Runs the authorizer on the calling thread, which needs the app's context (message
+        handlers have it)."""
+        name = validate_channel(channel)
+        if name in self.channels_of(connection):
+            return False
+        if not _channels.authorized(connection, name):
+            self._count("ws.channel_refused")  # never labelled: the name is the client's
+            raise ChannelRefused(_channels.REFUSED)
+        return self.join(connection, name)
+
+    def leave(self, connection: Connection, channel: str) -> bool:
+        """Take ``connection`` out of ``channel``; False if it was not in it."""
+        name = validate_channel(channel)
+        with self._lock:
+            left = self._channels.leave(connection.id, name)
+        if left:
+            self.count_channel("ws.channel_left", name)
+        return left
+
+    def channels_of(self, connection: Connection) -> frozenset[str]:
+        """The channels ``connection`` is in."""
+        with self._lock:
+            return self._channels.channels_of(connection.id)
+
+    def channel_members(self, channel: str) -> list[Connection]:
+        """The connections of ``channel`` in this process."""
+        with self._lock:
+            ids = self._channels.members(channel)
+            return [self._connections[i] for i in ids if i in self._connections]
+
+    def channel_counts(self) -> dict[str, int]:
+        """Members per channel, in this process."""
+        with self._lock:
+            return self._channels.counts()
+
+    def reauthorize(self, connection: Connection) -> list[str]:
+        """Authorize the connection's channels again (its roles changed): it leaves those it
+        may no longer join, and the client is told (``{"type": "unsubscribed", "channel",
+        "reason": "forbidden"}``). Returns the channels it left. An authorizer that fails
+        counts as a refusal. The authorizers run in the app's context with the app bound
+        (``app_context``), whichever thread calls this."""
+        names = sorted(self.channels_of(connection))
+        allowed: dict[str, bool] = dict.fromkeys(names, False)  # fails closed
+        try:
+            with self._app_context() if self._app_context is not None else nullcontext():
+                for name in names:
+                    try:
+                        allowed[name] = bool(_channels.authorized(connection, name))
+                    except Exception:  # a refusal (MessageError) or a failing authorizer
+                        log.warning(
+                            "channel authorizer of app %r failed", self.app_slug, exc_info=True
+                        )
+        except Exception:  # the app's context could not be entered (the app is disabled...)
+            log.warning("channels of app %r not re-authorized", self.app_slug, exc_info=True)
+        left = []
+        for name in names:
+            if not allowed[name] and self.leave(connection, name):
+                left.append(name)
+                connection.send({"type": "unsubscribed", "channel": name, "reason": "forbidden"})
+        return left
+
+    def count_channel(self, name: str, channel: str, value: int = 1) -> None:
+        """Count ``name`` for ``channel`` (a label: at most 100 channels per app and counter
+        are named, the rest count as ``_other``)."""
+        self.engine.metrics.increment(name, value, app=self.app_slug, labels={"channel": channel})
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -284,13 +459,32 @@ class WebSocketManager:
             self.engine.events.publish(self.app_slug, message, connection_id=connection_id)
         return False
 
+    def broadcast_to_channel(
+        self, channel: str, message: Any, exclude: Any = None, *, local_only: bool = False
+    ) -> Event:
+        """Send ``message`` to the members of ``channel`` — in this process at once, in the
+        others through MongoDB unless ``local_only``."""
+        return self.engine.events.publish(
+            self.app_slug,
+            message,
+            channel=validate_channel(channel),  # None is no channel: never the whole app
+            exclude=connection_ids(exclude),
+            local_only=local_only,
+        )
+
     def _on_event(self, event: Event) -> None:
         """An event of the app (from this process or another): queue it for its recipients.
         Runs on the publishing or the listening thread, so it only appends to queues."""
         if event.kind == CONTROL:
             self._on_control(event)
             return
-        if event.connection_id is not None:
+        if event.channel is not None:
+            with self._lock:
+                ids = self._channels.members(event.channel)
+                recipients = [self._connections[i] for i in ids if i in self._connections]
+            if recipients:
+                self.count_channel("ws.channel_delivered", event.channel, len(recipients))
+        elif event.connection_id is not None:
             connection = self._connections.get(event.connection_id)
             recipients = [connection] if connection is not None else []
         elif event.user_id is not None:
@@ -298,13 +492,18 @@ class WebSocketManager:
         else:
             with self._lock:
                 recipients = list(self._connections.values())
+        frame = text_frame(event.data) if len(recipients) > 1 else None
         for connection in recipients:
             if event.reaches(connection.id, connection.user_id):
-                connection.send_text(event.data)
+                connection.send_text(event.data, frame)
 
     def _on_control(self, event: Event) -> None:
         """A control event: close the connections whose login it revokes — at once (no
         frame leaves for them any more), without waiting for their close to complete."""
+        roles = revocation.parse_roles(event.data)
+        if roles is not None:
+            self._on_roles(event.user_id, roles)
+            return
         control = revocation.parse_control(event.data)
         if control is None:
             return
@@ -314,6 +513,18 @@ class WebSocketManager:
                 continue
             code = ACCESS_REVOKED if standing.forbidden else CREDENTIALS_REVOKED
             self.revoke(connection, code, standing.problem or revocation.REVOKED)
+
+    def _on_roles(self, user_id: str | None, roles: list[str]) -> None:
+        """A user's roles changed (and the app's access policy still admits them): their
+        connections' channels are authorized again now — on the thread handing over the
+        event, before any later event — so what was published after the change reaches
+        them only if the new roles allow."""
+        if user_id is None:
+            return
+        for connection in self.connections(user_id):
+            connection.identity["roles"] = list(roles)
+            if self.channels_of(connection):
+                self.reauthorize(connection)
 
     def revoke(self, connection: Connection, code: int, reason: str) -> None:
         """Close ``connection`` because its login ended (:meth:`Connection.revoke`: at once,

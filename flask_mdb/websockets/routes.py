@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ from mdb_sync.exceptions import (
     ConnectionLimitExceeded,
 )
 from mdb_sync.observability import log_context
+from mdb_sync.realtime.slots import ConnectionSlots
 from mdb_sync.scoping import validate_slug
 
 from .. import binding
@@ -131,11 +133,19 @@ class WebSocketState:
         self.queue_size: int = mdb_state.config["MDB_WEBSOCKET_QUEUE_SIZE"]
         self.send_timeout: float = mdb_state.config["MDB_WEBSOCKET_SEND_TIMEOUT"]
         self.recheck_interval: float = mdb_state.config["MDB_WEBSOCKET_RECHECK_INTERVAL"]
+        config = mdb_state.config
         self.limits: dict[str, int | None] = {
-            "max_connections": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS"],
-            "max_per_user": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER"],
-            "max_per_address": mdb_state.config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS"],
+            "max_connections": config["MDB_WEBSOCKET_MAX_CONNECTIONS"],
+            "max_per_user": config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_USER"],
+            "max_per_address": config["MDB_WEBSOCKET_MAX_CONNECTIONS_PER_ADDRESS"],
+            "max_channels_per_connection": config["MDB_WEBSOCKET_MAX_CHANNELS_PER_CONNECTION"],
+            "max_channels": config["MDB_WEBSOCKET_MAX_CHANNELS"],
         }
+        #: "process" or "cluster": where the connection limits are counted.
+        self.limits_scope: str = config["MDB_WEBSOCKET_LIMITS_SCOPE"]
+        self.lease_ttl: float = config["MDB_WEBSOCKET_LEASE_TTL"]
+        self._slots: ConnectionSlots | None = None
+        self._app = weakref.ref(app)
         #: Flask endpoint name -> the endpoint as registered.
         self.routes: dict[str, Endpoint] = {}
         self._paths: dict[str, str] = {}
@@ -154,19 +164,52 @@ class WebSocketState:
                         self.mdb_state.engine,
                         queue_size=self.queue_size,
                         send_timeout=self.send_timeout,
+                        slots=self._cluster_slots(),
+                        app_context=functools.partial(self._bound, slug),
                         **self.limits,
                     )
         return manager
+
+    @contextlib.contextmanager
+    def _bound(self, slug: str) -> Iterator[None]:
+        """The Flask app's context with ``slug`` bound, as in a connection's own thread:
+        where channel authorizers run when a role change arrives on the listener's."""
+        app = self._app()
+        if app is None:
+            raise RuntimeError("the Flask app of these websockets is gone")
+        with app.app_context():
+            state = self.mdb_state
+            record = binding.usable_record(state, slug, "websocket")
+            bound = binding.Binding(slug, state, "websocket", state.slug_state(slug, record))
+            token = binding.push_binding(bound)
+            try:
+                yield
+            finally:
+                binding.pop_binding(token)
+
+    def _cluster_slots(self) -> ConnectionSlots | None:
+        """The database-backed connection counts of ``MDB_WEBSOCKET_LIMITS_SCOPE =
+        "cluster"`` (one per Flask app and process), else None: the per-process fast path."""
+        if self.limits_scope != "cluster":
+            return None
+        if self._slots is None:
+            self._slots = ConnectionSlots(self.mdb_state.engine, self.lease_ttl)
+        return self._slots
 
     def managers(self) -> list[WebSocketManager]:
         with self._lock:
             return list(self._managers.values())
 
     def close_all(self) -> int:
-        return sum(manager.close_all() for manager in self.managers())
+        closed = sum(manager.close_all() for manager in self.managers())
+        if self._slots is not None:
+            self._slots.stop()
+        return closed
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+        if self._slots is not None:
+            self._slots.after_fork_in_child()
         for manager in self._managers.values():
             manager.after_fork_in_child()
 
@@ -448,7 +491,9 @@ def _until_lapse(manager: WebSocketManager, connection: Connection) -> float | N
     :data:`RECEIVE_WAKEUP`, and no later than when its login lapses. None: it lapsed and
     the connection is being closed."""
     credentials = connection.credentials
-    left = credentials.seconds_left() if credentials is not None else None
+    if credentials is None:
+        return RECEIVE_WAKEUP
+    left = credentials.seconds_left()
     if left is None or left > RECEIVE_WAKEUP:
         return RECEIVE_WAKEUP
     if left > 0:
@@ -474,6 +519,7 @@ def _may_act(manager: WebSocketManager, connection: Connection) -> bool:
     credentials = connection.credentials
     if credentials is None or not credentials.due():
         return True
+    roles = connection.identity.get("roles")
     try:
         standing = credentials.check(activity=True)
     except Exception:
@@ -483,6 +529,10 @@ def _may_act(manager: WebSocketManager, connection: Connection) -> bool:
         )
         return False
     if standing is None or standing.ok:
+        if connection.identity.get("roles") != roles and connection.channels:
+            # Changed without an event reaching this process (yet): its channels are
+            # authorized again before the message is handled.
+            manager.reauthorize(connection)
         return True
     manager.revoke(connection, close_code(standing), standing.problem or revocation.REVOKED)
     return False
@@ -518,15 +568,15 @@ def manifest_for(state: MDBState, slug: str) -> dict[str, Any]:
     for manifest in state.manifests:
         if manifest["slug"] == slug:
             return manifest
-    manifest = state.ensure_ready().get_app(slug)
-    if manifest is None:
+    registered = state.ensure_ready().get_app(slug)
+    if registered is None:
         raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
-    return manifest
+    return registered
 
 
 def close_all(app: Flask | None = None) -> int:
     """Close every websocket of ``app`` (code 1001); return how many there were."""
-    ws_state = (app or current_app).extensions.get(STATE_KEY)  # type: ignore[union-attr]
+    ws_state = (app or current_app).extensions.get(STATE_KEY)
     return ws_state.close_all() if ws_state is not None else 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from ..exceptions import ConfigurationError
@@ -92,6 +92,10 @@ class _Reader:
             raise _fail(self.path(key), "must be true or false", self.app)
         return value
 
+    @overload
+    def string(self, *keys: str, default: str) -> str: ...
+    @overload
+    def string(self, *keys: str, default: None = None) -> str | None: ...
     def string(self, *keys: str, default: str | None = None) -> str | None:
         value = self.get(*keys)
         if value is None:
@@ -100,6 +104,10 @@ class _Reader:
             raise _fail(self.path(keys[0]), "must be a non-empty string", self.app)
         return value.strip()
 
+    @overload
+    def integer(self, *keys: str, default: int, minimum: int) -> int: ...
+    @overload
+    def integer(self, *keys: str, default: None, minimum: int) -> int | None: ...
     def integer(self, *keys: str, default: int | None, minimum: int) -> int | None:
         value = self.get(*keys)
         if value is None:
@@ -108,6 +116,14 @@ class _Reader:
             raise _fail(self.path(keys[0]), f"must be an integer >= {minimum}", self.app)
         return value
 
+    @overload
+    def number(
+        self, key: str, *, default: float, low: float, high: float, open_low: bool = False
+    ) -> float: ...
+    @overload
+    def number(
+        self, key: str, *, default: None, low: float, high: float, open_low: bool = False
+    ) -> float | None: ...
     def number(
         self, key: str, *, default: float | None, low: float, high: float, open_low: bool = False
     ) -> float | None:

@@ -91,7 +91,8 @@ class CostMeter:
 
     @property
     def app(self) -> str | None:
-        return self.telemetry.app
+        app: str | None = self.telemetry.app
+        return app
 
     def price(self, route: Route) -> Price | None:
         price = self.prices.lookup(route.provider_name, route.model, free=route.spec.free)
@@ -110,7 +111,7 @@ class CostMeter:
         and output tokens at most), or raise :class:`AIBudgetExceededError` before anything
         is sent."""
         hold = Hold(route, self.price(route), estimate)
-        if self.budget_usd is None or not hold.priced:
+        if self.budget_usd is None or hold.price is None or not hold.priced:
             return hold
         worst = hold.price.cost(*hold.estimate())
         if worst <= 0:
@@ -181,7 +182,9 @@ class CostMeter:
 # --- estimates ------------------------------------------------------------------------------------
 
 
-def estimate_prompt_tokens(counter: Any, messages: Sequence[dict[str, Any]], params: dict) -> int:
+def estimate_prompt_tokens(
+    counter: Any, messages: Sequence[dict[str, Any]], params: dict[str, Any]
+) -> int:
     """An upper estimate of a chat request's prompt tokens: our count of every text (with
     :data:`PROMPT_MARGIN`), the chat format's overhead, and tool definitions."""
     tokens = PER_REPLY_TOKENS

@@ -529,7 +529,7 @@ def hybrid_search(
             and server_supports_vector_search(engine)
             and search_index_ready(engine, collection, text_index)
         )
-        if use_search:
+        if use_search and text_index is not None:
             ranked["text"] = _server_text_search(
                 collection,
                 query_text,

@@ -13,6 +13,7 @@ outcome, retries, tokens and cost are recorded in the engine's metrics under the
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -179,7 +180,11 @@ class LLMService:
         )
 
     def _chat_params(
-        self, model: str | None, temperature: float | None, max_tokens: int | None, params: dict
+        self,
+        model: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        params: dict[str, Any],
     ) -> tuple[str, dict[str, Any]]:
         model = model or self.config.default_chat_model
         temperature = self.config.temperature if temperature is None else temperature
@@ -193,7 +198,9 @@ class LLMService:
             params["max_tokens"] = BUDGET_DEFAULT_MAX_TOKENS
         return model, params
 
-    def _begin_chat(self, route: Route, conversation: list, params: dict) -> Hold:
+    def _begin_chat(
+        self, route: Route, conversation: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Hold:
         def estimate() -> tuple[int, int]:
             counter = _estimate_counter()
             limit = params.get("max_tokens") or params.get("max_completion_tokens") or 0
@@ -233,7 +240,7 @@ class LLMService:
         hold = self._begin_chat(route, conversation, params)
         with self.telemetry.operation("llm.chat"):
             try:
-                result = self._call(
+                result: ChatResult = self._call(
                     lambda: route.provider.chat(conversation, model=route.model, **params),
                     "chat",
                     route,
@@ -281,7 +288,9 @@ class LLMService:
         route = self.router.resolve(model)  # an unknown provider fails here, not mid-loop
         return self._stream(conversation, route, params)
 
-    def _stream(self, conversation: list, route: Route, params: dict) -> Iterator[str]:
+    def _stream(
+        self, conversation: list[dict[str, Any]], route: Route, params: dict[str, Any]
+    ) -> Iterator[str]:
         # Reserved when iteration starts: a stream never read holds no budget.
         hold = self._begin_chat(route, conversation, params)
         settled = False
@@ -401,12 +410,14 @@ class LLMService:
         size = min(batch_size or self.config.embedding_batch_size, limit)
         vectors: list[list[float]] = []
         for batch in self._batches(items, size, route):
-            hold = self.costs.begin(route, lambda b=batch: self._embedding_estimate(route, b))
+            hold = self.costs.begin(
+                route, functools.partial(self._embedding_estimate, route, batch)
+            )
             with self.telemetry.operation("llm.embed"):
                 try:
                     result = self._call(
-                        lambda b=batch: route.provider.embed(
-                            b, model=route.model, dimensions=dimensions
+                        functools.partial(
+                            route.provider.embed, batch, model=route.model, dimensions=dimensions
                         ),
                         "embeddings",
                         route,

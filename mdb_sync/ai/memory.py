@@ -233,7 +233,7 @@ class MemoryService:
         self, user_id: str, text: str, vector: list[float], metadata: Mapping[str, Any] | None
     ) -> dict[str, Any]:
         now = _now()
-        doc = {
+        doc: dict[str, Any] = {
             "user_id": user_id,
             "memory": text,
             "hash": _digest(text),
@@ -374,7 +374,7 @@ class MemoryService:
             if kind == "ADD" or (kind == "UPDATE" and target is None):
                 if text:
                     to_embed.append((text, None))
-            elif kind == "UPDATE" and text and text != target["memory"]:
+            elif kind == "UPDATE" and target is not None and text and text != target["memory"]:
                 touched.add(str(event.get("id")))
                 to_embed.append((text, target))
             elif kind == "DELETE" and target is not None:

@@ -130,6 +130,8 @@ class OpenAIProvider:
             ) from exc
         config = self.config
         if config.provider == "azure":
+            if not config.base_url:  # LLMConfig.require_ready refuses this first
+                raise ConfigurationError("the Azure provider needs llm_config.base_url")
             return openai.AzureOpenAI(
                 azure_endpoint=config.base_url,
                 api_key=config.api_key,

@@ -59,7 +59,7 @@ class RetryPolicy:
 
     def backoff(self, retry: int) -> float:
         """Delay before retry number ``retry`` (0-based) when the server did not say."""
-        delay = min(self.max_delay, self.base_delay * (2**retry))
+        delay: float = min(self.max_delay, self.base_delay * (2**retry))
         return delay * (1 - self.jitter * random.random())
 
 

@@ -1,21 +1,21 @@
 """The AI services of a registered app, built from its manifest and the environment.
 
 :meth:`MongoDBEngine.get_llm_service`, :meth:`~MongoDBEngine.get_embedding_service` and
-:meth:`~MongoDBEngine.get_memory_service` land here. Services are cached per engine, app and
-process; the cache key includes the app's AI sections and the environment variables they
-read, so re-registering a manifest or rotating a key takes effect on the next call, and a
-forked worker builds its own HTTP clients. Every service of an app shares one spending
+:meth:`~MongoDBEngine.get_memory_service` land here. Services live in the engine's per-app
+cache (:mod:`mdb_sync.app_services`), keyed by the app's registry record version and the
+environment variables they read: a manifest changed by any process takes effect within
+``registry_refresh_seconds`` (at once after ``reload_apps()``), a rotated key on the next
+call, and a forked worker builds its own HTTP clients. Every service of an app shares one spending
 ledger (:mod:`mdb_sync.ai.spend`) in the engine's database, which is how its monthly
 budget holds across services, threads and processes.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import os
-import threading
-import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..exceptions import ConfigurationError
 from .config import EmbeddingConfig, LLMConfig, MemoryConfig
@@ -34,41 +34,29 @@ _ENV_KEYS = (
     "AZURE_OPENAI_API_VERSION",
     "MDB_LLM_BASE_URL",
 )
-_lock = threading.Lock()
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+
+_S = TypeVar("_S")
 
 
 def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
     engine.require_initialized()
-    engine.registry.require_usable(slug)
-    manifest = engine.get_app(slug) or {}
-    return {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}
+    record = engine.registration.require_usable(slug)
+    manifest = copy.deepcopy(dict(record.manifest))
+    sections = {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}
+    sections["_record"] = record
+    return sections
 
 
 def _cached(
     engine: MongoDBEngine,
     kind: str,
     slug: str,
-    sections: dict,
-    build: Any,
+    sections: dict[str, Any],
+    build: Callable[[], _S],
     env_keys: list[str] | tuple[str, ...] = (),
-) -> Any:
-    fingerprint = json.dumps(sections, sort_keys=True, default=str)
+) -> _S:
     env = tuple(os.environ.get(k) for k in sorted({*_ENV_KEYS, *env_keys}))
-    # The client's identity: services hold scoped collections bound to it, which must not
-    # outlive a shutdown() and initialize() of the engine.
-    key = (kind, slug, os.getpid(), id(engine.client), fingerprint, env)
-    with _lock:
-        services = _cache.setdefault(engine, {})
-        service = services.get(key)
-    if service is None:
-        service = build()
-        with _lock:
-            stale = [k for k in services if k[:2] == (kind, slug) and k != key]
-            for k in stale:
-                del services[k]
-            service = services.setdefault(key, service)
-    return service
+    return engine.app_services.get(sections["_record"], f"ai.{kind}", build, env)
 
 
 def _disabled(slug: str, section: str) -> ConfigurationError:
@@ -79,7 +67,7 @@ def _disabled(slug: str, section: str) -> ConfigurationError:
     )
 
 
-def _llm_config(slug: str, sections: dict) -> LLMConfig:
+def _llm_config(slug: str, sections: dict[str, Any]) -> LLMConfig:
     config = LLMConfig.from_manifest(sections["llm_config"], app=slug)
     config.require_ready(slug)
     return config
@@ -179,7 +167,7 @@ def _local_without_chat(config: LLMConfig, model: str) -> bool:
 
 
 def embedding_service_for_memory(
-    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict
+    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict[str, Any]
 ) -> EmbeddingService:
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""

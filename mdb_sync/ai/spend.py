@@ -146,8 +146,9 @@ class SpendLedger:
         doc_id = self._doc_id(month)
         amount = max(1, to_nano(amount_usd, up=True))
         budget = to_nano(budget_usd)
+        reservation_id = uuid.uuid4().hex
         entry = {
-            "id": uuid.uuid4().hex,
+            "id": reservation_id,
             "amount": amount,
             "expires_at": now + dt.timedelta(seconds=self.lease_seconds),
         }
@@ -174,7 +175,7 @@ class SpendLedger:
                 # in-flight list, which the update returned anyway).
                 with contextlib.suppress(PyMongoError):
                     self._reclaim(after, now)
-                return Reservation(entry["id"], doc_id, month, amount)
+                return Reservation(reservation_id, doc_id, month, amount)
             doc = self.collection.find_one({"_id": doc_id})
             if doc is None:
                 self._create(doc_id, month, now)
@@ -286,7 +287,7 @@ class SpendLedger:
         spent, reserved = int(doc.get("spent") or 0), int(doc.get("reserved") or 0)
         resets = next_month(now)
         in_flight = len(doc.get("reservations") or [])
-        values = {
+        values: dict[str, Any] = {
             "budget_usd": to_usd(budget),
             "spent_usd": to_usd(spent),
             "reserved_usd": to_usd(reserved),

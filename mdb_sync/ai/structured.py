@@ -11,6 +11,7 @@ bounds, ``anyOf``/``oneOf``/``allOf``. Unsupported keywords are ignored, not gue
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -80,12 +81,12 @@ def validate_json_schema(value: Any, schema: Mapping[str, Any], path: str = "$")
         errors.append(f"{path}: must be one of {schema['enum']!r}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for key, ok in (
-            ("minimum", lambda b: value >= b),
-            ("maximum", lambda b: value <= b),
-            ("exclusiveMinimum", lambda b: value > b),
-            ("exclusiveMaximum", lambda b: value < b),
+            ("minimum", operator.ge),
+            ("maximum", operator.le),
+            ("exclusiveMinimum", operator.gt),
+            ("exclusiveMaximum", operator.lt),
         ):
-            if key in schema and not ok(schema[key]):
+            if key in schema and not ok(value, schema[key]):
                 errors.append(f"{path}: {key} is {schema[key]}")
     if isinstance(value, (str, list, dict)):
         suffix = (
@@ -219,16 +220,16 @@ class ResponseSchema:
 
             return "pydantic", spec.__name__, spec.model_json_schema(), validate
         if isinstance(spec, Mapping):
-            schema = dict(spec)
+            json_schema: dict[str, Any] = dict(spec)
 
             def validate(data: Any) -> Any:
-                errors = validate_json_schema(data, schema)
+                errors = validate_json_schema(data, json_schema)
                 if errors:
                     raise SchemaValidationError(errors)
                 return data
 
-            name = str(schema.get("title") or "response")
-            return "json_schema", re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64], schema, validate
+            name = str(json_schema.get("title") or "response")
+            return "json_schema", re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64], json_schema, validate
         raise TypeError(
             "response_model must be a marshmallow Schema, a pydantic model class or a JSON "
             f"Schema dict, not {type(spec).__name__}"

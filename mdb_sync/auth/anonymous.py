@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from . import revocation, store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
 
 #: Every anonymous id starts so: it can never be taken for a user id (an ObjectId).
@@ -51,7 +53,7 @@ class AnonymousIdentities:
         self.ttl = ttl
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.ANONYMOUS)
 
     def key(self, token: str) -> str:
@@ -87,7 +89,7 @@ class AnonymousIdentities:
         last_seen = store.aware(doc.get("last_seen")) or store.now()
         if store.now() - last_seen > TOUCH_EVERY:
             self.coll.update_one({"_id": key}, {"$set": {"last_seen": store.now()}})
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def claim(self, token: Any, user_id: str) -> dict[str, Any] | None:
         """Claim the identity of ``token`` for ``user_id`` (atomic): the document, or None
@@ -106,7 +108,7 @@ class AnonymousIdentities:
             },
             {"$set": {"claimed_by": user_id, "claimed_at": now}},
         )
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def end(self, key: str) -> bool:
         """End the identity stored as ``key``: its token is refused, its websockets close."""

@@ -21,6 +21,7 @@ from . import store
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
+    from ..scoping import ScopedCollection
 
 FIELDS = ("v0", "v1", "v2", "v3", "v4", "v5")
 
@@ -49,7 +50,7 @@ class MongoPolicyAdapter(persist.FilteredAdapter, persist.BatchAdapter, UpdateAd
         self._filtered = False
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> ScopedCollection:
         # Looked up on each use: after an engine restart or a fork, the engine's new client.
         return self.engine.get_scoped_db(self.slug, auto_index=False)[self.collection]
 

@@ -217,7 +217,7 @@ class AuthConfig:
             )
         else:
             verify = Verification() if verification is True else None
-        tf_block = users.get("two_factor")
+        tf_block: Mapping[str, Any] = users.get("two_factor") or {}
         two_factor = (
             TwoFactor(
                 issuer_name=tf_block.get("issuer_name"),
@@ -225,7 +225,7 @@ class AuthConfig:
                 max_failed_attempts=int(tf_block.get("max_failed_attempts", 5)),
                 lockout_seconds=int(tf_block.get("lockout_duration_seconds", 900)),
             )
-            if _switch(tf_block)
+            if _switch(users.get("two_factor"))
             else None
         )
         anonymous: Mapping[str, Any] = auth.get("anonymous") or {}
@@ -278,7 +278,7 @@ class AuthConfig:
             allowed_roles=tuple((policy or {}).get("allowed_roles") or ()),
             allowed_users=tuple((policy or {}).get("allowed_users") or ()),
             denied_users=tuple((policy or {}).get("denied_users") or ()),
-            required_permissions=permissions,  # type: ignore[arg-type]
+            required_permissions=permissions,
             owner_can_access=bool((policy or {}).get("owner_can_access", True)),
             owner=manifest.get("developer_id"),
             public_routes=tuple(auth.get("public_routes") or ()),
@@ -331,7 +331,7 @@ def inert_settings(manifest: Mapping[str, Any] | None) -> list[str]:
     manifest = manifest or {}
     auth: Mapping[str, Any] = manifest.get("auth") or {}
     sec: Mapping[str, Any] = (manifest.get("token_management") or {}).get("security") or {}
-    found = []
+    found: list[str] = []
     if auth.get("mode") != "shared":  # they mean something in a shared app only
         found.extend(
             f"auth.{key} (without mode 'shared')"

@@ -34,6 +34,8 @@ from ..exceptions import RateLimitExceeded
 from . import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
 
 SCOPE = "lockout"
@@ -97,7 +99,7 @@ class AccountLockout:
         self.shared = shared
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.RATE_LIMITS)
 
     def _id(self, email: str) -> str:
@@ -141,7 +143,7 @@ class AccountLockout:
             ]
         }
         taken = {"$add": [{"$size": "$pending"}, "$failures"]}
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$set": {"_locked": locked}},
             {"$set": {"_fresh": fresh}},
             {

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ from .config import AuthConfig
 from .users import public_view
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from .service import AuthService
 
 #: Seconds a hand-off code lives (the browser needs one redirect to use it).
@@ -92,7 +94,7 @@ def check_pair(auth: AuthService, hub: str, app: str) -> str:
     return callback_url(registered)
 
 
-def check_manifests(manifests: list[Mapping[str, Any]]) -> None:
+def check_manifests(manifests: Sequence[Mapping[str, Any]]) -> None:
     """Refuse (``ConfigurationError``) shared apps among ``manifests`` that do not agree with
     each other: a hub listing an app that names another hub (or none), a related app naming a
     hub that does not list it. Apps whose partner is not among ``manifests`` are checked at
@@ -136,7 +138,7 @@ class HandOffs:
         self.auth = auth
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.auth.engine, store.HANDOFFS)
 
     @staticmethod

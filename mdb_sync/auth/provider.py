@@ -228,7 +228,8 @@ class CasbinProvider:
                     "not [subject, resource, action] or [user, role]",
                     context={"app": self.slug},
                 )
-            added += self.add_role(*rule) if len(rule) == 2 else self.add_policy(*rule)
+            checked = [str(v) for v in rule]
+            added += self.add_role(*checked) if len(checked) == 2 else self.add_policy(*checked)
         for item in roles:
             user = item.get("user") or item.get("subject") or item.get("email")
             role = item.get("role")

@@ -21,6 +21,8 @@ from ..exceptions import RateLimitExceeded
 from . import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
 
 
@@ -39,7 +41,7 @@ class RateLimiter:
         self.engine = engine
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.RATE_LIMITS)
 
     def hit(
@@ -51,7 +53,7 @@ class RateLimiter:
         window = dt.timedelta(seconds=window_seconds)
         fresh = {"$or": [{"$not": ["$window_start"]}, {"$lte": ["$window_start", now - window]}]}
         key_id = store.digest("rate", app, scope, key)
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$set": {"_fresh": fresh}},
             {
                 "$set": {

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from . import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
 
 #: Longest token accepted (``secrets.token_urlsafe(32)`` is 43 characters).
@@ -30,7 +32,7 @@ class ResetTokens:
         self.ttl = ttl
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.RESETS)
 
     def _id(self, token: str) -> str:
@@ -59,7 +61,7 @@ class ResetTokens:
         expires = store.aware((doc or {}).get("expires_at"))
         if doc is None or expires is None or expires <= store.now():
             return None
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def spend(self, token: str) -> bool:
         """Delete ``token``; False if another request spent it first."""

@@ -18,6 +18,10 @@ change). Two mechanisms keep such a connection from outliving its login:
                (the revoking process runs the policy once; the connections close with
                the policy's reason)
 
+  A role change the policy still admits publishes ``{"op": "roles", "user_id", "roles"}``
+  instead: nothing is revoked, but the user's connections authorize their channels again
+  (``flask_mdb.websockets``: a channel the new roles may not join is left).
+
   Control events travel in the same stream as messages, so a message published after a
   revocation never reaches a process before the revocation does. Publishing never fails a
   revocation (the revocation is already stored; a failure is logged and counted) — the
@@ -55,6 +59,8 @@ log = logging.getLogger("mdb_sync.auth")
 
 #: ``op`` of a control event: close the matching connections.
 REVOKE = "revoke"
+#: ``op`` of a control event: a user's roles changed (nothing revoked).
+ROLES = "roles"
 #: What a control event is about (its ``scope``).
 SCOPES = ("user", "session", "family", "access")
 
@@ -98,10 +104,14 @@ def roles_changed(auth: AuthService, user: Mapping[str, Any]) -> None:
     """``user``'s roles changed in ``auth``'s app: if its access policy now refuses them,
     their connections close (with the policy's reason)."""
     problem = auth.access_problem(user) if auth.config.policy_present else None
+    user_id = str(user["user_id"])
+    control: dict[str, Any]
     if problem:
-        user_id = str(user["user_id"])
         control = {"op": REVOKE, "scope": "access", "user_id": user_id, "reason": problem}
-        _publish(auth.engine, auth.slug, control, user_id)
+    else:  # still admitted: what it may do (its channels) is decided again
+        roles = [str(r) for r in user.get("roles") or ()]
+        control = {"op": ROLES, "user_id": user_id, "roles": roles}
+    _publish(auth.engine, auth.slug, control, user_id)
 
 
 def _publish(engine: MongoDBEngine, slug: str, control: dict[str, Any], user_id: Any) -> None:
@@ -136,6 +146,21 @@ def parse_control(text: str) -> dict[str, Any] | None:
     ):
         return None
     return control
+
+
+def parse_roles(text: str) -> list[str] | None:
+    """The user's new roles, when the control event is a role change (see
+    :func:`roles_changed`), else None."""
+    try:
+        control = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(control, dict) or control.get("op") != ROLES:
+        return None
+    roles = control.get("roles")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return None
+    return roles
 
 
 def verdict(control: Mapping[str, Any], identity: Mapping[str, Any] | None) -> Standing | None:

@@ -16,14 +16,11 @@ Everything comes from the app's registered manifest (``auth``, ``token_managemen
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import logging
 import os
 import threading
-import weakref
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pymongo.errors import DuplicateKeyError
 
@@ -286,7 +283,7 @@ class AuthService:
             try:
                 if not stored:
                     self.check_password(clear, email)
-                    stored = self.hasher.hash(clear)
+                    stored = self.hasher.hash(str(clear))
                 self._create_user(
                     email,
                     stored,
@@ -508,7 +505,7 @@ class AuthService:
             log.warning("app %r: an account was locked after repeated failed sign-ins", self.slug)
             self.audit("account_locked")
 
-    def _failed(self, reservation: Reservation | None = None) -> Any:
+    def _failed(self, reservation: Reservation | None = None) -> NoReturn:
         """Refuse a login; a wrong password (or an unknown email) counts towards the email's
         lockout, whether or not an account has it."""
         self._settle_failure(reservation)
@@ -901,7 +898,11 @@ class AuthService:
     # --- sessions -------------------------------------------------------------------------------
 
     def start_session(
-        self, user: dict[str, Any], *, remember: bool = False, fingerprint: dict | None = None
+        self,
+        user: dict[str, Any],
+        *,
+        remember: bool = False,
+        fingerprint: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         sessions = self.sessions
         if sessions is None:
@@ -909,7 +910,7 @@ class AuthService:
         return sessions.create(user, remember=remember, fingerprint=fingerprint)
 
     def load_session(
-        self, sid: Any, fingerprint: dict | None = None
+        self, sid: Any, fingerprint: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """``(session, user)`` of a live session id, or None. A session whose user changed
         password or was deactivated since is ended here."""
@@ -1044,35 +1045,34 @@ def tracking_of(users: AppUserStore, doc: Mapping[str, Any]) -> dict[str, Any]:
     return {key: source.get(key) for key in TRACKING if key in source}
 
 
-# --- a cache for scripts and workers -------------------------------------------------------------
-
-_lock = threading.Lock()
-_cache: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], AuthService]] = (
-    weakref.WeakKeyDictionary()
-)
+# --- the app's service for scripts and workers ---------------------------------------------------
 
 
 def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthService:
-    """The :class:`AuthService` of ``slug``, cached per engine, process, client and manifest
-    (re-registering the manifest or restarting the engine builds a new one)."""
+    """The :class:`AuthService` of ``slug`` from the engine's per-app cache
+    (:mod:`mdb_sync.app_services`): one object per app state and options, shared with the
+    Flask extension on the same engine (without ``options``, the extension's — when one is
+    installed — are used), rebuilt when the app's record changes in any process."""
     engine.require_initialized()
-    manifest = engine.get_app(slug) or {}
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [manifest.get("auth"), manifest.get("token_management"), manifest.get("developer_id")],
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()
-    option_key = tuple(sorted((k, repr(v)) for k, v in options.items()))
-    key = (slug, os.getpid(), id(engine.client), fingerprint, option_key)
-    with _lock:
-        cached = _cache.setdefault(engine, {}).get(key)
-    if cached is not None:
-        return cached
-    service = AuthService(engine, slug, **options)
-    with _lock:
-        services = _cache.setdefault(engine, {})
-        for stale in [k for k in services if k[0] == slug and k != key]:
-            del services[stale]
-        return services.setdefault(key, service)
+    defaults = engine.app_services.auth_defaults
+    if not options and defaults is not None:
+        key, options = defaults(slug)
+        return auth_service_of(engine, slug, key, options)
+    return auth_service_of(engine, slug, options_key(options), options)
+
+
+def options_key(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A hashable key of keyword ``options`` (by ``repr``: objects by identity)."""
+    return tuple(sorted((k, repr(v)) for k, v in options.items()))
+
+
+def auth_service_of(
+    engine: MongoDBEngine, slug: str, key: Hashable, options: Mapping[str, Any]
+) -> AuthService:
+    """The one :class:`AuthService` of ``slug`` with ``options`` (identified by ``key``) on
+    ``engine``, from its per-app cache: what ``get_auth_service`` and the Flask extension
+    return."""
+    record = engine.registration.require_usable(slug)
+    return engine.app_services.auth_service(
+        record, lambda: AuthService(engine, slug, **options), key
+    )

@@ -20,6 +20,8 @@ from pymongo import DESCENDING
 from . import revocation, store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
 
 #: How stale ``last_seen`` may get before a request writes it again (limits writes).
@@ -45,7 +47,7 @@ class SessionStore:
         self.max_per_user = max_per_user
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.SESSIONS)
 
     def create(
@@ -93,7 +95,7 @@ class SessionStore:
         """Keep the user's newest ``max_per_user`` sessions in this app."""
         old = self.coll.find(
             {"app_id": self.slug, "user_id": user_id}, {"_id": 1}, sort=[("created_at", DESCENDING)]
-        ).skip(self.max_per_user)
+        ).skip(self.max_per_user or 0)
         ids = [d["_id"] for d in old]
         if ids:
             self.coll.delete_many({"_id": {"$in": ids}})

@@ -72,7 +72,7 @@ def digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
 
-def collection(engine: MongoDBEngine, name: str) -> Collection[Any]:
+def collection(engine: MongoDBEngine, name: str) -> Collection[dict[str, Any]]:
     """An engine-internal collection, with its indexes ensured once per process and client
     (see :meth:`mdb_sync.storage.Storage.system`)."""
     return engine.storage.system(name)

@@ -105,7 +105,9 @@ class TokenManager:
             headers={"kid": self.keys.signing_kid},
         )
 
-    def _claims(self, user: dict[str, Any], kind: str, ttl: int, jti: str, fam: str) -> dict:
+    def _claims(
+        self, user: dict[str, Any], kind: str, ttl: int, jti: str, fam: str
+    ) -> dict[str, Any]:
         now = store.now()
         return {
             "iss": self.issuer,

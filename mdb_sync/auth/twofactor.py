@@ -42,6 +42,8 @@ from .lockout import AccountLockout, LockoutPolicy
 from .users import public_view
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from .service import AuthService
 
 #: Seconds a pending second step lives, and the codes it accepts.
@@ -100,7 +102,7 @@ class SecondFactor:
         )
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.auth.engine, store.SECOND_FACTOR)
 
     # --- the secret at rest -------------------------------------------------------------------
@@ -131,7 +133,8 @@ class SecondFactor:
             return None
         try:
             raw = base64.urlsafe_b64decode(sealed)
-            return self._aead().decrypt(raw[:12], raw[12:], user_id.encode()).decode("ascii")
+            secret: bytes = self._aead().decrypt(raw[:12], raw[12:], user_id.encode())
+            return secret.decode("ascii")
         except (InvalidTag, ValueError):
             return None
 
@@ -301,7 +304,7 @@ class SecondFactor:
             {"$inc": {"attempts": 1}},
             return_document=True,
         )
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def finish(self, token: str) -> bool:
         """Spend the pending sign-in (False: another request finished it first)."""

@@ -31,7 +31,10 @@ from ..exceptions import UserInputError
 from . import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ..engine import MongoDBEngine
+    from ..scoping import ScopedCollection
 
 EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 MAX_EMAIL = 254
@@ -91,7 +94,7 @@ class AppUserStore:
         self.coll.create_index([("email", 1)], unique=True, name="email_unique")
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> ScopedCollection | Collection[dict[str, Any]]:
         # Looked up on each use: after an engine restart or a fork, the engine's new client.
         return self.engine.get_scoped_db(self.slug, auto_index=False)[self.collection]
 
@@ -156,7 +159,7 @@ class GlobalUserStore(AppUserStore):
         self.collection = store.GLOBAL_USERS
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.GLOBAL_USERS)
 
     def insert(self, doc: dict[str, Any], roles: list[str]) -> dict[str, Any]:

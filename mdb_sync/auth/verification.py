@@ -30,6 +30,8 @@ from . import signals, store
 from .users import GlobalUserStore, normalize_email, public_view
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from .service import AuthService
 
 VERIFY = "verify"
@@ -51,7 +53,7 @@ class EmailLinks:
         self.ttl = ttl
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.auth.engine, store.EMAIL_TOKENS)
 
     def _id(self, token: str) -> str:
@@ -132,7 +134,7 @@ class EmailLinks:
         expires = store.aware((doc or {}).get("expires_at"))
         if doc is None or expires is None or expires <= store.now():
             return None
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     def confirm(self, token: Any) -> tuple[dict[str, Any], str]:
         """Follow a link: ``(user, purpose)``. :class:`TokenError` (one message) for a link
@@ -177,9 +179,11 @@ class EmailLinks:
                 for key in ("email_verified_via", "email_verified_at")
             }
             if stale:
-                updated = users.coll.find_one_and_update(
+                refreshed = users.coll.find_one_and_update(
                     {"_id": doc["_id"]}, {"$unset": stale}, return_document=True
                 )
+                if refreshed is not None:  # else deleted meanwhile: the view before the unset
+                    updated = refreshed
         user = public_view(users, updated)
         if purpose == CHANGE:
             # Every outstanding link of the old address is void; casbin knows users by email.

@@ -273,8 +273,8 @@ class AutoIndexManager:
     # --- the query path (caller's thread: keep it cheap) --------------------------------------
 
     def _settings(self, slug: str) -> tuple[int, int] | None:
-        record = self._engine.registry.cached_record(slug)
-        flag = (record.get("manifest") or {}).get("auto_index", True) if record else True
+        record = self._engine.catalog.cached(slug)
+        flag = record.manifest.get("auto_index", True) if record else True
         if flag is True:
             return self.threshold, self.max_per_collection
         if not flag or not flag.get("enabled", True):

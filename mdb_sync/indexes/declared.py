@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
+from ..context import current_engine
 from ..exceptions import ScopeError
 from ..scoping.names import physical_name
 from ..signals import index_created, index_failed
@@ -121,7 +122,7 @@ def subset(wanted: Any, actual: Any) -> bool:
             and len(wanted) == len(actual)
             and all(subset(w, a) for w, a in zip(wanted, actual, strict=True))
         )
-    return plain(wanted) == plain(actual)
+    return bool(plain(wanted) == plain(actual))
 
 
 def differences(spec: IndexSpec, info: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -170,7 +171,7 @@ def _describe_diff(diff: Mapping[str, tuple[Any, Any]]) -> str:
 
 
 def _outcome(spec: Any, status: str, error: str | None = None, **extra: Any) -> dict[str, Any]:
-    outcome = spec.describe()
+    outcome: dict[str, Any] = spec.describe()
     if isinstance(spec, IndexSpec):
         outcome["keys"] = [[k, v] for k, v in spec.keys]
     outcome["status"] = status
@@ -240,7 +241,7 @@ def ensure_declared_indexes(
     *,
     replace: bool = False,
     search_timeout: float | None = DEFAULT_SEARCH_TIMEOUT,
-    previous: list[Mapping[str, Any]] | None = None,
+    previous: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Reconcile the declared indexes of ``slug`` (normalized ``managed_indexes``) with the
     server; return one outcome per index. Never raises for an index the server refuses.
@@ -284,7 +285,8 @@ def ensure_declared_indexes(
 def _previous_error(previous: Any, spec: IndexSpec) -> str | None:
     for o in previous or []:
         if o.get("collection") == spec.collection and o.get("name") == spec.name:
-            return o.get("error")
+            error = o.get("error")
+            return error if isinstance(error, str) else None
     return None
 
 
@@ -473,7 +475,7 @@ def wait_for_search_indexes(
     states: dict[str, dict[str, Any]] = {}
     while True:
         try:
-            states = {d["name"]: d for d in raw.list_search_indexes() if d["name"] in names}
+            states = {d["name"]: dict(d) for d in raw.list_search_indexes() if d["name"] in names}
         except PyMongoError as exc:
             log.warning("polling search indexes of %s failed: %s", raw.name, exc)
             return states
@@ -500,7 +502,6 @@ def run_index_creation_for_collection(
     path; registering a manifest does this for its declared indexes. ``app_slug`` must be the
     collection's own app; ``engine`` defaults to the process's engine."""
     from ..manifest import validate_manifest
-    from ..realtime import engine_for
 
     database = getattr(collection, "database", None)
     slug = getattr(database, "app_slug", None)
@@ -512,4 +513,5 @@ def run_index_creation_for_collection(
             context={"app": app_slug},
         )
     normalized = validate_manifest({"slug": slug, "managed_indexes": {collection.name: indexes}})
-    return ensure_declared_indexes(engine_for(slug, engine), slug, normalized["managed_indexes"])
+    engine = engine if engine is not None else current_engine(slug)
+    return ensure_declared_indexes(engine, slug, normalized["managed_indexes"])

@@ -103,8 +103,8 @@ def sync_indexes(
             replace=replace,
             search_timeout=search_timeout,
         )
-        engine.registry.collection.update_one({"_id": app}, {"$set": {"index_outcomes": outcomes}})
-        engine.registry.refresh_record(app)
+        engine.catalog.update(app, {}, {"$set": {"index_outcomes": outcomes}})
+        engine.catalog.get(app, refresh=True)
         results[app] = outcomes
     return results
 
@@ -185,8 +185,7 @@ def index_health(engine: MongoDBEngine) -> dict[str, Any]:
     app is ``degraded`` when one of its declared indexes is in conflict, not supported by
     the server, or failed."""
     apps: dict[str, list[dict[str, Any]]] = {}
-    records = engine.registry.cached_records()
-    for record in records:
+    for record in engine.registry.cached_records():
         problems = [
             {k: o.get(k) for k in ("collection", "name", "type", "status", "error")}
             for o in record.get("index_outcomes") or []

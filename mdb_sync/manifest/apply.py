@@ -27,8 +27,7 @@ from ..indexes.declared import error_message, plain, subset
 from ..scoping.names import physical_name
 
 if TYPE_CHECKING:
-    from pymongo.collection import Collection
-
+    from ..catalog import AppCatalog
     from ..engine import MongoDBEngine
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def _same(key: str, wanted: Any, actual: Any) -> bool:
         return subset(wanted, actual)
     if key == "capped":
         return bool(wanted) == bool(actual)
-    return plain(wanted) == plain(actual)
+    return bool(plain(wanted) == plain(actual))
 
 
 def apply_collection_settings(
@@ -164,12 +163,13 @@ def seed_initial_data(
     engine: MongoDBEngine,
     slug: str,
     initial_data: Mapping[str, list[Mapping[str, Any]]],
-    registry: Collection[Any],
+    catalog: AppCatalog,
     seeded: list[Mapping[str, Any]] | None,
 ) -> dict[str, int]:
     """Insert each collection's seed documents once; return ``{collection: inserted}``.
 
-    ``seeded`` is the registry record's list of collections already seeded. Documents may
+    ``seeded`` is the registry record's list of collections already seeded; each claim is
+    written through the app ``catalog`` (which bumps the record's version). Documents may
     use MongoDB Extended JSON (``{"$oid": ...}``, ``{"$date": ...}``).
     """
     from ..scoping import ScopedDatabase
@@ -180,8 +180,9 @@ def seed_initial_data(
     for coll, documents in initial_data.items():
         if coll in done:
             continue
-        claim = registry.update_one(
-            {"_id": slug, "seeded.collection": {"$ne": coll}},
+        claim = catalog.update(
+            slug,
+            {"seeded.collection": {"$ne": coll}},
             {
                 "$push": {
                     "seeded": {

@@ -14,9 +14,18 @@ import difflib
 import numbers
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
+
+if TYPE_CHECKING:
+    # The bases of this module's fields: marshmallow 4's fields are generic for the type
+    # checker, 3.x's (which setup.cfg still allows) cannot be subscripted at run time.
+    BaseField = fields.Field[Any]
+    BaseList = fields.List[Any]
+else:
+    BaseField = fields.Field
+    BaseList = fields.List
 
 #: True while a manifest is validated in lenient mode (unknown keys are kept, not refused).
 LENIENT: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -82,14 +91,14 @@ class Obj(fields.Nested):
     default_error_messages = {**_BASE_MESSAGES, "type": "must be an object"}
 
 
-class ListOf(fields.List):
+class ListOf(BaseList):
     """A JSON array of ``inner`` values; ``unique`` refuses duplicates, ``max_items`` caps it."""
 
     default_error_messages = {**_BASE_MESSAGES, "invalid": "must be an array"}
 
     def __init__(
         self,
-        inner: fields.Field,
+        inner: fields.Field[Any],
         *,
         unique: bool = False,
         min_items: int = 0,
@@ -125,7 +134,7 @@ class ListOf(fields.List):
         return result
 
 
-class MapOf(fields.Field):
+class MapOf(BaseField):
     """A JSON object of user-chosen keys (collection names, endpoint names, paths) whose
     values are all ``values``; errors are reported under the key itself."""
 
@@ -133,7 +142,7 @@ class MapOf(fields.Field):
 
     def __init__(
         self,
-        values: fields.Field,
+        values: fields.Field[Any],
         *,
         key: Callable[[str], str | None] | None = None,
         max_items: int | None = None,
@@ -159,7 +168,7 @@ class MapOf(fields.Field):
         """Errors across the valid entries (subclasses: duplicates between entries...)."""
         return {}
 
-    def deserialize_items(self, value: Any, **kwargs: Any) -> tuple[dict[str, Any], dict]:
+    def deserialize_items(self, value: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """The valid entries and the errors (by key) of the others."""
         if not isinstance(value, Mapping):
             raise ValidationError("must be an object")
@@ -182,7 +191,7 @@ class MapOf(fields.Field):
         return result, errors
 
 
-class Bool(fields.Field):
+class Bool(BaseField):
     """``true`` or ``false`` and nothing else."""
 
     default_error_messages = {**_BASE_MESSAGES}
@@ -193,7 +202,7 @@ class Bool(fields.Field):
         return value
 
 
-class Int(fields.Field):
+class Int(BaseField):
     """An integer (not a boolean, not a float, not a string) within ``[minimum, maximum]``."""
 
     default_error_messages = {**_BASE_MESSAGES}
@@ -208,11 +217,11 @@ class Int(fields.Field):
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValidationError("must be an integer")
-        _check_range(value, self.minimum, self.maximum)
+        _check_range(int(value), self.minimum, self.maximum)
         return int(value)
 
 
-class Num(fields.Field):
+class Num(BaseField):
     """A number within a range; ``exclusive_minimum`` refuses the bound itself (``> 0``)."""
 
     default_error_messages = {**_BASE_MESSAGES}
@@ -237,8 +246,9 @@ class Num(fields.Field):
             raise ValidationError("must be a number")
         if self.exclusive_minimum and self.minimum is not None and value <= self.minimum:
             raise ValidationError(f"must be greater than {_fmt(self.minimum)}")
-        _check_range(value, None if self.exclusive_minimum else self.minimum, self.maximum)
-        return value
+        number = int(value) if isinstance(value, numbers.Integral) else float(value)
+        _check_range(number, None if self.exclusive_minimum else self.minimum, self.maximum)
+        return number
 
 
 def _fmt(number: float) -> str:
@@ -254,7 +264,7 @@ def _check_range(value: float, minimum: float | None, maximum: float | None) -> 
         raise ValidationError(f"must be at most {_fmt(maximum)}")
 
 
-class Str(fields.Field):
+class Str(BaseField):
     """A string, optionally non-empty, bounded, matching ``pattern`` or one of ``choices``."""
 
     default_error_messages = {**_BASE_MESSAGES}
@@ -300,7 +310,7 @@ class Str(fields.Field):
         return value
 
 
-class AnyObj(fields.Field):
+class AnyObj(BaseField):
     """A JSON object whose contents are not validated here (documents, validators,
     definitions checked elsewhere)."""
 
@@ -312,14 +322,14 @@ class AnyObj(fields.Field):
         return dict(value)
 
 
-class OneOfTypes(fields.Field):
+class OneOfTypes(BaseField):
     """A value that may take one of several shapes (``csrf_protection``: bool or object);
     the first field whose Python type test passes deserializes it."""
 
     default_error_messages = {**_BASE_MESSAGES}
 
     def __init__(
-        self, *choices: tuple[type | tuple[type, ...], fields.Field], what: str, **kwargs: Any
+        self, *choices: tuple[type | tuple[type, ...], fields.Field[Any]], what: str, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.choices = choices

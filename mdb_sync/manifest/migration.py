@@ -47,11 +47,11 @@ def schema_version_of(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         value = f"{float(value):.1f}"
     if isinstance(value, str):
-        value = value.strip()
-        if value in ("1", "2"):
-            value += ".0"
-        if value in SCHEMA_VERSIONS:
-            return value
+        text = value.strip()
+        if text in ("1", "2"):
+            text += ".0"
+        if text in SCHEMA_VERSIONS:
+            return text
     return None
 
 
@@ -88,7 +88,7 @@ def upgrade(
     out["schema_version"] = CURRENT_SCHEMA_VERSION
 
     def parent_of(parent: tuple[str, ...], origin: str) -> dict[str, Any] | None:
-        node: Any = out
+        node: dict[str, Any] = out
         for part in parent:
             child = node.get(part)
             if child is None:
@@ -124,7 +124,7 @@ def upgrade(
             if old in section and new in section:
                 error(join_path(v1_key, old), f"conflicts with {v1_key}.{new} (same setting)")
         for key, value in section.items():
-            place(_TARGET[v1_key], renames.get(key, key), value, join_path(v1_key, key))
+            place(_TARGET[v1_key], renames.get(key) or key, value, join_path(v1_key, key))
     if "auth_required" in out:
         place(("auth", "policy"), "required", out.pop("auth_required"), "auth_required")
     if "data_scope" in out:

@@ -259,7 +259,9 @@ class VectorFieldSchema(BaseSchema):
 
 
 class VectorDefinitionSchema(BaseSchema):
-    fields = ListOf(
+    # Atlas names the key "fields", which shadows Schema.fields (the declared fields) for
+    # mypy only: marshmallow collects declared fields when the class is created.
+    fields = ListOf(  # type: ignore[assignment]
         Obj(VectorFieldSchema),
         required=True,
         min_items=1,
@@ -284,7 +286,9 @@ class VectorDefinitionSchema(BaseSchema):
 
 class SearchMappingsSchema(BaseSchema):
     dynamic = Bool(metadata={"description": "Index every field dynamically."})
-    fields = AnyObj(metadata={"description": "The Atlas Search field mappings."})
+    fields = AnyObj(  # type: ignore[assignment]  # Atlas's key; see VectorDefinitionSchema
+        metadata={"description": "The Atlas Search field mappings."}
+    )
 
 
 class SearchDefinitionSchema(BaseSchema):
@@ -410,7 +414,7 @@ def _infer_type(data: Mapping[str, Any], options: Mapping[str, Any]) -> str:
 
 def normalize_index(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The normalized definition and the errors (by key) of one deserialized definition."""
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, Any] = {}  # key -> messages, or a nested section's errors
 
     def err(key: str, message: str) -> None:
         errors.setdefault(key, []).append(message)
@@ -511,7 +515,7 @@ def normalize_index(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
                 sub: dict[str, Any] = {}
                 _nested(schema, section, "definition", sub)
                 if sub:
-                    errors.setdefault("hybrid", {}).setdefault(part, {}).update(sub)  # type: ignore[union-attr]
+                    errors.setdefault("hybrid", {}).setdefault(part, {}).update(sub)
 
     if options and keyed:
         out["options"] = options

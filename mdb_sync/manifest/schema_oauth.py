@@ -24,9 +24,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import ValidationError, fields, validates_schema
+from marshmallow import ValidationError, validates_schema
 
-from .fields import BaseSchema, Bool, Int, ListOf, MapOf, Obj, Str
+from .fields import BaseField, BaseSchema, Bool, Int, ListOf, MapOf, Obj, Str
 
 PRESETS = ("google", "github", "microsoft")
 PROVIDER_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
@@ -83,7 +83,7 @@ def _provider_key(key: str) -> str | None:
     )
 
 
-class _NeverInManifest(fields.Field):
+class _NeverInManifest(BaseField):
     """A key that is always refused, with the reason (``client_secret``)."""
 
     def __init__(self, message: str, **kwargs: Any) -> None:

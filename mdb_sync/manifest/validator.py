@@ -82,7 +82,7 @@ def _only_unknown(messages: list[str]) -> bool:
     return all(m.startswith("unknown key") for m in messages)
 
 
-def _load(migrated: dict[str, Any], lenient: bool) -> tuple[dict[str, Any] | None, dict]:
+def _load(migrated: dict[str, Any], lenient: bool) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     token = LENIENT.set(lenient)
     try:
         return _schema().load(migrated), {}

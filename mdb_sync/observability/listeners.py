@@ -44,7 +44,8 @@ class CommandMetricsListener(monitoring.CommandListener):
 
     def __init__(self, engine: MongoDBEngine) -> None:
         # A weak reference: the engine owns the client that owns this listener.
-        self._registry = weakref.ref(engine.registry)
+        self._catalog = weakref.ref(engine.catalog)
+        self._services = weakref.ref(engine.app_services)
         self._metrics: MetricsCollector = engine.metrics
         self._db_name = engine.db_name
         self._in_flight: dict[int, tuple[str, str]] = {}
@@ -61,16 +62,16 @@ class CommandMetricsListener(monitoring.CommandListener):
             target = next(iter(inner.values()), None) if isinstance(inner, dict) and inner else None
         else:
             target = command.get(name)
-        registry = self._registry()
-        if type(target) is not str or registry is None:
+        catalog, services = self._catalog(), self._services()
+        if type(target) is not str or catalog is None or services is None:
             return NO_APP
-        app = registry.slug_for_physical(target)
+        app = catalog.slug_for_physical(target)
         if app is None:
             return NO_APP
-        # The registry's cache only (never a query from inside a listener): slug_for_physical
-        # has just found the app there.
-        manifest = lambda: (registry.cached_record(app) or {}).get("manifest")  # noqa: E731
-        if not self._metrics.operations_enabled(app, manifest):
+        # The catalog's cache only (never a query from inside a listener): slug_for_physical
+        # has just found the app there. Keyed by the record's version: a change made by any
+        # process is honoured once the catalog has read the record again.
+        if not services.metrics_enabled(app, cached_only=True):
             return _MUTED
         return app
 

@@ -293,8 +293,8 @@ class MetricsCollector:
             )
         for (app, name), sets in sorted(self._copy_labelled().items()):
             metric = _metric_name(name)
-            for labels, value in sorted(sets.items()):
-                extra = "".join(f',{_label_name(k)}="{_escape(v)}"' for k, v in labels)
+            for label_set, value in sorted(sets.items()):
+                extra = "".join(f',{_label_name(k)}="{_escape(v)}"' for k, v in label_set)
                 by_name.setdefault(metric, []).append(
                     f'{prefix}_{metric}_total{{app="{_escape(app)}"{extra}}} {_number(value)}'
                 )

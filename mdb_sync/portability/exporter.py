@@ -14,11 +14,12 @@ removed by ``mdb cleanup --exports DIR`` (:mod:`.leftovers`).
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..auth.demo_users import hash_demo_passwords
 from ..exceptions import AppNotFoundError, PortabilityError
@@ -35,7 +36,7 @@ Progress = Callable[[int, int], None]
 def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
     """``listCollections`` entries of the physical collections owned by ``slug``."""
     prefix = slug + "_"
-    owned = []
+    owned: list[dict[str, Any]] = []
     for info in engine.storage.database().list_collections():
         name = info["name"]
         if not name.startswith(prefix) or logical_name(slug, name) is None:
@@ -43,7 +44,7 @@ def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
         owner = engine.registry.slug_for_physical(name)
         if owner not in (slug, None):  # another registered app's ("my" vs "my_app")
             continue
-        owned.append(info)
+        owned.append(dict(info))
     return sorted(owned, key=lambda info: info["name"])
 
 
@@ -59,7 +60,7 @@ def count_app_documents(engine: MongoDBEngine, slug: str) -> int:
 def export_app(
     engine: MongoDBEngine,
     slug: str,
-    directory: str | Path,
+    directory: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -155,7 +156,11 @@ def _export_collection(
     raw = engine.storage.collection(info["name"])
     documents = written = 0
     with open(staging / f"{logical}{layout.BSON_SUFFIX}", "wb") as fh:
-        for batch in raw.find_raw_batches({"app_id": slug}, batch_size=batch_size):
+        # Raw batches are BSON bytes; pymongo's stubs give them the collection's document type.
+        batches = cast(
+            "Iterable[bytes]", raw.find_raw_batches({"app_id": slug}, batch_size=batch_size)
+        )
+        for batch in batches:
             fh.write(batch)
             count = rawbson.count_documents(batch)
             documents += count

@@ -30,6 +30,7 @@ registration are put back.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -64,7 +65,7 @@ BATCH_DOCUMENTS = 1000
 BATCH_BYTES = 8 * 1024 * 1024
 
 
-def find_app_dir(directory: str | Path, slug: str) -> Path:
+def find_app_dir(directory: str | os.PathLike[str], slug: str) -> Path:
     """``directory/<slug>`` of an export, or ``directory`` itself when it holds the dump
     files directly (a mongodump database directory). A symbolic link is refused."""
     root = Path(directory)
@@ -170,7 +171,7 @@ class _Plan:
 def import_app(
     engine: MongoDBEngine,
     slug: str,
-    directory: str | Path,
+    directory: str | os.PathLike[str],
     *,
     target_slug: str | None = None,
     drop_app_id: bool = False,

@@ -72,7 +72,7 @@ def _export_running(path: Path, kind: str) -> bool:
 
 def export_leftovers(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The staging and set-aside directories of exports in ``root``."""
-    found = []
+    found: list[dict[str, Any]] = []
     base = Path(root)
     if not base.is_dir():
         return found

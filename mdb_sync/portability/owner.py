@@ -81,7 +81,7 @@ def is_alive(owner: Mapping[str, Any] | None, heartbeat: Any) -> bool:
         return False
     if heartbeat.tzinfo is None:
         heartbeat = heartbeat.replace(tzinfo=_dt.timezone.utc)
-    return (now() - heartbeat).total_seconds() < STALE_AFTER
+    return bool((now() - heartbeat).total_seconds() < STALE_AFTER)
 
 
 def describe(owner: Mapping[str, Any] | None) -> str:

@@ -6,6 +6,7 @@
 
     broadcast_to_app("my_app", {"type": "task.added", "task": task})   # every connection
     send_to_user("my_app", user_id, {"type": "notification", "text": "Done"})
+    broadcast_to_channel("my_app", "rooms/42", {"type": "said", "text": "hi"})  # its members
 
 Call them from anywhere — a request thread, a script, a Celery task. The message is JSON
 (``ObjectId`` and ``datetime`` values are rendered as strings), encoded once, delivered at
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import NoCurrentEngineError, current_engine
 from ..exceptions import RealtimeError
 from .bus import EVENTS_COLLECTION, MODES, EventBus, Subscription
+from .channels import MAX_CHANNEL_LENGTH, channel_resource, validate_channel
 from .codec import encode_message
 from .events import Event
 
@@ -69,14 +71,35 @@ def send_to_user(
     return bus.publish(app_slug, message, user_id=user_id, exclude=exclude, local_only=local_only)
 
 
+def broadcast_to_channel(
+    app_slug: str,
+    channel: str,
+    message: Any,
+    *,
+    exclude: Any = None,
+    local_only: bool = False,
+    engine: MongoDBEngine | None = None,
+) -> Event:
+    """Send ``message`` to the live connections of ``app_slug`` that joined ``channel``,
+    whichever process holds them. ``exclude``: connection id(s) to skip. The channel name is
+    checked (:func:`validate_channel`) before anything is stored."""
+    name = validate_channel(channel)  # None is no channel: never the whole app
+    bus = engine_for(app_slug, engine).events
+    return bus.publish(app_slug, message, channel=name, exclude=exclude, local_only=local_only)
+
+
 __all__ = [
     "EVENTS_COLLECTION",
+    "MAX_CHANNEL_LENGTH",
     "MODES",
     "Event",
     "EventBus",
     "Subscription",
     "broadcast_to_app",
+    "broadcast_to_channel",
+    "channel_resource",
     "encode_message",
     "engine_for",
     "send_to_user",
+    "validate_channel",
 ]

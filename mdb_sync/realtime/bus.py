@@ -2,7 +2,8 @@
 
 ``engine.events.publish(slug, message)`` hands the event at once to this process's
 subscribers of ``slug`` (no database round trip before local delivery), then inserts it into
-the engine-internal capped collection ``mdb_events``. Every other process using the
+the engine-internal bounded collection ``mdb_events`` (capped, or plain and trimmed where
+capped inserts are slow: :mod:`mdb_sync.realtime.store`). Every other process using the
 database — web workers, Celery workers, scripts — that has subscribers for ``slug`` tails that
 collection (:mod:`mdb_sync.realtime.listener`) and hands the event to its own subscribers.
 A process never receives its own events twice: each bus has an ``origin`` id, and events of
@@ -13,6 +14,9 @@ was published for, listeners ask the server only for the apps they serve, and an
 handed only to subscribers of its own ``app_id``. One publisher's events arrive in the order
 it published them (a single insert stream, read in insertion order). Apps never see the
 collection: ``mdb`` is a reserved slug, so no scoped database can name it.
+
+``publish(slug, message, channel=name)`` makes a *channel* event: only the connections that
+joined that channel of the app receive it (:mod:`mdb_sync.realtime.channels`).
 
 Besides messages, the bus carries the server's *control* events (:meth:`EventBus.publish_control`:
 e.g. "close the connections of these revoked credentials"), in the same stream and so in the
@@ -36,12 +40,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymongo.collection import Collection
-from pymongo.errors import PyMongoError
+from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from .. import storage
-from ..exceptions import ConfigurationError, RealtimeError
+from ..exceptions import ConfigurationError, InvalidMessageError, RealtimeError
+from . import store as _store
+from .channels import validate_channel
 from .codec import encode_message
-from .events import CONTROL, MESSAGE, Event, target_id, target_ids
+from .events import CHANNEL, CONTROL, MESSAGE, Event, target_id, target_ids
 from .listener import Listener
 from .position import ResumePoint
 
@@ -57,7 +63,7 @@ EVENTS_COLLECTION = storage.EVENTS
 MODES = ("auto", "change_stream", "tailable")
 #: Environment variable choosing the mode for every engine of the process.
 MODE_ENV = "MDB_REALTIME_MODE"
-DEFAULT_CAPPED_BYTES = storage.EVENTS_CAPPED_BYTES
+DEFAULT_CAPPED_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MAX_AWAIT_MS = 200
 #: Seconds a listener waits for an event missing from its publisher's sequence before it
@@ -109,6 +115,7 @@ class EventBus:
         self._subscribers: dict[str, tuple[Subscription, ...]] = {}
         self._listener: Listener | None = None
         self._resume_point: ResumePoint | None = None
+        self._collection_ready = False
         #: This bus's id in the events it publishes (new in every process).
         self.origin = uuid.uuid4().hex
         self.mode = _mode_from_env()
@@ -117,6 +124,13 @@ class EventBus:
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self.max_await_ms = DEFAULT_MAX_AWAIT_MS
         self.gap_grace = DEFAULT_GAP_GRACE
+        #: ``auto``, ``capped`` or ``plain``: the kind of ``mdb_events`` this bus creates
+        #: (see :mod:`mdb_sync.realtime.store`).
+        self.store = "auto"
+        self.max_events = _store.DEFAULT_MAX_EVENTS
+        #: Whether ``mdb_events`` is a plain collection this bus trims (known once ready).
+        self._plain = False
+        self._trimmer = _store.Trimmer()
         #: Next sequence number per app of the events this bus stores.
         self._sequences: dict[str, int] = {}
         self._sequence_lock = threading.Lock()
@@ -129,6 +143,8 @@ class EventBus:
         max_message_bytes: int | None = None,
         max_await_ms: int | None = None,
         gap_grace: float | None = None,
+        store: str | None = None,
+        max_events: int | None = None,
     ) -> EventBus:
         """Change settings: ``mode`` (``auto``, ``change_stream``,
         ``tailable``; default ``MDB_REALTIME_MODE`` or ``auto``), ``capped_bytes`` (size of
@@ -136,9 +152,17 @@ class EventBus:
         message's JSON, default 1 MiB), ``max_await_ms`` (longest idle wait of the listener,
         which bounds how long stopping it takes; default 200), ``gap_grace`` (seconds an
         event missing from its publisher's sequence is waited for before it is counted in
-        ``realtime.gaps``; default 2). A new ``mode`` restarts a running listener."""
+        ``realtime.gaps``; default 2), ``store`` (the kind of ``mdb_events`` this bus creates
+        if it does not exist: ``auto``, ``capped`` or ``plain``, see
+        :mod:`~mdb_sync.realtime.store`) and ``max_events`` (events a plain store keeps,
+        default 20,000, besides ``capped_bytes``). A new ``mode`` restarts a running
+        listener."""
         if mode is not None and mode not in MODES:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if store is not None and store not in _store.STORES:
+            raise ConfigurationError(
+                f"store must be one of {', '.join(_store.STORES)}, not {store!r}"
+            )
         if gap_grace is not None and (
             isinstance(gap_grace, bool)
             or not isinstance(gap_grace, int | float)
@@ -147,6 +171,7 @@ class EventBus:
             raise ConfigurationError("gap_grace must be a number of seconds from 0 to 3600")
         sizes = {"capped_bytes": capped_bytes, "max_message_bytes": max_message_bytes}
         sizes["max_await_ms"] = max_await_ms
+        sizes["max_events"] = max_events
         for name, value in sizes.items():
             minimum = 4096 if name == "capped_bytes" else 1
             if value is not None and (
@@ -163,6 +188,8 @@ class EventBus:
                     setattr(self, name, value)
             if gap_grace is not None:
                 self.gap_grace = float(gap_grace)
+            if store is not None:
+                self.store = store
         if restart:  # listen again, the new way
             self.stop()
             self.start()
@@ -177,13 +204,17 @@ class EventBus:
         *,
         user_id: Any = None,
         connection_id: str | None = None,
+        channel: str | None = None,
         exclude: Any = None,
         local_only: bool = False,
     ) -> Event:
         """Send ``message`` to the live connections of ``app_slug`` in every process.
 
         ``user_id`` limits it to that user's connections, ``connection_id`` to one
-        connection; ``exclude`` (a connection id or several) skips connections. The message
+        connection, ``channel`` to the connections that joined that channel of the app
+        (:func:`~mdb_sync.realtime.channels.validate_channel`; not with ``user_id`` or
+        ``connection_id``); ``exclude`` (a connection id or several) skips connections. The
+        message
         is encoded as JSON now (:class:`~mdb_sync.exceptions.InvalidMessageError` if it
         cannot be, :class:`~mdb_sync.exceptions.ResourceLimitExceeded` above
         ``max_message_bytes``) and delivered in this process before this returns; other
@@ -194,6 +225,13 @@ class EventBus:
         engine = self._engine
         engine.require_initialized()
         engine.registry.require_usable(app_slug)
+        if channel is not None:
+            channel = validate_channel(channel)
+            if user_id is not None or connection_id is not None:
+                raise InvalidMessageError(
+                    "a channel message goes to the channel's members: it takes no user_id "
+                    "or connection_id"
+                )
         event = Event(
             app_id=app_slug,
             data=encode_message(message, self.max_message_bytes),
@@ -203,7 +241,13 @@ class EventBus:
             if connection_id is None
             else target_id(connection_id, "connection_id"),
             exclude=target_ids(exclude, "exclude"),
+            kind=MESSAGE if channel is None else CHANNEL,
+            channel=channel,
         )
+        if channel is not None:
+            engine.metrics.increment(
+                "realtime.channel_published", app=app_slug, labels={"channel": channel}
+            )
         return self._send(event, local_only)
 
     def publish_control(
@@ -237,10 +281,14 @@ class EventBus:
             return event
         document = event.to_document()
         document["seq"] = self._next_sequence(app_slug)
+        document["size"] = len(event.data)  # what trimming a plain store counts
         try:
-            self.collection().insert_one(document)
+            raw = self.collection()
+            raw.insert_one(document)
+            if self._plain:
+                self._trimmer.stored(raw, self.max_events, self.capped_bytes)
         except PyMongoError as exc:
-            self.collection_lost()  # a restarted server may have lost the collection
+            self._collection_ready = False  # a restarted server may have lost the collection
             engine.metrics.increment("realtime.publish_errors", app=app_slug)
             raise RealtimeError(
                 f"the event for app {app_slug!r} reached this process's subscribers but could "
@@ -262,7 +310,7 @@ class EventBus:
         A failing subscriber is logged and does not stop the others. Control events go only
         to the subscribers that asked for them."""
         subscribers = self._subscribers.get(event.app_id, ())
-        if event.kind != MESSAGE:
+        if event.kind == CONTROL:
             subscribers = tuple(s for s in subscribers if s.control)
         for subscription in subscribers:
             try:
@@ -411,7 +459,7 @@ class EventBus:
         """Stop listening and forget every subscription (the engine's shutdown)."""
         with self._lock:
             self._subscribers.clear()
-            self.collection_lost()
+            self._collection_ready = False
         self.stop()
         self._resume_point = None
 
@@ -422,9 +470,11 @@ class EventBus:
         self._subscribers = {}
         self._listener = None
         self._resume_point = None
-        self.collection_lost()
+        self._collection_ready = False
         self._sequences = {}
         self._sequence_lock = threading.Lock()
+        self._plain = False
+        self._trimmer = _store.Trimmer()
         self.origin = uuid.uuid4().hex
 
     # --- the collection -----------------------------------------------------------------------
@@ -436,10 +486,30 @@ class EventBus:
     def is_subscribed(self, subscription: Subscription) -> bool:
         return subscription in self._subscribers.get(subscription.app_slug, ())
 
+    def collection_lost(self) -> None:
+        """The server may have lost ``mdb_events``: create it again on next use."""
+        self._collection_ready = False
+
     def collection(self, require_capped: bool = False) -> Collection[Any]:
-        """``mdb_events``, created capped on first use (by whichever process comes first;
-        see :mod:`mdb_sync.storage`). Internal: for this bus and its listener."""
-        raw = self._engine.storage.system(self.collection_name, capped_bytes=self.capped_bytes)
+        """``mdb_events``, created on first use by whichever process comes first — capped,
+        or plain and trimmed where capped inserts are slow (:mod:`.store`)."""
+        raw = self._engine.storage.collection(self.collection_name)
+        if not self._collection_ready:
+            kind = _store.choose_store(self.store, self.mode, raw)
+            options: dict[str, Any] = (
+                {"capped": True, "size": self.capped_bytes} if kind == "capped" else {}
+            )
+            try:
+                raw.database.create_collection(self.collection_name, check_exists=False, **options)
+            except CollectionInvalid:
+                pass
+            except OperationFailure as exc:
+                if exc.code != 48:  # NamespaceExists
+                    raise
+            self._plain = not raw.options().get("capped")
+            if self._plain:  # trimmed newest-first by date
+                raw.create_index("created_at")
+            self._collection_ready = True
         if require_capped and not raw.options().get("capped"):
             raise RealtimeError(
                 f"{self.collection_name!r} is not a capped collection, which tailing needs: "
@@ -447,9 +517,22 @@ class EventBus:
             )
         return raw
 
-    def collection_lost(self) -> None:
-        """The server may have lost ``mdb_events``: create it again on next use."""
-        self._engine.storage.forget(self.collection_name)
+    def trim(self) -> int:
+        """Trim ``mdb_events`` now when it is a plain collection (publishers do it in the
+        background every few hundred events): delete what lies beyond the newest
+        ``max_events`` events or ``capped_bytes`` bytes. Returns how many were deleted (0
+        for a capped collection, which bounds itself)."""
+        raw = self.collection()
+        if not self._plain:
+            return 0
+        return _store.trim(raw, self.max_events, self.capped_bytes)
+
+    @property
+    def store_kind(self) -> str | None:
+        """``capped`` or ``plain`` once ``mdb_events`` was used by this bus, else None."""
+        if not self._collection_ready:
+            return None
+        return "plain" if self._plain else "capped"
 
     # --- metrics ------------------------------------------------------------------------------
 

@@ -12,14 +12,19 @@ from bson import ObjectId
 
 from ..exceptions import InvalidMessageError
 from ..scoping.names import SLUG_RE
+from .channels import is_channel
 
 #: Longest user or connection id an event may name (ids are opaque strings).
 MAX_ID_LENGTH = 256
-#: Event kinds: an app's ``message`` for its clients, or a server-side ``control`` event
-#: (e.g. revoked credentials) that connection managers act on and never send to a client.
+#: Event kinds: an app's ``message`` for its clients, a ``channel`` message for the members
+#: of one of its channels, or a server-side ``control`` event (e.g. revoked credentials)
+#: that connection managers act on and never send to a client. A channel message has a kind
+#: of its own so that a process that does not know channels drops it (its listener skips
+#: unknown kinds) instead of handing it to every connection of the app.
 MESSAGE = "message"
+CHANNEL = "channel"
 CONTROL = "control"
-KINDS = (MESSAGE, CONTROL)
+KINDS = (MESSAGE, CHANNEL, CONTROL)
 
 
 def _utcnow() -> _dt.datetime:
@@ -59,9 +64,11 @@ class Event:
     of them, only for that user's connections or that connection. Connections listed in
     ``exclude`` never receive it (e.g. the sender of a chat message).
 
-    ``kind`` is :data:`MESSAGE`, or :data:`CONTROL` for the server's own instructions to
-    connection managers (published only by ``EventBus.publish_control``, handed only to
-    subscribers that ask for them, never sent to a client).
+    ``channel`` (with ``kind`` :data:`CHANNEL`) limits it to the connections that joined
+    that channel of the app. ``kind`` is :data:`MESSAGE` or :data:`CHANNEL` for clients, or
+    :data:`CONTROL` for the server's own instructions to connection managers (published
+    only by ``EventBus.publish_control``, handed only to subscribers that ask for them,
+    never sent to a client).
     """
 
     app_id: str
@@ -73,6 +80,18 @@ class Event:
     exclude: tuple[str, ...] = ()
     created_at: _dt.datetime = field(default_factory=_utcnow)
     kind: str = MESSAGE
+    channel: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind == CHANNEL) != (self.channel is not None):
+            raise InvalidMessageError("a channel event names its channel, and only it does")
+        if self.channel is not None and (
+            not is_channel(self.channel) or self.user_id is not None or self.connection_id
+        ):
+            raise InvalidMessageError(
+                "a channel event is for the members of one valid channel (not a user or a "
+                "connection)"
+            )
 
     @property
     def message(self) -> Any:
@@ -105,6 +124,8 @@ class Event:
             doc["exclude"] = list(self.exclude)
         if self.kind != MESSAGE:
             doc["kind"] = self.kind
+        if self.channel is not None:
+            doc["channel"] = self.channel
         return doc
 
     @classmethod
@@ -127,6 +148,11 @@ class Event:
         kind = doc.get("kind", MESSAGE)
         if kind not in KINDS:
             return None
+        channel = doc.get("channel")
+        if (kind == CHANNEL) != (channel is not None):
+            return None
+        if channel is not None and (not is_channel(channel) or user_id or connection_id):
+            return None
         created = doc.get("created_at")
         return cls(
             app_id=app_id,
@@ -138,4 +164,5 @@ class Event:
             exclude=tuple(exclude),
             created_at=created if isinstance(created, _dt.datetime) else _utcnow(),
             kind=kind,
+            channel=channel,
         )

@@ -184,7 +184,7 @@ class Listener:
         now = datetime.datetime.now(datetime.timezone.utc)
         self.point.app_since = {app: self.point.app_since.get(app, now) for app in apps}
         scope = {"app_id": {"$in": apps}}
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"operationType": "insert", "fullDocument.app_id": {"$in": apps}}},
             {"$project": {"fullDocument": 1}},
         ]
@@ -377,7 +377,8 @@ class Listener:
         for doc in backlog:
             # A publisher not heard of yet: not its events from before the app was listened
             # to (nor, after a gap, from before the listener's position).
-            since = self.point.app_since.get(doc.get("app_id"))
+            publisher = doc.get("app_id")
+            since = self.point.app_since.get(publisher) if isinstance(publisher, str) else None
             cutoffs = [c for c in (gap_cutoff, since and since - STALE_SKEW) if c is not None]
             self._handle(doc, max(cutoffs) if cutoffs else None)
         self.last_catch_up = time.monotonic() - started

@@ -100,16 +100,19 @@ def current_validator(collection: Any) -> dict[str, Any] | None:
 def _register_validation(
     engine: MongoDBEngine, app: str, collection: str, validation: dict[str, Any]
 ) -> str:
-    engine.reload_apps()  # the newest manifest: another process may have changed it
-    manifest = engine.get_app(app)
-    if manifest is None:
-        raise AppNotFoundError(f"app {app!r} is not registered", context={"app": app})
-    updated = copy.deepcopy(manifest)
-    settings = updated.get("collection_settings") or {}
-    entry = dict(settings.get(collection) or {})
-    entry["validation"] = validation
-    updated["collection_settings"] = {**settings, collection: entry}
-    result = engine.register_app(updated, create_indexes=False)
+    """Set ``collection_settings.<collection>.validation`` of ``app``'s registered manifest,
+    as a versioned compare-and-set (:meth:`~mdb_sync.registration.Registration.update_manifest`):
+    a concurrent change of the app's manifest — another schema applied to another collection
+    by another process, say — is never lost; this change is made again on top of it."""
+
+    def change(manifest: dict[str, Any]) -> dict[str, Any]:
+        settings = manifest.get("collection_settings") or {}
+        entry = dict(settings.get(collection) or {})
+        entry["validation"] = copy.deepcopy(validation)
+        manifest["collection_settings"] = {**settings, collection: entry}
+        return manifest
+
+    result = engine.registration.update_manifest(app, change, create_indexes=False)
     for outcome in result.get("collections") or []:
         if outcome.get("collection") == collection:
             return str(outcome.get("status"))

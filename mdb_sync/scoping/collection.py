@@ -13,8 +13,8 @@ collection; it writes only to ``a_<name>``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from bson import ObjectId, encode
 from pymongo import ReturnDocument
@@ -54,9 +54,12 @@ from .session import ScopedSession
 from .updates import APP_ID, scope_filter, scoped_replacement, scoped_update, tag_document
 
 if TYPE_CHECKING:
-    from pymongo.change_stream import CollectionChangeStream
+    from pymongo.change_stream import ChangeStream
+    from pymongo.command_cursor import CommandCursor
 
     from .database import ScopedDatabase
+
+_T = TypeVar("_T")
 
 #: Raw collection and the app_id it is read with; the first one is the app's own.
 Source = tuple[Collection[Any], str]
@@ -235,7 +238,7 @@ class ScopedCollection:
                 self._guard(check_query, kwargs[option], self._limits, option)
         return kwargs
 
-    def _guard(self, check: Any, *args: Any) -> Any:
+    def _guard(self, check: Callable[..., _T], *args: Any) -> _T:
         """Run a sandbox check; a refusal is logged and counted as a security event."""
         try:
             return check(*args)
@@ -475,7 +478,7 @@ class ScopedCollection:
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
         **kwargs: Any,
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         scoped, checked = self._filter(filter), self._update(update)
         self._guard(check_query, projection or {}, self._limits, "projection")
         # Some servers answer an oversized findAndModify with a bare internal error.
@@ -500,7 +503,7 @@ class ScopedCollection:
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
         **kwargs: Any,
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._check_size(doc)  # see find_one_and_update
@@ -517,7 +520,7 @@ class ScopedCollection:
 
     def find_one_and_delete(
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
-    ) -> Any:
+    ) -> dict[str, Any] | None:
         scoped = self._filter(filter)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._observe(filter, sort)
@@ -580,7 +583,9 @@ class ScopedCollection:
 
     # --- reads --------------------------------------------------------------------------------
 
-    def find(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def find(
+        self, filter: Any = None, *args: Any, **kwargs: Any
+    ) -> ScopedCursor | MultiScopeCursor:
         """Like :meth:`pymongo.collection.Collection.find`, over this app's documents.
 
         Returns pymongo's own :class:`~pymongo.cursor.Cursor` (a :class:`ScopedCursor`); over
@@ -599,7 +604,9 @@ class ScopedCollection:
             self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
-    def scan(self, filter: Any = None, projection: Any = None, **kwargs: Any) -> Any:
+    def scan(
+        self, filter: Any = None, projection: Any = None, **kwargs: Any
+    ) -> ScopedCursor | ScopedCommandCursor:
         """A scoped cursor over every matching document, exempt from ``max_result_docs``.
 
         For code that streams a whole collection in constant memory (exact vector search,
@@ -624,7 +631,7 @@ class ScopedCollection:
             **kwargs,
         )
 
-    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
@@ -676,7 +683,7 @@ class ScopedCollection:
         cursor = self.__coll.aggregate(scoped, session=raw_session, **self._kwargs(kwargs))
         return scoped_command_cursor(cursor, self._name, self._limits, session)
 
-    def watch(self, pipeline: Any = None, **kwargs: Any) -> CollectionChangeStream[Any]:
+    def watch(self, pipeline: Any = None, **kwargs: Any) -> ChangeStream[Any]:
         """A change stream of this app's documents in this collection (``ns`` shows the app
         slug and the logical name). Update events carry ``fullDocument`` (``updateLookup``
         unless another mode is asked for), which is how their scope is checked."""
@@ -742,16 +749,18 @@ class ScopedCollection:
         self.__coll.drop_indexes(session=self._raw_session(session), **kwargs)
         self._db._ensure_app_id_index(self.__coll, force=True)
 
-    def list_indexes(self, session: Any = None, **kwargs: Any) -> Any:
+    def list_indexes(
+        self, session: Any = None, **kwargs: Any
+    ) -> CommandCursor[MutableMapping[str, Any]]:
         return self.__coll.list_indexes(session=self._raw_session(session), **kwargs)
 
     def index_information(self, session: Any = None, **kwargs: Any) -> dict[str, Any]:
-        return self.__coll.index_information(session=self._raw_session(session), **kwargs)
+        return dict(self.__coll.index_information(session=self._raw_session(session), **kwargs))
 
     # --- the collection itself ------------------------------------------------------------------
 
     def options(self, session: Any = None, **kwargs: Any) -> dict[str, Any]:
-        return self.__coll.options(session=self._raw_session(session), **kwargs)
+        return dict(self.__coll.options(session=self._raw_session(session), **kwargs))
 
     def drop(self, session: Any = None, **kwargs: Any) -> None:
         """Drop this app's collection (refused if other apps' documents share it)."""

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .collection import ScopedCollection
 
 
-class ScopedCursor(Cursor):  # type: ignore[type-arg]
+class ScopedCursor(Cursor[dict[str, Any]]):
     """A :class:`pymongo.cursor.Cursor` over one app's documents."""
 
     def __init__(
@@ -99,12 +99,14 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
             raise TypeError("batch_size must be an integer")
         if batch_size < 0:
             raise ValueError("batch_size must be >= 0")
-        return super().batch_size(self._mdb_limits.cap_batch(batch_size))
+        super().batch_size(self._mdb_limits.cap_batch(batch_size))
+        return self
 
     def max_time_ms(self, max_time_ms: int | None) -> ScopedCursor:
         if max_time_ms is not None and not isinstance(max_time_ms, int):
             raise TypeError("max_time_ms must be an integer or None")
-        return super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
+        super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
+        return self
 
     def _refresh(self) -> int:
         if not self._mdb_observed:
@@ -125,7 +127,7 @@ class ScopedCursor(Cursor):  # type: ignore[type-arg]
         return count
 
 
-class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
+class ScopedCommandCursor(CommandCursor[dict[str, Any]]):
     """pymongo's :class:`~pymongo.command_cursor.CommandCursor` of a scoped aggregation.
 
     pymongo builds the cursor; :func:`scoped_command_cursor` re-classes it so that results are
@@ -158,10 +160,10 @@ class ScopedCommandCursor(CommandCursor):  # type: ignore[type-arg]
 
 
 def scoped_command_cursor(
-    cursor: CommandCursor,
+    cursor: CommandCursor[dict[str, Any]],
     name: str,
     limits: Any,
-    session: Any,  # type: ignore[type-arg]
+    session: Any,
 ) -> ScopedCommandCursor:
     cursor.__class__ = ScopedCommandCursor
     scoped: ScopedCommandCursor = cursor  # type: ignore[assignment]

@@ -366,7 +366,7 @@ class ScopedDatabase:
         stages = database_change_pipeline(list(self.read_scopes), user)
         return self._watch_raw(stages, **kwargs)
 
-    def _watch_raw(self, stages: list[dict[str, Any]], **kwargs: Any) -> Any:
+    def _watch_raw(self, stages: list[dict[str, Any]], **kwargs: Any) -> DatabaseChangeStream[Any]:
         session = kwargs.get("session")
         if session is not None:
             if not isinstance(session, ScopedSession):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gridfs import GridIn, GridOut, NoFile
-from gridfs.grid_file import DEFAULT_CHUNK_SIZE, GridOutCursor
+from gridfs import DEFAULT_CHUNK_SIZE, GridIn, GridOut, NoFile
+from gridfs.grid_file import GridOutCursor
 from pymongo import ASCENDING, DESCENDING
 
 from .guards import check_query
@@ -32,7 +32,7 @@ class ScopedGridOutCursor(GridOutCursor):
     """pymongo's ``GridOutCursor`` without the path to the raw files collection."""
 
     @property
-    def collection(self) -> Any:  # type: ignore[override]
+    def collection(self) -> Any:
         raise AttributeError("a scoped GridFS cursor does not expose its collection")
 
     def where(self, code: Any) -> Any:
@@ -75,7 +75,9 @@ class ScopedGridFSBucket:
         return session._raw()
 
     def _file(self, file_id: Any, session: Any) -> dict[str, Any]:
-        doc = self.__root.files.find_one({"_id": file_id, APP_ID: self._scope}, session=session)
+        doc: dict[str, Any] | None = self.__root.files.find_one(
+            {"_id": file_id, APP_ID: self._scope}, session=session
+        )
         if doc is None:
             raise NoFile(f"no file in bucket {self._bucket_name!r} with _id {file_id!r}")
         return doc

@@ -10,6 +10,7 @@ regular expressions are bounded in length and refused when they nest unbounded r
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,12 +19,13 @@ from bson.regex import Regex
 from ..exceptions import QueryValidationError
 from .limits import QueryLimits
 
-try:  # Python 3.11+
+if sys.version_info >= (3, 11):
+    # The regex parser's modules: private in typeshed (hence the ignores), stable in CPython.
     from re import _constants as _sre_constants  # type: ignore[attr-defined]
     from re import _parser as _sre_parser  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - Python 3.10
-    import sre_constants as _sre_constants  # type: ignore[no-redef]
-    import sre_parse as _sre_parser  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre_constants
+    import sre_parse as _sre_parser
 
 FORBIDDEN_OPERATORS = frozenset({"$where", "$function", "$accumulator", "$eval"})
 

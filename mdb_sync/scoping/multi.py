@@ -152,15 +152,15 @@ class MultiScopeCursor:
             )
         return self._cursor
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> dict[str, Any]:
         return next(self._run())
 
     next = __next__
 
-    def to_list(self, length: int | None = None) -> list[Any]:
+    def to_list(self, length: int | None = None) -> list[dict[str, Any]]:
         return self._run().to_list(length)
 
     def close(self) -> None:

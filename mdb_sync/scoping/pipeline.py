@@ -100,7 +100,7 @@ class PipelineScoper:
     def scope(self, pipeline: Any, sources: Sources) -> list[dict[str, Any]]:
         """The scoped version of ``pipeline`` run on a collection made of ``sources``."""
         self._stages = 0
-        self.replaced = []
+        self.replaced: list[str] = []
         stages = self._validate(pipeline, "pipeline")
         return self._source_pipeline(stages, sources, top=True)
 
@@ -159,8 +159,8 @@ class PipelineScoper:
         if len(sources) == 1 and first == "$match" and isinstance(stages[0][1], Mapping):
             # Fold the scope into the caller's first $match: one stage, index-friendly.
             check_query(stages[0][1], self._limits, "$match")
-            head = {"$match": scope_filter(stages[0][1], sources[0][1])}
-            return [head, *self._rewrite(stages[1:])]
+            match = {"$match": scope_filter(stages[0][1], sources[0][1])}
+            return [match, *self._rewrite(stages[1:])]
         return self._sources_prefix(sources) + self._rewrite(stages)
 
     def _rewrite(self, stages: list[tuple[str, Any]]) -> list[dict[str, Any]]:
@@ -209,7 +209,7 @@ class PipelineScoper:
 
     # --- stages that read other collections ---------------------------------------------------
 
-    def _lookup(self, body: Any) -> dict[str, Any]:
+    def _lookup(self, body: object) -> dict[str, Any]:
         if not isinstance(body, Mapping):
             raise QueryValidationError("$lookup takes a document")
         body = dict(body)
@@ -235,7 +235,7 @@ class PipelineScoper:
             body["pipeline"] = self._source_pipeline(user, sources)
         return body
 
-    def _union_with(self, body: Any) -> dict[str, Any]:
+    def _union_with(self, body: object) -> dict[str, Any]:
         if isinstance(body, str):
             body = {"coll": body}
         if not isinstance(body, Mapping):

@@ -105,7 +105,7 @@ def test_a_flood_of_reset_requests_is_dropped_beyond_the_queue_with_the_same_ans
         assert {(r.status, r.body) for r in replies} == {(202, replies[0].body)}
         release.set()
         wait_for(lambda: len(sent) == 3, what="the queued links")
-        assert app.extensions["mdb_outbox"].join(10)
+        assert app.extensions["mdb"].outbox.join(10)
     assert sent == emails[:3]  # the one being sent and the two that fitted in the queue
     drops = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(drops) == 3 and all(r.levelname == "WARNING" for r in drops)

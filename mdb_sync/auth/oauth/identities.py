@@ -21,6 +21,8 @@ from pymongo import ReturnDocument
 from .. import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ...engine import MongoDBEngine
 
 #: Identities one user may link at most.
@@ -40,14 +42,14 @@ class IdentityLinks:
         self.scope = scope
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.IDENTITIES)
 
     def id_for(self, issuer: str, subject: str) -> str:
         return identity_id(self.scope, issuer, subject)
 
     def find(self, issuer: str, subject: str) -> dict[str, Any] | None:
-        return self.coll.find_one({"_id": self.id_for(issuer, subject)})  # type: ignore[no-any-return]
+        return self.coll.find_one({"_id": self.id_for(issuer, subject)})
 
     def for_user(self, user_id: str) -> list[dict[str, Any]]:
         query = {"scope": self.scope, "user_id": user_id}
@@ -82,7 +84,7 @@ class IdentityLinks:
 
     def attach(self, identity: str, user_id: str) -> dict[str, Any] | None:
         """Give a reserved identity its user (only if it has none)."""
-        return self.coll.find_one_and_update(  # type: ignore[no-any-return]
+        return self.coll.find_one_and_update(
             {"_id": identity, "user_id": None},
             {"$set": {"user_id": user_id, "linked_at": store.now()}, "$unset": {"reserved_at": ""}},
             return_document=ReturnDocument.AFTER,

@@ -89,7 +89,9 @@ class ProviderCache:
 
     # --- discovery ------------------------------------------------------------------------------
 
-    def discovery(self, url: str, *, what: str, timeout: float = http.DEFAULT_TIMEOUT) -> dict:
+    def discovery(
+        self, url: str, *, what: str, timeout: float = http.DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
         """The provider's discovery document (checked: an object, with secure endpoint URLs
         and an ``issuer``)."""
         key = ("discovery", url)

@@ -193,7 +193,7 @@ class OAuthSignIn:
         except OAuthError as exc:
             self._failed(provider, exc.reason)
             raise
-        common = {
+        common: dict[str, Any] = {
             "provider": provider.name,
             "next_url": pending.get("next") or "/",
             "remember": bool(pending.get("remember")),
@@ -246,7 +246,9 @@ class OAuthSignIn:
         except Exception:
             return None
 
-    def _sign_in(self, provider: ProviderSettings, profile: Any) -> tuple[dict, dict, str]:
+    def _sign_in(
+        self, provider: ProviderSettings, profile: Any
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
         users = self.auth.users
         assert users is not None
         found = self.identities.find(profile.issuer, profile.subject)
@@ -284,8 +286,12 @@ class OAuthSignIn:
         return self._create(provider, profile, trusted, found, existing)
 
     def _attach_existing(
-        self, provider: ProviderSettings, profile: Any, doc: dict, found: dict | None
-    ) -> tuple[dict, dict]:
+        self,
+        provider: ProviderSettings,
+        profile: Any,
+        doc: dict[str, Any],
+        found: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Link the identity to the account with its (trusted, verified) e-mail."""
         user_id = str(doc["_id"])
         if found is not None:  # a reservation left by a sign-in that died half-way
@@ -299,7 +305,7 @@ class OAuthSignIn:
         user, ident = self._link(provider, profile, user_id)
         return user, ident
 
-    def _take_reservation(self, found: dict) -> None:
+    def _take_reservation(self, found: dict[str, Any]) -> None:
         reserved = store.aware(found.get("reserved_at"))
         if reserved is not None and (store.now() - reserved).total_seconds() < RESERVATION_TIMEOUT:
             raise IdentityConflict(
@@ -311,9 +317,9 @@ class OAuthSignIn:
         provider: ProviderSettings,
         profile: Any,
         trusted: str | None,
-        found: dict | None,
-        existing: dict | None,
-    ) -> tuple[dict, dict, str]:
+        found: dict[str, Any] | None,
+        existing: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """A new account for a new identity (reserved first: see :meth:`IdentityLinks.reserve`)."""
         users = self.auth.users
         assert users is not None
@@ -379,13 +385,13 @@ class OAuthSignIn:
                     "an account with this e-mail address was just created: sign in to it",
                     reason="email_in_use",
                 ) from None
-            return again  # type: ignore[no-any-return]
+            return again
         # Through set_roles: the roles are checked and linked to the policy like a
         # registration's.
         user = self.auth.set_roles(created["_id"], roles) if roles else public_view(users, created)
         signals.user_registered.send(self.auth.engine, slug=self.slug, user=user)
         self.auth.audit("register", user_id=user["user_id"], via=f"oauth:{provider.name}")
-        return users.get(created["_id"]) or created  # type: ignore[no-any-return]
+        return users.get(created["_id"]) or created
 
     def _login(self, doc: dict[str, Any], provider: ProviderSettings) -> dict[str, Any]:
         """Sign ``doc`` in (as a password check would), or refuse an inactive account."""

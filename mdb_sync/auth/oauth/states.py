@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from .. import store
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from ...engine import MongoDBEngine
 
 #: Length bounds of a ``state`` or browser key accepted from a request.
@@ -31,7 +33,7 @@ def new_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def valid_key(value: Any) -> bool:
+def valid_key(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and MIN_KEY <= len(value) <= MAX_KEY and value.isascii()
 
 
@@ -44,7 +46,7 @@ class PendingSignIns:
         self.ttl = ttl
 
     @property
-    def coll(self) -> Any:
+    def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.OAUTH_STATES)
 
     def _id(self, state: str) -> str:
@@ -88,4 +90,4 @@ class PendingSignIns:
         expires = store.aware((doc or {}).get("expires_at"))
         if doc is None or expires is None or expires <= store.now():
             return None
-        return doc  # type: ignore[no-any-return]
+        return doc
