@@ -25,7 +25,7 @@ from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from . import context, embedded
 from .app_services import AppServices
@@ -45,7 +45,10 @@ from .observability.metrics import MetricsCollector
 from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+from .scoping.host import StorageScopeHost
 from .scoping.names import APPS_COLLECTION
+from .storage import APP_ID_INDEX_CACHE_SIZE as APP_ID_INDEX_CACHE_SIZE
+from .storage import Storage
 
 if TYPE_CHECKING:
     from .ai import EmbeddingService, LLMService, MemoryService
@@ -77,13 +80,11 @@ SHUTDOWN_LOCK_TIMEOUT = 15.0
 #: Scoped databases cached per engine (oldest dropped first) and physical collections whose
 #: ``app_id`` index this process already ensured: bounded whatever names requests bring.
 SCOPED_CACHE_SIZE = 1024
-APP_ID_INDEX_CACHE_SIZE = 4096
 
 #: This process's id, kept current by the fork hook: ``os.getpid()`` is a system call, and
 #: the client's owner is checked on every operation.
 _PID = os.getpid()
 #: pymongo collection objects cached per engine (see ``_raw_collection``).
-RAW_COLLECTION_CACHE_SIZE = 4096
 _URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
 
 
@@ -172,17 +173,27 @@ class MongoDBEngine:
         self._watch: EmbeddedWatch | None = None
         self._initialized = False
         # physical name -> (client, its pymongo collection); see _raw_collection
-        self._raw_collections: dict[str, tuple[MongoClient[Any], Collection[Any]]] = {}
         self._lock = threading.RLock()
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
-        self._app_id_indexed: set[str] = set()
+        #: The storage service (:mod:`mdb_sync.storage`): the database, raw and internal
+        #: collections, sessions. Engine-internal: apps use scoped databases.
+        self.storage = Storage(
+            client=lambda: self.client,
+            db_name=lambda: self.db_name,
+            before_use=self._check_embedded,
+            generation=self._client_generation,
+            require_ready=self._require_initialized,
+        )
+        self._scope_host = StorageScopeHost(
+            self.storage, self._observe_query, self._record_security_event, self._operation_meter
+        )
         #: The registered apps (:mod:`mdb_sync.catalog`): the only owner of ``apps_config``.
         self.catalog = AppCatalog(
-            lambda: self._raw_collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
+            lambda: self.storage.collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
         )
         #: The registration workflow (:mod:`mdb_sync.registration`).
-        self.registration = Registration(self, self.catalog, self._raw_collection)
+        self.registration = Registration(self, self.catalog, self.storage.system)
         #: Everything derived from an app's manifest, keyed by its record's version
         #: (:mod:`mdb_sync.app_services`).
         self.app_services = AppServices(self.catalog)
@@ -247,7 +258,7 @@ class MongoDBEngine:
         with self._lock:
             self._initialized = False
             self._scoped.clear()
-            self._app_id_indexed.clear()
+            self.storage.reset()
             self._close_client()
             self._release_embedded()
 
@@ -308,12 +319,16 @@ class MongoDBEngine:
         match = re.match(r"^mongodb(?:\+srv)?://[^/]*/([^?]+)", uri)
         return match.group(1) if match else DEFAULT_DB_NAME
 
-    def _require_initialized(self) -> None:
+    def require_initialized(self) -> None:
+        """Raise :class:`~mdb_sync.exceptions.EngineNotInitializedError` unless
+        :meth:`initialize` ran (services built on the engine check it first)."""
         if not self._initialized:
             raise EngineNotInitializedError(
                 "the engine is not initialized: call engine.initialize() first "
                 "(or use `with MongoDBEngine(...) as engine:`)"
             )
+
+    _require_initialized = require_initialized
 
     # --- the embedded server ------------------------------------------------------------------
 
@@ -346,8 +361,8 @@ class MongoDBEngine:
         self._embedded_lease_pid = None
         self._uri = None
 
-    def _embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
-        """The watch brought the embedded server back (see :mod:`.embedded_watch`): on the
+    def embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
+        """Internal: the watch brought the embedded server back (see :mod:`.embedded_watch`): on the
         same address the client reconnects by itself; on a new one, a new client is built
         (scoped collections follow through the client epoch) and the old one closed."""
         with self._lock:
@@ -360,7 +375,6 @@ class MongoDBEngine:
             stale = self._client if self._client_pid == os.getpid() else None
             self._client = None
             self._client_pid = None
-            self._raw_collections = {}
         log.warning("re-attached to the embedded server at %s", describe_uri(server.uri))
         if stale is not None:
             _close_client_quietly(stale, timeout=0.2)  # its server is gone
@@ -457,52 +471,47 @@ class MongoDBEngine:
 
     def _close_client(self) -> None:
         client, self._client = self._client, None
-        self._raw_collections = {}
         if client is not None and self._client_pid == os.getpid():
             _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
         self._client_pid = None
 
-    def _after_fork_in_child(self) -> None:
-        """Drop the parent's client, cached scoped databases (their collections hold the
-        parent's client) and locks; the child builds its own client on first use, and
-        scoped objects the child still holds rebuild theirs on their next operation."""
+    def after_fork_in_child(self) -> None:
+        """Internal (the fork handler calls it): drop the parent's client, cached scoped
+        databases (their collections hold the parent's client) and locks; the child builds
+        its own client on first use, and scoped objects the child still holds rebuild theirs
+        on their next operation."""
         self._lock = threading.RLock()
         self._client = None
         self._client_pid = None
-        self._raw_collections = {}
         self._scoped = {}
+        self.storage.after_fork_in_child()
         if self._watch is not None:
-            self._watch._after_fork_in_child()
+            self._watch.after_fork_in_child()
         self.catalog.after_fork_in_child()
         self.app_services.after_fork_in_child()
-        self.metrics._after_fork_in_child()
-        self.auto_indexes._after_fork_in_child()
-        self.index_builds._after_fork_in_child()
+        self.metrics.after_fork_in_child()
+        self.auto_indexes.after_fork_in_child()
+        self.index_builds.after_fork_in_child()
         if self._events is not None:
-            self._events._after_fork_in_child()
+            self._events.after_fork_in_child()
 
+    @property
+    def scope_host(self) -> StorageScopeHost:
+        """Internal: what this engine's scoped databases are built on (for the registration
+        workflow, which seeds an app before it is usable through :meth:`get_scoped_db`)."""
+        return self._scope_host
+
+    def owns(self, database: object) -> bool:
+        """Whether ``database`` is a scoped database of this engine (used by services such
+        as vector search, given only a scoped collection, to find its app's engine)."""
+        return isinstance(database, ScopedDatabase) and database.is_hosted_by(self._scope_host)
+
+    # Kept for tests and scripts written against earlier versions: use ``engine.storage``.
     def _database(self) -> Database[dict[str, Any]]:
-        self._check_embedded()
-        return self.client[self.db_name]
+        return self.storage.database()
 
     def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
-        """The pymongo collection ``physical`` of the current client (cached per client:
-        building a ``Database`` and a ``Collection`` costs more than the lookup)."""
-        self._check_embedded()
-        client = self.client
-        cache = self._raw_collections
-        cached = cache.get(physical)
-        if cached is not None and cached[0] is client:
-            return cached[1]
-        coll = client[self.db_name][physical]
-        if len(cache) >= RAW_COLLECTION_CACHE_SIZE:
-            cache.clear()  # names chosen by callers: never without bound
-        cache[physical] = (client, coll)
-        return coll
-
-    def _start_session(self, **kwargs: Any) -> Any:
-        self._require_initialized()
-        return self.client.start_session(**kwargs)
+        return self.storage.collection(physical)
 
     # --- apps ---------------------------------------------------------------------------------
 
@@ -538,7 +547,7 @@ class MongoDBEngine:
             read_scopes = tuple(read_scopes)
             self._check_read_scopes(app_slug, read_scopes, access)
         db = ScopedDatabase(
-            self,
+            self._scope_host,
             app_slug,
             read_scopes=read_scopes,
             write_scope=write_scope or access.get("write_scope"),
@@ -705,6 +714,11 @@ class MongoDBEngine:
     # --- realtime -----------------------------------------------------------------------------
 
     @property
+    def events_if_started(self) -> EventBus | None:
+        """The event bus if something already used :attr:`events` (never creates one)."""
+        return self._events
+
+    @property
     def events(self) -> EventBus:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
@@ -734,29 +748,6 @@ class MongoDBEngine:
             self.auto_indexes.observe(app_slug, collection, raw, user_filter, sort)
         except Exception:
             log.exception("query-driven indexing failed for %s.%s", app_slug, collection)
-
-    def _ensure_app_id_index(self, raw: Collection[Any], force: bool = False) -> None:
-        """Make sure ``raw`` has an index on ``app_id`` (once per process and collection)."""
-        key = raw.name
-        if not force and key in self._app_id_indexed:
-            return
-        try:
-            raw.create_index([("app_id", 1)], name="app_id_1")
-        except OperationFailure as exc:
-            if exc.code not in (85, 86):  # an equivalent index exists under another name
-                log.warning("could not create the app_id index on %s: %s", key, exc)
-                return
-        except PyMongoError as exc:
-            log.warning("could not create the app_id index on %s: %s", key, exc)
-            return
-        with self._lock:
-            if len(self._app_id_indexed) >= APP_ID_INDEX_CACHE_SIZE:
-                self._app_id_indexed.pop()  # an arbitrary one: it costs one createIndex again
-            self._app_id_indexed.add(key)
-
-    def _forget_app_id_index(self, raw: Collection[Any]) -> None:
-        with self._lock:
-            self._app_id_indexed.discard(raw.name)
 
     def _client_event_listeners(self) -> list[Any]:
         """pymongo event listeners installed on every client this engine creates: the
@@ -845,17 +836,10 @@ class MongoDBEngine:
             info = {
                 "scoped_databases": {"size": len(self._scoped), "limit": SCOPED_CACHE_SIZE},
                 "collections_per_database": {
-                    "size": max((db._cached_collections() for db in databases), default=0),
+                    "size": max((db.cached_collections() for db in databases), default=0),
                     "limit": COLLECTION_CACHE_SIZE,
                 },
-                "app_id_indexes": {
-                    "size": len(self._app_id_indexed),
-                    "limit": APP_ID_INDEX_CACHE_SIZE,
-                },
-                "raw_collections": {
-                    "size": len(self._raw_collections),
-                    "limit": RAW_COLLECTION_CACHE_SIZE,
-                },
+                **self.storage.cache_info(),
             }
         return {
             **info,
@@ -912,7 +896,7 @@ def _after_fork_in_child() -> None:
     global _PID
     _PID = os.getpid()
     for engine in context.live_engines():
-        engine._after_fork_in_child()
+        engine.after_fork_in_child()
 
 
 def _shutdown_all() -> None:

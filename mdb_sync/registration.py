@@ -49,7 +49,7 @@ from .registry_claims import (
     segment_lock,
     still_held,
 )
-from .scoping.names import overlapping_prefixes, validate_slug
+from .scoping.names import APPS_COLLECTION, overlapping_prefixes, validate_slug
 from .signals import app_registered, app_unregistered
 
 if TYPE_CHECKING:
@@ -107,7 +107,6 @@ class Registration:
         self._engine = engine
         self._catalog = catalog
         self._collection = collection  # an engine-internal collection by name
-        self._indexed = False
 
     @property
     def _registry(self) -> Collection[Any]:
@@ -217,13 +216,9 @@ class Registration:
         return existing, others
 
     def _ensure_indexes(self) -> None:
-        """The ``slug`` index the overlap look-up needs (once per process; records written
-        before it existed get their ``slug`` field)."""
-        if self._indexed:
-            return
-        self._registry.create_index([("slug", 1)], name="slug_1")
-        self._registry.update_many({"slug": {"$exists": False}}, [{"$set": {"slug": "$_id"}}])
-        self._indexed = True
+        """The ``slug`` index the overlap look-up needs, and the ``slug`` field of records
+        written before it existed: once per process (see :mod:`mdb_sync.storage`)."""
+        self._collection(APPS_COLLECTION)
 
     def _live_conflicts(self, others: list[dict[str, Any]], clean: bool = False) -> list[str]:
         """Slugs of ``others`` that block a registration: registered apps and first

@@ -281,7 +281,7 @@ class WebSocketManager:
     def _dropped(self, connection: Connection, reason: str) -> None:
         self._count("ws.dropped")
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """Connections belong to the parent process (their sockets and threads are there)."""
         self._lock = threading.Lock()
         self._subscribe_lock = threading.Lock()

@@ -213,12 +213,12 @@ class WebSocketState:
             self._slots.stop()
         return closed
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         if self._slots is not None:
-            self._slots._after_fork_in_child()
+            self._slots.after_fork_in_child()
         for manager in self._managers.values():
-            manager._after_fork_in_child()
+            manager.after_fork_in_child()
 
 
 def get_ws_state(app: Flask | None = None) -> WebSocketState:
@@ -613,7 +613,7 @@ def _close_everything() -> None:
 
 def _after_fork_in_child() -> None:
     for ws_state in list(_STATES):
-        ws_state._after_fork_in_child()
+        ws_state.after_fork_in_child()
 
 
 atexit.register(_close_everything)

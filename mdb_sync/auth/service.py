@@ -123,7 +123,7 @@ class AuthService:
         signing: bool = True,
         two_factor_key: Any = None,
     ) -> None:
-        engine._require_initialized()
+        engine.require_initialized()
         record = engine.registry.require_usable(slug)
         self.engine = engine
         self.slug = slug
@@ -1063,7 +1063,7 @@ def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthSe
     (:mod:`mdb_sync.app_services`): one object per app state and options, shared with the
     Flask extension on the same engine (without ``options``, the extension's — when one is
     installed — are used), rebuilt when the app's record changes in any process."""
-    engine._require_initialized()
+    engine.require_initialized()
     defaults = engine.app_services.auth_defaults
     if not options and defaults is not None:
         key, options = defaults(slug)

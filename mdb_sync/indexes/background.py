@@ -171,7 +171,9 @@ class DeclaredIndexBuilds:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
+        """Internal (the fork handler calls it): a forked child starts with no queue and no
+        builder thread of the parent's."""
         self._cond = threading.Condition()
         self._queue = {}
         self._running = None

@@ -259,7 +259,7 @@ def ensure_declared_indexes(
     }
     outcomes: list[dict[str, Any]] = []
     for collection, definitions in managed.items():
-        raw = engine._raw_collection(physical_name(slug, collection))
+        raw = engine.storage.collection(physical_name(slug, collection))
         specs = [spec for d in definitions for spec in plan_indexes(collection, d)]
         done: list[dict[str, Any]] = []
         keyed = []

@@ -144,7 +144,7 @@ def check_realtime(engine: MongoDBEngine) -> dict[str, Any] | None:
     """The realtime listener of this process, if it has an event bus (never creates one):
     degraded while it has subscribers and cannot read other processes' events — this
     process's own broadcasts still reach its clients meanwhile."""
-    bus = engine._events
+    bus = engine.events_if_started
     if bus is None:
         return None
     status = bus.status()

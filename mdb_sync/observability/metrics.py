@@ -66,7 +66,7 @@ class MetricsCollector:
         self._gauge_sources: dict[str, Callable[[], dict[str, float]]] = {}
         self._started = time.time()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """A forked child starts with empty metrics: it reports its own work only (the
         parent's history would otherwise be counted once per worker), and the parent's pool
         gauges describe a pool the child does not have."""

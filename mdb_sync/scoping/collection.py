@@ -98,7 +98,7 @@ class ScopedCollection:
         self._db = database
         self._name = name
         self.__options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.__generation = database._client_generation_getter()
+        self.__generation = database.client_generation_getter()
         self.__state = (self.__generation(), sources)
         self._limits = database._limits
         self._write_scope = database.write_scope
@@ -679,14 +679,14 @@ class ScopedCollection:
             sources[0][0], self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
-    def _scan(
+    def scan(
         self, filter: Any = None, projection: Any = None, **kwargs: Any
     ) -> ScopedCursor | ScopedCommandCursor:
         """A scoped cursor over every matching document, exempt from ``max_result_docs``.
 
-        For library code that streams a whole collection in constant memory (exact vector
-        search, exports): the scope and the guards apply as to any read; only the cap that
-        protects apps from loading huge results into memory by accident is lifted.
+        For code that streams a whole collection in constant memory (exact vector search,
+        exports): the scope, the guards and ``max_time_ms`` apply as to any read; only the
+        cap that protects from loading huge results into memory by accident is lifted.
         """
         if self._is_multi():
             self._filter(filter)  # guards
