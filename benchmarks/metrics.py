@@ -1,10 +1,13 @@
-"""Cost of the metrics listener per operation.
+"""Cost of recording metrics per operation: pymongo listeners against the scoped API's own.
 
 Compares, in the same run and on the same server:
 
 * raw pymongo without any listener,
-* raw pymongo with mdb-sync's listeners (command metrics + pool monitor),
-* the scoped API (which always has them),
+* raw pymongo with do-nothing listeners (pymongo's own cost of publishing events),
+* raw pymongo with mdb-sync's listeners (command metrics + pool monitor: what an engine
+  with ``command_metrics=True`` installs),
+* the scoped API as configured by default (it records its own operations, no listener),
+* the scoped API of an engine with ``command_metrics=True``,
 
 and measures the listeners' own CPU time on the calling thread directly, by replaying each
 operation's real events into them. Prints microseconds per operation (median of rounds).
@@ -134,6 +137,7 @@ def main() -> None:
         engine = MongoDBEngine(uri, "bench_metrics").initialize()
         engine.client.drop_database("bench_metrics")
         engine.get_scoped_db("bench")  # registers app "bench": bench_* belongs to it
+        listening = MongoDBEngine(uri, "bench_metrics", command_metrics=True).initialize()
         plain = MongoClient(uri)
         listened = MongoClient(uri, event_listeners=[CommandMetricsListener(engine), PoolMonitor()])
         capture = Capture()
@@ -143,9 +147,11 @@ def main() -> None:
         raw_noop = noop["bench_metrics"]["bench_noop"]
         raw_listened = listened["bench_metrics"]["bench_listened"]
         scoped = engine.get_scoped_db("bench").scoped
+        scoped_listened = listening.get_scoped_db("bench").scoped_listened
         for coll in (raw_plain, raw_noop, raw_listened):
             coll.create_index("i")
-        engine._raw_collection("bench_scoped").create_index([("app_id", 1), ("i", 1)])
+        for name in ("bench_scoped", "bench_scoped_listened"):
+            engine._raw_collection(name).create_index([("app_id", 1), ("i", 1)])
         run_ops(captured["bench_metrics"]["bench_captured"], 1)
 
         results: dict[str, dict[str, list[float]]] = {}
@@ -159,9 +165,10 @@ def main() -> None:
                 coll.delete_many({})
                 for op, us in run_ops(coll, args.ops).items():
                     results.setdefault(op, {}).setdefault(label, []).append(us)
-            scoped.delete_many({})
-            for op, us in run_ops(scoped, args.ops).items():
-                results[op].setdefault("scoped", []).append(us)
+            for label, coll in (("scoped", scoped), ("scoped+listeners", scoped_listened)):
+                coll.delete_many({})
+                for op, us in run_ops(coll, args.ops).items():
+                    results[op].setdefault(label, []).append(us)
             for op, command in commands.items():
                 cost = callback_cost(engine, capture, command, args.ops * 10)
                 results[op].setdefault("callbacks", []).append(cost)
@@ -172,18 +179,22 @@ def main() -> None:
         )
         header = (
             f"{'operation':<12} {'raw':>8} {'raw+noop':>9} {'raw+ours':>9} {'ours/raw':>9} "
-            f"{'ours-noop':>10} {'callbacks':>10} {'scoped':>9} {'scoped/raw':>11}"
+            f"{'ours-noop':>10} {'callbacks':>10} {'scoped':>9} {'scoped/raw':>11} "
+            f"{'scoped+listeners':>17}"
         )
         print(header)
         print("-" * len(header))
         for op, by in results.items():
-            raw, noop_us, ours, cb, sc = (
+            raw, noop_us, ours, cb, sc, sl = (
                 statistics.median(by[k])
-                for k in ("raw", "raw+noop", "raw+listener", "callbacks", "scoped")
-            )
+                for k in (
+                    "raw", "raw+noop", "raw+listener", "callbacks", "scoped", "scoped+listeners"
+                )
+            )  # fmt: skip
             print(
                 f"{op:<12} {raw:>8.1f} {noop_us:>9.1f} {ours:>9.1f} {ours / raw:>9.3f} "
-                f"{ours - noop_us:>+10.1f} {cb:>10.2f} {sc:>9.1f} {sc / raw:>11.3f}"
+                f"{ours - noop_us:>+10.1f} {cb:>10.2f} {sc:>9.1f} {sc / raw:>11.3f} "
+                f"{sl:>17.1f}"
             )
         print(
             "\nraw+noop: a client with do-nothing listeners (pymongo's own cost of publishing "
@@ -191,13 +202,15 @@ def main() -> None:
             "callbacks: CPU time of our listeners per operation on the calling thread, measured "
             "by\n  replaying the operation's real events into them (ours-noop is the same, "
             "wall-clock, with noise).\nscoped: the full sandboxed call (scoping, guards, "
-            "listeners) on a collection indexed {app_id: 1, i: 1}."
+            "metrics, no listener) on a collection indexed {app_id: 1, i: 1};\n"
+            "scoped+listeners: the same with command_metrics=True (pymongo listeners instead)."
         )
         plain.close()
         noop.close()
         listened.close()
         captured.close()
         engine.client.drop_database("bench_metrics")
+        listening.shutdown()
         engine.shutdown()
     finally:
         if server is not None:

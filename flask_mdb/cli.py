@@ -66,4 +66,6 @@ class MDBGroup(AppGroup):
 @with_appcontext
 def mdb_cli() -> None:
     """mdb-sync commands (apps, indexes, health, export...) on this app's database."""
-    click.get_current_context().obj = HostedEngine(get_state().ensure_ready)
+    state = get_state()
+    # A command exits when done: it builds the declared indexes before it starts.
+    click.get_current_context().obj = HostedEngine(lambda: state.ensure_ready(blocking=True))

@@ -138,6 +138,16 @@ def _external_url(key: str, value: Any) -> str | dict[str, str] | None:
     return external_url_value(key, value)
 
 
+#: ``MDB_INDEX_BUILDS`` values: declared indexes built off the first request, or before it.
+INDEX_BUILDS = ("background", "blocking")
+
+
+def _index_builds(key: str, value: Any) -> str:
+    if value not in INDEX_BUILDS:
+        raise _error(key, f"must be one of {', '.join(map(repr, INDEX_BUILDS))}, not {value!r}")
+    return str(value)
+
+
 def _manifest_paths(key: str, value: Any, root: str | None = None) -> tuple[Path, ...]:
     """Files and directories -> manifest files. A directory contributes its ``*.json`` files
     and its subdirectories' ``manifest.json``, in name order. Relative paths resolve against
@@ -308,7 +318,19 @@ OPTIONS: list[Option] = [
     Option("MDB_CLIENT_OPTIONS", None, _mapping, "keyword arguments of pymongo.MongoClient"),
     Option("MDB_QUERY_LIMITS", None, _query_limits, "QueryLimits fields, e.g. max_result_docs"),
     Option("MDB_IMPLICIT_APPS", True, _bool, "configured slugs may register themselves"),
+    Option(
+        "MDB_COMMAND_METRICS",
+        False,
+        _bool,
+        "record every command with pymongo listeners (costs every operation)",
+    ),
     Option("MDB_MANIFESTS", None, _manifest_paths, "manifest files or directories"),
+    Option(
+        "MDB_INDEX_BUILDS",
+        "background",
+        _index_builds,
+        "declared indexes: 'background' (off the first request) or 'blocking'",
+    ),
     Option("MDB_APP_SLUG", None, _slug, "the app bound when nothing else resolves one"),
     Option("MDB_APP_RESOLVER", None, _resolver, "callable: request -> slug or None"),
     Option("MDB_AUTO_INDEX", True, _bool, "query-driven indexes for request databases"),
@@ -428,6 +450,7 @@ ENGINE_OPTIONS = (
     "MDB_CLIENT_OPTIONS",
     "MDB_QUERY_LIMITS",
     "MDB_IMPLICIT_APPS",
+    "MDB_COMMAND_METRICS",
 )
 
 

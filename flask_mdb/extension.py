@@ -95,6 +95,7 @@ class MDB:
             embedded_dir=config["MDB_EMBEDDED_DIR"],
             limits=config["MDB_QUERY_LIMITS"],
             implicit_apps=config["MDB_IMPLICIT_APPS"],
+            command_metrics=config["MDB_COMMAND_METRICS"],
             **config["MDB_CLIENT_OPTIONS"],
         )
         manifests = self._load_manifests(engine, config["MDB_MANIFESTS"])

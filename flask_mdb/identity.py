@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.deprecation import renamed_parameters
@@ -92,5 +92,37 @@ def check_identity(identity: Identity, *, activity: bool = False) -> Standing | 
 
 def reset_identity() -> None:
     """Forget the identity resolved so far for this request (the bound app changed)."""
+    g.pop(_RESOLVED, None)
     for reset in current_app.extensions.get(_RESETS, ()):
         reset()
+
+
+# --- what this request has read ------------------------------------------------------------------
+
+#: ``g`` key of the standings resolvers noted in this request.
+_RESOLVED = "_mdb_resolved_standings"
+
+
+def note_resolved(identity: Identity, standing: Callable[[], Standing]) -> None:
+    """A resolver has just read ``identity`` from the database for this request;
+    ``standing()`` says whether it holds without reading again (the app's access policy on
+    what was read). A check that follows at once — a websocket's admission, when no
+    revocation was announced meanwhile — uses it instead of a second round trip."""
+    g.setdefault(_RESOLVED, {})[_identity_key(identity)] = standing
+
+
+def resolved_standing(identity: Identity) -> Standing | None:
+    """The standing noted for ``identity`` by its resolver in this request, else None."""
+    noted = (g.get(_RESOLVED) or {}).get(_identity_key(identity))
+    return noted() if noted is not None else None
+
+
+def _identity_key(identity: Identity) -> tuple[Any, ...]:
+    session, token = identity.get("session"), identity.get("token")
+    return (
+        identity.get("app"),
+        identity.get("user_id"),
+        identity.get("auth_version"),
+        session.get("id") if isinstance(session, dict) else None,
+        token.get("jti") if isinstance(token, dict) else None,
+    )

@@ -174,7 +174,7 @@ class Outbox:
         worker.thread.join(1.0)
         return left == 0
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # Only the forking thread survives a fork: the lock may be held by a thread that no
         # longer exists, and the parent's worker and queue are the parent's.
         self._lock = threading.Lock()
@@ -232,7 +232,7 @@ def _after_fork_in_child() -> None:
     global _create_lock
     _create_lock = threading.Lock()
     for outbox in list(_OUTBOXES):
-        outbox._after_fork_in_child()
+        outbox.after_fork_in_child()
 
 
 def _stop_all_at_exit() -> None:

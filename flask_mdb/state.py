@@ -78,23 +78,33 @@ class MDBState:
         self._lock = threading.Lock()
         _STATES.add(self)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     # --- the engine -----------------------------------------------------------------------------
 
-    def ensure_ready(self) -> MongoDBEngine:
+    @property
+    def started(self) -> bool:
+        """Whether the engine was started for a request or by ``mdb.engine`` (no I/O)."""
+        return self._ready and self.engine.is_initialized
+
+    def ensure_ready(self, *, blocking: bool = False) -> MongoDBEngine:
         """Initialize the engine and register the configured manifests, once per process
-        (and again if someone shut the engine down). Thread-safe."""
+        (and again if someone shut the engine down). Thread-safe. Declared indexes are
+        built as ``MDB_INDEX_BUILDS`` says, or before returning with ``blocking``."""
         engine = self.engine
         if self._ready and engine.is_initialized:
             return engine
         with self._lock:
             if not (self._ready and engine.is_initialized):
                 engine.initialize()
+                background = not blocking and self.config["MDB_INDEX_BUILDS"] == "background"
                 for manifest in self.manifests:
-                    # Index problems are logged once, by the registration itself.
-                    result = engine.register_app(manifest, create_indexes=True)
+                    # Index problems are logged once, by the registration itself. In the
+                    # background, the first request does not wait for index builds.
+                    result = engine.register_app(
+                        manifest, create_indexes=True, background_indexes=background
+                    )
                     self.registrations[result["slug"]] = result
                 self._ready = True
         return engine
@@ -150,12 +160,12 @@ def states_of(extension: MDB) -> list[MDBState]:
 def lazy_engines_waiting() -> bool:
     """Whether this process has an MDB extension whose engine has not started yet (no
     request served, ``mdb.engine`` not used): what a "no engine" error should explain."""
-    return any(not (state._ready and state.engine.is_initialized) for state in list(_STATES))
+    return any(not state.started for state in list(_STATES))
 
 
 def _after_fork_in_child() -> None:
     for state in list(_STATES):
-        state._after_fork_in_child()
+        state.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

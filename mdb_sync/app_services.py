@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .catalog import AppCatalog, AppRecord
+from .manifest.model import Observability
 
 if TYPE_CHECKING:
     pass
@@ -45,10 +46,7 @@ RecordKey = tuple[str, str, int, int]
 def operations_enabled(manifest: Mapping[str, Any] | None) -> bool:
     """Whether an app's database operations are recorded, from its manifest's
     ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default true)."""
-    metrics = ((manifest or {}).get("observability") or {}).get("metrics") or {}
-    return bool(metrics.get("enabled", True)) and bool(
-        metrics.get("collect_operation_metrics", True)
-    )
+    return Observability.from_dict((manifest or {}).get("observability")).operation_metrics
 
 
 class AppServices:

@@ -468,11 +468,13 @@ def _describe_check(check: dict[str, Any]) -> str:
     if name == "pool":
         if not check.get("monitored", True):
             return "not monitored"
-        return (
+        described = (
             f"{check['open_connections']} open, {check['in_use']} in use of "
-            f"{check['max_pool_size'] or 'unlimited'}, {check['checkout_failures']} failed "
-            "check-outs"
+            f"{check['max_pool_size'] or 'unlimited'}"
         )
+        if "checkout_failures" in check:  # counted only with the engine's command_metrics
+            described += f", {check['checkout_failures']} failed check-outs"
+        return described
     if name == "apps":
         degraded = check.get("degraded") or []
         return f"{check['registered']} registered" + (

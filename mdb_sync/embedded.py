@@ -385,6 +385,11 @@ class EmbeddedServer:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server process when this process started it (a private server), else None."""
+        return self._process
+
+    @property
     def uri(self) -> str:
         return client_uri(self.host, self.port)
 
@@ -1053,15 +1058,16 @@ def recover(
 
 def stop_private(server: EmbeddedServer) -> None:
     """Stop a server started with :func:`start_private`."""
-    if server._process is not None:
-        if server._process.poll() is None:
-            server._process.terminate()
+    process = server.process
+    if process is not None:
+        if process.poll() is None:
+            process.terminate()
             try:
-                server._process.wait(STOP_TIMEOUT)
+                process.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                server._process.kill()
-                server._process.wait()
-        if server._process.stdout is not None:
-            server._process.stdout.close()
+                process.kill()
+                process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
     elif _pid_alive(server.pid):
         _terminate(server.pid)

@@ -70,7 +70,7 @@ class EmbeddedWatch:
         self._next_attempt = 0.0
         self._closed = False
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._reset()
 
     def close(self) -> None:
@@ -164,7 +164,7 @@ class EmbeddedWatch:
         else:
             engine = self._engine()
             if replacement is not server and engine is not None and not self._closed:
-                engine._embedded_replaced(replacement)
+                engine.embedded_replaced(replacement)
             if replacement.pid != server.pid:
                 self.recoveries += 1
             self.server = replacement

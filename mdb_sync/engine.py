@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ from pymongo import MongoClient, uri_parser
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from . import context, embedded
 from . import uri as uri_helpers
@@ -41,12 +42,16 @@ from .exceptions import (
     ScopeError,
 )
 from .indexes.auto import AutoIndexManager
+from .indexes.background import DeclaredIndexBuilds
 from .manifest.model import DataAccess
 from .observability.metrics import MetricsCollector
 from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+from .scoping.host import StorageScopeHost
 from .scoping.names import APPS_COLLECTION
+from .storage import APP_ID_INDEX_CACHE_SIZE as APP_ID_INDEX_CACHE_SIZE
+from .storage import Storage
 
 if TYPE_CHECKING:
     from .ai import EmbeddingService, LLMService, MemoryService
@@ -78,7 +83,10 @@ SHUTDOWN_LOCK_TIMEOUT = 15.0
 #: Scoped databases cached per engine (oldest dropped first) and physical collections whose
 #: ``app_id`` index this process already ensured: bounded whatever names requests bring.
 SCOPED_CACHE_SIZE = 1024
-APP_ID_INDEX_CACHE_SIZE = 4096
+
+#: This process's id, kept current by the fork hook: ``os.getpid()`` is a system call, and
+#: the client's owner is checked on every operation.
+_PID = os.getpid()
 
 
 def describe_uri(uri: str) -> str:
@@ -106,6 +114,11 @@ class MongoDBEngine:
     :param embedded_durable: whether an embedded server this engine starts fsyncs every
         commit (``--sync-on-commit``: an acknowledged write survives a crash). Default: true,
         unless ``MDB_EMBEDDED_DURABLE=0``. A running server keeps the setting it started with.
+    :param command_metrics: record every command the client sends (pymongo command and
+        connection-pool listeners: engine-internal commands too, ``getMore`` batches, timings
+        by the driver, and the pool's check-out failure counters) instead of the scoped API's
+        operations. Off by default: listeners make pymongo build and publish several event
+        objects per operation (~15-20% of a simple operation's client CPU).
     :param client_options: passed to :class:`~pymongo.MongoClient`. Unless given here or in
         the URI: ``serverSelectionTimeoutMS`` 5000 (an unreachable server fails fast),
         ``connectTimeoutMS`` 5000, and ``socketTimeoutMS`` the ``limits.max_time_ms`` cap
@@ -124,6 +137,7 @@ class MongoDBEngine:
         implicit_apps: bool = True,
         registry_refresh_seconds: float = 5.0,
         embedded_durable: bool | None = None,
+        command_metrics: bool = False,
         **client_options: Any,
     ) -> None:
         self._uri_arg = mongo_uri or os.environ.get(MONGO_URI_ENV) or None
@@ -135,7 +149,10 @@ class MongoDBEngine:
             raise ConfigurationError("registry_refresh_seconds cannot be negative")
         self.registry_refresh_seconds = float(registry_refresh_seconds)
         self._embedded_durable = embedded_durable
+        #: Whether pymongo listeners record every command (see the class docstring).
+        self.command_metrics = bool(command_metrics)
         self._client_options = dict(client_options)
+        self._pool_monitor: Any = None
         self._uri: str | None = None
         self._db_name: str | None = None
         self._embedded: embedded.EmbeddedServer | None = None
@@ -148,16 +165,28 @@ class MongoDBEngine:
         self._client_epoch = 0
         self._watch: EmbeddedWatch | None = None
         self._initialized = False
+        # physical name -> (client, its pymongo collection); see _raw_collection
         self._lock = threading.RLock()
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
-        self._app_id_indexed: set[str] = set()
+        #: The storage service (:mod:`mdb_sync.storage`): the database, raw and internal
+        #: collections, sessions. Engine-internal: apps use scoped databases.
+        self.storage = Storage(
+            client=lambda: self.client,
+            db_name=lambda: self.db_name,
+            before_use=self._check_embedded,
+            generation=self._client_generation,
+            require_ready=self._require_initialized,
+        )
+        self._scope_host = StorageScopeHost(
+            self.storage, self._observe_query, self._record_security_event, self._operation_meter
+        )
         #: The registered apps (:mod:`mdb_sync.catalog`): the only owner of ``apps_config``.
         self.catalog = AppCatalog(
-            lambda: self._raw_collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
+            lambda: self.storage.collection(APPS_COLLECTION), lambda: self.registry_refresh_seconds
         )
         #: The registration workflow (:mod:`mdb_sync.registration`).
-        self.registration = Registration(self, self.catalog, self._raw_collection)
+        self.registration = Registration(self, self.catalog, self.storage.system)
         #: Everything derived from an app's manifest, keyed by its record's version
         #: (:mod:`mdb_sync.app_services`).
         self.app_services = AppServices(self.catalog)
@@ -166,6 +195,8 @@ class MongoDBEngine:
         self.metrics = MetricsCollector()
         #: Query-driven indexing (:mod:`mdb_sync.indexes.auto`); tune with ``.configure()``.
         self.auto_indexes = AutoIndexManager(self)
+        #: Declared index builds off the caller's path (``register_app(background_indexes=...)``).
+        self.index_builds = DeclaredIndexBuilds(self)
         self._events: EventBus | None = None
         context.track_engine(self)
 
@@ -213,13 +244,14 @@ class MongoDBEngine:
         """
         if self._initialized:
             self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
+        self.index_builds.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
         self.app_services.clear()
         with self._lock:
             self._initialized = False
             self._scoped.clear()
-            self._app_id_indexed.clear()
+            self.storage.reset()
             self._close_client()
             self._release_embedded()
 
@@ -279,12 +311,16 @@ class MongoDBEngine:
         uri = self._uri or self._uri_arg or ""
         return uri_helpers.database(uri) or DEFAULT_DB_NAME
 
-    def _require_initialized(self) -> None:
+    def require_initialized(self) -> None:
+        """Raise :class:`~mdb_sync.exceptions.EngineNotInitializedError` unless
+        :meth:`initialize` ran (services built on the engine check it first)."""
         if not self._initialized:
             raise EngineNotInitializedError(
                 "the engine is not initialized: call engine.initialize() first "
                 "(or use `with MongoDBEngine(...) as engine:`)"
             )
+
+    _require_initialized = require_initialized
 
     # --- the embedded server ------------------------------------------------------------------
 
@@ -317,8 +353,8 @@ class MongoDBEngine:
         self._embedded_lease_pid = None
         self._uri = None
 
-    def _embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
-        """The watch brought the embedded server back (see :mod:`.embedded_watch`): on the
+    def embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
+        """Internal: the watch brought the embedded server back (see :mod:`.embedded_watch`): on the
         same address the client reconnects by itself; on a new one, a new client is built
         (scoped collections follow through the client epoch) and the old one closed."""
         with self._lock:
@@ -367,7 +403,7 @@ class MongoDBEngine:
     def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
         client = self._client
-        if client is not None and self._client_pid == os.getpid():
+        if client is not None and self._client_pid == _PID:
             return client
         with self._lock:
             if self._client is None or self._client_pid != os.getpid():
@@ -431,33 +467,43 @@ class MongoDBEngine:
             _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
         self._client_pid = None
 
-    def _after_fork_in_child(self) -> None:
-        """Drop the parent's client, cached scoped databases (their collections hold the
-        parent's client) and locks; the child builds its own client on first use, and
-        scoped objects the child still holds rebuild theirs on their next operation."""
+    def after_fork_in_child(self) -> None:
+        """Internal (the fork handler calls it): drop the parent's client, cached scoped
+        databases (their collections hold the parent's client) and locks; the child builds
+        its own client on first use, and scoped objects the child still holds rebuild theirs
+        on their next operation."""
         self._lock = threading.RLock()
         self._client = None
         self._client_pid = None
         self._scoped = {}
+        self.storage.after_fork_in_child()
         if self._watch is not None:
-            self._watch._after_fork_in_child()
+            self._watch.after_fork_in_child()
         self.catalog.after_fork_in_child()
         self.app_services.after_fork_in_child()
-        self.metrics._after_fork_in_child()
-        self.auto_indexes._after_fork_in_child()
+        self.metrics.after_fork_in_child()
+        self.auto_indexes.after_fork_in_child()
+        self.index_builds.after_fork_in_child()
         if self._events is not None:
-            self._events._after_fork_in_child()
+            self._events.after_fork_in_child()
 
+    @property
+    def scope_host(self) -> StorageScopeHost:
+        """Internal: what this engine's scoped databases are built on (for the registration
+        workflow, which seeds an app before it is usable through :meth:`get_scoped_db`)."""
+        return self._scope_host
+
+    def owns(self, database: object) -> bool:
+        """Whether ``database`` is a scoped database of this engine (used by services such
+        as vector search, given only a scoped collection, to find its app's engine)."""
+        return isinstance(database, ScopedDatabase) and database.is_hosted_by(self._scope_host)
+
+    # Kept for tests and scripts written against earlier versions: use ``engine.storage``.
     def _database(self) -> Database[dict[str, Any]]:
-        self._check_embedded()
-        return self.client[self.db_name]
+        return self.storage.database()
 
     def _raw_collection(self, physical: str) -> Collection[dict[str, Any]]:
-        return self._database()[physical]
-
-    def _start_session(self, **kwargs: Any) -> Any:
-        self._require_initialized()
-        return self.client.start_session(**kwargs)
+        return self.storage.collection(physical)
 
     # --- apps ---------------------------------------------------------------------------------
 
@@ -494,7 +540,7 @@ class MongoDBEngine:
             read_scopes = tuple(read_scopes)
             self._check_read_scopes(slug, read_scopes, access)
         db = ScopedDatabase(
-            self,
+            self._scope_host,
             slug,
             read_scopes=read_scopes,
             write_scope=write_scope or access.write_scope,
@@ -553,6 +599,7 @@ class MongoDBEngine:
         *,
         replace_conflicting_indexes: bool = False,
         search_index_timeout: float | None = None,
+        background_indexes: bool = False,
     ) -> dict[str, Any]:
         """Validate and persist ``manifest``, apply its collection settings, reconcile its
         declared indexes and seed its initial data.
@@ -566,17 +613,43 @@ class MongoDBEngine:
         or options is a ``conflict`` unless ``replace_conflicting_indexes`` rebuilds it;
         ``search_index_timeout`` bounds the wait for new Atlas Search indexes (default 60 s).
 
+        ``background_indexes``: return as soon as the manifest is stored and build the
+        declared indexes on a background thread (see :mod:`mdb_sync.indexes.background`):
+        each is reported ``pending`` — here, in the registry and by
+        :meth:`get_health_status` — until its build is done; :meth:`wait_for_indexes`
+        waits for that. Unique indexes (constraints) are built before returning all the
+        same. The default builds every index before returning.
+
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
         self._require_initialized()
+        background = bool(create_indexes and background_indexes)
         result = self.registration.register(
             manifest,
-            create_indexes=create_indexes,
+            create_indexes=create_indexes and not background,
             replace_indexes=replace_conflicting_indexes,
             search_index_timeout=search_index_timeout,
         )
-        self._forget_scoped(result["slug"])
+        slug = result["slug"]
+        if background:
+            from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+
+            result["indexes"] = self.index_builds.start(
+                slug,
+                (self.registry.get_manifest(slug) or {}).get("managed_indexes") or {},
+                replace=replace_conflicting_indexes,
+                search_timeout=(
+                    DEFAULT_SEARCH_TIMEOUT if search_index_timeout is None else search_index_timeout
+                ),
+                previous=result["indexes"],
+            )
+        self._forget_scoped(slug)
         return result
+
+    def wait_for_indexes(self, slug: str | None = None, timeout: float | None = None) -> bool:
+        """Wait until the background index builds of ``slug`` (default: every app) started
+        by this process are done; False if ``timeout`` seconds passed first."""
+        return self.index_builds.wait(slug, timeout)
 
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
@@ -631,6 +704,11 @@ class MongoDBEngine:
     # --- realtime -----------------------------------------------------------------------------
 
     @property
+    def events_if_started(self) -> EventBus | None:
+        """The event bus if something already used :attr:`events` (never creates one)."""
+        return self._events
+
+    @property
     def events(self) -> EventBus:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
@@ -661,45 +739,52 @@ class MongoDBEngine:
         except Exception:
             log.exception("query-driven indexing failed for %s.%s", app_slug, collection)
 
-    def _ensure_app_id_index(self, raw: Collection[Any], force: bool = False) -> None:
-        """Make sure ``raw`` has an index on ``app_id`` (once per process and collection)."""
-        key = raw.name
-        if not force and key in self._app_id_indexed:
-            return
-        try:
-            raw.create_index([("app_id", 1)], name="app_id_1")
-        except OperationFailure as exc:
-            if exc.code not in (85, 86):  # an equivalent index exists under another name
-                log.warning("could not create the app_id index on %s: %s", key, exc)
-                return
-        except PyMongoError as exc:
-            log.warning("could not create the app_id index on %s: %s", key, exc)
-            return
-        with self._lock:
-            if len(self._app_id_indexed) >= APP_ID_INDEX_CACHE_SIZE:
-                self._app_id_indexed.pop()  # an arbitrary one: it costs one createIndex again
-            self._app_id_indexed.add(key)
-
-    def _forget_app_id_index(self, raw: Collection[Any]) -> None:
-        with self._lock:
-            self._app_id_indexed.discard(raw.name)
-
     def _client_event_listeners(self) -> list[Any]:
         """pymongo event listeners installed on every client this engine creates: the
-        caller's, then the metrics listener and the pool monitor (new ones per client, so a
-        forked child counts its own pool)."""
-        from .observability.listeners import CommandMetricsListener, PoolMonitor
+        caller's, the embedded server's heartbeat watch, and — with ``command_metrics`` only
+        — the command metrics listener and the pool monitor (new ones per client, so a
+        forked child counts its own pool). Without them the scoped API records operations
+        and the pool gauges are read on demand (:mod:`.observability.pool`)."""
+        listeners = list(self._client_options.get("event_listeners") or [])
+        if self.command_metrics:
+            from .observability.listeners import CommandMetricsListener, PoolMonitor
 
-        self._pool_monitor = PoolMonitor()
-        self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
-        listeners = [
-            *(self._client_options.get("event_listeners") or []),
-            CommandMetricsListener(self),
-            self._pool_monitor,
-        ]
+            self._pool_monitor = PoolMonitor()
+            self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
+            listeners += [CommandMetricsListener(self), self._pool_monitor]
+        else:
+            from .observability.pool import gauges
+
+            self._pool_monitor = None
+            self.metrics.set_gauge_source("pool", lambda: gauges(self.pool_stats()))
         if self._watch is not None:
             listeners.append(self._watch.listener())
         return listeners
+
+    def pool_stats(self) -> dict[str, Any]:
+        """The connection pool now: ``open_connections``, ``in_use``, ``waiting``,
+        ``max_pool_size``, ``utilization`` (busiest server), ``cleared`` — plus
+        ``checkout_failures``/``checkout_timeouts`` with ``command_metrics``.
+        ``{"monitored": False}`` before this process has a client. No I/O."""
+        monitor = self._pool_monitor
+        if monitor is not None:
+            return monitor.stats()  # type: ignore[no-any-return]
+        client = self._client
+        if client is None or self._client_pid != os.getpid():
+            return {"monitored": False}
+        from .observability.pool import pool_stats
+
+        return pool_stats(client)
+
+    def _operation_meter(self, app_slug: str) -> Any:
+        """What the scoped API of ``app_slug`` records its operations with (None with
+        ``command_metrics``: the listeners record them)."""
+        if self.command_metrics:
+            return None
+        from .observability.metrics import OperationMeter
+
+        enabled = functools.partial(self.app_services.metrics_enabled, app_slug, cached_only=True)
+        return OperationMeter(self.metrics, app_slug, enabled)
 
     # --- observability ------------------------------------------------------------------------
 
@@ -730,7 +815,8 @@ class MongoDBEngine:
     def cache_info(self) -> dict[str, dict[str, int]]:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
-        ``app_id_indexes``, ``vector_index_states`` (search indexes known ready or missing),
+        ``app_id_indexes``, ``raw_collections`` (pymongo collection objects),
+        ``vector_index_states`` (search indexes known ready or missing),
         ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered),
         ``app_services`` (what is derived from each app's manifest: auth, AI services, metrics
         settings, CORS, websockets) and ``query_shapes``. None of them grows with what
@@ -742,13 +828,10 @@ class MongoDBEngine:
             info = {
                 "scoped_databases": {"size": len(self._scoped), "limit": SCOPED_CACHE_SIZE},
                 "collections_per_database": {
-                    "size": max((db._cached_collections() for db in databases), default=0),
+                    "size": max((db.cached_collections() for db in databases), default=0),
                     "limit": COLLECTION_CACHE_SIZE,
                 },
-                "app_id_indexes": {
-                    "size": len(self._app_id_indexed),
-                    "limit": APP_ID_INDEX_CACHE_SIZE,
-                },
+                **self.storage.cache_info(),
             }
         # Read only if loaded: the AI extra (numpy) is optional, and unloaded means empty.
         vector_search = sys.modules.get("mdb_sync.ai.vector_search")
@@ -809,8 +892,10 @@ def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _PID
+    _PID = os.getpid()
     for engine in context.live_engines():
-        engine._after_fork_in_child()
+        engine.after_fork_in_child()
 
 
 def _shutdown_all() -> None:

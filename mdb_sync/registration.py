@@ -36,6 +36,7 @@ from .exceptions import (
     AppVersionConflictError,
     ScopeError,
 )
+from .indexes.declared import CREATED, EXISTS
 from .registry_claims import (
     CLAIM_STALE_SECONDS,
     LOCKS_COLLECTION,
@@ -48,7 +49,7 @@ from .registry_claims import (
     segment_lock,
     still_held,
 )
-from .scoping.names import overlapping_prefixes, validate_slug
+from .scoping.names import APPS_COLLECTION, overlapping_prefixes, validate_slug
 from .signals import app_registered, app_unregistered
 
 if TYPE_CHECKING:
@@ -73,6 +74,23 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
+def _created_earlier(
+    earlier: list[dict[str, Any]], outcomes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``outcomes`` of a retried registration, an index its earlier attempt created
+    reported as ``created`` (not ``exists``): the attempt lost the record write to another
+    (a background index build storing its outcomes, say), not the index it built."""
+    created = {(o.get("collection"), o.get("name")) for o in earlier if o.get("status") == CREATED}
+    if not created:
+        return outcomes
+    return [
+        {**o, "status": CREATED}
+        if o.get("status") == EXISTS and (o.get("collection"), o.get("name")) in created
+        else o
+        for o in outcomes
+    ]
+
+
 def _version(doc: Mapping[str, Any]) -> int:
     return int(doc.get("version") or 0)
 
@@ -89,7 +107,6 @@ class Registration:
         self._engine = engine
         self._catalog = catalog
         self._collection = collection  # an engine-internal collection by name
-        self._indexed = False
 
     @property
     def _registry(self) -> Collection[Any]:
@@ -199,13 +216,9 @@ class Registration:
         return existing, others
 
     def _ensure_indexes(self) -> None:
-        """The ``slug`` index the overlap look-up needs (once per process; records written
-        before it existed get their ``slug`` field)."""
-        if self._indexed:
-            return
-        self._registry.create_index([("slug", 1)], name="slug_1")
-        self._registry.update_many({"slug": {"$exists": False}}, [{"$set": {"slug": "$_id"}}])
-        self._indexed = True
+        """The ``slug`` index the overlap look-up needs, and the ``slug`` field of records
+        written before it existed: once per process (see :mod:`mdb_sync.storage`)."""
+        self._collection(APPS_COLLECTION)
 
     def _live_conflicts(self, others: list[dict[str, Any]], clean: bool = False) -> list[str]:
         """Slugs of ``others`` that block a registration: registered apps and first
@@ -355,11 +368,13 @@ class Registration:
         create_indexes: bool,
         replace_indexes: bool,
         search_index_timeout: float | None,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]] | None:
         """Apply collection settings and indexes, then write the record: the first
         registration's (``claim``) or an update of ``existing`` (only if it still has the
         version read). Returns ``(record, collections, index outcomes)``, or None when the
-        record was unregistered or written by someone else meanwhile."""
+        record was unregistered or written by someone else meanwhile — then ``earlier``
+        (if given) holds the index outcomes of this attempt, for the next one."""
         from .manifest.apply import apply_collection_settings
 
         slug = normalized["slug"]
@@ -386,6 +401,9 @@ class Registration:
                     ),
                     previous=outcomes,
                 )
+                if earlier is not None:
+                    outcomes = _created_earlier(earlier, outcomes)
+                    earlier[:] = outcomes
         except BaseException:
             if claim is not None:
                 try:
@@ -471,6 +489,7 @@ class Registration:
         if has_clear_passwords(normalized):  # the registry keeps no clear password
             stored = self._registry.find_one({"_id": slug}, {"manifest": 1})
             normalized = hash_demo_passwords(normalized, (stored or {}).get("manifest"))
+        earlier: list[dict[str, Any]] = []  # index outcomes of an attempt that lost a race
         for _attempt in range(3):
             existing, claim = self._own(slug, normalized, implicit)
             if expected_version is not None and (
@@ -493,6 +512,7 @@ class Registration:
                     create_indexes=create_indexes,
                     replace_indexes=replace_indexes,
                     search_index_timeout=search_index_timeout,
+                    earlier=earlier,
                 )
             finally:
                 let_go(claim)

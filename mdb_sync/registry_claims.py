@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from . import storage
 from .exceptions import AppConflictError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Engine-internal collection of the per-segment registration locks (empty when idle).
-LOCKS_COLLECTION = "mdb_registry_locks"
+LOCKS_COLLECTION = storage.REGISTRY_LOCKS
 #: A lock older than this is considered abandoned (its critical section is a few queries).
 LOCK_LEASE_SECONDS = 15.0
 #: How long a registration waits for the lock of its segment before giving up.

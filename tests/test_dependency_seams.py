@@ -51,6 +51,14 @@ def _holder(owner: str, docs):
         return docs.aggregate([{"$match": {}}])
     if owner == "pymongo.operations.UpdateOne":
         return UpdateOne({"n": 1}, {"$set": {"x": 1}})
+    if owner == "pymongo.operations.InsertOne":
+        return InsertOne({"n": 1})
+    if owner == "pymongo.MongoClient":
+        return docs.database.client
+    if owner == "pymongo.topology.Topology":
+        return docs.database.client._topology
+    if owner == "pymongo.pool.Pool":
+        return next(iter(docs.database.client._topology._servers.values())).pool
     raise AssertionError(f"no holder for {owner}")
 
 
@@ -99,6 +107,26 @@ def test_bulk_request_parts():
     assert (insert.document, insert.filter) == ({"n": 4}, None)
     delete = seam.bulk_request_parts(DeleteOne({"n": 5}))
     assert (delete.filter, delete.document) == ({"n": 5}, None)
+
+
+def test_insert_request_parts():
+    doc = {"n": 4}
+    assert seam.insert_request_parts(InsertOne(doc)) == (doc, None)
+    assert seam.insert_request_parts(InsertOne(doc))[0] is doc  # the caller's own document
+
+
+def test_pool_counters_read_the_client_pools(docs):
+    client = docs.database.client
+    before = seam.pool_counters(client)
+    assert before and all(isinstance(c, seam.PoolCounters) for c in before)
+    assert sum(c.idle + c.in_use for c in before) >= 1  # the fixture's writes opened one
+    assert before[0].max_size == client.options.pool_options.max_pool_size
+    assert all(c.in_use == 0 and c.operations == 0 for c in before)  # nothing running now
+    generation = before[0].generation
+    client.admin.command("ping")
+    assert seam.pool_counters(client)[0].generation == generation  # not cleared by a ping
+    with pytest.raises(AttributeError):
+        seam.pool_counters(object())
 
 
 class CountingCursor(seam.HookedCursor):

@@ -198,6 +198,7 @@ def test_manifests_load_at_init_and_register_on_first_request(factory, tmp_path,
     assert app.test_client().get("/tasks").json == {"count": 0, "app": "beta"}
     assert set(state.registrations) == {"alpha", "beta", "gamma"}
     assert state.engine.get_app("alpha")["managed_indexes"]
+    assert state.engine.wait_for_indexes(timeout=30)  # built off the first request
     assert recorder.commands("createIndexes")
 
 

@@ -1,4 +1,4 @@
-"""Metrics: the command listener counts every operation per app, from many threads at once,
+"""Metrics: the scoped API counts every operation per app, from many threads at once,
 and never records document contents; custom operations, event counters, Prometheus text."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pymongo import monitoring
 
 from mdb_sync import MongoDBEngine
 from mdb_sync.observability import (
@@ -97,10 +98,73 @@ def test_engine_internal_commands_are_not_an_apps(engine):
     engine.metrics.reset()
     engine.client.admin.command("ping")
     engine.registry.load()
-    apps = engine.get_metrics()["apps"]
-    assert apps["-"]["operations"]["ping"]["count"] == 1
-    assert apps["-"]["operations"]["find"]["count"] == 1
+    # The scoped API records operations: engine-internal commands are nobody's.
+    assert engine.get_metrics()["apps"] == {}
     assert engine.get_metrics()["summary"]["apps"] == []
+
+
+def test_command_metrics_record_every_command_of_the_client(mongo_uri, db_name):
+    with MongoDBEngine(mongo_uri, db_name, command_metrics=True) as engine:
+        engine.metrics.reset()
+        engine.client.admin.command("ping")
+        engine.registry.load()
+        apps = engine.get_metrics()["apps"]
+        assert apps["-"]["operations"]["ping"]["count"] == 1
+        assert apps["-"]["operations"]["find"]["count"] == 1
+        assert engine.get_metrics()["summary"]["apps"] == []
+        db = engine.get_scoped_db("listened")
+        db.items.insert_many([{"n": i} for i in range(5)])
+        engine.metrics.reset()
+        assert len(list(db.items.find({}, batch_size=2))) == 5
+        db.items.update_one({"n": 1}, {"$set": {"m": 1}})
+        ops = _ops(engine, "listened")
+        assert (ops["find"]["count"], ops["getMore"]["count"], ops["update"]["count"]) == (1, 2, 1)
+        assert engine.pool_stats()["checkout_failures"] == 0  # the pool monitor's counters
+
+
+def test_by_default_the_client_publishes_no_command_or_pool_events(mongo_uri, db_name):
+    """pymongo builds event objects for every operation as soon as a command or pool
+    listener is installed: by default none is (the scoped API records operations)."""
+    with MongoDBEngine(mongo_uri, db_name) as engine:
+        listeners = engine.client.options.event_listeners
+        assert not [
+            x
+            for x in listeners
+            if isinstance(x, (monitoring.CommandListener, monitoring.ConnectionPoolListener))
+        ]
+        db = engine.get_scoped_db("quietly")
+        db.items.insert_one({"a": 1})
+        assert _ops(engine, "quietly")["insert"]["count"] == 1
+        stats = engine.pool_stats()
+        assert stats["open_connections"] >= 1 and stats["in_use"] == 0
+        assert "checkout_failures" not in stats
+
+
+def test_scoped_operations_are_named_like_their_commands(engine):
+    from pymongo import InsertOne, UpdateOne
+
+    from mdb_sync.exceptions import QueryValidationError
+
+    db = engine.get_scoped_db("named")
+    db.items.insert_one({"n": 0})
+    engine.metrics.reset()
+    db.items.bulk_write([InsertOne({"n": 1}), UpdateOne({"n": 1}, {"$set": {"m": 1}})])
+    db.items.find_one_and_update({"n": 1}, {"$set": {"m": 2}})
+    db.items.replace_one({"n": 0}, {"n": 0, "r": True})
+    db.items.delete_one({"n": 0})
+    assert db.items.distinct("n") == [1]
+    assert db.items.aggregate([{"$match": {"n": 1}}]).to_list() != []
+    with pytest.raises(QueryValidationError):  # refused before anything is sent: no operation
+        db.items.find_one({"$where": "true"})
+    ops = _ops(engine, "named")
+    assert {name: op["count"] for name, op in ops.items()} == {
+        "bulkWrite": 1,
+        "findAndModify": 1,
+        "update": 1,
+        "delete": 1,
+        "distinct": 1,
+        "aggregate": 1,
+    }
 
 
 def test_metrics_never_contain_document_contents(engine):

@@ -163,7 +163,7 @@ def test_tailing_needs_a_capped_collection(engines, raw_db):
     web = engines("tailable")
     with pytest.raises(RealtimeError, match="not a capped collection"):
         # The listener keeps failing; publishing still works (inserts need no cap).
-        web.events._collection(require_capped=True)
+        web.events.collection(require_capped=True)
     web.events.publish("chat", {"ok": True})
 
 

@@ -36,6 +36,8 @@ log = logging.getLogger("flask_mdb.auth")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 CSRF_FIELD = "csrf_token"
+#: Bodies werkzeug parses as a form (``request.form``); any other body has no form field.
+FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
 #: Prefix of cookie names over HTTPS: the browser keeps such a cookie only when it is Secure,
 #: has ``Path=/`` and no ``Domain``, so no sibling subdomain or plain-HTTP page can plant one.
@@ -381,7 +383,16 @@ def _csrf_key() -> bytes:
             "CSRF protection needs the Flask SECRET_KEY: set app.config['SECRET_KEY']",
             context={"option": "SECRET_KEY"},
         )
-    return csrf.derive_key(secret)
+    derived = _CSRF_KEYS.get(secret)
+    if derived is None:
+        if len(_CSRF_KEYS) >= 16:  # secrets rotate rarely: a small bound is plenty
+            _CSRF_KEYS.clear()
+        derived = _CSRF_KEYS[secret] = csrf.derive_key(secret)
+    return derived
+
+
+#: SECRET_KEY -> the CSRF key derived from it (one HMAC saved per checked request).
+_CSRF_KEYS: dict[Any, bytes] = {}
 
 
 def _binding(auth: AuthService, create: bool) -> str | None:
@@ -415,7 +426,9 @@ def csrf_token() -> str:
 def csrf_problem(auth: AuthService) -> tuple[int, str] | None:
     """``(status, message)`` when the request's CSRF token is missing (400) or invalid
     (403), else None."""
-    token = request.form.get(CSRF_FIELD) if request.form else None
+    # Only a form carries the field (werkzeug parses no other body as one): the mimetype is
+    # checked first, so a JSON request does not pay for an empty form parse.
+    token = request.form.get(CSRF_FIELD) if request.mimetype in FORM_MIMETYPES else None
     for header in CSRF_HEADERS:
         token = token or request.headers.get(header)
     problem = csrf.check_token(

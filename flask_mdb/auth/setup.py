@@ -26,6 +26,7 @@ from ..auth_switch import PUBLIC_ATTR
 from ..binding import OPS_BLUEPRINT, current_binding
 from ..headers import apply_headers, hsts_value, no_store
 from ..identity import (
+    note_resolved,
     register_identity_checker,
     register_identity_reset,
     register_identity_resolver,
@@ -326,7 +327,21 @@ def finish(response: Response) -> Response:
 
 def _identity(via: str) -> dict[str, Any] | None:
     user = current.get_current_user()
-    return user.identity() if user is not None and user.via == via else None
+    if user is None or user.via != via:
+        return None
+    identity = user.identity()
+    auth = current.current_service()
+    if auth is not None:
+        note_resolved(identity, lambda: _standing_as_read(auth, user, identity))
+    return identity
+
+
+def _standing_as_read(auth: Any, user: AuthUser, identity: dict[str, Any]) -> Standing:
+    """The standing of ``identity`` as this request read it (its session or token with its
+    user, one round trip ago): the app's access policy on that user, no second read."""
+    expires, roles = revocation.expires_at(identity), tuple(user.roles)
+    problem = auth.access_problem(user.data) if auth.config.policy_present else None
+    return Standing(problem, forbidden=problem is not None, expires_at=expires, roles=roles)
 
 
 def _session_identity() -> dict[str, Any] | None:
@@ -347,7 +362,10 @@ def _verify_token(token: str, app_slug: str) -> dict[str, Any] | None:
         user, claims = auth.user_from_token(token)
     except (TokenError, ConfigurationError):
         return None
-    return {**AuthUser(user, "token", claims=claims).identity(), "app": app_slug}
+    loaded = AuthUser(user, "token", claims=claims)
+    identity = {**loaded.identity(), "app": app_slug}
+    note_resolved(identity, lambda: _standing_as_read(auth, loaded, identity))
+    return identity
 
 
 def _check_identity(identity: dict[str, Any], activity: bool) -> Standing | None:

@@ -6,7 +6,9 @@ while the socket stays open. :class:`Credentials` re-checks that login through
 :func:`mdb_sync.auth.revocation.recheck`, what an HTTP request's authentication reads):
 
 * right after the connection is registered (a revocation between the handshake and the
-  registration would otherwise be missed by the revocation events);
+  registration would otherwise be missed by the revocation events) — without a second
+  read when no revocation event arrived since the handshake read the login: then that
+  read stands, and only the app's access policy is applied to what it read;
 * before each message is handled — or, with ``MDB_WEBSOCKET_RECHECK_INTERVAL`` > 0, before
   the first message after that many seconds — so no handler runs for a login revoked in
   another process whose revocation event has not arrived yet;
@@ -66,13 +68,19 @@ class Credentials:
             standing = check_identity(self.identity, activity=activity)
         if standing is None:
             self.checkable = False
-        elif standing.ok:
+        else:
+            self.accept(standing)
+        return standing
+
+    def accept(self, standing: Standing) -> None:
+        """Take ``standing`` as the login's latest check (a good one holds for
+        :attr:`interval`; its expiry and roles replace the connection's)."""
+        if standing.ok:
             self._checked_at = time.monotonic()
             if standing.expires_at is not None:
                 self.expires_at = standing.expires_at
             if standing.roles is not None:  # handlers read the roles of now, not of the login
                 self.identity["roles"] = list(standing.roles)
-        return standing
 
     def due(self) -> bool:
         """Whether a message must wait for a check (the last one is older than

@@ -126,6 +126,7 @@ class WebSocketManager:
         self._app_context = app_context
         self._subscription: Subscription | None = None
         self._subscribe_lock = threading.Lock()
+        self._controls = 0  # control events received (see control_mark)
 
     def __repr__(self) -> str:
         return f"<WebSocketManager {self.app_slug!r}: {self.connection_count} connection(s)>"
@@ -282,7 +283,7 @@ class WebSocketManager:
     def _dropped(self, connection: Connection, reason: str) -> None:
         self._count("ws.dropped")
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """Connections belong to the parent process (their sockets and threads are there)."""
         self._lock = threading.Lock()
         self._subscribe_lock = threading.Lock()
@@ -499,9 +500,33 @@ class WebSocketManager:
             if event.reaches(connection.id, connection.user_id):
                 connection.send_text(event.data, frame)
 
+    def control_mark(self) -> tuple[Subscription | None, int]:
+        """Where the control events stand now (subscribing first): taken before a handshake
+        reads its login, :meth:`controls_since` says later whether a revocation may have
+        arrived meanwhile — one that reached no connection because the new one was not
+        registered yet."""
+        self._ensure_subscribed()
+        with self._lock:
+            return self._subscription, self._controls
+
+    def controls_since(self, mark: tuple[Subscription | None, int]) -> bool:
+        """Whether a control event arrived since ``mark`` (or the subscription changed, so
+        nothing can be told)."""
+        subscription, count = mark
+        with self._lock:
+            current, seen = self._subscription, self._controls
+        return (
+            subscription is None
+            or subscription is not current
+            or not current.active
+            or (seen != count)
+        )
+
     def _on_control(self, event: Event) -> None:
         """A control event: close the connections whose login it revokes — at once (no
         frame leaves for them any more), without waiting for their close to complete."""
+        with self._lock:  # first: a handshake under way learns that one arrived
+            self._controls += 1
         roles = revocation.parse_roles(event.data)
         if roles is not None:
             self._on_roles(event.user_id, roles)

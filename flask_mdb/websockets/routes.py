@@ -44,7 +44,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, g, has_request_context, jsonify, request
+from flask import Flask, Response, current_app, has_request_context, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -63,7 +63,14 @@ from mdb_sync.scoping import validate_slug
 from .. import binding
 from ..auth_switch import PUBLIC_ATTR
 from ..cors import normalize_origin, policy_for
-from ..identity import Identity, current_identity, reset_identity, verify_token
+from ..identity import (
+    Identity,
+    current_identity,
+    reset_identity,
+    resolved_standing,
+    verify_token,
+)
+from ..request_state import current_state, ensure_state
 from ..state import MDBState, get_state
 from .connection import (
     CREDENTIALS_REVOKED,
@@ -207,12 +214,12 @@ class WebSocketState:
             self._slots.stop()
         return closed
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         if self._slots is not None:
-            self._slots._after_fork_in_child()
+            self._slots.after_fork_in_child()
         for manager in self._managers.values():
-            manager._after_fork_in_child()
+            manager.after_fork_in_child()
 
 
 def get_ws_state(app: Flask | None = None) -> WebSocketState:
@@ -312,12 +319,15 @@ def _before_websocket() -> Response | None:
         return _refuse(
             403, "OriginRefused", f"origin {str(origin)[:200]!r} may not open this websocket"
         )
+    # Before the login is read: whether a revocation arrives between that read and the
+    # connection's registration tells if the admission must read it again.
+    mark = ws_state.manager(slug).control_mark()
     identity, refusal = _identify(slug, cookies=trusted)
     if identity is not None and identity.get("anonymous") and not endpoint.anonymous_ok:
         identity = None  # an anonymous visitor's identity is no sign-in
     if refusal is None and identity is None and not endpoint.anonymous_ok:
         refusal = "authentication required"
-    g._mdb_ws = (endpoint, identity, refusal)
+    ensure_state().websocket = (endpoint, identity, refusal, mark)
     request.environ[OPTIONS_KEY] = endpoint.server_options()
     _wrap_server_options(current_app)  # in case SOCK_SERVER_OPTIONS was replaced after init_app
     for key in _SOCKET_KEYS:
@@ -381,7 +391,11 @@ def _identify(slug: str, cookies: bool) -> tuple[Identity | None, str | None]:
 
 def _serve(ws: Any, **path_args: Any) -> None:
     """The flask-sock view of every manifest endpoint: runs for the connection's lifetime."""
-    endpoint, identity, refusal = g.pop("_mdb_ws")
+    request_state = current_state()
+    if request_state is None or request_state.websocket is None:
+        raise RuntimeError("a websocket view ran without its handshake (before_request) check")
+    endpoint, identity, refusal, mark = request_state.websocket
+    request_state.websocket = None
     ws_state: WebSocketState = current_app.extensions[STATE_KEY]
     engine = ws_state.mdb_state.engine
     slug = endpoint.app_slug
@@ -407,7 +421,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
         with log_context(app_id=slug):
             # Registered first, then checked: a revocation after this check reaches the
             # connection as an event, one before it is seen here.
-            refusal = _admission(manager, connection)
+            refusal = _admission(manager, connection, mark)
             if connection.closed:
                 return
             if refusal is None:
@@ -467,14 +481,25 @@ def _linger(ws: Any) -> None:
         reader.join(LINGER)
 
 
-def _admission(manager: WebSocketManager, connection: Connection) -> str | None:
-    """Check the just-registered connection's login once more; the refusal, if any (a
-    login revoked since the handshake is closed here with 4401)."""
+def _admission(manager: WebSocketManager, connection: Connection, mark: Any) -> str | None:
+    """Check the just-registered connection's login; the refusal, if any (a login revoked
+    since the handshake is closed here with 4401, one the app's policy refuses is refused).
+
+    The handshake read the login one round trip ago. When no revocation event arrived
+    since (``mark``), that read stands — a revocation announced from now on reaches the
+    registered connection — and only the app's policy is applied to what it read; else
+    the login is read again."""
     credentials = connection.credentials
     if credentials is None:
         return None
     try:
-        standing = credentials.check()
+        standing = None
+        if not manager.controls_since(mark):
+            standing = resolved_standing(connection.identity)
+        if standing is not None:
+            credentials.accept(standing)
+        else:
+            standing = credentials.check()
     except Exception:
         log.exception("websocket of app %r: could not check its login", connection.app_slug)
         manager.revoke(connection, TRY_AGAIN_LATER, "the login could not be checked, try later")
@@ -590,7 +615,7 @@ def _close_everything() -> None:
 
 def _after_fork_in_child() -> None:
     for ws_state in list(_STATES):
-        ws_state._after_fork_in_child()
+        ws_state.after_fork_in_child()
 
 
 atexit.register(_close_everything)

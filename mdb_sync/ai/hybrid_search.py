@@ -201,7 +201,7 @@ def keyword_search(
     scan_kwargs = {k: v for k, v in kwargs.items() if k == "session"}
     if "max_time_ms" in kwargs:
         scan_kwargs["max_time_ms"] = kwargs["max_time_ms"]
-    with collection._scan(_scoped_filter(filter, contains), shape, **scan_kwargs) as cursor:
+    with collection.scan(_scoped_filter(filter, contains), shape, **scan_kwargs) as cursor:
         for doc in cursor:
             scanned += 1
             text = " ".join(_string_at(doc, path) for path in paths)
@@ -382,7 +382,7 @@ def server_supports_rank_fusion(engine: Any) -> bool:
 
             stage = {"input": {"pipelines": {"probe": [{"$sort": {"_id": 1}}]}}}
             try:
-                engine._database().command(
+                engine.storage.database().command(
                     "aggregate",
                     "mdb_rank_fusion_probe",
                     pipeline=[{"$rankFusion": stage}],

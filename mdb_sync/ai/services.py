@@ -40,7 +40,7 @@ _S = TypeVar("_S")
 
 
 def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
-    engine._require_initialized()
+    engine.require_initialized()
     record = engine.registration.require_usable(slug)
     manifest = copy.deepcopy(dict(record.manifest))
     sections = {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}

@@ -28,16 +28,15 @@ import contextlib
 import datetime as dt
 import logging
 import math
-import threading
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from .. import storage
 from ..exceptions import AIBudgetExceededError
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPEND_COLLECTION = "mdb_llm_spend"
+SPEND_COLLECTION = storage.LLM_SPEND
 #: Nano-dollars per dollar: the ledger's integer unit.
 NANO = 1_000_000_000
 #: Seconds a reservation holds before a crashed caller's share is reclaimed.
@@ -54,9 +53,6 @@ RESERVATION_LEASE_SECONDS = 900.0
 MAX_IN_FLIGHT = 500
 #: Months are kept this long after they end (TTL on ``expires_at``).
 KEEP_DAYS = 400
-
-_lock = threading.Lock()
-_indexed: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
 
 
 def to_nano(usd: float, *, up: bool = False) -> int:
@@ -120,21 +116,7 @@ class SpendLedger:
 
     @property
     def collection(self) -> Any:
-        coll = self.engine._raw_collection(SPEND_COLLECTION)
-        key = id(self.engine.client)
-        with _lock:
-            done = _indexed.setdefault(self.engine, set())
-            if key in done:
-                return coll
-        try:
-            coll.create_index([("expires_at", ASCENDING)], name="ttl", expireAfterSeconds=0)
-            coll.create_index([("app_id", ASCENDING), ("month", ASCENDING)], name="app_month")
-        except OperationFailure as exc:
-            if exc.code not in (85, 86):  # an equivalent index exists
-                raise
-        with _lock:
-            done.add(key)
-        return coll
+        return self.engine.storage.system(SPEND_COLLECTION)
 
     def _doc_id(self, month: str) -> str:
         return f"{self.app}:{month}"

@@ -61,9 +61,18 @@ class VectorField:
 
 
 def engine_of(collection: Any) -> Any:
-    """The engine behind a scoped collection (None for anything else)."""
+    """The engine behind a scoped collection (None for anything else): the live engine of
+    this process that recognises the collection's database as its own (a scoped database
+    itself hands out no path to its engine)."""
+    from ..context import live_engines
+
     database = getattr(collection, "database", None)
-    return getattr(database, "_ScopedDatabase__engine", None)
+    if database is None:
+        return None
+    for engine in live_engines():
+        if engine.owns(database):
+            return engine
+    return None
 
 
 _engine_of = engine_of
@@ -124,7 +133,7 @@ def server_supports_vector_search(engine: Any) -> bool:
                 "limit": 1,
             }
             try:
-                engine._database().command(
+                engine.storage.database().command(
                     "aggregate",
                     "mdb_vector_search_probe",
                     pipeline=[{"$vectorSearch": stage}],
@@ -179,7 +188,7 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
     if known is not None and (known[0] or now - known[1] < INDEX_RECHECK_SECONDS):
         return known[0]
     try:
-        specs = list(engine._raw_collection(physical).list_search_indexes(index))
+        specs = list(engine.storage.collection(physical).list_search_indexes(index))
     except PyMongoError:
         specs = []
     ready = any(spec.get("queryable") or spec.get("status") == "READY" for spec in specs)
@@ -307,7 +316,7 @@ def _pages(
     """The matching documents in lists of ``page``, in one streaming pass over the scoped
     collection's ``_scan`` cursor (scoped like any read; not bounded by ``max_result_docs``,
     since only ``page`` documents are held at a time)."""
-    with collection._scan(filter, projection, batch_size=page, **find_kwargs) as cursor:
+    with collection.scan(filter, projection, batch_size=page, **find_kwargs) as cursor:
         docs: list[dict[str, Any]] = []
         for doc in cursor:
             docs.append(doc)

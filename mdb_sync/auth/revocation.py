@@ -28,8 +28,9 @@ change). Two mechanisms keep such a connection from outliving its login:
   re-check below still catches it.
 
 * **Re-checking.** :func:`recheck` validates an identity against the database the way an
-  HTTP request is authenticated (the session or the token's deny-list entries, the user's
-  ``auth_version`` and active flag, the app's access policy) and says until when it holds
+  HTTP request is authenticated, in one round trip (the session or the token's deny-list
+  entries, read together with the user's ``auth_version`` and active flag; then the app's
+  access policy) and says until when it holds
   (:attr:`Standing.expires_at`). A connection calls it before acting for its client, and
   when that time comes, so an expired login closes by itself and no handler runs for a
   revoked identity between the revocation and the event's arrival.
@@ -50,6 +51,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .users import public_view
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -249,9 +252,9 @@ def expires_at(identity: Mapping[str, Any] | None) -> float | None:
 
 def recheck(auth: AuthService, identity: Mapping[str, Any], *, activity: bool = False) -> Standing:
     """Whether ``identity`` (issued by ``auth``'s app) still holds, read from the database
-    as an HTTP request would be authenticated: one read of the session (or of the token's
-    deny-list entries) and one of the user. ``activity``: the client is acting now, which
-    keeps a session with an inactivity timeout alive (as a request does)."""
+    as an HTTP request would be authenticated, in one round trip: the session with its user
+    (or the user with the token's deny-list entries). ``activity``: the client is acting
+    now, which keeps a session with an inactivity timeout alive (as a request does)."""
     now = time.time()
     if identity.get("anonymous"):  # an anonymous identity: live until upgraded or expired
         anonymous = identity.get("session")
@@ -264,16 +267,22 @@ def recheck(auth: AuthService, identity: Mapping[str, Any], *, activity: bool = 
         return Standing(None, expires_at=_epoch(doc.get("expires_at")), roles=())
     user_id = str(identity.get("user_id"))
     version = identity.get("auth_version")
+    users = auth.users
     expiry: float | None = None
+    user_doc: dict[str, Any] | None = None
+    user_read = False  # whether user_doc was read along with the session or the token
     session = identity.get("session")
     if isinstance(session, Mapping):
         doc = None
-        if auth.sessions is not None and isinstance(session.get("id"), str):
-            doc = auth.sessions.get_by_digest(session["id"], touch=activity)
+        if auth.sessions is not None and users is not None and isinstance(session.get("id"), str):
+            doc, user_doc = auth.sessions.get_with_user(session["id"], users, touch=activity)
+            user_read = True
         if doc is None:
             known = _epoch(session.get("expires_at"))
             return Standing(SESSION_EXPIRED if known is not None and known <= now else REVOKED)
         if version is not None and int(doc.get("auth_version", 0)) != int(version):
+            return Standing(REVOKED)
+        if str(doc.get("user_id")) != user_id:
             return Standing(REVOKED)
         expiry = _epoch(doc.get("expires_at"))
     token = identity.get("token")
@@ -287,11 +296,24 @@ def recheck(auth: AuthService, identity: Mapping[str, Any], *, activity: bool = 
             "sub": user_id,
             "ver": int(version or 0),
         }
-        if auth.tokens is None or auth.tokens.is_revoked(claims):
+        if auth.tokens is None:
+            return Standing(REVOKED)
+        if users is not None and not user_read:
+            user_doc, revoked = auth.tokens.user_and_revoked(claims, users)
+            user_read = True
+        else:
+            revoked = auth.tokens.is_revoked(claims)
+        if revoked:
             return Standing(REVOKED)
         expiry = exp if expiry is None else min(expiry, exp)
-    if auth.users is not None:
-        user = auth.get_user(user_id)
+    if users is not None:
+        if not user_read:
+            user_doc = users.get(user_id)
+        user = (
+            public_view(users, user_doc)
+            if user_doc is not None and users.is_member(user_doc)
+            else None
+        )
         if user is None or not user.get("active", True):
             return Standing(REVOKED)
         if version is not None and int(user.get("auth_version", 0)) != int(version):

@@ -123,7 +123,7 @@ class AuthService:
         signing: bool = True,
         two_factor_key: Any = None,
     ) -> None:
-        engine._require_initialized()
+        engine.require_initialized()
         record = engine.registry.require_usable(slug)
         self.engine = engine
         self.slug = slug
@@ -911,19 +911,22 @@ class AuthService:
         self, sid: Any, fingerprint: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """``(session, user)`` of a live session id, or None. A session whose user changed
-        password or was deactivated since is ended here."""
-        if self.sessions is None:
+        password or was deactivated since is ended here. One database round trip (the
+        session with its user), read fresh: see :meth:`SessionStore.get_with_user`."""
+        sessions, users = self.sessions, self.users
+        key = SessionStore.key_of(sid)
+        if sessions is None or users is None or key is None:
             return None
-        session = self.sessions.get(sid, fingerprint)
+        session, doc = sessions.get_with_user(key, users, fingerprint)
         if session is None:
             return None
-        user = self.get_user(session["user_id"])
+        user = public_view(users, doc) if doc is not None and users.is_member(doc) else None
         if (
             user is None
             or not user["active"]
             or int(user.get("auth_version", 0)) != int(session.get("auth_version", 0))
         ):
-            self.sessions.delete(sid)
+            sessions.delete(sid)
             return None
         return session, user
 
@@ -942,11 +945,18 @@ class AuthService:
         return pair
 
     def user_from_token(self, token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(user, claims)`` of a valid, unrevoked access token of this app, else TokenError."""
-        claims = self._require_tokens().verify(token)
-        user = self.get_user(claims["sub"]) if self.users is not None else None
-        if self.users is None:
-            user = {"user_id": claims["sub"], "roles": [], "app": self.slug, "active": True}
+        """``(user, claims)`` of a valid, unrevoked access token of this app, else TokenError.
+        One database round trip: the user with the token's deny-list entries
+        (:meth:`TokenManager.user_and_revoked`)."""
+        tokens, users = self._require_tokens(), self.users
+        if users is None:  # a token-only app: the token is the user
+            claims = tokens.verify(token)
+            return {"user_id": claims["sub"], "roles": [], "app": self.slug, "active": True}, claims
+        claims = tokens.decode(token)
+        doc, revoked = tokens.user_and_revoked(claims, users)
+        if revoked:
+            raise TokenError("the token has been revoked", context={"app": self.slug})
+        user = public_view(users, doc) if doc is not None and users.is_member(doc) else None
         if user is None or not user["active"]:
             raise TokenError("the token's user is unknown or inactive", context={"app": self.slug})
         return user, claims
@@ -1051,7 +1061,7 @@ def get_auth_service(engine: MongoDBEngine, slug: str, **options: Any) -> AuthSe
     (:mod:`mdb_sync.app_services`): one object per app state and options, shared with the
     Flask extension on the same engine (without ``options``, the extension's — when one is
     installed — are used), rebuilt when the app's record changes in any process."""
-    engine._require_initialized()
+    engine.require_initialized()
     defaults = engine.app_services.auth_defaults
     if not options and defaults is not None:
         key, options = defaults(slug)

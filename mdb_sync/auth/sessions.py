@@ -7,6 +7,10 @@ the same state, and reading the collection reveals no usable id. A new id is iss
 every login (no session fixation). Each session records the user's ``auth_version`` at
 login: a later password change or deactivation bumps it, which invalidates the session
 even before its document is deleted.
+
+A request learns its session and its user in one round trip (:meth:`SessionStore.get_with_user`:
+the session with a ``$lookup`` of its user), read fresh every time: no per-process cache
+stands between a revocation and the next request.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ if TYPE_CHECKING:
     from pymongo.collection import Collection
 
     from ..engine import MongoDBEngine
+    from .users import AppUserStore
 
 #: How stale ``last_seen`` may get before a request writes it again (limits writes).
 TOUCH_EVERY = dt.timedelta(seconds=60)
+#: Fields the combined session + user read adds (removed before the session is returned).
+_USER_OID, _USER_DOCS = "_mdb_user_oid", "_mdb_user_docs"
 
 
 class SessionStore:
@@ -104,9 +111,15 @@ class SessionStore:
     def get(self, sid: Any, fingerprint: dict[str, str] | None = None) -> dict[str, Any] | None:
         """The live session of this app with id ``sid``, or None (unknown, expired, another
         app's, or presented from another address/browser when the session is bound)."""
+        key = self.key_of(sid)
+        return self.get_by_digest(key, fingerprint) if key is not None else None
+
+    @staticmethod
+    def key_of(sid: Any) -> str | None:
+        """The stored key of session id ``sid``, or None when ``sid`` cannot be one."""
         if not isinstance(sid, str) or not (20 <= len(sid) <= 100):
             return None
-        return self.get_by_digest(store.digest("session", sid), fingerprint)
+        return store.digest("session", sid)
 
     def get_by_digest(
         self, key: str, fingerprint: dict[str, str] | None = None, *, touch: bool = True
@@ -114,6 +127,57 @@ class SessionStore:
         """:meth:`get` by the stored key (what a connection remembers instead of the id);
         ``touch=False`` for a check that is no activity of the user's."""
         doc = self.coll.find_one({"_id": key, "app_id": self.slug})
+        return self._live(doc, fingerprint, touch)
+
+    def get_with_user(
+        self,
+        key: str,
+        users: AppUserStore,
+        fingerprint: dict[str, str] | None = None,
+        *,
+        touch: bool = True,
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """``(session, user document)`` of the session stored as ``key``, read together in
+        one round trip (a ``$lookup`` of the session's user in ``users``' collection): the
+        session as :meth:`get_by_digest` has it (None when it is not live), and the user's
+        stored document (None when there is none in this app). Nothing is cached: a
+        deactivation, password change or logout in any process shows at the next read."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"_id": key, "app_id": self.slug}},
+            {
+                "$addFields": {
+                    _USER_OID: {
+                        "$convert": {
+                            "input": "$user_id",
+                            "to": "objectId",
+                            "onError": None,
+                            "onNull": None,
+                        }
+                    }
+                }
+            },
+            {
+                "$lookup": {
+                    "from": users.source,
+                    "localField": _USER_OID,
+                    "foreignField": "_id",
+                    "as": _USER_DOCS,
+                }
+            },
+        ]
+        found = self.coll.aggregate(pipeline).to_list(1)
+        if not found:
+            return None, None
+        doc = found[0]
+        doc.pop(_USER_OID, None)
+        user = next((u for u in doc.pop(_USER_DOCS, None) or () if users.owns(u)), None)
+        return self._live(doc, fingerprint, touch), user
+
+    def _live(
+        self, doc: dict[str, Any] | None, fingerprint: dict[str, str] | None, touch: bool
+    ) -> dict[str, Any] | None:
+        """``doc`` if it is a live session presented from where it is bound (an expired one
+        is deleted), its activity time renewed at most every :data:`TOUCH_EVERY`."""
         if doc is None:
             return None
         now = store.now()

@@ -12,14 +12,15 @@ Refresh tokens belong to a *family* (one login). Each refresh spends the token a
 the next one of the family; presenting a spent one again means it was copied, so the whole
 family is revoked (the thief's copy and the user's session alike). Revocations — a token's
 ``jti``, a family, or every token of a user issued before a password change — go to the
-``mdb_auth_denylist`` collection (TTL-indexed), checked on every verification in one query.
+``mdb_auth_denylist`` collection (TTL-indexed), checked on every verification in one query —
+the same query that loads the token's user (:meth:`TokenManager.user_and_revoked`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import jwt
@@ -28,14 +29,18 @@ from pymongo import DESCENDING, ReturnDocument
 from ..exceptions import ConfigurationError, TokenError
 from . import revocation, store
 from .keys import KeySet
+from .users import parse_user_id
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
+    from .users import AppUserStore
 
 ACCESS = "access"
 REFRESH = "refresh"
 MAX_TOKEN_CHARS = 8192
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "aud", "iss", "app"]
+#: Field the combined user + deny-list read adds to the user document (removed at once).
+_DENIED = "_mdb_denied"
 
 _MESSAGES: list[tuple[type[Exception], str]] = [
     (jwt.ExpiredSignatureError, "the token has expired"),
@@ -51,6 +56,23 @@ _MESSAGES: list[tuple[type[Exception], str]] = [
 
 def _new_id() -> str:
     return secrets.token_urlsafe(16)
+
+
+def _deny_keys(claims: Mapping[str, Any]) -> list[str]:
+    """The deny-list entries that may refuse a token: its ``jti``, its family, its user."""
+    return [f"jti:{claims['jti']}", f"fam:{claims['fam']}", f"user:{claims['sub']}"]
+
+
+def _denied(entries: Iterable[Mapping[str, Any]], claims: Mapping[str, Any]) -> bool:
+    """Whether one of the deny-list ``entries`` refuses a token with ``claims`` (a user's
+    entry refuses only the versions below its ``min_version``)."""
+    for entry in entries:
+        if str(entry.get("_id", "")).startswith("user:") and int(claims.get("ver", 0)) >= int(
+            entry.get("min_version", 0)
+        ):
+            continue
+        return True
+    return False
 
 
 class TokenManager:
@@ -219,14 +241,34 @@ class TokenManager:
     def is_revoked(self, claims: Mapping[str, Any]) -> bool:
         """Whether the deny-list refuses a token with these (verified) claims: its ``jti``,
         its family, or every token of its user below a version (one query)."""
-        keys = [f"jti:{claims['jti']}", f"fam:{claims['fam']}", f"user:{claims['sub']}"]
-        for entry in self.denylist.find({"_id": {"$in": keys}}):
-            if entry["_id"].startswith("user:") and int(claims.get("ver", 0)) >= int(
-                entry.get("min_version", 0)
-            ):
-                continue
-            return True
-        return False
+        return _denied(self.denylist.find({"_id": {"$in": _deny_keys(claims)}}), claims)
+
+    def user_and_revoked(
+        self, claims: Mapping[str, Any], users: AppUserStore
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """``(the stored document of the token's user in users' app or None, whether the
+        deny-list refuses the token)`` — in one round trip: the user, with a ``$lookup`` of
+        the token's deny-list entries. Read fresh every time (no cache between a revocation
+        and the next request). A token whose user is gone costs a second query (the
+        deny-list alone), so that a revoked token still reads as revoked."""
+        oid = parse_user_id(claims["sub"])
+        found = []
+        if oid is not None:
+            pipeline = [
+                {"$match": {"_id": oid, **users.scope()}},
+                {
+                    "$lookup": {
+                        "from": store.DENYLIST,
+                        "pipeline": [{"$match": {"_id": {"$in": _deny_keys(claims)}}}],
+                        "as": _DENIED,
+                    }
+                },
+            ]
+            found = store.collection(self.engine, users.source).aggregate(pipeline).to_list(1)
+        if not found:
+            return None, self.is_revoked(claims)
+        doc = found[0]
+        return doc, _denied(doc.pop(_DENIED, None) or (), claims)
 
     # --- refreshing and revoking --------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from bson.errors import InvalidId
 from pymongo import ReturnDocument
 
 from ..exceptions import UserInputError
+from ..scoping.names import physical_name, validate_collection_name
 from . import store
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class AppUserStore:
         self.engine = engine
         self.slug = slug
         self.collection = collection
+        #: The physical collection of the app's own users (what a ``$lookup`` reads).
+        self.source = physical_name(slug, validate_collection_name(collection))
         self.coll.create_index([("email", 1)], unique=True, name="email_unique")
 
     @property
@@ -104,6 +107,15 @@ class AppUserStore:
     def get(self, user_id: Any) -> dict[str, Any] | None:
         oid = parse_user_id(user_id)
         return self.coll.find_one({"_id": oid}) if oid is not None else None
+
+    def owns(self, doc: dict[str, Any]) -> bool:
+        """Whether ``doc``, read from :attr:`source` without the scoped API (a ``$lookup``),
+        is a user of this app: the scope a scoped read would have applied."""
+        return doc.get("app_id") == self.slug
+
+    def scope(self) -> dict[str, Any]:
+        """The filter that restricts a read of :attr:`source` to this app's users."""
+        return {"app_id": self.slug}
 
     def insert(self, doc: dict[str, Any], roles: list[str]) -> dict[str, Any]:
         doc = {**doc, "roles": roles, "active": True}
@@ -157,10 +169,17 @@ class GlobalUserStore(AppUserStore):
         self.engine = engine
         self.slug = slug
         self.collection = store.GLOBAL_USERS
+        self.source = store.GLOBAL_USERS
 
     @property
     def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.GLOBAL_USERS)
+
+    def owns(self, doc: dict[str, Any]) -> bool:
+        return True  # one account per email, shared: membership is is_member's business
+
+    def scope(self) -> dict[str, Any]:
+        return {}
 
     def insert(self, doc: dict[str, Any], roles: list[str]) -> dict[str, Any]:
         doc = {

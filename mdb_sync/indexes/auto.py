@@ -17,7 +17,7 @@ per scoped database (``get_scoped_db(slug, auto_index=False)``); tune it per app
 ``"auto_index": {"threshold": 5, "max_indexes_per_collection": 3}`` or per engine with
 :meth:`AutoIndexManager.configure`.
 
-Shapes are also saved (counts only, never values) in the ``mdb.query_shapes`` collection,
+Shapes are also saved (counts only, never values) in the ``mdb_query_shapes`` collection,
 every ``flush_interval`` seconds and at shutdown, so ``mdb indexes suggest`` can show what
 an app's queries would like indexed, across processes and restarts.
 
@@ -49,6 +49,7 @@ from bson import Decimal128, ObjectId, Regex
 from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
+from .. import storage
 from ..manifest.model import AutoIndex
 from ..signals import index_created, index_failed
 from .spec import APP_ID, AUTO_PREFIX
@@ -60,9 +61,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Engine-internal collection of observed query shapes (a name no app can produce: slugs
-#: cannot contain '.').
-SHAPES_COLLECTION = "mdb.query_shapes"
+#: Engine-internal collection of observed query shapes (named ``mdb.query_shapes`` before:
+#: migrated on first use, see :mod:`mdb_sync.storage`).
+SHAPES_COLLECTION = storage.QUERY_SHAPES
 DEFAULT_THRESHOLD = 3
 DEFAULT_MAX_PER_COLLECTION = 10
 #: Bounds of the shape tables (see the module docstring).
@@ -470,7 +471,7 @@ class AutoIndexManager:
         counts = dict(self._counts)
         ops = []
         now = _dt.datetime.now(_dt.timezone.utc)
-        stored = self._engine._raw_collection(SHAPES_COLLECTION)
+        stored = self._engine.storage.system(SHAPES_COLLECTION)
         try:
             room = self._stored_room(stored, counts, now)
         except PyMongoError as exc:
@@ -598,8 +599,6 @@ class AutoIndexManager:
         """How many new shapes each app may still store, after removing expired ones (the
         TTL index does it too, but only once a minute or so)."""
         if not self._stored_indexes:
-            stored.create_index([("slug", 1)], name="slug_1")
-            stored.create_index([("expires_at", 1)], name="expires_at_1", expireAfterSeconds=0)
             stored.update_many(  # shapes saved before they had an expiry
                 {"expires_at": {"$exists": False}},
                 {"$set": {"expires_at": now + _dt.timedelta(seconds=self.shape_ttl)}},
@@ -627,6 +626,6 @@ class AutoIndexManager:
             self.flush(timeout=timeout)
         self._thread = None
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         # The parent's thread and queued jobs do not exist here; start afresh.
         self._reset()

@@ -10,7 +10,8 @@ command at all. An index type the server cannot build (text or hashed on the emb
 server, Atlas Search anywhere but Atlas) is reported ``not_supported`` and logged.
 
 Each index yields one outcome ``{"collection", "name", "type", "status", "error"?}``, with
-status ``created``, ``exists``, ``replaced``, ``pending`` (Atlas index still building),
+status ``created``, ``exists``, ``replaced``, ``pending`` (Atlas index still building, or
+a background build not done yet: :mod:`.background`),
 ``conflict``, ``not_supported``, ``failed``, or ``exact_fallback``: a ``vectorSearch`` index
 on a server without Atlas Search, which ``vector_search()`` serves with its exact search (and
 the text half of a ``hybrid`` index, which ``hybrid_search()`` serves with its keyword
@@ -259,7 +260,7 @@ def ensure_declared_indexes(
     }
     outcomes: list[dict[str, Any]] = []
     for collection, definitions in managed.items():
-        raw = engine._raw_collection(physical_name(slug, collection))
+        raw = engine.storage.collection(physical_name(slug, collection))
         specs = [spec for d in definitions for spec in plan_indexes(collection, d)]
         done: list[dict[str, Any]] = []
         keyed = []
@@ -281,6 +282,18 @@ def ensure_declared_indexes(
         order = {spec.name: i for i, spec in enumerate(specs)}
         outcomes += sorted(done, key=lambda o: order[o["name"]])
     return outcomes
+
+
+def pending_outcomes(managed: Mapping[str, list[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The outcomes of ``managed`` (normalized ``managed_indexes``) while a background build
+    has not reconciled them yet: every index ``pending``, in the order
+    :func:`ensure_declared_indexes` reports them."""
+    return [
+        _outcome(spec, PENDING)
+        for collection, definitions in managed.items()
+        for definition in definitions
+        for spec in plan_indexes(collection, definition)
+    ]
 
 
 def _previous_error(previous: Any, spec: IndexSpec) -> str | None:

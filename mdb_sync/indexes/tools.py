@@ -30,7 +30,9 @@ def _apps(engine: MongoDBEngine, slug: str | None) -> list[str]:
 
 def app_collections(engine: MongoDBEngine, slug: str) -> list[str]:
     """Logical names of the collections ``slug`` has on the server."""
-    names = engine._database().list_collection_names(filter={"name": {"$regex": f"^{slug}_"}})
+    names = engine.storage.database().list_collection_names(
+        filter={"name": {"$regex": f"^{slug}_"}}
+    )
     out = []
     for physical in names:
         if engine.registry.slug_for_physical(physical) == slug:
@@ -50,7 +52,7 @@ def list_indexes(engine: MongoDBEngine, slug: str | None = None) -> list[dict[st
         outcomes = {(o["collection"], o["name"]): o for o in record.get("index_outcomes") or []}
         collections = set(app_collections(engine, app)) | {c for c, _ in outcomes}
         for coll in sorted(collections):
-            raw = engine._raw_collection(physical_name(app, coll))
+            raw = engine.storage.collection(physical_name(app, coll))
             seen = set()
             for name, info in raw.index_information().items():
                 seen.add(name)
@@ -119,7 +121,7 @@ def suggest_indexes(
     engine.auto_indexes.flush()
     merged: dict[tuple[str, str, str], dict[str, Any]] = {}
     query: dict[str, Any] = {"slug": {"$in": sorted(apps)}}
-    for doc in engine._raw_collection(SHAPES_COLLECTION).find(query):
+    for doc in engine.storage.system(SHAPES_COLLECTION).find(query):
         keys = [tuple(k) for k in doc["keys"]]
         shape: Shape = (
             tuple(doc["shape"][0]),
@@ -140,7 +142,7 @@ def suggest_indexes(
             continue
         where = (row["slug"], row["collection"])
         if where not in indexes:
-            raw = engine._raw_collection(physical_name(*where))
+            raw = engine.storage.collection(physical_name(*where))
             indexes[where] = list(raw.index_information().values())
         keys = [tuple(k) for k in row["keys"]]
         served = any(
@@ -166,7 +168,7 @@ def apply_suggestions(
     for row in suggestions:
         if row.get("status") != "suggested":
             continue
-        raw = engine._raw_collection(physical_name(row["slug"], row["collection"]))
+        raw = engine.storage.collection(physical_name(row["slug"], row["collection"]))
         keys = [(k, int(d)) for k, d in row["keys"]]
         outcome = {"slug": row["slug"], "collection": row["collection"], "name": row["name"]}
         try:

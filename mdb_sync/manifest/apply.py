@@ -72,7 +72,7 @@ def apply_collection_settings(
 ) -> list[dict[str, Any]]:
     """Create or update the collections of ``settings``; one outcome per collection
     (``created``, ``updated``, ``exists`` or ``conflict``)."""
-    db = engine._database()
+    db = engine.storage.database()
     names = {coll: physical_name(slug, coll) for coll in settings}
     current = {
         info["name"]: info.get("options", {})
@@ -196,7 +196,7 @@ def seed_initial_data(
         )
         if claim.modified_count != 1:
             continue  # another process claimed it
-        db = db or ScopedDatabase(engine, slug, limits=engine.limits, auto_index=False)
+        db = db or ScopedDatabase(engine.scope_host, slug, limits=engine.limits, auto_index=False)
         target = db[coll]
         if not documents or target.count_documents({}, limit=1):
             counts[coll] = 0

@@ -1,9 +1,11 @@
 """Observability: operation metrics, structured logs with context, health checks.
 
-* Metrics: every engine has a :class:`MetricsCollector` (``engine.metrics``) fed by a pymongo
-  command listener (per app and operation: count, errors, latency percentiles), by library
-  events (registrations, index creations) and by :func:`record_operation` for custom work.
-  ``engine.get_metrics()`` and ``engine.metrics_text()`` (Prometheus) read it.
+* Metrics: every engine has a :class:`MetricsCollector` (``engine.metrics``) fed by the scoped
+  API (per app and operation: count, errors, latency percentiles; or, with the engine's
+  ``command_metrics``, by pymongo command listeners), by library events (registrations,
+  index creations) and by :func:`record_operation` for custom work. ``engine.get_metrics()``
+  and ``engine.metrics_text()`` (Prometheus) read it; connection pool gauges are read from
+  the client when they do (:mod:`.pool`).
 * Logs: :func:`get_logger`, :func:`log_context`, :func:`set_app_context`,
   :func:`set_correlation_id`, :class:`JSONFormatter`, :func:`configure_logging`.
 * Health: ``engine.get_health_status()`` (:func:`mdb_sync.observability.health.check_health`).

@@ -1,8 +1,9 @@
 """Registry events counted in the sending engine's metrics.
 
 The registry announces registrations through :mod:`mdb_sync.signals` (sent with the engine as
-sender); these receivers count them (``apps.registered``, ``apps.unregistered``) and make the
-metrics listener re-read the app's ``observability`` settings. (Index creations are counted
+sender); these receivers count them (``apps.registered``, ``apps.unregistered``). An app's
+``observability`` settings are re-read through :mod:`mdb_sync.app_services`, keyed by its
+record's version. (Index creations are counted
 by the index managers themselves, as ``index.*`` counters.) Connected once, when
 :mod:`mdb_sync.observability` is imported.
 """
@@ -23,14 +24,12 @@ def _metrics_of(sender: Any) -> Any:
 def _on_app_registered(sender: Any, slug: str | None = None, **_: Any) -> None:
     metrics = _metrics_of(sender)
     if metrics is not None:
-        metrics.forget_app_settings(slug)
         metrics.increment("apps.registered", slug=slug)
 
 
 def _on_app_unregistered(sender: Any, slug: str | None = None, **_: Any) -> None:
     metrics = _metrics_of(sender)
     if metrics is not None:
-        metrics.forget_app_settings(slug)
         metrics.increment("apps.unregistered", slug=slug)
 
 

@@ -127,13 +127,12 @@ def check_mongodb(engine: MongoDBEngine, timeout: float) -> dict[str, Any]:
 
 
 def check_pool(engine: MongoDBEngine) -> dict[str, Any]:
-    monitor = getattr(engine, "_pool_monitor", None)
+    """The connection pool's gauges, read now (no I/O)."""
     check: dict[str, Any] = {"name": "pool", "status": HEALTHY}
-    if monitor is None:
-        check["monitored"] = False
-        return check
-    stats = monitor.stats()
+    stats = engine.pool_stats()
     check.update(stats)
+    if stats.get("monitored") is False:
+        return check
     if stats["max_pool_size"] and stats["utilization"] >= POOL_DEGRADED_UTILIZATION:
         check["status"] = DEGRADED
         check["reason"] = (
@@ -147,7 +146,7 @@ def check_realtime(engine: MongoDBEngine) -> dict[str, Any] | None:
     """The realtime listener of this process, if it has an event bus (never creates one):
     degraded while it has subscribers and cannot read other processes' events — this
     process's own broadcasts still reach its clients meanwhile."""
-    bus = engine._events
+    bus = engine.events_if_started
     if bus is None:
         return None
     status = bus.status()
@@ -199,6 +198,7 @@ def check_apps(
     problems: list[dict[str, Any]] = []
     degraded: dict[str, list[dict[str, Any]]] = {}
     unmonitored = []
+    building: set[str] = set()
     for record in sorted(records, key=lambda r: str(r.get("_id"))):
         slug = str(record.get("_id"))
         by_status[str(record.get("status", "active"))] += 1
@@ -209,6 +209,8 @@ def check_apps(
         for outcome in record.get("index_outcomes") or []:
             status = str(outcome.get("status", "unknown"))
             outcomes[status] += 1
+            if status == "pending":
+                building.add(slug)
             if status in PROBLEM_INDEX_STATUSES:
                 problem = {
                     "app": slug,
@@ -234,6 +236,7 @@ def check_apps(
         "status": DEGRADED if problems else HEALTHY,
         "outcomes": dict(outcomes),
         "problems": problems,
+        "pending": sorted(building),
     }
     return apps, indexes
 

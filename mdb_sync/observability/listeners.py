@@ -1,4 +1,11 @@
-"""pymongo event listeners that feed an engine's metrics.
+"""pymongo event listeners that feed an engine's metrics — with ``command_metrics=True`` only.
+
+By default an engine installs no command or pool listener (pymongo then publishes no event
+objects: each operation costs what it costs without us): the scoped API records its own
+operations and pool gauges are read on demand (:mod:`.pool`). An engine built with
+``command_metrics=True`` installs these two, for users who want every command the client
+sends — engine-internal ones included, timed by the driver — and the pool's check-out
+failure counters.
 
 :class:`CommandMetricsListener` turns every command the engine's client sends into one
 operation sample ``(app, command name, duration, success)``. The app is the owner of the

@@ -285,7 +285,7 @@ def _install_library_redaction() -> None:
     redacted as they are made. A filter on the ``mdb_sync`` logger would not do: a logger's
     filters do not see its children's records. Other loggers' records are left as they are."""
     previous = logging.getLogRecordFactory()
-    if getattr(previous, "_mdb_redacting", False):
+    if getattr(previous, "mdb_sync_redacting", False):
         return
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -294,7 +294,7 @@ def _install_library_redaction() -> None:
             redact_record(record)
         return record
 
-    factory._mdb_redacting = True  # type: ignore[attr-defined]
+    factory.mdb_sync_redacting = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
 
 
@@ -376,10 +376,10 @@ def configure_logging(
     the handler it installed before, so it is safe in code that may run twice."""
     target = logging.getLogger(logger)
     for handler in list(target.handlers):
-        if getattr(handler, "_mdb_handler", False):
+        if getattr(handler, "mdb_sync_handler", False):
             target.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler._mdb_handler = True  # type: ignore[attr-defined]
+    handler.mdb_sync_handler = True  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JSONFormatter() if json else ContextFormatter())

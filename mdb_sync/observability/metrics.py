@@ -4,6 +4,13 @@ Recording is cheap and thread-safe: a short lock around a dict lookup, two integ
 increments and a ``deque.append`` into a bounded window; percentiles are computed only when
 someone reads the metrics. Metrics hold names, counts and durations — never document
 contents, filters or credentials.
+
+Database operations are recorded by the scoped API itself (:class:`OperationMeter`: one
+clock read pair per operation, named like the command it sends — ``find``, ``getMore``,
+``insert``, ``update``, ``delete``, ``aggregate``, ``findAndModify``, ``distinct``,
+``bulkWrite``...). An engine built with ``command_metrics=True`` records every command its
+client sends instead, engine-internal ones included, through pymongo's event listeners
+(:mod:`.listeners`), which cost every operation more.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..deprecation import renamed_parameters
-from ..manifest.model import Observability
 
 #: Latencies kept per (app, operation) for the percentiles.
 DEFAULT_WINDOW = 1024
@@ -33,7 +39,7 @@ OTHER = "_other"
 Labels = tuple[tuple[str, str], ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Series:
     count: int = 0
     errors: int = 0
@@ -60,11 +66,9 @@ class MetricsCollector:
         #: (app, name) -> labels -> value (``increment(..., labels={"model": ...})``)
         self._labelled: dict[tuple[str, str], dict[Labels, float]] = {}
         self._gauge_sources: dict[str, Callable[[], dict[str, float]]] = {}
-        #: app -> whether its operations are recorded (its manifest's ``observability``)
-        self._app_settings: dict[str, bool] = {}
         self._started = time.time()
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """A forked child starts with empty metrics: it reports its own work only (the
         parent's history would otherwise be counted once per worker), and the parent's pool
         gauges describe a pool the child does not have."""
@@ -73,7 +77,6 @@ class MetricsCollector:
         self._counters = {}
         self._labelled = {}
         self._gauge_sources = {}
-        self._app_settings = {}
         self._started = time.time()
 
     @renamed_parameters(app="slug")
@@ -81,7 +84,11 @@ class MetricsCollector:
         self, name: str, duration_ms: float, success: bool = True, slug: str | None = None
     ) -> None:
         """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``slug``."""
-        key = (slug or NO_APP, name)
+        self.record_series((slug or NO_APP, name), duration_ms, success)
+
+    def record_series(self, key: tuple[str, str], duration_ms: float, success: bool) -> None:
+        """Record one sample of series ``key`` — ``(app, operation name)``, built once by
+        the caller (:class:`OperationMeter` keeps one per operation name)."""
         with self._lock:
             series = self._series.get(key)
             if series is None:
@@ -110,24 +117,6 @@ class MetricsCollector:
             success = True
         finally:
             self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, slug)
-
-    @renamed_parameters(app="slug")
-    def operations_enabled(self, slug: str, manifest: Any = None) -> bool:
-        """Whether ``slug``'s database operations are recorded, from its manifest's
-        ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default
-        true). Cached per app; ``manifest`` is a callable returning the manifest, called
-        on a cache miss only."""
-        enabled = self._app_settings.get(slug)
-        if enabled is None:
-            document = (manifest() if manifest else None) or {}
-            enabled = Observability.from_dict(document.get("observability")).operation_metrics
-            self._app_settings[slug] = enabled
-        return enabled
-
-    @renamed_parameters(app="slug")
-    def forget_app_settings(self, slug: str | None) -> None:
-        """Re-read ``slug``'s settings on its next operation (after a registration)."""
-        self._app_settings.pop(slug or "", None)
 
     @renamed_parameters(app="slug")
     def increment(
@@ -315,6 +304,40 @@ class MetricsCollector:
             [f"{prefix}_uptime_seconds {time.time() - self._started:.3f}"],
         )
         return "\n".join(lines) + "\n"
+
+
+class OperationMeter:
+    """Records one app's scoped operations in its engine's metrics.
+
+    The scoped API calls it once per operation with the operation's name, the
+    ``time.perf_counter()`` read just before the driver was called, and whether the call
+    succeeded: one clock read pair per operation, then :meth:`MetricsCollector.record_operation`
+    (a short lock) — unless the app's manifest turns operation metrics off.
+
+    ``enabled`` answers whether the app's operations are recorded: the engine passes
+    :meth:`mdb_sync.app_services.AppServices.metrics_enabled` for the app with
+    ``cached_only`` — never a registry query on an operation's path (an app's operations send
+    commands to its own collections only) — keyed by the catalog record's version. The
+    catalog re-reads the record when the app's scoped database is asked for again
+    (``get_scoped_db``, every ``registry_refresh_seconds``) or at ``reload_apps()``, so a
+    change of ``observability.metrics`` made by any process is honoured then.
+    """
+
+    __slots__ = ("_app", "_enabled", "_keys", "_metrics")
+
+    def __init__(self, metrics: MetricsCollector, app: str, enabled: Callable[[], bool]) -> None:
+        self._metrics = metrics
+        self._app = app
+        self._enabled = enabled
+        self._keys: dict[str, tuple[str, str]] = {}  # operation name -> its series key
+
+    def __call__(self, name: str, started: float, success: bool) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        if self._enabled():
+            key = self._keys.get(name)
+            if key is None:
+                key = self._keys[name] = (self._app, name)
+            self._metrics.record_series(key, duration_ms, success)
 
 
 def _escape(value: str) -> str:

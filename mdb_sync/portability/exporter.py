@@ -37,7 +37,7 @@ def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
     """``listCollections`` entries of the physical collections owned by ``slug``."""
     prefix = slug + "_"
     owned: list[dict[str, Any]] = []
-    for info in engine._database().list_collections():
+    for info in engine.storage.database().list_collections():
         name = info["name"]
         if not name.startswith(prefix) or logical_name(slug, name) is None:
             continue
@@ -51,7 +51,7 @@ def app_collections(engine: MongoDBEngine, slug: str) -> list[dict[str, Any]]:
 def count_app_documents(engine: MongoDBEngine, slug: str) -> int:
     """Documents an export of ``slug`` would write (for a progress bar's length)."""
     return sum(
-        engine._raw_collection(info["name"]).count_documents({"app_id": slug})
+        engine.storage.collection(info["name"]).count_documents({"app_id": slug})
         for info in app_collections(engine, slug)
         if info.get("type", "collection") == "collection"
     )
@@ -153,7 +153,7 @@ def _export_collection(
     progress: Progress | None,
     batch_size: int,
 ) -> dict[str, Any]:
-    raw = engine._raw_collection(info["name"])
+    raw = engine.storage.collection(info["name"])
     documents = written = 0
     with open(staging / f"{logical}{layout.BSON_SUFFIX}", "wb") as fh:
         # Raw batches are BSON bytes; pymongo's stubs give them the collection's document type.

@@ -237,7 +237,7 @@ def import_app(
         manifest = validate_manifest(manifest)  # refused now, not after the data is in
         registration = grants.summary(manifest, dropped)
 
-    database = engine._database()
+    database = engine.storage.database()
     existing = set(database.list_collection_names())
     for plan in plans:
         if plan.target in existing:
@@ -414,12 +414,12 @@ def _check_targets(
                 f"registered app(s) {', '.join(map(repr, sorted(others)))}",
                 context={"app": slug, "conflicts": sorted(others)},
             )
-    existing = set(engine._database().list_collection_names())
+    existing = set(engine.storage.database().list_collection_names())
     for plan in plans:
         if plan.target not in existing or drop:
             continue
         scope = {} if standalone else {APP_ID: slug}
-        if engine._raw_collection(plan.target).count_documents(scope, limit=1):
+        if engine.storage.collection(plan.target).count_documents(scope, limit=1):
             raise PortabilityError(
                 f"collection {plan.target!r} already holds documents of app {slug!r}; pass "
                 "drop=True (--drop) to replace them, or import under another slug (--as)",
@@ -435,9 +435,9 @@ def _build(
     progress: Progress | None,
 ) -> None:
     """Create ``plan.build`` with the options, documents and indexes of the dump."""
-    database = engine._database()
+    database = engine.storage.database()
     database.create_collection(plan.build, **plan.metadata["options"])
-    raw = engine._raw_collection(plan.build)
+    raw = engine.storage.collection(plan.build)
     if plan.bson.exists():
         with layout.open_dump_file(plan.bson) as fh:
             _insert_stream(raw, fh, plan, None if standalone else slug, progress)

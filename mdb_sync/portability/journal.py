@@ -89,13 +89,13 @@ class Journal:
 
     @property
     def collection(self) -> Any:
-        return self.engine._raw_collection(journal_name(self.token))
+        return self.engine.storage.collection(journal_name(self.token))
 
     @classmethod
     def create(cls, engine: MongoDBEngine, doc: dict[str, Any]) -> Journal:
         stamp = owner.now()
         doc = {**doc, "owner": owner.this_process(), "started_at": stamp, "heartbeat_at": stamp}
-        engine._raw_collection(journal_name(doc["_id"])).insert_one(doc)
+        engine.storage.collection(journal_name(doc["_id"])).insert_one(doc)
         return cls(engine, doc)
 
     def update(self, **fields: Any) -> None:
@@ -159,11 +159,11 @@ class Journal:
 def find(engine: MongoDBEngine) -> list[Journal]:
     """Every import journal in the engine's database (finished imports leave none)."""
     journals = []
-    for name in sorted(engine._database().list_collection_names()):
+    for name in sorted(engine.storage.database().list_collection_names()):
         match = _JOURNAL_RE.match(name)
         if not match:
             continue
-        doc = engine._raw_collection(name).find_one({"_id": match.group(1)})
+        doc = engine.storage.collection(name).find_one({"_id": match.group(1)})
         if doc is not None:
             journals.append(Journal(engine, doc))
     return journals
@@ -172,7 +172,7 @@ def find(engine: MongoDBEngine) -> list[Journal]:
 def orphans(engine: MongoDBEngine) -> list[str]:
     """Import collections that no journal accounts for (an import of an earlier version,
     one killed before its journal existed, a journal lost with its server)."""
-    names = engine._database().list_collection_names()
+    names = engine.storage.database().list_collection_names()
     tokens = {m.group(1) for n in names if (m := _JOURNAL_RE.match(n))}
     return sorted(n for n in names if n.startswith(PREFIX) and token_of(n) not in tokens)
 
@@ -183,7 +183,7 @@ def orphans(engine: MongoDBEngine) -> list[str]:
 def finish(journal: Journal) -> None:
     """Complete an import whose collections are all built (phase ``switching``)."""
     engine, doc = journal.engine, journal.doc
-    database = engine._database()
+    database = engine.storage.database()
     names = set(database.list_collection_names())
     for entry in doc.get("collections") or []:
         if doc.get("method") == STAGED:
@@ -201,7 +201,7 @@ def finish(journal: Journal) -> None:
 def undo(journal: Journal) -> None:
     """Put everything back as it was before the import (phase ``building``)."""
     engine, doc = journal.engine, journal.doc
-    database = engine._database()
+    database = engine.storage.database()
     names = set(database.list_collection_names())
     for name in names:
         if name.startswith(f"{PREFIX}{journal.token}_probe"):

@@ -146,7 +146,7 @@ def remove_import_leftovers(engine: MongoDBEngine) -> dict[str, Any]:
             continue
         outcome = journal.recover(entry)
         done["imports"].append({**entry.describe(), "outcome": outcome})
-    database = engine._database()
+    database = engine.storage.database()
     for name in journal.orphans(engine):
         database.drop_collection(name)
         done["orphans"].append(name)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.collection import Collection
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
+from .. import storage
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError, InvalidMessageError, RealtimeError
 from . import store as _store
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The engine-internal collection holding every app's events.
-EVENTS_COLLECTION = "mdb_events"
+EVENTS_COLLECTION = storage.EVENTS
 #: How the listener tails it: ``auto`` (a change stream, else a tailable cursor),
 #: ``change_stream`` or ``tailable``.
 MODES = ("auto", "change_stream", "tailable")
@@ -94,12 +95,12 @@ class Subscription:
         self.control = control
 
     def cancel(self) -> None:
-        self.bus._unsubscribe(self)
+        self.bus.unsubscribe(self)
 
     @property
     def active(self) -> bool:
         """False once cancelled, or once the engine shut down (which ends every subscription)."""
-        return self in self.bus._subscribers.get(self.app_slug, ())
+        return self.bus.is_subscribed(self)
 
 
 class EventBus:
@@ -225,7 +226,7 @@ class EventBus:
         be reached: this process's connections got the message, other processes' did not.
         """
         engine = self._engine
-        engine._require_initialized()
+        engine.require_initialized()
         engine.registry.require_usable(slug)
         if channel is not None:
             channel = validate_channel(channel)
@@ -265,7 +266,7 @@ class EventBus:
         always makes a plain message, whatever it contains. ``user_id`` names the user it is
         about (managers then look at that user's connections only)."""
         engine = self._engine
-        engine._require_initialized()
+        engine.require_initialized()
         engine.registry.require_usable(slug)
         event = Event(
             app_id=slug,
@@ -286,7 +287,7 @@ class EventBus:
         document["seq"] = self._next_sequence(app_slug)
         document["size"] = len(event.data)  # what trimming a plain store counts
         try:
-            raw = self._collection()
+            raw = self.collection()
             raw.insert_one(document)
             if self._plain:
                 self._trimmer.stored(raw, self.max_events, self.capped_bytes)
@@ -322,14 +323,14 @@ class EventBus:
                 log.exception("realtime subscriber of app %r failed", event.app_id)
         return len(subscribers)
 
-    def _receive(self, doc: dict[str, Any]) -> None:
+    def receive(self, doc: dict[str, Any]) -> None:
         """An event document from the listener: deliver it unless this bus published it."""
         if doc.get("origin") == self.origin:
             return
         event = Event.from_document(doc)
         if event is None:
             return
-        self._count("realtime.received", app=event.app_id)
+        self.increment("realtime.received", slug=event.app_id)
         self.deliver(event)
 
     # --- subscribing --------------------------------------------------------------------------
@@ -352,7 +353,7 @@ class EventBus:
         from ..scoping.names import validate_slug
 
         validate_slug(slug)
-        self._engine._require_initialized()
+        self._engine.require_initialized()
         subscription = Subscription(self, slug, callback, control)
         version = None
         with self._lock:
@@ -371,11 +372,11 @@ class EventBus:
         if not listening:
             log.warning("realtime listener not listening after %.1f s; retrying", wait)
         if listener.error is not None:
-            self._unsubscribe(subscription)
+            self.unsubscribe(subscription)
             raise RealtimeError(f"cannot listen for events: {listener.error}") from listener.error
         return subscription
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
+    def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
             current = self._subscribers.get(subscription.app_slug, ())
             remaining = tuple(s for s in current if s is not subscription)
@@ -467,7 +468,7 @@ class EventBus:
         self.stop()
         self._resume_point = None
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """The parent's listener thread and subscribers stay in the parent; the child starts
         afresh with an origin of its own."""
         self._lock = threading.RLock()
@@ -483,10 +484,21 @@ class EventBus:
 
     # --- the collection -----------------------------------------------------------------------
 
-    def _collection(self, require_capped: bool = False) -> Collection[Any]:
+    @property
+    def engine(self) -> MongoDBEngine:
+        return self._engine
+
+    def is_subscribed(self, subscription: Subscription) -> bool:
+        return subscription in self._subscribers.get(subscription.app_slug, ())
+
+    def collection_lost(self) -> None:
+        """The server may have lost ``mdb_events``: create it again on next use."""
+        self._collection_ready = False
+
+    def collection(self, require_capped: bool = False) -> Collection[Any]:
         """``mdb_events``, created on first use by whichever process comes first — capped,
         or plain and trimmed where capped inserts are slow (:mod:`.store`)."""
-        raw = self._engine._raw_collection(self.collection_name)
+        raw = self._engine.storage.collection(self.collection_name)
         if not self._collection_ready:
             kind = _store.choose_store(self.store, self.mode, raw)
             options: dict[str, Any] = (
@@ -515,7 +527,7 @@ class EventBus:
         background every few hundred events): delete what lies beyond the newest
         ``max_events`` events or ``capped_bytes`` bytes. Returns how many were deleted (0
         for a capped collection, which bounds itself)."""
-        raw = self._collection()
+        raw = self.collection()
         if not self._plain:
             return 0
         return _store.trim(raw, self.max_events, self.capped_bytes)
@@ -529,5 +541,6 @@ class EventBus:
 
     # --- metrics ------------------------------------------------------------------------------
 
-    def _count(self, name: str, app: str | None = None, value: int = 1) -> None:
-        self._engine.metrics.increment(name, value, slug=app)
+    @renamed_parameters(app="slug")
+    def increment(self, name: str, slug: str | None = None, value: int = 1) -> None:
+        self._engine.metrics.increment(name, value, slug=slug)

@@ -164,9 +164,9 @@ class Listener:
         self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
         if self.failing_since is None:
             self.failing_since = time.time()
-        self.bus._count("realtime.listener_errors")
+        self.bus.increment("realtime.listener_errors")
         self._catch_up_needed = True
-        self.bus._collection_ready = False  # the server may have lost it: create it again
+        self.bus.collection_lost()  # the server may have lost it: create it again
         (log.debug if failing else log.warning)("realtime listener: %s; reconnecting", exc)
         return True
 
@@ -261,7 +261,7 @@ class Listener:
     def _server_ids(self) -> dict[Any, Any]:
         """The process id each known server reports (``topologyVersion``; no I/O)."""
         ids = {}
-        description = self.bus._engine.client.topology_description
+        description = self.bus.engine.client.topology_description
         for address, server in description.server_descriptions().items():
             version = server.topology_version
             if version and version.get("processId") is not None:
@@ -317,7 +317,7 @@ class Listener:
         loses it, and the next publisher's insert creates it again, plain (unbounded, and
         untailable): once it was capped here, its events are handed over and it is made
         capped again. A collection never seen capped is left alone (tailing refuses it)."""
-        raw = self.bus._collection(require_capped=self.mode == "tailable" and not self.point.capped)
+        raw = self.bus.collection(require_capped=self.mode == "tailable" and not self.point.capped)
         if raw.options().get("capped"):
             self.point.capped = True
             return raw
@@ -331,8 +331,8 @@ class Listener:
         for doc in raw.find({}).hint([("$natural", 1)]).batch_size(_CATCH_UP_BATCH):
             self._handle(doc)
         raw.drop()
-        self.bus._collection_ready = False
-        return self.bus._collection(require_capped=True)
+        self.bus.collection_lost()
+        return self.bus.collection(require_capped=True)
 
     # --- positions and catching up ------------------------------------------------------------
 
@@ -384,7 +384,7 @@ class Listener:
         self.last_catch_up = time.monotonic() - started
 
     def _gap_found(self) -> None:
-        self.bus._count("realtime.overflows")
+        self.bus.increment("realtime.overflows")
         log.warning(
             "realtime listener: %r no longer holds any event this listener read; events "
             "published meanwhile may be lost (increase its size); counted in realtime.gaps "
@@ -400,12 +400,12 @@ class Listener:
                 for origin, app, seqs in wanted
             ]
         }
-        raw = self.bus._collection()
+        raw = self.bus.collection()
         found = list(raw.find(query).hint([("$natural", 1)]))
         for doc in found:
             self._handle(doc)
         if found:
-            self.bus._count("realtime.looked_up", value=len(found))
+            self.bus.increment("realtime.looked_up", value=len(found))
 
     def _listening(self) -> None:
         """A stream or cursor is open: events of other processes arrive again."""
@@ -415,9 +415,9 @@ class Listener:
     def _handle(self, doc: dict[str, Any], stale_before: Any = None) -> None:
         """Hand ``doc`` to the bus once: resumes and catch-ups may read it again."""
         if self.point.admit(doc, self.bus.origin, stale_before):
-            self.bus._receive(doc)
+            self.bus.receive(doc)
         elif doc.get("origin") != self.bus.origin:
-            self.bus._count("realtime.replays_skipped")
+            self.bus.increment("realtime.replays_skipped")
 
     def _flush_lost(self) -> None:
         """Look for missing events in the collection, then count those given up on (missing
@@ -435,5 +435,5 @@ class Listener:
                 log.debug("realtime listener: cannot look up missing events: %s", exc)
         self.point.expire(self.bus.gap_grace)
         for app, count in self.point.take_lost().items():
-            self.bus._count("realtime.gaps", app=app, value=count)
+            self.bus.increment("realtime.gaps", slug=app, value=count)
             log.warning("realtime listener: %d event(s) of app %r were lost", count, app)

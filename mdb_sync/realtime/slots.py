@@ -42,6 +42,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+from .. import storage
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SLOTS_COLLECTION = "mdb_ws_slots"
+SLOTS_COLLECTION = storage.WS_SLOTS
 DEFAULT_TTL = 15.0
 MIN_TTL = 1.0
 #: Longest any one call on ``mdb_ws_slots`` may take (a connection waits for its reserve).
@@ -96,18 +97,13 @@ class ConnectionSlots:
         self._lock = threading.Lock()
         #: connection id -> (app slug, the document ids it holds a lease in)
         self._held: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self._index_ready = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_renewed: float | None = None  # time.monotonic() of the last renewal
         self.renewals = 0
 
     def _collection(self) -> Collection[Any]:
-        raw = self.engine._raw_collection(SLOTS_COLLECTION)
-        if not self._index_ready:
-            raw.create_index("leases.p")  # a process's renewal finds its documents
-            self._index_ready = True
-        return raw
+        return self.engine.storage.system(SLOTS_COLLECTION)
 
     # --- reserving and releasing ------------------------------------------------------------
 
@@ -295,7 +291,7 @@ class ConnectionSlots:
         if thread is not None and thread is not threading.current_thread():
             thread.join(5)
 
-    def _after_fork_in_child(self) -> None:
+    def after_fork_in_child(self) -> None:
         """The parent's connections and leases stay with the parent."""
         self._lock = threading.Lock()
         self._held = {}

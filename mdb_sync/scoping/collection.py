@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from bson import ObjectId, encode
@@ -37,7 +38,7 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from .._pymongo_seam import cursor_sort
+from .._pymongo_seam import bulk_request_parts, cursor_sort, insert_request_parts
 from .._pymongo_seam import gen_index_name as _gen_index_name
 from .._pymongo_seam import index_document as _index_document
 from .._pymongo_seam import index_list as _index_list
@@ -68,13 +69,9 @@ Source = tuple[Collection[Any], str]
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 #: Documents encoded together when a batch's sizes are checked.
 _CHECK_CHUNK = 1000
+
+
 #: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
-_BULK_OPTIONS = (
-    ("collation", "_collation"), ("hint", "_hint"), ("array_filters", "_array_filters"),
-    ("sort", "_sort"),
-)  # fmt: skip
-
-
 class ScopedCollection:
     """A collection of one app: ``db.tasks`` of app ``my_app`` is ``my_app_tasks``."""
 
@@ -86,6 +83,7 @@ class ScopedCollection:
         "_index_lock",
         "_indexed",
         "_limits",
+        "_meter",
         "_name",
         "_write_scope",
     )
@@ -100,12 +98,14 @@ class ScopedCollection:
         self._db = database
         self._name = name
         self.__options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.__generation = database._client_generation_getter()
+        self.__generation = database.client_generation_getter()
         self.__state = (self.__generation(), sources)
         self._limits = database._limits
         self._write_scope = database.write_scope
         self._indexed = False
         self._index_lock = threading.Lock()
+        #: Records each operation in the engine's metrics (None: pymongo listeners do).
+        self._meter = database._meter
 
     @property
     def __sources(self) -> list[Source]:
@@ -228,7 +228,25 @@ class ScopedCollection:
             f"not {type(session).__name__}"
         )
 
+    def _run(self, name: str, call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """``call(*args, **kwargs)`` — the driver's operation — recorded as operation
+        ``name`` of the app (one clock read before, one after; a raised error counts as a
+        failed operation)."""
+        meter = self._meter
+        if meter is None:
+            return call(*args, **kwargs)
+        started = perf_counter()
+        try:
+            result = call(*args, **kwargs)
+        except BaseException:
+            meter(name, started, False)
+            raise
+        meter(name, started, True)
+        return result
+
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        if not kwargs:
+            return kwargs
         if kwargs.get("session") is not None:
             kwargs["session"] = self._raw_session(kwargs["session"])
         # Options that carry expressions or predicates get the same guards as filters
@@ -253,7 +271,7 @@ class ScopedCollection:
         scope = scope or self._write_scope
         if filter is None:
             return {APP_ID: scope}
-        if not isinstance(filter, Mapping):
+        if type(filter) is not dict and not isinstance(filter, Mapping):
             raise TypeError(f"{where} must be a mapping, not {type(filter).__name__}")
         if not filter:
             return {APP_ID: scope}
@@ -311,7 +329,7 @@ class ScopedCollection:
         )
 
     @staticmethod
-    def _is_too_large(exc: Exception) -> bool:
+    def _is_too_large(exc: BaseException) -> bool:
         """True for a document pymongo or the server refused as too large (in a
         single-document operation: nothing was written)."""
         return isinstance(exc, DocumentTooLarge) or getattr(exc, "code", None) in _TOO_LARGE_CODES
@@ -328,6 +346,8 @@ class ScopedCollection:
                     self._indexed = True
 
     def _observe(self, filter: Any, sort: Any = None) -> None:
+        if not self._db._auto_index:
+            return
         if sort is not None and not isinstance(sort, Mapping):
             sort = _index_document(_index_list(sort))  # find_one_and_*(sort=[...])
         self._db._observe_query(self._name, self.__coll, filter, sort)
@@ -345,11 +365,12 @@ class ScopedCollection:
         return physical_name(self._write_scope, logical)
 
     def _pipeline(self, pipeline: Any) -> list[dict[str, Any]]:
-        database = self.__coll.database
+        raw_sources = self.__sources
+        database = raw_sources[0][0].database
         scoper = PipelineScoper(
             self._resolve, self._own_physical, self._write_scope, self._limits, database.name
         )
-        sources = [(raw.name, scope) for raw, scope in self.__sources]
+        sources = [(raw.name, scope) for raw, scope in raw_sources]
         scoped = self._guard(scoper.scope, pipeline, sources)
         for physical in scoper.replaced:
             # $out replaces the whole target: never when it also holds other apps' documents.
@@ -384,13 +405,23 @@ class ScopedCollection:
         """Insert ``document`` tagged with this app's ``app_id`` (``document`` gets its
         ``_id``, as with pymongo, but not ``app_id``)."""
         tagged = self._tagged(document)
-        self._before_write()
+        coll = self.__coll
+        if not self._indexed:
+            self._before_write()
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
+        meter = self._meter  # timed inline: the hottest write path
+        started = perf_counter()
         try:
-            result = self.__coll.insert_one(tagged, **self._kwargs(kwargs))
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
+            result = coll.insert_one(tagged, **kwargs)
+        except BaseException as exc:
+            if meter is not None:
+                meter("insert", started, False)
+            if isinstance(exc, Exception) and self._is_too_large(exc):
                 raise self._too_large(exc) from exc
             raise
+        if meter is not None:
+            meter("insert", started, True)
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -416,7 +447,9 @@ class ScopedCollection:
         self._check_batch(tagged)
         self._before_write()
         try:
-            return self.__coll.insert_many(tagged, ordered=ordered, **self._kwargs(kwargs))
+            return self._run(
+                "insert", self.__coll.insert_many, tagged, ordered=ordered, **self._kwargs(kwargs)
+            )
         except DocumentTooLarge as exc:  # pragma: no cover - checked above
             raise self._too_large(exc) from exc
 
@@ -424,14 +457,25 @@ class ScopedCollection:
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
-        self._before_write()
+        coll = self.__coll
+        if not self._indexed:
+            self._before_write()
         self._observe(filter)
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
+        meter = self._meter  # timed inline: the hottest write path
+        started = perf_counter()
         try:
-            return self.__coll.update_one(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
+            result = coll.update_one(scoped, checked, upsert=upsert, **kwargs)
+        except BaseException as exc:
+            if meter is not None:
+                meter("update", started, False)
+            if isinstance(exc, Exception) and self._is_too_large(exc):
                 raise self._too_large(exc) from exc
             raise
+        if meter is not None:
+            meter("update", started, True)
+        return result
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
@@ -440,7 +484,14 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter)
         try:
-            return self.__coll.update_many(scoped, checked, upsert=upsert, **self._kwargs(kwargs))
+            return self._run(
+                "update",
+                self.__coll.update_many,
+                scoped,
+                checked,
+                upsert=upsert,
+                **self._kwargs(kwargs),
+            )
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -453,7 +504,14 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter)
         try:
-            return self.__coll.replace_one(scoped, doc, upsert=upsert, **self._kwargs(kwargs))
+            return self._run(
+                "update",
+                self.__coll.replace_one,
+                scoped,
+                doc,
+                upsert=upsert,
+                **self._kwargs(kwargs),
+            )
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -462,12 +520,12 @@ class ScopedCollection:
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
         self._observe(filter)
-        return self.__coll.delete_one(scoped, **self._kwargs(kwargs))
+        return self._run("delete", self.__coll.delete_one, scoped, **self._kwargs(kwargs))
 
     def delete_many(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
         self._observe(filter)
-        return self.__coll.delete_many(scoped, **self._kwargs(kwargs))
+        return self._run("delete", self.__coll.delete_many, scoped, **self._kwargs(kwargs))
 
     def find_one_and_update(
         self,
@@ -486,9 +544,12 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter, sort)
         try:
-            return self.__coll.find_one_and_update(
-                scoped, checked, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-            )
+            return self._run(
+                "findAndModify",
+                self.__coll.find_one_and_update,
+                scoped, checked, projection, sort, upsert, return_document,
+                **self._kwargs(kwargs),
+            )  # fmt: skip
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -510,9 +571,12 @@ class ScopedCollection:
         self._before_write()
         self._observe(filter, sort)
         try:
-            return self.__coll.find_one_and_replace(
-                scoped, doc, projection, sort, upsert, return_document, **self._kwargs(kwargs)
-            )
+            return self._run(
+                "findAndModify",
+                self.__coll.find_one_and_replace,
+                scoped, doc, projection, sort, upsert, return_document,
+                **self._kwargs(kwargs),
+            )  # fmt: skip
         except (DocumentTooLarge, OperationFailure) as exc:
             if self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -524,7 +588,11 @@ class ScopedCollection:
         scoped = self._filter(filter)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._observe(filter, sort)
-        return self.__coll.find_one_and_delete(scoped, projection, sort, **self._kwargs(kwargs))
+        return self._run(
+            "findAndModify",
+            self.__coll.find_one_and_delete,
+            scoped, projection, sort, **self._kwargs(kwargs),
+        )  # fmt: skip
 
     def bulk_write(
         self, requests: Iterable[Any], ordered: bool = True, **kwargs: Any
@@ -540,46 +608,52 @@ class ScopedCollection:
         self._check_batch(checked)
         self._before_write()
         try:
-            return self.__coll.bulk_write(scoped_requests, ordered=ordered, **self._kwargs(kwargs))
+            return self._run(
+                "bulkWrite",
+                self.__coll.bulk_write,
+                scoped_requests,
+                ordered=ordered,
+                **self._kwargs(kwargs),
+            )
         except DocumentTooLarge as exc:
             raise self._too_large(exc) from exc
 
     def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
         """The scoped version of ``request``; its document or update goes to ``checked``
         (sizes are checked for the whole batch before anything is sent)."""
-        if getattr(request, "_namespace", None) is not None:
+        if type(request) is InsertOne:  # the most common request, with no options to carry
+            document, namespace = insert_request_parts(request)
+            if namespace is None:
+                return InsertOne(self._bulk_document(document, checked))
+        parts = bulk_request_parts(request)
+        if parts.namespace is not None:
             raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
-        opts = {}
-        for name, attribute in _BULK_OPTIONS:
-            value = getattr(request, attribute, None)
-            if value is not None:
-                opts[name] = value
+        opts = parts.options  # a dict of this request's own
         if "array_filters" in opts:
             self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
         if isinstance(request, InsertOne):
-            original = request._doc
-            tagged = self._guard(tag_document, original, self._write_scope)
-            if "_id" not in tagged:
-                tagged["_id"] = ObjectId()
-                if isinstance(original, dict):
-                    original["_id"] = tagged["_id"]
-            checked.append(tagged)
-            return InsertOne(tagged)
+            return InsertOne(self._bulk_document(parts.document, checked))
         if isinstance(request, (UpdateOne, UpdateMany)):
-            update = self._update(request._doc)
+            update = self._update(parts.document)
             checked.append(update)
-            return type(request)(
-                self._filter(request._filter), update, upsert=bool(request._upsert), **opts,
-            )  # fmt: skip
+            return type(request)(self._filter(parts.filter), update, upsert=parts.upsert, **opts)
         if isinstance(request, ReplaceOne):
-            replacement = self._guard(scoped_replacement, request._doc, self._write_scope)
+            replacement = self._guard(scoped_replacement, parts.document, self._write_scope)
             checked.append(replacement)
-            return ReplaceOne(
-                self._filter(request._filter), replacement, upsert=bool(request._upsert), **opts,
-            )  # fmt: skip
+            return ReplaceOne(self._filter(parts.filter), replacement, upsert=parts.upsert, **opts)
         if isinstance(request, (DeleteOne, DeleteMany)):
-            return type(request)(self._filter(request._filter), **opts)
+            return type(request)(self._filter(parts.filter), **opts)
         raise TypeError(f"{request!r} is not a valid bulk write request")
+
+    def _bulk_document(self, original: Any, checked: list[Any]) -> dict[str, Any]:
+        """An inserted document, tagged, with its ``_id`` (also given to ``original``)."""
+        tagged = self._guard(tag_document, original, self._write_scope)
+        if "_id" not in tagged:
+            tagged["_id"] = ObjectId()
+            if isinstance(original, dict):
+                original["_id"] = tagged["_id"]
+        checked.append(tagged)
+        return tagged
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -597,21 +671,22 @@ class ScopedCollection:
             self._guard(check_query, args[0], self._limits, "projection")
         if kwargs.get("projection") is not None:
             self._guard(check_query, kwargs["projection"], self._limits, "projection")
-        if self._is_multi():
+        sources = self.__sources
+        if len(sources) > 1:
             self._filter(filter)  # guards
             return MultiScopeCursor(self, filter, *args, **kwargs)
         return ScopedCursor(
-            self.__coll, self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
+            sources[0][0], self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
         )
 
-    def _scan(
+    def scan(
         self, filter: Any = None, projection: Any = None, **kwargs: Any
     ) -> ScopedCursor | ScopedCommandCursor:
         """A scoped cursor over every matching document, exempt from ``max_result_docs``.
 
-        For library code that streams a whole collection in constant memory (exact vector
-        search, exports): the scope and the guards apply as to any read; only the cap that
-        protects apps from loading huge results into memory by accident is lifted.
+        For code that streams a whole collection in constant memory (exact vector search,
+        exports): the scope, the guards and ``max_time_ms`` apply as to any read; only the
+        cap that protects from loading huge results into memory by accident is lifted.
         """
         if self._is_multi():
             self._filter(filter)  # guards
@@ -633,7 +708,7 @@ class ScopedCollection:
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
-        if filter is not None and not isinstance(filter, Mapping):
+        if filter is not None and type(filter) is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         kwargs["limit"] = -1
         for doc in self.find(filter, *args, **kwargs):
@@ -645,7 +720,7 @@ class ScopedCollection:
         kwargs = self._kwargs(kwargs)
         self._observe(filter)
         return sum(
-            raw.count_documents(self._filter(filter, scope), **kwargs)
+            self._run("aggregate", raw.count_documents, self._filter(filter, scope), **kwargs)
             for raw, scope in self.__sources
         )
 
@@ -664,7 +739,9 @@ class ScopedCollection:
         values: list[Any] = []
         seen: set[bytes] = set()
         for raw, scope in self.__sources:
-            for value in raw.distinct(key, self._filter(filter, scope), **kwargs):
+            for value in self._run(
+                "distinct", raw.distinct, key, self._filter(filter, scope), **kwargs
+            ):
                 marker = encode({"v": value})
                 if marker not in seen:
                     seen.add(marker)
@@ -680,8 +757,10 @@ class ScopedCollection:
         if any(next(iter(s)) in ("$out", "$merge") for s in scoped):
             self._before_write()
         raw_session = self._raw_session(session)
-        cursor = self.__coll.aggregate(scoped, session=raw_session, **self._kwargs(kwargs))
-        return scoped_command_cursor(cursor, self._name, self._limits, session)
+        cursor = self._run(
+            "aggregate", self.__coll.aggregate, scoped, session=raw_session, **self._kwargs(kwargs)
+        )
+        return scoped_command_cursor(cursor, self._name, self._limits, session, self._meter)
 
     def watch(self, pipeline: Any = None, **kwargs: Any) -> ChangeStream[Any]:
         """A change stream of this app's documents in this collection (``ns`` shows the app
@@ -716,7 +795,13 @@ class ScopedCollection:
         full, name = self._index_keys(keys, kwargs)
         kwargs["name"] = name
         self._before_write()
-        return self.__coll.create_index(full, session=self._raw_session(session), **kwargs)
+        return self._run(
+            "createIndexes",
+            self.__coll.create_index,
+            full,
+            session=self._raw_session(session),
+            **kwargs,
+        )
 
     def create_indexes(
         self, indexes: Iterable[IndexModel], session: Any = None, **kwargs: Any
@@ -734,7 +819,13 @@ class ScopedCollection:
             full, name = self._index_keys(keys, {**document, "name": model.document["name"]})
             models.append(IndexModel(full, name=name, **document))
         self._before_write()
-        return self.__coll.create_indexes(models, session=self._raw_session(session), **kwargs)
+        return self._run(
+            "createIndexes",
+            self.__coll.create_indexes,
+            models,
+            session=self._raw_session(session),
+            **kwargs,
+        )
 
     def drop_index(self, index_or_name: Any, session: Any = None, **kwargs: Any) -> None:
         name = (
@@ -742,11 +833,19 @@ class ScopedCollection:
             if isinstance(index_or_name, str)
             else _gen_index_name(_index_list(index_or_name))
         )
-        self.__coll.drop_index(name, session=self._raw_session(session), **kwargs)
+        self._run(
+            "dropIndexes",
+            self.__coll.drop_index,
+            name,
+            session=self._raw_session(session),
+            **kwargs,
+        )
 
     def drop_indexes(self, session: Any = None, **kwargs: Any) -> None:
         """Drop every index but ``_id``'s; the ``app_id`` index is recreated at once."""
-        self.__coll.drop_indexes(session=self._raw_session(session), **kwargs)
+        self._run(
+            "dropIndexes", self.__coll.drop_indexes, session=self._raw_session(session), **kwargs
+        )
         self._db._ensure_app_id_index(self.__coll, force=True)
 
     def list_indexes(
@@ -765,7 +864,7 @@ class ScopedCollection:
     def drop(self, session: Any = None, **kwargs: Any) -> None:
         """Drop this app's collection (refused if other apps' documents share it)."""
         self._refuse_foreign_documents("drop")
-        self.__coll.drop(session=self._raw_session(session), **kwargs)
+        self._run("drop", self.__coll.drop, session=self._raw_session(session), **kwargs)
         self._db._forget_collection(self._name, self.__coll)
 
     def rename(self, new_name: str, session: Any = None, **kwargs: Any) -> ScopedCollection:

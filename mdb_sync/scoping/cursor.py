@@ -10,20 +10,32 @@ raises :class:`ResourceLimitExceeded` instead of being silently truncated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 
-from .._pymongo_seam import cursor_query
+from .._pymongo_seam import (
+    HookedCommandCursor,
+    HookedCursor,
+    adopt_command_cursor,
+    bare_clone,
+    cursor_query,
+    documents_buffered,
+    documents_retrieved,
+    will_send,
+)
 from ..exceptions import QueryValidationError, ResourceLimitExceeded
 
 if TYPE_CHECKING:
     from .collection import ScopedCollection
 
 
-class ScopedCursor(Cursor[dict[str, Any]]):
-    """A :class:`pymongo.cursor.Cursor` over one app's documents."""
+class ScopedCursor(HookedCursor):
+    """A :class:`pymongo.cursor.Cursor` over one app's documents (pymongo's private hooks
+    reached through :class:`~mdb_sync._pymongo_seam.HookedCursor`)."""
 
     def __init__(
         self,
@@ -38,6 +50,7 @@ class ScopedCursor(Cursor[dict[str, Any]]):
         self._mdb_user_filter = user_filter
         self._mdb_uncapped = uncapped
         self._mdb_limits = scoped._limits
+        self._mdb_meter = scoped._meter
         kwargs["batch_size"] = self._mdb_limits.cap_batch(kwargs.get("batch_size"))
         kwargs["max_time_ms"] = self._mdb_limits.cap_time(kwargs.get("max_time_ms"))
         session = kwargs.get("session")
@@ -45,7 +58,7 @@ class ScopedCursor(Cursor[dict[str, Any]]):
             kwargs["session"] = scoped._raw_session(session)
         self._mdb_session = session
         self._mdb_observed = False
-        super().__init__(collection, *args, **kwargs)
+        Cursor.__init__(self, collection, *args, **kwargs)
 
     @property
     def collection(self) -> ScopedCollection:  # type: ignore[override]
@@ -77,15 +90,15 @@ class ScopedCursor(Cursor[dict[str, Any]]):
         """The session passed to ``find`` (the scoped wrapper), if any."""
         return self._mdb_session
 
-    def _clone_base(self, session: Any) -> ScopedCursor:
-        clone = self.__class__.__new__(self.__class__)
+    def _mdb_clone(self, session: Any) -> ScopedCursor:
+        clone = bare_clone(self, session)
         clone._mdb_scoped = self._mdb_scoped
         clone._mdb_user_filter = self._mdb_user_filter
         clone._mdb_uncapped = self._mdb_uncapped
         clone._mdb_limits = self._mdb_limits
+        clone._mdb_meter = self._mdb_meter
         clone._mdb_session = self._mdb_session
         clone._mdb_observed = False
-        Cursor.__init__(clone, self._collection, session=session)
         return clone
 
     def where(self, code: Any) -> ScopedCursor:
@@ -108,12 +121,23 @@ class ScopedCursor(Cursor[dict[str, Any]]):
         super().max_time_ms(self._mdb_limits.cap_time(max_time_ms))
         return self
 
-    def _refresh(self) -> int:
+    def _mdb_fetch(self, fetch: Callable[[], int]) -> int:
         if not self._mdb_observed:
             self._mdb_observed = True
             self._mdb_scoped._observe_find(self)
-        count = super()._refresh()
-        if self._retrieved > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
+        meter = self._mdb_meter
+        name = None if meter is None else will_send(self)
+        if name is None:
+            count = fetch()  # nothing is sent (or pymongo's listeners record it)
+        else:
+            started = perf_counter()
+            try:
+                count = fetch()
+            except BaseException:
+                meter(name, started, False)
+                raise
+            meter(name, started, True)
+        if documents_retrieved(self) > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
                 f"the query on {self._mdb_scoped.name!r} returns more than "
@@ -127,7 +151,7 @@ class ScopedCursor(Cursor[dict[str, Any]]):
         return count
 
 
-class ScopedCommandCursor(CommandCursor[dict[str, Any]]):
+class ScopedCommandCursor(HookedCommandCursor):
     """pymongo's :class:`~pymongo.command_cursor.CommandCursor` of a scoped aggregation.
 
     pymongo builds the cursor; :func:`scoped_command_cursor` re-classes it so that results are
@@ -139,15 +163,27 @@ class ScopedCommandCursor(CommandCursor[dict[str, Any]]):
     _mdb_session: Any
     _mdb_seen: int
     _mdb_uncapped: bool = False
+    _mdb_meter: Any = None
 
     @property
     def session(self) -> Any:
         return self._mdb_session
 
-    def _refresh(self) -> int:
-        before = len(self._data)
-        count = super()._refresh()
-        self._mdb_seen += max(0, len(self._data) - before)
+    def _mdb_fetch(self, fetch: Callable[[], int]) -> int:
+        before = documents_buffered(self)
+        meter = self._mdb_meter
+        name = None if meter is None else will_send(self)
+        if name is None:
+            count = fetch()  # nothing sent (or pymongo's listeners record it)
+        else:
+            started = perf_counter()
+            try:
+                count = fetch()
+            except BaseException:
+                meter(name, started, False)
+                raise
+            meter(name, started, True)
+        self._mdb_seen += max(0, documents_buffered(self) - before)
         if self._mdb_seen > self._mdb_limits.max_result_docs and not self._mdb_uncapped:
             self.close()
             raise ResourceLimitExceeded(
@@ -164,11 +200,12 @@ def scoped_command_cursor(
     name: str,
     limits: Any,
     session: Any,
+    meter: Any = None,
 ) -> ScopedCommandCursor:
-    cursor.__class__ = ScopedCommandCursor
-    scoped: ScopedCommandCursor = cursor  # type: ignore[assignment]
+    scoped = adopt_command_cursor(cursor, ScopedCommandCursor)
     scoped._mdb_name = name
     scoped._mdb_limits = limits
     scoped._mdb_session = session
-    scoped._mdb_seen = len(scoped._data)
+    scoped._mdb_meter = meter
+    scoped._mdb_seen = documents_buffered(scoped)
     return scoped

@@ -25,6 +25,7 @@ from .alternatives import DATABASE_ALTERNATIVES, instead
 from .changes import database_change_pipeline
 from .collection import ScopedCollection, _change_stages
 from .guards import check_query
+from .host import ScopeHost
 from .limits import QueryLimits
 from .names import logical_name, physical_name, validate_collection_name, validate_slug
 from .session import ScopedSession
@@ -32,7 +33,6 @@ from .session import ScopedSession
 if TYPE_CHECKING:
     from pymongo.change_stream import DatabaseChangeStream
 
-    from ..engine import MongoDBEngine
     from .gridfs import ScopedGridFSBucket
 
 security_log = logging.getLogger("mdb_sync.security")
@@ -64,11 +64,12 @@ class ScopedDatabase:
 
     __slots__ = (
         "__collections",
-        "__engine",
+        "__host",
         "__lock",
         "__options",
         "_auto_index",
         "_limits",
+        "_meter",
         "app_slug",
         "read_scopes",
         "write_scope",
@@ -77,7 +78,7 @@ class ScopedDatabase:
     @renamed_parameters(app_slug="slug")
     def __init__(
         self,
-        engine: MongoDBEngine,
+        host: ScopeHost,
         slug: str,
         *,
         read_scopes: tuple[str, ...] | None = None,
@@ -108,7 +109,9 @@ class ScopedDatabase:
         self.read_scopes: tuple[str, ...] = tuple(dict.fromkeys(ordered))
         self._limits = limits or QueryLimits()
         self._auto_index = auto_index
-        self.__engine = engine
+        #: Records the operations of this app's collections (None: pymongo listeners do).
+        self._meter = host.operation_meter(self.app_slug)
+        self.__host = host
         self.__options = dict(options or {})
         self.__collections: dict[str, ScopedCollection] = {}
         self.__lock = threading.Lock()
@@ -156,7 +159,7 @@ class ScopedDatabase:
             if value is not None:
                 options[key] = value
         return ScopedDatabase(
-            self.__engine,
+            self.__host,
             self.app_slug,
             read_scopes=self.read_scopes,
             limits=self._limits,
@@ -203,23 +206,29 @@ class ScopedDatabase:
         from the engine's current client."""
         return [(self.__raw(physical_name(s, name)), s) for s in self.read_scopes]
 
-    def _client_generation_getter(self) -> Any:
-        """The engine's client epoch getter (see ``ScopedCollection``): the epoch changes in
-        a forked child and when the embedded server had to be re-attached on a new port."""
-        return self.__engine._client_generation
+    def client_generation_getter(self) -> Any:
+        """Internal: the host's client epoch getter (see ``ScopedCollection``): the epoch
+        changes in a forked child and when the embedded server was re-attached on a new
+        port."""
+        return self.__host.client_generation
+
+    def is_hosted_by(self, host: object) -> bool:
+        """Whether ``host`` serves this database (how the engine recognises its own
+        databases without the database handing out a path to it)."""
+        return self.__host is host
 
     def __raw(self, physical: str) -> Any:
-        raw = self.__engine._raw_collection(physical)
+        raw = self.__host.collection(physical)
         return raw.with_options(**self.__options) if self.__options else raw
 
-    def _cached_collections(self) -> int:
-        """How many scoped collections this database caches (for ``engine.cache_info()``)."""
+    def cached_collections(self) -> int:
+        """Internal: how many scoped collections this database caches (``engine.cache_info()``)."""
         return len(self.__collections)
 
     def _forget_collection(self, name: str, raw: Any) -> None:
         with self.__lock:
             self.__collections.pop(name, None)
-        self.__engine._forget_app_id_index(raw)
+        self.__host.forget_app_id_index(raw)
 
     def list_collection_names(
         self, filter: Mapping[str, Any] | None = None, **kwargs: Any
@@ -246,7 +255,7 @@ class ScopedDatabase:
         session = kwargs.pop("session", None)
         raw_session = session._raw() if isinstance(session, ScopedSession) else None
         results = []
-        for info in self.__engine._database().list_collections(
+        for info in self.__host.database().list_collections(
             filter=query, session=raw_session, **kwargs
         ):
             name = logical_name(self.write_scope, info["name"])
@@ -282,10 +291,10 @@ class ScopedDatabase:
             check_query(options["validator"], self._limits, "validator")
         session = options.pop("session", None)
         raw_session = session._raw() if isinstance(session, ScopedSession) else None
-        raw = self.__engine._database().create_collection(
+        raw = self.__host.database().create_collection(
             physical_name(self.write_scope, name), session=raw_session, **options
         )
-        self.__engine._ensure_app_id_index(raw)
+        self.__host.ensure_app_id_index(raw)
         return self.get_collection(name)
 
     def drop_collection(self, name_or_collection: Any, **kwargs: Any) -> None:
@@ -323,7 +332,7 @@ class ScopedDatabase:
 
         return run_command(
             self,
-            self.__engine._database(),
+            self.__host.database(),
             command,
             value,
             check=check,
@@ -339,7 +348,7 @@ class ScopedDatabase:
 
     def client_session(self, **kwargs: Any) -> ScopedSession:
         """Start a client session for transactions and causal consistency."""
-        return ScopedSession(self.__engine._start_session(**kwargs), self.app_slug)
+        return ScopedSession(self.__host.start_session(**kwargs), self.app_slug)
 
     start_session = client_session
 
@@ -348,7 +357,7 @@ class ScopedDatabase:
         from .gridfs import ScopedGridFSBucket
 
         validate_collection_name(bucket_name)
-        return ScopedGridFSBucket(self, bucket_name, self.__engine._database(), **kwargs)
+        return ScopedGridFSBucket(self, bucket_name, self.__host.database(), **kwargs)
 
     def watch(self, pipeline: Any = None, **kwargs: Any) -> DatabaseChangeStream[Any]:
         """A change stream of this app's collections (and its read scopes'), only their
@@ -368,22 +377,22 @@ class ScopedDatabase:
             if not isinstance(session, ScopedSession):
                 raise TypeError("session must come from this database's client_session()")
             kwargs["session"] = session._raw()
-        return self.__engine._database().watch(stages, **kwargs)
+        return self.__host.database().watch(stages, **kwargs)
 
     # --- engine hooks -------------------------------------------------------------------------
 
     def _ensure_app_id_index(self, raw: Any, force: bool = False) -> None:
-        self.__engine._ensure_app_id_index(raw, force=force)
+        self.__host.ensure_app_id_index(raw, force=force)
 
     def _observe_query(self, collection: str, raw: Any, user_filter: Any, sort: Any) -> None:
         if self._auto_index:
-            self.__engine._observe_query(self.app_slug, collection, raw, user_filter, sort)
+            self.__host.observe_query(self.app_slug, collection, raw, user_filter, sort)
 
     def _security_event(self, reason: str, collection: str | None = None) -> None:
         security_log.warning(
             "refused operation for app %r on %r: %s", self.app_slug, collection, reason
         )
-        self.__engine._record_security_event(self.app_slug, reason)
+        self.__host.record_security_event(self.app_slug, reason)
 
 
 def _regex_escape(text: str) -> str:

@@ -9,11 +9,14 @@ regular expressions are bounded in length and refused when they nest unbounded r
 
 from __future__ import annotations
 
+import datetime
 import re
 import sys
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Timestamp
 from bson.regex import Regex
 
 from ..exceptions import QueryValidationError
@@ -59,6 +62,19 @@ _NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*}](?:[^()\\]|\\.)*\)\s*[+
 _UNBOUNDED = 100  # a repeat allowing more than this many iterations counts as unbounded
 
 
+#: Value types that hold nothing to check (looked up by exact type, before any
+#: ``isinstance``: most values of a filter or an update are one of these).
+_PLAIN = frozenset(
+    {
+        str, int, float, bool, type(None), bytes, ObjectId, datetime.datetime, Decimal128,
+        Int64, Timestamp, uuid.UUID, MinKey, MaxKey, Binary,
+    }
+)  # fmt: skip
+
+
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
 def check_query(value: Any, limits: QueryLimits, where: str = "filter") -> None:
     """Raise :class:`QueryValidationError` if ``value`` uses a refused operator, nests too
     deeply or holds a dangerous regular expression. ``where`` names the checked part."""
@@ -66,7 +82,10 @@ def check_query(value: Any, limits: QueryLimits, where: str = "filter") -> None:
 
 
 def _walk(value: Any, limits: QueryLimits, where: str, depth: int, nesting: int) -> None:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _PLAIN:
+        return
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
         depth += 1
         if depth > limits.max_query_depth:
             raise QueryValidationError(
@@ -80,18 +99,25 @@ def _walk(value: Any, limits: QueryLimits, where: str, depth: int, nesting: int)
                     f"{key} is not allowed in a {where}: server-side JavaScript is refused",
                     context={"where": where, "operator": key},
                 )
-            if key == "$regex" and isinstance(item, str):
-                check_regex(item, limits, where)
-            elif isinstance(item, (Mapping, list, tuple)):
+            item_kind = type(item)
+            if item_kind in _PLAIN:
+                if key == "$regex" and item_kind is str:
+                    check_regex(item, limits, where)
+            elif item_kind in _CONTAINERS or isinstance(item, (Mapping, list, tuple)):
                 _walk(item, limits, where, depth, nesting)
             elif isinstance(item, (Regex, re.Pattern)):
                 check_regex(item.pattern, limits, where)
-    elif isinstance(value, (list, tuple)):
+            elif key == "$regex" and isinstance(item, str):  # a str subclass
+                check_regex(item, limits, where)
+    elif kind is list or kind is tuple or isinstance(value, (list, tuple)):
         nesting += 1
         if nesting > 4 * limits.max_query_depth:
             raise QueryValidationError(f"{where} nests arrays too deeply", context={"where": where})
         for item in value:
-            if isinstance(item, (Mapping, list, tuple)):
+            item_kind = type(item)
+            if item_kind in _PLAIN:
+                continue
+            if item_kind in _CONTAINERS or isinstance(item, (Mapping, list, tuple)):
                 _walk(item, limits, where, depth, nesting)
             elif isinstance(item, (Regex, re.Pattern)):
                 check_regex(item.pattern, limits, where)

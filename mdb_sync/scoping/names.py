@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ..exceptions import InvalidCollectionName, ScopeError
+from ..storage import APPS_CONFIG
 
 #: Slugs: lowercase letters, digits, ``_`` and ``-``; 1-64 chars; starting with a letter.
 SLUG_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -19,7 +20,7 @@ COLLECTION_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 MAX_COLLECTION_NAME = 120
 
 #: The registry collection (unscoped, engine-internal).
-APPS_COLLECTION = "apps_config"
+APPS_COLLECTION = APPS_CONFIG
 #: Slugs the engine keeps for itself: ``apps`` + ``_config`` would be the registry, ``mdb_``
 #: prefixes engine-internal collections, the rest are MongoDB's own databases and namespaces.
 RESERVED_SLUGS = frozenset({"apps", "mdb", "system", "admin", "config", "local"})

@@ -107,11 +107,13 @@ class PipelineScoper:
     # --- helpers ------------------------------------------------------------------------------
 
     def _validate(self, pipeline: Any, where: str) -> list[tuple[str, Any]]:
-        if isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple)):
+        if type(pipeline) is not list and (
+            isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple))
+        ):
             raise QueryValidationError(f"{where} must be a list of stages")
         stages = []
         for stage in pipeline:
-            if not isinstance(stage, Mapping) or len(stage) != 1:
+            if (type(stage) is not dict and not isinstance(stage, Mapping)) or len(stage) != 1:
                 raise QueryValidationError(
                     f"each {where} stage must be a document with exactly one $-operator"
                 )
@@ -156,7 +158,11 @@ class PipelineScoper:
                 raise QueryValidationError(f"{first} is only allowed as the first stage")
             check_query(stages[0][1], self._limits, first)
             return [{first: stages[0][1]}, *self._rewrite(stages[1:])]
-        if len(sources) == 1 and first == "$match" and isinstance(stages[0][1], Mapping):
+        if (
+            len(sources) == 1
+            and first == "$match"
+            and (type(stages[0][1]) is dict or isinstance(stages[0][1], Mapping))
+        ):
             # Fold the scope into the caller's first $match: one stage, index-friendly.
             check_query(stages[0][1], self._limits, "$match")
             match = {"$match": scope_filter(stages[0][1], sources[0][1])}

@@ -17,6 +17,7 @@ from .guards import check_query
 from .limits import QueryLimits
 
 APP_ID = "app_id"
+_APP_ID_PATH = APP_ID + "."
 
 # Update operators whose keys are field paths (``$rename`` values are paths too).
 PATH_OPERATORS = frozenset(
@@ -46,20 +47,24 @@ def scope_filter(filter: Mapping[str, Any], scope: str) -> dict[str, Any]:
 
 
 def touches_app_id(path: Any) -> bool:
-    return isinstance(path, str) and (path == APP_ID or path.startswith(APP_ID + "."))
+    return isinstance(path, str) and (path == APP_ID or path.startswith(_APP_ID_PATH))
 
 
 def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
     """Check ``update`` (operators or pipeline) and return what to send to the server."""
-    if isinstance(update, Mapping):
+    if type(update) is dict or isinstance(update, Mapping):
         if not update:
             raise ValueError("update cannot be empty")
         for op, spec in update.items():
             if not isinstance(op, str) or not op.startswith("$"):
                 raise ValueError("update only works with $ operators; use replace_one() to replace")
-            if op in PATH_OPERATORS and isinstance(spec, Mapping):
+            if op in PATH_OPERATORS and (type(spec) is dict or isinstance(spec, Mapping)):
                 for path, value in spec.items():
-                    if touches_app_id(path) or (op == "$rename" and touches_app_id(value)):
+                    if (
+                        path == APP_ID
+                        or (isinstance(path, str) and path.startswith(_APP_ID_PATH))
+                        or (op == "$rename" and touches_app_id(value))
+                    ):
                         raise ScopeError(
                             f"{op} on {path!r} would change app_id, which the sandbox owns",
                             context={"operator": op},
@@ -95,7 +100,7 @@ def scoped_replacement(replacement: Any, write_scope: str) -> dict[str, Any]:
 
 def tag_document(document: Any, write_scope: str) -> dict[str, Any]:
     """A shallow copy of ``document`` with ``app_id`` set to the write scope."""
-    if not isinstance(document, Mapping):
+    if type(document) is not dict and not isinstance(document, Mapping):
         raise TypeError(f"document must be a mapping, not {type(document).__name__}")
     owner = document.get(APP_ID, write_scope)
     if owner != write_scope:
