@@ -350,7 +350,10 @@ class Storage:
             self._app_id_indexed.clear()
 
     def after_fork_in_child(self) -> None:
+        """Internal (the fork handler calls it): a new lock, and no collection object of the
+        parent's client left reachable."""
         self._lock = threading.Lock()
+        self._raw_collections = {}
 
 
 def _create_index(coll: Collection[Any], index: IndexSpec) -> None:

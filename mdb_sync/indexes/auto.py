@@ -50,6 +50,7 @@ from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
 from .. import storage
+from ..manifest.model import AutoIndex
 from ..signals import index_created, index_failed
 from .spec import APP_ID, AUTO_PREFIX
 
@@ -275,13 +276,16 @@ class AutoIndexManager:
     def _settings(self, slug: str) -> tuple[int, int] | None:
         record = self._engine.catalog.cached(slug)
         flag = record.manifest.get("auto_index", True) if record else True
-        if flag is True:
+        if flag is True:  # the common case, without building anything
             return self.threshold, self.max_per_collection
-        if not flag or not flag.get("enabled", True):
+        settings = record.typed_manifest.auto_index if record else AutoIndex.from_value(flag)
+        if not settings.enabled:
             return None
         return (
-            flag.get("threshold", self.threshold),
-            flag.get("max_indexes_per_collection", self.max_per_collection),
+            self.threshold if settings.threshold is None else settings.threshold,
+            self.max_per_collection
+            if settings.max_indexes_per_collection is None
+            else settings.max_indexes_per_collection,
         )
 
     def observe(
@@ -384,7 +388,7 @@ class AutoIndexManager:
                 self._finish(key, "served")
                 return
             self._finish(key, "failed")
-            self._engine.metrics.increment("index.auto_failed", app=slug)
+            self._engine.metrics.increment("index.auto_failed", slug=slug)
             index_failed.send(
                 self._engine,
                 slug=slug,
@@ -396,7 +400,7 @@ class AutoIndexManager:
             log.warning("auto index %r on %s.%s failed: %s", name, slug, collection, exc)
             return
         self._finish(key, "created")
-        self._engine.metrics.increment("index.auto_created", app=slug)
+        self._engine.metrics.increment("index.auto_created", slug=slug)
         index_created.send(
             self._engine, slug=slug, collection=collection, name=name, keys=keys, auto=True
         )
@@ -527,7 +531,7 @@ class AutoIndexManager:
                 self._per_app[slug] = self._per_app.get(slug, 0) + 1
                 return True
         # Every shape of the full scope has its index being built: this one is not counted.
-        self._engine.metrics.increment("index.shapes_dropped", app=slug)
+        self._engine.metrics.increment("index.shapes_dropped", slug=slug)
         return False
 
     def _full_scope(self, slug: str, collection: str) -> tuple[str | None, str | None] | None:
