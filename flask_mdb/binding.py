@@ -227,7 +227,7 @@ def finish_request(response: Response) -> Response:
             "http.request",
             (time.perf_counter() - req_state.started) * 1000.0,
             success=response.status_code < 500,
-            app=bound.slug,
+            slug=bound.slug,
         )
     return response
 

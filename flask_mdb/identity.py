@@ -21,6 +21,7 @@ from typing import Any
 from flask import Flask, current_app, g
 
 from mdb_sync.auth.revocation import Standing
+from mdb_sync.deprecation import renamed_parameters
 
 Identity = dict[str, Any]
 Resolver = Callable[[], Identity | None]
@@ -67,11 +68,12 @@ def current_identity() -> Identity | None:
     return None
 
 
-def verify_token(token: str, app_slug: str) -> Identity | None:
-    """The identity a bearer token carries for ``app_slug``, or None if no verifier accepts it
+@renamed_parameters(app_slug="slug")
+def verify_token(token: str, slug: str) -> Identity | None:
+    """The identity a bearer token carries for ``slug``, or None if no verifier accepts it
     (for transports that cannot send an ``Authorization`` header, e.g. websockets)."""
     for verifier in current_app.extensions.get(_VERIFIERS, ()):
-        identity: Identity | None = verifier(token, app_slug)
+        identity: Identity | None = verifier(token, slug)
         if identity is not None:
             return identity
     return None

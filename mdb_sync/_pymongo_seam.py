@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from pymongo import helpers_shared
+from pymongo import helpers_shared, uri_parser_shared
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 
@@ -44,6 +44,9 @@ PRIVATES: dict[str, tuple[str, ...]] = {
     ),
     # Aggregation cursors are built by pymongo, then given the scoped cursor's limits.
     "pymongo.command_cursor.CommandCursor": ("_refresh", "_data", "_killed", "_id"),
+    # A connection string's parts without resolving a mongodb+srv:// name in DNS (public
+    # parse_uri does: describing a server or reading its database name must not wait on DNS).
+    "pymongo.uri_parser_shared": ("_validate_uri",),
     # Bulk write requests are rebuilt scoped: their parts are only held privately.
     "pymongo.operations.UpdateOne": (
         "_doc",
@@ -81,6 +84,16 @@ def index_document(spec: Any) -> dict[str, Any]:
 def gen_index_name(keys: Any) -> str:
     """The name pymongo gives an index on ``keys`` (an index list): ``"a_1_b_-1"``."""
     return helpers_shared._gen_index_name(keys)
+
+
+# --- connection strings ------------------------------------------------------------------------
+
+
+def parse_uri_offline(uri: str, *, validate: bool = True) -> dict[str, Any]:
+    """pymongo's parse of ``uri`` (``nodelist``, ``username``, ``password``, ``database``,
+    ``options``, ``fqdn``) without the DNS lookup ``mongodb+srv://`` makes in ``parse_uri``.
+    Raises pymongo's ``InvalidURI``/``ConfigurationError`` (both ``PyMongoError``)."""
+    return uri_parser_shared._validate_uri(uri, validate=validate, warn=False)
 
 
 # --- bulk write requests -------------------------------------------------------------------------

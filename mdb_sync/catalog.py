@@ -25,6 +25,7 @@ cached in full (they are what was registered).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
+
+from .manifest.model import Manifest
 
 if TYPE_CHECKING:
     from pymongo.collection import Collection
@@ -93,6 +96,12 @@ class AppRecord:
     @property
     def active(self) -> bool:
         return self.status == ACTIVE and self.claim is None
+
+    @functools.cached_property
+    def typed_manifest(self) -> Manifest:
+        """The manifest as a frozen, typed :class:`~mdb_sync.manifest.model.Manifest`
+        (built on first use, once per record)."""
+        return Manifest.from_dict(self.manifest, validate=False)
 
     @property
     def index_outcomes(self) -> list[dict[str, Any]]:

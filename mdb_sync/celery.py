@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,6 +46,8 @@ from typing import Any
 from celery import signals
 
 from . import context
+from . import uri as uri_helpers
+from .deprecation import renamed_parameters
 from .engine import DB_NAME_ENV, DEFAULT_DB_NAME, MONGO_URI_ENV, MongoDBEngine
 from .exceptions import ConfigurationError
 from .scoping import ScopedDatabase
@@ -58,8 +59,6 @@ APP_HEADER = "mdb_app_id"
 #: Prefix of the broker's and result backend's collections: ``mdb`` is a reserved slug, so
 #: no app can ever own (or drop) them.
 COLLECTION_PREFIX = "mdb_celery"
-
-_URI_PARTS = re.compile(r"^(mongodb(?:\+srv)?://[^/?]*)(?:/([^?]*))?(\?.*)?$")
 
 
 def mongodb_broker_settings(
@@ -82,12 +81,12 @@ def mongodb_broker_settings(
             "the MongoDB broker needs a URI: pass mongo_uri or set MDB_MONGO_URI (for the "
             "embedded server, run `mdb embedded start` and use the URI it prints)"
         )
-    match = _URI_PARTS.match(uri)
-    if not match:
+    if uri_helpers.parse(uri) is None:
         raise ConfigurationError("mongo_uri must be a mongodb:// or mongodb+srv:// URI")
-    base, uri_db, query = match.group(1), match.group(2), match.group(3) or ""
-    database = db_name or os.environ.get(DB_NAME_ENV) or uri_db or DEFAULT_DB_NAME
-    url = f"{base}/{database}{query}"
+    database = (
+        db_name or os.environ.get(DB_NAME_ENV) or uri_helpers.database(uri) or DEFAULT_DB_NAME
+    )
+    url = uri_helpers.with_database(uri, database)
     return {
         "broker_url": url,
         "broker_transport_options": {
@@ -175,9 +174,10 @@ class MDBCelery:
         current process's in a healthy worker — never the parent's that forked it."""
         return self._engine_pid
 
-    def get_scoped_db(self, app_slug: str, **options: Any) -> ScopedDatabase:
-        """The scoped database of ``app_slug`` for use in a task (see ``get_scoped_db``)."""
-        return self.get_engine().get_scoped_db(app_slug, **options)
+    @renamed_parameters(app_slug="slug")
+    def get_scoped_db(self, slug: str, **options: Any) -> ScopedDatabase:
+        """The scoped database of ``slug`` for use in a task (see ``get_scoped_db``)."""
+        return self.get_engine().get_scoped_db(slug, **options)
 
     def shutdown(self) -> None:
         """Shut down this process's engine, if it has one."""
@@ -238,7 +238,7 @@ class MDBCelery:
                 f"task.{getattr(task, 'name', 'unknown')}",
                 (time.perf_counter() - began) * 1000.0,
                 success=state == "SUCCESS",
-                app=app_id,
+                slug=app_id,
             )
 
 

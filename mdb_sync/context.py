@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .deprecation import renamed_parameters
 from .exceptions import EngineNotInitializedError
 
 if TYPE_CHECKING:
@@ -236,23 +237,25 @@ def live_engines() -> list[MongoDBEngine]:
     return list(_engines)
 
 
-def find_current_engine(app: str | None = None) -> MongoDBEngine | None:
+@renamed_parameters(app="slug")
+def find_current_engine(slug: str | None = None) -> MongoDBEngine | None:
     """:func:`current_engine`, or None where it would raise."""
     engine = _current.get().engine
     if engine is not None:
         return engine
     engines = [e for e in live_engines() if e.is_initialized]
-    if len(engines) > 1 and app is not None:
-        engines = [e for e in engines if e.registry.get_record(app) is not None]
+    if len(engines) > 1 and slug is not None:
+        engines = [e for e in engines if e.registry.get_record(slug) is not None]
     return engines[0] if len(engines) == 1 else None
 
 
-def current_engine(app: str | None = None) -> MongoDBEngine:
+@renamed_parameters(app="slug")
+def current_engine(slug: str | None = None) -> MongoDBEngine:
     """The engine of the current context (a Flask request's, a Celery task's, one bound
     with ``bound(engine=...)``), else this process's one initialized engine; with several,
-    the only one that has ``app`` registered. Raises :class:`NoCurrentEngineError` saying
+    the only one that has ``slug`` registered. Raises :class:`NoCurrentEngineError` saying
     which case it is when none fits."""
-    engine = find_current_engine(app)
+    engine = find_current_engine(slug)
     if engine is not None:
         return engine
     count = sum(1 for e in live_engines() if e.is_initialized)
@@ -262,11 +265,11 @@ def current_engine(app: str | None = None) -> MongoDBEngine:
             "(a Celery worker with MDBCelery has one in every pool process; flask_mdb starts "
             "its engine on the first request)"
         )
-    which = f"serve app {app!r}" if app is not None else "are initialized"
+    which = f"serve app {slug!r}" if slug is not None else "are initialized"
     raise NoCurrentEngineError(
         f"several engines in this process {which} and none is bound to this context: pass "
         "engine=..., or bind one with mdb_sync.context.bound(engine=...)",
-        context={"app": app} if app is not None else None,
+        context={"app": slug} if slug is not None else None,
     )
 
 

@@ -604,10 +604,6 @@ def _load_state(base_dir: Path) -> tuple[dict[str, Any] | None, str]:
     return state, "ok"
 
 
-def _read_state(base_dir: Path) -> dict[str, Any] | None:
-    return _load_state(base_dir)[0]
-
-
 def _write_state(base_dir: Path, state: dict[str, Any]) -> None:
     _atomic_write(base_dir / "server.json", json.dumps(state, indent=2))
 

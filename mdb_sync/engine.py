@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import os
-import re
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -28,8 +28,10 @@ from pymongo.errors import ConfigurationError as PyMongoConfigurationError
 from pymongo.errors import PyMongoError
 
 from . import context, embedded
+from . import uri as uri_helpers
 from .app_services import AppServices
 from .catalog import AppCatalog
+from .deprecation import renamed_parameters
 from .embedded_watch import RUNNING, EmbeddedWatch
 from .exceptions import (
     ConfigurationError,
@@ -41,6 +43,7 @@ from .exceptions import (
 )
 from .indexes.auto import AutoIndexManager
 from .indexes.background import DeclaredIndexBuilds
+from .manifest.model import DataAccess
 from .observability.metrics import MetricsCollector
 from .registration import Registration
 from .registry import AppRegistry
@@ -84,22 +87,12 @@ SCOPED_CACHE_SIZE = 1024
 #: This process's id, kept current by the fork hook: ``os.getpid()`` is a system call, and
 #: the client's owner is checked on every operation.
 _PID = os.getpid()
-#: pymongo collection objects cached per engine (see ``_raw_collection``).
-_URI_HOSTS = re.compile(r"^(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)")
-
-
-def _uri_option_names(uri: str) -> set[str]:
-    """The option names (lowercase) set in ``uri``'s query string."""
-    query = uri.split("?", 1)[1] if "?" in uri else ""
-    return {part.split("=", 1)[0].lower() for part in re.split("[&;]", query) if part}
 
 
 def describe_uri(uri: str) -> str:
-    """``mongodb://host:port`` of ``uri``, without credentials, path or options."""
-    match = _URI_HOSTS.match(uri or "")
-    if not match:
-        return "<unparseable URI>"
-    return f"{match.group(1)}://{match.group(2) or '<no host>'}"
+    """``mongodb://host:port`` of ``uri``, without credentials, path or options (see
+    :func:`mdb_sync.uri.describe`; a ``mongodb+srv://`` name is not resolved)."""
+    return uri_helpers.describe(uri)
 
 
 class MongoDBEngine:
@@ -316,8 +309,7 @@ class MongoDBEngine:
         if self._db_name_arg:
             return self._db_name_arg
         uri = self._uri or self._uri_arg or ""
-        match = re.match(r"^mongodb(?:\+srv)?://[^/]*/([^?]+)", uri)
-        return match.group(1) if match else DEFAULT_DB_NAME
+        return uri_helpers.database(uri) or DEFAULT_DB_NAME
 
     def require_initialized(self) -> None:
         """Raise :class:`~mdb_sync.exceptions.EngineNotInitializedError` unless
@@ -457,7 +449,7 @@ class MongoDBEngine:
         """The options the engine's client is built with: the caller's, plus the engine's
         defaults (see the class docstring) for timeouts neither they nor the URI set."""
         uri = self._uri or self._uri_arg or ""
-        given = {k.lower() for k in self._client_options} | _uri_option_names(uri)
+        given = {k.lower() for k in self._client_options} | uri_helpers.option_names(uri)
         defaults = {
             "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
             "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
@@ -515,14 +507,15 @@ class MongoDBEngine:
 
     # --- apps ---------------------------------------------------------------------------------
 
+    @renamed_parameters(app_slug="slug")
     def get_scoped_db(
         self,
-        app_slug: str,
+        slug: str,
         read_scopes: list[str] | tuple[str, ...] | None = None,
         write_scope: str | None = None,
         auto_index: bool = True,
     ) -> ScopedDatabase:
-        """The sandboxed database of ``app_slug`` (cached; cheap to call per request).
+        """The sandboxed database of ``slug`` (cached; cheap to call per request).
 
         ``read_scopes`` defaults to the manifest's ``data_access.read_scopes``, else the app
         alone. Reading another app requires that this app's manifest grants it
@@ -531,7 +524,7 @@ class MongoDBEngine:
         """
         self._require_initialized()
         key = (
-            app_slug,
+            slug,
             tuple(read_scopes) if read_scopes is not None else None,
             write_scope,
             auto_index,
@@ -539,18 +532,18 @@ class MongoDBEngine:
         cached = self._scoped.get(key)
         if cached is not None and time.monotonic() - cached[1] < self.registry_refresh_seconds:
             return cached[0]
-        record = self.registration.require_usable(app_slug)
-        access = record.manifest.get("data_access") or {}
-        if read_scopes is None and access.get("read_scopes"):
-            read_scopes = [app_slug, *access["read_scopes"]]
+        record = self.registration.require_usable(slug)
+        access = record.typed_manifest.data_access
+        if read_scopes is None and access.read_scopes:
+            read_scopes = [slug, *access.read_scopes]
         if read_scopes is not None:
             read_scopes = tuple(read_scopes)
-            self._check_read_scopes(app_slug, read_scopes, access)
+            self._check_read_scopes(slug, read_scopes, access)
         db = ScopedDatabase(
             self._scope_host,
-            app_slug,
+            slug,
             read_scopes=read_scopes,
-            write_scope=write_scope or access.get("write_scope"),
+            write_scope=write_scope or access.write_scope,
             limits=self.limits,
             auto_index=auto_index,
         )
@@ -561,7 +554,7 @@ class MongoDBEngine:
         return db
 
     def _check_read_scopes(
-        self, app_slug: str, read_scopes: tuple[str, ...], access: Mapping[str, Any]
+        self, app_slug: str, read_scopes: tuple[str, ...], access: DataAccess
     ) -> None:
         if isinstance(read_scopes, str) or not all(isinstance(s, str) for s in read_scopes):
             raise ScopeError("read_scopes must be a list of app slugs", context={"app": app_slug})
@@ -570,7 +563,7 @@ class MongoDBEngine:
                 "the '*' read scope is refused: list the apps to read explicitly",
                 context={"app": app_slug},
             )
-        granted = set(access.get("read_scopes") or ())
+        granted = set(access.read_scopes)
         for other in dict.fromkeys(read_scopes):
             if other == app_slug:
                 continue
@@ -586,10 +579,7 @@ class MongoDBEngine:
                 raise ScopeError(
                     f"read scope {other!r} is not a registered app", context={"app": app_slug}
                 )
-            policy = ((owner.get("manifest") or {}).get("data_access") or {}).get(
-                "cross_app_policy", "explicit"
-            )
-            if policy == "deny_all":
+            if DataAccess.from_dict((owner.get("manifest") or {}).get("data_access")).denies_all:
                 self._record_security_event(app_slug, f"{other!r} denies cross-app reads")
                 raise ScopeError(
                     f"app {other!r} denies reads by other apps (cross_app_policy: deny_all)",
@@ -799,19 +789,20 @@ class MongoDBEngine:
     # --- observability ------------------------------------------------------------------------
 
     def _record_security_event(self, app_slug: str, reason: str) -> None:
-        self.metrics.increment("security.refused", app=app_slug)
+        self.metrics.increment("security.refused", slug=app_slug)
         from .signals import security_violation
 
         security_violation.send(self, slug=app_slug, reason=reason)
 
+    @renamed_parameters(app="slug")
     def record_operation(
-        self, name: str, duration_ms: float, success: bool = True, app: str | None = None
+        self, name: str, duration_ms: float, success: bool = True, slug: str | None = None
     ) -> None:
         """Record a custom operation in the engine's metrics (e.g. ``"report.build"``);
-        ``app`` defaults to the app of the current context (the request's or task's)."""
-        if app is None:
-            app = context.get_app_id()
-        self.metrics.record_operation(name, duration_ms, success, app)
+        ``slug`` defaults to the app of the current context (the request's or task's)."""
+        if slug is None:
+            slug = context.get_app_id()
+        self.metrics.record_operation(name, duration_ms, success, slug)
 
     def get_metrics(self) -> dict[str, Any]:
         """``{"summary": {...}, "apps": {app: {"operations": ..., "counters": ...}}}``."""
@@ -825,6 +816,7 @@ class MongoDBEngine:
         """Size and bound of each per-process cache: ``{name: {"size", "limit"}}`` for
         ``scoped_databases``, ``collections_per_database`` (the fullest cached database),
         ``app_id_indexes``, ``raw_collections`` (pymongo collection objects),
+        ``vector_index_states`` (search indexes known ready or missing),
         ``unknown_slugs``, ``registered_apps`` (no limit: the apps you registered),
         ``app_services`` (what is derived from each app's manifest: auth, AI services, metrics
         settings, CORS, websockets) and ``query_shapes``. None of them grows with what
@@ -841,6 +833,13 @@ class MongoDBEngine:
                 },
                 **self.storage.cache_info(),
             }
+        # Read only if loaded: the AI extra (numpy) is optional, and unloaded means empty.
+        vector_search = sys.modules.get("mdb_sync.ai.vector_search")
+        info["vector_index_states"] = (
+            vector_search.index_state_cache_info(self)
+            if vector_search is not None
+            else {"size": 0, "limit": 0}
+        )
         return {
             **info,
             **self.catalog.cache_info(),

@@ -135,6 +135,15 @@ class ResourceLimitExceeded(MongoDBEngineError):
     """A document, result or request is larger than the configured limit."""
 
 
+# --- warnings -------------------------------------------------------------------------------------
+
+
+class ManifestWarning(UserWarning):
+    """A manifest is valid but sets something that has no effect (yet): the message names
+    the key's path. Filter it like any warning (``warnings.simplefilter("error",
+    ManifestWarning)`` makes such manifests fail in CI)."""
+
+
 # --- indexes --------------------------------------------------------------------------------------
 
 
@@ -143,12 +152,37 @@ class IndexError_(MongoDBEngineError):
     shadow the builtin ``IndexError``)."""
 
 
-class IndexConflictError(IndexError_):
-    """A declared index has the name of an existing index with different keys or options."""
+class _IndexConflictError(IndexError_):
+    """Deprecated, never raised: a declared index that conflicts with an existing one is
+    reported with status ``conflict`` by registration (see :doc:`/indexes`)."""
 
 
-class IndexNotSupportedError(IndexError_):
-    """The server cannot build this index type (e.g. text indexes on the embedded server)."""
+class _IndexNotSupportedError(IndexError_):
+    """Deprecated, never raised: an index the server cannot build is reported with status
+    ``not_supported`` by registration."""
+
+
+_IndexConflictError.__name__ = _IndexConflictError.__qualname__ = "IndexConflictError"
+_IndexNotSupportedError.__name__ = _IndexNotSupportedError.__qualname__ = "IndexNotSupportedError"
+#: Public names kept importable (with a DeprecationWarning) though nothing raises them.
+_DEPRECATED = {
+    "IndexConflictError": _IndexConflictError,
+    "IndexNotSupportedError": _IndexNotSupportedError,
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import warnings
+
+        warnings.warn(
+            f"mdb_sync.exceptions.{name} is deprecated and never raised; catch IndexError_ "
+            "or MongoDBEngineError",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _DEPRECATED[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- auth -----------------------------------------------------------------------------------------
@@ -344,15 +378,14 @@ __all__ = [
     "EmbeddedServerNotInstalled",
     "EngineConnectionError",
     "EngineNotInitializedError",
-    "IndexConflictError",
     "IndexError_",
-    "IndexNotSupportedError",
     "InvalidChannelError",
     "InvalidCollectionName",
     "InvalidMessageError",
     "InvalidMongoURI",
     "IsolationError",
     "ManifestValidationError",
+    "ManifestWarning",
     "ModelNotFoundError",
     "MongoDBEngineError",
     "PortabilityError",

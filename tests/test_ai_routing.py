@@ -196,7 +196,7 @@ def test_declared_provider_settings_are_checked(engine, two_providers):
         assert path in info.value.paths, (providers, info.value.paths)
         assert "sk-secret" not in str(info.value)
         with pytest.raises(ConfigurationError) as direct:
-            LLMConfig.from_manifest(manifest["llm_config"], app="bad", environ={})
+            LLMConfig.from_manifest(manifest["llm_config"], slug="bad", environ={})
         assert str(direct.value).startswith(path), str(direct.value)
         assert "sk-secret" not in str(direct.value)
 

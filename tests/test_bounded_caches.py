@@ -184,3 +184,16 @@ def test_configure_refuses_bad_bounds(engine):
     for option in ("max_shapes", "max_shapes_per_app", "max_shapes_per_collection", "shape_ttl"):
         with pytest.raises(ValueError, match=option):
             engine.auto_indexes.configure(**{option: 0})
+
+
+def test_search_index_states_stay_at_their_bound(engine):
+    # Searches naming ever new collections and indexes (user input in a collection name):
+    # the states remembered for them are dropped oldest first at INDEX_STATE_CACHE_SIZE.
+    from mdb_sync.ai.vector_search import INDEX_STATE_CACHE_SIZE, search_index_ready
+
+    db = engine.get_scoped_db("vstates")
+    for i in range(INDEX_STATE_CACHE_SIZE + 50):
+        assert search_index_ready(engine, db[f"c{i % 7}"], f"index{i}") is False
+    info = engine.cache_info()["vector_index_states"]
+    assert info == {"size": INDEX_STATE_CACHE_SIZE, "limit": INDEX_STATE_CACHE_SIZE}
+    _within_bounds(engine.cache_info())

@@ -41,6 +41,10 @@ def _holder(owner: str, docs):
         from pymongo import helpers_shared
 
         return helpers_shared
+    if owner == "pymongo.uri_parser_shared":
+        from pymongo import uri_parser_shared
+
+        return uri_parser_shared
     if owner == "pymongo.cursor.Cursor":
         return docs.find({}, {"n": 1}).sort("n", -1).skip(1).limit(3)
     if owner == "pymongo.command_cursor.CommandCursor":
@@ -67,6 +71,14 @@ def test_each_pymongo_private_exists(owner, name, docs):
     assert hasattr(holder, name), (
         f"pymongo no longer has {owner}.{name}: mdb_sync/_pymongo_seam.py needs updating"
     )
+
+
+def test_a_uri_is_parsed_without_dns():
+    parsed = seam.parse_uri_offline("mongodb+srv://u:p@c.mdb-sync.invalid/db?retryWrites=true")
+    assert parsed["fqdn"] == "c.mdb-sync.invalid"
+    assert (parsed["username"], parsed["password"], parsed["database"]) == ("u", "p", "db")
+    assert parsed["nodelist"] == [("c.mdb-sync.invalid", None)]
+    assert seam.parse_uri_offline("mongodb://a:1,b/x")["nodelist"] == [("a", 1), ("b", 27017)]
 
 
 def test_index_spec_helpers():

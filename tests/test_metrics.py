@@ -180,11 +180,11 @@ def test_metrics_never_contain_document_contents(engine):
 
 
 def test_custom_operations_and_timed_blocks(engine):
-    engine.record_operation("report.build", 12.5, app="shop")
-    engine.record_operation("report.build", 7.5, success=False, app="shop")
-    with pytest.raises(RuntimeError), engine.metrics.timed("job.run", app="shop"):
+    engine.record_operation("report.build", 12.5, slug="shop")
+    engine.record_operation("report.build", 7.5, success=False, slug="shop")
+    with pytest.raises(RuntimeError), engine.metrics.timed("job.run", slug="shop"):
         raise RuntimeError("boom")
-    with engine.metrics.timed("job.run", app="shop"):
+    with engine.metrics.timed("job.run", slug="shop"):
         pass
     ops = _ops(engine, "shop")
     assert ops["report.build"]["count"] == 2
@@ -209,7 +209,7 @@ def test_module_level_record_operation_uses_the_only_engine(engine):
 def test_module_level_record_operation_without_engine_has_a_collector_of_its_own():
     collector = get_metrics_collector()
     assert isinstance(collector, MetricsCollector)
-    record_operation("lonely.op", 1.0, app="nowhere")
+    record_operation("lonely.op", 1.0, slug="nowhere")
     assert collector.snapshot()["apps"]["nowhere"]["operations"]["lonely.op"]["count"] >= 1
 
 
@@ -251,7 +251,7 @@ def test_prometheus_text_parses_and_matches_the_snapshot(engine):
     db = engine.get_scoped_db("promapp")
     db.items.insert_one({"a": 1})
     db.items.insert_one({"a": 2})
-    engine.metrics.increment("llm.tokens.prompt", 42, app="promapp")
+    engine.metrics.increment("llm.tokens.prompt", 42, slug="promapp")
     text = engine.metrics_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     ops = families["mdb_operations"]
@@ -277,7 +277,7 @@ def test_prometheus_text_parses_and_matches_the_snapshot(engine):
 
 def test_label_values_are_escaped():
     collector = MetricsCollector()
-    collector.record_operation('we"ird\nop\\', 1.0, app="x")
+    collector.record_operation('we"ird\nop\\', 1.0, slug="x")
     families = list(text_string_to_metric_families(collector.prometheus_text()))
     labels = [s.labels for f in families for s in f.samples if "operation" in s.labels]
     assert labels[0]["operation"] == 'we"ird\nop\\'
@@ -330,9 +330,9 @@ def test_labelled_counters_are_bounded_and_exact_in_the_exposition():
 
     metrics = MetricsCollector()
     for i in range(MAX_LABEL_SETS + 50):
-        metrics.increment("llm.cost.usd", 0.5, app="shop", labels={"model": f"lab/m{i}"})
-    metrics.increment("llm.tokens.prompt", 1_234_567, app="shop")
-    metrics.increment("llm.cost.usd", 12.3456789, app="shop", labels={"model": "lab/m0"})
+        metrics.increment("llm.cost.usd", 0.5, slug="shop", labels={"model": f"lab/m{i}"})
+    metrics.increment("llm.tokens.prompt", 1_234_567, slug="shop")
+    metrics.increment("llm.cost.usd", 12.3456789, slug="shop", labels={"model": "lab/m0"})
     app = metrics.snapshot()["apps"]["shop"]
     assert app["counters"]["llm.cost.usd"] == pytest.approx(0.5 * 150 + 12.3456789)
     sets = {e["labels"]["model"]: e["value"] for e in app["labelled"]["llm.cost.usd"]}

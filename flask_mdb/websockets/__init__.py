@@ -32,6 +32,7 @@ from typing import Any
 from flask import Flask, has_app_context
 
 from mdb_sync import realtime
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.exceptions import RealtimeError
 from mdb_sync.realtime import Event
 
@@ -68,38 +69,40 @@ def _publish(send: Any, app: Flask | None, **kwargs: Any) -> Event:
         if engine is not None or not lazy_engines_waiting():
             raise
         raise RealtimeError(
-            f"cannot send to {kwargs['app_slug']!r}: {exc}. Note that flask_mdb starts its "
+            f"cannot send to {kwargs['slug']!r}: {exc}. Note that flask_mdb starts its "
             "engine lazily, on the first request (or the first use of mdb.engine / "
             "mdb.get_db()), and this process has an MDB extension whose engine has not "
             "started. Outside a request, pass app=your_flask_app, call it inside "
             "`with app.app_context():`, or start the engine first with mdb.get_engine(app)",
-            context={"app": kwargs["app_slug"]},
+            context={"app": kwargs["slug"]},
         ) from exc
 
 
+@renamed_parameters(app_slug="slug")
 def broadcast_to_app(
-    app_slug: str,
+    slug: str,
     message: Any,
     *,
     exclude: Any = None,
     local_only: bool = False,
     app: Flask | None = None,
 ) -> Event:
-    """Send ``message`` to every connection of ``app_slug`` in every process (with the current
+    """Send ``message`` to every connection of ``slug`` in every process (with the current
     Flask app's engine — or ``app``'s; outside both, the process's). ``exclude``: connection(s)
     to skip (:class:`Connection` objects or their ids)."""
     return _publish(
         realtime.broadcast_to_app,
         app,
-        app_slug=app_slug,
+        slug=slug,
         message=message,
         exclude=connection_ids(exclude),
         local_only=local_only,
     )
 
 
+@renamed_parameters(app_slug="slug")
 def send_to_user(
-    app_slug: str,
+    slug: str,
     user_id: Any,
     message: Any,
     *,
@@ -107,13 +110,13 @@ def send_to_user(
     local_only: bool = False,
     app: Flask | None = None,
 ) -> Event:
-    """Send ``message`` to every connection of user ``user_id`` of ``app_slug``, in every
+    """Send ``message`` to every connection of user ``user_id`` of ``slug``, in every
     process. ``exclude``: connection(s) to skip — e.g. the sender's own, so a user's other
     tabs hear of a change but the tab that made it does not."""
     return _publish(
         realtime.send_to_user,
         app,
-        app_slug=app_slug,
+        slug=slug,
         user_id=user_id,
         message=message,
         exclude=connection_ids(exclude),
@@ -121,8 +124,9 @@ def send_to_user(
     )
 
 
+@renamed_parameters(app_slug="slug")
 def broadcast_to_channel(
-    app_slug: str,
+    slug: str,
     channel: str,
     message: Any,
     *,
@@ -130,13 +134,13 @@ def broadcast_to_channel(
     local_only: bool = False,
     app: Flask | None = None,
 ) -> Event:
-    """Send ``message`` to the connections of ``app_slug`` that joined ``channel``, in
+    """Send ``message`` to the connections of ``slug`` that joined ``channel``, in
     every process (engine: as for :func:`broadcast_to_app`). ``exclude``: connection(s) to
     skip. A bad channel name raises :class:`~mdb_sync.exceptions.InvalidChannelError`."""
     return _publish(
         realtime.broadcast_to_channel,
         app,
-        app_slug=app_slug,
+        slug=slug,
         channel=channel,
         message=message,
         exclude=connection_ids(exclude),

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.exceptions import (
     ChannelLimitExceeded,
     ChannelRefused,
@@ -112,10 +113,11 @@ class AuthorizerRegistry:
 authorizers = AuthorizerRegistry()
 
 
+@renamed_parameters(app_slug="slug")
 def register_channel_authorizer(
-    app_slug: str, authorizer: ChannelAuthorizer | None = None, channel: str | None = None
+    slug: str, authorizer: ChannelAuthorizer | None = None, channel: str | None = None
 ) -> Any:
-    """Decide who may join the channels of ``app_slug`` (``channel``: only that channel, or
+    """Decide who may join the channels of ``slug`` (``channel``: only that channel, or
     those under a prefix: ``"rooms/*"``). ``authorizer(connection, channel)`` runs on the
     connection's thread with the app bound; a true result lets it join, a false one refuses
     (raise :class:`~.handlers.MessageError` to refuse with a message of your own). Also a
@@ -129,11 +131,11 @@ def register_channel_authorizer(
     if authorizer is None:
 
         def decorator(func: ChannelAuthorizer) -> ChannelAuthorizer:
-            authorizers.add(app_slug, func, channel)
+            authorizers.add(slug, func, channel)
             return func
 
         return decorator
-    authorizers.add(app_slug, authorizer, channel)
+    authorizers.add(slug, authorizer, channel)
     return authorizer
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsproto.events import TextMessage
 
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.realtime import encode_message
 
 if TYPE_CHECKING:
@@ -147,11 +148,12 @@ class Connection:
     :meth:`revoke` closed it.
     """
 
+    @renamed_parameters(app_slug="slug")
     def __init__(
         self,
         ws: Any,
         *,
-        app_slug: str,
+        slug: str,
         manager: WebSocketManager | None = None,
         endpoint: str | None = None,
         identity: dict[str, Any] | None = None,
@@ -164,7 +166,7 @@ class Connection:
     ) -> None:
         identity = dict(identity or {})
         self.id = uuid.uuid4().hex
-        self.app_slug = app_slug
+        self.app_slug = slug
         self._manager = manager
         self.endpoint = endpoint
         self.identity = identity

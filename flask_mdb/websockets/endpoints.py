@@ -13,8 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_PING_INTERVAL = 30
-DEFAULT_MAX_MESSAGE_SIZE = 65_536
+from mdb_sync.manifest.model import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PING_INTERVAL,
+    Manifest,
+    WebsocketSettings,
+    as_manifest,
+)
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "DEFAULT_PING_INTERVAL", "Endpoint", "endpoints_of"]
 
 
 @dataclass(frozen=True)
@@ -49,24 +56,26 @@ class Endpoint:
         }
 
     @classmethod
-    def from_manifest(cls, slug: str, name: str, block: Mapping[str, Any]) -> Endpoint:
-        auth = block.get("auth") or {}
+    def from_settings(cls, slug: str, settings: WebsocketSettings) -> Endpoint:
+        """The endpoint of app ``slug`` that the typed manifest's ``settings`` declare."""
         return cls(
             app_slug=slug,
-            name=name,
-            path=block["path"],
-            description=block.get("description", ""),
-            auth_required=bool(auth.get("required", False)),
-            allow_anonymous=bool(auth.get("allow_anonymous", True)),
-            ping_interval=int(block.get("ping_interval", DEFAULT_PING_INTERVAL)),
-            max_message_size=int(block.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
+            name=settings.name,
+            path=settings.path,
+            description=settings.description,
+            auth_required=settings.auth_required,
+            allow_anonymous=settings.allow_anonymous,
+            ping_interval=settings.ping_interval,
+            max_message_size=settings.max_message_size,
         )
 
+    @classmethod
+    def from_manifest(cls, slug: str, name: str, block: Mapping[str, Any]) -> Endpoint:
+        """The endpoint of a validated ``websockets.<name>`` block (see :meth:`from_settings`)."""
+        return cls.from_settings(slug, WebsocketSettings.from_dict(name, block))
 
-def endpoints_of(manifest: Mapping[str, Any]) -> dict[str, Endpoint]:
+
+def endpoints_of(manifest: Manifest | Mapping[str, Any]) -> dict[str, Endpoint]:
     """The endpoints of a (validated) manifest, by name."""
-    slug = manifest["slug"]
-    return {
-        name: Endpoint.from_manifest(slug, name, block)
-        for name, block in (manifest.get("websockets") or {}).items()
-    }
+    typed = as_manifest(manifest)
+    return {name: Endpoint.from_settings(typed.slug, s) for name, s in typed.websockets.items()}

@@ -35,6 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.exceptions import ConfigurationError, MongoDBEngineError
 from mdb_sync.scoping import validate_slug
 
@@ -142,10 +143,11 @@ class HandlerRegistry:
 registry = HandlerRegistry()
 
 
+@renamed_parameters(app_slug="slug")
 def register_message_handler(
-    app_slug: str, handler: MessageHandler | None = None, message_type: str | None = None
+    slug: str, handler: MessageHandler | None = None, message_type: str | None = None
 ) -> Any:
-    """Handle the JSON messages clients of ``app_slug`` send: those of ``message_type``, or
+    """Handle the JSON messages clients of ``slug`` send: those of ``message_type``, or
     (without one) every type that has no handler of its own and is not built in (``ping``,
     ``subscribe``, ``unsubscribe``; a catch-all returns :data:`UNHANDLED` for a type it does
     not know). ``handler(connection, message)`` may return a reply. Also a decorator::
@@ -158,25 +160,27 @@ def register_message_handler(
     if handler is None:
 
         def decorator(func: MessageHandler) -> MessageHandler:
-            registry.add_message(app_slug, func, message_type)
+            registry.add_message(slug, func, message_type)
             return func
 
         return decorator
-    registry.add_message(app_slug, handler, message_type)
+    registry.add_message(slug, handler, message_type)
     return handler
 
 
-def register_connect_handler(app_slug: str, handler: ConnectionHandler | None = None) -> Any:
-    """Call ``handler(connection)`` when a client of ``app_slug`` has connected and been
+@renamed_parameters(app_slug="slug")
+def register_connect_handler(slug: str, handler: ConnectionHandler | None = None) -> Any:
+    """Call ``handler(connection)`` when a client of ``slug`` has connected and been
     authenticated. Returning False (or raising :class:`MessageError`) refuses it: the
     connection is closed with code 1008. Also a decorator."""
-    return _hook(app_slug, handler, "connect")
+    return _hook(slug, handler, "connect")
 
 
-def register_disconnect_handler(app_slug: str, handler: ConnectionHandler | None = None) -> Any:
-    """Call ``handler(connection)`` after a client of ``app_slug`` is gone (whatever the
+@renamed_parameters(app_slug="slug")
+def register_disconnect_handler(slug: str, handler: ConnectionHandler | None = None) -> Any:
+    """Call ``handler(connection)`` after a client of ``slug`` is gone (whatever the
     reason). Also a decorator."""
-    return _hook(app_slug, handler, "disconnect")
+    return _hook(slug, handler, "disconnect")
 
 
 def _hook(app_slug: str, handler: ConnectionHandler | None, on: str) -> Any:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import PyMongoError
 
 from mdb_sync.auth import revocation
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.exceptions import ChannelRefused, ConnectionLimitExceeded
 from mdb_sync.realtime import Event, Subscription
 from mdb_sync.realtime.channels import validate_channel
@@ -91,9 +92,10 @@ class WebSocketManager:
     one client, or a flood of anonymous ones, from exhausting the server.
     """
 
+    @renamed_parameters(app_slug="slug")
     def __init__(
         self,
-        app_slug: str,
+        slug: str,
         engine: MongoDBEngine,
         *,
         queue_size: int = 256,
@@ -106,7 +108,7 @@ class WebSocketManager:
         slots: ConnectionSlots | None = None,
         app_context: Callable[[], AbstractContextManager[Any]] | None = None,
     ) -> None:
-        self.app_slug = app_slug
+        self.app_slug = slug
         self.engine = engine
         self.queue_size = queue_size
         self.send_timeout = send_timeout
@@ -155,7 +157,7 @@ class WebSocketManager:
         connection = Connection(
             ws,
             manager=self,
-            app_slug=self.app_slug,
+            slug=self.app_slug,
             endpoint=endpoint,
             identity=identity,
             user_id=user_id,
@@ -424,7 +426,7 @@ class WebSocketManager:
     def count_channel(self, name: str, channel: str, value: int = 1) -> None:
         """Count ``name`` for ``channel`` (a label: at most 100 channels per app and counter
         are named, the rest count as ``_other``)."""
-        self.engine.metrics.increment(name, value, app=self.app_slug, labels={"channel": channel})
+        self.engine.metrics.increment(name, value, slug=self.app_slug, labels={"channel": channel})
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -569,4 +571,4 @@ class WebSocketManager:
                 )
 
     def _count(self, name: str) -> None:
-        self.engine.metrics.increment(name, app=self.app_slug)
+        self.engine.metrics.increment(name, slug=self.app_slug)

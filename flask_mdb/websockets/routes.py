@@ -49,6 +49,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from mdb_sync.auth import revocation
+from mdb_sync.deprecation import renamed_parameters
 from mdb_sync.exceptions import (
     AppNotFoundError,
     AuthError,
@@ -313,7 +314,7 @@ def _before_websocket() -> Response | None:
     trusted = _trusted_origin(origin, bound)
     if trusted is None:
         engine = state.engine
-        engine.metrics.increment("ws.refused", app=slug)
+        engine.metrics.increment("ws.refused", slug=slug)
         log.warning("websocket to %s refused: origin %r not allowed", request.path, origin)
         return _refuse(
             403, "OriginRefused", f"origin {str(origin)[:200]!r} may not open this websocket"
@@ -399,7 +400,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
     engine = ws_state.mdb_state.engine
     slug = endpoint.app_slug
     if refusal is not None:
-        engine.metrics.increment("ws.refused", app=slug)
+        engine.metrics.increment("ws.refused", slug=slug)
         ws.close(reason=POLICY_VIOLATION, message=refusal)
         return
     manager = ws_state.manager(slug)
@@ -448,7 +449,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
                     if not ws.connected:
                         break
                     continue
-                engine.metrics.increment("ws.messages_received", app=slug)
+                engine.metrics.increment("ws.messages_received", slug=slug)
                 if _may_act(manager, connection):
                     dispatch(connection, data)
     except ConnectionClosed:
@@ -579,13 +580,14 @@ def _run_connect_hooks(connection: Any) -> str | None:
 # --- public helpers -----------------------------------------------------------------------------
 
 
-def get_websocket_manager(app_slug: str, app: Flask | None = None) -> WebSocketManager:
-    """The connection manager of ``app_slug`` in this process, for the current Flask app (or
+@renamed_parameters(app_slug="slug")
+def get_websocket_manager(slug: str, app: Flask | None = None) -> WebSocketManager:
+    """The connection manager of ``slug`` in this process, for the current Flask app (or
     ``app``): its live connections, ``broadcast``, ``send_to_user``..."""
     ws_state = get_ws_state(app)
     ws_state.mdb_state.ensure_ready()
-    validate_slug(app_slug)
-    return ws_state.manager(app_slug)
+    validate_slug(slug)
+    return ws_state.manager(slug)
 
 
 def manifest_for(state: MDBState, slug: str) -> dict[str, Any]:

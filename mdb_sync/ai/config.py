@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, overload
 from urllib.parse import urlsplit
 
+from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
 from .chunking import DEFAULT_MAX_TOKENS, MIN_MAX_TOKENS
 from .routing import (
@@ -180,11 +181,12 @@ class LLMConfig:
             raise _fail("llm_config.provider", f"must be one of {', '.join(PROVIDERS)}")
 
     @classmethod
+    @renamed_parameters(app="slug")
     def from_manifest(
         cls,
         section: Any,
         *,
-        app: str | None = None,
+        slug: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> LLMConfig:
         """Read ``llm_config`` and fill in what the environment provides."""
@@ -195,25 +197,25 @@ class LLMConfig:
             "embedding_dimensions", "embedding_batch_size", "providers", "prices",
             "monthly_budget_usd",
         }  # fmt: skip
-        r = _Reader("llm_config", section, app, known)
-        providers = _read_providers(r.get("providers"), app)
-        prices = read_prices(r.get("prices"), app)
+        r = _Reader("llm_config", section, slug, known)
+        providers = _read_providers(r.get("providers"), slug)
+        prices = read_prices(r.get("prices"), slug)
         names = known_providers({"providers": providers})
         for key in ("default_chat_model", "default_embedding_model"):
             problem = model_problem(r.get(key), names)
             if problem:
-                raise _fail(r.path(key), problem, app)
+                raise _fail(r.path(key), problem, slug)
         for key in prices:
             prefix, _ = split_model(key)
             if prefix is not None and prefix not in names:
-                raise _fail(f"llm_config.prices.{key}", model_problem(key, names) or "", app)
+                raise _fail(f"llm_config.prices.{key}", model_problem(key, names) or "", slug)
         explicit = r.string("provider")
         if explicit is not None and explicit not in PROVIDERS:
-            raise _fail("llm_config.provider", f"must be one of {', '.join(PROVIDERS)}", app)
+            raise _fail("llm_config.provider", f"must be one of {', '.join(PROVIDERS)}", slug)
         provider = explicit or _detect_provider(env)
         base_url = r.string("base_url")
         if base_url is not None:
-            base_url = _check_url(base_url, "llm_config.base_url", app)
+            base_url = _check_url(base_url, "llm_config.base_url", slug)
         local = provider == "local"
         config = cls(
             enabled=r.boolean("enabled", False),
@@ -247,11 +249,12 @@ class LLMConfig:
                     f"llm_config.providers.{provider}.{key}",
                     f"conflicts with llm_config.{key} (both configure the default provider "
                     f"{provider!r}); give it in one place",
-                    app,
+                    slug,
                 )
-        return config.with_environment(env, app=app)
+        return config.with_environment(env, slug=slug)
 
-    def with_environment(self, environ: Mapping[str, str], *, app: str | None = None) -> LLMConfig:
+    @renamed_parameters(app="slug")
+    def with_environment(self, environ: Mapping[str, str], *, slug: str | None = None) -> LLMConfig:
         """Fill the endpoint, API version and key from the environment where unset."""
         env = environ
         base_url = self.base_url
@@ -259,25 +262,26 @@ class LLMConfig:
         api_version = self.api_version
         if self.provider == "azure":
             if base_url is None and env.get("AZURE_OPENAI_ENDPOINT"):
-                base_url = _check_url(env["AZURE_OPENAI_ENDPOINT"], "AZURE_OPENAI_ENDPOINT", app)
+                base_url = _check_url(env["AZURE_OPENAI_ENDPOINT"], "AZURE_OPENAI_ENDPOINT", slug)
             api_key = api_key or env.get("AZURE_OPENAI_API_KEY") or None
             api_version = (
                 api_version or env.get("AZURE_OPENAI_API_VERSION") or DEFAULT_AZURE_API_VERSION
             )
         else:
             if base_url is None and env.get(BASE_URL_ENV):
-                base_url = _check_url(env[BASE_URL_ENV], BASE_URL_ENV, app)
+                base_url = _check_url(env[BASE_URL_ENV], BASE_URL_ENV, slug)
             api_key = api_key or env.get("OPENAI_API_KEY") or None
         return replace(self, base_url=base_url, api_key=api_key, api_version=api_version)
 
-    def require_ready(self, app: str | None = None) -> None:
+    @renamed_parameters(app="slug")
+    def require_ready(self, slug: str | None = None) -> None:
         """Raise :class:`ConfigurationError` if calls could not work (no key, no endpoint)."""
         if self.provider == "openai" and not self.api_key:
             raise _fail(
                 "llm_config.provider",
                 "the OpenAI provider needs an API key: set OPENAI_API_KEY (or choose "
                 "provider 'local', or 'openai_compatible' with a base_url)",
-                app,
+                slug,
             )
         if self.provider == "azure":
             if not self.base_url:
@@ -285,18 +289,18 @@ class LLMConfig:
                     "llm_config.base_url",
                     "the Azure provider needs an endpoint: set AZURE_OPENAI_ENDPOINT or "
                     "llm_config.base_url (https://<resource>.openai.azure.com)",
-                    app,
+                    slug,
                 )
             if not self.api_key:
                 raise _fail(
-                    "llm_config.provider", "the Azure provider needs AZURE_OPENAI_API_KEY", app
+                    "llm_config.provider", "the Azure provider needs AZURE_OPENAI_API_KEY", slug
                 )
         if self.provider == "openai_compatible" and not self.base_url:
             raise _fail(
                 "llm_config.base_url",
                 f"the openai_compatible provider needs a base_url (or {BASE_URL_ENV}), e.g. "
                 "http://localhost:11434/v1 for Ollama",
-                app,
+                slug,
             )
 
 
@@ -343,31 +347,32 @@ def _read_providers(raw: Any, app: str | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+@renamed_parameters(app="slug")
 def read_prices(
-    raw: Any, app: str | None, *, where: str = "llm_config.prices"
+    raw: Any, slug: str | None, *, where: str = "llm_config.prices"
 ) -> dict[str, dict[str, float]]:
     """``llm_config.prices`` (or the ``MDB_LLM_PRICES`` file): key -> ``{"input": usd,
     "output": usd}`` per million tokens (a number stands for both)."""
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise _fail(where, "must be an object of model -> price", app)
+        raise _fail(where, "must be an object of model -> price", slug)
     if len(raw) > MAX_PRICE_ENTRIES:
-        raise _fail(where, f"must have at most {MAX_PRICE_ENTRIES} entries", app)
+        raise _fail(where, f"must have at most {MAX_PRICE_ENTRIES} entries", slug)
     out: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
         path = f"{where}.{key}"
         if not isinstance(key, str) or not key.strip() or len(key) > 256:
             raise _fail(
-                path, "keys are model names: 'provider/model', 'provider/*', 'model' or '*'", app
+                path, "keys are model names: 'provider/model', 'provider/*', 'model' or '*'", slug
             )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = {"input": value, "output": value}
-        r = _Reader(path, value, app, {"input", "output"})
+        r = _Reader(path, value, slug, {"input", "output"})
         price_in = r.number("input", default=None, low=0, high=MAX_PRICE)
         price_out = r.number("output", default=None, low=0, high=MAX_PRICE)
         if price_in is None and price_out is None:
-            raise _fail(path, "give input and/or output (USD per million tokens)", app)
+            raise _fail(path, "give input and/or output (USD per million tokens)", slug)
         out[key] = {"input": price_in or 0.0, "output": price_out or 0.0}
     return out
 
@@ -395,12 +400,13 @@ class EmbeddingConfig:
     default_embedding_model: str | None = None
 
     @classmethod
-    def from_manifest(cls, section: Any, *, app: str | None = None) -> EmbeddingConfig:
+    @renamed_parameters(app="slug")
+    def from_manifest(cls, section: Any, *, slug: str | None = None) -> EmbeddingConfig:
         known = {
             "enabled", "max_tokens_per_chunk", "default_max_tokens", "tokenizer_model",
             "default_tokenizer_model", "chunk_overlap_tokens", "default_embedding_model",
         }  # fmt: skip
-        r = _Reader("embedding_config", section, app, known)
+        r = _Reader("embedding_config", section, slug, known)
         max_tokens = r.integer(
             "max_tokens_per_chunk",
             "default_max_tokens",
@@ -413,7 +419,7 @@ class EmbeddingConfig:
             raise _fail(
                 "embedding_config.chunk_overlap_tokens",
                 f"must be smaller than max_tokens_per_chunk ({max_tokens})",
-                app,
+                slug,
             )
         return cls(
             enabled=r.boolean("enabled", True),
@@ -441,12 +447,13 @@ class MemoryConfig:
     similarity_threshold: float | None = None
 
     @classmethod
-    def from_manifest(cls, section: Any, *, app: str | None = None) -> MemoryConfig:
+    @renamed_parameters(app="slug")
+    def from_manifest(cls, section: Any, *, slug: str | None = None) -> MemoryConfig:
         known = {
             "enabled", "collection_name", "infer", "enable_graph", "async_mode",
             "embedding_model", "chat_model", "similarity_threshold",
         }  # fmt: skip
-        r = _Reader("memory_config", section, app, known)
+        r = _Reader("memory_config", section, slug, known)
         return cls(
             enabled=r.boolean("enabled", True),
             collection_name=r.string("collection_name", default="memories") or "memories",

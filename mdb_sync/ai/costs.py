@@ -133,7 +133,7 @@ class CostMeter:
             cost = hold.price.cost(prompt_tokens, completion_tokens)
         if cost > 0 and self.telemetry.metrics is not None:
             self.telemetry.metrics.increment(
-                "llm.cost.usd", cost, app=self.app, labels={"model": hold.route.label}
+                "llm.cost.usd", cost, slug=self.app, labels={"model": hold.route.label}
             )
         if hold.reservation is not None:
             assert self.ledger is not None
@@ -156,7 +156,7 @@ class CostMeter:
     def _unpriced(self, route: Route) -> None:
         metrics = self.telemetry.metrics
         if metrics is not None:
-            metrics.increment("llm.cost.unpriced", 1, app=self.app, labels={"model": route.label})
+            metrics.increment("llm.cost.unpriced", 1, slug=self.app, labels={"model": route.label})
         key = (self.app, route.label)
         with _warned_lock:
             if key in _warned or len(_warned) >= _MAX_WARNED:

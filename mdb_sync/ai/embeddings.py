@@ -67,7 +67,7 @@ class EmbeddingService:
         app: str | None = None,
     ) -> None:
         if not isinstance(config, EmbeddingConfig):
-            config = EmbeddingConfig.from_manifest(dict(config or {}), app=app)
+            config = EmbeddingConfig.from_manifest(dict(config or {}), slug=app)
         overrides = {
             "max_tokens_per_chunk": max_tokens_per_chunk,
             "tokenizer_model": tokenizer_model,
@@ -83,7 +83,7 @@ class EmbeddingService:
                 "default_embedding_model": config.default_embedding_model,
             }
             merged.update({k: v for k, v in overrides.items() if v is not None})
-            config = EmbeddingConfig.from_manifest(merged, app=app)
+            config = EmbeddingConfig.from_manifest(merged, slug=app)
         self.config = config
         self.app = app
         self.llm = llm or LLMService(llm_config, metrics=metrics, app=app)

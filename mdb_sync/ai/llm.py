@@ -62,11 +62,11 @@ class Telemetry:
         finally:
             if self.metrics is not None:
                 elapsed = (time.perf_counter() - started) * 1000
-                self.metrics.record_operation(name, elapsed, ok, app=self.app)
+                self.metrics.record_operation(name, elapsed, ok, slug=self.app)
 
     def count(self, name: str, value: float) -> None:
         if self.metrics is not None and value:
-            self.metrics.increment(name, value, app=self.app)
+            self.metrics.increment(name, value, slug=self.app)
 
 
 def _coerce_config(config: LLMConfig | Mapping[str, Any] | None) -> LLMConfig:

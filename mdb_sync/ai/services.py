@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
 from .config import EmbeddingConfig, LLMConfig, MemoryConfig
 from .routing import environment_names, split_model
@@ -68,7 +69,7 @@ def _disabled(slug: str, section: str) -> ConfigurationError:
 
 
 def _llm_config(slug: str, sections: dict[str, Any]) -> LLMConfig:
-    config = LLMConfig.from_manifest(sections["llm_config"], app=slug)
+    config = LLMConfig.from_manifest(sections["llm_config"], slug=slug)
     config.require_ready(slug)
     return config
 
@@ -108,7 +109,7 @@ def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
             raise _disabled(slug, "embedding_config")
         config = EmbeddingConfig()
     else:
-        config = EmbeddingConfig.from_manifest(sections["embedding_config"], app=slug)
+        config = EmbeddingConfig.from_manifest(sections["embedding_config"], slug=slug)
         if not config.enabled:
             raise _disabled(slug, "embedding_config")
 
@@ -125,7 +126,7 @@ def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
     sections = _sections(engine, slug)
     if sections["memory_config"] is None:
         raise _disabled(slug, "memory_config")
-    config = MemoryConfig.from_manifest(sections["memory_config"], app=slug)
+    config = MemoryConfig.from_manifest(sections["memory_config"], slug=slug)
     if not config.enabled:
         raise _disabled(slug, "memory_config")
     llm_config = _llm_config(slug, sections)
@@ -174,27 +175,28 @@ def embedding_service_for_memory(
     from .embeddings import EmbeddingService
 
     section = sections["embedding_config"]
-    config = EmbeddingConfig.from_manifest(section, app=slug) if section else EmbeddingConfig()
+    config = EmbeddingConfig.from_manifest(section, slug=slug) if section else EmbeddingConfig()
     llm = _llm_service(engine, slug, llm_config)
     return EmbeddingService(config=config, llm=llm, app=slug)
 
 
+@renamed_parameters(app_slug="slug")
 def get_embedding_service(
-    app_slug: str | None = None, *, engine: MongoDBEngine | None = None
+    slug: str | None = None, *, engine: MongoDBEngine | None = None
 ) -> EmbeddingService:
-    """The predecessor's entry point. With ``app_slug``: that app's service, as
-    ``engine.get_embedding_service(app_slug)`` (the process's engine unless ``engine`` is
+    """The predecessor's entry point. With ``slug``: that app's service, as
+    ``engine.get_embedding_service(slug)`` (the process's engine unless ``engine`` is
     given). Without: a service configured by the environment alone — ``OPENAI_API_KEY``,
     Azure's variables, ``MDB_LLM_BASE_URL``; :class:`ConfigurationError` names them when none
     is set — for a script that embeds or stores chunks (``process_and_store`` into any scoped
     collection) without an app."""
     from .embeddings import EmbeddingService
 
-    if app_slug is None:
+    if slug is None:
         standalone = EmbeddingService()
         standalone.llm.config.require_ready()  # no key, no endpoint: say so now
         return standalone
     from ..realtime import engine_for
 
-    service: EmbeddingService = engine_for(app_slug, engine).get_embedding_service(app_slug)
+    service: EmbeddingService = engine_for(slug, engine).get_embedding_service(slug)
     return service

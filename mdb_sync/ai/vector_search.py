@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -150,9 +151,18 @@ def server_supports_vector_search(engine: Any) -> bool:
 
 #: How long a missing or building search index is remembered before asking again.
 INDEX_RECHECK_SECONDS = 30.0
-_index_state: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], tuple[bool, float]]] = (
+#: Search-index states remembered per engine (least recently used dropped first): bounded
+#: whatever collection and index names searches bring.
+INDEX_STATE_CACHE_SIZE = 1024
+_index_state: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], tuple[bool, float]]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def index_state_cache_info(engine: Any) -> dict[str, int]:
+    """``{"size", "limit"}`` of the search-index states ``engine``'s process remembers."""
+    with _support_lock:
+        return {"size": len(_index_state.get(engine) or ()), "limit": INDEX_STATE_CACHE_SIZE}
 
 
 def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
@@ -170,8 +180,10 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
     physical = physical_name(collection.database.write_scope, collection.name)
     key = (physical, index)
     with _support_lock:
-        states = _index_state.setdefault(engine, {})
-    known = states.get(key)
+        states = _index_state.setdefault(engine, OrderedDict())
+        known = states.get(key)
+        if known is not None:
+            states.move_to_end(key)
     now = time.monotonic()
     if known is not None and (known[0] or now - known[1] < INDEX_RECHECK_SECONDS):
         return known[0]
@@ -187,7 +199,11 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
             physical,
             "still building" if specs else "missing",
         )
-    states[key] = (ready, now)
+    with _support_lock:
+        states[key] = (ready, now)
+        states.move_to_end(key)
+        while len(states) > INDEX_STATE_CACHE_SIZE:
+            states.popitem(last=False)
     return ready
 
 

@@ -40,10 +40,6 @@ TOUCH_EVERY = dt.timedelta(seconds=60)
 UpgradeHook = Callable[[str, Mapping[str, Any]], Any]
 
 
-def is_anonymous_id(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
-
-
 class AnonymousIdentities:
     """The anonymous identities of one app."""
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..manifest.model import Manifest, manifest_dict
 from .lockout import LockoutPolicy
 from .oauth.settings import OAuthSettings
 from .passwords import PasswordPolicy
@@ -165,9 +166,10 @@ class AuthConfig:
         return self.rate_limits.get(name)
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any] | None) -> AuthConfig:
-        """The config of a *validated* manifest (defaults already filled by the schemas)."""
-        manifest = manifest or {}
+    def from_manifest(cls, manifest: Manifest | Mapping[str, Any] | None) -> AuthConfig:
+        """The config of a *validated* manifest (defaults already filled by the schemas): a
+        :class:`~mdb_sync.manifest.model.Manifest` or its document."""
+        manifest = manifest_dict(manifest)
         slug = str(manifest.get("slug", ""))
         auth: Mapping[str, Any] = manifest.get("auth") or {}
         users: Mapping[str, Any] = auth.get("users") or {}
@@ -324,11 +326,11 @@ class AuthConfig:
         )
 
 
-def inert_settings(manifest: Mapping[str, Any] | None) -> list[str]:
+def inert_settings(manifest: Manifest | Mapping[str, Any] | None) -> list[str]:
     """The auth settings of ``manifest`` that are accepted (manifests written for other
     deployments stay valid) but have no effect here — each is logged when the app's auth
     starts, so nobody believes they are protected by them."""
-    manifest = manifest or {}
+    manifest = manifest_dict(manifest)
     auth: Mapping[str, Any] = manifest.get("auth") or {}
     sec: Mapping[str, Any] = (manifest.get("token_management") or {}).get("security") or {}
     found: list[str] = []

@@ -123,7 +123,7 @@ def _publish(engine: MongoDBEngine, slug: str, control: dict[str, Any], user_id:
             slug, control, user_id=None if user_id is None else str(user_id)
         )
     except Exception as exc:  # the revocation is stored: never undo or fail it here
-        engine.metrics.increment("auth.revocation_publish_errors", app=slug)
+        engine.metrics.increment("auth.revocation_publish_errors", slug=slug)
         log.warning(
             "app %r: could not announce a revocation (%s) to other processes: %s; open "
             "connections close at their next re-check",

@@ -198,9 +198,7 @@ class AuthService:
         )
         #: The TOTP second factor (``auth.users.two_factor``), else None.
         self.second_factor = (
-            SecondFactor(
-                self, cfg.two_factor, two_factor_key or os.environ.get("MDB_TWO_FACTOR_KEY")
-            )
+            SecondFactor(self, cfg.two_factor, two_factor_key or os.environ.get(TWO_FACTOR_ENV))
             if cfg.two_factor is not None and self.users is not None
             else None
         )

@@ -50,6 +50,7 @@ from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
 from .. import storage
+from ..manifest.model import AutoIndex
 from ..signals import index_created, index_failed
 from .spec import APP_ID, AUTO_PREFIX
 
@@ -226,6 +227,8 @@ class AutoIndexManager:
         self._flush_lock = threading.Lock()
         self._counts: dict[tuple[str, str, Shape], int] = {}
         self._flushed: dict[tuple[str, str, Shape], int] = {}
+        #: Stored shapes forgotten here since the last flush (their ``_id``), to delete.
+        self._unstore: set[str] = set()
         self._state: dict[tuple[str, str, Shape], str] = {}
         # Bookkeeping of the bounds: shapes per (app, collection) and per app (recounted at
         # each eviction and expiry), and per shape (count at the last expiry pass, since when).
@@ -275,13 +278,16 @@ class AutoIndexManager:
     def _settings(self, slug: str) -> tuple[int, int] | None:
         record = self._engine.catalog.cached(slug)
         flag = record.manifest.get("auto_index", True) if record else True
-        if flag is True:
+        if flag is True:  # the common case, without building anything
             return self.threshold, self.max_per_collection
-        if not flag or not flag.get("enabled", True):
+        settings = record.typed_manifest.auto_index if record else AutoIndex.from_value(flag)
+        if not settings.enabled:
             return None
         return (
-            flag.get("threshold", self.threshold),
-            flag.get("max_indexes_per_collection", self.max_per_collection),
+            self.threshold if settings.threshold is None else settings.threshold,
+            self.max_per_collection
+            if settings.max_indexes_per_collection is None
+            else settings.max_indexes_per_collection,
         )
 
     def observe(
@@ -384,7 +390,7 @@ class AutoIndexManager:
                 self._finish(key, "served")
                 return
             self._finish(key, "failed")
-            self._engine.metrics.increment("index.auto_failed", app=slug)
+            self._engine.metrics.increment("index.auto_failed", slug=slug)
             index_failed.send(
                 self._engine,
                 slug=slug,
@@ -396,7 +402,7 @@ class AutoIndexManager:
             log.warning("auto index %r on %s.%s failed: %s", name, slug, collection, exc)
             return
         self._finish(key, "created")
-        self._engine.metrics.increment("index.auto_created", app=slug)
+        self._engine.metrics.increment("index.auto_created", slug=slug)
         index_created.send(
             self._engine, slug=slug, collection=collection, name=name, keys=keys, auto=True
         )
@@ -464,11 +470,16 @@ class AutoIndexManager:
                 self._flush()
 
     def _flush(self) -> None:
-        counts = dict(self._counts)
         ops = []
+        written: list[tuple[tuple[str, str, Shape], int, str]] = []
         now = _dt.datetime.now(_dt.timezone.utc)
         stored = self._engine.storage.system(SHAPES_COLLECTION)
+        with self._lock:
+            forgotten, self._unstore = self._unstore, set()
+            counts = dict(self._counts)
         try:
+            if forgotten:
+                stored.delete_many({"_id": {"$in": sorted(forgotten)}})
             room = self._stored_room(stored, counts, now)
         except PyMongoError as exc:
             log.debug("could not save query shapes: %s", exc)
@@ -483,9 +494,10 @@ class AutoIndexManager:
                     continue  # the app's stored shapes are at their bound
                 room[slug] -= 1
             keys = shape_keys(shape)
+            stored_id = f"{slug}:{collection}:{auto_index_name(keys)}"
             ops.append(
                 UpdateOne(
-                    {"_id": f"{slug}:{collection}:{auto_index_name(keys)}"},
+                    {"_id": stored_id},
                     {
                         "$inc": {"count": delta},
                         "$set": {
@@ -500,9 +512,15 @@ class AutoIndexManager:
                     upsert=True,
                 )
             )
-            self._flushed[key] = count
+            written.append((key, count, stored_id))
         if not ops:
             return
+        with self._lock:
+            for key, count, stored_id in written:
+                if key in self._counts:
+                    self._flushed[key] = count
+                elif len(self._unstore) < self.max_shapes:
+                    self._unstore.add(stored_id)  # forgotten meanwhile: deleted next time
         try:
             stored.bulk_write(ops, ordered=False)
         except PyMongoError as exc:
@@ -527,7 +545,7 @@ class AutoIndexManager:
                 self._per_app[slug] = self._per_app.get(slug, 0) + 1
                 return True
         # Every shape of the full scope has its index being built: this one is not counted.
-        self._engine.metrics.increment("index.shapes_dropped", app=slug)
+        self._engine.metrics.increment("index.shapes_dropped", slug=slug)
         return False
 
     def _full_scope(self, slug: str, collection: str) -> tuple[str | None, str | None] | None:
@@ -560,6 +578,11 @@ class AutoIndexManager:
         return True
 
     def _forget(self, key: tuple[str, str, Shape]) -> None:
+        """Forget ``key`` here and, at the next flush, in the stored shapes (caller holds the
+        lock): what is stored never outgrows what is counted."""
+        if key in self._flushed and len(self._unstore) < self.max_shapes:
+            slug, collection, shape = key
+            self._unstore.add(f"{slug}:{collection}:{auto_index_name(shape_keys(shape))}")
         tables: tuple[dict[Any, Any], ...] = (self._counts, self._flushed, self._state, self._marks)
         for table in tables:
             table.pop(key, None)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo.errors import OperationFailure, PyMongoError
 
 from ..context import current_engine
+from ..deprecation import renamed_parameters
 from ..exceptions import ScopeError
 from ..scoping.names import physical_name
 from ..signals import index_created, index_failed
@@ -202,7 +203,7 @@ class _Reporter:
                 keys=outcome.get("keys"),
                 auto=False,
             )
-            self.engine.metrics.increment("index.created", app=self.slug)
+            self.engine.metrics.increment("index.created", slug=self.slug)
         elif status == EXACT_FALLBACK:
             keyword = outcome.get("served_by") == "keyword"
             log.info(
@@ -212,7 +213,7 @@ class _Reporter:
                 where,
                 "keyword fallback of hybrid_search()" if keyword else "exact search",
             )
-            self.engine.metrics.increment("index.exact_fallback", app=self.slug)
+            self.engine.metrics.increment("index.exact_fallback", slug=self.slug)
         elif status in PROBLEM_STATUSES:
             label = "IndexNotSupported" if status == NOT_SUPPORTED else f"index {status}"
             log.warning(
@@ -231,7 +232,7 @@ class _Reporter:
                 error=outcome.get("error"),
                 status=status,
             )
-            self.engine.metrics.increment(f"index.{status}", app=self.slug)
+            self.engine.metrics.increment(f"index.{status}", slug=self.slug)
         return outcome
 
 
@@ -503,28 +504,29 @@ def wait_for_search_indexes(
         time.sleep(min(_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 
 
+@renamed_parameters(app_slug="slug")
 def run_index_creation_for_collection(
     collection: Any,
     indexes: list[Mapping[str, Any]],
-    app_slug: str | None = None,
+    slug: str | None = None,
     *,
     engine: MongoDBEngine | None = None,
 ) -> list[dict[str, Any]]:
     """Create ``indexes`` (``managed_indexes`` definitions, validated as in a manifest) on
     the scoped ``collection`` now, and return one outcome per index — the predecessor's manual
-    path; registering a manifest does this for its declared indexes. ``app_slug`` must be the
+    path; registering a manifest does this for its declared indexes. ``slug`` must be the
     collection's own app; ``engine`` defaults to the process's engine."""
     from ..manifest import validate_manifest
 
     database = getattr(collection, "database", None)
-    slug = getattr(database, "app_slug", None)
-    if slug is None:
+    owner = getattr(database, "app_slug", None)
+    if owner is None:
         raise TypeError("collection must be a scoped collection (engine.get_scoped_db(...).name)")
-    if app_slug is not None and app_slug != slug:
+    if slug is not None and slug != owner:
         raise ScopeError(
-            f"collection {collection.full_name!r} belongs to app {slug!r}, not {app_slug!r}",
-            context={"app": app_slug},
+            f"collection {collection.full_name!r} belongs to app {owner!r}, not {slug!r}",
+            context={"app": slug},
         )
-    normalized = validate_manifest({"slug": slug, "managed_indexes": {collection.name: indexes}})
-    engine = engine if engine is not None else current_engine(slug)
-    return ensure_declared_indexes(engine, slug, normalized["managed_indexes"])
+    normalized = validate_manifest({"slug": owner, "managed_indexes": {collection.name: indexes}})
+    engine = engine if engine is not None else current_engine(owner)
+    return ensure_declared_indexes(engine, owner, normalized["managed_indexes"])

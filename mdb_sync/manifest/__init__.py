@@ -3,7 +3,8 @@
 ``validate_manifest(manifest)`` returns the normalized (schema 2.0) manifest or raises
 :class:`~mdb_sync.exceptions.ManifestValidationError` naming every bad JSON path;
 ``load_manifest(path)`` reads a file first (JSON errors give line and column);
-``migrate_manifest`` moves schema 1.0 keys to 2.0 (and back).
+``migrate_manifest`` moves schema 1.0 keys to 2.0 (and back); ``Manifest.from_dict(m)`` is
+the validated manifest as a frozen, typed object (:mod:`mdb_sync.manifest.model`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from .loader import read_manifest_file
 from .migration import V1_KEYS, migrate_manifest
+from .model import Manifest
 from .schema import CURRENT_SCHEMA_VERSION, DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS
 from .validator import (
     LENIENT_ENV,
@@ -34,6 +36,7 @@ __all__ = [
     "LENIENT_ENV",
     "SCHEMA_VERSIONS",
     "V1_KEYS",
+    "Manifest",
     "ManifestValidator",
     "clear_cache",
     "load_manifest",

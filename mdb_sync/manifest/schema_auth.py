@@ -116,14 +116,16 @@ class AuthorizationSchema(BaseSchema):
         max_len=4096,
         allow_none=True,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     url = Str(
         max_len=2048,
         allow_none=True,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
 
@@ -186,12 +188,14 @@ class PolicySchema(BaseSchema):
     custom_resource = Str(
         max_len=256,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     custom_actions = strings(
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         }
     )
 
@@ -246,7 +250,8 @@ class DemoUserSchema(BaseSchema):
     )
     link_to_platform = Bool(
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         }
     )
     extra_data = AnyObj(metadata={"description": "Profile fields stored with the user."})
@@ -386,18 +391,21 @@ class UsersSchema(BaseSchema):
     )
     link_platform_users = Bool(
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         }
     )
     user_id_field = Str(
         max_len=128,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     allow_demo_access = Bool(
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         }
     )
     demo_user_seed_strategy = Str(
@@ -437,9 +445,9 @@ class CsrfSchema(BaseSchema):
         route(), unique=True, metadata={"description": "Paths exempt from the check."}
     )
     rotate_tokens = Bool(
-        load_default=False,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     token_ttl = Int(
@@ -493,12 +501,12 @@ class JwtSchema(BaseSchema):
     token_expiry_hours = Int(
         minimum=1,
         maximum=24 * 365,
-        load_default=24,
         metadata={
+            "inert": True,
             "description": (
                 "Accepted for manifests written for the predecessor; no effect yet. Token "
                 "lifetimes are token_management's access_token_ttl and refresh_token_ttl."
-            )
+            ),
         },
     )
     issuer = Str(max_len=256, metadata={"description": "The iss claim of tokens."})
@@ -882,7 +890,8 @@ class TokenManagementSchema(BaseSchema):
     )
     auto_setup = Bool(
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         }
     )
     security = Obj(

@@ -371,7 +371,8 @@ class MemoryConfigSchema(BaseSchema):
         minimum=1,
         maximum=65_536,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     temperature = Num(
@@ -472,20 +473,20 @@ class HealthChecksSchema(BaseSchema):
         },
     )
     endpoint = route(
-        load_default="/health",
         metadata={
+            "inert": True,
             "description": (
                 "Accepted for manifests written for the predecessor; no effect yet. The "
                 "health endpoint is MDB_HEALTH_URL."
-            )
+            ),
         },
     )
     interval_seconds = Int(
         minimum=1,
         maximum=86_400,
-        load_default=30,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
 
@@ -497,14 +498,15 @@ class MetricsSchema(BaseSchema):
     )
     collect_operation_metrics = Bool(load_default=True, metadata={"description": "As enabled."})
     collect_performance_metrics = Bool(
-        load_default=True,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     custom_metrics = strings(
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         }
     )
 
@@ -512,31 +514,31 @@ class MetricsSchema(BaseSchema):
 class LoggingSchema(BaseSchema):
     level = Str(
         choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-        load_default="INFO",
         metadata={
+            "inert": True,
             "description": (
                 "Accepted for manifests written for the predecessor; no effect yet. Logging "
                 "is configured in code (configure_logging)."
-            )
+            ),
         },
     )
     format = Str(
         choices=("json", "text"),
-        load_default="text",
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     include_request_id = Bool(
-        load_default=True,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
     log_sensitive_data = Bool(
-        load_default=False,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
 
@@ -549,7 +551,8 @@ class ObservabilitySchema(BaseSchema):
     logging = Obj(
         LoggingSchema,
         metadata={
-            "description": "Accepted for manifests written for the predecessor; no effect yet."
+            "inert": True,
+            "description": "Accepted for manifests written for the predecessor; no effect yet.",
         },
     )
 

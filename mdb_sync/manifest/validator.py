@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,9 @@ from typing import Any
 from bson import json_util
 from marshmallow import ValidationError
 
-from ..exceptions import ManifestValidationError
+from ..exceptions import ManifestValidationError, ManifestWarning
 from .fields import LENIENT, describe_errors, flatten_errors
+from .inert import inert_message, inert_paths
 from .migration import remap, upgrade
 from .schema import ManifestSchema
 
@@ -92,7 +94,8 @@ def _load(migrated: dict[str, Any], lenient: bool) -> tuple[dict[str, Any] | Non
         LENIENT.reset(token)
 
 
-def _validate(manifest: Any, lenient: bool) -> dict[str, Any]:
+def _validate(manifest: Any, lenient: bool) -> tuple[dict[str, Any], list[str]]:
+    """The normalized manifest and the paths of the inert keys it sets."""
     if not isinstance(manifest, Mapping):
         raise ManifestValidationError(
             f"a manifest must be an object, not {type(manifest).__name__}",
@@ -118,14 +121,16 @@ def _validate(manifest: Any, lenient: bool) -> dict[str, Any]:
     if any(k in manifest for k in ("auth_required", "auth_policy", "sub_auth", "data_scope")):
         log.info("manifest %r: 1.0 keys migrated to 2.0", manifest.get("slug"))
     assert result is not None
-    return result
+    inert = [remap(p, provenance) for p in inert_paths(_schema(), migrated)]
+    return result, inert
 
 
 def validate_manifest(manifest: Any, *, lenient: bool | None = None) -> dict[str, Any]:
     """Return a validated, normalized (schema 2.0) copy of ``manifest``.
 
     Raises :class:`ManifestValidationError` naming every bad path. ``lenient`` keeps unknown
-    keys instead of refusing them (default: ``MDB_MANIFEST_LENIENT``).
+    keys instead of refusing them (default: ``MDB_MANIFEST_LENIENT``). Each key that is
+    accepted but has no effect yet is named in a :class:`ManifestWarning` (every time).
     """
     lenient = lenient_default() if lenient is None else lenient
     key = _content_key(manifest, lenient)
@@ -136,16 +141,24 @@ def validate_manifest(manifest: Any, *, lenient: bool | None = None) -> dict[str
                 _cache.move_to_end(key)
         if hit is not None:
             ok, value = hit
-            if ok:
-                return copy.deepcopy(value)
-            raise _error(manifest, copy.deepcopy(value))
+            if not ok:
+                raise _error(manifest, copy.deepcopy(value))
+            _warn_inert(value[0], value[1])
+            return copy.deepcopy(value[0])
     try:
-        result = _validate(manifest, lenient)
+        result, inert = _validate(manifest, lenient)
     except ManifestValidationError as exc:
         _remember(key, False, exc.errors)
         raise
-    _remember(key, True, result)
+    _remember(key, True, (result, inert))
+    _warn_inert(result, inert)
     return copy.deepcopy(result)
+
+
+def _warn_inert(result: Mapping[str, Any], paths: list[str]) -> None:
+    for path in paths:
+        # stacklevel 3: the caller of validate_manifest (load_manifest, register_app, ...)
+        warnings.warn(inert_message(result.get("slug"), path), ManifestWarning, stacklevel=3)
 
 
 def _remember(key: str | None, ok: bool, value: Any) -> None:

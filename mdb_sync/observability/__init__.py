@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from ..context import find_current_engine
+from ..deprecation import renamed_parameters
 from .events import connect_event_metrics
 from .logging import (
     ContextFilter,
@@ -63,19 +64,21 @@ def get_metrics_collector() -> MetricsCollector:
         return _fallback
 
 
+@renamed_parameters(app="slug")
 def record_operation(
-    name: str, duration_ms: float, success: bool = True, app: str | None = None
+    name: str, duration_ms: float, success: bool = True, slug: str | None = None
 ) -> None:
-    """Record custom operation ``name`` (``"report.build"``); ``app`` defaults to the app of
+    """Record custom operation ``name`` (``"report.build"``); ``slug`` defaults to the app of
     the current context (the request's or task's, or :func:`set_app_context`'s)."""
     get_metrics_collector().record_operation(
-        name, duration_ms, success, app if app is not None else get_app_context()
+        name, duration_ms, success, slug if slug is not None else get_app_context()
     )
 
 
-def timed(name: str, app: str | None = None) -> Any:
+@renamed_parameters(app="slug")
+def timed(name: str, slug: str | None = None) -> Any:
     """Context manager recording its block as operation ``name`` (errors count as failures)."""
-    return get_metrics_collector().timed(name, app if app is not None else get_app_context())
+    return get_metrics_collector().timed(name, slug if slug is not None else get_app_context())
 
 
 __all__ = [

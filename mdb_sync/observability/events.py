@@ -24,13 +24,13 @@ def _metrics_of(sender: Any) -> Any:
 def _on_app_registered(sender: Any, slug: str | None = None, **_: Any) -> None:
     metrics = _metrics_of(sender)
     if metrics is not None:
-        metrics.increment("apps.registered", app=slug)
+        metrics.increment("apps.registered", slug=slug)
 
 
 def _on_app_unregistered(sender: Any, slug: str | None = None, **_: Any) -> None:
     metrics = _metrics_of(sender)
     if metrics is not None:
-        metrics.increment("apps.unregistered", app=slug)
+        metrics.increment("apps.unregistered", slug=slug)
 
 
 def connect_event_metrics() -> None:

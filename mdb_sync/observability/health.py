@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import pymongo
 from pymongo.errors import AutoReconnect, PyMongoError
 
+from ..manifest.model import Observability
+
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
 
@@ -200,10 +202,8 @@ def check_apps(
     for record in sorted(records, key=lambda r: str(r.get("_id"))):
         slug = str(record.get("_id"))
         by_status[str(record.get("status", "active"))] += 1
-        settings = ((record.get("manifest") or {}).get("observability") or {}).get(
-            "health_checks"
-        ) or {}
-        if settings.get("enabled", True) is False:
+        observability = (record.get("manifest") or {}).get("observability")
+        if not Observability.from_dict(observability).health_checks:
             unmonitored.append(slug)
             continue
         for outcome in record.get("index_outcomes") or []:

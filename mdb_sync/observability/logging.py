@@ -51,6 +51,7 @@ from typing import Any, TextIO
 
 from .. import context as _context
 from ..context import accept_correlation_id, new_correlation_id
+from ..deprecation import renamed_parameters
 
 #: Attributes every LogRecord has; never overwritten by context or extra fields.
 _RECORD_ATTRIBUTES = frozenset(
@@ -136,10 +137,11 @@ def clear_correlation_id() -> None:
     _context.replace_current(dataclasses.replace(_context.current(), correlation_id=None))
 
 
-def set_app_context(app_slug: str | None = None, **fields: Any) -> str | None:
+@renamed_parameters(app_slug="slug")
+def set_app_context(slug: str | None = None, **fields: Any) -> str | None:
     """Bind the app (and optional extra fields, e.g. ``user_id``) to the current context."""
-    _context.replace_current(_context.changed(_context.current(), app_id=app_slug, fields=fields))
-    return app_slug
+    _context.replace_current(_context.changed(_context.current(), app_id=slug, fields=fields))
+    return slug
 
 
 def get_app_context() -> str | None:

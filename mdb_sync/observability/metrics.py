@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..deprecation import renamed_parameters
+
 #: Latencies kept per (app, operation) for the percentiles.
 DEFAULT_WINDOW = 1024
 #: Label used for operations that belong to no app (engine-internal, registry, admin).
@@ -77,11 +79,12 @@ class MetricsCollector:
         self._gauge_sources = {}
         self._started = time.time()
 
+    @renamed_parameters(app="slug")
     def record_operation(
-        self, name: str, duration_ms: float, success: bool = True, app: str | None = None
+        self, name: str, duration_ms: float, success: bool = True, slug: str | None = None
     ) -> None:
-        """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``app``."""
-        self.record_series((app or NO_APP, name), duration_ms, success)
+        """Record one operation ``name`` (``find``, ``insert``, ``llm.chat``...) of ``slug``."""
+        self.record_series((slug or NO_APP, name), duration_ms, success)
 
     def record_series(self, key: tuple[str, str], duration_ms: float, success: bool) -> None:
         """Record one sample of series ``key`` — ``(app, operation name)``, built once by
@@ -98,12 +101,13 @@ class MetricsCollector:
                 series.max_ms = duration_ms
             series.window.append(duration_ms)
 
+    @renamed_parameters(app="slug")
     @contextlib.contextmanager
-    def timed(self, name: str, app: str | None = None) -> Iterator[None]:
+    def timed(self, name: str, slug: str | None = None) -> Iterator[None]:
         """Record the block as operation ``name``; an exception counts as an error (and
         propagates)::
 
-            with engine.metrics.timed("report.build", app="shop"):
+            with engine.metrics.timed("report.build", slug="shop"):
                 build_report()
         """
         started = time.perf_counter()
@@ -112,13 +116,14 @@ class MetricsCollector:
             yield
             success = True
         finally:
-            self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, app)
+            self.record_operation(name, (time.perf_counter() - started) * 1000.0, success, slug)
 
+    @renamed_parameters(app="slug")
     def increment(
         self,
         name: str,
         value: float = 1,
-        app: str | None = None,
+        slug: str | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> None:
         """Add ``value`` to counter ``name`` (``index.auto_created``, ``llm.tokens.prompt``...).
@@ -129,7 +134,7 @@ class MetricsCollector:
         are kept per app and counter (a caller naming unbounded values cannot grow the
         metrics without limit); the rest are counted under ``_other``.
         """
-        key = (app or NO_APP, name)
+        key = (slug or NO_APP, name)
         if not labels:
             with self._lock:
                 self._counters[key] = self._counters.get(key, 0) + value

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..context import NoCurrentEngineError, current_engine
+from ..deprecation import renamed_parameters
 from ..exceptions import RealtimeError
 from .bus import EVENTS_COLLECTION, MODES, EventBus, Subscription
 from .channels import MAX_CHANNEL_LENGTH, channel_resource, validate_channel
@@ -30,34 +31,37 @@ if TYPE_CHECKING:
     from ..engine import MongoDBEngine
 
 
-def engine_for(app_slug: str, engine: MongoDBEngine | None = None) -> MongoDBEngine:
+@renamed_parameters(app_slug="slug")
+def engine_for(slug: str, engine: MongoDBEngine | None = None) -> MongoDBEngine:
     """``engine``, else the current one (:func:`mdb_sync.context.current_engine`: the
     request's or task's, else the process's one initialized engine; with several, the only
-    one that has ``app_slug`` registered). Raises :class:`RealtimeError` when none fits."""
+    one that has ``slug`` registered). Raises :class:`RealtimeError` when none fits."""
     if engine is not None:
         return engine
     try:
-        return current_engine(app_slug)
+        return current_engine(slug)
     except NoCurrentEngineError as exc:
         raise RealtimeError(str(exc), context=exc.context) from exc
 
 
+@renamed_parameters(app_slug="slug")
 def broadcast_to_app(
-    app_slug: str,
+    slug: str,
     message: Any,
     *,
     exclude: Any = None,
     local_only: bool = False,
     engine: MongoDBEngine | None = None,
 ) -> Event:
-    """Send ``message`` to every live connection of ``app_slug``, in every process.
+    """Send ``message`` to every live connection of ``slug``, in every process.
     ``exclude``: connection id(s) to skip. See :meth:`EventBus.publish`."""
-    bus = engine_for(app_slug, engine).events
-    return bus.publish(app_slug, message, exclude=exclude, local_only=local_only)
+    bus = engine_for(slug, engine).events
+    return bus.publish(slug, message, exclude=exclude, local_only=local_only)
 
 
+@renamed_parameters(app_slug="slug")
 def send_to_user(
-    app_slug: str,
+    slug: str,
     user_id: Any,
     message: Any,
     *,
@@ -65,14 +69,15 @@ def send_to_user(
     local_only: bool = False,
     engine: MongoDBEngine | None = None,
 ) -> Event:
-    """Send ``message`` to every live connection of user ``user_id`` in ``app_slug``,
+    """Send ``message`` to every live connection of user ``user_id`` in ``slug``,
     whichever process holds them."""
-    bus = engine_for(app_slug, engine).events
-    return bus.publish(app_slug, message, user_id=user_id, exclude=exclude, local_only=local_only)
+    bus = engine_for(slug, engine).events
+    return bus.publish(slug, message, user_id=user_id, exclude=exclude, local_only=local_only)
 
 
+@renamed_parameters(app_slug="slug")
 def broadcast_to_channel(
-    app_slug: str,
+    slug: str,
     channel: str,
     message: Any,
     *,
@@ -80,12 +85,12 @@ def broadcast_to_channel(
     local_only: bool = False,
     engine: MongoDBEngine | None = None,
 ) -> Event:
-    """Send ``message`` to the live connections of ``app_slug`` that joined ``channel``,
+    """Send ``message`` to the live connections of ``slug`` that joined ``channel``,
     whichever process holds them. ``exclude``: connection id(s) to skip. The channel name is
     checked (:func:`validate_channel`) before anything is stored."""
     name = validate_channel(channel)  # None is no channel: never the whole app
-    bus = engine_for(app_slug, engine).events
-    return bus.publish(app_slug, message, channel=name, exclude=exclude, local_only=local_only)
+    bus = engine_for(slug, engine).events
+    return bus.publish(slug, message, channel=name, exclude=exclude, local_only=local_only)
 
 
 __all__ = [

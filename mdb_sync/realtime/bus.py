@@ -43,6 +43,7 @@ from pymongo.collection import Collection
 from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from .. import storage
+from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError, InvalidMessageError, RealtimeError
 from . import store as _store
 from .channels import validate_channel
@@ -85,10 +86,11 @@ def _mode_from_env() -> str:
 class Subscription:
     """What :meth:`EventBus.subscribe` returns; :meth:`cancel` ends it (idempotent)."""
 
+    @renamed_parameters(app_slug="slug")
     def __init__(
-        self, bus: EventBus, app_slug: str, callback: Subscriber, control: bool = False
+        self, bus: EventBus, slug: str, callback: Subscriber, control: bool = False
     ) -> None:
-        self.bus, self.app_slug, self.callback = bus, app_slug, callback
+        self.bus, self.app_slug, self.callback = bus, slug, callback
         #: Whether the subscriber also gets the server's control events (``Event.kind``).
         self.control = control
 
@@ -197,9 +199,10 @@ class EventBus:
 
     # --- publishing ---------------------------------------------------------------------------
 
+    @renamed_parameters(app_slug="slug")
     def publish(
         self,
-        app_slug: str,
+        slug: str,
         message: Any,
         *,
         user_id: Any = None,
@@ -208,7 +211,7 @@ class EventBus:
         exclude: Any = None,
         local_only: bool = False,
     ) -> Event:
-        """Send ``message`` to the live connections of ``app_slug`` in every process.
+        """Send ``message`` to the live connections of ``slug`` in every process.
 
         ``user_id`` limits it to that user's connections, ``connection_id`` to one
         connection, ``channel`` to the connections that joined that channel of the app
@@ -224,7 +227,7 @@ class EventBus:
         """
         engine = self._engine
         engine.require_initialized()
-        engine.registry.require_usable(app_slug)
+        engine.registry.require_usable(slug)
         if channel is not None:
             channel = validate_channel(channel)
             if user_id is not None or connection_id is not None:
@@ -233,7 +236,7 @@ class EventBus:
                     "or connection_id"
                 )
         event = Event(
-            app_id=app_slug,
+            app_id=slug,
             data=encode_message(message, self.max_message_bytes),
             origin=self.origin,
             user_id=None if user_id is None else target_id(user_id, "user_id"),
@@ -246,14 +249,15 @@ class EventBus:
         )
         if channel is not None:
             engine.metrics.increment(
-                "realtime.channel_published", app=app_slug, labels={"channel": channel}
+                "realtime.channel_published", slug=slug, labels={"channel": channel}
             )
         return self._send(event, local_only)
 
+    @renamed_parameters(app_slug="slug")
     def publish_control(
-        self, app_slug: str, control: Mapping[str, Any], *, user_id: Any = None
+        self, slug: str, control: Mapping[str, Any], *, user_id: Any = None
     ) -> Event:
-        """Tell the connection managers of ``app_slug`` in every process to act (e.g. close
+        """Tell the connection managers of ``slug`` in every process to act (e.g. close
         the connections of revoked credentials, :mod:`mdb_sync.auth.revocation`).
 
         A control event goes only to subscribers that asked for them
@@ -263,9 +267,9 @@ class EventBus:
         about (managers then look at that user's connections only)."""
         engine = self._engine
         engine.require_initialized()
-        engine.registry.require_usable(app_slug)
+        engine.registry.require_usable(slug)
         event = Event(
-            app_id=app_slug,
+            app_id=slug,
             data=encode_message(dict(control), self.max_message_bytes),
             origin=self.origin,
             user_id=None if user_id is None else target_id(user_id, "user_id"),
@@ -276,7 +280,7 @@ class EventBus:
     def _send(self, event: Event, local_only: bool) -> Event:
         engine, app_slug = self._engine, event.app_id
         self.deliver(event)
-        engine.metrics.increment("realtime.published", app=app_slug)
+        engine.metrics.increment("realtime.published", slug=app_slug)
         if local_only:
             return event
         document = event.to_document()
@@ -289,7 +293,7 @@ class EventBus:
                 self._trimmer.stored(raw, self.max_events, self.capped_bytes)
         except PyMongoError as exc:
             self._collection_ready = False  # a restarted server may have lost the collection
-            engine.metrics.increment("realtime.publish_errors", app=app_slug)
+            engine.metrics.increment("realtime.publish_errors", slug=app_slug)
             raise RealtimeError(
                 f"the event for app {app_slug!r} reached this process's subscribers but could "
                 f"not be stored for the other processes: {exc}",
@@ -331,15 +335,16 @@ class EventBus:
 
     # --- subscribing --------------------------------------------------------------------------
 
+    @renamed_parameters(app_slug="slug")
     def subscribe(
         self,
-        app_slug: str,
+        slug: str,
         callback: Subscriber,
         *,
         wait: float | None = OPEN_TIMEOUT,
         control: bool = False,
     ) -> Subscription:
-        """Call ``callback(event)`` for each event of ``app_slug``, from this process and
+        """Call ``callback(event)`` for each event of ``slug``, from this process and
         others (with ``control``, the server's control events too: see
         :meth:`publish_control`). The first subscription starts the listener and waits up
         to ``wait`` seconds until it listens (so events published after this returns are not
@@ -347,13 +352,13 @@ class EventBus:
         background."""
         from ..scoping.names import validate_slug
 
-        validate_slug(app_slug)
+        validate_slug(slug)
         self._engine.require_initialized()
-        subscription = Subscription(self, app_slug, callback, control)
+        subscription = Subscription(self, slug, callback, control)
         version = None
         with self._lock:
-            new_app = app_slug not in self._subscribers
-            self._subscribers[app_slug] = (*self._subscribers.get(app_slug, ()), subscription)
+            new_app = slug not in self._subscribers
+            self._subscribers[slug] = (*self._subscribers.get(slug, ()), subscription)
             listener = self._listener
             if listener is None or not listener.alive:
                 listener = self._listener = self._start_listener()
@@ -537,4 +542,4 @@ class EventBus:
     # --- metrics ------------------------------------------------------------------------------
 
     def increment(self, name: str, app: str | None = None, value: int = 1) -> None:
-        self._engine.metrics.increment(name, value, app=app)
+        self._engine.metrics.increment(name, value, slug=app)

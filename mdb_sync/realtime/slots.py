@@ -43,6 +43,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from .. import storage
+from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -72,10 +73,11 @@ class Slot:
     key: str
     limit: int
 
-    def doc_id(self, app_slug: str) -> str:
+    @renamed_parameters(app_slug="slug")
+    def doc_id(self, slug: str) -> str:
         # The slug has no ':' and the kind is fixed, so the key (anything) cannot make one
         # thing's id collide with another's.
-        return f"{app_slug}:{self.kind}:{self.key}"
+        return f"{slug}:{self.kind}:{self.key}"
 
 
 class ConnectionSlots:
@@ -105,7 +107,8 @@ class ConnectionSlots:
 
     # --- reserving and releasing ------------------------------------------------------------
 
-    def reserve(self, app_slug: str, connection_id: str, slots: Sequence[Slot]) -> Slot | None:
+    @renamed_parameters(app_slug="slug")
+    def reserve(self, slug: str, connection_id: str, slots: Sequence[Slot]) -> Slot | None:
         """Take a lease for ``connection_id`` in each of ``slots``, in order; return the
         first slot that is full (having given back the leases taken before it), or None
         when every one was taken. Raises :class:`pymongo.errors.PyMongoError` when the
@@ -116,11 +119,11 @@ class ConnectionSlots:
             with pymongo.timeout(DB_TIMEOUT):  # the whole reservation, however many slots
                 raw = self._collection()
                 for slot in slots:
-                    doc_id = slot.doc_id(app_slug)
+                    doc_id = slot.doc_id(slug)
                     # Held before the write: a renewal meanwhile must not take it for a leak.
                     with self._lock:
-                        self._held[connection_id] = (app_slug, (*taken, doc_id))
-                    if not self._take(raw, app_slug, doc_id, connection_id, slot.limit):
+                        self._held[connection_id] = (slug, (*taken, doc_id))
+                    if not self._take(raw, slug, doc_id, connection_id, slot.limit):
                         self._give_back(raw, connection_id, taken)
                         return slot
                     taken.append(doc_id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+from ..deprecation import renamed_parameters
 from ..exceptions import AppNotFoundError, SchemaError
 from ..scoping.names import validate_collection_name
 from .validate import DEFAULT_LIMIT, as_validator, validate_documents
@@ -33,9 +34,10 @@ def _own_collection(engine: MongoDBEngine, app: str, collection: str) -> Any:
     return engine.get_scoped_db(app, read_scopes=[app], auto_index=False)[collection]
 
 
+@renamed_parameters(app="slug")
 def apply_schema(
     engine: MongoDBEngine,
-    app: str,
+    slug: str,
     collection: str,
     schema: Any,
     *,
@@ -44,7 +46,7 @@ def apply_schema(
     allow_invalid: bool = False,
     limit: int = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
-    """Make ``schema`` the validator of ``app``'s ``collection`` through its manifest.
+    """Make ``schema`` the validator of ``slug``'s ``collection`` through its manifest.
 
     A dry run comes first (:func:`~.validate.validate_documents`): when stored documents
     would fail, :class:`SchemaError` is raised (``context["failed"]``, ``context["report"]``)
@@ -61,19 +63,19 @@ def apply_schema(
     if action not in VALIDATION_ACTIONS:
         raise ValueError(f"action must be one of {', '.join(VALIDATION_ACTIONS)}, got {action!r}")
     validator = as_validator(schema)
-    report = validate_documents(_own_collection(engine, app, collection), validator, limit=limit)
+    report = validate_documents(_own_collection(engine, slug, collection), validator, limit=limit)
     if not report.ok and not allow_invalid:
         raise SchemaError(
-            f"{report.failed} of {report.checked} document(s) of {app}.{collection} would fail "
+            f"{report.failed} of {report.checked} document(s) of {slug}.{collection} would fail "
             "this schema; fix them (or the schema), or apply it anyway (allow_invalid=True, "
             "mdb schema apply --force): they stay stored and fail their next update",
-            context={"app": app, "collection": collection, "failed": report.failed,
+            context={"app": slug, "collection": collection, "failed": report.failed,
                      "report": report.as_dict()},
         )  # fmt: skip
     validation = {"validator": validator, "validationLevel": level, "validationAction": action}
-    result = _register_validation(engine, app, collection, validation)
+    result = _register_validation(engine, slug, collection, validation)
     return {
-        "app": app,
+        "app": slug,
         "collection": collection,
         "status": result,
         "validator": validator,
@@ -83,12 +85,13 @@ def apply_schema(
     }
 
 
-def remove_schema(engine: MongoDBEngine, app: str, collection: str) -> dict[str, Any]:
-    """Remove the validator of ``app``'s ``collection`` (through the manifest, like
+@renamed_parameters(app="slug")
+def remove_schema(engine: MongoDBEngine, slug: str, collection: str) -> dict[str, Any]:
+    """Remove the validator of ``slug``'s ``collection`` (through the manifest, like
     :func:`apply_schema`): ``{"app", "collection", "status"}``."""
-    _own_collection(engine, app, collection)
-    status = _register_validation(engine, app, collection, {"validator": {}})
-    return {"app": app, "collection": collection, "status": status}
+    _own_collection(engine, slug, collection)
+    status = _register_validation(engine, slug, collection, {"validator": {}})
+    return {"app": slug, "collection": collection, "status": status}
 
 
 def current_validator(collection: Any) -> dict[str, Any] | None:

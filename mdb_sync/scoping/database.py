@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
+from ..deprecation import renamed_parameters
 from ..exceptions import QueryValidationError, ScopeError
 from .alternatives import DATABASE_ALTERNATIVES, instead
 from .changes import database_change_pipeline
@@ -74,10 +75,11 @@ class ScopedDatabase:
         "write_scope",
     )
 
+    @renamed_parameters(app_slug="slug")
     def __init__(
         self,
         host: ScopeHost,
-        app_slug: str,
+        slug: str,
         *,
         read_scopes: tuple[str, ...] | None = None,
         write_scope: str | None = None,
@@ -85,22 +87,22 @@ class ScopedDatabase:
         auto_index: bool = True,
         options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.app_slug: str = validate_slug(app_slug)
-        self.write_scope: str = validate_slug(write_scope or app_slug, "write scope")
+        self.app_slug: str = validate_slug(slug)
+        self.write_scope: str = validate_slug(write_scope or slug, "write scope")
         if self.write_scope != self.app_slug:
             raise ScopeError(
-                f"write scope {self.write_scope!r} is not {app_slug!r}: writes never cross apps",
-                context={"app": app_slug},
+                f"write scope {self.write_scope!r} is not {slug!r}: writes never cross apps",
+                context={"app": slug},
             )
         scopes = tuple(read_scopes) if read_scopes is not None else (self.app_slug,)
         if not scopes:
-            raise ScopeError("read_scopes cannot be empty", context={"app": app_slug})
+            raise ScopeError("read_scopes cannot be empty", context={"app": slug})
         for scope in scopes:
             validate_slug(scope, "read scope")
         if self.write_scope not in scopes:
             raise ScopeError(
                 f"write scope {self.write_scope!r} must be one of the read scopes {list(scopes)}",
-                context={"app": app_slug},
+                context={"app": slug},
             )
         # Own scope first, then the others in the caller's order, without duplicates.
         ordered = [self.write_scope, *[s for s in scopes if s != self.write_scope]]

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from pymongo.client_session import ClientSession
 
+from ..deprecation import renamed_parameters
+
 T = TypeVar("T")
 
 
@@ -21,9 +23,10 @@ class ScopedSession:
 
     __slots__ = ("__session", "_app_slug")
 
-    def __init__(self, session: ClientSession, app_slug: str) -> None:
+    @renamed_parameters(app_slug="slug")
+    def __init__(self, session: ClientSession, slug: str) -> None:
         self.__session = session
-        self._app_slug = app_slug
+        self._app_slug = slug
 
     def _raw(self) -> ClientSession:
         return self.__session

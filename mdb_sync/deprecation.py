@@ -1,0 +1,45 @@
+"""Old keyword spellings kept working, with a DeprecationWarning naming the new one.
+
+The app parameter is ``slug`` across the public API (``engine.get_scoped_db(slug)``,
+``EventBus.publish(slug, ...)``, ``record_operation(..., slug=...)``); it used to be spelled
+``app_slug`` in some signatures and ``app`` in others. :func:`renamed_parameters` lets
+callers that pass the old keyword keep working for a release while they are told the new
+name. (In ``flask_mdb``, ``app`` is the Flask application everywhere and is not renamed.)
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def renamed_parameters(**renames: str) -> Callable[[F], F]:
+    """Accept each ``old=`` keyword of ``renames`` (``old="new"``) as ``new=``, warning.
+
+    Passing both spellings is a ``TypeError``, as a duplicate argument would be.
+    """
+
+    def decorate(func: F) -> F:
+        where = func.__qualname__
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{where}() got both {new}= and its old spelling {old}=")
+                    warnings.warn(
+                        f"{where}(): the keyword {old}= is deprecated; use {new}=",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
