@@ -264,7 +264,7 @@ class TokenManager:
                     }
                 },
             ]
-            found = store.collection(self.engine, users.source).aggregate(pipeline).to_list(1)
+            found = self.engine.storage.collection(users.source).aggregate(pipeline).to_list(1)
         if not found:
             return None, self.is_revoked(claims)
         doc = found[0]

@@ -227,6 +227,8 @@ class AutoIndexManager:
         self._flush_lock = threading.Lock()
         self._counts: dict[tuple[str, str, Shape], int] = {}
         self._flushed: dict[tuple[str, str, Shape], int] = {}
+        #: Stored shapes forgotten here since the last flush (their ``_id``), to delete.
+        self._unstore: set[str] = set()
         self._state: dict[tuple[str, str, Shape], str] = {}
         # Bookkeeping of the bounds: shapes per (app, collection) and per app (recounted at
         # each eviction and expiry), and per shape (count at the last expiry pass, since when).
@@ -468,11 +470,16 @@ class AutoIndexManager:
                 self._flush()
 
     def _flush(self) -> None:
-        counts = dict(self._counts)
         ops = []
+        written: list[tuple[tuple[str, str, Shape], int, str]] = []
         now = _dt.datetime.now(_dt.timezone.utc)
         stored = self._engine.storage.system(SHAPES_COLLECTION)
+        with self._lock:
+            forgotten, self._unstore = self._unstore, set()
+            counts = dict(self._counts)
         try:
+            if forgotten:
+                stored.delete_many({"_id": {"$in": sorted(forgotten)}})
             room = self._stored_room(stored, counts, now)
         except PyMongoError as exc:
             log.debug("could not save query shapes: %s", exc)
@@ -487,9 +494,10 @@ class AutoIndexManager:
                     continue  # the app's stored shapes are at their bound
                 room[slug] -= 1
             keys = shape_keys(shape)
+            stored_id = f"{slug}:{collection}:{auto_index_name(keys)}"
             ops.append(
                 UpdateOne(
-                    {"_id": f"{slug}:{collection}:{auto_index_name(keys)}"},
+                    {"_id": stored_id},
                     {
                         "$inc": {"count": delta},
                         "$set": {
@@ -504,9 +512,15 @@ class AutoIndexManager:
                     upsert=True,
                 )
             )
-            self._flushed[key] = count
+            written.append((key, count, stored_id))
         if not ops:
             return
+        with self._lock:
+            for key, count, stored_id in written:
+                if key in self._counts:
+                    self._flushed[key] = count
+                elif len(self._unstore) < self.max_shapes:
+                    self._unstore.add(stored_id)  # forgotten meanwhile: deleted next time
         try:
             stored.bulk_write(ops, ordered=False)
         except PyMongoError as exc:
@@ -564,6 +578,11 @@ class AutoIndexManager:
         return True
 
     def _forget(self, key: tuple[str, str, Shape]) -> None:
+        """Forget ``key`` here and, at the next flush, in the stored shapes (caller holds the
+        lock): what is stored never outgrows what is counted."""
+        if key in self._flushed and len(self._unstore) < self.max_shapes:
+            slug, collection, shape = key
+            self._unstore.add(f"{slug}:{collection}:{auto_index_name(shape_keys(shape))}")
         tables: tuple[dict[Any, Any], ...] = (self._counts, self._flushed, self._state, self._marks)
         for table in tables:
             table.pop(key, None)
