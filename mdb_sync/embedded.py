@@ -297,25 +297,42 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+if sys.platform == "win32":  # pragma: no cover - Windows
+
+    def _try_lock(fd: int) -> None:
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+
+    def _try_lock(fd: int) -> None:
+        """Take the exclusive lock of ``fd`` or raise ``OSError`` at once."""
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """An exclusive advisory lock between processes (flock; msvcrt on Windows), waited for at
     most ``timeout`` seconds (a holder that is stopped or hung must not hang us)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
     with open(path, "a+b") as fh:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if fcntl is not None:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                else:  # pragma: no cover - Windows
-                    import msvcrt
-
-                    msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+                _try_lock(fh.fileno())
                 break
             except OSError as exc:
                 if time.monotonic() >= deadline:
@@ -328,12 +345,7 @@ def _file_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         try:
             yield
         finally:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            else:  # pragma: no cover - Windows
-                import msvcrt
-
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+            _unlock(fh.fileno())
 
 
 def _data_lock_holder(data_dir: Path) -> int | None:
