@@ -268,8 +268,6 @@ class MongoDBEngine:
         :meth:`initialize` ran (services built on the engine check it first)."""
         self._connection.require_open()
 
-    _require_initialized = require_initialized
-
     # --- the client ---------------------------------------------------------------------------
 
     @property
@@ -340,7 +338,7 @@ class MongoDBEngine:
         (``data_access.read_scopes``) and that the other app's ``cross_app_policy`` is not
         ``deny_all``; writes never cross apps (``write_scope`` can only be the app itself).
         """
-        self._require_initialized()
+        self.require_initialized()
         key = (
             slug,
             tuple(read_scopes) if read_scopes is not None else None,
@@ -440,7 +438,7 @@ class MongoDBEngine:
 
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
-        self._require_initialized()
+        self.require_initialized()
         background = bool(create_indexes and background_indexes)
         result = self.registration.register(
             manifest,
@@ -471,24 +469,24 @@ class MongoDBEngine:
 
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
-        self._require_initialized()
+        self.require_initialized()
         record = self.catalog.get(slug)
         return dict(record.manifest) if record is not None else None
 
     def list_apps(self, status: str | None = None) -> list[dict[str, Any]]:
         """Registered apps (manifests), optionally only those with ``status``."""
-        self._require_initialized()
+        self.require_initialized()
         return self.registry.list(status=status)
 
     def reload_apps(self) -> int:
         """Re-read the registry from the database; return the number of active apps."""
-        self._require_initialized()
+        self.require_initialized()
         self._scoped.clear()
         return self.catalog.load()
 
     def unregister_app(self, slug: str) -> bool:
         """Remove ``slug`` from the registry (its data is kept). True if it was registered."""
-        self._require_initialized()
+        self.require_initialized()
         self._forget_scoped(slug)
         self.app_services.forget(slug)
         return self.registration.unregister(slug)
@@ -680,7 +678,7 @@ class MongoDBEngine:
         :func:`mdb_sync.portability.export_app`."""
         from .portability import export_app
 
-        self._require_initialized()
+        self.require_initialized()
         return export_app(self, slug, directory, **options)
 
     def import_app(
@@ -690,7 +688,7 @@ class MongoDBEngine:
         :func:`mdb_sync.portability.import_app`."""
         from .portability import import_app
 
-        self._require_initialized()
+        self.require_initialized()
         return import_app(self, slug, directory, **options)
 
 

@@ -188,11 +188,6 @@ INTERNAL_PREFIXES: Mapping[str, str] = {
 }
 
 
-def is_internal(name: str) -> bool:
-    """Whether physical collection ``name`` is engine-internal (listed or of a family)."""
-    return name in INTERNAL_COLLECTIONS or name in LEGACY_NAMES or name.startswith(("mdb_", "mdb."))
-
-
 # --- the service ----------------------------------------------------------------------------------
 
 
@@ -335,20 +330,11 @@ class Storage:
     def close(self) -> None:
         """Forget what was prepared and close the connection (the engine shuts down: a new
         client starts afresh). Idempotent."""
-        self.reset()
-        self.connection.close()
-
-    def forget(self, name: str) -> None:
-        """Prepare ``name`` again on its next use (the server may have lost it)."""
-        with self._lock:
-            self._prepared = {key for key in self._prepared if key[2] != name}
-
-    def reset(self) -> None:
-        """Forget what was prepared and the collection objects of the current client."""
         with self._lock:
             self._prepared.clear()
             self._raw_collections = {}
             self._app_id_indexed.clear()
+        self.connection.close()
 
     def after_fork_in_child(self) -> None:
         """Internal (the engine's fork handler calls it): the connection drops the parent's
