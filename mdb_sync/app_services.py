@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .catalog import AppCatalog, AppRecord
-from .manifest.model import Observability
+from .manifest.model import as_manifest
 
 if TYPE_CHECKING:
     pass
@@ -46,7 +46,7 @@ RecordKey = tuple[str, str, int, int]
 def operations_enabled(manifest: Mapping[str, Any] | None) -> bool:
     """Whether an app's database operations are recorded, from its manifest's
     ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default true)."""
-    return Observability.from_dict((manifest or {}).get("observability")).operation_metrics
+    return as_manifest(manifest).observability.operation_metrics
 
 
 class AppServices:

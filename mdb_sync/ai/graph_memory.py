@@ -155,7 +155,11 @@ class RelationGraph:
     def _extract(self, turns: list[dict[str, str]]) -> list[dict[str, str]]:
         conversation = "\n".join(f"{t['role']}: {t['content']}" for t in turns)
         reply = self.llm.ask_structured(
-            RELATIONS_PROMPT, conversation, RELATIONS_SCHEMA, model=self.config.chat_model
+            RELATIONS_PROMPT,
+            conversation,
+            RELATIONS_SCHEMA,
+            model=self.config.chat_model,
+            temperature=self.config.temperature,
         )
         relations: list[dict[str, str]] = []
         for item in reply["relations"]:
@@ -182,7 +186,11 @@ class RelationGraph:
             "new_relations": new,
         }
         reply = self.llm.ask_structured(
-            OBSOLETE_PROMPT, prompt, OBSOLETE_SCHEMA, model=self.config.chat_model
+            OBSOLETE_PROMPT,
+            prompt,
+            OBSOLETE_SCHEMA,
+            model=self.config.chat_model,
+            temperature=self.config.temperature,
         )
         deleted = []
         for alias in dict.fromkeys(str(a) for a in reply["obsolete"]):
