@@ -43,6 +43,8 @@ def renamed_parameters(**renames: str) -> Callable[[F], F]:
                     kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
 
+        # The wrapper keeps func's signature for callers (functools.wraps), while accepting
+        # the old keywords too; mypy cannot see that, so it is declared as func's type.
         return wrapper  # type: ignore[return-value]
 
     return decorate

@@ -163,9 +163,10 @@ class RelationGraph:
         )
         relations: list[dict[str, str]] = []
         for item in reply["relations"]:
-            triple = {k: normalize(item.get(k)) for k in ("source", "relationship", "destination")}
-            if all(triple.values()) and triple not in relations:
-                relations.append(triple)  # type: ignore[arg-type]
+            names = {k: normalize(item.get(k)) for k in ("source", "relationship", "destination")}
+            triple = {k: v for k, v in names.items() if v is not None}
+            if len(triple) == len(names) and triple not in relations:
+                relations.append(triple)
         return relations
 
     def _remove_obsolete(self, new: list[dict[str, str]], user_id: str) -> list[dict[str, Any]]:
