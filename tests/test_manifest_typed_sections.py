@@ -26,6 +26,7 @@ from mdb_sync.manifest import (
     schema_auth,
     schema_oauth,
     schema_services,
+    sections,
     validate_manifest,
 )
 from mdb_sync.manifest.fields import BaseSchema, modelled, typed_defaults
@@ -323,3 +324,19 @@ def test_the_old_readers_are_thin_deprecated_wrappers():
         )
     with pytest.warns(DeprecationWarning), pytest.raises(ConfigurationError, match="min_length"):
         PasswordPolicy.from_manifest({"min_length": 2})
+
+
+def test_typed_sections_are_cached_by_content_within_a_bound():
+    """A section read again (every process reads the same stored records) is not loaded
+    again; ever new sections — one per app of a large deployment — keep the cache bounded."""
+    first = load_section("cors", {"allow_origins": ["https://a.example"], "max_age": 1})
+    again = load_section("cors", {"max_age": 1, "allow_origins": ["https://a.example"]})
+    same = load_section("cors", {"allow_origins": ["https://a.example"], "max_age": 1})
+    assert same is first and again == first  # another key order: equal, loaded again
+    for age in range(sections.CACHE_SIZE + 200):
+        load_section("cors", {"max_age": age})
+    assert sections.cache_info() == {"size": sections.CACHE_SIZE, "limit": sections.CACHE_SIZE}
+    # Invalid sections are never cached: refused every time, naming the app each time.
+    for slug in ("one", "two"):
+        with pytest.raises(ConfigurationError, match=f"of app '{slug}'"):
+            load_section("cors", {"max_age": -1}, slug=slug)

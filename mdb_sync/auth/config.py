@@ -14,7 +14,7 @@ token lifetimes, ``auth.jwt``...) are its schema defaults.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ..manifest.fields import typed_defaults
@@ -291,7 +291,7 @@ class AuthConfig:
             csrf_enabled=csrf_on and (users_on or isinstance(csrf, CsrfSection)),
             csrf_exempt_routes=csrf_block.exempt_routes,
             csrf_token_ttl=csrf_block.token_ttl,
-            hsts=asdict(hsts) if hsts is not None else {},
+            hsts=dict(vars(hsts)) if hsts is not None else {},
             rate_limits=limits,
             route_limits={
                 path: RateLimit(v.max_attempts, v.window_seconds)

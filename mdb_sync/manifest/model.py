@@ -222,19 +222,24 @@ class Manifest:
         return copy.deepcopy(dict(self.raw))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, validate: bool = True) -> Manifest:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, validate: bool = True, copy_document: bool = True
+    ) -> Manifest:
         """The manifest of ``data``: validated and normalized first (raises
         :class:`~mdb_sync.exceptions.ManifestValidationError` naming every bad path),
         unless ``validate=False`` says it already was (a stored registry record: each
-        section is then checked when it is first read)."""
+        section is then checked when it is first read). An unvalidated ``data`` is copied
+        unless ``copy_document=False`` (a reader that types what it needs at once)."""
         if isinstance(data, Manifest):
             return data
         if validate:
             from .validator import validate_manifest
 
-            document = validate_manifest(data)
-        else:
+            document: Mapping[str, Any] = validate_manifest(data)
+        elif copy_document:
             document = copy.deepcopy(dict(data))
+        else:
+            document = data
         slug = str(document.get("slug", ""))
         return cls(
             slug=slug,
@@ -248,11 +253,11 @@ class Manifest:
 
 
 def as_manifest(value: Manifest | Mapping[str, Any] | None) -> Manifest:
-    """``value`` as a :class:`Manifest` (a validated dict is not validated again; None:
-    an empty manifest) — for readers that accept both."""
+    """``value`` as a :class:`Manifest` (a validated dict is neither validated again nor
+    copied; None: an empty manifest) — for readers that accept both and read it at once."""
     if isinstance(value, Manifest):
         return value
-    return Manifest.from_dict(value or {}, validate=False)
+    return Manifest.from_dict(value or {}, validate=False, copy_document=False)
 
 
 def manifest_dict(value: Manifest | Mapping[str, Any] | None) -> Mapping[str, Any]:

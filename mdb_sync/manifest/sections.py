@@ -13,11 +13,20 @@ absence means "as usual".
 Rules across sections (a write scope that must be the slug, model names that must name a
 configured provider) are checked when a whole manifest is validated
 (:func:`~mdb_sync.manifest.validate_manifest`), not here.
+
+Typed sections are immutable, so they are cached by content (a SHA-256 of the section's JSON,
+:data:`CACHE_SIZE` of them, least recently used dropped first): reading the same section
+again — a stored record read by every process, a manifest dict handed to a reader — costs a
+hash, not a schema load. A section holding values JSON cannot represent (BSON types in a seed
+document) is loaded every time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -26,7 +35,12 @@ from ..exceptions import ConfigurationError
 from .fields import LENIENT, MapOf, Obj, describe_errors, flatten_errors, typed_absent, typed_value
 from .schema import ManifestSchema
 
+#: Typed sections kept in the content cache.
+CACHE_SIZE = 1024
+
 _local = threading.local()
+_cache: OrderedDict[tuple[str, bool, str], Any] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
 def _root() -> ManifestSchema:
@@ -76,6 +90,13 @@ def load_section(
     field = section_field(path)
     if value is None:
         return typed_absent(field)
+    key = _content_key(path, lenient, value)
+    if key is not None:
+        with _cache_lock:
+            hit = _cache.get(key, _MISS)
+            if hit is not _MISS:
+                _cache.move_to_end(key)
+                return hit
     token = LENIENT.set(lenient)
     try:
         loaded = field.deserialize(value)
@@ -83,7 +104,36 @@ def load_section(
         raise section_error(flatten_errors(exc.messages, label or path), slug) from None
     finally:
         LENIENT.reset(token)
-    return typed_value(field, loaded)
+    typed = typed_value(field, loaded)
+    if key is not None:
+        with _cache_lock:
+            _cache[key] = typed
+            while len(_cache) > CACHE_SIZE:
+                _cache.popitem(last=False)
+    return typed
+
+
+_MISS = object()
+
+
+def _content_key(path: str, lenient: bool, value: Any) -> tuple[str, bool, str] | None:
+    try:
+        # Plain JSON only: no default= that could give two different values one text.
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, OverflowError):
+        return None  # not plain JSON: loaded without caching
+    return path, lenient, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def clear_cache() -> None:
+    """Forget the typed sections read so far."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def cache_info() -> dict[str, int]:
+    """``{"size": typed sections cached, "limit": CACHE_SIZE}``."""
+    return {"size": len(_cache), "limit": CACHE_SIZE}
 
 
 def section_error(errors: dict[str, list[str]], slug: str | None) -> ConfigurationError:
@@ -97,4 +147,11 @@ def section_error(errors: dict[str, list[str]], slug: str | None) -> Configurati
     return ConfigurationError(message, context={"path": first, "app": slug, "errors": errors})
 
 
-__all__ = ["load_section", "section_error", "section_field"]
+__all__ = [
+    "CACHE_SIZE",
+    "cache_info",
+    "clear_cache",
+    "load_section",
+    "section_error",
+    "section_field",
+]
