@@ -5,8 +5,11 @@ user-chosen keys, :class:`~mdb_sync.manifest.fields.OneOfTypes`: a value of one 
 shapes) hold inner fields, as marshmallow's own ``List`` and ``Dict`` do. marshmallow binds a
 field to its schema (name, parent, root: what ``Nested`` reads to build its schema and
 options) through ``Field._bind_to_schema``, which it calls itself for the inner fields of its
-own containers only — not a public hook. :class:`ContainerField` binds ours the same way, so
-that a marshmallow release that renames or drops the hook breaks this module and one test
+own containers only — not a public hook. :class:`ContainerField` binds ours the same way,
+on copies of the inner fields as ``List`` does (marshmallow copies a schema's fields
+shallowly, so without them every instance of a schema — one per thread — would share the
+inner fields and the nested schemas they cache), so that a marshmallow release that renames
+or drops the hook breaks this module and one test
 (``tests/test_dependency_seams.py`` checks every name of :data:`PRIVATES` on the installed
 marshmallow, and that binding reaches the inner fields) rather than a manifest section in
 some far corner. ``setup.cfg`` keeps marshmallow below its next major version.
@@ -16,7 +19,8 @@ Nothing else in the packages may use a marshmallow private: go through this modu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import fields
@@ -44,10 +48,15 @@ class ContainerField(_Field):
         """The fields this one deserializes its parts with."""
         return ()
 
+    def replace_inner_fields(self, inner: Sequence[_Field]) -> None:
+        """Hold ``inner`` (copies of :meth:`inner_fields`, in order) instead."""
+
     def _bind_to_schema(self, field_name: str, parent: Any) -> None:
         super()._bind_to_schema(field_name, parent)
-        for inner in self.inner_fields():
-            inner._bind_to_schema(field_name, self)
+        inner = [copy.deepcopy(field) for field in self.inner_fields()]
+        for field in inner:
+            field._bind_to_schema(field_name, self)
+        self.replace_inner_fields(inner)
 
 
 __all__ = ["PRIVATES", "ContainerField"]

@@ -259,15 +259,21 @@ def test_each_marshmallow_private_exists(owner, name):
 
 
 def test_marshmallow_binds_the_inner_fields_of_our_containers():
-    """Binding a schema reaches the inner fields of MapOf and OneOfTypes (as it does a
-    List's): a nested schema inside them knows its parent and root, and loads."""
-    schema = ManifestSchema()
+    """Binding a schema reaches copies of the inner fields of MapOf and OneOfTypes (as it
+    does a List's): a nested schema inside them knows its parent and root, and loads; two
+    instances of a schema (one per thread) share no inner field nor the nested schema it
+    caches (marshmallow copies a schema's fields shallowly)."""
+    schema, other = ManifestSchema(), ManifestSchema()
     websockets = schema.fields["websockets"]  # MapOf(Obj(WebsocketSchema))
     (inner,) = websockets.inner_fields()
     assert inner.parent is websockets and inner.root is schema and inner.name == "websockets"
+    (elsewhere,) = other.fields["websockets"].inner_fields()
+    assert elsewhere is not inner and elsewhere.schema is not inner.schema
     auto_index = schema.fields["auto_index"]  # OneOfTypes: true/false or an object
-    for choice in auto_index.inner_fields():
-        assert choice.parent is auto_index and choice.root is schema
+    for choice, copy in zip(
+        auto_index.inner_fields(), other.fields["auto_index"].inner_fields(), strict=True
+    ):
+        assert choice.parent is auto_index and choice.root is schema and copy is not choice
     endpoint = load_section("websockets", {"live": {"path": "/ws"}})["live"]
     assert endpoint.path == "/ws" and endpoint.auth.allow_anonymous is True
 

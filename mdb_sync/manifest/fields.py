@@ -23,7 +23,7 @@ import difflib
 import functools
 import numbers
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -219,6 +219,9 @@ class MapOf(ContainerField):
 
     def inner_fields(self) -> Iterable[fields.Field[Any]]:
         return (self.values,)
+
+    def replace_inner_fields(self, inner: Sequence[fields.Field[Any]]) -> None:
+        (self.values,) = inner
 
     def typed(self, value: Any) -> Mapping[str, Any]:
         return MappingProxyType(
@@ -434,6 +437,11 @@ class OneOfTypes(ContainerField):
 
     def inner_fields(self) -> Iterable[fields.Field[Any]]:
         return [field for _, field in self.choices]
+
+    def replace_inner_fields(self, inner: Sequence[fields.Field[Any]]) -> None:
+        self.choices = tuple(
+            (types, field) for (types, _), field in zip(self.choices, inner, strict=True)
+        )
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         for types, field in self.choices:
