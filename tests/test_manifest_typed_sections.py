@@ -340,3 +340,42 @@ def test_typed_sections_are_cached_by_content_within_a_bound():
     for slug in ("one", "two"):
         with pytest.raises(ConfigurationError, match=f"of app '{slug}'"):
             load_section("cors", {"max_age": -1}, slug=slug)
+
+
+def test_a_child_forked_while_another_thread_holds_the_cache_lock_reads_sections():
+    """gunicorn --preload and Celery prefork children fork at any moment: a cache lock held
+    by another thread at the fork must not hang the child's first read of a section."""
+    import os
+    import signal
+    import threading
+    import time
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with sections._cache_lock:
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: read a new section (a cache miss, then a store), then exit
+        try:
+            typed = load_section("cors", {"max_age": 4242})
+            os._exit(0 if typed.max_age == 4242 else 1)
+        except BaseException:
+            os._exit(2)
+    release.set()
+    thread.join()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child hung on the section cache's lock")

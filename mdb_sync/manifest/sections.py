@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -134,6 +135,17 @@ def clear_cache() -> None:
 def cache_info() -> dict[str, int]:
     """``{"size": typed sections cached, "limit": CACHE_SIZE}``."""
     return {"size": len(_cache), "limit": CACHE_SIZE}
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at the fork would never be released in the child; the
+    # cached sections (immutable) stay valid.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def section_error(errors: dict[str, list[str]], slug: str | None) -> ConfigurationError:
