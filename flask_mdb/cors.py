@@ -6,26 +6,30 @@ The block (see the manifest docs)::
              "allow_methods": ["GET", "POST"], "allow_headers": ["Content-Type"],
              "expose_headers": [], "allow_credentials": false, "max_age": 600}
 
-Origins are exact (``scheme://host[:port]``, compared case-insensitively, default ports
-dropped); ``"*"`` is allowed only without credentials, since a wildcard with credentials
-would let any site read a user's data with their cookies. An app without a ``cors`` block
-answers no CORS headers (same-origin only). A refused preflight gets 403 without CORS
-headers; an actual request from an origin not allowed is served without them, so the
-browser withholds the response. The policy is also what websocket endpoints use to check
-``Origin`` (:meth:`CorsPolicy.allows`).
+The manifest's schema validates it and fills its defaults
+(:class:`~mdb_sync.manifest.model.CorsSection`); :class:`CorsPolicy` is what requests are
+checked against. Origins are exact (``scheme://host[:port]``, compared case-insensitively,
+default ports dropped); ``"*"`` is allowed only without credentials, since a wildcard with
+credentials would let any site read a user's data with their cookies. An app without a
+``cors`` block answers no CORS headers (same-origin only). A refused preflight gets 403
+without CORS headers; an actual request from an origin not allowed is served without them,
+so the browser withholds the response. The policy is also what websocket endpoints use to
+check ``Origin`` (:meth:`CorsPolicy.allows`).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, jsonify, request
 
+from mdb_sync.deprecation import deprecated
 from mdb_sync.exceptions import ConfigurationError
+from mdb_sync.manifest.model import CorsSection, as_manifest
+from mdb_sync.manifest.origins import TOKEN_RE, normalize_origin
+from mdb_sync.manifest.sections import load_section
 
 from .binding import Binding, current_binding
 from .request_state import current_state
@@ -33,45 +37,15 @@ from .state import SlugState
 
 log = logging.getLogger("flask_mdb")
 
-DEFAULT_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-#: Headers allowed when the block lists none: what a JSON API with tokens and CSRF needs.
-DEFAULT_HEADERS = ("Content-Type", "Authorization", "X-Requested-With", "X-CSRF-Token")
-DEFAULT_MAX_AGE = 600
 #: Request headers a browser may send cross-origin without their being listed.
 _SAFELISTED_HEADERS = frozenset({"accept", "accept-language", "content-language"})
-_KEYS = frozenset(
-    {
-        "enabled",
-        "allow_origins",
-        "allow_methods",
-        "allow_headers",
-        "expose_headers",
-        "allow_credentials",
-        "max_age",
-    }
-)
-_ORIGIN_RE = re.compile(
-    r"([a-z][a-z0-9+.\-]*)://([a-z0-9\-._~%]+|\[[0-9a-f:.]+\])(?::(\d{1,5}))?", re.IGNORECASE
-)
-_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
-
-def normalize_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` in lower case without a default port, or None if
-    ``origin`` is not a serialized origin (``null``, a path, credentials, garbage)."""
-    match = _ORIGIN_RE.fullmatch(origin.strip())
-    if match is None:
-        return None
-    scheme, host, port = match.group(1).lower(), match.group(2).lower(), match.group(3)
-    if port is not None and _DEFAULT_PORTS.get(scheme) != port:
-        return f"{scheme}://{host}:{port}"
-    return f"{scheme}://{host}"
+__all__ = ["CorsPolicy", "add_cors_headers", "handle_preflight", "normalize_origin", "policy_for"]
 
 
 @dataclass(frozen=True)
 class CorsPolicy:
-    """One app's CORS rules, validated."""
+    """One app's CORS rules (build it with :meth:`from_section`)."""
 
     origins: frozenset[str]
     any_origin: bool
@@ -83,57 +57,28 @@ class CorsPolicy:
     max_age: int
 
     @classmethod
-    def from_manifest(cls, block: Any, where: str = "cors") -> CorsPolicy | None:
-        """The policy of a manifest's ``cors`` block; None when absent or disabled.
-
-        Raises :class:`ConfigurationError` naming the bad path (``cors.allow_origins[1]``).
-        """
-        if block is None:
+    def from_section(cls, section: CorsSection | None) -> CorsPolicy | None:
+        """The policy of a typed ``cors`` block (``manifest.cors``); None when absent or
+        disabled."""
+        if section is None or not section.enabled:
             return None
-        if not isinstance(block, Mapping):
-            raise _invalid(where, "must be an object")
-        unknown = sorted(set(block) - _KEYS)
-        if unknown:
-            raise _invalid(
-                f"{where}.{unknown[0]}", f"is not a cors key ({', '.join(sorted(_KEYS))})"
-            )
-        enabled = _flag(block, "enabled", True, where)
-        credentials = _flag(block, "allow_credentials", False, where)
-        if not enabled:
-            return None
-        origins: set[str] = set()
-        any_origin = False
-        for i, origin in enumerate(_strings(block, "allow_origins", (), where)):
-            path = f"{where}.allow_origins[{i}]"
-            if origin == "*":
-                if credentials:
-                    raise _invalid(
-                        path, "'*' cannot be combined with allow_credentials: list origins"
-                    )
-                any_origin = True
-                continue
-            normalized = normalize_origin(origin)
-            if normalized is None:
-                raise _invalid(
-                    path, f"{origin!r} is not an origin: use scheme://host[:port], no path"
-                )
-            origins.add(normalized)
-        methods = _tokens(block, "allow_methods", DEFAULT_METHODS, where, credentials)
-        headers = _tokens(block, "allow_headers", DEFAULT_HEADERS, where, credentials)
-        expose = _tokens(block, "expose_headers", (), where, credentials)
-        max_age = block.get("max_age", DEFAULT_MAX_AGE)
-        if not isinstance(max_age, int) or isinstance(max_age, bool) or max_age < 0:
-            raise _invalid(f"{where}.max_age", "must be a whole number of seconds >= 0")
         return cls(
-            origins=frozenset(origins),
-            any_origin=any_origin,
-            methods=tuple(m.upper() for m in methods),
-            headers=tuple(h for h in headers if h != "*"),
-            any_header="*" in headers,
-            expose_headers=expose,
-            credentials=credentials,
-            max_age=max_age,
+            origins=frozenset(o for o in section.allow_origins if o != "*"),
+            any_origin="*" in section.allow_origins,
+            methods=section.allow_methods,
+            headers=tuple(h for h in section.allow_headers if h != "*"),
+            any_header="*" in section.allow_headers,
+            expose_headers=section.expose_headers,
+            credentials=section.allow_credentials,
+            max_age=section.max_age,
         )
+
+    @classmethod
+    @deprecated("CorsPolicy.from_section(manifest.cors)")
+    def from_manifest(cls, block: Any, where: str = "cors") -> CorsPolicy | None:
+        """The policy of a ``cors`` block, checked by the manifest's schema
+        (:class:`ConfigurationError` naming the bad path under ``where``)."""
+        return cls.from_section(load_section("cors", block, lenient=False, label=where))
 
     def allows(self, origin: str | None) -> bool:
         """Whether a request from ``origin`` may read responses."""
@@ -167,7 +112,7 @@ class CorsPolicy:
             return None, f"method {method[:20]!r} is not allowed"
         requested = [h.strip().lower() for h in (request_headers or "").split(",") if h.strip()]
         if self.any_header:
-            refused = [h for h in requested if not _TOKEN_RE.fullmatch(h)]
+            refused = [h for h in requested if not TOKEN_RE.fullmatch(h)]
         else:
             allowed = {h.lower() for h in self.headers} | _SAFELISTED_HEADERS
             refused = [h for h in requested if h not in allowed]
@@ -182,51 +127,13 @@ class CorsPolicy:
         return headers, ""
 
 
-def _invalid(path: str, message: str) -> ConfigurationError:
-    return ConfigurationError(f"invalid manifest: {path} {message}", context={"path": path})
-
-
-def _flag(block: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
-    value = block.get(key, default)
-    if not isinstance(value, bool):
-        raise _invalid(f"{where}.{key}", "must be true or false")
-    return value
-
-
-def _strings(
-    block: Mapping[str, Any], key: str, default: tuple[str, ...], where: str
-) -> tuple[str, ...]:
-    value = block.get(key, default)
-    if not isinstance(value, list | tuple):
-        raise _invalid(f"{where}.{key}", "must be a list of strings")
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item:
-            raise _invalid(f"{where}.{key}[{i}]", "must be a non-empty string")
-    return tuple(value)
-
-
-def _tokens(
-    block: Mapping[str, Any], key: str, default: tuple[str, ...], where: str, credentials: bool
-) -> tuple[str, ...]:
-    values = _strings(block, key, default, where)
-    for i, value in enumerate(values):
-        if value == "*":
-            if credentials:
-                raise _invalid(
-                    f"{where}.{key}[{i}]", "'*' cannot be combined with allow_credentials"
-                )
-        elif not _TOKEN_RE.fullmatch(value):
-            raise _invalid(f"{where}.{key}[{i}]", f"{value[:100]!r} is not a valid name")
-    return values
-
-
 # --- request hooks ------------------------------------------------------------------------------
 
 
 def _build_policy(slug_state: SlugState) -> CorsPolicy | None:
     try:
-        return CorsPolicy.from_manifest(slug_state.manifest.get("cors"))
-    except ConfigurationError as exc:
+        return CorsPolicy.from_section(as_manifest(slug_state.manifest).cors)
+    except ConfigurationError as exc:  # a stored block this release finds invalid: fail closed
         log.error(
             "app %r: CORS disabled, its manifest's cors block is invalid: %s", slug_state.slug, exc
         )

@@ -110,8 +110,7 @@ class MDB:
         manifests: dict[str, dict[str, Any]] = {}
         for path in paths:
             try:
-                manifest = engine.load_manifest(path)
-                cors.CorsPolicy.from_manifest(manifest.get("cors"))
+                manifest = engine.load_manifest(path)  # every section, cors included
             except ManifestValidationError as exc:
                 raise ManifestValidationError(
                     f"MDB_MANIFESTS: {path}: {exc}", errors=exc.errors, context=exc.context

@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar, cast
 
 from .catalog import AppCatalog, AppRecord
-from .manifest.model import Observability
+from .manifest.model import as_manifest
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ RecordKey = tuple[str, str, int, int]
 def operations_enabled(manifest: Mapping[str, Any] | None) -> bool:
     """Whether an app's database operations are recorded, from its manifest's
     ``observability.metrics`` (``enabled`` / ``collect_operation_metrics``, default true)."""
-    return Observability.from_dict((manifest or {}).get("observability")).operation_metrics
+    return as_manifest(manifest).observability.operation_metrics
 
 
 class AppServices:

@@ -5,6 +5,7 @@ The app parameter is ``slug`` across the public API (``engine.get_scoped_db(slug
 ``app_slug`` in some signatures and ``app`` in others. :func:`renamed_parameters` lets
 callers that pass the old keyword keep working for a release while they are told the new
 name. (In ``flask_mdb``, ``app`` is the Flask application everywhere and is not renamed.)
+:func:`deprecated` does the same for a public callable that has a replacement.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def renamed_parameters(**renames: str) -> Callable[[Callable[P, R]], Callable[P,
                         stacklevel=2,
                     )
                     kwargs[new] = kwargs.pop(old)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def deprecated(replacement: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Keep a public callable working for a release, warning that ``replacement`` is the
+    way now (a :class:`DeprecationWarning` naming both)."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        where = func.__qualname__
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            warnings.warn(
+                f"{where}() is deprecated; use {replacement}", DeprecationWarning, stacklevel=2
+            )
             return func(*args, **kwargs)
 
         return wrapper

@@ -44,7 +44,7 @@ from .deprecation import renamed_parameters
 from .exceptions import ConfigurationError, ScopeError
 from .indexes.auto import AutoIndexManager
 from .indexes.background import DeclaredIndexBuilds
-from .manifest.model import DataAccess
+from .manifest.model import DataAccess, as_manifest
 from .observability.metrics import MetricsCollector
 from .registration import Registration
 from .registry import AppRegistry
@@ -395,7 +395,7 @@ class MongoDBEngine:
                 raise ScopeError(
                     f"read scope {other!r} is not a registered app", context={"app": app_slug}
                 )
-            if DataAccess.from_dict((owner.get("manifest") or {}).get("data_access")).denies_all:
+            if as_manifest(owner.get("manifest")).data_access.denies_all:
                 self._record_security_event(app_slug, f"{other!r} denies cross-app reads")
                 raise ScopeError(
                     f"app {other!r} denies reads by other apps (cross_app_policy: deny_all)",

@@ -35,7 +35,7 @@ def main() -> None:
     engine = MongoDBEngine(args.uri, args.db)
     engine.initialize()
     if args.lease:
-        config = LLMConfig.from_manifest(engine.get_app(args.app)["llm_config"], slug=args.app)
+        config = LLMConfig.from_section(engine.get_app(args.app)["llm_config"], slug=args.app)
         now = dt.datetime.fromisoformat(args.now)
         ledger = SpendLedger(engine, args.app, lease_seconds=args.lease, clock=lambda: now)
         llm = LLMService(config, metrics=engine.metrics, app=args.app, ledger=ledger)

@@ -314,7 +314,7 @@ def test_a_process_killed_mid_call_costs_its_reservation_and_nothing_more(
     doc = ledger_doc(raw_db, "crash")
     assert (doc["reserved"], doc["spent"], len(doc["reservations"])) == (13_000_000, 0, 1)
 
-    config = LLMConfig.from_manifest(engine.get_app("crash")["llm_config"], slug="crash")
+    config = LLMConfig.from_section(engine.get_app("crash")["llm_config"], slug="crash")
 
     def service_at(when):
         ledger = SpendLedger(engine, "crash", clock=lambda: when)

@@ -126,7 +126,7 @@ def test_bad_ai_config_names_its_path(engine, ai_env, sections, path):
     ((section, raw),) = sections.items()
     if section == "llm_config":
         with pytest.raises(ConfigurationError) as direct:
-            LLMConfig.from_manifest(raw, slug="bad")
+            LLMConfig.from_section(raw, slug="bad")
         assert str(direct.value).startswith(path)
         assert "sk-secret" not in str(direct.value)
 

@@ -293,7 +293,7 @@ def test_a_rejected_request_is_not_retried(llm_server):
 
 
 def test_the_openai_provider_needs_a_key():
-    config = LLMConfig.from_manifest({"provider": "openai"}, environ={})
+    config = LLMConfig.from_section({"provider": "openai"}, environ={})
     with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
         config.require_ready("app1")
 
@@ -302,7 +302,7 @@ def test_the_openai_provider_needs_a_key():
 
 
 def test_azure_uses_deployments_api_version_and_api_key_header(llm_server):
-    config = LLMConfig.from_manifest(
+    config = LLMConfig.from_section(
         {"provider": "azure", "default_chat_model": "gpt-4o", "api_version": "2024-10-21"},
         environ={
             "AZURE_OPENAI_API_KEY": "test-key",

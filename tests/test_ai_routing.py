@@ -196,7 +196,7 @@ def test_declared_provider_settings_are_checked(engine, two_providers):
         assert path in info.value.paths, (providers, info.value.paths)
         assert "sk-secret" not in str(info.value)
         with pytest.raises(ConfigurationError) as direct:
-            LLMConfig.from_manifest(manifest["llm_config"], slug="bad", environ={})
+            LLMConfig.from_section(manifest["llm_config"], slug="bad", environ={})
         assert str(direct.value).startswith(path), str(direct.value)
         assert "sk-secret" not in str(direct.value)
 
@@ -223,7 +223,7 @@ def test_keys_never_cross_the_network_in_the_clear(two_providers, monkeypatch):
     """A declared provider on plain http to a non-loopback host is refused before a key is
     sent (https, or http to loopback only)."""
     monkeypatch.setenv("REMOTE_API_KEY", "secret")
-    config = LLMConfig.from_manifest(
+    config = LLMConfig.from_section(
         {
             "enabled": True,
             "provider": "local",

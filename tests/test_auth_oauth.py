@@ -690,9 +690,16 @@ def test_manifest_is_not_changed_by_reading_it(op):
     assert m == before
 
 
-def test_preset_defaults_and_base_url_overrides():
-    from mdb_sync.auth.oauth.settings import provider_settings
+def provider_settings(name, block):
+    """Provider ``name`` as its typed manifest section makes it (defaults from the schema)."""
+    from mdb_sync.auth.oauth.settings import ProviderSettings
+    from mdb_sync.manifest.sections import load_section
 
+    section = load_section(f"auth.oauth.providers.{name}", block, lenient=False)
+    return ProviderSettings.from_section(name, section)
+
+
+def test_preset_defaults_and_base_url_overrides():
     common = {"client_id": "c", "client_secret_env": "E"}
     google = provider_settings("g", {"preset": "google", **common})
     assert google.discovery_url == "https://accounts.google.com/.well-known/openid-configuration"

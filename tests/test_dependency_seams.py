@@ -1,7 +1,7 @@
-"""The seams with pymongo's and Flask-Login's private API: each private name the library uses
-exists on the installed version and still does what the library relies on, and the frames a
-broadcast builds itself are the bytes wsproto would send. A release that changes one fails
-here, by name, rather than somewhere in the sandbox."""
+"""The seams with pymongo's, marshmallow's and Flask-Login's private API: each private name the
+library uses exists on the installed version and still does what the library relies on, and
+the frames a broadcast builds itself are the bytes wsproto would send. A release that changes
+one fails here, by name, rather than somewhere in the sandbox."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import inspect
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import marshmallow
 import pytest
 import simple_websocket
 from flask import Flask
@@ -24,7 +25,10 @@ from wsproto.extensions import PerMessageDeflate
 
 from flask_mdb import _flask_login_seam as login_seam
 from flask_mdb.websockets.connection import text_frame
+from mdb_sync import _marshmallow_seam as marshmallow_seam
 from mdb_sync import _pymongo_seam as seam
+from mdb_sync.manifest.schema import ManifestSchema
+from mdb_sync.manifest.sections import load_section
 
 # --- pymongo -------------------------------------------------------------------------------------
 
@@ -240,6 +244,40 @@ def test_the_public_request_loader_property():
     assert manager.request_callback is loader
 
 
+# --- marshmallow ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [(owner, name) for owner, names in marshmallow_seam.PRIVATES.items() for name in names],
+)
+def test_each_marshmallow_private_exists(owner, name):
+    holder = {"marshmallow.fields.Field": marshmallow.fields.Field}[owner]
+    assert callable(getattr(holder, name, None)), (
+        f"marshmallow no longer has {owner}.{name}: mdb_sync/_marshmallow_seam.py needs updating"
+    )
+
+
+def test_marshmallow_binds_the_inner_fields_of_our_containers():
+    """Binding a schema reaches copies of the inner fields of MapOf and OneOfTypes (as it
+    does a List's): a nested schema inside them knows its parent and root, and loads; two
+    instances of a schema (one per thread) share no inner field nor the nested schema it
+    caches (marshmallow copies a schema's fields shallowly)."""
+    schema, other = ManifestSchema(), ManifestSchema()
+    websockets = schema.fields["websockets"]  # MapOf(Obj(WebsocketSchema))
+    (inner,) = websockets.inner_fields()
+    assert inner.parent is websockets and inner.root is schema and inner.name == "websockets"
+    (elsewhere,) = other.fields["websockets"].inner_fields()
+    assert elsewhere is not inner and elsewhere.schema is not inner.schema
+    auto_index = schema.fields["auto_index"]  # OneOfTypes: true/false or an object
+    for choice, copy in zip(
+        auto_index.inner_fields(), other.fields["auto_index"].inner_fields(), strict=True
+    ):
+        assert choice.parent is auto_index and choice.root is schema and copy is not choice
+    endpoint = load_section("websockets", {"live": {"path": "/ws"}})["live"]
+    assert endpoint.path == "/ws" and endpoint.auth.allow_anonymous is True
+
+
 # --- simple-websocket / wsproto -----------------------------------------------------------------
 
 
@@ -286,6 +324,7 @@ def test_a_compressed_connection_gets_its_own_frames():
 #: Dependencies whose private or fast-moving API the library uses: each must have a ceiling.
 CAPPED = (
     "pymongo",
+    "marshmallow",
     "flask",
     "werkzeug",
     "flask-login",

@@ -9,7 +9,9 @@ from flask_apps import AppFactory, write_manifest
 
 from flask_mdb import CorsPolicy
 from flask_mdb.cors import normalize_origin
-from mdb_sync import ConfigurationError
+from mdb_sync import ConfigurationError, ManifestValidationError
+from mdb_sync.manifest import validate_manifest
+from mdb_sync.manifest.sections import load_section
 
 ALLOWED = "https://app.example.com"
 EVIL = "https://evil.example"
@@ -188,50 +190,65 @@ def test_an_invalid_stored_policy_fails_closed(factory, tmp_path, raw_db, caplog
         response = client.get("/x", headers={"Origin": ALLOWED})
     assert response.status_code == 200
     assert "Access-Control-Allow-Origin" not in response.headers
-    assert "cannot be combined with allow_credentials" in caplog.text
+    assert "is not allowed together with allow_credentials" in caplog.text
 
 
 @pytest.mark.parametrize(
     ("block", "path"),
     [
-        ("yes", "cors must be an object"),
-        ({"allow_origin": [ALLOWED]}, "cors.allow_origin is not a cors key"),
-        ({"enabled": "true"}, "cors.enabled must be true or false"),
-        ({"allow_credentials": 1}, "cors.allow_credentials must be true or false"),
-        ({"allow_origins": ALLOWED}, "cors.allow_origins must be a list"),
-        ({"allow_origins": [ALLOWED, 7]}, r"cors.allow_origins\[1\] must be a non-empty string"),
-        ({"allow_origins": [ALLOWED + "/"]}, r"cors.allow_origins\[0\] .* is not an origin"),
-        ({"allow_origins": ["null"]}, r"cors.allow_origins\[0\] 'null' is not an origin"),
-        ({"allow_origins": ["https://*.example.com"]}, r"allow_origins\[0\] .* is not an origin"),
-        ({"allow_origins": ["https://u:p@a.example"]}, r"allow_origins\[0\] .* is not an origin"),
+        ("yes", "cors: must be an object"),
+        ({"allow_origin": [ALLOWED]}, r"cors.allow_origin: unknown key \(did you mean"),
+        ({"enabled": "true"}, "cors.enabled: must be true or false"),
+        ({"allow_credentials": 1}, "cors.allow_credentials: must be true or false"),
+        ({"allow_origins": ALLOWED}, "cors.allow_origins: must be an array"),
+        ({"allow_origins": [ALLOWED, 7]}, r"cors.allow_origins\[1\]: must be a string"),
+        ({"allow_origins": [ALLOWED + "/"]}, r"cors.allow_origins\[0\]: .* is not an origin"),
+        ({"allow_origins": ["null"]}, r"cors.allow_origins\[0\]: 'null' is not an origin"),
+        ({"allow_origins": ["https://*.example.com"]}, r"allow_origins\[0\]: .* is not an origin"),
+        ({"allow_origins": ["https://u:p@a.example"]}, r"allow_origins\[0\]: .* is not an origin"),
         (
             {"allow_origins": ["*"], "allow_credentials": True},
-            r"cors.allow_origins\[0\] '\*' cannot be combined with allow_credentials",
+            r"cors.allow_origins: '\*' is not allowed together with allow_credentials",
         ),
         (
             {"allow_origins": [ALLOWED], "allow_headers": ["*"], "allow_credentials": True},
-            r"cors.allow_headers\[0\] '\*' cannot be combined",
+            r"cors.allow_headers: '\*' is not allowed together with allow_credentials",
         ),
-        ({"allow_methods": ["GET", "GE T"]}, r"cors.allow_methods\[1\] 'GE T' is not a valid"),
-        ({"allow_headers": ["X-Ok", "X\nBad"]}, r"cors.allow_headers\[1\] .* is not a valid"),
-        ({"max_age": -1}, "cors.max_age must be a whole number"),
-        ({"max_age": True}, "cors.max_age must be a whole number"),
-        ({"max_age": "600"}, "cors.max_age must be a whole number"),
+        ({"allow_methods": ["GET", "GE T"]}, r"cors.allow_methods\[1\]: 'GE T' is not a method"),
+        ({"allow_headers": ["X-Ok", "X\nBad"]}, r"cors.allow_headers\[1\]: .* is not a valid"),
+        ({"max_age": -1}, "cors.max_age: must be between 0 and 604800"),
+        ({"max_age": True}, "cors.max_age: must be an integer"),
+        ({"max_age": "600"}, "cors.max_age: must be an integer"),
     ],
 )
 def test_invalid_blocks_name_their_path(block, path):
+    """A block given outside a manifest is checked by the manifest's schema: the same
+    messages, each naming its path."""
     with pytest.raises(ConfigurationError, match=path):
-        CorsPolicy.from_manifest(block)
+        CorsPolicy.from_section(load_section("cors", block, lenient=False))
+    with pytest.raises(ManifestValidationError, match=path):
+        validate_manifest({"slug": "app", "cors": block})
 
 
 def test_policy_defaults():
-    policy = CorsPolicy.from_manifest({"allow_origins": [ALLOWED]})
+    policy = CorsPolicy.from_section(load_section("cors", {"allow_origins": [ALLOWED]}))
     assert policy.methods == ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     assert "Content-Type" in policy.headers
     assert policy.max_age == 600
     assert policy.credentials is False
-    assert CorsPolicy.from_manifest(None) is None
-    assert CorsPolicy.from_manifest({"enabled": False}) is None
+    assert CorsPolicy.from_section(None) is None
+    assert CorsPolicy.from_section(load_section("cors", {"enabled": False})) is None
+
+
+def test_the_old_reader_is_a_deprecated_wrapper():
+    with pytest.warns(DeprecationWarning, match=r"CorsPolicy.from_manifest\(\) is deprecated"):
+        policy = CorsPolicy.from_manifest({"allow_origins": ["HTTPS://App.Example.com:443"]})
+    assert policy is not None and policy.origins == frozenset({"https://app.example.com"})
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ConfigurationError, match=r"cors.max_age: must be an integer"),
+    ):
+        CorsPolicy.from_manifest({"max_age": "600"})
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,16 @@ from flask_mdb.websockets import endpoints_of
 from mdb_sync.auth.config import AuthConfig
 from mdb_sync.exceptions import ManifestValidationError, ScopeError
 from mdb_sync.manifest import Manifest, validate_manifest
-from mdb_sync.manifest.model import AutoIndex, DataAccess, Observability, WebsocketSettings
+from mdb_sync.manifest.model import (
+    AutoIndex,
+    CorsSection,
+    DataAccess,
+    HealthChecks,
+    MetricsSettings,
+    Observability,
+    WebsocketAuth,
+    WebsocketSettings,
+)
 
 FULL = {
     "slug": "shop",
@@ -30,16 +39,37 @@ def test_from_dict_validates_and_types_every_section():
     m = Manifest.from_dict(FULL)
     assert (m.slug, m.name, m.status, m.schema_version) == ("shop", "shop", "active", "2.0")
     assert (m.description, m.developer_id, m.is_active) == ("A shop", "owner@example.com", True)
-    assert m.data_access == DataAccess(("shop", "catalog"), "shop", "deny_all")
-    assert m.data_access.denies_all
-    assert m.observability == Observability(health_checks=True, operation_metrics=False)
-    assert m.auto_index == AutoIndex(enabled=True, threshold=5)
-    assert m.websockets["live"] == WebsocketSettings(
-        "live", "/ws", auth_required=True, allow_anonymous=True, ping_interval=30
+    assert m.data_access == DataAccess(
+        read_scopes=("shop", "catalog"), write_scope="shop", cross_app_policy="deny_all"
     )
-    assert m.cors["allow_credentials"] is False  # the schema's default, filled in
+    assert m.data_access.denies_all
+    assert m.observability == Observability(
+        health_checks=HealthChecks(enabled=True),
+        metrics=MetricsSettings(enabled=True, collect_operation_metrics=False),
+    )
+    assert m.observability.monitored and not m.observability.operation_metrics
+    assert m.auto_index == AutoIndex(enabled=True, threshold=5, max_indexes_per_collection=None)
+    assert m.websockets["live"] == WebsocketSettings(
+        path="/ws",
+        description=None,
+        auth=WebsocketAuth(required=True, allow_anonymous=True),
+        ping_interval=30,
+        max_message_size=65_536,
+    )
+    assert m.cors == CorsSection(
+        enabled=True,
+        allow_origins=("https://shop.example.com",),
+        allow_methods=("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"),
+        allow_headers=("Content-Type", "Authorization", "X-Requested-With", "X-CSRF-Token"),
+        expose_headers=(),
+        allow_credentials=False,  # the schema's defaults, filled in
+        max_age=600,
+    )
+    assert m.auth is not None and m.auth.users is not None
+    assert m.auth.users.allow_registration is True
+    assert m.auth.users.session_ttl_seconds == 86_400
     assert m.section("auth")["users"]["allow_registration"] is True
-    assert m.section("llm_config") is None
+    assert m.section("llm_config") is None and m.llm_config.enabled is False
 
 
 def test_the_model_and_the_schema_agree_on_the_current_version():
@@ -54,6 +84,8 @@ def test_absent_sections_have_their_documented_meaning():
     assert m.observability.operation_metrics and m.observability.health_checks
     assert m.auto_index.enabled and m.auto_index.threshold is None
     assert dict(m.websockets) == {} and m.cors is None
+    assert m.auth is None and m.token_management is None
+    assert m.embedding_config is None and m.memory_config is None
     assert Manifest.from_dict({"slug": "off", "auto_index": False}).auto_index.enabled is False
 
 
@@ -79,6 +111,10 @@ def test_it_is_immutable():
         m.raw["slug"] = "other"  # type: ignore[index]
     with pytest.raises(TypeError):
         m.websockets["x"] = m.websockets["live"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.auth.users.enabled = False  # type: ignore[misc,union-attr]
+    with pytest.raises(TypeError):
+        m.auth.rate_limits["/x"] = None  # type: ignore[index,union-attr]
 
 
 def test_an_invalid_manifest_is_refused_with_its_path():

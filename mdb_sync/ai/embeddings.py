@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from bson import ObjectId
@@ -67,7 +68,7 @@ class EmbeddingService:
         app: str | None = None,
     ) -> None:
         if not isinstance(config, EmbeddingConfig):
-            config = EmbeddingConfig.from_manifest(dict(config or {}), slug=app)
+            config = EmbeddingConfig.from_section(config, slug=app)
         overrides = {
             "max_tokens_per_chunk": max_tokens_per_chunk,
             "tokenizer_model": tokenizer_model,
@@ -75,15 +76,10 @@ class EmbeddingService:
             "default_embedding_model": default_embedding_model,
         }
         if any(v is not None for v in overrides.values()):
-            merged = {
-                "enabled": config.enabled,
-                "max_tokens_per_chunk": config.max_tokens_per_chunk,
-                "tokenizer_model": config.tokenizer_model,
-                "chunk_overlap_tokens": config.chunk_overlap_tokens,
-                "default_embedding_model": config.default_embedding_model,
-            }
+            # Checked as a whole (an overlap against the chunk size) by the manifest's schema.
+            merged = {k: v for k, v in asdict(config).items() if v is not None}
             merged.update({k: v for k, v in overrides.items() if v is not None})
-            config = EmbeddingConfig.from_manifest(merged, slug=app)
+            config = EmbeddingConfig.from_section(merged, slug=app)
         self.config = config
         self.app = app
         self.llm = llm or LLMService(llm_config, metrics=metrics, app=app)

@@ -155,13 +155,18 @@ class RelationGraph:
     def _extract(self, turns: list[dict[str, str]]) -> list[dict[str, str]]:
         conversation = "\n".join(f"{t['role']}: {t['content']}" for t in turns)
         reply = self.llm.ask_structured(
-            RELATIONS_PROMPT, conversation, RELATIONS_SCHEMA, model=self.config.chat_model
+            RELATIONS_PROMPT,
+            conversation,
+            RELATIONS_SCHEMA,
+            model=self.config.chat_model,
+            temperature=self.config.temperature,
         )
         relations: list[dict[str, str]] = []
         for item in reply["relations"]:
-            triple = {k: normalize(item.get(k)) for k in ("source", "relationship", "destination")}
-            if all(triple.values()) and triple not in relations:
-                relations.append(triple)  # type: ignore[arg-type]
+            names = {k: normalize(item.get(k)) for k in ("source", "relationship", "destination")}
+            triple = {k: v for k, v in names.items() if v is not None}
+            if len(triple) == len(names) and triple not in relations:
+                relations.append(triple)
         return relations
 
     def _remove_obsolete(self, new: list[dict[str, str]], user_id: str) -> list[dict[str, Any]]:
@@ -182,7 +187,11 @@ class RelationGraph:
             "new_relations": new,
         }
         reply = self.llm.ask_structured(
-            OBSOLETE_PROMPT, prompt, OBSOLETE_SCHEMA, model=self.config.chat_model
+            OBSOLETE_PROMPT,
+            prompt,
+            OBSOLETE_SCHEMA,
+            model=self.config.chat_model,
+            temperature=self.config.temperature,
         )
         deleted = []
         for alias in dict.fromkeys(str(a) for a in reply["obsolete"]):

@@ -72,7 +72,7 @@ class Telemetry:
 def _coerce_config(config: LLMConfig | Mapping[str, Any] | None) -> LLMConfig:
     if isinstance(config, LLMConfig):
         return config
-    return LLMConfig.from_manifest(dict(config or {}))
+    return LLMConfig.from_section(config)
 
 
 class LLMService:
@@ -317,13 +317,20 @@ class LLMService:
                     self.costs.finish_unknown(hold)
 
     def ask_structured(
-        self, instructions: str, content: Any, response_model: Any, *, model: str | None = None
+        self,
+        instructions: str,
+        content: Any,
+        response_model: Any,
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
     ) -> Any:
         """:meth:`chat_structured` for one task: ``instructions`` as the system message and
         ``content`` (text, or anything JSON can carry) as the user's."""
         text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
         messages = [{"role": "system", "content": instructions}, {"role": "user", "content": text}]
-        return self.chat_structured(messages, response_model, model=model)
+        params: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+        return self.chat_structured(messages, response_model, model=model, **params)
 
     def chat_structured(
         self,

@@ -319,7 +319,11 @@ class MemoryService:
     def _extract_facts(self, turns: list[dict[str, str]]) -> list[str]:
         conversation = "\n".join(f"{t['role']}: {t['content']}" for t in turns)
         reply = self.llm.ask_structured(
-            FACT_PROMPT, conversation, FACTS_SCHEMA, model=self.config.chat_model
+            FACT_PROMPT,
+            conversation,
+            FACTS_SCHEMA,
+            model=self.config.chat_model,
+            temperature=self.config.temperature,
         )
         seen: set[str] = set()
         facts = []
@@ -351,7 +355,11 @@ class MemoryService:
             "new_facts": facts,
         }
         reply = self.llm.ask_structured(
-            DECISION_PROMPT, prompt, DECISIONS_SCHEMA, model=self.config.chat_model
+            DECISION_PROMPT,
+            prompt,
+            DECISIONS_SCHEMA,
+            model=self.config.chat_model,
+            temperature=self.config.temperature,
         )
         return reply["memory"], aliases
 

@@ -32,9 +32,10 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ..exceptions import ConfigurationError
+from ..manifest.model_ai import PriceSection
+from ..manifest.sections import load_section
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +94,14 @@ def base_model(model: str) -> str:
 class PriceTable:
     """Prices of one app: its overrides, then the deployment's file, then the list prices.
 
-    :param overrides: ``llm_config.prices`` as read by :class:`~mdb_sync.ai.config.LLMConfig`
-        (key -> ``{"input", "output"}``).
+    :param overrides: ``llm_config.prices`` as typed by the manifest
+        (:attr:`~mdb_sync.ai.config.LLMConfig.prices`), or key -> ``{"input", "output"}``.
     :param environ: where ``MDB_LLM_PRICES`` is read (default ``os.environ``).
     """
 
     def __init__(
         self,
-        overrides: Mapping[str, Mapping[str, float]] | None = None,
+        overrides: Mapping[str, PriceSection | Mapping[str, float]] | None = None,
         *,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -139,11 +140,16 @@ class PriceTable:
         return None
 
 
-def _as_prices(raw: Mapping[str, Any]) -> dict[str, Price]:
-    return {
-        key: Price(float(value.get("input") or 0.0), float(value.get("output") or 0.0))
-        for key, value in raw.items()
-    }
+def _as_prices(prices: Mapping[str, PriceSection | Mapping[str, float]]) -> dict[str, Price]:
+    """Typed prices (``llm_config.prices``), or mappings of ``input``/``output`` (0: not
+    given)."""
+    out = {}
+    for key, value in prices.items():
+        if isinstance(value, PriceSection):
+            out[key] = Price(value.input, value.output)
+        else:
+            out[key] = Price(value.get("input") or 0.0, value.get("output") or 0.0)
+    return out
 
 
 _file_lock = threading.Lock()
@@ -175,9 +181,9 @@ def load_price_file(path: str | None) -> dict[str, Price]:
             raw = json.load(handle)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"{PRICES_ENV}: {path!r} is not a JSON object: {exc}") from exc
-    from .config import read_prices
-
-    prices = _as_prices(read_prices(raw, None, where=f"{PRICES_ENV} ({path})"))
+    # The shape of llm_config.prices, checked by the manifest's schema.
+    section = load_section("llm_config.prices", raw, lenient=False, label=f"{PRICES_ENV} ({path})")
+    prices = _as_prices(section)
     with _file_lock:
         _file_cache[path] = (stat.st_mtime, stat.st_size, prices)
     return prices

@@ -14,103 +14,43 @@ provider is refused at validation, with the list of the configured ones — a ty
 turn into a request sent somewhere unexpected. Everything but secrets comes from the
 manifest or the environment (``MDB_LLM_<NAME>_BASE_URL``); API keys come from the
 environment only (``<NAME>_API_KEY`` by default, or the variable ``api_key_env`` names).
+
+The naming rules and the built-in providers are the manifest's
+(:mod:`mdb_sync.manifest.llm_providers`, re-exported here): the schema checks a manifest's
+names with them, this module routes calls with them.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..exceptions import ConfigurationError
+from ..manifest.llm_providers import (
+    ENV_NAME_HELP,
+    ENV_NAME_RE,
+    MAX_DECLARED_PROVIDERS,
+    PRESETS,
+    PROVIDER_NAME_RE,
+    PROVIDER_TYPES,
+    Preset,
+    known_providers,
+    model_problem,
+    split_model,
+    unknown_provider_message,
+)
+from ..manifest.model_ai import LLMProviderSection
 
 if TYPE_CHECKING:
     from .config import LLMConfig
 
 #: The Azure OpenAI API version used when neither the manifest nor the environment says.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
-#: How a provider is spoken to (``type`` of a declared provider).
-PROVIDER_TYPES = ("openai", "azure", "openai_compatible", "local")
-PROVIDER_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-#: ``api_key_env``: a variable whose name ends in ``_API_KEY``, so a manifest can make the
-#: process read API keys and nothing else (not ``MDB_MONGO_URI``, not a signing secret).
-ENV_NAME_RE = re.compile(r"[A-Z][A-Z0-9_]{0,119}_API_KEY")
-ENV_NAME_HELP = "must be an environment variable name ending in _API_KEY (upper case)"
-#: Providers a manifest may declare under ``llm_config.providers``.
-MAX_DECLARED_PROVIDERS = 20
-#: The local model's full Hugging Face name, read as ``local/<it>`` rather than as provider
-#: ``sentence-transformers`` (the seeds and sentence-transformers users write it so).
-_LOCAL_FULL_NAMES = {"sentence-transformers/all-MiniLM-L6-v2"}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A built-in provider: how it is reached when the manifest says nothing more."""
-
-    type: str
-    base_url: str | None = None
-    #: Variables read for the endpoint / the API version (Azure's own names), in order.
-    base_url_env: tuple[str, ...] = ()
-    api_key_env: str | None = None
-    key_required: bool = True
-    #: Self-hosted: calls cost nothing unless a price says otherwise.
-    free: bool = False
-
-
-PRESETS: dict[str, Preset] = {
-    "openai": Preset("openai", api_key_env="OPENAI_API_KEY"),
-    "azure": Preset(
-        "azure", base_url_env=("AZURE_OPENAI_ENDPOINT",), api_key_env="AZURE_OPENAI_API_KEY"
-    ),
-    "openai_compatible": Preset(
-        "openai_compatible",
-        base_url_env=("MDB_LLM_BASE_URL",),
-        api_key_env="OPENAI_API_KEY",
-        key_required=False,
-    ),
-    "local": Preset("local", key_required=False, free=True),
-    "ollama": Preset(
-        "openai_compatible",
-        base_url="http://localhost:11434/v1",
-        api_key_env="OLLAMA_API_KEY",
-        key_required=False,
-        free=True,
-    ),
-    "voyage": Preset(
-        "openai_compatible", base_url="https://api.voyageai.com/v1", api_key_env="VOYAGE_API_KEY"
-    ),
-    "anthropic": Preset(
-        "openai_compatible",
-        base_url="https://api.anthropic.com/v1/",
-        api_key_env="ANTHROPIC_API_KEY",
-    ),
-    "gemini": Preset(
-        "openai_compatible",
-        base_url="https://generativelanguage.googleapis.com/v1beta/openai/",
-        api_key_env="GEMINI_API_KEY",
-    ),
-    "mistral": Preset(
-        "openai_compatible", base_url="https://api.mistral.ai/v1", api_key_env="MISTRAL_API_KEY"
-    ),
-}
-
-
-def split_model(name: str) -> tuple[str | None, str]:
-    """``"azure/gpt-4o"`` -> ``("azure", "gpt-4o")``; ``"gpt-4o"`` -> ``(None, "gpt-4o")``.
-
-    Only a prefix shaped like a provider name counts (``llama3:8b`` or ``./model`` have none).
-    """
-    if name in _LOCAL_FULL_NAMES:
-        return "local", name
-    prefix, sep, rest = name.partition("/")
-    if sep and rest and PROVIDER_NAME_RE.fullmatch(prefix):
-        return prefix, rest
-    return None, name
 
 
 def base_url_env(name: str) -> str:
@@ -128,67 +68,6 @@ def default_key_env(name: str) -> str:
 
 def _env_part(name: str) -> str:
     return name.upper().replace("-", "_")
-
-
-def known_providers(section: Mapping[str, Any] | None) -> list[str]:
-    """The provider names an ``llm_config`` section can use: built-in plus declared."""
-    declared = (section or {}).get("providers") or {}
-    names = set(PRESETS)
-    if isinstance(declared, Mapping):
-        names.update(k for k in declared if isinstance(k, str))
-    return sorted(names)
-
-
-def unknown_provider_message(model: str, prefix: str, known: list[str]) -> str:
-    return (
-        f"unknown provider {prefix!r} in model {model!r}; configured providers: "
-        f"{', '.join(known)} (declare others under llm_config.providers, e.g. "
-        f'"providers": {{"{prefix}": {{"base_url": "https://..."}}}})'
-    )
-
-
-def model_problem(model: Any, known: list[str]) -> str | None:
-    """Why ``model`` cannot be routed (an unknown provider prefix), or None."""
-    if not isinstance(model, str):
-        return None
-    prefix, _ = split_model(model)
-    if prefix is not None and prefix not in known:
-        return unknown_provider_message(model, prefix, known)
-    return None
-
-
-#: The manifest's model names, by section: checked against the configured providers.
-MODEL_FIELDS = (
-    ("llm_config", "default_chat_model"),
-    ("llm_config", "default_embedding_model"),
-    ("embedding_config", "default_embedding_model"),
-    ("memory_config", "embedding_model"),
-    ("memory_config", "chat_model"),
-)
-
-
-def manifest_model_errors(manifest: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
-    """Errors (``{section: {key: [message]}}``) for model names naming unknown providers,
-    and price keys naming unknown providers, anywhere in a manifest's AI sections."""
-    llm = manifest.get("llm_config")
-    known = known_providers(llm if isinstance(llm, Mapping) else None)
-    errors: dict[str, dict[str, list[str]]] = {}
-    for section, key in MODEL_FIELDS:
-        values = manifest.get(section)
-        if not isinstance(values, Mapping):
-            continue
-        problem = model_problem(values.get(key), known)
-        if problem:
-            errors.setdefault(section, {})[key] = [problem]
-    prices = llm.get("prices") if isinstance(llm, Mapping) else None
-    if isinstance(prices, Mapping):
-        for key in prices:
-            prefix, _ = split_model(key) if isinstance(key, str) else (None, "")
-            if prefix is not None and prefix not in known:
-                errors.setdefault("llm_config", {}).setdefault("prices", []).append(
-                    f"{key}: " + unknown_provider_message(key, prefix, known)
-                )
-    return errors
 
 
 # --- resolved providers --------------------------------------------------------------------------
@@ -235,8 +114,6 @@ class ProviderSpec:
 
     def llm_config(self, base: LLMConfig) -> LLMConfig:
         """``base`` with this provider's connection settings (what a provider object reads)."""
-        from dataclasses import replace
-
         return replace(
             base,
             provider=self.type,
@@ -245,6 +122,12 @@ class ProviderSpec:
             api_key=self.api_key,
             timeout_seconds=self.timeout_seconds,
         )
+
+
+#: A provider the manifest does not declare: every setting from its preset or the environment.
+_UNDECLARED = LLMProviderSection(
+    type=None, base_url=None, api_version=None, api_key_env=None, timeout_seconds=None
+)
 
 
 def _safe_for_keys(url: str) -> bool:
@@ -273,23 +156,23 @@ def resolve_specs(
     variable (``<NAME>_API_KEY``).
     """
     env = os.environ if environ is None else environ
-    declared: Mapping[str, Mapping[str, Any]] = config.providers or {}
+    declared: Mapping[str, LLMProviderSection] = config.providers
     names = set(PRESETS) | set(declared)
     specs = {}
     for name in sorted(names):
         preset = PRESETS.get(name)
-        entry = dict(declared.get(name) or {})
-        kind = entry.get("type") or (preset.type if preset else "openai_compatible")
+        entry = declared.get(name, _UNDECLARED)
+        kind = entry.type or (preset.type if preset else "openai_compatible")
         path = f"llm_config.providers.{name}" if name in declared else "llm_config"
-        key_env = entry.get("api_key_env") or default_key_env(name)
-        base_url = entry.get("base_url") or env.get(base_url_env(name)) or None
+        key_env = entry.api_key_env or default_key_env(name)
+        base_url = entry.base_url or env.get(base_url_env(name)) or None
         if base_url is None and preset is not None and (preset.type == kind):
             for var in preset.base_url_env:
                 if env.get(var):
                     base_url = env[var]
                     break
             base_url = base_url or preset.base_url
-        api_version = entry.get("api_version")
+        api_version = entry.api_version
         if kind == "azure":
             api_version = (
                 api_version
@@ -297,7 +180,7 @@ def resolve_specs(
                 or (config.api_version if config.provider == "azure" else None)
                 or DEFAULT_AZURE_API_VERSION
             )
-        timeout = float(entry.get("timeout_seconds") or config.timeout_seconds)
+        timeout = entry.timeout_seconds or config.timeout_seconds
         api_key = (env.get(key_env) or None) if kind != "local" else None
         if name == config.provider:
             # The default provider: what LLMConfig resolved (top-level keys, legacy variables).
@@ -306,7 +189,7 @@ def resolve_specs(
             if kind == "azure":
                 api_version = config.api_version or api_version
         key_required = bool(preset.key_required) if preset else False
-        if "api_key_env" in entry:
+        if entry.api_key_env is not None:
             key_required = True
         specs[name] = ProviderSpec(
             name=name,
@@ -325,12 +208,12 @@ def resolve_specs(
 
 def environment_names(config: LLMConfig) -> list[str]:
     """The variables :func:`resolve_specs` reads for ``config`` (for cache keys)."""
-    declared = config.providers or {}
+    declared = config.providers
     names = {"AZURE_OPENAI_API_VERSION", "MDB_LLM_PRICES"}
     for name in set(PRESETS) | set(declared):
-        entry = declared.get(name) or {}
+        entry = declared.get(name, _UNDECLARED)
         names.add(base_url_env(name))
-        names.add(entry.get("api_key_env") or default_key_env(name))
+        names.add(entry.api_key_env or default_key_env(name))
         preset = PRESETS.get(name)
         if preset is not None:
             names.update(preset.base_url_env)
@@ -427,3 +310,26 @@ class ProviderRouter:
             close = getattr(provider, "close", None)
             if close is not None:
                 close()
+
+
+__all__ = [
+    "DEFAULT_AZURE_API_VERSION",
+    "ENV_NAME_HELP",
+    "ENV_NAME_RE",
+    "MAX_DECLARED_PROVIDERS",
+    "PRESETS",
+    "PROVIDER_NAME_RE",
+    "PROVIDER_TYPES",
+    "Preset",
+    "ProviderRouter",
+    "ProviderSpec",
+    "Route",
+    "base_url_env",
+    "default_key_env",
+    "environment_names",
+    "known_providers",
+    "model_problem",
+    "resolve_specs",
+    "split_model",
+    "unknown_provider_message",
+]

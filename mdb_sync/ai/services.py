@@ -12,10 +12,9 @@ budget holds across services, threads and processes.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
@@ -23,6 +22,7 @@ from .config import EmbeddingConfig, LLMConfig, MemoryConfig
 from .routing import environment_names, split_model
 
 if TYPE_CHECKING:
+    from ..catalog import AppRecord
     from ..engine import MongoDBEngine
     from .embeddings import EmbeddingService
     from .llm import LLMService
@@ -39,25 +39,20 @@ _ENV_KEYS = (
 _S = TypeVar("_S")
 
 
-def _sections(engine: MongoDBEngine, slug: str) -> dict[str, Any]:
+def _record(engine: MongoDBEngine, slug: str) -> AppRecord:
     engine.require_initialized()
-    record = engine.registration.require_usable(slug)
-    manifest = copy.deepcopy(dict(record.manifest))
-    sections = {k: manifest.get(k) for k in ("llm_config", "embedding_config", "memory_config")}
-    sections["_record"] = record
-    return sections
+    return engine.registration.require_usable(slug)
 
 
 def _cached(
     engine: MongoDBEngine,
     kind: str,
-    slug: str,
-    sections: dict[str, Any],
+    record: AppRecord,
     build: Callable[[], _S],
     env_keys: list[str] | tuple[str, ...] = (),
 ) -> _S:
     env = tuple(os.environ.get(k) for k in sorted({*_ENV_KEYS, *env_keys}))
-    return engine.app_services.get(sections["_record"], f"ai.{kind}", build, env)
+    return engine.app_services.get(record, f"ai.{kind}", build, env)
 
 
 def _disabled(slug: str, section: str) -> ConfigurationError:
@@ -68,8 +63,8 @@ def _disabled(slug: str, section: str) -> ConfigurationError:
     )
 
 
-def _llm_config(slug: str, sections: dict[str, Any]) -> LLMConfig:
-    config = LLMConfig.from_manifest(sections["llm_config"], slug=slug)
+def _llm_config(slug: str, record: AppRecord) -> LLMConfig:
+    config = LLMConfig.from_section(record.typed_manifest.llm_config, slug=slug)
     config.require_ready(slug)
     return config
 
@@ -83,15 +78,14 @@ def _llm_service(engine: MongoDBEngine, slug: str, config: LLMConfig) -> LLMServ
 
 
 def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
-    sections = _sections(engine, slug)
-    config = _llm_config(slug, sections)
+    record = _record(engine, slug)
+    config = _llm_config(slug, record)
     if not config.enabled:
         raise _disabled(slug, "llm_config")
     return _cached(
         engine,
         "llm",
-        slug,
-        sections,
+        record,
         lambda: _llm_service(engine, slug, config),
         environment_names(config),
     )
@@ -102,34 +96,33 @@ def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
     ``llm_config.enabled`` when there is no ``embedding_config``."""
     from .embeddings import EmbeddingService
 
-    sections = _sections(engine, slug)
-    llm_config = _llm_config(slug, sections)
-    if sections["embedding_config"] is None:
-        if not llm_config.enabled:
-            raise _disabled(slug, "embedding_config")
-        config = EmbeddingConfig()
-    else:
-        config = EmbeddingConfig.from_manifest(sections["embedding_config"], slug=slug)
-        if not config.enabled:
-            raise _disabled(slug, "embedding_config")
+    record = _record(engine, slug)
+    llm_config = _llm_config(slug, record)
+    section = record.typed_manifest.embedding_config
+    if section is None and not llm_config.enabled:
+        raise _disabled(slug, "embedding_config")
+    config = EmbeddingConfig.from_section(section, slug=slug)
+    if not config.enabled:
+        raise _disabled(slug, "embedding_config")
 
     def build() -> EmbeddingService:
         llm = _llm_service(engine, slug, llm_config)
         return EmbeddingService(config=config, llm=llm, app=slug)
 
-    return _cached(engine, "embedding", slug, sections, build, environment_names(llm_config))
+    return _cached(engine, "embedding", record, build, environment_names(llm_config))
 
 
 def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
     from .memory import MemoryService
 
-    sections = _sections(engine, slug)
-    if sections["memory_config"] is None:
+    record = _record(engine, slug)
+    section = record.typed_manifest.memory_config
+    if section is None:
         raise _disabled(slug, "memory_config")
-    config = MemoryConfig.from_manifest(sections["memory_config"], slug=slug)
+    config = MemoryConfig.from_section(section, slug=slug)
     if not config.enabled:
         raise _disabled(slug, "memory_config")
-    llm_config = _llm_config(slug, sections)
+    llm_config = _llm_config(slug, record)
     chat_model = config.chat_model or llm_config.default_chat_model
     if config.infer and _local_without_chat(llm_config, chat_model):
         raise ConfigurationError(
@@ -144,7 +137,7 @@ def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
     history = db[config.collection_name + "_history"]
 
     def build() -> MemoryService:
-        embeddings = embedding_service_for_memory(engine, slug, llm_config, sections)
+        embeddings = embedding_service_for_memory(engine, slug, llm_config, record)
         return MemoryService(
             collection,
             history_collection=history,
@@ -154,7 +147,7 @@ def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
             graph_collection=db[config.collection_name + "_graph"] if config.enable_graph else None,
         )
 
-    return _cached(engine, "memory", slug, sections, build, environment_names(llm_config))
+    return _cached(engine, "memory", record, build, environment_names(llm_config))
 
 
 def _local_without_chat(config: LLMConfig, model: str) -> bool:
@@ -163,19 +156,20 @@ def _local_without_chat(config: LLMConfig, model: str) -> bool:
     prefix, _ = split_model(model)
     if (prefix or config.provider) != "local":
         return False
-    own = (config.providers or {}).get("local") or {}
-    return not (config.base_url if config.provider == "local" else None) and not own.get("base_url")
+    own = config.providers.get("local")
+    return not (config.base_url if config.provider == "local" else None) and not (
+        own is not None and own.base_url
+    )
 
 
 def embedding_service_for_memory(
-    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, sections: dict[str, Any]
+    engine: MongoDBEngine, slug: str, llm_config: LLMConfig, record: AppRecord
 ) -> EmbeddingService:
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""
     from .embeddings import EmbeddingService
 
-    section = sections["embedding_config"]
-    config = EmbeddingConfig.from_manifest(section, slug=slug) if section else EmbeddingConfig()
+    config = EmbeddingConfig.from_section(record.typed_manifest.embedding_config, slug=slug)
     llm = _llm_service(engine, slug, llm_config)
     return EmbeddingService(config=config, llm=llm, app=slug)
 

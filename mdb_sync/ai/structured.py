@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import marshmallow
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -137,7 +139,7 @@ def validate_json_schema(value: Any, schema: Mapping[str, Any], path: str = "$")
 
 
 def _marshmallow_field(field: Any) -> dict[str, Any]:
-    from marshmallow import fields
+    fields = marshmallow.fields
 
     if isinstance(field, fields.Nested):
         nested = field.schema
@@ -188,19 +190,14 @@ class ResponseSchema:
 
     @staticmethod
     def _resolve(spec: Any) -> tuple[str, str, dict[str, Any], Any]:
-        try:
-            from marshmallow import Schema, ValidationError
-        except ImportError:  # pragma: no cover - marshmallow is a core dependency
-            Schema = ValidationError = None  # type: ignore[assignment,misc]
-        if Schema is not None and (
-            isinstance(spec, Schema) or (isinstance(spec, type) and issubclass(spec, Schema))
-        ):
+        Schema = marshmallow.Schema  # a core dependency
+        if isinstance(spec, Schema) or (isinstance(spec, type) and issubclass(spec, Schema)):
             schema = spec() if isinstance(spec, type) else spec
 
             def validate(data: Any) -> Any:
                 try:
                     return schema.load(data)
-                except ValidationError as exc:
+                except marshmallow.ValidationError as exc:
                     raise SchemaValidationError(exc.messages) from exc
 
             name = type(schema).__name__

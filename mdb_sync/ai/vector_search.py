@@ -341,11 +341,12 @@ def _scan_projection(projection: Mapping[str, Any] | None, path: str) -> dict[st
 
 def _strip(doc: dict[str, Any], path: str) -> None:
     parts = path.split(".")
+    node: Any = doc
     for part in parts[:-1]:
-        doc = doc.get(part)  # type: ignore[assignment]
-        if not isinstance(doc, dict):
+        node = node.get(part)
+        if not isinstance(node, dict):
             return
-    doc.pop(parts[-1], None)
+    node.pop(parts[-1], None)
 
 
 def exact_search(

@@ -31,6 +31,9 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ..exceptions import RateLimitExceeded
+from ..manifest.fields import field_default
+from ..manifest.model_auth import AccountLockoutSection
+from ..manifest.schema_auth import AccountLockoutSchema
 from . import store
 
 if TYPE_CHECKING:
@@ -47,20 +50,21 @@ _UPSERT_TRIES = 5
 
 @dataclass(frozen=True)
 class LockoutPolicy:
-    """``token_management.security.account_lockout``."""
+    """``token_management.security.account_lockout``; its defaults are the manifest's."""
 
-    max_failed_attempts: int = 5
-    duration_seconds: int = 900
-    reset_on_success: bool = True
+    max_failed_attempts: int = field_default(AccountLockoutSchema, "max_failed_attempts")
+    duration_seconds: int = field_default(AccountLockoutSchema, "lockout_duration_seconds")
+    reset_on_success: bool = field_default(AccountLockoutSchema, "reset_on_success")
 
     @classmethod
-    def from_manifest(cls, block: Any) -> LockoutPolicy | None:
-        if not block or not block.get("enabled", True):
+    def from_section(cls, section: AccountLockoutSection | None) -> LockoutPolicy | None:
+        """The policy of a typed ``account_lockout`` block; None when absent or disabled."""
+        if section is None or not section.enabled:
             return None
         return cls(
-            max_failed_attempts=int(block.get("max_failed_attempts", 5)),
-            duration_seconds=int(block.get("lockout_duration_seconds", 900)),
-            reset_on_success=bool(block.get("reset_on_success", True)),
+            max_failed_attempts=section.max_failed_attempts,
+            duration_seconds=section.lockout_duration_seconds,
+            reset_on_success=section.reset_on_success,
         )
 
     @classmethod

@@ -28,7 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..deprecation import deprecated
 from ..exceptions import ConfigurationError
+from ..manifest.model_auth import PasswordPolicySection
+from ..manifest.schema_auth import MAX_PASSWORD_CHARS
+from ..manifest.sections import load_section
 
 SCHEME = "mdb-scrypt"
 VERSION = "1"
@@ -37,8 +41,6 @@ DEFAULT_R = 8
 DEFAULT_P = 1
 SALT_BYTES = 16
 KEY_BYTES = 32
-#: Passwords longer than this are refused before hashing (a megabyte password is a DoS).
-MAX_PASSWORD_CHARS = 1024
 
 
 def _b64(data: bytes) -> str:
@@ -160,9 +162,11 @@ COMMON_PASSWORDS = frozenset(
 
 @dataclass(frozen=True)
 class PasswordPolicy:
-    """What a new password must satisfy. Defaults follow NIST SP 800-63B when the manifest
-    says nothing (length and a common-password check, no composition rules); a manifest
-    ``password_policy`` block uses its own (stricter) defaults."""
+    """What a new password must satisfy. The defaults here follow NIST SP 800-63B and apply
+    when the manifest has no ``password_policy`` (length and a common-password check, no
+    composition rules); a manifest ``password_policy`` block has the schema's own, stricter
+    defaults (:meth:`from_section`). Passwords over :data:`MAX_PASSWORD_CHARS` characters
+    are refused before hashing (a megabyte password is a DoS)."""
 
     min_length: int = 8
     max_length: int = MAX_PASSWORD_CHARS
@@ -174,19 +178,28 @@ class PasswordPolicy:
     check_common_passwords: bool = True
 
     @classmethod
-    def from_manifest(cls, block: Mapping[str, Any] | None) -> PasswordPolicy:
-        if not block:
+    def from_section(cls, section: PasswordPolicySection | None) -> PasswordPolicy:
+        """The rules of a typed ``password_policy`` block (None: no block, the defaults)."""
+        if section is None:
             return cls()
         return cls(
-            min_length=int(block.get("min_length", 12)),
-            max_length=min(int(block.get("max_length", MAX_PASSWORD_CHARS)), MAX_PASSWORD_CHARS),
-            min_entropy_bits=int(block.get("min_entropy_bits", 0)),
-            require_uppercase=bool(block.get("require_uppercase", True)),
-            require_lowercase=bool(block.get("require_lowercase", True)),
-            require_numbers=bool(block.get("require_numbers", True)),
-            require_special=bool(block.get("require_special", False)),
-            check_common_passwords=bool(block.get("check_common_passwords", True)),
+            min_length=section.min_length,
+            max_length=section.max_length,
+            min_entropy_bits=section.min_entropy_bits,
+            require_uppercase=section.require_uppercase,
+            require_lowercase=section.require_lowercase,
+            require_numbers=section.require_numbers,
+            require_special=section.require_special,
+            check_common_passwords=section.check_common_passwords,
         )
+
+    @classmethod
+    @deprecated("PasswordPolicy.from_section(manifest.auth.password_policy)")
+    def from_manifest(cls, block: Mapping[str, Any] | None) -> PasswordPolicy:
+        """The rules of a ``password_policy`` block, validated by the manifest's schema
+        (:class:`ConfigurationError` naming the bad path); empty or None: the defaults."""
+        section = load_section("auth.password_policy", block or None, lenient=False)
+        return cls.from_section(section)
 
     def problems(self, password: Any, email: str | None = None) -> list[str]:
         """What is wrong with ``password`` (empty when acceptable)."""

@@ -50,7 +50,6 @@ from pymongo import UpdateOne
 from pymongo.errors import PyMongoError
 
 from .. import storage
-from ..manifest.model import AutoIndex
 from ..signals import index_created, index_failed
 from .spec import APP_ID, AUTO_PREFIX
 
@@ -280,7 +279,8 @@ class AutoIndexManager:
         flag = record.manifest.get("auto_index", True) if record else True
         if flag is True:  # the common case, without building anything
             return self.threshold, self.max_per_collection
-        settings = record.typed_manifest.auto_index if record else AutoIndex.from_value(flag)
+        assert record is not None  # no record: the flag is True
+        settings = record.typed_manifest.auto_index
         if not settings.enabled:
             return None
         return (

@@ -4,7 +4,9 @@
 :class:`~mdb_sync.exceptions.ManifestValidationError` naming every bad JSON path;
 ``load_manifest(path)`` reads a file first (JSON errors give line and column);
 ``migrate_manifest`` moves schema 1.0 keys to 2.0 (and back); ``Manifest.from_dict(m)`` is
-the validated manifest as a frozen, typed object (:mod:`mdb_sync.manifest.model`).
+the validated manifest as a frozen, typed object (:mod:`mdb_sync.manifest.model`), each
+section loaded by its schema into a dataclass; ``load_section(path, value)`` checks and
+types one section given on its own (:mod:`mdb_sync.manifest.sections`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .loader import read_manifest_file
 from .migration import V1_KEYS, migrate_manifest
 from .model import Manifest
 from .schema import CURRENT_SCHEMA_VERSION, DEFAULT_SCHEMA_VERSION, SCHEMA_VERSIONS
+from .sections import load_section
 from .validator import (
     LENIENT_ENV,
     ManifestValidator,
@@ -40,6 +43,7 @@ __all__ = [
     "ManifestValidator",
     "clear_cache",
     "load_manifest",
+    "load_section",
     "migrate_manifest",
     "read_manifest_file",
     "validate_manifest",

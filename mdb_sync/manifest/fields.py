@@ -5,18 +5,40 @@ default: ``"true"`` is not a boolean, ``1.5`` or ``true`` is not an integer, ``n
 not a value, and an unknown key is an error naming its path (with a suggestion for a likely
 misspelling). Keys starting with ``x-`` or ``x_`` are extension keys, always kept as written;
 in lenient mode (see :mod:`mdb_sync.manifest.validator`) other unknown keys are kept too.
+
+The schemas are also the one model of a manifest's *types*: a schema names the frozen
+dataclass its objects become (:attr:`BaseSchema.typed_as`) and :meth:`BaseSchema.typed` turns
+validated data into it, field by field — a nested object into its schema's model, an array
+into a tuple, an object of user-chosen keys into a read-only mapping. A key the data does
+not hold takes its field's ``load_default``, else the empty value of its kind (None, ``()``,
+an empty mapping), or for an object whose schema sets :attr:`BaseSchema.defaults_when_absent`
+that schema's defaults. Defaults are thus written once, on the fields, and every subsystem
+reads them from the typed sections (:mod:`mdb_sync.manifest.sections`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import difflib
+import functools
 import numbers
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    missing,
+    post_load,
+    validates_schema,
+)
+
+from .._marshmallow_seam import ContainerField
+from .frozen import freeze
 
 if TYPE_CHECKING:
     # The bases of this module's fields: marshmallow 4's fields are generic for the type
@@ -38,6 +60,11 @@ NOT_NULL = "must not be null"
 
 _BASE_MESSAGES = {"required": REQUIRED, "null": NOT_NULL, "validator_failed": "invalid value"}
 
+#: The metadata key of a field its section's typed model leaves out (an alias read as another
+#: key); inert fields (:mod:`mdb_sync.manifest.inert`) and :class:`Refused` ones are left out
+#: too.
+UNMODELLED = "unmodelled"
+
 
 def is_extension_key(key: Any) -> bool:
     """``x-...``/``x_...`` keys belong to the manifest's author and are never validated."""
@@ -45,12 +72,33 @@ def is_extension_key(key: Any) -> bool:
 
 
 class BaseSchema(Schema):
-    """Base of every manifest schema: strict about unknown keys, keeps extension keys."""
+    """Base of every manifest schema: strict about unknown keys, keeps extension keys, and
+    types what it loaded (:meth:`typed`)."""
 
     class Meta:
         unknown = EXCLUDE  # reported by ``_refuse_unknown`` with a path and a suggestion
 
     error_messages = {"type": "must be an object"}
+
+    #: The frozen dataclass (keyword arguments: the modelled fields) an object of this schema
+    #: is typed as; None: a read-only mapping of what was loaded.
+    typed_as: ClassVar[Callable[..., Any] | None] = None
+    #: An absent object of this schema is typed as one holding every default (never None):
+    #: for objects whose absence means "the defaults", not "off".
+    defaults_when_absent: ClassVar[bool] = False
+
+    def typed(self, data: Mapping[str, Any]) -> Any:
+        """``data`` (what this schema loaded) as :attr:`typed_as`: every modelled field
+        passed, typed; a field ``data`` lacks takes its absent value (:func:`typed_absent`)."""
+        if self.typed_as is None:
+            return freeze(data)
+        values: dict[str, Any] = {}
+        for name, field in self.load_fields.items():
+            if not modelled(field):
+                continue
+            key = field.attribute or name
+            values[key] = typed_value(field, data[key]) if key in data else typed_absent(field)
+        return self.typed_as(**values)
 
     def _known_keys(self) -> list[str]:
         return [f.data_key or name for name, f in self.load_fields.items()]
@@ -86,9 +134,19 @@ class BaseSchema(Schema):
 
 
 class Obj(fields.Nested):
-    """A nested manifest object."""
+    """A nested manifest object (typed as its schema's model)."""
 
     default_error_messages = {**_BASE_MESSAGES, "type": "must be an object"}
+
+    def typed(self, value: Any) -> Any:
+        schema = self.schema
+        return schema.typed(value) if isinstance(schema, BaseSchema) else freeze(value)
+
+    def typed_absent(self) -> Any:
+        schema = self.schema
+        if isinstance(schema, BaseSchema) and schema.defaults_when_absent:
+            return typed_defaults(type(schema))
+        return None
 
 
 class ListOf(BaseList):
@@ -133,8 +191,14 @@ class ListOf(BaseList):
                 raise ValidationError(errors)
         return result
 
+    def typed(self, value: Any) -> tuple[Any, ...]:
+        return tuple(typed_value(self.inner, item) for item in value)
 
-class MapOf(BaseField):
+    def typed_absent(self) -> tuple[Any, ...]:
+        return ()
+
+
+class MapOf(ContainerField):
     """A JSON object of user-chosen keys (collection names, endpoint names, paths) whose
     values are all ``values``; errors are reported under the key itself."""
 
@@ -153,9 +217,19 @@ class MapOf(BaseField):
         self.key_check = key
         self.max_items = max_items
 
-    def _bind_to_schema(self, field_name: str, parent: Any) -> None:
-        super()._bind_to_schema(field_name, parent)
-        self.values._bind_to_schema(field_name, self)
+    def inner_fields(self) -> Iterable[fields.Field[Any]]:
+        return (self.values,)
+
+    def replace_inner_fields(self, inner: Sequence[fields.Field[Any]]) -> None:
+        (self.values,) = inner
+
+    def typed(self, value: Any) -> Mapping[str, Any]:
+        return MappingProxyType(
+            {key: typed_value(self.values, item) for key, item in value.items()}
+        )
+
+    def typed_absent(self) -> Mapping[str, Any]:
+        return MappingProxyType({})
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
         result, errors = self.deserialize_items(value, **kwargs)
@@ -278,8 +352,12 @@ class Str(BaseField):
         pattern_help: str | None = None,
         choices: Iterable[str] | None = None,
         check: Callable[[str], str | None] | None = None,
+        strip: bool = False,
+        normalize: Callable[[str], str] | None = None,
         **kwargs: Any,
     ) -> None:
+        """``strip`` removes surrounding whitespace before the checks; ``normalize`` maps a
+        valid value to the form that is kept (``https://a.example/`` -> ``https://a.example``)."""
         super().__init__(**kwargs)
         self.min_len = min_len
         self.max_len = max_len
@@ -287,10 +365,18 @@ class Str(BaseField):
         self.pattern_help = pattern_help
         self.choices = tuple(choices) if choices is not None else None
         self.check = check
+        self.strip = strip
+        self.normalize = normalize
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         if not isinstance(value, str):
             raise ValidationError("must be a string")
+        if self.strip:
+            value = value.strip()
+        value = self._checked(value)
+        return self.normalize(value) if self.normalize else value
+
+    def _checked(self, value: str) -> str:
         if self.choices is not None:
             if value not in self.choices:
                 raise ValidationError(f"must be one of: {', '.join(self.choices)}")
@@ -322,9 +408,23 @@ class AnyObj(BaseField):
         return dict(value)
 
 
-class OneOfTypes(BaseField):
+class Refused(BaseField):
+    """A key that is always refused, with the reason (a secret, which belongs in the
+    environment: manifests are stored, exported and shown)."""
+
+    default_error_messages = {**_BASE_MESSAGES}
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        raise ValidationError(self.message)
+
+
+class OneOfTypes(ContainerField):
     """A value that may take one of several shapes (``csrf_protection``: bool or object);
-    the first field whose Python type test passes deserializes it."""
+    the first field whose Python type test passes deserializes (and types) it."""
 
     default_error_messages = {**_BASE_MESSAGES}
 
@@ -335,16 +435,98 @@ class OneOfTypes(BaseField):
         self.choices = choices
         self.what = what
 
-    def _bind_to_schema(self, field_name: str, parent: Any) -> None:
-        super()._bind_to_schema(field_name, parent)
-        for _, field in self.choices:
-            field._bind_to_schema(field_name, self)
+    def inner_fields(self) -> Iterable[fields.Field[Any]]:
+        return [field for _, field in self.choices]
+
+    def replace_inner_fields(self, inner: Sequence[fields.Field[Any]]) -> None:
+        self.choices = tuple(
+            (types, field) for (types, _), field in zip(self.choices, inner, strict=True)
+        )
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         for types, field in self.choices:
             if isinstance(value, types):
                 return field.deserialize(value, attr, data, **kwargs)
         raise ValidationError(f"must be {self.what}")
+
+    def typed(self, value: Any) -> Any:
+        for types, field in self.choices:
+            if isinstance(value, types):
+                return typed_value(field, value)
+        return freeze(value)
+
+
+class Switch(OneOfTypes):
+    """``true``, ``false`` or an object of ``schema`` (which has an ``enabled`` key): typed
+    as that object either way — ``true``/``false`` as ``{"enabled": true/false}`` with every
+    other default. ``absent`` is what a missing key reads as: ``None`` (off, no object) or
+    ``true``/``false``."""
+
+    def __init__(
+        self, schema: type[BaseSchema], *, absent: bool | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            (bool, Bool()), (dict, Obj(schema)), what="true, false or an object", **kwargs
+        )
+        self.schema_class = schema
+        self.absent = absent
+
+    def typed(self, value: Any) -> Any:
+        if isinstance(value, bool):
+            return typed_defaults(self.schema_class, enabled=value)
+        return super().typed(value)
+
+    def typed_absent(self) -> Any:
+        return None if self.absent is None else self.typed(self.absent)
+
+
+# --- typed values ---------------------------------------------------------------------------
+
+
+def modelled(field: fields.Field[Any]) -> bool:
+    """Whether ``field`` is in its section's typed model (inert, alias and refused keys are
+    not)."""
+    metadata = field.metadata or {}
+    return not (metadata.get("inert") or metadata.get(UNMODELLED) or isinstance(field, Refused))
+
+
+def typed_value(field: fields.Field[Any], value: Any) -> Any:
+    """The typed form of ``value``, which ``field`` loaded."""
+    convert = getattr(field, "typed", None)
+    return convert(value) if convert is not None else freeze(value)
+
+
+def typed_absent(field: fields.Field[Any]) -> Any:
+    """What a key of ``field`` that the data lacks reads as: the field's ``load_default``
+    (typed), else its kind's empty value (None, ``()``, an empty mapping, or an object of
+    defaults: see :attr:`BaseSchema.defaults_when_absent`)."""
+    default = field.load_default
+    if default is not missing:
+        return typed_value(field, default() if callable(default) else default)
+    absent = getattr(field, "typed_absent", None)
+    return absent() if absent is not None else None
+
+
+@functools.lru_cache(maxsize=256)
+def _typed_defaults(schema: type[BaseSchema], items: tuple[tuple[str, Any], ...]) -> Any:
+    instance = schema()
+    return instance.typed(instance.load(dict(items)))
+
+
+def typed_defaults(schema: type[BaseSchema], **given: Any) -> Any:
+    """The typed object of ``schema`` holding its defaults (and the scalar values of
+    ``given``): what an absent object, or a ``true``/``false`` shorthand, reads as. Built
+    once per schema and values (the result is immutable)."""
+    return _typed_defaults(schema, tuple(sorted(given.items())))
+
+
+def field_default(schema: type[BaseSchema], name: str) -> Any:
+    """The ``load_default`` of ``schema``'s field ``name`` — for a runtime class whose own
+    defaults must be the manifest's (constructed without a manifest)."""
+    default = schema().fields[name].load_default
+    if default is missing:
+        raise LookupError(f"{schema.__name__}.{name} has no default")
+    return default() if callable(default) else default
 
 
 # --- reusable value checks ------------------------------------------------------------------

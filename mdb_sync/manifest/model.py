@@ -1,127 +1,133 @@
 """The typed manifest: what the schemas validated, as frozen objects subsystems read.
 
-The marshmallow schemas (:mod:`mdb_sync.manifest.schema`) decide what is valid and fill the
-defaults; :class:`Manifest` is that result as an immutable object, so readers say
-``manifest.data_access.cross_app_policy`` instead of digging through nested dicts with a
-default repeated at every site (and possibly a different one). Sections owned by a service
-are typed there, from the same validated data: ``auth``/``token_management`` by
-:class:`mdb_sync.auth.config.AuthConfig`, the AI sections by :mod:`mdb_sync.ai.config`
-(whose types also read the environment), ``managed_indexes`` and ``collection_settings`` by
-:mod:`mdb_sync.indexes` and registration. All of them accept a :class:`Manifest`.
+The marshmallow schemas (:mod:`mdb_sync.manifest.schema`) decide what is valid, fill the
+defaults and name the dataclass each object is typed as; :class:`Manifest` holds the
+validated document and types each section on first use, through the same schema
+(:func:`mdb_sync.manifest.sections.load_section`). Readers say
+``manifest.data_access.cross_app_policy`` or ``manifest.auth.users.session_ttl_seconds``
+instead of digging through nested dicts with a default repeated at every site (and possibly
+a different one). The core sections are typed here; ``auth``/``token_management`` in
+:mod:`mdb_sync.manifest.model_auth`, the AI sections in :mod:`mdb_sync.manifest.model_ai`.
+``managed_indexes``, ``collection_settings`` and ``initial_data`` are read by the index
+manager and registration from :meth:`Manifest.section`.
 
-The validated dict stays available — :meth:`Manifest.to_dict` (a copy) is what is stored in
-the registry and exported — so ``Manifest.from_dict(m.to_dict()) == m``.
+A section is typed when it is first read, so a stored record that a newer release finds
+invalid (written by another tool or an older version) fails in that section only, naming
+its path (:class:`~mdb_sync.exceptions.ConfigurationError`), and gets the defaults a newer
+schema added. The validated dict stays available — :meth:`Manifest.to_dict` (a copy) is
+what is stored in the registry and exported — so ``Manifest.from_dict(m.to_dict()) == m``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from .model_ai import EmbeddingSection, LLMSection, MemorySection
+    from .model_auth import AuthSection, TokenManagementSection
 
 #: :data:`mdb_sync.manifest.schema.CURRENT_SCHEMA_VERSION` (not imported: the schemas import
 #: the index specs, whose package reads this module; a test keeps the two equal).
 CURRENT_SCHEMA_VERSION = "2.0"
-#: ``websockets.<name>`` defaults (the schema's, for manifests stored before they existed).
-DEFAULT_PING_INTERVAL = 30
-DEFAULT_MAX_MESSAGE_SIZE = 65_536
-DEFAULT_CORS_MAX_AGE = 600
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataAccess:
     """``data_access``: whose data the app reads, and whether others may read its own."""
 
     #: The app itself first, then the other apps it reads (empty: the section is absent).
-    read_scopes: tuple[str, ...] = ()
-    write_scope: str | None = None
-    cross_app_policy: str = "explicit"
+    read_scopes: tuple[str, ...]
+    #: None: the section is absent (the app writes its own data, as always).
+    write_scope: str | None
+    cross_app_policy: str
 
     @property
     def denies_all(self) -> bool:
         """No other app may read this one (``cross_app_policy: deny_all``)."""
         return self.cross_app_policy == "deny_all"
 
-    @classmethod
-    def from_dict(cls, block: Mapping[str, Any] | None) -> DataAccess:
-        block = block or {}
-        return cls(
-            read_scopes=tuple(block.get("read_scopes") or ()),
-            write_scope=block.get("write_scope"),
-            cross_app_policy=str(block.get("cross_app_policy", "explicit")),
-        )
+
+@dataclass(frozen=True, kw_only=True)
+class HealthChecks:
+    """``observability.health_checks``."""
+
+    #: Listed in the health verdict (false: listed as unmonitored only).
+    enabled: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class MetricsSettings:
+    """``observability.metrics``."""
+
+    enabled: bool
+    collect_operation_metrics: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Observability:
     """``observability``: the app's metrics and its part in the health verdict."""
 
-    #: Listed in the health verdict (``health_checks.enabled``).
-    health_checks: bool = True
-    #: Its operations recorded (``metrics.enabled`` and ``metrics.collect_operation_metrics``).
-    operation_metrics: bool = True
+    health_checks: HealthChecks
+    metrics: MetricsSettings
 
-    @classmethod
-    def from_dict(cls, block: Mapping[str, Any] | None) -> Observability:
-        block = block or {}
-        health = block.get("health_checks") or {}
-        metrics = block.get("metrics") or {}
-        return cls(
-            health_checks=health.get("enabled", True) is not False,
-            operation_metrics=bool(metrics.get("enabled", True))
-            and bool(metrics.get("collect_operation_metrics", True)),
-        )
+    @property
+    def monitored(self) -> bool:
+        """Listed in the health verdict (``health_checks.enabled``)."""
+        return self.health_checks.enabled
+
+    @property
+    def operation_metrics(self) -> bool:
+        """Its operations are recorded (``metrics.enabled`` and
+        ``metrics.collect_operation_metrics``)."""
+        return self.metrics.enabled and self.metrics.collect_operation_metrics
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AutoIndex:
-    """``auto_index``: query-driven indexes; None thresholds mean "the engine's"."""
+    """``auto_index`` (``true``/``false``: ``enabled``); None thresholds mean "the engine's"."""
 
-    enabled: bool = True
-    threshold: int | None = None
-    max_indexes_per_collection: int | None = None
-
-    @classmethod
-    def from_value(cls, value: Any) -> AutoIndex:
-        """From ``true``/``false``/an object (absent: on with the engine's settings)."""
-        if value is None or value is True:
-            return cls()
-        if not value:
-            return cls(enabled=False)
-        return cls(
-            enabled=bool(value.get("enabled", True)),
-            threshold=value.get("threshold"),
-            max_indexes_per_collection=value.get("max_indexes_per_collection"),
-        )
+    enabled: bool
+    threshold: int | None
+    max_indexes_per_collection: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class WebsocketAuth:
+    """``websockets.<name>.auth``."""
+
+    required: bool
+    allow_anonymous: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class WebsocketSettings:
     """``websockets.<name>``: one endpoint flask_mdb serves."""
 
-    name: str
     path: str
-    description: str = ""
-    auth_required: bool = False
-    allow_anonymous: bool = True
+    description: str | None
+    auth: WebsocketAuth
     #: Seconds between server pings; 0: none.
-    ping_interval: int = DEFAULT_PING_INTERVAL
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    ping_interval: int
+    max_message_size: int
 
-    @classmethod
-    def from_dict(cls, name: str, block: Mapping[str, Any]) -> WebsocketSettings:
-        auth = block.get("auth") or {}
-        return cls(
-            name=name,
-            path=str(block["path"]),
-            description=str(block.get("description", "")),
-            auth_required=bool(auth.get("required", False)),
-            allow_anonymous=bool(auth.get("allow_anonymous", True)),
-            ping_interval=int(block.get("ping_interval", DEFAULT_PING_INTERVAL)),
-            max_message_size=int(block.get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
-        )
+
+@dataclass(frozen=True, kw_only=True)
+class CorsSection:
+    """``cors`` (None when absent: same-origin only). Origins are normalized
+    (``scheme://host[:port]``, lower case, no default port)."""
+
+    enabled: bool
+    allow_origins: tuple[str, ...]
+    allow_methods: tuple[str, ...]
+    allow_headers: tuple[str, ...]
+    expose_headers: tuple[str, ...]
+    allow_credentials: bool
+    max_age: int
 
 
 @dataclass(frozen=True)
@@ -134,31 +140,80 @@ class Manifest:
     schema_version: str = CURRENT_SCHEMA_VERSION
     description: str | None = None
     developer_id: str | None = None
-    data_access: DataAccess = field(default_factory=DataAccess)
-    observability: Observability = field(default_factory=Observability)
-    auto_index: AutoIndex = field(default_factory=AutoIndex)
-    websockets: Mapping[str, WebsocketSettings] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
-    #: The ``cors`` block as validated (None: absent); flask_mdb's ``CorsPolicy`` reads it.
-    cors: Mapping[str, Any] | None = None
     #: The validated document (read-only at the top; never mutate what it holds): what
-    #: services typing their own sections read, and what :meth:`to_dict` copies.
-    raw: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
-    )
+    #: :meth:`to_dict` copies and the sections are typed from.
+    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
     def __hash__(self) -> int:
-        # A subset of the compared fields (the mappings are not hashable): equal manifests
+        # A subset of the compared fields (the document is not hashable): equal manifests
         # hash alike, so a frozen record holding one can be a dict key or a set member.
-        return hash((self.slug, self.name, self.status, self.data_access, self.auto_index))
+        return hash((self.slug, self.name, self.status, self.schema_version))
+
+    # --- typed sections (each read through its schema on first use) ---------------------------
+
+    def _typed(self, name: str) -> Any:
+        from .sections import load_section  # the schemas import the index specs, which read this
+
+        return load_section(name, self.raw.get(name), slug=self.slug)
+
+    @functools.cached_property
+    def data_access(self) -> DataAccess:
+        """``data_access`` (absent: read and write the app's own data only)."""
+        return cast("DataAccess", self._typed("data_access"))
+
+    @functools.cached_property
+    def observability(self) -> Observability:
+        """``observability`` (absent: monitored, operations recorded)."""
+        return cast("Observability", self._typed("observability"))
+
+    @functools.cached_property
+    def auto_index(self) -> AutoIndex:
+        """``auto_index`` (absent: on, with the engine's thresholds)."""
+        return cast("AutoIndex", self._typed("auto_index"))
+
+    @functools.cached_property
+    def websockets(self) -> Mapping[str, WebsocketSettings]:
+        """``websockets``, by endpoint name (absent: none)."""
+        return cast("Mapping[str, WebsocketSettings]", self._typed("websockets"))
+
+    @functools.cached_property
+    def cors(self) -> CorsSection | None:
+        """``cors`` (None: absent, same-origin only)."""
+        return cast("CorsSection | None", self._typed("cors"))
+
+    @functools.cached_property
+    def auth(self) -> AuthSection | None:
+        """``auth`` (None: absent)."""
+        return cast("AuthSection | None", self._typed("auth"))
+
+    @functools.cached_property
+    def token_management(self) -> TokenManagementSection | None:
+        """``token_management`` (None: absent, no tokens)."""
+        return cast("TokenManagementSection | None", self._typed("token_management"))
+
+    @functools.cached_property
+    def llm_config(self) -> LLMSection:
+        """``llm_config`` (absent: its defaults, not enabled)."""
+        return cast("LLMSection", self._typed("llm_config"))
+
+    @functools.cached_property
+    def embedding_config(self) -> EmbeddingSection | None:
+        """``embedding_config`` (None: absent)."""
+        return cast("EmbeddingSection | None", self._typed("embedding_config"))
+
+    @functools.cached_property
+    def memory_config(self) -> MemorySection | None:
+        """``memory_config`` (None: absent)."""
+        return cast("MemorySection | None", self._typed("memory_config"))
+
+    # --- the document -------------------------------------------------------------------------
 
     @property
     def is_active(self) -> bool:
         return self.status == "active"
 
     def section(self, name: str) -> Mapping[str, Any] | None:
-        """The validated top-level section ``name`` (``"auth"``, ``"llm_config"``...)."""
+        """The validated top-level section ``name`` as a mapping (``"managed_indexes"``...)."""
         value = self.raw.get(name)
         return value if isinstance(value, Mapping) else None
 
@@ -167,18 +222,24 @@ class Manifest:
         return copy.deepcopy(dict(self.raw))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, validate: bool = True) -> Manifest:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, validate: bool = True, copy_document: bool = True
+    ) -> Manifest:
         """The manifest of ``data``: validated and normalized first (raises
-        :class:`~mdb_sync.exceptions.ManifestValidationError`), unless ``validate=False``
-        says it already was (a stored registry record)."""
+        :class:`~mdb_sync.exceptions.ManifestValidationError` naming every bad path),
+        unless ``validate=False`` says it already was (a stored registry record: each
+        section is then checked when it is first read). An unvalidated ``data`` is copied
+        unless ``copy_document=False`` (a reader that types what it needs at once)."""
         if isinstance(data, Manifest):
             return data
         if validate:
             from .validator import validate_manifest
 
-            document = validate_manifest(data)
-        else:
+            document: Mapping[str, Any] = validate_manifest(data)
+        elif copy_document:
             document = copy.deepcopy(dict(data))
+        else:
+            document = data
         slug = str(document.get("slug", ""))
         return cls(
             slug=slug,
@@ -187,26 +248,16 @@ class Manifest:
             schema_version=str(document.get("schema_version", CURRENT_SCHEMA_VERSION)),
             description=document.get("description"),
             developer_id=document.get("developer_id"),
-            data_access=DataAccess.from_dict(document.get("data_access")),
-            observability=Observability.from_dict(document.get("observability")),
-            auto_index=AutoIndex.from_value(document.get("auto_index")),
-            websockets=MappingProxyType(
-                {
-                    name: WebsocketSettings.from_dict(name, block)
-                    for name, block in (document.get("websockets") or {}).items()
-                }
-            ),
-            cors=document.get("cors"),
             raw=MappingProxyType(document),
         )
 
 
 def as_manifest(value: Manifest | Mapping[str, Any] | None) -> Manifest:
-    """``value`` as a :class:`Manifest` (a validated dict is not validated again; None:
-    an empty manifest) — for readers that accept both during the move to typed records."""
+    """``value`` as a :class:`Manifest` (a validated dict is neither validated again nor
+    copied; None: an empty manifest) — for readers that accept both and read it at once."""
     if isinstance(value, Manifest):
         return value
-    return Manifest.from_dict(value or {}, validate=False)
+    return Manifest.from_dict(value or {}, validate=False, copy_document=False)
 
 
 def manifest_dict(value: Manifest | Mapping[str, Any] | None) -> Mapping[str, Any]:

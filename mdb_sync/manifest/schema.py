@@ -8,6 +8,7 @@ from marshmallow import ValidationError, post_load, validates_schema
 
 from ..scoping.names import RESERVED_SLUG_PREFIXES, RESERVED_SLUGS, SLUG_RE
 from .fields import BaseSchema, Obj, Str
+from .llm_providers import other_model_errors
 from .schema_auth import AuthSchema, TokenManagementSchema
 from .schema_data import collection_settings_field, initial_data_field
 from .schema_indexes import ManagedIndexesField
@@ -186,14 +187,11 @@ class ManifestSchema(BaseSchema):
 
     @validates_schema
     def _model_providers(self, data: dict[str, Any], **kwargs: Any) -> None:
-        """A ``provider/model`` name must name a configured provider (built-in or declared
-        in ``llm_config.providers``): a typo is refused here, with the list, rather than
-        sent somewhere at the first call."""
-        if not any(data.get(k) for k in ("llm_config", "embedding_config", "memory_config")):
-            return
-        from ..ai.routing import manifest_model_errors
-
-        errors = manifest_model_errors(data)
+        """A ``provider/model`` name of ``embedding_config`` or ``memory_config`` must name
+        a provider ``llm_config`` configures (built-in or declared in
+        ``llm_config.providers``; ``llm_config``'s own names are checked by its schema): a
+        typo is refused here, with the list, rather than sent somewhere at the first call."""
+        errors = other_model_errors(data)
         if errors:
             raise ValidationError(errors)
 
@@ -201,8 +199,6 @@ class ManifestSchema(BaseSchema):
     def _defaults(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["schema_version"] = CURRENT_SCHEMA_VERSION
         data.setdefault("name", data["slug"])
-        if "embedding_config" in data:
-            EmbeddingConfigSchema().normalize(data["embedding_config"])
         if "data_access" in data:
             access = data["data_access"]
             scopes = [data["slug"]] + [

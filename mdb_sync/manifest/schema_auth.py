@@ -1,8 +1,10 @@
 """``auth`` and ``token_management``: who may use an app and how its sessions and tokens work.
 
 The shapes follow the seeds and the predecessor; :mod:`mdb_sync.auth` (and ``flask_mdb``)
-act on them. Defaults are filled for the keys of objects that are present; absent objects
-stay absent, so a feature can tell "not configured" from "configured with defaults".
+act on them, through the typed sections (:mod:`mdb_sync.manifest.model_auth`) each schema
+names. Defaults are filled for the keys of objects that are present; absent objects stay
+absent in the document, so a feature can tell "not configured" from "configured with
+defaults" (their typed value is None, or the defaults where absence means "as usual").
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from marshmallow import ValidationError, validates_schema
+from marshmallow import ValidationError, post_load, validates_schema
 
 from ..scoping.names import SLUG_RE
 from .fields import (
     EMAIL_RE,
     IDENT_HELP,
     IDENT_RE,
+    UNMODELLED,
     AnyObj,
     BaseSchema,
     Bool,
@@ -26,14 +29,40 @@ from .fields import (
     Obj,
     OneOfTypes,
     Str,
+    Switch,
     route,
     strings,
     url,
+)
+from .model_auth import (
+    AccountLockoutSection,
+    AnonymousSection,
+    AuditSection,
+    AuthorizationSection,
+    AuthSection,
+    AuthSecuritySection,
+    BindingSwitchSection,
+    CsrfSection,
+    HstsSection,
+    JwtSection,
+    PasswordPolicySection,
+    PasswordResetSection,
+    PolicySection,
+    RateLimitSection,
+    SessionBindingSection,
+    TokenManagementSection,
+    TokenSecuritySection,
+    TwoFactorSection,
+    UsersSection,
+    VerificationSection,
 )
 from .schema_indexes import collection_key
 from .schema_oauth import OAuthSchema
 
 COOKIE_RE = r"[A-Za-z0-9_-]{1,64}"
+#: Passwords longer than this are refused before hashing (a megabyte password is a DoS); a
+#: ``password_policy.max_length`` above it reads as it.
+MAX_PASSWORD_CHARS = 1024
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
 
 
@@ -59,6 +88,8 @@ def collection_name(**kwargs: Any) -> Str:
 
 
 class RateLimitSchema(BaseSchema):
+    typed_as = RateLimitSection
+
     max_attempts = Int(
         minimum=1,
         maximum=1_000_000,
@@ -74,6 +105,9 @@ class RateLimitSchema(BaseSchema):
 
 
 class AuthorizationSchema(BaseSchema):
+    typed_as = AuthorizationSection
+    defaults_when_absent = True
+
     model = Str(
         max_len=1024,
         check=_casbin_model,
@@ -86,9 +120,8 @@ class AuthorizationSchema(BaseSchema):
         },
     )
     policies_collection = collection_name(
-        metadata={
-            "description": "The app's collection holding casbin rules (default casbin_policies)."
-        }
+        load_default="casbin_policies",
+        metadata={"description": "The app's collection holding casbin rules."},
     )
     link_users_roles = Bool(
         load_default=True,
@@ -131,6 +164,8 @@ class AuthorizationSchema(BaseSchema):
 
 
 class PolicySchema(BaseSchema):
+    typed_as = PolicySection
+
     provider = Str(
         choices=("casbin", "oso", "custom"),
         load_default="casbin",
@@ -265,6 +300,8 @@ class DemoUserSchema(BaseSchema):
 class PasswordResetSchema(BaseSchema):
     """``auth.users.password_reset``: "forgot password" links (single use, expiring)."""
 
+    typed_as = PasswordResetSection
+
     enabled = Bool(
         load_default=True,
         metadata={
@@ -285,6 +322,8 @@ class PasswordResetSchema(BaseSchema):
 class VerificationSchema(BaseSchema):
     """``auth.users.require_verification`` as an object: e-mail addresses are confirmed by a
     single-use link; what an account may do before (``unverified``)."""
+
+    typed_as = VerificationSection
 
     enabled = Bool(
         load_default=True,
@@ -318,6 +357,8 @@ class TwoFactorSchema(BaseSchema):
     """``auth.users.two_factor``: TOTP codes as a second sign-in step, for accounts that
     enrol (recovery codes, rate-limited checks, optionally remembered devices)."""
 
+    typed_as = TwoFactorSection
+
     enabled = Bool(
         load_default=True,
         metadata={"description": "Let accounts enrol in TOTP two-factor sign-in."},
@@ -349,6 +390,8 @@ class TwoFactorSchema(BaseSchema):
 
 
 class UsersSchema(BaseSchema):
+    typed_as = UsersSection
+
     enabled = Bool(
         load_default=False,
         metadata={"description": "The app has accounts (sign-in, sessions, tokens)."},
@@ -364,7 +407,7 @@ class UsersSchema(BaseSchema):
         },
     )
     collection_name = collection_name(
-        metadata={"description": "The app's collection of app_users (default users)."}
+        load_default="users", metadata={"description": "The app's collection of app_users."}
     )
     session_cookie_name = Str(
         pattern=COOKIE_RE,
@@ -410,29 +453,29 @@ class UsersSchema(BaseSchema):
     )
     demo_user_seed_strategy = Str(
         choices=("auto", "manual", "disabled"),
+        load_default="auto",
         metadata={
             "description": (
                 "auto creates demo_users when the app's auth starts; manual and disabled do not."
             )
         },
     )
-    require_verification = OneOfTypes(
-        (bool, Bool()),
-        (dict, Obj(VerificationSchema)),
-        what="true, false or an object",
+    require_verification = Switch(
+        VerificationSchema,
         metadata={"description": "Require a proven email address: true, or settings."},
     )
     fresh_login_seconds = Int(
         minimum=30,
         maximum=86_400 * 7,
-        metadata={
-            "description": "How recent a sign-in @fresh_login_required accepts (default 900)."
-        },
+        load_default=900,
+        metadata={"description": "How recent a sign-in @fresh_login_required accepts."},
     )
     two_factor = Obj(TwoFactorSchema, metadata={"description": "TOTP two-factor sign-in."})
 
 
 class CsrfSchema(BaseSchema):
+    typed_as = CsrfSection
+
     enabled = Bool(
         load_default=True,
         metadata={
@@ -459,6 +502,8 @@ class CsrfSchema(BaseSchema):
 
 
 class HstsSchema(BaseSchema):
+    typed_as = HstsSection
+
     enabled = Bool(
         load_default=True, metadata={"description": "Send Strict-Transport-Security over HTTPS."}
     )
@@ -485,10 +530,15 @@ class HstsSchema(BaseSchema):
 
 
 class AuthSecuritySchema(BaseSchema):
+    typed_as = AuthSecuritySection
+
     hsts = Obj(HstsSchema, metadata={"description": "HTTP Strict Transport Security."})
 
 
 class JwtSchema(BaseSchema):
+    typed_as = JwtSection
+    defaults_when_absent = True
+
     algorithm = Str(
         choices=JWT_ALGORITHMS,
         load_default="HS256",
@@ -509,7 +559,9 @@ class JwtSchema(BaseSchema):
             ),
         },
     )
-    issuer = Str(max_len=256, metadata={"description": "The iss claim of tokens."})
+    issuer = Str(
+        max_len=256, load_default="mdb-sync", metadata={"description": "The iss claim of tokens."}
+    )
     audience = Str(
         max_len=256,
         metadata={
@@ -522,6 +574,7 @@ class JwtSchema(BaseSchema):
     leeway_seconds = Int(
         minimum=0,
         maximum=300,
+        load_default=5,
         metadata={"description": "Clock skew tolerated when checking exp, iat and nbf."},
     )
     secret_env = Str(
@@ -534,6 +587,8 @@ class JwtSchema(BaseSchema):
 
 
 class PasswordPolicySchema(BaseSchema):
+    typed_as = PasswordPolicySection
+
     min_length = Int(
         minimum=6,
         maximum=1024,
@@ -541,10 +596,21 @@ class PasswordPolicySchema(BaseSchema):
         metadata={"description": "Shortest password accepted."},
     )
     max_length = Int(
-        minimum=6, maximum=4096, metadata={"description": "Longest password accepted."}
+        minimum=6,
+        maximum=4096,
+        load_default=MAX_PASSWORD_CHARS,
+        metadata={
+            "description": (
+                f"Longest password accepted (above {MAX_PASSWORD_CHARS}: {MAX_PASSWORD_CHARS},"
+                " the most any password may have)."
+            )
+        },
     )
     min_entropy_bits = Int(
-        minimum=0, maximum=512, metadata={"description": "Least estimated entropy, in bits."}
+        minimum=0,
+        maximum=512,
+        load_default=0,
+        metadata={"description": "Least estimated entropy, in bits."},
     )
     require_uppercase = Bool(
         load_default=True, metadata={"description": "Needs an upper-case letter."}
@@ -569,18 +635,28 @@ class PasswordPolicySchema(BaseSchema):
         },
     )
     allow_plain_text = Bool(
-        metadata={"description": "Refused when true: passwords are never stored in clear."}
+        metadata={
+            UNMODELLED: True,
+            "description": "Refused when true: passwords are never stored in clear.",
+        }
     )
 
     @validates_schema
     def _lengths(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "max_length" in data and data["max_length"] < data.get("min_length", 12):
+        if data["max_length"] < data["min_length"]:
             raise ValidationError({"max_length": ["must be at least min_length"]})
         if data.get("allow_plain_text"):
             raise ValidationError({"allow_plain_text": ["plain-text passwords are never stored"]})
 
+    @post_load
+    def _cap(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data["max_length"] = min(data["max_length"], MAX_PASSWORD_CHARS)
+        return data
+
 
 class AuditSchema(BaseSchema):
+    typed_as = AuditSection
+
     enabled = Bool(
         load_default=True, metadata={"description": "Record auth events in a scoped collection."}
     )
@@ -591,12 +667,15 @@ class AuditSchema(BaseSchema):
         metadata={"description": "Days events are kept (a TTL index)."},
     )
     collection_name = collection_name(
-        metadata={"description": "The app's collection of audit events."}
+        load_default="auth_audit", metadata={"description": "The app's collection of audit events."}
     )
     events = strings(metadata={"description": "The events to record (default: all)."})
 
 
 class SessionBindingSchema(BaseSchema):
+    typed_as = SessionBindingSection
+    defaults_when_absent = True
+
     bind_ip = Bool(
         metadata={"description": "A session is valid only from the address that signed in."}
     )
@@ -614,6 +693,9 @@ class AnonymousSchema(BaseSchema):
     """``auth.anonymous``: the server-side identities of anonymous visitors (with
     ``auth.policy.allow_anonymous``)."""
 
+    typed_as = AnonymousSection
+    defaults_when_absent = True
+
     ttl_seconds = Int(
         minimum=60,
         maximum=86_400 * 90,
@@ -628,6 +710,8 @@ class AnonymousSchema(BaseSchema):
 
 class AuthSchema(BaseSchema):
     """``auth``: ``policy`` (authorization), ``users`` (app users) and the security knobs."""
+
+    typed_as = AuthSection
 
     mode = Str(
         choices=("app", "shared"),
@@ -741,6 +825,18 @@ class AuthSchema(BaseSchema):
                 {"oauth": ["OAuth sign-in needs accounts: set auth.users.enabled to true"]}
             )
 
+    @post_load
+    def _oauth_signup(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Whether a first OAuth sign-in creates an account: the provider's
+        ``allow_signup``, else ``oauth.allow_signup``, else ``users.allow_registration``."""
+        oauth = data.get("oauth")
+        if oauth is not None:
+            registration = bool((data.get("users") or {}).get("allow_registration", False))
+            signup = oauth.setdefault("allow_signup", registration)
+            for provider in (oauth.get("providers") or {}).values():
+                provider.setdefault("allow_signup", signup)
+        return data
+
     @validates_schema
     def _roles(self, data: dict[str, Any], **kwargs: Any) -> None:
         roles = data.get("roles")
@@ -755,6 +851,8 @@ class AuthSchema(BaseSchema):
 class AccountLockoutSchema(BaseSchema):
     """Lock an account's sign-in after repeated wrong passwords, whichever client sends them
     (the per-address rate limits do not stop a distributed guesser)."""
+
+    typed_as = AccountLockoutSection
 
     enabled = Bool(
         load_default=True,
@@ -785,10 +883,15 @@ class BindingSwitchSchema(BaseSchema):
     """``session_fingerprinting`` / ``ip_validation``: the older spelling of
     ``auth.session_binding``'s ``bind_fingerprint`` / ``bind_ip``."""
 
+    typed_as = BindingSwitchSection
+
     enabled = Bool(load_default=True, metadata={"description": "Turn the binding on."})
 
 
 class TokenSecuritySchema(BaseSchema):
+    typed_as = TokenSecuritySection
+    defaults_when_absent = True
+
     require_https = Bool(
         load_default=False,
         metadata={"description": "Redirect GETs to HTTPS and refuse other methods over HTTP."},
@@ -797,19 +900,21 @@ class TokenSecuritySchema(BaseSchema):
         (bool, Bool()),
         (str, Str(choices=("auto", "true", "false"))),
         what="'auto', true or false",
+        load_default="auto",
         metadata={"description": "Secure cookies: auto (over HTTPS), true or false."},
     )
     cookie_samesite = Str(
         choices=("strict", "lax", "none"),
+        load_default="lax",
         metadata={
             "description": (
-                "The SameSite attribute of the session cookie (default lax; none needs secure"
-                " cookies)."
+                "The SameSite attribute of the session cookie (none needs secure cookies)."
             )
         },
     )
     cookie_httponly = Bool(
-        metadata={"description": "The HttpOnly attribute of the session cookie."}
+        load_default=True,
+        metadata={"description": "The HttpOnly attribute of the session cookie."},
     )
     csrf_protection = Bool(
         load_default=True,
@@ -854,6 +959,8 @@ class TokenSecuritySchema(BaseSchema):
 
 
 class TokenManagementSchema(BaseSchema):
+    typed_as = TokenManagementSection
+
     enabled = Bool(
         load_default=True,
         metadata={

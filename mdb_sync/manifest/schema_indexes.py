@@ -259,10 +259,12 @@ class VectorFieldSchema(BaseSchema):
 
 
 class VectorDefinitionSchema(BaseSchema):
-    # Atlas names the key "fields", which shadows Schema.fields (the declared fields) for
-    # mypy only: marshmallow collects declared fields when the class is created.
-    fields = ListOf(  # type: ignore[assignment]
+    # Atlas names the key "fields": declared under another name (a field named "fields"
+    # would shadow Schema.fields), read from and loaded as "fields".
+    vector_fields = ListOf(
         Obj(VectorFieldSchema),
+        data_key="fields",
+        attribute="fields",
         required=True,
         min_items=1,
         metadata={
@@ -286,8 +288,10 @@ class VectorDefinitionSchema(BaseSchema):
 
 class SearchMappingsSchema(BaseSchema):
     dynamic = Bool(metadata={"description": "Index every field dynamically."})
-    fields = AnyObj(  # type: ignore[assignment]  # Atlas's key; see VectorDefinitionSchema
-        metadata={"description": "The Atlas Search field mappings."}
+    field_mappings = AnyObj(  # Atlas's key "fields"; see VectorDefinitionSchema
+        data_key="fields",
+        attribute="fields",
+        metadata={"description": "The Atlas Search field mappings."},
     )
 
 

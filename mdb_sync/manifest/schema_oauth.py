@@ -15,6 +15,11 @@ Client secrets never go in a manifest (manifests are committed, exported, shown 
 a provider names the environment variable holding its secret. Every URL is ``https`` (plain
 ``http`` only to a loopback address, for a provider on the same machine), so no discovery
 document, key set or token crosses a network in the clear.
+
+A preset's defaults are filled in as any default is: its ``base_url`` (and GitHub's
+``api_url``), ``label``, ``scopes``, ``trust_email`` (Google's and GitHub's verified addresses
+are trusted, Microsoft's and any other provider's are not), ``link_by_email`` and
+Microsoft's ``tenant``. :mod:`mdb_sync.auth.oauth.settings` derives the endpoints from them.
 """
 
 from __future__ import annotations
@@ -24,11 +29,30 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import ValidationError, validates_schema
+from marshmallow import ValidationError, post_load, validates_schema
 
-from .fields import BaseField, BaseSchema, Bool, Int, ListOf, MapOf, Obj, Str
+from .fields import BaseSchema, Bool, Int, ListOf, MapOf, Obj, Refused, Str
+from .model_auth import OAuthProviderSection, OAuthSection
 
 PRESETS = ("google", "github", "microsoft")
+GOOGLE = "https://accounts.google.com"
+GITHUB = "https://github.com"
+GITHUB_API = "https://api.github.com"
+MICROSOFT = "https://login.microsoftonline.com"
+OIDC_SCOPES = ("openid", "email", "profile")
+GITHUB_SCOPES = ("read:user", "user:email")
+#: What a preset's provider has unless the manifest says otherwise.
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "google": {"base_url": GOOGLE, "label": "Google", "trust_email": True},
+    "github": {"base_url": GITHUB, "label": "GitHub", "trust_email": True},
+    "microsoft": {
+        "base_url": MICROSOFT,
+        "label": "Microsoft",
+        # Entra ID does not verify its email claim: trusted only when the manifest says so.
+        "trust_email": False,
+        "tenant": "common",
+    },
+}
 PROVIDER_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
 ENV_NAME_RE = r"[A-Za-z_][A-Za-z0-9_]{0,127}"
 #: An OAuth scope token (RFC 6749 §3.3: printable ASCII but space, ``"`` and ``\``).
@@ -83,20 +107,15 @@ def _provider_key(key: str) -> str | None:
     )
 
 
-class _NeverInManifest(BaseField):
-    """A key that is always refused, with the reason (``client_secret``)."""
-
-    def __init__(self, message: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.message = message
-
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        raise ValidationError(self.message)
+def _strip_slash(value: str) -> str:
+    return value.rstrip("/")
 
 
 class OAuthProviderSchema(BaseSchema):
     """One provider: a ``preset`` (google, github, microsoft) or any OpenID Connect issuer
     (``issuer`` or ``discovery_url``)."""
+
+    typed_as = OAuthProviderSection
 
     preset = Str(
         choices=PRESETS,
@@ -114,16 +133,23 @@ class OAuthProviderSchema(BaseSchema):
     #: Where a preset's endpoints live instead of the public service: a sovereign cloud
     #: (login.microsoftonline.us), GitHub Enterprise Server, a test provider.
     base_url = _secure_url(
+        normalize=_strip_slash,
         metadata={
             "description": (
                 "Where a preset's endpoints live instead of the public service (a sovereign "
                 "cloud, GitHub Enterprise Server, a test provider)."
             )
-        }
+        },
     )
     #: GitHub's API base (default https://api.github.com; GitHub Enterprise: <base>/api/v3).
     api_url = _secure_url(
-        metadata={"description": "GitHub's API base (default https://api.github.com)."}
+        normalize=_strip_slash,
+        metadata={
+            "description": (
+                "GitHub's API base (default https://api.github.com, <base_url>/api/v3 for "
+                "GitHub Enterprise Server)."
+            )
+        },
     )
     client_id = Str(
         max_len=512,
@@ -136,7 +162,7 @@ class OAuthProviderSchema(BaseSchema):
         pattern_help="must be an environment variable name",
         metadata={"description": "The environment variable holding the client secret."},
     )
-    client_secret = _NeverInManifest(
+    client_secret = Refused(
         "client secrets never go in the manifest: put the secret in an environment variable "
         "and name that variable in client_secret_env",
         metadata={
@@ -155,7 +181,13 @@ class OAuthProviderSchema(BaseSchema):
         },
     )
     label = Str(
-        max_len=64, metadata={"description": "The sign-in button's text: Sign in with <label>."}
+        max_len=64,
+        metadata={
+            "description": (
+                "The sign-in button's text: Sign in with <label> (default: the preset's name, "
+                "else the provider's)."
+            )
+        },
     )
     trust_email = Bool(
         metadata={
@@ -166,11 +198,12 @@ class OAuthProviderSchema(BaseSchema):
         }
     )
     link_by_email = Bool(
+        load_default=True,
         metadata={
             "description": (
                 "A trusted verified address signs in to the existing account that has it."
             )
-        }
+        },
     )
     allow_signup = Bool(
         metadata={
@@ -191,7 +224,7 @@ class OAuthProviderSchema(BaseSchema):
         },
     )
     allowed_tenants = ListOf(
-        Str(pattern=GUID_RE, pattern_help="must be a tenant id (a GUID)"),
+        Str(pattern=GUID_RE, pattern_help="must be a tenant id (a GUID)", normalize=str.lower),
         unique=True,
         min_items=1,
         max_items=100,
@@ -231,9 +264,23 @@ class OAuthProviderSchema(BaseSchema):
         if errors:
             raise ValidationError(errors)
 
+    @post_load
+    def _preset_defaults(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        preset = data.get("preset")
+        for key, value in PRESET_DEFAULTS.get(preset or "", {}).items():
+            data.setdefault(key, value)
+        if preset == "github":
+            base = data["base_url"]
+            data.setdefault("api_url", GITHUB_API if base == GITHUB else base + "/api/v3")
+        data.setdefault("scopes", list(GITHUB_SCOPES if preset == "github" else OIDC_SCOPES))
+        data.setdefault("trust_email", False)
+        return data
+
 
 class OAuthSchema(BaseSchema):
     """``auth.oauth``: the providers, and what a first sign-in may do."""
+
+    typed_as = OAuthSection
 
     providers = MapOf(
         Obj(OAuthProviderSchema),
@@ -273,3 +320,9 @@ class OAuthSchema(BaseSchema):
     def _some(self, data: dict[str, Any], **kwargs: Any) -> None:
         if "providers" in data and not data["providers"]:
             raise ValidationError({"providers": ["must name at least one provider"]})
+
+    @post_load
+    def _labels(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        for name, provider in data["providers"].items():
+            provider.setdefault("label", name)  # a provider without a preset
+        return data

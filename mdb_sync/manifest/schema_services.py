@@ -1,19 +1,22 @@
 """The service sections of a manifest: websockets, AI (LLM, embeddings, memory), CORS, data
 access, observability and auto-indexing. The shapes are the ones agreed between the
-features that act on them; this module only validates and normalizes."""
+features that act on them; this module validates them, fills their defaults and names the
+typed model of each (:mod:`mdb_sync.manifest.model`, :mod:`mdb_sync.manifest.model_ai`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import ValidationError, validates_schema
+from marshmallow import ValidationError, post_load, validates_schema
 
 from ..scoping.names import SLUG_RE
 from .fields import (
     IDENT_HELP,
     IDENT_RE,
+    UNMODELLED,
     BaseSchema,
     Bool,
     Int,
@@ -22,15 +25,44 @@ from .fields import (
     Num,
     Obj,
     OneOfTypes,
+    Refused,
     Str,
+    Switch,
+    is_extension_key,
     route,
     strings,
     url,
 )
+from .llm_providers import (
+    ENV_NAME_HELP,
+    ENV_NAME_RE,
+    MAX_DECLARED_PROVIDERS,
+    PROVIDER_NAME_HELP,
+    PROVIDER_NAME_RE,
+    PROVIDER_TYPES,
+    llm_config_errors,
+)
+from .model import (
+    AutoIndex,
+    CorsSection,
+    DataAccess,
+    HealthChecks,
+    MetricsSettings,
+    Observability,
+    WebsocketAuth,
+    WebsocketSettings,
+)
+from .model_ai import EmbeddingSection, LLMProviderSection, LLMSection, MemorySection, PriceSection
+from .origins import TOKEN_RE, normalize_origin
 from .schema_auth import collection_name
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_CORS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: Request headers allowed when a ``cors`` block lists none: what a JSON API with tokens
+#: and CSRF needs.
+DEFAULT_CORS_HEADERS = ["Content-Type", "Authorization", "X-Requested-With", "X-CSRF-Token"]
+#: ``llm_config.default_chat_model`` unless the manifest names one.
+DEFAULT_CHAT_MODEL = "gpt-4o-mini"
 
 
 def _ident_key(key: str) -> str | None:
@@ -38,6 +70,9 @@ def _ident_key(key: str) -> str | None:
 
 
 class WebsocketAuthSchema(BaseSchema):
+    typed_as = WebsocketAuth
+    defaults_when_absent = True
+
     required = Bool(
         load_default=False,
         metadata={
@@ -51,6 +86,8 @@ class WebsocketAuthSchema(BaseSchema):
 
 
 class WebsocketSchema(BaseSchema):
+    typed_as = WebsocketSettings
+
     path = route(
         required=True,
         metadata={
@@ -100,33 +137,47 @@ class WebsocketsField(MapOf):
         return errors
 
 
-PROVIDER_TYPES = ("openai", "azure", "openai_compatible", "local")
-PROVIDER_NAME_RE = r"[a-z][a-z0-9_-]{0,31}"
-#: Only API keys: a manifest cannot make the process read any other variable.
-ENV_NAME_RE = r"[A-Z][A-Z0-9_]{0,119}_API_KEY"
-
-
 def _provider_key(key: str) -> str | None:
-    if re.fullmatch(PROVIDER_NAME_RE, key):
-        return None
-    return (
-        "provider names must be 1-32 lower-case letters, digits, '_' or '-', starting with a letter"
-    )
+    return None if PROVIDER_NAME_RE.fullmatch(key) else PROVIDER_NAME_HELP
 
 
-class _NeverInManifest(Str):
-    """A key that must not be in a manifest (it is stored and exported): a secret."""
+_API_KEY_REFUSED = (
+    "API keys never go in the manifest: put the key in an environment variable "
+    "(<NAME>_API_KEY, or the one api_key_env names)"
+)
+#: Keys of the AI sections that would hold a secret (refused even in lenient mode, and as
+#: ``x-`` extension keys: manifests are stored, exported and shown).
+_SECRET_KEYS = ("api_key", "apikey", "key", "secret", "token", "password")
 
-    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        raise ValidationError(
-            "API keys never go in the manifest: put the key in an environment variable "
-            "(<NAME>_API_KEY, or the one api_key_env names)"
-        )
+
+def _strip_slash(url: str) -> str:
+    return url.rstrip("/")
 
 
-class LLMProviderSchema(BaseSchema):
+class _NoSecretsSchema(BaseSchema):
+    """An AI section: no key of it may look like a secret, whatever the mode."""
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _no_secrets(self, data: Any, original_data: Any, **kwargs: Any) -> None:
+        if not isinstance(original_data, Mapping):
+            return
+        known = set(self._known_keys())
+        errors = {}
+        for key in original_data:
+            if not isinstance(key, str) or key in known:
+                continue
+            bare = key[2:] if is_extension_key(key) else key
+            if bare.lower() in _SECRET_KEYS or bare.lower().endswith("_api_key"):
+                errors[key] = [_API_KEY_REFUSED]
+        if errors:
+            raise ValidationError(errors)
+
+
+class LLMProviderSchema(_NoSecretsSchema):
     """One entry of ``llm_config.providers``: how a named provider is reached. Its key comes
     from the environment (``api_key_env``, default ``<NAME>_API_KEY``)."""
+
+    typed_as = LLMProviderSection
 
     type = Str(
         choices=PROVIDER_TYPES,
@@ -137,11 +188,11 @@ class LLMProviderSchema(BaseSchema):
             )
         },
     )
-    base_url = url(metadata={"description": "Its endpoint."})
-    api_version = Str(max_len=64, metadata={"description": "Azure's API version."})
+    base_url = url(normalize=_strip_slash, metadata={"description": "Its endpoint."})
+    api_version = Str(max_len=64, strip=True, metadata={"description": "Azure's API version."})
     api_key_env = Str(
-        pattern=ENV_NAME_RE,
-        pattern_help="must be an environment variable name ending in _API_KEY (upper case)",
+        pattern=ENV_NAME_RE.pattern,
+        pattern_help=ENV_NAME_HELP,
         metadata={
             "description": "The environment variable holding its key (default <NAME>_API_KEY)."
         },
@@ -152,25 +203,52 @@ class LLMProviderSchema(BaseSchema):
         maximum=3600,
         metadata={"description": "Seconds one call may take."},
     )
-    api_key = _NeverInManifest(
-        metadata={"description": "Refused: keys never go in a manifest (use api_key_env)."}
+    api_key = Refused(
+        _API_KEY_REFUSED,
+        metadata={"description": "Refused: keys never go in a manifest (use api_key_env)."},
     )
 
 
 class PriceSchema(BaseSchema):
     """USD per million tokens."""
 
+    typed_as = PriceSection
+
     input = Num(
-        minimum=0, maximum=100_000, metadata={"description": "USD per million prompt tokens."}
+        minimum=0,
+        maximum=100_000,
+        load_default=0,
+        metadata={"description": "USD per million prompt tokens."},
     )
     output = Num(
-        minimum=0, maximum=100_000, metadata={"description": "USD per million completion tokens."}
+        minimum=0,
+        maximum=100_000,
+        load_default=0,
+        metadata={"description": "USD per million completion tokens."},
     )
 
-    @validates_schema
-    def _one(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "input" not in data and "output" not in data:
+    @validates_schema(pass_original=True)
+    def _one(self, data: dict[str, Any], original_data: Any, **kwargs: Any) -> None:
+        if "input" not in original_data and "output" not in original_data:
             raise ValidationError("give input and/or output (USD per million tokens)")
+
+
+class PriceField(OneOfTypes):
+    """A price: a number (input and output alike) or ``{input, output}``; typed as a
+    :class:`~mdb_sync.manifest.model_ai.PriceSection` either way."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            ((int, float), Num(minimum=0, maximum=100_000)),
+            (dict, Obj(PriceSchema)),
+            what="a number or {input, output}",
+            **kwargs,
+        )
+
+    def typed(self, value: Any) -> Any:
+        if isinstance(value, int | float):
+            return PriceSection(input=value, output=value)
+        return super().typed(value)
 
 
 def _price_key(key: str) -> str | None:
@@ -179,7 +257,10 @@ def _price_key(key: str) -> str | None:
     return None
 
 
-class LLMConfigSchema(BaseSchema):
+class LLMConfigSchema(_NoSecretsSchema):
+    typed_as = LLMSection
+    defaults_when_absent = True
+
     enabled = Bool(
         load_default=False, metadata={"description": "The app's LLM service may be used."}
     )
@@ -196,15 +277,11 @@ class LLMConfigSchema(BaseSchema):
     providers = MapOf(
         Obj(LLMProviderSchema),
         key=_provider_key,
-        max_items=20,
+        max_items=MAX_DECLARED_PROVIDERS,
         metadata={"description": "Other providers, or other endpoints of built-in ones, by name."},
     )
     prices = MapOf(
-        OneOfTypes(
-            ((int, float), Num(minimum=0, maximum=100_000)),
-            (dict, Obj(PriceSchema)),
-            what="a number or {input, output}",
-        ),
+        PriceField(),
         key=_price_key,
         max_items=200,
         metadata={
@@ -225,13 +302,26 @@ class LLMConfigSchema(BaseSchema):
         },
     )
     default_chat_model = Str(
-        max_len=256, metadata={"description": "The chat model (provider/model or model)."}
+        max_len=256,
+        strip=True,
+        load_default=DEFAULT_CHAT_MODEL,
+        metadata={"description": "The chat model (provider/model or model)."},
     )
     default_embedding_model = Str(
-        max_len=256, metadata={"description": "The embedding model (provider/model or model)."}
+        max_len=256,
+        strip=True,
+        metadata={
+            "description": (
+                "The embedding model (provider/model or model; default text-embedding-3-small,"
+                " all-MiniLM-L6-v2 with the local provider)."
+            )
+        },
     )
-    base_url = url(metadata={"description": "The endpoint of an openai_compatible provider."})
-    api_version = Str(max_len=64, metadata={"description": "Azure's API version."})
+    base_url = url(
+        normalize=_strip_slash,
+        metadata={"description": "The endpoint of an openai_compatible provider."},
+    )
+    api_version = Str(max_len=64, strip=True, metadata={"description": "Azure's API version."})
     max_retries = Int(
         minimum=0,
         maximum=100,
@@ -261,37 +351,65 @@ class LLMConfigSchema(BaseSchema):
         metadata={"description": "The size of embeddings, for models that can shorten them."},
     )
     embedding_batch_size = Int(
-        minimum=1, maximum=100_000, metadata={"description": "Texts per embedding request."}
+        minimum=1,
+        maximum=100_000,
+        load_default=256,
+        metadata={"description": "Texts per embedding request."},
+    )
+    api_key = Refused(
+        _API_KEY_REFUSED,
+        metadata={
+            "description": (
+                "Refused: keys never go in a manifest (OPENAI_API_KEY, AZURE_OPENAI_API_KEY)."
+            )
+        },
     )
 
+    @validates_schema
+    def _model_providers(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """A ``provider/model`` name (a default model, a price key) must name a configured
+        provider (built-in or declared in ``providers``): a typo is refused here, with the
+        list, rather than sent somewhere at the first call."""
+        errors = llm_config_errors(data)
+        if errors:
+            raise ValidationError(errors)
 
-class EmbeddingConfigSchema(BaseSchema):
+
+class EmbeddingConfigSchema(_NoSecretsSchema):
     """``default_max_tokens``/``default_tokenizer_model`` (the seeds' spelling) are read as
     ``max_tokens_per_chunk``/``tokenizer_model``."""
 
-    # No default: a present embedding_config block is on unless it says otherwise.
-    enabled = Bool(metadata={"description": "The app's embedding service may be used."})
+    typed_as = EmbeddingSection
+
+    # A present embedding_config block is on unless it says otherwise.
+    enabled = Bool(
+        load_default=True, metadata={"description": "The app's embedding service may be used."}
+    )
     # At least 4: one character can take four byte-level BPE tokens.
     max_tokens_per_chunk = Int(
         minimum=4,
         maximum=1_000_000,
-        metadata={"description": "The largest chunk, in tokens (default 1000)."},
+        load_default=1000,
+        metadata={"description": "The largest chunk, in tokens."},
     )
     default_max_tokens = Int(
         minimum=4,
         maximum=1_000_000,
-        metadata={"description": "The seeds' spelling of max_tokens_per_chunk."},
+        metadata={
+            UNMODELLED: True,
+            "description": "The seeds' spelling of max_tokens_per_chunk.",
+        },
     )
     tokenizer_model = Str(
         max_len=256,
-        metadata={
-            "description": (
-                "The model whose tiktoken encoding counts tokens (default gpt-3.5-turbo)."
-            )
-        },
+        strip=True,
+        load_default="gpt-3.5-turbo",
+        metadata={"description": "The model whose tiktoken encoding counts tokens."},
     )
     default_tokenizer_model = Str(
-        max_len=256, metadata={"description": "The seeds' spelling of tokenizer_model."}
+        max_len=256,
+        strip=True,
+        metadata={UNMODELLED: True, "description": "The seeds' spelling of tokenizer_model."},
     )
     chunk_overlap_tokens = Int(
         minimum=0,
@@ -300,37 +418,44 @@ class EmbeddingConfigSchema(BaseSchema):
         metadata={"description": "Tokens repeated between consecutive chunks."},
     )
     default_embedding_model = Str(
-        max_len=256, metadata={"description": "The embedding model (default: llm_config's)."}
+        max_len=256,
+        strip=True,
+        metadata={"description": "The embedding model (default: llm_config's)."},
     )
 
-    @validates_schema
-    def _aliases(self, data: dict[str, Any], **kwargs: Any) -> None:
+    #: The seeds' spellings, and the keys they are read as.
+    ALIASES = (
+        ("default_max_tokens", "max_tokens_per_chunk"),
+        ("default_tokenizer_model", "tokenizer_model"),
+    )
+
+    @validates_schema(pass_original=True)
+    def _aliases(self, data: dict[str, Any], original_data: Any, **kwargs: Any) -> None:
         errors = {}
-        for alias, key in (
-            ("default_max_tokens", "max_tokens_per_chunk"),
-            ("default_tokenizer_model", "tokenizer_model"),
-        ):
-            if alias in data and key in data and data[alias] != data[key]:
+        for alias, key in self.ALIASES:
+            if alias in original_data and key in original_data and data[alias] != data[key]:
                 errors[alias] = [f"conflicts with {key}"]
-        limit = data.get("max_tokens_per_chunk", data.get("default_max_tokens", 1000))
-        if data.get("chunk_overlap_tokens", 0) >= limit:
+        limit = data.get("default_max_tokens", data["max_tokens_per_chunk"])
+        if data["chunk_overlap_tokens"] >= limit:
             errors["chunk_overlap_tokens"] = [f"must be less than max_tokens_per_chunk ({limit})"]
         if errors:
             raise ValidationError(errors)
 
-    def normalize(self, data: dict[str, Any]) -> dict[str, Any]:
-        data["max_tokens_per_chunk"] = data.pop(
-            "default_max_tokens", data.get("max_tokens_per_chunk", 1000)
-        )
-        data["tokenizer_model"] = data.pop(
-            "default_tokenizer_model", data.get("tokenizer_model", "gpt-3.5-turbo")
-        )
+    @post_load
+    def _read_aliases(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        for alias, key in self.ALIASES:
+            if alias in data:
+                data[key] = data.pop(alias)
         return data
 
 
-class MemoryConfigSchema(BaseSchema):
-    # No default: a present memory_config block is on unless it says otherwise.
-    enabled = Bool(metadata={"description": "The app's memory service may be used."})
+class MemoryConfigSchema(_NoSecretsSchema):
+    typed_as = MemorySection
+
+    # A present memory_config block is on unless it says otherwise.
+    enabled = Bool(
+        load_default=True, metadata={"description": "The app's memory service may be used."}
+    )
     collection_name = collection_name(
         load_default="memories", metadata={"description": "The app's collection of memories."}
     )
@@ -356,10 +481,12 @@ class MemoryConfigSchema(BaseSchema):
     )
     embedding_model = Str(
         max_len=256,
+        strip=True,
         metadata={"description": "The embedding model of memories (default: llm_config's)."},
     )
     chat_model = Str(
         max_len=256,
+        strip=True,
         metadata={"description": "The chat model of inference (default: llm_config's)."},
     )
     similarity_threshold = Num(
@@ -385,24 +512,52 @@ def _origin(value: str) -> str | None:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an origin like 'https://app.example.com' or '*'"
-    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
-        return "must be an origin (scheme://host[:port]) without path, query or credentials"
+        return f"{value[:100]!r} is not an origin: use one like 'https://app.example.com', or '*'"
+    if (
+        parts.path
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+        or normalize_origin(value) is None
+    ):
+        return (
+            f"{value[:100]!r} is not an origin: use scheme://host[:port] without path, query "
+            "or credentials"
+        )
     return None
 
 
+def _normalized_origin(value: str) -> str:
+    return value if value == "*" else normalize_origin(value) or value
+
+
 def _method(value: str) -> str | None:
-    return None if value in (*HTTP_METHODS, "*") else f"must be one of: {', '.join(HTTP_METHODS)}"
+    if value in (*HTTP_METHODS, "*"):
+        return None
+    return f"{value[:20]!r} is not a method: must be one of: {', '.join(HTTP_METHODS)} or '*'"
+
+
+def _header(value: str) -> str | None:
+    if value == "*" or TOKEN_RE.fullmatch(value):
+        return None
+    return f"{value[:100]!r} is not a valid header name (letters, digits, !#$%&'*+-.^_`|~) or '*'"
 
 
 class CorsSchema(BaseSchema):
+    typed_as = CorsSection
+
     enabled = Bool(
         load_default=True, metadata={"description": "Answer cross-origin requests as below."}
     )
     allow_origins = ListOf(
-        Str(max_len=2048, check=_origin),
+        Str(max_len=2048, check=_origin, normalize=_normalized_origin),
         unique=True,
-        metadata={"description": "Origins allowed, exactly (scheme://host[:port]), or *."},
+        metadata={
+            "description": (
+                "Origins allowed, exactly (scheme://host[:port], kept in lower case without a"
+                " default port), or *."
+            )
+        },
     )
     allow_methods = ListOf(
         Str(max_len=16, check=_method),
@@ -410,8 +565,17 @@ class CorsSchema(BaseSchema):
         load_default=lambda: list(DEFAULT_CORS_METHODS),
         metadata={"description": "Methods allowed in preflights."},
     )
-    allow_headers = strings(metadata={"description": "Request headers allowed."})
-    expose_headers = strings(metadata={"description": "Response headers the browser may read."})
+    allow_headers = ListOf(
+        Str(max_len=256, check=_header),
+        unique=True,
+        load_default=lambda: list(DEFAULT_CORS_HEADERS),
+        metadata={"description": "Request headers allowed (* : any)."},
+    )
+    expose_headers = ListOf(
+        Str(max_len=256, check=_header),
+        unique=True,
+        metadata={"description": "Response headers the browser may read."},
+    )
     allow_credentials = Bool(
         load_default=False, metadata={"description": "Cookies may be sent (never with *)."}
     )
@@ -426,8 +590,8 @@ class CorsSchema(BaseSchema):
     def _wildcards(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("allow_credentials"):
             errors = {
-                key: ["'*' is not allowed together with allow_credentials"]
-                for key in ("allow_origins", "allow_methods", "allow_headers")
+                key: ["'*' is not allowed together with allow_credentials: list the values"]
+                for key in ("allow_origins", "allow_methods", "allow_headers", "expose_headers")
                 if "*" in (data.get(key) or [])
             }
             if errors:
@@ -441,6 +605,9 @@ def _slug(value: str) -> str | None:
 
 
 class DataAccessSchema(BaseSchema):
+    typed_as = DataAccess
+    defaults_when_absent = True
+
     read_scopes = ListOf(
         Str(max_len=64, check=_slug),
         unique=True,
@@ -464,6 +631,9 @@ class DataAccessSchema(BaseSchema):
 
 
 class HealthChecksSchema(BaseSchema):
+    typed_as = HealthChecks
+    defaults_when_absent = True
+
     enabled = Bool(
         load_default=True,
         metadata={
@@ -492,6 +662,9 @@ class HealthChecksSchema(BaseSchema):
 
 
 class MetricsSchema(BaseSchema):
+    typed_as = MetricsSettings
+    defaults_when_absent = True
+
     enabled = Bool(
         load_default=True,
         metadata={"description": "Record the app's operations in the engine's metrics."},
@@ -544,6 +717,9 @@ class LoggingSchema(BaseSchema):
 
 
 class ObservabilitySchema(BaseSchema):
+    typed_as = Observability
+    defaults_when_absent = True
+
     health_checks = Obj(
         HealthChecksSchema, metadata={"description": "The app in the health verdict."}
     )
@@ -558,6 +734,8 @@ class ObservabilitySchema(BaseSchema):
 
 
 class AutoIndexSchema(BaseSchema):
+    typed_as = AutoIndex
+
     enabled = Bool(
         load_default=True,
         metadata={"description": "Build indexes for the app's frequent query shapes."},
@@ -576,15 +754,15 @@ class AutoIndexSchema(BaseSchema):
     )
 
 
-def auto_index_field(**kwargs: Any) -> OneOfTypes:
+def auto_index_field(**kwargs: Any) -> Switch:
     """``auto_index``: ``true``/``false`` or ``{"enabled", "threshold",
-    "max_indexes_per_collection"}``."""
-    return OneOfTypes(
-        (bool, Bool()), (dict, Obj(AutoIndexSchema)), what="true, false or an object", **kwargs
-    )
+    "max_indexes_per_collection"}`` (absent: on)."""
+    return Switch(AutoIndexSchema, absent=True, **kwargs)
 
 
 __all__ = [
+    "DEFAULT_CHAT_MODEL",
+    "DEFAULT_CORS_HEADERS",
     "DEFAULT_CORS_METHODS",
     "CorsSchema",
     "DataAccessSchema",

@@ -176,6 +176,16 @@ def clear_cache() -> None:
         _cache.clear()
 
 
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at the fork would never be released in the child.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def validate_manifests(
     manifests: Iterable[Any], *, lenient: bool | None = None, max_workers: int | None = None
 ) -> list[dict[str, Any] | ManifestValidationError]:

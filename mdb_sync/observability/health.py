@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pymongo
 from pymongo.errors import AutoReconnect, PyMongoError
 
-from ..manifest.model import Observability
+from ..manifest.model import as_manifest
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -202,8 +202,7 @@ def check_apps(
     for record in sorted(records, key=lambda r: str(r.get("_id"))):
         slug = str(record.get("_id"))
         by_status[str(record.get("status", "active"))] += 1
-        observability = (record.get("manifest") or {}).get("observability")
-        if not Observability.from_dict(observability).health_checks:
+        if not as_manifest(record.get("manifest")).observability.monitored:
             unmonitored.append(slug)
             continue
         for outcome in record.get("index_outcomes") or []:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import PortabilityError
-from ..manifest.model import DataAccess
+from ..manifest.model import as_manifest
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -72,7 +72,7 @@ def _check_owner_allows(engine: MongoDBEngine, owner_slug: str, reader: str) -> 
             "registered here, so its owner has no policy that could allow it",
             context={"app": reader, "scope": owner_slug},
         )
-    if DataAccess.from_dict((record.get("manifest") or {}).get("data_access")).denies_all:
+    if as_manifest(record.get("manifest")).data_access.denies_all:
         raise PortabilityError(
             f"cannot let imported app {reader!r} read {owner_slug!r}: its owner denies reads "
             "by other apps (cross_app_policy: deny_all)",

@@ -237,10 +237,15 @@ def test_a_code_issued_to_another_apps_client_is_refused(site, op, raw_db):
     # The victim once signed in to Mallory's app: Mallory has a code for the victim...
     from mdb_sync.auth.oauth.protocol import Endpoints
     from mdb_sync.auth.oauth.protocol import authorization_url as build_url
-    from mdb_sync.auth.oauth.settings import provider_settings
+    from mdb_sync.auth.oauth.settings import ProviderSettings
+    from mdb_sync.manifest.sections import load_section
 
-    mallory = provider_settings(
-        "m", {"issuer": op.url, "client_id": "mallory-app", "client_secret_env": "UNUSED"}
+    mallory = ProviderSettings.from_section(
+        "m",
+        load_section(
+            "auth.oauth.providers.m",
+            {"issuer": op.url, "client_id": "mallory-app", "client_secret_env": "UNUSED"},
+        ),
     )
     where = Endpoints(op.url + "/authorize", op.url + "/token")
     stolen_code = query_of(

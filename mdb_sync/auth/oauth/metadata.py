@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -36,8 +36,20 @@ OPTIONAL_ENDPOINTS = ("userinfo_endpoint", "end_session_endpoint")
 
 @dataclass
 class _Entry:
-    value: Any
+    #: A checked discovery document (key ``("discovery", url)``) or a key set (``("jwks",
+    #: url)``).
+    value: dict[str, Any] | KeySet
     fetched_at: float
+
+    def document(self) -> dict[str, Any]:
+        if isinstance(self.value, KeySet):
+            raise TypeError("a key set cached as a discovery document")
+        return self.value
+
+    def key_set(self) -> KeySet:
+        if not isinstance(self.value, KeySet):
+            raise TypeError("a discovery document cached as a key set")
+        return self.value
 
 
 class ProviderCache:
@@ -70,7 +82,7 @@ class ProviderCache:
                 self._entries.move_to_end(key)
             return entry
 
-    def _put(self, key: tuple[str, str], value: Any) -> _Entry:
+    def _put(self, key: tuple[str, str], value: dict[str, Any] | KeySet) -> _Entry:
         entry = _Entry(value, time.monotonic())
         with self._lock:
             self._entries[key] = entry
@@ -84,7 +96,7 @@ class ProviderCache:
         with self._lock:
             return self._fetch_locks.setdefault(key, threading.Lock())
 
-    def _fresh(self, entry: _Entry | None) -> bool:
+    def _fresh(self, entry: _Entry | None) -> TypeGuard[_Entry]:
         return entry is not None and time.monotonic() - entry.fetched_at < self.ttl
 
     # --- discovery ------------------------------------------------------------------------------
@@ -97,13 +109,13 @@ class ProviderCache:
         key = ("discovery", url)
         entry = self._get(key)
         if self._fresh(entry):
-            return entry.value  # type: ignore[union-attr,no-any-return]
+            return entry.document()
         with self._fetch_lock(key):
             entry = self._get(key)
             if self._fresh(entry):
-                return entry.value  # type: ignore[union-attr,no-any-return]
+                return entry.document()
             doc = http.get_json(url, what=f"the discovery document of {what}", timeout=timeout)
-            return self._put(key, check_discovery(doc, what)).value  # type: ignore[no-any-return]
+            return self._put(key, check_discovery(doc, what)).document()
 
     # --- keys ------------------------------------------------------------------------------------
 
@@ -119,17 +131,17 @@ class ProviderCache:
         per :attr:`kid_refresh_interval` seconds."""
         key = ("jwks", jwks_uri)
         entry = self._get(key)
-        if self._fresh(entry) and (kid is None or _has_kid(entry.value, kid)):  # type: ignore[union-attr]
-            return entry.value  # type: ignore[union-attr,no-any-return]
+        if self._fresh(entry) and (kid is None or _has_kid(entry.key_set(), kid)):
+            return entry.key_set()
         with self._fetch_lock(key):
             entry = self._get(key)
-            if entry is not None and self._fresh(entry):
-                if kid is None or _has_kid(entry.value, kid):
-                    return entry.value  # type: ignore[no-any-return]
+            if self._fresh(entry):
+                if kid is None or _has_kid(entry.key_set(), kid):
+                    return entry.key_set()
                 if time.monotonic() - entry.fetched_at < self.kid_refresh_interval:
-                    return entry.value  # type: ignore[no-any-return]  # too soon: no refetch
+                    return entry.key_set()  # too soon: no refetch
             doc = http.get_json(jwks_uri, what=f"the signing keys of {what}", timeout=timeout)
-            return self._put(key, import_keys(doc, what)).value  # type: ignore[no-any-return]
+            return self._put(key, import_keys(doc, what)).key_set()
 
 
 def _has_kid(keys: KeySet, kid: str) -> bool:

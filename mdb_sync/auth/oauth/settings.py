@@ -18,6 +18,11 @@ Any other OpenID Connect provider is configured by ``issuer`` (its discovery doc
 ``<issuer>/.well-known/openid-configuration``) or ``discovery_url``; its e-mail is not
 trusted unless ``trust_email: true``. ``base_url`` moves a preset's endpoints (a sovereign
 cloud, GitHub Enterprise Server, a provider started by a test suite).
+
+The presets' defaults (endpoints, label, scopes, trust) are the manifest schema's
+(:mod:`mdb_sync.manifest.schema_oauth`): the typed section
+(:class:`~mdb_sync.manifest.model_auth.OAuthProviderSection`) holds them, and this module
+derives the endpoints each kind of provider is called at.
 """
 
 from __future__ import annotations
@@ -27,17 +32,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...deprecation import deprecated
 from ...exceptions import ConfigurationError
+from ...manifest.model_auth import OAuthProviderSection, OAuthSection
+from ...manifest.schema_oauth import GITHUB_SCOPES, GOOGLE, OIDC_SCOPES
+from ...manifest.sections import load_section
 
-GOOGLE = "https://accounts.google.com"
-GITHUB = "https://github.com"
-GITHUB_API = "https://api.github.com"
-MICROSOFT = "https://login.microsoftonline.com"
 #: The tenant of personal Microsoft accounts (what ``consumers`` tokens carry as ``tid``).
 MICROSOFT_CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 WELL_KNOWN = "/.well-known/openid-configuration"
-OIDC_SCOPES = ("openid", "email", "profile")
-GITHUB_SCOPES = ("read:user", "user:email")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,58 @@ class ProviderSettings:
         """Where this provider is in the manifest (for error messages)."""
         return f"auth.oauth.providers.{self.name}"
 
+    @classmethod
+    def from_section(cls, name: str, section: OAuthProviderSection) -> ProviderSettings:
+        """Provider ``name`` of a typed ``auth.oauth.providers`` entry: the endpoints its
+        kind is called at, from its (default-filled) ``base_url``, ``issuer`` or
+        ``discovery_url``."""
+        common: dict[str, Any] = {
+            "name": name,
+            "preset": section.preset,
+            "label": section.label or name,
+            "client_id": section.client_id,
+            "client_secret_env": section.client_secret_env,
+            "scopes": section.scopes,
+            "trust_email": section.trust_email,
+            "link_by_email": section.link_by_email,
+            "allow_signup": bool(section.allow_signup),
+        }
+        base = section.base_url
+        if section.preset == "github":
+            assert base is not None and section.api_url is not None  # filled by the schema
+            return cls(
+                kind="github",
+                issuer=base,
+                authorize_url=base + "/login/oauth/authorize",
+                token_url=base + "/login/oauth/access_token",
+                api_url=section.api_url,
+                **common,
+            )
+        if section.preset == "google":
+            return cls(
+                kind="oidc",
+                issuer=base,
+                issuer_aliases=("accounts.google.com",) if base == GOOGLE else (),
+                discovery_url=f"{base}{WELL_KNOWN}",
+                **common,
+            )
+        if section.preset == "microsoft":
+            return cls(
+                kind="oidc",
+                issuer=None,  # the tenant's, from discovery and the token's tid
+                discovery_url=f"{base}/{section.tenant}/v2.0{WELL_KNOWN}",
+                tenant=section.tenant,
+                allowed_tenants=section.allowed_tenants,
+                **common,
+            )
+        issuer = section.issuer
+        return cls(
+            kind="oidc",
+            issuer=issuer,
+            discovery_url=section.discovery_url or f"{str(issuer).rstrip('/')}{WELL_KNOWN}",
+            **common,
+        )
+
     def client_secret(self, slug: str = "") -> str:
         """The client secret, from the environment variable the manifest names; a
         :class:`ConfigurationError` naming the key and the variable when it is unset."""
@@ -98,94 +153,43 @@ class OAuthSettings:
     http_timeout: float = 10.0
 
     @classmethod
+    def from_section(cls, section: OAuthSection | None) -> OAuthSettings | None:
+        """The settings of a typed ``auth.oauth`` block, or None without one."""
+        if section is None:
+            return None
+        return cls(
+            providers={
+                name: ProviderSettings.from_section(name, provider)
+                for name, provider in section.providers.items()
+            },
+            state_ttl=section.state_ttl_seconds,
+            http_timeout=float(section.http_timeout_seconds),
+        )
+
+    @classmethod
+    @deprecated("OAuthSettings.from_section(manifest.auth.oauth)")
     def from_manifest(
         cls, block: Mapping[str, Any] | None, *, allow_registration: bool = False
     ) -> OAuthSettings | None:
-        """The settings of a *validated* ``auth.oauth`` block, or None without one."""
+        """The settings of an ``auth.oauth`` block (checked by the manifest's schema; a
+        provider's ``allow_signup`` defaults to the block's, which defaults to
+        ``allow_registration``), or None without one."""
         if not block:
             return None
-        signup = bool(block.get("allow_signup", allow_registration))
-        providers = {
-            name: provider_settings(name, dict(value), allow_signup=signup)
-            for name, value in (block.get("providers") or {}).items()
+        block = {**block, "allow_signup": block.get("allow_signup", allow_registration)}
+        block["providers"] = {
+            name: {**provider, "allow_signup": provider.get("allow_signup", block["allow_signup"])}
+            for name, provider in (block.get("providers") or {}).items()
         }
-        return cls(
-            providers=providers,
-            state_ttl=int(block.get("state_ttl_seconds", 600)),
-            http_timeout=float(block.get("http_timeout_seconds", 10)),
-        )
+        section = load_section("auth.oauth", block)
+        return cls.from_section(section)
 
 
-def _base(value: Any, default: str) -> str:
-    return str(value or default).rstrip("/")
-
-
-def provider_settings(
-    name: str, block: Mapping[str, Any], *, allow_signup: bool = False
-) -> ProviderSettings:
-    """One provider's settings: its preset's defaults, then what the manifest says."""
-    preset = block.get("preset")
-    common: dict[str, Any] = {
-        "name": name,
-        "preset": preset,
-        "client_id": block["client_id"],
-        "client_secret_env": block["client_secret_env"],
-        "allow_signup": bool(block.get("allow_signup", allow_signup)),
-    }
-    if preset == "github":
-        base = _base(block.get("base_url"), GITHUB)
-        api = block.get("api_url") or (GITHUB_API if base == GITHUB else base + "/api/v3")
-        trust = bool(block.get("trust_email", True))
-        return ProviderSettings(
-            kind="github",
-            label=block.get("label") or "GitHub",
-            scopes=tuple(block.get("scopes") or GITHUB_SCOPES),
-            trust_email=trust,
-            link_by_email=bool(block.get("link_by_email", True)),
-            issuer=base,
-            authorize_url=base + "/login/oauth/authorize",
-            token_url=base + "/login/oauth/access_token",
-            api_url=str(api).rstrip("/"),
-            **common,
-        )
-    if preset == "google":
-        base = _base(block.get("base_url"), GOOGLE)
-        aliases = ("accounts.google.com",) if base == GOOGLE else ()
-        return ProviderSettings(
-            kind="oidc",
-            label=block.get("label") or "Google",
-            scopes=tuple(block.get("scopes") or OIDC_SCOPES),
-            trust_email=bool(block.get("trust_email", True)),
-            link_by_email=bool(block.get("link_by_email", True)),
-            issuer=base,
-            issuer_aliases=aliases,
-            discovery_url=base + WELL_KNOWN,
-            **common,
-        )
-    if preset == "microsoft":
-        base = _base(block.get("base_url"), MICROSOFT)
-        tenant = str(block.get("tenant") or "common")
-        return ProviderSettings(
-            kind="oidc",
-            label=block.get("label") or "Microsoft",
-            scopes=tuple(block.get("scopes") or OIDC_SCOPES),
-            trust_email=bool(block.get("trust_email", False)),
-            link_by_email=bool(block.get("link_by_email", True)),
-            issuer=None,  # the tenant's, from discovery and the token's tid
-            discovery_url=f"{base}/{tenant}/v2.0{WELL_KNOWN}",
-            tenant=tenant,
-            allowed_tenants=tuple(t.lower() for t in block.get("allowed_tenants") or ()),
-            **common,
-        )
-    issuer = block.get("issuer")
-    discovery = block.get("discovery_url") or (str(issuer).rstrip("/") + WELL_KNOWN)
-    return ProviderSettings(
-        kind="oidc",
-        label=block.get("label") or name,
-        scopes=tuple(block.get("scopes") or OIDC_SCOPES),
-        trust_email=bool(block.get("trust_email", False)),
-        link_by_email=bool(block.get("link_by_email", True)),
-        issuer=issuer,
-        discovery_url=discovery,
-        **common,
-    )
+__all__ = [
+    "GITHUB_SCOPES",
+    "MICROSOFT_CONSUMERS_TENANT",
+    "OIDC_SCOPES",
+    "WELL_KNOWN",
+    "OAuthSettings",
+    "ProviderSettings",
+]

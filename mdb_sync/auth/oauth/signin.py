@@ -301,7 +301,9 @@ class OAuthSignIn:
                 raise IdentityConflict(
                     "this sign-in is already in progress: try again", reason="in_progress"
                 )
-            return public_view(self.auth.users, doc), public_identity(attached)  # type: ignore[arg-type]
+            users = self.auth.users
+            assert users is not None  # OAuth sign-in needs accounts (the schema says so)
+            return public_view(users, doc), public_identity(attached)
         user, ident = self._link(provider, profile, user_id)
         return user, ident
 
