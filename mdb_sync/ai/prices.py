@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from .config import read_prices
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,6 @@ def load_price_file(path: str | None) -> dict[str, Price]:
             raw = json.load(handle)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"{PRICES_ENV}: {path!r} is not a JSON object: {exc}") from exc
-    from .config import read_prices
-
     prices = _as_prices(read_prices(raw, None, where=f"{PRICES_ENV} ({path})"))
     with _file_lock:
         _file_cache[path] = (stat.st_mtime, stat.st_size, prices)

@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
+from ..realtime import engine_for
 from .config import EmbeddingConfig, LLMConfig, MemoryConfig
+from .embeddings import EmbeddingService
+from .llm import LLMService
+from .memory import MemoryService
 from .routing import environment_names, split_model
+from .spend import SpendLedger
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
-    from .embeddings import EmbeddingService
-    from .llm import LLMService
-    from .memory import MemoryService
 
 _ENV_KEYS = (
     "OPENAI_API_KEY",
@@ -75,9 +77,6 @@ def _llm_config(slug: str, sections: dict[str, Any]) -> LLMConfig:
 
 
 def _llm_service(engine: MongoDBEngine, slug: str, config: LLMConfig) -> LLMService:
-    from .llm import LLMService
-    from .spend import SpendLedger
-
     ledger = SpendLedger(engine, slug)
     return LLMService(config, metrics=engine.metrics, app=slug, ledger=ledger)
 
@@ -100,8 +99,6 @@ def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
 def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
     """Enabled by ``embedding_config.enabled`` (true when the section is present), or by
     ``llm_config.enabled`` when there is no ``embedding_config``."""
-    from .embeddings import EmbeddingService
-
     sections = _sections(engine, slug)
     llm_config = _llm_config(slug, sections)
     if sections["embedding_config"] is None:
@@ -121,8 +118,6 @@ def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
 
 
 def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
-    from .memory import MemoryService
-
     sections = _sections(engine, slug)
     if sections["memory_config"] is None:
         raise _disabled(slug, "memory_config")
@@ -172,8 +167,6 @@ def embedding_service_for_memory(
 ) -> EmbeddingService:
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""
-    from .embeddings import EmbeddingService
-
     section = sections["embedding_config"]
     config = EmbeddingConfig.from_manifest(section, slug=slug) if section else EmbeddingConfig()
     llm = _llm_service(engine, slug, llm_config)
@@ -190,13 +183,9 @@ def get_embedding_service(
     Azure's variables, ``MDB_LLM_BASE_URL``; :class:`ConfigurationError` names them when none
     is set — for a script that embeds or stores chunks (``process_and_store`` into any scoped
     collection) without an app."""
-    from .embeddings import EmbeddingService
-
     if slug is None:
         standalone = EmbeddingService()
         standalone.llm.config.require_ready()  # no key, no endpoint: say so now
         return standalone
-    from ..realtime import engine_for
-
     service: EmbeddingService = engine_for(slug, engine).get_embedding_service(slug)
     return service

@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from marshmallow import Schema, ValidationError, fields
+
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -137,8 +139,6 @@ def validate_json_schema(value: Any, schema: Mapping[str, Any], path: str = "$")
 
 
 def _marshmallow_field(field: Any) -> dict[str, Any]:
-    from marshmallow import fields
-
     if isinstance(field, fields.Nested):
         nested = field.schema
         described = _marshmallow_schema(nested)
@@ -188,13 +188,7 @@ class ResponseSchema:
 
     @staticmethod
     def _resolve(spec: Any) -> tuple[str, str, dict[str, Any], Any]:
-        try:
-            from marshmallow import Schema, ValidationError
-        except ImportError:  # pragma: no cover - marshmallow is a core dependency
-            Schema = ValidationError = None  # type: ignore[assignment,misc]
-        if Schema is not None and (
-            isinstance(spec, Schema) or (isinstance(spec, type) and issubclass(spec, Schema))
-        ):
+        if isinstance(spec, Schema) or (isinstance(spec, type) and issubclass(spec, Schema)):
             schema = spec() if isinstance(spec, type) else spec
 
             def validate(data: Any) -> Any:
