@@ -20,13 +20,31 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
+from bson import json_util
 from click.core import ParameterSource
 
 from . import __version__, embedded
+from .bson_json import bson_json_default
+from .engine import MongoDBEngine
 from .exceptions import MongoDBEngineError
+from .indexes.tools import apply_suggestions, list_indexes, suggest_indexes, sync_indexes
+from .manifest import load_manifest
+from .observability.health import PROBLEM_INDEX_STATUSES
+from .schema import (
+    DEFAULT_ENUM_MAX_VALUES,
+    DEFAULT_SAMPLE_SIZE,
+    MAX_SAMPLE_SIZE,
+    apply_schema,
+    as_validator,
+    infer,
+    validate_documents,
+)
 
 if TYPE_CHECKING:
     from .auth import AuthService
+
+# mdb_sync.auth, and mdb_sync.portability which imports it, need the optional auth extra
+# (PyJWT): the commands that use them import them when they run ("needs the auth extra").
 
 #: Key of ``click.Context.obj`` holding an engine provided by a host (``flask mdb``).
 ENGINE_KEY = "mdb_engine"
@@ -72,8 +90,6 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
             hosted = ctx.obj.get(ENGINE_KEY)
             if hosted is not None:
                 return ctx.invoke(func, engine=hosted, **kwargs)
-        from .engine import MongoDBEngine
-
         engine = MongoDBEngine(uri, db_name)
         try:
             engine.initialize()
@@ -91,8 +107,6 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _json_default(value: Any) -> Any:
     """``--json`` output: datetimes in ISO 8601 (UTC, ``Z``), ObjectIds and other BSON values
     as the JSON responses render them, anything else as its string."""
-    from .bson_json import bson_json_default
-
     try:
         return bson_json_default(value)
     except TypeError:
@@ -215,8 +229,6 @@ def embedded_stop(embedded_dir: str | None, as_json: bool) -> None:
 @_json_option
 def validate_command(files: tuple[str, ...], lenient: bool, as_json: bool) -> None:
     """Validate manifest files; exit 1 if any is invalid."""
-    from .manifest import load_manifest
-
     report = []
     for path in files:
         try:
@@ -253,8 +265,6 @@ def _keys_text(keys: Any) -> str:
 @engine_options
 def indexes_list(engine: Any, app: str | None, as_json: bool) -> None:
     """Show every index of APP (or of all registered apps) and where it comes from."""
-    from .indexes.tools import list_indexes
-
     try:
         rows = list_indexes(engine, app)
     except MongoDBEngineError as exc:
@@ -282,8 +292,6 @@ def indexes_list(engine: Any, app: str | None, as_json: bool) -> None:
 @engine_options
 def indexes_sync(engine: Any, app: str | None, replace: bool, wait: float, as_json: bool) -> None:
     """Reconcile the declared indexes of APP (or all apps); exit 1 on conflicts or failures."""
-    from .indexes.tools import sync_indexes
-
     try:
         results = sync_indexes(engine, app, replace=replace, search_timeout=wait)
     except MongoDBEngineError as exc:
@@ -308,8 +316,6 @@ def indexes_suggest(
     engine: Any, app: str | None, min_count: int, apply_: bool, as_json: bool
 ) -> None:
     """Indexes that the observed queries of APP (or all apps) would use."""
-    from .indexes.tools import apply_suggestions, suggest_indexes
-
     try:
         rows = suggest_indexes(engine, app, min_count=min_count)
     except MongoDBEngineError as exc:
@@ -363,8 +369,6 @@ def apps_group() -> None:
 @engine_options
 def apps_list(engine: Any, status: str | None, as_json: bool) -> None:
     """List the registered apps."""
-    from .observability.health import PROBLEM_INDEX_STATUSES
-
     rows = []
     for manifest in engine.list_apps(status=status):
         record = engine.registry.get_record(manifest["slug"]) or {}
@@ -452,7 +456,7 @@ def apps_show(engine: Any, slug: str, as_json: bool) -> None:
             f"  index {outcome.get('collection')}.{outcome.get('name')}: {outcome.get('status')}"
             + (f" ({outcome['error']})" if outcome.get("error") else "")
         )
-    from .auth.demo_users import redact_demo_passwords
+    from .auth.demo_users import redact_demo_passwords  # needs the auth extra
 
     record["manifest"] = redact_demo_passwords(record.get("manifest") or {})
     lines.append("manifest:")
@@ -536,7 +540,7 @@ def _finish(bar: Any) -> None:
 @engine_options
 def export_command(engine: Any, app: str, directory: str, force: bool, as_json: bool) -> None:
     """Export APP to DIRECTORY/APP in mongodump's layout (restorable with mongorestore)."""
-    from .portability import count_app_documents
+    from .portability import count_app_documents  # needs the auth extra
 
     try:
         total = count_app_documents(engine, app)
@@ -672,8 +676,7 @@ def import_command(
     next import of the app, or by `mdb cleanup`. The dump's manifest never grants access to
     another app's data unless --allow-read-scope says so.
     """
-    from .engine import MongoDBEngine
-    from .portability import find_app_dir
+    from .portability import find_app_dir  # needs the auth extra
     from .portability.layout import BSON_SUFFIX
 
     try:
@@ -749,7 +752,7 @@ def cleanup_command(engine: Any, export_dirs: tuple[str, ...], remove: bool, as_
     accounts for are dropped; killed exports' staging directories are removed. Work still
     running is listed and never touched.
     """
-    from .portability import leftovers
+    from .portability import leftovers  # needs the auth extra
 
     try:
         found = leftovers.import_leftovers(engine)
@@ -802,7 +805,7 @@ def users_group() -> None:
 
 def _auth_service(engine: Any, app: str) -> AuthService:
     """The app's AuthService for administration: no token keys needed (nothing is signed)."""
-    from .auth import AuthService
+    from .auth import AuthService  # needs the auth extra
 
     _registered(engine, app)
     try:
@@ -1080,8 +1083,6 @@ def schema_group() -> None:
 
 
 def _inference_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    from .schema import DEFAULT_ENUM_MAX_VALUES, DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE
-
     for option in reversed(
         [
             click.option(
@@ -1157,8 +1158,6 @@ def schema_infer(
     as_json: bool,
 ) -> None:
     """Infer the JSON Schema of APP's COLLECTION from a sample of its documents."""
-    from .schema import infer
-
     coll = _own_collection(engine, app, collection)
     try:
         inference = infer(coll, sample_size, enum_max_values=enum_max, closed=closed)
@@ -1217,10 +1216,6 @@ def schema_apply(
 
     Exit 1 when documents would fail: with --dry-run, or without --force (nothing applied).
     """
-    from bson import json_util
-
-    from .schema import apply_schema, as_validator, infer, validate_documents
-
     if schema_file is not None:
         ctx = click.get_current_context()
         inferring = [

@@ -60,6 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pymongo
+from pymongo import MongoClient
+
 from .exceptions import (
     ConfigurationError,
     EmbeddedServerError,
@@ -243,9 +246,6 @@ def _ping(host: str, port: int, timeout: float = 2.0) -> bool:
             pass
     except OSError:
         return False
-    import pymongo
-    from pymongo import MongoClient
-
     ms = int(timeout * 1000)
     client: MongoClient[Any] = MongoClient(
         client_uri(host, port),
@@ -282,11 +282,19 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT) -> None:
         time.sleep(0.02)
 
 
+# Platform modules, imported here: never between fork and exec (_set_parent_death_signal runs
+# in the forked child, where an import could wait for a lock another thread held at the fork).
+if sys.platform == "win32":  # pragma: no cover - Windows
+    import msvcrt
+else:
+    import fcntl
+if sys.platform == "linux":
+    import ctypes
+
+
 def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
     """Linux: have the kernel SIGTERM a private server when its owner dies."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:
@@ -296,26 +304,18 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
 if sys.platform == "win32":  # pragma: no cover - Windows
 
     def _try_lock(fd: int) -> None:
-        import msvcrt
-
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
 
     def _unlock(fd: int) -> None:
-        import msvcrt
-
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 else:
 
     def _try_lock(fd: int) -> None:
         """Take the exclusive lock of ``fd`` or raise ``OSError`` at once."""
-        import fcntl
-
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def _unlock(fd: int) -> None:
-        import fcntl
-
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
@@ -347,9 +347,7 @@ def _file_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
 def _data_lock_holder(data_dir: Path) -> int | None:
     """The pid holding WiredTiger's POSIX lock on ``data_dir/WiredTiger.lock`` (the server
     that owns the data directory), or None. Opening the file takes no lock of ours."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows
         return None
     if sys.platform.startswith("linux"):
         layout, pid_index = "hhqqi", 4  # l_type, l_whence, l_start, l_len, l_pid

@@ -41,23 +41,30 @@ from .connection import SHUTDOWN_LOCK_TIMEOUT as SHUTDOWN_LOCK_TIMEOUT
 from .connection import SOCKET_TIMEOUT_MARGIN_MS as SOCKET_TIMEOUT_MARGIN_MS
 from .connection import Connection
 from .deprecation import renamed_parameters
+from .display import engine_html, engine_repr
 from .exceptions import ConfigurationError, ScopeError
 from .indexes.auto import AutoIndexManager
 from .indexes.background import DeclaredIndexBuilds
+from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
+from .manifest import load_manifest as load_manifest_file
 from .manifest.model import DataAccess, as_manifest
-from .observability.metrics import MetricsCollector
+from .observability import pool
+from .observability.health import check_health
+from .observability.listeners import CommandMetricsListener, PoolMonitor
+from .observability.metrics import MetricsCollector, OperationMeter
+from .realtime import EventBus
 from .registration import Registration
 from .registry import AppRegistry
 from .scoping import QueryLimits, ScopedDatabase
+from .scoping.database import COLLECTION_CACHE_SIZE
 from .scoping.host import StorageScopeHost
 from .scoping.names import APPS_COLLECTION
+from .signals import security_violation
 from .storage import APP_ID_INDEX_CACHE_SIZE as APP_ID_INDEX_CACHE_SIZE
 from .storage import Storage
 
 if TYPE_CHECKING:
     from .ai import EmbeddingService, LLMService, MemoryService
-    from .observability.listeners import PoolMonitor
-    from .realtime import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +221,9 @@ class MongoDBEngine:
         self.shutdown()
 
     def __repr__(self) -> str:
-        from .display import engine_repr
-
         return engine_repr(self)  # no I/O: what the engine already knows
 
     def _repr_html_(self) -> str:
-        from .display import engine_html
-
         return engine_html(self)
 
     @property
@@ -404,9 +407,7 @@ class MongoDBEngine:
 
     def load_manifest(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """Read and validate a manifest file; see :func:`mdb_sync.manifest.load_manifest`."""
-        from .manifest import load_manifest
-
-        return load_manifest(Path(path))
+        return load_manifest_file(Path(path))
 
     def register_app(
         self,
@@ -448,8 +449,6 @@ class MongoDBEngine:
         )
         slug = result["slug"]
         if background:
-            from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
-
             result["indexes"] = self.index_builds.start(
                 slug,
                 (self.registry.get_manifest(slug) or {}).get("managed_indexes") or {},
@@ -497,6 +496,7 @@ class MongoDBEngine:
             self._scoped.clear()
 
     # --- AI services --------------------------------------------------------------------------
+    # mdb_sync.ai needs the optional ai extra (it imports numpy): imported when first asked for.
 
     def get_llm_service(self, slug: str) -> LLMService:
         """The :class:`~mdb_sync.ai.LLMService` of ``slug``, from its manifest's
@@ -529,8 +529,6 @@ class MongoDBEngine:
         """The :class:`~mdb_sync.realtime.EventBus` of this engine: realtime events published
         to (``publish``) and received from (``subscribe``) every process on the database."""
         if self._events is None:
-            from .realtime import EventBus
-
             with self._lock:
                 if self._events is None:
                     self._events = EventBus(self)
@@ -562,15 +560,11 @@ class MongoDBEngine:
         records operations and the pool gauges are read on demand
         (:mod:`.observability.pool`)."""
         if self.command_metrics:
-            from .observability.listeners import CommandMetricsListener, PoolMonitor
-
             monitor = self._pool_monitor = PoolMonitor()
             self.metrics.set_gauge_source("pool", monitor.gauges)
             return [CommandMetricsListener(self), monitor]
-        from .observability.pool import gauges
-
         self._pool_monitor = None
-        self.metrics.set_gauge_source("pool", lambda: gauges(self.pool_stats()))
+        self.metrics.set_gauge_source("pool", lambda: pool.gauges(self.pool_stats()))
         return []
 
     def pool_stats(self) -> dict[str, Any]:
@@ -584,17 +578,13 @@ class MongoDBEngine:
         client = self._connection.current_client()
         if client is None:
             return {"monitored": False}
-        from .observability.pool import pool_stats
-
-        return pool_stats(client)
+        return pool.pool_stats(client)
 
     def _operation_meter(self, app_slug: str) -> Any:
         """What the scoped API of ``app_slug`` records its operations with (None with
         ``command_metrics``: the listeners record them)."""
         if self.command_metrics:
             return None
-        from .observability.metrics import OperationMeter
-
         enabled = functools.partial(self.app_services.metrics_enabled, app_slug, cached_only=True)
         return OperationMeter(self.metrics, app_slug, enabled)
 
@@ -602,8 +592,6 @@ class MongoDBEngine:
 
     def _record_security_event(self, app_slug: str, reason: str) -> None:
         self.metrics.increment("security.refused", slug=app_slug)
-        from .signals import security_violation
-
         security_violation.send(self, slug=app_slug, reason=reason)
 
     @renamed_parameters(app="slug")
@@ -633,8 +621,6 @@ class MongoDBEngine:
         ``app_services`` (what is derived from each app's manifest: auth, AI services, metrics
         settings, CORS, websockets) and ``query_shapes``. None of them grows with what
         requests ask for."""
-        from .scoping.database import COLLECTION_CACHE_SIZE
-
         with self._lock:
             databases = [db for db, _ in self._scoped.values()]
             info = {
@@ -665,11 +651,11 @@ class MongoDBEngine:
         :mod:`mdb_sync.observability.health`. Waits at most ``timeout`` seconds for the server
         (default: the server-selection timeout, at most 3 s); a server problem is reported,
         never raised."""
-        from .observability.health import check_health
-
         return check_health(self, timeout=timeout)
 
     # --- portability --------------------------------------------------------------------------
+    # mdb_sync.portability imports mdb_sync.auth, which needs the optional auth extra (PyJWT):
+    # imported when first asked for.
 
     def export_app(
         self, slug: str, directory: str | os.PathLike[str], **options: Any

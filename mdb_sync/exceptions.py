@@ -11,6 +11,7 @@ they never contain credentials or document contents.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from pymongo.errors import ConnectionFailure
@@ -173,8 +174,6 @@ _DEPRECATED = {
 
 def __getattr__(name: str) -> Any:
     if name in _DEPRECATED:
-        import warnings
-
         warnings.warn(
             f"mdb_sync.exceptions.{name} is deprecated and never raised; catch IndexError_ "
             "or MongoDBEngineError",

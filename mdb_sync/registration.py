@@ -34,9 +34,12 @@ from .exceptions import (
     AppNotActiveError,
     AppNotFoundError,
     AppVersionConflictError,
+    ManifestValidationError,
     ScopeError,
 )
-from .indexes.declared import CREATED, EXISTS
+from .indexes.declared import CREATED, DEFAULT_SEARCH_TIMEOUT, EXISTS, ensure_declared_indexes
+from .manifest import validate_manifest
+from .manifest.apply import apply_collection_settings, seed_initial_data
 from .registry_claims import (
     CLAIM_STALE_SECONDS,
     LOCKS_COLLECTION,
@@ -375,8 +378,6 @@ class Registration:
         version read). Returns ``(record, collections, index outcomes)``, or None when the
         record was unregistered or written by someone else meanwhile — then ``earlier``
         (if given) holds the index outcomes of this attempt, for the next one."""
-        from .manifest.apply import apply_collection_settings
-
         slug = normalized["slug"]
         try:
             collections: list[dict[str, Any]] = []
@@ -386,9 +387,6 @@ class Registration:
                 )
             outcomes: list[dict[str, Any]] = list((existing or {}).get("index_outcomes") or [])
             if create_indexes:
-                from .indexes import ensure_declared_indexes
-                from .indexes.declared import DEFAULT_SEARCH_TIMEOUT
-
                 outcomes = ensure_declared_indexes(
                     self._engine,
                     slug,
@@ -474,16 +472,13 @@ class Registration:
         (``index_outcomes``). Of concurrent registrations of one new slug, exactly one
         reports ``created: True``; the others wait for it and then update the app.
         """
-        from .exceptions import ManifestValidationError
-        from .manifest import validate_manifest
-        from .manifest.apply import seed_initial_data
-
         normalized = validate_manifest(manifest)
         slug = normalized["slug"]
         try:
             validate_slug(slug)
         except ScopeError as exc:
             raise ManifestValidationError(str(exc), errors={"slug": [str(exc)]}) from exc
+        # mdb_sync.auth needs the optional auth extra (PyJWT): imported only when used.
         from .auth.demo_users import has_clear_passwords, hash_demo_passwords
 
         if has_clear_passwords(normalized):  # the registry keeps no clear password
@@ -583,6 +578,17 @@ class Registration:
             "were overtaken by other writes; retry",
             context={"app": slug},
         )
+
+    def create_collection_indexes(
+        self, slug: str, collection: str, definitions: list[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Validate ``definitions`` as the ``managed_indexes`` of ``slug``'s ``collection``
+        (as in a manifest: :class:`ManifestValidationError` names every bad path, nothing is
+        built) and reconcile them with the server now; one outcome per index. The registry
+        is not changed: the indexes are not declared in the app's manifest (the
+        predecessor's ``run_index_creation_for_collection``)."""
+        normalized = validate_manifest({"slug": slug, "managed_indexes": {collection: definitions}})
+        return ensure_declared_indexes(self._engine, slug, normalized["managed_indexes"])
 
     def unregister(self, slug: str) -> bool:
         deleted = self._catalog.delete(slug).deleted_count == 1

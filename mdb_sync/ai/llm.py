@@ -34,6 +34,7 @@ from .providers import ChatResult, LocalProvider, normalize_messages
 from .retry import RetryableError, RetryPolicy, call_with_retries
 from .routing import ProviderRouter, Route
 from .structured import ResponseSchema, SchemaValidationError, extract_json
+from .tokens import get_counter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -456,8 +457,6 @@ class LLMService:
             for start in range(0, len(items), size):
                 yield items[start : start + size]
             return
-        from .tokens import get_counter
-
         counter = get_counter(route.model)
         batch: list[str] = []
         tokens = 0
@@ -476,8 +475,6 @@ def _estimate_counter() -> Any:
     """The tokenizer of cost estimates: ``cl100k_base``, bundled (never a download on the
     call path) and usually no lower than the newer ``o200k_base`` counts; the
     estimate's margin covers other vendors' tokenizers."""
-    from .tokens import get_counter
-
     return get_counter()
 
 

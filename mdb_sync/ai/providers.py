@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from ..exceptions import AIProviderError, AIServiceError, ConfigurationError, ModelNotFoundError
 from .config import LLMConfig
+from .local_model import LOCAL_DIMENSIONS, LOCAL_MODEL_ALIASES, LOCAL_MODEL_NAME, get_encoder
 from .retry import RETRYABLE_STATUSES, RetryableError, parse_retry_after
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -301,15 +302,11 @@ class LocalProvider:
 
     @property
     def encoder(self) -> Any:
-        from .local_model import get_encoder
-
         return get_encoder()
 
     def embed(
         self, texts: Sequence[str], *, model: str, dimensions: int | None = None
     ) -> EmbeddingResult:
-        from .local_model import LOCAL_DIMENSIONS, LOCAL_MODEL_ALIASES, LOCAL_MODEL_NAME
-
         if model not in LOCAL_MODEL_ALIASES:
             raise ModelNotFoundError(
                 f"the local provider has only the {LOCAL_MODEL_NAME!r} embedding model, "

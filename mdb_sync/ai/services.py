@@ -18,15 +18,17 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError
+from ..realtime import engine_for
 from .config import EmbeddingConfig, LLMConfig, MemoryConfig
+from .embeddings import EmbeddingService
+from .llm import LLMService
+from .memory import MemoryService
 from .routing import environment_names, split_model
+from .spend import SpendLedger
 
 if TYPE_CHECKING:
     from ..catalog import AppRecord
     from ..engine import MongoDBEngine
-    from .embeddings import EmbeddingService
-    from .llm import LLMService
-    from .memory import MemoryService
 
 _ENV_KEYS = (
     "OPENAI_API_KEY",
@@ -70,9 +72,6 @@ def _llm_config(slug: str, record: AppRecord) -> LLMConfig:
 
 
 def _llm_service(engine: MongoDBEngine, slug: str, config: LLMConfig) -> LLMService:
-    from .llm import LLMService
-    from .spend import SpendLedger
-
     ledger = SpendLedger(engine, slug)
     return LLMService(config, metrics=engine.metrics, app=slug, ledger=ledger)
 
@@ -94,8 +93,6 @@ def llm_service_for(engine: MongoDBEngine, slug: str) -> LLMService:
 def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
     """Enabled by ``embedding_config.enabled`` (true when the section is present), or by
     ``llm_config.enabled`` when there is no ``embedding_config``."""
-    from .embeddings import EmbeddingService
-
     record = _record(engine, slug)
     llm_config = _llm_config(slug, record)
     section = record.typed_manifest.embedding_config
@@ -113,8 +110,6 @@ def embedding_service_for(engine: MongoDBEngine, slug: str) -> EmbeddingService:
 
 
 def memory_service_for(engine: MongoDBEngine, slug: str) -> MemoryService:
-    from .memory import MemoryService
-
     record = _record(engine, slug)
     section = record.typed_manifest.memory_config
     if section is None:
@@ -167,8 +162,6 @@ def embedding_service_for_memory(
 ) -> EmbeddingService:
     """Memory embeds with the app's embedding settings even when ``embedding_config`` is
     off for documents (memories are short: chunking never applies)."""
-    from .embeddings import EmbeddingService
-
     config = EmbeddingConfig.from_section(record.typed_manifest.embedding_config, slug=slug)
     llm = _llm_service(engine, slug, llm_config)
     return EmbeddingService(config=config, llm=llm, app=slug)
@@ -184,13 +177,9 @@ def get_embedding_service(
     Azure's variables, ``MDB_LLM_BASE_URL``; :class:`ConfigurationError` names them when none
     is set — for a script that embeds or stores chunks (``process_and_store`` into any scoped
     collection) without an app."""
-    from .embeddings import EmbeddingService
-
     if slug is None:
         standalone = EmbeddingService()
         standalone.llm.config.require_ready()  # no key, no endpoint: say so now
         return standalone
-    from ..realtime import engine_for
-
     service: EmbeddingService = engine_for(slug, engine).get_embedding_service(slug)
     return service

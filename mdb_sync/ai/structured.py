@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import marshmallow
+from marshmallow import Schema, ValidationError, fields
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -139,8 +139,6 @@ def validate_json_schema(value: Any, schema: Mapping[str, Any], path: str = "$")
 
 
 def _marshmallow_field(field: Any) -> dict[str, Any]:
-    fields = marshmallow.fields
-
     if isinstance(field, fields.Nested):
         nested = field.schema
         described = _marshmallow_schema(nested)
@@ -190,14 +188,13 @@ class ResponseSchema:
 
     @staticmethod
     def _resolve(spec: Any) -> tuple[str, str, dict[str, Any], Any]:
-        Schema = marshmallow.Schema  # a core dependency
         if isinstance(spec, Schema) or (isinstance(spec, type) and issubclass(spec, Schema)):
             schema = spec() if isinstance(spec, type) else spec
 
             def validate(data: Any) -> Any:
                 try:
                     return schema.load(data)
-                except marshmallow.ValidationError as exc:
+                except ValidationError as exc:
                     raise SchemaValidationError(exc.messages) from exc
 
             name = type(schema).__name__

@@ -34,6 +34,7 @@ and a sweep at each save); in memory too, a shape unseen for ``shape_ttl`` is fo
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import queue
 import re
@@ -51,6 +52,7 @@ from pymongo.errors import PyMongoError
 
 from .. import storage
 from ..signals import index_created, index_failed
+from .declared import CONFLICT, classify, error_message
 from .spec import APP_ID, AUTO_PREFIX
 
 if TYPE_CHECKING:
@@ -154,8 +156,6 @@ def shape_keys(shape: Shape) -> list[tuple[str, int]]:
 def auto_index_name(keys: list[tuple[str, Any]]) -> str:
     name = AUTO_PREFIX + "_".join(f"{k}_{v}" for k, v in keys)
     if len(name) > 120:
-        import hashlib
-
         name = name[:100] + "_" + hashlib.sha1(name.encode()).hexdigest()[:12]
     return name
 
@@ -384,8 +384,6 @@ class AutoIndexManager:
         try:
             raw.create_index(keys, name=name)
         except PyMongoError as exc:
-            from .declared import CONFLICT, classify, error_message
-
             if classify(exc) == CONFLICT:  # built meanwhile (another process) or same keys
                 self._finish(key, "served")
                 return

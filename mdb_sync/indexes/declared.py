@@ -515,9 +515,9 @@ def run_index_creation_for_collection(
     """Create ``indexes`` (``managed_indexes`` definitions, validated as in a manifest) on
     the scoped ``collection`` now, and return one outcome per index — the predecessor's manual
     path; registering a manifest does this for its declared indexes. ``slug`` must be the
-    collection's own app; ``engine`` defaults to the process's engine."""
-    from ..manifest import validate_manifest
-
+    collection's own app; ``engine`` defaults to the process's engine. Validating the
+    definitions is the manifest's business, hence the registration workflow's
+    (:meth:`~mdb_sync.registration.Registration.create_collection_indexes`)."""
     database = getattr(collection, "database", None)
     owner = getattr(database, "app_slug", None)
     if owner is None:
@@ -527,6 +527,5 @@ def run_index_creation_for_collection(
             f"collection {collection.full_name!r} belongs to app {owner!r}, not {slug!r}",
             context={"app": slug},
         )
-    normalized = validate_manifest({"slug": owner, "managed_indexes": {collection.name: indexes}})
     engine = engine if engine is not None else current_engine(owner)
-    return ensure_declared_indexes(engine, owner, normalized["managed_indexes"])
+    return engine.registration.create_collection_indexes(owner, collection.name, indexes)

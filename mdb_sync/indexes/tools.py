@@ -10,10 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from pymongo.errors import PyMongoError
+
 from ..exceptions import AppNotFoundError
 from ..scoping.names import logical_name, physical_name
-from .auto import SHAPES_COLLECTION, _usable, auto_index_name, serves
-from .declared import DEFAULT_SEARCH_TIMEOUT, PROBLEM_STATUSES, ensure_declared_indexes
+from .auto import SHAPES_COLLECTION, Shape, _usable, auto_index_name, serves
+from .declared import (
+    DEFAULT_SEARCH_TIMEOUT,
+    PROBLEM_STATUSES,
+    classify,
+    ensure_declared_indexes,
+    error_message,
+)
 from .spec import AUTO_PREFIX
 
 if TYPE_CHECKING:
@@ -115,8 +123,6 @@ def suggest_indexes(
     """Indexes the observed queries would like: every saved (and this process's) query
     shape with its ESR keys, how often it was seen, and whether an index already serves it
     (``served``) or not (``suggested``)."""
-    from .auto import Shape
-
     apps = set(_apps(engine, slug))
     engine.auto_indexes.flush()
     merged: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -160,10 +166,6 @@ def apply_suggestions(
     engine: MongoDBEngine, suggestions: Iterable[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Build the ``suggested`` indexes of :func:`suggest_indexes` (as automatic indexes)."""
-    from pymongo.errors import PyMongoError
-
-    from .declared import classify, error_message
-
     results = []
     for row in suggestions:
         if row.get("status") != "suggested":
