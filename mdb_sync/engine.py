@@ -230,7 +230,11 @@ class MongoDBEngine:
                     f"cannot reach MongoDB at {host}: {exc}", context={"host": host}
                 ) from exc
             self._initialized = True
-        self.catalog.load()
+        try:
+            self.catalog.load()
+        except BaseException:  # not initialized after all: nobody would shut it down
+            self.shutdown()
+            raise
         log.info("engine ready on %s, database %r", self.describe_server(), self._db_name)
         return self
 
