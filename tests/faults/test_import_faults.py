@@ -168,6 +168,22 @@ class AppProcess:
         return self.seen
 
 
+@pytest.fixture
+def app_process(target):
+    """Starts :class:`AppProcess` readers on the test's database; each is closed at the end,
+    also when the test failed half-way (its engine and thread must not outlive it)."""
+    started: list[AppProcess] = []
+
+    def start() -> AppProcess:
+        uri, db, _raw = target
+        started.append(AppProcess(uri, db))
+        return started[-1]
+
+    yield start
+    for app in started:
+        app.close()
+
+
 def leftovers(raw_db: Any) -> list[str]:
     return sorted(n for n in raw_db.list_collection_names() if n.startswith("mdb_import_"))
 
@@ -187,11 +203,11 @@ def seed_old_app(uri: str, db: str, **collection_options: Any) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_import_of_a_new_app_is_never_seen_and_a_retry_completes_it(
-    target, tmp_path, signum
+    target, tmp_path, app_process, signum
 ):
     uri, db, raw_db = target
     dump = write_dump(tmp_path / "dump")
-    app = AppProcess(uri, db)
+    app = app_process()
     process = start_import(uri, db, dump)
     wait_for_documents(raw_db, process, 0.4)
     code, _out, err = stop(process, signum)
@@ -220,11 +236,11 @@ def test_a_killed_import_of_a_new_app_is_never_seen_and_a_retry_completes_it(
     assert app_record(raw_db)["status"] == "active"
 
 
-def test_a_killed_replacing_import_leaves_the_app_on_its_old_data(target, tmp_path):
+def test_a_killed_replacing_import_leaves_the_app_on_its_old_data(target, tmp_path, app_process):
     uri, db, raw_db = target
     seed_old_app(uri, db)
     dump = write_dump(tmp_path / "dump")
-    app = AppProcess(uri, db)
+    app = app_process()
     app.wait_to_see(OLD)
     process = start_import(uri, db, dump, "--drop")
     wait_for_documents(raw_db, process, 0.4)
@@ -244,7 +260,9 @@ def test_a_killed_replacing_import_leaves_the_app_on_its_old_data(target, tmp_pa
     assert app.close() == {OLD, DOCUMENTS}, "old data, then all of the new: nothing between"
 
 
-def test_an_app_whose_collections_cannot_be_renamed_is_inactive_and_restored(target, tmp_path):
+def test_an_app_whose_collections_cannot_be_renamed_is_inactive_and_restored(
+    target, tmp_path, app_process
+):
     """The embedded server drops a collection's options on rename: an app in use whose
     dump has options is made inactive and rebuilt in place; killed, it is restored with its
     old data *and* the old collection's options.
@@ -260,7 +278,7 @@ def test_an_app_whose_collections_cannot_be_renamed_is_inactive_and_restored(tar
     validator = {"$jsonSchema": {"bsonType": "object", "required": ["app_id"]}}
     seed_old_app(uri, db, validator=validator)
     dump = write_dump(tmp_path / "dump", validator=validator)
-    app = AppProcess(uri, db)
+    app = app_process()
     app.wait_to_see(OLD)
     process = start_import(uri, db, dump, "--drop", "--quiesce", str(quiesce))
     wait_for_documents(raw_db, process, 0.4)
