@@ -160,8 +160,12 @@ class MDBCelery:
             if self._engine is None or self._engine_pid != os.getpid():
                 engine = self._factory()
                 engine.initialize()
-                for path in self._manifests:
-                    engine.register_app(engine.load_manifest(path))
+                try:
+                    for path in self._manifests:
+                        engine.register_app(engine.load_manifest(path))
+                except BaseException:  # the next task builds another: never two initialized
+                    engine.shutdown()
+                    raise
                 self._engine, self._engine_pid = engine, os.getpid()
             return self._engine
 

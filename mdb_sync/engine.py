@@ -190,7 +190,11 @@ class MongoDBEngine:
             if self._connection.is_open:
                 return self
             self.storage.open()
-        self.catalog.load()
+        try:
+            self.catalog.load()
+        except BaseException:  # not initialized after all: nobody would shut it down
+            self.shutdown()
+            raise
         log.info("engine ready on %s, database %r", self.describe_server(), self.db_name)
         return self
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from pymongo import MongoClient, monitoring
 
 from mdb_sync import MongoDBEngine, embedded
+from mdb_sync.context import live_engines
 
 TEST_URI_ENV = "MDB_TEST_URI"
 
@@ -112,3 +114,52 @@ def engine(mongo_uri: str, db_name: str, recorder: CommandRecorder) -> Iterator[
     eng.initialize()
     yield eng
     eng.shutdown()
+
+
+# --- engines a test leaves initialized --------------------------------------------------------
+
+#: Weak references to the engines a test made while it ran (not in its fixtures' set-up).
+_MADE_DURING_CALL = pytest.StashKey[list[weakref.ReferenceType[MongoDBEngine]]]()
+_CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    before = {id(engine) for engine in live_engines()}
+    try:
+        return (yield)
+    finally:
+        made = [weakref.ref(e) for e in live_engines() if id(e) not in before]
+        item.stash[_MADE_DURING_CALL] = made
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a test and its fixtures: shut down the engines it made and left initialized.
+
+    ``current_engine()`` falls back to "the process's one initialized engine", so one engine
+    left behind makes later tests find several. A failed test leaves them easily (its
+    ``shutdown()`` never ran, and pytest keeps the failed test's frames, so its engines stay
+    alive to the end of the session): they are shut down here, and a test that passed while
+    leaving one fails, naming it."""
+    try:
+        return (yield)
+    finally:
+        refs = item.stash.get(_MADE_DURING_CALL, [])
+        left = [e for ref in refs if (e := ref()) is not None and e.is_initialized]
+        described = repr(left)
+        for engine in left:
+            engine.shutdown()
+        if left and item.stash.get(_CALL_PASSED, False):
+            raise AssertionError(
+                f"{item.nodeid} left {len(left)} engine(s) initialized (shut down now): "
+                f"{described}; shut down every engine a test makes (a fixture, or try/finally)"
+            )

@@ -242,3 +242,27 @@ def test_broker_settings(monkeypatch):
         mongodb_broker_settings()
     with pytest.raises(ConfigurationError, match="mongodb://"):
         mongodb_broker_settings("redis://h")
+
+
+def test_a_worker_engine_whose_manifest_fails_is_shut_down(mongo_uri, db_name, tmp_path):
+    """A pool process whose engine cannot register its manifests raises on every task, and
+    leaves no initialized engine behind each time (else the next task's engine makes two,
+    and current_engine() in its tasks finds several)."""
+    from mdb_sync import MongoDBEngine, context
+    from mdb_sync.celery import MDBCelery
+    from mdb_sync.exceptions import ManifestValidationError
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"slug": "Not A Slug!"}')
+    made: list[MongoDBEngine] = []
+
+    def factory() -> MongoDBEngine:
+        made.append(MongoDBEngine(mongo_uri, db_name))
+        return made[-1]
+
+    mdb = MDBCelery(engine_factory=factory, manifests=[bad])
+    for _ in range(2):
+        with pytest.raises(ManifestValidationError):
+            mdb.get_engine()
+    assert len(made) == 2
+    assert not [e for e in context.live_engines() if e.is_initialized and e in made]

@@ -265,6 +265,18 @@ def test_current_engine_outside_any_request(engine):
     assert isinstance(NoCurrentEngineError("x"), LookupError)
 
 
+def test_an_engine_whose_initialize_failed_is_never_current(mongo_uri, db_name, raw_db):
+    """initialize() failing after it connected (here: a registry document it cannot read)
+    shuts the engine down again: the caller, told it failed, has nothing to shut down, and
+    current_engine() in this process must not find it initialized."""
+    raw_db.apps_config.insert_one({"_id": "broken", "version": "not a number"})
+    engine = MongoDBEngine(mongo_uri, db_name)
+    with pytest.raises(ValueError):
+        engine.initialize()
+    assert not engine.is_initialized
+    assert engine not in [e for e in context.live_engines() if e.is_initialized]
+
+
 def test_mdb_bind_keeps_the_correlation_id_and_restores_the_context(factory, tenants):
     mdb = MDB()
     app = factory(mdb, MDB_MANIFESTS=tenants)

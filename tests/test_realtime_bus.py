@@ -440,18 +440,65 @@ def test_a_plain_store_is_trimmed_to_its_bounds(engines, raw_db):
         what="the background trims",
     )
     worker.events.trim()
-    left = list(raw_db[EVENTS_COLLECTION].find({}, {"data": 1}).sort("created_at", 1))
-    assert len(left) <= 100
-    assert json.loads(left[-1]["data"]) == {"i": 599}  # the newest stay
-    # Bytes bound too (capped_bytes): big messages leave fewer events.
+    left = [json.loads(d["data"])["i"] for d in raw_db[EVENTS_COLLECTION].find({}, {"data": 1})]
+    assert sorted(left) == list(range(500, 600))  # exactly the newest 100 stay
+    # Bytes bound too (capped_bytes): big messages leave fewer events — as many of the
+    # newest as fit (1,018 bytes of message + 160 each: 6 in 8,192), events published
+    # within the same millisecond included.
     worker.events.configure(capped_bytes=8192)
     for i in range(20):
         worker.events.publish("chat", {"i": 600 + i, "pad": "x" * 1000})
     worker.events.trim()
-    sizes = [d["size"] + 160 for d in raw_db[EVENTS_COLLECTION].find({}, {"size": 1})]
-    assert sum(sizes) <= 8192 and len(sizes) >= 6
+    stored = list(raw_db[EVENTS_COLLECTION].find({}, {"size": 1, "data": 1}))
+    assert sum(d["size"] + 160 for d in stored) <= 8192
+    assert sorted(json.loads(d["data"])["i"] for d in stored) == list(range(614, 620))
     worker.events.publish("chat", {"after": "trim"})
     assert inbox.wait(621)[-1] == {"after": "trim"}
+
+
+def test_a_trim_keeps_the_newest_of_events_sharing_a_date(engine, raw_db):
+    """Dates have millisecond precision: where a bound falls among events of one date, the
+    newest of them (by id, the order a process makes them in) are kept, the rest deleted —
+    not every event of that date."""
+    engine.events.configure(store="plain", max_events=4)
+    raw = engine.events.collection()  # the plain store (no publish: no background trim)
+    same = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    raw.insert_one({"app_id": "chat", "data": "{}", "created_at": same - dt.timedelta(seconds=1)})
+    ids = [ObjectId() for _ in range(10)]
+    raw.insert_many(
+        [{"_id": i, "app_id": "chat", "data": "{}", "created_at": same, "size": 2} for i in ids]
+    )
+    assert engine.events.trim() == 7  # the older event and the 6 oldest of the same date
+    assert sorted(d["_id"] for d in raw_db[EVENTS_COLLECTION].find()) == ids[-4:]
+    # The bytes bound falls among them the same way.
+    engine.events.configure(capped_bytes=4096, max_events=100)
+    assert engine.events.trim() == 0
+    big = [ObjectId() for _ in range(5)]
+    raw.insert_many(
+        [{"_id": i, "app_id": "chat", "data": "{}", "created_at": same, "size": 1000} for i in big]
+    )
+    engine.events.trim()
+    # The big ones have the newer ids: 3 of 1,160 bytes fit in 4,096, the older ones go.
+    assert sorted(d["_id"] for d in raw_db[EVENTS_COLLECTION].find()) == big[-3:]
+
+
+def test_a_trim_due_while_one_runs_is_not_dropped(engine, raw_db):
+    """A trim that falls due while the previous one still runs is run after it, with the
+    newest bounds: a slow trim never leaves the store unbounded for another period."""
+    from mdb_sync.realtime.store import Trimmer
+
+    engine.events.configure(store="plain")
+    raw = engine.events.collection()
+    now = dt.datetime.now(dt.timezone.utc)
+    raw.insert_many(
+        [{"app_id": "chat", "data": "{}", "created_at": now, "size": 2} for _ in range(300)]
+    )
+    trimmer = Trimmer(every=1)
+    assert trimmer.stored(raw, 200, 1 << 30) is True  # started
+    trimmer.stored(raw, 50, 1 << 30)  # due now: runs after it, if it is still running
+    assert trimmer.wait_idle()
+    assert raw.count_documents({}) == 50
+    assert trimmer.deleted == 250
 
 
 def test_the_store_kind_can_be_chosen(engines, raw_db, raw_client, db_name):

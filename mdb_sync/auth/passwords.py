@@ -12,7 +12,8 @@ imported from a Flask app keep their passwords) and re-hashed the same way.
 
 Checks are constant-time (:func:`hmac.compare_digest`), and :meth:`PasswordHasher.dummy_verify`
 spends the same time as a real check, for unknown users, so timing does not tell whether an
-email is registered.
+email is registered; :meth:`PasswordHasher.verify_evenly` makes a refused sign-in of an
+account without a password, or with a hash of cheaper parameters, cost as much too.
 """
 
 from __future__ import annotations
@@ -97,6 +98,32 @@ class PasswordHasher:
         """Spend the time of one real check (for unknown or inactive users)."""
         self.verify(password if isinstance(password, str) else "", self._dummy)
 
+    def verify_evenly(self, password: Any, stored: Any) -> bool:
+        """:meth:`verify` for a sign-in, where a refusal must cost the same whoever the
+        account is: as much as :meth:`dummy_verify` (an unknown email) — also when
+        ``stored`` is no hash (an account that signs in through a provider only), one it
+        cannot read, or an scrypt hash of cheaper parameters (made before the cost was
+        raised). Otherwise the time of a refusal would tell which emails have accounts,
+        and which of them have no password or an old hash."""
+        work = _scrypt_work(stored)
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD_CHARS or work == 0:
+            self.dummy_verify(password)  # nothing of this account's to check
+            return False
+        ok = self.verify(password, stored)
+        if ok:
+            return True
+        if work is None:  # pbkdf2: its cost is not scrypt's, so a whole check on top
+            self.dummy_verify(password)
+            return False
+        # The scrypt work (n * r * p) that a check at this hasher's parameters does beyond
+        # this hash's, in calls of this hasher's r and p=1 whose n add up.
+        n = (self.n * self.r * self.p - work) // self.r
+        while n >= 2:
+            part = 1 << (n.bit_length() - 1)
+            _scrypt(b"", b"mdb-sync padding", part, self.r, 1, KEY_BYTES)
+            n -= part
+        return False
+
     def needs_rehash(self, stored: str | None) -> bool:
         """True when ``stored`` is not our current scheme with at least our parameters."""
         try:
@@ -122,6 +149,26 @@ class PasswordHasher:
             _encode(password), _unb64(salt), values["n"], values["r"], values["p"], len(expected)
         )
         return hmac.compare_digest(actual, expected)
+
+
+def _scrypt_work(stored: Any) -> int | None:
+    """The scrypt work (``n * r * p``) that checking ``stored`` costs: 0 for what is no hash
+    this module checks, None for a ``pbkdf2:`` hash (its cost is not scrypt's)."""
+    if not isinstance(stored, str):
+        return 0
+    try:
+        if stored.startswith(SCHEME + "$"):
+            values = dict(item.split("=") for item in stored.split("$")[2].split(","))
+            return int(values["n"]) * int(values["r"]) * int(values["p"])
+        if stored.startswith("scrypt:"):
+            parts = stored.split("$", 1)[0].split(":")
+            n, r, p = (int(x) for x in parts[1:4]) if len(parts) >= 4 else (2**15, 8, 1)
+            return n * r * p
+        if stored.startswith("pbkdf2:"):
+            return None
+    except (ValueError, KeyError, IndexError):
+        return 0
+    return 0
 
 
 def _verify_werkzeug(password: str, stored: str) -> bool:

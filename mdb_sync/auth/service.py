@@ -464,7 +464,7 @@ class AuthService:
         if doc is None or not isinstance(password, str):
             self.hasher.dummy_verify(password)
             return self._failed(reservation)
-        ok = self.hasher.verify(password, doc.get("password_hash"))
+        ok = self.hasher.verify_evenly(password, doc.get("password_hash"))
         if not ok:
             return self._failed(reservation)
         self._settle_success(reservation)

@@ -2,8 +2,13 @@
 
 ``hold-lock URI DB SLUG``: take the registration lock of SLUG's segment (the real
 ``segment_lock``), print ``locked`` and wait to be killed.
-``register-slow URI DB SLUG``: register SLUG with many declared indexes, so the registration
-spends a while between claiming the slug and its final write.
+``register-until-killed URI DB SLUG``: register SLUG with a declared index and, once that index
+is built — the slug is claimed (its record says ``registering``) and the record's final write
+not yet made — print ``claimed`` and wait to be killed. It learns that moment from the
+library's public ``index_created`` signal, sent on the registering thread between the claim
+and the final write: the kill then always lands inside that window, however loaded the
+machine (polling the record from outside could see it a moment before the registration
+finished).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pymongo import MongoClient
 
 from mdb_sync import MongoDBEngine
 from mdb_sync.registry_claims import LOCKS_COLLECTION, segment_lock
+from mdb_sync.signals import index_created
 
 
 def main() -> None:
@@ -25,14 +31,17 @@ def main() -> None:
         with segment_lock(client[db][LOCKS_COLLECTION], slug):
             print("locked", flush=True)
             time.sleep(600)
-    elif mode == "register-slow":
+    elif mode == "register-until-killed":
         engine = MongoDBEngine(uri, db).initialize()
-        indexes = {
-            f"c{c}": [{"name": f"i{i}", "keys": {f"f{i}": 1, "g": -1}} for i in range(12)]
-            for c in range(12)
-        }
+
+        def claimed(sender: Any, **_event: Any) -> None:
+            print("claimed", flush=True)
+            time.sleep(600)  # inside the registration, until killed
+
+        index_created.connect(claimed, sender=engine, weak=False)
+        indexes = {"items": [{"name": "by_n", "keys": {"n": 1}}]}
         engine.register_app({"slug": slug, "managed_indexes": indexes})
-        print("registered", flush=True)
+        print("registered", flush=True)  # never: the test kills it first
     else:  # pragma: no cover
         raise SystemExit(f"unknown mode {mode!r}")
 

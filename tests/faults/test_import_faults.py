@@ -122,28 +122,42 @@ def stop(process: subprocess.Popen[str], signum: int) -> tuple[int, str, str]:
 
 
 class AppProcess:
-    """Reads the app's ``orders`` count in a loop, as a process serving the app would."""
+    """Reads the app's ``orders`` count in a loop, as a process serving the app would.
+
+    Each read checks the app's registration, then counts. ``seen`` is what the reads
+    returned; :meth:`results` what those that started after a moment, or took less than
+    some time, returned."""
 
     def __init__(self, uri: str, db: str) -> None:
         self.engine = MongoDBEngine(uri, db, registry_refresh_seconds=0, implicit_apps=False)
         self.engine.initialize()
         self.seen: set[Any] = set()
+        self.reads: list[tuple[float, float, Any]] = []  # (started, seconds, result)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._done.is_set():
+            started = time.monotonic()
             try:
                 count: Any = self.engine.get_scoped_db(APP).orders.count_documents({})
             except (AppNotFoundError, AppNotActiveError):
                 count = "unavailable"
+            self.reads.append((started, time.monotonic() - started, count))
             self.seen.add(count)
             time.sleep(0.005)
 
-    def wait_to_see(self, value: Any, timeout: float = 15.0) -> None:
+    def results(self, *, since: float = 0.0, shorter_than: float = float("inf")) -> set[Any]:
+        """What the reads that started at ``since`` (``time.monotonic()``) or later and took
+        less than ``shorter_than`` seconds returned."""
+        return {
+            r for started, took, r in list(self.reads) if started >= since and took < shorter_than
+        }
+
+    def wait_to_see(self, value: Any, timeout: float = 15.0, since: float = 0.0) -> None:
         deadline = time.monotonic() + timeout
-        while value not in self.seen:
+        while value not in self.results(since=since):
             assert time.monotonic() < deadline, f"the app never saw {value!r}: {self.seen}"
             time.sleep(0.01)
 
@@ -152,6 +166,22 @@ class AppProcess:
         self._thread.join(10)
         self.engine.shutdown()
         return self.seen
+
+
+@pytest.fixture
+def app_process(target):
+    """Starts :class:`AppProcess` readers on the test's database; each is closed at the end,
+    also when the test failed half-way (its engine and thread must not outlive it)."""
+    started: list[AppProcess] = []
+
+    def start() -> AppProcess:
+        uri, db, _raw = target
+        started.append(AppProcess(uri, db))
+        return started[-1]
+
+    yield start
+    for app in started:
+        app.close()
 
 
 def leftovers(raw_db: Any) -> list[str]:
@@ -173,11 +203,11 @@ def seed_old_app(uri: str, db: str, **collection_options: Any) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_import_of_a_new_app_is_never_seen_and_a_retry_completes_it(
-    target, tmp_path, signum
+    target, tmp_path, app_process, signum
 ):
     uri, db, raw_db = target
     dump = write_dump(tmp_path / "dump")
-    app = AppProcess(uri, db)
+    app = app_process()
     process = start_import(uri, db, dump)
     wait_for_documents(raw_db, process, 0.4)
     code, _out, err = stop(process, signum)
@@ -206,11 +236,11 @@ def test_a_killed_import_of_a_new_app_is_never_seen_and_a_retry_completes_it(
     assert app_record(raw_db)["status"] == "active"
 
 
-def test_a_killed_replacing_import_leaves_the_app_on_its_old_data(target, tmp_path):
+def test_a_killed_replacing_import_leaves_the_app_on_its_old_data(target, tmp_path, app_process):
     uri, db, raw_db = target
     seed_old_app(uri, db)
     dump = write_dump(tmp_path / "dump")
-    app = AppProcess(uri, db)
+    app = app_process()
     app.wait_to_see(OLD)
     process = start_import(uri, db, dump, "--drop")
     wait_for_documents(raw_db, process, 0.4)
@@ -230,27 +260,43 @@ def test_a_killed_replacing_import_leaves_the_app_on_its_old_data(target, tmp_pa
     assert app.close() == {OLD, DOCUMENTS}, "old data, then all of the new: nothing between"
 
 
-def test_an_app_whose_collections_cannot_be_renamed_is_inactive_and_restored(target, tmp_path):
+def test_an_app_whose_collections_cannot_be_renamed_is_inactive_and_restored(
+    target, tmp_path, app_process
+):
     """The embedded server drops a collection's options on rename: an app in use whose
     dump has options is made inactive and rebuilt in place; killed, it is restored with its
-    old data *and* the old collection's options."""
+    old data *and* the old collection's options.
+
+    In place, only the registration keeps the app away from the data: the import makes it
+    inactive, waits ``--quiesce`` seconds for every process to see that, then moves the data.
+    So a read that checked the registration just before and counted more than the quiesce
+    later (its thread descheduled: reads of 0.3-2.5 s happen on a loaded 2-core machine) is
+    outside what the import promises; every read shorter than the quiesce saw the old data
+    or nothing, and so did every read after the kill."""
     uri, db, raw_db = target
+    quiesce = 0.3
     validator = {"$jsonSchema": {"bsonType": "object", "required": ["app_id"]}}
     seed_old_app(uri, db, validator=validator)
     dump = write_dump(tmp_path / "dump", validator=validator)
-    app = AppProcess(uri, db)
+    app = app_process()
     app.wait_to_see(OLD)
-    process = start_import(uri, db, dump, "--drop", "--quiesce", "0.3")
+    process = start_import(uri, db, dump, "--drop", "--quiesce", str(quiesce))
     wait_for_documents(raw_db, process, 0.4)
     assert stop(process, signal.SIGKILL)[0] == -signal.SIGKILL
+    killed = time.monotonic()
     assert app_record(raw_db)["status"] == "inactive"
-    app.wait_to_see("unavailable")
-    assert app.seen == {OLD, "unavailable"}
+    app.wait_to_see("unavailable", since=killed)
     assert mdb("cleanup", "--uri", uri, "--db", db, "--remove").returncode == 0
     assert app_record(raw_db)["status"] == "active"
     assert raw_db.shop_orders.options()["validator"] == validator
     assert raw_db.shop_orders.count_documents({}) == OLD and leftovers(raw_db) == []
-    assert app.close() == {OLD, "unavailable"}
+    app.wait_to_see(OLD, since=time.monotonic())  # restored, and served again
+    seen = app.close()
+    assert {OLD, "unavailable"} <= seen
+    assert app.results(since=killed) == {"unavailable", OLD}
+    assert app.results(shorter_than=quiesce) <= {OLD, "unavailable"}, [
+        read for read in app.reads if read[1] < quiesce and read[2] not in (OLD, "unavailable")
+    ]
 
 
 def test_an_import_killed_at_its_commit_point_is_finished_by_the_retry(target, tmp_path):

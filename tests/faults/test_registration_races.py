@@ -162,28 +162,29 @@ def test_process_killed_while_holding_the_segment_lock_blocks_nobody(
         engine.register_app({"slug": "held"})
 
 
-def test_process_killed_mid_registration_leaves_a_claim_that_is_taken_over(
-    engine, mongo_uri, db_name, raw_db
-):
-    # The victim registers an app with many indexes (slow enough to be caught between its
-    # claim and its final write) and is killed while its record is still "registering".
-    victim = _spawn("register-slow", mongo_uri, db_name, "crash")
+def _kill_mid_registration(mongo_uri: str, db_name: str, slug: str) -> int:
+    """Start a process registering ``slug`` and SIGKILL it between its claim and its final
+    write (it says ``claimed`` from inside that window and waits there); its pid."""
+    victim = _spawn("register-until-killed", mongo_uri, db_name, slug)
     try:
-        deadline = time.monotonic() + 60
-        record = None
-        while time.monotonic() < deadline:
-            record = raw_db.apps_config.find_one({"_id": "crash", "status": REGISTERING})
-            if record is not None:
-                break
-            time.sleep(0.002)
-        assert record is not None, victim.stderr.read() if victim.stderr else ""
+        _wait_for_line(victim, "claimed")
         os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
+        victim.communicate(timeout=30)
     finally:
         if victim.poll() is None:  # pragma: no cover
             victim.kill()
+    assert victim.returncode == -signal.SIGKILL
+    return victim.pid
+
+
+def test_process_killed_mid_registration_leaves_a_claim_that_is_taken_over(
+    engine, mongo_uri, db_name, raw_db
+):
+    # The victim is killed while its record is still "registering" (it waits, killable,
+    # right after building its declared index).
+    pid = _kill_mid_registration(mongo_uri, db_name, "crash")
     left = raw_db.apps_config.find_one({"_id": "crash"})
-    assert left["status"] == REGISTERING and left["claim"]["pid"] == victim.pid
+    assert left["status"] == REGISTERING and left["claim"]["pid"] == pid
     # An app that is being registered is not served meanwhile.
     from mdb_sync.exceptions import AppNotActiveError
 
@@ -200,18 +201,7 @@ def test_process_killed_mid_registration_leaves_a_claim_that_is_taken_over(
 
 
 def test_retry_of_a_killed_registration_takes_its_claim_over(engine, mongo_uri, db_name, raw_db):
-    victim = _spawn("register-slow", mongo_uri, db_name, "again")
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if raw_db.apps_config.find_one({"_id": "again", "status": REGISTERING}):
-                break
-            time.sleep(0.002)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:  # pragma: no cover
-            victim.kill()
+    _kill_mid_registration(mongo_uri, db_name, "again")
     assert raw_db.apps_config.find_one({"_id": "again"})["status"] == REGISTERING
     result = engine.register_app({"slug": "again"})
     assert result["created"] is True
@@ -288,6 +278,8 @@ def test_server_killed_mid_registration_then_the_retry_completes_at_once(tmp_pat
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
+    from mdb_sync.signals import index_created
+
     server = OwnServer(tmp_path / "data").start()
     engine = MongoDBEngine(server.uri, "regcrash", serverSelectionTimeoutMS=1000)
     raw: MongoClient[Any] = MongoClient(server.uri, serverSelectionTimeoutMS=2000)
@@ -307,17 +299,24 @@ def test_server_killed_mid_registration_then_the_retry_completes_at_once(tmp_pat
             except BaseException as exc:
                 failures.append(exc)
 
+        # The registering thread says when it is between its claim and its final write (the
+        # public index_created signal, sent on that thread once its first index is built)
+        # and waits there until the server is killed: the kill always lands in that window.
+        reached, killed = threading.Event(), threading.Event()
+
+        def hold(sender: Any, **_event: Any) -> None:
+            reached.set()
+            killed.wait(60)
+
+        index_created.connect(hold, sender=engine)
         worker = threading.Thread(target=register)
         worker.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if raw.regcrash.apps_config.find_one({"_id": "crash", "status": REGISTERING}):
-                break
-            time.sleep(0.002)
-        else:  # pragma: no cover
-            raise AssertionError("the registration never reached its pending state")
+        assert reached.wait(60), "the registration never reached its pending state"
+        assert raw.regcrash.apps_config.find_one({"_id": "crash"})["status"] == REGISTERING
         server.kill()  # between the claim and the final write
+        killed.set()
         worker.join(60)
+        index_created.disconnect(hold, sender=engine)
         assert not worker.is_alive()
         assert len(failures) == 1 and isinstance(failures[0], PyMongoError)  # told, not hung
 
