@@ -103,7 +103,20 @@ PLATFORM_MODULES = {
 #: test_late_imports_keep_modules_working_without_their_extra): a module outside them
 #: imports them inside the function that needs them, so that it imports without the extra.
 NEEDS_EXTRA = {
-    "mdb_sync.ai": "numpy",  # ai extra: the package imports chunking and tokens (numpy)
+    # ai extra: the modules doing vector maths, chunking, token counts and the local model,
+    # and those built on them. The package itself, its configuration, routing, prices,
+    # retries, spending and costs import without numpy (the package reads the rest lazily).
+    "mdb_sync.ai.chunking": "numpy",
+    "mdb_sync.ai.local_model": "numpy",
+    "mdb_sync.ai.tokens": "numpy",
+    "mdb_sync.ai.vector_search": "numpy",
+    "mdb_sync.ai.providers": "numpy",  # the local model
+    "mdb_sync.ai.llm": "numpy",  # providers, token counts
+    "mdb_sync.ai.embeddings": "numpy",
+    "mdb_sync.ai.graph_memory": "numpy",
+    "mdb_sync.ai.memory": "numpy",
+    "mdb_sync.ai.services": "numpy",
+    "mdb_sync.ai.hybrid_search": "numpy",
     "mdb_sync.auth": "jwt",  # auth extra: its token manager is PyJWT
     "mdb_sync.portability": "jwt",  # its exporter hashes demo passwords with mdb_sync.auth
     "mdb_sync.auth.casbin_adapter": "casbin",  # auth extra: pycasbin's adapter base
@@ -137,12 +150,6 @@ NOT_YET = {
     ("mdb_sync/ai/vector_search.py", "mdb_sync.context"),
     ("mdb_sync/ai/vector_search.py", "mdb_sync.scoping.names"),
     ("mdb_sync/ai/vector_search.py", "pymongo.errors"),
-    # AI routing: the standard library, a module of its own package
-    ("mdb_sync/ai/routing.py", "mdb_sync.ai.providers"),
-    # manifest: its own validator, the scoped database
-    ("mdb_sync/manifest/apply.py", "mdb_sync.scoping"),
-    ("mdb_sync/manifest/model.py", "mdb_sync.manifest.sections"),
-    ("mdb_sync/manifest/model.py", "mdb_sync.manifest.validator"),
     # auth's policy provider: the auth store (its own package)
     ("mdb_sync/auth/provider.py", "mdb_sync.auth.store"),
     # realtime, portability: scoping names, the manifest
@@ -347,3 +354,64 @@ def test_importing_the_packages_loads_no_optional_extra():
     # flask_mdb.websockets.manager imports mdb_sync.auth (hence PyJWT, and with it
     # cryptography when installed) at module level: flask_mdb needs the auth extra today.
     assert set(flask_mdb["loaded"]) <= {"jwt", "cryptography"}
+
+
+#: The AI modules that a base install imports: the package (its heavy names are read lazily),
+#: the configuration other layers build, provider routing, prices, retries, spending, costs.
+_LIGHT_AI_MODULES = [
+    "mdb_sync.ai",
+    "mdb_sync.ai.config",
+    "mdb_sync.ai.routing",
+    "mdb_sync.ai.prices",
+    "mdb_sync.ai.retry",
+    "mdb_sync.ai.spend",
+    "mdb_sync.ai.costs",
+]
+
+
+def test_the_ai_package_and_its_configuration_import_without_numpy():
+    """Importing ``mdb_sync.ai`` or its configuration and routing neither needs nor loads
+    numpy (the ai extra): other layers import them at module level."""
+    without, loaded = _probes(
+        [(["numpy"], _LIGHT_AI_MODULES), ([], _LIGHT_AI_MODULES)], ["numpy", "tiktoken", "openai"]
+    )
+    assert without["errors"] == dict.fromkeys(_LIGHT_AI_MODULES)
+    assert loaded["loaded"] == []
+
+
+_AI_NAMES_PROBE = """
+import json, types
+import mdb_sync.ai.hybrid_search  # binds both search submodules on the package first
+import mdb_sync.ai as ai
+from mdb_sync.ai import hybrid_search, vector_search
+import mdb_sync.ai.vector_search
+kinds = {name: type(getattr(ai, name)).__name__ for name in ai.__all__}
+kinds["from-import"] = [type(hybrid_search).__name__, type(vector_search).__name__]
+kinds["dir"] = sorted(set(ai.__all__) - set(dir(ai)))
+print(json.dumps(kinds))
+"""
+
+
+def test_every_public_ai_name_imports_from_the_package():
+    """``from mdb_sync.ai import X`` gives every public name (the lazy ones included), and
+    ``vector_search``/``hybrid_search`` are the functions even when their modules (of the
+    same name) were imported first."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", _AI_NAMES_PROBE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    kinds = json.loads(run.stdout)
+    assert kinds.pop("from-import") == ["function", "function"]
+    assert kinds.pop("dir") == []
+    assert "module" not in kinds.values(), kinds
+    assert kinds["vector_search"] == kinds["count_tokens"] == "function"
+    assert kinds["LLMService"] == kinds["OpenAIProvider"] == "type"

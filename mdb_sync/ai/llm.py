@@ -30,9 +30,9 @@ from .costs import (
     estimate_prompt_tokens,
 )
 from .prices import PriceTable
-from .providers import ChatResult, LocalProvider, normalize_messages
+from .providers import ChatResult, LocalProvider, ProviderRouter, normalize_messages
 from .retry import RetryableError, RetryPolicy, call_with_retries
-from .routing import ProviderRouter, Route
+from .routing import Route
 from .structured import ResponseSchema, SchemaValidationError, extract_json
 from .tokens import get_counter
 

@@ -7,6 +7,9 @@
   no network); it has no chat model of its own, but forwards chat to an OpenAI-compatible
   ``base_url`` when one is configured (a local Ollama, say).
 
+:class:`ProviderRouter` holds an app's provider objects by name (``azure``, ``voyage``...),
+built on first use from what :mod:`mdb_sync.ai.routing` resolves for each name.
+
 A provider makes one attempt per call. It raises :class:`~mdb_sync.ai.retry.RetryableError`
 for what may succeed later (429, 5xx, timeouts) and a specific error for what will not (an
 unknown model, a bad key, a rejected request); the services own retries and metrics. The
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +29,7 @@ from ..exceptions import AIProviderError, AIServiceError, ConfigurationError, Mo
 from .config import LLMConfig
 from .local_model import LOCAL_DIMENSIONS, LOCAL_MODEL_ALIASES, LOCAL_MODEL_NAME, get_encoder
 from .retry import RETRYABLE_STATUSES, RetryableError, parse_retry_after
+from .routing import Route, resolve_specs, split_model, unknown_provider_message
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
@@ -362,3 +366,78 @@ def make_provider(
     if config.provider == "local":
         return LocalProvider(config, name=name)
     return OpenAIProvider(config, name=name, key_env=key_env)
+
+
+class ProviderRouter:
+    """Provider objects by name, built on first use (one per name and process, thread-safe).
+
+    :param default: a provider object for the default provider (``LLMService(provider=...)``);
+        otherwise it is built from the configuration like the others.
+    """
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        *,
+        default: Any = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.default_name = config.provider
+        self.specs = resolve_specs(config, environ)
+        self._lock = threading.Lock()
+        self._providers: dict[str, Any] = {}
+        if default is not None:
+            self._providers[self.default_name] = default
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.specs)
+
+    def provider(self, name: str) -> Any:
+        """The provider object of ``name`` (ConfigurationError if it cannot be called)."""
+        provider = self._providers.get(name)
+        if provider is not None:
+            return provider
+        spec = self.specs.get(name)
+        if spec is None:
+            raise ConfigurationError(
+                f"unknown provider {name!r}; configured providers: {', '.join(self.names)}",
+                context={"provider": name},
+            )
+        problem = spec.problem()
+        if problem and name != self.default_name:
+            raise ConfigurationError(f"{spec.path}: {problem}", context={"provider": name})
+        with self._lock:
+            provider = self._providers.get(name)
+            if provider is None:
+                provider = make_provider(
+                    spec.llm_config(self.config), name=name, key_env=spec.api_key_env
+                )
+                self._providers[name] = provider
+        return provider
+
+    def resolve(self, model: str) -> Route:
+        """The route of ``model`` (``provider/model`` or a bare name for the default)."""
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model must be a non-empty string, got {model!r}")
+        prefix, rest = split_model(model)
+        if prefix is None:
+            name, rest = self.default_name, model
+        elif prefix not in self.specs:
+            raise ConfigurationError(
+                unknown_provider_message(model, prefix, self.names),
+                context={"model": model, "provider": prefix},
+            )
+        else:
+            name = prefix
+        return Route(name, rest, self.provider(name), self.specs[name])
+
+    def close(self) -> None:
+        """Close every provider's HTTP connections (reopened on their next call)."""
+        with self._lock:
+            providers = list(self._providers.values())
+        for provider in providers:
+            close = getattr(provider, "close", None)
+            if close is not None:
+                close()

@@ -17,20 +17,20 @@ environment only (``<NAME>_API_KEY`` by default, or the variable ``api_key_env``
 
 The naming rules and the built-in providers are the manifest's
 (:mod:`mdb_sync.manifest.llm_providers`, re-exported here): the schema checks a manifest's
-names with them, this module routes calls with them.
+names with them, this module resolves where each name goes with them; the provider objects
+are built by :class:`mdb_sync.ai.providers.ProviderRouter`, a layer above (providers read
+the configuration, which reads the defaults here).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..exceptions import ConfigurationError
 from ..manifest.llm_providers import (
     ENV_NAME_HELP,
     ENV_NAME_RE,
@@ -235,83 +235,6 @@ class Route:
         return f"{self.provider_name}/{self.model}"
 
 
-class ProviderRouter:
-    """Provider objects by name, built on first use (one per name and process, thread-safe).
-
-    :param default: a provider object for the default provider (``LLMService(provider=...)``);
-        otherwise it is built from the configuration like the others.
-    """
-
-    def __init__(
-        self,
-        config: LLMConfig,
-        *,
-        default: Any = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        self.config = config
-        self.default_name = config.provider
-        self.specs = resolve_specs(config, environ)
-        self._lock = threading.Lock()
-        self._providers: dict[str, Any] = {}
-        if default is not None:
-            self._providers[self.default_name] = default
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.specs)
-
-    def provider(self, name: str) -> Any:
-        """The provider object of ``name`` (ConfigurationError if it cannot be called)."""
-        provider = self._providers.get(name)
-        if provider is not None:
-            return provider
-        spec = self.specs.get(name)
-        if spec is None:
-            raise ConfigurationError(
-                f"unknown provider {name!r}; configured providers: {', '.join(self.names)}",
-                context={"provider": name},
-            )
-        problem = spec.problem()
-        if problem and name != self.default_name:
-            raise ConfigurationError(f"{spec.path}: {problem}", context={"provider": name})
-        with self._lock:
-            provider = self._providers.get(name)
-            if provider is None:
-                from .providers import make_provider
-
-                provider = make_provider(
-                    spec.llm_config(self.config), name=name, key_env=spec.api_key_env
-                )
-                self._providers[name] = provider
-        return provider
-
-    def resolve(self, model: str) -> Route:
-        """The route of ``model`` (``provider/model`` or a bare name for the default)."""
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError(f"model must be a non-empty string, got {model!r}")
-        prefix, rest = split_model(model)
-        if prefix is None:
-            name, rest = self.default_name, model
-        elif prefix not in self.specs:
-            raise ConfigurationError(
-                unknown_provider_message(model, prefix, self.names),
-                context={"model": model, "provider": prefix},
-            )
-        else:
-            name = prefix
-        return Route(name, rest, self.provider(name), self.specs[name])
-
-    def close(self) -> None:
-        """Close every provider's HTTP connections (reopened on their next call)."""
-        with self._lock:
-            providers = list(self._providers.values())
-        for provider in providers:
-            close = getattr(provider, "close", None)
-            if close is not None:
-                close()
-
-
 __all__ = [
     "DEFAULT_AZURE_API_VERSION",
     "ENV_NAME_HELP",
@@ -321,7 +244,6 @@ __all__ = [
     "PROVIDER_NAME_RE",
     "PROVIDER_TYPES",
     "Preset",
-    "ProviderRouter",
     "ProviderSpec",
     "Route",
     "base_url_env",

@@ -24,6 +24,7 @@ from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 
 from ..exceptions import ManifestValidationError
 from ..indexes.declared import error_message, plain, subset
+from ..scoping import ScopedDatabase
 from ..scoping.names import physical_name
 
 if TYPE_CHECKING:
@@ -172,8 +173,6 @@ def seed_initial_data(
     written through the app ``catalog`` (which bumps the record's version). Documents may
     use MongoDB Extended JSON (``{"$oid": ...}``, ``{"$date": ...}``).
     """
-    from ..scoping import ScopedDatabase
-
     done = {entry.get("collection") for entry in seeded or []}
     counts: dict[str, int] = {}
     db = None

@@ -6,8 +6,10 @@ validated document and types each section on first use, through the same schema
 (:func:`mdb_sync.manifest.sections.load_section`). Readers say
 ``manifest.data_access.cross_app_policy`` or ``manifest.auth.users.session_ttl_seconds``
 instead of digging through nested dicts with a default repeated at every site (and possibly
-a different one). The core sections are typed here; ``auth``/``token_management`` in
-:mod:`mdb_sync.manifest.model_auth`, the AI sections in :mod:`mdb_sync.manifest.model_ai`.
+a different one). The core sections are typed in :mod:`mdb_sync.manifest.model_core`
+(re-exported here), ``auth``/``token_management`` in :mod:`mdb_sync.manifest.model_auth`,
+the AI sections in :mod:`mdb_sync.manifest.model_ai`: leaf modules below the schemas that
+build them, so that this module can import the schemas.
 ``managed_indexes``, ``collection_settings`` and ``initial_data`` are read by the index
 manager and registration from :meth:`Manifest.section`.
 
@@ -25,109 +27,23 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-if TYPE_CHECKING:
-    from .model_ai import EmbeddingSection, LLMSection, MemorySection
-    from .model_auth import AuthSection, TokenManagementSection
-
-#: :data:`mdb_sync.manifest.schema.CURRENT_SCHEMA_VERSION` (not imported: the schemas import
-#: the index specs, whose package reads this module; a test keeps the two equal).
-CURRENT_SCHEMA_VERSION = "2.0"
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataAccess:
-    """``data_access``: whose data the app reads, and whether others may read its own."""
-
-    #: The app itself first, then the other apps it reads (empty: the section is absent).
-    read_scopes: tuple[str, ...]
-    #: None: the section is absent (the app writes its own data, as always).
-    write_scope: str | None
-    cross_app_policy: str
-
-    @property
-    def denies_all(self) -> bool:
-        """No other app may read this one (``cross_app_policy: deny_all``)."""
-        return self.cross_app_policy == "deny_all"
-
-
-@dataclass(frozen=True, kw_only=True)
-class HealthChecks:
-    """``observability.health_checks``."""
-
-    #: Listed in the health verdict (false: listed as unmonitored only).
-    enabled: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class MetricsSettings:
-    """``observability.metrics``."""
-
-    enabled: bool
-    collect_operation_metrics: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class Observability:
-    """``observability``: the app's metrics and its part in the health verdict."""
-
-    health_checks: HealthChecks
-    metrics: MetricsSettings
-
-    @property
-    def monitored(self) -> bool:
-        """Listed in the health verdict (``health_checks.enabled``)."""
-        return self.health_checks.enabled
-
-    @property
-    def operation_metrics(self) -> bool:
-        """Its operations are recorded (``metrics.enabled`` and
-        ``metrics.collect_operation_metrics``)."""
-        return self.metrics.enabled and self.metrics.collect_operation_metrics
-
-
-@dataclass(frozen=True, kw_only=True)
-class AutoIndex:
-    """``auto_index`` (``true``/``false``: ``enabled``); None thresholds mean "the engine's"."""
-
-    enabled: bool
-    threshold: int | None
-    max_indexes_per_collection: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class WebsocketAuth:
-    """``websockets.<name>.auth``."""
-
-    required: bool
-    allow_anonymous: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class WebsocketSettings:
-    """``websockets.<name>``: one endpoint flask_mdb serves."""
-
-    path: str
-    description: str | None
-    auth: WebsocketAuth
-    #: Seconds between server pings; 0: none.
-    ping_interval: int
-    max_message_size: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class CorsSection:
-    """``cors`` (None when absent: same-origin only). Origins are normalized
-    (``scheme://host[:port]``, lower case, no default port)."""
-
-    enabled: bool
-    allow_origins: tuple[str, ...]
-    allow_methods: tuple[str, ...]
-    allow_headers: tuple[str, ...]
-    expose_headers: tuple[str, ...]
-    allow_credentials: bool
-    max_age: int
+from .model_ai import EmbeddingSection, LLMSection, MemorySection
+from .model_auth import AuthSection, TokenManagementSection
+from .model_core import (
+    AutoIndex,
+    CorsSection,
+    DataAccess,
+    HealthChecks,
+    MetricsSettings,
+    Observability,
+    WebsocketAuth,
+    WebsocketSettings,
+)
+from .schema import CURRENT_SCHEMA_VERSION
+from .sections import load_section
+from .validator import validate_manifest
 
 
 @dataclass(frozen=True)
@@ -152,8 +68,6 @@ class Manifest:
     # --- typed sections (each read through its schema on first use) ---------------------------
 
     def _typed(self, name: str) -> Any:
-        from .sections import load_section  # the schemas import the index specs, which read this
-
         return load_section(name, self.raw.get(name), slug=self.slug)
 
     @functools.cached_property
@@ -233,8 +147,6 @@ class Manifest:
         if isinstance(data, Manifest):
             return data
         if validate:
-            from .validator import validate_manifest
-
             document: Mapping[str, Any] = validate_manifest(data)
         elif copy_document:
             document = copy.deepcopy(dict(data))
@@ -265,3 +177,19 @@ def manifest_dict(value: Manifest | Mapping[str, Any] | None) -> Mapping[str, An
     if isinstance(value, Manifest):
         return value.raw
     return value or {}
+
+
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "AutoIndex",
+    "CorsSection",
+    "DataAccess",
+    "HealthChecks",
+    "Manifest",
+    "MetricsSettings",
+    "Observability",
+    "WebsocketAuth",
+    "WebsocketSettings",
+    "as_manifest",
+    "manifest_dict",
+]

@@ -1,7 +1,7 @@
 """The service sections of a manifest: websockets, AI (LLM, embeddings, memory), CORS, data
 access, observability and auto-indexing. The shapes are the ones agreed between the
 features that act on them; this module validates them, fills their defaults and names the
-typed model of each (:mod:`mdb_sync.manifest.model`, :mod:`mdb_sync.manifest.model_ai`)."""
+typed model of each (:mod:`mdb_sync.manifest.model_core`, :mod:`mdb_sync.manifest.model_ai`)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ from .llm_providers import (
     PROVIDER_TYPES,
     llm_config_errors,
 )
-from .model import (
+from .model_ai import EmbeddingSection, LLMProviderSection, LLMSection, MemorySection, PriceSection
+from .model_core import (
     AutoIndex,
     CorsSection,
     DataAccess,
@@ -52,7 +53,6 @@ from .model import (
     WebsocketAuth,
     WebsocketSettings,
 )
-from .model_ai import EmbeddingSection, LLMProviderSection, LLMSection, MemorySection, PriceSection
 from .origins import TOKEN_RE, normalize_origin
 from .schema_auth import collection_name
 
