@@ -66,6 +66,9 @@ PRIVATES: dict[str, tuple[str, ...]] = {
     "pymongo.topology.Topology": ("_servers",),
     # Not underscored, yet undocumented: a server's pool and its counters.
     "pymongo.pool.Pool": ("conns", "active_sockets", "operation_count", "gen", "opts"),
+    # A scoped session stands in for pymongo's where a cursor carries it: pymongo asks it
+    # for the transaction's read preference by this name, and it asks its pymongo session.
+    "pymongo.client_session.ClientSession": ("_txn_read_preference",),
 }
 
 # --- index specs ---------------------------------------------------------------------------------
@@ -141,6 +144,15 @@ def insert_request_parts(request: Any) -> tuple[Any, Any]:
     ``ClientSession.bulk_write``): all the bulk path's fast case reads, two attribute reads
     instead of :func:`bulk_request_parts`' option scan."""
     return request._doc, request._namespace
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def txn_read_preference(session: Any) -> Any:
+    """The read preference of ``session``'s transaction in progress, None outside one (what
+    pymongo's cursors ask the session they carry for, by this private name)."""
+    return session._txn_read_preference()
 
 
 # --- connection pools ----------------------------------------------------------------------------
@@ -288,5 +300,6 @@ __all__ = [
     "index_list",
     "insert_request_parts",
     "pool_counters",
+    "txn_read_preference",
     "will_send",
 ]

@@ -59,6 +59,8 @@ def _holder(owner: str, docs):
         return docs.database.client._topology
     if owner == "pymongo.pool.Pool":
         return next(iter(docs.database.client._topology._servers.values())).pool
+    if owner == "pymongo.client_session.ClientSession":
+        return docs.database.client.start_session()
     raise AssertionError(f"no holder for {owner}")
 
 
@@ -127,6 +129,16 @@ def test_pool_counters_read_the_client_pools(docs):
     assert seam.pool_counters(client)[0].generation == generation  # not cleared by a ping
     with pytest.raises(AttributeError):
         seam.pool_counters(object())
+
+
+def test_a_sessions_transaction_read_preference(docs):
+    from pymongo import ReadPreference
+
+    with docs.database.client.start_session() as session:
+        assert seam.txn_read_preference(session) is None  # no transaction
+        with session.start_transaction(read_preference=ReadPreference.PRIMARY):
+            assert seam.txn_read_preference(session) == ReadPreference.PRIMARY
+            docs.find_one({}, session=session)  # the transaction runs on this server
 
 
 class CountingCursor(seam.HookedCursor):

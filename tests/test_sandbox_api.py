@@ -12,6 +12,7 @@ from pymongo import (
     DeleteOne,
     IndexModel,
     InsertOne,
+    MongoClient,
     ReplaceOne,
     ReturnDocument,
     UpdateMany,
@@ -429,6 +430,41 @@ def test_sessions_of_another_app_are_refused(engine):
     b = engine.get_scoped_db("sess_b")
     with b.client_session() as session, pytest.raises(ScopeError):
         a.items.find_one({}, session=session)
+    # Every path that forwards session= checks it the same way: the database's own
+    # operations, commands, GridFS and change streams too (a raw pymongo session is no
+    # session of the app's database either).
+    calls = [
+        lambda s: a.list_collection_names(session=s),
+        lambda s: a.create_collection("made", session=s),
+        lambda s: a.command("ping", session=s),
+        lambda s: a.command("count", "items", session=s),
+        lambda s: a.gridfs().upload_from_stream("f.txt", b"x", session=s),
+        lambda s: a.watch(session=s),
+        lambda s: a.items.aggregate([], session=s),
+        lambda s: a.items.insert_one({"n": 1}, session=s),
+    ]
+    with b.client_session() as other, engine.storage.start_session() as raw:
+        for call in calls:
+            with pytest.raises(ScopeError, match="another app"):
+                call(other)
+            with pytest.raises(TypeError, match="client_session"):
+                call(raw)
+    assert a.list_collection_names() == [] and a.items.count_documents({}) == 0
+
+
+def test_a_scoped_session_holds_no_pymongo_session(engine):
+    from pymongo.client_session import ClientSession
+    from pymongo.collection import Collection
+    from pymongo.database import Database
+
+    db = engine.get_scoped_db("sess_held")
+    with db.client_session() as session:
+        held = [getattr(session, name, None) for name in dir(session)]
+        raw = (ClientSession, MongoClient, Database, Collection)
+        assert not any(isinstance(value, raw) for value in held)
+        assert session.app_slug == "sess_held" and not hasattr(session, "_raw")
+        db.items.insert_one({"n": 1}, session=session)  # and it still works as a session
+        assert db.items.find_one({}, session=session)["n"] == 1
 
 
 def test_gridfs_is_scoped(engine, raw_db):

@@ -31,6 +31,7 @@ import numpy as np
 from bson import Binary
 
 from ..exceptions import QueryValidationError
+from ..scoping.limits import QueryLimits
 from .blas import limit_blas_threads
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,12 @@ def engine_of(collection: Any) -> Any:
 
 
 _engine_of = engine_of
+
+
+def _limits_of(collection: Any) -> QueryLimits | None:
+    """The resource limits of a scoped collection's database (None for anything else)."""
+    limits = getattr(getattr(collection, "database", None), "limits", None)
+    return limits if isinstance(limits, QueryLimits) else None
 
 
 def declared_vector_fields(
@@ -368,7 +375,7 @@ def exact_search(
     one pass, no second round trip, and a consistent answer (no winner deleted between
     scoring and fetching). Documents without a vector of the query's size are skipped.
     """
-    limits = getattr(collection, "_limits", None)
+    limits = _limits_of(collection)
     page = page_size or min(PAGE_SIZE, getattr(limits, "max_result_docs", PAGE_SIZE))
     best = _TopK(limit)
     dims = query.size
@@ -459,7 +466,7 @@ def vector_search(
         raise TypeError(f"vector_search() got unexpected keyword argument(s): {sorted(unknown)}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    limits = getattr(collection, "_limits", None)
+    limits = _limits_of(collection)
     max_docs = getattr(limits, "max_result_docs", MAX_NUM_CANDIDATES)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_docs:
         raise ValueError(f"limit must be an integer from 1 to {max_docs}, got {limit!r}")

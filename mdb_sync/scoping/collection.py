@@ -38,26 +38,28 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from .._pymongo_seam import bulk_request_parts, cursor_sort, insert_request_parts
+from .._pymongo_seam import bulk_request_parts, insert_request_parts
 from .._pymongo_seam import gen_index_name as _gen_index_name
 from .._pymongo_seam import index_document as _index_document
 from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
 from .changes import collection_change_pipeline
-from .cursor import ScopedCommandCursor, ScopedCursor, scoped_command_cursor
+from .cursor import ScopedCommandCursor, ScopedCursor
 from .guards import check_query
 from .limits import SERVER_MAX_DOCUMENT_BYTES
 from .multi import MultiScopeCursor
 from .names import physical_name, validate_collection_name
 from .pipeline import PipelineScoper
-from .session import ScopedSession
 from .updates import APP_ID, scope_filter, scoped_replacement, scoped_update, tag_document
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pymongo.change_stream import ChangeStream
     from pymongo.command_cursor import CommandCursor
 
+    from .appscope import AppScope
     from .database import ScopedDatabase
 
 _T = TypeVar("_T")
@@ -80,32 +82,40 @@ class ScopedCollection:
         "__options",
         "__state",
         "_db",
+        "_find_observer",
         "_index_lock",
         "_indexed",
         "_limits",
         "_meter",
         "_name",
+        "_scope",
         "_write_scope",
     )
 
     def __init__(
         self,
         database: ScopedDatabase,
+        scope: AppScope,
         name: str,
         sources: list[Source],
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        """Built by :class:`ScopedDatabase` (``db.tasks``), never by apps: ``scope`` is the
+        database's internal :class:`~mdb_sync.scoping.appscope.AppScope`."""
         self._db = database
+        self._scope = scope
         self._name = name
         self.__options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.__generation = database.client_generation_getter()
+        self.__generation = scope.client_generation
         self.__state = (self.__generation(), sources)
-        self._limits = database._limits
-        self._write_scope = database.write_scope
+        self._limits = scope.limits
+        self._write_scope = scope.write_scope
         self._indexed = False
         self._index_lock = threading.Lock()
         #: Records each operation in the engine's metrics (None: pymongo listeners do).
-        self._meter = database._meter
+        self._meter = scope.meter
+        #: What a cursor calls once when it first runs (None without query-driven indexing).
+        self._find_observer = self._observe if scope.auto_index else None
 
     @property
     def __sources(self) -> list[Source]:
@@ -115,7 +125,7 @@ class ScopedCollection:
         generation, sources = self.__state
         current = self.__generation()
         if current != generation:
-            sources = self._db._raw_sources(self._name)
+            sources = self._scope.raw_sources(self._name)
             if self.__options:
                 sources = [(raw.with_options(**self.__options), s) for raw, s in sources]
             self.__state = (current, sources)
@@ -212,21 +222,15 @@ class ScopedCollection:
             "read_concern": read_concern,
         }
         sources = [(raw.with_options(**options), scope) for raw, scope in self.__sources]
-        return ScopedCollection(self._db, self._name, sources, {**self.__options, **options})
+        return ScopedCollection(
+            self._db, self._scope, self._name, sources, {**self.__options, **options}
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 
     def _raw_session(self, session: Any) -> Any:
-        if session is None:
-            return None
-        if isinstance(session, ScopedSession):
-            if session._app_slug != self._db.app_slug:
-                raise ScopeError("this session belongs to another app's database")
-            return session._raw()
-        raise TypeError(
-            "session must be a session from this scoped database's client_session(), "
-            f"not {type(session).__name__}"
-        )
+        """The pymongo session behind ``session`` (a session of this app's database)."""
+        return self._scope.raw_session(session)
 
     def _run(self, name: str, call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """``call(*args, **kwargs)`` — the driver's operation — recorded as operation
@@ -261,7 +265,7 @@ class ScopedCollection:
         try:
             return check(*args)
         except (QueryValidationError, ScopeError) as exc:
-            self._db._security_event(str(exc), self._name)
+            self._scope.security_event(str(exc), self._name)
             raise
 
     def _filter(
@@ -342,19 +346,18 @@ class ScopedCollection:
         if not self._indexed:
             with self._index_lock:
                 if not self._indexed:
-                    self._db._ensure_app_id_index(self.__coll)
+                    self._scope.ensure_app_id_index(self.__coll)
                     self._indexed = True
 
     def _observe(self, filter: Any, sort: Any = None) -> None:
-        if not self._db._auto_index:
+        """Feed query-driven indexing with a query's filter and sort (a cursor calls it once,
+        when it first runs)."""
+        scope = self._scope
+        if not scope.auto_index:
             return
         if sort is not None and not isinstance(sort, Mapping):
             sort = _index_document(_index_list(sort))  # find_one_and_*(sort=[...])
-        self._db._observe_query(self._name, self.__coll, filter, sort)
-
-    def _observe_find(self, cursor: ScopedCursor) -> None:
-        """Called once when a cursor first runs: feeds query-driven indexing."""
-        self._observe(cursor._mdb_user_filter, cursor_sort(cursor))
+        scope.observe_query(self._name, self.__coll, filter, sort)
 
     def _resolve(self, logical: str) -> list[tuple[str, str]]:
         validate_collection_name(logical)
@@ -376,7 +379,7 @@ class ScopedCollection:
             # $out replaces the whole target: never when it also holds other apps' documents.
             foreign = {APP_ID: {"$ne": self._write_scope}}
             if database[physical].find_one(foreign, {"_id": 1}) is not None:
-                self._db._security_event("$out over other apps' documents", self._name)
+                self._scope.security_event("$out over other apps' documents", self._name)
                 raise ScopeError(
                     "$out would replace a collection that also holds other apps' documents; "
                     "use $merge instead",
@@ -390,7 +393,7 @@ class ScopedCollection:
     def _refuse_foreign_documents(self, action: str) -> None:
         """Collection-level destructive operations never touch another app's documents."""
         if self.__coll.find_one({APP_ID: {"$ne": self._write_scope}}, {"_id": 1}) is not None:
-            self._db._security_event(
+            self._scope.security_event(
                 f"{action} of a collection holding other apps' documents", self._name
             )
             raise ScopeError(
@@ -406,10 +409,10 @@ class ScopedCollection:
         ``_id``, as with pymongo, but not ``app_id``)."""
         tagged = self._tagged(document)
         coll = self.__coll
-        if not self._indexed:
-            self._before_write()
         if kwargs:
             kwargs = self._kwargs(kwargs)
+        if not self._indexed:
+            self._before_write()
         meter = self._meter  # timed inline: the hottest write path
         started = perf_counter()
         try:
@@ -458,11 +461,11 @@ class ScopedCollection:
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
         coll = self.__coll
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
         if not self._indexed:
             self._before_write()
         self._observe(filter)
-        if kwargs:
-            kwargs = self._kwargs(kwargs)
         meter = self._meter  # timed inline: the hottest write path
         started = perf_counter()
         try:
@@ -675,8 +678,28 @@ class ScopedCollection:
         if len(sources) > 1:
             self._filter(filter)  # guards
             return MultiScopeCursor(self, filter, *args, **kwargs)
+        return self._cursor(sources[0][0], filter, args, kwargs)
+
+    def _cursor(
+        self, raw: Collection[Any], filter: Any, args: Any, kwargs: dict[str, Any], **extra: Any
+    ) -> ScopedCursor:
+        """The scoped cursor of ``find(filter, *args, **kwargs)`` on ``raw`` (one read
+        scope)."""
+        session = kwargs.get("session")
+        if session is not None:
+            kwargs["session"] = self._scope.raw_session(session)
         return ScopedCursor(
-            sources[0][0], self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
+            raw,
+            self._filter(filter),
+            *args,
+            scoped=self,
+            limits=self._limits,
+            meter=self._meter,
+            observe=self._find_observer,
+            user_filter=filter,
+            scoped_session=session,
+            **extra,
+            **kwargs,
         )
 
     def scan(
@@ -693,18 +716,9 @@ class ScopedCollection:
             stages: list[dict[str, Any]] = [{"$match": dict(filter)}] if filter else []
             if projection:
                 stages.append({"$project": dict(projection)})
-            cursor = self.aggregate(stages, **kwargs)
-            cursor._mdb_uncapped = True
-            return cursor
-        return ScopedCursor(
-            self.__coll,
-            self._filter(filter),
-            projection,
-            scoped=self,
-            user_filter=filter,
-            uncapped=True,
-            **kwargs,
-        )
+            session = kwargs.pop("session", None)
+            return self._aggregate(stages, session, kwargs, uncapped=True)
+        return self._cursor(self.__coll, filter, (projection,), kwargs, uncapped=True)
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
@@ -751,6 +765,11 @@ class ScopedCollection:
     def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> ScopedCommandCursor:
         """Like pymongo's ``aggregate``, over this app's documents (see
         :mod:`mdb_sync.scoping.pipeline` for how each stage is scoped)."""
+        return self._aggregate(pipeline, session, kwargs)
+
+    def _aggregate(
+        self, pipeline: Any, session: Any, kwargs: dict[str, Any], uncapped: bool = False
+    ) -> ScopedCommandCursor:
         scoped = self._pipeline(pipeline)
         self._max_time(kwargs)
         kwargs["batchSize"] = self._limits.cap_batch(kwargs.get("batchSize"))
@@ -760,7 +779,9 @@ class ScopedCollection:
         cursor = self._run(
             "aggregate", self.__coll.aggregate, scoped, session=raw_session, **self._kwargs(kwargs)
         )
-        return scoped_command_cursor(cursor, self._name, self._limits, session, self._meter)
+        return ScopedCommandCursor.adopt(
+            cursor, self._name, self._limits, session, self._meter, uncapped
+        )
 
     def watch(self, pipeline: Any = None, **kwargs: Any) -> ChangeStream[Any]:
         """A change stream of this app's documents in this collection (``ns`` shows the app
@@ -771,7 +792,7 @@ class ScopedCollection:
         branches = [(raw.name, scope) for raw, scope in self.__sources]
         stages = collection_change_pipeline(branches, self._name, user)
         if self._is_multi():
-            return self._db._watch_raw(stages, **self._kwargs(kwargs))
+            return self._scope.watch(stages, **self._kwargs(kwargs))
         return self.__coll.watch(stages, **self._kwargs(kwargs))
 
     # --- indexes ------------------------------------------------------------------------------
@@ -846,7 +867,7 @@ class ScopedCollection:
         self._run(
             "dropIndexes", self.__coll.drop_indexes, session=self._raw_session(session), **kwargs
         )
-        self._db._ensure_app_id_index(self.__coll, force=True)
+        self._scope.ensure_app_id_index(self.__coll, force=True)
 
     def list_indexes(
         self, session: Any = None, **kwargs: Any
@@ -865,36 +886,110 @@ class ScopedCollection:
         """Drop this app's collection (refused if other apps' documents share it)."""
         self._refuse_foreign_documents("drop")
         self._run("drop", self.__coll.drop, session=self._raw_session(session), **kwargs)
-        self._db._forget_collection(self._name, self.__coll)
+        self._scope.forget_collection(self._name, self.__coll)
 
     def rename(self, new_name: str, session: Any = None, **kwargs: Any) -> ScopedCollection:
         """Rename within the app (``dropTarget=True`` only replaces a collection of this app)."""
-        target = self._db[new_name]
+        target: ScopedCollection = self._db[new_name]
         self._refuse_foreign_documents("rename")
         if kwargs.get("dropTarget"):
             target._refuse_foreign_documents("replace")
         self.__coll.rename(
             physical_name(self._write_scope, new_name), session=self._raw_session(session), **kwargs
         )
-        self._db._forget_collection(self._name, self.__coll)
+        self._scope.forget_collection(self._name, self.__coll)
         return target
 
     # --- columnar reads (pymongoarrow, the ``arrow`` extra; see .frames) ------------------------
 
-    def _batch_source(self) -> Any:
-        """The scoped raw-batch source pymongoarrow reads (never the raw collection)."""
-        from .frames import ScopedBatchSource
+    def _batch_source(self) -> frames.ScopedBatchSource:
+        """The scoped raw-batch source pymongoarrow reads (it never gets the raw collection)."""
+        return frames.ScopedBatchSource(
+            repr(self), self.__coll.codec_options, self._find_batches, self._aggregate_batches
+        )
 
-        return ScopedBatchSource(self, self.__coll)
+    def _find_batches(self, filter: Any = None, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        """Raw BSON batches of ``find(filter, *args, **kwargs)`` over the app's documents,
+        stopped past ``max_result_docs`` like :meth:`find`."""
+        if kwargs.get("cursor_type"):
+            raise QueryValidationError("tailable cursors are not available on scoped collections")
+        if filter is not None and not isinstance(filter, Mapping):
+            raise TypeError(f"filter must be a mapping, not {type(filter).__name__}")
+        if self._is_multi():
+            # Several read scopes are one aggregation ($unionWith per scope), as for find().
+            pipeline, options = MultiScopeCursor(self, filter, *args, **kwargs).as_aggregation()
+            return self._aggregate_batches(pipeline, **options)
+        projection = args[0] if args else kwargs.pop("projection", None)
+        if projection is not None:
+            self._guard(check_query, projection, self._limits, "projection")
+        limits = self._limits
+        kwargs["batch_size"] = limits.cap_batch(kwargs.get("batch_size"))
+        kwargs["max_time_ms"] = limits.cap_time(kwargs.get("max_time_ms"))
+        if kwargs.get("session") is not None:
+            kwargs["session"] = self._raw_session(kwargs["session"])
+        query = self._filter(filter)
+        batches = self.__coll.find_raw_batches(query, projection, *args[1:], **kwargs)
+        sort = kwargs.get("sort")
+        return frames.capped_batches(
+            batches, self._name, limits, "query", lambda: self._observe(filter, sort)
+        )
 
-    find_arrow_all = frames.find_arrow_all
-    find_pandas_all = frames.find_pandas_all
-    find_polars_all = frames.find_polars_all
-    find_numpy_all = frames.find_numpy_all
-    aggregate_arrow_all = frames.aggregate_arrow_all
-    aggregate_pandas_all = frames.aggregate_pandas_all
-    aggregate_polars_all = frames.aggregate_polars_all
-    aggregate_numpy_all = frames.aggregate_numpy_all
+    def _aggregate_batches(
+        self, pipeline: Any, session: Any = None, **kwargs: Any
+    ) -> Iterator[bytes]:
+        """Raw BSON batches of ``aggregate(pipeline)`` over the app's documents (read-only:
+        ``$out``/``$merge`` refused), stopped past ``max_result_docs``."""
+        stages = self._pipeline(pipeline)
+        if any(next(iter(stage)) in ("$out", "$merge") for stage in stages):
+            raise frames.writes_refused()
+        limits = self._limits
+        kwargs["maxTimeMS"] = limits.cap_time(kwargs.pop("max_time_ms", kwargs.get("maxTimeMS")))
+        kwargs["batchSize"] = limits.cap_batch(kwargs.get("batchSize"))
+        if kwargs.get("let") is not None:
+            self._guard(check_query, kwargs["let"], limits, "let")
+        raw_session = self._raw_session(session)
+        batches = self.__coll.aggregate_raw_batches(stages, session=raw_session, **kwargs)
+        return frames.capped_batches(batches, self._name, limits, "aggregation")
+
+    def find_arrow_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """The matching documents of this app as a :class:`pyarrow.Table` (pymongoarrow's
+        ``find_arrow_all``: ``schema``, ``allow_invalid``, ``projection``, ``sort``,
+        ``limit``, ``skip``... as in ``find``). Scoped and capped exactly like :meth:`find`."""
+        return frames.read("find_arrow_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def find_pandas_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`find_arrow_all`, as a :class:`pandas.DataFrame`."""
+        return frames.read("find_pandas_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def find_polars_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`find_arrow_all`, as a :class:`polars.DataFrame`."""
+        return frames.read("find_polars_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def find_numpy_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`find_arrow_all`, as a dict of numpy arrays (one per field)."""
+        return frames.read("find_numpy_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def aggregate_arrow_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """The results of ``pipeline`` over this app's documents as a :class:`pyarrow.Table`
+        (pymongoarrow's ``aggregate_arrow_all``). Scoped and capped like :meth:`aggregate`;
+        ``$out``/``$merge`` are refused (this only reads)."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_arrow_all", self._batch_source(), stages, schema, kwargs)
+
+    def aggregate_pandas_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate_arrow_all`, as a :class:`pandas.DataFrame`."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_pandas_all", self._batch_source(), stages, schema, kwargs)
+
+    def aggregate_polars_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate_arrow_all`, as a :class:`polars.DataFrame`."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_polars_all", self._batch_source(), stages, schema, kwargs)
+
+    def aggregate_numpy_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate_arrow_all`, as a dict of numpy arrays (one per field)."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_numpy_all", self._batch_source(), stages, schema, kwargs)
 
     # --- AI -----------------------------------------------------------------------------------
 
