@@ -216,6 +216,31 @@ def test_apps_never_see_each_others_vectors(engine, recorder):
     assert {r["owner"] for r in b.vector_search(query, limit=10)} == {"b"}
 
 
+def test_the_sandbox_reaches_the_searches_through_its_host(engine):
+    """The scoping layer imports no AI module: a scoped database searches with what its host
+    brings (the engine's), and a host that brings none refuses clearly."""
+    from mdb_sync import ConfigurationError
+    from mdb_sync.scoping import ScopedDatabase
+    from mdb_sync.scoping.host import StorageScopeHost
+
+    calls = []
+    host = StorageScopeHost(
+        engine.storage,
+        lambda *args: None,
+        lambda *args: None,
+        lambda slug: None,
+        search=lambda kind, coll, *args, **kwargs: calls.append((kind, coll, args, kwargs)) or [],
+    )
+    db = ScopedDatabase(host, "hosted")
+    assert db.docs.vector_search([1.0, 0.0], limit=3) == []
+    assert db.docs.hybrid_search("tea", limit=2) == []
+    assert [(kind, c) for kind, c, _, _ in calls] == [("vector", db.docs), ("hybrid", db.docs)]
+    assert calls[0][3]["limit"] == 3 and calls[1][2] == ("tea",)
+    bare = StorageScopeHost(engine.storage, lambda *a: None, lambda *a: None, lambda s: None)
+    with pytest.raises(ConfigurationError, match="vector_search"):
+        ScopedDatabase(bare, "hosted").docs.vector_search([1.0])
+
+
 def test_server_support_is_probed_once_per_engine(engine, recorder):
     supported = server_supports_vector_search(engine)
     assert isinstance(supported, bool)

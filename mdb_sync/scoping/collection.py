@@ -1008,9 +1008,8 @@ class ScopedCollection:
         """Nearest neighbours of ``query_vector`` (or of ``query_text``'s embedding) among this
         app's documents: ``$vectorSearch`` where the server has it, an exact k-NN search where
         it does not; see :func:`mdb_sync.ai.vector_search.vector_search`."""
-        from ..ai.vector_search import vector_search
-
-        return vector_search(
+        return self._scope.host.search(
+            "vector",
             self,
             query_vector,
             query_text=query_text,
@@ -1034,9 +1033,9 @@ class ScopedCollection:
         fused by reciprocal rank fusion: ``$rankFusion`` over ``$search`` and
         ``$vectorSearch`` where the server has them, an exact keyword (BM25) and vector
         search elsewhere; see :func:`mdb_sync.ai.hybrid_search.hybrid_search`."""
-        from ..ai.hybrid_search import hybrid_search
-
-        return hybrid_search(self, query_text, limit=limit, filter=filter, **kwargs)
+        return self._scope.host.search(
+            "hybrid", self, query_text, limit=limit, filter=filter, **kwargs
+        )
 
 
 def _change_stages(pipeline: Any, limits: Any) -> list[dict[str, Any]]:

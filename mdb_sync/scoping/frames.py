@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
+from ..bsonraw import count_documents
 from ..exceptions import ConfigurationError, QueryValidationError, ResourceLimitExceeded
 
 _INSTALL = "pip install 'mdb-sync[arrow]' (pymongoarrow, pandas, polars)"
@@ -101,8 +102,6 @@ def capped_batches(
     """``batches``, stopped with ResourceLimitExceeded past ``max_result_docs`` documents.
     ``observe`` (query-driven indexing) runs when the reading starts: pymongoarrow builds a
     cursor it may never read."""
-    from ..portability.rawbson import count_documents
-
     seen = 0
     if observe is not None:
         observe()
