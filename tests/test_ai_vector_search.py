@@ -12,6 +12,7 @@ from bson import Binary, MaxKey, MinKey, ObjectId
 
 from mdb_sync import QueryValidationError
 from mdb_sync.ai.embeddings import to_bson_vector
+from mdb_sync.ai.hybrid_search import server_supports_rank_fusion
 from mdb_sync.ai.vector_search import exact_search, server_supports_vector_search
 
 pytest_plugins = ("openai_server",)
@@ -249,6 +250,14 @@ def test_server_support_is_probed_once_per_engine(engine, recorder):
     recorder.clear()
     assert server_supports_vector_search(engine) is supported
     assert recorder.commands("aggregate") == [], "cached"
+    # $rankFusion goes through the same probe, remembered separately for the same engine.
+    fusion = server_supports_rank_fusion(engine)
+    probes = recorder.commands("aggregate")
+    assert [list(p["pipeline"][0]) for p in probes] == [["$rankFusion"]]
+    assert probes[0]["aggregate"] == "mdb_stage_probe"
+    assert server_supports_rank_fusion(engine) is fusion
+    assert server_supports_vector_search(engine) is supported
+    assert len(recorder.commands("aggregate")) == 1, "both cached"
 
 
 def test_query_text_is_embedded_with_the_apps_service(engine, llm_server, monkeypatch):

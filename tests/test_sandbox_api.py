@@ -721,3 +721,43 @@ def test_expressions_in_options_get_the_same_guards(apps):
         a.items.find({}, {"double": {"$multiply": ["$n", 2]}}).sort("_id").to_list()[1]["double"]
         == 2
     )
+
+
+def test_scan_reads_every_document_in_scope_past_max_result_docs(mongo_uri, db_name, recorder):
+    from mdb_sync import MongoDBEngine
+
+    limits = QueryLimits(
+        max_result_docs=5, max_batch_size=4, default_max_time_ms=2000, max_time_ms=2000
+    )
+    with MongoDBEngine(mongo_uri, db_name, limits=limits, event_listeners=[recorder]) as engine:
+        engine.register_app({"slug": "scan_a"})
+        engine.register_app({"slug": "scan_hq", "data_access": {"read_scopes": ["scan_a"]}})
+        a = engine.get_scoped_db("scan_a")
+        a.items.insert_many([{"n": n, "secret": "a"} for n in range(12)])
+        engine.get_scoped_db("scan_b").items.insert_many([{"n": n} for n in range(3)])
+        with pytest.raises(ResourceLimitExceeded):
+            a.items.find({}).to_list()
+        recorder.clear()
+        with a.items.scan({"n": {"$gte": 2}}, {"_id": 0, "n": 1}, sort=[("n", 1)]) as cursor:
+            assert [d["n"] for d in cursor] == list(range(2, 12))  # 10 > max_result_docs
+        finds = recorder.commands("find")
+        assert finds[0]["filter"] == {"n": {"$gte": 2}, "app_id": "scan_a"}
+        assert finds[0]["batchSize"] <= 4 and finds[0]["maxTimeMS"] <= 2000
+        # The guards of find: on the filter, the projection and the options.
+        js = {"$function": {"body": "function() { return 1 }", "args": [], "lang": "js"}}
+        for bad in (
+            lambda: a.items.scan({"$where": "true"}),
+            lambda: a.items.scan({}, {"x": js}),
+            lambda: a.items.scan({}, cursor_type=2),
+        ):
+            with pytest.raises(QueryValidationError):
+                bad()
+        # Over several read scopes: one scoped aggregation, uncapped as well.
+        hq = engine.get_scoped_db("scan_hq", read_scopes=["scan_hq", "scan_a"])
+        hq.items.insert_one({"n": 100})
+        with pytest.raises(ResourceLimitExceeded):
+            hq.items.find({}).to_list()
+        seen = hq.items.scan({}, {"_id": 0, "n": 1}, batch_size=3, max_time_ms=1000).to_list()
+        assert sorted(d["n"] for d in seen) == [*range(12), 100]  # never scan_b's documents
+        with pytest.raises(QueryValidationError):
+            hq.items.scan({}, {"x": js}).to_list()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import DocumentTooLarge, OperationFailure
+from pymongo.errors import DocumentTooLarge
 from pymongo.operations import (
     DeleteMany,
     DeleteOne,
@@ -71,6 +71,9 @@ Source = tuple[Collection[Any], str]
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 #: Documents encoded together when a batch's sizes are checked.
 _CHECK_CHUNK = 1000
+#: Operations that write documents: one refused as too large wrote nothing (a single
+#: document, or a batch checked before it was sent).
+_WRITES = frozenset({"insert", "update", "findAndModify", "bulkWrite"})
 
 
 #: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
@@ -235,17 +238,20 @@ class ScopedCollection:
     def _run(self, name: str, call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """``call(*args, **kwargs)`` — the driver's operation — recorded as operation
         ``name`` of the app (one clock read before, one after; a raised error counts as a
-        failed operation)."""
+        failed operation). A write (``name`` in :data:`_WRITES`) pymongo or the server
+        refuses as too large raises :class:`ResourceLimitExceeded` (nothing was written)."""
         meter = self._meter
-        if meter is None:
-            return call(*args, **kwargs)
-        started = perf_counter()
+        started = perf_counter() if meter is not None else 0.0
         try:
             result = call(*args, **kwargs)
-        except BaseException:
-            meter(name, started, False)
+        except BaseException as exc:
+            if meter is not None:
+                meter(name, started, False)
+            if name in _WRITES and isinstance(exc, Exception) and self._is_too_large(exc):
+                raise self._too_large(exc) from exc
             raise
-        meter(name, started, True)
+        if meter is not None:
+            meter(name, started, True)
         return result
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -408,23 +414,11 @@ class ScopedCollection:
         """Insert ``document`` tagged with this app's ``app_id`` (``document`` gets its
         ``_id``, as with pymongo, but not ``app_id``)."""
         tagged = self._tagged(document)
-        coll = self.__coll
         if kwargs:
             kwargs = self._kwargs(kwargs)
         if not self._indexed:
             self._before_write()
-        meter = self._meter  # timed inline: the hottest write path
-        started = perf_counter()
-        try:
-            result = coll.insert_one(tagged, **kwargs)
-        except BaseException as exc:
-            if meter is not None:
-                meter("insert", started, False)
-            if isinstance(exc, Exception) and self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
-        if meter is not None:
-            meter("insert", started, True)
+        result = self._run("insert", self.__coll.insert_one, tagged, **kwargs)
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -448,77 +442,38 @@ class ScopedCollection:
                     original["_id"] = doc["_id"]
             tagged.append(doc)
         self._check_batch(tagged)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
-        try:
-            return self._run(
-                "insert", self.__coll.insert_many, tagged, ordered=ordered, **self._kwargs(kwargs)
-            )
-        except DocumentTooLarge as exc:  # pragma: no cover - checked above
-            raise self._too_large(exc) from exc
+        return self._run("insert", self.__coll.insert_many, tagged, ordered=ordered, **kwargs)
 
     def update_one(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
-        coll = self.__coll
         if kwargs:
             kwargs = self._kwargs(kwargs)
         if not self._indexed:
             self._before_write()
         self._observe(filter)
-        meter = self._meter  # timed inline: the hottest write path
-        started = perf_counter()
-        try:
-            result = coll.update_one(scoped, checked, upsert=upsert, **kwargs)
-        except BaseException as exc:
-            if meter is not None:
-                meter("update", started, False)
-            if isinstance(exc, Exception) and self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
-        if meter is not None:
-            meter("update", started, True)
-        return result
+        return self._run("update", self.__coll.update_one, scoped, checked, upsert, **kwargs)
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter)
-        try:
-            return self._run(
-                "update",
-                self.__coll.update_many,
-                scoped,
-                checked,
-                upsert=upsert,
-                **self._kwargs(kwargs),
-            )
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run("update", self.__coll.update_many, scoped, checked, upsert, **kwargs)
 
     def replace_one(
         self, filter: Any, replacement: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, doc = self._filter(filter), self._replacement(replacement)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter)
-        try:
-            return self._run(
-                "update",
-                self.__coll.replace_one,
-                scoped,
-                doc,
-                upsert=upsert,
-                **self._kwargs(kwargs),
-            )
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run("update", self.__coll.replace_one, scoped, doc, upsert, **kwargs)
 
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
@@ -544,19 +499,15 @@ class ScopedCollection:
         self._guard(check_query, projection or {}, self._limits, "projection")
         # Some servers answer an oversized findAndModify with a bare internal error.
         self._check_size(checked, "update")
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter, sort)
-        try:
-            return self._run(
-                "findAndModify",
-                self.__coll.find_one_and_update,
-                scoped, checked, projection, sort, upsert, return_document,
-                **self._kwargs(kwargs),
-            )  # fmt: skip
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run(
+            "findAndModify",
+            self.__coll.find_one_and_update,
+            scoped, checked, projection, sort, upsert, return_document,
+            **kwargs,
+        )  # fmt: skip
 
     def find_one_and_replace(
         self,
@@ -571,19 +522,15 @@ class ScopedCollection:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._check_size(doc)  # see find_one_and_update
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter, sort)
-        try:
-            return self._run(
-                "findAndModify",
-                self.__coll.find_one_and_replace,
-                scoped, doc, projection, sort, upsert, return_document,
-                **self._kwargs(kwargs),
-            )  # fmt: skip
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run(
+            "findAndModify",
+            self.__coll.find_one_and_replace,
+            scoped, doc, projection, sort, upsert, return_document,
+            **kwargs,
+        )  # fmt: skip
 
     def find_one_and_delete(
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
@@ -609,17 +556,11 @@ class ScopedCollection:
         if not scoped_requests:
             raise ValueError("requests must not be empty")
         self._check_batch(checked)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
-        try:
-            return self._run(
-                "bulkWrite",
-                self.__coll.bulk_write,
-                scoped_requests,
-                ordered=ordered,
-                **self._kwargs(kwargs),
-            )
-        except DocumentTooLarge as exc:
-            raise self._too_large(exc) from exc
+        return self._run(
+            "bulkWrite", self.__coll.bulk_write, scoped_requests, ordered=ordered, **kwargs
+        )
 
     def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
         """The scoped version of ``request``; its document or update goes to ``checked``
@@ -668,6 +609,32 @@ class ScopedCollection:
         Returns pymongo's own :class:`~pymongo.cursor.Cursor` (a :class:`ScopedCursor`); over
         several read scopes, a :class:`MultiScopeCursor` with the same chaining methods.
         """
+        return self._find(filter, args, kwargs)
+
+    def scan(
+        self, filter: Any = None, projection: Any = None, **kwargs: Any
+    ) -> ScopedCursor | ScopedCommandCursor:
+        """A cursor over every matching document of this app, exempt from
+        ``max_result_docs``: for code that streams a whole collection in constant memory
+        (exports, exact vector search), where ``find`` would stop at the cap.
+
+        Everything else is ``find``'s: the scope (over every read scope), the guards on the
+        filter and the projection, ``find``'s options (``sort``, ``batch_size``,
+        ``max_time_ms``...) with the same caps, and ``session``. Over several read scopes it
+        returns the scoped aggregation's cursor (a ``$unionWith`` per scope).
+        """
+        cursor = self._find(filter, (projection,), kwargs, uncapped=True)
+        if isinstance(cursor, MultiScopeCursor):
+            pipeline, options = cursor.as_aggregation()
+            return self._aggregate(pipeline, options.pop("session"), options, uncapped=True)
+        return cursor
+
+    def _find(
+        self, filter: Any, args: Any, kwargs: dict[str, Any], uncapped: bool = False
+    ) -> ScopedCursor | MultiScopeCursor:
+        """``find(filter, *args, **kwargs)``; ``uncapped`` (for ``scan``) lifts
+        ``max_result_docs`` on one read scope (``scan`` turns the multi-scope cursor into its
+        aggregation itself)."""
         if kwargs.get("cursor_type"):
             raise QueryValidationError("tailable cursors are not available on scoped collections")
         if args and args[0] is not None:
@@ -678,10 +645,15 @@ class ScopedCollection:
         if len(sources) > 1:
             self._filter(filter)  # guards
             return MultiScopeCursor(self, filter, *args, **kwargs)
-        return self._cursor(sources[0][0], filter, args, kwargs)
+        return self._cursor(sources[0][0], filter, args, kwargs, uncapped=uncapped)
 
     def _cursor(
-        self, raw: Collection[Any], filter: Any, args: Any, kwargs: dict[str, Any], **extra: Any
+        self,
+        raw: Collection[Any],
+        filter: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        uncapped: bool = False,
     ) -> ScopedCursor:
         """The scoped cursor of ``find(filter, *args, **kwargs)`` on ``raw`` (one read
         scope)."""
@@ -698,34 +670,16 @@ class ScopedCollection:
             observe=self._find_observer,
             user_filter=filter,
             scoped_session=session,
-            **extra,
+            uncapped=uncapped,
             **kwargs,
         )
-
-    def scan(
-        self, filter: Any = None, projection: Any = None, **kwargs: Any
-    ) -> ScopedCursor | ScopedCommandCursor:
-        """A scoped cursor over every matching document, exempt from ``max_result_docs``.
-
-        For code that streams a whole collection in constant memory (exact vector search,
-        exports): the scope, the guards and ``max_time_ms`` apply as to any read; only the
-        cap that protects from loading huge results into memory by accident is lifted.
-        """
-        if self._is_multi():
-            self._filter(filter)  # guards
-            stages: list[dict[str, Any]] = [{"$match": dict(filter)}] if filter else []
-            if projection:
-                stages.append({"$project": dict(projection)})
-            session = kwargs.pop("session", None)
-            return self._aggregate(stages, session, kwargs, uncapped=True)
-        return self._cursor(self.__coll, filter, (projection,), kwargs, uncapped=True)
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
         if filter is not None and type(filter) is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
         kwargs["limit"] = -1
-        for doc in self.find(filter, *args, **kwargs):
+        for doc in self._find(filter, args, kwargs):
             return doc
         return None
 
