@@ -21,15 +21,7 @@ from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DocumentTooLarge
-from pymongo.operations import (
-    DeleteMany,
-    DeleteOne,
-    IndexModel,
-    InsertOne,
-    ReplaceOne,
-    UpdateMany,
-    UpdateOne,
-)
+from pymongo.operations import IndexModel
 from pymongo.results import (
     BulkWriteResult,
     DeleteResult,
@@ -38,12 +30,13 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from .._pymongo_seam import bulk_request_parts, insert_request_parts
+from .._pymongo_seam import add_requests
 from .._pymongo_seam import gen_index_name as _gen_index_name
 from .._pymongo_seam import index_document as _index_document
 from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
+from .bulk import ScopedBulkFeed, ScopedOperations, namespaced
 from .changes import collection_change_pipeline
 from .cursor import ScopedCommandCursor, ScopedCursor
 from .guards import check_query
@@ -51,7 +44,7 @@ from .limits import SERVER_MAX_DOCUMENT_BYTES
 from .multi import MultiScopeCursor
 from .names import physical_name, validate_collection_name
 from .pipeline import PipelineScoper
-from .updates import APP_ID, scope_filter, scoped_replacement, scoped_update, tag_document
+from .updates import APP_ID, scoped_filter, scoped_replacement, scoped_update, tag_document
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -277,22 +270,27 @@ class ScopedCollection:
     def _filter(
         self, filter: Any, scope: str | None = None, where: str = "filter"
     ) -> dict[str, Any]:
-        """The caller's filter, checked by the guards, restricted to ``scope``."""
-        scope = scope or self._write_scope
-        if filter is None:
-            return {APP_ID: scope}
-        if type(filter) is not dict and not isinstance(filter, Mapping):
-            raise TypeError(f"{where} must be a mapping, not {type(filter).__name__}")
-        if not filter:
-            return {APP_ID: scope}
-        self._guard(check_query, filter, self._limits, where)
-        return scope_filter(filter, scope)
+        """The caller's filter, checked by the guards, restricted to ``scope`` (a refusal is
+        logged and counted, as by :meth:`_guard`)."""
+        try:
+            return scoped_filter(filter, scope or self._write_scope, self._limits, where)
+        except (QueryValidationError, ScopeError) as exc:
+            self._scope.security_event(str(exc), self._name)
+            raise
 
     def _update(self, update: Any) -> Any:
-        return self._guard(scoped_update, update, self._write_scope, self._limits)
+        try:
+            return scoped_update(update, self._write_scope, self._limits)
+        except (QueryValidationError, ScopeError) as exc:
+            self._scope.security_event(str(exc), self._name)
+            raise
 
     def _tagged(self, document: Any) -> dict[str, Any]:
-        tagged = self._guard(tag_document, document, self._write_scope)
+        scope = self._write_scope
+        if type(document) is dict and document.get(APP_ID, scope) == scope:
+            tagged = {**document, APP_ID: scope}  # tag_document's copy, in one step
+        else:
+            tagged = self._guard(tag_document, document, scope)
         if self._limits.max_document_bytes < SERVER_MAX_DOCUMENT_BYTES:
             self._check_size(tagged)
         return tagged
@@ -454,7 +452,8 @@ class ScopedCollection:
             kwargs = self._kwargs(kwargs)
         if not self._indexed:
             self._before_write()
-        self._observe(filter)
+        if self._find_observer is not None:
+            self._observe(filter)
         return self._run("update", self.__coll.update_one, scoped, checked, upsert, **kwargs)
 
     def update_many(
@@ -547,57 +546,23 @@ class ScopedCollection:
     def bulk_write(
         self, requests: Iterable[Any], ordered: bool = True, **kwargs: Any
     ) -> BulkWriteResult:
-        """Like pymongo's ``bulk_write``: every request is scoped (and all are checked before
-        any is sent)."""
+        """Like pymongo's ``bulk_write``: every request is scoped, and all are checked (scope,
+        guards, sizes) before any is sent (see :mod:`mdb_sync.scoping.bulk`)."""
         if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
             raise TypeError("requests must be a list of write operations")
-        checked: list[Any] = []
-        scoped_requests = [self._bulk_request(r, checked) for r in requests]
-        if not scoped_requests:
+        scoped = ScopedOperations(self._write_scope, self._limits)
+        try:
+            count = add_requests(requests, scoped, namespaced)
+        except (QueryValidationError, ScopeError) as exc:
+            self._scope.security_event(str(exc), self._name)
+            raise
+        if not count:
             raise ValueError("requests must not be empty")
-        self._check_batch(checked)
+        self._check_batch(scoped.checked)
         kwargs = self._kwargs(kwargs)
         self._before_write()
-        return self._run(
-            "bulkWrite", self.__coll.bulk_write, scoped_requests, ordered=ordered, **kwargs
-        )
-
-    def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
-        """The scoped version of ``request``; its document or update goes to ``checked``
-        (sizes are checked for the whole batch before anything is sent)."""
-        if type(request) is InsertOne:  # the most common request, with no options to carry
-            document, namespace = insert_request_parts(request)
-            if namespace is None:
-                return InsertOne(self._bulk_document(document, checked))
-        parts = bulk_request_parts(request)
-        if parts.namespace is not None:
-            raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
-        opts = parts.options  # a dict of this request's own
-        if "array_filters" in opts:
-            self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
-        if isinstance(request, InsertOne):
-            return InsertOne(self._bulk_document(parts.document, checked))
-        if isinstance(request, (UpdateOne, UpdateMany)):
-            update = self._update(parts.document)
-            checked.append(update)
-            return type(request)(self._filter(parts.filter), update, upsert=parts.upsert, **opts)
-        if isinstance(request, ReplaceOne):
-            replacement = self._guard(scoped_replacement, parts.document, self._write_scope)
-            checked.append(replacement)
-            return ReplaceOne(self._filter(parts.filter), replacement, upsert=parts.upsert, **opts)
-        if isinstance(request, (DeleteOne, DeleteMany)):
-            return type(request)(self._filter(parts.filter), **opts)
-        raise TypeError(f"{request!r} is not a valid bulk write request")
-
-    def _bulk_document(self, original: Any, checked: list[Any]) -> dict[str, Any]:
-        """An inserted document, tagged, with its ``_id`` (also given to ``original``)."""
-        tagged = self._guard(tag_document, original, self._write_scope)
-        if "_id" not in tagged:
-            tagged["_id"] = ObjectId()
-            if isinstance(original, dict):
-                original["_id"] = tagged["_id"]
-        checked.append(tagged)
-        return tagged
+        feed = [ScopedBulkFeed(scoped.ops)]
+        return self._run("bulkWrite", self.__coll.bulk_write, feed, ordered=ordered, **kwargs)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -635,17 +600,23 @@ class ScopedCollection:
         """``find(filter, *args, **kwargs)``; ``uncapped`` (for ``scan``) lifts
         ``max_result_docs`` on one read scope (``scan`` turns the multi-scope cursor into its
         aggregation itself)."""
+        if args or kwargs:
+            self._find_options(args, kwargs)
+        sources = self.__sources
+        if len(sources) > 1:
+            self._filter(filter)  # guards
+            return MultiScopeCursor(self, filter, *args, **kwargs)
+        return self._cursor(sources[0][0], filter, args, kwargs, uncapped=uncapped)
+
+    def _find_options(self, args: Any, kwargs: dict[str, Any]) -> None:
+        """Refuse what ``find(filter, *args, **kwargs)`` may not ask for: a tailable cursor,
+        a projection the guards refuse."""
         if kwargs.get("cursor_type"):
             raise QueryValidationError("tailable cursors are not available on scoped collections")
         if args and args[0] is not None:
             self._guard(check_query, args[0], self._limits, "projection")
         if kwargs.get("projection") is not None:
             self._guard(check_query, kwargs["projection"], self._limits, "projection")
-        sources = self.__sources
-        if len(sources) > 1:
-            self._filter(filter)  # guards
-            return MultiScopeCursor(self, filter, *args, **kwargs)
-        return self._cursor(sources[0][0], filter, args, kwargs, uncapped=uncapped)
 
     def _cursor(
         self,
@@ -678,10 +649,28 @@ class ScopedCollection:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
         if filter is not None and type(filter) is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        kwargs["limit"] = -1
-        for doc in self._find(filter, args, kwargs):
-            return doc
-        return None
+        sources = self.__sources
+        if len(sources) > 1:
+            kwargs["limit"] = -1
+            for doc in self._find(filter, args, kwargs):
+                return doc
+            return None
+        # One read scope: pymongo's own find_one on the scoped filter. It reads one batch of
+        # at most one document, so no cursor of ours needs to watch the batches.
+        limits = self._limits
+        if args or kwargs:
+            self._find_options(args, kwargs)
+            kwargs["max_time_ms"] = limits.cap_time(kwargs.get("max_time_ms"))
+            if kwargs.get("batch_size"):
+                kwargs["batch_size"] = limits.cap_batch(kwargs["batch_size"])
+            if kwargs.get("session") is not None:
+                kwargs["session"] = self._scope.raw_session(kwargs["session"])
+        else:
+            kwargs = {"max_time_ms": limits.default_max_time_ms}
+        query = self._filter(filter)
+        if self._find_observer is not None:
+            self._observe(filter, kwargs.get("sort"))
+        return self._run("find", sources[0][0].find_one, query, *args, **kwargs)
 
     def count_documents(self, filter: Any, **kwargs: Any) -> int:
         self._max_time(kwargs)
