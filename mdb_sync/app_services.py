@@ -24,13 +24,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .catalog import AppCatalog, AppRecord
 from .manifest.model import Observability
-
-if TYPE_CHECKING:
-    pass
 
 T = TypeVar("T")
 
@@ -85,7 +82,10 @@ class AppServices:
         extra: Hashable = (),
     ) -> T:
         """The ``kind`` service of the app state ``record`` (an :class:`AppRecord` or its
-        ``key``), built with ``build()`` on the first call for that state."""
+        ``key``), built with ``build()`` on the first call for that state.
+
+        The entries hold values of every kind (``Any``); a ``(slug, kind, extra)`` entry
+        only ever holds what that kind's ``build`` returns, so it is read back as ``T``."""
         key = record.key if isinstance(record, AppRecord) else record
         entry_key = (key[0], kind, extra)
         entry = self._entries.get(entry_key)
@@ -93,12 +93,12 @@ class AppServices:
             with self._lock:
                 if entry_key in self._entries:
                     self._entries.move_to_end(entry_key)
-            return entry[1]  # type: ignore[no-any-return]
+            return cast(T, entry[1])
         value = build()
         with self._lock:
             current = self._entries.get(entry_key)
             if current is not None and current[0] == key:
-                return current[1]  # type: ignore[no-any-return]  # another thread built it
+                return cast(T, current[1])  # another thread built it
             self._entries[entry_key] = (key, value)
             self._entries.move_to_end(entry_key)
             while len(self._entries) > self.limit:

@@ -103,10 +103,6 @@ class AppRecord:
         (built on first use, once per record)."""
         return Manifest.from_dict(self.manifest, validate=False)
 
-    @property
-    def index_outcomes(self) -> list[dict[str, Any]]:
-        return [dict(o) for o in self._document.get("index_outcomes") or []]
-
     def get(self, name: str, default: Any = None) -> Any:
         """A field of the stored document (``registered_at``, ``seeded``...)."""
         return self._document.get(name, default)

@@ -47,8 +47,9 @@ from celery import signals
 
 from . import context
 from . import uri as uri_helpers
+from .connection import resolve_db_name
 from .deprecation import renamed_parameters
-from .engine import DB_NAME_ENV, DEFAULT_DB_NAME, MONGO_URI_ENV, MongoDBEngine
+from .engine import DB_NAME_ENV, MONGO_URI_ENV, MongoDBEngine
 from .exceptions import ConfigurationError
 from .scoping import ScopedDatabase
 
@@ -83,9 +84,7 @@ def mongodb_broker_settings(
         )
     if uri_helpers.parse(uri) is None:
         raise ConfigurationError("mongo_uri must be a mongodb:// or mongodb+srv:// URI")
-    database = (
-        db_name or os.environ.get(DB_NAME_ENV) or uri_helpers.database(uri) or DEFAULT_DB_NAME
-    )
+    database = resolve_db_name(db_name or os.environ.get(DB_NAME_ENV), uri)
     url = uri_helpers.with_database(uri, database)
     return {
         "broker_url": url,

@@ -17,13 +17,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
 from . import __version__, embedded
 from .exceptions import MongoDBEngineError
+
+if TYPE_CHECKING:
+    from .auth import AuthService
 
 #: Key of ``click.Context.obj`` holding an engine provided by a host (``flask mdb``).
 ENGINE_KEY = "mdb_engine"
@@ -797,7 +800,7 @@ def users_group() -> None:
     """Manage the users of an app whose manifest enables auth.users."""
 
 
-def _auth_service(engine: Any, app: str) -> Any:
+def _auth_service(engine: Any, app: str) -> AuthService:
     """The app's AuthService for administration: no token keys needed (nothing is signed)."""
     from .auth import AuthService
 
@@ -811,14 +814,14 @@ def _auth_service(engine: Any, app: str) -> Any:
     return auth
 
 
-def _user(auth: Any, email: str) -> dict[str, Any]:
+def _user(auth: AuthService, email: str) -> dict[str, Any]:
     try:
         user = auth.get_user_by_email(email)
     except MongoDBEngineError as exc:
         raise _fail(exc) from exc
     if user is None:
         raise click.ClickException(f"app {auth.slug!r} has no user with the email {email!r}")
-    return user  # type: ignore[no-any-return]
+    return user
 
 
 def _user_line(user: dict[str, Any]) -> str:

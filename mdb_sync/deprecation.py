@@ -12,22 +12,25 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def renamed_parameters(**renames: str) -> Callable[[F], F]:
+def renamed_parameters(**renames: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Accept each ``old=`` keyword of ``renames`` (``old="new"``) as ``new=``, warning.
 
-    Passing both spellings is a ``TypeError``, as a duplicate argument would be.
+    Passing both spellings is a ``TypeError``, as a duplicate argument would be. The
+    decorated function keeps its signature for type checkers, which therefore flag the old
+    spellings in checked code.
     """
 
-    def decorate(func: F) -> F:
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
         where = func.__qualname__
 
         @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             for old, new in renames.items():
                 if old in kwargs:
                     if new in kwargs:
@@ -40,6 +43,6 @@ def renamed_parameters(**renames: str) -> Callable[[F], F]:
                     kwargs[new] = kwargs.pop(old)
             return func(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate

@@ -11,7 +11,7 @@ consume the cursor.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: Longest rendering of one value (a filter, a sort) before it is cut.
@@ -91,16 +91,16 @@ def collection_html(collection: Any) -> str:
     )
 
 
-def cursor_fields(cursor: Any) -> list[tuple[str, Any]]:
-    """What a :class:`~mdb_sync.scoping.ScopedCursor` was asked for (the caller's filter, not
-    the scoped one: the app is shown separately)."""
-    spec = cursor._mdb_query_spec()
+def cursor_fields(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The fields of what a :class:`~mdb_sync.scoping.ScopedCursor` was asked for, ``spec``
+    (the caller's filter, not the scoped one: the app is shown separately), that are set.
+    The cursor passes its own spec: no display reads a cursor's state."""
     return [(key, value) for key, value in spec.items() if value not in (None, 0, {}, [])]
 
 
-def cursor_html(cursor: Any) -> str:
+def cursor_html(spec: Mapping[str, Any]) -> str:
     return html_card(
         "ScopedCursor",
-        cursor_fields(cursor),
+        cursor_fields(spec),
         "not run by this display: .to_list() returns the documents (a list, shown as usual)",
     )

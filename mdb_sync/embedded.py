@@ -148,8 +148,9 @@ def find_server_command() -> list[str]:
 # --- process helpers ----------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie, or a child of ours that exited, counts as gone)."""
+def is_alive(pid: int) -> bool:
+    """True if process ``pid`` runs (a zombie, or a child of ours that exited, counts as
+    gone)."""
     if pid <= 0:
         return False
     try:
@@ -167,11 +168,6 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
-
-
-def is_alive(pid: int) -> bool:
-    """True if process ``pid`` runs (not a zombie)."""
-    return _pid_alive(pid)
 
 
 def _process_start_token(pid: int) -> str | None:
@@ -275,7 +271,7 @@ def _terminate(pid: int, timeout: float = STOP_TIMEOUT) -> None:
         os.kill(pid, signal.SIGTERM)
         os.kill(pid, signal.SIGCONT)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
+    while is_alive(pid):
         if time.monotonic() > deadline:
             log.warning(
                 "embedded server pid %s ignored SIGTERM for %.0fs; killing it", pid, timeout
@@ -297,25 +293,42 @@ def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+if sys.platform == "win32":  # pragma: no cover - Windows
+
+    def _try_lock(fd: int) -> None:
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+
+    def _try_lock(fd: int) -> None:
+        """Take the exclusive lock of ``fd`` or raise ``OSError`` at once."""
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """An exclusive advisory lock between processes (flock; msvcrt on Windows), waited for at
     most ``timeout`` seconds (a holder that is stopped or hung must not hang us)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
     with open(path, "a+b") as fh:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if fcntl is not None:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                else:  # pragma: no cover - Windows
-                    import msvcrt
-
-                    msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+                _try_lock(fh.fileno())
                 break
             except OSError as exc:
                 if time.monotonic() >= deadline:
@@ -328,12 +341,7 @@ def _file_lock(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         try:
             yield
         finally:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            else:  # pragma: no cover - Windows
-                import msvcrt
-
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
+            _unlock(fh.fileno())
 
 
 def _data_lock_holder(data_dir: Path) -> int | None:
@@ -398,7 +406,7 @@ class EmbeddedServer:
         return self.base_dir is None
 
     def is_running(self) -> bool:
-        return _pid_alive(self.pid) and _ping(self.host, self.port)
+        return is_alive(self.pid) and _ping(self.host, self.port)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -506,7 +514,7 @@ def _spawn(
         offset = log_path.stat().st_size if log_path is not None and log_path.exists() else 0
         pid, proc = _launch(argv, log_path, base_dir)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and is_alive(pid):
             if _ping(HOST, port, timeout=1.0):
                 if proc is not None and proc.stdout is not None:
                     # Drain the pipe in the background so a chatty server never blocks.
@@ -515,7 +523,7 @@ def _spawn(
                     ).start()
                 return pid, port, proc
             time.sleep(0.05)
-        if _pid_alive(pid):
+        if is_alive(pid):
             _terminate(pid)
             raise EmbeddedServerError(
                 f"the embedded server did not answer on {HOST}:{port} within {timeout:.0f}s"
@@ -617,7 +625,7 @@ def _state_process(state: dict[str, Any] | None) -> tuple[int, str, int] | None:
         pid, port, host = int(state["pid"]), int(state["port"]), str(state.get("host", HOST))
     except (KeyError, TypeError, ValueError):
         return None
-    if not _pid_alive(pid) or not _looks_like_server(pid):
+    if not is_alive(pid) or not _looks_like_server(pid):
         return None
     token = state.get("pid_start")
     if token is not None and _process_start_token(pid) not in (None, token):
@@ -894,7 +902,7 @@ def _live_leases(base_dir: Path) -> list[int]:
             continue
         token = info.get("pid_start")
         reused = token is not None and _process_start_token(pid) not in (None, token)
-        if _pid_alive(pid) and not reused:
+        if is_alive(pid) and not reused:
             alive.append(pid)
         else:
             with contextlib.suppress(OSError):
@@ -981,9 +989,9 @@ def _stop_locked(base_dir: Path, found: _Found) -> bool:
             candidate = int(found.state.get("pid", 0))
             token = found.state.get("pid_start")
             same = token is None or _process_start_token(candidate) in (None, token)
-            if _pid_alive(candidate) and _looks_like_server(candidate) and same:
+            if is_alive(candidate) and _looks_like_server(candidate) and same:
                 pid = candidate
-    if pid is not None and _pid_alive(pid):
+    if pid is not None and is_alive(pid):
         _terminate(pid)
         stopped = True
         log.info("stopped the embedded server (pid %s) of %s", pid, base_dir)
@@ -1069,5 +1077,5 @@ def stop_private(server: EmbeddedServer) -> None:
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
-    elif _pid_alive(server.pid):
+    elif is_alive(server.pid):
         _terminate(server.pid)

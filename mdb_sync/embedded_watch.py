@@ -7,7 +7,7 @@ itself stopped while its server was killed learns it there first). The watch the
 recovery attempt on a background thread, never on the monitor's thread or the caller's:
 :func:`mdb_sync.embedded.recover`, under ``server.lock``, re-attaches to the server another
 process started meanwhile or starts a new one, on the same port when it is free (the
-engine's client then reconnects on its own), else on a new port (the engine then builds a
+engine's client then reconnects on its own), else on a new port (its connection builds a
 new client; scoped collections pick it up on their next operation).
 
 States: ``running``; ``recovering`` (an attempt is under way: operations wait for it, at most
@@ -34,7 +34,7 @@ from . import embedded
 from .exceptions import EmbeddedServerUnavailable
 
 if TYPE_CHECKING:
-    from .engine import MongoDBEngine
+    from .connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,13 @@ MAX_BACKOFF = 30.0
 
 
 class EmbeddedWatch:
-    """Watches one engine's embedded server (see the module docstring)."""
+    """Watches the embedded server of one engine's connection (see the module docstring);
+    tells the connection (``embedded_replaced``) when the server came back elsewhere."""
 
     def __init__(
-        self, engine: MongoDBEngine, server: embedded.EmbeddedServer, durable: bool | None
+        self, connection: Connection, server: embedded.EmbeddedServer, durable: bool | None
     ) -> None:
-        self._engine = weakref.ref(engine)
+        self._connection = weakref.ref(connection)
         self._durable = durable
         self.server = server
         self._reset()
@@ -162,9 +163,9 @@ class EmbeddedWatch:
             state, error = DOWN, f"recovering the embedded server failed: {exc}"
             log.exception("recovering the embedded server failed")
         else:
-            engine = self._engine()
-            if replacement is not server and engine is not None and not self._closed:
-                engine.embedded_replaced(replacement)
+            connection = self._connection()
+            if replacement is not server and connection is not None and not self._closed:
+                connection.embedded_replaced(replacement)
             if replacement.pid != server.pid:
                 self.recoveries += 1
             self.server = replacement

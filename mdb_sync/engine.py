@@ -1,9 +1,12 @@
-"""MongoDBEngine: the client lifecycle, the app registry and the services of one database.
+"""MongoDBEngine: the composition root of one database's runtime, and its public API.
 
-One engine serves many threads: it keeps one :class:`~pymongo.MongoClient` per process,
-created lazily and rebuilt in a forked child (gunicorn ``--preload``, Celery prefork,
-``multiprocessing``), and hands out scoped databases. Nothing touches the network at import
-time or in ``__init__``; :meth:`MongoDBEngine.initialize` connects.
+The engine builds the internal services and wires each to what it needs — storage over the
+process's connection (:mod:`mdb_sync.storage`, :mod:`mdb_sync.connection`: one
+:class:`~pymongo.MongoClient` per process, rebuilt in a forked child, the embedded server),
+the app catalog, the registration workflow, the per-app services, metrics, indexing, the
+event bus — and exposes the public API over them: scoped databases, app registration,
+services, health and metrics. One engine serves many threads. Nothing touches the network at
+import time or in ``__init__``; :meth:`MongoDBEngine.initialize` connects.
 """
 
 from __future__ import annotations
@@ -20,27 +23,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pymongo
-from pymongo import MongoClient, uri_parser
+from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import ConfigurationError as PyMongoConfigurationError
-from pymongo.errors import PyMongoError
 
 from . import context, embedded
 from . import uri as uri_helpers
 from .app_services import AppServices
 from .catalog import AppCatalog
+
+# The connection's settings, importable from here as before.
+from .connection import CLOSE_TIMEOUT as CLOSE_TIMEOUT
+from .connection import DEFAULT_CONNECT_TIMEOUT_MS as DEFAULT_CONNECT_TIMEOUT_MS
+from .connection import DEFAULT_DB_NAME as DEFAULT_DB_NAME
+from .connection import DEFAULT_SERVER_SELECTION_TIMEOUT_MS as DEFAULT_SERVER_SELECTION_TIMEOUT_MS
+from .connection import SHUTDOWN_LOCK_TIMEOUT as SHUTDOWN_LOCK_TIMEOUT
+from .connection import SOCKET_TIMEOUT_MARGIN_MS as SOCKET_TIMEOUT_MARGIN_MS
+from .connection import Connection
 from .deprecation import renamed_parameters
-from .embedded_watch import RUNNING, EmbeddedWatch
-from .exceptions import (
-    ConfigurationError,
-    EmbeddedServerError,
-    EngineConnectionError,
-    EngineNotInitializedError,
-    InvalidMongoURI,
-    ScopeError,
-)
+from .exceptions import ConfigurationError, ScopeError
 from .indexes.auto import AutoIndexManager
 from .indexes.background import DeclaredIndexBuilds
 from .manifest.model import DataAccess
@@ -55,6 +56,7 @@ from .storage import Storage
 
 if TYPE_CHECKING:
     from .ai import EmbeddingService, LLMService, MemoryService
+    from .observability.listeners import PoolMonitor
     from .realtime import EventBus
 
 log = logging.getLogger(__name__)
@@ -63,30 +65,11 @@ log = logging.getLogger(__name__)
 MONGO_URI_ENV = "MDB_MONGO_URI"
 #: Environment variable holding the database name when none is passed.
 DB_NAME_ENV = "MDB_DB_NAME"
-DEFAULT_DB_NAME = "mdb_sync"
-DEFAULT_SERVER_SELECTION_TIMEOUT_MS = 5_000
-#: A stalled server (a hung process, a partition without resets) is noticed by pymongo's
-#: monitor after heartbeatFrequencyMS + connectTimeoutMS, and a read it retries waits the
-#: server-selection timeout on top: 35 s with pymongo's own 20 s; 5 s (ample for a TCP + TLS
-#: handshake) makes it ~20 s.
-DEFAULT_CONNECT_TIMEOUT_MS = 5_000
-#: The socket timeout is the longest a scoped operation may run on the server (the
-#: ``QueryLimits.max_time_ms`` cap, 5 min by default) plus this margin: it never cuts a
-#: legitimate operation, and bounds every wait on a socket whatever else fails.
-SOCKET_TIMEOUT_MARGIN_MS = 30_000
 #: Longest wait of :meth:`MongoDBEngine.shutdown` for the query-shape flush (seconds).
 SHUTDOWN_FLUSH_TIMEOUT = 2.0
-#: Longest wait of closing the client for the server (ending its sessions; seconds).
-CLOSE_TIMEOUT = 1.0
-#: Longest wait of :meth:`MongoDBEngine.shutdown` for the embedded server's lock (seconds).
-SHUTDOWN_LOCK_TIMEOUT = 15.0
 #: Scoped databases cached per engine (oldest dropped first) and physical collections whose
 #: ``app_id`` index this process already ensured: bounded whatever names requests bring.
 SCOPED_CACHE_SIZE = 1024
-
-#: This process's id, kept current by the fork hook: ``os.getpid()`` is a system call, and
-#: the client's owner is checked on every operation.
-_PID = os.getpid()
 
 
 def describe_uri(uri: str) -> str:
@@ -140,44 +123,31 @@ class MongoDBEngine:
         command_metrics: bool = False,
         **client_options: Any,
     ) -> None:
-        self._uri_arg = mongo_uri or os.environ.get(MONGO_URI_ENV) or None
-        self._db_name_arg = db_name or os.environ.get(DB_NAME_ENV) or None
-        self._embedded_dir = embedded_dir
-        self.limits = limits or QueryLimits()
-        self.implicit_apps = implicit_apps
         if registry_refresh_seconds < 0:
             raise ConfigurationError("registry_refresh_seconds cannot be negative")
+        limits = limits or QueryLimits()
+        self.implicit_apps = implicit_apps
         self.registry_refresh_seconds = float(registry_refresh_seconds)
-        self._embedded_durable = embedded_durable
         #: Whether pymongo listeners record every command (see the class docstring).
         self.command_metrics = bool(command_metrics)
-        self._client_options = dict(client_options)
-        self._pool_monitor: Any = None
-        self._uri: str | None = None
-        self._db_name: str | None = None
-        self._embedded: embedded.EmbeddedServer | None = None
-        self._embedded_lease_pid: int | None = None
-        self._embedded_owner_pid: int | None = None
-        self._client: MongoClient[dict[str, Any]] | None = None
-        self._client_pid: int | None = None
-        # Bumped for every new client (a forked child's, a re-attached embedded server's):
-        # scoped collections rebuild their pymongo collections when it changes.
-        self._client_epoch = 0
-        self._watch: EmbeddedWatch | None = None
-        self._initialized = False
-        # physical name -> (client, its pymongo collection); see _raw_collection
+        self._pool_monitor: PoolMonitor | None = None
         self._lock = threading.RLock()
         # (slug, read scopes, write scope, auto_index) -> (database, when its app was checked)
         self._scoped: dict[tuple[Any, ...], tuple[ScopedDatabase, float]] = {}
-        #: The storage service (:mod:`mdb_sync.storage`): the database, raw and internal
-        #: collections, sessions. Engine-internal: apps use scoped databases.
-        self.storage = Storage(
-            client=lambda: self.client,
-            db_name=lambda: self.db_name,
-            before_use=self._check_embedded,
-            generation=self._client_generation,
-            require_ready=self._require_initialized,
+        self._connection = Connection(
+            mongo_uri or os.environ.get(MONGO_URI_ENV) or None,
+            db_name or os.environ.get(DB_NAME_ENV) or None,
+            embedded_dir=embedded_dir,
+            embedded_durable=embedded_durable,
+            client_options=client_options,
+            socket_timeout_ms=limits.max_time_ms + SOCKET_TIMEOUT_MARGIN_MS,
+            listeners=self._metrics_listeners,
         )
+        self._limits = limits
+        #: The storage service (:mod:`mdb_sync.storage`) over this process's connection
+        #: (:mod:`mdb_sync.connection`): the client, the embedded server, the database, raw
+        #: and internal collections, sessions. Engine-internal: apps use scoped databases.
+        self.storage = Storage(self._connection)
         self._scope_host = StorageScopeHost(
             self.storage,
             self._observe_query,
@@ -214,28 +184,11 @@ class MongoDBEngine:
         not answer within the server-selection timeout.
         """
         with self._lock:
-            if self._initialized:
+            if self._connection.is_open:
                 return self
-            if self._uri_arg is None:
-                self._start_embedded()
-            else:
-                self._uri = self._uri_arg
-            self._db_name = self._resolve_db_name()
-            host = describe_uri(self._uri or "")  # before a release forgets the URI
-            try:
-                self.client.admin.command("ping")
-            except InvalidMongoURI:
-                self._release_embedded()
-                raise
-            except PyMongoError as exc:
-                self._close_client()
-                self._release_embedded()
-                raise EngineConnectionError(
-                    f"cannot reach MongoDB at {host}: {exc}", context={"host": host}
-                ) from exc
-            self._initialized = True
+            self.storage.open()
         self.catalog.load()
-        log.info("engine ready on %s, database %r", self.describe_server(), self._db_name)
+        log.info("engine ready on %s, database %r", self.describe_server(), self.db_name)
         return self
 
     def shutdown(self) -> None:
@@ -246,18 +199,15 @@ class MongoDBEngine:
         the embedded server's lock at most :data:`SHUTDOWN_LOCK_TIMEOUT`; stopping the
         embedded server (the last user) takes ~2 s, at most 10 s before SIGKILL.
         """
-        if self._initialized:
+        if self._connection.is_open:
             self.auto_indexes.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         self.index_builds.stop(timeout=SHUTDOWN_FLUSH_TIMEOUT)
         if self._events is not None:
             self._events.close()
         self.app_services.clear()
         with self._lock:
-            self._initialized = False
             self._scoped.clear()
-            self.storage.reset()
-            self._close_client()
-            self._release_embedded()
+            self.storage.close()
 
     close = shutdown
 
@@ -278,198 +228,68 @@ class MongoDBEngine:
         return engine_html(self)
 
     @property
+    def limits(self) -> QueryLimits:
+        """The :class:`~mdb_sync.scoping.QueryLimits` of every scoped operation; the client's
+        default socket timeout follows their ``max_time_ms`` cap (see the class docstring)."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: QueryLimits) -> None:
+        self._limits = limits
+        self._connection.socket_timeout_ms = limits.max_time_ms + SOCKET_TIMEOUT_MARGIN_MS
+
+    @property
     def is_initialized(self) -> bool:
-        return self._initialized
+        return self._connection.is_open
 
     @property
     def db_name(self) -> str:
         """Name of the database all apps share."""
-        return self._db_name or self._resolve_db_name()
+        return self._connection.db_name
 
     @property
     def uses_embedded_server(self) -> bool:
-        return self._uri_arg is None
+        return self._connection.uses_embedded_server
 
     @property
     def embedded_server(self) -> embedded.EmbeddedServer | None:
         """The embedded server in use, if the engine runs on one."""
-        return self._embedded
+        return self._connection.embedded_server
 
     @property
     def embedded_state(self) -> dict[str, Any] | None:
         """The embedded server as this engine's watch sees it (``state``: ``running``,
         ``recovering``, ``unresponsive`` or ``down``; ``pid``, ``port``, ``recoveries``,
         ``error``), or None without an embedded server. No I/O."""
-        watch = self._watch
-        return watch.status() if watch is not None else None
+        return self._connection.embedded_state()
 
     def describe_server(self) -> str:
         """The server the engine talks to, without credentials (``mongodb://host:port``)."""
-        if self._uri is None and self._uri_arg is not None:
-            return describe_uri(self._uri_arg)
-        return describe_uri(self._uri or "")
-
-    def _resolve_db_name(self) -> str:
-        if self._db_name_arg:
-            return self._db_name_arg
-        uri = self._uri or self._uri_arg or ""
-        return uri_helpers.database(uri) or DEFAULT_DB_NAME
+        return self._connection.describe_server()
 
     def require_initialized(self) -> None:
         """Raise :class:`~mdb_sync.exceptions.EngineNotInitializedError` unless
         :meth:`initialize` ran (services built on the engine check it first)."""
-        if not self._initialized:
-            raise EngineNotInitializedError(
-                "the engine is not initialized: call engine.initialize() first "
-                "(or use `with MongoDBEngine(...) as engine:`)"
-            )
-
-    _require_initialized = require_initialized
-
-    # --- the embedded server ------------------------------------------------------------------
-
-    def _start_embedded(self) -> None:
-        if str(self._embedded_dir) == embedded.MEMORY:
-            self._embedded = embedded.start_private()
-            self._embedded_owner_pid = os.getpid()
-        else:
-            self._embedded = embedded.acquire(self._embedded_dir, durable=self._embedded_durable)
-            self._embedded_lease_pid = os.getpid()
-        self._uri = self._embedded.uri
-        self._watch = EmbeddedWatch(self, self._embedded, self._embedded_durable)
-
-    def _release_embedded(self) -> None:
-        server, self._embedded = self._embedded, None
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.close()
-        if server is None:
-            return
-        if server.is_private:
-            if self._embedded_owner_pid == os.getpid():
-                embedded.stop_private(server)
-        elif self._embedded_lease_pid == os.getpid() and server.base_dir is not None:
-            try:
-                embedded.release(server.base_dir, lock_timeout=SHUTDOWN_LOCK_TIMEOUT)
-            except EmbeddedServerError as exc:
-                # The lease stays until this process exits; the supervisor reaps it then.
-                log.warning("could not release the embedded server: %s", exc)
-        self._embedded_lease_pid = None
-        self._uri = None
-
-    def embedded_replaced(self, server: embedded.EmbeddedServer) -> None:
-        """Internal: the watch brought the embedded server back (see :mod:`.embedded_watch`): on the
-        same address the client reconnects by itself; on a new one, a new client is built
-        (scoped collections follow through the client epoch) and the old one closed."""
-        with self._lock:
-            if self._watch is None:  # shut down meanwhile
-                return
-            old, self._embedded = self._embedded, server
-            if old is None or (old.host, old.port) == (server.host, server.port):
-                return
-            self._uri = server.uri
-            stale = self._client if self._client_pid == os.getpid() else None
-            self._client = None
-            self._client_pid = None
-        log.warning("re-attached to the embedded server at %s", describe_uri(server.uri))
-        if stale is not None:
-            _close_client_quietly(stale, timeout=0.2)  # its server is gone
-
-    def _check_embedded(self) -> None:
-        """Before an operation: fail at once, saying why, when the embedded server is known
-        to be down; wait (bounded) for a recovery under way."""
-        watch = self._watch
-        if watch is None:
-            return
-        if watch.state == RUNNING and not watch.server.is_private and watch.server_gone():
-            watch.heartbeat_failed()  # noticed before pymongo's monitor: start the recovery
-        if watch.state != RUNNING:
-            watch.check(self._server_selection_timeout())
-
-    def _server_selection_timeout(self) -> float:
-        """The client's server-selection timeout in seconds."""
-        return float(self.client.options.server_selection_timeout)
-
-    def _client_generation(self) -> int:
-        """The epoch of this process's current client (scoped collections compare it to
-        theirs before each operation), after the embedded server check. On the path of
-        every scoped operation: attribute checks only (a forked child's engine has no client
-        until this builds one)."""
-        if self._watch is not None:
-            self._check_embedded()
-        if self._client is None:
-            self.client  # noqa: B018 - builds this process's client, bumping the epoch
-        return self._client_epoch
+        self._connection.require_open()
 
     # --- the client ---------------------------------------------------------------------------
 
     @property
     def client(self) -> MongoClient[dict[str, Any]]:
         """The process's MongoClient (engine-internal: apps use scoped databases)."""
-        client = self._client
-        if client is not None and self._client_pid == _PID:
-            return client
-        with self._lock:
-            if self._client is None or self._client_pid != os.getpid():
-                self._client = self._make_client()
-                self._client_pid = os.getpid()
-            return self._client
+        return self._connection.client
 
     @property
     def client_pid(self) -> int | None:
         """The id of the process that built the current MongoClient (None before it is
         built). After a fork, the child builds its own on first use: a client is never
         shared across processes."""
-        return self._client_pid
-
-    def _make_client(self) -> MongoClient[dict[str, Any]]:
-        if self._uri is None:
-            raise EngineNotInitializedError("the engine is not initialized: call initialize()")
-        if (
-            self._embedded is not None
-            and not self._embedded.is_private
-            and self._embedded_lease_pid != os.getpid()
-            and self._embedded.base_dir is not None
-        ):
-            # A forked child uses the parent's server: hold a lease of its own.
-            embedded.add_lease(self._embedded.base_dir)
-            self._embedded_lease_pid = os.getpid()
-        try:
-            if self._uri.startswith("mongodb://"):
-                # Strict parse first: pymongo's client only warns about a misspelt option or
-                # a bad value and then ignores it. (Not for +srv, whose parse does DNS.)
-                uri_parser.parse_uri(self._uri, warn=False)
-            options = {**self.client_settings(), "event_listeners": self._client_event_listeners()}
-            client: MongoClient[dict[str, Any]] = MongoClient(self._uri, **options)
-        except (PyMongoConfigurationError, ValueError, TypeError) as exc:
-            host = describe_uri(self._uri)
-            raise InvalidMongoURI(
-                f"invalid MongoDB URI or client option for {host}: {exc}", context={"host": host}
-            ) from exc
-        self._client_epoch += 1
-        return client
+        return self._connection.client_pid
 
     def client_settings(self) -> dict[str, Any]:
         """The options the engine's client is built with: the caller's, plus the engine's
         defaults (see the class docstring) for timeouts neither they nor the URI set."""
-        uri = self._uri or self._uri_arg or ""
-        given = {k.lower() for k in self._client_options} | uri_helpers.option_names(uri)
-        defaults = {
-            "serverSelectionTimeoutMS": DEFAULT_SERVER_SELECTION_TIMEOUT_MS,
-            "connectTimeoutMS": DEFAULT_CONNECT_TIMEOUT_MS,
-            "socketTimeoutMS": self.limits.max_time_ms + SOCKET_TIMEOUT_MARGIN_MS,
-            "appname": "mdb-sync",
-        }
-        settings = {k: v for k, v in defaults.items() if k.lower() not in given}
-        settings.update(self._client_options)
-        settings.pop("event_listeners", None)
-        return settings
-
-    def _close_client(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_pid == os.getpid():
-            _close_client_quietly(client, timeout=CLOSE_TIMEOUT)
-        self._client_pid = None
+        return self._connection.settings()
 
     def after_fork_in_child(self) -> None:
         """Internal (the fork handler calls it): drop the parent's client, cached scoped
@@ -477,12 +297,8 @@ class MongoDBEngine:
         its own client on first use, and scoped objects the child still holds rebuild theirs
         on their next operation."""
         self._lock = threading.RLock()
-        self._client = None
-        self._client_pid = None
         self._scoped = {}
         self.storage.after_fork_in_child()
-        if self._watch is not None:
-            self._watch.after_fork_in_child()
         self.catalog.after_fork_in_child()
         self.app_services.after_fork_in_child()
         self.metrics.after_fork_in_child()
@@ -526,7 +342,7 @@ class MongoDBEngine:
         (``data_access.read_scopes``) and that the other app's ``cross_app_policy`` is not
         ``deny_all``; writes never cross apps (``write_scope`` can only be the app itself).
         """
-        self._require_initialized()
+        self.require_initialized()
         key = (
             slug,
             tuple(read_scopes) if read_scopes is not None else None,
@@ -626,7 +442,7 @@ class MongoDBEngine:
 
         Returns ``{"slug", "created", "indexes", "collections", "seeded"}``.
         """
-        self._require_initialized()
+        self.require_initialized()
         background = bool(create_indexes and background_indexes)
         result = self.registration.register(
             manifest,
@@ -657,24 +473,24 @@ class MongoDBEngine:
 
     def get_app(self, slug: str) -> dict[str, Any] | None:
         """The registered manifest of ``slug``, or None."""
-        self._require_initialized()
+        self.require_initialized()
         record = self.catalog.get(slug)
         return dict(record.manifest) if record is not None else None
 
     def list_apps(self, status: str | None = None) -> list[dict[str, Any]]:
         """Registered apps (manifests), optionally only those with ``status``."""
-        self._require_initialized()
+        self.require_initialized()
         return self.registry.list(status=status)
 
     def reload_apps(self) -> int:
         """Re-read the registry from the database; return the number of active apps."""
-        self._require_initialized()
+        self.require_initialized()
         self._scoped.clear()
         return self.catalog.load()
 
     def unregister_app(self, slug: str) -> bool:
         """Remove ``slug`` from the registry (its data is kept). True if it was registered."""
-        self._require_initialized()
+        self.require_initialized()
         self._forget_scoped(slug)
         self.app_services.forget(slug)
         return self.registration.unregister(slug)
@@ -743,27 +559,23 @@ class MongoDBEngine:
         except Exception:
             log.exception("query-driven indexing failed for %s.%s", app_slug, collection)
 
-    def _client_event_listeners(self) -> list[Any]:
-        """pymongo event listeners installed on every client this engine creates: the
-        caller's, the embedded server's heartbeat watch, and — with ``command_metrics`` only
-        — the command metrics listener and the pool monitor (new ones per client, so a
-        forked child counts its own pool). Without them the scoped API records operations
-        and the pool gauges are read on demand (:mod:`.observability.pool`)."""
-        listeners = list(self._client_options.get("event_listeners") or [])
+    def _metrics_listeners(self) -> list[Any]:
+        """pymongo event listeners for each new client of this process: with
+        ``command_metrics`` only, the command metrics listener and the pool monitor (new ones
+        per client, so a forked child counts its own pool). Without them the scoped API
+        records operations and the pool gauges are read on demand
+        (:mod:`.observability.pool`)."""
         if self.command_metrics:
             from .observability.listeners import CommandMetricsListener, PoolMonitor
 
-            self._pool_monitor = PoolMonitor()
-            self.metrics.set_gauge_source("pool", self._pool_monitor.gauges)
-            listeners += [CommandMetricsListener(self), self._pool_monitor]
-        else:
-            from .observability.pool import gauges
+            monitor = self._pool_monitor = PoolMonitor()
+            self.metrics.set_gauge_source("pool", monitor.gauges)
+            return [CommandMetricsListener(self), monitor]
+        from .observability.pool import gauges
 
-            self._pool_monitor = None
-            self.metrics.set_gauge_source("pool", lambda: gauges(self.pool_stats()))
-        if self._watch is not None:
-            listeners.append(self._watch.listener())
-        return listeners
+        self._pool_monitor = None
+        self.metrics.set_gauge_source("pool", lambda: gauges(self.pool_stats()))
+        return []
 
     def pool_stats(self) -> dict[str, Any]:
         """The connection pool now: ``open_connections``, ``in_use``, ``waiting``,
@@ -772,9 +584,9 @@ class MongoDBEngine:
         ``{"monitored": False}`` before this process has a client. No I/O."""
         monitor = self._pool_monitor
         if monitor is not None:
-            return monitor.stats()  # type: ignore[no-any-return]
-        client = self._client
-        if client is None or self._client_pid != os.getpid():
+            return monitor.stats()
+        client = self._connection.current_client()
+        if client is None:
             return {"monitored": False}
         from .observability.pool import pool_stats
 
@@ -881,7 +693,7 @@ class MongoDBEngine:
         :func:`mdb_sync.portability.export_app`."""
         from .portability import export_app
 
-        self._require_initialized()
+        self.require_initialized()
         return export_app(self, slug, directory, **options)
 
     def import_app(
@@ -891,24 +703,11 @@ class MongoDBEngine:
         :func:`mdb_sync.portability.import_app`."""
         from .portability import import_app
 
-        self._require_initialized()
+        self.require_initialized()
         return import_app(self, slug, directory, **options)
 
 
-def _close_client_quietly(client: MongoClient[Any], timeout: float) -> None:
-    """Close ``client`` waiting at most ``timeout`` s: pymongo's ``close`` ends the server
-    sessions with a command, which would wait the whole server-selection timeout for a
-    server that is down (the server forgets idle sessions on its own)."""
-    try:
-        with pymongo.timeout(timeout):
-            client.close()
-    except Exception:  # pragma: no cover - closing is best effort
-        log.debug("error closing the MongoClient", exc_info=True)
-
-
 def _after_fork_in_child() -> None:
-    global _PID
-    _PID = os.getpid()
     for engine in context.live_engines():
         engine.after_fork_in_child()
 

@@ -66,11 +66,6 @@ class AppRegistry:
         record = self.catalog.get(slug)
         return record.to_document() if record else None
 
-    def cached_manifest(self, slug: str) -> dict[str, Any] | None:
-        """The manifest of ``slug`` in this process's cache, or None: never a query."""
-        record = self.catalog.cached(slug)
-        return dict(record.manifest) if record else None
-
     def cached_records(self) -> builtins.list[dict[str, Any]]:
         """Copies of the cached registry documents, without touching the server (the health
         check's view when the server does not answer)."""

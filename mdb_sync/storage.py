@@ -34,6 +34,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
+from .connection import Connection
+
 log = logging.getLogger(__name__)
 
 #: Server error codes: an equivalent index exists (under another name or options).
@@ -186,11 +188,6 @@ INTERNAL_PREFIXES: Mapping[str, str] = {
 }
 
 
-def is_internal(name: str) -> bool:
-    """Whether physical collection ``name`` is engine-internal (listed or of a family)."""
-    return name in INTERNAL_COLLECTIONS or name in LEGACY_NAMES or name.startswith(("mdb_", "mdb."))
-
-
 # --- the service ----------------------------------------------------------------------------------
 
 
@@ -199,29 +196,18 @@ class Storage:
     internal ones), sessions, and the once-per-process preparation of internal collections
     and of apps' ``app_id`` indexes.
 
-    Built by :class:`~mdb_sync.engine.MongoDBEngine` with what it needs from the engine's
-    connection: ``client`` (this process's MongoClient), ``db_name``, ``before_use`` (checks
-    the embedded server before each access), ``generation`` (the client epoch: a new
-    client — a forked child's, a re-attached server's — prepares collections again) and
-    ``require_ready`` (raises when the engine is not initialized).
+    Built on the engine's :class:`~mdb_sync.connection.Connection` (this process's client,
+    the embedded server under it): every access checks the embedded server first, and a new
+    client — a forked child's, a re-attached server's — prepares collections again.
     """
 
-    def __init__(
-        self,
-        *,
-        client: Callable[[], Any],
-        db_name: Callable[[], str],
-        before_use: Callable[[], None],
-        generation: Callable[[], int],
-        require_ready: Callable[[], None],
-    ) -> None:
-        self._client = client
-        self._db_name = db_name
-        self._before_use = before_use
-        #: The epoch of this process's current client (see :class:`Storage`): the engine's
-        #: own getter, called on the path of every scoped operation.
-        self.client_generation: Callable[[], int] = generation
-        self._require_ready = require_ready
+    def __init__(self, connection: Connection) -> None:
+        #: This process's client and the embedded server (engine-internal).
+        self.connection = connection
+        #: The epoch of this process's current client (see
+        #: :meth:`~mdb_sync.connection.Connection.generation`): on the path of every scoped
+        #: operation, so bound once here.
+        self.client_generation: Callable[[], int] = connection.generation
         self._lock = threading.Lock()
         self._raw_collections: dict[str, tuple[Any, Collection[dict[str, Any]]]] = {}
         self._prepared: set[tuple[int, int, str]] = set()  # (pid, client epoch, name)
@@ -231,21 +217,22 @@ class Storage:
 
     def database(self) -> Database[dict[str, Any]]:
         """The engine's database (engine-internal: apps get scoped databases)."""
-        self._before_use()
-        database: Database[dict[str, Any]] = self._client()[self._db_name()]
-        return database
+        connection = self.connection
+        connection.check_embedded()
+        return connection.client[connection.db_name]
 
     def collection(self, physical: str) -> Collection[dict[str, Any]]:
         """The raw collection ``physical`` (an app's physical collection, or one of an
         internal family such as ``mdb_import_*``), with nothing prepared. Cached per client:
         building a ``Database`` and a ``Collection`` costs more than the lookup, and an entry
         of another client (a forked child's, a re-attached server's) is never returned."""
-        self._before_use()
-        client = self._client()
+        connection = self.connection
+        connection.check_embedded()
+        client = connection.client
         cached = self._raw_collections.get(physical)
         if cached is not None and cached[0] is client:
             return cached[1]
-        coll: Collection[dict[str, Any]] = client[self._db_name()][physical]
+        coll = client[connection.db_name][physical]
         if len(self._raw_collections) >= RAW_COLLECTION_CACHE_SIZE:
             self._raw_collections = {}  # names chosen by callers: never without bound
         self._raw_collections[physical] = (client, coll)
@@ -253,9 +240,8 @@ class Storage:
 
     def start_session(self, **kwargs: Any) -> ClientSession:
         """A client session of this process's client."""
-        self._require_ready()
-        session: ClientSession = self._client().start_session(**kwargs)
-        return session
+        self.connection.require_open()
+        return self.connection.client.start_session(**kwargs)
 
     # --- internal collections -------------------------------------------------------------------
 
@@ -337,21 +323,23 @@ class Storage:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def forget(self, name: str) -> None:
-        """Prepare ``name`` again on its next use (the server may have lost it)."""
-        with self._lock:
-            self._prepared = {key for key in self._prepared if key[2] != name}
+    def open(self) -> None:
+        """Connect (see :meth:`~mdb_sync.connection.Connection.open`). Idempotent."""
+        self.connection.open()
 
-    def reset(self) -> None:
-        """Forget what was prepared (the engine shut down: a new client starts afresh)."""
+    def close(self) -> None:
+        """Forget what was prepared and close the connection (the engine shuts down: a new
+        client starts afresh). Idempotent."""
         with self._lock:
             self._prepared.clear()
             self._raw_collections = {}
             self._app_id_indexed.clear()
+        self.connection.close()
 
     def after_fork_in_child(self) -> None:
-        """Internal (the fork handler calls it): a new lock, and no collection object of the
-        parent's client left reachable."""
+        """Internal (the engine's fork handler calls it): the connection drops the parent's
+        client, and no collection object of it stays reachable; a new lock."""
+        self.connection.after_fork_in_child()
         self._lock = threading.Lock()
         self._raw_collections = {}
 

@@ -132,7 +132,7 @@ def test_index_appears_after_the_threshold_and_explain_switches_to_ixscan(engine
     assert engine.get_metrics()["apps"]["auto"]["counters"]["index.auto_created"] == 1
 
 
-def test_index_is_built_on_a_background_thread_and_never_twice(engine):
+def test_index_is_built_on_a_background_thread_and_never_twice(engine, mongo_uri):
     builders = []
 
     class Listener(monitoring.CommandListener):
@@ -150,7 +150,7 @@ def test_index_is_built_on_a_background_thread_and_never_twice(engine):
 
     from mdb_sync import MongoDBEngine
 
-    with MongoDBEngine(engine._uri, engine.db_name, event_listeners=[Listener()]) as eng:
+    with MongoDBEngine(mongo_uri, engine.db_name, event_listeners=[Listener()]) as eng:
         _seed(eng, "twice")
         errors = []
 

@@ -100,7 +100,7 @@ def test_private_memory_server_is_owned_and_stopped(tmp_path):
     assert server.is_private and server.is_running()
     engine.get_scoped_db("tmp").x.insert_one({"a": 1})
     engine.shutdown()
-    assert not embedded._pid_alive(server.pid)
+    assert not embedded.is_alive(server.pid)
 
 
 def test_missing_package_gives_an_install_hint(tmp_path):
@@ -160,7 +160,7 @@ def test_cli_start_status_stop(tmp_path):
     assert result.exit_code == 0 and f"pid {info['pid']}" in result.output
     result = runner.invoke(cli, ["embedded", "stop", "--dir", base])
     assert result.exit_code == 0 and "stopped" in result.output
-    assert not embedded._pid_alive(info["pid"])
+    assert not embedded.is_alive(info["pid"])
     result = runner.invoke(cli, ["embedded", "stop", "--dir", base])
     assert "no embedded server was running" in result.output
     result = runner.invoke(cli, ["embedded", "status", "--dir", base])

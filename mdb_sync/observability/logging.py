@@ -46,8 +46,8 @@ import logging
 import re
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import context as _context
 from ..context import accept_correlation_id, new_correlation_id
@@ -123,9 +123,9 @@ def set_correlation_id(correlation_id: str | None = None) -> str:
     Raises ``ValueError`` for an id that is not 1-128 characters of ``[A-Za-z0-9._:+/=@-]``
     (ids often come from request headers; see :func:`accept_correlation_id`).
     """
-    context = _context.changed(_context.current(), correlation_id=correlation_id)
-    _context.replace_current(context)
-    return context.correlation_id  # type: ignore[return-value]
+    chosen = new_correlation_id() if correlation_id is None else correlation_id
+    _context.replace_current(_context.changed(_context.current(), correlation_id=chosen))
+    return chosen
 
 
 def get_correlation_id() -> str | None:
@@ -191,7 +191,15 @@ def _apply_context(record: logging.LogRecord) -> None:
 # --- loggers, filters, formatters ------------------------------------------------------------
 
 
-class ContextLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:  # generic at run time only from Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+    _StreamHandler = logging.StreamHandler
+
+
+class ContextLoggerAdapter(_LoggerAdapter):
     """A logger whose records carry the current context, fields bound with :meth:`bind`, and
     the call's own ``extra`` (which wins)."""
 
@@ -285,17 +293,25 @@ def _install_library_redaction() -> None:
     redacted as they are made. A filter on the ``mdb_sync`` logger would not do: a logger's
     filters do not see its children's records. Other loggers' records are left as they are."""
     previous = logging.getLogRecordFactory()
-    if getattr(previous, "mdb_sync_redacting", False):
-        return
+    if not getattr(previous, "mdb_sync_redacting", False):
+        logging.setLogRecordFactory(_RedactingRecordFactory(previous))
 
-    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-        record = previous(*args, **kwargs)
+
+class _RedactingRecordFactory:
+    """The log record factory that redacts the library's records (see
+    :func:`_install_library_redaction`). Marked by an attribute rather than recognised by
+    class, so a reloaded module does not wrap the factory twice."""
+
+    mdb_sync_redacting = True
+
+    def __init__(self, previous: Callable[..., logging.LogRecord]) -> None:
+        self._previous = previous
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self._previous(*args, **kwargs)
         if _is_library_record(record.name):
             redact_record(record)
         return record
-
-    factory.mdb_sync_redacting = True  # type: ignore[attr-defined]
-    logging.setLogRecordFactory(factory)
 
 
 _install_library_redaction()
@@ -325,8 +341,8 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
-            "app_id": record.app_id,  # type: ignore[attr-defined]
-            "correlation_id": record.correlation_id,  # type: ignore[attr-defined]
+            "app_id": getattr(record, "app_id", None),  # set by _apply_context
+            "correlation_id": getattr(record, "correlation_id", None),
             "process": record.process,
             "thread": record.threadName,
             "module": record.module,
@@ -364,6 +380,13 @@ class ContextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _ContextHandler(_StreamHandler):
+    """The handler :func:`configure_logging` installs: marked, so that calling it again
+    replaces it (by attribute: a reloaded module still finds the one installed before)."""
+
+    mdb_sync_handler = True
+
+
 def configure_logging(
     level: int | str = logging.INFO,
     *,
@@ -378,8 +401,7 @@ def configure_logging(
     for handler in list(target.handlers):
         if getattr(handler, "mdb_sync_handler", False):
             target.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.mdb_sync_handler = True  # type: ignore[attr-defined]
+    handler = _ContextHandler(stream or sys.stderr)
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JSONFormatter() if json else ContextFormatter())

@@ -19,14 +19,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pymongo import MongoClient
+
 from .._pymongo_seam import pool_counters
 
 log = logging.getLogger(__name__)
 
 
-def pool_stats(client: Any) -> dict[str, Any]:
-    """Totals over every server of ``client`` (a :class:`~pymongo.MongoClient`), plus the
-    busiest server's utilization (in use / max), read now. No I/O, no lock held."""
+def pool_stats(client: MongoClient[Any]) -> dict[str, Any]:
+    """Totals over every server of ``client``, plus the busiest server's utilization
+    (in use / max), read now. No I/O, no lock held."""
     try:
         pools = pool_counters(client)
         maximum = pools[0].max_size if pools else _client_max_pool_size(client)
@@ -46,9 +48,10 @@ def pool_stats(client: Any) -> dict[str, Any]:
     }
 
 
-def _client_max_pool_size(client: Any) -> int | None:
-    """The client's ``maxPoolSize`` before any pool exists."""
-    return client.options.pool_options.max_pool_size  # type: ignore[no-any-return]
+def _client_max_pool_size(client: MongoClient[Any]) -> float | None:
+    """The client's ``maxPoolSize`` before any pool exists (an ``int``; pymongo annotates
+    it ``float``)."""
+    return client.options.pool_options.max_pool_size
 
 
 def gauges(stats: dict[str, Any]) -> dict[str, float]:

@@ -90,12 +90,12 @@ class ScopedCursor(HookedCursor):
     def __repr__(self) -> str:
         from ..display import call_repr, cursor_fields
 
-        return call_repr("ScopedCursor", cursor_fields(self))
+        return call_repr("ScopedCursor", cursor_fields(self._mdb_query_spec()))
 
     def _repr_html_(self) -> str:
         from ..display import cursor_html
 
-        return cursor_html(self)
+        return cursor_html(self._mdb_query_spec())
 
     @property
     def session(self) -> Any:

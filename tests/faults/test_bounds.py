@@ -176,6 +176,8 @@ def test_the_default_timeouts_and_how_they_are_changed():
     assert "timeoutMS" not in settings
     longer = MongoDBEngine("mongodb://h", "x", limits=QueryLimits(max_time_ms=600_000))
     assert longer.client_settings()["socketTimeoutMS"] == 630_000
+    longer.limits = QueryLimits(max_time_ms=900_000)
+    assert longer.client_settings()["socketTimeoutMS"] == 930_000, "follows the limits"
     chosen = MongoDBEngine("mongodb://h/?sockettimeoutms=9000", "x", timeoutMS=8000)
     assert "socketTimeoutMS" not in chosen.client_settings(), "the URI's value is kept"
     assert chosen.client_settings()["timeoutMS"] == 8000
