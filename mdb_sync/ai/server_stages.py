@@ -20,9 +20,6 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 log = logging.getLogger(__name__)
 
-#: The collection the probes aggregate on (never created: an ``mdb_`` name no app can have).
-PROBE_COLLECTION = "mdb_stage_probe"
-
 _known: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -42,8 +39,10 @@ def server_supports_stage(engine: Any, stage: Mapping[str, Any], fallback: str) 
         if known is not None:
             return known
         try:
+            # On a collection that never exists (an ``mdb_`` name no app can have): nothing
+            # is read, nothing is created.
             engine.storage.database().command(
-                "aggregate", PROBE_COLLECTION, pipeline=[dict(stage)], cursor={}
+                "aggregate", "mdb_stage_probe", pipeline=[dict(stage)], cursor={}
             )
             known = True
         except OperationFailure as exc:
