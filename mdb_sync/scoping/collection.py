@@ -371,8 +371,10 @@ class ScopedCollection:
         validate_collection_name(logical)
         return physical_name(self._write_scope, logical)
 
-    def _pipeline(self, pipeline: Any) -> list[dict[str, Any]]:
-        raw_sources = self.__sources
+    def _pipeline(
+        self, pipeline: Any, raw_sources: list[Source] | None = None
+    ) -> list[dict[str, Any]]:
+        raw_sources = raw_sources or self.__sources
         database = raw_sources[0][0].database
         scoper = PipelineScoper(
             self._resolve, self._own_physical, self._write_scope, self._limits, database.name
@@ -713,14 +715,17 @@ class ScopedCollection:
     def _aggregate(
         self, pipeline: Any, session: Any, kwargs: dict[str, Any], uncapped: bool = False
     ) -> ScopedCommandCursor:
-        scoped = self._pipeline(pipeline)
+        sources = self.__sources
+        scoped = self._pipeline(pipeline, sources)
         self._max_time(kwargs)
         kwargs["batchSize"] = self._limits.cap_batch(kwargs.get("batchSize"))
-        if any(next(iter(s)) in ("$out", "$merge") for s in scoped):
+        if scoped and next(iter(scoped[-1])) in ("$out", "$merge"):  # only ever the last stage
             self._before_write()
-        raw_session = self._raw_session(session)
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
+        raw_session = None if session is None else self._raw_session(session)
         cursor = self._run(
-            "aggregate", self.__coll.aggregate, scoped, session=raw_session, **self._kwargs(kwargs)
+            "aggregate", sources[0][0].aggregate, scoped, session=raw_session, **kwargs
         )
         return ScopedCommandCursor.adopt(
             cursor, self._name, self._limits, session, self._meter, uncapped

@@ -68,8 +68,13 @@ class ScopedCursor(HookedCursor):
         self._mdb_meter = meter
         self._mdb_observe = observe
         self._mdb_session = scoped_session
-        kwargs["batch_size"] = limits.cap_batch(kwargs.get("batch_size"))
-        kwargs["max_time_ms"] = limits.cap_time(kwargs.get("max_time_ms"))
+        # The caps of QueryLimits.cap_batch / cap_time, without a call when nothing is asked.
+        batch_size = kwargs.get("batch_size")
+        kwargs["batch_size"] = limits.cap_batch(batch_size) if batch_size else limits.max_batch_size
+        max_time_ms = kwargs.get("max_time_ms")
+        kwargs["max_time_ms"] = (
+            limits.default_max_time_ms if max_time_ms is None else limits.cap_time(max_time_ms)
+        )
         Cursor.__init__(self, collection, *args, **kwargs)
 
     @property

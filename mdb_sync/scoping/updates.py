@@ -54,13 +54,8 @@ def scoped_filter(
     """``filter`` (a mapping, or None for all documents) checked by the guards and
     restricted to documents of ``scope`` (as :func:`scope_filter`)."""
     if type(filter) is dict and filter and APP_ID not in filter:
-        # The commonest filter, in one pass: the guards' loop over one level of plain values
-        # (a walk only for anything else), then one copy with the scope added.
-        for key, value in filter.items():
-            if type(value) not in PLAIN_TYPES or key in LOOKED_AT_KEYS:
-                check_query(filter, limits, where)
-                break
-        return {**filter, APP_ID: scope}
+        check_query(filter, limits, where)
+        return {**filter, APP_ID: scope}  # scope_filter's copy, in one step
     if filter is None:
         return {APP_ID: scope}
     if type(filter) is not dict and not isinstance(filter, Mapping):
@@ -120,6 +115,11 @@ def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
     """Check ``update`` (operators or pipeline) and return what to send to the server."""
     if plain_update_size(update, limits) is not None:
         return update
+    return _checked_update(update, write_scope, limits)
+
+
+def _checked_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
+    """:func:`scoped_update`'s full checks: the ``app_id`` paths first, then the guards."""
     if type(update) is dict or isinstance(update, Mapping):
         if not update:
             raise ValueError("update cannot be empty")
