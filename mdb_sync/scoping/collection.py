@@ -78,12 +78,12 @@ class ScopedCollection:
         "__options",
         "__state",
         "_db",
-        "_find_observer",
         "_index_lock",
         "_indexed",
         "_limits",
         "_meter",
         "_name",
+        "_observer",
         "_scope",
         "_write_scope",
     )
@@ -110,8 +110,9 @@ class ScopedCollection:
         self._index_lock = threading.Lock()
         #: Records each operation in the engine's metrics (None: pymongo listeners do).
         self._meter = scope.meter
-        #: What a cursor calls once when it first runs (None without query-driven indexing).
-        self._find_observer = self._observe if scope.auto_index else None
+        #: The query-driven indexing hook (None when it is off): a cursor calls it once, when
+        #: it first runs; the hot paths skip the call to _observe without it.
+        self._observer = self._observe if scope.auto_index else None
 
     @property
     def __sources(self) -> list[Source]:
@@ -418,7 +419,7 @@ class ScopedCollection:
             kwargs = self._kwargs(kwargs)
         if not self._indexed:
             self._before_write()
-        result = self._run("insert", self.__coll.insert_one, tagged, **kwargs)
+        result = self._run("insert", self.__sources[0][0].insert_one, tagged, **kwargs)
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -454,9 +455,10 @@ class ScopedCollection:
             kwargs = self._kwargs(kwargs)
         if not self._indexed:
             self._before_write()
-        if self._find_observer is not None:
+        if self._observer is not None:
             self._observe(filter)
-        return self._run("update", self.__coll.update_one, scoped, checked, upsert, **kwargs)
+        raw = self.__sources[0][0]
+        return self._run("update", raw.update_one, scoped, checked, upsert, **kwargs)
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
@@ -640,7 +642,7 @@ class ScopedCollection:
             scoped=self,
             limits=self._limits,
             meter=self._meter,
-            observe=self._find_observer,
+            observe=self._observer,
             user_filter=filter,
             scoped_session=session,
             uncapped=uncapped,
@@ -670,7 +672,7 @@ class ScopedCollection:
         else:
             kwargs = {"max_time_ms": limits.default_max_time_ms}
         query = self._filter(filter)
-        if self._find_observer is not None:
+        if self._observer is not None:
             self._observe(filter, kwargs.get("sort"))
         return self._run("find", sources[0][0].find_one, query, *args, **kwargs)
 
