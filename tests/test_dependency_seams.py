@@ -142,7 +142,7 @@ def test_requests_add_themselves_to_a_bulk():
     with these arguments, and the bulk methods it mirrors have these parameters."""
     from pymongo.synchronous.bulk import _Bulk
 
-    from mdb_sync.scoping.bulk import ScopedOperations
+    from mdb_sync.scoping.bulk import ScopingBulk
 
     doc = {"n": 4}
     requests = [
@@ -168,7 +168,7 @@ def test_requests_add_themselves_to_a_bulk():
     ]
     for name in ("add_insert", "add_update", "add_replace", "add_delete"):
         theirs = list(inspect.signature(getattr(_Bulk, name)).parameters)
-        ours = list(inspect.signature(getattr(ScopedOperations, name)).parameters)
+        ours = list(inspect.signature(getattr(ScopingBulk, name)).parameters)
         assert theirs == ours, f"pymongo's _Bulk.{name} changed: {theirs}"
     with pytest.raises(ValueError):
         seam.add_requests([InsertOne({"n": 1}, namespace="db.other")], bulk, ValueError)

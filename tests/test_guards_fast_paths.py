@@ -16,6 +16,7 @@ import strategies
 from bson import SON, ObjectId, encode
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
+from bson.errors import InvalidDocument
 from bson.regex import Regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -176,7 +177,11 @@ def test_the_one_pass_update_check_agrees_with_the_full_checks(update):
     bound = _outcome(updates.plain_update_size, update, QueryLimits())
     if bound[0] == "ok" and bound[1] is not None:
         standard = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
-        assert len(encode(update, codec_options=standard)) <= bound[1]
+        try:
+            encoded = encode(update, codec_options=standard)
+        except InvalidDocument:  # a NUL in a name: pymongo refuses to send it anyway
+            return
+        assert len(encoded) <= bound[1]
 
 
 @settings(max_examples=600, deadline=None)

@@ -761,3 +761,37 @@ def test_scan_reads_every_document_in_scope_past_max_result_docs(mongo_uri, db_n
         assert sorted(d["n"] for d in seen) == [*range(12), 100]  # never scan_b's documents
         with pytest.raises(QueryValidationError):
             hq.items.scan({}, {"x": js}).to_list()
+
+
+def test_a_refused_bulk_write_sends_and_creates_nothing(engine, recorder):
+    """Every request of a bulk write is checked inside pymongo's call, before pymongo sends
+    anything: a refused one leaves no document, no collection, no index, no failed-operation
+    count — and a good batch is one counted bulkWrite."""
+    db = engine.get_scoped_db("bulk_refused")
+    engine.metrics.reset()
+    recorder.clear()
+    batches = [
+        [InsertOne({"n": 1}), UpdateOne({"$where": "true"}, {"$set": {"a": 1}})],
+        [InsertOne({"n": 1}), UpdateOne({"n": 1}, {"$set": {"app_id": "other"}})],
+        [InsertOne({"n": 1}), InsertOne({"n": 2, "app_id": "other"})],
+        [InsertOne({"n": 1}, namespace="db.elsewhere")],
+        [InsertOne({"n": 1}), DeleteOne({"n": {"$function": {"body": "x"}}})],
+    ]
+    for requests in batches:
+        with pytest.raises((QueryValidationError, ScopeError)):
+            db.fresh.bulk_write(requests)
+    operations = engine.get_metrics()["apps"].get("bulk_refused", {}).get("operations", {})
+    assert "bulkWrite" not in operations  # refusals are not failed operations
+    assert engine.get_metrics()["apps"]["bulk_refused"]["counters"]["security.refused"] == 5
+    with pytest.raises(TypeError, match="not a valid bulk write request"):
+        db.fresh.bulk_write([InsertOne({"n": 1}), {"insertOne": {"n": 2}}])
+    with pytest.raises(ValueError, match="empty"):
+        db.fresh.bulk_write(iter([]))
+    assert recorder.commands("insert", "update", "delete", "createIndexes", "create") == []
+    assert db.list_collection_names() == []
+    engine.metrics.reset()
+    result = db.fresh.bulk_write([InsertOne({"n": 1}), UpdateOne({"n": 1}, {"$set": {"a": 1}})])
+    assert (result.inserted_count, result.modified_count) == (1, 1)
+    bulk = engine.get_metrics()["apps"]["bulk_refused"]["operations"]["bulkWrite"]
+    assert (bulk["count"], bulk["errors"]) == (1, 0)
+    assert db.fresh.find_one({}, {"_id": 0}) == {"n": 1, "app_id": "bulk_refused", "a": 1}

@@ -30,13 +30,12 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from .._pymongo_seam import add_requests
 from .._pymongo_seam import gen_index_name as _gen_index_name
 from .._pymongo_seam import index_document as _index_document
 from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
-from .bulk import ScopedBulkFeed, ScopedOperations, namespaced
+from .bulk import ScopedBulkFeed
 from .changes import collection_change_pipeline
 from .cursor import ScopedCommandCursor, ScopedCursor
 from .guards import check_query
@@ -64,6 +63,9 @@ Source = tuple[Collection[Any], str]
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 #: Documents encoded together when a batch's sizes are checked.
 _CHECK_CHUNK = 1000
+#: The sandbox's own refusals: never the driver's, never counted as failed operations (a bulk
+#: write checks its requests inside the driver's call).
+_REFUSALS = (QueryValidationError, ScopeError, ResourceLimitExceeded)
 #: Operations that write documents: one refused as too large wrote nothing (a single
 #: document, or a batch checked before it was sent).
 _WRITES = frozenset({"insert", "update", "findAndModify", "bulkWrite"})
@@ -239,7 +241,7 @@ class ScopedCollection:
         try:
             result = call(*args, **kwargs)
         except BaseException as exc:
-            if meter is not None:
+            if meter is not None and not isinstance(exc, _REFUSALS):
                 meter(name, started, False)
             if name in _WRITES and isinstance(exc, Exception) and self._is_too_large(exc):
                 raise self._too_large(exc) from exc
@@ -554,19 +556,21 @@ class ScopedCollection:
         guards, sizes) before any is sent (see :mod:`mdb_sync.scoping.bulk`)."""
         if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
             raise TypeError("requests must be a list of write operations")
-        scoped = ScopedOperations(self._write_scope, self._limits)
-        try:
-            count = add_requests(requests, scoped, namespaced)
-        except (QueryValidationError, ScopeError) as exc:
-            self._scope.security_event(str(exc), self._name)
-            raise
-        if not count:
+        if type(requests) is not list:
+            requests = list(requests)
+        if not requests:
             raise ValueError("requests must not be empty")
-        self._check_batch(scoped.checked)
         kwargs = self._kwargs(kwargs)
-        self._before_write()
-        feed = [ScopedBulkFeed(scoped.ops)]
-        return self._run("bulkWrite", self.__coll.bulk_write, feed, ordered=ordered, **kwargs)
+        feed = ScopedBulkFeed(
+            requests,
+            self._write_scope,
+            self._limits,
+            lambda exc: self._scope.security_event(str(exc), self._name),
+            self._check_batch,
+            self._before_write,
+        )
+        raw = self.__sources[0][0]
+        return self._run("bulkWrite", raw.bulk_write, [feed], ordered=ordered, **kwargs)
 
     # --- reads --------------------------------------------------------------------------------
 
