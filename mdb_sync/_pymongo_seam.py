@@ -14,13 +14,14 @@ underscored attribute: go through the functions here (or add one, and its test).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from pymongo import helpers_shared, uri_parser_shared
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
+from pymongo.operations import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
 
 #: Each private name used, by the object that has it: what the seam test checks.
 PRIVATES: dict[str, tuple[str, ...]] = {
@@ -47,25 +48,27 @@ PRIVATES: dict[str, tuple[str, ...]] = {
     # A connection string's parts without resolving a mongodb+srv:// name in DNS (public
     # parse_uri does: describing a server or reading its database name must not wait on DNS).
     "pymongo.uri_parser_shared": ("_validate_uri",),
-    # Bulk write requests are rebuilt scoped: their parts are only held privately.
-    "pymongo.operations.UpdateOne": (
-        "_doc",
-        "_filter",
-        "_upsert",
-        "_collation",
-        "_hint",
-        "_array_filters",
-        "_sort",
-        "_namespace",
-    ),
-    # The bulk fast path reads an InsertOne's document (and namespace) and nothing else.
-    "pymongo.operations.InsertOne": ("_doc", "_namespace"),
+    # Bulk write requests hand their parts to a bulk through this method (pymongo's own
+    # Collection.bulk_write calls it), and a request of MongoClient.bulk_write names its
+    # namespace here: a scoped bulk write reads each request that way.
+    "pymongo.operations.InsertOne": ("_add_to_bulk", "_namespace"),
+    "pymongo.operations.UpdateOne": ("_add_to_bulk", "_namespace"),
+    "pymongo.operations.UpdateMany": ("_add_to_bulk", "_namespace"),
+    "pymongo.operations.ReplaceOne": ("_add_to_bulk", "_namespace"),
+    "pymongo.operations.DeleteOne": ("_add_to_bulk", "_namespace"),
+    "pymongo.operations.DeleteMany": ("_add_to_bulk", "_namespace"),
+    # ...to the methods of pymongo's internal bulk, which a scoped bulk write mirrors (the
+    # requests add themselves to it), then feeds with the scoped operations.
+    "pymongo.synchronous.bulk._Bulk": ("add_insert", "add_update", "add_replace", "add_delete"),
     # Pool gauges are read from the client's pools on demand (no pool listener installed):
     # the topology's servers, then each server's public-looking pool (see pool_counters).
     "pymongo.MongoClient": ("_topology",),
     "pymongo.topology.Topology": ("_servers",),
     # Not underscored, yet undocumented: a server's pool and its counters.
     "pymongo.pool.Pool": ("conns", "active_sockets", "operation_count", "gen", "opts"),
+    # A scoped session stands in for pymongo's where a cursor carries it: pymongo asks it
+    # for the transaction's read preference by this name, and it asks its pymongo session.
+    "pymongo.client_session.ClientSession": ("_txn_read_preference",),
 }
 
 # --- index specs ---------------------------------------------------------------------------------
@@ -98,49 +101,56 @@ def parse_uri_offline(uri: str, *, validate: bool = True) -> dict[str, Any]:
 
 # --- bulk write requests -------------------------------------------------------------------------
 
-#: Options of a bulk request (keyword name, pymongo attribute).
-_BULK_OPTIONS = (
-    ("collation", "_collation"),
-    ("hint", "_hint"),
-    ("array_filters", "_array_filters"),
-    ("sort", "_sort"),
-)
+#: pymongo's write request classes (what ``Collection.bulk_write`` takes).
+REQUEST_CLASSES = (InsertOne, UpdateOne, UpdateMany, ReplaceOne, DeleteOne, DeleteMany)
+_REQUEST_TYPES = frozenset(REQUEST_CLASSES)
 
 
-class BulkRequestParts(NamedTuple):
-    """What a pymongo bulk write request (``InsertOne``, ``UpdateOne``...) holds (a named
-    tuple: built for every request of a bulk write, it must cost next to nothing)."""
+def add_requests(
+    requests: Iterable[Any], target: Any, namespaced: Callable[[Any], Exception]
+) -> int:
+    """Let each of pymongo's write ``requests`` add itself to ``target``, as pymongo's own
+    ``Collection.bulk_write`` has them add themselves to its internal bulk: ``target`` has
+    that bulk's methods — ``add_insert(document)``, ``add_update(selector, update, multi,
+    upsert, collation=None, array_filters=None, hint=None, sort=None)``,
+    ``add_replace(selector, replacement, upsert, collation=None, hint=None, sort=None)``,
+    ``add_delete(selector, limit, collation=None, hint=None)``. Returns how many there were.
 
-    document: Any
-    filter: Any
-    upsert: bool
-    options: Mapping[str, Any]
-    namespace: Any
-
-
-def bulk_request_parts(request: Any) -> BulkRequestParts:
-    """The parts of ``request``: its document (or update), filter, upsert flag, options that
-    are set (``collation``, ``hint``, ``array_filters``, ``sort``) and namespace (only
-    ``ClientSession.bulk_write`` requests have one)."""
-    options = {}
-    for name, attribute in _BULK_OPTIONS:
-        value = getattr(request, attribute, None)
-        if value is not None:
-            options[name] = value
-    return BulkRequestParts(
-        getattr(request, "_doc", None),
-        getattr(request, "_filter", None),
-        bool(getattr(request, "_upsert", False)),
-        options,
-        getattr(request, "_namespace", None),
-    )
+    Anything but a pymongo write request raises ``TypeError``; a request that names a
+    namespace (one built for ``MongoClient.bulk_write``) raises ``namespaced(request)``.
+    """
+    count = 0
+    for request in requests:
+        if type(request) not in _REQUEST_TYPES and not isinstance(request, REQUEST_CLASSES):
+            raise TypeError(f"{request!r} is not a valid bulk write request")
+        if request._namespace is not None:
+            raise namespaced(request)
+        request._add_to_bulk(target)
+        count += 1
+    return count
 
 
-def insert_request_parts(request: Any) -> tuple[Any, Any]:
-    """The document and namespace of an ``InsertOne`` (namespace None unless it came from
-    ``ClientSession.bulk_write``): all the bulk path's fast case reads, two attribute reads
-    instead of :func:`bulk_request_parts`' option scan."""
-    return request._doc, request._namespace
+class BulkFeed:
+    """What to give pymongo's ``Collection.bulk_write`` as its one request: pymongo hands
+    its internal bulk (through the ``_add_to_bulk`` every request has) to :meth:`feed`,
+    which adds the operations with the bulk's methods (see :func:`add_requests`)."""
+
+    __slots__ = ()
+
+    def _add_to_bulk(self, bulk: Any) -> None:
+        self.feed(bulk)
+
+    def feed(self, bulk: Any) -> None:
+        raise NotImplementedError
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def txn_read_preference(session: Any) -> Any:
+    """The read preference of ``session``'s transaction in progress, None outside one (what
+    pymongo's cursors ask the session they carry for, by this private name)."""
+    return session._txn_read_preference()
 
 
 # --- connection pools ----------------------------------------------------------------------------
@@ -272,13 +282,14 @@ def adopt_command_cursor(cursor: CommandCursor, cls: type[CC]) -> CC:  # type: i
 
 __all__ = [
     "PRIVATES",
-    "BulkRequestParts",
+    "REQUEST_CLASSES",
+    "BulkFeed",
     "HookedCommandCursor",
     "HookedCursor",
     "PoolCounters",
+    "add_requests",
     "adopt_command_cursor",
     "bare_clone",
-    "bulk_request_parts",
     "cursor_query",
     "cursor_sort",
     "documents_buffered",
@@ -286,7 +297,7 @@ __all__ = [
     "gen_index_name",
     "index_document",
     "index_list",
-    "insert_request_parts",
     "pool_counters",
+    "txn_read_preference",
     "will_send",
 ]

@@ -60,14 +60,21 @@ class AppServices:
         #: ``get_auth_service`` is given none (the Flask extension sets its config's, so a
         #: script on its engine gets the very service its requests use).
         self.auth_defaults: Callable[[str], tuple[Hashable, dict[str, Any]]] | None = None
+        #: ``slug -> (record, answer)``: :meth:`metrics_enabled`'s last answer for an app and
+        #: the catalog record object it came from. It is asked on every scoped operation; while
+        #: the catalog holds that same record, an identity check answers (the cache entry stays
+        #: the source: this spares each operation the cache's lock, nothing else).
+        self._metrics_answers: dict[str, tuple[AppRecord, bool]] = {}
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._entries = OrderedDict()
+        self._metrics_answers = {}
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._metrics_answers.clear()
 
     def cache_info(self) -> dict[str, dict[str, int]]:
         return {"app_services": {"size": len(self._entries), "limit": self.limit}}
@@ -110,6 +117,7 @@ class AppServices:
         with self._lock:
             for entry_key in [k for k in self._entries if k[0] == slug]:
                 del self._entries[entry_key]
+            self._metrics_answers.pop(slug, None)
 
     # --- typed getters ------------------------------------------------------------------------
 
@@ -120,8 +128,16 @@ class AppServices:
         record = self._catalog.cached(slug) if cached_only else self._catalog.get(slug)
         if record is None:
             return _DEFAULT_METRICS
+        answer = self._metrics_answers.get(slug)
+        if answer is not None and answer[0] is record:
+            return answer[1]
         manifest = record.manifest
-        return self.get(record, "metrics", lambda: operations_enabled(manifest))
+        enabled = self.get(record, "metrics", lambda: operations_enabled(manifest))
+        answers = self._metrics_answers
+        if len(answers) >= self.limit:  # bounded like the cache (apps, not operations)
+            answers.clear()
+        answers[slug] = (record, enabled)
+        return enabled
 
     def auth_service(self, record: AppRecord, build: Callable[[], T], options: Any = ()) -> T:
         """The auth service of app state ``record`` for ``options`` (hashable: see

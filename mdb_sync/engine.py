@@ -156,7 +156,11 @@ class MongoDBEngine:
         #: and internal collections, sessions. Engine-internal: apps use scoped databases.
         self.storage = Storage(self._connection)
         self._scope_host = StorageScopeHost(
-            self.storage, self._observe_query, self._record_security_event, self._operation_meter
+            self.storage,
+            self._observe_query,
+            self._record_security_event,
+            self._operation_meter,
+            search=self._search_collection,
         )
         #: The registered apps (:mod:`mdb_sync.catalog`): the only owner of ``apps_config``.
         self.catalog = AppCatalog(
@@ -591,6 +595,17 @@ class MongoDBEngine:
             return None
         enabled = functools.partial(self.app_services.metrics_enabled, app_slug, cached_only=True)
         return OperationMeter(self.metrics, app_slug, enabled)
+
+    def _search_collection(self, kind: str, collection: Any, *args: Any, **kwargs: Any) -> Any:
+        """``db.<collection>.vector_search`` / ``hybrid_search``, for the scoping layer (the
+        optional ai extra, imported when called)."""
+        if kind == "hybrid":
+            from .ai.hybrid_search import hybrid_search
+
+            return hybrid_search(collection, *args, **kwargs)
+        from .ai.vector_search import vector_search
+
+        return vector_search(collection, *args, **kwargs)
 
     # --- observability ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from bson import Binary, MaxKey, MinKey, ObjectId
 
 from mdb_sync import QueryValidationError
 from mdb_sync.ai.embeddings import to_bson_vector
+from mdb_sync.ai.hybrid_search import server_supports_rank_fusion
 from mdb_sync.ai.vector_search import exact_search, server_supports_vector_search
 
 pytest_plugins = ("openai_server",)
@@ -216,6 +217,31 @@ def test_apps_never_see_each_others_vectors(engine, recorder):
     assert {r["owner"] for r in b.vector_search(query, limit=10)} == {"b"}
 
 
+def test_the_sandbox_reaches_the_searches_through_its_host(engine):
+    """The scoping layer imports no AI module: a scoped database searches with what its host
+    brings (the engine's), and a host that brings none refuses clearly."""
+    from mdb_sync import ConfigurationError
+    from mdb_sync.scoping import ScopedDatabase
+    from mdb_sync.scoping.host import StorageScopeHost
+
+    calls = []
+    host = StorageScopeHost(
+        engine.storage,
+        lambda *args: None,
+        lambda *args: None,
+        lambda slug: None,
+        search=lambda kind, coll, *args, **kwargs: calls.append((kind, coll, args, kwargs)) or [],
+    )
+    db = ScopedDatabase(host, "hosted")
+    assert db.docs.vector_search([1.0, 0.0], limit=3) == []
+    assert db.docs.hybrid_search("tea", limit=2) == []
+    assert [(kind, c) for kind, c, _, _ in calls] == [("vector", db.docs), ("hybrid", db.docs)]
+    assert calls[0][3]["limit"] == 3 and calls[1][2] == ("tea",)
+    bare = StorageScopeHost(engine.storage, lambda *a: None, lambda *a: None, lambda s: None)
+    with pytest.raises(ConfigurationError, match="vector_search"):
+        ScopedDatabase(bare, "hosted").docs.vector_search([1.0])
+
+
 def test_server_support_is_probed_once_per_engine(engine, recorder):
     supported = server_supports_vector_search(engine)
     assert isinstance(supported, bool)
@@ -224,6 +250,14 @@ def test_server_support_is_probed_once_per_engine(engine, recorder):
     recorder.clear()
     assert server_supports_vector_search(engine) is supported
     assert recorder.commands("aggregate") == [], "cached"
+    # $rankFusion goes through the same probe, remembered separately for the same engine.
+    fusion = server_supports_rank_fusion(engine)
+    probes = recorder.commands("aggregate")
+    assert [list(p["pipeline"][0]) for p in probes] == [["$rankFusion"]]
+    assert probes[0]["aggregate"] == "mdb_stage_probe"
+    assert server_supports_rank_fusion(engine) is fusion
+    assert server_supports_vector_search(engine) is supported
+    assert len(recorder.commands("aggregate")) == 1, "both cached"
 
 
 def test_query_text_is_embedded_with_the_apps_service(engine, llm_server, monkeypatch):

@@ -18,7 +18,14 @@ from flask_login import LoginManager, UserMixin, current_user, login_user
 from packaging.requirements import Requirement
 from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
-from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateMany, UpdateOne
+from pymongo.operations import (
+    DeleteMany,
+    DeleteOne,
+    InsertOne,
+    ReplaceOne,
+    UpdateMany,
+    UpdateOne,
+)
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
@@ -55,14 +62,28 @@ def _holder(owner: str, docs):
         return docs.aggregate([{"$match": {}}])
     if owner == "pymongo.operations.UpdateOne":
         return UpdateOne({"n": 1}, {"$set": {"x": 1}})
+    if owner == "pymongo.operations.UpdateMany":
+        return UpdateMany({"n": 1}, {"$set": {"x": 1}})
+    if owner == "pymongo.operations.ReplaceOne":
+        return ReplaceOne({"n": 1}, {"x": 1})
+    if owner == "pymongo.operations.DeleteOne":
+        return DeleteOne({"n": 1})
+    if owner == "pymongo.operations.DeleteMany":
+        return DeleteMany({"n": 1})
     if owner == "pymongo.operations.InsertOne":
         return InsertOne({"n": 1})
+    if owner == "pymongo.synchronous.bulk._Bulk":
+        from pymongo.synchronous.bulk import _Bulk
+
+        return _Bulk
     if owner == "pymongo.MongoClient":
         return docs.database.client
     if owner == "pymongo.topology.Topology":
         return docs.database.client._topology
     if owner == "pymongo.pool.Pool":
         return next(iter(docs.database.client._topology._servers.values())).pool
+    if owner == "pymongo.client_session.ClientSession":
+        return docs.database.client.start_session()
     raise AssertionError(f"no holder for {owner}")
 
 
@@ -96,27 +117,78 @@ def test_index_spec_helpers():
         seam.index_document("a")
 
 
-def test_bulk_request_parts():
-    update = seam.bulk_request_parts(
-        UpdateOne({"n": 1}, {"$set": {"x": 1}}, upsert=True, hint="n_1", array_filters=[{"a": 1}])
-    )
-    assert (update.filter, update.document, update.upsert) == ({"n": 1}, {"$set": {"x": 1}}, True)
-    assert update.options == {"hint": "n_1", "array_filters": [{"a": 1}]}
-    assert update.namespace is None
-    many = seam.bulk_request_parts(UpdateMany({"n": 2}, {"$set": {"y": 1}}))
-    assert (many.filter, many.upsert, many.options) == ({"n": 2}, False, {})
-    replace = seam.bulk_request_parts(ReplaceOne({"n": 3}, {"z": 1}, collation={"locale": "fr"}))
-    assert (replace.document, replace.options) == ({"z": 1}, {"collation": {"locale": "fr"}})
-    insert = seam.bulk_request_parts(InsertOne({"n": 4}))
-    assert (insert.document, insert.filter) == ({"n": 4}, None)
-    delete = seam.bulk_request_parts(DeleteOne({"n": 5}))
-    assert (delete.filter, delete.document) == ({"n": 5}, None)
+class RecordingBulk:
+    """Has the methods of pymongo's internal bulk, with the scoped bulk's signatures."""
+
+    def __init__(self):
+        self.calls = []
+
+    def add_insert(self, document):
+        self.calls.append(("insert", document))
+
+    def add_update(
+        self, selector, update, multi, upsert, collation=None, array_filters=None, hint=None,
+        sort=None,
+    ):  # fmt: skip
+        self.calls.append(
+            ("update", selector, update, multi, upsert, collation, array_filters, hint, sort)
+        )
+
+    def add_replace(self, selector, replacement, upsert, collation=None, hint=None, sort=None):
+        self.calls.append(("replace", selector, replacement, upsert, collation, hint, sort))
+
+    def add_delete(self, selector, limit, collation=None, hint=None):
+        self.calls.append(("delete", selector, limit, collation, hint))
 
 
-def test_insert_request_parts():
+def test_requests_add_themselves_to_a_bulk():
+    """What the scoped bulk write reads of each request: pymongo's own hand-over to a bulk,
+    with these arguments, and the bulk methods it mirrors have these parameters."""
+    from pymongo.synchronous.bulk import _Bulk
+
+    from mdb_sync.scoping.bulk import ScopingBulk
+
     doc = {"n": 4}
-    assert seam.insert_request_parts(InsertOne(doc)) == (doc, None)
-    assert seam.insert_request_parts(InsertOne(doc))[0] is doc  # the caller's own document
+    requests = [
+        InsertOne(doc),
+        UpdateOne({"n": 1}, {"$set": {"x": 1}}, upsert=True, hint="n_1", array_filters=[{"a": 1}]),
+        UpdateMany({"n": 2}, {"$set": {"y": 1}}, collation={"locale": "fr"}),
+        ReplaceOne({"n": 3}, {"z": 1}, sort={"n": 1}),
+        DeleteOne({"n": 5}),
+        DeleteMany({"n": 6}, hint="n_1"),
+    ]
+    bulk = RecordingBulk()
+    assert seam.add_requests(requests, bulk, ValueError) == 6
+    assert bulk.calls[0] == ("insert", doc) and bulk.calls[0][1] is doc
+    assert bulk.calls[1] == (
+        "update", {"n": 1}, {"$set": {"x": 1}}, False, True, None, [{"a": 1}], "n_1", None
+    )  # fmt: skip
+    assert bulk.calls[2][:5] == ("update", {"n": 2}, {"$set": {"y": 1}}, True, None)
+    assert bulk.calls[2][5]["locale"] == "fr"
+    assert bulk.calls[3] == ("replace", {"n": 3}, {"z": 1}, None, None, None, {"n": 1})
+    assert bulk.calls[4:] == [
+        ("delete", {"n": 5}, 1, None, None),
+        ("delete", {"n": 6}, 0, None, "n_1"),
+    ]
+    for name in ("add_insert", "add_update", "add_replace", "add_delete"):
+        theirs = list(inspect.signature(getattr(_Bulk, name)).parameters)
+        ours = list(inspect.signature(getattr(ScopingBulk, name)).parameters)
+        assert theirs == ours, f"pymongo's _Bulk.{name} changed: {theirs}"
+    with pytest.raises(ValueError):
+        seam.add_requests([InsertOne({"n": 1}, namespace="db.other")], bulk, ValueError)
+    with pytest.raises(TypeError, match="not a valid bulk write request"):
+        seam.add_requests([{"insertOne": {"n": 1}}], bulk, ValueError)
+
+
+def test_a_bulk_feed_is_taken_as_a_request(docs):
+    class Feed(seam.BulkFeed):
+        def feed(self, bulk):
+            bulk.add_insert({"_id": "fed", "n": 99})
+            bulk.add_delete({"n": 0}, 1)
+
+    result = docs.bulk_write([Feed()])
+    assert (result.inserted_count, result.deleted_count) == (1, 1)
+    assert docs.find_one({"_id": "fed"})["n"] == 99 and docs.count_documents({"n": 0}) == 0
 
 
 def test_pool_counters_read_the_client_pools(docs):
@@ -131,6 +203,16 @@ def test_pool_counters_read_the_client_pools(docs):
     assert seam.pool_counters(client)[0].generation == generation  # not cleared by a ping
     with pytest.raises(AttributeError):
         seam.pool_counters(object())
+
+
+def test_a_sessions_transaction_read_preference(docs):
+    from pymongo import ReadPreference
+
+    with docs.database.client.start_session() as session:
+        assert seam.txn_read_preference(session) is None  # no transaction
+        with session.start_transaction(read_preference=ReadPreference.PRIMARY):
+            assert seam.txn_read_preference(session) == ReadPreference.PRIMARY
+            docs.find_one({}, session=session)  # the transaction runs on this server
 
 
 class CountingCursor(seam.HookedCursor):

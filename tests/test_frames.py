@@ -9,6 +9,9 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongoarrow.api import Schema
 
 from mdb_sync import QueryValidationError, ResourceLimitExceeded
@@ -128,15 +131,13 @@ def test_several_read_scopes(engine):
 def test_the_seam_exposes_no_raw_collection(apps):
     a, _ = apps
     source = a.rows._batch_source()
-    public = [n for n in dir(source) if not n.startswith("__")]
-    assert set(public) <= {
-        "database",
-        "codec_options",
-        "find_raw_batches",
-        "aggregate_raw_batches",
-        "_ScopedBatchSource__raw",
-        "_ScopedBatchSource__scoped",
-    }
+    public = [n for n in dir(source) if not n.startswith("_")]
+    assert set(public) <= {"database", "codec_options", "find_raw_batches", "aggregate_raw_batches"}
+    # What it holds: a label, codec options and the scoped collection's own batch readers.
+    held = [getattr(source, n) for n in dir(source) if n.startswith("_ScopedBatchSource__")]
+    assert len(held) == 4
+    assert not any(isinstance(v, (Collection, Database, MongoClient)) for v in held)
+    assert {getattr(v, "__self__", None) for v in held if callable(v)} == {a.rows}
     assert source.database.client.append_metadata is None
     assert not hasattr(source.database, "name")
     batches = b"".join(source.find_raw_batches({}))

@@ -3,7 +3,8 @@
 The guards skip plain values by their exact type and take dicts by exact type before asking
 ``isinstance``; these tests hand them what the shortcuts do not cover — mapping and string
 subclasses, tuples, compiled patterns, SON — through the scoped API against a real server,
-and check each is still refused (and nothing reaches the server)."""
+and check each is still refused (and nothing reaches the server). The one-pass checks (a flat
+filter, a plain path-operator update) are compared with the full ones on generated input."""
 
 from __future__ import annotations
 
@@ -11,11 +12,18 @@ import re
 from collections import UserDict
 
 import pytest
-from bson import SON
+import strategies
+from bson import SON, ObjectId, encode
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from bson.errors import InvalidDocument
 from bson.regex import Regex
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymongo import InsertOne, UpdateOne
 
 from mdb_sync.exceptions import QueryValidationError, ScopeError
+from mdb_sync.scoping import QueryLimits, guards, updates
 
 
 class Text(str):
@@ -98,3 +106,93 @@ def test_pipelines_in_tuples_and_son_are_scoped_and_checked(items):
     assert items.aggregate((SON([("$match", {"n": 1})]),)).to_list()[0]["n"] == 1
     with pytest.raises(QueryValidationError):
         items.aggregate((SON([("$match", {"$where": "true"})]),))
+
+
+# --- the one-pass checks agree with the full ones ----------------------------------------------
+
+_ODD_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.binary(max_size=30),
+    st.uuids(),
+    st.integers(-(2**62), 2**62),
+    st.floats(allow_nan=False),
+    st.just(Regex("(a+)+")),
+    st.just(Text("x")),
+    st.dictionaries(
+        st.sampled_from(["a", "$where", "$regex", "app_id"]), st.integers(), max_size=2
+    ),
+    st.lists(st.integers(), max_size=3),
+)
+_PATHS = st.one_of(
+    st.sampled_from(["n", "app_id", "app_id.x", "app_idx", "$where", "$regex", "a.b", ""]),
+    st.text(max_size=12),
+    st.just(Text("app_id")),
+    st.integers(0, 3),
+)
+_PLAIN_VALUES = st.one_of(
+    st.text(max_size=40),
+    st.binary(max_size=40),
+    st.uuids(),
+    st.integers(-(2**62), 2**62),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.datetimes(),
+    st.builds(ObjectId),
+)
+#: Updates the one pass takes whole: path operators over plain values (some on app_id).
+_PLAIN_UPDATES = st.dictionaries(
+    st.sampled_from(["$set", "$inc", "$push", "$rename", "$unset", "$setOnInsert"]),
+    st.dictionaries(
+        st.one_of(st.text(min_size=1, max_size=20), st.sampled_from(["app_id", "app_id.x"])),
+        _PLAIN_VALUES,
+        min_size=1,
+        max_size=4,
+    ),
+    min_size=1,
+    max_size=3,
+)
+_ODD_UPDATES = st.dictionaries(
+    st.sampled_from(["$set", "$inc", "$rename", "$unset", "$where", "$bogus", "set", "$push"]),
+    st.one_of(st.dictionaries(_PATHS, _ODD_VALUES, max_size=3), _ODD_VALUES),
+    max_size=3,
+)
+
+
+def _outcome(check, *args):
+    try:
+        return ("ok", check(*args))
+    except (QueryValidationError, ScopeError, ValueError, TypeError) as exc:
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=600, deadline=None)
+@given(update=st.one_of(strategies.operator_updates(hostile=True), _PLAIN_UPDATES, _ODD_UPDATES))
+def test_the_one_pass_update_check_agrees_with_the_full_checks(update):
+    """scoped_update's one pass for plain path-operator updates accepts and refuses exactly
+    what the full checks do (the same error), and its size bound holds."""
+    for limits in (QueryLimits(), QueryLimits(max_query_depth=1)):
+        fused = _outcome(updates.scoped_update, update, "app_a", limits)
+        assert fused == _outcome(updates._checked_update, update, "app_a", limits)
+    bound = _outcome(updates.plain_update_size, update, QueryLimits())
+    if bound[0] == "ok" and bound[1] is not None:
+        standard = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
+        try:
+            encoded = encode(update, codec_options=standard)
+        except InvalidDocument:  # a NUL in a name: pymongo refuses to send it anyway
+            return
+        assert len(encoded) <= bound[1]
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    query=st.one_of(
+        strategies.filters(hostile=True),
+        st.dictionaries(_PATHS.filter(lambda p: isinstance(p, str)), _ODD_VALUES, max_size=4),
+    )
+)
+def test_the_flat_filter_shortcut_agrees_with_the_walk(query):
+    limits = QueryLimits(max_query_depth=3)
+    assert _outcome(guards.check_query, query, limits) == _outcome(
+        guards._walk, query, limits, "filter", 0, 0
+    )

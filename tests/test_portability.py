@@ -17,14 +17,14 @@ from bson.datetime_ms import DatetimeMS
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from mdb_sync import MongoDBEngine
+from mdb_sync import MongoDBEngine, bsonraw
 from mdb_sync.exceptions import (
     AppConflictError,
     AppNotFoundError,
     InvalidCollectionName,
     PortabilityError,
 )
-from mdb_sync.portability import import_app, rawbson
+from mdb_sync.portability import import_app
 
 
 def _element(kind: int, name: str, payload: bytes) -> bytes:
@@ -215,7 +215,7 @@ def test_import_under_a_new_slug_rewrites_names_and_app_id(engine, shop, raw_db,
     assert {d["app_id"] for d in raw_db["shopcopy_orders"].find()} == {"shopcopy"}
     source = _stored(raw_db["shop_orders"], {"app_id": "shop"})
     copied = _stored(raw_db["shopcopy_orders"])
-    assert copied == [rawbson.set_field(doc, "app_id", "shopcopy") for doc in source]
+    assert copied == [bsonraw.set_field(doc, "app_id", "shopcopy") for doc in source]
     assert engine.get_scoped_db("shop").orders.count_documents({}) == 40  # source untouched
     assert [spec["key"] for spec in _indexes(raw_db["shopcopy_customers"])] == [
         spec["key"] for spec in _indexes(raw_db["shop_customers"])
@@ -235,7 +235,7 @@ def test_standalone_import_drops_app_id(engine, shop, raw_db, raw_client, mongo_
             assert target.orders.count_documents({"app_id": {"$exists": True}}) == 0
             source = _stored(raw_db["shop_orders"], {"app_id": "shop"})
             assert _stored(target.orders) == [
-                rawbson.set_field(doc, "app_id", None) for doc in source
+                bsonraw.set_field(doc, "app_id", None) for doc in source
             ]
             keys = {spec["name"]: list(spec["key"].items()) for spec in _indexes(target.customers)}
             assert keys == {
@@ -378,7 +378,7 @@ def test_malformed_bson_is_refused_and_nothing_is_left(
     _crafted_dump(tmp_path, documents)
     engine.get_scoped_db("bystander").items.insert_one({"n": 1})
     before = set(raw_db.list_collection_names())
-    with pytest.raises(rawbson.MalformedBSON, match=message):
+    with pytest.raises(bsonraw.MalformedBSON, match=message):
         engine.import_app("evil", tmp_path)
     assert set(raw_db.list_collection_names()) == before
     assert engine.get_app("evil") is None  # the registration made by the import is undone

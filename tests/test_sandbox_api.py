@@ -12,6 +12,7 @@ from pymongo import (
     DeleteOne,
     IndexModel,
     InsertOne,
+    MongoClient,
     ReplaceOne,
     ReturnDocument,
     UpdateMany,
@@ -429,6 +430,41 @@ def test_sessions_of_another_app_are_refused(engine):
     b = engine.get_scoped_db("sess_b")
     with b.client_session() as session, pytest.raises(ScopeError):
         a.items.find_one({}, session=session)
+    # Every path that forwards session= checks it the same way: the database's own
+    # operations, commands, GridFS and change streams too (a raw pymongo session is no
+    # session of the app's database either).
+    calls = [
+        lambda s: a.list_collection_names(session=s),
+        lambda s: a.create_collection("made", session=s),
+        lambda s: a.command("ping", session=s),
+        lambda s: a.command("count", "items", session=s),
+        lambda s: a.gridfs().upload_from_stream("f.txt", b"x", session=s),
+        lambda s: a.watch(session=s),
+        lambda s: a.items.aggregate([], session=s),
+        lambda s: a.items.insert_one({"n": 1}, session=s),
+    ]
+    with b.client_session() as other, engine.storage.start_session() as raw:
+        for call in calls:
+            with pytest.raises(ScopeError, match="another app"):
+                call(other)
+            with pytest.raises(TypeError, match="client_session"):
+                call(raw)
+    assert a.list_collection_names() == [] and a.items.count_documents({}) == 0
+
+
+def test_a_scoped_session_holds_no_pymongo_session(engine):
+    from pymongo.client_session import ClientSession
+    from pymongo.collection import Collection
+    from pymongo.database import Database
+
+    db = engine.get_scoped_db("sess_held")
+    with db.client_session() as session:
+        held = [getattr(session, name, None) for name in dir(session)]
+        raw = (ClientSession, MongoClient, Database, Collection)
+        assert not any(isinstance(value, raw) for value in held)
+        assert session.app_slug == "sess_held" and not hasattr(session, "_raw")
+        db.items.insert_one({"n": 1}, session=session)  # and it still works as a session
+        assert db.items.find_one({}, session=session)["n"] == 1
 
 
 def test_gridfs_is_scoped(engine, raw_db):
@@ -685,3 +721,77 @@ def test_expressions_in_options_get_the_same_guards(apps):
         a.items.find({}, {"double": {"$multiply": ["$n", 2]}}).sort("_id").to_list()[1]["double"]
         == 2
     )
+
+
+def test_scan_reads_every_document_in_scope_past_max_result_docs(mongo_uri, db_name, recorder):
+    from mdb_sync import MongoDBEngine
+
+    limits = QueryLimits(
+        max_result_docs=5, max_batch_size=4, default_max_time_ms=2000, max_time_ms=2000
+    )
+    with MongoDBEngine(mongo_uri, db_name, limits=limits, event_listeners=[recorder]) as engine:
+        engine.register_app({"slug": "scan_a"})
+        engine.register_app({"slug": "scan_hq", "data_access": {"read_scopes": ["scan_a"]}})
+        a = engine.get_scoped_db("scan_a")
+        a.items.insert_many([{"n": n, "secret": "a"} for n in range(12)])
+        engine.get_scoped_db("scan_b").items.insert_many([{"n": n} for n in range(3)])
+        with pytest.raises(ResourceLimitExceeded):
+            a.items.find({}).to_list()
+        recorder.clear()
+        with a.items.scan({"n": {"$gte": 2}}, {"_id": 0, "n": 1}, sort=[("n", 1)]) as cursor:
+            assert [d["n"] for d in cursor] == list(range(2, 12))  # 10 > max_result_docs
+        finds = recorder.commands("find")
+        assert finds[0]["filter"] == {"n": {"$gte": 2}, "app_id": "scan_a"}
+        assert finds[0]["batchSize"] <= 4 and finds[0]["maxTimeMS"] <= 2000
+        # The guards of find: on the filter, the projection and the options.
+        js = {"$function": {"body": "function() { return 1 }", "args": [], "lang": "js"}}
+        for bad in (
+            lambda: a.items.scan({"$where": "true"}),
+            lambda: a.items.scan({}, {"x": js}),
+            lambda: a.items.scan({}, cursor_type=2),
+        ):
+            with pytest.raises(QueryValidationError):
+                bad()
+        # Over several read scopes: one scoped aggregation, uncapped as well.
+        hq = engine.get_scoped_db("scan_hq", read_scopes=["scan_hq", "scan_a"])
+        hq.items.insert_one({"n": 100})
+        with pytest.raises(ResourceLimitExceeded):
+            hq.items.find({}).to_list()
+        seen = hq.items.scan({}, {"_id": 0, "n": 1}, batch_size=3, max_time_ms=1000).to_list()
+        assert sorted(d["n"] for d in seen) == [*range(12), 100]  # never scan_b's documents
+        with pytest.raises(QueryValidationError):
+            hq.items.scan({}, {"x": js}).to_list()
+
+
+def test_a_refused_bulk_write_sends_and_creates_nothing(engine, recorder):
+    """Every request of a bulk write is checked inside pymongo's call, before pymongo sends
+    anything: a refused one leaves no document, no collection, no index, no failed-operation
+    count — and a good batch is one counted bulkWrite."""
+    db = engine.get_scoped_db("bulk_refused")
+    engine.metrics.reset()
+    recorder.clear()
+    batches = [
+        [InsertOne({"n": 1}), UpdateOne({"$where": "true"}, {"$set": {"a": 1}})],
+        [InsertOne({"n": 1}), UpdateOne({"n": 1}, {"$set": {"app_id": "other"}})],
+        [InsertOne({"n": 1}), InsertOne({"n": 2, "app_id": "other"})],
+        [InsertOne({"n": 1}, namespace="db.elsewhere")],
+        [InsertOne({"n": 1}), DeleteOne({"n": {"$function": {"body": "x"}}})],
+    ]
+    for requests in batches:
+        with pytest.raises((QueryValidationError, ScopeError)):
+            db.fresh.bulk_write(requests)
+    operations = engine.get_metrics()["apps"].get("bulk_refused", {}).get("operations", {})
+    assert "bulkWrite" not in operations  # refusals are not failed operations
+    assert engine.get_metrics()["apps"]["bulk_refused"]["counters"]["security.refused"] == 5
+    with pytest.raises(TypeError, match="not a valid bulk write request"):
+        db.fresh.bulk_write([InsertOne({"n": 1}), {"insertOne": {"n": 2}}])
+    with pytest.raises(ValueError, match="empty"):
+        db.fresh.bulk_write(iter([]))
+    assert recorder.commands("insert", "update", "delete", "createIndexes", "create") == []
+    assert db.list_collection_names() == []
+    engine.metrics.reset()
+    result = db.fresh.bulk_write([InsertOne({"n": 1}), UpdateOne({"n": 1}, {"$set": {"a": 1}})])
+    assert (result.inserted_count, result.modified_count) == (1, 1)
+    bulk = engine.get_metrics()["apps"]["bulk_refused"]["operations"]["bulkWrite"]
+    assert (bulk["count"], bulk["errors"]) == (1, 0)
+    assert db.fresh.find_one({}, {"_id": 0}) == {"n": 1, "app_id": "bulk_refused", "a": 1}

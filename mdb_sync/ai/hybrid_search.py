@@ -40,8 +40,6 @@ import heapq
 import logging
 import math
 import re
-import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +47,7 @@ from typing import Any
 from bson import encode
 
 from ..exceptions import QueryValidationError
+from .server_stages import server_supports_stage
 from .vector_search import (
     MAX_NUM_CANDIDATES,
     checked_path,
@@ -81,8 +80,6 @@ SIDE_SCORE = "_mdb_side_score"
 
 _WORD = re.compile(r"\w+")
 _ASCII_WORD = re.compile(r"[A-Za-z0-9_]")
-_fusion_support: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-_fusion_lock = threading.Lock()
 
 
 # --- terms and the keyword fallback --------------------------------------------------------------
@@ -369,33 +366,9 @@ def _string_fields(definition: Mapping[str, Any]) -> tuple[str, ...] | None:
 
 def server_supports_rank_fusion(engine: Any) -> bool:
     """Whether ``engine``'s server runs ``$rankFusion`` (probed once per engine, like
-    ``$vectorSearch``: on a collection that does not exist)."""
-    if engine is None:
-        return False
-    known = _fusion_support.get(engine)
-    if known is not None:
-        return known
-    with _fusion_lock:
-        known = _fusion_support.get(engine)
-        if known is None:
-            from pymongo.errors import OperationFailure, PyMongoError
-
-            stage = {"input": {"pipelines": {"probe": [{"$sort": {"_id": 1}}]}}}
-            try:
-                engine.storage.database().command(
-                    "aggregate",
-                    "mdb_rank_fusion_probe",
-                    pipeline=[{"$rankFusion": stage}],
-                    cursor={},
-                )
-                known = True
-            except OperationFailure as exc:
-                log.info("no $rankFusion on this server (%s): fusing here", exc.code)
-                known = False
-            except PyMongoError:
-                return False
-            _fusion_support[engine] = known
-    return known
+    ``$vectorSearch``; see :mod:`mdb_sync.ai.server_stages`)."""
+    stage = {"input": {"pipelines": {"probe": [{"$sort": {"_id": 1}}]}}}
+    return server_supports_stage(engine, {"$rankFusion": stage}, "fusing here")
 
 
 # --- the entry point ---------------------------------------------------------------------------

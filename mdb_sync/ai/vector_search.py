@@ -31,7 +31,9 @@ import numpy as np
 from bson import Binary
 
 from ..exceptions import QueryValidationError
+from ..scoping.limits import QueryLimits
 from .blas import limit_blas_threads
+from .server_stages import server_supports_stage
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,7 @@ MAX_NUM_CANDIDATES = 10_000
 PAGE_SIZE = 10_000
 METHODS = ("auto", "exact", "vector_search")
 
-_support: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-_support_lock = threading.Lock()
+_index_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ def engine_of(collection: Any) -> Any:
 
 
 _engine_of = engine_of
+
+
+def _limits_of(collection: Any) -> QueryLimits | None:
+    """The resource limits of a scoped collection's database (None for anything else)."""
+    limits = getattr(getattr(collection, "database", None), "limits", None)
+    return limits if isinstance(limits, QueryLimits) else None
 
 
 def declared_vector_fields(
@@ -110,43 +117,16 @@ def declared_vector_fields(
 
 
 def server_supports_vector_search(engine: Any) -> bool:
-    """Whether ``engine``'s server runs ``$vectorSearch`` (probed once per engine).
-
-    The probe aggregates on a collection that does not exist: Atlas answers an empty result,
-    servers without a search node answer an error.
-    """
-    if engine is None:
-        return False
-    known = _support.get(engine)
-    if known is not None:
-        return known
-    with _support_lock:
-        known = _support.get(engine)
-        if known is None:
-            from pymongo.errors import OperationFailure, PyMongoError
-
-            stage = {
-                "index": "mdb_probe",
-                "path": "v",
-                "queryVector": [0.0],
-                "numCandidates": 1,
-                "limit": 1,
-            }
-            try:
-                engine.storage.database().command(
-                    "aggregate",
-                    "mdb_vector_search_probe",
-                    pipeline=[{"$vectorSearch": stage}],
-                    cursor={},
-                )
-                known = True
-            except OperationFailure as exc:
-                log.info("no $vectorSearch on this server (%s): exact search is used", exc.code)
-                known = False
-            except PyMongoError:  # the server is unreachable: decide on the next call
-                return False
-            _support[engine] = known
-    return known
+    """Whether ``engine``'s server runs ``$vectorSearch`` (probed once per engine; see
+    :mod:`mdb_sync.ai.server_stages`)."""
+    stage = {
+        "index": "mdb_probe",
+        "path": "v",
+        "queryVector": [0.0],
+        "numCandidates": 1,
+        "limit": 1,
+    }
+    return server_supports_stage(engine, {"$vectorSearch": stage}, "exact search is used")
 
 
 #: How long a missing or building search index is remembered before asking again.
@@ -161,7 +141,7 @@ _index_state: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, str], tuple[
 
 def index_state_cache_info(engine: Any) -> dict[str, int]:
     """``{"size", "limit"}`` of the search-index states ``engine``'s process remembers."""
-    with _support_lock:
+    with _index_lock:
         return {"size": len(_index_state.get(engine) or ()), "limit": INDEX_STATE_CACHE_SIZE}
 
 
@@ -179,7 +159,7 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
 
     physical = physical_name(collection.database.write_scope, collection.name)
     key = (physical, index)
-    with _support_lock:
+    with _index_lock:
         states = _index_state.setdefault(engine, OrderedDict())
         known = states.get(key)
         if known is not None:
@@ -199,7 +179,7 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
             physical,
             "still building" if specs else "missing",
         )
-    with _support_lock:
+    with _index_lock:
         states[key] = (ready, now)
         states.move_to_end(key)
         while len(states) > INDEX_STATE_CACHE_SIZE:
@@ -369,7 +349,7 @@ def exact_search(
     one pass, no second round trip, and a consistent answer (no winner deleted between
     scoring and fetching). Documents without a vector of the query's size are skipped.
     """
-    limits = getattr(collection, "_limits", None)
+    limits = _limits_of(collection)
     page = page_size or min(PAGE_SIZE, getattr(limits, "max_result_docs", PAGE_SIZE))
     best = _TopK(limit)
     dims = query.size
@@ -460,7 +440,7 @@ def vector_search(
         raise TypeError(f"vector_search() got unexpected keyword argument(s): {sorted(unknown)}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    limits = getattr(collection, "_limits", None)
+    limits = _limits_of(collection)
     max_docs = getattr(limits, "max_result_docs", MAX_NUM_CANDIDATES)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= max_docs:
         raise ValueError(f"limit must be an integer from 1 to {max_docs}, got {limit!r}")

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from .. import bsonraw
 from ..auth.demo_users import hash_demo_passwords
 from ..exceptions import AppNotFoundError, PortabilityError
 from ..scoping.names import logical_name, validate_slug
-from . import layout, leftovers, rawbson
+from . import layout, leftovers
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -162,7 +163,7 @@ def _export_collection(
         )
         for batch in batches:
             fh.write(batch)
-            count = rawbson.count_documents(batch)
+            count = bsonraw.count_documents(batch)
             documents += count
             written += len(batch)
             if progress is not None:

@@ -1,9 +1,9 @@
 """Import an exported app into a database: the same or another server, the same or a new
 slug, or as a standalone database without ``app_id`` (the last step of graduation).
 
-Every document is rewritten on the byte level (:mod:`.rawbson`): ``app_id`` is *set* to the
-target slug whatever the file says (or removed for a standalone import), so a crafted dump
-can never plant documents in another app's scope; everything else is copied byte for byte.
+Every document is rewritten on the byte level (:mod:`mdb_sync.bsonraw`): ``app_id`` is *set*
+to the target slug whatever the file says (or removed for a standalone import), so a crafted
+dump can never plant documents in another app's scope; everything else is copied byte for byte.
 The dump's manifest never grants the app access to another app's data (:mod:`.grants`), and
 symbolic links in the dump directory are refused, never followed (:mod:`.layout`).
 
@@ -41,6 +41,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel
 from pymongo.errors import PyMongoError
 
+from .. import bsonraw
 from ..exceptions import AppConflictError, PortabilityError
 from ..scoping.names import (
     overlapping_prefixes,
@@ -48,7 +49,7 @@ from ..scoping.names import (
     validate_collection_name,
     validate_slug,
 )
-from . import grants, journal, layout, owner, rawbson
+from . import grants, journal, layout, owner
 from .exporter import Progress
 
 if TYPE_CHECKING:
@@ -482,11 +483,11 @@ def _insert_stream(
             plan.documents += len(batch)
         batch, size, read = [], 0, 0
 
-    for position, document in enumerate(rawbson.iter_file(fh, str(plan.bson))):
+    for position, document in enumerate(bsonraw.iter_file(fh, str(plan.bson))):
         try:
-            rewritten = rawbson.set_field(document, APP_ID, app_id)
-        except rawbson.MalformedBSON as exc:
-            raise rawbson.MalformedBSON(
+            rewritten = bsonraw.set_field(document, APP_ID, app_id)
+        except bsonraw.MalformedBSON as exc:
+            raise bsonraw.MalformedBSON(
                 f"malformed BSON in {plan.bson}, document {position + 1}: {exc}",
                 context={"file": str(plan.bson), "document": position + 1},
             ) from exc

@@ -31,8 +31,9 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel
 from pymongo.errors import PyMongoError
 
+from .. import bsonraw
 from ..exceptions import PortabilityError
-from . import owner, rawbson
+from . import owner
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -242,7 +243,7 @@ def _restore(database: Database[Any], entry: Mapping[str, Any], keeps_options: b
     source, copy = database[aside], database[target]
     for batch in source.find_raw_batches({}, batch_size=1000):
         copy.insert_many(
-            [RawBSONDocument(d) for d in rawbson.split(batch)], bypass_document_validation=True
+            [RawBSONDocument(d) for d in bsonraw.split(batch)], bypass_document_validation=True
         )
     models = [
         IndexModel(list(spec["key"].items()), **_index_options(spec))

@@ -20,16 +20,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from bson import ObjectId, encode
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
-from pymongo.errors import DocumentTooLarge, OperationFailure
-from pymongo.operations import (
-    DeleteMany,
-    DeleteOne,
-    IndexModel,
-    InsertOne,
-    ReplaceOne,
-    UpdateMany,
-    UpdateOne,
-)
+from pymongo.errors import DocumentTooLarge
+from pymongo.operations import IndexModel
 from pymongo.results import (
     BulkWriteResult,
     DeleteResult,
@@ -38,26 +30,28 @@ from pymongo.results import (
     UpdateResult,
 )
 
-from .._pymongo_seam import bulk_request_parts, cursor_sort, insert_request_parts
 from .._pymongo_seam import gen_index_name as _gen_index_name
 from .._pymongo_seam import index_document as _index_document
 from .._pymongo_seam import index_list as _index_list
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
+from .bulk import ScopedBulkFeed
 from .changes import collection_change_pipeline
-from .cursor import ScopedCommandCursor, ScopedCursor, scoped_command_cursor
+from .cursor import ScopedCommandCursor, ScopedCursor
 from .guards import check_query
 from .limits import SERVER_MAX_DOCUMENT_BYTES
 from .multi import MultiScopeCursor
 from .names import physical_name, validate_collection_name
 from .pipeline import PipelineScoper
-from .session import ScopedSession
-from .updates import APP_ID, scope_filter, scoped_replacement, scoped_update, tag_document
+from .updates import APP_ID, scoped_filter, scoped_replacement, scoped_update, tag_document
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from pymongo.change_stream import ChangeStream
     from pymongo.command_cursor import CommandCursor
 
+    from .appscope import AppScope
     from .database import ScopedDatabase
 
 _T = TypeVar("_T")
@@ -69,6 +63,12 @@ Source = tuple[Collection[Any], str]
 _TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 #: Documents encoded together when a batch's sizes are checked.
 _CHECK_CHUNK = 1000
+#: The sandbox's own refusals: never the driver's, never counted as failed operations (a bulk
+#: write checks its requests inside the driver's call).
+_REFUSALS = (QueryValidationError, ScopeError, ResourceLimitExceeded)
+#: Operations that write documents: one refused as too large wrote nothing (a single
+#: document, or a batch checked before it was sent).
+_WRITES = frozenset({"insert", "update", "findAndModify", "bulkWrite"})
 
 
 #: Options of bulk requests passed on as they are (keyword, pymongo's attribute).
@@ -85,27 +85,36 @@ class ScopedCollection:
         "_limits",
         "_meter",
         "_name",
+        "_observer",
+        "_scope",
         "_write_scope",
     )
 
     def __init__(
         self,
         database: ScopedDatabase,
+        scope: AppScope,
         name: str,
         sources: list[Source],
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        """Built by :class:`ScopedDatabase` (``db.tasks``), never by apps: ``scope`` is the
+        database's internal :class:`~mdb_sync.scoping.appscope.AppScope`."""
         self._db = database
+        self._scope = scope
         self._name = name
         self.__options = {k: v for k, v in (options or {}).items() if v is not None}
-        self.__generation = database.client_generation_getter()
+        self.__generation = scope.client_generation
         self.__state = (self.__generation(), sources)
-        self._limits = database._limits
-        self._write_scope = database.write_scope
+        self._limits = scope.limits
+        self._write_scope = scope.write_scope
         self._indexed = False
         self._index_lock = threading.Lock()
         #: Records each operation in the engine's metrics (None: pymongo listeners do).
-        self._meter = database._meter
+        self._meter = scope.meter
+        #: The query-driven indexing hook (None when it is off): a cursor calls it once, when
+        #: it first runs; the hot paths skip the call to _observe without it.
+        self._observer = self._observe if scope.auto_index else None
 
     @property
     def __sources(self) -> list[Source]:
@@ -115,7 +124,7 @@ class ScopedCollection:
         generation, sources = self.__state
         current = self.__generation()
         if current != generation:
-            sources = self._db._raw_sources(self._name)
+            sources = self._scope.raw_sources(self._name)
             if self.__options:
                 sources = [(raw.with_options(**self.__options), s) for raw, s in sources]
             self.__state = (current, sources)
@@ -212,36 +221,33 @@ class ScopedCollection:
             "read_concern": read_concern,
         }
         sources = [(raw.with_options(**options), scope) for raw, scope in self.__sources]
-        return ScopedCollection(self._db, self._name, sources, {**self.__options, **options})
+        return ScopedCollection(
+            self._db, self._scope, self._name, sources, {**self.__options, **options}
+        )
 
     # --- helpers ------------------------------------------------------------------------------
 
     def _raw_session(self, session: Any) -> Any:
-        if session is None:
-            return None
-        if isinstance(session, ScopedSession):
-            if session._app_slug != self._db.app_slug:
-                raise ScopeError("this session belongs to another app's database")
-            return session._raw()
-        raise TypeError(
-            "session must be a session from this scoped database's client_session(), "
-            f"not {type(session).__name__}"
-        )
+        """The pymongo session behind ``session`` (a session of this app's database)."""
+        return self._scope.raw_session(session)
 
     def _run(self, name: str, call: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """``call(*args, **kwargs)`` — the driver's operation — recorded as operation
         ``name`` of the app (one clock read before, one after; a raised error counts as a
-        failed operation)."""
+        failed operation). A write (``name`` in :data:`_WRITES`) pymongo or the server
+        refuses as too large raises :class:`ResourceLimitExceeded` (nothing was written)."""
         meter = self._meter
-        if meter is None:
-            return call(*args, **kwargs)
-        started = perf_counter()
+        started = perf_counter() if meter is not None else 0.0
         try:
             result = call(*args, **kwargs)
-        except BaseException:
-            meter(name, started, False)
+        except BaseException as exc:
+            if meter is not None and not isinstance(exc, _REFUSALS):
+                meter(name, started, False)
+            if name in _WRITES and isinstance(exc, Exception) and self._is_too_large(exc):
+                raise self._too_large(exc) from exc
             raise
-        meter(name, started, True)
+        if meter is not None:
+            meter(name, started, True)
         return result
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -261,28 +267,33 @@ class ScopedCollection:
         try:
             return check(*args)
         except (QueryValidationError, ScopeError) as exc:
-            self._db._security_event(str(exc), self._name)
+            self._scope.security_event(str(exc), self._name)
             raise
 
     def _filter(
         self, filter: Any, scope: str | None = None, where: str = "filter"
     ) -> dict[str, Any]:
-        """The caller's filter, checked by the guards, restricted to ``scope``."""
-        scope = scope or self._write_scope
-        if filter is None:
-            return {APP_ID: scope}
-        if type(filter) is not dict and not isinstance(filter, Mapping):
-            raise TypeError(f"{where} must be a mapping, not {type(filter).__name__}")
-        if not filter:
-            return {APP_ID: scope}
-        self._guard(check_query, filter, self._limits, where)
-        return scope_filter(filter, scope)
+        """The caller's filter, checked by the guards, restricted to ``scope`` (a refusal is
+        logged and counted, as by :meth:`_guard`)."""
+        try:
+            return scoped_filter(filter, scope or self._write_scope, self._limits, where)
+        except (QueryValidationError, ScopeError) as exc:
+            self._scope.security_event(str(exc), self._name)
+            raise
 
     def _update(self, update: Any) -> Any:
-        return self._guard(scoped_update, update, self._write_scope, self._limits)
+        try:
+            return scoped_update(update, self._write_scope, self._limits)
+        except (QueryValidationError, ScopeError) as exc:
+            self._scope.security_event(str(exc), self._name)
+            raise
 
     def _tagged(self, document: Any) -> dict[str, Any]:
-        tagged = self._guard(tag_document, document, self._write_scope)
+        scope = self._write_scope
+        if type(document) is dict and document.get(APP_ID, scope) == scope:
+            tagged = {**document, APP_ID: scope}  # tag_document's copy, in one step
+        else:
+            tagged = self._guard(tag_document, document, scope)
         if self._limits.max_document_bytes < SERVER_MAX_DOCUMENT_BYTES:
             self._check_size(tagged)
         return tagged
@@ -342,19 +353,18 @@ class ScopedCollection:
         if not self._indexed:
             with self._index_lock:
                 if not self._indexed:
-                    self._db._ensure_app_id_index(self.__coll)
+                    self._scope.ensure_app_id_index(self.__coll)
                     self._indexed = True
 
     def _observe(self, filter: Any, sort: Any = None) -> None:
-        if not self._db._auto_index:
+        """Feed query-driven indexing with a query's filter and sort (a cursor calls it once,
+        when it first runs)."""
+        scope = self._scope
+        if not scope.auto_index:
             return
         if sort is not None and not isinstance(sort, Mapping):
             sort = _index_document(_index_list(sort))  # find_one_and_*(sort=[...])
-        self._db._observe_query(self._name, self.__coll, filter, sort)
-
-    def _observe_find(self, cursor: ScopedCursor) -> None:
-        """Called once when a cursor first runs: feeds query-driven indexing."""
-        self._observe(cursor._mdb_user_filter, cursor_sort(cursor))
+        scope.observe_query(self._name, self.__coll, filter, sort)
 
     def _resolve(self, logical: str) -> list[tuple[str, str]]:
         validate_collection_name(logical)
@@ -364,8 +374,10 @@ class ScopedCollection:
         validate_collection_name(logical)
         return physical_name(self._write_scope, logical)
 
-    def _pipeline(self, pipeline: Any) -> list[dict[str, Any]]:
-        raw_sources = self.__sources
+    def _pipeline(
+        self, pipeline: Any, raw_sources: list[Source] | None = None
+    ) -> list[dict[str, Any]]:
+        raw_sources = raw_sources or self.__sources
         database = raw_sources[0][0].database
         scoper = PipelineScoper(
             self._resolve, self._own_physical, self._write_scope, self._limits, database.name
@@ -376,7 +388,7 @@ class ScopedCollection:
             # $out replaces the whole target: never when it also holds other apps' documents.
             foreign = {APP_ID: {"$ne": self._write_scope}}
             if database[physical].find_one(foreign, {"_id": 1}) is not None:
-                self._db._security_event("$out over other apps' documents", self._name)
+                self._scope.security_event("$out over other apps' documents", self._name)
                 raise ScopeError(
                     "$out would replace a collection that also holds other apps' documents; "
                     "use $merge instead",
@@ -390,7 +402,7 @@ class ScopedCollection:
     def _refuse_foreign_documents(self, action: str) -> None:
         """Collection-level destructive operations never touch another app's documents."""
         if self.__coll.find_one({APP_ID: {"$ne": self._write_scope}}, {"_id": 1}) is not None:
-            self._db._security_event(
+            self._scope.security_event(
                 f"{action} of a collection holding other apps' documents", self._name
             )
             raise ScopeError(
@@ -405,23 +417,11 @@ class ScopedCollection:
         """Insert ``document`` tagged with this app's ``app_id`` (``document`` gets its
         ``_id``, as with pymongo, but not ``app_id``)."""
         tagged = self._tagged(document)
-        coll = self.__coll
-        if not self._indexed:
-            self._before_write()
         if kwargs:
             kwargs = self._kwargs(kwargs)
-        meter = self._meter  # timed inline: the hottest write path
-        started = perf_counter()
-        try:
-            result = coll.insert_one(tagged, **kwargs)
-        except BaseException as exc:
-            if meter is not None:
-                meter("insert", started, False)
-            if isinstance(exc, Exception) and self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
-        if meter is not None:
-            meter("insert", started, True)
+        if not self._indexed:
+            self._before_write()
+        result = self._run("insert", self.__sources[0][0].insert_one, tagged, **kwargs)
         if "_id" not in document and isinstance(document, dict):
             document["_id"] = tagged["_id"]
         return result
@@ -445,77 +445,40 @@ class ScopedCollection:
                     original["_id"] = doc["_id"]
             tagged.append(doc)
         self._check_batch(tagged)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
-        try:
-            return self._run(
-                "insert", self.__coll.insert_many, tagged, ordered=ordered, **self._kwargs(kwargs)
-            )
-        except DocumentTooLarge as exc:  # pragma: no cover - checked above
-            raise self._too_large(exc) from exc
+        return self._run("insert", self.__coll.insert_many, tagged, ordered=ordered, **kwargs)
 
     def update_one(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
-        coll = self.__coll
-        if not self._indexed:
-            self._before_write()
-        self._observe(filter)
         if kwargs:
             kwargs = self._kwargs(kwargs)
-        meter = self._meter  # timed inline: the hottest write path
-        started = perf_counter()
-        try:
-            result = coll.update_one(scoped, checked, upsert=upsert, **kwargs)
-        except BaseException as exc:
-            if meter is not None:
-                meter("update", started, False)
-            if isinstance(exc, Exception) and self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
-        if meter is not None:
-            meter("update", started, True)
-        return result
+        if not self._indexed:
+            self._before_write()
+        if self._observer is not None:
+            self._observe(filter)
+        raw = self.__sources[0][0]
+        return self._run("update", raw.update_one, scoped, checked, upsert, **kwargs)
 
     def update_many(
         self, filter: Any, update: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, checked = self._filter(filter), self._update(update)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter)
-        try:
-            return self._run(
-                "update",
-                self.__coll.update_many,
-                scoped,
-                checked,
-                upsert=upsert,
-                **self._kwargs(kwargs),
-            )
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run("update", self.__coll.update_many, scoped, checked, upsert, **kwargs)
 
     def replace_one(
         self, filter: Any, replacement: Any, upsert: bool = False, **kwargs: Any
     ) -> UpdateResult:
         scoped, doc = self._filter(filter), self._replacement(replacement)
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter)
-        try:
-            return self._run(
-                "update",
-                self.__coll.replace_one,
-                scoped,
-                doc,
-                upsert=upsert,
-                **self._kwargs(kwargs),
-            )
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run("update", self.__coll.replace_one, scoped, doc, upsert, **kwargs)
 
     def delete_one(self, filter: Any, **kwargs: Any) -> DeleteResult:
         scoped = self._filter(filter)
@@ -541,19 +504,15 @@ class ScopedCollection:
         self._guard(check_query, projection or {}, self._limits, "projection")
         # Some servers answer an oversized findAndModify with a bare internal error.
         self._check_size(checked, "update")
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter, sort)
-        try:
-            return self._run(
-                "findAndModify",
-                self.__coll.find_one_and_update,
-                scoped, checked, projection, sort, upsert, return_document,
-                **self._kwargs(kwargs),
-            )  # fmt: skip
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run(
+            "findAndModify",
+            self.__coll.find_one_and_update,
+            scoped, checked, projection, sort, upsert, return_document,
+            **kwargs,
+        )  # fmt: skip
 
     def find_one_and_replace(
         self,
@@ -568,19 +527,15 @@ class ScopedCollection:
         scoped, doc = self._filter(filter), self._replacement(replacement)
         self._guard(check_query, projection or {}, self._limits, "projection")
         self._check_size(doc)  # see find_one_and_update
+        kwargs = self._kwargs(kwargs)
         self._before_write()
         self._observe(filter, sort)
-        try:
-            return self._run(
-                "findAndModify",
-                self.__coll.find_one_and_replace,
-                scoped, doc, projection, sort, upsert, return_document,
-                **self._kwargs(kwargs),
-            )  # fmt: skip
-        except (DocumentTooLarge, OperationFailure) as exc:
-            if self._is_too_large(exc):
-                raise self._too_large(exc) from exc
-            raise
+        return self._run(
+            "findAndModify",
+            self.__coll.find_one_and_replace,
+            scoped, doc, projection, sort, upsert, return_document,
+            **kwargs,
+        )  # fmt: skip
 
     def find_one_and_delete(
         self, filter: Any, projection: Any = None, sort: Any = None, **kwargs: Any
@@ -597,63 +552,25 @@ class ScopedCollection:
     def bulk_write(
         self, requests: Iterable[Any], ordered: bool = True, **kwargs: Any
     ) -> BulkWriteResult:
-        """Like pymongo's ``bulk_write``: every request is scoped (and all are checked before
-        any is sent)."""
+        """Like pymongo's ``bulk_write``: every request is scoped, and all are checked (scope,
+        guards, sizes) before any is sent (see :mod:`mdb_sync.scoping.bulk`)."""
         if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
             raise TypeError("requests must be a list of write operations")
-        checked: list[Any] = []
-        scoped_requests = [self._bulk_request(r, checked) for r in requests]
-        if not scoped_requests:
+        if type(requests) is not list:
+            requests = list(requests)
+        if not requests:
             raise ValueError("requests must not be empty")
-        self._check_batch(checked)
-        self._before_write()
-        try:
-            return self._run(
-                "bulkWrite",
-                self.__coll.bulk_write,
-                scoped_requests,
-                ordered=ordered,
-                **self._kwargs(kwargs),
-            )
-        except DocumentTooLarge as exc:
-            raise self._too_large(exc) from exc
-
-    def _bulk_request(self, request: Any, checked: list[Any]) -> Any:
-        """The scoped version of ``request``; its document or update goes to ``checked``
-        (sizes are checked for the whole batch before anything is sent)."""
-        if type(request) is InsertOne:  # the most common request, with no options to carry
-            document, namespace = insert_request_parts(request)
-            if namespace is None:
-                return InsertOne(self._bulk_document(document, checked))
-        parts = bulk_request_parts(request)
-        if parts.namespace is not None:
-            raise ScopeError("bulk requests cannot name another namespace in a scoped collection")
-        opts = parts.options  # a dict of this request's own
-        if "array_filters" in opts:
-            self._guard(check_query, opts["array_filters"], self._limits, "array_filters")
-        if isinstance(request, InsertOne):
-            return InsertOne(self._bulk_document(parts.document, checked))
-        if isinstance(request, (UpdateOne, UpdateMany)):
-            update = self._update(parts.document)
-            checked.append(update)
-            return type(request)(self._filter(parts.filter), update, upsert=parts.upsert, **opts)
-        if isinstance(request, ReplaceOne):
-            replacement = self._guard(scoped_replacement, parts.document, self._write_scope)
-            checked.append(replacement)
-            return ReplaceOne(self._filter(parts.filter), replacement, upsert=parts.upsert, **opts)
-        if isinstance(request, (DeleteOne, DeleteMany)):
-            return type(request)(self._filter(parts.filter), **opts)
-        raise TypeError(f"{request!r} is not a valid bulk write request")
-
-    def _bulk_document(self, original: Any, checked: list[Any]) -> dict[str, Any]:
-        """An inserted document, tagged, with its ``_id`` (also given to ``original``)."""
-        tagged = self._guard(tag_document, original, self._write_scope)
-        if "_id" not in tagged:
-            tagged["_id"] = ObjectId()
-            if isinstance(original, dict):
-                original["_id"] = tagged["_id"]
-        checked.append(tagged)
-        return tagged
+        kwargs = self._kwargs(kwargs)
+        feed = ScopedBulkFeed(
+            requests,
+            self._write_scope,
+            self._limits,
+            lambda exc: self._scope.security_event(str(exc), self._name),
+            self._check_batch,
+            self._before_write,
+        )
+        raw = self.__sources[0][0]
+        return self._run("bulkWrite", raw.bulk_write, [feed], ordered=ordered, **kwargs)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -665,44 +582,74 @@ class ScopedCollection:
         Returns pymongo's own :class:`~pymongo.cursor.Cursor` (a :class:`ScopedCursor`); over
         several read scopes, a :class:`MultiScopeCursor` with the same chaining methods.
         """
+        return self._find(filter, args, kwargs)
+
+    def scan(
+        self, filter: Any = None, projection: Any = None, **kwargs: Any
+    ) -> ScopedCursor | ScopedCommandCursor:
+        """A cursor over every matching document of this app, exempt from
+        ``max_result_docs``: for code that streams a whole collection in constant memory
+        (exports, exact vector search), where ``find`` would stop at the cap.
+
+        Everything else is ``find``'s: the scope (over every read scope), the guards on the
+        filter and the projection, ``find``'s options (``sort``, ``batch_size``,
+        ``max_time_ms``...) with the same caps, and ``session``. Over several read scopes it
+        returns the scoped aggregation's cursor (a ``$unionWith`` per scope).
+        """
+        cursor = self._find(filter, (projection,), kwargs, uncapped=True)
+        if isinstance(cursor, MultiScopeCursor):
+            pipeline, options = cursor.as_aggregation()
+            return self._aggregate(pipeline, options.pop("session"), options, uncapped=True)
+        return cursor
+
+    def _find(
+        self, filter: Any, args: Any, kwargs: dict[str, Any], uncapped: bool = False
+    ) -> ScopedCursor | MultiScopeCursor:
+        """``find(filter, *args, **kwargs)``; ``uncapped`` (for ``scan``) lifts
+        ``max_result_docs`` on one read scope (``scan`` turns the multi-scope cursor into its
+        aggregation itself)."""
+        if args or kwargs:
+            self._find_options(args, kwargs)
+        sources = self.__sources
+        if len(sources) > 1:
+            self._filter(filter)  # guards
+            return MultiScopeCursor(self, filter, *args, **kwargs)
+        return self._cursor(sources[0][0], filter, args, kwargs, uncapped=uncapped)
+
+    def _find_options(self, args: Any, kwargs: dict[str, Any]) -> None:
+        """Refuse what ``find(filter, *args, **kwargs)`` may not ask for: a tailable cursor,
+        a projection the guards refuse."""
         if kwargs.get("cursor_type"):
             raise QueryValidationError("tailable cursors are not available on scoped collections")
         if args and args[0] is not None:
             self._guard(check_query, args[0], self._limits, "projection")
         if kwargs.get("projection") is not None:
             self._guard(check_query, kwargs["projection"], self._limits, "projection")
-        sources = self.__sources
-        if len(sources) > 1:
-            self._filter(filter)  # guards
-            return MultiScopeCursor(self, filter, *args, **kwargs)
-        return ScopedCursor(
-            sources[0][0], self._filter(filter), *args, scoped=self, user_filter=filter, **kwargs
-        )
 
-    def scan(
-        self, filter: Any = None, projection: Any = None, **kwargs: Any
-    ) -> ScopedCursor | ScopedCommandCursor:
-        """A scoped cursor over every matching document, exempt from ``max_result_docs``.
-
-        For code that streams a whole collection in constant memory (exact vector search,
-        exports): the scope, the guards and ``max_time_ms`` apply as to any read; only the
-        cap that protects from loading huge results into memory by accident is lifted.
-        """
-        if self._is_multi():
-            self._filter(filter)  # guards
-            stages: list[dict[str, Any]] = [{"$match": dict(filter)}] if filter else []
-            if projection:
-                stages.append({"$project": dict(projection)})
-            cursor = self.aggregate(stages, **kwargs)
-            cursor._mdb_uncapped = True
-            return cursor
+    def _cursor(
+        self,
+        raw: Collection[Any],
+        filter: Any,
+        args: Any,
+        kwargs: dict[str, Any],
+        uncapped: bool = False,
+    ) -> ScopedCursor:
+        """The scoped cursor of ``find(filter, *args, **kwargs)`` on ``raw`` (one read
+        scope)."""
+        session = kwargs.get("session")
+        if session is not None:
+            kwargs["session"] = self._scope.raw_session(session)
         return ScopedCursor(
-            self.__coll,
+            raw,
             self._filter(filter),
-            projection,
+            *args,
             scoped=self,
+            limits=self._limits,
+            meter=self._meter,
+            observe=self._observer,
             user_filter=filter,
-            uncapped=True,
+            scoped_session=session,
+            uncapped=uncapped,
             **kwargs,
         )
 
@@ -710,10 +657,28 @@ class ScopedCollection:
         """Like :meth:`pymongo.collection.Collection.find_one`; ``filter`` may be an ``_id``."""
         if filter is not None and type(filter) is not dict and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        kwargs["limit"] = -1
-        for doc in self.find(filter, *args, **kwargs):
-            return doc
-        return None
+        sources = self.__sources
+        if len(sources) > 1:
+            kwargs["limit"] = -1
+            for doc in self._find(filter, args, kwargs):
+                return doc
+            return None
+        # One read scope: pymongo's own find_one on the scoped filter. It reads one batch of
+        # at most one document, so no cursor of ours needs to watch the batches.
+        limits = self._limits
+        if args or kwargs:
+            self._find_options(args, kwargs)
+            kwargs["max_time_ms"] = limits.cap_time(kwargs.get("max_time_ms"))
+            if kwargs.get("batch_size"):
+                kwargs["batch_size"] = limits.cap_batch(kwargs["batch_size"])
+            if kwargs.get("session") is not None:
+                kwargs["session"] = self._scope.raw_session(kwargs["session"])
+        else:
+            kwargs = {"max_time_ms": limits.default_max_time_ms}
+        query = self._filter(filter)
+        if self._observer is not None:
+            self._observe(filter, kwargs.get("sort"))
+        return self._run("find", sources[0][0].find_one, query, *args, **kwargs)
 
     def count_documents(self, filter: Any, **kwargs: Any) -> int:
         self._max_time(kwargs)
@@ -751,16 +716,26 @@ class ScopedCollection:
     def aggregate(self, pipeline: Any, session: Any = None, **kwargs: Any) -> ScopedCommandCursor:
         """Like pymongo's ``aggregate``, over this app's documents (see
         :mod:`mdb_sync.scoping.pipeline` for how each stage is scoped)."""
-        scoped = self._pipeline(pipeline)
+        return self._aggregate(pipeline, session, kwargs)
+
+    def _aggregate(
+        self, pipeline: Any, session: Any, kwargs: dict[str, Any], uncapped: bool = False
+    ) -> ScopedCommandCursor:
+        sources = self.__sources
+        scoped = self._pipeline(pipeline, sources)
         self._max_time(kwargs)
         kwargs["batchSize"] = self._limits.cap_batch(kwargs.get("batchSize"))
-        if any(next(iter(s)) in ("$out", "$merge") for s in scoped):
+        if scoped and next(iter(scoped[-1])) in ("$out", "$merge"):  # only ever the last stage
             self._before_write()
-        raw_session = self._raw_session(session)
+        if kwargs:
+            kwargs = self._kwargs(kwargs)
+        raw_session = None if session is None else self._raw_session(session)
         cursor = self._run(
-            "aggregate", self.__coll.aggregate, scoped, session=raw_session, **self._kwargs(kwargs)
+            "aggregate", sources[0][0].aggregate, scoped, session=raw_session, **kwargs
         )
-        return scoped_command_cursor(cursor, self._name, self._limits, session, self._meter)
+        return ScopedCommandCursor.adopt(
+            cursor, self._name, self._limits, session, self._meter, uncapped
+        )
 
     def watch(self, pipeline: Any = None, **kwargs: Any) -> ChangeStream[Any]:
         """A change stream of this app's documents in this collection (``ns`` shows the app
@@ -771,7 +746,7 @@ class ScopedCollection:
         branches = [(raw.name, scope) for raw, scope in self.__sources]
         stages = collection_change_pipeline(branches, self._name, user)
         if self._is_multi():
-            return self._db._watch_raw(stages, **self._kwargs(kwargs))
+            return self._scope.watch(stages, **self._kwargs(kwargs))
         return self.__coll.watch(stages, **self._kwargs(kwargs))
 
     # --- indexes ------------------------------------------------------------------------------
@@ -846,7 +821,7 @@ class ScopedCollection:
         self._run(
             "dropIndexes", self.__coll.drop_indexes, session=self._raw_session(session), **kwargs
         )
-        self._db._ensure_app_id_index(self.__coll, force=True)
+        self._scope.ensure_app_id_index(self.__coll, force=True)
 
     def list_indexes(
         self, session: Any = None, **kwargs: Any
@@ -865,36 +840,110 @@ class ScopedCollection:
         """Drop this app's collection (refused if other apps' documents share it)."""
         self._refuse_foreign_documents("drop")
         self._run("drop", self.__coll.drop, session=self._raw_session(session), **kwargs)
-        self._db._forget_collection(self._name, self.__coll)
+        self._scope.forget_collection(self._name, self.__coll)
 
     def rename(self, new_name: str, session: Any = None, **kwargs: Any) -> ScopedCollection:
         """Rename within the app (``dropTarget=True`` only replaces a collection of this app)."""
-        target = self._db[new_name]
+        target: ScopedCollection = self._db[new_name]
         self._refuse_foreign_documents("rename")
         if kwargs.get("dropTarget"):
             target._refuse_foreign_documents("replace")
         self.__coll.rename(
             physical_name(self._write_scope, new_name), session=self._raw_session(session), **kwargs
         )
-        self._db._forget_collection(self._name, self.__coll)
+        self._scope.forget_collection(self._name, self.__coll)
         return target
 
     # --- columnar reads (pymongoarrow, the ``arrow`` extra; see .frames) ------------------------
 
-    def _batch_source(self) -> Any:
-        """The scoped raw-batch source pymongoarrow reads (never the raw collection)."""
-        from .frames import ScopedBatchSource
+    def _batch_source(self) -> frames.ScopedBatchSource:
+        """The scoped raw-batch source pymongoarrow reads (it never gets the raw collection)."""
+        return frames.ScopedBatchSource(
+            repr(self), self.__coll.codec_options, self._find_batches, self._aggregate_batches
+        )
 
-        return ScopedBatchSource(self, self.__coll)
+    def _find_batches(self, filter: Any = None, *args: Any, **kwargs: Any) -> Iterator[bytes]:
+        """Raw BSON batches of ``find(filter, *args, **kwargs)`` over the app's documents,
+        stopped past ``max_result_docs`` like :meth:`find`."""
+        if kwargs.get("cursor_type"):
+            raise QueryValidationError("tailable cursors are not available on scoped collections")
+        if filter is not None and not isinstance(filter, Mapping):
+            raise TypeError(f"filter must be a mapping, not {type(filter).__name__}")
+        if self._is_multi():
+            # Several read scopes are one aggregation ($unionWith per scope), as for find().
+            pipeline, options = MultiScopeCursor(self, filter, *args, **kwargs).as_aggregation()
+            return self._aggregate_batches(pipeline, **options)
+        projection = args[0] if args else kwargs.pop("projection", None)
+        if projection is not None:
+            self._guard(check_query, projection, self._limits, "projection")
+        limits = self._limits
+        kwargs["batch_size"] = limits.cap_batch(kwargs.get("batch_size"))
+        kwargs["max_time_ms"] = limits.cap_time(kwargs.get("max_time_ms"))
+        if kwargs.get("session") is not None:
+            kwargs["session"] = self._raw_session(kwargs["session"])
+        query = self._filter(filter)
+        batches = self.__coll.find_raw_batches(query, projection, *args[1:], **kwargs)
+        sort = kwargs.get("sort")
+        return frames.capped_batches(
+            batches, self._name, limits, "query", lambda: self._observe(filter, sort)
+        )
 
-    find_arrow_all = frames.find_arrow_all
-    find_pandas_all = frames.find_pandas_all
-    find_polars_all = frames.find_polars_all
-    find_numpy_all = frames.find_numpy_all
-    aggregate_arrow_all = frames.aggregate_arrow_all
-    aggregate_pandas_all = frames.aggregate_pandas_all
-    aggregate_polars_all = frames.aggregate_polars_all
-    aggregate_numpy_all = frames.aggregate_numpy_all
+    def _aggregate_batches(
+        self, pipeline: Any, session: Any = None, **kwargs: Any
+    ) -> Iterator[bytes]:
+        """Raw BSON batches of ``aggregate(pipeline)`` over the app's documents (read-only:
+        ``$out``/``$merge`` refused), stopped past ``max_result_docs``."""
+        stages = self._pipeline(pipeline)
+        if any(next(iter(stage)) in ("$out", "$merge") for stage in stages):
+            raise frames.writes_refused()
+        limits = self._limits
+        kwargs["maxTimeMS"] = limits.cap_time(kwargs.pop("max_time_ms", kwargs.get("maxTimeMS")))
+        kwargs["batchSize"] = limits.cap_batch(kwargs.get("batchSize"))
+        if kwargs.get("let") is not None:
+            self._guard(check_query, kwargs["let"], limits, "let")
+        raw_session = self._raw_session(session)
+        batches = self.__coll.aggregate_raw_batches(stages, session=raw_session, **kwargs)
+        return frames.capped_batches(batches, self._name, limits, "aggregation")
+
+    def find_arrow_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """The matching documents of this app as a :class:`pyarrow.Table` (pymongoarrow's
+        ``find_arrow_all``: ``schema``, ``allow_invalid``, ``projection``, ``sort``,
+        ``limit``, ``skip``... as in ``find``). Scoped and capped exactly like :meth:`find`."""
+        return frames.read("find_arrow_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def find_pandas_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`find_arrow_all`, as a :class:`pandas.DataFrame`."""
+        return frames.read("find_pandas_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def find_polars_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`find_arrow_all`, as a :class:`polars.DataFrame`."""
+        return frames.read("find_polars_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def find_numpy_all(self, filter: Any = None, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`find_arrow_all`, as a dict of numpy arrays (one per field)."""
+        return frames.read("find_numpy_all", self._batch_source(), filter or {}, schema, kwargs)
+
+    def aggregate_arrow_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """The results of ``pipeline`` over this app's documents as a :class:`pyarrow.Table`
+        (pymongoarrow's ``aggregate_arrow_all``). Scoped and capped like :meth:`aggregate`;
+        ``$out``/``$merge`` are refused (this only reads)."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_arrow_all", self._batch_source(), stages, schema, kwargs)
+
+    def aggregate_pandas_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate_arrow_all`, as a :class:`pandas.DataFrame`."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_pandas_all", self._batch_source(), stages, schema, kwargs)
+
+    def aggregate_polars_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate_arrow_all`, as a :class:`polars.DataFrame`."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_polars_all", self._batch_source(), stages, schema, kwargs)
+
+    def aggregate_numpy_all(self, pipeline: Any, *, schema: Any = None, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate_arrow_all`, as a dict of numpy arrays (one per field)."""
+        stages = frames.pipeline_copy(pipeline)
+        return frames.read("aggregate_numpy_all", self._batch_source(), stages, schema, kwargs)
 
     # --- AI -----------------------------------------------------------------------------------
 
@@ -913,9 +962,8 @@ class ScopedCollection:
         """Nearest neighbours of ``query_vector`` (or of ``query_text``'s embedding) among this
         app's documents: ``$vectorSearch`` where the server has it, an exact k-NN search where
         it does not; see :func:`mdb_sync.ai.vector_search.vector_search`."""
-        from ..ai.vector_search import vector_search
-
-        return vector_search(
+        return self._scope.host.search(
+            "vector",
             self,
             query_vector,
             query_text=query_text,
@@ -939,9 +987,9 @@ class ScopedCollection:
         fused by reciprocal rank fusion: ``$rankFusion`` over ``$search`` and
         ``$vectorSearch`` where the server has them, an exact keyword (BM25) and vector
         search elsewhere; see :func:`mdb_sync.ai.hybrid_search.hybrid_search`."""
-        from ..ai.hybrid_search import hybrid_search
-
-        return hybrid_search(self, query_text, limit=limit, filter=filter, **kwargs)
+        return self._scope.host.search(
+            "hybrid", self, query_text, limit=limit, filter=filter, **kwargs
+        )
 
 
 def _change_stages(pipeline: Any, limits: Any) -> list[dict[str, Any]]:

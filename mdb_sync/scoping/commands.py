@@ -28,8 +28,7 @@ from .names import physical_name, validate_collection_name
 from .updates import APP_ID
 
 if TYPE_CHECKING:
-    from pymongo.database import Database
-
+    from .appscope import AppScope
     from .database import ScopedDatabase
 
 #: Commands passed to the server as ``{name: 1}``, by lower-case name -> canonical name.
@@ -112,7 +111,7 @@ def refusal(name: str) -> ScopeError:
 
 def run_command(
     db: ScopedDatabase,
-    raw_database: Database[Any],
+    scope: AppScope,
     command: Any,
     value: Any = 1,
     *,
@@ -124,7 +123,8 @@ def run_command(
     comment: Any = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """Run one allow-listed command for ``db`` (see the module docstring)."""
+    """Run one allow-listed command for ``db`` (whose :class:`AppScope` is ``scope``; see the
+    module docstring)."""
     name, body = command_name(command)
     if isinstance(command, str):
         body = {name: value, **kwargs}
@@ -139,10 +139,10 @@ def run_command(
             options["codec_options"] = codec_options
         if comment is not None:
             options["comment"] = comment
-        raw_session = _raw_session(db, session)
-        return dict(raw_database.command(HARMLESS[key], session=raw_session, **options))
+        raw_session = scope.raw_session(session)
+        return dict(scope.raw_database().command(HARMLESS[key], session=raw_session, **options))
     if key not in SCOPED:
-        db._security_event(f"command {name!r} refused")
+        scope.security_event(f"command {name!r} refused")
         raise refusal(name)
     target = body.pop(name)
     if not isinstance(target, str):
@@ -159,17 +159,7 @@ def run_command(
         return _count(db, target, body)
     if key == "distinct":
         return _distinct(db, target, body)
-    return _coll_stats(db, raw_database, target, body, session)
-
-
-def _raw_session(db: ScopedDatabase, session: Any) -> Any:
-    if session is None:
-        return None
-    from .session import ScopedSession
-
-    if not isinstance(session, ScopedSession) or session._app_slug != db.app_slug:
-        raise TypeError("session must come from this scoped database's client_session()")
-    return session._raw()
+    return _coll_stats(db, scope, target, body, session)
 
 
 def _options(body: dict[str, Any], allowed: dict[str, str], command: str) -> dict[str, Any]:
@@ -212,7 +202,7 @@ def _distinct(db: ScopedDatabase, name: str, body: dict[str, Any]) -> dict[str, 
 
 
 def _coll_stats(
-    db: ScopedDatabase, raw_database: Database[Any], name: str, body: dict[str, Any], session: Any
+    db: ScopedDatabase, scope: AppScope, name: str, body: dict[str, Any], session: Any
 ) -> dict[str, Any]:
     unknown = sorted(set(body) - {"scale", "comment", "session"})
     if unknown:
@@ -220,13 +210,14 @@ def _coll_stats(
             f"collStats: options {unknown} are not available through a scoped database",
             context={"command": "collStats"},
         )
-    raw_session = _raw_session(db, session)
+    raw_session = scope.raw_session(session)
+    raw_database = scope.raw_database()
     physical = physical_name(db.write_scope, name)
     foreign = raw_database[physical].find_one(
         {APP_ID: {"$ne": db.write_scope}}, {"_id": 1}, session=raw_session
     )
     if foreign is not None:
-        db._security_event("collStats of a collection holding other apps' documents", name)
+        scope.security_event("collStats of a collection holding other apps' documents", name)
         raise ScopeError(
             f"collStats of {name!r} is refused: its physical collection also holds other apps' "
             "documents, whose counts and sizes it would reveal; use "

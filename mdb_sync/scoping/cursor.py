@@ -23,6 +23,7 @@ from .._pymongo_seam import (
     adopt_command_cursor,
     bare_clone,
     cursor_query,
+    cursor_sort,
     documents_buffered,
     documents_retrieved,
     will_send,
@@ -31,33 +32,49 @@ from ..exceptions import QueryValidationError, ResourceLimitExceeded
 
 if TYPE_CHECKING:
     from .collection import ScopedCollection
+    from .limits import QueryLimits
+
+#: Records one operation: ``meter(name, perf_counter() before, success)``.
+Meter = Callable[[str, float, bool], None]
 
 
 class ScopedCursor(HookedCursor):
     """A :class:`pymongo.cursor.Cursor` over one app's documents (pymongo's private hooks
-    reached through :class:`~mdb_sync._pymongo_seam.HookedCursor`)."""
+    reached through :class:`~mdb_sync._pymongo_seam.HookedCursor`).
+
+    Built by :class:`~mdb_sync.scoping.ScopedCollection` only, from the scoped filter and
+    what the collection holds: its limits, its operation ``meter``, the ``observe`` hook of
+    query-driven indexing (called once, when the cursor first runs) and the pymongo session
+    behind ``scoped_session`` (passed as pymongo's ``session``).
+    """
 
     def __init__(
         self,
         collection: Any,
         *args: Any,
         scoped: ScopedCollection,
+        limits: QueryLimits,
+        meter: Meter | None = None,
+        observe: Callable[[Any, Any], None] | None = None,
         user_filter: Any = None,
+        scoped_session: Any = None,
         uncapped: bool = False,
         **kwargs: Any,
     ):
         self._mdb_scoped = scoped
         self._mdb_user_filter = user_filter
         self._mdb_uncapped = uncapped
-        self._mdb_limits = scoped._limits
-        self._mdb_meter = scoped._meter
-        kwargs["batch_size"] = self._mdb_limits.cap_batch(kwargs.get("batch_size"))
-        kwargs["max_time_ms"] = self._mdb_limits.cap_time(kwargs.get("max_time_ms"))
-        session = kwargs.get("session")
-        if session is not None:
-            kwargs["session"] = scoped._raw_session(session)
-        self._mdb_session = session
-        self._mdb_observed = False
+        self._mdb_limits = limits
+        self._mdb_meter = meter
+        self._mdb_observe = observe
+        self._mdb_session = scoped_session
+        # The caps of QueryLimits.cap_batch / cap_time, without a call when nothing is asked.
+        batch_size = kwargs.get("batch_size")
+        kwargs["batch_size"] = limits.cap_batch(batch_size) if batch_size else limits.max_batch_size
+        max_time_ms = kwargs.get("max_time_ms")
+        kwargs["max_time_ms"] = (
+            limits.default_max_time_ms if max_time_ms is None else limits.cap_time(max_time_ms)
+        )
         Cursor.__init__(self, collection, *args, **kwargs)
 
     @property
@@ -91,14 +108,14 @@ class ScopedCursor(HookedCursor):
         return self._mdb_session
 
     def _mdb_clone(self, session: Any) -> ScopedCursor:
-        clone = bare_clone(self, session)
+        clone: ScopedCursor = bare_clone(self, session)
         clone._mdb_scoped = self._mdb_scoped
         clone._mdb_user_filter = self._mdb_user_filter
         clone._mdb_uncapped = self._mdb_uncapped
         clone._mdb_limits = self._mdb_limits
         clone._mdb_meter = self._mdb_meter
+        clone._mdb_observe = self._mdb_observe
         clone._mdb_session = self._mdb_session
-        clone._mdb_observed = False
         return clone
 
     def where(self, code: Any) -> ScopedCursor:
@@ -122,12 +139,13 @@ class ScopedCursor(HookedCursor):
         return self
 
     def _mdb_fetch(self, fetch: Callable[[], int]) -> int:
-        if not self._mdb_observed:
-            self._mdb_observed = True
-            self._mdb_scoped._observe_find(self)
+        observe = self._mdb_observe
+        if observe is not None:
+            self._mdb_observe = None  # once per cursor
+            observe(self._mdb_user_filter, cursor_sort(self))
         meter = self._mdb_meter
         name = None if meter is None else will_send(self)
-        if name is None:
+        if meter is None or name is None:
             count = fetch()  # nothing is sent (or pymongo's listeners record it)
         else:
             started = perf_counter()
@@ -154,8 +172,8 @@ class ScopedCursor(HookedCursor):
 class ScopedCommandCursor(HookedCommandCursor):
     """pymongo's :class:`~pymongo.command_cursor.CommandCursor` of a scoped aggregation.
 
-    pymongo builds the cursor; :func:`scoped_command_cursor` re-classes it so that results are
-    bounded like :class:`ScopedCursor`'s and ``session`` returns the scoped session.
+    pymongo builds the cursor; :meth:`adopt` re-classes it so that results are bounded like
+    :class:`ScopedCursor`'s and ``session`` returns the scoped session.
     """
 
     _mdb_name: str
@@ -164,6 +182,28 @@ class ScopedCommandCursor(HookedCommandCursor):
     _mdb_seen: int
     _mdb_uncapped: bool = False
     _mdb_meter: Any = None
+
+    @classmethod
+    def adopt(
+        cls,
+        cursor: CommandCursor[dict[str, Any]],
+        name: str,
+        limits: QueryLimits,
+        session: Any,
+        meter: Meter | None = None,
+        uncapped: bool = False,
+    ) -> ScopedCommandCursor:
+        """``cursor`` (built by pymongo for collection ``name``) as a scoped command cursor:
+        bounded by ``limits`` (unless ``uncapped``), its getMores recorded by ``meter``,
+        ``session`` (the scoped session) its ``session``."""
+        scoped: ScopedCommandCursor = adopt_command_cursor(cursor, cls)
+        scoped._mdb_name = name
+        scoped._mdb_limits = limits
+        scoped._mdb_session = session
+        scoped._mdb_meter = meter
+        scoped._mdb_uncapped = uncapped
+        scoped._mdb_seen = documents_buffered(scoped)
+        return scoped
 
     @property
     def session(self) -> Any:
@@ -193,19 +233,3 @@ class ScopedCommandCursor(HookedCommandCursor):
                 context={"collection": self._mdb_name, "limit": self._mdb_limits.max_result_docs},
             )
         return count
-
-
-def scoped_command_cursor(
-    cursor: CommandCursor[dict[str, Any]],
-    name: str,
-    limits: Any,
-    session: Any,
-    meter: Any = None,
-) -> ScopedCommandCursor:
-    scoped = adopt_command_cursor(cursor, ScopedCommandCursor)
-    scoped._mdb_name = name
-    scoped._mdb_limits = limits
-    scoped._mdb_session = session
-    scoped._mdb_meter = meter
-    scoped._mdb_seen = documents_buffered(scoped)
-    return scoped

@@ -12,8 +12,6 @@ its re-creation (a name check and a pymongo ``Collection``).
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from pymongo.database import Database
 from ..deprecation import renamed_parameters
 from ..exceptions import QueryValidationError, ScopeError
 from .alternatives import DATABASE_ALTERNATIVES, instead
+from .appscope import AppScope
 from .changes import database_change_pipeline
 from .collection import ScopedCollection, _change_stages
 from .guards import check_query
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from pymongo.change_stream import DatabaseChangeStream
 
     from .gridfs import ScopedGridFSBucket
-
-security_log = logging.getLogger("mdb_sync.security")
 
 #: Scoped collections cached per scoped database.
 COLLECTION_CACHE_SIZE = 256
@@ -62,18 +59,7 @@ _COLLECTION_OPTIONS = frozenset(
 class ScopedDatabase:
     """The sandboxed database of one app (see the sandbox contract in the README)."""
 
-    __slots__ = (
-        "__collections",
-        "__host",
-        "__lock",
-        "__options",
-        "_auto_index",
-        "_limits",
-        "_meter",
-        "app_slug",
-        "read_scopes",
-        "write_scope",
-    )
+    __slots__ = ("__scope", "app_slug", "read_scopes", "write_scope")
 
     @renamed_parameters(app_slug="slug")
     def __init__(
@@ -107,14 +93,16 @@ class ScopedDatabase:
         # Own scope first, then the others in the caller's order, without duplicates.
         ordered = [self.write_scope, *[s for s in scopes if s != self.write_scope]]
         self.read_scopes: tuple[str, ...] = tuple(dict.fromkeys(ordered))
-        self._limits = limits or QueryLimits()
-        self._auto_index = auto_index
-        #: Records the operations of this app's collections (None: pymongo listeners do).
-        self._meter = host.operation_meter(self.app_slug)
-        self.__host = host
-        self.__options = dict(options or {})
-        self.__collections: dict[str, ScopedCollection] = {}
-        self.__lock = threading.Lock()
+        # What this database shares with its collections, cursors and buckets (raw handles
+        # and host hooks included): kept private, never handed to the app.
+        self.__scope = AppScope(
+            host,
+            self.app_slug,
+            self.read_scopes,
+            limits or QueryLimits(),
+            auto_index,
+            options or {},
+        )
 
     def __repr__(self) -> str:
         return f"ScopedDatabase(app={self.app_slug!r}, read_scopes={list(self.read_scopes)!r})"
@@ -139,7 +127,8 @@ class ScopedDatabase:
 
     @property
     def limits(self) -> QueryLimits:
-        return self._limits
+        """The resource limits of this database's operations."""
+        return self.__scope.limits
 
     def with_options(
         self,
@@ -149,7 +138,8 @@ class ScopedDatabase:
         read_concern: Any = None,
     ) -> ScopedDatabase:
         """The same scoped database with other codec options or read/write settings."""
-        options = dict(self.__options)
+        scope = self.__scope
+        options = dict(scope.options)
         for key, value in (
             ("codec_options", codec_options),
             ("read_preference", read_preference),
@@ -159,11 +149,11 @@ class ScopedDatabase:
             if value is not None:
                 options[key] = value
         return ScopedDatabase(
-            self.__host,
+            scope.host,
             self.app_slug,
             read_scopes=self.read_scopes,
-            limits=self._limits,
-            auto_index=self._auto_index,
+            limits=scope.limits,
+            auto_index=scope.auto_index,
             options=options,
         )
 
@@ -187,48 +177,29 @@ class ScopedDatabase:
         those of pymongo's ``get_collection``."""
         if options:
             return self.get_collection(name).with_options(**options)
-        coll = self.__collections.get(name)
+        scope = self.__scope
+        coll = scope.collections.get(name)
         if coll is not None:
             return coll
         validate_collection_name(name)
-        with self.__lock:
-            coll = self.__collections.get(name)
+        with scope.lock:
+            coll = scope.collections.get(name)
             if coll is None:
-                coll = ScopedCollection(self, name, self._raw_sources(name))
-                collections = self.__collections
+                coll = ScopedCollection(self, scope, name, scope.raw_sources(name))
+                collections = scope.collections
                 if len(collections) >= COLLECTION_CACHE_SIZE:
                     del collections[next(iter(collections))]
                 collections[name] = coll
         return coll
 
-    def _raw_sources(self, name: str) -> list[tuple[Any, str]]:
-        """The pymongo collections behind logical ``name``, one per read scope (own first),
-        from the engine's current client."""
-        return [(self.__raw(physical_name(s, name)), s) for s in self.read_scopes]
-
-    def client_generation_getter(self) -> Any:
-        """Internal: the host's client epoch getter (see ``ScopedCollection``): the epoch
-        changes in a forked child and when the embedded server was re-attached on a new
-        port."""
-        return self.__host.client_generation
-
     def is_hosted_by(self, host: object) -> bool:
         """Whether ``host`` serves this database (how the engine recognises its own
         databases without the database handing out a path to it)."""
-        return self.__host is host
-
-    def __raw(self, physical: str) -> Any:
-        raw = self.__host.collection(physical)
-        return raw.with_options(**self.__options) if self.__options else raw
+        return self.__scope.host is host
 
     def cached_collections(self) -> int:
         """Internal: how many scoped collections this database caches (``engine.cache_info()``)."""
-        return len(self.__collections)
-
-    def _forget_collection(self, name: str, raw: Any) -> None:
-        with self.__lock:
-            self.__collections.pop(name, None)
-        self.__host.forget_app_id_index(raw)
+        return len(self.__scope.collections)
 
     def list_collection_names(
         self, filter: Mapping[str, Any] | None = None, **kwargs: Any
@@ -245,17 +216,16 @@ class ScopedDatabase:
         query: dict[str, Any] = {"name": {"$regex": "^" + _regex_escape(prefix)}}
         if filter:
             filter = dict(filter)
-            check_query(filter, self._limits, "listCollections filter")
+            check_query(filter, self.__scope.limits, "listCollections filter")
             if "name" in filter:
                 query = {
                     "$and": [query, {"name": self._physical_name_condition(filter.pop("name"))}]
                 }
             if filter:
                 query = {"$and": [query, filter]}
-        session = kwargs.pop("session", None)
-        raw_session = session._raw() if isinstance(session, ScopedSession) else None
+        raw_session = self.__scope.raw_session(kwargs.pop("session", None))
         results = []
-        for info in self.__host.database().list_collections(
+        for info in self.__scope.raw_database().list_collections(
             filter=query, session=raw_session, **kwargs
         ):
             name = logical_name(self.write_scope, info["name"])
@@ -287,14 +257,14 @@ class ScopedDatabase:
                 + (" (views are refused)" if {"viewOn", "pipeline"} & set(unknown) else ""),
                 context={"collection": name},
             )
+        scope = self.__scope
         if "validator" in options:
-            check_query(options["validator"], self._limits, "validator")
-        session = options.pop("session", None)
-        raw_session = session._raw() if isinstance(session, ScopedSession) else None
-        raw = self.__host.database().create_collection(
+            check_query(options["validator"], scope.limits, "validator")
+        raw_session = scope.raw_session(options.pop("session", None))
+        raw = scope.raw_database().create_collection(
             physical_name(self.write_scope, name), session=raw_session, **options
         )
-        self.__host.ensure_app_id_index(raw)
+        scope.ensure_app_id_index(raw)
         return self.get_collection(name)
 
     def drop_collection(self, name_or_collection: Any, **kwargs: Any) -> None:
@@ -332,7 +302,7 @@ class ScopedDatabase:
 
         return run_command(
             self,
-            self.__host.database(),
+            self.__scope,
             command,
             value,
             check=check,
@@ -348,7 +318,7 @@ class ScopedDatabase:
 
     def client_session(self, **kwargs: Any) -> ScopedSession:
         """Start a client session for transactions and causal consistency."""
-        return ScopedSession(self.__host.start_session(**kwargs), self.app_slug)
+        return ScopedSession(self.__scope.start_session(**kwargs), self.app_slug)
 
     start_session = client_session
 
@@ -357,42 +327,20 @@ class ScopedDatabase:
         from .gridfs import ScopedGridFSBucket
 
         validate_collection_name(bucket_name)
-        return ScopedGridFSBucket(self, bucket_name, self.__host.database(), **kwargs)
+        return ScopedGridFSBucket(self, bucket_name, self.__scope.raw_database(), **kwargs)
 
     def watch(self, pipeline: Any = None, **kwargs: Any) -> DatabaseChangeStream[Any]:
         """A change stream of this app's collections (and its read scopes'), only their
         documents' changes, with ``ns`` in logical names."""
         kwargs.setdefault("full_document", "updateLookup")
+        scope = self.__scope
         try:
-            user = _change_stages(pipeline, self._limits)
+            user = _change_stages(pipeline, scope.limits)
         except QueryValidationError as exc:
-            self._security_event(str(exc))
+            scope.security_event(str(exc))
             raise
         stages = database_change_pipeline(list(self.read_scopes), user)
-        return self._watch_raw(stages, **kwargs)
-
-    def _watch_raw(self, stages: list[dict[str, Any]], **kwargs: Any) -> DatabaseChangeStream[Any]:
-        session = kwargs.get("session")
-        if session is not None:
-            if not isinstance(session, ScopedSession):
-                raise TypeError("session must come from this database's client_session()")
-            kwargs["session"] = session._raw()
-        return self.__host.database().watch(stages, **kwargs)
-
-    # --- engine hooks -------------------------------------------------------------------------
-
-    def _ensure_app_id_index(self, raw: Any, force: bool = False) -> None:
-        self.__host.ensure_app_id_index(raw, force=force)
-
-    def _observe_query(self, collection: str, raw: Any, user_filter: Any, sort: Any) -> None:
-        if self._auto_index:
-            self.__host.observe_query(self.app_slug, collection, raw, user_filter, sort)
-
-    def _security_event(self, reason: str, collection: str | None = None) -> None:
-        security_log.warning(
-            "refused operation for app %r on %r: %s", self.app_slug, collection, reason
-        )
-        self.__host.record_security_event(self.app_slug, reason)
+        return scope.watch(stages, **kwargs)
 
 
 def _regex_escape(text: str) -> str:

@@ -17,7 +17,7 @@ from pymongo import ASCENDING, DESCENDING
 
 from .guards import check_query
 from .names import physical_name
-from .session import ScopedSession
+from .session import unwrap_session
 from .updates import scope_filter
 
 if TYPE_CHECKING:
@@ -66,13 +66,8 @@ class ScopedGridFSBucket:
     def __repr__(self) -> str:
         return f"ScopedGridFSBucket(app={self._scope!r}, bucket={self._bucket_name!r})"
 
-    @staticmethod
-    def _session(session: Any) -> Any:
-        if session is None:
-            return None
-        if not isinstance(session, ScopedSession):
-            raise TypeError("session must come from the scoped database's client_session()")
-        return session._raw()
+    def _session(self, session: Any) -> Any:
+        return unwrap_session(session, self._scope)
 
     def _file(self, file_id: Any, session: Any) -> dict[str, Any]:
         doc: dict[str, Any] | None = self.__root.files.find_one(

@@ -5,14 +5,18 @@ and the engine.
 :class:`~mdb_sync.engine.MongoDBEngine`: raw collections of the app's physical names, the
 database for the few database-level operations it scopes itself (``listCollections``,
 ``create``, change streams, GridFS, allowed commands), sessions, the client epoch, the
-``app_id`` index bookkeeping and two hooks (query observation for automatic indexes, refused
-operations for security metrics). Nothing here hands out the engine.
+``app_id`` index bookkeeping, two hooks (query observation for automatic indexes, refused
+operations for security metrics) and the searches of :mod:`mdb_sync.ai` (vector and hybrid
+search live in a layer above the sandbox: the host brings them, the sandbox never imports
+them). Nothing here hands out the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ..exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from pymongo.client_session import ClientSession
@@ -20,6 +24,12 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
     from ..storage import Storage
+    from .collection import ScopedCollection
+
+#: Which search :meth:`ScopeHost.search` runs: ``vector_search`` or ``hybrid_search``.
+SearchKind = Literal["vector", "hybrid"]
+#: ``search(kind, collection, *args, **kwargs)``: the host's searches (see ScopeHost.search).
+Search = Callable[..., list[dict[str, Any]]]
 
 
 class ScopeHost(Protocol):
@@ -49,11 +59,18 @@ class ScopeHost(Protocol):
         """What the scoped API of ``slug`` records its operations with (None when pymongo
         listeners record them)."""
 
+    def search(
+        self, kind: SearchKind, collection: ScopedCollection, *args: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """``ScopedCollection.vector_search`` / ``hybrid_search``: the ``kind`` search over
+        ``collection`` (the scoped collection: the search reads through it, so the sandbox
+        scopes it), with the method's arguments."""
+
 
 class StorageScopeHost:
-    """A :class:`ScopeHost` over the storage service and two callbacks of the engine."""
+    """A :class:`ScopeHost` over the storage service and the engine's callbacks."""
 
-    __slots__ = ("_meter", "_observe", "_security", "_storage", "client_generation")
+    __slots__ = ("_meter", "_observe", "_search", "_security", "_storage", "client_generation")
 
     def __init__(
         self,
@@ -61,11 +78,13 @@ class StorageScopeHost:
         observe_query: Callable[[str, str, Any, Any, Any], None],
         record_security_event: Callable[[str, str], None],
         operation_meter: Callable[[str], Any],
+        search: Search | None = None,
     ) -> None:
         self._storage = storage
         self._observe = observe_query
         self._security = record_security_event
         self._meter = operation_meter
+        self._search = search
         self.client_generation = storage.client_generation
 
     def database(self) -> Database[Any]:
@@ -93,3 +112,13 @@ class StorageScopeHost:
 
     def operation_meter(self, slug: str) -> Any:
         return self._meter(slug)
+
+    def search(
+        self, kind: SearchKind, collection: ScopedCollection, *args: Any, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        if self._search is None:
+            raise ConfigurationError(
+                f"{kind}_search needs a host that brings the AI searches (an engine's "
+                "scoped database)"
+            )
+        return self._search(kind, collection, *args, **kwargs)

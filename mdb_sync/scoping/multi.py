@@ -191,7 +191,7 @@ class MultiScopeCursor:
         return self
 
     def clone(self) -> MultiScopeCursor:
-        twin = MultiScopeCursor.__new__(MultiScopeCursor)
+        twin: MultiScopeCursor = MultiScopeCursor.__new__(MultiScopeCursor)
         twin.__dict__.update(self.__dict__)
         twin._options = dict(self._options)
         twin._cursor = None

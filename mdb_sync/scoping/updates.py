@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bson import Binary
+
 from ..exceptions import QueryValidationError, ScopeError
-from .guards import check_query
+from .guards import LOOKED_AT_KEYS, PLAIN_TYPES, check_query
 from .limits import QueryLimits
 
 APP_ID = "app_id"
@@ -46,12 +48,78 @@ def scope_filter(filter: Mapping[str, Any], scope: str) -> dict[str, Any]:
     return scoped
 
 
+def scoped_filter(
+    filter: Any, scope: str, limits: QueryLimits, where: str = "filter"
+) -> dict[str, Any]:
+    """``filter`` (a mapping, or None for all documents) checked by the guards and
+    restricted to documents of ``scope`` (as :func:`scope_filter`)."""
+    if type(filter) is dict and filter and APP_ID not in filter:
+        check_query(filter, limits, where)
+        return {**filter, APP_ID: scope}  # scope_filter's copy, in one step
+    if filter is None:
+        return {APP_ID: scope}
+    if type(filter) is not dict and not isinstance(filter, Mapping):
+        raise TypeError(f"{where} must be a mapping, not {type(filter).__name__}")
+    if not filter:
+        return {APP_ID: scope}
+    check_query(filter, limits, where)
+    return scope_filter(filter, scope)
+
+
 def touches_app_id(path: Any) -> bool:
     return isinstance(path, str) and (path == APP_ID or path.startswith(_APP_ID_PATH))
 
 
+def plain_update_size(update: Any, limits: QueryLimits) -> int | None:
+    """The checks of :func:`scoped_update` in one pass, for the commonest update — path
+    operators (``$set``, ``$inc``...) over plain values (a path on ``app_id`` raises
+    :class:`ScopeError` as there): an upper bound of the update's BSON size when it is such
+    an update (and passes), None when it is anything else, for the full checks."""
+    if type(update) is not dict or not update or limits.max_query_depth < 2:
+        return None
+    # Bound: per operator, its name (UTF-8: at most 4 bytes a character) and an embedded
+    # document's 7 bytes of framing; per field, its name and 2 bytes, then the value — a
+    # string or binary its length and 5 bytes, any other plain value at most 21 (a UUID).
+    size = 5
+    for op, spec in update.items():
+        if type(op) is not str or not op.startswith("$"):
+            raise ValueError("update only works with $ operators; use replace_one() to replace")
+        if type(spec) is not dict or op not in PATH_OPERATORS:
+            return None
+        size += 4 * len(op) + 7 + 23 * len(spec)
+        renames = op == "$rename"
+        for path, value in spec.items():
+            kind = type(value)
+            if kind not in PLAIN_TYPES or type(path) is not str or path in LOOKED_AT_KEYS:
+                return None
+            if (
+                path == APP_ID
+                or path.startswith(_APP_ID_PATH)
+                or (renames and touches_app_id(value))
+            ):
+                raise ScopeError(
+                    f"{op} on {path!r} would change app_id, which the sandbox owns",
+                    context={"operator": op},
+                )
+            size += 4 * len(path)
+            if kind in _SIZED:
+                size += 4 * len(value)
+    return size
+
+
+#: Plain values whose size grows with their length.
+_SIZED = frozenset({str, bytes, Binary})
+
+
 def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
     """Check ``update`` (operators or pipeline) and return what to send to the server."""
+    if plain_update_size(update, limits) is not None:
+        return update
+    return _checked_update(update, write_scope, limits)
+
+
+def _checked_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
+    """:func:`scoped_update`'s full checks: the ``app_id`` paths first, then the guards."""
     if type(update) is dict or isinstance(update, Mapping):
         if not update:
             raise ValueError("update cannot be empty")

@@ -1,5 +1,10 @@
-"""Raw BSON: read concatenated documents from a dump file, and set or remove the top-level
-``app_id`` of a document without decoding it.
+"""Raw BSON: count and split the documents of a raw batch, read concatenated documents from
+a dump file, and set or remove the top-level ``app_id`` of a document without decoding it.
+
+Pure functions over bytes (no I/O but the stream it is given), in the lowest layers: the
+sandbox counts the documents of columnar reads' raw batches with it
+(:mod:`mdb_sync.scoping.frames`) and export/import (:mod:`mdb_sync.portability`) rewrites
+dumps with it.
 
 Working on bytes is what makes the round trip lossless: decoding to Python and encoding back
 would turn deprecated types (symbol, undefined, DBPointer) into others, reorder DBRef fields
@@ -14,7 +19,7 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ..exceptions import PortabilityError
+from .exceptions import PortabilityError
 
 #: Largest document accepted from a dump file: the server's 16 MiB limit plus the room
 #: mongod itself allows for internal documents.
