@@ -130,26 +130,8 @@ NEEDS_EXTRA = {
 #: list was made. These go when those branches land; the test fails on an entry that no
 #: longer occurs, so that the list only shrinks.
 NOT_YET = {
-    # scoping (the display helpers, its own submodules, exceptions, the standard library)
-    ("mdb_sync/scoping/collection.py", "mdb_sync.display"),
-    ("mdb_sync/scoping/collection.py", "mdb_sync.scoping.alternatives"),
-    ("mdb_sync/scoping/collection.py", "mdb_sync.scoping.changes"),
-    ("mdb_sync/scoping/cursor.py", "mdb_sync.display"),
-    ("mdb_sync/scoping/database.py", "mdb_sync.display"),
-    ("mdb_sync/scoping/database.py", "mdb_sync.scoping.commands"),
-    ("mdb_sync/scoping/database.py", "mdb_sync.scoping.gridfs"),
-    ("mdb_sync/scoping/database.py", "re"),
-    ("mdb_sync/scoping/gridfs.py", "mdb_sync.exceptions"),
-    # AI search: a module of its own package, context, scoping names, pymongo
-    ("mdb_sync/ai/hybrid_search.py", "mdb_sync.ai.vector_search"),
-    ("mdb_sync/ai/vector_search.py", "mdb_sync.context"),
-    ("mdb_sync/ai/vector_search.py", "mdb_sync.scoping.names"),
-    ("mdb_sync/ai/vector_search.py", "pymongo.errors"),
     # auth's policy provider: the auth store (its own package)
     ("mdb_sync/auth/provider.py", "mdb_sync.auth.store"),
-    # realtime, portability: scoping names, the manifest
-    ("mdb_sync/realtime/bus.py", "mdb_sync.scoping.names"),
-    ("mdb_sync/portability/importer.py", "mdb_sync.manifest"),
     # flask_mdb: its own modules, Flask (always installed with it), mdb_sync
     ("flask_mdb/__init__.py", "flask_mdb.auth"),
     ("flask_mdb/auth/__init__.py", "flask_mdb.auth.current"),

@@ -50,6 +50,7 @@ from ..exceptions import QueryValidationError
 from .server_stages import server_supports_stage
 from .vector_search import (
     MAX_NUM_CANDIDATES,
+    as_vector,
     checked_path,
     declared_vector_fields,
     engine_of,
@@ -705,7 +706,6 @@ def _rank_fusion(
             "$rankFusion needs a vector index and a search index: declare a hybrid index in "
             "the manifest or pass index= and text_index="
         )
-    from .vector_search import as_vector
 
     engine = engine_of(collection)
     app = getattr(getattr(collection, "database", None), "app_slug", None)

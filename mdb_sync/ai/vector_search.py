@@ -29,9 +29,12 @@ from typing import Any
 
 import numpy as np
 from bson import Binary
+from pymongo.errors import PyMongoError
 
+from ..context import live_engines
 from ..exceptions import QueryValidationError
 from ..scoping.limits import QueryLimits
+from ..scoping.names import physical_name
 from .blas import limit_blas_threads
 from .server_stages import server_supports_stage
 
@@ -65,7 +68,6 @@ def engine_of(collection: Any) -> Any:
     """The engine behind a scoped collection (None for anything else): the live engine of
     this process that recognises the collection's database as its own (a scoped database
     itself hands out no path to its engine)."""
-    from ..context import live_engines
 
     database = getattr(collection, "database", None)
     if database is None:
@@ -153,9 +155,6 @@ def search_index_ready(engine: Any, collection: Any, index: str) -> bool:
     silently finding nothing. A ready index is remembered; a missing one is asked about
     again after :data:`INDEX_RECHECK_SECONDS`.
     """
-    from pymongo.errors import PyMongoError
-
-    from ..scoping.names import physical_name
 
     physical = physical_name(collection.database.write_scope, collection.name)
     key = (physical, index)

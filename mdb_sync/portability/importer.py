@@ -43,6 +43,7 @@ from pymongo.errors import PyMongoError
 
 from .. import bsonraw
 from ..exceptions import AppConflictError, PortabilityError
+from ..manifest import validate_manifest
 from ..scoping.names import (
     overlapping_prefixes,
     physical_name,
@@ -233,8 +234,6 @@ def import_app(
         manifest, dropped = grants.sanitize_manifest(
             engine, (summary or {}).get("manifest"), slug, new_slug, allow_read_scopes
         )
-        from ..manifest import validate_manifest
-
         manifest = validate_manifest(manifest)  # refused now, not after the data is in
         registration = grants.summary(manifest, dropped)
 

@@ -45,6 +45,7 @@ from pymongo.errors import CollectionInvalid, OperationFailure, PyMongoError
 from .. import storage
 from ..deprecation import renamed_parameters
 from ..exceptions import ConfigurationError, InvalidMessageError, RealtimeError
+from ..scoping.names import validate_slug
 from . import store as _store
 from .channels import validate_channel
 from .codec import encode_message
@@ -350,8 +351,6 @@ class EventBus:
         to ``wait`` seconds until it listens (so events published after this returns are not
         missed); if the server cannot be reached meanwhile, it keeps trying in the
         background."""
-        from ..scoping.names import validate_slug
-
         validate_slug(slug)
         self._engine.require_initialized()
         subscription = Subscription(self, slug, callback, control)

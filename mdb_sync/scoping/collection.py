@@ -33,10 +33,12 @@ from pymongo.results import (
 from .._pymongo_seam import gen_index_name as _gen_index_name
 from .._pymongo_seam import index_document as _index_document
 from .._pymongo_seam import index_list as _index_list
+from ..display import collection_html
 from ..exceptions import QueryValidationError, ResourceLimitExceeded, ScopeError
 from . import frames
+from .alternatives import COLLECTION_ALTERNATIVES, instead
 from .bulk import ScopedBulkFeed
-from .changes import collection_change_pipeline
+from .changes import CHANGE_STREAM_STAGES, collection_change_pipeline
 from .cursor import ScopedCommandCursor, ScopedCursor
 from .guards import check_query
 from .limits import SERVER_MAX_DOCUMENT_BYTES
@@ -171,8 +173,6 @@ class ScopedCollection:
         return f"ScopedCollection(app={self._db.app_slug!r}, name={self._name!r})"
 
     def _repr_html_(self) -> str:
-        from ..display import collection_html
-
         return collection_html(self)
 
     def __eq__(self, other: object) -> bool:
@@ -184,8 +184,6 @@ class ScopedCollection:
         return hash((self._db, self._name))
 
     def __getattr__(self, name: str) -> Any:
-        from .alternatives import COLLECTION_ALTERNATIVES, instead
-
         hint = instead(COLLECTION_ALTERNATIVES, name)
         raise AttributeError(
             f"ScopedCollection has no attribute {name!r}. Scoped collections expose an "
@@ -994,7 +992,6 @@ class ScopedCollection:
 
 def _change_stages(pipeline: Any, limits: Any) -> list[dict[str, Any]]:
     """Validate a change-stream pipeline (only the stages change streams allow)."""
-    from .changes import CHANGE_STREAM_STAGES
 
     if pipeline is None:
         return []

@@ -28,6 +28,7 @@ from .._pymongo_seam import (
     documents_retrieved,
     will_send,
 )
+from ..display import call_repr, cursor_fields, cursor_html
 from ..exceptions import QueryValidationError, ResourceLimitExceeded
 
 if TYPE_CHECKING:
@@ -93,13 +94,9 @@ class ScopedCursor(HookedCursor):
         }
 
     def __repr__(self) -> str:
-        from ..display import call_repr, cursor_fields
-
         return call_repr("ScopedCursor", cursor_fields(self._mdb_query_spec()))
 
     def _repr_html_(self) -> str:
-        from ..display import cursor_html
-
         return cursor_html(self._mdb_query_spec())
 
     @property

@@ -12,17 +12,21 @@ its re-creation (a name check and a pymongo ``Collection``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
 from ..deprecation import renamed_parameters
+from ..display import database_html
 from ..exceptions import QueryValidationError, ScopeError
 from .alternatives import DATABASE_ALTERNATIVES, instead
 from .appscope import AppScope
 from .changes import database_change_pipeline
 from .collection import ScopedCollection, _change_stages
+from .commands import run_command
+from .gridfs import ScopedGridFSBucket
 from .guards import check_query
 from .host import ScopeHost
 from .limits import QueryLimits
@@ -31,8 +35,6 @@ from .session import ScopedSession
 
 if TYPE_CHECKING:
     from pymongo.change_stream import DatabaseChangeStream
-
-    from .gridfs import ScopedGridFSBucket
 
 #: Scoped collections cached per scoped database.
 COLLECTION_CACHE_SIZE = 256
@@ -108,8 +110,6 @@ class ScopedDatabase:
         return f"ScopedDatabase(app={self.app_slug!r}, read_scopes={list(self.read_scopes)!r})"
 
     def _repr_html_(self) -> str:
-        from ..display import database_html
-
         return database_html(self)
 
     def __eq__(self, other: object) -> bool:
@@ -298,8 +298,6 @@ class ScopedDatabase:
         collections, answered from its documents only. Anything else raises
         :class:`~mdb_sync.exceptions.ScopeError` naming the scoped method to use instead
         (see :mod:`mdb_sync.scoping.commands`)."""
-        from .commands import run_command
-
         return run_command(
             self,
             self.__scope,
@@ -324,8 +322,6 @@ class ScopedDatabase:
 
     def gridfs(self, bucket_name: str = "fs", **kwargs: Any) -> ScopedGridFSBucket:
         """A GridFS bucket of this app (``<slug>_<bucket>.files`` / ``.chunks``)."""
-        from .gridfs import ScopedGridFSBucket
-
         validate_collection_name(bucket_name)
         return ScopedGridFSBucket(self, bucket_name, self.__scope.raw_database(), **kwargs)
 
@@ -344,6 +340,4 @@ class ScopedDatabase:
 
 
 def _regex_escape(text: str) -> str:
-    import re
-
     return re.escape(text)

@@ -15,6 +15,7 @@ from gridfs import DEFAULT_CHUNK_SIZE, GridIn, GridOut, NoFile
 from gridfs.grid_file import GridOutCursor
 from pymongo import ASCENDING, DESCENDING
 
+from ..exceptions import QueryValidationError
 from .guards import check_query
 from .names import physical_name
 from .session import unwrap_session
@@ -36,8 +37,6 @@ class ScopedGridOutCursor(GridOutCursor):
         raise AttributeError("a scoped GridFS cursor does not expose its collection")
 
     def where(self, code: Any) -> Any:
-        from ..exceptions import QueryValidationError
-
         raise QueryValidationError("cursor.where() is not allowed: $where is refused")
 
 
