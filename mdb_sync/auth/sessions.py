@@ -10,7 +10,10 @@ even before its document is deleted.
 
 A request learns its session and its user in one round trip (:meth:`SessionStore.get_with_user`:
 the session with a ``$lookup`` of its user), read fresh every time: no per-process cache
-stands between a revocation and the next request.
+stands between a revocation and the next request. What is kept between requests is only
+what never changes for a store: the fixed stages of that pipeline, and the sessions
+collection with timezone-aware decoding (datetimes come back as aware UTC from the driver,
+so no pass over each document is needed to make them so).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import datetime as dt
 import secrets
 from typing import TYPE_CHECKING, Any
 
+from bson.codec_options import CodecOptions
 from pymongo import DESCENDING
 
 from . import revocation, store
@@ -52,10 +56,53 @@ class SessionStore:
         self.ttl = ttl
         self.inactivity_timeout = inactivity_timeout
         self.max_per_user = max_per_user
+        #: The storage's sessions collection and its timezone-aware copy (see :attr:`coll`).
+        self._aware: tuple[Collection[dict[str, Any]], Collection[dict[str, Any]]] | None = None
+        #: ``users.source`` and the pipeline stages that look the session's user up in it.
+        self._lookup: tuple[str, tuple[dict[str, Any], ...]] | None = None
 
     @property
     def coll(self) -> Collection[dict[str, Any]]:
-        return store.collection(self.engine, store.SESSIONS)
+        """The sessions collection, decoding datetimes as aware UTC. Made again whenever the
+        storage hands out another collection object (a new client: a forked child's, a
+        re-attached server's)."""
+        base = store.collection(self.engine, store.SESSIONS)
+        aware = self._aware
+        if aware is None or aware[0] is not base:
+            options: CodecOptions[dict[str, Any]] = base.codec_options.with_options(tz_aware=True)
+            aware = self._aware = (base, base.with_options(codec_options=options))
+        return aware[1]
+
+    def _lookup_stages(self, source: str) -> tuple[dict[str, Any], ...]:
+        """The stages after ``$match`` of :meth:`get_with_user`, for the users collection
+        ``source`` (built once: only the session key changes from one request to the next)."""
+        cached = self._lookup
+        if cached is not None and cached[0] == source:
+            return cached[1]
+        stages: tuple[dict[str, Any], ...] = (
+            {
+                "$addFields": {
+                    _USER_OID: {
+                        "$convert": {
+                            "input": "$user_id",
+                            "to": "objectId",
+                            "onError": None,
+                            "onNull": None,
+                        }
+                    }
+                }
+            },
+            {
+                "$lookup": {
+                    "from": source,
+                    "localField": _USER_OID,
+                    "foreignField": "_id",
+                    "as": _USER_DOCS,
+                }
+            },
+        )
+        self._lookup = (source, stages)
+        return stages
 
     def create(
         self,
@@ -142,33 +189,15 @@ class SessionStore:
         session as :meth:`get_by_digest` has it (None when it is not live), and the user's
         stored document (None when there is none in this app). Nothing is cached: a
         deactivation, password change or logout in any process shows at the next read."""
-        pipeline: list[dict[str, Any]] = [
+        pipeline = [
             {"$match": {"_id": key, "app_id": self.slug}},
-            {
-                "$addFields": {
-                    _USER_OID: {
-                        "$convert": {
-                            "input": "$user_id",
-                            "to": "objectId",
-                            "onError": None,
-                            "onNull": None,
-                        }
-                    }
-                }
-            },
-            {
-                "$lookup": {
-                    "from": users.source,
-                    "localField": _USER_OID,
-                    "foreignField": "_id",
-                    "as": _USER_DOCS,
-                }
-            },
+            *self._lookup_stages(users.source),
         ]
-        found = self.coll.aggregate(pipeline).to_list(1)
-        if not found:
+        # At most one document (``_id`` is unique): the first batch holds it and the server
+        # has closed the cursor, so the first ``next`` is all there is to read.
+        doc = next(self.coll.aggregate(pipeline), None)
+        if doc is None:
             return None, None
-        doc = found[0]
         doc.pop(_USER_OID, None)
         user = next((u for u in doc.pop(_USER_DOCS, None) or () if users.owns(u)), None)
         return self._live(doc, fingerprint, touch), user
@@ -196,7 +225,7 @@ class SessionStore:
                 {"_id": doc["_id"]},
                 {"$set": {"last_seen": now, "expires_at": self._expiry(now, absolute)}},
             )
-        return store.aware_values(doc)  # type: ignore[no-any-return]
+        return doc  # its datetimes are aware already (see :attr:`coll`)
 
     def reauthenticated(self, key: str) -> dt.datetime | None:
         """The user of the session stored as ``key`` proved who they are again (password,
