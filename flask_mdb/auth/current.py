@@ -22,7 +22,7 @@ import secrets
 from typing import Any
 
 import flask_login
-from flask import Response, current_app, has_request_context, request
+from flask import Request, Response, current_app, has_request_context, request
 from flask_login import current_user, user_logged_in, user_logged_out
 from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 
@@ -32,9 +32,11 @@ from mdb_sync.exceptions import ConfigurationError, TokenError
 
 from .. import _flask_login_seam as login_seam
 from ..binding import Binding, current_binding
+from ..headers import header_names
 from ..request_state import RequestState, current_request, current_state, ensure_state
 from ..state import MDBState, SlugState, current_flask_app, get_state
-from .plan import HOST_PREFIX, AuthPlan, cookie_names
+from .plan import HOST_PREFIX as HOST_PREFIX  # the cookie names are worked out in .plan
+from .plan import AuthPlan, cookie_names
 from .user import AnonymousUser, AuthUser
 
 log = logging.getLogger("flask_mdb.auth")
@@ -44,7 +46,6 @@ CSRF_FIELD = "csrf_token"
 #: Bodies werkzeug parses as a form (``request.form``); any other body has no form field.
 FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
-__all__ = ["HOST_PREFIX"]  # re-exported from .plan, where the cookie names are worked out
 
 
 # --- the bound app's auth ----------------------------------------------------------------------
@@ -439,11 +440,12 @@ def _csrf_key() -> bytes:
 _CSRF_KEYS: dict[Any, bytes] = {}
 
 
-def _binding(plan: AuthPlan, create: bool) -> str | None:
+def _binding(plan: AuthPlan, create: bool, req: Request | None = None) -> str | None:
     """What a CSRF token is bound to: the server-side session, else the browser's seed
     cookie — together with the Flask-Login user's id when the user came from Flask's
     session, so a token minted for another identity (a planted seed) never fits."""
-    req = current_request()
+    if req is None:
+        req = current_request()
     cookies, secure = req.cookies, req.is_secure
     user = None
     if cookies.get(plan.session_cookie[secure]) or flask_login_cookie():
@@ -486,7 +488,7 @@ def plan_csrf_problem(plan: AuthPlan) -> tuple[int, str] | None:
         token = token or headers.get(header)
     auth = plan.auth
     problem = csrf.check_token(
-        _csrf_key(), auth.slug, _binding(plan, create=False), token, auth.config.csrf_token_ttl
+        _csrf_key(), auth.slug, _binding(plan, False, req), token, auth.config.csrf_token_ttl
     )
     if problem is None:
         return None
@@ -503,10 +505,13 @@ def cookie_secure(auth: AuthService) -> bool:
     return request.is_secure if setting == "auto" else setting == "true"
 
 
-def write_cookies(response: Response, state: RequestState | None = None) -> Response:
+def write_cookies(
+    response: Response, state: RequestState | None = None, present: set[str] | None = None
+) -> Response:
     """After step: set or clear the session cookie, set a new CSRF seed (both named with
     ``__Host-`` when Secure; always ``Path=/`` and no ``Domain``), and any other cookie the
-    request queued. Returns at once when the request changed no cookie."""
+    request queued. Returns at once when the request changed no cookie. ``present``: the
+    response's :func:`~flask_mdb.headers.header_names`, when the caller has them."""
     if state is None:
         state = current_state()
     plan = state.auth_plan if state is not None else None
@@ -515,7 +520,7 @@ def write_cookies(response: Response, state: RequestState | None = None) -> Resp
     action, seed = state.cookie, state.csrf_seed
     if action is None and seed is None and not state.extra_cookies:
         if state.session is not None:
-            add_vary_cookie(response)
+            add_vary_cookie(response, present)
         return response
     cfg = plan.auth.config
     is_secure = request.is_secure
@@ -547,14 +552,15 @@ def write_cookies(response: Response, state: RequestState | None = None) -> Resp
             response.set_cookie(name, value, max_age=max_age, **attributes)
         response.headers["Cache-Control"] = "no-store"
     if state.session is not None or action is not None:
-        add_vary_cookie(response)
+        add_vary_cookie(response, present)
     return response
 
 
-def add_vary_cookie(response: Response) -> None:
+def add_vary_cookie(response: Response, present: set[str] | None = None) -> None:
     """``Vary: Cookie`` (the response depends on who is signed in), without parsing the
-    response's ``Vary`` header when it has none."""
-    if any(name.lower() == "vary" for name, _ in response.headers):
+    response's ``Vary`` header when it has none (``present``: the response's
+    :func:`~flask_mdb.headers.header_names`, when the caller has them)."""
+    if "vary" in (header_names(response) if present is None else present):
         response.vary.add("Cookie")
     else:
         response.headers.add("Vary", "Cookie")

@@ -25,7 +25,7 @@ from mdb_sync.exceptions import ConfigurationError
 from .. import hooks
 from ..auth_switch import PUBLIC_ATTR
 from ..binding import OPS_BLUEPRINT, current_binding
-from ..headers import add_missing, no_store
+from ..headers import add_missing, header_names, no_store
 from ..identity import (
     note_resolved,
     register_identity_checker,
@@ -224,6 +224,11 @@ def _is_public(auth: AuthService, view: Any, req: Request) -> bool:
     )
 
 
+def _view(req: Request) -> Any:
+    """The view function ``req`` is routed to (None: no route matched)."""
+    return current_app.view_functions.get(req.endpoint or "")
+
+
 def guard(req_state: RequestState) -> None:
     """Before step: HTTPS, CSRF, route rate limits and route protection for the bound app,
     in that order. What the app's settings leave off costs nothing (see :mod:`.plan`)."""
@@ -241,13 +246,12 @@ def guard(req_state: RequestState) -> None:
     if method == "OPTIONS":
         return None
     unsafe = method not in current.SAFE_METHODS
-    view = current_app.view_functions.get(req.endpoint or "")
     if (
         unsafe
         and plan.csrf
         and "Authorization" not in req.headers
         and current.plan_cookie_identity(plan)
-        and not getattr(view, CSRF_EXEMPT_ATTR, False)
+        and not getattr(_view(req), CSRF_EXEMPT_ATTR, False)
         and not route_matches(req.path, cfg.csrf_exempt_routes)
     ):
         problem = current.plan_csrf_problem(plan)
@@ -269,7 +273,7 @@ def guard(req_state: RequestState) -> None:
                 "confirm your e-mail address first: until then this account can only read",
                 reason="unverified",
             )
-    if not cfg.policy_present or _is_public(auth, view, req):
+    if not cfg.policy_present or _is_public(auth, _view(req), req):
         return None
     user = current.get_current_user()
     if user is None:
@@ -289,9 +293,10 @@ def finish(response: Response, req_state: RequestState | None) -> Response:
     and errors — and of requests no app is bound for (unknown apps, health, metrics), with
     HSTS as the bound app's manifest says."""
     req = current_request()
+    present = header_names(response)  # before the cookies: they add no security header
     plan = req_state.auth_plan if req_state is not None else None
     if plan is not None:
-        current.write_cookies(response, req_state)
+        current.write_cookies(response, req_state, present)
     private = req.blueprint == AUTH_BLUEPRINT or (req_state is not None and req_state.csrf_issued)
     if private and "no-store" not in (response.headers.get("Cache-Control") or ""):
         no_store(response)
@@ -304,7 +309,7 @@ def finish(response: Response, req_state: RequestState | None) -> Response:
     else:
         return response
     if headers is not None:
-        add_missing(response, headers.for_request(req.is_secure))
+        add_missing(response, headers.for_request(req.is_secure), present)
     return response
 
 

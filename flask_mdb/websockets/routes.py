@@ -161,6 +161,13 @@ class WebSocketState:
         self._lock = threading.Lock()
         _STATES.add(self)
 
+    def before_request(self, req_state: RequestState) -> Response | None:
+        """Before step: a request to one of the manifest endpoints is checked before the
+        upgrade (:func:`_before_websocket`); with none registered, nothing is looked at."""
+        if not self.routes:
+            return None
+        return _before_websocket(req_state, self)
+
     def add_route(self, app: Flask, endpoint: Endpoint) -> None:
         """Serve ``endpoint`` on ``app`` with flask-sock. The same endpoint again does
         nothing; a path another endpoint serves, or this endpoint at another path, is
@@ -261,7 +268,7 @@ def init_app(app: Flask, state: MDBState) -> WebSocketState:
     ws_state = WebSocketState(app, state)
     app.extensions[STATE_KEY] = ws_state
     _wrap_server_options(app)
-    hooks.add_before(app, state, _before_websocket)
+    hooks.add_before(app, state, ws_state.before_request)
     return ws_state
 
 
@@ -291,12 +298,11 @@ def _refuse(status: int, kind: str, message: str) -> Response:
     return response
 
 
-def _before_websocket(req_state: RequestState) -> Response | None:
-    """Before step: bind, check Origin, identify — for manifest endpoints only."""
+def _before_websocket(req_state: RequestState, ws_state: WebSocketState) -> Response | None:
+    """Bind, check Origin, identify — for manifest endpoints only."""
     name = request.endpoint
     if not name or not name.startswith("mdb_ws."):
         return None
-    ws_state = get_ws_state()
     registered = ws_state.routes[name]
     state = ws_state.mdb_state
     state.ensure_ready()
