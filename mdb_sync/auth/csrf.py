@@ -25,9 +25,26 @@ def derive_key(secret: str | bytes, purpose: str = "csrf") -> bytes:
     return hmac.new(raw, f"mdb-sync {purpose}".encode(), hashlib.sha256).digest()
 
 
+#: Most keys whose keyed HMAC is kept (:func:`_keyed`): keys change when secrets rotate.
+KEYED_CACHE_SIZE = 16
+_KEYED: dict[bytes, hmac.HMAC] = {}
+
+
+def _keyed(key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 object keyed with ``key`` and fed nothing, to ``copy()``: setting a
+    key up (and, with OpenSSL 3, looking the digest up) costs more than the MAC itself."""
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        if len(_KEYED) >= KEYED_CACHE_SIZE:
+            _KEYED.clear()
+        keyed = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
+    return keyed
+
+
 def _sign(key: bytes, app: str, binding: str, timestamp: int) -> str:
-    mac = hmac.new(key, f"{app}\x1f{binding}\x1f{timestamp}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
+    mac = _keyed(key).copy()
+    mac.update(f"{app}\x1f{binding}\x1f{timestamp}".encode())
+    return base64.urlsafe_b64encode(mac.digest()).decode("ascii").rstrip("=")
 
 
 def make_token(key: bytes, app: str, binding: str, now: float | None = None) -> str:
