@@ -10,6 +10,7 @@ refused. Framework-free: ``flask_mdb`` reads the token from the form or a header
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
@@ -41,7 +42,17 @@ def _keyed(key: bytes) -> hmac.HMAC:
     return keyed
 
 
+#: Signatures kept (:func:`_sign`): a page or a single-page app sends the same token with
+#: each of its requests, so most checks ask for a signature computed before.
+SIGNATURE_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=SIGNATURE_CACHE_SIZE)
 def _sign(key: bytes, app: str, binding: str, timestamp: int) -> str:
+    """The signature of a token: a pure function of its inputs (the key, the app, what the
+    token is bound to — a session's own secret or a browser's seed — and its time), so the
+    last ones computed are kept; a check still compares it in constant time and still
+    refuses an expired token."""
     mac = _keyed(key).copy()
     mac.update(f"{app}\x1f{binding}\x1f{timestamp}".encode())
     return base64.urlsafe_b64encode(mac.digest()).decode("ascii").rstrip("=")
