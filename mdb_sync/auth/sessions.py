@@ -11,9 +11,7 @@ even before its document is deleted.
 A request learns its session and its user in one round trip (:meth:`SessionStore.get_with_user`:
 the session with a ``$lookup`` of its user), read fresh every time: no per-process cache
 stands between a revocation and the next request. What is kept between requests is only
-what never changes for a store: the fixed stages of that pipeline, and the sessions
-collection with timezone-aware decoding (datetimes come back as aware UTC from the driver,
-so no pass over each document is needed to make them so).
+what never changes for a store: the fixed stages of that pipeline.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import datetime as dt
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from bson.codec_options import CodecOptions
 from pymongo import DESCENDING
 
 from . import revocation, store
@@ -56,22 +53,12 @@ class SessionStore:
         self.ttl = ttl
         self.inactivity_timeout = inactivity_timeout
         self.max_per_user = max_per_user
-        #: The storage's sessions collection and its timezone-aware copy (see :attr:`coll`).
-        self._aware: tuple[Collection[dict[str, Any]], Collection[dict[str, Any]]] | None = None
         #: ``users.source`` and the pipeline stages that look the session's user up in it.
         self._lookup: tuple[str, tuple[dict[str, Any], ...]] | None = None
 
     @property
     def coll(self) -> Collection[dict[str, Any]]:
-        """The sessions collection, decoding datetimes as aware UTC. Made again whenever the
-        storage hands out another collection object (a new client: a forked child's, a
-        re-attached server's)."""
-        base = store.collection(self.engine, store.SESSIONS)
-        aware = self._aware
-        if aware is None or aware[0] is not base:
-            options: CodecOptions[dict[str, Any]] = base.codec_options.with_options(tz_aware=True)
-            aware = self._aware = (base, base.with_options(codec_options=options))
-        return aware[1]
+        return store.collection(self.engine, store.SESSIONS)
 
     def _lookup_stages(self, source: str) -> tuple[dict[str, Any], ...]:
         """The stages after ``$match`` of :meth:`get_with_user`, for the users collection
@@ -225,7 +212,8 @@ class SessionStore:
                 {"_id": doc["_id"]},
                 {"$set": {"last_seen": now, "expires_at": self._expiry(now, absolute)}},
             )
-        return doc  # its datetimes are aware already (see :attr:`coll`)
+        live: dict[str, Any] = store.aware_values(doc)
+        return live
 
     def reauthenticated(self, key: str) -> dt.datetime | None:
         """The user of the session stored as ``key`` proved who they are again (password,
