@@ -19,18 +19,20 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import abort, current_app, has_app_context, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from mdb_sync import context
+from mdb_sync.catalog import AppRecord
 from mdb_sync.exceptions import AppNotActiveError, AppNotFoundError, ScopeError
 from mdb_sync.scoping import ScopedDatabase, validate_slug
 
 from . import request_state
+from .request_state import RequestState
 from .signals import app_bound
-from .state import MDBState, SlugState, get_state
+from .state import MDBState, SlugState, current_flask_app, get_state
 
 if TYPE_CHECKING:
     from flask import Request, Response
@@ -107,11 +109,14 @@ def get_current_db() -> ScopedDatabase:
     return binding.state.scoped_db(binding.slug)
 
 
+# The proxies forward every attribute and operation to the object they stand for, so they
+# are typed as that object (as Flask types ``current_app`` as ``Flask``).
+
 #: The scoped database of the app bound to the current request (a proxy: pass
 #: :func:`get_current_db` to code that keeps it).
-db: ScopedDatabase = LocalProxy(get_current_db)  # type: ignore[assignment]
+db = cast(ScopedDatabase, LocalProxy(get_current_db))
 #: The slug of the app bound to the current request (raises when none is bound).
-current_app_slug: str = LocalProxy(lambda: _require_binding().slug)  # type: ignore[assignment]
+current_app_slug = cast(str, LocalProxy(lambda: _require_binding().slug))
 
 
 def push_binding(binding: Binding | None) -> contextvars.Token[Any]:
@@ -150,27 +155,47 @@ def resolve_slug(state: MDBState, req: Request) -> tuple[str | None, str]:
     return None, "none"
 
 
-def usable_record(state: MDBState, slug: Any, source: str) -> dict[str, Any]:
+def usable_record(state: MDBState, slug: Any, source: str) -> AppRecord:
     """The registry record of an active app, or 404.
 
     Resolver slugs must already be registered; configured slugs (default, blueprint,
     :meth:`MDB.bind`) follow the engine's ``implicit_apps`` rule.
     """
-    registry = state.engine.registry
+    engine = state.engine
     try:
         if source != "resolver":
-            return registry.require_usable(slug)
+            return engine.registration.require_usable(slug)
         validate_slug(slug)
-        record = registry.get_record(slug)
+        record = engine.catalog.get(slug)
         if record is None:
             raise AppNotFoundError(f"app {slug!r} is not registered", context={"app": slug})
-        if record.get("status", "active") != "active":
+        if record.status != "active":
             raise AppNotActiveError(f"app {slug!r} is not active", context={"app": slug})
         return record
     except (AppNotFoundError, AppNotActiveError, ScopeError):
         if has_request_context():
             abort(404, description=f"No active app {str(slug)[:64]!r} is served here.")
         raise
+
+
+#: Most bindings :func:`binding_of` keeps per extension state (one per app and way of
+#: choosing it is the usual count; resolver slugs are registered apps, never any string).
+BINDING_CACHE_SIZE = 1024
+
+
+def binding_of(state: MDBState, slug: str, source: str, record: AppRecord) -> Binding:
+    """The :class:`Binding` of ``slug`` (chosen by ``source``) in the app state ``record``:
+    one immutable object per app state, shared by the requests, instead of one per request.
+    A new record (the app changed, in any process) makes a new binding."""
+    key = (slug, source)
+    cached = state.bindings.get(key)
+    if cached is not None and cached[0] is record:
+        return cached[1]
+    made = Binding(slug, state, source, state.slug_state(slug, record))
+    if len(state.bindings) >= BINDING_CACHE_SIZE:
+        state.bindings.clear()
+    state.bindings[key] = (record, made)
+    return made
 
 
 def request_correlation_id(state: MDBState, req: Request) -> str:
@@ -182,52 +207,57 @@ def request_correlation_id(state: MDBState, req: Request) -> str:
     return context.new_correlation_id()
 
 
-def bind_request() -> None:
-    """``before_request``: start the request's context — its correlation id and engine, no
-    app yet — then resolve and bind the request's app (404 when unusable).
+def bind_request(mdb_state: MDBState | None = None) -> RequestState:
+    """The first step of every request (:mod:`flask_mdb.hooks`): start the request's
+    context — its correlation id and engine, no app yet — then resolve and bind the
+    request's app (404 when unusable). Returns the request's state.
 
     The context starts empty (nothing of what the thread ran before), so whatever happens
     next (an unreachable server, a 404, an error handler) runs with no app bound rather than
     with a stale one, and its log records already carry the request's id.
     """
-    mdb_state = get_state()
-    req_state = request_state.begin()
+    if mdb_state is None:
+        mdb_state = get_state()
+    req = request_state.current_request()
+    req_state = request_state.begin(req.environ)
     req_state.started = time.perf_counter()
-    req_state.correlation_id = request_correlation_id(mdb_state, request)
-    req_state.context = context.Context(
-        correlation_id=req_state.correlation_id, engine=mdb_state.engine
-    )
+    correlation_id = req_state.correlation_id = request_correlation_id(mdb_state, req)
+    engine = mdb_state.engine
+    req_state.context = context.Context(correlation_id=correlation_id, engine=engine)
     req_state.token = context.bind(req_state.context)
-    if request.blueprint == OPS_BLUEPRINT:
-        return
+    if req.blueprint == OPS_BLUEPRINT:
+        return req_state
     mdb_state.ensure_ready()
-    slug, source = resolve_slug(mdb_state, request)
+    slug, source = resolve_slug(mdb_state, req)
     if slug is None:
-        return
+        return req_state
     record = usable_record(mdb_state, slug, source)
-    binding = Binding(slug, mdb_state, source, mdb_state.slug_state(slug, record))
-    req_state.binding = binding
-    req_state.context = context.changed(req_state.context, app_id=slug, binding=binding)
+    bound = req_state.binding = binding_of(mdb_state, slug, source, record)
+    # The slug is a registered app's (validated): the context is built as it is.
+    req_state.context = context.Context(
+        app_id=slug, correlation_id=correlation_id, engine=engine, binding=bound
+    )
     context.replace_current(req_state.context)  # the token still undoes the whole request
-    app_bound.send(current_app._get_current_object(), slug=slug, source=source)  # type: ignore[attr-defined]
+    if app_bound.receivers:
+        app_bound.send(current_flask_app(), slug=slug, source=source)
+    return req_state
 
 
-def finish_request(response: Response) -> Response:
-    """``after_request``: echo the correlation id (``X-Request-ID``), and record the request
-    count and latency of the bound app in the engine's metrics (operation ``http.request``;
-    a 5xx counts as an error)."""
-    req_state = request_state.current_state()
+def finish_request(response: Response, req_state: RequestState | None) -> Response:
+    """After step: echo the correlation id (``X-Request-ID``), and record the request count
+    and latency of the bound app in the engine's metrics (operation ``http.request``; a 5xx
+    counts as an error)."""
     if req_state is None:
         return response
     mdb_state = get_state()
     response.headers[mdb_state.config["MDB_REQUEST_ID_HEADER"]] = req_state.correlation_id
     bound = current_binding()
     if bound is not None and req_state.started is not None:
-        bound.state.engine.record_operation(
+        bound.state.engine.metrics.record_operation(
             "http.request",
             (time.perf_counter() - req_state.started) * 1000.0,
-            success=response.status_code < 500,
-            slug=bound.slug,
+            response.status_code < 500,
+            bound.slug,
         )
     return response
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, Response
 from werkzeug.routing import BaseConverter, ValidationError
 
 from mdb_sync import MongoDBEngine
@@ -22,14 +22,15 @@ from mdb_sync.exceptions import ConfigurationError, ManifestValidationError, Sco
 from mdb_sync.manifest import validate_manifest
 from mdb_sync.scoping import ScopedDatabase, validate_slug
 
-from . import binding, cors
+from . import binding, cors, hooks
 from .cli import mdb_cli
 from .config import load_config
 from .endpoints import make_blueprint
 from .errors import register_error_handlers
 from .json import install_json_provider
 from .outbox import stop_outbox
-from .state import MDBState, get_state, states_of
+from .request_state import RequestState
+from .state import MDBState, current_flask_app, get_state, states_of
 from .websockets import routes as websockets
 
 
@@ -46,6 +47,22 @@ class ObjectIdConverter(BaseConverter):
 
     def to_url(self, value: Any) -> str:
         return str(value)
+
+
+def _cors_preflight(req_state: RequestState) -> Response | None:
+    """Before step: a CORS preflight (an ``OPTIONS`` request) is answered by the app's
+    policy (:func:`.cors.handle_preflight`); other methods skip it without a look."""
+    if req_state.environ.get("REQUEST_METHOD", "").upper() != "OPTIONS":
+        return None
+    return cors.handle_preflight()
+
+
+def _cors_headers(response: Response, req_state: RequestState | None) -> Response:
+    """After step: CORS headers for a cross-origin request (:func:`.cors.add_cors_headers`);
+    a request without ``Origin`` (not cross-origin, or not from a browser) gets none."""
+    if req_state is not None and not req_state.environ.get("HTTP_ORIGIN"):
+        return response
+    return cors.add_cors_headers(response)
 
 
 class MDB:
@@ -78,7 +95,7 @@ class MDB:
         state = self._init_state(app)
         self._init_json(app, state)  # first: it may refuse, and must leave the app untouched
         app.extensions["mdb"] = state
-        self._init_binding(app)
+        self._init_binding(app, state)
         self._init_cors(app, state)
         self._init_errors(app, state)
         self._init_endpoints(app, state)
@@ -86,6 +103,7 @@ class MDB:
         self._init_websockets(app, state)
         self._init_cli(app)
         app.url_map.converters.setdefault("objectid", ObjectIdConverter)
+        state.hooks.sealed = True  # from now on, a step is a Flask hook of its own
 
     def _init_state(self, app: Flask) -> MDBState:
         config = load_config(app.config, engine_given=self._engine is not None)
@@ -128,15 +146,16 @@ class MDB:
             manifests[slug] = manifest
         return list(manifests.values())
 
-    def _init_binding(self, app: Flask) -> None:
-        app.before_request(binding.bind_request)
-        app.after_request(binding.finish_request)
-        app.teardown_request(binding.unbind_request)
+    def _init_binding(self, app: Flask, state: MDBState) -> None:
+        """The extension's request hooks (:mod:`.hooks`): binding first, then the steps the
+        following ``_init_*`` add."""
+        hooks.install(app)
+        hooks.add_after(app, state, binding.finish_request)
 
     def _init_cors(self, app: Flask, state: MDBState) -> None:
         if state.config["MDB_CORS"]:
-            app.before_request(cors.handle_preflight)
-            app.after_request(cors.add_cors_headers)
+            hooks.add_before(app, state, _cors_preflight)
+            hooks.add_after(app, state, _cors_headers)
 
     def _init_json(self, app: Flask, state: MDBState) -> None:
         if state.config["MDB_JSON_PROVIDER"]:
@@ -225,9 +244,7 @@ class MDB:
         state = get_state(app)
         state.ensure_ready()
         record = binding.usable_record(state, slug, "manual")
-        token = binding.push_binding(
-            binding.Binding(slug, state, "manual", state.slug_state(slug, record))
-        )
+        token = binding.push_binding(binding.binding_of(state, slug, "manual", record))
         try:
             yield state.scoped_db(slug)
         finally:
@@ -261,5 +278,5 @@ class MDB:
         its owner). It reconnects on next use. Open websockets are closed first (1001), and
         the background sender runs what it holds (password-reset links; at most 10 s)."""
         websockets.close_all(app)
-        stop_outbox(app or current_app._get_current_object())  # type: ignore[attr-defined]
+        stop_outbox(app or current_flask_app())
         get_state(app).shutdown()

@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, has_request_context
 
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.deprecation import renamed_parameters
+
+from .request_state import current_state, ensure_state
 
 Identity = dict[str, Any]
 Resolver = Callable[[], Identity | None]
@@ -92,28 +94,30 @@ def check_identity(identity: Identity, *, activity: bool = False) -> Standing | 
 
 def reset_identity() -> None:
     """Forget the identity resolved so far for this request (the bound app changed)."""
-    g.pop(_RESOLVED, None)
+    state = current_state()
+    if state is not None:
+        state.resolved.clear()
     for reset in current_app.extensions.get(_RESETS, ()):
         reset()
 
 
 # --- what this request has read ------------------------------------------------------------------
 
-#: ``g`` key of the standings resolvers noted in this request.
-_RESOLVED = "_mdb_resolved_standings"
-
 
 def note_resolved(identity: Identity, standing: Callable[[], Standing]) -> None:
     """A resolver has just read ``identity`` from the database for this request;
     ``standing()`` says whether it holds without reading again (the app's access policy on
     what was read). A check that follows at once — a websocket's admission, when no
-    revocation was announced meanwhile — uses it instead of a second round trip."""
-    g.setdefault(_RESOLVED, {})[_identity_key(identity)] = standing
+    revocation was announced meanwhile — uses it instead of a second round trip (kept in
+    the request's state: nothing outlives the request)."""
+    if has_request_context():
+        ensure_state().resolved[_identity_key(identity)] = standing
 
 
 def resolved_standing(identity: Identity) -> Standing | None:
     """The standing noted for ``identity`` by its resolver in this request, else None."""
-    noted = (g.get(_RESOLVED) or {}).get(_identity_key(identity))
+    state = current_state()
+    noted = state.resolved.get(_identity_key(identity)) if state is not None else None
     return noted() if noted is not None else None
 
 

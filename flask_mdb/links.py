@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask
 
 from mdb_sync.exceptions import ConfigurationError
 
 from .config import external_url_value
-from .state import get_state
+from .state import current_flask_app, get_state
 
 #: The option this module reads first, named in every error.
 OPTION = "MDB_EXTERNAL_URL"
@@ -28,7 +28,7 @@ OPTION = "MDB_EXTERNAL_URL"
 def external_base(slug: str | None = None, app: Flask | None = None) -> str | None:
     """The public base URL of ``app`` (default: the current app) for app ``slug``, without a
     trailing ``/``; None when nothing is configured."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app or current_flask_app()
     configured = get_state(app).config[OPTION]
     if isinstance(configured, dict):
         configured = configured.get(slug) if slug is not None else None
@@ -86,7 +86,7 @@ def external_url(
     """The absolute URL of ``endpoint`` (with ``values``, extra ones as the query string):
     the configured base, then the endpoint's path within the app. Needs an app context,
     not a request: the request plays no part in it."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app or current_flask_app()
     base = require_external_base(slug, app, needed_by=needed_by)
     adapter = app.url_map.bind("external.invalid", script_name="/", url_scheme="https")
     path = adapter.build(endpoint, values, force_external=False)

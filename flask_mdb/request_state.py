@@ -15,21 +15,31 @@ binding; the next request replaces it.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import g, has_request_context, request
 
 if TYPE_CHECKING:
-    from mdb_sync.context import Context
+    from flask import Request
+    from werkzeug.local import LocalProxy
 
+    from mdb_sync.auth import AuthService
+    from mdb_sync.auth.revocation import Standing
+    from mdb_sync.context import Context
+    from mdb_sync.realtime import Subscription
+
+    from .auth.anonymous import AnonymousVisitor
+    from .auth.plan import AuthPlan
     from .binding import Binding
+    from .websockets.endpoints import Endpoint
 
 #: The one ``g`` attribute of the extension.
 G_KEY = "_mdb"
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestState:
     """The extension's per-request state."""
 
@@ -51,13 +61,13 @@ class RequestState:
     #: CORS headers were already added (a preflight answered in ``before_request``).
     cors_done: bool = False
     #: The anonymous visitor of the request, once resolved.
-    anonymous: Any = None
+    anonymous: AnonymousVisitor | None = None
     # --- auth (flask_mdb.auth.current) ---
-    #: The bound app's ``AuthService`` (None: no auth), once ``auth_resolved``.
-    auth: Any = None
+    #: The bound app's auth as the request uses it (None: no auth), once ``auth_resolved``.
+    auth_plan: AuthPlan | None = None
     auth_resolved: bool = False
     #: The server-side session the request's user came from, if any.
-    session: Any = None
+    session: dict[str, Any] | None = None
     #: Why the request's bearer token was refused, if it was.
     token_error: str | None = None
     #: What to do with the session cookie: ``("set", sid, remember)`` or ``("clear",)``.
@@ -66,17 +76,51 @@ class RequestState:
     csrf_seed: str | None = None
     csrf_issued: bool = False
     #: Other cookies to set or clear: name -> (value or None, max_age, samesite).
-    extra_cookies: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    extra_cookies: dict[str, tuple[str | None, int | None, str | None]] = field(
+        default_factory=dict
+    )
+    #: Standings the identity resolvers noted in this request (:mod:`flask_mdb.identity`).
+    resolved: dict[tuple[Any, ...], Callable[[], Standing]] = field(default_factory=dict)
     # --- websockets ---
-    #: The websocket endpoint, identity and refusal found before the upgrade.
-    websocket: tuple[Any, ...] | None = None
+    #: The websocket handshake's findings before the upgrade (:mod:`.websockets.routes`).
+    websocket: WebSocketHandshake | None = None
+
+    @property
+    def auth(self) -> AuthService | None:
+        """The bound app's ``AuthService`` (None: no auth, or not resolved yet)."""
+        plan = self.auth_plan
+        return plan.auth if plan is not None else None
 
 
-def begin() -> RequestState:
-    """Start the state of the current request (``before_request``)."""
+@dataclass(frozen=True, slots=True)
+class WebSocketHandshake:
+    """What a websocket endpoint's before step found, for its view: the endpoint as the
+    app's current manifest declares it, who the client is, why it is refused (None:
+    admitted), the revocation mark taken before the login was read, and the endpoint's
+    simple-websocket options (read by flask-sock through ``SOCK_SERVER_OPTIONS``)."""
+
+    endpoint: Endpoint
+    identity: dict[str, Any] | None
+    refusal: str | None
+    mark: tuple[Subscription | None, int]
+    options: dict[str, Any]
+
+
+def current_request() -> Request:
+    """The request of the current context itself, not the ``request`` proxy: for code that
+    reads several of its attributes (each use of the proxy looks the context up again).
+    Needs a request context. (Flask annotates ``request`` as a ``Request``; the cast says it
+    is werkzeug's ``LocalProxy``, whose documented ``_get_current_object()`` returns it.)"""
+    return cast("LocalProxy[Request]", request)._get_current_object()
+
+
+def begin(environ: dict[str, Any] | None = None) -> RequestState:
+    """Start the state of the current request (``before_request``); ``environ``: the
+    request's WSGI environ, when the caller has it."""
     outer = g.get(G_KEY)
     state = RequestState(
-        environ=request.environ, outer=outer if outer is not None and not outer.ended else None
+        environ=request.environ if environ is None else environ,
+        outer=outer if outer is not None and not outer.ended else None,
     )
     setattr(g, G_KEY, state)
     return state
@@ -88,7 +132,10 @@ def current_state() -> RequestState | None:
     if not has_request_context():
         return None
     state: RequestState | None = g.get(G_KEY)
-    while state is not None and state.environ is not request.environ:
+    if state is None:
+        return None
+    environ = request.environ
+    while state is not None and state.environ is not environ:
         state = state.outer
     return state
 

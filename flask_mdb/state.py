@@ -13,8 +13,8 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, current_app
 
@@ -22,9 +22,14 @@ from mdb_sync import MongoDBEngine, ScopedDatabase
 from mdb_sync.catalog import AppRecord
 
 from .config import MDBConfig
+from .headers import HeaderSet, header_set
 
 if TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
+
+    from .binding import Binding
     from .extension import MDB
+    from .hooks import AfterStep, BeforeStep
     from .outbox import Outbox
 
 log = logging.getLogger("flask_mdb")
@@ -45,6 +50,17 @@ class SlugState:
 
 
 _T = TypeVar("_T")
+
+
+@dataclass
+class Hooks:
+    """The steps the extension's request hooks run for one Flask app (see
+    :mod:`flask_mdb.hooks`): before steps in the order added, after steps last-added first."""
+
+    before: list[BeforeStep] = field(default_factory=list)
+    after: list[AfterStep] = field(default_factory=list)
+    #: ``init_app`` has returned: a step added now becomes a Flask hook of its own.
+    sealed: bool = False
 
 
 class MDBState:
@@ -74,6 +90,18 @@ class MDBState:
         self.auth_installed = False
         #: The background sender of the app (:mod:`flask_mdb.outbox`), once used.
         self.outbox: Outbox | None = None
+        #: The steps of the extension's request hooks (:mod:`flask_mdb.hooks`).
+        self.hooks = Hooks()
+        #: The security headers of responses no app is bound for (unknown apps, health),
+        #: when auth is installed and ``MDB_SECURITY_HEADERS`` is on.
+        self.unbound_headers: HeaderSet | None = (
+            header_set(hsts=None, csp=config["MDB_CONTENT_SECURITY_POLICY"])
+            if config["MDB_SECURITY_HEADERS"]
+            else None
+        )
+        #: ``(slug, source)`` -> the record and the binding made for it
+        #: (:func:`flask_mdb.binding.binding_of`).
+        self.bindings: dict[tuple[str, str], tuple[AppRecord, Binding]] = {}
         self._ready = False
         self._lock = threading.Lock()
         _STATES.add(self)
@@ -122,13 +150,16 @@ class MDBState:
 
     # --- per-app state ---------------------------------------------------------------------------
 
-    def slug_state(self, slug: str, record: Mapping[str, Any]) -> SlugState:
-        """The :class:`SlugState` of ``slug`` for its registry ``record`` (a document)."""
-        cached = self.engine.catalog.cached(slug)
-        # The catalog's record of this document (``record`` is a copy of its top level).
-        if cached is None or cached.get("manifest") is not record.get("manifest"):
-            cached = AppRecord.from_document(record)  # a record the catalog no longer holds
-        return SlugState(slug, cached.manifest, cached.key)
+    def slug_state(self, slug: str, record: AppRecord | Mapping[str, Any]) -> SlugState:
+        """The :class:`SlugState` of ``slug`` for its registry ``record`` (the catalog's
+        :class:`~mdb_sync.catalog.AppRecord`, or a registry document)."""
+        if not isinstance(record, AppRecord):
+            cached = self.engine.catalog.cached(slug)
+            # The catalog's record of this document (``record`` is a copy of its top level).
+            if cached is None or cached.get("manifest") is not record.get("manifest"):
+                cached = AppRecord.from_document(record)  # a record the catalog no longer holds
+            record = cached
+        return SlugState(slug, record.manifest, record.key)
 
     def per_slug(self, slug_state: SlugState, name: str, build: Callable[[SlugState], _T]) -> _T:
         """The value ``name`` derived from ``slug_state``'s manifest, built with ``build``
@@ -138,10 +169,20 @@ class MDBState:
         )
 
 
+def current_flask_app() -> Flask:
+    """The Flask app of the current context itself, not the ``current_app`` proxy: what a
+    signal is sent by, or an object kept beyond the context.
+
+    Flask annotates ``current_app`` as ``Flask`` (so that attribute access type-checks),
+    which hides from type checkers that it is a werkzeug ``LocalProxy``, whose documented
+    ``_get_current_object()`` returns the app: the cast says what the object is."""
+    return cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
 def get_state(app: Flask | None = None) -> MDBState:
     """The extension state of ``app`` (default: the current app)."""
     if app is None:
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = current_flask_app()
     try:
         state: MDBState = app.extensions["mdb"]
         return state

@@ -58,7 +58,8 @@ class _Client(Client):
 
     def handshake(self) -> None:
         super().handshake()
-        # A private step of simple-websocket's reader (not in its stubs); see the docstring.
+        # attr-defined: _handle_events is a private step of simple-websocket's reader, absent
+        # from its stubs (types-simple-websocket); the docstring says why it is called here.
         if not self._handle_events():  # type: ignore[attr-defined]
             # Closed already: say "connected" so the constructor finishes; the reader thread
             # then stops at the end of the socket, and the close code stays recorded.

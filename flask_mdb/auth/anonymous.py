@@ -78,7 +78,7 @@ def get_anonymous(create: bool = True) -> AnonymousVisitor | None:
         return None
     state = current_state()
     if state is not None and state.anonymous is not None:
-        return state.anonymous  # type: ignore[no-any-return]
+        return state.anonymous
     doc = auth.anonymous.get(request.cookies.get(anonymous_cookie_name(auth)))
     if doc is None and create:
         limit = auth.config.limit("anonymous")

@@ -9,6 +9,10 @@ server-side session. Flask-Login's ``current_user`` is loaded from either throug
 manager's request loader; a user signed in with ``flask_login.login_user`` is loaded from
 Flask's session. Whenever the identity comes from a cookie — any of these — unsafe requests
 need a CSRF token.
+
+What a request needs from the app's auth settings (cookie names, flags, security headers) is
+its :class:`~.plan.AuthPlan`, built with the service once per app state; the session, the
+token and the user are read from the database by every request.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import secrets
 from typing import Any
 
 import flask_login
-from flask import current_app, has_request_context, request
+from flask import Request, Response, current_app, has_request_context, request
 from flask_login import current_user, user_logged_in, user_logged_out
 from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 
@@ -28,8 +32,11 @@ from mdb_sync.exceptions import ConfigurationError, TokenError
 
 from .. import _flask_login_seam as login_seam
 from ..binding import Binding, current_binding
-from ..request_state import current_state, ensure_state
-from ..state import MDBState, SlugState, get_state
+from ..headers import header_names
+from ..request_state import RequestState, current_request, current_state, ensure_state
+from ..state import MDBState, SlugState, current_flask_app, get_state
+from .plan import HOST_PREFIX as HOST_PREFIX  # the cookie names are worked out in .plan
+from .plan import AuthPlan, cookie_names
 from .user import AnonymousUser, AuthUser
 
 log = logging.getLogger("flask_mdb.auth")
@@ -39,9 +46,6 @@ CSRF_FIELD = "csrf_token"
 #: Bodies werkzeug parses as a form (``request.form``); any other body has no form field.
 FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
-#: Prefix of cookie names over HTTPS: the browser keeps such a cookie only when it is Secure,
-#: has ``Path=/`` and no ``Domain``, so no sibling subdomain or plain-HTTP page can plant one.
-HOST_PREFIX = "__Host-"
 
 
 # --- the bound app's auth ----------------------------------------------------------------------
@@ -57,7 +61,7 @@ def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
 
     if not AuthConfig.from_manifest(dict(slug_state.manifest)).enabled:
         return None
-    flask_app = current_app._get_current_object()  # type: ignore[attr-defined]
+    flask_app = current_flask_app()
     offer_auth_defaults(state, flask_app)
     return auth_service_of(
         state.engine, slug_state.slug, *auth_options(state, flask_app, slug_state.slug)
@@ -113,33 +117,67 @@ def _custom_provider(value: Any, slug: str) -> Any:
     return value
 
 
-def service_for(binding: Binding | None) -> AuthService | None:
-    """The auth of the app bound to the current context, or None."""
+def build_plan(state: MDBState, slug_state: SlugState) -> AuthPlan | None:
+    """The :class:`~.plan.AuthPlan` of one app (its service and what its requests read of
+    its settings); None when the app's manifest has no auth."""
+    auth = build_service(state, slug_state)
+    return AuthPlan.build(state, auth) if auth is not None else None
+
+
+def plan_for(binding: Binding | None) -> AuthPlan | None:
+    """The auth plan of the app bound to the current context, or None (in the engine's
+    per-app cache: built again when the app's record changes)."""
     if binding is None or binding.slug_state is None:
         return None
-    return binding.state.per_slug(
-        binding.slug_state, "auth", lambda ss: build_service(binding.state, ss)
-    )
+    state = binding.state
+    return state.per_slug(binding.slug_state, "auth", lambda ss: build_plan(state, ss))
+
+
+def service_for(binding: Binding | None) -> AuthService | None:
+    """The auth of the app bound to the current context, or None."""
+    plan = plan_for(binding)
+    return plan.auth if plan is not None else None
+
+
+def plan_for_slug(slug: str) -> AuthPlan | None:
+    """The auth plan of the active app ``slug`` of the current Flask app, or None."""
+    state = get_state()
+    state.ensure_ready()
+    record = state.engine.catalog.get(slug)
+    if record is None or record.status != "active":
+        return None
+    slug_state = state.slug_state(slug, record)
+    return state.per_slug(slug_state, "auth", lambda ss: build_plan(state, ss))
 
 
 def service_for_slug(slug: str) -> AuthService | None:
-    state = get_state()
-    state.ensure_ready()
-    record = state.engine.registry.get_record(slug)
-    if record is None or record.get("status", "active") != "active":
-        return None
-    slug_state = state.slug_state(slug, record)
-    return state.per_slug(slug_state, "auth", lambda ss: build_service(state, ss))
+    """The auth of the active app ``slug`` of the current Flask app, or None."""
+    plan = plan_for_slug(slug)
+    return plan.auth if plan is not None else None
+
+
+def current_plan(state: RequestState | None = None) -> AuthPlan | None:
+    """The auth plan of the request's app (``state``: the request's state, when the caller
+    has it), resolved once per request."""
+    if state is None:
+        state = current_state()
+        if state is None:  # outside a request (mdb.bind in a script)
+            return plan_for(current_binding())
+    if not state.auth_resolved:
+        state.auth_plan, state.auth_resolved = plan_for(current_binding()), True
+    return state.auth_plan
 
 
 def current_service() -> AuthService | None:
     """The auth of the request's app (cached for the request)."""
-    state = current_state()
-    if state is None:  # outside a request (mdb.bind in a script)
-        return service_for(current_binding())
-    if not state.auth_resolved:
-        state.auth, state.auth_resolved = service_for(current_binding()), True
-    return state.auth  # type: ignore[no-any-return]
+    plan = current_plan()
+    return plan.auth if plan is not None else None
+
+
+def _plan_of(auth: AuthService) -> AuthPlan:
+    """The plan of ``auth``: the request's, or one built for this call (another app's)."""
+    plan = current_plan()
+    return plan if plan is not None and plan.auth is auth else AuthPlan.build(get_state(), auth)
 
 
 def require_service() -> AuthService:
@@ -162,6 +200,8 @@ def client_ip() -> str:
 
 
 def fingerprint(auth: AuthService) -> dict[str, str] | None:
+    """What the request's session is bound to (a digest of the client's address, of its
+    browser), as the app's ``bind_ip`` / ``bind_fingerprint`` ask; None for neither."""
     out = {}
     if auth.config.bind_ip:
         out["ip"] = digest("ip", client_ip())
@@ -177,23 +217,18 @@ def bearer_token() -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def _cookie_name(auth: AuthService, name: str) -> str:
-    if name.startswith((HOST_PREFIX, "__Secure-")) or not cookie_secure(auth):
-        return name
-    return HOST_PREFIX + name
-
-
 def session_cookie_name(auth: AuthService) -> str:
     """The name of the app's session cookie in this request: the manifest's
     ``session_cookie_name``, with the ``__Host-`` prefix when the cookie is Secure (over
     HTTPS). Only that name is read: over HTTPS a cookie without the prefix is ignored."""
-    return _cookie_name(auth, auth.config.session_cookie_name)
+    return _plan_of(auth).session_cookie[request.is_secure]
 
 
 def extra_cookie_name(auth: AuthService, suffix: str) -> str:
     """A cookie of the app's auth besides the session's: ``<session cookie>_<suffix>``
     (``__Host-`` prefixed over HTTPS, like the session cookie)."""
-    return _cookie_name(auth, f"{auth.config.session_cookie_name}_{suffix}")
+    cfg = auth.config
+    return cookie_names(f"{cfg.session_cookie_name}_{suffix}", cfg.cookie_secure)[request.is_secure]
 
 
 def queue_cookie(
@@ -206,7 +241,7 @@ def queue_cookie(
 
 def csrf_cookie_name(auth: AuthService) -> str:
     """The name of the CSRF seed cookie (what anonymous CSRF tokens are bound to)."""
-    return _cookie_name(auth, f"{auth.config.session_cookie_name}_csrf")
+    return _plan_of(auth).csrf_cookie[request.is_secure]
 
 
 def remember_cookie_name() -> str:
@@ -225,31 +260,40 @@ def cookie_identity(auth: AuthService) -> bool:
     """True when the request carries a cookie that can sign a user in — the app's session
     cookie, or Flask-Login's session or remember cookie — whether or not it is still valid:
     unsafe requests then need a CSRF token (a browser sends cookies to cross-site posts)."""
-    return bool(request.cookies.get(session_cookie_name(auth))) or flask_login_cookie()
+    return plan_cookie_identity(_plan_of(auth))
+
+
+def plan_cookie_identity(plan: AuthPlan) -> bool:
+    """:func:`cookie_identity` of the app whose plan is ``plan``."""
+    req = current_request()
+    return bool(req.cookies.get(plan.session_cookie[req.is_secure])) or flask_login_cookie()
 
 
 def load_user_from_request(_request: Any = None) -> AuthUser | None:
     """Flask-Login's request loader: bearer token, else the app's session cookie."""
-    auth = current_service()
-    if auth is None:
+    state = ensure_state()
+    plan = current_plan(state)
+    if plan is None:
         return None
-    if "Authorization" in request.headers:
+    auth = plan.auth
+    req = current_request()
+    if "Authorization" in req.headers:
         token = bearer_token()
         if token is None or auth.tokens is None:
-            ensure_state().token_error = "unsupported authorization scheme"
+            state.token_error = "unsupported authorization scheme"
             return None
         try:
             user, claims = auth.user_from_token(token)
         except TokenError as exc:
-            ensure_state().token_error = exc.message
+            state.token_error = exc.message
             return None
         return AuthUser(user, "token", claims=claims, token=token)
-    sid = request.cookies.get(session_cookie_name(auth))
+    sid = req.cookies.get(plan.session_cookie[req.is_secure])
     if sid and auth.sessions is not None:
-        loaded = auth.load_session(sid, fingerprint(auth))
+        loaded = auth.load_session(sid, fingerprint(auth) if plan.fingerprinted else None)
         if loaded is not None:
             session, user = loaded
-            ensure_state().session = session
+            state.session = session
             return AuthUser(user, "session", session=session)
     return None
 
@@ -276,7 +320,8 @@ def forget_request_user() -> None:
     ran with the default one), whose auth must read its own cookie or token."""
     state = current_state()
     if state is not None:
-        state.auth, state.auth_resolved, state.session, state.token_error = None, False, None, None
+        state.auth_plan, state.auth_resolved, state.session = None, False, None
+        state.token_error = None
     login_seam.forget_request_user()
 
 
@@ -329,7 +374,7 @@ def login_user(
     state.cookie, state.session = ("set", sid, remember), session
     logged_in = AuthUser(data, "session", session=session)
     login_seam.set_request_user(logged_in)
-    user_logged_in.send(current_app._get_current_object(), user=logged_in)  # type: ignore[attr-defined]
+    user_logged_in.send(current_flask_app(), user=logged_in)
     return logged_in
 
 
@@ -370,7 +415,7 @@ def logout_user() -> None:
     ensure_state().session = None
     login_seam.set_request_user(AnonymousUser())
     if user is not None and not signalled:
-        user_logged_out.send(current_app._get_current_object(), user=user)  # type: ignore[attr-defined]
+        user_logged_out.send(current_flask_app(), user=user)
 
 
 # --- CSRF ----------------------------------------------------------------------------------------
@@ -395,17 +440,20 @@ def _csrf_key() -> bytes:
 _CSRF_KEYS: dict[Any, bytes] = {}
 
 
-def _binding(auth: AuthService, create: bool) -> str | None:
+def _binding(plan: AuthPlan, create: bool, req: Request | None = None) -> str | None:
     """What a CSRF token is bound to: the server-side session, else the browser's seed
     cookie — together with the Flask-Login user's id when the user came from Flask's
     session, so a token minted for another identity (a planted seed) never fits."""
+    if req is None:
+        req = current_request()
+    cookies, secure = req.cookies, req.is_secure
     user = None
-    if request.cookies.get(session_cookie_name(auth)) or flask_login_cookie():
+    if cookies.get(plan.session_cookie[secure]) or flask_login_cookie():
         user = current_user._get_current_object()  # loads the session
     state = ensure_state()
     if state.session is not None:
         return "s:" + str(state.session.get("csrf"))
-    seed = state.csrf_seed or request.cookies.get(csrf_cookie_name(auth))
+    seed = state.csrf_seed or cookies.get(plan.csrf_cookie[secure])
     if seed is None or not (16 <= len(seed) <= 64):
         if not create:
             return None
@@ -420,19 +468,27 @@ def csrf_token() -> str:
     or send it in the ``X-CSRF-Token`` header)."""
     auth = require_service()
     ensure_state().csrf_issued = True  # the response carries a token: it must not be cached
-    return csrf.make_token(_csrf_key(), auth.slug, _binding(auth, create=True) or "")
+    return csrf.make_token(_csrf_key(), auth.slug, _binding(_plan_of(auth), create=True) or "")
 
 
 def csrf_problem(auth: AuthService) -> tuple[int, str] | None:
     """``(status, message)`` when the request's CSRF token is missing (400) or invalid
     (403), else None."""
+    return plan_csrf_problem(_plan_of(auth))
+
+
+def plan_csrf_problem(plan: AuthPlan) -> tuple[int, str] | None:
+    """:func:`csrf_problem` of the app whose plan is ``plan``."""
     # Only a form carries the field (werkzeug parses no other body as one): the mimetype is
     # checked first, so a JSON request does not pay for an empty form parse.
-    token = request.form.get(CSRF_FIELD) if request.mimetype in FORM_MIMETYPES else None
+    req = current_request()
+    token = req.form.get(CSRF_FIELD) if req.mimetype in FORM_MIMETYPES else None
+    headers = req.headers
     for header in CSRF_HEADERS:
-        token = token or request.headers.get(header)
+        token = token or headers.get(header)
+    auth = plan.auth
     problem = csrf.check_token(
-        _csrf_key(), auth.slug, _binding(auth, create=False), token, auth.config.csrf_token_ttl
+        _csrf_key(), auth.slug, _binding(plan, False, req), token, auth.config.csrf_token_ttl
     )
     if problem is None:
         return None
@@ -449,35 +505,45 @@ def cookie_secure(auth: AuthService) -> bool:
     return request.is_secure if setting == "auto" else setting == "true"
 
 
-def write_cookies(response: Any) -> Any:
-    """``after_request``: set or clear the session cookie, set a new CSRF seed (both named
-    with ``__Host-`` when Secure; always ``Path=/`` and no ``Domain``)."""
-    state = current_state()
-    auth = state.auth if state is not None else None
-    if state is None or auth is None:
+def write_cookies(
+    response: Response, state: RequestState | None = None, present: set[str] | None = None
+) -> Response:
+    """After step: set or clear the session cookie, set a new CSRF seed (both named with
+    ``__Host-`` when Secure; always ``Path=/`` and no ``Domain``), and any other cookie the
+    request queued. Returns at once when the request changed no cookie. ``present``: the
+    response's :func:`~flask_mdb.headers.header_names`, when the caller has them."""
+    if state is None:
+        state = current_state()
+    plan = state.auth_plan if state is not None else None
+    if state is None or plan is None:
         return response
-    cfg = auth.config
-    common = {
+    action, seed = state.cookie, state.csrf_seed
+    if action is None and seed is None and not state.extra_cookies:
+        if state.session is not None:
+            add_vary_cookie(response, present)
+        return response
+    cfg = plan.auth.config
+    is_secure = request.is_secure
+    common: dict[str, Any] = {
         "path": "/",
-        "secure": cookie_secure(auth),
+        "secure": plan.secure_cookies(is_secure),
         "httponly": cfg.cookie_httponly,
         "samesite": cfg.cookie_samesite,
     }
-    action = state.cookie
+    session_cookie = plan.session_cookie[is_secure]
     if action is not None and action[0] == "set":
         _, sid, remember = action
         response.set_cookie(
-            session_cookie_name(auth),
+            session_cookie,
             sid,
             max_age=cfg.session_ttl if remember else None,
             **common,
         )
         response.headers["Cache-Control"] = "no-store"
     elif action is not None:
-        response.delete_cookie(session_cookie_name(auth), **common)
-    seed = state.csrf_seed
+        response.delete_cookie(session_cookie, **common)
     if seed is not None:
-        response.set_cookie(csrf_cookie_name(auth), seed, **{**common, "httponly": True})
+        response.set_cookie(plan.csrf_cookie[is_secure], seed, **{**common, "httponly": True})
     for name, (value, max_age, samesite) in state.extra_cookies.items():
         attributes = {**common, "httponly": True, "samesite": samesite or common["samesite"]}
         if value is None:
@@ -486,5 +552,15 @@ def write_cookies(response: Any) -> Any:
             response.set_cookie(name, value, max_age=max_age, **attributes)
         response.headers["Cache-Control"] = "no-store"
     if state.session is not None or action is not None:
-        response.vary.add("Cookie")
+        add_vary_cookie(response, present)
     return response
+
+
+def add_vary_cookie(response: Response, present: set[str] | None = None) -> None:
+    """``Vary: Cookie`` (the response depends on who is signed in), without parsing the
+    response's ``Vary`` header when it has none (``present``: the response's
+    :func:`~flask_mdb.headers.header_names`, when the caller has them)."""
+    if "vary" in (header_names(response) if present is None else present):
+        response.vary.add("Cookie")
+    else:
+        response.headers.add("Vary", "Cookie")

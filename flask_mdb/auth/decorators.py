@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import urlencode
 
 from flask import abort, current_app, redirect, request, url_for
@@ -101,7 +101,9 @@ def _wrap(check: Callable[[], Any]) -> Callable[[F], F]:
                 return response
             return current_app.ensure_sync(view)(*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        # functools.wraps gives the wrapper the view's name, signature and attributes: it
+        # stands for the view, which the type system cannot follow by itself.
+        return cast(F, wrapper)
 
     return decorator
 

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import current_app, request
+from flask import request
 
 from mdb_sync.auth import AuthService
 from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputError
@@ -25,7 +25,7 @@ from mdb_sync.exceptions import ConfigurationError, UserExistsError, UserInputEr
 from ..binding import Binding, current_binding, pop_binding, push_binding
 from ..links import external_url
 from ..outbox import get_outbox
-from ..state import get_state
+from ..state import current_flask_app, get_state
 from .reset_links import MAX_EMAIL_LENGTH, send_reset_link
 
 log = logging.getLogger("flask_mdb.auth")
@@ -55,7 +55,7 @@ def _link(auth: AuthService) -> str:
 
 def _submit(auth: AuthService, job: Any, what: str) -> bool:
     state = get_state()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_flask_app()
     outbox = get_outbox(app, state.config["MDB_PASSWORD_RESET_QUEUE_SIZE"], "password-reset")
     return outbox.submit(job, f"{what} of app {auth.slug!r}")
 

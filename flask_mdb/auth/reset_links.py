@@ -21,7 +21,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import current_app, request
+from flask import request
 
 from mdb_sync.auth import AuthService
 from mdb_sync.bson_json import bson_json_default
@@ -30,7 +30,7 @@ from mdb_sync.exceptions import ConfigurationError
 from ..binding import Binding, current_binding, pop_binding, push_binding
 from ..links import external_url
 from ..outbox import get_outbox
-from ..state import get_state
+from ..state import current_flask_app, get_state
 
 #: Longest email looked up (RFC 5321's path limit); longer ones are simply not found.
 MAX_EMAIL_LENGTH = 320
@@ -63,7 +63,7 @@ def request_reset_link(auth: AuthService, email: str) -> bool:
         link,
         sender,
     )
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = current_flask_app()
     outbox = get_outbox(app, state.config["MDB_PASSWORD_RESET_QUEUE_SIZE"], "password-reset")
     return outbox.submit(job, f"a password-reset request of app {auth.slug!r}")
 

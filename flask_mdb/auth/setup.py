@@ -12,19 +12,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
 from flask_login import LoginManager
 
 from mdb_sync import MongoDBEngine
-from mdb_sync.auth import AuthConfig, resolve_keyset, revocation
+from mdb_sync.auth import AuthConfig, AuthService, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
 from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.exceptions import ConfigurationError
 
+from .. import hooks
 from ..auth_switch import PUBLIC_ATTR
 from ..binding import OPS_BLUEPRINT, current_binding
-from ..headers import apply_headers, hsts_value, no_store
+from ..headers import add_missing, header_names, no_store
 from ..identity import (
     note_resolved,
     register_identity_checker,
@@ -33,7 +34,7 @@ from ..identity import (
     register_token_verifier,
 )
 from ..links import require_external_base
-from ..request_state import current_state
+from ..request_state import RequestState, current_request
 from ..state import MDBState, get_state
 from . import current
 from .anonymous import anonymous_identity
@@ -146,8 +147,8 @@ def init_auth(app: Flask, state: MDBState) -> None:
         theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
     current.offer_auth_defaults(state, app)
-    app.before_request(guard)
-    app.after_request(finish)
+    hooks.add_before(app, state, guard)
+    hooks.add_after(app, state, finish)
     register_identity_resolver(app, _session_identity)
     register_identity_resolver(app, _bearer_identity)
     register_identity_resolver(app, anonymous_identity)  # after any signed-in identity
@@ -190,9 +191,9 @@ def setup_auth_from_manifest(
             raise ConfigurationError(f"setup_auth_from_manifest: app {slug!r} is not registered")
         check_startup(app, state, [manifest])
         with app.app_context():
-            record = engine.registry.require_usable(slug)
+            record = engine.registration.require_usable(slug)
             slug_state = state.slug_state(slug, record)
-            state.per_slug(slug_state, "auth", lambda ss: current.build_service(state, ss))
+            state.per_slug(slug_state, "auth", lambda ss: current.build_plan(state, ss))
 
 
 def auth_url(name: str, **values: Any) -> str:
@@ -211,56 +212,60 @@ def auth_url(name: str, **values: Any) -> str:
 # --- per request ---------------------------------------------------------------------------------
 
 
-def _is_public(auth: Any, view: Any) -> bool:
+def _is_public(auth: AuthService, view: Any, req: Request) -> bool:
     if view is None or getattr(view, PUBLIC_ATTR, False):
         return True
-    if request.endpoint == "static" or (request.endpoint or "").endswith(".static"):
+    endpoint = req.endpoint
+    if endpoint == "static" or (endpoint or "").endswith(".static"):
         return True
-    rule = request.url_rule.rule if request.url_rule is not None else ""
-    return route_matches(request.path, auth.config.public_routes) or route_matches(
+    rule = req.url_rule.rule if req.url_rule is not None else ""
+    return route_matches(req.path, auth.config.public_routes) or route_matches(
         rule, auth.config.public_routes
     )
 
 
-def guard() -> Any:
-    """``before_request``: HTTPS, CSRF, route rate limits and route protection for the
-    bound app, in that order."""
-    binding = current_binding()
-    if binding is None or request.blueprint == OPS_BLUEPRINT:
+def _view(req: Request) -> Any:
+    """The view function ``req`` is routed to (None: no route matched)."""
+    return current_app.view_functions.get(req.endpoint or "")
+
+
+def guard(req_state: RequestState) -> None:
+    """Before step: HTTPS, CSRF, route rate limits and route protection for the bound app,
+    in that order. What the app's settings leave off costs nothing (see :mod:`.plan`)."""
+    req = current_request()
+    if current_binding() is None or req.blueprint == OPS_BLUEPRINT:
         return None
-    auth = current.current_service()
-    if auth is None:
+    plan = current.current_plan(req_state)
+    if plan is None:
         return None
+    auth = plan.auth
     cfg = auth.config
-    if cfg.require_https and not request.is_secure:
+    if cfg.require_https and not req.is_secure:
         https_refusal()
-    if request.method == "OPTIONS":
+    method = req.method
+    if method == "OPTIONS":
         return None
-    view = current_app.view_functions.get(request.endpoint or "")
+    unsafe = method not in current.SAFE_METHODS
     if (
-        cfg.csrf_enabled
-        and auth.users is not None
-        and request.method not in current.SAFE_METHODS
-        and "Authorization" not in request.headers
-        and current.cookie_identity(auth)
-        and not getattr(view, CSRF_EXEMPT_ATTR, False)
-        and not route_matches(request.path, cfg.csrf_exempt_routes)
+        unsafe
+        and plan.csrf
+        and "Authorization" not in req.headers
+        and current.plan_cookie_identity(plan)
+        and not getattr(_view(req), CSRF_EXEMPT_ATTR, False)
+        and not route_matches(req.path, cfg.csrf_exempt_routes)
     ):
-        problem = current.csrf_problem(auth)
+        problem = current.plan_csrf_problem(plan)
         if problem is not None:
             raise refusal(*problem)
-    rule = request.url_rule.rule if request.url_rule is not None else None
-    for pattern, limit in cfg.route_limits.items():
-        if route_matches(request.path, (pattern,)) or (rule and route_matches(rule, (pattern,))):
-            refused = hit_limit(f"route:{pattern}", limit.max_attempts, limit.window_seconds)
-            if refused is not None:
-                raise refused
-    if (
-        cfg.verification is not None
-        and cfg.verification.unverified == "read_only"
-        and request.method not in current.SAFE_METHODS
-        and request.blueprint != AUTH_BLUEPRINT
-    ):
+    if plan.route_limits:
+        rule = req.url_rule.rule if req.url_rule is not None else None
+        path = req.path
+        for pattern, limit in plan.route_limits:
+            if route_matches(path, (pattern,)) or (rule and route_matches(rule, (pattern,))):
+                refused = hit_limit(f"route:{pattern}", limit.max_attempts, limit.window_seconds)
+                if refused is not None:
+                    raise refused
+    if plan.unverified_read_only and unsafe and req.blueprint != AUTH_BLUEPRINT:
         user = current.get_current_user()
         if user is not None and auth.read_only(user.data):
             raise refusal(
@@ -268,12 +273,12 @@ def guard() -> Any:
                 "confirm your e-mail address first: until then this account can only read",
                 reason="unverified",
             )
-    if not cfg.policy_present or _is_public(auth, view):
+    if not cfg.policy_present or _is_public(auth, _view(req), req):
         return None
     user = current.get_current_user()
     if user is None:
         if cfg.protects_routes:
-            unauthorized(_request_token_error() or "authentication required")
+            unauthorized(req_state.token_error or "authentication required")
         return None
     denied = auth.access_problem(user.data)
     if denied:
@@ -281,44 +286,30 @@ def guard() -> Any:
     return None
 
 
-def _request_token_error() -> str | None:
-    req_state = current_state()
-    return req_state.token_error if req_state is not None else None
-
-
-def finish(response: Response) -> Response:
-    """``after_request`` of every response of the Flask app: the bound app's cookies;
+def finish(response: Response, req_state: RequestState | None) -> Response:
+    """After step, on every response of the Flask app: the bound app's cookies;
     ``Cache-Control: no-store`` on the auth routes and on any page carrying a CSRF token;
     the security headers on every response of a bound app with auth — its views, its 404s
     and errors — and of requests no app is bound for (unknown apps, health, metrics), with
     HSTS as the bound app's manifest says."""
-    req_state = current_state()
-    auth = req_state.auth if req_state is not None else None
-    if auth is not None:
-        current.write_cookies(response)
-    private = request.blueprint == AUTH_BLUEPRINT or (
-        req_state is not None and req_state.csrf_issued
-    )
+    req = current_request()
+    present = header_names(response)  # before the cookies: they add no security header
+    plan = req_state.auth_plan if req_state is not None else None
+    if plan is not None:
+        current.write_cookies(response, req_state, present)
+    private = req.blueprint == AUTH_BLUEPRINT or (req_state is not None and req_state.csrf_issued)
     if private and "no-store" not in (response.headers.get("Cache-Control") or ""):
         no_store(response)
-    state = get_state()
     # Apps without auth served by the same Flask app are left alone; responses no app was
     # bound for (an unknown app, a path outside every bound blueprint, health) are not.
-    if state.config["MDB_SECURITY_HEADERS"] and (auth is not None or current_binding() is None):
-        hsts = auth.config.hsts if auth is not None else {"enabled": False}
-        apply_headers(
-            response,
-            hsts=(
-                hsts_value(
-                    hsts.get("max_age", 31_536_000),
-                    hsts.get("include_subdomains", True),
-                    hsts.get("preload", False),
-                )
-                if hsts.get("enabled", True)
-                else None
-            ),
-            csp=state.config["MDB_CONTENT_SECURITY_POLICY"],
-        )
+    if plan is not None:
+        headers = plan.headers
+    elif current_binding() is None:
+        headers = get_state().unbound_headers
+    else:
+        return response
+    if headers is not None:
+        add_missing(response, headers.for_request(req.is_secure), present)
     return response
 
 

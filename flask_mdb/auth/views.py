@@ -89,7 +89,8 @@ def safe_next(target: Any, default: str = "/") -> str:
 
 def _user_body(user: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"user": user.to_json()}
-    if user.via in ("session", "flask-session") and current.current_service().config.csrf_enabled:  # type: ignore[union-attr]
+    auth = current.current_service()
+    if user.via in ("session", "flask-session") and auth is not None and auth.config.csrf_enabled:
         body["csrf_token"] = current.csrf_token()
     return body
 

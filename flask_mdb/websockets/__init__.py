@@ -27,6 +27,7 @@ afterwards (:mod:`.credentials`, :mod:`mdb_sync.auth.revocation`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, has_app_context
@@ -59,12 +60,12 @@ def _engine(app: Flask | None) -> Any:
     return None  # outside Flask: the process's engine
 
 
-def _publish(send: Any, app: Flask | None, **kwargs: Any) -> Event:
+def _publish(send: Callable[..., Event], app: Flask | None, **kwargs: Any) -> Event:
     """Publish with the right engine; before any engine has started, say why (the
     extension's engine is lazy) instead of only that there is none."""
     engine = _engine(app)
     try:
-        return send(engine=engine, **kwargs)  # type: ignore[no-any-return]
+        return send(engine=engine, **kwargs)
     except RealtimeError as exc:
         if engine is not None or not lazy_engines_waiting():
             raise

@@ -44,7 +44,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from flask import Flask, Response, current_app, has_request_context, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
@@ -60,7 +60,7 @@ from mdb_sync.observability import log_context
 from mdb_sync.realtime.slots import ConnectionSlots
 from mdb_sync.scoping import validate_slug
 
-from .. import binding
+from .. import binding, hooks
 from ..auth_switch import PUBLIC_ATTR
 from ..cors import normalize_origin, policy_for
 from ..identity import (
@@ -70,8 +70,8 @@ from ..identity import (
     resolved_standing,
     verify_token,
 )
-from ..request_state import current_state, ensure_state
-from ..state import MDBState, get_state
+from ..request_state import RequestState, WebSocketHandshake, current_state
+from ..state import MDBState, current_flask_app, get_state
 from .connection import (
     CREDENTIALS_REVOKED,
     POLICY_VIOLATION,
@@ -87,8 +87,6 @@ from .manager import WebSocketManager
 log = logging.getLogger("flask_mdb.websockets")
 
 STATE_KEY = "mdb_websockets"
-#: Request environ key holding the accepting endpoint's simple-websocket options.
-OPTIONS_KEY = "flask_mdb.websocket_options"
 BEARER_SUBPROTOCOL = "bearer"
 #: How often an idle connection's thread checks that its socket is still open: closes made
 #: here wake it at once, but simple-websocket can close a connection (a message over the
@@ -113,7 +111,9 @@ class ServerOptions(Mapping[str, Any]):
 
     def _current(self) -> dict[str, Any]:
         options = dict(self.base)
-        endpoint = request.environ.get(OPTIONS_KEY) if has_request_context() else None
+        state = current_state()
+        handshake = state.websocket if state is not None else None
+        endpoint = handshake.options if handshake is not None else None
         if endpoint:
             subprotocols = options.get("subprotocols") or []
             if isinstance(subprotocols, str):
@@ -156,10 +156,43 @@ class WebSocketState:
         self._app = weakref.ref(app)
         #: Flask endpoint name -> the endpoint as registered.
         self.routes: dict[str, Endpoint] = {}
-        self._paths: dict[str, str] = {}
+        self._paths: dict[str, str] = {}  # path -> Flask endpoint name
         self._managers: dict[str, WebSocketManager] = {}
         self._lock = threading.Lock()
         _STATES.add(self)
+
+    def before_request(self, req_state: RequestState) -> Response | None:
+        """Before step: a request to one of the manifest endpoints is checked before the
+        upgrade (:func:`_before_websocket`); with none registered, nothing is looked at."""
+        if not self.routes:
+            return None
+        return _before_websocket(req_state, self)
+
+    def add_route(self, app: Flask, endpoint: Endpoint) -> None:
+        """Serve ``endpoint`` on ``app`` with flask-sock. The same endpoint again does
+        nothing; a path another endpoint serves, or this endpoint at another path, is
+        refused (:class:`~mdb_sync.exceptions.ConfigurationError`)."""
+        with self._lock:
+            existing = self._paths.get(endpoint.path)
+            if existing == endpoint.flask_endpoint:
+                return
+            if existing is not None or endpoint.flask_endpoint in self.routes:
+                problem = (
+                    f"its path {endpoint.path!r} is already served by {existing}"
+                    if existing is not None
+                    else "it is already served at another path (restart the app to move it)"
+                )
+                raise ConfigurationError(
+                    f"websocket endpoint {endpoint.name!r} of app {endpoint.app_slug!r}: "
+                    + problem,
+                    context={"app": endpoint.app_slug, "path": endpoint.path},
+                )
+            self.sock.route(endpoint.path, endpoint=endpoint.flask_endpoint)(_serve)
+            # The endpoint authenticates by its own manifest settings (auth.required,
+            # allow_anonymous), not by the app's route policy: keep that guard off the upgrade.
+            setattr(app.view_functions[endpoint.flask_endpoint], PUBLIC_ATTR, True)
+            self.routes[endpoint.flask_endpoint] = endpoint
+            self._paths[endpoint.path] = endpoint.flask_endpoint
 
     def manager(self, slug: str) -> WebSocketManager:
         manager = self._managers.get(slug)
@@ -188,8 +221,7 @@ class WebSocketState:
         with app.app_context():
             state = self.mdb_state
             record = binding.usable_record(state, slug, "websocket")
-            bound = binding.Binding(slug, state, "websocket", state.slug_state(slug, record))
-            token = binding.push_binding(bound)
+            token = binding.push_binding(binding.binding_of(state, slug, "websocket", record))
             try:
                 yield
             finally:
@@ -224,8 +256,8 @@ class WebSocketState:
 
 def get_ws_state(app: Flask | None = None) -> WebSocketState:
     get_state(app)  # raises "did you forget to call init_app?" helpfully
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    return app.extensions[STATE_KEY]  # type: ignore[no-any-return]
+    ws_state: WebSocketState = (app or current_flask_app()).extensions[STATE_KEY]
+    return ws_state
 
 
 # --- setup ----------------------------------------------------------------------------------------
@@ -236,7 +268,7 @@ def init_app(app: Flask, state: MDBState) -> WebSocketState:
     ws_state = WebSocketState(app, state)
     app.extensions[STATE_KEY] = ws_state
     _wrap_server_options(app)
-    app.before_request(_before_websocket)
+    hooks.add_before(app, state, ws_state.before_request)
     return ws_state
 
 
@@ -249,31 +281,10 @@ def _wrap_server_options(app: Flask) -> None:
 def register_routes(app: Flask, manifest: Mapping[str, Any]) -> list[str]:
     """Serve every websocket endpoint ``manifest`` declares; return their paths. Registering
     the same endpoints again does nothing; a path another endpoint serves is refused."""
-    ws_state = app.extensions[STATE_KEY]
+    ws_state = get_ws_state(app)
     paths = []
     for endpoint in endpoints_of(manifest).values():
-        with ws_state._lock:
-            existing = ws_state._paths.get(endpoint.path)
-            if existing == endpoint.flask_endpoint:
-                paths.append(endpoint.path)
-                continue
-            if existing is not None or endpoint.flask_endpoint in ws_state.routes:
-                problem = (
-                    f"its path {endpoint.path!r} is already served by {existing}"
-                    if existing is not None
-                    else "it is already served at another path (restart the app to move it)"
-                )
-                raise ConfigurationError(
-                    f"websocket endpoint {endpoint.name!r} of app {endpoint.app_slug!r}: "
-                    + problem,
-                    context={"app": endpoint.app_slug, "path": endpoint.path},
-                )
-            ws_state.sock.route(endpoint.path, endpoint=endpoint.flask_endpoint)(_serve)
-            # The endpoint authenticates by its own manifest settings (auth.required,
-            # allow_anonymous), not by the app's route policy: keep that guard off the upgrade.
-            setattr(app.view_functions[endpoint.flask_endpoint], PUBLIC_ATTR, True)
-            ws_state.routes[endpoint.flask_endpoint] = endpoint
-            ws_state._paths[endpoint.path] = endpoint.flask_endpoint
+        ws_state.add_route(app, endpoint)
         paths.append(endpoint.path)
     return paths
 
@@ -287,12 +298,11 @@ def _refuse(status: int, kind: str, message: str) -> Response:
     return response
 
 
-def _before_websocket() -> Response | None:
-    """``before_request``: bind, check Origin, identify — for manifest endpoints only."""
+def _before_websocket(req_state: RequestState, ws_state: WebSocketState) -> Response | None:
+    """Bind, check Origin, identify — for manifest endpoints only."""
     name = request.endpoint
     if not name or not name.startswith("mdb_ws."):
         return None
-    ws_state: WebSocketState = current_app.extensions[STATE_KEY]
     registered = ws_state.routes[name]
     state = ws_state.mdb_state
     state.ensure_ready()
@@ -304,7 +314,7 @@ def _before_websocket() -> Response | None:
     )
     if endpoint is None or endpoint.path != registered.path:
         return _refuse(404, "NotFound", f"app {slug!r} no longer serves this websocket endpoint")
-    bound = binding.Binding(slug, state, "websocket", slug_state)
+    bound = binding.binding_of(state, slug, "websocket", record)
     binding.push_binding(bound)  # reset with the request's own context at teardown
     # The request's hooks ran with the app bound before (MDB_APP_SLUG's, say) and may have
     # cached its auth and user: this endpoint authenticates against its own app.
@@ -327,8 +337,9 @@ def _before_websocket() -> Response | None:
         identity = None  # an anonymous visitor's identity is no sign-in
     if refusal is None and identity is None and not endpoint.anonymous_ok:
         refusal = "authentication required"
-    ensure_state().websocket = (endpoint, identity, refusal, mark)
-    request.environ[OPTIONS_KEY] = endpoint.server_options()
+    req_state.websocket = WebSocketHandshake(
+        endpoint, identity, refusal, mark, endpoint.server_options()
+    )
     _wrap_server_options(current_app)  # in case SOCK_SERVER_OPTIONS was replaced after init_app
     for key in _SOCKET_KEYS:
         sock = request.environ.get(key)
@@ -391,12 +402,18 @@ def _identify(slug: str, cookies: bool) -> tuple[Identity | None, str | None]:
 
 def _serve(ws: Any, **path_args: Any) -> None:
     """The flask-sock view of every manifest endpoint: runs for the connection's lifetime."""
-    request_state = current_state()
-    if request_state is None or request_state.websocket is None:
+    req_state = current_state()
+    handshake = req_state.websocket if req_state is not None else None
+    if req_state is None or handshake is None:
         raise RuntimeError("a websocket view ran without its handshake (before_request) check")
-    endpoint, identity, refusal, mark = request_state.websocket
-    request_state.websocket = None
-    ws_state: WebSocketState = current_app.extensions[STATE_KEY]
+    endpoint, identity, refusal, mark = (
+        handshake.endpoint,
+        handshake.identity,
+        handshake.refusal,
+        handshake.mark,
+    )
+    req_state.websocket = None
+    ws_state = get_ws_state()
     engine = ws_state.mdb_state.engine
     slug = endpoint.app_slug
     if refusal is not None:
@@ -413,7 +430,7 @@ def _serve(ws: Any, **path_args: Any) -> None:
     connection.state["path_args"] = path_args
     if identity is not None:
         connection.credentials = Credentials(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
+            current_flask_app(),
             connection.identity,
             ws_state.recheck_interval,
         )

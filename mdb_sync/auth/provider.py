@@ -250,6 +250,8 @@ class OsoProvider:
 
     def __init__(self, policy: str | None = None, policy_file: str | None = None) -> None:
         try:
+            # import-not-found: oso is an optional extra, absent from the type-checking
+            # environment (the ImportError below is what a user without it gets).
             from oso import Oso  # type: ignore[import-not-found]
         except ImportError as exc:
             raise ConfigurationError(

@@ -10,7 +10,8 @@ even before its document is deleted.
 
 A request learns its session and its user in one round trip (:meth:`SessionStore.get_with_user`:
 the session with a ``$lookup`` of its user), read fresh every time: no per-process cache
-stands between a revocation and the next request.
+stands between a revocation and the next request. What is kept between requests is only
+what never changes for a store: the fixed stages of that pipeline.
 """
 
 from __future__ import annotations
@@ -52,10 +53,43 @@ class SessionStore:
         self.ttl = ttl
         self.inactivity_timeout = inactivity_timeout
         self.max_per_user = max_per_user
+        #: ``users.source`` and the pipeline stages that look the session's user up in it.
+        self._lookup: tuple[str, tuple[dict[str, Any], ...]] | None = None
 
     @property
     def coll(self) -> Collection[dict[str, Any]]:
         return store.collection(self.engine, store.SESSIONS)
+
+    def _lookup_stages(self, source: str) -> tuple[dict[str, Any], ...]:
+        """The stages after ``$match`` of :meth:`get_with_user`, for the users collection
+        ``source`` (built once: only the session key changes from one request to the next)."""
+        cached = self._lookup
+        if cached is not None and cached[0] == source:
+            return cached[1]
+        stages: tuple[dict[str, Any], ...] = (
+            {
+                "$addFields": {
+                    _USER_OID: {
+                        "$convert": {
+                            "input": "$user_id",
+                            "to": "objectId",
+                            "onError": None,
+                            "onNull": None,
+                        }
+                    }
+                }
+            },
+            {
+                "$lookup": {
+                    "from": source,
+                    "localField": _USER_OID,
+                    "foreignField": "_id",
+                    "as": _USER_DOCS,
+                }
+            },
+        )
+        self._lookup = (source, stages)
+        return stages
 
     def create(
         self,
@@ -142,33 +176,15 @@ class SessionStore:
         session as :meth:`get_by_digest` has it (None when it is not live), and the user's
         stored document (None when there is none in this app). Nothing is cached: a
         deactivation, password change or logout in any process shows at the next read."""
-        pipeline: list[dict[str, Any]] = [
+        pipeline = [
             {"$match": {"_id": key, "app_id": self.slug}},
-            {
-                "$addFields": {
-                    _USER_OID: {
-                        "$convert": {
-                            "input": "$user_id",
-                            "to": "objectId",
-                            "onError": None,
-                            "onNull": None,
-                        }
-                    }
-                }
-            },
-            {
-                "$lookup": {
-                    "from": users.source,
-                    "localField": _USER_OID,
-                    "foreignField": "_id",
-                    "as": _USER_DOCS,
-                }
-            },
+            *self._lookup_stages(users.source),
         ]
-        found = self.coll.aggregate(pipeline).to_list(1)
-        if not found:
+        # At most one document (``_id`` is unique): the first batch holds it and the server
+        # has closed the cursor, so the first ``next`` is all there is to read.
+        doc = next(self.coll.aggregate(pipeline), None)
+        if doc is None:
             return None, None
-        doc = found[0]
         doc.pop(_USER_OID, None)
         user = next((u for u in doc.pop(_USER_DOCS, None) or () if users.owns(u)), None)
         return self._live(doc, fingerprint, touch), user
@@ -196,7 +212,8 @@ class SessionStore:
                 {"_id": doc["_id"]},
                 {"$set": {"last_seen": now, "expires_at": self._expiry(now, absolute)}},
             )
-        return store.aware_values(doc)  # type: ignore[no-any-return]
+        live: dict[str, Any] = store.aware_values(doc)
+        return live
 
     def reauthenticated(self, key: str) -> dt.datetime | None:
         """The user of the session stored as ``key`` proved who they are again (password,
