@@ -122,6 +122,7 @@ NEEDS_EXTRA = {
     "mdb_sync.auth.casbin_adapter": "casbin",  # auth extra: pycasbin's adapter base
     "mdb_sync.auth.oauth.signin": "authlib",  # oauth extra: the OAuth client
     "mdb_sync.auth.oauth.metadata": "joserfc",  # oauth extra: providers' key sets
+    "flask_mdb.auth.oauth_views": "authlib",  # oauth extra: sign-in through providers
 }
 
 #: Not yet moved: function-level imports that need a change of their own (each says why).

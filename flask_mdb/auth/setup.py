@@ -45,7 +45,6 @@ from .decorators import (
     https_refusal,
     unauthorized,
 )
-from .oauth_views import check_oauth_startup
 from .responses import refusal
 from .urls import AUTH_BLUEPRINT, auth_url
 from .user import AnonymousUser, AuthUser
@@ -91,6 +90,8 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
         if cfg.users_enabled and cfg.password_reset_ttl is not None and config["MDB_AUTH_ROUTES"]:
             require_external_base(cfg.slug, app, needed_by="password-reset links")
         if cfg.oauth is not None and config["MDB_AUTH_ROUTES"]:
+            from .oauth_views import check_oauth_startup  # the oauth extra (authlib)
+
             check_oauth_startup(app, cfg)  # a public address for callbacks, the secrets
         if cfg.verification is not None and config["MDB_AUTH_ROUTES"]:
             for key in ("MDB_EMAIL_VERIFICATION_SENDER", "MDB_EMAIL_CHANGE_NOTICE_SENDER"):

@@ -53,7 +53,6 @@ from . import view_helpers as helpers
 from .decorators import csrf_exempt, public, unauthorized
 from .email_links import queue_verification
 from .fresh import reauthenticate
-from .oauth_views import register_oauth_routes
 from .platform_views import register_platform_routes
 from .reset_links import request_reset_link
 from .responses import auth_error, wants_html
@@ -348,6 +347,8 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     bp.add_url_rule("/csrf", "csrf", csrf, methods=["GET"])
     bp.add_url_rule("/forgot", "forgot", forgot, methods=["GET", "POST"])
     bp.add_url_rule("/reset", "reset", reset, methods=["GET", "POST"])
+    from .oauth_views import register_oauth_routes  # the oauth extra (authlib)
+
     register_oauth_routes(bp)  # /oauth/<provider>/login, /callback, ...
     bp.add_url_rule("/reauthenticate", "reauthenticate", reauthenticate, methods=["GET", "POST"])
     register_platform_routes(bp)  # /platform/login, /authorize, /callback
