@@ -22,6 +22,13 @@ that keeps it (a helper, a thread). Flask-PyMongo's shortcuts are here too:
 :func:`find_one_or_404`, and :func:`send_file` / :func:`save_file` for GridFS.
 """
 
+from .auth import (
+    get_current_user,
+    login_required,
+    require_permission,
+    require_role,
+    setup_auth_from_manifest,
+)
 from .binding import (
     AppNotBoundError,
     current_app_slug,
@@ -47,25 +54,6 @@ from .websockets import (
     register_message_handler,
     send_to_user,
 )
-
-#: Names re-exported from :mod:`flask_mdb.auth`, imported on first use: auth needs the
-#: ``auth`` extra (pyjwt, pycasbin), which an app without sign-in need not install.
-_AUTH_NAMES = (
-    "get_current_user",
-    "login_required",
-    "require_permission",
-    "require_role",
-    "setup_auth_from_manifest",
-)
-
-
-def __getattr__(name: str) -> object:
-    if name in _AUTH_NAMES:
-        from . import auth
-
-        return getattr(auth, name)
-    raise AttributeError(f"module 'flask_mdb' has no attribute {name!r}")
-
 
 __all__ = [
     "MDB",

@@ -1,5 +1,6 @@
-"""Whether a Flask app gets auth, decided without importing the auth stack (which needs the
-``auth`` extra: pyjwt, pycasbin)."""
+"""Whether a Flask app gets auth, and the mark of views open to anonymous callers: what the
+extension (:mod:`.extension`), the auth stack (:mod:`.auth`) and the websocket routes share,
+below all three."""
 
 from __future__ import annotations
 

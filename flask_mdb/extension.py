@@ -23,6 +23,8 @@ from mdb_sync.manifest import validate_manifest
 from mdb_sync.scoping import ScopedDatabase, validate_slug
 
 from . import binding, cors, hooks
+from .auth.setup import init_auth
+from .auth_switch import wants_auth
 from .cli import mdb_cli
 from .config import load_config
 from .endpoints import make_blueprint
@@ -175,17 +177,7 @@ class MDB:
         """Login, tokens, RBAC, CSRF and security headers (``MDB_AUTH``; by default on when
         a configured manifest has ``auth`` or ``token_management``). After binding: its
         hooks act on the request's app."""
-        from .auth_switch import wants_auth
-
         if wants_auth(state):
-            try:
-                from .auth.setup import init_auth
-            except ImportError as exc:
-                raise ConfigurationError(
-                    f"auth is on (MDB_AUTH, or a manifest's auth block) but {exc.name!r} is "
-                    "not installed: pip install 'mdb-sync[flask,auth]'",
-                    context={"option": "MDB_AUTH"},
-                ) from exc
             init_auth(app, state)
 
     def _init_websockets(self, app: Flask, state: MDBState) -> None:

@@ -31,6 +31,8 @@ from flask import Flask
 
 from mdb_sync import context
 
+from .state import get_state
+
 log = logging.getLogger("flask_mdb.outbox")
 
 #: Seconds :meth:`Outbox.stop` waits for queued jobs by default.
@@ -208,8 +210,6 @@ def _discard(jobs: queue.Queue[Any]) -> int:
 
 def get_outbox(app: Flask, maxsize: int, name: str = "outbox") -> Outbox:
     """The outbox of ``app`` (created on first use, kept in the extension's state)."""
-    from .state import get_state
-
     state = get_state(app)
     outbox = state.outbox
     if outbox is None:
@@ -222,8 +222,6 @@ def get_outbox(app: Flask, maxsize: int, name: str = "outbox") -> Outbox:
 
 def stop_outbox(app: Flask, timeout: float = STOP_TIMEOUT) -> bool:
     """Run what ``app``'s outbox holds (within ``timeout``) and stop its worker."""
-    from .state import get_state
-
     outbox = get_state(app).outbox
     return outbox.stop(timeout) if outbox is not None else True
 

@@ -41,6 +41,8 @@ from simple_websocket import Client, ConnectionClosed
 from simple_websocket import ConnectionError as SimpleConnectionError
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from .websockets.routes import close_all
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
@@ -255,8 +257,6 @@ class LiveServer:
         if server is None:
             return
         if isinstance(self.app, Flask):
-            from .websockets.routes import close_all
-
             close_all(self.app)
         server.shutdown()
         server.server_close()

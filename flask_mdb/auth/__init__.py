@@ -22,6 +22,7 @@ from .current import (
     login_user,
     logout_user,
     register_user,
+    require_service,
 )
 from .decorators import (
     csrf_exempt,
@@ -36,15 +37,13 @@ from .decorators import (
 )
 from .fresh import fresh_login_required, is_fresh
 from .security import SecurityMiddleware
-from .setup import auth_url, init_auth, setup_auth_from_manifest
+from .setup import init_auth, setup_auth_from_manifest
+from .urls import auth_url, safe_next
 from .user import AnonymousUser, AuthUser
-from .views import safe_next
 
 
 def get_authz_provider() -> object:
     """The authorization provider of the request's app (``check(subject, resource, action)``)."""
-    from .current import require_service
-
     return require_service().authz
 
 

@@ -32,10 +32,9 @@ from flask import request
 from mdb_sync.auth import AuthService
 
 from ..request_state import current_state
-from ..state import get_state
 from . import current
-
-COOKIE_SUFFIX = "anon"
+from .current import anonymous_cookie_name
+from .decorators import hit_limit
 
 
 @dataclass(frozen=True)
@@ -61,10 +60,6 @@ class AnonymousVisitor:
         }
 
 
-def anonymous_cookie_name(auth: AuthService) -> str:
-    return current.extra_cookie_name(auth, COOKIE_SUFFIX)
-
-
 def _visitor(auth: AuthService, doc: dict[str, Any]) -> AnonymousVisitor:
     return AnonymousVisitor(doc["anonymous_id"], auth.slug, doc["_id"], doc.get("expires_at"))
 
@@ -82,11 +77,11 @@ def get_anonymous(create: bool = True) -> AnonymousVisitor | None:
     doc = auth.anonymous.get(request.cookies.get(anonymous_cookie_name(auth)))
     if doc is None and create:
         limit = auth.config.limit("anonymous")
-        if limit is not None:
-            from .decorators import hit_limit
-
-            if hit_limit("anonymous", limit.max_attempts, limit.window_seconds) is not None:
-                return None
+        if (
+            limit is not None
+            and hit_limit("anonymous", limit.max_attempts, limit.window_seconds) is not None
+        ):
+            return None
         token, doc = auth.anonymous.create()
         current.queue_cookie(anonymous_cookie_name(auth), token, auth.config.anonymous_ttl)
     if doc is None:
@@ -112,21 +107,3 @@ def caller_key() -> str:
         return f"user:{user.id}"
     visitor = get_anonymous(create=False)
     return visitor.id if visitor is not None else f"ip:{current.client_ip()}"
-
-
-def upgrade_request_identity(auth: AuthService, user: dict[str, Any]) -> str | None:
-    """At a sign-in: upgrade the request's anonymous identity (if any) to ``user``, running
-    ``MDB_ANONYMOUS_UPGRADE``; its cookie is cleared. The anonymous id, or None."""
-    if auth.anonymous is None:
-        return None
-    name = anonymous_cookie_name(auth)
-    token = request.cookies.get(name)
-    if not token:
-        return None
-    hook = get_state().config["MDB_ANONYMOUS_UPGRADE"]
-    carried = auth.upgrade_anonymous(token, user, hook)
-    current.queue_cookie(name, None)
-    state = current_state()
-    if state is not None:
-        state.anonymous = None
-    return carried

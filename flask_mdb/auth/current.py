@@ -26,7 +26,8 @@ from flask import Request, Response, current_app, has_request_context, request
 from flask_login import current_user, user_logged_in, user_logged_out
 from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 
-from mdb_sync.auth import AuthService, csrf
+from mdb_sync.auth import AuthConfig, AuthService, PasswordHasher, csrf
+from mdb_sync.auth.service import auth_service_of
 from mdb_sync.auth.store import digest
 from mdb_sync.exceptions import ConfigurationError, TokenError
 
@@ -56,9 +57,6 @@ def build_service(state: MDBState, slug_state: SlugState) -> AuthService | None:
     app's manifest has no auth. The engine's one service for the app and these options
     (:func:`mdb_sync.auth.service.auth_service_of`): a script calling
     ``get_auth_service(engine, slug)`` on the same engine gets this very object."""
-    from mdb_sync.auth import AuthConfig
-    from mdb_sync.auth.service import auth_service_of
-
     if not AuthConfig.from_manifest(dict(slug_state.manifest)).enabled:
         return None
     flask_app = current_flask_app()
@@ -100,8 +98,6 @@ _HASHERS: dict[int, Any] = {}
 
 
 def _hasher(cost: int) -> Any:
-    from mdb_sync.auth import PasswordHasher
-
     if cost not in _HASHERS:
         _HASHERS[cost] = PasswordHasher(n=cost)
     return _HASHERS[cost]
@@ -231,6 +227,14 @@ def extra_cookie_name(auth: AuthService, suffix: str) -> str:
     return cookie_names(f"{cfg.session_cookie_name}_{suffix}", cfg.cookie_secure)[request.is_secure]
 
 
+#: The anonymous visitor's cookie: ``<session cookie>_anon`` (see :mod:`.anonymous`).
+ANONYMOUS_COOKIE_SUFFIX = "anon"
+
+
+def anonymous_cookie_name(auth: AuthService) -> str:
+    return extra_cookie_name(auth, ANONYMOUS_COOKIE_SUFFIX)
+
+
 def queue_cookie(
     name: str, value: str | None, max_age: int | None = None, *, samesite: str | None = None
 ) -> None:
@@ -353,8 +357,6 @@ def login_user(
     ``platform_session``: see :meth:`mdb_sync.auth.SessionStore.create`."""
     auth = require_service()
     data = user.data if isinstance(user, AuthUser) else dict(user)
-    from .anonymous import upgrade_request_identity
-
     upgrade_request_identity(auth, data)  # first: a failing hook leaves no session behind
     old = request.cookies.get(session_cookie_name(auth))
     if old:
@@ -564,3 +566,22 @@ def add_vary_cookie(response: Response, present: set[str] | None = None) -> None
         response.vary.add("Cookie")
     else:
         response.headers.add("Vary", "Cookie")
+
+
+def upgrade_request_identity(auth: AuthService, user: dict[str, Any]) -> str | None:
+    """At a sign-in (:func:`login_user`, which owns it; :mod:`.anonymous` creates the
+    identities): upgrade the request's anonymous identity (if any) to ``user``, running
+    ``MDB_ANONYMOUS_UPGRADE``; its cookie is cleared. The anonymous id, or None."""
+    if auth.anonymous is None:
+        return None
+    name = anonymous_cookie_name(auth)
+    token = request.cookies.get(name)
+    if not token:
+        return None
+    hook = get_state().config["MDB_ANONYMOUS_UPGRADE"]
+    carried = auth.upgrade_anonymous(token, user, hook)
+    queue_cookie(name, None)
+    state = current_state()
+    if state is not None:
+        state.anonymous = None
+    return carried

@@ -27,6 +27,7 @@ from mdb_sync.exceptions import AuthenticationError, RateLimitExceeded
 from . import current
 from .decorators import unauthorized, view_check
 from .responses import auth_error, refusal, wants_html
+from .urls import safe_next
 from .user import AuthUser
 from .view_helpers import (
     check_csrf,
@@ -108,8 +109,6 @@ def fresh_login_required(view: F | None = None, *, within: int | None = None) ->
 
 def reauthenticate(**_view_args: Any) -> Any:
     """``GET/POST /auth/reauthenticate``: confirm the password of the signed-in session."""
-    from .views import safe_next
-
     auth = service_or_404()
     user = current.get_current_user()
     if user is None:

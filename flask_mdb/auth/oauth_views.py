@@ -37,9 +37,8 @@ from ..links import external_url, require_external_base
 from . import current
 from .decorators import hit_limit, public, unauthorized
 from .responses import auth_error, wants_html
-from .setup import AUTH_BLUEPRINT, auth_url
 from .twofactor_views import needs_second_step, start_second_step
-from .views import safe_next
+from .urls import AUTH_BLUEPRINT, auth_url, safe_next
 
 log = logging.getLogger("flask_mdb.auth")
 

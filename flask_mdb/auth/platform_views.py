@@ -36,7 +36,7 @@ from ..links import external_url
 from . import current
 from .decorators import public
 from .responses import auth_error, wants_html
-from .setup import AUTH_BLUEPRINT, auth_url
+from .urls import AUTH_BLUEPRINT, auth_url, safe_next
 from .view_helpers import flag, home, limit, service_or_404
 
 log = logging.getLogger("flask_mdb.auth")
@@ -76,8 +76,6 @@ def callback_url(auth: AuthService) -> str:
 
 @public
 def platform_login(**_view_args: Any) -> Any:
-    from .views import safe_next
-
     auth = service_or_404()
     _handoffs(auth, "related")
     limit(auth, "platform")
@@ -135,8 +133,6 @@ def platform_authorize(**_view_args: Any) -> Any:
 
 @public
 def platform_callback(**_view_args: Any) -> Any:
-    from .views import safe_next
-
     auth = service_or_404()
     handoffs = _handoffs(auth, "related")
     limit(auth, "platform")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 
 from ..binding import current_binding
 from ..config import csp_value
@@ -97,8 +97,6 @@ class SecurityMiddleware:
 
 
 def _view() -> Any:
-    from flask import current_app
-
     return current_app.view_functions.get(request.endpoint or "")
 
 

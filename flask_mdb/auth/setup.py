@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request, Response, current_app
 from flask_login import LoginManager
 
 from mdb_sync import MongoDBEngine
@@ -20,7 +20,7 @@ from mdb_sync.auth import AuthConfig, AuthService, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
 from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
-from mdb_sync.exceptions import ConfigurationError
+from mdb_sync.exceptions import ConfigurationError, TokenError
 
 from .. import hooks
 from ..auth_switch import PUBLIC_ATTR
@@ -46,12 +46,11 @@ from .decorators import (
     unauthorized,
 )
 from .responses import refusal
+from .urls import AUTH_BLUEPRINT, auth_url
 from .user import AnonymousUser, AuthUser
+from .views import make_blueprint
 
 log = logging.getLogger("flask_mdb.auth")
-
-#: Name of the auth blueprint (``/auth/...``): every response of it is ``no-store``.
-AUTH_BLUEPRINT = "mdb_auth"
 
 
 def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) -> None:
@@ -91,7 +90,7 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
         if cfg.users_enabled and cfg.password_reset_ttl is not None and config["MDB_AUTH_ROUTES"]:
             require_external_base(cfg.slug, app, needed_by="password-reset links")
         if cfg.oauth is not None and config["MDB_AUTH_ROUTES"]:
-            from .oauth_views import check_oauth_startup
+            from .oauth_views import check_oauth_startup  # the oauth extra (authlib)
 
             check_oauth_startup(app, cfg)  # a public address for callbacks, the secrets
         if cfg.verification is not None and config["MDB_AUTH_ROUTES"]:
@@ -158,8 +157,6 @@ def init_auth(app: Flask, state: MDBState) -> None:
     app.jinja_env.globals.setdefault("csrf_token", current.csrf_token)
     app.jinja_env.globals.setdefault("auth_url", auth_url)
     if state.config["MDB_AUTH_ROUTES"]:
-        from .views import make_blueprint
-
         app.register_blueprint(make_blueprint(state.config["MDB_AUTH_URL_PREFIX"]))
     state.auth_installed = True
 
@@ -194,19 +191,6 @@ def setup_auth_from_manifest(
             record = engine.registration.require_usable(slug)
             slug_state = state.slug_state(slug, record)
             state.per_slug(slug_state, "auth", lambda ss: current.build_plan(state, ss))
-
-
-def auth_url(name: str, **values: Any) -> str:
-    """``url_for`` of an auth endpoint (``login``, ``logout``, ...) keeping the request's
-    URL variables (for prefixes such as ``/<space>/auth``)."""
-    from flask import url_for
-
-    endpoint = f"mdb_auth.{name}"
-    wanted: set[str] = set()
-    for rule in current_app.url_map.iter_rules(endpoint):
-        wanted |= rule.arguments
-    kept = {k: v for k, v in (request.view_args or {}).items() if k in wanted}
-    return url_for(endpoint, **{**kept, **values})
 
 
 # --- per request ---------------------------------------------------------------------------------
@@ -344,8 +328,6 @@ def _bearer_identity() -> dict[str, Any] | None:
 
 
 def _verify_token(token: str, app_slug: str) -> dict[str, Any] | None:
-    from mdb_sync.exceptions import TokenError
-
     try:
         auth = current.service_for_slug(app_slug)
         if auth is None or auth.tokens is None:

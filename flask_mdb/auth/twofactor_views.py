@@ -31,6 +31,7 @@ from . import current
 from .decorators import public, unauthorized
 from .fresh import fresh_login_required
 from .responses import auth_error, wants_html
+from .urls import auth_url, safe_next
 from .view_helpers import (
     check_csrf,
     flag,
@@ -74,8 +75,6 @@ def start_second_step(
 
 
 def _url(name: str) -> str:
-    from .setup import auth_url
-
     return auth_url(name)
 
 
@@ -90,8 +89,6 @@ def _codes(data: dict[str, Any]) -> dict[str, Any]:
 
 @public
 def two_factor(**_view_args: Any) -> Any:
-    from .views import safe_next
-
     auth = service_or_404()
     factor = _second_factor(auth)
     html = not request.is_json and wants_html()

@@ -29,7 +29,7 @@ from .decorators import public
 from .email_links import queue_email_change, queue_verification
 from .fresh import fresh_login_required
 from .responses import auth_error, wants_html
-from .setup import auth_url
+from .urls import auth_url
 from .view_helpers import check_csrf, limit, payload, service_or_404, text_field
 
 #: What a resend answers, whether or not the address has an unverified account.

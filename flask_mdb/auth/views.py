@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import flask_login
 from flask import (
@@ -57,8 +56,8 @@ from .fresh import reauthenticate
 from .platform_views import register_platform_routes
 from .reset_links import request_reset_link
 from .responses import auth_error, wants_html
-from .setup import AUTH_BLUEPRINT, auth_url
 from .twofactor_views import needs_second_step, register_two_factor_routes, start_second_step
+from .urls import AUTH_BLUEPRINT, auth_url, safe_next
 from .user import AuthUser
 from .verify_views import register_verify_routes
 
@@ -69,22 +68,6 @@ VERIFY_SENT = "check your mailbox: a link to confirm the address is on its way"
 RESET_SENT = "if an account has this email, a link to reset its password is on its way"
 
 log = logging.getLogger("flask_mdb.auth")
-
-
-def safe_next(target: Any, default: str = "/") -> str:
-    """``target`` when it is a path on this site, else ``default`` (no open redirects:
-    ``//evil.example``, ``https://evil.example``, ``/\\evil.example``, control characters
-    and schemes are refused)."""
-    if not isinstance(target, str) or not target or len(target) > 2048:
-        return default
-    if not target.startswith("/") or target.startswith(("//", "/\\")):
-        return default
-    if any(ord(ch) < 32 or ch == "\\" for ch in target):
-        return default
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return default
-    return target
 
 
 def _user_body(user: Any) -> dict[str, Any]:
@@ -364,7 +347,7 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     bp.add_url_rule("/csrf", "csrf", csrf, methods=["GET"])
     bp.add_url_rule("/forgot", "forgot", forgot, methods=["GET", "POST"])
     bp.add_url_rule("/reset", "reset", reset, methods=["GET", "POST"])
-    from .oauth_views import register_oauth_routes
+    from .oauth_views import register_oauth_routes  # the oauth extra (authlib)
 
     register_oauth_routes(bp)  # /oauth/<provider>/login, /callback, ...
     bp.add_url_rule("/reauthenticate", "reauthenticate", reauthenticate, methods=["GET", "POST"])

@@ -42,9 +42,9 @@ from .channels import authorizers as channel_authorizers
 from .channels import register_channel_authorizer
 from .connection import Connection
 from .endpoints import Endpoint, endpoints_of
+from .errors import MessageError
 from .handlers import (
     UNHANDLED,
-    MessageError,
     register_connect_handler,
     register_disconnect_handler,
     register_message_handler,

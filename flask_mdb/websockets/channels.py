@@ -49,6 +49,9 @@ from mdb_sync.realtime.channels import (
 )
 from mdb_sync.scoping import validate_slug
 
+from ..auth.current import service_for_slug
+from .errors import MessageError
+
 if TYPE_CHECKING:
     from .connection import Connection
 
@@ -142,8 +145,6 @@ def register_channel_authorizer(
 def rbac_authorizer(connection: Connection, channel: str) -> bool:
     """The default: the app's RBAC (``channel/<name>``, ``subscribe``) when it has an
     authorization policy; every connection of the app when it has none."""
-    from ..auth.current import service_for_slug
-
     auth = service_for_slug(connection.app_slug)
     if auth is None or not auth.config.policy_present:
         return True
@@ -170,8 +171,6 @@ def _channel_of(message: Any) -> str:
 def subscribe(connection: Connection, message: Any) -> dict[str, Any]:
     """``{"type": "subscribe", "channel": name}``: join, if the channel's authorizer lets
     the connection; answered with ``subscribed`` (also when already a member)."""
-    from .handlers import MessageError
-
     try:
         name = _channel_of(message)
         connection.manager.subscribe(connection, name)
@@ -187,8 +186,6 @@ def subscribe(connection: Connection, message: Any) -> dict[str, Any]:
 def unsubscribe(connection: Connection, message: Any) -> dict[str, Any]:
     """``{"type": "unsubscribe", "channel": name}``: leave (answered ``unsubscribed``
     whether or not the connection was a member: nothing is learnt about the channel)."""
-    from .handlers import MessageError
-
     try:
         name = _channel_of(message)
     except InvalidChannelError as exc:

@@ -36,8 +36,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mdb_sync.deprecation import renamed_parameters
-from mdb_sync.exceptions import ConfigurationError, MongoDBEngineError
+from mdb_sync.exceptions import ConfigurationError
 from mdb_sync.scoping import validate_slug
+
+from .channels import subscribe, unsubscribe
+from .errors import MessageError, error_frame
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -62,16 +65,6 @@ class _Unhandled:
 
 #: Returned by a catch-all handler: "not a type I handle" (the client gets ``unknown_type``).
 UNHANDLED = _Unhandled()
-
-
-class MessageError(MongoDBEngineError, ValueError):
-    """Raise it from a handler to answer the client with an error frame: ``code`` and
-    ``message`` are shown to the client (other exceptions are logged and answered with a
-    generic ``internal_error``, so nothing internal leaks)."""
-
-    def __init__(self, message: str, code: str = "bad_request") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class HandlerRegistry:
@@ -198,13 +191,6 @@ def _hook(app_slug: str, handler: ConnectionHandler | None, on: str) -> Any:
 # --- dispatch -------------------------------------------------------------------------------------
 
 
-def error_frame(code: str, message: str, request_id: Any = None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": "error", "error": {"code": code, "message": message}}
-    if request_id is not None:
-        frame["id"] = request_id
-    return frame
-
-
 def dispatch(connection: Connection, raw: str | bytes) -> None:
     """Decode one client frame, run its handler, answer it (never raises)."""
     if not isinstance(raw, str):
@@ -265,24 +251,12 @@ def _pong(connection: Connection, message: Any) -> dict[str, Any]:
     return {"type": "pong"}
 
 
-def _subscribe(connection: Connection, message: Any) -> Any:
-    from .channels import subscribe
-
-    return subscribe(connection, message)
-
-
-def _unsubscribe(connection: Connection, message: Any) -> Any:
-    from .channels import unsubscribe
-
-    return unsubscribe(connection, message)
-
-
 #: The built-in message types (after the app's handlers for the same type, before its
 #: catch-all).
 BUILT_IN: dict[str, MessageHandler] = {
     "ping": _pong,
-    "subscribe": _subscribe,
-    "unsubscribe": _unsubscribe,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
 }
 
 

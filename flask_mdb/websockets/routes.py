@@ -81,7 +81,8 @@ from .connection import (
 )
 from .credentials import Credentials, close_code, lapsed_reason
 from .endpoints import Endpoint, endpoints_of
-from .handlers import MessageError, dispatch, error_frame, registry
+from .errors import MessageError, error_frame
+from .handlers import dispatch, registry
 from .manager import WebSocketManager
 
 log = logging.getLogger("flask_mdb.websockets")

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..exceptions import ConfigurationError
+from . import store
 
 if TYPE_CHECKING:
     from ..engine import MongoDBEngine
@@ -208,8 +209,6 @@ class CasbinProvider:
         fingerprint = hashlib.sha256(
             json.dumps([policies, roles], sort_keys=True, default=str).encode()
         ).hexdigest()
-        from . import store
-
         versions = store.collection(self.adapter.engine, store.POLICY_VERSIONS)
         if (versions.find_one({"_id": self.slug}) or {}).get("seeded") == fingerprint:
             return 0
