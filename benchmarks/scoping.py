@@ -16,9 +16,12 @@ documents carrying ``app_id``): the tenant filter a user would write without the
 so "added" is everything mdb-sync costs per call: scoping, guards, metrics.
 
 The command counts come from a separate, untimed pass on clients with a recording listener
-(a listener would tax the timed clients).
+(a listener would tax the timed clients). The last row, "A/A", times plain pymongo against
+itself (a second ``MongoClient``) the same way: how far a ratio strays with nothing to find.
+``--runs 3`` repeats the whole measurement in fresh processes and prints each cell's median
+(see ``benchmarks/compare.py``).
 
-    .venv/bin/python benchmarks/scoping.py [--rounds 7] [--scale 1.0]
+    .venv/bin/python benchmarks/scoping.py [--rounds 7] [--scale 1.0] [--runs 1]
 
 With ``MDB_MONGO_URI`` set it uses that server, else a private in-memory embedded server.
 """
@@ -27,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,36 +38,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pymongo import InsertOne, MongoClient, UpdateOne, monitoring
+from compare import CommandCounter, Row, commands_per_call, compare, print_table, repeated
+from pymongo import InsertOne, MongoClient, UpdateOne
 
 from mdb_sync import MongoDBEngine, embedded
 
 APP = "bench"
-
-
-class Counter(monitoring.CommandListener):
-    """Counts the commands a client sends (for the untimed pass only)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        with self._lock:
-            self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-def cpu_us_per_call(fn: Callable[[int], Any], calls: int) -> float:
-    start = time.thread_time()
-    for i in range(calls):
-        fn(i)
-    return (time.thread_time() - start) / calls * 1e6
 
 
 Make = Callable[[Any, Any, bool], Callable[[int], Any]]
@@ -139,37 +115,27 @@ def make_cases(scale: float) -> list[tuple[str, Make, int]]:
 
 def count_commands(uri: str, db_name: str, scale: float) -> list[tuple[float, float]]:
     """Commands per call of each case, plain and scoped, on separate recording clients."""
-    plain_counter, scoped_counter = Counter(), Counter()
+    plain_counter, scoped_counter = CommandCounter(), CommandCounter()
     client: MongoClient[Any] = MongoClient(uri, event_listeners=[plain_counter])
     engine = MongoDBEngine(uri, db_name, event_listeners=[scoped_counter]).initialize()
     try:
         plain = client[db_name][f"{APP}_items"], client[db_name][f"{APP}_log"]
         scoped_db = engine.get_scoped_db(APP, auto_index=False)
         scoped = scoped_db.items, scoped_db.log
-        out = []
-        for _name, make, _calls in make_cases(scale):
-            counts = []
-            sides = ((plain, True, plain_counter), (scoped, False, scoped_counter))
-            for (items, log), is_plain, counter in sides:
-                fn = make(items, log, is_plain)
-                fn(0)  # first calls may ensure an index once
-                before = counter.count
-                for i in range(1, 11):
-                    fn(i)
-                counts.append((counter.count - before) / 10)
-            out.append((counts[0], counts[1]))
-        return out
+        return [
+            (
+                commands_per_call(make(*plain, True), plain_counter),
+                commands_per_call(make(*scoped, False), scoped_counter),
+            )
+            for _name, make, _calls in make_cases(scale)
+        ]
     finally:
         client.close()
         engine.shutdown()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply the call counts")
-    args = parser.parse_args()
-
+def measure(rounds: int, scale: float) -> list[Row]:
+    """One run: every case, then the A/A row (see the module docstring)."""
     server = None
     uri = os.environ.get("MDB_MONGO_URI")
     if not uri:
@@ -177,6 +143,7 @@ def main() -> None:
         uri = server.uri
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
     plain_client: MongoClient[Any] = MongoClient(uri)
+    other_client: MongoClient[Any] = MongoClient(uri)
     engine = MongoDBEngine(uri, db_name)
     engine.initialize()
     scoped_db = engine.get_scoped_db(APP, auto_index=False)
@@ -186,50 +153,49 @@ def main() -> None:
         docs = [{"_id": i, "n": i, "tag": "ab"[i % 2], "payload": "x" * 100} for i in range(1000)]
         scoped.insert_many([dict(d) for d in docs])
         plain.create_index([("app_id", 1), ("n", 1)])
-        rows = []
-        for name, make, calls in make_cases(args.scale):
-            plain_fn = make(plain, plain_log, True)
-            scoped_fn = make(scoped, scoped_log, False)
-            plain_fn(0), scoped_fn(0)  # warm up
-            plain_times, scoped_times = [], []
-            for _ in range(args.rounds):
-                first = cpu_us_per_call(plain_fn, calls)
-                scoped_times.append(
-                    (cpu_us_per_call(scoped_fn, calls) + cpu_us_per_call(scoped_fn, calls)) / 2
-                )
-                plain_times.append((first + cpu_us_per_call(plain_fn, calls)) / 2)
-            pairs = list(zip(scoped_times, plain_times, strict=True))
-            ratio = statistics.median(s / p for s, p in pairs)
-            added = statistics.median(s - p for s, p in pairs)
-            p, s = statistics.median(plain_times), statistics.median(scoped_times)
-            rows.append((name, p, s, ratio, added))
-        commands = count_commands(uri, f"{db_name}_count", args.scale)
-        print(
-            f"server: {engine.describe_server()}  rounds: {args.rounds}, interleaved, medians "
-            "(client CPU µs per call)"
-        )
-        header = (
-            f"| {'operation':<22} | {'plain µs':>9} | {'scoped µs':>9} | {'ratio':>5} "
-            f"| {'added µs':>8} | {'commands plain/scoped':>21} |"
-        )
-        print(header)
-        print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
-        for (name, p, s, ratio, added), (cp, cs) in zip(rows, commands, strict=True):
-            print(
-                f"| {name:<22} | {p:>9.1f} | {s:>9.1f} | {ratio:>5.2f} | {added:>8.1f} "
-                f"| {f'{cp:g} / {cs:g}':>21} |"
+        rows = [
+            compare(
+                name, make(plain, plain_log, True), make(scoped, scoped_log, False), calls, rounds
             )
-        print(
-            "targets: ratio <= 1.10 (bulk_write <= 1.15) and <= 15 µs added per simple op "
-            "(first three rows)"
-        )
+            for name, make, calls in make_cases(scale)
+        ]
+        for row, commands in zip(rows, count_commands(uri, f"{db_name}_count", scale), strict=True):
+            row.commands = commands
+        # The noise floor: plain pymongo against itself (a second client), measured alike.
+        find_one, _insert, *_ = make_cases(scale)
+        other = other_client[db_name][f"{APP}_items"]
+        aa = compare(
+            "A/A: find_one, plain", find_one[1](plain, None, True), find_one[1](other, None, True),
+            find_one[2], rounds,
+        )  # fmt: skip
+        aa.commands = (1, 1)
+        return [*rows, aa]
     finally:
         plain_client.drop_database(db_name)
         plain_client.drop_database(f"{db_name}_count")
         plain_client.close()
+        other_client.close()
         engine.shutdown()
         if server is not None:
             embedded.stop_private(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the call counts")
+    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    args, _ = parser.parse_known_args()
+    rows = repeated(args.runs, lambda: measure(args.rounds, args.scale))
+    print(
+        f"scoped API against a plain MongoClient(), {args.rounds} rounds interleaved, "
+        f"{args.runs} run(s), medians (client CPU µs per call)"
+    )
+    print_table(("operation", "plain", "scoped"), rows)
+    print(
+        "targets: ratio <= 1.10 (bulk_write <= 1.15) and <= 15 µs added per simple op "
+        "(first three rows); the A/A row is plain pymongo against itself: the noise floor"
+    )
 
 
 if __name__ == "__main__":

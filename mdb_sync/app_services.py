@@ -139,6 +139,21 @@ class AppServices:
         answers[slug] = (record, enabled)
         return enabled
 
+    def metrics_check(self, slug: str) -> Callable[[], bool]:
+        """``metrics_enabled(slug, cached_only=True)`` as a call of no arguments, for every
+        scoped operation: while the catalog holds the record the last answer came from, one
+        dictionary read and an identity check answer it (no frame of ``metrics_enabled``)."""
+        cached = self._catalog.cached
+
+        def enabled() -> bool:
+            record = cached(slug)
+            answer = self._metrics_answers.get(slug)
+            if answer is not None and answer[0] is record:
+                return answer[1]
+            return self.metrics_enabled(slug, cached_only=True)
+
+        return enabled
+
     def auth_service(self, record: AppRecord, build: Callable[[], T], options: Any = ()) -> T:
         """The auth service of app state ``record`` for ``options`` (hashable: see
         :func:`mdb_sync.auth.service.options_key`), built by ``build`` once."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import logging
 import os
 import sys
@@ -593,8 +592,7 @@ class MongoDBEngine:
         ``command_metrics``: the listeners record them)."""
         if self.command_metrics:
             return None
-        enabled = functools.partial(self.app_services.metrics_enabled, app_slug, cached_only=True)
-        return OperationMeter(self.metrics, app_slug, enabled)
+        return OperationMeter(self.metrics, app_slug, self.app_services.metrics_check(app_slug))
 
     def _search_collection(self, kind: str, collection: Any, *args: Any, **kwargs: Any) -> Any:
         """``db.<collection>.vector_search`` / ``hybrid_search``, for the scoping layer (the

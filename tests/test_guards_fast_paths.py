@@ -189,10 +189,26 @@ def test_the_one_pass_update_check_agrees_with_the_full_checks(update):
     query=st.one_of(
         strategies.filters(hostile=True),
         st.dictionaries(_PATHS.filter(lambda p: isinstance(p, str)), _ODD_VALUES, max_size=4),
+        # operator documents one level down ({"n": {"$gte": 0}}), odd values inside them
+        st.dictionaries(
+            _PATHS.filter(lambda p: isinstance(p, str)),
+            st.one_of(
+                _ODD_VALUES,
+                st.dictionaries(
+                    st.sampled_from(["$gte", "$in", "$where", "$regex", "$function", "a"]),
+                    st.one_of(_ODD_VALUES, _PLAIN_VALUES),
+                    max_size=3,
+                ),
+            ),
+            max_size=4,
+        ),
     )
 )
-def test_the_flat_filter_shortcut_agrees_with_the_walk(query):
-    limits = QueryLimits(max_query_depth=3)
-    assert _outcome(guards.check_query, query, limits) == _outcome(
-        guards._walk, query, limits, "filter", 0, 0
-    )
+def test_the_two_level_shortcut_agrees_with_the_walk(query):
+    """check_query's shortcut (plain values, or operator documents of plain values) accepts
+    and refuses exactly what the full walk does, whatever the depth limit."""
+    for depth in (1, 2, 3):
+        limits = QueryLimits(max_query_depth=depth)
+        assert _outcome(guards.check_query, query, limits) == _outcome(
+            guards._walk, query, limits, "filter", 0, 0
+        )

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 from ..deprecation import renamed_parameters
@@ -323,21 +324,17 @@ class OperationMeter:
     change of ``observability.metrics`` made by any process is honoured then.
     """
 
-    __slots__ = ("_app", "_enabled", "_keys", "_metrics")
+    __slots__ = ("_app", "_enabled", "_record")
 
     def __init__(self, metrics: MetricsCollector, app: str, enabled: Callable[[], bool]) -> None:
-        self._metrics = metrics
+        self._record = metrics.record_series
         self._app = app
         self._enabled = enabled
-        self._keys: dict[str, tuple[str, str]] = {}  # operation name -> its series key
 
     def __call__(self, name: str, started: float, success: bool) -> None:
-        duration_ms = (time.perf_counter() - started) * 1000.0
+        duration_ms = (perf_counter() - started) * 1000.0
         if self._enabled():
-            key = self._keys.get(name)
-            if key is None:
-                key = self._keys[name] = (self._app, name)
-            self._metrics.record_series(key, duration_ms, success)
+            self._record((self._app, name), duration_ms, success)
 
 
 def _escape(value: str) -> str:

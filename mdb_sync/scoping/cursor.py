@@ -52,16 +52,19 @@ class ScopedCursor(HookedCursor):
     def __init__(
         self,
         collection: Any,
-        *args: Any,
+        filter: dict[str, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         scoped: ScopedCollection,
         limits: QueryLimits,
-        meter: Meter | None = None,
-        observe: Callable[[Any, Any], None] | None = None,
-        user_filter: Any = None,
-        scoped_session: Any = None,
-        uncapped: bool = False,
-        **kwargs: Any,
+        meter: Meter | None,
+        observe: Callable[[Any, Any], None] | None,
+        user_filter: Any,
+        scoped_session: Any,
+        uncapped: bool,
     ):
+        """pymongo's ``Cursor(collection, filter, *args, **kwargs)`` (positional parameters:
+        it is built on every ``find``)."""
         self._mdb_scoped = scoped
         self._mdb_user_filter = user_filter
         self._mdb_uncapped = uncapped
@@ -76,7 +79,7 @@ class ScopedCursor(HookedCursor):
         kwargs["max_time_ms"] = (
             limits.default_max_time_ms if max_time_ms is None else limits.cap_time(max_time_ms)
         )
-        Cursor.__init__(self, collection, *args, **kwargs)
+        Cursor.__init__(self, collection, filter, *args, **kwargs)
 
     @property
     def collection(self) -> ScopedCollection:  # type: ignore[override]

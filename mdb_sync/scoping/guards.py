@@ -82,15 +82,22 @@ LOOKED_AT_KEYS = FORBIDDEN_OPERATORS | {"$regex"}
 def check_query(value: Any, limits: QueryLimits, where: str = "filter") -> None:
     """Raise :class:`QueryValidationError` if ``value`` uses a refused operator, nests too
     deeply or holds a dangerous regular expression. ``where`` names the checked part."""
-    if type(value) is dict:
-        # The commonest filter — one level of plain values, no refused key, no $regex — has
-        # nothing to refuse: one loop, no walk.
+    if type(value) is dict and limits.max_query_depth >= 2:
+        # The commonest filters and stage bodies — plain values, or operator documents of
+        # plain values ({"n": {"$gte": 0}}, {"total": {"$sum": "$n"}}), no refused key, no
+        # $regex — have nothing to refuse: two plain loops, no walk.
         for key, item in value.items():
-            if type(item) not in _PLAIN or key in LOOKED_AT_KEYS:
-                break
-        else:
-            return
-    _walk(value, limits, where, 0, 0)
+            kind = type(item)
+            if kind is dict:
+                for inner_key, inner in item.items():
+                    if type(inner) not in _PLAIN or inner_key in LOOKED_AT_KEYS:
+                        return _walk(value, limits, where, 0, 0)
+            elif kind not in _PLAIN:
+                return _walk(value, limits, where, 0, 0)
+            if key in LOOKED_AT_KEYS:
+                return _walk(value, limits, where, 0, 0)
+        return None
+    return _walk(value, limits, where, 0, 0)
 
 
 def _walk(value: Any, limits: QueryLimits, where: str, depth: int, nesting: int) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..exceptions import QueryValidationError, ScopeError
-from .guards import check_query
+from .guards import PLAIN_TYPES, check_query
 from .limits import QueryLimits
 from .updates import scope_filter
 
@@ -111,6 +111,15 @@ class PipelineScoper:
             isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple))
         ):
             raise QueryValidationError(f"{where} must be a list of stages")
+        if type(pipeline) is not list:
+            pipeline = list(pipeline)
+        self._stages += len(pipeline)
+        if self._stages > self._limits.max_pipeline_stages:
+            raise QueryValidationError(
+                f"pipeline has more than {self._limits.max_pipeline_stages} stages "
+                "(counting nested pipelines)",
+                context={"limit": self._limits.max_pipeline_stages},
+            )
         stages = []
         for stage in pipeline:
             if (type(stage) is not dict and not isinstance(stage, Mapping)) or len(stage) != 1:
@@ -118,15 +127,8 @@ class PipelineScoper:
                     f"each {where} stage must be a document with exactly one $-operator"
                 )
             ((op, body),) = stage.items()
-            if not isinstance(op, str) or not op.startswith("$"):
+            if (type(op) is not str and not isinstance(op, str)) or op[:1] != "$":
                 raise QueryValidationError(f"unknown {where} stage {op!r}")
-            self._stages += 1
-            if self._stages > self._limits.max_pipeline_stages:
-                raise QueryValidationError(
-                    f"pipeline has more than {self._limits.max_pipeline_stages} stages "
-                    "(counting nested pipelines)",
-                    context={"limit": self._limits.max_pipeline_stages},
-                )
             stages.append((op, body))
         return stages
 
@@ -178,7 +180,8 @@ class PipelineScoper:
                     context={"stage": op},
                 )
             if op in _PLAIN:
-                check_query(body, self._limits, op)
+                if type(body) not in PLAIN_TYPES:  # {"$limit": 10} holds nothing to check
+                    check_query(body, self._limits, op)
                 out.append({op: body})
             elif op == "$lookup":
                 out.append({op: self._lookup(body)})

@@ -82,20 +82,17 @@ def plain_update_size(update: Any, limits: QueryLimits) -> int | None:
     # string or binary its length and 5 bytes, any other plain value at most 21 (a UUID).
     size = 5
     for op, spec in update.items():
-        if type(op) is not str or not op.startswith("$"):
-            raise ValueError("update only works with $ operators; use replace_one() to replace")
         if type(spec) is not dict or op not in PATH_OPERATORS:
-            return None
+            if not isinstance(op, str) or not op.startswith("$"):
+                raise ValueError("update only works with $ operators; use replace_one() to replace")
+            return None  # the full checks
         size += 4 * len(op) + 7 + 23 * len(spec)
-        renames = op == "$rename"
         for path, value in spec.items():
             kind = type(value)
             if kind not in PLAIN_TYPES or type(path) is not str or path in LOOKED_AT_KEYS:
                 return None
-            if (
-                path == APP_ID
-                or path.startswith(_APP_ID_PATH)
-                or (renames and touches_app_id(value))
+            if (path[:6] == APP_ID and (path == APP_ID or path.startswith(_APP_ID_PATH))) or (
+                op == "$rename" and touches_app_id(value)
             ):
                 raise ScopeError(
                     f"{op} on {path!r} would change app_id, which the sandbox owns",
