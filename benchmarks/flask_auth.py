@@ -22,7 +22,7 @@ Flask-PyMongo is not a dependency of mdb-sync: install it into the benchmark's
 environment first::
 
     .venv/bin/pip install flask-pymongo
-    .venv/bin/python benchmarks/flask_auth.py [--requests 500] [--rounds 7]
+    .venv/bin/python benchmarks/flask_auth.py [--requests 500] [--rounds 7] [--runs 1]
 
 With no ``MDB_MONGO_URI`` it starts a private in-memory embedded server.
 """
@@ -34,17 +34,16 @@ import datetime as dt
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compare import CommandCounter, Row, commands_per_call, compare, print_table, repeated
 
 try:
     from flask_pymongo import PyMongo
@@ -57,7 +56,7 @@ except ImportError:  # pragma: no cover - depends on the benchmark's environment
 import flask_login
 from bson import ObjectId
 from flask import Flask, request
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from flask_mdb import MDB, db
 from flask_mdb.auth import get_current_user, login_required
@@ -69,24 +68,6 @@ JWT_SECRET = "jwt-secret-for-the-benchmark-" + "y" * 16
 EMAIL, PASSWORD = "ada@example.com", "correct horse battery staple"
 MANIFEST = {"slug": "bench", "name": "bench", "auth": {"users": {"enabled": True}}}
 TASKS = 20
-
-
-class Counter(monitoring.CommandListener):
-    """Counts the commands a client sends (for the untimed pass only)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        with self._lock:
-            self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 # --- the peer: Flask + Flask-PyMongo + Flask-Login ------------------------------------------------
@@ -220,8 +201,9 @@ def seed_mdb(uri: str, db_name: str, manifests: Path) -> None:
 # --- measuring ------------------------------------------------------------------------------------
 
 
-def signed_in(app: Flask, ours: bool) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """``(get, post)`` calls of a test client signed in to ``app``."""
+def signed_in(app: Flask, ours: bool) -> tuple[Callable[[int], Any], Callable[[int], Any]]:
+    """``(get, post)`` calls of a test client signed in to ``app`` (``get(i)``: the
+    argument, a call's number, is not used)."""
     client = app.test_client()
     headers: dict[str, str] = {}
     if ours:
@@ -236,12 +218,12 @@ def signed_in(app: Flask, ours: bool) -> tuple[Callable[[], Any], Callable[[], A
     else:
         assert client.post("/login", json={"email": EMAIL}).status_code == 200
 
-    def get() -> Any:
+    def get(_i: int = 0) -> Any:
         response = client.get("/tasks")
         assert response.status_code == 200, response.data
         return response
 
-    def post() -> Any:
+    def post(_i: int = 0) -> Any:
         response = client.post("/tasks", json={"title": "new"}, headers=headers)
         assert response.status_code == 201, response.data
         return response
@@ -250,26 +232,8 @@ def signed_in(app: Flask, ours: bool) -> tuple[Callable[[], Any], Callable[[], A
     return get, post
 
 
-def cpu_us(call: Callable[[], Any], requests: int) -> float:
-    started = time.thread_time()
-    for _ in range(requests):
-        call()
-    return (time.thread_time() - started) / requests * 1e6
-
-
-def commands_per_request(call: Callable[[], Any], counter: Counter, requests: int = 50) -> float:
-    call()
-    before = counter.count
-    for _ in range(requests):
-        call()
-    return (counter.count - before) / requests
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
+def measure(requests: int, rounds: int) -> list[Row]:
+    """One run: both routes, then their commands per request (see the module docstring)."""
     uri = os.environ.get("MDB_MONGO_URI")
     server = None if uri else embedded.start_private()
     uri = uri or server.uri  # type: ignore[union-attr]
@@ -279,7 +243,7 @@ def main() -> None:
     seed_mdb(uri, db_name, manifests)
     peer, mongo = peer_app(uri, db_name, [])
     ours, mdb = mdb_app(uri, db_name, manifests, [])
-    peer_counter, ours_counter = Counter(), Counter()
+    peer_counter, ours_counter = CommandCounter(), CommandCounter()
     peer_counted, mongo_counted = peer_app(uri, db_name, [peer_counter])
     ours_counted, mdb_counted = mdb_app(uri, db_name, manifests, [ours_counter])
     try:
@@ -290,42 +254,13 @@ def main() -> None:
             peer_call, ours_call = peer_calls[index], ours_calls[index]
             for _ in range(20):  # warm up
                 peer_call(), ours_call()
-            samples: tuple[list[float], list[float]] = ([], [])
-            half = max(1, args.requests // 2)
-            for _ in range(args.rounds):
-                first = cpu_us(peer_call, half)
-                samples[1].append((cpu_us(ours_call, half) + cpu_us(ours_call, half)) / 2)
-                samples[0].append((first + cpu_us(peer_call, half)) / 2)
-            commands = (
-                commands_per_request(counted[0][index], peer_counter),
-                commands_per_request(counted[1][index], ours_counter),
+            row = compare(route, peer_call, ours_call, max(1, requests // 2), rounds)
+            row.commands = (
+                commands_per_call(counted[0][index], peer_counter, 50),
+                commands_per_call(counted[1][index], ours_counter, 50),
             )
-            ratio = statistics.median(o / p for p, o in zip(*samples, strict=True))
-            rows.append(
-                (
-                    route,
-                    statistics.median(samples[0]),
-                    statistics.median(samples[1]),
-                    ratio,
-                    commands,
-                )
-            )
-        print(
-            f"authenticated requests, {args.requests} per round, {args.rounds} rounds "
-            "interleaved, medians (client CPU µs per request)\n"
-        )
-        header = (
-            f"| {'route':<12} | {'Flask-PyMongo + Flask-Login':>27} | {'flask_mdb':>10} "
-            f"| {'ratio':>5} | {'commands peer/ours':>18} |"
-        )
-        print(header)
-        print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
-        for route, base, ours_us, ratio, (peer_n, ours_n) in rows:
-            print(
-                f"| {route:<12} | {base:>24.1f} µs | {ours_us:>7.1f} µs | {ratio:>5.2f} "
-                f"| {f'{peer_n:g} / {ours_n:g}':>18} |"
-            )
-        print("target: ratio <= 1.15, commands per request equal to the peer's")
+            rows.append(row)
+        return rows
     finally:
         for app, extension in ((ours, mdb), (ours_counted, mdb_counted)):
             extension.shutdown(app)
@@ -337,6 +272,21 @@ def main() -> None:
         shutil.rmtree(manifests, ignore_errors=True)
         if server is not None:
             embedded.stop_private(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    args, _ = parser.parse_known_args()
+    rows = repeated(args.runs, lambda: measure(args.requests, args.rounds))
+    print(
+        f"authenticated requests, {args.requests} per round, {args.rounds} rounds interleaved, "
+        f"{args.runs} run(s), medians (client CPU µs per request)\n"
+    )
+    print_table(("route", "Flask-PyMongo + Flask-Login", "flask_mdb"), rows)
+    print("target: ratio <= 1.15, commands per request equal to the peer's")
 
 
 if __name__ == "__main__":

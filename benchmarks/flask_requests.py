@@ -13,7 +13,7 @@ the medians over the rounds (of each side's µs, and of the per-round ratios); a
 database commands each request sends (from a separate, untimed pass on clients with a
 recording listener).
 
-    .venv/bin/python benchmarks/flask_requests.py [--requests 2000] [--rounds 7]
+    .venv/bin/python benchmarks/flask_requests.py [--requests 2000] [--rounds 7] [--runs 1]
 
 With no ``MDB_MONGO_URI`` it starts a private in-memory embedded server.
 """
@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bson import ObjectId
+from compare import CommandCounter, Row, commands_per_call, compare, print_table, repeated
 from flask import Flask
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from flask_mdb import MDB, db
 from mdb_sync import embedded
@@ -46,24 +43,6 @@ ROUTES = (
     ("/find", "find_one by _id"),
     ("/insert", "insert_one"),
 )
-
-
-class Counter(monitoring.CommandListener):
-    """Counts the commands a client sends (for the untimed pass only)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        with self._lock:
-            self.count += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 def _plain_app(uri: str, db_name: str, listeners: list[Any]) -> tuple[Flask, MongoClient[Any]]:
@@ -110,80 +89,41 @@ def _mdb_app(uri: str, db_name: str, listeners: list[Any]) -> tuple[Flask, MDB]:
     return app, mdb
 
 
-def _call(app: Flask, path: str) -> Callable[[], Any]:
+def _call(app: Flask, path: str) -> Callable[[int], Any]:
+    """``call(i)``: one request to ``path`` on a test client of ``app`` (``i`` unused)."""
     client = app.test_client()
-    call: Callable[[], Any] = partial(client.post if path == "/insert" else client.get, path)
+    send = client.post if path == "/insert" else client.get
+
+    def call(_i: int = 0) -> Any:
+        return send(path)
+
     for _ in range(50):  # warm up (the first request connects and registers)
         assert call().status_code == 200
     return call
 
 
-def _cpu_us(call: Callable[[], Any], requests: int) -> float:
-    started = time.thread_time()
-    for _ in range(requests):
-        call()
-    return (time.thread_time() - started) / requests * 1e6
-
-
-def _compare(plain: Flask, ours: Flask, path: str, requests: int, rounds: int) -> tuple[float, ...]:
-    """``(plain µs, flask_mdb µs, median per-round ratio)``, rounds interleaved."""
-    plain_call, ours_call = _call(plain, path), _call(ours, path)
-    samples: tuple[list[float], list[float]] = ([], [])
-    half = max(1, requests // rounds // 2)
-    for _ in range(rounds):
-        first = _cpu_us(plain_call, half)
-        samples[1].append((_cpu_us(ours_call, half) + _cpu_us(ours_call, half)) / 2)
-        samples[0].append((first + _cpu_us(plain_call, half)) / 2)
-    ratio = statistics.median(o / p for p, o in zip(*samples, strict=True))
-    return statistics.median(samples[0]), statistics.median(samples[1]), ratio
-
-
-def _commands(app: Flask, path: str, counter: Counter, requests: int = 50) -> float:
-    call = _call(app, path)
-    before = counter.count
-    for _ in range(requests):
-        call()
-    return (counter.count - before) / requests
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per route")
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
+def measure(requests: int, rounds: int) -> list[Row]:
+    """One run: every route, then its commands per request."""
     uri = os.environ.get("MDB_MONGO_URI")
     server = None if uri else embedded.start_private()
     uri = uri or server.uri  # type: ignore[union-attr]
     db_name = f"bench_flask_requests_{uuid.uuid4().hex[:8]}"
     plain, client = _plain_app(uri, db_name, [])
     ours, mdb = _mdb_app(uri, db_name, [])
-    plain_counter, ours_counter = Counter(), Counter()
+    plain_counter, ours_counter = CommandCounter(), CommandCounter()
     plain_counted, counted_client = _plain_app(uri, db_name, [plain_counter])
     ours_counted, mdb_counted = _mdb_app(uri, db_name, [ours_counter])
     try:
         rows = []
         for path, what in ROUTES:
-            measured = _compare(plain, ours, path, args.requests, args.rounds)
-            commands = (
-                _commands(plain_counted, path, plain_counter),
-                _commands(ours_counted, path, ours_counter),
+            per_block = max(1, requests // rounds // 2)
+            row = compare(what, _call(plain, path), _call(ours, path), per_block, rounds)
+            row.commands = (
+                commands_per_call(_call(plain_counted, path), plain_counter, 50),
+                commands_per_call(_call(ours_counted, path), ours_counter, 50),
             )
-            rows.append((what, *measured, commands))
-        print(
-            f"flask_mdb per request, {args.requests} requests per route, {args.rounds} rounds "
-            "interleaved, medians (client CPU µs per request)\n"
-        )
-        header = (
-            f"| {'route':<24} | {'plain Flask+pymongo':>19} | {'flask_mdb':>10} | {'ratio':>5} "
-            f"| {'commands plain/ours':>19} |"
-        )
-        print(header)
-        print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
-        for what, base, ours_us, ratio, (plain_n, ours_n) in rows:
-            print(
-                f"| {what:<24} | {base:>16.1f} µs | {ours_us:>7.1f} µs | {ratio:>5.2f} "
-                f"| {f'{plain_n:g} / {ours_n:g}':>19} |"
-            )
+            rows.append(row)
+        return rows
     finally:
         for app, extension in ((ours, mdb), (ours_counted, mdb_counted)):
             extension.shutdown(app)
@@ -192,6 +132,20 @@ def main() -> None:
         counted_client.close()
         if server is not None:
             embedded.stop_private(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per route")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    args, _ = parser.parse_known_args()
+    rows = repeated(args.runs, lambda: measure(args.requests, args.rounds))
+    print(
+        f"flask_mdb per request, {args.requests} requests per route, {args.rounds} rounds "
+        f"interleaved, {args.runs} run(s), medians (client CPU µs per request)\n"
+    )
+    print_table(("route", "plain Flask+pymongo", "flask_mdb"), rows)
 
 
 if __name__ == "__main__":
