@@ -97,9 +97,12 @@ class AppServices:
         entry_key = (key[0], kind, extra)
         entry = self._entries.get(entry_key)
         if entry is not None and entry[0] == key:
-            with self._lock:
-                if entry_key in self._entries:
-                    self._entries.move_to_end(entry_key)
+            if len(self._entries) > self.limit // 2:
+                # Recency matters only when an eviction may come: below half the limit a
+                # hit takes no lock (it is on every request's path).
+                with self._lock:
+                    if entry_key in self._entries:
+                        self._entries.move_to_end(entry_key)
             return cast(T, entry[1])
         value = build()
         with self._lock:

@@ -27,11 +27,15 @@ def renamed_parameters(**renames: str) -> Callable[[Callable[P, R]], Callable[P,
     spellings in checked code.
     """
 
+    olds = frozenset(renames)
+
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         where = func.__qualname__
 
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not kwargs or olds.isdisjoint(kwargs):  # the usual call: nothing renamed
+                return func(*args, **kwargs)
             for old, new in renames.items():
                 if old in kwargs:
                     if new in kwargs:

@@ -91,6 +91,19 @@ def test_the_services_cache_is_keyed_by_the_record_and_bounded(engine):
     assert info["limit"] == APP_SERVICES_CACHE_SIZE and info["size"] <= info["limit"]
 
 
+def test_a_full_services_cache_evicts_the_least_recently_used_entry(engine):
+    """Hits take no lock below half the limit, but once an eviction may come the entry
+    used last stays and the one used longest ago goes."""
+    engine.register_app({"slug": "lru", "name": "LRU"})
+    services = AppServices(engine.catalog, limit=4)
+    record = engine.catalog.get("lru")
+    built = {kind: services.get(record, kind, object) for kind in ("a", "b", "c", "d")}
+    assert services.get(record, "a", object) is built["a"]  # "a" used last, "b" oldest
+    services.get(record, "e", object)
+    assert services.get(record, "a", object) is built["a"]
+    assert services.get(record, "b", object) is not built["b"]  # evicted, built again
+
+
 def test_a_script_and_the_engine_share_one_auth_service(engine):
     from mdb_sync.auth.service import get_auth_service
 
