@@ -1,4 +1,6 @@
-"""OAuth 2.0 / OpenID Connect sign-in on the auth blueprint (apps with ``auth.oauth``):
+"""OAuth 2.0 / OpenID Connect sign-in on the auth blueprint (apps with ``auth.oauth``; the
+``oauth`` extra: :mod:`.views` registers these routes only where it is installed, and
+:mod:`.oauth_support` refuses an app with providers where it is not):
 
 =====================================  ==========================================================
 ``GET   /oauth/providers``             ``{providers: [{name, label, login_url}]}``
@@ -33,7 +35,7 @@ from mdb_sync.auth import AuthService
 from mdb_sync.auth.oauth import OAuthError, OAuthSignIn, oauth_for
 from mdb_sync.auth.oauth.states import new_key, valid_key
 
-from ..links import external_url, require_external_base
+from ..links import external_url
 from . import current
 from .decorators import hit_limit, public, unauthorized
 from .responses import auth_error, wants_html
@@ -50,17 +52,6 @@ def browser_cookie_name(auth: AuthService) -> str:
     """The cookie holding this browser's key for pending sign-ins (``__Host-`` prefixed
     like the session cookie over HTTPS)."""
     return current.session_cookie_name(auth) + BROWSER_COOKIE_SUFFIX
-
-
-def check_oauth_startup(app: Any, cfg: Any) -> None:
-    """Refuse to start an app with ``auth.oauth`` whose callbacks cannot be built (no
-    configured public address) or whose client secrets are not in the environment — each
-    error names the key to set."""
-    if cfg.oauth is None:
-        return
-    require_external_base(cfg.slug, app, needed_by="OAuth callback URLs")
-    for provider in cfg.oauth.providers.values():
-        provider.client_secret(cfg.slug)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from .decorators import (
     https_refusal,
     unauthorized,
 )
+from .oauth_support import check_oauth_startup
 from .responses import refusal
 from .urls import AUTH_BLUEPRINT, auth_url
 from .user import AnonymousUser, AuthUser
@@ -57,8 +58,9 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
     """Refuse to start with a manifest whose auth cannot work: tokens without a (long
     enough) secret or key, password reset with no way to deliver the link or no configured
     public address to build it from (``MDB_EXTERNAL_URL``: never the request's Host),
-    OAuth providers without that address or without their client secret's environment
-    variable, CSRF-protected users without a Flask SECRET_KEY."""
+    OAuth providers without the ``oauth`` extra installed, without that address or without
+    their client secret's environment variable, CSRF-protected users without a Flask
+    SECRET_KEY."""
     config = state.config
     check_manifests(manifests)  # shared apps among them agree on their hub
     for manifest in manifests:
@@ -90,9 +92,7 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
         if cfg.users_enabled and cfg.password_reset_ttl is not None and config["MDB_AUTH_ROUTES"]:
             require_external_base(cfg.slug, app, needed_by="password-reset links")
         if cfg.oauth is not None and config["MDB_AUTH_ROUTES"]:
-            from .oauth_views import check_oauth_startup  # the oauth extra (authlib)
-
-            check_oauth_startup(app, cfg)  # a public address for callbacks, the secrets
+            check_oauth_startup(app, cfg)  # the oauth extra, a public address, the secrets
         if cfg.verification is not None and config["MDB_AUTH_ROUTES"]:
             for key in ("MDB_EMAIL_VERIFICATION_SENDER", "MDB_EMAIL_CHANGE_NOTICE_SENDER"):
                 if config[key] is None:

@@ -15,6 +15,9 @@ default) serving the bound app:
 ``GET       /oauth/...``   sign-in through providers (``auth.oauth``): see :mod:`.oauth_views`
 =========================  ===============================================================
 
+The ``/oauth/...`` routes are served only where the ``oauth`` extra is installed (see
+:mod:`.oauth_support`): the others need neither authlib nor joserfc.
+
 Failed logins get one answer whatever failed, and so do reset requests whether or not the
 email has an account — in the same time too (see :mod:`.reset_links`); every response here
 is ``Cache-Control: no-store``; logins, registrations, reset requests and refreshes are
@@ -53,6 +56,7 @@ from . import view_helpers as helpers
 from .decorators import csrf_exempt, public, unauthorized
 from .email_links import queue_verification
 from .fresh import reauthenticate
+from .oauth_support import oauth_available, require_oauth_routes
 from .platform_views import register_platform_routes
 from .reset_links import request_reset_link
 from .responses import auth_error, wants_html
@@ -81,6 +85,7 @@ def _user_body(user: Any) -> dict[str, Any]:
 @public
 def login(**_view_args: Any) -> Any:
     auth = helpers.service_or_404()
+    require_oauth_routes(auth.slug, auth.config.oauth)  # the page links to its providers
     html = not request.is_json
     next_url = safe_next(request.values.get("next"), helpers.home())
     if request.method == "GET":
@@ -347,9 +352,10 @@ def make_blueprint(url_prefix: str) -> Blueprint:
     bp.add_url_rule("/csrf", "csrf", csrf, methods=["GET"])
     bp.add_url_rule("/forgot", "forgot", forgot, methods=["GET", "POST"])
     bp.add_url_rule("/reset", "reset", reset, methods=["GET", "POST"])
-    from .oauth_views import register_oauth_routes  # the oauth extra (authlib)
+    if oauth_available():  # the oauth extra: else /oauth/... is unknown here (404)
+        from .oauth_views import register_oauth_routes
 
-    register_oauth_routes(bp)  # /oauth/<provider>/login, /callback, ...
+        register_oauth_routes(bp)  # /oauth/<provider>/login, /callback, ...
     bp.add_url_rule("/reauthenticate", "reauthenticate", reauthenticate, methods=["GET", "POST"])
     register_platform_routes(bp)  # /platform/login, /authorize, /callback
     register_verify_routes(bp)  # /verify, /verify/resend, /email
