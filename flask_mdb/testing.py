@@ -33,11 +33,12 @@ import contextlib
 import json
 import math
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
 from simple_websocket import Client, ConnectionClosed
@@ -185,11 +186,13 @@ class WebSocketTestClient:
         test leaves no thread of its clients behind either."""
         with contextlib.suppress(ConnectionClosed):
             self._ws.close()
-        reader = self._ws.thread
+        # The stubs type the reader as "a thread class's instance", without join().
+        reader = cast(threading.Thread, self._ws.thread)
         reader.join(CLOSE_WAIT)
-        if reader.is_alive():  # the server never hung up: stop reading at this end
+        sock = self._ws.sock
+        if reader.is_alive() and sock is not None:  # the server never hung up: stop reading
             with contextlib.suppress(OSError):
-                self._ws.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             reader.join(CLOSE_WAIT)
 
     def __enter__(self) -> WebSocketTestClient:
