@@ -18,7 +18,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -80,6 +80,9 @@ class _Connection:
     #: ``(method, path)`` of the request being served; None between requests.
     request: tuple[str, str] | None = None
     websocket: bool = False
+    #: The response was written whole: werkzeug may still be reading away the rest of the
+    #: request body (after an early 413, say) for as long as the client keeps it open.
+    responded: bool = False
     started: float = 0.0
     last_request: tuple[str, str] | None = None
     #: Threads besides ``thread`` that read the socket: simple-websocket's reader.
@@ -138,7 +141,39 @@ class _Handler(WSGIRequestHandler):
             environ["werkzeug.socket"] = _TrackedSocket(
                 self.connection, lambda: self.server.note_helper(connection)
             )
+            environ[_CONNECTION_KEY] = connection
         return environ
+
+
+_CONNECTION_KEY = "flask_mdb.testing.connection"
+
+
+def _noting_responses(app: WSGIApplication) -> WSGIApplication:
+    """``app``, marking its connection ``responded`` once the response body is all out."""
+
+    def respond(environ: WSGIEnvironment, start_response: Any) -> Iterable[bytes]:
+        connection = environ.get(_CONNECTION_KEY)
+        body = app(environ, start_response)
+        if connection is None:
+            return body
+        return _Body(body, connection)
+
+    return respond
+
+
+class _Body:
+    def __init__(self, body: Iterable[bytes], connection: _Connection) -> None:
+        self._body = body
+        self._connection = connection
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._body
+        self._connection.responded = True
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
 
 
 class TrackedWSGIServer(BaseWSGIServer):
@@ -148,7 +183,7 @@ class TrackedWSGIServer(BaseWSGIServer):
     multithread = True
 
     def __init__(self, host: str, port: int, app: WSGIApplication, threads: int | None) -> None:
-        super().__init__(host, port, app, handler=_Handler)
+        super().__init__(host, port, _noting_responses(app), handler=_Handler)
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, _Connection] = {}
         self._stopping = False
@@ -231,6 +266,7 @@ class TrackedWSGIServer(BaseWSGIServer):
                 return False
             connection.request = connection.last_request = (method, path)
             connection.websocket = upgrade
+            connection.responded = False
             connection.started = time.monotonic()
             return True
 
@@ -270,7 +306,11 @@ class TrackedWSGIServer(BaseWSGIServer):
         close_app_connections()
         self._shut_down(lambda connection: connection.request is None)  # idle keep-alive
         self._wait(min(time.monotonic() + WEBSOCKET_GRACE, deadline), websockets=True)
-        self._shut_down(lambda connection: connection.websocket or connection.request is None)
+        self._shut_down(
+            lambda connection: (
+                connection.websocket or connection.responded or connection.request is None
+            )
+        )
         self._wait(deadline, websockets=False)
         self.server_close()
         running = self._running()
@@ -285,14 +325,15 @@ class TrackedWSGIServer(BaseWSGIServer):
             connection.shut_down()
 
     def _threads(self, websockets: bool) -> list[threading.Thread]:
-        """The live threads of the websocket connections, or of the whole server."""
+        """The live threads of the websockets (and of responses reading away a request body:
+        shut down with them), or of the whole server."""
         with self._lock:
             connections = list(self._connections.values())
             threads = [] if websockets else [*self._helpers, *self._workers]
         if self._accepting is not None and not websockets:
             threads.append(self._accepting)
         for connection in connections:
-            if connection.websocket or not websockets:
+            if connection.websocket or connection.responded or not websockets:
                 threads += connection.threads()
         current = threading.current_thread()
         return [thread for thread in threads if thread.is_alive() and thread is not current]
