@@ -21,36 +21,51 @@ for the next.
 A client the server closes reports the close code and reason (``ws.wait_closed()`` →
 ``(1008, "authentication required")``); a handshake the server refuses (an ``Origin`` not
 allowed: 403) raises :class:`HandshakeRefused` (a :class:`ConnectionError` with its
-``status``). Stopping the server closes its connections
-(1001), so no test leaves threads or sockets behind.
+``status``). Stopping the server is complete and bounded: it stops accepting, closes the
+app's websockets (1001) and idle connections, waits for requests in flight (5 s by default,
+``stop(timeout=...)``) and raises :class:`RequestsStillRunning` naming any request still
+running then — so no test leaves threads or sockets behind for the next one to meet.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import socket
 import threading
 import time
+import warnings
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
 from simple_websocket import Client, ConnectionClosed
 from simple_websocket import ConnectionError as SimpleConnectionError
-from werkzeug.serving import BaseWSGIServer, make_server
 
+from .testing_server import InFlightRequest, RequestsStillRunning, TrackedWSGIServer
 from .websockets.routes import close_all
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-__all__ = ["HandshakeRefused", "LiveServer", "WebSocketTestClient"]
+__all__ = [
+    "HandshakeRefused",
+    "InFlightRequest",
+    "LiveServer",
+    "RequestsStillRunning",
+    "WebSocketTestClient",
+]
 
 #: Seconds a receive waits by default before raising TimeoutError: long enough for a slow CI
 #: machine, short enough that a missing message fails the test rather than hanging it.
 DEFAULT_TIMEOUT = 10.0
+#: Seconds :meth:`LiveServer.stop` waits for requests in flight by default: a view a test
+#: left waiting fails that test soon, a slow request on a loaded CI machine still finishes.
+STOP_TIMEOUT = 5.0
+#: Seconds a client's close waits for the server to hang up before it stops reading itself.
+CLOSE_WAIT = 5.0
 
 
 class _Client(Client):
@@ -166,9 +181,19 @@ class WebSocketTestClient:
         return self.closed
 
     def close(self) -> None:
-        """Close the connection; nothing to do when the server has closed it already."""
+        """Close the connection (nothing to send when the server has closed it already) and
+        wait, at most :data:`CLOSE_WAIT` seconds, for the client's reader thread to end: a
+        test leaves no thread of its clients behind either."""
         with contextlib.suppress(ConnectionClosed):
             self._ws.close()
+        # The stubs type the reader as "a thread class's instance", without join().
+        reader = cast(threading.Thread, self._ws.thread)
+        reader.join(CLOSE_WAIT)
+        sock = self._ws.sock
+        if reader.is_alive() and sock is not None:  # the server never hung up: stop reading
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            reader.join(CLOSE_WAIT)
 
     def __enter__(self) -> WebSocketTestClient:
         return self
@@ -182,50 +207,31 @@ class WebSocketTestClient:
         self.close()
 
 
-class _PooledWSGIServer(BaseWSGIServer):
-    """werkzeug's server, each connection handled by one of a fixed pool of threads."""
-
-    multithread = True
-
-    def __init__(self, host: str, port: int, app: Any, threads: int) -> None:
-        super().__init__(host, port, app)
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="flask-mdb-live-pool")
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self._pool.submit(self._handle, request, client_address)
-
-    def _handle(self, request: Any, client_address: Any) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-    def server_close(self) -> None:
-        super().server_close()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 class LiveServer:
-    """``app`` (a Flask app, or any WSGI callable) served by werkzeug's threaded server on
-    127.0.0.1 in a background thread.
+    """``app`` (a Flask app, or any WSGI callable) served by werkzeug's server on 127.0.0.1,
+    accepting in a background thread, each connection on its own thread.
 
     Use as a context manager (or :meth:`start` / :meth:`stop`). ``url`` is its base URL;
     :meth:`websocket` connects a :class:`WebSocketTestClient`. With ``threads``, requests
-    are served by a pool of that many reused threads (a new thread per request otherwise).
+    are served by a pool of that many reused threads (a new thread per connection otherwise).
+    ``stop_timeout`` is the bound of :meth:`stop` when the ``with`` block ends.
     """
 
     def __init__(
-        self, app: Flask | WSGIApplication, port: int = 0, *, threads: int | None = None
+        self,
+        app: Flask | WSGIApplication,
+        port: int = 0,
+        *,
+        threads: int | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         if threads is not None and threads < 1:
             raise ValueError("threads must be at least 1")
         self.app = app
         self.port = port
         self.threads = threads
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        self.stop_timeout = stop_timeout
+        self._server: TrackedWSGIServer | None = None
 
     @property
     def url(self) -> str:
@@ -239,30 +245,31 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         if self._server is None:
-            server: BaseWSGIServer
-            if self.threads is None:
-                server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-            else:
-                server = _PooledWSGIServer("127.0.0.1", self.port, self.app, self.threads)
-            thread = threading.Thread(
-                target=server.serve_forever, name="flask-mdb-live-server", daemon=True
-            )
-            thread.start()
-            self._server, self._thread = server, thread
+            server = TrackedWSGIServer("127.0.0.1", self.port, self.app, self.threads)
+            server.start()
+            self._server = server
         return self
 
-    def stop(self) -> None:
-        """Close the app's websockets (1001), then stop serving."""
-        server, thread = self._server, self._thread
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the server completely, within ``timeout`` seconds (``stop_timeout``, 5 s, by
+        default).
+
+        It stops accepting at once (a request that has not begun gets its connection closed,
+        unanswered), closes idle keep-alive connections and the app's websockets (1001),
+        waits for the requests in flight to finish, then shuts down the sockets of websockets
+        still open (plain flask-sock routes) so their handlers end. When it returns, no
+        thread of the server is left. If some request thread still runs at the bound, it
+        raises :class:`RequestsStillRunning` naming each one (method, path, thread): the
+        test that left it running fails, rather than a later one it disturbs."""
+        server = self._server
         if server is None:
             return
-        if isinstance(self.app, Flask):
-            close_all(self.app)
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(10)
-        self._server = self._thread = None
+        limit = self.stop_timeout if timeout is None else timeout
+        if not (limit >= 0 and math.isfinite(limit)):
+            raise ValueError(f"stop(timeout=...) must be a finite number >= 0, not {limit!r}")
+        self._server = None
+        app = self.app
+        server.stop(limit, lambda: close_all(app) if isinstance(app, Flask) else 0)
 
     def __enter__(self) -> LiveServer:
         return self.start()
@@ -273,4 +280,12 @@ class LiveServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        if exc is None:
+            self.stop()
+            return
+        # The block failed already: its error is the one to see, so a request it left
+        # running is reported as a warning instead of replacing that error.
+        try:
+            self.stop()
+        except RequestsStillRunning as still_running:
+            warnings.warn(str(still_running), RuntimeWarning, stacklevel=2)
