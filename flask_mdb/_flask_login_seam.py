@@ -62,6 +62,11 @@ def set_session_user_id(user_id: str) -> None:
     session[_SESSION_USER_ID] = user_id
 
 
+def forget_session_user_id() -> None:
+    """Take the user id out of Flask's session (a login that ended)."""
+    session.pop(_SESSION_USER_ID, None)
+
+
 def remember_requested() -> bool:
     """True while the request's ``flask_login.login_user(..., remember=True)`` has not yet
     written its remember cookie."""
@@ -78,6 +83,7 @@ def remember_seconds() -> float | None:
 __all__ = [
     "PRIVATES",
     "forget_request_user",
+    "forget_session_user_id",
     "remember_requested",
     "remember_seconds",
     "session_user_id",

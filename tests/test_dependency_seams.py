@@ -312,6 +312,13 @@ def test_each_flask_login_private_still_works(owner, name):
                 "flask_login.login_user no longer stores the user id under '_user_id': "
                 "flask_mdb/_flask_login_seam.py needs updating"
             )
+            login_seam.forget_session_user_id()
+            assert current_user.is_authenticated  # resolved already for this request
+            login_seam.forget_request_user()
+            assert current_user.is_anonymous, (
+                "Flask-Login still finds a user once '_user_id' left the session: "
+                "flask_mdb/_flask_login_seam.py needs updating"
+            )
             _check_remember_cookie_follows_the_session_id(app)
         elif name == "_remember":
             assert not login_seam.remember_requested()

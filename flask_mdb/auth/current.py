@@ -437,8 +437,12 @@ def load_user_by_id(user_id: str) -> AuthUser | None:
     if auth is None or auth.users is None:
         return None
     user = _flask_login_user(auth, user_id, in_request)
-    if user is not None or not in_request or not request.cookies.get(remember_cookie_name()):
+    if user is not None or not in_request:
         return user
+    if login_seam.session_user_id() == user_id:
+        login_seam.forget_session_user_id()  # dead: not read again at every request
+    if not request.cookies.get(remember_cookie_name()):
+        return None
     if remembered_login_id() == user_id:
         queue_cookie(remember_cookie_name(), None)
     return load_user_from_request()
@@ -543,8 +547,8 @@ def logout_user(*, everywhere: bool = False) -> None:
     token and its refresh family are revoked), and a Flask-Login login
     (``flask_login.login_user``: its server-side session ends, its user id leaves Flask's
     session, its remember cookie is cleared). ``everywhere``: every login of the user ends
-    too — every browser's session and remember cookie, every token
-    (:meth:`~mdb_sync.auth.AuthService.logout_everywhere`)."""
+    too — every browser's session and remember cookie, every token, in every app sharing
+    a ``global_users`` account (:meth:`~mdb_sync.auth.AuthService.logout_everywhere`)."""
     auth = require_service()
     user = get_current_user()
     sid = request.cookies.get(session_cookie_name(auth))
@@ -557,8 +561,8 @@ def logout_user(*, everywhere: bool = False) -> None:
     if flask_login_cookie():
         flask_login.logout_user()  # sends user_logged_out for Flask-Login's user
         signalled = user is None or user.via == "flask-session"
-    if everywhere and user is not None:
-        auth.logout_everywhere(user.id)
+    if everywhere and user is not None:  # the account holder's own act: in every app
+        auth.logout_everywhere(user.id, every_app=True)
     ensure_state().session = None
     login_seam.set_request_user(AnonymousUser())
     if user is not None and not signalled:

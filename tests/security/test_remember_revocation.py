@@ -249,3 +249,25 @@ def test_the_remember_cookie_signs_in_again_after_the_browser_closes(sites):
     assert REMEMBER not in plain.cookies
     del plain.cookies["session"]
     assert plain.get("/whoami").status == 401
+
+
+def test_a_dead_remember_cookie_does_not_hide_the_apps_own_session(sites):
+    (_app, one), _ = sites
+    victim = _victim(one)
+    dead = victim.cookies[REMEMBER]
+    assert victim.post("/legacy/logout", headers={"X-CSRF-Token": victim.csrf()}).status == 200
+    # A browser still holding the dead cookie signs in through /auth/login (the app's own
+    # session cookie): Flask-Login reads the remember cookie first, and must not stop there.
+    browser = Browser(one.url, "127.0.0.4", headers=dict(JSON))
+    browser.cookies[REMEMBER] = dead
+    signed_in = browser.post(
+        "/auth/login",
+        json={"email": VICTIM, "password": PASSWORD},
+        headers={"X-CSRF-Token": browser.csrf()},
+    )
+    assert signed_in.status == 200, signed_in.text
+    browser.cookies[REMEMBER] = dead
+    seen = browser.get("/whoami")
+    assert seen.json == {"email": VICTIM, "via": "session"}
+    assert REMEMBER not in browser.cookies  # the dead cookie was cleared
+    assert browser.get("/whoami").json == {"email": VICTIM, "via": "session"}
