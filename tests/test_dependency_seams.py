@@ -6,6 +6,7 @@ one fails here, by name, rather than somewhere in the sandbox."""
 from __future__ import annotations
 
 import configparser
+import datetime as dt
 import inspect
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -311,8 +312,49 @@ def test_each_flask_login_private_still_works(owner, name):
                 "flask_login.login_user no longer stores the user id under '_user_id': "
                 "flask_mdb/_flask_login_seam.py needs updating"
             )
+            login_seam.forget_session_user_id()
+            assert current_user.is_authenticated  # resolved already for this request
+            login_seam.forget_request_user()
+            assert current_user.is_anonymous, (
+                "Flask-Login still finds a user once '_user_id' left the session: "
+                "flask_mdb/_flask_login_seam.py needs updating"
+            )
+            _check_remember_cookie_follows_the_session_id(app)
+        elif name == "_remember":
+            assert not login_seam.remember_requested()
+            login_user(User("bob"), remember=True)
+            assert login_seam.remember_requested(), (
+                "flask_login.login_user(remember=True) no longer marks '_remember' in the "
+                "session: flask_mdb/_flask_login_seam.py needs updating"
+            )
+        elif name == "_remember_seconds":
+            login_user(User("bob"), remember=True)
+            assert login_seam.remember_seconds() is None
+            login_user(User("bob"), remember=True, duration=dt.timedelta(seconds=90))
+            assert login_seam.remember_seconds() == 90, (
+                "flask_login.login_user(duration=...) no longer stores '_remember_seconds': "
+                "flask_mdb/_flask_login_seam.py needs updating"
+            )
         else:  # pragma: no cover - a new private without a check
             raise AssertionError(f"no check for {owner}.{name}")
+
+
+def _check_remember_cookie_follows_the_session_id(app: Flask) -> None:
+    """The remember cookie is written from the id in Flask's session at the end of the
+    request: an id replaced after ``login_user`` is the one the cookie carries."""
+
+    @app.get("/seam-login")
+    def seam_login() -> str:
+        login_user(User("bob"), remember=True)
+        login_seam.set_session_user_id("bob.replaced")
+        return "ok"
+
+    reply = app.test_client().get("/seam-login")
+    cookies = reply.headers.getlist("Set-Cookie")
+    assert any(value.startswith("remember_token=bob.replaced|") for value in cookies), (
+        "Flask-Login no longer writes the remember cookie from session['_user_id']: "
+        "flask_mdb/_flask_login_seam.py needs updating"
+    )
 
 
 def test_the_public_request_loader_property():

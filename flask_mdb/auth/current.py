@@ -7,8 +7,9 @@ never a cookie — or with the app's session cookie (named from the manifest,
 ``<slug>_session`` by default; ``__Host-<slug>_session`` over HTTPS), whose id refers to a
 server-side session. Flask-Login's ``current_user`` is loaded from either through the login
 manager's request loader; a user signed in with ``flask_login.login_user`` is loaded from
-Flask's session. Whenever the identity comes from a cookie — any of these — unsafe requests
-need a CSRF token.
+Flask's session or Flask-Login's remember cookie, whose id names a server-side session too
+(:func:`flask_login_signed_in`), so a logout revokes it. Whenever the identity comes from a
+cookie — any of these — unsafe requests need a CSRF token.
 
 What a request needs from the app's auth settings (cookie names, flags, security headers) is
 its :class:`~.plan.AuthPlan`, built with the service once per app state; the session, the
@@ -17,13 +18,16 @@ token and the user are read from the database by every request.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 import flask_login
 from flask import Request, Response, current_app, has_request_context, request
-from flask_login import current_user, user_logged_in, user_logged_out
+from flask_login import current_user, decode_cookie, user_logged_in, user_logged_out
+from flask_login.config import COOKIE_DURATION as REMEMBER_DURATION_DEFAULT
 from flask_login.config import COOKIE_NAME as REMEMBER_COOKIE_DEFAULT
 
 from mdb_sync.auth import AuthConfig, AuthService, PasswordHasher, csrf
@@ -302,20 +306,161 @@ def load_user_from_request(_request: Any = None) -> AuthUser | None:
     return None
 
 
+# --- Flask-Login's own sign-in ----------------------------------------------------------------
+#
+# Flask's session is a signed cookie and Flask-Login's remember cookie a signed
+# ``<id>|<digest>``: neither has server-side state, so a copy taken before logout would sign the
+# user in until it expires (the remember cookie: a year). A ``flask_login.login_user`` in a
+# bound app therefore starts a server-side session (``mdb_auth_sessions``, stored by digest,
+# TTL-indexed, bounded per user), and the id Flask-Login stores in both cookies is
+# ``<user id>.<session id>``: a logout ends that one login, and logout everywhere, a password
+# change or a deactivation (which move the user's ``auth_version``, the revocable part every
+# session records) end all of them — read fresh by every request, in every process.
+
+#: The longest id Flask-Login's cookies may carry here (``<24 hex>.<43 url-safe>``).
+MAX_LOGIN_ID = 128
+#: The longest a remembered login lasts: browsers keep no cookie longer (400 days, RFC 6265bis).
+MAX_REMEMBER_SECONDS = 400 * 86_400
+
+
+class FlaskLoginUser(AuthUser):
+    """A user signed in with ``flask_login.login_user`` (``via == "flask-session"``), held by
+    Flask's session cookie and Flask-Login's remember cookie. :meth:`get_id` — what
+    Flask-Login stores in both — is ``<user id>.<session id>``, naming the login's
+    server-side ``session`` (what a logout ends)."""
+
+    def __init__(self, data: Mapping[str, Any], login_id: str, session: Mapping[str, Any]):
+        super().__init__(data, "flask-session", session=session)
+        self.login_id = login_id
+
+    @property
+    def session_id(self) -> str:
+        """The id of the login's server-side session (a secret, like the cookies)."""
+        return self.login_id.partition(".")[2]
+
+    def get_id(self) -> str:
+        return self.login_id
+
+
+def remember_lifetime() -> int:
+    """How long (seconds) the remember cookie of the request's ``flask_login.login_user``
+    lasts: its ``duration``, else ``REMEMBER_COOKIE_DURATION`` (a year by default); at most
+    :data:`MAX_REMEMBER_SECONDS`."""
+    seconds = login_seam.remember_seconds()
+    if seconds is None:
+        duration = current_app.config.get("REMEMBER_COOKIE_DURATION", REMEMBER_DURATION_DEFAULT)
+        seconds = (
+            duration.total_seconds() if isinstance(duration, dt.timedelta) else float(duration)
+        )
+    return max(1, min(int(seconds), MAX_REMEMBER_SECONDS))
+
+
+def remembered_login_id() -> str | None:
+    """The login id the request's remember cookie carries, if its signature is valid."""
+    cookie = request.cookies.get(remember_cookie_name())
+    login_id = decode_cookie(cookie) if cookie else None
+    return login_id if isinstance(login_id, str) else None
+
+
+def _end_login(auth: AuthService, login_id: str | None) -> None:
+    """End the server-side session a Flask-Login id names (a no-op for a dead one)."""
+    if login_id and len(login_id) <= MAX_LOGIN_ID:
+        auth.end_session(login_id.partition(".")[2])
+
+
+def flask_login_signed_in(_sender: Any, user: Any = None, **_extra: Any) -> None:
+    """Flask-Login's ``user_logged_in``: give a ``flask_login.login_user`` of an
+    :class:`AuthUser` a server-side session — for the remember cookie's lifetime when it
+    asked for one, else the app's ``session_ttl_seconds`` — and make Flask-Login store its
+    id (``<user id>.<session id>``) in Flask's session and the remember cookie. The login
+    this browser had before (the user it replaces, its remember cookie) ends, as at
+    :func:`login_user`. :func:`login_user`, which writes no Flask session, is left alone."""
+    if not isinstance(user, AuthUser) or (
+        user.session is not None and not isinstance(user, FlaskLoginUser)
+    ):
+        return
+    if login_seam.session_user_id() != user.get_id():
+        return
+    auth = require_service()
+    if auth.sessions is None:
+        raise ConfigurationError(f"app {auth.slug!r} has no users (auth.users.enabled)")
+    remember = login_seam.remember_requested()
+    if isinstance(user, FlaskLoginUser):
+        auth.end_session(user.session_id)
+    replaced = remembered_login_id()
+    if replaced is not None:
+        _end_login(auth, replaced)
+        if not remember:  # Flask-Login leaves the old cookie: it names nobody any more
+            queue_cookie(remember_cookie_name(), None)
+    sid, session = auth.sessions.create(
+        user.data,
+        remember=remember,
+        fingerprint=fingerprint(auth),
+        ttl=remember_lifetime() if remember else auth.config.session_ttl,
+    )
+    login_id = f"{user.id}.{sid}"
+    login_seam.set_session_user_id(login_id)
+    ensure_state().session = session
+    login_seam.set_request_user(FlaskLoginUser(user.data, login_id, session))
+
+
+def flask_login_signed_out(_sender: Any, user: Any = None, **_extra: Any) -> None:
+    """Flask-Login's ``user_logged_out`` (``flask_login.logout_user``, or :func:`logout_user`
+    through it): end the login's server-side session, and the one the request's remember
+    cookie names — a copy of either cookie identifies nobody from now on, in any process."""
+    if not has_request_context():
+        return
+    auth = current_service()
+    if auth is None:
+        return
+    if isinstance(user, FlaskLoginUser):
+        auth.end_session(user.session_id)
+    remembered = remembered_login_id()
+    if remembered is not None and not (
+        isinstance(user, FlaskLoginUser) and remembered == user.login_id
+    ):
+        _end_login(auth, remembered)
+
+
 def load_user_by_id(user_id: str) -> AuthUser | None:
-    """Flask-Login's user loader (``flask_login.login_user`` stores ``<id>.<version>`` in
-    Flask's session): the user of the *bound* app, while the version still matches. A
-    request with an ``Authorization`` header is judged by its token alone."""
-    if has_request_context() and "Authorization" in request.headers:
+    """Flask-Login's user loader, for the id in Flask's session or the remember cookie:
+    the user of the *bound* app while the login's server-side session lives (the id is
+    ``<user id>.<session id>``, see :func:`flask_login_signed_in`); any other id — one
+    stored before sign-ins had a session — loads nobody. A request with an
+    ``Authorization`` header is judged by its token alone. A dead id does not hide the
+    request's own session cookie: Flask-Login asks no request loader once a remember
+    cookie came, so that cookie is read here (and the dead cookie cleared)."""
+    in_request = has_request_context()
+    if in_request and "Authorization" in request.headers:
         return load_user_from_request()
     auth = current_service()
-    if auth is None or auth.users is None or not isinstance(user_id, str):
+    if auth is None or auth.users is None:
         return None
-    oid, _, version = user_id.partition(".")
-    user = auth.get_user(oid)
-    if user is None or not user["active"] or str(user.get("auth_version", 0)) != version:
+    user = _flask_login_user(auth, user_id, in_request)
+    if user is not None or not in_request:
+        return user
+    if login_seam.session_user_id() == user_id:
+        login_seam.forget_session_user_id()  # dead: not read again at every request
+    if not request.cookies.get(remember_cookie_name()):
         return None
-    return AuthUser(user, "flask-session")
+    if remembered_login_id() == user_id:
+        queue_cookie(remember_cookie_name(), None)
+    return load_user_from_request()
+
+
+def _flask_login_user(auth: AuthService, user_id: Any, in_request: bool) -> AuthUser | None:
+    if not isinstance(user_id, str) or len(user_id) > MAX_LOGIN_ID:
+        return None
+    oid, _, sid = user_id.partition(".")
+    loaded = auth.load_session(sid, fingerprint(auth) if in_request else None)
+    if loaded is None:
+        return None
+    session, user = loaded
+    if str(user["user_id"]) != oid:
+        return None
+    if in_request:
+        ensure_state().session = session
+    return FlaskLoginUser(user, user_id, session)
 
 
 def forget_request_user() -> None:
@@ -397,11 +542,13 @@ def register_user(
     return user
 
 
-def logout_user() -> None:
+def logout_user(*, everywhere: bool = False) -> None:
     """End the request's login: the session (cookie cleared), the bearer token's login (the
     token and its refresh family are revoked), and a Flask-Login login
-    (``flask_login.login_user``: its user id leaves Flask's session, its remember cookie is
-    cleared)."""
+    (``flask_login.login_user``: its server-side session ends, its user id leaves Flask's
+    session, its remember cookie is cleared). ``everywhere``: every login of the user ends
+    too — every browser's session and remember cookie, every token, in every app sharing
+    a ``global_users`` account (:meth:`~mdb_sync.auth.AuthService.logout_everywhere`)."""
     auth = require_service()
     user = get_current_user()
     sid = request.cookies.get(session_cookie_name(auth))
@@ -414,6 +561,8 @@ def logout_user() -> None:
     if flask_login_cookie():
         flask_login.logout_user()  # sends user_logged_out for Flask-Login's user
         signalled = user is None or user.via == "flask-session"
+    if everywhere and user is not None:  # the account holder's own act: in every app
+        auth.logout_everywhere(user.id, every_app=True)
     ensure_state().session = None
     login_seam.set_request_user(AnonymousUser())
     if user is not None and not signalled:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Request, Response, current_app
-from flask_login import LoginManager
+from flask_login import LoginManager, user_logged_in, user_logged_out
 
 from mdb_sync import MongoDBEngine
 from mdb_sync.auth import AuthConfig, AuthService, resolve_keyset, revocation
@@ -145,6 +145,9 @@ def init_auth(app: Flask, state: MDBState) -> None:
         )
         theirs = manager.request_callback
         manager.request_loader(lambda req: theirs(req) or current.load_user_from_request(req))
+    # A flask_login.login_user gets a server-side session; flask_login.logout_user ends it.
+    user_logged_in.connect(current.flask_login_signed_in, app)
+    user_logged_out.connect(current.flask_login_signed_out, app)
     current.offer_auth_defaults(state, app)
     hooks.add_before(app, state, guard)
     hooks.add_after(app, state, finish)

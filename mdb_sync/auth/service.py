@@ -702,6 +702,28 @@ class AuthService:
         apps = (doc.get("app_ids") or [self.slug]) if shared else [self.slug]
         revocation.user_revoked(self.engine, apps, user_id, int(doc.get("auth_version", 0)))
 
+    def logout_everywhere(self, user_id: Any, *, every_app: bool = False) -> dict[str, Any]:
+        """Sign the user out of every browser and client: the user's ``auth_version`` moves
+        on (the revocable part of every credential issued so far), so every session —
+        Flask-Login's remember cookies included — and every token of the user ends, in
+        every process, and their websockets close. Returns the user.
+
+        A ``global_users`` account's logins end in this app only — its sessions and refresh
+        tokens here (access tokens run out by their short TTL) — unless ``every_app``: the
+        account holder's own act (``flask_mdb.auth.logout_user(everywhere=True)``) or a
+        platform administrator's ends them in every app that shares it."""
+        users = self._require_users()
+        doc = self._doc(user_id)
+        if isinstance(users, GlobalUserStore) and not every_app:
+            self._revoke_membership(doc)
+        else:
+            updated = users.update(doc["_id"], {"updated_at": store.now()}, bump_version=True)
+            assert updated is not None
+            self._revoke_everything(updated)
+            doc = updated
+        self.audit("logout_everywhere", user_id=str(doc["_id"]))
+        return public_view(users, doc)
+
     def _shared_account(self, doc: Mapping[str, Any], platform_admin: bool, what: str) -> None:
         """Refuse an app's administration a change to a ``global_users`` account itself."""
         if isinstance(self.users, GlobalUserStore) and not platform_admin:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 #: How stale ``last_seen`` may get before a request writes it again (limits writes).
 TOUCH_EVERY = dt.timedelta(seconds=60)
+#: How many sessions one user keeps in an app, at most, once one of them outlives the app's
+#: ``session_ttl`` (a Flask-Login remember cookie's login, up to a year) and the manifest sets
+#: no ``max_sessions_per_user``: the oldest end first.
+LONG_LIVED_PER_USER = 100
 #: Fields the combined session + user read adds (removed before the session is returned).
 _USER_OID, _USER_DOCS = "_mdb_user_oid", "_mdb_user_docs"
 
@@ -99,14 +103,18 @@ class SessionStore:
         fingerprint: dict[str, str] | None = None,
         authenticated_at: dt.datetime | None = None,
         platform_session: str | None = None,
+        ttl: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """A new session for ``user`` (a public user dict): ``(session id, document)``.
 
         ``authenticated_at``: when the user last proved who they are (default now; a session
         born from a platform hand-off carries the hub's), what ``fresh_login_required``
-        reads; ``platform_session``: the hub session it derives from (logout everywhere)."""
+        reads; ``platform_session``: the hub session it derives from (logout everywhere);
+        ``ttl``: its lifetime in seconds when not the store's (a login held by a cookie of
+        another lifetime, such as Flask-Login's remember cookie)."""
         sid = secrets.token_urlsafe(32)
         now = store.now()
+        lifetime = dt.timedelta(seconds=self.ttl if ttl is None else ttl)
         doc = {
             "_id": store.digest("session", sid),
             "app_id": self.slug,
@@ -117,14 +125,17 @@ class SessionStore:
             "created_at": now,
             "authenticated_at": min(authenticated_at or now, now),
             "last_seen": now,
-            "absolute_expires_at": now + dt.timedelta(seconds=self.ttl),
-            "expires_at": self._expiry(now, now + dt.timedelta(seconds=self.ttl)),
+            "absolute_expires_at": now + lifetime,
+            "expires_at": self._expiry(now, now + lifetime),
             **({"fingerprint": fingerprint} if fingerprint else {}),
             **({"platform_session": platform_session} if platform_session else {}),
         }
         self.coll.insert_one(doc)
-        if self.max_per_user:
-            self._trim(user["user_id"])
+        limit = self.max_per_user
+        if not limit and ttl is not None and ttl > self.ttl:
+            limit = LONG_LIVED_PER_USER  # long-lived logins pile up: keep the table bounded
+        if limit:
+            self._trim(user["user_id"], limit)
         return sid, doc
 
     def _expiry(self, last_seen: dt.datetime, absolute: dt.datetime) -> dt.datetime:
@@ -132,11 +143,11 @@ class SessionStore:
             return min(absolute, last_seen + dt.timedelta(seconds=self.inactivity_timeout))
         return absolute
 
-    def _trim(self, user_id: str) -> None:
-        """Keep the user's newest ``max_per_user`` sessions in this app."""
+    def _trim(self, user_id: str, limit: int) -> None:
+        """Keep the user's newest ``limit`` sessions in this app."""
         old = self.coll.find(
             {"app_id": self.slug, "user_id": user_id}, {"_id": 1}, sort=[("created_at", DESCENDING)]
-        ).skip(self.max_per_user or 0)
+        ).skip(limit)
         ids = [d["_id"] for d in old]
         if ids:
             self.coll.delete_many({"_id": {"$in": ids}})
