@@ -42,9 +42,13 @@ def replaced_prefix(slug: str) -> str:
 
 
 def claim(staging: Path) -> None:
-    """Mark ``staging`` as written by this process."""
+    """Mark ``staging`` as written by this process. The record appears whole or not at all
+    (written aside, then renamed): a process killed while writing it must not leave an
+    empty record, which would read as "no record" — running for :data:`owner.STALE_AFTER`."""
     record = {**owner.this_process(), "started_at": owner.now().isoformat()}
-    (staging / OWNER_FILE).write_text(json.dumps(record), encoding="utf-8")
+    partial = staging / f"{OWNER_FILE}.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(partial, staging / OWNER_FILE)
 
 
 def release(staging: Path) -> None:
