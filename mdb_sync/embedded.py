@@ -152,8 +152,19 @@ def find_server_command() -> list[str]:
 
 
 def is_alive(pid: int) -> bool:
-    """True if process ``pid`` runs (a zombie, or a child of ours that exited, counts as
-    gone)."""
+    """Whether process ``pid`` still runs: it exists and is not a zombie.
+
+    A zombie — a process that exited and that its parent has not reaped yet — still answers
+    ``kill(pid, 0)`` but runs no code: an embedded server in that state serves nothing, and
+    an import or export whose process is a zombie will never finish its work. So both callers
+    (this module, :func:`mdb_sync.portability.owner.is_alive`) count it as gone. The check
+    never reaps the process: reaping a child is its parent's business (a
+    :class:`subprocess.Popen` whose child was reaped behind its back reports exit status 0,
+    whatever the child's fate). A process of another user (``EPERM``) exists, so it is alive
+    unless ``/proc`` says it is a zombie. Without ``/proc`` (macOS) a child of this process
+    is checked with ``waitid(WNOWAIT)``, which leaves it waitable, and another process's
+    zombie counts as alive (the safe side: the caller then leaves its work alone).
+    """
     if pid <= 0:
         return False
     try:
@@ -161,16 +172,24 @@ def is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
+        pass  # it exists; someone else's
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] != "Z"
+        return not _exited_child(pid)
+    # The state follows the parenthesised command name, which may contain spaces.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X", "")
+
+
+def _exited_child(pid: int) -> bool:
+    """Whether ``pid`` is a child of this process that exited (it is not reaped)."""
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:
+        return False
+    try:
+        return waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except OSError:  # ChildProcessError: not our child
+        return False
 
 
 def _process_start_token(pid: int) -> str | None:

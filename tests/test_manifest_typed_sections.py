@@ -326,6 +326,35 @@ def test_the_old_readers_are_thin_deprecated_wrappers():
         PasswordPolicy.from_manifest({"min_length": 2})
 
 
+def test_every_reader_types_its_section_through_one_helper():
+    """``typed_section`` passes a typed section through and loads a mapping strictly (the
+    same error, naming the path and the app, as before); ``from_typed`` copies every field a
+    config shares with its section, so each reader's config equals the section's values."""
+    m = Manifest.from_dict(RICH)
+    assert sections.typed_section("memory_config", m.memory_config, type(m.memory_config)) is (
+        m.memory_config
+    )
+    loaded = sections.typed_section("memory_config", {"infer": False}, type(m.memory_config))
+    assert loaded.infer is False
+    with pytest.raises(ConfigurationError, match=r"memory_config\.bogus of app 'x'") as caught:
+        MemoryConfig.from_section({"bogus": 1}, slug="x")
+    assert caught.value.context["app"] == "x"
+    with (
+        pytest.raises(ConfigurationError, match="password_policy"),
+        pytest.warns(DeprecationWarning),
+    ):
+        PasswordPolicy.from_manifest({"bogus": 1})
+    for config, section in (
+        (MemoryConfig.from_section(m.memory_config), m.memory_config),
+        (EmbeddingConfig.from_section(m.embedding_config), m.embedding_config),
+        (PasswordPolicy.from_section(m.auth.password_policy), m.auth.password_policy),
+        (LLMConfig.from_section(m.llm_config, environ={}), m.llm_config),
+    ):
+        for item in dataclasses.fields(config):
+            if hasattr(section, item.name) and item.name != "default_embedding_model":
+                assert getattr(config, item.name) == getattr(section, item.name), item.name
+
+
 def test_typed_sections_are_cached_by_content_within_a_bound():
     """A section read again (every process reads the same stored records) is not loaded
     again; ever new sections — one per app of a large deployment — keep the cache bounded."""

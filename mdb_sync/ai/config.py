@@ -39,7 +39,7 @@ from ..manifest.schema_services import (
     LLMConfigSchema,
     MemoryConfigSchema,
 )
-from ..manifest.sections import load_section
+from ..manifest.sections import from_typed, typed_section
 from .routing import DEFAULT_AZURE_API_VERSION
 
 PROVIDERS = PROVIDER_TYPES
@@ -109,30 +109,15 @@ class LLMConfig:
         :class:`ConfigurationError` names each bad path), completed from ``environ``
         (default ``os.environ``): the provider when the section names none, endpoints, API
         version and key where unset."""
-        typed: LLMSection = (
-            section
-            if isinstance(section, LLMSection)
-            else load_section("llm_config", section or {}, slug=slug, lenient=False)
-        )
+        typed = typed_section("llm_config", section or {}, LLMSection, slug=slug)
         env = os.environ if environ is None else environ
         provider = typed.provider or _detect_provider(env)
-        config = cls(
-            enabled=typed.enabled,
+        config = from_typed(
+            cls,
+            typed,
             provider=provider,
-            default_chat_model=typed.default_chat_model,
             default_embedding_model=typed.default_embedding_model
             or (LOCAL_EMBEDDING_MODEL if provider == "local" else DEFAULT_EMBEDDING_MODEL),
-            base_url=typed.base_url,
-            api_version=typed.api_version,
-            max_retries=typed.max_retries,
-            timeout_seconds=typed.timeout_seconds,
-            temperature=typed.temperature,
-            max_tokens=typed.max_tokens,
-            embedding_dimensions=typed.embedding_dimensions,
-            embedding_batch_size=typed.embedding_batch_size,
-            providers=typed.providers,
-            prices=typed.prices,
-            monthly_budget_usd=typed.monthly_budget_usd,
         )
         own = typed.providers.get(provider)
         if own is not None:
@@ -240,17 +225,8 @@ class EmbeddingConfig:
     ) -> EmbeddingConfig:
         """The settings of a typed ``embedding_config`` or of a mapping shaped like one
         (checked by the manifest's schema); None: the defaults."""
-        typed: EmbeddingSection = (
-            section
-            if isinstance(section, EmbeddingSection)
-            else load_section("embedding_config", section or {}, slug=slug, lenient=False)
-        )
-        return cls(
-            enabled=typed.enabled,
-            max_tokens_per_chunk=typed.max_tokens_per_chunk,
-            tokenizer_model=typed.tokenizer_model,
-            chunk_overlap_tokens=typed.chunk_overlap_tokens,
-            default_embedding_model=typed.default_embedding_model,
+        return from_typed(
+            cls, typed_section("embedding_config", section or {}, EmbeddingSection, slug=slug)
         )
 
     @classmethod
@@ -283,21 +259,8 @@ class MemoryConfig:
     ) -> MemoryConfig:
         """The settings of a typed ``memory_config`` or of a mapping shaped like one
         (checked by the manifest's schema); None: the defaults."""
-        typed: MemorySection = (
-            section
-            if isinstance(section, MemorySection)
-            else load_section("memory_config", section or {}, slug=slug, lenient=False)
-        )
-        return cls(
-            enabled=typed.enabled,
-            collection_name=typed.collection_name,
-            infer=typed.infer,
-            enable_graph=typed.enable_graph,
-            async_mode=typed.async_mode,
-            embedding_model=typed.embedding_model,
-            chat_model=typed.chat_model,
-            similarity_threshold=typed.similarity_threshold,
-            temperature=typed.temperature,
+        return from_typed(
+            cls, typed_section("memory_config", section or {}, MemorySection, slug=slug)
         )
 
     @classmethod

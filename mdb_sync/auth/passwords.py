@@ -33,7 +33,7 @@ from ..deprecation import deprecated
 from ..exceptions import ConfigurationError
 from ..manifest.model_auth import PasswordPolicySection
 from ..manifest.schema_auth import MAX_PASSWORD_CHARS
-from ..manifest.sections import load_section
+from ..manifest.sections import from_typed, typed_section
 
 SCHEME = "mdb-scrypt"
 VERSION = "1"
@@ -227,25 +227,14 @@ class PasswordPolicy:
     @classmethod
     def from_section(cls, section: PasswordPolicySection | None) -> PasswordPolicy:
         """The rules of a typed ``password_policy`` block (None: no block, the defaults)."""
-        if section is None:
-            return cls()
-        return cls(
-            min_length=section.min_length,
-            max_length=section.max_length,
-            min_entropy_bits=section.min_entropy_bits,
-            require_uppercase=section.require_uppercase,
-            require_lowercase=section.require_lowercase,
-            require_numbers=section.require_numbers,
-            require_special=section.require_special,
-            check_common_passwords=section.check_common_passwords,
-        )
+        return cls() if section is None else from_typed(cls, section)
 
     @classmethod
     @deprecated("PasswordPolicy.from_section(manifest.auth.password_policy)")
     def from_manifest(cls, block: Mapping[str, Any] | None) -> PasswordPolicy:
         """The rules of a ``password_policy`` block, validated by the manifest's schema
         (:class:`ConfigurationError` naming the bad path); empty or None: the defaults."""
-        section = load_section("auth.password_policy", block or None, lenient=False)
+        section = typed_section("auth.password_policy", block or None, PasswordPolicySection)
         return cls.from_section(section)
 
     def problems(self, password: Any, email: str | None = None) -> list[str]:

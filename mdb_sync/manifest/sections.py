@@ -23,12 +23,14 @@ document) is loaded every time.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from marshmallow import ValidationError, fields
 
@@ -116,6 +118,30 @@ def load_section(
 
 _MISS = object()
 
+T = TypeVar("T")
+
+
+def typed_section(path: str, section: object, kind: type[T], *, slug: str | None = None) -> T:
+    """``section`` as the typed manifest ``path``: unchanged when it already is a ``kind``
+    (``manifest.memory_config``), else a mapping shaped like one — configuration given
+    outside a manifest, loaded strictly (:func:`load_section` with ``lenient=False``: an
+    unknown key is refused, a :class:`~mdb_sync.exceptions.ConfigurationError` names each
+    bad path and the app ``slug``). None reads as the section's absent value."""
+    if isinstance(section, kind):
+        return section
+    return cast(T, load_section(path, section, slug=slug, lenient=False))
+
+
+def from_typed(target: Callable[..., T], section: object, **values: Any) -> T:
+    """``target(**values)`` — a dataclass a subsystem builds from a typed section — with
+    each of its other fields read from ``section``'s attribute of the same name (a field the
+    section lacks keeps its default), so a field added to both is carried without a new
+    line at every reader."""
+    for item in dataclasses.fields(cast(Any, target)):
+        if item.init and item.name not in values and hasattr(section, item.name):
+            values[item.name] = getattr(section, item.name)
+    return target(**values)
+
 
 def _content_key(path: str, lenient: bool, value: Any) -> tuple[str, bool, str] | None:
     try:
@@ -163,7 +189,9 @@ __all__ = [
     "CACHE_SIZE",
     "cache_info",
     "clear_cache",
+    "from_typed",
     "load_section",
     "section_error",
     "section_field",
+    "typed_section",
 ]

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..embedded import is_alive as process_alive
+
 #: Seconds without a heartbeat after which work of another host is taken as abandoned.
 STALE_AFTER = 120.0
 #: How often running work refreshes its heartbeat.
@@ -56,16 +58,6 @@ def this_process() -> dict[str, Any]:
     return {"host": socket.gethostname(), "node": _node(), "pid": pid, "started": _start_time(pid)}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_alive(owner: Mapping[str, Any] | None, heartbeat: Any) -> bool:
     """Whether the process ``owner`` (a :func:`this_process` record) still runs: checked
     directly on this host, else judged by ``heartbeat`` (a datetime)."""
@@ -73,7 +65,7 @@ def is_alive(owner: Mapping[str, Any] | None, heartbeat: Any) -> bool:
         pid = owner.get("pid")
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
             return False
-        if not _pid_alive(pid):
+        if not process_alive(pid):  # a zombie is gone: it will never finish the work
             return False
         started = owner.get("started")
         return started is None or started == _start_time(pid)
