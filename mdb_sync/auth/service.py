@@ -35,6 +35,7 @@ from ..exceptions import (
 from . import revocation, signals, store
 from .anonymous import AnonymousIdentities, UpgradeHook
 from .config import AuthConfig, inert_settings
+from .extras import casbin_request, casbin_unavailable, missing_casbin_modules
 from .keys import NoKeys, resolve_keyset
 from .lockout import AccountLockout, Reservation
 from .passwords import PasswordHasher
@@ -136,6 +137,17 @@ class AuthService:
         self.policy_reload_interval = policy_reload_interval
         self._provider = provider
         self._provider_lock = threading.Lock()
+        # pycasbin missing where the casbin provider would be built: an app whose manifest
+        # asks for casbin is refused now, not at its first sign-up; any other runs on the
+        # roles stored with its users (see extras.casbin_request).
+        self._casbin_missing = (
+            missing_casbin_modules()
+            if provider is None and self.config.provider == "casbin"
+            else []
+        )
+        casbin_path = casbin_request(self.config)
+        if self._casbin_missing and casbin_path is not None:
+            raise casbin_unavailable(slug, casbin_path, self._casbin_missing)
         self._audit_indexed = False
         cfg = self.config
         self.users: AppUserStore | None = None
@@ -232,6 +244,13 @@ class AuthService:
             return OsoProvider(policy_file=cfg.model if cfg.model not in ("rbac", "acl") else None)
         if cfg.provider == "custom":
             raise ConfigurationError(f"app {self.slug!r} has no custom provider set")
+        if self._casbin_missing:  # a permission check in code, on an app without casbin rules
+            raise casbin_unavailable(
+                self.slug,
+                "auth.policy.provider",
+                self._casbin_missing,
+                remedy="set auth.policy.provider to another provider",
+            )
         return CasbinProvider(
             self.engine,
             self.slug,
@@ -439,8 +458,14 @@ class AuthService:
         self.audit("email_verified", user_id=str(doc["_id"]))
         return public_view(users, updated)
 
+    def _links_roles(self) -> bool:
+        """Whether users' roles are mirrored into casbin (``link_users_roles``): not without
+        pycasbin, in an app that does not ask for casbin (it would have been refused)."""
+        cfg = self.config
+        return cfg.link_users_roles and cfg.provider == "casbin" and not self._casbin_missing
+
     def _link_roles(self, user: dict[str, Any]) -> None:
-        if self.config.link_users_roles and self.config.provider == "casbin":
+        if self._links_roles():
             authz = self.authz
             if isinstance(authz, CasbinProvider):
                 authz.set_roles(user["email"], user["roles"])
@@ -595,7 +620,7 @@ class AuthService:
 
     def email_changed(self, old_email: str, user: dict[str, Any]) -> None:
         """The user's address changed: casbin's rules name users by address."""
-        if self.config.link_users_roles and self.config.provider == "casbin":
+        if self._links_roles():
             authz = self.authz
             if isinstance(authz, CasbinProvider):
                 authz.set_roles(old_email, [])
@@ -1016,9 +1041,10 @@ class AuthService:
         return bool(self.authz.check(subject, resource, action))
 
     def roles_of(self, user: Mapping[str, Any]) -> set[str]:
-        """The user's roles here: stored ones, plus those inherited through casbin."""
+        """The user's roles here: stored ones, plus those inherited through casbin (where
+        the app can use it)."""
         roles = set(user.get("roles") or ())
-        if self.config.policy_present or self._provider is not None:
+        if (self.config.policy_present or self._provider is not None) and not self._casbin_missing:
             authz = self.authz
             if isinstance(authz, CasbinProvider):
                 for subject in [user.get("email"), *list(roles)]:

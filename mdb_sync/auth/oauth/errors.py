@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...exceptions import AuthenticationError
+from ...exceptions import AuthenticationError, ConfigurationError
 
 
 class OAuthError(AuthenticationError):
@@ -41,3 +41,11 @@ class IdentityConflict(OAuthError):
 
     def __init__(self, message: str, *, reason: str, context: dict[str, Any] | None = None) -> None:
         super().__init__(message, reason=reason, status=409, context=context)
+
+
+def no_providers(slug: str) -> ConfigurationError:
+    """The error of asking app ``slug``, whose manifest has no ``auth.oauth``, for OAuth."""
+    return ConfigurationError(
+        f"app {slug!r} has no OAuth providers: add auth.oauth to its manifest",
+        context={"app": slug, "path": "auth.oauth"},
+    )

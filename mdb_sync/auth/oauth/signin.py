@@ -42,7 +42,7 @@ from ...exceptions import ConfigurationError
 from .. import signals, store
 from ..users import normalize_email, public_view
 from . import protocol
-from .errors import IdentityConflict, OAuthError
+from .errors import IdentityConflict, OAuthError, no_providers
 from .identities import MAX_PER_USER, IdentityLinks, public_identity
 from .metadata import DEFAULT_CACHE, ProviderCache
 from .settings import OAuthSettings, ProviderSettings
@@ -516,10 +516,7 @@ def oauth_for(auth: AuthService) -> OAuthSignIn:
         return found
     settings = auth.config.oauth
     if settings is None:
-        raise ConfigurationError(
-            f"app {auth.slug!r} has no OAuth providers: add auth.oauth to its manifest",
-            context={"app": auth.slug, "path": "auth.oauth"},
-        )
+        raise no_providers(auth.slug)
     made = OAuthSignIn(auth, settings)
     with _lock:
         return _instances.setdefault(auth, made)
