@@ -580,15 +580,7 @@ class ScopedCollection:
         Returns pymongo's own :class:`~pymongo.cursor.Cursor` (a :class:`ScopedCursor`); over
         several read scopes, a :class:`MultiScopeCursor` with the same chaining methods.
         """
-        if args or kwargs:
-            return self._find(filter, args, kwargs)
-        sources = self.__sources
-        if len(sources) > 1:
-            return self._find(filter, args, kwargs)
-        return ScopedCursor(
-            sources[0][0], self._filter(filter), args, kwargs, self, self._limits, self._meter,
-            self._observer, filter, None, False,
-        )  # fmt: skip
+        return self._find(filter, args, kwargs)
 
     def scan(
         self, filter: Any = None, projection: Any = None, **kwargs: Any
@@ -672,16 +664,7 @@ class ScopedCollection:
                 kwargs["session"] = self._scope.raw_session(kwargs["session"])
         else:
             kwargs = {"max_time_ms": limits.default_max_time_ms}
-        if type(filter) is dict and filter and APP_ID not in filter:
-            # scoped_filter's commonest case, without its frames (the hottest read).
-            try:
-                check_query(filter, limits, "filter")
-            except QueryValidationError as exc:
-                self._scope.security_event(str(exc), self._name)
-                raise
-            query = {**filter, APP_ID: self._write_scope}
-        else:
-            query = self._filter(filter)
+        query = self._filter(filter)
         if self._observer is not None:
             self._observe(filter, kwargs.get("sort"))
         meter = self._meter
