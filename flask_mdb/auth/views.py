@@ -191,7 +191,9 @@ def logout(**_view_args: Any) -> Any:
         if hub_session:
             end_platform_session(auth, str(hub_session))
     if user is not None or current.cookie_identity(auth):
-        current.logout_user()
+        # Outside a platform, "everywhere" is every login of the account in this app: every
+        # browser's session and remember cookie, every token (the holder's own request).
+        current.logout_user(everywhere=everywhere and not auth.config.shared)
     if wants_html() and not request.is_json:
         target = data.get("next") or request.args.get("next")
         return redirect(safe_next(target, helpers.home()), 303)
