@@ -285,7 +285,10 @@ def password(**_view_args: Any) -> Any:
         return jsonify(_user_body(user))
     if user.via == "flask-session":  # the old id (with the old version) no longer loads
         user = AuthUser(updated, "flask-session")
-        flask_login.login_user(user)
+        # A browser that was remembered stays remembered (its old remember cookie is dead).
+        flask_login.login_user(
+            user, remember=bool(request.cookies.get(current.remember_cookie_name()))
+        )
         return jsonify(_user_body(user))
     return jsonify(user=updated and {"user_id": updated["user_id"]}, tokens_revoked=True)
 

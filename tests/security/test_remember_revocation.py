@@ -190,6 +190,10 @@ def test_a_password_change_ends_every_remember_cookie(sites):
     assert _replays(one, stolen, ATTACKERS[:3]) == [401] * 3
     assert _replays(two, stolen, ATTACKERS[3:]) == [401] * 3
     assert victim.get("/whoami").json["email"] == VICTIM  # this browser got a new login
+    # ... still remembered: after the browser closes, its new remember cookie signs it in.
+    assert REMEMBER in changed.set_cookies and victim.cookies[REMEMBER] != stolen[REMEMBER]
+    del victim.cookies["session"]
+    assert victim.get("/whoami").json["email"] == VICTIM
 
 
 def test_a_deactivated_users_remember_cookie_identifies_nobody(sites):
