@@ -181,11 +181,20 @@ def orphans(engine: MongoDBEngine) -> list[str]:
 # --- finishing and undoing ----------------------------------------------------------------------
 
 
+def _drop_probes(database: Database[Any], token: str, names: set[str]) -> None:
+    """The throwaway collections of the import's rename probe, if any are left."""
+    for name in names:
+        if name.startswith(f"{PREFIX}{token}_probe"):
+            database.drop_collection(name)
+
+
 def finish(journal: Journal) -> None:
-    """Complete an import whose collections are all built (phase ``switching``)."""
+    """Complete an import whose collections are all built (phase ``switching``); a probe
+    collection the import left (its drop lost with the process) goes too."""
     engine, doc = journal.engine, journal.doc
     database = engine.storage.database()
     names = set(database.list_collection_names())
+    _drop_probes(database, journal.token, names)
     for entry in doc.get("collections") or []:
         if doc.get("method") == STAGED:
             if entry["build"] in names:
@@ -204,9 +213,7 @@ def undo(journal: Journal) -> None:
     engine, doc = journal.engine, journal.doc
     database = engine.storage.database()
     names = set(database.list_collection_names())
-    for name in names:
-        if name.startswith(f"{PREFIX}{journal.token}_probe"):
-            database.drop_collection(name)
+    _drop_probes(database, journal.token, names)
     for entry in reversed(doc.get("collections") or []):
         target = entry["target"]
         if doc.get("method") is None:
