@@ -36,7 +36,13 @@ def test_every_auth_api_returns_timezone_aware_datetimes(engine, strategy):
     manifest["auth"]["users"]["strategy"] = strategy
     engine.register_app(manifest)
     auth = AuthService(engine, "tz_app", secret=SECRET, hasher=PasswordHasher(n=4096))
-    registered = auth.register_user("ada@example.com", PW, born=dt.datetime(1815, 12, 10))
+    registered = auth.register_user(
+        "ada@example.com",
+        PW,
+        born=dt.datetime(1815, 12, 10),
+        # datetimes inside lists too, next to plain items
+        milestones=[dt.datetime(1833, 6, 5), {"at": dt.datetime(1843, 9, 1)}, "note"],
+    )
     results = {
         "register_user": registered,
         "authenticate": auth.authenticate("ada@example.com", PW),

@@ -76,6 +76,8 @@ def aware_values(value: Any) -> Any:
             else:
                 out[key] = aware_values(item)
         return out
+    if kind is list:  # roles, identities...: plain items kept without a call each
+        return [item if type(item) in _NO_DATETIME else aware_values(item) for item in value]
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
     if isinstance(value, dict):

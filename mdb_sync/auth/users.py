@@ -245,7 +245,7 @@ class GlobalUserStore(AppUserStore):
 def public_view(user_store: AppUserStore, doc: dict[str, Any]) -> dict[str, Any]:
     """The user as callers see it: no password hash, roles and status for this app, and
     timezone-aware (UTC) datetimes."""
-    out = {k: store.aware_values(v) for k, v in doc.items() if k not in _INTERNAL}
+    out: dict[str, Any] = store.aware_values({k: v for k, v in doc.items() if k not in _INTERNAL})
     out["user_id"] = str(doc["_id"])
     out["roles"] = user_store.roles_of(doc)
     out["active"] = user_store.is_active(doc)
