@@ -20,11 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from auth_apps import PASSWORD, BrowserClient
+from newcomer_child import (
+    HEAD,
+    NEWCOMER_BLOCKED,
+    SERVE_TAIL,
+    run_child,
+    serving,
+    write_manifests,
+)
 
-#: What ``pip install "mdb-sync[flask]"`` lacks: pycasbin and pyotp (the auth extra), authlib
-#: and joserfc (the oauth extra).
-BLOCKED = ("casbin", "pyotp", "authlib", "joserfc")
-TESTS_DIR = os.path.dirname(__file__)
 EXTRA = 'pip install "mdb-sync[auth]"'
 
 
@@ -45,37 +49,13 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MDB_MONGO")}
 
 
-#: The head of the child scripts: block ``argv[1]``'s libraries, then make Flask apps on
-#: ``argv``: Mongo URI, database, manifests directory, tests directory.
-_HEAD = """
-import json, logging, sys
-for name in filter(None, sys.argv[1].split(",")):
-    sys.modules[name] = None
-sys.path.insert(0, sys.argv[5])
-from flask import Flask
-from auth_apps import auth_config, header_resolver
-from flask_mdb import MDB
-from flask_mdb.auth import require_permission, require_role
-
-def make_app(**config):
-    app = Flask("newcomer")
-    app.config.update(MDB_MONGO_URI=sys.argv[2], MDB_DB_NAME=sys.argv[3],
-                      MDB_MANIFESTS=sys.argv[4], MDB_APP_RESOLVER=header_resolver,
-                      **auth_config(**config))
-    return app
-
-def error(exc):
-    return {"type": type(exc).__name__, "message": str(exc),
-            "context": getattr(exc, "context", None)}
-"""
-
 #: Serve the manifests of ``argv[4]`` with role- and permission-guarded views; register
 #: ``argv[6]`` (a manifest asking for casbin) once serving, as another process would; print
 #: the URL; serve until stdin closes.
 _SERVE = (
-    _HEAD
+    HEAD
     + """
-from flask_mdb.testing import LiveServer
+from flask_mdb.auth import require_permission, require_role
 logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
 app = make_app()
 
@@ -93,19 +73,14 @@ def admin():
 @require_permission("reports", "read")
 def reports():
     return {"reports": True}
-
-mdb = MDB(app)
-mdb.get_engine(app).register_app(json.loads(sys.argv[6]))
-with LiveServer(app) as server:
-    print(json.dumps({"url": server.url}), flush=True)
-    sys.stdin.read()
 """
+    + SERVE_TAIL
 )
 
 #: ``init_app`` with the manifests of ``argv[4]`` (with and without MDB_AUTH_PROVIDER), then
 #: outside Flask: ``get_auth_service`` of each manifest and ``oauth_for`` of a plain app.
 _START = (
-    _HEAD
+    HEAD
     + """
 from mdb_sync import MongoDBEngine
 from mdb_sync.auth import get_auth_service
@@ -138,14 +113,6 @@ with MongoDBEngine(mongo_uri=sys.argv[2], db_name=sys.argv[3]) as engine:
 print(json.dumps(out))
 """
 )
-
-
-def _write(directory: Path, *manifests: dict[str, Any]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for manifest in manifests:
-        path = directory / f"{manifest['slug']}.json"
-        path.write_text(json.dumps(manifest), encoding="utf-8")
-    return directory
 
 
 def _sign_up(client: BrowserClient, email: str) -> Any:
@@ -184,20 +151,10 @@ def test_apps_without_casbin_rules_sign_up_log_in_and_check_roles_over_http(
         public_routes=["/open"],
     )
     late = _plain("late", policy=_rules())
-    manifests = _write(tmp_path / "manifests", site, club)
+    manifests = write_manifests(tmp_path / "manifests", site, club)
     log = tmp_path / "server.log"
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, ",".join(BLOCKED), mongo_uri, db_name,
-             str(manifests), TESTS_DIR, json.dumps(late)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, text=True,
-            env=_env(),
-        )  # fmt: skip
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("{"), log.read_text()
-        base = json.loads(line)["url"]
-
+    args = (NEWCOMER_BLOCKED, mongo_uri, db_name, manifests, json.dumps(late))
+    with serving(_SERVE, _env(), log, *args) as base:
         for slug in ("site", "club"):
             email = f"newcomer@{slug}.example"
             user = _sign_up(BrowserClient(base, slug), email)
@@ -225,10 +182,7 @@ def test_apps_without_casbin_rules_sign_up_log_in_and_check_roles_over_http(
 
         status, body = BrowserClient(base, "late").call("/auth/csrf")
         assert status == 500, body
-    finally:
-        proc.communicate(timeout=60)  # closes stdin: the child stops serving
     stderr = log.read_text()
-    assert proc.returncode == 0, stderr
     assert raw_db["site_casbin_policies"].count_documents({}) == 0
     assert raw_db["club_casbin_policies"].count_documents({}) == 0
     assert (
@@ -244,14 +198,10 @@ def test_apps_without_casbin_rules_sign_up_log_in_and_check_roles_over_http(
 def _start(
     mongo_uri: str, db_name: str, tmp_path: Path, blocked: tuple[str, ...], *manifests: Any
 ) -> Any:
-    directory = _write(tmp_path / "manifests", *manifests)
-    done = subprocess.run(
-        [sys.executable, "-c", _START, ",".join(blocked), mongo_uri, db_name, str(directory),
-         TESTS_DIR, json.dumps(list(manifests))],
-        capture_output=True, text=True, env=_env(), timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    directory = write_manifests(tmp_path / "manifests", *manifests)
+    return run_child(
+        _START, _env(), blocked, mongo_uri, db_name, directory, json.dumps(list(manifests))
+    )
 
 
 #: Manifests asking for casbin, and the manifest path each error names.
@@ -284,7 +234,7 @@ def test_a_manifest_asking_for_casbin_without_pycasbin_is_refused_when_loaded(
     MDB_AUTH_PROVIDER (a provider of the app's own) nothing needs casbin and the app starts.
     ``oauth_for`` outside Flask without authlib is the same kind of clear error."""
     for slug, (manifest, path) in ASKING.items():
-        out = _start(mongo_uri, db_name, tmp_path / slug, BLOCKED, manifest)
+        out = _start(mongo_uri, db_name, tmp_path / slug, NEWCOMER_BLOCKED, manifest)
         message = (
             f"app {slug!r} uses casbin authorization ({path}) but pycasbin is not installed: "
             f"{EXTRA} (or remove {path} from the manifest)"

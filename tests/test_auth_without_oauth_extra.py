@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from auth_apps import PASSWORD, BrowserClient
-
-#: What the newcomer's install lacks: the oauth extra, and the auth extra's casbin and
-#: second factor.
-BLOCKED = ("authlib", "joserfc", "casbin", "pyotp")
-TESTS_DIR = os.path.dirname(__file__)
+from newcomer_child import (
+    HEAD,
+    NEWCOMER_BLOCKED,
+    SERVE_TAIL,
+    run_child,
+    serving,
+    write_manifests,
+)
 
 
 def _manifest(slug: str, **auth: Any) -> dict[str, Any]:
@@ -55,47 +56,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-#: The shared head of both child scripts: block the libraries, build the Flask app on
-#: ``argv``: blocked names, Mongo URI, database, manifests directory, tests directory.
-_HEAD = """
-import json, logging, sys
-for name in sys.argv[1].split(","):
-    sys.modules[name] = None
-sys.path.insert(0, sys.argv[5])
-from flask import Flask
-from auth_apps import auth_config, header_resolver
-from flask_mdb import MDB
-from mdb_sync.exceptions import ConfigurationError
-
-def make_app(**config):
-    app = Flask("newcomer")
-    app.config.update(MDB_MONGO_URI=sys.argv[2], MDB_DB_NAME=sys.argv[3],
-                      MDB_MANIFESTS=sys.argv[4], MDB_APP_RESOLVER=header_resolver,
-                      MDB_EXTERNAL_URL="https://site.example", **auth_config(**config))
-    return app
-"""
-
 #: Serve the app with LiveServer; register ``argv[6]`` (a manifest with OAuth) once the
 #: process runs, as another process or an admin would; print the URL; serve until stdin
 #: closes.
 _SERVE = (
-    _HEAD
+    HEAD
     + """
-from flask_mdb.testing import LiveServer
 logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
 app = make_app()
-mdb = MDB(app)
-mdb.get_engine(app).register_app(json.loads(sys.argv[6]))
-with LiveServer(app) as server:
-    print(json.dumps({"url": server.url}), flush=True)
-    sys.stdin.read()
 """
+    + SERVE_TAIL
 )
 
 #: ``init_app`` with the manifest in ``argv[4]``, with the auth routes on and off: print
 #: what each raised.
 _START = (
-    _HEAD
+    HEAD
     + """
 outcomes = {}
 for routes in (True, False):
@@ -103,17 +79,10 @@ for routes in (True, False):
         MDB(make_app(MDB_AUTH_ROUTES=routes))
         outcomes[str(routes)] = None
     except Exception as exc:
-        outcomes[str(routes)] = {"type": type(exc).__name__, "message": str(exc),
-                                 "context": getattr(exc, "context", None)}
+        outcomes[str(routes)] = error(exc)
 print(json.dumps(outcomes))
 """
 )
-
-
-def _write(directory: Path, manifest: dict[str, Any]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{manifest['slug']}.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return directory
 
 
 def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, tmp_path):
@@ -122,21 +91,11 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
     OAuth URLs answer exactly as an unknown URL does. An app registered later whose manifest
     configures a provider gets the clear ConfigurationError (logged, a 500) on its login page
     instead of a missing-route error."""
-    manifests = _write(tmp_path / "manifests", _manifest("site"))
+    manifests = write_manifests(tmp_path / "manifests", _manifest("site"))
     late = _manifest("late", oauth=_google())
     log = tmp_path / "server.log"
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, ",".join(BLOCKED), mongo_uri, db_name,
-             str(manifests), TESTS_DIR, json.dumps(late)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, text=True,
-            env=_env(),
-        )  # fmt: skip
-    try:
-        line = proc.stdout.readline()
-        assert line.startswith("{"), log.read_text()
-        base = json.loads(line)["url"]
-
+    args = (NEWCOMER_BLOCKED, mongo_uri, db_name, manifests, json.dumps(late))
+    with serving(_SERVE, _env(), log, *args) as base:
         browser = BrowserClient(base, "site")
         status, page = browser.call("/auth/login", Accept="text/html")
         assert status == 200 and 'name="password"' in page and "oauth" not in page.lower()
@@ -185,10 +144,7 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
         status, body = BrowserClient(base, "late").call("/auth/login", Accept="text/html")
         assert status == 500, body
         assert "ConfigurationError" in str(body)
-    finally:
-        proc.communicate(timeout=60)  # closes stdin: the child stops serving
     stderr = log.read_text()
-    assert proc.returncode == 0, stderr
     assert (
         "app 'late' configures sign-in through OAuth providers (auth.oauth.providers.google) "
         "but authlib and joserfc are not installed" in stderr
@@ -197,13 +153,7 @@ def test_password_sign_in_serves_over_http_without_authlib(mongo_uri, db_name, t
 
 
 def _start(mongo_uri: str, db_name: str, manifests: Path, blocked: tuple[str, ...]) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-c", _START, ",".join(blocked), mongo_uri, db_name, str(manifests),
-         TESTS_DIR],
-        capture_output=True, text=True, env=_env(), timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(_START, _env(), blocked, mongo_uri, db_name, manifests)
 
 
 def test_a_manifest_with_an_oauth_provider_and_no_authlib_is_refused_at_init_app(
@@ -213,8 +163,11 @@ def test_a_manifest_with_an_oauth_provider_and_no_authlib_is_refused_at_init_app
     extra: a ConfigurationError naming the app, the provider and the extra to install — not
     an ImportError, and not a route that fails at request time. With MDB_AUTH_ROUTES off
     nothing serves OAuth, so nothing needs the extra and the app starts."""
-    manifests = _write(tmp_path / "manifests", _manifest("shop", oauth=_google()))
-    for blocked, missing in ((BLOCKED, "authlib and joserfc are"), (("joserfc",), "joserfc is")):
+    manifests = write_manifests(tmp_path / "manifests", _manifest("shop", oauth=_google()))
+    for blocked, missing in (
+        (NEWCOMER_BLOCKED, "authlib and joserfc are"),
+        (("joserfc",), "joserfc is"),
+    ):
         outcomes = _start(mongo_uri, db_name, manifests, blocked)
         refused = outcomes["True"]
         assert refused["type"] == "ConfigurationError", refused
@@ -232,5 +185,5 @@ def test_a_manifest_with_an_oauth_provider_and_no_authlib_is_refused_at_init_app
 def test_with_the_extra_installed_the_same_manifest_starts(mongo_uri, db_name, tmp_path):
     """The check refuses only what is missing: with authlib and joserfc importable the
     manifest with Google sign-in starts (routes on and off)."""
-    manifests = _write(tmp_path / "manifests", _manifest("shop", oauth=_google()))
+    manifests = write_manifests(tmp_path / "manifests", _manifest("shop", oauth=_google()))
     assert _start(mongo_uri, db_name, manifests, ()) == {"True": None, "False": None}
