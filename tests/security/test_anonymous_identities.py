@@ -12,7 +12,6 @@ import time
 import pytest
 from auth_apps import PASSWORD, auth_config, auth_manifest, write
 from flask import request
-from flask_apps import AppFactory
 
 from flask_mdb import MDB, db
 from flask_mdb.auth import caller_key, get_anonymous, get_current_user, rate_limit_auth
@@ -50,13 +49,6 @@ def manifest(new_per_address: int = 1000) -> dict:
         "members": {"path": f"/{SLUG}/members", "auth": {"required": True}},
     }
     return made
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def make_app(factory, tmp_path, **manifest_options):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 from auth_apps import PASSWORD, header_resolver
 from flask import render_template_string
-from flask_apps import AppFactory, write_manifest
+from flask_apps import write_manifest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_mdb.auth import public
@@ -35,13 +35,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "strict-origin-when-cross-origin",
 }
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

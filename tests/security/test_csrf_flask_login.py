@@ -13,7 +13,6 @@ import flask_login
 import pytest
 from auth_apps import PASSWORD
 from flask import request
-from flask_apps import AppFactory
 
 from flask_mdb import db
 from flask_mdb.auth import AuthUser, current_service, get_current_user, login_required, public
@@ -24,13 +23,6 @@ from .site_apps import make_site, register, site_manifest
 
 VICTIM = "victim@example.com"
 EVIL_ORIGIN = {"Origin": "https://evil.example", "Accept": "application/json"}
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from auth_apps import PASSWORD, auth_config, auth_manifest, write
-from flask_apps import AppFactory, free_port
+from flask_apps import free_port
 from smtp_server import SmtpServer, links_in
 
 from flask_mdb import MDB
@@ -24,13 +24,6 @@ from .raw_http import Browser
 SLUG = "mailer"
 JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

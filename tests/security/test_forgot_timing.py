@@ -10,22 +10,12 @@ from __future__ import annotations
 import statistics
 import threading
 
-import pytest
-from flask_apps import AppFactory
-
 from flask_mdb.testing import LiveServer
 
 from .raw_http import Browser, wait_for
 from .site_apps import Outbox, make_site, register
 
 ACCOUNTS = 30  # requests of each kind (existing and unknown emails)
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def test_forgot_answers_in_the_same_time_whether_or_not_the_email_has_an_account(factory, tmp_path):

@@ -14,7 +14,6 @@ import pytest
 from auth_apps import PASSWORD, auth_config, auth_manifest, header_resolver, write
 from click.testing import CliRunner
 from flask import request
-from flask_apps import AppFactory
 
 from flask_mdb.auth import current_service, require_role
 from flask_mdb.testing import LiveServer
@@ -25,13 +24,6 @@ from .attack import Call, send
 ADMIN = "127.0.0.66"
 VICTIM = "127.0.0.77"
 TAKEOVER = "Mallory owns this now 1"
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _manifest(slug, admin_email):

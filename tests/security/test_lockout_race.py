@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pytest
 from auth_apps import PASSWORD, auth_config, auth_manifest, header_resolver, write
-from flask_apps import AppFactory
 
 from flask_mdb.testing import LiveServer
 
@@ -23,13 +22,6 @@ MAX = 5
 INVALID = "invalid email or password"
 #: The default scrypt cost (~65 ms a check): the window the race used to slip through.
 REAL_COST = 32768
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _manifest(slug, **lockout):

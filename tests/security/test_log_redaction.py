@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
 from auth_apps import PASSWORD
-from flask_apps import AppFactory
 
 from flask_mdb.testing import LiveServer
 from mdb_sync.observability import configure_logging
@@ -25,13 +23,6 @@ from .raw_http import Browser, wait_for
 from .site_apps import EXTERNAL_URL, make_site, register, site_manifest
 
 VICTIM = "victim@example.com"
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @contextmanager

@@ -14,7 +14,6 @@ import concurrent.futures
 
 import pytest
 from auth_apps import PASSWORD
-from flask_apps import AppFactory
 
 from flask_mdb.testing import LiveServer
 
@@ -27,14 +26,10 @@ ATTACKERS = [f"127.0.0.{n}" for n in range(10, 14)]
 
 
 @pytest.fixture
-def server(mongo_uri, db_name, tmp_path):
-    factory = AppFactory(mongo_uri, db_name)
-    try:
-        with LiveServer(make_site(factory, tmp_path, site_manifest(reset=False))) as live:
-            register(Browser(live.url, "127.0.0.5"), VICTIM)
-            yield live
-    finally:
-        factory.close()
+def server(factory, tmp_path):
+    with LiveServer(make_site(factory, tmp_path, site_manifest(reset=False))) as live:
+        register(Browser(live.url, "127.0.0.5"), VICTIM)
+        yield live
 
 
 def _signed_in(server, source):

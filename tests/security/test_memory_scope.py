@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 from auth_apps import PASSWORD, auth_config, auth_manifest, write
 from flask import abort, request
-from flask_apps import AppFactory
 
 from flask_mdb import MDB
 from flask_mdb.auth import get_current_user, require_role
@@ -24,13 +23,6 @@ pytest_plugins = ("openai_server",)
 
 EVE, ALICE = "127.0.0.66", "127.0.0.77"
 SECRET_TEXT = "Alice's bank PIN is 4321"
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from auth_apps import PASSWORD
-from flask_apps import AppFactory
 from oidc_provider import TestProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -55,13 +54,6 @@ def op():
 @pytest.fixture(autouse=True)
 def _secret(monkeypatch):
     monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ unlinking from a signed-in browser, and the startup checks."""
 from __future__ import annotations
 
 import pytest
-from flask_apps import AppFactory
 from oidc_provider import TestProvider
 
 from flask_mdb.testing import LiveServer
@@ -41,13 +40,6 @@ def op():
 @pytest.fixture(autouse=True)
 def _secret(monkeypatch):
     monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

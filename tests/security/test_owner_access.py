@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 from auth_apps import PASSWORD, SECRET, auth_config, auth_manifest, header_resolver, write
 from click.testing import CliRunner
-from flask_apps import AppFactory
 
 from flask_mdb.testing import LiveServer
 from mdb_sync import MongoDBEngine
@@ -24,13 +23,6 @@ from .attack import Call, cookies, send
 OWNER = "owner@alice.example"
 STRANGER = "127.0.0.66"
 HASHER = PasswordHasher(n=4096)
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _manifest(slug, owner=OWNER, **users):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 from auth_apps import PASSWORD
-from flask_apps import AppFactory
 
 from mdb_sync.auth import get_auth_service
 from mdb_sync.auth.platform import HandOffError, HandOffs
@@ -31,13 +30,6 @@ from .platform_site import (
 from .raw_http import Browser
 
 VICTIM, ATTACKER = "victim@example.com", "mallory@example.com"
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _register(browser: Browser, email: str) -> None:

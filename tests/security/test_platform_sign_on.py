@@ -9,7 +9,6 @@ import json
 
 import pytest
 from auth_apps import PASSWORD, auth_config
-from flask_apps import AppFactory
 
 from flask_mdb import MDB
 from mdb_sync.exceptions import ConfigurationError, ManifestValidationError
@@ -33,13 +32,6 @@ from .platform_site import (
 )
 
 EMAIL = "ada@example.com"
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ import flask_login
 import pytest
 from auth_apps import PASSWORD
 from flask import request
-from flask_apps import AppFactory
 
 from flask_mdb import db
 from flask_mdb.auth import (
@@ -77,13 +76,6 @@ def _legacy_views(app):
         return {"created": True}, 201
 
     return app
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 @pytest.fixture

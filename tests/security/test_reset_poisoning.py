@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from auth_apps import header_resolver, write
-from flask_apps import AppFactory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_mdb.testing import LiveServer
@@ -31,13 +30,6 @@ FORGED = {
     "Forwarded": "for=203.0.113.9;host=evil.example;proto=http",
     "Accept": "application/json",
 }
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _ask_for_reset(server_url: str, headers: dict[str, str], source: str = "127.0.0.9") -> None:

@@ -16,7 +16,6 @@ import pytest
 from auth_apps import PASSWORD, SECRET, auth_config, auth_manifest, header_resolver, write
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from flask_apps import AppFactory
 
 from flask_mdb.testing import LiveServer
 from mdb_sync import MongoDBEngine
@@ -28,13 +27,6 @@ from .attack import Call, send
 
 ALICE, MALLORY = "alice_app", "mallory_app"
 ATTACKER = "127.0.0.66"
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _alice(**jwt_block):

@@ -12,7 +12,6 @@ import time
 import pyotp
 import pytest
 from auth_apps import PASSWORD, auth_config, auth_manifest, write
-from flask_apps import AppFactory
 
 from flask_mdb import MDB
 from flask_mdb.testing import LiveServer
@@ -23,13 +22,6 @@ from .raw_http import Browser
 SLUG = "vault"
 EMAIL = "ada@example.com"
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def make_app(factory, tmp_path, **two_factor):

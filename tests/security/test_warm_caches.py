@@ -17,9 +17,7 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from auth_apps import PASSWORD
-from flask_apps import AppFactory
 
 from flask_mdb.testing import LiveServer
 
@@ -29,13 +27,6 @@ from .site_apps import SLUG, make_site, register, site_manifest
 VICTIM = "victim@example.com"
 #: Addresses the copied session cookie is replayed from, one per reading thread.
 REPLAYERS = ("127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6")
-
-
-@pytest.fixture
-def factory(mongo_uri, db_name):
-    made = AppFactory(mongo_uri, db_name)
-    yield made
-    made.close()
 
 
 def _signed_in(base_url: str, source: str = "127.0.0.2") -> Browser:
