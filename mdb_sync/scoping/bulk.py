@@ -26,10 +26,9 @@ from bson import ObjectId
 from .._pymongo_seam import BulkFeed, add_requests
 from ..exceptions import QueryValidationError, ScopeError
 from .guards import check_query
-from .limits import SERVER_MAX_DOCUMENT_BYTES, QueryLimits
+from .limits import QueryLimits
 from .updates import (
     APP_ID,
-    plain_update_size,
     scoped_filter,
     scoped_replacement,
     scoped_update,
@@ -51,15 +50,13 @@ class ScopingBulk:
     ``bulk`` (pymongo's; the methods and their parameters are its own — see
     ``_pymongo_seam.add_requests``)."""
 
-    __slots__ = ("bulk", "checked", "limits", "scope", "size_limit")
+    __slots__ = ("bulk", "checked", "limits", "scope")
 
     def __init__(self, bulk: Any, scope: str, limits: QueryLimits) -> None:
         self.bulk = bulk
         self.scope = scope
         self.limits = limits
-        self.size_limit = min(limits.max_document_bytes, SERVER_MAX_DOCUMENT_BYTES)
-        #: The documents, replacements and updates whose sizes the batch check must encode
-        #: (an update of plain values known to be small is not among them).
+        #: The documents, replacements and updates whose sizes the batch check encodes.
         self.checked: list[Any] = []
 
     def add_insert(self, document: Any) -> None:
@@ -91,12 +88,8 @@ class ScopingBulk:
         if array_filters is not None:
             check_query(array_filters, limits, "array_filters")
         scoped = scoped_filter(selector, self.scope, limits)
-        size = plain_update_size(update, limits)
-        if size is None:
-            update = scoped_update(update, self.scope, limits)
-            self.checked.append(update)
-        elif size > self.size_limit:
-            self.checked.append(update)  # bounded only loosely: the batch check encodes it
+        update = scoped_update(update, self.scope, limits)
+        self.checked.append(update)
         self.bulk.add_update(scoped, update, multi, upsert, collation, array_filters, hint, sort)
 
     def add_replace(

@@ -101,17 +101,16 @@ class PipelineScoper:
         """The scoped version of ``pipeline`` run on a collection made of ``sources``."""
         self._stages = 0
         self.replaced: list[str] = []
-        stages = self._validate(pipeline, "pipeline")
-        return self._source_pipeline(stages, sources, top=True)
+        return self._source_pipeline(self._counted(pipeline, "pipeline"), sources, top=True)
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _validate(self, pipeline: Any, where: str) -> list[tuple[str, Any]]:
-        if type(pipeline) is not list and (
-            isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple))
-        ):
-            raise QueryValidationError(f"{where} must be a list of stages")
+    def _counted(self, pipeline: Any, where: str) -> list[Any]:
+        """``pipeline`` as a list of (unchecked) stages, its length counted against the bound
+        on stages — before any of it is rewritten, so nested pipelines count as they come."""
         if type(pipeline) is not list:
+            if isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple)):
+                raise QueryValidationError(f"{where} must be a list of stages")
             pipeline = list(pipeline)
         self._stages += len(pipeline)
         if self._stages > self._limits.max_pipeline_stages:
@@ -120,17 +119,10 @@ class PipelineScoper:
                 "(counting nested pipelines)",
                 context={"limit": self._limits.max_pipeline_stages},
             )
-        stages = []
-        for stage in pipeline:
-            if (type(stage) is not dict and not isinstance(stage, Mapping)) or len(stage) != 1:
-                raise QueryValidationError(
-                    f"each {where} stage must be a document with exactly one $-operator"
-                )
-            ((op, body),) = stage.items()
-            if (type(op) is not str and not isinstance(op, str)) or op[:1] != "$":
-                raise QueryValidationError(f"unknown {where} stage {op!r}")
-            stages.append((op, body))
-        return stages
+        return pipeline
+
+    def _validate(self, pipeline: Any, where: str) -> list[tuple[str, Any]]:
+        return [_split(stage, where) for stage in self._counted(pipeline, where)]
 
     def _sources_prefix(self, sources: Sources) -> list[dict[str, Any]]:
         """Stages that turn ``sources[0]``'s collection into the union of all scoped sources."""
@@ -142,46 +134,59 @@ class PipelineScoper:
         return prefix
 
     def _source_pipeline(
-        self, stages: list[tuple[str, Any]], sources: Sources, top: bool = False
+        self, stages: list[Any], sources: Sources, top: bool = False, where: str = "pipeline"
     ) -> list[dict[str, Any]]:
-        """Scope a pipeline that reads ``sources`` (a collection's aggregate, or the pipeline
-        of a ``$lookup``/``$unionWith`` on ``sources``)."""
-        first = stages[0][0] if stages else None
+        """Scope a pipeline (its ``stages``, counted) that reads ``sources`` (a collection's
+        aggregate, or the pipeline of a ``$lookup``/``$unionWith`` on ``sources``)."""
+        if not stages:
+            return self._sources_prefix(sources)
+        first, body = _split(stages[0], where)
         if first in _FIRST or first in _FUSION:
             if len(sources) != 1:
                 raise ScopeError(
                     f"{first} cannot run over several read scopes; query one app at a time"
                 )
-            scope = sources[0][1]
-            head = self._first_stage(first, stages[0][1], scope)
-            return head + self._rewrite(stages[1:])
+            head = self._first_stage(first, body, sources[0][1])
+            return head + self._rewrite(stages[1:], where)
         if first in _METADATA:
             if not top:
                 raise QueryValidationError(f"{first} is only allowed as the first stage")
-            check_query(stages[0][1], self._limits, first)
-            return [{first: stages[0][1]}, *self._rewrite(stages[1:])]
+            check_query(body, self._limits, first)
+            return [{first: body}, *self._rewrite(stages[1:], where)]
         if (
-            len(sources) == 1
-            and first == "$match"
-            and (type(stages[0][1]) is dict or isinstance(stages[0][1], Mapping))
+            first == "$match"
+            and len(sources) == 1
+            and (type(body) is dict or isinstance(body, Mapping))
         ):
             # Fold the scope into the caller's first $match: one stage, index-friendly.
-            check_query(stages[0][1], self._limits, "$match")
-            match = {"$match": scope_filter(stages[0][1], sources[0][1])}
-            return [match, *self._rewrite(stages[1:])]
-        return self._sources_prefix(sources) + self._rewrite(stages)
+            check_query(body, self._limits, "$match")
+            return [
+                {"$match": scope_filter(body, sources[0][1])},
+                *self._rewrite(stages[1:], where),
+            ]
+        return self._sources_prefix(sources) + self._rewrite(stages, where)
 
-    def _rewrite(self, stages: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    def _rewrite(self, stages: list[Any], where: str) -> list[dict[str, Any]]:
+        """Each of ``stages`` (counted, not yet checked) validated and rewritten, in one pass."""
         out: list[dict[str, Any]] = []
-        for op, body in stages:
+        limits = self._limits
+        for stage in stages:
+            if type(stage) is dict and len(stage) == 1:
+                ((op, body),) = stage.items()
+                if op in _PLAIN:  # the commonest stages: the caller's own dict goes on as is
+                    if type(body) not in PLAIN_TYPES:  # {"$limit": 10} holds nothing to check
+                        check_query(body, limits, op)
+                    out.append(stage)
+                    continue
+            else:
+                op, body = _split(stage, where)
             if op in _REFUSED:
                 raise QueryValidationError(
                     f"{op} is not allowed in a scoped pipeline: {_REFUSED[op]}",
                     context={"stage": op},
                 )
-            if op in _PLAIN:
-                if type(body) not in PLAIN_TYPES:  # {"$limit": 10} holds nothing to check
-                    check_query(body, self._limits, op)
+            if op in _PLAIN:  # a stage of a Mapping type
+                check_query(body, limits, op)
                 out.append({op: body})
             elif op == "$lookup":
                 out.append({op: self._lookup(body)})
@@ -197,14 +202,16 @@ class PipelineScoper:
                 out.extend(self._merge(body))
             elif op in _FIRST or op in _FUSION or op in _METADATA:
                 raise QueryValidationError(f"{op} is only allowed as the first stage")
+            elif (type(op) is not str and not isinstance(op, str)) or op[:1] != "$":
+                raise QueryValidationError(f"unknown {where} stage {op!r}")
             else:
                 raise QueryValidationError(
                     f"unknown or unsupported pipeline stage {op}", context={"stage": op}
                 )
         return out
 
-    def _nested(self, pipeline: Any, where: str) -> list[tuple[str, Any]]:
-        return self._validate(pipeline if pipeline is not None else [], where)
+    def _nested(self, pipeline: Any, where: str) -> list[Any]:
+        return self._counted(pipeline if pipeline is not None else [], where)
 
     def _collection(self, body: Mapping[str, Any], key: str, stage: str) -> str:
         name = body.get(key)
@@ -239,9 +246,13 @@ class PipelineScoper:
             let[_LOCAL_VAR] = f"${local}"
             body["let"] = let
             join = {"$match": {"$expr": _set_overlap(f"$${_LOCAL_VAR}", f"${foreign}")}}
-            body["pipeline"] = [*self._sources_prefix(sources), join, *self._rewrite(user)]
+            body["pipeline"] = [
+                *self._sources_prefix(sources),
+                join,
+                *self._rewrite(user, "$lookup.pipeline"),
+            ]
         else:
-            body["pipeline"] = self._source_pipeline(user, sources)
+            body["pipeline"] = self._source_pipeline(user, sources, where="$lookup.pipeline")
         return body
 
     def _union_with(self, body: object) -> dict[str, Any]:
@@ -253,7 +264,7 @@ class PipelineScoper:
         sources = self._resolve(self._collection(body, "coll", "$unionWith"))
         user = self._nested(body.get("pipeline"), "$unionWith.pipeline")
         body["coll"] = sources[0][0]
-        body["pipeline"] = self._source_pipeline(user, sources)
+        body["pipeline"] = self._source_pipeline(user, sources, where="$unionWith.pipeline")
         return body
 
     def _graph_lookup(self, body: Any) -> list[dict[str, Any]]:
@@ -282,7 +293,7 @@ class PipelineScoper:
         if not isinstance(body, Mapping):
             raise QueryValidationError("$facet takes a document of sub-pipelines")
         return {
-            name: self._rewrite(self._nested(branch, f"$facet.{name}"))
+            name: self._rewrite(self._nested(branch, f"$facet.{name}"), f"$facet.{name}")
             for name, branch in body.items()
         }
 
@@ -419,12 +430,26 @@ class PipelineScoper:
         check_query({k: v for k, v in body.items() if k != "input"}, self._limits, op)
         pipelines = {
             name: self._source_pipeline(
-                self._nested(p, f"{op}.input.pipelines.{name}"), [("", scope)]
+                self._nested(p, f"{op}.input.pipelines.{name}"),
+                [("", scope)],
+                where=f"{op}.input.pipelines.{name}",
             )
             for name, p in inputs["pipelines"].items()
         }
         body["input"] = {**inputs, "pipelines": pipelines}
         return [{op: body}]
+
+
+def _split(stage: Any, where: str) -> tuple[str, Any]:
+    """A stage's operator and body; anything but a document of one ``$``-key is refused."""
+    if (type(stage) is not dict and not isinstance(stage, Mapping)) or len(stage) != 1:
+        raise QueryValidationError(
+            f"each {where} stage must be a document with exactly one $-operator"
+        )
+    ((op, body),) = stage.items()
+    if (type(op) is not str and not isinstance(op, str)) or op[:1] != "$":
+        raise QueryValidationError(f"unknown {where} stage {op!r}")
+    return op, body
 
 
 def _scope_search(body: dict[str, Any], scope: str) -> dict[str, Any]:

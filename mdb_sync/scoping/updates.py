@@ -70,47 +70,35 @@ def touches_app_id(path: Any) -> bool:
     return isinstance(path, str) and (path == APP_ID or path.startswith(_APP_ID_PATH))
 
 
-def plain_update_size(update: Any, limits: QueryLimits) -> int | None:
-    """The checks of :func:`scoped_update` in one pass, for the commonest update — path
-    operators (``$set``, ``$inc``...) over plain values (a path on ``app_id`` raises
-    :class:`ScopeError` as there): an upper bound of the update's BSON size when it is such
-    an update (and passes), None when it is anything else, for the full checks."""
+def plain_update(update: Any, limits: QueryLimits) -> bool:
+    """:func:`scoped_update`'s checks in one pass, for the commonest update — path operators
+    (``$set``, ``$inc``...) over plain values, no path under ``app_id``: True when ``update``
+    is such an update (it passes), False for anything else, which gets the full checks."""
     if type(update) is not dict or not update or limits.max_query_depth < 2:
-        return None
-    # Bound: per operator, its name (UTF-8: at most 4 bytes a character) and an embedded
-    # document's 7 bytes of framing; per field, its name and 2 bytes, then the value — a
-    # string or binary its length and 5 bytes, any other plain value at most 21 (a UUID).
-    size = 5
+        return False
     for op, spec in update.items():
-        if type(spec) is not dict or op not in PATH_OPERATORS:
+        if type(spec) is not dict or op not in _PLAIN_PATH_OPERATORS:
             if not isinstance(op, str) or not op.startswith("$"):
                 raise ValueError("update only works with $ operators; use replace_one() to replace")
-            return None  # the full checks
-        size += 4 * len(op) + 7 + 23 * len(spec)
+            return False
         for path, value in spec.items():
-            kind = type(value)
-            if kind not in PLAIN_TYPES or type(path) is not str or path in LOOKED_AT_KEYS:
-                return None
-            if (path[:6] == APP_ID and (path == APP_ID or path.startswith(_APP_ID_PATH))) or (
-                op == "$rename" and touches_app_id(value)
+            if (
+                type(value) not in PLAIN_TYPES
+                or type(path) is not str
+                or path[:6] == APP_ID  # app_id, app_id.x (refused), app_idx: the full checks
+                or path in LOOKED_AT_KEYS
             ):
-                raise ScopeError(
-                    f"{op} on {path!r} would change app_id, which the sandbox owns",
-                    context={"operator": op},
-                )
-            size += 4 * len(path)
-            if kind in _SIZED:
-                size += 4 * len(value)
-    return size
+                return False
+    return True
 
 
-#: Plain values whose size grows with their length.
-_SIZED = frozenset({str, bytes, Binary})
+#: Path operators whose values are plain values, not paths ($rename's are paths).
+_PLAIN_PATH_OPERATORS = PATH_OPERATORS - {"$rename"}
 
 
 def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
     """Check ``update`` (operators or pipeline) and return what to send to the server."""
-    if plain_update_size(update, limits) is not None:
+    if plain_update(update, limits):
         return update
     return _checked_update(update, write_scope, limits)
 
