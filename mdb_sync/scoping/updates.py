@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bson import Binary
-
 from ..exceptions import QueryValidationError, ScopeError
-from .guards import LOOKED_AT_KEYS, PLAIN_TYPES, check_query
+from .guards import PLAIN_TYPES, check_query
 from .limits import QueryLimits
 
 APP_ID = "app_id"
@@ -70,37 +68,36 @@ def touches_app_id(path: Any) -> bool:
     return isinstance(path, str) and (path == APP_ID or path.startswith(_APP_ID_PATH))
 
 
-def plain_update(update: Any, limits: QueryLimits) -> bool:
-    """:func:`scoped_update`'s checks in one pass, for the commonest update — path operators
-    (``$set``, ``$inc``...) over plain values, no path under ``app_id``: True when ``update``
-    is such an update (it passes), False for anything else, which gets the full checks."""
-    if type(update) is not dict or not update or limits.max_query_depth < 2:
-        return False
-    for op, spec in update.items():
-        if type(spec) is not dict or op not in _PLAIN_PATH_OPERATORS:
-            if not isinstance(op, str) or not op.startswith("$"):
-                raise ValueError("update only works with $ operators; use replace_one() to replace")
-            return False
-        for path, value in spec.items():
-            if (
-                type(value) not in PLAIN_TYPES
-                or type(path) is not str
-                or path[:6] == APP_ID  # app_id, app_id.x (refused), app_idx: the full checks
-                or path in LOOKED_AT_KEYS
-            ):
-                return False
-    return True
+def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
+    """Check ``update`` (operators or pipeline) and return what to send to the server.
+
+    The commonest update — path operators (``$set``, ``$inc``...) over plain values, no path
+    under ``app_id`` or starting with ``$`` — passes in one plain loop; anything else gets the
+    full checks of :func:`_checked_update` (which refuse or accept it)."""
+    if type(update) is dict and update and limits.max_query_depth >= 2:
+        for op, spec in update.items():
+            if type(spec) is not dict or op not in _PLAIN_PATH_OPERATORS:
+                break
+            for path, value in spec.items():
+                if (
+                    type(value) not in PLAIN_TYPES
+                    or type(path) is not str
+                    or path.startswith(_LOOKED_AT_PATHS)
+                ):
+                    break
+            else:
+                continue
+            break
+        else:
+            return update
+    return _checked_update(update, write_scope, limits)
 
 
 #: Path operators whose values are plain values, not paths ($rename's are paths).
 _PLAIN_PATH_OPERATORS = PATH_OPERATORS - {"$rename"}
-
-
-def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
-    """Check ``update`` (operators or pipeline) and return what to send to the server."""
-    if plain_update(update, limits):
-        return update
-    return _checked_update(update, write_scope, limits)
+#: Paths the one-pass check leaves to the full checks: ``app_id`` and anything under or
+#: beside it (``app_idx`` passes there), and ``$``-names (refused operators, ``$regex``).
+_LOOKED_AT_PATHS = (APP_ID, "$")
 
 
 def _checked_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
