@@ -204,3 +204,32 @@ def test_the_two_level_shortcut_agrees_with_the_walk(query):
         assert _outcome(guards.check_query, query, limits) == _outcome(
             guards._walk, query, limits, "filter", 0, 0
         )
+
+
+class _SwapsTheStage(UserDict):
+    """A stage body whose reading by the guards swaps its stage for another: what a second
+    thread of the caller could do between the check and the send."""
+
+    def __init__(self, stage: dict, swap_to: dict) -> None:
+        super().__init__({"n": {"$gte": 0}})
+        self.stage, self.swap_to = stage, swap_to
+
+    def items(self):
+        self.stage.clear()
+        self.stage.update(self.swap_to)
+        return super().items()
+
+
+def test_a_stage_swapped_during_its_check_is_not_sent(engine):
+    """The pipeline's one pass sends stages of its own: a caller's stage dict whose operator
+    changes after it was checked (here, into a $lookup of another app's raw collection)
+    reaches the server as the stage that was checked."""
+    engine.get_scoped_db("rival").secrets.insert_one({"secret": "s3"})
+    mine = engine.get_scoped_db("fast").items
+    mine.insert_one({"n": 1})
+    stage: dict = {}
+    escape = {"$lookup": {"from": "rival_secrets", "pipeline": [], "as": "leak"}}
+    stage["$match"] = _SwapsTheStage(stage, escape)
+    docs = mine.aggregate([{"$match": {"n": {"$gte": 0}}}, stage]).to_list()
+    assert docs and all("leak" not in doc for doc in docs)
+    assert stage == escape  # the swap did happen

@@ -173,10 +173,12 @@ class PipelineScoper:
         for stage in stages:
             if type(stage) is dict and len(stage) == 1:
                 ((op, body),) = stage.items()
-                if op in _PLAIN:  # the commonest stages: the caller's own dict goes on as is
+                if op in _PLAIN:  # the commonest stages, in few steps
                     if type(body) not in PLAIN_TYPES:  # {"$limit": 10} holds nothing to check
                         check_query(body, limits, op)
-                    out.append(stage)
+                    # A stage of our own, never the caller's dict: its operator is the one
+                    # checked even if the caller's thread swaps it for a $lookup meanwhile.
+                    out.append({op: body})
                     continue
             else:
                 op, body = _split(stage, where)
