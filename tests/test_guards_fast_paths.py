@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import UserDict
+from collections.abc import Mapping
 
 import pytest
 import strategies
@@ -233,3 +234,40 @@ def test_a_stage_swapped_during_its_check_is_not_sent(engine):
     docs = mine.aggregate([{"$match": {"n": {"$gte": 0}}}, stage]).to_list()
     assert docs and all("leak" not in doc for doc in docs)
     assert stage == escape  # the swap did happen
+
+
+class _ChangesAfterItsFirstRead(Mapping):
+    """An operator document that reads as ``{"n": 2}`` once, then as a ``$set`` of another
+    app's ``app_id``: what the caller's second thread could make of its own dict between the
+    check and the send."""
+
+    def __init__(self) -> None:
+        self.data: dict = {"n": 2}
+        self.reads = 0
+
+    def __iter__(self):
+        self.reads += 1
+        if self.reads > 1:
+            self.data = {"app_id": "rival"}
+        return iter(list(self.data))
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+@pytest.mark.parametrize("how", ["update_one", "find_one_and_update", "bulk_write"])
+def test_an_update_changed_after_its_check_is_not_sent(items, how):
+    """An update is checked and sent as one copy: an operator document that turns into a
+    ``$set`` of ``app_id`` after it was read cannot re-tag the app's document."""
+    doc_id = items.insert_one({"n": 1}).inserted_id
+    update = {"$set": _ChangesAfterItsFirstRead()}
+    if how == "update_one":
+        items.update_one({"_id": doc_id}, update)
+    elif how == "find_one_and_update":
+        items.find_one_and_update({"_id": doc_id}, update)
+    else:
+        items.bulk_write([UpdateOne({"_id": doc_id}, update)])
+    assert items.find_one({"_id": doc_id}) == {"_id": doc_id, "n": 2, "app_id": "fast"}

@@ -73,11 +73,17 @@ def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
 
     The commonest update — path operators (``$set``, ``$inc``...) over plain values, no path
     under ``app_id`` or starting with ``$`` — passes in one plain loop; anything else gets the
-    full checks of :func:`_checked_update` (which refuse or accept it)."""
+    full checks of :func:`_checked_update` (which refuse or accept it).
+
+    An operator update is sent as a copy of its operators' documents, made before they are
+    checked: what was checked is what the server gets, even if the caller's thread changes
+    its own dicts meanwhile (a ``$set`` of ``app_id`` put in after the check)."""
     if type(update) is dict and update and limits.max_query_depth >= 2:
+        sent: dict[str, Any] = {}
         for op, spec in update.items():
             if type(spec) is not dict or op not in _PLAIN_PATH_OPERATORS:
                 break
+            spec = spec.copy()
             for path, value in spec.items():
                 if (
                     type(value) not in PLAIN_TYPES
@@ -86,10 +92,11 @@ def scoped_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
                 ):
                     break
             else:
+                sent[op] = spec
                 continue
             break
         else:
-            return update
+            return sent
     return _checked_update(update, write_scope, limits)
 
 
@@ -105,6 +112,11 @@ def _checked_update(update: Any, write_scope: str, limits: QueryLimits) -> Any:
     if type(update) is dict or isinstance(update, Mapping):
         if not update:
             raise ValueError("update cannot be empty")
+        # Checked and sent: a copy down to the paths (the level app_id is refused at).
+        update = {
+            op: dict(spec) if type(spec) is dict or isinstance(spec, Mapping) else spec
+            for op, spec in update.items()
+        }
         for op, spec in update.items():
             if not isinstance(op, str) or not op.startswith("$"):
                 raise ValueError("update only works with $ operators; use replace_one() to replace")
