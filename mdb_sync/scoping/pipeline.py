@@ -107,19 +107,21 @@ class PipelineScoper:
 
     def _counted(self, pipeline: Any, where: str) -> list[Any]:
         """``pipeline`` as a list of (unchecked) stages, its length counted against the bound
-        on stages — before any of it is rewritten, so nested pipelines count as they come."""
-        if type(pipeline) is not list:
-            if isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple)):
-                raise QueryValidationError(f"{where} must be a list of stages")
-            pipeline = list(pipeline)
-        self._stages += len(pipeline)
+        on stages — before any of it is rewritten, so nested pipelines count as they come. A
+        copy: stages the caller's thread appends meanwhile are neither counted nor sent."""
+        if type(pipeline) is not list and (
+            isinstance(pipeline, Mapping) or not isinstance(pipeline, (list, tuple))
+        ):
+            raise QueryValidationError(f"{where} must be a list of stages")
+        stages = list(pipeline)
+        self._stages += len(stages)
         if self._stages > self._limits.max_pipeline_stages:
             raise QueryValidationError(
                 f"pipeline has more than {self._limits.max_pipeline_stages} stages "
                 "(counting nested pipelines)",
                 context={"limit": self._limits.max_pipeline_stages},
             )
-        return pipeline
+        return stages
 
     def _validate(self, pipeline: Any, where: str) -> list[tuple[str, Any]]:
         return [_split(stage, where) for stage in self._counted(pipeline, where)]
