@@ -10,9 +10,10 @@ and the batch's sizes too (pymongo only executes its bulk after the feed returne
 collection's ``app_id`` index is made sure of last, so a refused batch creates nothing).
 
 The per-operation work is what the sandbox requires and nothing else: one shallow copy of each
-inserted document, one copy of each filter with the scope added, one pass over each filter
-and update by the guards — no request objects, no per-request attribute scans, nothing kept
-per operation but the documents whose size the batch check encodes. (The operation's metric
+inserted document, one copy of each filter with the scope added and of each update's operator
+documents (what is checked is what is sent), one pass over each filter and update by the
+guards — no request objects, no per-request attribute scans, nothing kept per operation but
+the documents and updates whose sizes the batch check encodes. (The operation's metric
 therefore includes the scoping, which other operations do before their clock starts.)
 """
 
