@@ -192,7 +192,7 @@ def _exited_child(pid: int) -> bool:
         return False
 
 
-def _process_start_token(pid: int) -> str | None:
+def process_start_token(pid: int) -> str | None:
     """Start time of ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -430,7 +430,7 @@ class EmbeddedServer:
             "host": self.host,
             "port": self.port,
             "pid": self.pid,
-            "pid_start": _process_start_token(self.pid),
+            "pid_start": process_start_token(self.pid),
             "started_at": self.started_at,
             "pinned": self.pinned,
             "durable": self.durable,
@@ -645,7 +645,7 @@ def _state_process(state: dict[str, Any] | None) -> tuple[int, str, int] | None:
     if not is_alive(pid) or not _looks_like_server(pid):
         return None
     token = state.get("pid_start")
-    if token is not None and _process_start_token(pid) not in (None, token):
+    if token is not None and process_start_token(pid) not in (None, token):
         return None  # the pid was reused by another process
     return pid, host, port
 
@@ -856,7 +856,7 @@ def _write_lease(base_dir: Path) -> None:
     pid = os.getpid()
     path = _lease_path(base_dir, pid)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, json.dumps({"pid": pid, "pid_start": _process_start_token(pid)}))
+    _atomic_write(path, json.dumps({"pid": pid, "pid_start": process_start_token(pid)}))
 
 
 def acquire(
@@ -918,7 +918,7 @@ def _live_leases(base_dir: Path) -> list[int]:
                 path.unlink()
             continue
         token = info.get("pid_start")
-        reused = token is not None and _process_start_token(pid) not in (None, token)
+        reused = token is not None and process_start_token(pid) not in (None, token)
         if is_alive(pid) and not reused:
             alive.append(pid)
         else:
@@ -1005,7 +1005,7 @@ def _stop_locked(base_dir: Path, found: _Found) -> bool:
         with contextlib.suppress(TypeError, ValueError):
             candidate = int(found.state.get("pid", 0))
             token = found.state.get("pid_start")
-            same = token is None or _process_start_token(candidate) in (None, token)
+            same = token is None or process_start_token(candidate) in (None, token)
             if is_alive(candidate) and _looks_like_server(candidate) and same:
                 pid = candidate
     if pid is not None and is_alive(pid):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embedded import is_alive as process_alive
+from ..embedded import process_start_token
 
 #: Seconds without a heartbeat after which work of another host is taken as abandoned.
 STALE_AFTER = 120.0
@@ -27,17 +28,6 @@ HEARTBEAT_EVERY = 5.0
 
 def now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (Linux), which differs for a recycled pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command name (which may hold spaces) start after the last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None
 
 
 def _node() -> str:
@@ -55,7 +45,12 @@ def _node() -> str:
 def this_process() -> dict[str, Any]:
     """The record naming this process."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "node": _node(), "pid": pid, "started": _start_time(pid)}
+    return {
+        "host": socket.gethostname(),
+        "node": _node(),
+        "pid": pid,
+        "started": process_start_token(pid),
+    }
 
 
 def is_alive(owner: Mapping[str, Any] | None, heartbeat: Any) -> bool:
@@ -68,7 +63,7 @@ def is_alive(owner: Mapping[str, Any] | None, heartbeat: Any) -> bool:
         if not process_alive(pid):  # a zombie is gone: it will never finish the work
             return False
         started = owner.get("started")
-        return started is None or started == _start_time(pid)
+        return started is None or started == process_start_token(pid)
     if not isinstance(heartbeat, _dt.datetime):
         return False
     if heartbeat.tzinfo is None:
