@@ -136,6 +136,20 @@ class ResourceLimitExceeded(MongoDBEngineError):
     """A document, result or request is larger than the configured limit."""
 
 
+# --- calls to other servers -----------------------------------------------------------------------
+
+
+class NetworkError(MongoDBEngineError, OSError):
+    """A call to another server (an identity provider, a file server) failed: it could not
+    be reached, broke off, or answered more than allowed. The message names the call."""
+
+
+class NetworkTimeout(NetworkError, TimeoutError):
+    """A call to another server did not finish within its total deadline (name lookup,
+    connection, TLS, the answer's headers and body together), or was refused at once
+    because too many earlier calls that timed out are still stuck in this process."""
+
+
 # --- warnings -------------------------------------------------------------------------------------
 
 
@@ -387,6 +401,8 @@ __all__ = [
     "ManifestWarning",
     "ModelNotFoundError",
     "MongoDBEngineError",
+    "NetworkError",
+    "NetworkTimeout",
     "PortabilityError",
     "QueryValidationError",
     "RateLimitExceeded",

@@ -13,17 +13,13 @@ import hashlib
 import inspect
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from net_faults import drip_body, fault_server, never_answer, serve
 from tiktoken_ext import openai_public
 
 from mdb_sync.ai import encoding_files
@@ -41,67 +37,6 @@ def _downloaded(cache: Path) -> list[str]:
     cl100k_base there too, under its local path's key.)"""
     key = hashlib.sha1(f"{PUBLISHED}o200k_base.tiktoken".encode()).hexdigest()
     return [p.name for p in cache.iterdir() if p.name.startswith(key) or p.suffix == ".tmp"]
-
-
-@contextmanager
-def _server(handle: Callable[[socket.socket], None]) -> Iterator[tuple[int, list[bytes]]]:
-    """A TCP server on 127.0.0.1 handing each connection to ``handle`` (in a thread);
-    yields its port and the first bytes of each request received."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    requests: list[bytes] = []
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-            conn.settimeout(5)
-            try:
-                requests.append(conn.recv(4096))
-            except OSError:
-                requests.append(b"")
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], requests
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
-        for conn in held:
-            conn.close()
-
-
-def _never_answer(conn: socket.socket) -> None:
-    time.sleep(60)  # holds the connection open (closed when the test ends)
-
-
-def _drip(conn: socket.socket) -> None:
-    try:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n")
-        for _ in range(600):
-            conn.sendall(b"x")
-            time.sleep(0.1)
-    except OSError:
-        pass
-
-
-def _serve(body: bytes) -> Callable[[socket.socket], None]:
-    def handle(conn: socket.socket) -> None:
-        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        with suppress(OSError):
-            conn.sendall(head.encode() + body)
-
-    return handle
 
 
 def _run(script: str, cache: Path, port: int, **env: str) -> subprocess.CompletedProcess[str]:
@@ -140,10 +75,11 @@ COUNT = f"""
 """
 
 
-@pytest.mark.parametrize("misbehave", [_never_answer, _drip], ids=["silent", "dripping"])
+@pytest.mark.parametrize("misbehave", [never_answer, drip_body], ids=["silent", "dripping"])
 def test_a_download_that_does_not_finish_is_bounded_and_falls_back(tmp_path, misbehave):
-    with _server(misbehave) as (port, requests):
-        result = _run(COUNT, tmp_path, port)
+    with fault_server(misbehave) as server:
+        result = _run(COUNT, tmp_path, server.port)
+    requests = server.requests
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert requests and requests[0].startswith(b"GET /encodings/o200k_base.tiktoken ")
@@ -156,8 +92,9 @@ def test_a_download_that_does_not_finish_is_bounded_and_falls_back(tmp_path, mis
 
 
 def test_a_file_with_the_wrong_hash_is_not_cached(tmp_path):
-    with _server(_serve(b"AAAA 0\n" * 1000)) as (port, requests):
-        result = _run(COUNT, tmp_path, port)
+    with fault_server(serve(b"AAAA 0\n" * 1000)) as server:
+        result = _run(COUNT, tmp_path, server.port)
+    requests = server.requests
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert len(requests) == 1
@@ -167,8 +104,9 @@ def test_a_file_with_the_wrong_hash_is_not_cached(tmp_path):
 
 
 def test_no_download_when_downloads_are_off(tmp_path):
-    with _server(_never_answer) as (port, requests):
-        result = _run(COUNT, tmp_path, port, MDB_TIKTOKEN_TIMEOUT="0")
+    with fault_server(never_answer) as server:
+        result = _run(COUNT, tmp_path, server.port, MDB_TIKTOKEN_TIMEOUT="0")
+    requests = server.requests
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert requests == []
@@ -185,13 +123,13 @@ def test_a_downloaded_file_lands_in_tiktokens_cache_and_needs_no_network_again(t
         from mdb_sync.ai.encoding_files import ensure_cached
         print(ensure_cached("cl100k_base").name)
     """
-    with _server(_serve(body)) as (port, requests):
-        result = _run(script, tmp_path, port)
+    with fault_server(serve(body)) as server:
+        result = _run(script, tmp_path, server.port)
         assert result.returncode == 0, result.stderr
-        assert len(requests) == 1
+        assert len(server.requests) == 1
         # Again: already cached, the server is not asked.
-        assert _run(script, tmp_path, port).returncode == 0
-        assert len(requests) == 1
+        assert _run(script, tmp_path, server.port).returncode == 0
+        assert len(server.requests) == 1
     key = hashlib.sha1(f"{PUBLISHED}cl100k_base.tiktoken".encode()).hexdigest()
     assert result.stdout.split() == [key]
     assert (tmp_path / key).read_bytes() == body

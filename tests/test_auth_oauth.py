@@ -7,11 +7,14 @@ discovery/JWKS cache and its bounds."""
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from urllib.parse import parse_qs, urlsplit
+from urllib.request import urlopen
 
 import pytest
+from net_faults import drip_headers, fault_server
 from oidc_provider import CONSUMERS_TENANT, TestProvider
 
 from mdb_sync.auth import get_auth_service
@@ -22,6 +25,7 @@ from mdb_sync.auth.oauth import (
     ProviderCache,
     oauth_for,
 )
+from mdb_sync.auth.oauth.errors import ProviderUnavailable
 from mdb_sync.auth.oauth.http import request as http_request
 from mdb_sync.auth.oauth.metadata import DEFAULT_CACHE
 from mdb_sync.auth.oauth.settings import OIDC_SCOPES
@@ -603,8 +607,6 @@ def test_calls_to_a_provider_are_bounded_in_size_and_time():
     thread = threading.Thread(target=serve_endless, daemon=True)
     thread.start()
     try:
-        from mdb_sync.auth.oauth.errors import ProviderUnavailable
-
         with pytest.raises(ProviderUnavailable, match="more than"):
             http_request(
                 "GET", f"http://127.0.0.1:{endless.getsockname()[1]}/", what="endless", timeout=10
@@ -621,6 +623,47 @@ def test_calls_to_a_provider_are_bounded_in_size_and_time():
         stop.set()
         endless.close()
         silent.close()
+
+
+def test_a_token_endpoint_dripping_its_headers_fails_the_sign_in_within_the_bound(engine, op):
+    """The provider's discovery document points its token endpoint at a server that sends
+    its status line and headers a byte per 0.1 s — each byte far within any socket timeout,
+    so only a total deadline ends the call. The sign-in fails with ProviderUnavailable
+    within http_timeout_seconds, and the connection is dropped right then (nothing keeps
+    reading in the background)."""
+    with urlopen(f"{op.url}/.well-known/openid-configuration", timeout=10) as answer:
+        discovery = json.loads(answer.read())
+
+    def provider(conn, request, server):
+        if request.startswith(b"GET /.well-known/openid-configuration "):
+            body = json.dumps({**discovery, "token_endpoint": f"{server.url}/token"}).encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            conn.sendall(head.encode() + body)
+        else:
+            drip_headers(conn, request, server)
+
+    with fault_server(provider) as server:
+        m = manifest(
+            op,
+            _client(op, "drip-app"),
+            sso={"discovery_url": f"{server.url}/.well-known/openid-configuration"},
+            google=None,
+            github=None,
+            ms=None,
+        )
+        m["auth"]["oauth"]["http_timeout_seconds"] = 1
+        engine.register_app(m)
+        oauth = oauth_for(get_auth_service(engine, SLUG, hasher=None))
+        op.add_user("patient", email="patient@example.com")
+        started = time.monotonic()
+        with pytest.raises(ProviderUnavailable) as err:
+            sign_in(oauth, op, "sso", "patient")
+        elapsed = time.monotonic() - started
+        assert server.wait_ended(2, 5), "the abandoned call kept the connection open"
+    assert str(err.value) == "the token endpoint of Test SSO took longer than 1s"
+    assert err.value.status == 502 and err.value.reason == "provider_unavailable"
+    assert server.requests[1].startswith(b"POST /token HTTP/1.1\r\n")
+    assert elapsed < 1 + 6  # the browser round trip, and a loaded machine's slack
 
 
 # --- the manifest --------------------------------------------------------------------------------

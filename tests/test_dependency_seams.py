@@ -1,16 +1,20 @@
-"""The seams with pymongo's, marshmallow's and Flask-Login's private API: each private name the
-library uses exists on the installed version and still does what the library relies on, and
-the frames a broadcast builds itself are the bytes wsproto would send. A release that changes
-one fails here, by name, rather than somewhere in the sandbox."""
+"""The seams with pymongo's, marshmallow's, httpx2's and Flask-Login's private API: each
+private name the library uses exists on the installed version and still does what the library
+relies on, and the frames a broadcast builds itself are the bytes wsproto would send. A release
+that changes one fails here, by name, rather than somewhere in the sandbox."""
 
 from __future__ import annotations
 
 import configparser
 import datetime as dt
+import http.server
 import inspect
+import threading
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import httpcore2
+import httpx2
 import marshmallow
 import pytest
 import simple_websocket
@@ -33,6 +37,7 @@ from wsproto.extensions import PerMessageDeflate
 
 from flask_mdb import _flask_login_seam as login_seam
 from flask_mdb.websockets.connection import text_frame
+from mdb_sync import _httpx_seam as httpx_seam
 from mdb_sync import _marshmallow_seam as marshmallow_seam
 from mdb_sync import _pymongo_seam as seam
 from mdb_sync.manifest.schema import ManifestSchema
@@ -443,6 +448,98 @@ def test_a_compressed_connection_gets_its_own_frames():
     assert "PerMessageDeflate" in inspect.getsource(simple_websocket.ws)
 
 
+# --- httpx2 --------------------------------------------------------------------------------------
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """Answers any request (a proxy's too: its path is the whole URL) with its path."""
+
+    def do_GET(self) -> None:
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def answering():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class _Counting(httpcore2.SyncBackend):
+    """httpcore2's own backend, counting the connections it opens, by port."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+
+    def connect_tcp(self, host, port, *args, **kwargs):
+        self.ports.append(port)
+        return super().connect_tcp(host, port, *args, **kwargs)
+
+
+def _httpx_holder(owner: str):
+    if owner == "httpx2.Client":
+        return httpx2.Client()
+    if owner == "httpx2.HTTPTransport":
+        return httpx2.HTTPTransport()
+    if owner == "httpcore2.ConnectionPool":
+        return httpcore2.ConnectionPool()
+    raise AssertionError(f"no holder for {owner}")
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [(owner, name) for owner, names in httpx_seam.PRIVATES.items() for name in names],
+)
+def test_each_httpx_private_exists(owner, name):
+    assert hasattr(_httpx_holder(owner), name), (
+        f"httpx2/httpcore2 no longer has {owner}.{name}: mdb_sync/_httpx_seam.py needs updating"
+    )
+
+
+def test_a_clients_connections_go_through_the_backend_given_direct_and_by_proxy(answering):
+    """The backend opens the client's connections: to the server, and through a proxy of
+    the environment (the same server here, answering the proxied URL), so a proxied call
+    is bounded too."""
+    direct = _Counting()
+    with httpx2.Client(trust_env=False) as client:
+        httpx_seam.use_network_backend(client, direct)
+        assert client.get(f"http://127.0.0.1:{answering}/direct").text == "/direct"
+    assert direct.ports == [answering]
+
+    proxied = _Counting()
+    target = "http://proxied.mdb-sync.invalid/through"
+    with httpx2.Client(proxy=f"http://127.0.0.1:{answering}") as client:
+        httpx_seam.use_network_backend(client, proxied)
+        assert client.get(target).text == target
+    assert proxied.ports == [answering]
+
+
+def test_a_client_without_httpx_pools_is_refused():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b""]
+
+    with (
+        httpx2.Client(transport=httpx2.WSGITransport(app=app)) as client,
+        pytest.raises(TypeError, match="cannot be bounded"),
+    ):
+        httpx_seam.use_network_backend(client, _Counting())
+
+
 # --- version ceilings ----------------------------------------------------------------------------
 
 #: Dependencies whose private or fast-moving API the library uses: each must have a ceiling.
@@ -458,6 +555,7 @@ CAPPED = (
     "authlib",
     "joserfc",
     "openai",
+    "httpx2",
     "celery",
     "secantusdb",
 )

@@ -117,6 +117,10 @@ NEEDS_EXTRA = {
     "mdb_sync.ai.memory": "numpy",
     "mdb_sync.ai.services": "numpy",
     "mdb_sync.ai.hybrid_search": "numpy",
+    # ai extra: the openai client's HTTP, whose pools get a backend keeping total deadlines
+    # (built with the client, on its first call).
+    "mdb_sync.ai.openai_http": "httpx2",
+    "mdb_sync._httpx_seam": "httpx2",
     "mdb_sync.auth": "jwt",  # auth extra: its token manager is PyJWT
     "mdb_sync.portability": "jwt",  # its exporter hashes demo passwords with mdb_sync.auth
     "mdb_sync.auth.casbin_adapter": "casbin",  # auth extra: pycasbin's adapter base
@@ -297,7 +301,7 @@ def test_importing_the_packages_loads_no_optional_extra():
     extras."""
     extras = [
         *OPTIONAL_EXTRAS,
-        *("jwt", "authlib", "joserfc", "celery", "pyarrow", "pandas", "polars"),
+        *("jwt", "authlib", "joserfc", "celery", "pyarrow", "pandas", "polars", "httpx2"),
     ]
     core, flask_mdb, without = _probes(
         [([], ["mdb_sync", "mdb_sync.cli"]), ([], ["flask_mdb"]), (extras, ["mdb_sync.cli"])],

@@ -21,14 +21,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import threading
-import time
 import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
-from ..exceptions import AIServiceError, ConfigurationError
+from ..exceptions import AIServiceError, ConfigurationError, NetworkError
+from ..net_bounds import fetch
 
 #: Where tiktoken downloads its encoding files from (the URL its cache is keyed by).
 PUBLISHED_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/"
@@ -143,53 +141,21 @@ def ensure_cached(name: str, *, timeout: float | None = None) -> Path:
 
 
 def _download(url: str, limit: float) -> bytes:
-    """The body at ``url``, or :class:`EncodingUnavailable` after ``limit`` seconds in all.
-
-    The fetch runs in a daemon thread the caller waits for at most ``limit`` seconds: socket
+    """The body at ``url``, or :class:`EncodingUnavailable` after ``limit`` seconds in all
+    (name lookup, connection, answer and body: :func:`mdb_sync.net_bounds.fetch`; socket
     timeouts alone bound each operation, not a server that drips a byte a second, nor a
-    name lookup (``getaddrinfo`` has no timeout). The abandoned thread stops by itself at
-    its own deadline.
-    """
-    deadline = time.monotonic() + limit
-    outcome: list[bytes | BaseException] = []
-
-    def fetch() -> None:
-        try:
-            outcome.append(_read(url, deadline))
-        except BaseException as exc:  # reported to the caller below
-            outcome.append(exc)
-
-    worker = threading.Thread(target=fetch, name="mdb-tiktoken-download", daemon=True)
-    worker.start()
-    worker.join(limit)
-    if not outcome or _timed_out(outcome[0]):
-        raise EncodingUnavailable(f"downloading {url} took longer than {limit:g}s")
-    result = outcome[0]
-    if isinstance(result, BaseException):
-        raise EncodingUnavailable(f"could not download {url}: {result}") from result
-    return result
-
-
-def _timed_out(result: object) -> bool:
-    """Whether the fetch met a socket timeout: the same bound, met by the fetch first
-    (urllib wraps one met while connecting in a ``URLError``)."""
-    reason = getattr(result, "reason", None)
-    return isinstance(result, TimeoutError) or isinstance(reason, TimeoutError)
-
-
-def _read(url: str, deadline: float) -> bytes:
-    remaining = deadline - time.monotonic()
-    request = urllib.request.Request(url, headers={"User-Agent": "mdb-sync"})
-    with urllib.request.urlopen(request, timeout=max(remaining, 0.01)) as response:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError("deadline passed")
-            chunk = response.read1(65536)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > MAX_FILE_BYTES:
-                raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
-            chunks.append(chunk)
+    name lookup). Redirects are followed (a mirror may redirect; the hash check decides)."""
+    try:
+        answer = fetch(
+            url,
+            what=f"downloading {url}",
+            timeout=limit,
+            max_bytes=MAX_FILE_BYTES,
+            headers={"User-Agent": "mdb-sync"},
+            follow_redirects=True,
+        )
+    except NetworkError as exc:  # NetworkTimeout included: "... took longer than 10s"
+        raise EncodingUnavailable(str(exc)) from exc
+    if answer.status != 200:
+        raise EncodingUnavailable(f"could not download {url}: HTTP {answer.status}")
+    return answer.body

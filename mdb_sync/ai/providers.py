@@ -15,23 +15,43 @@ for what may succeed later (429, 5xx, timeouts) and a specific error for what wi
 unknown model, a bad key, a rejected request); the services own retries and metrics. The
 HTTP client is created lazily and again in a forked child, so a provider built before
 ``fork()`` never shares a connection pool with its parent.
+
+Each attempt of :class:`OpenAIProvider` has a total deadline of ``timeout_seconds``: name
+lookup, connection, TLS, sending, the answer's headers and body together
+(:mod:`mdb_sync.ai.openai_http`; the ``openai`` client's own timeout bounds each phase
+only). A streamed chat must deliver its first event within that deadline too (part of the
+attempt, so it is retried like any call), then each next event within ``timeout_seconds``
+of asking for it, and the whole stream within :data:`STREAM_BOUND_FACTOR` times
+``timeout_seconds`` from its start: an idle bound counted in events, which a server dripping
+bytes cannot reset, and a ceiling for a server dripping whole (empty) events.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from ..exceptions import AIProviderError, AIServiceError, ConfigurationError, ModelNotFoundError
+from ..exceptions import (
+    AIProviderError,
+    AIServiceError,
+    ConfigurationError,
+    ModelNotFoundError,
+    NetworkTimeout,
+)
+from ..net_bounds import deadline
 from .config import LLMConfig
 from .local_model import LOCAL_DIMENSIONS, LOCAL_MODEL_ALIASES, LOCAL_MODEL_NAME, get_encoder
 from .retry import RETRYABLE_STATUSES, RetryableError, parse_retry_after
 from .routing import Route, resolve_specs, split_model, unknown_provider_message
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+#: A streamed chat may last this many times ``timeout_seconds`` in all, from its start.
+STREAM_BOUND_FACTOR = 10
+T = TypeVar("T")
 
 
 @dataclass
@@ -129,11 +149,15 @@ class OpenAIProvider:
     def _make_client(self) -> Any:
         try:
             import openai
+
+            from .openai_http import bounded_http_client
         except ImportError as exc:  # pragma: no cover - the ai extra installs it
             raise ConfigurationError(
                 'the openai package is missing: pip install "mdb-sync[ai]"'
             ) from exc
         config = self.config
+        # Connections opened through a backend that keeps each call's total deadline.
+        http_client = bounded_http_client(timeout=config.timeout_seconds)
         if config.provider == "azure":
             if not config.base_url:  # LLMConfig.require_ready refuses this first
                 raise ConfigurationError("the Azure provider needs llm_config.base_url")
@@ -143,6 +167,7 @@ class OpenAIProvider:
                 api_version=config.api_version,
                 timeout=config.timeout_seconds,
                 max_retries=0,
+                http_client=http_client,
             )
         return openai.OpenAI(
             # OpenAI-compatible servers often need no key, but the client wants one.
@@ -150,6 +175,7 @@ class OpenAIProvider:
             base_url=config.base_url,
             timeout=config.timeout_seconds,
             max_retries=0,
+            http_client=http_client,
         )
 
     def close(self) -> None:
@@ -162,7 +188,15 @@ class OpenAIProvider:
         import openai
 
         where = {"provider": self.name, "model": model}
-        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+        if isinstance(exc, openai.APITimeoutError):
+            took = NetworkTimeout(
+                f"{self.name} {what} took longer than {self.config.timeout_seconds:g}s "
+                "(timeout_seconds: the bound of the whole call)",
+                context=where,
+            )
+            took.__cause__ = exc
+            return RetryableError(took, status=None, retry_after=None)
+        if isinstance(exc, openai.APIConnectionError):
             return RetryableError(exc, status=None, retry_after=None)
         if not isinstance(exc, openai.APIStatusError):
             return exc
@@ -194,10 +228,9 @@ class OpenAIProvider:
         kwargs: dict[str, Any] = {"model": model, "input": list(texts)}
         if dimensions is not None:
             kwargs["dimensions"] = dimensions
-        try:
-            response = self.client.embeddings.create(**kwargs)
-        except Exception as exc:
-            raise self._translate(exc, "embeddings", model) from exc
+        response = self._within_bound(
+            lambda: self.client.embeddings.create(**kwargs), "embeddings", model
+        )
         data = sorted(response.data, key=lambda d: d.index)
         if len(data) != len(texts):
             raise AIProviderError(
@@ -212,10 +245,11 @@ class OpenAIProvider:
         )
 
     def chat(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> ChatResult:
-        try:
-            response = self.client.chat.completions.create(model=model, messages=messages, **params)
-        except Exception as exc:
-            raise self._translate(exc, "chat", model) from exc
+        response = self._within_bound(
+            lambda: self.client.chat.completions.create(model=model, messages=messages, **params),
+            "chat",
+            model,
+        )
         if not response.choices:
             raise AIProviderError(
                 f"{self.name} returned no choices", context={"provider": self.name}
@@ -231,24 +265,52 @@ class OpenAIProvider:
             raw=response,
         )
 
-    def open_stream(self, messages: list[dict[str, Any]], *, model: str, **params: Any) -> Any:
-        """Start a streamed completion (the retryable part: the response headers)."""
+    def _within_bound(self, fn: Callable[[], T], what: str, model: str) -> T:
+        """``fn()``, one API call, within ``timeout_seconds`` in all (see the module)."""
+        with deadline(self.config.timeout_seconds):
+            try:
+                return fn()
+            except Exception as exc:
+                raise self._translate(exc, what, model) from exc
+
+    def open_stream(
+        self, messages: list[dict[str, Any]], *, model: str, **params: Any
+    ) -> OpenedStream:
+        """Start a streamed completion: the retryable part, which ends with its first event
+        (all within ``timeout_seconds``: a server that answers its headers and then nothing
+        fails the attempt, and is retried like any call)."""
         params.setdefault("stream_options", {"include_usage": True})
-        try:
-            return self.client.chat.completions.create(
+        started = time.monotonic()
+        stream: Any = None
+
+        def start() -> Any:
+            nonlocal stream
+            stream = self.client.chat.completions.create(
                 model=model, messages=messages, stream=True, **params
             )
-        except Exception as exc:
-            raise self._translate(exc, "chat", model) from exc
+            return next(stream, None)
 
-    def read_stream(self, stream: Any, *, model: str) -> Iterator[str | ChatResult]:
-        """Text deltas of a started stream, then one :class:`ChatResult` with the totals."""
+        try:
+            first = self._within_bound(start, "chat", model)
+        except BaseException:
+            if stream is not None:
+                stream.close()
+            raise
+        return OpenedStream(stream, first, started)
+
+    def read_stream(self, stream: OpenedStream, *, model: str) -> Iterator[str | ChatResult]:
+        """Text deltas of a started stream (what :meth:`open_stream` returned), then one
+        :class:`ChatResult` with the totals. Each event after the first must come within
+        ``timeout_seconds`` of asking for it, and the stream must end within
+        :data:`STREAM_BOUND_FACTOR` times ``timeout_seconds`` of its start; otherwise, or
+        when it breaks off, :class:`AIProviderError` (what was yielded is not taken back)."""
         parts: list[str] = []
         finish = None
         prompt = completion = 0
+        chunk = stream.first
         try:
-            with stream:
-                for chunk in stream:
+            with stream.events:
+                while chunk is not None:
                     usage = getattr(chunk, "usage", None)
                     if usage is not None:
                         prompt = int(usage.prompt_tokens or 0)
@@ -260,6 +322,10 @@ class OpenAIProvider:
                         if text:
                             parts.append(text)
                             yield text
+                    # Asked for outside the yield: the bound covers this read only.
+                    chunk = self._next_event(stream, model)
+        except AIProviderError:
+            raise
         except Exception as exc:
             error = self._translate(exc, "chat", model)
             if isinstance(error, RetryableError):
@@ -271,10 +337,50 @@ class OpenAIProvider:
             raise error from exc
         yield ChatResult("".join(parts), model, finish, prompt, completion)
 
+    def _next_event(self, stream: OpenedStream, model: str) -> Any:
+        """The stream's next event (None at its end), within the stream's bounds."""
+        import openai
+
+        timeout = self.config.timeout_seconds
+        ceiling = STREAM_BOUND_FACTOR * timeout
+        left = stream.started + ceiling - time.monotonic()
+        where = {"provider": self.name, "model": model}
+        if left <= 0:
+            raise AIProviderError(
+                f"{self.name}: the chat stream went on longer than {ceiling:g}s in all "
+                f"({STREAM_BOUND_FACTOR} x timeout_seconds)",
+                context=where,
+            )
+        with deadline(min(timeout, left)):
+            try:
+                return next(stream.events, None)
+            except openai.APITimeoutError as exc:
+                if left <= timeout:
+                    raise AIProviderError(
+                        f"{self.name}: the chat stream went on longer than {ceiling:g}s in "
+                        f"all ({STREAM_BOUND_FACTOR} x timeout_seconds)",
+                        context=where,
+                    ) from exc
+                raise AIProviderError(
+                    f"{self.name}: the chat stream stalled: no event for {timeout:g}s "
+                    "(timeout_seconds)",
+                    context=where,
+                ) from exc
+
     def stream_chat(
         self, messages: list[dict[str, Any]], *, model: str, **params: Any
     ) -> Iterator[str | ChatResult]:
         return self.read_stream(self.open_stream(messages, model=model, **params), model=model)
+
+
+@dataclass
+class OpenedStream:
+    """A streamed completion started by :meth:`OpenAIProvider.open_stream`: the ``openai``
+    stream of events, its first event (None: it had none) and when it was started."""
+
+    events: Any
+    first: Any
+    started: float
 
 
 def _error_message(exc: Any) -> str:
