@@ -11,10 +11,12 @@ that server, its DNS or a proxy on the way do. Two tools here give it one:
   and the bound. The abandoned worker is not killed (Python cannot), but every socket it
   registered (:meth:`Call.track`) is shut down, which ends a blocked read or write at once;
   a worker stuck where no socket helps (a name lookup) ends when the resolver gives up.
-  At most :data:`MAX_ABANDONED` abandoned workers may be alive at once per
-  :class:`Workers` (the process-wide :data:`WORKERS` unless told): beyond that, new calls
-  are refused at once with the same error instead of piling up threads — a hostile DNS
-  server making every sign-in leave a thread behind runs into the cap, not out of memory.
+  At most :data:`MAX_ABANDONED_PER_HOST` abandoned workers may be alive at once for one
+  host, and :data:`MAX_ABANDONED` in all, per :class:`Workers` (the process-wide
+  :data:`WORKERS` unless told): beyond that, new calls (to that host) are refused at once
+  with the same error instead of piling up threads — a hostile DNS server making every
+  sign-in leave a thread behind runs into the cap, not out of memory, and one app's hostile
+  provider host does not get the calls of other apps to other hosts refused.
 - :func:`deadline` sets a deadline for the calls the current thread makes, which code
   blocking in small steps (an HTTP client's reads) clips each step to
   (:func:`remaining_within`): no thread needed.
@@ -49,7 +51,10 @@ T = TypeVar("T")
 
 #: Abandoned workers (calls whose caller stopped waiting) that may be alive at once in one
 #: :class:`Workers`; past it new calls are refused at once.
-MAX_ABANDONED = 32
+MAX_ABANDONED = 128
+#: Abandoned workers of calls to one host that may be alive at once; past it new calls to
+#: that host are refused at once (calls to other hosts go on, up to :data:`MAX_ABANDONED`).
+MAX_ABANDONED_PER_HOST = 16
 #: The longest bound accepted (a day): larger values are mistakes (and overflow waits).
 MAX_SECONDS = 86_400.0
 _CHUNK = 65_536
@@ -148,6 +153,7 @@ class _Running:
     #: shutdown can never reach a later socket reusing a closed one's number.
     sockets: list[socket.socket] = field(default_factory=list)
     abandoned: bool = False
+    host: str | None = None
 
 
 def _shut(sock: socket.socket) -> None:
@@ -157,17 +163,21 @@ def _shut(sock: socket.socket) -> None:
 
 class Workers:
     """Runs calls in worker threads with a total deadline, and keeps count of the workers
-    whose caller stopped waiting (abandoned) while they are alive: at most ``limit`` — a
-    new call is refused while there are that many. (Calls already running when the limit
-    is reached may still be abandoned: each has its caller waiting, so there are no more of
-    them than threads calling.)"""
+    whose caller stopped waiting (abandoned) while they are alive: at most ``limit`` in all
+    and ``per_host`` for calls naming one host — a new call is refused while there are that
+    many. (Calls already running when a limit is reached may still be abandoned: each has
+    its caller waiting, so there are no more of them than threads calling.)"""
 
-    def __init__(self, limit: int = MAX_ABANDONED) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError("Workers.limit must be a positive integer")
+    def __init__(self, limit: int = MAX_ABANDONED, per_host: int = MAX_ABANDONED_PER_HOST) -> None:
+        for name, value in (("limit", limit), ("per_host", per_host)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Workers.{name} must be a positive integer")
         self.limit = limit
+        self.per_host = per_host
         self._lock = threading.Lock()
         self._abandoned = 0
+        #: Abandoned workers alive, by host (only hosts with some: at most ``limit`` keys).
+        self._by_host: dict[str, int] = {}
         self._running: dict[Call, _Running] = {}
         _ALL_WORKERS.add(self)
 
@@ -177,23 +187,33 @@ class Workers:
         with self._lock:
             return self._abandoned
 
-    def call(self, fn: Callable[[Call], T], seconds: float, *, what: str) -> T:
+    def call(
+        self, fn: Callable[[Call], T], seconds: float, *, what: str, host: str | None = None
+    ) -> T:
         """``fn(call)`` run in a daemon thread, its result or exception returned or raised
         here; :class:`NetworkTimeout` when it takes longer than ``seconds`` (the sockets it
         tracked are then shut down) or, at once, when ``limit`` abandoned workers are still
-        alive. ``what`` names the call in errors ("the token endpoint of Google")."""
+        alive, or ``per_host`` of calls to ``host`` (the server's name, lower case: what
+        its DNS or the server itself can hold up). ``what`` names the call in errors ("the
+        token endpoint of Google")."""
         _check_seconds(seconds)
         call = Call(what, seconds, self)
         with self._lock:
             stuck = self._abandoned
-            if stuck < self.limit:
-                self._running[call] = _Running()
-        if stuck >= self.limit:
+            stuck_here = self._by_host.get(host, 0) if host is not None else 0
+            refused = stuck >= self.limit or stuck_here >= self.per_host
+            if not refused:
+                self._running[call] = _Running(host=host)
+        if refused:
+            if stuck >= self.limit:
+                where, count, limit = "in this process", stuck, self.limit
+            else:
+                where, count, limit = f"for {host}", stuck_here, self.per_host
             raise NetworkTimeout(
-                f"{what} was refused: {stuck} earlier calls that timed out are still stuck "
-                f"in this process (at most {self.limit}); the network or the servers called "
-                "are not answering",
-                context={"abandoned": stuck, "limit": self.limit},
+                f"{what} was refused: {count} earlier calls that timed out are still stuck "
+                f"{where} (at most {limit}); the network or the servers called are not "
+                "answering",
+                context={"abandoned": count, "limit": limit, "host": host},
             )
         outcome: list[tuple[bool, Any]] = []
         done = threading.Event()
@@ -246,6 +266,8 @@ class Workers:
                 return False
             running.abandoned = True
             self._abandoned += 1
+            if running.host is not None:
+                self._by_host[running.host] = self._by_host.get(running.host, 0) + 1
             sockets = list(running.sockets)
         for sock in sockets:
             _shut(sock)
@@ -256,6 +278,10 @@ class Workers:
             running = self._running.pop(call, None)
             if running is not None and running.abandoned:
                 self._abandoned -= 1
+                if running.host is not None:
+                    left = self._by_host.pop(running.host) - 1
+                    if left:
+                        self._by_host[running.host] = left
         for sock in running.sockets if running is not None else ():
             sock.close()
 
@@ -264,6 +290,7 @@ class Workers:
         nothing is stuck there, and a lock held at the fork would never be released."""
         self._lock = threading.Lock()
         self._abandoned = 0
+        self._by_host = {}
         self._running = {}
 
 
@@ -274,11 +301,16 @@ WORKERS = Workers()
 
 
 def call_within(
-    fn: Callable[[Call], T], seconds: float, *, what: str, workers: Workers | None = None
+    fn: Callable[[Call], T],
+    seconds: float,
+    *,
+    what: str,
+    host: str | None = None,
+    workers: Workers | None = None,
 ) -> T:
-    """``fn(call)`` within ``seconds`` in all (see :meth:`Workers.call`), counted in
-    ``workers`` (default :data:`WORKERS`)."""
-    return (workers or WORKERS).call(fn, seconds, what=what)
+    """``fn(call)`` within ``seconds`` in all (see :meth:`Workers.call`: ``host`` names the
+    server the call depends on), counted in ``workers`` (default :data:`WORKERS`)."""
+    return (workers or WORKERS).call(fn, seconds, what=what, host=host)
 
 
 def _after_fork_in_child() -> None:
@@ -336,7 +368,10 @@ def fetch(
         raise NetworkError(f"{what}: {url!r} is not an http(s) URL")
     request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     return (workers or WORKERS).call(
-        lambda call: _fetch(call, request, max_bytes, follow_redirects), timeout, what=what
+        lambda call: _fetch(call, request, max_bytes, follow_redirects),
+        timeout,
+        what=what,
+        host=parts.hostname,
     )
 
 

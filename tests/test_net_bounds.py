@@ -88,7 +88,7 @@ def test_abandoned_workers_are_capped_and_further_calls_refused_at_once():
         with pytest.raises(NetworkTimeout, match="a fetch was refused") as info:
             fetch(server.url, what="a fetch", timeout=5, max_bytes=10, workers=workers)
         refused_in = time.monotonic() - started
-        assert info.value.context == {"abandoned": 2, "limit": 2}
+        assert info.value.context == {"abandoned": 2, "limit": 2, "host": "127.0.0.1"}
         time.sleep(0.3)
         assert len(server.requests) == 2, "a refused call reached the server"
 
@@ -99,6 +99,45 @@ def test_abandoned_workers_are_capped_and_further_calls_refused_at_once():
         assert workers.abandoned == 0
         assert call_within(lambda call: round(call.remaining()), 3, what="x", workers=workers) == 3
     assert refused_in < 1.0  # not the 5 s each of them would have been allowed
+
+
+def test_one_stuck_host_does_not_get_calls_to_other_hosts_refused():
+    """Abandoned workers are capped per host as well: with ``per_host`` calls that depend on
+    one host stuck (as name lookups of a hostile DNS would be), further calls to it are
+    refused at once, never reaching it, while a call to another host — another app's
+    provider — still goes through, until the cap for the whole process is reached."""
+    workers = Workers(limit=3, per_host=2)
+    with fault_server(hold_until_released) as stuck, fault_server(serve(b"ok")) as healthy:
+        for _ in range(2):
+            with pytest.raises(NetworkTimeout, match=r"took longer than 0\.3s$"):
+                call_within(
+                    _stuck(stuck.port), 0.3, what="a lookup", host="127.0.0.1", workers=workers
+                )
+        started = time.monotonic()
+        with pytest.raises(NetworkTimeout, match=r"stuck for 127\.0\.0\.1 \(at most 2\)") as info:
+            fetch(stuck.url, what="the stuck host", timeout=5, max_bytes=10, workers=workers)
+        assert time.monotonic() - started < 1.0
+        assert info.value.context == {"abandoned": 2, "limit": 2, "host": "127.0.0.1"}
+        other = f"http://localhost:{healthy.port}/"  # another host name, the same server
+        answer = fetch(other, what="another host", timeout=5, max_bytes=10, workers=workers)
+        assert (answer.status, answer.body) == (200, b"ok")
+
+        # One more stuck call, to a third host, reaches the cap of the whole process.
+        with pytest.raises(NetworkTimeout, match=r"took longer than 0\.3s$"):
+            call_within(_stuck(stuck.port), 0.3, what="a lookup", host="third", workers=workers)
+        with pytest.raises(NetworkTimeout, match=r"stuck in this process \(at most 3\)"):
+            fetch(other, what="another host", timeout=5, max_bytes=10, workers=workers)
+        time.sleep(0.3)
+        assert stuck.requests == [b"hello"] * 3, "a refused call reached the stuck host"
+        assert len(healthy.requests) == 1
+
+        stuck.release.set()
+        until = time.monotonic() + MARGIN
+        while workers.abandoned and time.monotonic() < until:
+            time.sleep(0.02)
+        assert workers.abandoned == 0
+        answer = fetch(other, what="another host", timeout=5, max_bytes=10, workers=workers)
+        assert answer.status == 200
 
 
 def test_an_answer_is_returned_whatever_its_status_and_redirects_only_when_asked():

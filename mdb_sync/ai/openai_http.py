@@ -121,7 +121,9 @@ class BoundedBackend(httpcore2.NetworkBackend):
             if bound is None:
                 found = lookup(None)
             else:
-                found = call_within(lookup, bound, what=f"the name lookup of {host}")
+                found = call_within(
+                    lookup, bound, what=f"the name lookup of {host}", host=host.lower()
+                )
         except NetworkTimeout as exc:
             raise httpcore2.ConnectTimeout(str(exc)) from exc
         except OSError as exc:
