@@ -14,6 +14,7 @@ the ratios.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -104,6 +105,18 @@ def commands_per_call(
     for i in range(1, calls + 1):
         call(i)
     return (counter.count - before) / calls
+
+
+def arguments(doc: str | None, **size: Any) -> argparse.ArgumentParser:
+    """The options every comparative script takes — ``--rounds`` (interleaved rounds) and
+    ``--runs`` (fresh processes, see :func:`repeated`) — plus its own size option, given as
+    ``name=(type, default, help)``."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    for name, (kind, default, text) in size.items():
+        parser.add_argument(f"--{name}", type=kind, default=default, help=text)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    return parser
 
 
 def repeated(runs: int, measure: Callable[[], list[Row]]) -> list[Row]:

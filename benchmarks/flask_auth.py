@@ -29,7 +29,6 @@ With no ``MDB_MONGO_URI`` it starts a private in-memory embedded server.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -43,7 +42,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compare import CommandCounter, Row, commands_per_call, compare, print_table, repeated
+from compare import (
+    CommandCounter,
+    Row,
+    arguments,
+    commands_per_call,
+    compare,
+    print_table,
+    repeated,
+)
 
 try:
     from flask_pymongo import PyMongo
@@ -275,10 +282,7 @@ def measure(requests: int, rounds: int) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=500, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    parser = arguments(__doc__, requests=(int, 500, "requests per round"))
     args, _ = parser.parse_known_args()
     rows = repeated(args.runs, lambda: measure(args.requests, args.rounds))
     print(

@@ -20,7 +20,6 @@ With no ``MDB_MONGO_URI`` it starts a private in-memory embedded server.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import uuid
@@ -31,7 +30,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bson import ObjectId
-from compare import CommandCounter, Row, commands_per_call, compare, print_table, repeated
+from compare import (
+    CommandCounter,
+    Row,
+    arguments,
+    commands_per_call,
+    compare,
+    print_table,
+    repeated,
+)
 from flask import Flask
 from pymongo import MongoClient
 
@@ -135,10 +142,7 @@ def measure(requests: int, rounds: int) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per route")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    parser = arguments(__doc__, requests=(int, 2000, "requests per route"))
     args, _ = parser.parse_known_args()
     rows = repeated(args.runs, lambda: measure(args.requests, args.rounds))
     print(

@@ -28,7 +28,6 @@ With ``MDB_MONGO_URI`` set it uses that server, else a private in-memory embedde
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import uuid
@@ -38,7 +37,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compare import CommandCounter, Row, commands_per_call, compare, print_table, repeated
+from compare import (
+    CommandCounter,
+    Row,
+    arguments,
+    commands_per_call,
+    compare,
+    print_table,
+    repeated,
+)
 from pymongo import InsertOne, MongoClient, UpdateOne
 
 from mdb_sync import MongoDBEngine, embedded
@@ -181,10 +188,7 @@ def measure(rounds: int, scale: float) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply the call counts")
-    parser.add_argument("--runs", type=int, default=1, help="fresh processes; cells are medians")
+    parser = arguments(__doc__, scale=(float, 1.0, "multiply the call counts"))
     args, _ = parser.parse_known_args()
     rows = repeated(args.runs, lambda: measure(args.rounds, args.scale))
     print(

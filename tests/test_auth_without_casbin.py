@@ -115,22 +115,21 @@ print(json.dumps(out))
 )
 
 
-def _sign_up(client: BrowserClient, email: str) -> Any:
+def _password_call(client: BrowserClient, path: str, email: str, expected: int) -> Any:
+    """POST ``email`` and the test password to ``path`` with the CSRF token; the user."""
     status, body = client.call(
-        "/auth/register", "POST", {"email": email, "password": PASSWORD},
-        **{"X-CSRF-Token": client.csrf()},
-    )  # fmt: skip
-    assert status == 201, body
+        path, "POST", {"email": email, "password": PASSWORD}, **{"X-CSRF-Token": client.csrf()}
+    )
+    assert status == expected, body
     return body["user"]
+
+
+def _sign_up(client: BrowserClient, email: str) -> Any:
+    return _password_call(client, "/auth/register", email, 201)
 
 
 def _log_in(client: BrowserClient, email: str) -> Any:
-    status, body = client.call(
-        "/auth/login", "POST", {"email": email, "password": PASSWORD},
-        **{"X-CSRF-Token": client.csrf()},
-    )  # fmt: skip
-    assert status == 200, body
-    return body["user"]
+    return _password_call(client, "/auth/login", email, 200)
 
 
 def test_apps_without_casbin_rules_sign_up_log_in_and_check_roles_over_http(
